@@ -1,0 +1,84 @@
+//! Deterministic synthetic sources.
+//!
+//! [`KeyedEvents`] produces event `i` for `i` in `0..events` with key
+//! `mix(i) % keys` and event time `i` (one tick per event). Instance `s` of
+//! `n` produces the indices `s, s + n, s + 2n, ...`, so all instances move
+//! through event time together and the union over instances is every index
+//! exactly once. It emits a watermark each time its next index crosses a
+//! multiple of `watermark_every_ticks`, and the runtime's end-of-stream
+//! carries the final watermark.
+
+use weir_runtime::{Emitter, ShardContext, Source, SourcePoll};
+
+use crate::records::Event;
+
+/// A 64-bit finalizer (splitmix64): spreads sequential indices over all bits
+/// so `mix(i) % keys` is uniform and keys arrive in no particular order.
+#[inline]
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The key of event `index` among `keys` keys.
+#[inline]
+pub fn event_key(index: u64, keys: u64) -> u64 {
+    mix(index) % keys
+}
+
+/// A bounded source of keyed events; see the module docs.
+#[derive(Debug)]
+pub struct KeyedEvents {
+    next: u64,
+    end: u64,
+    step: u64,
+    keys: u64,
+    watermark_every_ticks: u64,
+    next_watermark: u64,
+}
+
+impl KeyedEvents {
+    /// This shard's share of `events` events over `keys` keys.
+    ///
+    /// # Panics
+    /// If `keys` or `watermark_every_ticks` is zero.
+    pub fn new(context: &ShardContext, events: u64, keys: u64, watermark_every_ticks: u64) -> Self {
+        assert!(keys > 0, "keys must be positive");
+        assert!(
+            watermark_every_ticks > 0,
+            "watermark interval must be positive"
+        );
+        KeyedEvents {
+            next: context.instance as u64,
+            end: events,
+            step: context.instances as u64,
+            keys,
+            watermark_every_ticks,
+            next_watermark: watermark_every_ticks,
+        }
+    }
+}
+
+impl Source for KeyedEvents {
+    type Output = Event;
+
+    fn poll(&mut self, out: &mut Emitter<Event>) -> SourcePoll {
+        for _ in 0..out.batch_records_max() {
+            if self.next >= self.end {
+                return SourcePoll::Exhausted;
+            }
+            if self.next >= self.next_watermark {
+                out.watermark(self.next_watermark);
+                self.next_watermark += self.watermark_every_ticks;
+            }
+            out.push(&Event {
+                key: event_key(self.next, self.keys),
+                ts: self.next,
+            });
+            self.next += self.step;
+        }
+        SourcePoll::Ready
+    }
+}

@@ -1,0 +1,14 @@
+//! weir's operator library: sources, processors and sinks built on
+//! `weir-runtime`.
+//!
+//! - [`generator`]: deterministic synthetic sources.
+//! - [`window`]: windowed aggregation over event time.
+//! - [`sink`]: sinks.
+//!
+//! Records used across operators live in [`records`].
+#![warn(missing_docs)]
+
+pub mod generator;
+pub mod records;
+pub mod sink;
+pub mod window;

@@ -1,0 +1,266 @@
+//! The emitter: where operators put their output records.
+//!
+//! `push` serializes a record straight into the open batch of the target it
+//! is routed to (one open batch per edge and target shard). A batch that
+//! fills up moves to a ready queue; after the operator returns, the node task
+//! sends the ready queue into the rings, waiting when a ring is full. So the
+//! per-record path is: route, serialize, maybe enqueue. No allocation, no
+//! atomic, no syscall.
+//!
+//! Control messages (watermarks, end of stream) are queued behind the data
+//! pushed before them, so every ring sees records and watermarks in the order
+//! the operator produced them.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::batch::{BufferPool, RawBatch, Scratch, SerializeError};
+use crate::error::NodeFailure;
+use crate::limits::BATCH_RECORDS_MAX;
+use crate::message::Message;
+use crate::partition::{owner_of, KeyFn, Partition};
+use crate::record::Record;
+use crate::ring::Producer;
+
+/// One output edge of a node instance, as wired by the plan.
+pub(crate) struct OutputIo {
+    pub(crate) to: Arc<str>,
+    pub(crate) partition: Arc<dyn Any + Send + Sync>,
+    /// Consumer shard and the ring to it, in instance order.
+    pub(crate) targets: Vec<(usize, Producer<Message>)>,
+}
+
+enum Route<T> {
+    Single,
+    Hash(KeyFn<T>),
+    Broadcast,
+    RoundRobin(usize),
+}
+
+struct Target {
+    shard: usize,
+    ring: Producer<Message>,
+    open: Option<RawBatch>,
+}
+
+struct EdgeOutput<T> {
+    to: Arc<str>,
+    route: Route<T>,
+    targets: Vec<Target>,
+}
+
+enum Outgoing {
+    Data {
+        edge: usize,
+        target: usize,
+        batch: RawBatch,
+    },
+    Watermark(u64),
+    End,
+}
+
+/// Everything `push` touches besides the edges, split out so both can be
+/// borrowed at once.
+struct Staging {
+    pool: Rc<BufferPool>,
+    scratch: Scratch,
+    ready: VecDeque<Outgoing>,
+    error: Option<SerializeError>,
+}
+
+impl Staging {
+    #[inline]
+    fn write<T: Record>(&mut self, edge: usize, index: usize, target: &mut Target, record: &T) {
+        let batch = target.open.get_or_insert_with(|| self.pool.take());
+        if let Err(error) = batch.push(record, &mut self.scratch) {
+            self.error.get_or_insert(error);
+        }
+        if batch.is_full() {
+            if let Some(batch) = target.open.take() {
+                self.ready.push_back(Outgoing::Data {
+                    edge,
+                    target: index,
+                    batch,
+                });
+            }
+        }
+    }
+}
+
+/// Collects a node instance's output records into batches for its edges.
+pub struct Emitter<T> {
+    edges: Vec<EdgeOutput<T>>,
+    staging: Staging,
+}
+
+impl<T> std::fmt::Debug for Emitter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("edges", &self.edges.len())
+            .field("ready", &self.staging.ready.len())
+            .finish()
+    }
+}
+
+impl<T: Record> Emitter<T> {
+    pub(crate) fn new(outputs: Vec<OutputIo>, pool: Rc<BufferPool>) -> Emitter<T> {
+        let edges = outputs.into_iter().map(EdgeOutput::new).collect();
+        Emitter {
+            edges,
+            staging: Staging {
+                pool,
+                scratch: Scratch::new(),
+                ready: VecDeque::new(),
+                error: None,
+            },
+        }
+    }
+
+    /// Records a source should emit per [`Source::poll`](crate::Source::poll)
+    /// to fill about one batch.
+    pub fn batch_records_max(&self) -> usize {
+        BATCH_RECORDS_MAX
+    }
+
+    /// Emits one record to every output edge, routed by the edge's
+    /// partitioning.
+    #[inline]
+    pub fn push(&mut self, record: &T) {
+        for (edge_index, edge) in self.edges.iter_mut().enumerate() {
+            let targets = edge.targets.len();
+            match &mut edge.route {
+                Route::Single => {
+                    self.staging
+                        .write(edge_index, 0, &mut edge.targets[0], record);
+                }
+                Route::Hash(key) => {
+                    let index = owner_of(key(record), targets);
+                    self.staging
+                        .write(edge_index, index, &mut edge.targets[index], record);
+                }
+                Route::RoundRobin(next) => {
+                    let index = *next;
+                    *next = (index + 1) % targets;
+                    self.staging
+                        .write(edge_index, index, &mut edge.targets[index], record);
+                }
+                Route::Broadcast => {
+                    for (index, target) in edge.targets.iter_mut().enumerate() {
+                        self.staging.write(edge_index, index, target, record);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Promises that no record with an event time below `watermark` follows.
+    /// Records pushed so far are sent first.
+    pub fn watermark(&mut self, watermark: u64) {
+        self.flush();
+        self.staging.ready.push_back(Outgoing::Watermark(watermark));
+    }
+
+    /// Hands every partly filled batch on now instead of waiting for it to
+    /// fill (a source with nothing more to read calls this to cut latency).
+    pub fn flush(&mut self) {
+        for (edge_index, edge) in self.edges.iter_mut().enumerate() {
+            for (index, target) in edge.targets.iter_mut().enumerate() {
+                if let Some(batch) = target.open.take() {
+                    self.staging.ready.push_back(Outgoing::Data {
+                        edge: edge_index,
+                        target: index,
+                        batch,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Queues end of stream behind everything pushed so far.
+    pub(crate) fn end(&mut self) {
+        self.flush();
+        self.staging.ready.push_back(Outgoing::End);
+    }
+
+    /// The first serialization error since the last call, if any.
+    pub(crate) fn take_error(&mut self) -> Result<(), NodeFailure> {
+        match self.staging.error.take() {
+            Some(error) => Err(NodeFailure::Serialize(error)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends every queued batch and control message into its ring, in order,
+    /// waiting while a ring is full.
+    pub(crate) async fn send_ready(&mut self) -> Result<(), NodeFailure> {
+        while let Some(outgoing) = self.staging.ready.pop_front() {
+            match outgoing {
+                Outgoing::Data {
+                    edge,
+                    target,
+                    batch,
+                } => {
+                    let edge = &mut self.edges[edge];
+                    send(&edge.to, &mut edge.targets[target], Message::Data(batch)).await?;
+                }
+                Outgoing::Watermark(watermark) => {
+                    self.broadcast(|| Message::Watermark(watermark)).await?;
+                }
+                Outgoing::End => self.broadcast(|| Message::End).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn broadcast(&mut self, message: impl Fn() -> Message) -> Result<(), NodeFailure> {
+        for edge in &mut self.edges {
+            for target in &mut edge.targets {
+                send(&edge.to, target, message()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn send(to: &Arc<str>, target: &mut Target, message: Message) -> Result<(), NodeFailure> {
+    target
+        .ring
+        .push(message)
+        .await
+        .map_err(|_| NodeFailure::OutputClosed {
+            to: to.to_string(),
+            to_shard: target.shard,
+        })
+}
+
+impl<T: Record> EdgeOutput<T> {
+    fn new(output: OutputIo) -> EdgeOutput<T> {
+        let partition = output
+            .partition
+            .downcast_ref::<Partition<T>>()
+            .expect("edge record type was checked when the graph was built");
+        let route = match partition {
+            _ if output.targets.len() == 1 => Route::Single,
+            Partition::Forward => Route::Single,
+            Partition::Hash(key) => Route::Hash(key.clone()),
+            Partition::Broadcast => Route::Broadcast,
+            Partition::RoundRobin => Route::RoundRobin(0),
+        };
+        let targets = output
+            .targets
+            .into_iter()
+            .map(|(shard, ring)| Target {
+                shard,
+                ring,
+                open: None,
+            })
+            .collect();
+        EdgeOutput {
+            to: output.to,
+            route,
+            targets,
+        }
+    }
+}

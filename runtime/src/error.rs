@@ -1,0 +1,327 @@
+//! The runtime's errors: one type per operation, each converting into
+//! [`Error`].
+
+use std::fmt;
+
+use crate::batch::SerializeError;
+
+/// The graph is not a valid pipeline. Every variant names the nodes at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphError {
+    /// The graph has no node.
+    Empty,
+    /// Two nodes share a name.
+    DuplicateNode(String),
+    /// An edge names a node that does not exist.
+    UnknownNode {
+        /// The edge's producer.
+        from: String,
+        /// The edge's consumer.
+        to: String,
+        /// The name that matches no node.
+        missing: String,
+    },
+    /// An edge leads into a source.
+    IntoSource {
+        /// The edge's producer.
+        from: String,
+        /// The source.
+        to: String,
+    },
+    /// An edge leads out of a sink.
+    OutOfSink {
+        /// The sink.
+        from: String,
+        /// The edge's consumer.
+        to: String,
+    },
+    /// A processor or sink has no input edge.
+    NoInput(String),
+    /// A source or processor has no output edge: its records would go
+    /// nowhere.
+    NoOutput(String),
+    /// The edges form a cycle, listed in order.
+    Cycle(Vec<String>),
+    /// An edge's record type differs from what its producer emits or its
+    /// consumer reads.
+    TypeMismatch {
+        /// The edge's producer.
+        from: String,
+        /// The edge's consumer.
+        to: String,
+        /// What the edge carries.
+        edge: &'static str,
+        /// What the other end works with.
+        node: &'static str,
+    },
+}
+
+impl fmt::Display for GraphError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GraphError::Empty => write!(f, "the graph has no node"),
+            GraphError::DuplicateNode(name) => write!(f, "two nodes are named `{name}`"),
+            GraphError::UnknownNode { from, to, missing } => {
+                write!(
+                    f,
+                    "edge `{from}` -> `{to}` names `{missing}`, which is not a node"
+                )
+            }
+            GraphError::IntoSource { from, to } => {
+                write!(
+                    f,
+                    "edge `{from}` -> `{to}` leads into `{to}`, which is a source"
+                )
+            }
+            GraphError::OutOfSink { from, to } => {
+                write!(
+                    f,
+                    "edge `{from}` -> `{to}` leads out of `{from}`, which is a sink"
+                )
+            }
+            GraphError::NoInput(node) => write!(f, "`{node}` has no input edge"),
+            GraphError::NoOutput(node) => {
+                write!(
+                    f,
+                    "`{node}` has no output edge: its records would go nowhere"
+                )
+            }
+            GraphError::Cycle(nodes) => {
+                let path: Vec<String> = nodes.iter().map(|node| format!("`{node}`")).collect();
+                write!(
+                    f,
+                    "the edges form a cycle: {} -> `{}`",
+                    path.join(" -> "),
+                    nodes[0]
+                )
+            }
+            GraphError::TypeMismatch {
+                from,
+                to,
+                edge,
+                node,
+            } => write!(
+                f,
+                "edge `{from}` -> `{to}` carries `{edge}` but its other end works with `{node}`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for GraphError {}
+
+/// The runtime could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A shard count of zero or above the limit.
+    Shards {
+        /// What was asked for.
+        requested: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// Pinning was asked for but the cores this process may run on could not
+    /// be listed, or there are fewer than shards.
+    Cores {
+        /// Shards asked for.
+        shards: usize,
+        /// Cores this process may run on.
+        available: usize,
+    },
+    /// The locked-memory limit (`RLIMIT_MEMLOCK`) is below what the shards'
+    /// io_uring buffers need.
+    LockedMemory {
+        /// The soft limit, bytes.
+        limit_bytes: u64,
+        /// What the shards need, bytes.
+        needed_bytes: u64,
+        /// Shards asked for.
+        shards: usize,
+    },
+    /// io_uring is not available to this process.
+    IoUring(std::io::Error),
+    /// glommio failed to start a shard's executor.
+    Executor {
+        /// The shard.
+        shard: usize,
+        /// glommio's message.
+        message: String,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Shards { requested, max } => {
+                write!(
+                    f,
+                    "cannot run {requested} shards: the count must be between 1 and {max}"
+                )
+            }
+            StartError::Cores { shards, available } => write!(
+                f,
+                "cannot pin {shards} shards: this process may run on {available} cores \
+                 (run fewer shards, or turn pinning off)"
+            ),
+            StartError::LockedMemory {
+                limit_bytes,
+                needed_bytes,
+                shards,
+            } => write!(
+                f,
+                "the locked-memory limit (RLIMIT_MEMLOCK, `ulimit -l`) is {} KiB but {shards} \
+                 shards need {} KiB for their io_uring buffers; raise it with `ulimit -l {}` \
+                 (LimitMEMLOCK= in a systemd unit, `memlock` in /etc/security/limits.conf, \
+                 --ulimit memlock= for docker) or run fewer shards",
+                limit_bytes / 1024,
+                needed_bytes / 1024,
+                needed_bytes.div_ceil(1024)
+            ),
+            StartError::IoUring(error) => write!(
+                f,
+                "io_uring is not available ({error}); weir needs Linux 5.8 or newer with \
+                 io_uring enabled (sysctl kernel.io_uring_disabled=0, and a seccomp profile \
+                 that allows io_uring_setup in containers)"
+            ),
+            StartError::Executor { shard, message } => {
+                write!(f, "cannot start shard {shard}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Why one node instance stopped early.
+#[derive(Debug)]
+pub enum NodeFailure {
+    /// A record could not be serialized.
+    Serialize(SerializeError),
+    /// An input ring closed without an end-of-stream message: its producer
+    /// failed.
+    InputClosed {
+        /// The producer node.
+        from: String,
+        /// The producer's shard.
+        from_shard: usize,
+    },
+    /// An output ring's consumer is gone: it failed.
+    OutputClosed {
+        /// The consumer node.
+        to: String,
+        /// The consumer's shard.
+        to_shard: usize,
+    },
+}
+
+impl fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeFailure::Serialize(error) => error.fmt(f),
+            NodeFailure::InputClosed { from, from_shard } => write!(
+                f,
+                "input from `{from}` on shard {from_shard} closed before its end of stream"
+            ),
+            NodeFailure::OutputClosed { to, to_shard } => {
+                write!(f, "output to `{to}` on shard {to_shard} is closed")
+            }
+        }
+    }
+}
+
+/// A pipeline run failed.
+#[derive(Debug)]
+pub enum RunError {
+    /// A node instance failed.
+    Node {
+        /// The node.
+        node: String,
+        /// Its shard.
+        shard: usize,
+        /// What happened.
+        failure: NodeFailure,
+    },
+    /// A shard's executor failed outside any node.
+    Executor {
+        /// The shard.
+        shard: usize,
+        /// glommio's message.
+        message: String,
+    },
+    /// A shard's thread panicked.
+    ShardPanicked {
+        /// The shard.
+        shard: usize,
+        /// The panic message, if it was a string.
+        message: String,
+    },
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Node {
+                node,
+                shard,
+                failure,
+            } => write!(f, "node `{node}` on shard {shard}: {failure}"),
+            RunError::Executor { shard, message } => {
+                write!(f, "shard {shard}'s executor failed: {message}")
+            }
+            RunError::ShardPanicked { shard, message } => {
+                write!(f, "shard {shard} panicked: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Any runtime error.
+#[derive(Debug)]
+pub enum Error {
+    /// See [`GraphError`].
+    Graph(GraphError),
+    /// See [`StartError`].
+    Start(StartError),
+    /// See [`RunError`].
+    Run(RunError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Graph(error) => error.fmt(f),
+            Error::Start(error) => error.fmt(f),
+            Error::Run(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Graph(error) => Some(error),
+            Error::Start(error) => Some(error),
+            Error::Run(error) => Some(error),
+        }
+    }
+}
+
+impl From<GraphError> for Error {
+    fn from(error: GraphError) -> Error {
+        Error::Graph(error)
+    }
+}
+
+impl From<StartError> for Error {
+    fn from(error: StartError) -> Error {
+        Error::Start(error)
+    }
+}
+
+impl From<RunError> for Error {
+    fn from(error: RunError) -> Error {
+        Error::Run(error)
+    }
+}

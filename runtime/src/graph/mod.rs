@@ -1,0 +1,249 @@
+//! The dataflow graph: named sources, processors and sinks joined by
+//! partitioned edges, built and checked before anything runs.
+//!
+//! Nodes are declared with a factory that makes the node's operator on each
+//! shard; edges are declared by node name with a partitioning
+//! ([`Partition`]). [`GraphBuilder::build`] rejects, naming the nodes: a
+//! duplicate name, an edge to a missing node, an edge into a source or out of
+//! a sink, a processor or sink without input (a dangling node), a source or
+//! processor without output (records going nowhere), a cycle, and an edge
+//! whose record type differs from its producer's output or its consumer's
+//! input.
+//!
+//! Every node runs one instance on every shard unless it declares
+//! [`Parallelism::One`], in which case its single instance runs on shard 0.
+
+mod plan;
+mod validate;
+
+pub(crate) use plan::ShardPlan;
+
+use std::any::{Any, TypeId};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::error::GraphError;
+use crate::operator::{Processor, ShardContext, Sink, Source};
+use crate::partition::{Partition, PartitionKind};
+use crate::record::Record;
+use crate::shard::spawn::{ProcessorSpawn, SinkSpawn, SourceSpawn, Spawn};
+
+/// How many instances of a node run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parallelism {
+    /// One instance per shard, each owning its slice of the node's work.
+    EveryShard,
+    /// A single instance, on shard 0.
+    One,
+}
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// No inputs, one output stream.
+    Source,
+    /// Inputs and one output stream.
+    Processor,
+    /// Inputs, no output.
+    Sink,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TypeInfo {
+    id: TypeId,
+    name: &'static str,
+}
+
+impl TypeInfo {
+    fn of<T: 'static>() -> TypeInfo {
+        TypeInfo {
+            id: TypeId::of::<T>(),
+            name: std::any::type_name::<T>(),
+        }
+    }
+}
+
+pub(crate) struct NodeSpec {
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: NodeKind,
+    pub(crate) parallelism: Parallelism,
+    input: Option<TypeInfo>,
+    output: Option<TypeInfo>,
+    pub(crate) spawn: Arc<dyn Spawn>,
+}
+
+pub(crate) struct EdgeSpec {
+    from: String,
+    to: String,
+    pub(crate) kind: PartitionKind,
+    record: TypeInfo,
+    pub(crate) partition: Arc<dyn Any + Send + Sync>,
+}
+
+/// Options of a node just added to a [`GraphBuilder`].
+#[derive(Debug)]
+pub struct NodeOptions<'a> {
+    parallelism: &'a mut Parallelism,
+}
+
+impl NodeOptions<'_> {
+    /// Sets how many instances of the node run.
+    pub fn parallelism(self, parallelism: Parallelism) {
+        *self.parallelism = parallelism;
+    }
+}
+
+/// Declares a graph; [`build`](GraphBuilder::build) checks it.
+#[derive(Default)]
+pub struct GraphBuilder {
+    nodes: Vec<NodeSpec>,
+    edges: Vec<EdgeSpec>,
+}
+
+impl std::fmt::Debug for GraphBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.nodes.iter().map(|node| &*node.name).collect();
+        f.debug_struct("GraphBuilder")
+            .field("nodes", &names)
+            .field("edges", &self.edges.len())
+            .finish()
+    }
+}
+
+impl GraphBuilder {
+    /// An empty graph.
+    pub fn new() -> GraphBuilder {
+        GraphBuilder::default()
+    }
+
+    /// Adds a source; `factory` makes its operator on each shard it runs on.
+    pub fn source<S, F>(&mut self, name: &str, factory: F) -> NodeOptions<'_>
+    where
+        S: Source,
+        F: Fn(&ShardContext) -> S + Send + Sync + 'static,
+    {
+        let spawn = Arc::new(SourceSpawn(factory, PhantomData));
+        self.add(
+            name,
+            NodeKind::Source,
+            None,
+            Some(TypeInfo::of::<S::Output>()),
+            spawn,
+        )
+    }
+
+    /// Adds a processor; `factory` makes its operator on each shard.
+    pub fn processor<P, F>(&mut self, name: &str, factory: F) -> NodeOptions<'_>
+    where
+        P: Processor,
+        F: Fn(&ShardContext) -> P + Send + Sync + 'static,
+    {
+        let spawn = Arc::new(ProcessorSpawn(factory, PhantomData));
+        let input = Some(TypeInfo::of::<P::Input>());
+        self.add(
+            name,
+            NodeKind::Processor,
+            input,
+            Some(TypeInfo::of::<P::Output>()),
+            spawn,
+        )
+    }
+
+    /// Adds a sink; `factory` makes its operator on each shard.
+    pub fn sink<K, F>(&mut self, name: &str, factory: F) -> NodeOptions<'_>
+    where
+        K: Sink,
+        F: Fn(&ShardContext) -> K + Send + Sync + 'static,
+    {
+        let spawn = Arc::new(SinkSpawn(factory, PhantomData));
+        self.add(
+            name,
+            NodeKind::Sink,
+            Some(TypeInfo::of::<K::Input>()),
+            None,
+            spawn,
+        )
+    }
+
+    fn add(
+        &mut self,
+        name: &str,
+        kind: NodeKind,
+        input: Option<TypeInfo>,
+        output: Option<TypeInfo>,
+        spawn: Arc<dyn Spawn>,
+    ) -> NodeOptions<'_> {
+        self.nodes.push(NodeSpec {
+            name: name.into(),
+            kind,
+            parallelism: Parallelism::EveryShard,
+            input,
+            output,
+            spawn,
+        });
+        let node = self.nodes.last_mut().expect("just pushed");
+        NodeOptions {
+            parallelism: &mut node.parallelism,
+        }
+    }
+
+    /// Connects `from`'s output to an input of `to`, carrying records of type
+    /// `T` partitioned by `partition`. A node's input ports are numbered in
+    /// the order its edges are connected.
+    pub fn connect<T: Record>(&mut self, from: &str, to: &str, partition: Partition<T>) -> &mut Self
+    where
+        T: Send + Sync,
+    {
+        self.edges.push(EdgeSpec {
+            from: from.to_string(),
+            to: to.to_string(),
+            kind: partition.kind(),
+            record: TypeInfo::of::<T>(),
+            partition: Arc::new(partition),
+        });
+        self
+    }
+
+    /// Checks the graph and freezes it.
+    pub fn build(self) -> Result<Graph, GraphError> {
+        let edges = validate::validate(&self.nodes, &self.edges)?;
+        Ok(Graph {
+            nodes: self.nodes,
+            edges: self.edges,
+            resolved: edges,
+        })
+    }
+}
+
+/// An edge after validation: node indices and the consumer's input port.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResolvedEdge {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) port: usize,
+}
+
+/// A checked graph, ready to run.
+pub struct Graph {
+    pub(crate) nodes: Vec<NodeSpec>,
+    pub(crate) edges: Vec<EdgeSpec>,
+    pub(crate) resolved: Vec<ResolvedEdge>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let edges: Vec<String> = self
+            .edges
+            .iter()
+            .map(|edge| format!("{} -[{:?}]-> {}", edge.from, edge.kind, edge.to))
+            .collect();
+        f.debug_struct("Graph").field("edges", &edges).finish()
+    }
+}
+
+impl Graph {
+    /// Node names in declaration order.
+    pub fn node_names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|node| &*node.name).collect()
+    }
+}

@@ -1,0 +1,101 @@
+//! Turning a graph into per-shard work: node instances and the rings that
+//! join them.
+//!
+//! For every edge and every producer instance the plan lists the consumer
+//! instances it can reach (one for forward partitioning, all of them
+//! otherwise) and makes one ring per (producer shard, consumer shard) pair.
+//! The producer end goes to the producer instance's outputs and the consumer
+//! end to the consumer instance's inputs, so every ring has exactly one
+//! writer and one reader.
+
+use std::sync::Arc;
+
+use super::{Graph, Parallelism};
+use crate::emit::OutputIo;
+use crate::input::InputRing;
+use crate::limits::RING_SLOTS;
+use crate::operator::ShardContext;
+use crate::partition::PartitionKind;
+use crate::ring::ring;
+use crate::shard::spawn::{NodeIo, Spawn};
+
+/// One node instance to start on a shard.
+pub(crate) struct InstancePlan {
+    pub(crate) context: ShardContext,
+    pub(crate) io: NodeIo,
+    pub(crate) spawn: Arc<dyn Spawn>,
+}
+
+/// Everything one shard runs.
+#[derive(Default)]
+pub(crate) struct ShardPlan {
+    pub(crate) instances: Vec<InstancePlan>,
+}
+
+impl Graph {
+    fn instance_shards(&self, node: usize, shards: usize) -> Vec<usize> {
+        match self.nodes[node].parallelism {
+            Parallelism::EveryShard => (0..shards).collect(),
+            Parallelism::One => vec![0],
+        }
+    }
+
+    /// Lays the graph out over `shards` shards.
+    pub(crate) fn plan(&self, shards: usize) -> Vec<ShardPlan> {
+        let mut plans: Vec<ShardPlan> = (0..shards).map(|_| ShardPlan::default()).collect();
+        // slot[node][shard] = index of that instance in plans[shard].instances
+        let mut slot = vec![vec![usize::MAX; shards]; self.nodes.len()];
+        for (node_index, node) in self.nodes.iter().enumerate() {
+            let instance_shards = self.instance_shards(node_index, shards);
+            for (instance, &shard) in instance_shards.iter().enumerate() {
+                slot[node_index][shard] = plans[shard].instances.len();
+                plans[shard].instances.push(InstancePlan {
+                    context: ShardContext {
+                        shard,
+                        shards,
+                        instance,
+                        instances: instance_shards.len(),
+                        node: node.name.clone(),
+                    },
+                    io: NodeIo {
+                        inputs: Vec::new(),
+                        outputs: Vec::new(),
+                    },
+                    spawn: node.spawn.clone(),
+                });
+            }
+        }
+        for (edge, resolved) in self.edges.iter().zip(&self.resolved) {
+            let consumers = self.instance_shards(resolved.to, shards);
+            for producer in self.instance_shards(resolved.from, shards) {
+                let targets = match edge.kind {
+                    PartitionKind::Forward if consumers.contains(&producer) => vec![producer],
+                    PartitionKind::Forward => vec![consumers[0]],
+                    _ => consumers.clone(),
+                };
+                let mut output = OutputIo {
+                    to: self.nodes[resolved.to].name.clone(),
+                    partition: edge.partition.clone(),
+                    targets: Vec::with_capacity(targets.len()),
+                };
+                for consumer in targets {
+                    let (ring_producer, ring_consumer) = ring(RING_SLOTS);
+                    output.targets.push((consumer, ring_producer));
+                    let instance = slot[resolved.to][consumer];
+                    plans[consumer].instances[instance]
+                        .io
+                        .inputs
+                        .push(InputRing {
+                            port: resolved.port,
+                            from: self.nodes[resolved.from].name.clone(),
+                            from_shard: producer,
+                            ring: ring_consumer,
+                        });
+                }
+                let instance = slot[resolved.from][producer];
+                plans[producer].instances[instance].io.outputs.push(output);
+            }
+        }
+        plans
+    }
+}

@@ -1,0 +1,62 @@
+//! Every capacity of the runtime, in one place, with its unit and its reason.
+//!
+//! Relations between limits are checked at compile time below, so a change
+//! that breaks one fails the build instead of a run.
+
+/// Records in one batch before it is handed to a ring. Large enough that the
+/// per-batch costs (a ring slot, a wake-up check, an `Envelope` move) vanish
+/// per record; small enough that a batch stays in L1/L2 (1024 records of 16
+/// bytes are 16 KiB).
+pub const BATCH_RECORDS_MAX: usize = 1024;
+
+/// Bytes of serialized records in one batch before it is handed on. Bounds the
+/// memory of a batch whose records are large.
+pub const BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// Bytes reserved up front for a new batch buffer, so the common small-record
+/// batch never grows (and never reallocates) while it is filled.
+pub const BATCH_BYTES_INITIAL: usize = 32 * 1024;
+
+/// Bytes of fixed scratch space for serializing one record (rkyv uses it for
+/// e.g. the resolvers of a vector's elements). Records needing more fall back
+/// to a growable arena.
+pub const SCRATCH_BYTES: usize = 4096;
+
+/// Slots in each ring (one ring per edge and ordered pair of shards). A slot
+/// holds one batch, so a ring holds at most this many batches: this is what
+/// bounds memory when a consumer is slower than its producer.
+pub const RING_SLOTS: usize = 16;
+
+/// Recycled batch buffers a shard keeps for reuse. Buffers beyond this are
+/// freed. Sized to cover what a shard typically has in flight (its rings'
+/// slots) so steady state allocates nothing.
+pub const POOL_BUFFERS_MAX: usize = 128;
+
+/// Messages (batches or control messages) a node handles before it yields
+/// the shard to other tasks: the cooperative work budget per turn.
+pub const TURN_MESSAGES_MAX: usize = 32;
+
+/// Batches a source fills before it yields to other tasks on its shard.
+pub const TURN_SOURCE_BATCHES_MAX: usize = 8;
+
+/// Bytes of io_uring buffer memory glommio registers per shard. It is locked
+/// memory, so it counts against `RLIMIT_MEMLOCK`.
+pub const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// Locked memory glommio itself needs per executor beyond its buffers
+/// (rings and their bookkeeping); glommio refuses to start below this.
+pub const SHARD_LOCKED_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Most shards one runtime runs.
+pub const SHARDS_MAX: usize = 256;
+
+const _: () = assert!(BATCH_RECORDS_MAX > 0 && BATCH_RECORDS_MAX <= u32::MAX as usize);
+const _: () = assert!(BATCH_BYTES_INITIAL <= BATCH_BYTES_MAX);
+// Record positions inside a batch are stored as u32.
+const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(RING_SLOTS >= 2);
+const _: () = assert!(POOL_BUFFERS_MAX >= RING_SLOTS);
+const _: () = assert!(TURN_MESSAGES_MAX > 0 && TURN_SOURCE_BATCHES_MAX > 0);
+
+/// How long a source that reported `Idle` sleeps before it is polled again.
+pub const SOURCE_IDLE_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);

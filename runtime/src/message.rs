@@ -1,0 +1,15 @@
+//! What travels through a ring: data batches and the control messages that
+//! follow them in order.
+
+use crate::batch::RawBatch;
+
+/// One item in a ring.
+#[derive(Debug)]
+pub enum Message {
+    /// A batch of records.
+    Data(RawBatch),
+    /// No record with an event time below this will follow on this ring.
+    Watermark(u64),
+    /// The producer instance finished; nothing follows on this ring.
+    End,
+}

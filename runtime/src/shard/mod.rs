@@ -1,0 +1,47 @@
+//! A shard: one pinned thread running one glommio executor, which runs its
+//! node instances as cooperative tasks.
+
+pub(crate) mod spawn;
+pub(crate) mod task;
+
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::batch::{BufferGauge, BufferPool};
+use crate::error::RunError;
+use crate::graph::ShardPlan;
+use spawn::ShardEnv;
+
+/// Runs every node instance of `plan` on the current executor and returns
+/// the first failure, after every instance has stopped.
+pub(crate) async fn run_shard(
+    shard: usize,
+    plan: ShardPlan,
+    gauge: Arc<BufferGauge>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    let env = ShardEnv {
+        pool: Rc::new(BufferPool::new(gauge)),
+        stop,
+    };
+    let tasks: Vec<_> = plan
+        .instances
+        .into_iter()
+        .map(|instance| {
+            let task = instance.spawn.spawn(&instance.context, instance.io, &env);
+            (instance.context.node, glommio::spawn_local(task))
+        })
+        .collect();
+    let mut first_failure = None;
+    for (node, task) in tasks {
+        if let Err(failure) = task.await {
+            first_failure.get_or_insert(RunError::Node {
+                node: node.to_string(),
+                shard,
+                failure,
+            });
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
+}
