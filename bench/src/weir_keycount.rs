@@ -66,9 +66,9 @@ pub fn graph(
     graph.build()
 }
 
-/// Runs the workload on `config.workers` pinned shards.
-pub fn run(config: &KeyCountConfig) -> anyhow::Result<WeirRun> {
-    let runtime = Runtime::builder().shards(config.workers).build()?;
+/// Runs the workload on `config.workers` shards, pinned to cores if `pin`.
+pub fn run(config: &KeyCountConfig, pin: bool) -> anyhow::Result<WeirRun> {
+    let runtime = Runtime::builder().shards(config.workers).pin(pin).build()?;
     let results = Arc::new(Mutex::new(WindowTotals::default()));
     let report = runtime.run(graph(config, results.clone())?)?;
     let totals = std::mem::take(&mut *results.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);

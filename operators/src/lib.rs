@@ -3,7 +3,7 @@
 //!
 //! - [`generator`]: deterministic synthetic sources.
 //! - [`window`]: windowed aggregation over event time.
-//! - [`sink`]: sinks.
+//! - [`sink`](crate::sink): sinks.
 //!
 //! Records used across operators live in [`records`].
 #![warn(missing_docs)]

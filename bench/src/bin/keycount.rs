@@ -39,6 +39,12 @@ struct Args {
     /// are still compared with each other).
     #[arg(long)]
     no_reference: bool,
+    /// Do not pin weir's shards to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Run only weir (for profiling); prints its rate, no comparison.
+    #[arg(long)]
+    weir_only: bool,
 }
 
 fn rate(events: u64, elapsed: Duration) -> f64 {
@@ -71,19 +77,28 @@ fn main() -> Result<()> {
         window_ticks: args.window,
         workers: args.shards,
     };
+    let pin = !args.no_pin;
     println!(
         "keycount: {} events, {} keys, window {} ticks, {} shards/workers, {} runs",
         args.events, args.keys, args.window, args.shards, args.runs
     );
+    if args.weir_only {
+        for run in 0..args.runs.max(1) {
+            let weir = weir_keycount::run(&config, pin)?;
+            let rate = rate(args.events, weir.elapsed);
+            println!("run {run}: weir {:.2} M events/s", rate / 1e6);
+        }
+        return Ok(());
+    }
     let mut reference = (!args.no_reference).then(|| WindowTotals::expected(&config));
     let (mut weir_rates, mut timely_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.runs.max(1) {
         let (weir, timely) = if run % 2 == 0 {
-            let weir = weir_keycount::run(&config)?;
+            let weir = weir_keycount::run(&config, pin)?;
             (weir, timely_keycount::run(&config)?)
         } else {
             let timely = timely_keycount::run(&config)?;
-            (weir_keycount::run(&config)?, timely)
+            (weir_keycount::run(&config, pin)?, timely)
         };
         let expected = reference.get_or_insert_with(|| timely.totals.clone());
         check("weir", &weir.totals, expected)?;

@@ -24,6 +24,10 @@ pub struct TumblingCount {
     spare: Vec<FxHashMap<u64, u64>>,
     /// First window not yet closed.
     closed_below: u64,
+    /// The window the last event fell in, as `(first tick, end tick, index
+    /// in open)`: consecutive events mostly share a window, and comparing
+    /// with its bounds is much cheaper than dividing.
+    current: Option<(u64, u64, usize)>,
     late_events: u64,
 }
 
@@ -39,6 +43,7 @@ impl TumblingCount {
             open: Vec::new(),
             spare: Vec::new(),
             closed_below: 0,
+            current: None,
             late_events: 0,
         }
     }
@@ -48,18 +53,33 @@ impl TumblingCount {
         self.late_events
     }
 
-    fn table(&mut self, window: u64) -> &mut FxHashMap<u64, u64> {
-        let found = self.open.iter().rposition(|(open, _)| *open == window);
-        let index = match found {
-            Some(index) => index,
-            None => {
-                let table = self.spare.pop().unwrap_or_default();
-                let at = self.open.partition_point(|(open, _)| *open < window);
-                self.open.insert(at, (window, table));
-                at
+    /// The table of the window holding `ts`, or `None` if that window
+    /// already closed.
+    #[inline]
+    fn table_for(&mut self, ts: u64) -> Option<&mut FxHashMap<u64, u64>> {
+        if let Some((start, end, index)) = self.current {
+            if (start..end).contains(&ts) {
+                return Some(&mut self.open[index].1);
             }
-        };
-        &mut self.open[index].1
+        }
+        let window = ts / self.size_ticks;
+        if window < self.closed_below {
+            return None;
+        }
+        let index = self.index_of(window);
+        let start = window * self.size_ticks;
+        self.current = Some((start, start.saturating_add(self.size_ticks), index));
+        Some(&mut self.open[index].1)
+    }
+
+    fn index_of(&mut self, window: u64) -> usize {
+        if let Some(index) = self.open.iter().rposition(|(open, _)| *open == window) {
+            return index;
+        }
+        let table = self.spare.pop().unwrap_or_default();
+        let at = self.open.partition_point(|(open, _)| *open < window);
+        self.open.insert(at, (window, table));
+        at
     }
 }
 
@@ -69,16 +89,16 @@ impl Processor for TumblingCount {
 
     fn process(&mut self, _port: usize, batch: &Batch<Event>, _out: &mut Emitter<WindowCount>) {
         for event in batch.iter() {
-            let window = event.ts.to_native() / self.size_ticks;
-            if window < self.closed_below {
-                self.late_events += 1;
-                continue;
+            match self.table_for(event.ts.to_native()) {
+                Some(table) => *table.entry(event.key.to_native()).or_insert(0) += 1,
+                None => self.late_events += 1,
             }
-            *self.table(window).entry(event.key.to_native()).or_insert(0) += 1;
         }
     }
 
     fn on_watermark(&mut self, watermark: u64, out: &mut Emitter<WindowCount>) {
+        // Closing windows shifts indices in `open`.
+        self.current = None;
         let closing = self
             .open
             .iter()
@@ -104,9 +124,9 @@ mod tests {
     #[test]
     fn windows_are_found_in_order() {
         let mut count = TumblingCount::new(10);
-        *count.table(3).entry(1).or_insert(0) += 1;
-        *count.table(1).entry(1).or_insert(0) += 1;
-        *count.table(2).entry(1).or_insert(0) += 1;
+        for ts in [35, 12, 27, 13] {
+            *count.table_for(ts).unwrap().entry(1).or_insert(0) += 1;
+        }
         let windows: Vec<u64> = count.open.iter().map(|(window, _)| *window).collect();
         assert_eq!(windows, vec![1, 2, 3]);
     }

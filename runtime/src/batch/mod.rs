@@ -30,7 +30,7 @@ use rkyv::ser::Serializer;
 use rkyv::util::AlignedVec;
 
 use crate::limits::{BATCH_BYTES_INITIAL, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, SCRATCH_BYTES};
-use crate::record::{ArchivedRecord, Record};
+use crate::record::{ArchivedRecord, BatchBytes, Record};
 
 /// A record could not be serialized (an error from the record type's own
 /// `Serialize`, or a record larger than a whole batch).
@@ -81,7 +81,7 @@ impl std::fmt::Debug for Scratch {
 
 /// An untyped batch buffer: serialized records and where each one's root is.
 pub struct RawBatch {
-    bytes: AlignedVec,
+    bytes: BatchBytes,
     positions: Vec<u32>,
     record_type: Option<TypeId>,
     gauge: Arc<BufferGauge>,
@@ -91,7 +91,7 @@ impl std::fmt::Debug for RawBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawBatch")
             .field("records", &self.positions.len())
-            .field("bytes", &self.bytes.len())
+            .field("bytes", &self.bytes.0.len())
             .finish()
     }
 }
@@ -100,7 +100,7 @@ impl RawBatch {
     fn new(gauge: Arc<BufferGauge>) -> RawBatch {
         gauge.allocated();
         RawBatch {
-            bytes: AlignedVec::with_capacity(BATCH_BYTES_INITIAL),
+            bytes: BatchBytes(AlignedVec::with_capacity(BATCH_BYTES_INITIAL)),
             positions: Vec::with_capacity(BATCH_RECORDS_MAX),
             record_type: None,
             gauge,
@@ -119,17 +119,17 @@ impl RawBatch {
 
     /// Bytes of serialized records.
     pub fn bytes_len(&self) -> usize {
-        self.bytes.len()
+        self.bytes.0.len()
     }
 
     /// Whether the batch reached a limit and must be handed on.
     pub fn is_full(&self) -> bool {
-        self.positions.len() >= BATCH_RECORDS_MAX || self.bytes.len() >= BATCH_BYTES_MAX
+        self.positions.len() >= BATCH_RECORDS_MAX || self.bytes.0.len() >= BATCH_BYTES_MAX
     }
 
     /// Empties the batch, keeping its memory.
     pub fn clear(&mut self) {
-        self.bytes.clear();
+        self.bytes.0.clear();
         self.positions.clear();
         self.record_type = None;
     }
@@ -145,7 +145,7 @@ impl RawBatch {
         scratch: &mut Scratch,
     ) -> Result<(), SerializeError> {
         self.record_type = Some(TypeId::of::<T>());
-        let start = self.bytes.len();
+        let start = self.bytes.0.len();
         let writer = mem::take(&mut self.bytes);
         let mut serializer =
             Serializer::new(writer, SubAllocator::new(&mut scratch.small), Share::new());
@@ -171,13 +171,13 @@ impl RawBatch {
         start: usize,
         arena: &mut Arena,
     ) -> Result<usize, SerializeError> {
-        self.bytes.resize(start, 0);
+        self.bytes.0.resize(start, 0);
         let writer = mem::take(&mut self.bytes);
         let mut serializer = Serializer::new(writer, arena.acquire(), Share::new());
         let result = rkyv::api::serialize_using::<_, rancor::Error>(record, &mut serializer);
         self.bytes = serializer.into_writer();
         result.map_err(|error| {
-            self.bytes.resize(start, 0);
+            self.bytes.0.resize(start, 0);
             SerializeError {
                 message: error.to_string(),
             }
@@ -249,7 +249,10 @@ impl<T: Record> Batch<T> {
         // bytes in this process (`RawBatch::push`, checked by `typed`), and the
         // bytes have not changed since.
         unsafe {
-            rkyv::api::access_pos_unchecked::<ArchivedRecord<T>>(&self.raw.bytes, position as usize)
+            rkyv::api::access_pos_unchecked::<ArchivedRecord<T>>(
+                &self.raw.bytes.0,
+                position as usize,
+            )
         }
     }
 }

@@ -190,10 +190,12 @@ impl GraphBuilder {
     /// Connects `from`'s output to an input of `to`, carrying records of type
     /// `T` partitioned by `partition`. A node's input ports are numbered in
     /// the order its edges are connected.
-    pub fn connect<T: Record>(&mut self, from: &str, to: &str, partition: Partition<T>) -> &mut Self
-    where
-        T: Send + Sync,
-    {
+    pub fn connect<T: Record + Send + Sync>(
+        &mut self,
+        from: &str,
+        to: &str,
+        partition: Partition<T>,
+    ) -> &mut Self {
         self.edges.push(EdgeSpec {
             from: from.to_string(),
             to: to.to_string(),

@@ -1,0 +1,142 @@
+//! Goal: a bounded pipeline ends on its own with exactly the expected
+//! output, for every partitioning, for nodes with several inputs and
+//! outputs, and for a node with a parallelism of one.
+//!
+//! Method: sources emit items with unique ids; sinks collect every
+//! (shard, port, id) they see; after `run()` returns, the collected ids are
+//! compared with what each partitioning must deliver.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use common::{collect_items, Item, Items, Seen, Shift};
+use weir_runtime::{GraphBuilder, Parallelism, Partition, Runtime};
+
+const COUNT: u64 = 50_000;
+const SHARDS: usize = 2;
+
+fn runtime() -> Runtime {
+    Runtime::builder()
+        .shards(SHARDS)
+        .build()
+        .expect("runtime starts")
+}
+
+fn run_one_edge(partition: Partition<Item>) -> Vec<(usize, usize, (u64, u64))> {
+    let seen: Seen<(u64, u64)> = Arc::new(Mutex::new(Vec::new()));
+    let sink_seen = seen.clone();
+    let mut graph = GraphBuilder::new();
+    graph.source("items", |context| Items::new(context, COUNT, 97));
+    graph.sink("collect", move |context| {
+        collect_items(context, sink_seen.clone())
+    });
+    graph.connect("items", "collect", partition);
+    runtime().run(graph.build().unwrap()).expect("run succeeds");
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen.sort();
+    seen
+}
+
+fn ids(seen: &[(usize, usize, (u64, u64))]) -> Vec<u64> {
+    let mut ids: Vec<u64> = seen.iter().map(|(_, _, (id, _))| *id).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn forward_delivers_every_record_once_on_its_own_shard() {
+    let seen = run_one_edge(Partition::Forward);
+    assert_eq!(ids(&seen), (0..COUNT).collect::<Vec<_>>());
+    for (shard, _, (id, _)) in &seen {
+        assert_eq!(
+            *shard as u64,
+            id % SHARDS as u64,
+            "item {id} left its shard"
+        );
+    }
+}
+
+#[test]
+fn round_robin_delivers_every_record_once_and_spreads_them() {
+    let seen = run_one_edge(Partition::RoundRobin);
+    assert_eq!(ids(&seen), (0..COUNT).collect::<Vec<_>>());
+    let on_zero = seen.iter().filter(|(shard, _, _)| *shard == 0).count() as u64;
+    assert_eq!(on_zero, COUNT / 2);
+}
+
+#[test]
+fn broadcast_delivers_every_record_to_every_shard() {
+    let seen = run_one_edge(Partition::Broadcast);
+    for shard in 0..SHARDS {
+        let on_shard: Vec<(usize, usize, (u64, u64))> = seen
+            .iter()
+            .copied()
+            .filter(|(s, _, _)| *s == shard)
+            .collect();
+        assert_eq!(
+            ids(&on_shard),
+            (0..COUNT).collect::<Vec<_>>(),
+            "shard {shard}"
+        );
+    }
+}
+
+#[test]
+fn several_inputs_and_outputs_and_a_single_instance_node() {
+    let union: Seen<(u64, u64)> = Arc::new(Mutex::new(Vec::new()));
+    let single: Seen<(u64, u64)> = Arc::new(Mutex::new(Vec::new()));
+    let (union_sink, single_sink) = (union.clone(), single.clone());
+    let mut graph = GraphBuilder::new();
+    graph.source("low", |context| Items::new(context, COUNT, 10));
+    graph.source("high", |context| Items::new(context, COUNT, 10));
+    graph.processor("lift", |_| Shift(COUNT));
+    graph.processor("same", |_| Shift(0));
+    graph.sink("union", move |context| {
+        collect_items(context, union_sink.clone())
+    });
+    graph
+        .sink("single", move |context| {
+            collect_items(context, single_sink.clone())
+        })
+        .parallelism(Parallelism::One);
+    graph.connect("high", "lift", Partition::<Item>::Forward);
+    graph.connect("low", "same", Partition::<Item>::Forward);
+    graph.connect("same", "union", Partition::hash(|item: &Item| item.key));
+    graph.connect("lift", "union", Partition::hash(|item: &Item| item.key));
+    graph.connect("lift", "single", Partition::<Item>::RoundRobin);
+    runtime().run(graph.build().unwrap()).expect("run succeeds");
+
+    let union = union.lock().unwrap();
+    assert_eq!(ids(&union), (0..2 * COUNT).collect::<Vec<_>>());
+    for (_, port, (id, _)) in union.iter() {
+        let expected_port = if *id < COUNT { 0 } else { 1 };
+        assert_eq!(*port, expected_port, "item {id} arrived on the wrong port");
+    }
+    let single = single.lock().unwrap();
+    assert_eq!(ids(&single), (COUNT..2 * COUNT).collect::<Vec<_>>());
+    assert!(single.iter().all(|(shard, _, _)| *shard == 0));
+}
+
+#[test]
+fn hash_partitioning_sends_each_key_to_one_shard_the_same_every_run() {
+    let owners = || {
+        let mut owner: BTreeMap<u64, usize> = BTreeMap::new();
+        for (shard, _, (id, key)) in run_one_edge(Partition::hash(|item: &Item| item.key)) {
+            let previous = owner.insert(key, shard);
+            assert!(
+                previous.is_none_or(|p| p == shard),
+                "key {key} (item {id}) reached two shards"
+            );
+        }
+        owner
+    };
+    let first = owners();
+    assert_eq!(first.len(), 97);
+    assert!(first.values().any(|&shard| shard == 0) && first.values().any(|&shard| shard == 1));
+    for (key, shard) in &first {
+        assert_eq!(*shard, weir_runtime::owner_of(*key, SHARDS));
+    }
+    assert_eq!(first, owners(), "a second run placed keys differently");
+}
