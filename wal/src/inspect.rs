@@ -1,0 +1,123 @@
+//! `weir wal inspect DIR`: a read-only report on a log directory — segments,
+//! record counts per type, epochs, the last durable position, and any torn
+//! tail or corruption. Opens files read-only and changes nothing (it does
+//! not truncate a torn tail; recovery at open does).
+
+use crate::error::{io_ctx, InspectError};
+use crate::format::Lsn;
+use crate::scan::{analyze, Analysis, RecordPos, SegmentEnd, Verdict};
+use crate::storage::{FsStorage, Storage};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The result of [`inspect`]; `Display` prints the human-readable report.
+#[derive(Debug, Clone)]
+pub struct InspectReport {
+    /// The directory inspected.
+    pub dir: PathBuf,
+    /// Everything the scan found.
+    pub analysis: Analysis,
+}
+
+impl InspectReport {
+    /// LSN after the last valid record.
+    pub fn next_lsn(&self) -> Lsn {
+        self.analysis.next_lsn()
+    }
+    /// The last valid record (the last durable position after recovery).
+    pub fn last_record(&self) -> Option<RecordPos> {
+        self.analysis.last_record()
+    }
+    /// The verdict: clean, torn tail, or corruption.
+    pub fn verdict(&self) -> &Verdict {
+        &self.analysis.verdict
+    }
+}
+
+/// Scans the log in `dir` without modifying it.
+pub fn inspect(dir: &Path) -> Result<InspectReport, InspectError> {
+    let fs = FsStorage::open(dir, false)
+        .map_err(|e| InspectError::Io(io_ctx(dir.display().to_string())(e)))?;
+    inspect_storage(&fs, dir)
+}
+
+/// [`inspect`] over any storage (`dir` is only used for the report).
+pub fn inspect_storage(storage: &dyn Storage, dir: &Path) -> Result<InspectReport, InspectError> {
+    let analysis = analyze(storage, None)
+        .map_err(|e| InspectError::Io(io_ctx(format!("scan {}", dir.display()))(e)))?;
+    Ok(InspectReport {
+        dir: dir.to_path_buf(),
+        analysis,
+    })
+}
+
+fn type_name(t: u8) -> String {
+    match t {
+        1 => "input".into(),
+        2 => "source-positions".into(),
+        3 => "operator-state".into(),
+        4 => "sink-precommit".into(),
+        5 => "epoch-commit".into(),
+        n => format!("type-{n}"),
+    }
+}
+
+fn fmt_pos(p: &RecordPos) -> String {
+    format!(
+        "{} (segment {}, offset {}, epoch {}, {})",
+        p.lsn,
+        p.segment,
+        p.offset,
+        p.epoch,
+        type_name(p.kind.get())
+    )
+}
+
+impl fmt::Display for InspectReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = &self.analysis;
+        writeln!(
+            f,
+            "log directory {}: {} segment(s)",
+            self.dir.display(),
+            a.segments.len()
+        )?;
+        for s in &a.segments {
+            let end = match s.end {
+                SegmentEnd::Sealed(o) => format!("sealed at {o}"),
+                SegmentEnd::Zero(o) => format!("open, data ends at {o}"),
+                SegmentEnd::Stale(o) => format!("open, stale data from {o}"),
+                SegmentEnd::Bad(o, r) => format!("invalid bytes at {o}: {r}"),
+            };
+            write!(
+                f,
+                "  {}  shard {}  {} .. {}  {} record(s)  {end}",
+                s.name, s.header.shard, s.header.first_lsn, s.next_lsn, s.records
+            )?;
+            if let Some((lo, hi)) = s.epochs {
+                write!(f, "  epochs {lo}..={hi}")?;
+            }
+            writeln!(f)?;
+            for (t, n) in &s.by_type {
+                writeln!(f, "      {:<18} {n}", type_name(*t))?;
+            }
+        }
+        for t in &a.tmp_files {
+            writeln!(f, "  {t}: torn segment roll (removed at open)")?;
+        }
+        match self.last_record() {
+            Some(p) => writeln!(f, "last durable record: {}", fmt_pos(&p))?,
+            None => writeln!(f, "last durable record: none")?,
+        }
+        writeln!(f, "next {}", a.next_lsn())?;
+        match &a.verdict {
+            Verdict::Clean => writeln!(f, "status: clean"),
+            Verdict::Torn(t) => writeln!(
+                f,
+                "status: torn tail in {} at offset {}: {} byte(s) will be dropped at open",
+                t.segment, t.offset, t.dropped_bytes
+            ),
+            Verdict::Corrupt(c) => writeln!(f, "status: CORRUPT (open refused): {c}"),
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Verifying scan of a log directory, shared by recovery and inspect.
+//!
+//! Rules (argued in `docs/wal-format.md`):
+//! - Segments are numbered densely; every segment but the last must have a
+//!   valid header and end with a seal whose LSN is the next segment's first.
+//! - In the last segment, the valid records end at the first position that
+//!   is not a valid record. If some later record in that segment carries a
+//!   `durable_below` above the expected LSN there, the bad bytes had been
+//!   durable: corruption. Otherwise bytes after the end are a torn tail
+//!   (or nothing, if they are all zero).
+//! - `*.wal.tmp` files are torn segment rolls; other names are ignored.
+//!
+//! The scan never reads outside the mapped bytes and never panics on input.
+
+use crate::format::{parse_record, BadReason, Lsn, Parsed, RecordType, SegmentHeader};
+use crate::limits::{RECORD_ALIGN, SEGMENT_HEADER_REGION};
+use crate::storage::Storage;
+use std::collections::BTreeMap;
+use std::io;
+
+/// Suffix of a finished segment file.
+pub const SEGMENT_SUFFIX: &str = ".wal";
+/// Suffix of a segment being created.
+pub const TMP_SUFFIX: &str = ".wal.tmp";
+
+/// File name of segment `n`.
+pub fn segment_name(n: u64) -> String {
+    format!("{n:020}{SEGMENT_SUFFIX}")
+}
+
+/// Parses a segment file name: `(number, is_tmp)`.
+pub fn parse_name(name: &str) -> Option<(u64, bool)> {
+    let (stem, tmp) = if let Some(s) = name.strip_suffix(TMP_SUFFIX) {
+        (s, true)
+    } else {
+        (name.strip_suffix(SEGMENT_SUFFIX)?, false)
+    };
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(|n| (n, tmp))
+}
+
+/// Where one record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPos {
+    /// Segment number.
+    pub segment: u64,
+    /// Byte offset of the record in its segment file.
+    pub offset: u64,
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its type.
+    pub kind: RecordType,
+}
+
+/// How the valid records of a segment end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// A seal record at this offset.
+    Sealed(u64),
+    /// Zero bytes start at this offset.
+    Zero(u64),
+    /// A record from an earlier use of the file (other salt) at this offset.
+    Stale(u64),
+    /// Invalid bytes at this offset.
+    Bad(u64, BadReason),
+}
+
+impl SegmentEnd {
+    /// Offset where valid data ends.
+    pub fn offset(self) -> u64 {
+        match self {
+            Self::Sealed(o) | Self::Zero(o) | Self::Stale(o) | Self::Bad(o, _) => o,
+        }
+    }
+}
+
+/// What a scan found in one segment file.
+#[derive(Debug, Clone)]
+pub struct SegmentSummary {
+    /// File name.
+    pub name: String,
+    /// Segment number from the name.
+    pub number: u64,
+    /// Decoded header.
+    pub header: SegmentHeader,
+    /// File length in bytes.
+    pub file_len: u64,
+    /// Valid records (seal excluded).
+    pub records: u64,
+    /// Valid records per type byte.
+    pub by_type: BTreeMap<u8, u64>,
+    /// Lowest and highest epoch among valid records.
+    pub epochs: Option<(u64, u64)>,
+    /// LSN after the last valid record.
+    pub next_lsn: Lsn,
+    /// The last valid record.
+    pub last: Option<RecordPos>,
+    /// How the valid records end.
+    pub end: SegmentEnd,
+}
+
+/// A corruption that makes the log unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// Segment file name.
+    pub segment: String,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at offset {}: {}",
+            self.segment, self.offset, self.reason
+        )
+    }
+}
+
+/// A torn tail: un-synced bytes at the end of the last segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Segment file name.
+    pub segment: String,
+    /// Offset where valid records end (truncation point).
+    pub offset: u64,
+    /// Bytes between `offset` and the last non-zero byte of the file.
+    pub dropped_bytes: u64,
+    /// The last valid record in the log, if any.
+    pub last_valid: Option<RecordPos>,
+}
+
+/// The verdict over the whole directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every byte accounted for.
+    Clean,
+    /// The last segment ends in a torn write.
+    Torn(TornTail),
+    /// Corruption: the log must not be opened.
+    Corrupt(Corruption),
+}
+
+/// The result of scanning a log directory.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Valid segments in order (up to the corrupt one, if any).
+    pub segments: Vec<SegmentSummary>,
+    /// Torn segment rolls (`*.wal.tmp`).
+    pub tmp_files: Vec<String>,
+    /// Overall verdict.
+    pub verdict: Verdict,
+}
+
+impl Analysis {
+    /// LSN after the last valid record (0 for an empty log).
+    pub fn next_lsn(&self) -> Lsn {
+        self.segments.last().map_or(Lsn(0), |s| s.next_lsn)
+    }
+    /// The last valid record.
+    pub fn last_record(&self) -> Option<RecordPos> {
+        self.segments.iter().rev().find_map(|s| s.last)
+    }
+}
+
+fn corrupt(segment: &str, offset: u64, reason: impl Into<String>) -> Verdict {
+    Verdict::Corrupt(Corruption {
+        segment: segment.to_string(),
+        offset,
+        reason: reason.into(),
+    })
+}
+
+/// Scans the records of one segment whose header is `header`.
+pub fn scan_segment(name: &str, number: u64, header: SegmentHeader, data: &[u8]) -> SegmentSummary {
+    let mut s = SegmentSummary {
+        name: name.to_string(),
+        number,
+        header,
+        file_len: data.len() as u64,
+        records: 0,
+        by_type: BTreeMap::new(),
+        epochs: None,
+        next_lsn: header.first_lsn,
+        last: None,
+        end: SegmentEnd::Zero(SEGMENT_HEADER_REGION),
+    };
+    let mut off = SEGMENT_HEADER_REGION;
+    s.end = loop {
+        let Ok(at) = usize::try_from(off) else {
+            break SegmentEnd::Bad(off, BadReason::Truncated);
+        };
+        match parse_record(data, at, header.salt) {
+            Parsed::Zero => break SegmentEnd::Zero(off),
+            Parsed::Stale => break SegmentEnd::Stale(off),
+            Parsed::Bad(r) => break SegmentEnd::Bad(off, r),
+            Parsed::Record(h, p) => {
+                if h.lsn != s.next_lsn {
+                    break SegmentEnd::Bad(off, BadReason::WrongLsn);
+                }
+                if h.kind.is_seal() {
+                    break SegmentEnd::Sealed(off);
+                }
+                s.records += 1;
+                *s.by_type.entry(h.kind.get()).or_insert(0) += 1;
+                s.epochs = Some(s.epochs.map_or((h.epoch, h.epoch), |(a, b)| {
+                    (a.min(h.epoch), b.max(h.epoch))
+                }));
+                s.last = Some(RecordPos {
+                    segment: number,
+                    offset: off,
+                    lsn: h.lsn,
+                    epoch: h.epoch,
+                    kind: h.kind,
+                });
+                s.next_lsn = Lsn(h.lsn.0 + 1);
+                off += crate::format::frame_len(p.len());
+            }
+        }
+    };
+    s
+}
+
+/// Offset of a record after `from` proving that LSN `expected` had been
+/// durable (its `durable_below` exceeds `expected`), if any.
+fn durability_proof(data: &[u8], from: u64, salt: u32, expected: Lsn) -> Option<u64> {
+    // Nothing can start at or after the last non-zero byte.
+    let end = last_nonzero(data, from);
+    let mut off = from + RECORD_ALIGN;
+    while off < end {
+        if let Parsed::Record(h, _) = parse_record(data, off as usize, salt) {
+            if h.durable_below > expected {
+                return Some(off);
+            }
+        }
+        off += RECORD_ALIGN;
+    }
+    None
+}
+
+/// Offset just after the last non-zero byte of `data` at or after `from`.
+fn last_nonzero(data: &[u8], from: u64) -> u64 {
+    let from = (from as usize).min(data.len());
+    let tail = &data[from..];
+    // Skip whole zero words from the end first (the common case is a mostly
+    // zero preallocated tail), then find the exact byte.
+    let mut end = tail.len();
+    while end >= 8 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&tail[end - 8..end]);
+        if u64::from_ne_bytes(w) != 0 {
+            break;
+        }
+        end -= 8;
+    }
+    tail[..end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(from, |p| from + p + 1) as u64
+}
+
+/// Classifies how the last segment ends.
+fn classify_tail(s: &SegmentSummary, data: &[u8], last: Option<RecordPos>) -> Verdict {
+    let off = s.end.offset();
+    match s.end {
+        SegmentEnd::Sealed(_) | SegmentEnd::Stale(_) => return Verdict::Clean,
+        SegmentEnd::Zero(_) | SegmentEnd::Bad(..) => {}
+    }
+    if let Some(p) = durability_proof(data, off, s.header.salt, s.next_lsn) {
+        let why = match s.end {
+            SegmentEnd::Bad(_, r) => {
+                format!("{r}, but the record at offset {p} shows it was durable")
+            }
+            _ => format!("zeroed record, but the record at offset {p} shows it was durable"),
+        };
+        return corrupt(&s.name, off, why);
+    }
+    let end = last_nonzero(data, off).max(off);
+    if end == off {
+        return Verdict::Clean;
+    }
+    Verdict::Torn(TornTail {
+        segment: s.name.clone(),
+        offset: off,
+        dropped_bytes: end - off,
+        last_valid: last,
+    })
+}
+
+/// Scans every segment in `storage`. I/O errors are returned; everything
+/// found in the bytes goes into the verdict.
+pub fn analyze(storage: &dyn Storage, shard: Option<u32>) -> io::Result<Analysis> {
+    let mut numbered = Vec::new();
+    let mut tmp_files = Vec::new();
+    for name in storage.list()? {
+        match parse_name(&name) {
+            Some((_, true)) => tmp_files.push(name),
+            Some((n, false)) => numbered.push((n, name)),
+            None => {}
+        }
+    }
+    numbered.sort();
+    tmp_files.sort();
+    let mut a = Analysis {
+        segments: Vec::new(),
+        tmp_files,
+        verdict: Verdict::Clean,
+    };
+    let count = numbered.len();
+    for (i, (n, name)) in numbered.into_iter().enumerate() {
+        let data = storage.read(&name)?;
+        let expect_lsn = a.segments.last().map(|s: &SegmentSummary| s.next_lsn);
+        if let Some(prev) = a.segments.last() {
+            if prev.number + 1 != n {
+                a.verdict = corrupt(&name, 0, format!("segment {} is missing", prev.number + 1));
+                return Ok(a);
+            }
+        }
+        let header = match SegmentHeader::decode(&data) {
+            Ok(h) => h,
+            Err(p) => {
+                a.verdict = corrupt(&name, 0, p.to_string());
+                return Ok(a);
+            }
+        };
+        if let Some(v) = check_header(&name, n, &header, shard, expect_lsn) {
+            a.verdict = v;
+            return Ok(a);
+        }
+        let s = scan_segment(&name, n, header, &data);
+        let last_segment = i + 1 == count;
+        if !last_segment {
+            if let SegmentEnd::Sealed(_) = s.end {
+                a.segments.push(s);
+                continue;
+            }
+            let why = match s.end {
+                SegmentEnd::Bad(_, r) => format!("{r} in a sealed-over segment"),
+                _ => "segment ends without a seal but a later segment exists".to_string(),
+            };
+            a.verdict = corrupt(&name, s.end.offset(), why);
+            return Ok(a);
+        }
+        let last = s.last.or_else(|| a.last_record());
+        a.verdict = classify_tail(&s, &data, last);
+        a.segments.push(s);
+    }
+    Ok(a)
+}
+
+fn check_header(
+    name: &str,
+    n: u64,
+    h: &SegmentHeader,
+    shard: Option<u32>,
+    expect_lsn: Option<Lsn>,
+) -> Option<Verdict> {
+    if h.segment != n {
+        return Some(corrupt(
+            name,
+            0,
+            format!("header names segment {}", h.segment),
+        ));
+    }
+    if let Some(sh) = shard.filter(|&sh| sh != h.shard) {
+        return Some(corrupt(
+            name,
+            0,
+            format!("segment of shard {}, expected shard {sh}", h.shard),
+        ));
+    }
+    if expect_lsn.is_some_and(|e| e != h.first_lsn) {
+        return Some(corrupt(
+            name,
+            0,
+            format!("first {} does not follow the previous segment", h.first_lsn),
+        ));
+    }
+    if h.segment_bytes < SEGMENT_HEADER_REGION {
+        return Some(corrupt(name, 0, "segment size in header too small"));
+    }
+    None
+}
