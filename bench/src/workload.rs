@@ -12,9 +12,8 @@
 //! the rows into [`WindowTotals`]: per window, the number of events and a
 //! key-weighted checksum. Both engines must produce identical totals.
 
-use std::collections::BTreeMap;
-
 pub use weir_operators::generator::{event_key, mix};
+pub use weir_operators::pipelines::keycount::{KeyCount, WindowTotals};
 
 /// Parameters shared by every engine.
 #[derive(Debug, Clone, Copy)]
@@ -29,47 +28,13 @@ pub struct KeyCountConfig {
     pub workers: usize,
 }
 
-/// Per window: `(events counted, sum over rows of key * count, wrapping)`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct WindowTotals {
-    /// Window index to `(count, checksum)`.
-    pub windows: BTreeMap<u64, (u64, u64)>,
-}
-
-impl WindowTotals {
-    /// Folds one `(window, key, count)` row in.
-    #[inline]
-    pub fn add_row(&mut self, window: u64, key: u64, count: u64) {
-        let entry = self.windows.entry(window).or_default();
-        entry.0 += count;
-        entry.1 = entry.1.wrapping_add(key.wrapping_mul(count));
-    }
-
-    /// Merges another worker's totals in.
-    pub fn merge(&mut self, other: &WindowTotals) {
-        for (window, (count, checksum)) in &other.windows {
-            let entry = self.windows.entry(*window).or_default();
-            entry.0 += count;
-            entry.1 = entry.1.wrapping_add(*checksum);
+impl KeyCountConfig {
+    /// The workload without the worker count.
+    pub fn keycount(&self) -> KeyCount {
+        KeyCount {
+            events: self.events,
+            keys: self.keys,
+            window_ticks: self.window_ticks,
         }
-    }
-
-    /// The totals computed directly, without any engine: the reference both
-    /// engines are checked against.
-    pub fn expected(config: &KeyCountConfig) -> WindowTotals {
-        let mut totals = WindowTotals::default();
-        for index in 0..config.events {
-            totals.add_row(
-                index / config.window_ticks,
-                event_key(index, config.keys),
-                1,
-            );
-        }
-        totals
-    }
-
-    /// Total events over all windows.
-    pub fn events(&self) -> u64 {
-        self.windows.values().map(|(count, _)| count).sum()
     }
 }

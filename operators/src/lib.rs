@@ -4,11 +4,13 @@
 //! - [`generator`]: deterministic synthetic sources.
 //! - [`window`]: windowed aggregation over event time.
 //! - [`sink`](crate::sink): sinks.
+//! - [`pipelines`]: complete example pipelines.
 //!
 //! Records used across operators live in [`records`].
 #![warn(missing_docs)]
 
 pub mod generator;
+pub mod pipelines;
 pub mod records;
 pub mod sink;
 pub mod window;

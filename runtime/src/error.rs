@@ -257,6 +257,20 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// Whether this failure only reports that a peer failed (a ring closed
+    /// under it) rather than being a failure of its own.
+    pub fn is_consequence(&self) -> bool {
+        matches!(
+            self,
+            RunError::Node {
+                failure: NodeFailure::InputClosed { .. } | NodeFailure::OutputClosed { .. },
+                ..
+            }
+        )
+    }
+}
+
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -298,15 +312,9 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Graph(error) => Some(error),
-            Error::Start(error) => Some(error),
-            Error::Run(error) => Some(error),
-        }
-    }
-}
+// The wrapped error is displayed in full, so it is not also reported as the
+// source (that would print it twice in an error chain).
+impl std::error::Error for Error {}
 
 impl From<GraphError> for Error {
     fn from(error: GraphError) -> Error {

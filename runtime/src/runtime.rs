@@ -212,8 +212,11 @@ impl Running {
     }
 }
 
+/// Joins every shard. When several failed, the error reported is the first
+/// root cause (a panic, a serialization error) rather than a closed ring,
+/// which is only how the other shards noticed.
 fn wait_all(shards: Vec<ExecutorJoinHandle<Result<(), RunError>>>) -> Result<(), RunError> {
-    let mut first = None;
+    let mut first: Option<RunError> = None;
     for (shard, join) in shards.into_iter().enumerate() {
         let result = match join.join() {
             Ok(result) => result,
@@ -221,7 +224,7 @@ fn wait_all(shards: Vec<ExecutorJoinHandle<Result<(), RunError>>>) -> Result<(),
                 payload,
             ))) => Err(RunError::ShardPanicked {
                 shard,
-                message: panic_message(&payload),
+                message: panic_message(&*payload),
             }),
             Err(error) => Err(RunError::Executor {
                 shard,
@@ -229,7 +232,10 @@ fn wait_all(shards: Vec<ExecutorJoinHandle<Result<(), RunError>>>) -> Result<(),
             }),
         };
         if let Err(error) = result {
-            first.get_or_insert(error);
+            match &first {
+                Some(known) if !known.is_consequence() || error.is_consequence() => {}
+                _ => first = Some(error),
+            }
         }
     }
     first.map_or(Ok(()), Err)

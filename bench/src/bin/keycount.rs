@@ -24,10 +24,10 @@ struct Args {
     #[arg(long, default_value_t = 100_000_000)]
     events: u64,
     /// Distinct keys.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     keys: u64,
     /// Window length in event-time ticks (one tick per event).
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     window: u64,
     /// Shards (weir) and workers (timely).
     #[arg(long, default_value_t = 2)]
@@ -90,7 +90,7 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let mut reference = (!args.no_reference).then(|| WindowTotals::expected(&config));
+    let mut reference = (!args.no_reference).then(|| WindowTotals::expected(&config.keycount()));
     let (mut weir_rates, mut timely_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.runs.max(1) {
         let (weir, timely) = if run % 2 == 0 {

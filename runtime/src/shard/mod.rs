@@ -33,14 +33,19 @@ pub(crate) async fn run_shard(
             (instance.context.node, glommio::spawn_local(task))
         })
         .collect();
-    let mut first_failure = None;
+    let mut first_failure: Option<RunError> = None;
     for (node, task) in tasks {
         if let Err(failure) = task.await {
-            first_failure.get_or_insert(RunError::Node {
+            let error = RunError::Node {
                 node: node.to_string(),
                 shard,
                 failure,
-            });
+            };
+            // Keep the first root cause over a ring closed by another failure.
+            match &first_failure {
+                Some(known) if !known.is_consequence() || error.is_consequence() => {}
+                _ => first_failure = Some(error),
+            }
         }
     }
     first_failure.map_or(Ok(()), Err)

@@ -1,0 +1,3 @@
+//! Complete pipelines built from the operator library.
+
+pub mod keycount;

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs weir's whole test suite. This is the README's test command and what
+# .ci/run runs after the format and lint checks. It needs only the Rust
+# toolchain and a Linux kernel with io_uring; it installs nothing else yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# glommio locks memory for its io_uring buffers; raise the soft limit as far
+# as the hard limit allows (a privileged user is not bound by it anyway).
+ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
+
+cargo test --workspace --locked
