@@ -71,7 +71,7 @@ struct Staging {
 }
 
 impl Staging {
-    #[inline]
+    #[inline(always)]
     fn write<T: Record>(&mut self, edge: usize, index: usize, target: &mut Target, record: &T) {
         let batch = target.open.get_or_insert_with(|| self.pool.take());
         if let Err(error) = batch.push(record, &mut self.scratch) {
@@ -149,6 +149,45 @@ impl<T: Record> Emitter<T> {
                 Route::Broadcast => {
                     for (index, target) in edge.targets.iter_mut().enumerate() {
                         self.staging.write(edge_index, index, target, record);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Emits every record of `records`, in order: the same as calling
+    /// [`push`](Emitter::push) for each, but the routing decision is made
+    /// once per edge for the whole slice, so the per-record loop is tight.
+    pub fn push_all(&mut self, records: &[T]) {
+        for (edge_index, edge) in self.edges.iter_mut().enumerate() {
+            let targets = edge.targets.len();
+            match &mut edge.route {
+                Route::Single => {
+                    let target = &mut edge.targets[0];
+                    for record in records {
+                        self.staging.write(edge_index, 0, target, record);
+                    }
+                }
+                Route::Hash(key) => {
+                    for record in records {
+                        let index = owner_of(key(record), targets);
+                        self.staging
+                            .write(edge_index, index, &mut edge.targets[index], record);
+                    }
+                }
+                Route::RoundRobin(next) => {
+                    for record in records {
+                        let index = *next;
+                        *next = (index + 1) % targets;
+                        self.staging
+                            .write(edge_index, index, &mut edge.targets[index], record);
+                    }
+                }
+                Route::Broadcast => {
+                    for record in records {
+                        for (index, target) in edge.targets.iter_mut().enumerate() {
+                            self.staging.write(edge_index, index, target, record);
+                        }
                     }
                 }
             }

@@ -64,6 +64,21 @@ pub trait Processor: 'static {
         let _ = (watermark, out);
     }
 
+    /// Emits output the processor held back, about one batch per call, and
+    /// returns whether more remains.
+    ///
+    /// An operator whose event produces a lot of output at once (a window
+    /// closing over a million keys) should queue it and hand it out here:
+    /// after every `process`, `on_watermark` and `finish`, the runtime calls
+    /// `drain` until it returns `false`, waiting for room in the rings
+    /// between calls, and only then forwards the watermark or reads the next
+    /// input. Output staged in the emitter thus stays near one batch per
+    /// target, however large the burst.
+    fn drain(&mut self, out: &mut Emitter<Self::Output>) -> bool {
+        let _ = out;
+        false
+    }
+
     /// Every input ended. Called once, after a final `u64::MAX` watermark.
     fn finish(&mut self, out: &mut Emitter<Self::Output>) {
         let _ = out;

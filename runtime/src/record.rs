@@ -6,10 +6,11 @@
 //! are accessed without validation; bytes from outside the process must be
 //! validated by the source that receives them.
 
-use rkyv::api::high::HighSerializer;
 use rkyv::rancor;
+use rkyv::rancor::Strategy;
 use rkyv::ser::allocator::{ArenaHandle, SubAllocator};
-use rkyv::ser::{Positional, Writer};
+use rkyv::ser::sharing::Unshare;
+use rkyv::ser::{Positional, Serializer, Writer};
 use rkyv::util::AlignedVec;
 
 /// A batch's bytes, as rkyv writes them.
@@ -39,14 +40,18 @@ impl<E> Writer<E> for BatchBytes {
     }
 }
 
-/// The serializer records are first written with: into a batch's aligned
-/// buffer, with a fixed scratch buffer (set up in a few instructions) for
-/// types that need scratch space.
-pub type BatchSerializer<'a> = HighSerializer<BatchBytes, SubAllocator<'a>, rancor::Error>;
+/// The serializer records are first written with: straight into a batch's
+/// bytes, with a fixed scratch buffer (set up in a few instructions) for
+/// types that need scratch space, no shared-pointer table (an `Rc` reached
+/// twice is written twice) and a zero-sized error type. Everything here is
+/// chosen so that serializing a plain record inlines to a few stores.
+pub type BatchSerializer<'a, 'b> =
+    Strategy<Serializer<&'b mut BatchBytes, SubAllocator<'a>, Unshare>, rancor::Failure>;
 
-/// The serializer for records whose scratch needs exceed the fixed buffer:
-/// a growable arena, slower to set up.
-pub type LargeBatchSerializer<'a> = HighSerializer<BatchBytes, ArenaHandle<'a>, rancor::Error>;
+/// The serializer for records whose scratch needs exceed the fixed buffer
+/// (or that failed to serialize): a growable arena and a descriptive error.
+pub type LargeBatchSerializer<'a, 'b> =
+    Strategy<Serializer<&'b mut BatchBytes, ArenaHandle<'a>, Unshare>, rancor::Error>;
 
 /// A record type that can travel through a weir pipeline.
 ///
@@ -54,16 +59,16 @@ pub type LargeBatchSerializer<'a> = HighSerializer<BatchBytes, ArenaHandle<'a>, 
 /// `Serialize`: `#[derive(rkyv::Archive, rkyv::Serialize)]`.
 pub trait Record:
     rkyv::Archive
-    + for<'a> rkyv::Serialize<BatchSerializer<'a>>
-    + for<'a> rkyv::Serialize<LargeBatchSerializer<'a>>
+    + for<'a, 'b> rkyv::Serialize<BatchSerializer<'a, 'b>>
+    + for<'a, 'b> rkyv::Serialize<LargeBatchSerializer<'a, 'b>>
     + 'static
 {
 }
 
 impl<T> Record for T where
     T: rkyv::Archive
-        + for<'a> rkyv::Serialize<BatchSerializer<'a>>
-        + for<'a> rkyv::Serialize<LargeBatchSerializer<'a>>
+        + for<'a, 'b> rkyv::Serialize<BatchSerializer<'a, 'b>>
+        + for<'a, 'b> rkyv::Serialize<LargeBatchSerializer<'a, 'b>>
         + 'static
 {
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::batch::BufferGauge;
+use crate::batch::{BufferGauge, ReturnRings};
 use crate::error::{Error, RunError, StartError};
 use crate::graph::Graph;
 use crate::limits::{SHARDS_MAX, SHARD_IO_MEMORY_BYTES};
@@ -123,7 +123,9 @@ impl Runtime {
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let mut shards = Vec::with_capacity(self.shards);
-        for (shard, plan) in graph.plan(self.shards).into_iter().enumerate() {
+        let plans = graph.plan(self.shards).into_iter();
+        let returns = ReturnRings::mesh(self.shards).into_iter();
+        for (shard, (plan, returns)) in plans.zip(returns).enumerate() {
             let placement = match &self.cores {
                 Some(cores) => Placement::Fixed(cores[shard]),
                 None => Placement::Unbound,
@@ -132,7 +134,7 @@ impl Runtime {
             let spawned = LocalExecutorBuilder::new(placement)
                 .name(&format!("weir-shard-{shard}"))
                 .io_memory(self.io_memory_bytes)
-                .spawn(move || run_shard(shard, plan, shard_gauge, shard_stop));
+                .spawn(move || run_shard(shard, plan, returns, shard_gauge, shard_stop));
             match spawned {
                 Ok(join) => shards.push(join),
                 Err(error) => {

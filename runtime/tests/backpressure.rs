@@ -5,13 +5,15 @@
 //! Method: every shard runs a source that can emit as fast as it likes; a
 //! single sink instance on shard 0 sleeps after every batch. (The sink must
 //! not share a thread with every source, or its sleeping would throttle
-//! them directly: shard 1's source only slows down if backpressure works.) A buffer is alive while it is in
-//! flight (in a ring, being filled, queued to send or being read) or parked
-//! in a shard's pool. In flight is at most: every ring full, plus per node
+//! them directly: shard 1's source only slows down if backpressure works.)
+//! A buffer is alive while it is in flight (in a ring, being filled, queued
+//! to send or being read) or parked (in a shard's pool, or in a return ring
+//! on its way home). In flight is at most: every ring full, plus per node
 //! instance one open and one ready batch per target and one being read;
-//! parked is at most the pool cap per shard. Without backpressure the
+//! parked is at most the pool cap per pool and per return ring. Without
+//! backpressure the
 //! source would fill one buffer per 1024 of its 1 000 000 records: the
-//! sink takes 5 ms a batch, several times what the source needs to fill one
+//! sink takes 2 ms a batch, several times what the source needs to fill one
 //! (even in a debug build), so without backpressure most would be alive at
 //! once.
 
@@ -51,7 +53,8 @@ fn slow_sink_bounds_buffers_in_flight() {
     // target; the sink reads one batch at a time.
     let rings = SHARDS;
     let in_flight = rings * RING_SLOTS + SHARDS * (2 + 1) + 1;
-    let bound = in_flight + SHARDS * POOL_BUFFERS_MAX;
+    let return_rings = SHARDS * (SHARDS - 1);
+    let bound = in_flight + (SHARDS + return_rings) * POOL_BUFFERS_MAX;
     let unbounded = RECORDS as usize / BATCH_RECORDS_MAX;
     eprintln!(
         "buffers alive at peak: {}, bound {bound}",

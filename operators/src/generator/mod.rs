@@ -37,6 +37,9 @@ pub struct KeyedEvents {
     keys: u64,
     watermark_every_ticks: u64,
     next_watermark: u64,
+    /// Events of one poll, generated before they are emitted so the
+    /// generating loop stays tight. Reused; allocated once.
+    pending: Vec<Event>,
 }
 
 impl KeyedEvents {
@@ -57,6 +60,7 @@ impl KeyedEvents {
             keys,
             watermark_every_ticks,
             next_watermark: watermark_every_ticks,
+            pending: Vec::with_capacity(weir_runtime::limits::BATCH_RECORDS_MAX),
         }
     }
 }
@@ -65,20 +69,31 @@ impl Source for KeyedEvents {
     type Output = Event;
 
     fn poll(&mut self, out: &mut Emitter<Event>) -> SourcePoll {
-        for _ in 0..out.batch_records_max() {
-            if self.next >= self.end {
-                return SourcePoll::Exhausted;
-            }
-            if self.next >= self.next_watermark {
-                out.watermark(self.next_watermark);
-                self.next_watermark += self.watermark_every_ticks;
-            }
-            out.push(&Event {
-                key: event_key(self.next, self.keys),
-                ts: self.next,
-            });
-            self.next += self.step;
+        if self.next >= self.end {
+            return SourcePoll::Exhausted;
         }
+        if self.next >= self.next_watermark {
+            out.watermark(self.next_watermark);
+            self.next_watermark += self.watermark_every_ticks;
+        }
+        // Up to one batch, stopping at the next watermark so watermarks go
+        // out exactly when the index crosses them.
+        let room = out.batch_records_max() as u64;
+        let stop = self
+            .end
+            .min(self.next_watermark)
+            .min(self.next.saturating_add(room * self.step));
+        let (mut next, step, keys) = (self.next, self.step, self.keys);
+        self.pending.clear();
+        while next < stop {
+            self.pending.push(Event {
+                key: event_key(next, keys),
+                ts: next,
+            });
+            next += step;
+        }
+        self.next = next;
+        out.push_all(&self.pending);
         SourcePoll::Ready
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! [`TumblingCount`] counts events per key in tumbling windows of
 //! `size_ticks`. A window `[w * size, (w + 1) * size)` closes when the
-//! watermark reaches its end; it then emits one [`WindowCount`] per key and
-//! its table is cleared and kept for reuse, so steady state allocates
-//! nothing once the tables have grown to the key count.
+//! watermark reaches its end: its counts move to a queue of output rows,
+//! handed to the runtime one batch at a time through `Processor::drain` (so
+//! a window over a million keys does not stage a million rows at once), and
+//! its table is cleared and kept for reuse. Steady state allocates nothing
+//! once the tables and the queue have grown to the key count.
 //!
 //! An event for a window that already closed is late: it is not counted in
 //! any emitted row and is tallied in [`TumblingCount::late_events`].
@@ -12,7 +14,7 @@
 use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, Processor};
 
-use crate::records::{Event, WindowCount};
+use crate::records::{ArchivedEvent, Event, WindowCount};
 
 /// Counts events per (tumbling window, key).
 #[derive(Debug)]
@@ -22,6 +24,9 @@ pub struct TumblingCount {
     open: Vec<(u64, FxHashMap<u64, u64>)>,
     /// Cleared tables of closed windows, for reuse.
     spare: Vec<FxHashMap<u64, u64>>,
+    /// Rows of closed windows not yet emitted, and how many were.
+    closed_rows: Vec<WindowCount>,
+    closed_rows_emitted: usize,
     /// First window not yet closed.
     closed_below: u64,
     /// The window the last event fell in, as `(first tick, end tick, index
@@ -42,6 +47,8 @@ impl TumblingCount {
             size_ticks,
             open: Vec::new(),
             spare: Vec::new(),
+            closed_rows: Vec::new(),
+            closed_rows_emitted: 0,
             closed_below: 0,
             current: None,
             late_events: 0,
@@ -72,6 +79,32 @@ impl TumblingCount {
         Some(&mut self.open[index].1)
     }
 
+    /// Counts `events`, in runs of events that share a window.
+    fn count(&mut self, events: &[ArchivedEvent]) {
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            if self.table_for(first.ts.to_native()).is_none() {
+                self.late_events += 1;
+                rest = &rest[1..];
+                continue;
+            }
+            let Some((start, end, index)) = self.current else {
+                unreachable!("table_for sets the current window");
+            };
+            // The tight loop: events of one window, which is nearly all of
+            // them. Its body is small so the CPU overlaps many table misses.
+            let table = &mut self.open[index].1;
+            let run = rest
+                .iter()
+                .take_while(|event| (start..end).contains(&event.ts.to_native()))
+                .count();
+            for event in &rest[..run] {
+                *table.entry(event.key.to_native()).or_insert(0) += 1;
+            }
+            rest = &rest[run..];
+        }
+    }
+
     fn index_of(&mut self, window: u64) -> usize {
         if let Some(index) = self.open.iter().rposition(|(open, _)| *open == window) {
             return index;
@@ -88,32 +121,44 @@ impl Processor for TumblingCount {
     type Output = WindowCount;
 
     fn process(&mut self, _port: usize, batch: &Batch<Event>, _out: &mut Emitter<WindowCount>) {
-        for event in batch.iter() {
-            match self.table_for(event.ts.to_native()) {
-                Some(table) => *table.entry(event.key.to_native()).or_insert(0) += 1,
-                None => self.late_events += 1,
-            }
+        match batch.as_slice() {
+            Some(events) => self.count(events),
+            None => batch
+                .iter()
+                .for_each(|event| self.count(std::slice::from_ref(event))),
         }
     }
 
-    fn on_watermark(&mut self, watermark: u64, out: &mut Emitter<WindowCount>) {
+    fn on_watermark(&mut self, watermark: u64, _out: &mut Emitter<WindowCount>) {
         // Closing windows shifts indices in `open`.
         self.current = None;
         let closing = self
             .open
             .iter()
-            .take_while(|(window, _)| (window + 1).saturating_mul(self.size_ticks) <= watermark);
-        let closing = closing.count();
+            .take_while(|(window, _)| (window + 1).saturating_mul(self.size_ticks) <= watermark)
+            .count();
         for (window, mut table) in self.open.drain(..closing) {
-            for (&key, &count) in &table {
-                out.push(&WindowCount { window, key, count });
-            }
-            table.clear();
+            let rows = table
+                .drain()
+                .map(|(key, count)| WindowCount { window, key, count });
+            self.closed_rows.extend(rows);
             self.spare.push(table);
             self.closed_below = window + 1;
         }
-        let watermark_window = watermark / self.size_ticks;
-        self.closed_below = self.closed_below.max(watermark_window);
+        self.closed_below = self.closed_below.max(watermark / self.size_ticks);
+    }
+
+    fn drain(&mut self, out: &mut Emitter<WindowCount>) -> bool {
+        let start = self.closed_rows_emitted;
+        let end = self.closed_rows.len().min(start + out.batch_records_max());
+        out.push_all(&self.closed_rows[start..end]);
+        self.closed_rows_emitted = end;
+        if end < self.closed_rows.len() {
+            return true;
+        }
+        self.closed_rows.clear();
+        self.closed_rows_emitted = 0;
+        false
     }
 }
 

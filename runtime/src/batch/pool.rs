@@ -1,9 +1,13 @@
 //! A shard's free list of batch buffers, and the gauge that counts buffers.
 //!
-//! The pool is shard-local (no locks). A buffer taken from one shard's pool
-//! may end up in another shard's pool after it crossed a ring: with hash
-//! partitioning traffic flows both ways, so pools stay balanced. A pool never
-//! holds more than [`POOL_BUFFERS_MAX`] buffers; extra ones are freed.
+//! The pool is shard-local (no locks). Every buffer has a home shard, the
+//! one that allocated it. A buffer read on another shard goes home through a
+//! small SPSC return ring (one per ordered pair of shards), so each shard
+//! keeps a stable population of buffers however the traffic between shards
+//! is skewed; a pool that merely kept what it read would overflow on one
+//! side and allocate on the other. A pool keeps at most
+//! [`POOL_BUFFERS_MAX`] buffers; a return ring that is full frees the
+//! buffer instead.
 //!
 //! The gauge is touched only when a buffer is allocated or freed, never per
 //! batch in steady state, so it costs nothing on the data path while giving
@@ -15,6 +19,7 @@ use std::sync::Arc;
 
 use super::RawBatch;
 use crate::limits::POOL_BUFFERS_MAX;
+use crate::ring::{ring, Consumer, Producer};
 
 /// Counts batch buffers alive across a runtime.
 #[derive(Debug, Default)]
@@ -51,35 +56,91 @@ impl BufferGauge {
     }
 }
 
+/// The return rings of one shard: to every other shard (for buffers whose
+/// home is there) and from every other shard (for its own buffers).
+#[derive(Debug, Default)]
+pub struct ReturnRings {
+    /// Indexed by home shard; `None` for this shard.
+    outgoing: Vec<Option<Producer<RawBatch>>>,
+    incoming: Vec<Consumer<RawBatch>>,
+}
+
+impl ReturnRings {
+    /// Return rings for every ordered pair of `shards` shards, one set per
+    /// shard.
+    pub fn mesh(shards: usize) -> Vec<ReturnRings> {
+        let mut sets: Vec<ReturnRings> = (0..shards)
+            .map(|_| ReturnRings {
+                outgoing: (0..shards).map(|_| None).collect(),
+                incoming: Vec::new(),
+            })
+            .collect();
+        for reader in 0..shards {
+            for home in (0..shards).filter(|&home| home != reader) {
+                let (producer, consumer) = ring(POOL_BUFFERS_MAX);
+                sets[reader].outgoing[home] = Some(producer);
+                sets[home].incoming.push(consumer);
+            }
+        }
+        sets
+    }
+}
+
 /// A shard-local free list of batch buffers.
 #[derive(Debug)]
 pub struct BufferPool {
+    shard: usize,
     free: RefCell<Vec<RawBatch>>,
+    returns: RefCell<ReturnRings>,
     gauge: Arc<BufferGauge>,
 }
 
 impl BufferPool {
-    /// An empty pool whose buffers are counted by `gauge`.
-    pub fn new(gauge: Arc<BufferGauge>) -> BufferPool {
+    /// An empty pool for `shard`, whose buffers are counted by `gauge`.
+    pub fn new(shard: usize, returns: ReturnRings, gauge: Arc<BufferGauge>) -> BufferPool {
         BufferPool {
+            shard,
             free: RefCell::new(Vec::with_capacity(POOL_BUFFERS_MAX)),
+            returns: RefCell::new(returns),
             gauge,
         }
     }
 
-    /// An empty buffer: a recycled one if any, else a new one.
+    /// An empty buffer: a recycled one if any (collecting buffers that came
+    /// home first), else a new one.
     pub fn take(&self) -> RawBatch {
-        match self.free.borrow_mut().pop() {
+        let mut free = self.free.borrow_mut();
+        if free.is_empty() {
+            let mut returns = self.returns.borrow_mut();
+            for incoming in &mut returns.incoming {
+                while free.len() < POOL_BUFFERS_MAX {
+                    let Some(batch) = incoming.try_pop() else {
+                        break;
+                    };
+                    free.push(batch);
+                }
+            }
+        }
+        match free.pop() {
             Some(batch) => batch,
-            None => RawBatch::new(self.gauge.clone()),
+            None => RawBatch::new(self.gauge.clone(), self.shard),
         }
     }
 
-    /// Returns a buffer for reuse (or frees it when the pool is full).
+    /// Returns a buffer for reuse: to this pool if it lives here, else back
+    /// to its home shard. Frees it if there is no room.
     pub fn recycle(&self, mut batch: RawBatch) {
+        batch.clear();
+        if batch.home != self.shard {
+            let mut returns = self.returns.borrow_mut();
+            if let Some(Some(home)) = returns.outgoing.get_mut(batch.home) {
+                // A full ring frees the buffer (dropped with the error).
+                let _ = home.try_push(batch);
+            }
+            return;
+        }
         let mut free = self.free.borrow_mut();
         if free.len() < POOL_BUFFERS_MAX {
-            batch.clear();
             free.push(batch);
         }
     }

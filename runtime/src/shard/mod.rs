@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::batch::{BufferGauge, BufferPool};
+use crate::batch::{BufferGauge, BufferPool, ReturnRings};
 use crate::error::RunError;
 use crate::graph::ShardPlan;
 use spawn::ShardEnv;
@@ -18,11 +18,12 @@ use spawn::ShardEnv;
 pub(crate) async fn run_shard(
     shard: usize,
     plan: ShardPlan,
+    returns: ReturnRings,
     gauge: Arc<BufferGauge>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), RunError> {
     let env = ShardEnv {
-        pool: Rc::new(BufferPool::new(gauge)),
+        pool: Rc::new(BufferPool::new(shard, returns, gauge)),
         stop,
     };
     let tasks: Vec<_> = plan

@@ -64,21 +64,38 @@ pub(crate) async fn run_processor<P: Processor>(
             Delivery::Data { port, batch } => {
                 processor.process(port, batch.typed(), &mut out);
                 pool.recycle(batch);
+                send_all(&mut processor, &mut out).await?;
             }
             Delivery::Watermark(watermark) => {
                 processor.on_watermark(watermark, &mut out);
+                // Everything the watermark released goes out before it.
+                send_all(&mut processor, &mut out).await?;
                 out.watermark(watermark);
+                out.send_ready().await?;
             }
         }
-        out.take_error()?;
-        out.send_ready().await?;
         handled += 1;
         if handled % TURN_MESSAGES_MAX == 0 {
             yield_now().await;
         }
     }
     processor.finish(&mut out);
-    out.take_error()?;
+    send_all(&mut processor, &mut out).await?;
     out.end();
     out.send_ready().await
+}
+
+/// Sends what the processor emitted, then drains what it held back, one
+/// batch's worth at a time with backpressure in between.
+async fn send_all<P: Processor>(
+    processor: &mut P,
+    out: &mut Emitter<P::Output>,
+) -> Result<(), NodeFailure> {
+    loop {
+        out.take_error()?;
+        out.send_ready().await?;
+        if !processor.drain(out) {
+            return Ok(());
+        }
+    }
 }
