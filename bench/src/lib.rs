@@ -1,0 +1,5 @@
+//! Benchmarks for weir: the shared keyed-count workload and the engines that run it.
+
+pub mod timely_keycount;
+pub mod weir_keycount;
+pub mod workload;
