@@ -1,6 +1,6 @@
-//! Cross-thread SPSC hand-off: weir's ring candidate, glommio's
-//! `shared_channel`, against `rtrb::RingBuffer` and
-//! `crossbeam::queue::ArrayQueue`.
+//! Cross-thread SPSC hand-off: weir's own ring (`weir_runtime::ring`, what
+//! the runtime uses between shards) and glommio's `shared_channel`, against
+//! `rtrb::RingBuffer` and `crossbeam::queue::ArrayQueue`.
 //!
 //! Method: each measured call (`iter_custom(iters)`) starts a producer and a
 //! consumer thread once (pinned to the first two CPUs where there are two) and
@@ -18,6 +18,11 @@
 //!   pointer through a 64-slot ring; the consumer reads each batch's 8-byte
 //!   header. Throughput is reported in records.
 //!
+//! `weir_ring` runs weir's ring as the runtime does: each end in a glommio
+//! executor, `push().await` / `pop().await`, parking when full or empty.
+//! `weir_ring_spin` uses its non-blocking `try_push` / `try_pop` and spins,
+//! exactly like the rtrb and ArrayQueue cases, to compare the queues alone.
+//!
 //! rtrb and ArrayQueue ends spin (`std::hint::spin_loop`) when the ring is
 //! full or empty; glommio ends use `send().await` / `recv().await`, as the
 //! runtime will, inside a `LocalExecutor` each (io memory cut to 1 MiB to fit
@@ -34,6 +39,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam::queue::ArrayQueue;
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
+use weir_runtime::ring::PushError;
 
 /// `u64` records moved per measured iteration in `record` mode.
 const RECORDS_PER_ITER: u64 = 1 << 16;
@@ -271,9 +277,78 @@ fn run_glommio<T: Item>(rounds: u64, count: u64, slots: usize, spin: Option<Dura
     producer.join().expect("producer executor failed")
 }
 
+fn run_weir_spinning<T: Item>(rounds: u64, count: u64, slots: usize) -> Duration {
+    let (mut tx, mut rx) = weir_runtime::ring::ring::<T>(slots);
+    run_spinning(
+        rounds,
+        count,
+        move |item| {
+            tx.try_push(item).map_err(|error| match error {
+                PushError::Full(item) | PushError::Closed(item) => item,
+            })
+        },
+        move || rx.try_pop(),
+    )
+}
+
+/// As [`run_glommio`], through weir's own ring as the runtime uses it: each
+/// end in its own glommio executor, `push().await` and `pop().await`, parking
+/// when full or empty and woken by the other side.
+fn run_weir<T: Item>(rounds: u64, count: u64, slots: usize) -> Duration {
+    let (mut tx, mut rx) = weir_runtime::ring::ring::<T>(slots);
+    let (producer_cpu, consumer_cpu) = cpus();
+    let (back_tx, back_rx) = mpsc::channel::<RoundEnd<T>>();
+    let consumer = executor(consumer_cpu, None)
+        .name("weir-ring-consumer")
+        .spawn(move || async move {
+            for _ in 0..rounds {
+                let mut keep = Vec::with_capacity(count as usize);
+                let (mut received, mut sum) = (0u64, 0u64);
+                while received < count {
+                    let item = rx.pop().await.expect("producer hung up early");
+                    sum = sum.wrapping_add(item.consume(&mut keep));
+                    received += 1;
+                }
+                back_tx
+                    .send((Instant::now(), sum, keep))
+                    .expect("producer gone");
+            }
+        })
+        .expect("spawn the consumer executor");
+    let producer = executor(producer_cpu, None)
+        .name("weir-ring-producer")
+        .spawn(move || async move {
+            let mut pool = Vec::new();
+            T::refill(&mut pool, Vec::new(), count);
+            let mut total = Duration::ZERO;
+            for _ in 0..rounds {
+                let start = Instant::now();
+                for item in pool.drain(..) {
+                    if tx.push(item).await.is_err() {
+                        panic!("consumer hung up early");
+                    }
+                }
+                let (end, sum, keep) = back_rx.recv().expect("consumer gone");
+                assert_eq!(sum, expected_sum(count), "items lost or reordered");
+                total += end.saturating_duration_since(start);
+                T::refill(&mut pool, keep, count);
+            }
+            total
+        })
+        .expect("spawn the producer executor");
+    consumer.join().expect("consumer executor failed");
+    producer.join().expect("producer executor failed")
+}
+
 fn records(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring/record");
     group.throughput(Throughput::Elements(RECORDS_PER_ITER));
+    group.bench_function("weir_ring", |b| {
+        b.iter_custom(|iters| run_weir::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS))
+    });
+    group.bench_function("weir_ring_spin", |b| {
+        b.iter_custom(|iters| run_weir_spinning::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS))
+    });
     group.bench_function("glommio_shared_channel", |b| {
         b.iter_custom(|iters| run_glommio::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS, None))
     });
@@ -294,6 +369,12 @@ fn records(c: &mut Criterion) {
 fn batches(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring/batch16k");
     group.throughput(Throughput::Elements(BATCHES_PER_ITER * RECORDS_PER_BATCH));
+    group.bench_function("weir_ring", |b| {
+        b.iter_custom(|iters| run_weir::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS))
+    });
+    group.bench_function("weir_ring_spin", |b| {
+        b.iter_custom(|iters| run_weir_spinning::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS))
+    });
     group.bench_function("glommio_shared_channel", |b| {
         b.iter_custom(|iters| run_glommio::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS, None))
     });
