@@ -58,6 +58,7 @@ enum Outgoing {
         batch: RawBatch,
     },
     Watermark(u64),
+    Barrier(u64),
     End,
 }
 
@@ -217,6 +218,13 @@ impl<T: Record> Emitter<T> {
         }
     }
 
+    /// Queues the barrier of `epoch` behind everything pushed so far, on
+    /// every ring.
+    pub(crate) fn barrier(&mut self, epoch: u64) {
+        self.flush();
+        self.staging.ready.push_back(Outgoing::Barrier(epoch));
+    }
+
     /// Queues end of stream behind everything pushed so far.
     pub(crate) fn end(&mut self) {
         self.flush();
@@ -247,6 +255,7 @@ impl<T: Record> Emitter<T> {
                 Outgoing::Watermark(watermark) => {
                     self.broadcast(|| Message::Watermark(watermark)).await?;
                 }
+                Outgoing::Barrier(epoch) => self.broadcast(|| Message::Barrier(epoch)).await?,
                 Outgoing::End => self.broadcast(|| Message::End).await?,
             }
         }

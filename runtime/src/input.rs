@@ -5,6 +5,15 @@
 //! a combined watermark: the minimum over all rings, where an ended ring
 //! counts as `u64::MAX`. When every ring has ended the set yields a final
 //! `u64::MAX` watermark and then nothing.
+//!
+//! Barriers are aligned: once a ring delivers the barrier of epoch `n`, the
+//! set stops reading that ring (its later records belong to epoch `n + 1`)
+//! and keeps reading the others. When every ring that has not ended has
+//! delivered barrier `n`, the set yields the barrier once and reads all
+//! rings again. So a node sees every record of epoch `n`, from all inputs,
+//! before the barrier and none after it. Records held back stay in their
+//! ring, whose bounded size then holds back the producer: alignment costs
+//! no extra memory.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -28,12 +37,19 @@ struct RingState {
     input: InputRing,
     ended: bool,
     watermark: u64,
+    /// The epoch whose barrier this ring delivered while others have not.
+    barrier: Option<u64>,
 }
 
 /// What the set delivers to the node.
 pub(crate) enum Delivery {
-    Data { port: usize, batch: RawBatch },
+    Data {
+        port: usize,
+        batch: RawBatch,
+    },
     Watermark(u64),
+    /// Every input delivered the barrier of this epoch.
+    Barrier(u64),
 }
 
 pub(crate) struct InputSet {
@@ -51,6 +67,7 @@ impl InputSet {
                 input,
                 ended: false,
                 watermark: 0,
+                barrier: None,
             })
             .collect();
         InputSet {
@@ -78,10 +95,20 @@ impl InputSet {
                 Some(Message::Watermark(watermark)) => {
                     state.watermark = state.watermark.max(watermark);
                 }
+                Some(Message::Barrier(epoch)) => {
+                    state.barrier = Some(epoch);
+                    if let Some(epoch) = self.aligned() {
+                        return Ok(Some(Delivery::Barrier(epoch)));
+                    }
+                    continue;
+                }
                 Some(Message::End) => {
                     state.ended = true;
                     state.watermark = u64::MAX;
                     self.live -= 1;
+                    if let Some(epoch) = self.aligned() {
+                        return Ok(Some(Delivery::Barrier(epoch)));
+                    }
                 }
                 None => {
                     return Err(NodeFailure::InputClosed {
@@ -97,6 +124,29 @@ impl InputSet {
         }
     }
 
+    /// If every ring still open has delivered the same barrier, releases them
+    /// all and returns its epoch.
+    ///
+    /// # Panics
+    /// If two rings delivered barriers of different epochs: producers emit
+    /// every epoch's barrier in order on every ring, so this is a bug.
+    fn aligned(&mut self) -> Option<u64> {
+        let mut epoch = None;
+        for state in self.rings.iter().filter(|state| !state.ended) {
+            let barrier = state.barrier?;
+            assert!(
+                epoch.is_none_or(|epoch| epoch == barrier),
+                "barriers of epochs {epoch:?} and {barrier} are both pending"
+            );
+            epoch = Some(barrier);
+        }
+        let epoch = epoch?;
+        for state in &mut self.rings {
+            state.barrier = None;
+        }
+        Some(epoch)
+    }
+
     fn advance_to(&mut self, watermark: u64) -> Option<u64> {
         if watermark > self.watermark {
             self.watermark = watermark;
@@ -110,7 +160,8 @@ impl InputSet {
         for offset in 0..count {
             let index = (self.next_poll + offset) % count;
             let state = &mut self.rings[index];
-            if state.ended {
+            // A ring whose barrier arrived waits for the others (alignment).
+            if state.ended || state.barrier.is_some() {
                 continue;
             }
             if let Poll::Ready(message) = state.input.ring.poll_pop(cx) {
@@ -119,5 +170,117 @@ impl InputSet {
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_lite::future::block_on;
+
+    use super::*;
+    use crate::batch::{BufferGauge, BufferPool, ReturnRings, Scratch};
+    use crate::ring::{ring, Producer};
+
+    /// Two input rings (ports 0 and 1) and their producer ends.
+    fn two_inputs() -> (InputSet, Vec<Producer<Message>>) {
+        let mut producers = Vec::new();
+        let mut inputs = Vec::new();
+        for port in 0..2 {
+            let (producer, consumer) = ring(16);
+            producers.push(producer);
+            inputs.push(InputRing {
+                port,
+                from: "upstream".into(),
+                from_shard: port,
+                ring: consumer,
+            });
+        }
+        (InputSet::new(inputs), producers)
+    }
+
+    /// A batch holding the one record `value`.
+    fn data(value: u64) -> Message {
+        let pool = BufferPool::new(0, ReturnRings::default(), Arc::new(BufferGauge::default()));
+        let mut batch = pool.take();
+        batch.push(&value, &mut Scratch::new()).expect("serializes");
+        Message::Data(batch)
+    }
+
+    /// What the set delivers, as text, until it would wait.
+    fn drain(set: &mut InputSet) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let next = block_on(futures_lite::future::poll_once(set.next()));
+            match next {
+                Some(Ok(Some(Delivery::Data { port, batch }))) => {
+                    let value = batch.typed::<u64>().get(0).map(|v| v.to_native());
+                    seen.push(format!("{port}:{}", value.unwrap_or(u64::MAX)));
+                }
+                Some(Ok(Some(Delivery::Watermark(w)))) => seen.push(format!("wm {w}")),
+                Some(Ok(Some(Delivery::Barrier(epoch)))) => seen.push(format!("barrier {epoch}")),
+                Some(Ok(None)) => {
+                    seen.push("end".into());
+                    return seen;
+                }
+                Some(Err(failure)) => panic!("{failure}"),
+                None => return seen,
+            }
+        }
+    }
+
+    #[test]
+    fn records_after_a_barrier_wait_for_the_other_inputs() {
+        let (mut set, mut producers) = two_inputs();
+        for message in [data(1), Message::Barrier(1), data(2)] {
+            producers[0].try_push(message).unwrap();
+        }
+        for message in [data(10), data(11)] {
+            producers[1].try_push(message).unwrap();
+        }
+        let seen = drain(&mut set);
+        // Port 0's record 2 belongs to epoch 2: it is held back while port 1
+        // still delivers epoch-1 records.
+        assert!(!seen.contains(&"0:2".to_string()), "{seen:?}");
+        assert!(
+            seen.contains(&"0:1".to_string()) && seen.contains(&"1:11".to_string()),
+            "{seen:?}"
+        );
+        assert!(!seen.iter().any(|s| s.starts_with("barrier")), "{seen:?}");
+
+        producers[1].try_push(Message::Barrier(1)).unwrap();
+        producers[1].try_push(data(12)).unwrap();
+        let seen = drain(&mut set);
+        assert_eq!(seen[0], "barrier 1", "{seen:?}");
+        let mut after: Vec<&String> = seen[1..].iter().collect();
+        after.sort();
+        assert_eq!(after, ["0:2", "1:12"]);
+    }
+
+    #[test]
+    fn an_ended_input_does_not_hold_back_alignment() {
+        let (mut set, mut producers) = two_inputs();
+        producers[0].try_push(Message::Barrier(7)).unwrap();
+        producers[0].try_push(data(3)).unwrap();
+        assert_eq!(drain(&mut set), Vec::<String>::new());
+        producers[1].try_push(Message::End).unwrap();
+        let seen = drain(&mut set);
+        assert_eq!(seen, ["barrier 7", "0:3"]);
+        producers[0].try_push(Message::End).unwrap();
+        assert_eq!(drain(&mut set), ["wm 18446744073709551615", "end"]);
+    }
+
+    #[test]
+    fn consecutive_epochs_align_one_at_a_time() {
+        let (mut set, mut producers) = two_inputs();
+        for epoch in 1..=3 {
+            producers[0].try_push(Message::Barrier(epoch)).unwrap();
+        }
+        producers[1].try_push(Message::Barrier(1)).unwrap();
+        assert_eq!(drain(&mut set), ["barrier 1"]);
+        producers[1].try_push(Message::Barrier(2)).unwrap();
+        producers[1].try_push(Message::Barrier(3)).unwrap();
+        assert_eq!(drain(&mut set), ["barrier 2", "barrier 3"]);
     }
 }

@@ -10,6 +10,9 @@ pub enum Message {
     Data(RawBatch),
     /// No record with an event time below this will follow on this ring.
     Watermark(u64),
+    /// The end of epoch `n` on this ring: every record before it belongs to
+    /// epoch `n` or earlier, every record after it to a later epoch.
+    Barrier(u64),
     /// The producer instance finished; nothing follows on this ring.
     End,
 }

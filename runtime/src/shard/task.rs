@@ -73,6 +73,12 @@ pub(crate) async fn run_processor<P: Processor>(
                 out.watermark(watermark);
                 out.send_ready().await?;
             }
+            Delivery::Barrier(epoch) => {
+                // Everything of the epoch went out above; the barrier
+                // follows it on every output ring.
+                out.barrier(epoch);
+                out.send_ready().await?;
+            }
         }
         handled += 1;
         if handled % TURN_MESSAGES_MAX == 0 {
