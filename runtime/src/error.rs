@@ -140,6 +140,8 @@ pub enum StartError {
     },
     /// io_uring is not available to this process.
     IoUring(std::io::Error),
+    /// The data directory's logs could not be opened or read back.
+    Recovery(String),
     /// glommio failed to start a shard's executor.
     Executor {
         /// The shard.
@@ -183,6 +185,9 @@ impl fmt::Display for StartError {
                  io_uring enabled (sysctl kernel.io_uring_disabled=0, and a seccomp profile \
                  that allows io_uring_setup in containers)"
             ),
+            StartError::Recovery(message) => {
+                write!(f, "cannot recover the data directory: {message}")
+            }
             StartError::Executor { shard, message } => {
                 write!(f, "cannot start shard {shard}: {message}")
             }
@@ -212,6 +217,17 @@ pub enum NodeFailure {
         /// The consumer's shard.
         to_shard: usize,
     },
+    /// Saving or restoring the node's state or position failed.
+    State(String),
+    /// The shard's write-ahead log failed (fatal: see the WAL's fsync rule).
+    Log(String),
+    /// A sink's commit failed.
+    Commit {
+        /// The epoch being committed.
+        epoch: u64,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl fmt::Display for NodeFailure {
@@ -224,6 +240,11 @@ impl fmt::Display for NodeFailure {
             ),
             NodeFailure::OutputClosed { to, to_shard } => {
                 write!(f, "output to `{to}` on shard {to_shard} is closed")
+            }
+            NodeFailure::State(message) => write!(f, "state: {message}"),
+            NodeFailure::Log(message) => write!(f, "write-ahead log: {message}"),
+            NodeFailure::Commit { epoch, message } => {
+                write!(f, "commit of epoch {epoch}: {message}")
             }
         }
     }
@@ -248,6 +269,8 @@ pub enum RunError {
         /// glommio's message.
         message: String,
     },
+    /// The epoch coordinator failed.
+    Coordinator(String),
     /// A shard's thread panicked.
     ShardPanicked {
         /// The shard.
@@ -282,6 +305,7 @@ impl fmt::Display for RunError {
             RunError::Executor { shard, message } => {
                 write!(f, "shard {shard}'s executor failed: {message}")
             }
+            RunError::Coordinator(message) => write!(f, "epoch coordinator: {message}"),
             RunError::ShardPanicked { shard, message } => {
                 write!(f, "shard {shard} panicked: {message}")
             }

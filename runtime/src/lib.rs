@@ -22,6 +22,7 @@
 
 mod batch;
 mod emit;
+pub mod epoch;
 mod error;
 mod graph;
 mod input;
@@ -39,7 +40,7 @@ pub use batch::{Batch, BufferGauge, RawBatch, Scratch, SerializeError};
 pub use emit::Emitter;
 pub use error::{Error, GraphError, NodeFailure, RunError, StartError};
 pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
-pub use operator::{Processor, ShardContext, Sink, Source, SourcePoll};
+pub use operator::{Processor, ShardContext, Sink, Source, SourcePoll, StateError};
 pub use partition::{owner_of, Partition, PartitionKind};
 pub use record::{ArchivedRecord, Record};
 pub use runtime::{Handle, RunReport, Running, Runtime, RuntimeBuilder};

@@ -61,3 +61,8 @@ const _: () = assert!(TURN_MESSAGES_MAX > 0 && TURN_SOURCE_BATCHES_MAX > 0);
 
 /// How long a source that reported `Idle` sleeps before it is polled again.
 pub const SOURCE_IDLE_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How often an epoch starts when the runtime has a data directory: the
+/// latency of committed output and the work redone after a crash, against
+/// the cost of a snapshot and a commit per epoch.
+pub const EPOCH_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_millis(100);

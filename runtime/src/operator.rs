@@ -23,7 +23,23 @@ pub struct ShardContext {
     pub instances: usize,
     /// The node's name.
     pub node: std::sync::Arc<str>,
+    /// The last committed epoch when the run started (0 without a data
+    /// directory or on a fresh one). A sink discards output it staged for
+    /// later epochs: those never committed and are produced again.
+    pub committed_epoch: u64,
 }
+
+/// A node's state or position could not be saved or restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateError(pub String);
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StateError {}
 
 /// What a source reports after [`Source::poll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +60,22 @@ pub trait Source: 'static {
     /// Emits up to about one batch of records (see
     /// [`Emitter::batch_records_max`]) and says whether more will come.
     fn poll(&mut self, out: &mut Emitter<Self::Output>) -> SourcePoll;
+
+    /// Where the source stands: enough to resume right after the last
+    /// record it emitted (a generator's next index, a file's byte offset).
+    /// Logged at every epoch barrier when the runtime has a data directory.
+    /// A source that cannot be replayed returns nothing and is not
+    /// exactly-once.
+    fn position(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Resumes from a [`position`](Source::position) logged by a previous
+    /// run, before the first poll.
+    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+        let _ = position;
+        Ok(())
+    }
 }
 
 /// A node that turns input records into output records.
@@ -83,6 +115,21 @@ pub trait Processor: 'static {
     fn finish(&mut self, out: &mut Emitter<Self::Output>) {
         let _ = out;
     }
+
+    /// The operator's state after every record of `epoch` (and none after
+    /// it), as bytes; called on the aligned barrier when the runtime has a
+    /// data directory, and logged. Stateless operators return nothing.
+    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+        let _ = epoch;
+        Ok(Vec::new())
+    }
+
+    /// Restores a [`snapshot`](Processor::snapshot) of a previous run,
+    /// before any input.
+    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+        let _ = state;
+        Ok(())
+    }
 }
 
 /// A node with no outputs that delivers records somewhere.
@@ -100,6 +147,26 @@ pub trait Sink: 'static {
 
     /// Every input ended: flush everything.
     fn finish(&mut self) {}
+
+    /// Makes everything written for `epoch` durable but not yet visible,
+    /// and says (as bytes) what [`commit`](Sink::commit) must publish. Called
+    /// on the aligned barrier when the runtime has a data directory; the
+    /// bytes are logged.
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+        let _ = epoch;
+        Ok(Vec::new())
+    }
+
+    /// Publishes what a [`precommit`](Sink::precommit) staged, once its
+    /// epoch is committed. Must be idempotent: after a crash, recovery runs
+    /// it again for every committed pre-commit, done or not.
+    fn commit(staged: &[u8]) -> Result<(), String>
+    where
+        Self: Sized,
+    {
+        let _ = staged;
+        Ok(())
+    }
 }
 
 /// Runs a [`Sink`] as a processor whose output goes nowhere, so sinks and
@@ -120,5 +187,9 @@ impl<K: Sink> Processor for SinkProcessor<K> {
 
     fn finish(&mut self, _out: &mut Emitter<()>) {
         self.0.finish();
+    }
+
+    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+        self.0.precommit(epoch)
     }
 }

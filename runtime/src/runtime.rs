@@ -23,11 +23,19 @@ use std::time::{Duration, Instant};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+
 use crate::batch::{BufferGauge, ReturnRings};
+use crate::epoch::coordinator::{self, CoordinatorReport};
+use crate::epoch::recovery::{self, Recovered};
+use crate::epoch::{EpochConfig, EpochShared};
 use crate::error::{Error, RunError, StartError};
 use crate::graph::Graph;
-use crate::limits::{SHARDS_MAX, SHARD_IO_MEMORY_BYTES};
+use crate::graph::ShardPlan;
+use crate::limits::{EPOCH_INTERVAL_DEFAULT, SHARDS_MAX, SHARD_IO_MEMORY_BYTES};
 use crate::shard::run_shard;
+use crate::shard::ShardLog;
 use crate::system;
 
 /// Configures a [`Runtime`].
@@ -36,6 +44,8 @@ pub struct RuntimeBuilder {
     shards: Option<usize>,
     pin: bool,
     io_memory_bytes: usize,
+    data_dir: Option<PathBuf>,
+    epoch_interval: Duration,
 }
 
 impl Default for RuntimeBuilder {
@@ -44,6 +54,8 @@ impl Default for RuntimeBuilder {
             shards: None,
             pin: true,
             io_memory_bytes: SHARD_IO_MEMORY_BYTES,
+            data_dir: None,
+            epoch_interval: EPOCH_INTERVAL_DEFAULT,
         }
     }
 }
@@ -64,6 +76,21 @@ impl RuntimeBuilder {
     /// io_uring buffer memory per shard, in bytes (locked memory).
     pub fn io_memory_bytes(mut self, bytes: usize) -> Self {
         self.io_memory_bytes = bytes;
+        self
+    }
+
+    /// Turns on exactly-once: the shards' write-ahead logs and the
+    /// coordinator's log live under `dir`, and a run on a directory that
+    /// holds a previous run recovers from its last committed epoch.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// How often an epoch starts (default 100 ms); only with a data
+    /// directory.
+    pub fn epoch_interval(mut self, interval: Duration) -> Self {
+        self.epoch_interval = interval;
         self
     }
 
@@ -89,6 +116,10 @@ impl RuntimeBuilder {
             shards,
             cores: self.pin.then_some(cores),
             io_memory_bytes: self.io_memory_bytes,
+            epochs: self.data_dir.map(|data_dir| EpochConfig {
+                data_dir,
+                interval: self.epoch_interval,
+            }),
         })
     }
 }
@@ -99,6 +130,7 @@ pub struct Runtime {
     shards: usize,
     cores: Option<Vec<usize>>,
     io_memory_bytes: usize,
+    epochs: Option<EpochConfig>,
 }
 
 impl Runtime {
@@ -122,10 +154,34 @@ impl Runtime {
         let gauge = Arc::new(BufferGauge::default());
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
+        let (recovered, mut logs) = match &self.epochs {
+            Some(config) => {
+                let (recovered, logs) = self.recover(&graph, config, &stop)?;
+                let Some(logs) = logs else {
+                    // The final epoch of this data directory's run committed.
+                    return Ok(Running::complete(recovered.committed, stop, gauge, started));
+                };
+                (Some(recovered), Some(logs))
+            }
+            None => (None, None),
+        };
+        let committed = recovered.as_ref().map_or(0, |r| r.committed);
+        let mut plans = graph.plan(self.shards, committed);
+        if let Some(recovered) = recovered {
+            restore_into(&mut plans, recovered.state);
+        }
+        let shard_logs: Vec<Option<ShardLog>> = match &mut logs {
+            Some(logs) => std::mem::take(&mut logs.wals)
+                .into_iter()
+                .map(|wal| Some((wal, logs.shared.clone())))
+                .collect(),
+            None => (0..self.shards).map(|_| None).collect(),
+        };
         let mut shards = Vec::with_capacity(self.shards);
-        let plans = graph.plan(self.shards).into_iter();
         let returns = ReturnRings::mesh(self.shards).into_iter();
-        for (shard, (plan, returns)) in plans.zip(returns).enumerate() {
+        for (shard, ((plan, returns), log)) in
+            plans.into_iter().zip(returns).zip(shard_logs).enumerate()
+        {
             let placement = match &self.cores {
                 Some(cores) => Placement::Fixed(cores[shard]),
                 None => Placement::Unbound,
@@ -134,14 +190,15 @@ impl Runtime {
             let spawned = LocalExecutorBuilder::new(placement)
                 .name(&format!("weir-shard-{shard}"))
                 .io_memory(self.io_memory_bytes)
-                .spawn(move || run_shard(shard, plan, returns, shard_gauge, shard_stop));
+                .spawn(move || run_shard(shard, plan, returns, shard_gauge, shard_stop, log));
             match spawned {
                 Ok(join) => shards.push(join),
                 Err(error) => {
                     // Shards already started see their rings to this shard
                     // close and stop; wait for them before reporting.
                     stop.store(true, Ordering::Relaxed);
-                    drop(wait_all(shards));
+                    let epochs = logs.map(|logs| (logs.shared, logs.coordinator));
+                    drop(wait_all(shards, epochs));
                     return Err(StartError::Executor {
                         shard,
                         message: error.to_string(),
@@ -154,7 +211,76 @@ impl Runtime {
             handle: Handle { stop },
             gauge,
             started,
+            epochs: logs.map(|logs| (logs.shared, logs.coordinator)),
+            complete_at: None,
+            resumed_from_epoch: committed,
         })
+    }
+
+    /// Reads the data directory back, re-runs the commits of committed
+    /// epochs and starts the coordinator.
+    fn recover(
+        &self,
+        graph: &Graph,
+        config: &EpochConfig,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<(Recovered, Option<StartedLogs>), StartError> {
+        let logs = recovery::open(&config.data_dir, self.shards)?;
+        for (epoch, node, staged) in &logs.recovered.commits {
+            let commit = graph.commit_of(node).ok_or_else(|| {
+                StartError::Recovery(format!(
+                    "the log names sink `{node}`, which is not in the graph"
+                ))
+            })?;
+            commit(staged).map_err(|error| {
+                StartError::Recovery(format!(
+                    "committing epoch {epoch} of sink `{node}` again: {error}"
+                ))
+            })?;
+        }
+        if logs.recovered.complete {
+            return Ok((logs.recovered, None));
+        }
+        let sources = graph.source_instances(self.shards);
+        let shared = Arc::new(EpochShared::new(
+            self.shards,
+            sources,
+            logs.recovered.committed,
+        ));
+        let coordinator = coordinator::spawn(
+            logs.coordinator,
+            shared.clone(),
+            config.interval,
+            stop.clone(),
+        )
+        .map_err(|error| {
+            StartError::Recovery(format!("cannot start the epoch coordinator: {error}"))
+        })?;
+        let started = StartedLogs {
+            wals: logs.shards,
+            shared,
+            coordinator,
+        };
+        Ok((logs.recovered, Some(started)))
+    }
+}
+
+/// The logs of a run with epochs, once the coordinator is running.
+struct StartedLogs {
+    wals: Vec<weir_wal::Wal>,
+    shared: Arc<EpochShared>,
+    coordinator: CoordinatorJoin,
+}
+
+type CoordinatorJoin = std::thread::JoinHandle<Result<CoordinatorReport, String>>;
+
+/// Hands each node instance its recovered state or position.
+fn restore_into(plans: &mut [ShardPlan], mut state: HashMap<(String, usize), Vec<u8>>) {
+    for plan in plans {
+        for instance in &mut plan.instances {
+            let key = (instance.context.node.to_string(), instance.context.instance);
+            instance.restore = state.remove(&key);
+        }
     }
 }
 
@@ -179,6 +305,10 @@ pub struct Running {
     handle: Handle,
     gauge: Arc<BufferGauge>,
     started: Instant,
+    epochs: Option<(Arc<EpochShared>, CoordinatorJoin)>,
+    /// Set when the data directory holds a completed run: nothing runs.
+    complete_at: Option<u64>,
+    resumed_from_epoch: u64,
 }
 
 /// What a finished run reports.
@@ -190,9 +320,37 @@ pub struct RunReport {
     pub buffers_peak: usize,
     /// Batch buffers allocated over the run.
     pub buffer_allocations: u64,
+    /// With epochs: the last committed epoch at the end of the run.
+    pub last_committed_epoch: u64,
+    /// With epochs: the data directory held a run whose final epoch had
+    /// committed, so nothing ran.
+    pub already_complete: bool,
+    /// With epochs: the committed epoch this run resumed from (0 when the
+    /// data directory was fresh).
+    pub resumed_from_epoch: u64,
+    /// With epochs: per epoch committed in this run, the time from its
+    /// request (barriers injected) to its commit record being durable.
+    pub epoch_commit_latencies: Vec<Duration>,
 }
 
 impl Running {
+    fn complete(
+        committed: u64,
+        stop: Arc<AtomicBool>,
+        gauge: Arc<BufferGauge>,
+        started: Instant,
+    ) -> Running {
+        Running {
+            shards: Vec::new(),
+            handle: Handle { stop },
+            gauge,
+            started,
+            epochs: None,
+            complete_at: Some(committed),
+            resumed_from_epoch: committed,
+        }
+    }
+
     /// A handle that stops this pipeline.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
@@ -205,11 +363,15 @@ impl Running {
 
     /// Waits for every shard to return; the first failure wins.
     pub fn wait(self) -> Result<RunReport, RunError> {
-        wait_all(self.shards)?;
+        let epochs = wait_all(self.shards, self.epochs)?;
         Ok(RunReport {
             elapsed: self.started.elapsed(),
             buffers_peak: self.gauge.peak(),
             buffer_allocations: self.gauge.allocations(),
+            last_committed_epoch: epochs.last_committed.max(self.complete_at.unwrap_or(0)),
+            already_complete: self.complete_at.is_some(),
+            resumed_from_epoch: self.resumed_from_epoch,
+            epoch_commit_latencies: epochs.commit_latencies,
         })
     }
 }
@@ -217,7 +379,10 @@ impl Running {
 /// Joins every shard. When several failed, the error reported is the first
 /// root cause (a panic, a serialization error) rather than a closed ring,
 /// which is only how the other shards noticed.
-fn wait_all(shards: Vec<ExecutorJoinHandle<Result<(), RunError>>>) -> Result<(), RunError> {
+fn wait_all(
+    shards: Vec<ExecutorJoinHandle<Result<(), RunError>>>,
+    epochs: Option<(Arc<EpochShared>, CoordinatorJoin)>,
+) -> Result<CoordinatorReport, RunError> {
     let mut first: Option<RunError> = None;
     for (shard, join) in shards.into_iter().enumerate() {
         let result = match join.join() {
@@ -240,7 +405,23 @@ fn wait_all(shards: Vec<ExecutorJoinHandle<Result<(), RunError>>>) -> Result<(),
             }
         }
     }
-    first.map_or(Ok(()), Err)
+    let mut report = CoordinatorReport::default();
+    if let Some((shared, coordinator)) = epochs {
+        if first.is_some() {
+            // Nothing more may be committed once a shard failed.
+            shared.aborted.store(true, Ordering::Release);
+        }
+        match coordinator.join() {
+            Ok(Ok(coordinated)) => report = coordinated,
+            Ok(Err(message)) => {
+                first.get_or_insert(RunError::Coordinator(message));
+            }
+            Err(payload) => {
+                first.get_or_insert(RunError::Coordinator(panic_message(&*payload)));
+            }
+        }
+    }
+    first.map_or(Ok(report), Err)
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -70,6 +70,8 @@ pub(crate) struct NodeSpec {
     input: Option<TypeInfo>,
     output: Option<TypeInfo>,
     pub(crate) spawn: Arc<dyn Spawn>,
+    /// A sink's commit step.
+    pub(crate) commit: Option<crate::epoch::CommitFn>,
 }
 
 pub(crate) struct EdgeSpec {
@@ -156,13 +158,13 @@ impl GraphBuilder {
         F: Fn(&ShardContext) -> K + Send + Sync + 'static,
     {
         let spawn = Arc::new(SinkSpawn(factory, PhantomData));
-        self.add(
-            name,
-            NodeKind::Sink,
-            Some(TypeInfo::of::<K::Input>()),
-            None,
-            spawn,
-        )
+        let input = Some(TypeInfo::of::<K::Input>());
+        self.add(name, NodeKind::Sink, input, None, spawn);
+        let node = self.nodes.last_mut().expect("just pushed");
+        node.commit = Some(K::commit);
+        NodeOptions {
+            parallelism: &mut node.parallelism,
+        }
     }
 
     fn add(
@@ -180,6 +182,7 @@ impl GraphBuilder {
             input,
             output,
             spawn,
+            commit: None,
         });
         let node = self.nodes.last_mut().expect("just pushed");
         NodeOptions {
@@ -244,6 +247,29 @@ impl std::fmt::Debug for Graph {
 }
 
 impl Graph {
+    /// The commit step of the sink named `node`, if it is one.
+    pub(crate) fn commit_of(&self, node: &str) -> Option<crate::epoch::CommitFn> {
+        self.nodes.iter().find(|spec| &*spec.name == node)?.commit
+    }
+
+    /// Source instances over `shards` shards.
+    pub(crate) fn source_instances(&self, shards: usize) -> usize {
+        let sources = self
+            .nodes
+            .iter()
+            .filter(|node| node.kind == NodeKind::Source);
+        sources
+            .map(|node| self.instance_shards_of(node.parallelism, shards))
+            .sum()
+    }
+
+    fn instance_shards_of(&self, parallelism: Parallelism, shards: usize) -> usize {
+        match parallelism {
+            Parallelism::EveryShard => shards,
+            Parallelism::One => 1,
+        }
+    }
+
     /// Node names in declaration order.
     pub fn node_names(&self) -> Vec<&str> {
         self.nodes.iter().map(|node| &*node.name).collect()

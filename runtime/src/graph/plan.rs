@@ -24,6 +24,10 @@ pub(crate) struct InstancePlan {
     pub(crate) context: ShardContext,
     pub(crate) io: NodeIo,
     pub(crate) spawn: Arc<dyn Spawn>,
+    /// A sink's commit step.
+    pub(crate) commit: Option<crate::epoch::CommitFn>,
+    /// State or position to restore (filled from recovery).
+    pub(crate) restore: Option<Vec<u8>>,
 }
 
 /// Everything one shard runs.
@@ -40,8 +44,9 @@ impl Graph {
         }
     }
 
-    /// Lays the graph out over `shards` shards.
-    pub(crate) fn plan(&self, shards: usize) -> Vec<ShardPlan> {
+    /// Lays the graph out over `shards` shards; `committed_epoch` is what
+    /// recovery found (0 when fresh).
+    pub(crate) fn plan(&self, shards: usize, committed_epoch: u64) -> Vec<ShardPlan> {
         let mut plans: Vec<ShardPlan> = (0..shards).map(|_| ShardPlan::default()).collect();
         // slot[node][shard] = index of that instance in plans[shard].instances
         let mut slot = vec![vec![usize::MAX; shards]; self.nodes.len()];
@@ -56,12 +61,15 @@ impl Graph {
                         instance,
                         instances: instance_shards.len(),
                         node: node.name.clone(),
+                        committed_epoch,
                     },
                     io: NodeIo {
                         inputs: Vec::new(),
                         outputs: Vec::new(),
                     },
                     spawn: node.spawn.clone(),
+                    commit: node.commit,
+                    restore: None,
                 });
             }
         }

@@ -9,31 +9,57 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::batch::{BufferGauge, BufferPool, ReturnRings};
+use crate::epoch::shard::ShardEpochs;
+use crate::epoch::EpochShared;
 use crate::error::RunError;
 use crate::graph::ShardPlan;
-use spawn::ShardEnv;
+use spawn::{NodeEnv, ShardEnv};
 
-/// Runs every node instance of `plan` on the current executor and returns
-/// the first failure, after every instance has stopped.
+/// A shard's share of the epoch protocol: its WAL and the shared state.
+pub(crate) type ShardLog = (weir_wal::Wal, Arc<EpochShared>);
+
+/// Runs every node instance of `plan` on the current executor (and, with
+/// epochs, the shard's epoch task) and returns the first failure, after
+/// every task has stopped.
 pub(crate) async fn run_shard(
     shard: usize,
     plan: ShardPlan,
     returns: ReturnRings,
     gauge: Arc<BufferGauge>,
     stop: Arc<AtomicBool>,
+    log: Option<ShardLog>,
 ) -> Result<(), RunError> {
+    let instances = plan.instances.len();
+    let epochs = log.map(|(wal, shared)| Rc::new(ShardEpochs::new(shard, wal, shared, instances)));
     let env = ShardEnv {
         pool: Rc::new(BufferPool::new(shard, returns, gauge)),
         stop,
     };
-    let tasks: Vec<_> = plan
+    let mut tasks: Vec<_> = plan
         .instances
         .into_iter()
-        .map(|instance| {
-            let task = instance.spawn.spawn(&instance.context, instance.io, &env);
+        .enumerate()
+        .map(|(slot, instance)| {
+            let node = NodeEnv {
+                node: instance.context.node.clone(),
+                instance: instance.context.instance,
+                slot,
+                epochs: epochs.clone(),
+                restore: instance.restore,
+                commit: instance.commit,
+            };
+            let task = instance
+                .spawn
+                .spawn(&instance.context, instance.io, &env, node);
             (instance.context.node, glommio::spawn_local(task))
         })
         .collect();
+    if let Some(epochs) = epochs {
+        tasks.push((
+            "(epochs)".into(),
+            glommio::spawn_local(Box::pin(epochs.run())),
+        ));
+    }
     let mut first_failure: Option<RunError> = None;
     for (node, task) in tasks {
         if let Err(failure) = task.await {

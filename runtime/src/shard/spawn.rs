@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use crate::batch::BufferPool;
 use crate::emit::{Emitter, OutputIo};
+use crate::epoch::shard::ShardEpochs;
+use crate::epoch::CommitFn;
 use crate::error::NodeFailure;
 use crate::input::{InputRing, InputSet};
 use crate::operator::{Processor, ShardContext, Sink, SinkProcessor, Source};
@@ -36,9 +38,22 @@ pub(crate) struct ShardEnv {
     pub(crate) stop: Arc<AtomicBool>,
 }
 
+/// What one node instance needs besides its operator and rings.
+pub(crate) struct NodeEnv {
+    pub(crate) node: Arc<str>,
+    pub(crate) instance: usize,
+    /// Its index among the shard's node instances.
+    pub(crate) slot: usize,
+    pub(crate) epochs: Option<Rc<ShardEpochs>>,
+    /// State or position to restore, from recovery.
+    pub(crate) restore: Option<Vec<u8>>,
+    /// A sink's commit step.
+    pub(crate) commit: Option<CommitFn>,
+}
+
 /// Builds a node instance's task on its shard.
 pub(crate) trait Spawn: Send + Sync {
-    fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv) -> NodeTask;
+    fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask;
 }
 
 pub(crate) struct SourceSpawn<F, S>(pub(crate) F, pub(crate) PhantomData<fn() -> S>);
@@ -48,10 +63,18 @@ where
     F: Fn(&ShardContext) -> S + Send + Sync,
     S: Source,
 {
-    fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv) -> NodeTask {
-        let source = (self.0)(context);
+    fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask {
+        let mut source = (self.0)(context);
         let out = Emitter::<S::Output>::new(io.outputs, env.pool.clone());
-        Box::pin(run_source(source, out, env.stop.clone()))
+        let stop = env.stop.clone();
+        Box::pin(async move {
+            if let Some(position) = &node.restore {
+                source
+                    .restore(position)
+                    .map_err(|error| NodeFailure::State(error.0))?;
+            }
+            run_source(source, out, stop, node).await
+        })
     }
 }
 
@@ -62,11 +85,17 @@ where
     F: Fn(&ShardContext) -> P + Send + Sync,
     P: Processor,
 {
-    fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv) -> NodeTask {
+    fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask {
         let processor = (self.0)(context);
         let inputs = InputSet::new(io.inputs);
         let out = Emitter::<P::Output>::new(io.outputs, env.pool.clone());
-        Box::pin(run_processor(processor, inputs, out, env.pool.clone()))
+        Box::pin(restore_and_run(
+            processor,
+            inputs,
+            out,
+            env.pool.clone(),
+            node,
+        ))
     }
 }
 
@@ -77,10 +106,25 @@ where
     F: Fn(&ShardContext) -> K + Send + Sync,
     K: Sink,
 {
-    fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv) -> NodeTask {
+    fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask {
         let sink = SinkProcessor((self.0)(context));
         let inputs = InputSet::new(io.inputs);
         let out = Emitter::<()>::new(io.outputs, env.pool.clone());
-        Box::pin(run_processor(sink, inputs, out, env.pool.clone()))
+        Box::pin(run_processor(sink, inputs, out, env.pool.clone(), node))
     }
+}
+
+async fn restore_and_run<P: Processor>(
+    mut processor: P,
+    inputs: InputSet,
+    out: Emitter<P::Output>,
+    pool: Rc<BufferPool>,
+    node: NodeEnv,
+) -> Result<(), NodeFailure> {
+    if let Some(state) = &node.restore {
+        processor
+            .restore(state)
+            .map_err(|error| NodeFailure::State(error.0))?;
+    }
+    run_processor(processor, inputs, out, pool, node).await
 }

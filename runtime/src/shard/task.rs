@@ -7,35 +7,75 @@
 //! polls) so no node starves the others; when its input rings are empty it
 //! sleeps until a producer wakes it, and a shard with every task asleep
 //! parks in glommio's reactor instead of spinning.
+//!
+//! With epochs (a data directory), a source also logs its position and
+//! emits a barrier for every epoch the coordinator requests, and keeps
+//! doing so after it is exhausted until the final epoch; a processor logs
+//! its snapshot (a sink its pre-commit) on every aligned barrier.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_lite::future::yield_now;
+use weir_wal::RecordType;
 
+use super::spawn::NodeEnv;
 use crate::batch::BufferPool;
 use crate::emit::Emitter;
+use crate::epoch::failpoint;
+use crate::epoch::shard::ShardEpochs;
 use crate::error::NodeFailure;
 use crate::input::{Delivery, InputSet};
 use crate::limits::{SOURCE_IDLE_SLEEP, TURN_MESSAGES_MAX, TURN_SOURCE_BATCHES_MAX};
 use crate::operator::{Processor, Source, SourcePoll};
 
-/// Runs a source until it is exhausted or the runtime is told to stop, then
-/// sends end of stream.
+/// Runs a source until it is exhausted or the runtime is told to stop (and,
+/// with epochs, until the final epoch's barrier is out), then sends end of
+/// stream.
 pub(crate) async fn run_source<S: Source>(
     mut source: S,
     mut out: Emitter<S::Output>,
     stop: Arc<AtomicBool>,
+    node: NodeEnv,
 ) -> Result<(), NodeFailure> {
-    let mut polls = 0usize;
-    while !stop.load(Ordering::Relaxed) {
+    let mut epoch = node
+        .epochs
+        .as_ref()
+        .map_or(0, |e| e.shared().committed.load(Ordering::Acquire));
+    let (mut exhausted, mut polls) = (false, 0usize);
+    loop {
+        if let Some(epochs) = &node.epochs {
+            emit_barriers(&source, &mut out, epochs, &node, &mut epoch).await?;
+        }
+        if exhausted || stop.load(Ordering::Relaxed) {
+            let Some(epochs) = &node.epochs else { break };
+            if !exhausted {
+                exhausted = true;
+                out.flush();
+                out.send_ready().await?;
+            }
+            if let Some(last) = wait_for_final_epoch(epochs, epoch, &mut polls).await {
+                // End of stream is the final epoch's barrier.
+                let position = source.position();
+                epochs.append(
+                    RecordType::SOURCE_POSITIONS,
+                    last,
+                    &node.node,
+                    node.instance,
+                    &position,
+                )?;
+                epochs.report(node.slot, last);
+                break;
+            }
+            continue;
+        }
         let status = source.poll(&mut out);
         out.take_error()?;
         match status {
             SourcePoll::Ready => {}
             SourcePoll::Idle => out.flush(),
-            SourcePoll::Exhausted => break,
+            SourcePoll::Exhausted => exhausted = true,
         }
         out.send_ready().await?;
         if status == SourcePoll::Idle {
@@ -47,7 +87,60 @@ pub(crate) async fn run_source<S: Source>(
         }
     }
     out.end();
-    out.send_ready().await
+    out.send_ready().await?;
+    if let Some(epochs) = &node.epochs {
+        epochs.finished(node.slot);
+    }
+    Ok(())
+}
+
+/// Logs the position and emits a barrier for every epoch requested since
+/// `epoch`, advancing it. The final epoch gets no barrier: end of stream
+/// closes it.
+async fn emit_barriers<S: Source>(
+    source: &S,
+    out: &mut Emitter<S::Output>,
+    epochs: &ShardEpochs,
+    node: &NodeEnv,
+    epoch: &mut u64,
+) -> Result<(), NodeFailure> {
+    let shared = epochs.shared();
+    let requested = shared.requested.load(Ordering::Acquire);
+    let limit = shared.final_epoch().map_or(requested, |last| last - 1);
+    while *epoch < limit {
+        *epoch += 1;
+        let position = source.position();
+        epochs.append(
+            RecordType::SOURCE_POSITIONS,
+            *epoch,
+            &node.node,
+            node.instance,
+            &position,
+        )?;
+        out.barrier(*epoch);
+        out.send_ready().await?;
+        epochs.report(node.slot, *epoch);
+    }
+    Ok(())
+}
+
+/// An exhausted source under epochs: counts itself exhausted once, then
+/// waits. Returns the final epoch once every barrier before it is out.
+async fn wait_for_final_epoch(
+    epochs: &ShardEpochs,
+    epoch: u64,
+    counted: &mut usize,
+) -> Option<u64> {
+    let shared = epochs.shared();
+    if *counted != usize::MAX {
+        shared.sources_exhausted.fetch_add(1, Ordering::AcqRel);
+        *counted = usize::MAX;
+    }
+    if let Some(last) = shared.final_epoch().filter(|&last| epoch + 1 >= last) {
+        return Some(last);
+    }
+    glommio::timer::sleep(SOURCE_IDLE_SLEEP).await;
+    None
 }
 
 /// Runs a processor (or a sink, through `SinkProcessor`) until every input
@@ -57,6 +150,7 @@ pub(crate) async fn run_processor<P: Processor>(
     mut inputs: InputSet,
     mut out: Emitter<P::Output>,
     pool: Rc<BufferPool>,
+    node: NodeEnv,
 ) -> Result<(), NodeFailure> {
     let mut handled = 0usize;
     while let Some(delivery) = inputs.next().await? {
@@ -74,10 +168,14 @@ pub(crate) async fn run_processor<P: Processor>(
                 out.send_ready().await?;
             }
             Delivery::Barrier(epoch) => {
+                checkpoint(&mut processor, &node, epoch)?;
                 // Everything of the epoch went out above; the barrier
                 // follows it on every output ring.
                 out.barrier(epoch);
                 out.send_ready().await?;
+                if let Some(epochs) = &node.epochs {
+                    epochs.report(node.slot, epoch);
+                }
             }
         }
         handled += 1;
@@ -87,8 +185,71 @@ pub(crate) async fn run_processor<P: Processor>(
     }
     processor.finish(&mut out);
     send_all(&mut processor, &mut out).await?;
+    if let Some(epochs) = &node.epochs {
+        // End of stream closes the final epoch: checkpoint it like a barrier.
+        let last = final_epoch(epochs).await;
+        checkpoint(&mut processor, &node, last)?;
+        epochs.report(node.slot, last);
+    }
     out.end();
-    out.send_ready().await
+    out.send_ready().await?;
+    if let Some(epochs) = &node.epochs {
+        epochs.finished(node.slot);
+    }
+    Ok(())
+}
+
+/// The final epoch, waiting for the coordinator to name it (a node whose
+/// inputs all ended has seen every source end, so it is named or about to
+/// be).
+async fn final_epoch(epochs: &ShardEpochs) -> u64 {
+    loop {
+        if let Some(last) = epochs.shared().final_epoch() {
+            return last;
+        }
+        glommio::timer::sleep(SOURCE_IDLE_SLEEP).await;
+    }
+}
+
+/// Logs the processor's snapshot for `epoch` (a sink's pre-commit, which is
+/// also queued for commit). Empty snapshots are not logged.
+fn checkpoint<P: Processor>(
+    processor: &mut P,
+    node: &NodeEnv,
+    epoch: u64,
+) -> Result<(), NodeFailure> {
+    let Some(epochs) = &node.epochs else {
+        return Ok(());
+    };
+    let bytes = processor
+        .snapshot(epoch)
+        .map_err(|error| NodeFailure::State(error.0))?;
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match node.commit {
+        Some(commit) => {
+            epochs.append(
+                RecordType::SINK_PRECOMMIT,
+                epoch,
+                &node.node,
+                node.instance,
+                &bytes,
+            )?;
+            failpoint("after-precommit", epoch);
+            epochs.add_commit(epoch, node.node.clone(), commit, bytes);
+        }
+        None => {
+            epochs.append(
+                RecordType::OPERATOR_STATE,
+                epoch,
+                &node.node,
+                node.instance,
+                &bytes,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Sends what the processor emitted, then drains what it held back, one

@@ -1,0 +1,146 @@
+//! The coordinator: starts epochs and commits them.
+//!
+//! It runs on its own thread (it never touches the data path) and owns a
+//! small log of commit records, separate from the shards' logs. Each tick
+//! (1 ms) it:
+//! 1. requests epoch `n + 1` once the epoch interval has passed, unless
+//!    [`EPOCHS_IN_FLIGHT_MAX`] epochs are already uncommitted; once every
+//!    source is exhausted (or the run is stopping) it requests one final
+//!    epoch instead and no more;
+//! 2. commits the newest epoch every shard reports durable: appends
+//!    `EPOCH_COMMIT` and fdatasyncs it, then publishes it so shards run
+//!    their sinks' commits;
+//! 3. returns once the final epoch is committed, or at once if a shard
+//!    failed (nothing more is committed then).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use weir_wal::{RecordType, SyncLog};
+
+use super::{failpoint, EpochShared};
+
+/// Epochs requested but not yet committed, at most. Bounds how much a slow
+/// shard can fall behind before sources stop being asked for barriers.
+pub const EPOCHS_IN_FLIGHT_MAX: u64 = 4;
+
+/// How often the coordinator looks at the shards.
+const TICK: Duration = Duration::from_millis(1);
+
+/// What the coordinator measured.
+#[derive(Debug, Default)]
+pub(crate) struct CoordinatorReport {
+    /// Per committed epoch: from its request to its commit record durable.
+    pub(crate) commit_latencies: Vec<Duration>,
+    /// The last epoch committed.
+    pub(crate) last_committed: u64,
+}
+
+pub(crate) fn spawn(
+    mut log: SyncLog,
+    shared: Arc<EpochShared>,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<Result<CoordinatorReport, String>>> {
+    std::thread::Builder::new()
+        .name("weir-coordinator".into())
+        .spawn(move || run(&mut log, &shared, interval, &stop))
+}
+
+fn run(
+    log: &mut SyncLog,
+    shared: &EpochShared,
+    interval: Duration,
+    stop: &AtomicBool,
+) -> Result<CoordinatorReport, String> {
+    let mut report = CoordinatorReport {
+        last_committed: shared.committed.load(Ordering::Acquire),
+        ..CoordinatorReport::default()
+    };
+    let mut requested_at: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut next_epoch_at = Instant::now() + interval;
+    loop {
+        if shared.aborted.load(Ordering::Acquire) {
+            return Ok(report);
+        }
+        request(
+            shared,
+            stop,
+            interval,
+            &mut next_epoch_at,
+            &mut requested_at,
+        );
+        let done = shared
+            .shard_done
+            .iter()
+            .map(|done| done.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        if done > report.last_committed {
+            let is_final = shared.final_epoch() == Some(done);
+            if let Err(error) = commit(log, done, is_final) {
+                shared.aborted.store(true, Ordering::Release);
+                return Err(error);
+            }
+            shared.committed.store(done, Ordering::Release);
+            report.last_committed = done;
+            while let Some(&(epoch, at)) = requested_at.front() {
+                if epoch > done {
+                    break;
+                }
+                report.commit_latencies.push(at.elapsed());
+                requested_at.pop_front();
+            }
+        }
+        if shared
+            .final_epoch()
+            .is_some_and(|last| report.last_committed >= last)
+        {
+            return Ok(report);
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+/// Step 1 of the tick: ask for the next epoch, or the final one.
+fn request(
+    shared: &EpochShared,
+    stop: &AtomicBool,
+    interval: Duration,
+    next_epoch_at: &mut Instant,
+    requested_at: &mut VecDeque<(u64, Instant)>,
+) {
+    if shared.final_epoch().is_some() {
+        return;
+    }
+    let requested = shared.requested.load(Ordering::Acquire);
+    let committed = shared.committed.load(Ordering::Acquire);
+    let exhausted = shared.sources_exhausted.load(Ordering::Acquire) >= shared.sources_total;
+    let now = Instant::now();
+    if exhausted || stop.load(Ordering::Relaxed) {
+        let last = requested + 1;
+        shared.final_epoch.store(last, Ordering::Release);
+        shared.requested.store(last, Ordering::Release);
+        requested_at.push_back((last, now));
+    } else if now >= *next_epoch_at && requested - committed < EPOCHS_IN_FLIGHT_MAX {
+        shared.requested.store(requested + 1, Ordering::Release);
+        requested_at.push_back((requested + 1, now));
+        *next_epoch_at = now + interval;
+    }
+}
+
+/// Payload of the commit record of a run's final epoch: the run completed.
+pub(crate) const FINAL_MARK: &[u8] = b"final";
+
+fn commit(log: &mut SyncLog, epoch: u64, is_final: bool) -> Result<(), String> {
+    let payload = if is_final { FINAL_MARK } else { &[] };
+    log.append(RecordType::EPOCH_COMMIT, epoch, payload)
+        .map_err(|error| format!("cannot log the commit of epoch {epoch}: {error}"))?;
+    log.commit()
+        .map_err(|error| format!("cannot make the commit of epoch {epoch} durable: {error}"))?;
+    failpoint("after-commit-record", epoch);
+    Ok(())
+}

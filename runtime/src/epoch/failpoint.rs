@@ -1,0 +1,28 @@
+//! Crash on purpose at a named step of the protocol, for the
+//! kill-and-recover tests.
+//!
+//! `WEIR_CRASH_AT=STEP:EPOCH` makes the process abort (as `kill -9` would:
+//! no destructors, no flushing) when it reaches `STEP` for `EPOCH`. Steps:
+//! `after-precommit` (a sink staged and logged its output, before the
+//! commit record), `after-commit-record` (the commit record is durable, sink
+//! commits not yet run), `during-commit` (after the first sink commit of the
+//! epoch), `recovery` (after the logs were read, before anything restarted;
+//! EPOCH is the recovered committed epoch).
+
+use std::sync::OnceLock;
+
+/// Aborts the process if `WEIR_CRASH_AT` names this step and epoch.
+pub fn failpoint(step: &str, epoch: u64) {
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    let target = TARGET.get_or_init(|| {
+        let value = std::env::var("WEIR_CRASH_AT").ok()?;
+        let (name, epoch) = value.rsplit_once(':')?;
+        Some((name.to_string(), epoch.parse().ok()?))
+    });
+    if let Some((name, at)) = target {
+        if name == step && *at == epoch {
+            eprintln!("weir: WEIR_CRASH_AT={name}:{at} reached; aborting");
+            std::process::abort();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Reading the logs back at start-up.
+//!
+//! 1. Open the coordinator's log; the last `EPOCH_COMMIT` names the
+//!    committed epoch `C` (0 for a fresh data directory).
+//! 2. Open every shard's WAL (recovery there truncates a torn tail and
+//!    refuses mid-log corruption, naming segment and offset).
+//! 3. Collect, per node instance, the source position and the operator
+//!    snapshot logged for epoch `C`, and every sink pre-commit of an epoch
+//!    `≤ C`: its commit may not have run before the crash, so it runs again
+//!    (commits are idempotent). Pre-commits of epochs `> C` never committed;
+//!    each sink discards that staged output itself when it starts (its
+//!    `ShardContext` carries `C`).
+//! 4. Append a restart marker (`RESTART`, epoch `C`) to every shard's WAL.
+//!    The crashed run may have logged records for epochs above `C`; the
+//!    new run logs records for those epoch numbers again. When a later
+//!    recovery reads the log, a marker voids every record before it whose
+//!    epoch is above the marker's, so only the new run's records count.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use weir_wal::{Config, Lsn, RecordType, SyncLog, Wal};
+
+use super::coordinator::FINAL_MARK;
+use super::{decode_record, failpoint};
+use crate::error::StartError;
+
+/// A node instance: node name and instance index.
+pub(crate) type InstanceKey = (String, usize);
+
+/// What the logs say about the previous run.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// The last committed epoch.
+    pub(crate) committed: u64,
+    /// Whether that was the final epoch of a run that completed.
+    pub(crate) complete: bool,
+    /// Source positions and operator snapshots logged for `committed`.
+    pub(crate) state: HashMap<InstanceKey, Vec<u8>>,
+    /// Sink pre-commits of committed epochs: (epoch, node, payload).
+    pub(crate) commits: Vec<(u64, String, Vec<u8>)>,
+}
+
+/// The opened logs and what they hold.
+pub(crate) struct Logs {
+    pub(crate) coordinator: SyncLog,
+    pub(crate) shards: Vec<Wal>,
+    pub(crate) recovered: Recovered,
+}
+
+fn log_error(path: &Path, error: impl std::fmt::Display) -> StartError {
+    StartError::Recovery(format!("{}: {error}", path.display()))
+}
+
+fn config(shard: usize) -> Config {
+    Config {
+        shard: shard as u32,
+        ..Config::default()
+    }
+}
+
+/// Opens (creating if needed) every log under `data_dir` and reads it back.
+pub(crate) fn open(data_dir: &Path, shards: usize) -> Result<Logs, StartError> {
+    std::fs::create_dir_all(data_dir).map_err(|error| log_error(data_dir, error))?;
+    let coordinator_dir = data_dir.join("coordinator");
+    let (coordinator, _) = SyncLog::open_dir(&coordinator_dir, &config(shards))
+        .map_err(|error| log_error(&coordinator_dir, error))?;
+    let (mut committed, mut complete) = (0, false);
+    let reader = coordinator
+        .read_from(Lsn(0))
+        .map_err(|error| log_error(&coordinator_dir, error))?;
+    for record in reader {
+        let record = record.map_err(|error| log_error(&coordinator_dir, error))?;
+        if record.kind == RecordType::EPOCH_COMMIT && record.epoch >= committed {
+            committed = record.epoch;
+            complete = record.payload == FINAL_MARK;
+        }
+    }
+    let mut recovered = Recovered {
+        committed,
+        complete,
+        ..Recovered::default()
+    };
+    let mut logs = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let dir = shard_dir(data_dir, shard);
+        let (wal, _) =
+            Wal::open_dir(&dir, &config(shard)).map_err(|error| log_error(&dir, error))?;
+        read_shard(&wal, &dir, &mut recovered)?;
+        logs.push(wal);
+    }
+    failpoint("recovery", committed);
+    for (shard, wal) in logs.iter().enumerate() {
+        let dir = shard_dir(data_dir, shard);
+        let lsn = wal
+            .append(RESTART, committed, &[])
+            .map_err(|error| log_error(&dir, error))?;
+        wal.wait_durable(lsn)
+            .map_err(|error| log_error(&dir, error))?;
+    }
+    Ok(Logs {
+        coordinator,
+        shards: logs,
+        recovered,
+    })
+}
+
+/// The WAL directory of `shard`.
+pub(crate) fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(format!("shard-{shard}"))
+}
+
+/// Marks where a run started after recovering epoch `C` (the record's
+/// epoch); see step 4.
+pub(crate) const RESTART: RecordType = RecordType::new(16);
+
+fn read_shard(wal: &Wal, dir: &Path, recovered: &mut Recovered) -> Result<(), StartError> {
+    // (epoch, kind, node, instance, payload) of every record still valid.
+    let mut records: Vec<(u64, RecordType, String, usize, Vec<u8>)> = Vec::new();
+    let reader = wal
+        .read_from(Lsn(0))
+        .map_err(|error| log_error(dir, error))?;
+    for record in reader {
+        let record = record.map_err(|error| log_error(dir, error))?;
+        if record.kind == RESTART {
+            records.retain(|(epoch, ..)| *epoch <= record.epoch);
+            continue;
+        }
+        let Some((node, instance, payload)) = decode_record(&record.payload) else {
+            return Err(log_error(
+                dir,
+                format!("record {} is not a weir epoch record", record.lsn),
+            ));
+        };
+        records.push((record.epoch, record.kind, node, instance, payload.to_vec()));
+    }
+    for (epoch, kind, node, instance, payload) in records {
+        let is_state = kind == RecordType::SOURCE_POSITIONS || kind == RecordType::OPERATOR_STATE;
+        if is_state && epoch == recovered.committed {
+            recovered.state.insert((node, instance), payload);
+        } else if kind == RecordType::SINK_PRECOMMIT && epoch <= recovered.committed {
+            recovered.commits.push((epoch, node, payload));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! A shard's part of the protocol: its WAL, which of its node instances have
+//! finished which epoch, and the sink commits it owes.
+//!
+//! Node instances call [`ShardEpochs::append`] to log positions, snapshots
+//! and pre-commits, and [`ShardEpochs::report`] once they are done with an
+//! epoch. The shard's epoch task ([`ShardEpochs::run`]) turns reports into
+//! "epoch `n` durable on this shard" (after awaiting the WAL), in epoch
+//! order, and runs the sinks' commits once the coordinator committed their
+//! epoch.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_wal::{Lsn, RecordType, Wal};
+
+use super::{encode_record, failpoint, CommitFn, EpochShared};
+use crate::error::NodeFailure;
+
+/// How often the epoch task looks for work when it has none.
+const TICK: Duration = Duration::from_millis(1);
+
+struct Pending {
+    epoch: u64,
+    node: Arc<str>,
+    commit: CommitFn,
+    payload: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Per instance slot: the newest epoch it reported, or `u64::MAX` once
+    /// it finished.
+    reported: Vec<u64>,
+    /// Epochs the whole shard finished, with the newest LSN appended for
+    /// each; `done` marks how far they were handed to the epoch task.
+    lsns: BTreeMap<u64, Lsn>,
+    /// The newest epoch any instance reported.
+    newest: u64,
+    done: u64,
+    ready: VecDeque<(u64, Option<Lsn>)>,
+    commits: Vec<Pending>,
+}
+
+/// One shard's epoch state.
+pub(crate) struct ShardEpochs {
+    shard: usize,
+    wal: Wal,
+    shared: Arc<EpochShared>,
+    progress: RefCell<Progress>,
+}
+
+impl std::fmt::Debug for ShardEpochs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardEpochs")
+            .field("shard", &self.shard)
+            .finish()
+    }
+}
+
+impl ShardEpochs {
+    pub(crate) fn new(
+        shard: usize,
+        wal: Wal,
+        shared: Arc<EpochShared>,
+        instances: usize,
+    ) -> ShardEpochs {
+        let committed = shared.committed.load(Ordering::Acquire);
+        ShardEpochs {
+            shard,
+            wal,
+            shared,
+            progress: RefCell::new(Progress {
+                reported: vec![committed; instances],
+                newest: committed,
+                done: committed,
+                ..Progress::default()
+            }),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &EpochShared {
+        &self.shared
+    }
+
+    /// Logs one record of `node`'s `instance` for `epoch`.
+    pub(crate) fn append(
+        &self,
+        kind: RecordType,
+        epoch: u64,
+        node: &str,
+        instance: usize,
+        payload: &[u8],
+    ) -> Result<Lsn, NodeFailure> {
+        let lsn = self
+            .wal
+            .append(kind, epoch, &encode_record(node, instance, payload))
+            .map_err(|error| NodeFailure::Log(error.to_string()))?;
+        let mut progress = self.progress.borrow_mut();
+        let newest = progress.lsns.entry(epoch).or_insert(lsn);
+        *newest = (*newest).max(lsn);
+        Ok(lsn)
+    }
+
+    /// Remembers a sink's pre-commit, to commit once `epoch` is committed.
+    pub(crate) fn add_commit(
+        &self,
+        epoch: u64,
+        node: Arc<str>,
+        commit: CommitFn,
+        payload: Vec<u8>,
+    ) {
+        self.progress.borrow_mut().commits.push(Pending {
+            epoch,
+            node,
+            commit,
+            payload,
+        });
+    }
+
+    /// The instance in `slot` is done with `epoch`.
+    pub(crate) fn report(&self, slot: usize, epoch: u64) {
+        let mut progress = self.progress.borrow_mut();
+        progress.reported[slot] = progress.reported[slot].max(epoch);
+        progress.newest = progress.newest.max(epoch);
+        Self::advance(&mut progress);
+    }
+
+    /// The instance in `slot` ended: it will see no more epochs.
+    pub(crate) fn finished(&self, slot: usize) {
+        let mut progress = self.progress.borrow_mut();
+        progress.reported[slot] = u64::MAX;
+        Self::advance(&mut progress);
+    }
+
+    /// Hands every epoch that all instances are done with to the epoch
+    /// task, in order. Finished instances hold nothing back, but no epoch
+    /// beyond the newest one anybody reported is done.
+    fn advance(progress: &mut Progress) {
+        let low = progress.reported.iter().min().copied().unwrap_or(u64::MAX);
+        let high = low.min(progress.newest);
+        while progress.done < high {
+            progress.done += 1;
+            let epoch = progress.done;
+            let lsn = progress.lsns.remove(&epoch);
+            progress.ready.push_back((epoch, lsn));
+        }
+    }
+
+    /// The shard's epoch task: publishes durable epochs and runs commits
+    /// until the final epoch is committed and every instance finished.
+    pub(crate) async fn run(self: Rc<Self>) -> Result<(), NodeFailure> {
+        loop {
+            if self.progress.borrow().reported.is_empty() {
+                // No node runs here: this shard holds no epoch back.
+                let requested = self.shared.requested.load(Ordering::Acquire);
+                self.shared.shard_done[self.shard].fetch_max(requested, Ordering::AcqRel);
+            }
+            self.publish_durable().await?;
+            let committed = self.shared.committed.load(Ordering::Acquire);
+            self.run_commits(committed)?;
+            if self.shared.aborted.load(Ordering::Acquire) {
+                return Err(NodeFailure::Log(
+                    "the coordinator stopped committing".into(),
+                ));
+            }
+            let all_finished = self
+                .progress
+                .borrow()
+                .reported
+                .iter()
+                .all(|&e| e == u64::MAX);
+            let last = self.shared.final_epoch();
+            if all_finished && last.is_some_and(|last| committed >= last) {
+                return Ok(());
+            }
+            glommio::timer::sleep(TICK).await;
+        }
+    }
+
+    async fn publish_durable(&self) -> Result<(), NodeFailure> {
+        loop {
+            let next = self.progress.borrow_mut().ready.pop_front();
+            let Some((epoch, lsn)) = next else {
+                return Ok(());
+            };
+            if let Some(lsn) = lsn {
+                self.wal.flush();
+                self.wal
+                    .durable(lsn)
+                    .await
+                    .map_err(|error| NodeFailure::Log(error.to_string()))?;
+            }
+            self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
+        }
+    }
+
+    fn run_commits(&self, committed: u64) -> Result<(), NodeFailure> {
+        let due: Vec<Pending> = {
+            let mut progress = self.progress.borrow_mut();
+            let (due, later) = std::mem::take(&mut progress.commits)
+                .into_iter()
+                .partition(|pending| pending.epoch <= committed);
+            progress.commits = later;
+            due
+        };
+        for (index, pending) in due.iter().enumerate() {
+            (pending.commit)(&pending.payload).map_err(|error| NodeFailure::Commit {
+                epoch: pending.epoch,
+                message: format!("sink `{}`: {error}", pending.node),
+            })?;
+            if index == 0 {
+                failpoint("during-commit", pending.epoch);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! Goal: with a data directory, a run's committed output holds every input
+//! record's effect exactly once, also when a run fails half-way and a new
+//! run recovers on the same directory.
+//!
+//! Method:
+//! - Pipeline: a replayable source of ids → hash edge → a counter per key
+//!   (state snapshotted each epoch, emitted at the end) → a sink that
+//!   stages each epoch's lines in a hidden directory and publishes them by
+//!   rename on commit (idempotent).
+//! - First run: the sink panics on its first write. The counter emits at
+//!   the end, so that is in the final epoch, after earlier epochs committed
+//!   the counter's snapshots and the sources' positions. Second run, same
+//!   directory: it must recover from the committed epoch and finish. A third
+//!   run finds the run complete and does nothing.
+//! - Check: published files, read back, hold every (key, count) exactly as
+//!   computed directly, and no staged file is left. No timing is involved:
+//!   the crash point is chosen by epoch, not by time.
+//!
+//! The SIGKILL tests live in the top-level `tests/`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Item;
+use weir_runtime::{
+    Batch, Emitter, GraphBuilder, Partition, Processor, Runtime, ShardContext, Sink, Source,
+    SourcePoll, StateError,
+};
+
+const ITEMS: u64 = 300_000;
+const KEYS: u64 = 100;
+
+/// Ids `instance, instance + n, ...` below `ITEMS`, 500 per poll (so a run
+/// spans several epochs); its position is the next id.
+struct Ids {
+    next: u64,
+    step: u64,
+}
+
+impl Source for Ids {
+    type Output = Item;
+
+    fn poll(&mut self, out: &mut Emitter<Item>) -> SourcePoll {
+        for _ in 0..500 {
+            if self.next >= ITEMS {
+                return SourcePoll::Exhausted;
+            }
+            out.push(&Item {
+                id: self.next,
+                key: self.next % KEYS,
+            });
+            self.next += self.step;
+        }
+        // Slow enough that epochs (every 5 ms) interleave with the data.
+        std::thread::sleep(Duration::from_micros(200));
+        SourcePoll::Ready
+    }
+
+    fn position(&self) -> Vec<u8> {
+        self.next.to_le_bytes().to_vec()
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+        let bytes: [u8; 8] = position
+            .try_into()
+            .map_err(|_| StateError("bad position".into()))?;
+        self.next = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+/// Counts ids per key; emits `Item { id: count, key }` per key at the end.
+#[derive(Default)]
+struct CountPerKey(BTreeMap<u64, u64>);
+
+impl Processor for CountPerKey {
+    type Input = Item;
+    type Output = Item;
+
+    fn process(&mut self, _port: usize, batch: &Batch<Item>, _out: &mut Emitter<Item>) {
+        for item in batch.iter() {
+            *self.0.entry(item.key.to_native()).or_insert(0) += 1;
+        }
+    }
+
+    fn finish(&mut self, out: &mut Emitter<Item>) {
+        for (&key, &count) in &self.0 {
+            out.push(&Item { id: count, key });
+        }
+    }
+
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+        Ok(self
+            .0
+            .iter()
+            .flat_map(|(k, c)| [k.to_le_bytes(), c.to_le_bytes()])
+            .flatten()
+            .collect())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+        for pair in state.chunks_exact(16) {
+            let key = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
+            let count = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
+            self.0.insert(key, count);
+        }
+        Ok(())
+    }
+}
+
+/// Stages "key count" lines per epoch in `DIR/.staging/shard-S-epoch-E`;
+/// commit renames to `DIR/shard-S-epoch-E`.
+struct Staged {
+    dir: PathBuf,
+    shard: usize,
+    lines: Vec<u8>,
+    fail: bool,
+}
+
+impl Staged {
+    fn new(context: &ShardContext, dir: &Path, fail: bool) -> Staged {
+        let staging = dir.join(".staging");
+        fs::create_dir_all(&staging).expect("staging dir");
+        // Staged output of epochs after the committed one never committed.
+        for entry in fs::read_dir(&staging).expect("list staging").flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let prefix = format!("shard-{}-epoch-", context.shard);
+            if let Some(epoch) = name
+                .strip_prefix(&prefix)
+                .and_then(|e| e.parse::<u64>().ok())
+            {
+                if epoch > context.committed_epoch {
+                    fs::remove_file(entry.path()).expect("discard staged file");
+                }
+            }
+        }
+        Staged {
+            dir: dir.to_path_buf(),
+            shard: context.shard,
+            lines: Vec::new(),
+            fail,
+        }
+    }
+}
+
+impl Sink for Staged {
+    type Input = Item;
+
+    fn write(&mut self, _port: usize, batch: &Batch<Item>) {
+        assert!(!self.fail, "simulated crash");
+        for item in batch.iter() {
+            writeln!(
+                self.lines,
+                "{} {}",
+                item.key.to_native(),
+                item.id.to_native()
+            )
+            .expect("in memory");
+        }
+    }
+
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+        if self.lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = format!("shard-{}-epoch-{epoch}", self.shard);
+        let staged = self.dir.join(".staging").join(&name);
+        let mut file = fs::File::create(&staged).map_err(|e| StateError(e.to_string()))?;
+        file.write_all(&std::mem::take(&mut self.lines))
+            .map_err(|e| StateError(e.to_string()))?;
+        file.sync_all().map_err(|e| StateError(e.to_string()))?;
+        let paths = format!("{}\n{}", staged.display(), self.dir.join(&name).display());
+        Ok(paths.into_bytes())
+    }
+
+    fn commit(staged: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(staged).map_err(|e| e.to_string())?;
+        let (from, to) = text.split_once('\n').ok_or("bad pre-commit")?;
+        if Path::new(from).exists() {
+            fs::rename(from, to).map_err(|e| format!("{from}: {e}"))?;
+        } else if !Path::new(to).exists() {
+            return Err(format!("neither {from} nor {to} exists"));
+        }
+        Ok(())
+    }
+}
+
+fn run(
+    data: &Path,
+    out: &Path,
+    fail: bool,
+) -> Result<weir_runtime::RunReport, weir_runtime::Error> {
+    let out: Arc<Path> = out.into();
+    let mut graph = GraphBuilder::new();
+    graph.source("ids", |context| Ids {
+        next: context.instance as u64,
+        step: context.instances as u64,
+    });
+    graph.processor("count", |_| CountPerKey::default());
+    graph.sink("out", move |context| Staged::new(context, &out, fail));
+    graph.connect("ids", "count", Partition::hash(|item: &Item| item.key));
+    graph.connect("count", "out", Partition::<Item>::Forward);
+    let runtime = Runtime::builder()
+        .shards(2)
+        .data_dir(data)
+        .epoch_interval(Duration::from_millis(5))
+        .build()
+        .expect("runtime starts");
+    runtime.run(graph.build().expect("valid graph"))
+}
+
+fn published(out: &Path) -> BTreeMap<u64, u64> {
+    let mut counts = BTreeMap::new();
+    for entry in fs::read_dir(out).expect("list output").flatten() {
+        if entry.path().is_dir() {
+            continue;
+        }
+        for line in fs::read_to_string(entry.path())
+            .expect("read output")
+            .lines()
+        {
+            let (key, count) = line.split_once(' ').expect("key count");
+            let previous = counts.insert(key.parse().expect("key"), count.parse().expect("count"));
+            assert!(previous.is_none(), "key {key} published twice");
+        }
+    }
+    counts
+}
+
+fn expected() -> BTreeMap<u64, u64> {
+    (0..KEYS).map(|key| (key, ITEMS / KEYS)).collect()
+}
+
+#[test]
+fn a_bounded_run_commits_every_effect_once() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let report = run(data.path(), out.path(), false).expect("run succeeds");
+    assert!(
+        report.last_committed_epoch >= 2,
+        "only {} epochs",
+        report.last_committed_epoch
+    );
+    assert_eq!(published(out.path()), expected());
+}
+
+#[test]
+fn a_failed_run_is_recovered_exactly_once() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let error = run(data.path(), out.path(), true).expect_err("the sink fails");
+    assert!(error.to_string().contains("simulated crash"), "{error}");
+    assert!(
+        published(out.path()).is_empty(),
+        "the failed epoch published output"
+    );
+
+    let recovered = run(data.path(), out.path(), false).expect("recovery run succeeds");
+    assert!(!recovered.already_complete);
+    // It resumed from a committed epoch: counts restored from snapshots plus
+    // records replayed from logged positions, not a replay from scratch.
+    assert!(
+        recovered.resumed_from_epoch > 0,
+        "nothing had committed before the failure"
+    );
+    assert_eq!(published(out.path()), expected());
+    let staged = fs::read_dir(out.path().join(".staging")).unwrap().count();
+    assert_eq!(staged, 0, "staged files left behind");
+
+    let again = run(data.path(), out.path(), false).expect("a completed run restarts cleanly");
+    assert!(again.already_complete);
+    assert_eq!(again.last_committed_epoch, recovered.last_committed_epoch);
+    assert_eq!(published(out.path()), expected());
+}
