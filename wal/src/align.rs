@@ -1,14 +1,28 @@
-//! Heap buffers aligned for O_DIRECT.
+//! Buffers aligned for O_DIRECT.
 //!
 //! Invariant: `ptr` is aligned to `align` (a power of two) and points to
 //! `cap` zero-initialised-then-owned bytes; `cap` is a multiple of `align`.
+//!
+//! Large buffers (at least [`ANON_MAP_MIN_BYTES`], alignment at most a
+//! page) are anonymous memory maps rather than heap blocks: the kernel hands
+//! out zero pages lazily, so a staging buffer sized for a whole group commit
+//! costs nothing until bytes are framed into it (the heap path must memset
+//! all of it up front), and transparent huge pages are requested so that
+//! filling it takes one page fault per 2 MiB rather than per 4 KiB.
 
+use crate::limits::ANON_MAP_MIN_BYTES;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+/// Smallest page size of the targets we run on; mmap returns addresses
+/// aligned to it.
+const PAGE: usize = 4096;
 
 /// An owned, zero-initialised, aligned byte buffer of fixed capacity.
 pub struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
     layout: Layout,
+    /// The anonymous map that owns the bytes (`None`: a heap block).
+    map: Option<memmap2::MmapMut>,
 }
 
 // SAFETY: the buffer is uniquely owned plain bytes.
@@ -34,12 +48,26 @@ impl AlignedBuf {
             Ok(l) => l,
             Err(e) => panic!("bad buffer layout {cap}/{align}: {e}"),
         };
+        if cap >= ANON_MAP_MIN_BYTES && align <= PAGE {
+            if let Ok(mut map) = memmap2::MmapMut::map_anon(cap) {
+                // Only a hint: without huge pages the map still works.
+                let _ = map.advise(memmap2::Advice::HugePage);
+                if let Some(ptr) = std::ptr::NonNull::new(map.as_mut_ptr()) {
+                    let map = Some(map);
+                    return Self { ptr, layout, map };
+                }
+            }
+        }
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let Some(ptr) = std::ptr::NonNull::new(raw) else {
             std::alloc::handle_alloc_error(layout)
         };
-        Self { ptr, layout }
+        Self {
+            ptr,
+            layout,
+            map: None,
+        }
     }
 
     /// Capacity in bytes.
@@ -62,6 +90,9 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.map.is_some() {
+            return; // the map unmaps itself
+        }
         // SAFETY: allocated in `new` with exactly this layout.
         unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
     }

@@ -4,6 +4,7 @@
 //! byte layout. Decoding never reads outside the slice it is given and never
 //! panics on any input: every length is checked before it is used.
 
+use crate::crc::HEAD_LEN;
 use crate::limits::{MAX_PAYLOAD_BYTES, RECORD_ALIGN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 /// Magic bytes at offset 0 of every segment file.
@@ -199,20 +200,37 @@ pub fn encode_record(out: &mut Vec<u8>, h: &RecordHeader, payload: &[u8]) {
 /// Writes the framed record into `b`, which must be exactly
 /// `frame_len(payload.len())` bytes; every byte is written (padding zeroed).
 pub fn encode_record_into(b: &mut [u8], h: &RecordHeader, payload: &[u8]) {
+    let head = encode_head(h, payload.len());
+    write_frame(b, 0, &head, payload);
+    // One CRC pass over header and payload, now contiguous in `b`.
+    let crc = crc32c::crc32c(&b[4..RECORD_HEADER_LEN + payload.len()]);
+    b[0..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Header bytes 4..40 of a record with `payload_len` bytes of payload:
+/// everything its CRC covers before the payload.
+pub(crate) fn encode_head(h: &RecordHeader, payload_len: usize) -> [u8; HEAD_LEN] {
+    let mut b = [0u8; HEAD_LEN];
+    b[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    b[4..12].copy_from_slice(&h.lsn.0.to_le_bytes());
+    b[12..20].copy_from_slice(&h.epoch.to_le_bytes());
+    b[20..28].copy_from_slice(&h.durable_below.0.to_le_bytes());
+    b[28..32].copy_from_slice(&h.salt.to_le_bytes());
+    b[32] = h.kind.0;
+    // 33..36: flags, reserved — zero.
+    b
+}
+
+/// Writes a frame with a precomputed `crc` (of `head` then `payload`) into
+/// `b`, which must be exactly `frame_len(payload.len())` bytes.
+pub(crate) fn write_frame(b: &mut [u8], crc: u32, head: &[u8; HEAD_LEN], payload: &[u8]) {
     assert!(payload.len() <= MAX_PAYLOAD_BYTES, "payload over the limit");
     assert_eq!(b.len() as u64, frame_len(payload.len()), "frame length");
     let end = RECORD_HEADER_LEN + payload.len();
-    b[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    b[8..16].copy_from_slice(&h.lsn.0.to_le_bytes());
-    b[16..24].copy_from_slice(&h.epoch.to_le_bytes());
-    b[24..32].copy_from_slice(&h.durable_below.0.to_le_bytes());
-    b[32..36].copy_from_slice(&h.salt.to_le_bytes());
-    b[36] = h.kind.0;
-    b[37..40].fill(0); // flags, reserved
+    b[0..4].copy_from_slice(&crc.to_le_bytes());
+    b[4..RECORD_HEADER_LEN].copy_from_slice(head);
     b[RECORD_HEADER_LEN..end].copy_from_slice(payload);
     b[end..].fill(0); // padding
-    let crc = crc32c::crc32c(&b[4..end]);
-    b[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// What was found at one record position.

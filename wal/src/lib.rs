@@ -19,6 +19,7 @@
 
 mod align;
 mod config;
+mod crc;
 mod error;
 pub mod format;
 mod inspect;

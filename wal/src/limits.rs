@@ -56,6 +56,12 @@ pub const MAX_STAGED_BYTES: usize = 64 << 20;
 /// that outruns the disk does not allocate (and page-fault) fresh buffers.
 pub const MAX_SPARE_CHUNKS: usize = 66;
 
+/// Staging buffers of at least this many bytes (256 KiB) are anonymous
+/// memory maps (zeroed lazily by the kernel, huge pages requested) instead
+/// of heap blocks that must be zeroed up front; smaller ones stay on the
+/// heap, where a map would waste most of a huge page.
+pub const ANON_MAP_MIN_BYTES: usize = 256 << 10;
+
 /// Largest O_DIRECT alignment (bytes) the format supports: the header region
 /// must be a multiple of it.
 pub const MAX_DIO_ALIGN: u64 = 4096;

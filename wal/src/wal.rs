@@ -1,37 +1,60 @@
 //! [`Wal`]: the threaded log. Appends are framed on the caller's thread into
-//! a shared staging area (one short mutex hold each); a per-log writer
-//! thread takes everything staged at once (group commit), writes it with one
-//! aligned O_DIRECT write + fdatasync per segment touched (linked in one
-//! io_uring submission), then publishes the new durable LSN and wakes the
-//! futures waiting on it, in LSN order.
+//! the appender's staging area (`front`, one mutex hold per `append` or per
+//! `append_batch`); a per-log writer thread writes staged chunks with one
+//! aligned O_DIRECT write + fdatasync each (linked in one io_uring
+//! submission), then publishes the new durable LSN and wakes the futures
+//! waiting on it, in LSN order.
 //!
-//! A commit starts when `flush` is called, when `batch_bytes` are staged, or
-//! when `flush_interval` has passed since the last one.
+//! Hand-off: a chunk that can take no more records (it reached
+//! `batch_bytes`, or its segment was sealed) is moved by the appender into
+//! the control block (`ctl`, a second mutex, never held for longer than a
+//! few pointer moves), from which the writer takes it without touching
+//! `front`. So under load the writer never waits for an appender framing a
+//! large batch (a fair-less mutex would otherwise starve it), and it writes
+//! chunk N while the appender fills chunk N+1. Only a flush, the timer or
+//! shutdown make the writer take the partly filled chunk from `front`.
+//! Lock order: `front` before `ctl`. Written buffers go back through `ctl`.
+//!
+//! A commit starts when `flush` is called, when a chunk of `batch_bytes` is
+//! complete, or when `flush_interval` has passed since the last one.
 //!
 //! Failure is sticky (fsyncgate): the first write or fdatasync error stops
 //! the writer; every waiting and later future resolves to that error, every
 //! later append is refused, and the durable LSN never advances again.
 
+use crate::align::AlignedVec;
 use crate::config::Config;
 use crate::error::{io_ctx, AppendError, OpenError, ReadError, RetentionError, WalFailure};
 use crate::format::{Entry, Lsn, RecordType};
+use crate::limits::MAX_SPARE_CHUNKS;
 use crate::limits::MAX_STAGED_BYTES;
 use crate::reader::{delete_below, LogReader};
 use crate::recovery::{recover, RecoveryReport};
 use crate::storage::{FsStorage, Storage};
-use crate::writer::{Rolled, Stager, Writer};
+use crate::writer::{Chunk, Rolled, Stager, Writer};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+/// The appender's side.
 #[derive(Debug)]
 struct Front {
     stager: Stager,
+    shutdown: bool,
+}
+
+/// What the appender and the writer exchange (short holds only).
+#[derive(Debug, Default)]
+struct Ctl {
+    /// Complete chunks for the writer, in order; all precede `front`'s.
+    ready: Vec<Chunk>,
+    /// Written buffers for the appender to reuse.
+    returned: Vec<AlignedVec>,
     flush: bool,
     /// The writer is blocked on the condvar and must be notified.
     sleeping: bool,
@@ -41,7 +64,13 @@ struct Front {
 #[derive(Debug)]
 struct Shared {
     front: Mutex<Front>,
+    ctl: Mutex<Ctl>,
+    /// Paired with `ctl`.
     wake_writer: Condvar,
+    /// Bytes in `ctl.ready` (changed under `ctl`, read for back-pressure).
+    ready_bytes: AtomicUsize,
+    /// Whether `front`'s stager holds anything (changed under `front`).
+    front_work: AtomicBool,
     durable: AtomicU64,
     failed: OnceLock<WalFailure>,
     waiters: Mutex<Vec<(u64, Waker)>>,
@@ -72,13 +101,14 @@ impl Wal {
         cfg.validate().map_err(OpenError::InvalidConfig)?;
         let r = recover(storage.clone(), cfg)?;
         let shared = Arc::new(Shared {
+            front_work: AtomicBool::new(r.stager.has_work()),
             front: Mutex::new(Front {
                 stager: r.stager,
-                flush: false,
-                sleeping: false,
                 shutdown: false,
             }),
+            ctl: Mutex::new(Ctl::default()),
             wake_writer: Condvar::new(),
+            ready_bytes: AtomicUsize::new(0),
             durable: AtomicU64::new(r.report.next_lsn.0),
             failed: OnceLock::new(),
             waiters: Mutex::new(Vec::new()),
@@ -111,62 +141,72 @@ impl Wal {
     /// Stages one record and returns its LSN; await [`Wal::durable`] on it
     /// (or poll [`Wal::is_durable`]) before acknowledging.
     pub fn append(&self, kind: RecordType, epoch: u64, payload: &[u8]) -> Result<Lsn, AppendError> {
-        if let Some(f) = self.shared.failed.get() {
-            return Err(AppendError::Failed(f.clone()));
-        }
-        let mut front = lock(&self.shared.front);
-        if front.shutdown {
-            return Err(AppendError::Closed);
-        }
-        if front.stager.staged_bytes() >= MAX_STAGED_BYTES {
-            return Err(AppendError::Backpressure);
-        }
-        let below = Lsn(self.shared.durable.load(Ordering::Acquire));
-        let had_work = front.stager.has_work();
-        let lsn = front.stager.append(kind, epoch, payload, below)?;
-        self.nudge(front, had_work);
-        Ok(lsn)
+        self.stage(|st, below| st.append(kind, epoch, payload, below))
     }
 
     /// Stages several records under one lock (cheaper per record than
     /// [`Wal::append`]); either all are staged or none. Returns the LSN of
     /// the last one (`None` for an empty slice): when it is durable, all are.
     pub fn append_batch(&self, entries: &[Entry<'_>]) -> Result<Option<Lsn>, AppendError> {
-        if let Some(f) = self.shared.failed.get() {
+        self.stage(|st, below| st.append_many(entries, below))
+    }
+
+    /// Runs `frame` on the stager under the front lock, then hands complete
+    /// chunks to the writer and wakes it if needed.
+    fn stage<T>(
+        &self,
+        frame: impl FnOnce(&mut Stager, Lsn) -> Result<T, AppendError>,
+    ) -> Result<T, AppendError> {
+        let sh = &*self.shared;
+        if let Some(f) = sh.failed.get() {
             return Err(AppendError::Failed(f.clone()));
         }
-        let mut front = lock(&self.shared.front);
+        let mut front = lock(&sh.front);
         if front.shutdown {
             return Err(AppendError::Closed);
         }
-        if front.stager.staged_bytes() >= MAX_STAGED_BYTES {
+        if front.stager.staged_bytes() + sh.ready_bytes.load(Ordering::Relaxed) >= MAX_STAGED_BYTES
+        {
             return Err(AppendError::Backpressure);
         }
-        let below = Lsn(self.shared.durable.load(Ordering::Acquire));
         let had_work = front.stager.has_work();
-        let last = front.stager.append_many(entries, below)?;
-        self.nudge(front, had_work);
-        Ok(last)
-    }
-
-    /// Wakes a sleeping writer when a batch is full, or when work appears
-    /// and the timer must start running.
-    fn nudge(&self, mut front: MutexGuard<'_, Front>, had_work: bool) {
-        if front.sleeping
-            && (front.stager.staged_bytes() >= self.shared.cfg.batch_bytes
-                || (!had_work && self.shared.cfg.flush_interval.is_some()))
-        {
-            front.sleeping = false;
-            drop(front);
-            self.shared.wake_writer.notify_one();
+        if !had_work {
+            // Reuse written buffers before framing needs a fresh one.
+            let mut ctl = lock(&sh.ctl);
+            front.stager.recycle_bufs(ctl.returned.drain(..));
         }
+        let below = Lsn(sh.durable.load(Ordering::Acquire));
+        let out = frame(&mut front.stager, below)?;
+        let handoff = front.stager.has_complete();
+        if !handoff && had_work {
+            return Ok(out);
+        }
+        sh.front_work
+            .store(front.stager.has_work(), Ordering::Release);
+        let mut ctl = lock(&sh.ctl);
+        if handoff {
+            let Ctl {
+                ready, returned, ..
+            } = &mut *ctl;
+            let n = front.stager.take_complete(ready);
+            sh.ready_bytes.fetch_add(n, Ordering::Relaxed);
+            front.stager.recycle_bufs(returned.drain(..));
+        }
+        drop(front);
+        // Wake a sleeping writer for a complete chunk, or when work appears
+        // and the timer must start running.
+        let wake = ctl.sleeping && (handoff || sh.cfg.flush_interval.is_some());
+        if wake {
+            ctl.sleeping = false;
+            drop(ctl);
+            sh.wake_writer.notify_one();
+        }
+        Ok(out)
     }
 
     /// Asks the writer to commit everything staged now.
     pub fn flush(&self) {
-        let mut front = lock(&self.shared.front);
-        front.flush = true;
-        drop(front);
+        lock(&self.shared.ctl).flush = true;
         self.shared.wake_writer.notify_one();
     }
 
@@ -227,6 +267,7 @@ impl Wal {
 
     fn stop(&mut self) {
         lock(&self.shared.front).shutdown = true;
+        lock(&self.shared.ctl).shutdown = true;
         self.shared.wake_writer.notify_one();
         if let Some(t) = self.thread.take() {
             // A panicking writer already failed every waiter via `fail`.
@@ -317,49 +358,69 @@ fn fail(shared: &Shared, f: WalFailure) {
     }
 }
 
-/// Waits for work; returns `None` on shutdown with nothing staged.
-fn next_batch(shared: &Shared, last: &mut Instant) -> Option<Vec<crate::writer::Chunk>> {
+/// Moves everything staged (complete chunks, then `front`'s) into `out`.
+fn take_all(shared: &Shared, out: &mut Vec<Chunk>) {
     let mut front = lock(&shared.front);
+    let mut ctl = lock(&shared.ctl);
+    out.append(&mut ctl.ready);
+    shared.ready_bytes.store(0, Ordering::Relaxed);
+    out.extend(front.stager.take());
+    shared.front_work.store(false, Ordering::Release);
+    ctl.flush = false;
+}
+
+/// Waits for work and moves it into `out`; returns `false` on shutdown with
+/// nothing staged.
+fn next_batch(shared: &Shared, last: &mut Instant, out: &mut Vec<Chunk>) -> bool {
+    let mut ctl = lock(&shared.ctl);
     loop {
         let due = shared.cfg.flush_interval.map(|i| *last + i);
         let now = Instant::now();
-        let has = front.stager.has_work();
-        let go = front.flush
-            || front.shutdown
-            || front.stager.staged_bytes() >= shared.cfg.batch_bytes
-            || due.is_some_and(|d| now >= d);
-        if go && has {
-            front.flush = false;
+        let timer = due.is_some_and(|d| now >= d);
+        let front_work = shared.front_work.load(Ordering::Acquire);
+        if (ctl.flush || ctl.shutdown || timer) && front_work {
+            drop(ctl); // lock order: front, then ctl
+            take_all(shared, out);
             *last = now;
-            return Some(front.stager.take());
+            return true;
         }
-        if front.shutdown {
-            return None;
+        if !ctl.ready.is_empty() {
+            out.append(&mut ctl.ready);
+            shared.ready_bytes.store(0, Ordering::Relaxed);
+            if ctl.flush || timer {
+                ctl.flush = false;
+                *last = now;
+            }
+            return true;
         }
-        if due.is_some_and(|d| now >= d) {
+        if ctl.shutdown {
+            return false;
+        }
+        if timer {
             *last = now;
         }
-        front.sleeping = true;
-        front = match (has, due) {
+        ctl.sleeping = true;
+        ctl = match (front_work, due) {
             (true, Some(d)) => {
                 let wait = d.saturating_duration_since(now);
-                match shared.wake_writer.wait_timeout(front, wait) {
+                match shared.wake_writer.wait_timeout(ctl, wait) {
                     Ok(g) => g.0,
                     Err(p) => p.into_inner().0,
                 }
             }
             _ => shared
                 .wake_writer
-                .wait(front)
+                .wait(ctl)
                 .unwrap_or_else(|p| p.into_inner()),
         };
-        front.sleeping = false;
+        ctl.sleeping = false;
     }
 }
 
 fn writer_loop(shared: &Shared, writer: &mut Writer) {
     let mut last = Instant::now();
-    while let Some(mut chunks) = next_batch(shared, &mut last) {
+    let mut chunks = Vec::new();
+    while next_batch(shared, &mut last, &mut chunks) {
         let res = writer.write(
             &mut chunks,
             &mut |l| {
@@ -368,7 +429,13 @@ fn writer_loop(shared: &Shared, writer: &mut Writer) {
             },
             &mut |r| lock(&shared.segments).push(r),
         );
-        lock(&shared.front).stager.recycle(chunks);
+        let mut ctl = lock(&shared.ctl);
+        for c in chunks.drain(..) {
+            if ctl.returned.len() < MAX_SPARE_CHUNKS {
+                ctl.returned.push(c.bytes);
+            }
+        }
+        drop(ctl);
         if let Err(f) = res {
             fail(shared, f);
             return;

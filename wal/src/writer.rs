@@ -17,13 +17,21 @@
 //!   copy of that block's existing bytes in front, so the write rewrites them
 //!   with identical content and durable bytes never change. No copy is made
 //!   on the writer side.
-//! - A chunk holds at most about `chunk_cap` bytes (the batch size), so a
-//!   large backlog is written as several batch-sized write + fdatasync
-//!   pairs rather than one huge buffer.
+//! - A chunk holds at most `chunk_cap` bytes (the batch size; only a single
+//!   larger record makes a larger chunk), so a large backlog is written as
+//!   several batch-sized write + fdatasync pairs rather than one huge
+//!   buffer. Its buffer is allocated at that size and never grows. Only the
+//!   last chunk receives records; the others are complete and may be handed
+//!   to the writer ([`Stager::take_complete`]).
+//! - Batches are framed [`LANES`] records at a time (CRCs computed together)
+//!   only where no segment roll falls inside the group, so the layout is
+//!   the same as framing them one by one.
 
 use crate::align::{AlignedBuf, AlignedVec};
+use crate::crc::{frame_crcs, HEAD_LEN, LANES};
 use crate::format::{
-    encode_record_into, frame_len, Entry, Lsn, RecordHeader, RecordType, SegmentHeader,
+    encode_head, encode_record_into, frame_len, write_frame, Entry, Lsn, RecordHeader, RecordType,
+    SegmentHeader,
 };
 use crate::limits::{
     MAX_DIO_ALIGN, MAX_PAYLOAD_BYTES, MAX_SPARE_CHUNKS, MAX_STAGED_BYTES, SEAL_FRAME_LEN,
@@ -173,13 +181,16 @@ impl Stager {
 
     fn push_chunk(&mut self, new_segment: bool) {
         self.save_tail();
-        // Fresh buffers start small and grow by doubling; written ones are
-        // recycled, so steady state allocates nothing.
-        let first = (self.chunk_cap + 2 * BLOCK as usize).min(1 << 20);
+        // Every buffer is allocated at full size (a batch, the carried
+        // partial block and padding), so it never grows and is never copied
+        // while records are framed into it; large ones are lazily zeroed
+        // maps, and written ones are recycled, so steady state allocates
+        // nothing.
+        let cap = self.chunk_cap + 2 * BLOCK as usize;
         let mut bytes = self
             .spare
             .pop()
-            .unwrap_or_else(|| AlignedVec::with_capacity(first, BLOCK as usize));
+            .unwrap_or_else(|| AlignedVec::with_capacity(cap, BLOCK as usize));
         bytes.clear();
         bytes.extend_from_slice(&self.tail_block);
         self.chunks.push(Chunk {
@@ -195,33 +206,70 @@ impl Stager {
         });
     }
 
-    /// The chunk the next bytes at the tail go into.
-    fn current(&mut self) -> &mut Chunk {
+    /// Index of the chunk a frame of `len` bytes at the tail goes into: the
+    /// last one if it is contiguous with the tail and the frame fits in
+    /// `chunk_cap` (or the chunk has no record yet), else a new one.
+    fn current(&mut self, len: usize) -> usize {
         let (seg, off, cap) = (self.tail.segment, self.tail.offset, self.chunk_cap);
         let ok = self.chunks.last().is_some_and(|c| {
-            c.segment == seg && c.start + c.bytes.len() as u64 == off && c.bytes.len() < cap
+            c.segment == seg
+                && c.start + c.bytes.len() as u64 == off
+                && (!c.has_records || c.bytes.len() + len <= cap)
         });
         if !ok {
             self.push_chunk(false);
         }
-        let last = self.chunks.len() - 1;
-        &mut self.chunks[last]
+        self.chunks.len() - 1
     }
 
-    fn put(&mut self, kind: RecordType, epoch: u64, lsn: Lsn, durable_below: Lsn, payload: &[u8]) {
-        let h = RecordHeader {
-            kind,
-            epoch,
-            lsn,
-            durable_below,
-            salt: self.tail.salt,
-        };
-        let len = frame_len(payload.len());
-        let c = self.current();
-        encode_record_into(c.bytes.grow(len as usize), &h, payload);
+    /// Claims the next `len` bytes at the tail for one record (`end`
+    /// becomes the chunk's end LSN); the caller writes every byte.
+    fn slot(&mut self, len: usize, end: Lsn) -> &mut [u8] {
+        let i = self.current(len);
+        self.tail.offset += len as u64;
+        self.staged_bytes += len;
+        let c = &mut self.chunks[i];
         c.has_records = true;
-        self.tail.offset += len;
-        self.staged_bytes += len as usize;
+        c.end_lsn = end;
+        c.bytes.grow(len)
+    }
+
+    /// Frames one record at the tail; `end` becomes the chunk's end LSN.
+    fn put(&mut self, h: &RecordHeader, payload: &[u8], end: Lsn) {
+        let len = frame_len(payload.len()) as usize;
+        encode_record_into(self.slot(len, end), h, payload);
+    }
+
+    /// Frames [`LANES`] records that fit in the segment without a roll,
+    /// their CRCs computed together; returns the last LSN.
+    fn frame_lanes(&mut self, group: &[Entry<'_>; LANES], durable_below: Lsn) -> Lsn {
+        let first = self.next_lsn.0;
+        let heads: [[u8; HEAD_LEN]; LANES] = std::array::from_fn(|k| {
+            let h = RecordHeader {
+                kind: group[k].kind,
+                epoch: group[k].epoch,
+                lsn: Lsn(first + k as u64),
+                durable_below,
+                salt: self.tail.salt,
+            };
+            encode_head(&h, group[k].payload.len())
+        });
+        let crcs = frame_crcs(&heads, std::array::from_fn(|k| group[k].payload));
+        for (k, e) in group.iter().enumerate() {
+            let end = Lsn(first + k as u64 + 1);
+            let b = self.slot(frame_len(e.payload.len()) as usize, end);
+            write_frame(b, crcs[k], &heads[k], e.payload);
+        }
+        self.next_lsn = Lsn(first + LANES as u64);
+        Lsn(first + LANES as u64 - 1)
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), AppendError> {
+        let max = self.max_payload();
+        if len > max {
+            return Err(AppendError::TooLarge { len, max });
+        }
+        Ok(())
     }
 
     /// Frames one record; returns its LSN.
@@ -232,31 +280,43 @@ impl Stager {
         payload: &[u8],
         durable_below: Lsn,
     ) -> Result<Lsn, AppendError> {
-        let max = self.max_payload();
         assert!(!kind.is_seal(), "seal records are internal");
-        if payload.len() > max {
-            return Err(AppendError::TooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
+        self.check_len(payload.len())?;
+        Ok(self.frame(kind, epoch, payload, durable_below))
+    }
+
+    /// Frames one record whose size was checked; seals and rolls the
+    /// segment first if the record and a seal would not fit.
+    fn frame(&mut self, kind: RecordType, epoch: u64, payload: &[u8], durable_below: Lsn) -> Lsn {
         let need = frame_len(payload.len()) + SEAL_FRAME_LEN;
         if self.tail.offset + need > self.tail.segment_bytes {
-            let seal_lsn = self.next_lsn;
-            self.put(RecordType::SEAL, 0, seal_lsn, durable_below, &[]);
+            let seal = RecordHeader {
+                kind: RecordType::SEAL,
+                epoch: 0,
+                lsn: self.next_lsn,
+                durable_below,
+                salt: self.tail.salt,
+            };
+            self.put(&seal, &[], self.next_lsn);
             let next = self.tail.segment + 1;
             self.start_segment(next);
         }
         let lsn = self.next_lsn;
-        self.put(kind, epoch, lsn, durable_below, payload);
+        let h = RecordHeader {
+            kind,
+            epoch,
+            lsn,
+            durable_below,
+            salt: self.tail.salt,
+        };
         self.next_lsn = Lsn(lsn.0 + 1);
-        let end = self.next_lsn;
-        self.current().end_lsn = end;
-        Ok(lsn)
+        self.put(&h, payload, self.next_lsn);
+        lsn
     }
 
-    /// Frames several records (all sizes checked first, so either all are
-    /// staged or none); returns the last LSN, `None` for an empty slice.
+    /// Frames several records (all sizes and types checked first, so
+    /// either all are staged or none); returns the last LSN, `None` for an
+    /// empty slice.
     pub fn append_many(
         &mut self,
         entries: &[Entry<'_>],
@@ -269,11 +329,44 @@ impl Stager {
                 max,
             });
         }
+        assert!(
+            !entries.iter().any(|e| e.kind.is_seal()),
+            "seal records are internal"
+        );
         let mut last = None;
-        for e in entries {
-            last = Some(self.append(e.kind, e.epoch, e.payload, durable_below)?);
+        for group in entries.chunks(LANES) {
+            // Only when no roll falls inside the group (then every record
+            // lands exactly where one-by-one framing would put it).
+            let total: u64 = group.iter().map(|e| frame_len(e.payload.len())).sum();
+            let fits = self.tail.offset + total + SEAL_FRAME_LEN <= self.tail.segment_bytes;
+            match <&[Entry<'_>; LANES]>::try_from(group) {
+                Ok(g) if fits => last = Some(self.frame_lanes(g, durable_below)),
+                _ => {
+                    for e in group {
+                        last = Some(self.frame(e.kind, e.epoch, e.payload, durable_below));
+                    }
+                }
+            }
         }
         Ok(last)
+    }
+
+    /// Whether a chunk that can receive no more records is staged.
+    pub fn has_complete(&self) -> bool {
+        self.chunks.len() > 1
+    }
+
+    /// Moves every chunk that can receive no more records (all but the
+    /// last) to `out`; returns the framed bytes moved (about).
+    pub fn take_complete(&mut self, out: &mut Vec<Chunk>) -> usize {
+        let n = self.chunks.len().saturating_sub(1);
+        if n == 0 {
+            return 0;
+        }
+        let moved: usize = self.chunks[..n].iter().map(|c| c.bytes.len()).sum();
+        out.extend(self.chunks.drain(..n));
+        self.staged_bytes = self.staged_bytes.saturating_sub(moved);
+        moved
     }
 
     /// Takes everything staged.
@@ -286,10 +379,15 @@ impl Stager {
     /// Returns written chunk buffers for reuse (enough of them to cover the
     /// staging limit; oversized ones are dropped).
     pub fn recycle(&mut self, chunks: Vec<Chunk>) {
+        self.recycle_bufs(chunks.into_iter().map(|c| c.bytes));
+    }
+
+    /// [`Stager::recycle`] for bare buffers.
+    pub fn recycle_bufs(&mut self, bufs: impl Iterator<Item = AlignedVec>) {
         let keep = (MAX_STAGED_BYTES / self.chunk_cap + 2).min(MAX_SPARE_CHUNKS);
-        for c in chunks {
-            if self.spare.len() < keep && c.bytes.capacity() <= self.chunk_cap * 4 {
-                self.spare.push(c.bytes);
+        for b in bufs {
+            if self.spare.len() < keep && b.capacity() <= self.chunk_cap * 4 {
+                self.spare.push(b);
             }
         }
     }
