@@ -1,14 +1,16 @@
 //! weir's operator library: sources, processors and sinks built on
 //! `weir-runtime`.
 //!
+//! - [`config`]: pipeline files (TOML) and their checks.
 //! - [`generator`]: deterministic synthetic sources.
 //! - [`window`]: windowed aggregation over event time.
-//! - [`sink`](crate::sink): sinks.
+//! - [`sink`]: sinks.
 //! - [`pipelines`]: complete example pipelines.
 //!
 //! Records used across operators live in [`records`].
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod generator;
 pub mod pipelines;
 pub mod records;

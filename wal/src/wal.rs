@@ -247,6 +247,14 @@ impl Wal {
         LogReader::new(self.shared.storage.clone(), segs, from, self.durable_lsn())
     }
 
+    /// The oldest LSN still stored: where a full replay starts after
+    /// retention deleted older segments (`Lsn(0)` for a log never trimmed).
+    pub fn first_lsn(&self) -> Lsn {
+        lock(&self.shared.segments)
+            .first()
+            .map_or(Lsn(0), |segment| segment.first_lsn)
+    }
+
     /// Deletes whole segments whose records are all below `lsn`; returns how
     /// many were deleted. The segment being written is never deleted.
     pub fn delete_below(&self, lsn: Lsn) -> Result<usize, RetentionError> {

@@ -7,8 +7,19 @@
 //! exactly once. It emits a watermark each time its next index crosses a
 //! multiple of `watermark_every_ticks`, and the runtime's end-of-stream
 //! carries the final watermark.
+//!
+//! [`ConfigEvents`] is the `generator` of pipeline files: string keys, event
+//! time in milliseconds, an optional bound and rate, and replay from a
+//! position (see [`config_events`]).
 
-use weir_runtime::{Emitter, ShardContext, Source, SourcePoll};
+pub mod config_events;
+
+pub use config_events::{
+    ArchivedGeneratedEvent, ConfigEvents, Fill, GeneratedEvent, InvalidPosition,
+    WATERMARK_INTERVAL_MS,
+};
+
+use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
 
 use crate::records::Event;
 
@@ -95,5 +106,25 @@ impl Source for KeyedEvents {
         self.next = next;
         out.push_all(&self.pending);
         SourcePoll::Ready
+    }
+
+    /// The next index and the next watermark, little-endian.
+    fn position(&self) -> Vec<u8> {
+        [self.next.to_le_bytes(), self.next_watermark.to_le_bytes()].concat()
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+        let word = |range: std::ops::Range<usize>| -> Option<u64> {
+            Some(u64::from_le_bytes(position.get(range)?.try_into().ok()?))
+        };
+        let (Some(next), Some(next_watermark)) = (word(0..8), word(8..16)) else {
+            return Err(StateError(format!(
+                "generator position of {} bytes, expected 16",
+                position.len()
+            )));
+        };
+        self.next = next;
+        self.next_watermark = next_watermark;
+        Ok(())
     }
 }

@@ -3,6 +3,11 @@
 //! [`ForEach`] hands every archived record to a closure and calls a second
 //! closure when its inputs end: the building block for collecting results
 //! in tests, examples and benchmarks.
+//!
+//! [`file::FileSink`] writes NDJSON files, staged per epoch and published
+//! atomically when the epoch commits.
+
+pub mod file;
 
 use std::marker::PhantomData;
 

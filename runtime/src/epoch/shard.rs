@@ -38,6 +38,8 @@ struct Progress {
     /// Epochs the whole shard finished, with the newest LSN appended for
     /// each; `done` marks how far they were handed to the epoch task.
     lsns: BTreeMap<u64, Lsn>,
+    /// Per epoch not yet retired: the oldest LSN logged for it.
+    first_lsns: BTreeMap<u64, Lsn>,
     /// The newest epoch any instance reported.
     newest: u64,
     done: u64,
@@ -102,6 +104,7 @@ impl ShardEpochs {
         let mut progress = self.progress.borrow_mut();
         let newest = progress.lsns.entry(epoch).or_insert(lsn);
         *newest = (*newest).max(lsn);
+        progress.first_lsns.entry(epoch).or_insert(lsn);
         Ok(lsn)
     }
 
@@ -162,6 +165,7 @@ impl ShardEpochs {
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
             self.run_commits(committed)?;
+            self.retire(committed)?;
             if self.shared.aborted.load(Ordering::Acquire) {
                 return Err(NodeFailure::Log(
                     "the coordinator stopped committing".into(),
@@ -196,6 +200,36 @@ impl ShardEpochs {
             }
             self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
         }
+    }
+
+    /// Deletes WAL segments no recovery can need: once every commit up to
+    /// `committed` ran, only records of epochs `≥ committed` matter (the
+    /// state logged at `committed`, and later epochs). Records of an epoch
+    /// can interleave with the next one's, so the cut is the oldest LSN of
+    /// any epoch `≥ committed`.
+    fn retire(&self, committed: u64) -> Result<(), NodeFailure> {
+        let cut = {
+            let mut progress = self.progress.borrow_mut();
+            let retired: Vec<u64> = progress
+                .first_lsns
+                .range(..committed)
+                .map(|(&epoch, _)| epoch)
+                .collect();
+            if retired.is_empty() {
+                return Ok(());
+            }
+            for epoch in retired {
+                progress.first_lsns.remove(&epoch);
+            }
+            match progress.first_lsns.values().min() {
+                Some(&cut) => cut,
+                None => return Ok(()),
+            }
+        };
+        self.wal
+            .delete_below(cut)
+            .map_err(|error| NodeFailure::Log(format!("retiring segments below {cut}: {error}")))?;
+        Ok(())
     }
 
     fn run_commits(&self, committed: u64) -> Result<(), NodeFailure> {

@@ -1,0 +1,136 @@
+//! What exactly-once costs: the keyed tumbling-window count with epochs
+//! every 100 ms (positions, window snapshots and barriers logged to each
+//! shard's WAL, commits by the coordinator) against the same pipeline with
+//! epochs off, side by side in one process, alternating which goes first.
+//!
+//! ```text
+//! cargo run --release -p weir-bench --bin epochs -- --events 100000000 --keys 100000 --runs 5
+//! ```
+//!
+//! The data directory is created under `--dir` (default: the current
+//! directory, which must be a real disk, not tmpfs) and removed after each
+//! run. The keycount sink folds rows in memory (it stages nothing), so this
+//! measures the protocol and the snapshots, not a sink's file I/O.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use clap::Parser;
+use weir_bench::workload::{KeyCount, WindowTotals};
+use weir_runtime::Runtime;
+
+#[derive(Parser, Debug)]
+#[command(about = "weir keycount with and without exactly-once epochs")]
+struct Args {
+    /// Events over all shards.
+    #[arg(long, default_value_t = 100_000_000)]
+    events: u64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    keys: u64,
+    /// Window length in event-time ticks.
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    window: u64,
+    /// Shards.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// Epoch interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    epoch_ms: u64,
+    /// Runs of each mode; medians are over these.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Where to put the data directories.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+struct Measured {
+    rate: f64,
+    latencies: Vec<Duration>,
+    totals: WindowTotals,
+}
+
+fn run(args: &Args, data_dir: Option<&std::path::Path>) -> Result<Measured> {
+    let mut builder = Runtime::builder().shards(args.shards);
+    if let Some(dir) = data_dir {
+        builder = builder
+            .data_dir(dir)
+            .epoch_interval(Duration::from_millis(args.epoch_ms));
+    }
+    let runtime = builder.build()?;
+    let keycount = KeyCount {
+        events: args.events,
+        keys: args.keys,
+        window_ticks: args.window,
+    };
+    let results = Arc::new(Mutex::new(WindowTotals::default()));
+    let report = runtime.run(keycount.graph(results.clone())?)?;
+    let totals = std::mem::take(
+        &mut *results
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a sink panicked"))?,
+    );
+    Ok(Measured {
+        rate: args.events as f64 / report.elapsed.as_secs_f64(),
+        latencies: report.epoch_commit_latencies,
+        totals,
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    println!(
+        "epochs: keycount, {} events, {} keys, {} shards, epochs every {} ms, {} runs",
+        args.events, args.keys, args.shards, args.epoch_ms, args.runs
+    );
+    let (mut with, mut without, mut ratios, mut latencies) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run_index in 0..args.runs.max(1) {
+        let data_dir = tempfile::Builder::new()
+            .prefix("weir-epochs-")
+            .tempdir_in(&args.dir)?;
+        let (on, off) = if run_index % 2 == 0 {
+            let on = run(&args, Some(data_dir.path()))?;
+            (on, run(&args, None)?)
+        } else {
+            let off = run(&args, None)?;
+            (run(&args, Some(data_dir.path()))?, off)
+        };
+        ensure!(on.totals == off.totals, "epochs changed the output");
+        println!(
+            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed",
+            on.rate / 1e6,
+            off.rate / 1e6,
+            on.rate / off.rate,
+            on.latencies.len()
+        );
+        with.push(on.rate);
+        without.push(off.rate);
+        ratios.push(on.rate / off.rate);
+        latencies.extend(on.latencies);
+    }
+    latencies.sort();
+    ensure!(!latencies.is_empty(), "no epoch committed");
+    println!(
+        "median: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}; commit latency (request to durable commit record) p50 {:.1} ms, p99 {:.1} ms over {} epochs",
+        median(&mut with) / 1e6,
+        median(&mut without) / 1e6,
+        median(&mut ratios),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Reading the TOML document into [`PipelineConfig`], one component at a
+//! time, keeping where each thing was written.
+//!
+//! The file is parsed once into toml's spanned tree ([`DeTable`]): every key
+//! and value keeps its byte range in the text. Each component's table is
+//! then deserialized on its own, its `type` picking the Rust type, so a
+//! schema error (unknown field, wrong type) is reported with the component's
+//! name and the span toml gives for the offending key or value. The spans
+//! the semantic checks need later (a component's name, its fields' values,
+//! each `inputs` entry) are kept in [`Spans`].
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::error::{ConfigError, ConfigErrorKind, Source};
+use super::model::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
+
+/// The sections a pipeline file may have, besides `runtime`.
+pub(crate) const SECTIONS: [&str; 3] = ["sources", "processors", "sinks"];
+
+/// Where one component's parts were written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ComponentSpans {
+    /// The component's name in its table header or dotted key.
+    pub(crate) name: Range<usize>,
+    /// Each field's value, by field name.
+    pub(crate) fields: BTreeMap<String, Range<usize>>,
+    /// Each entry of `inputs`, in order.
+    pub(crate) inputs: Vec<Range<usize>>,
+}
+
+/// Where every component was written, by `SECTION.NAME`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spans {
+    pub(crate) components: BTreeMap<String, ComponentSpans>,
+}
+
+impl Spans {
+    /// The span of `component`'s `field` value, or of its name.
+    pub(crate) fn field(&self, component: &str, field: &str) -> Range<usize> {
+        let spans = self.component(component);
+        spans.fields.get(field).unwrap_or(&spans.name).clone()
+    }
+
+    /// The spans of `component`.
+    pub(crate) fn component(&self, component: &str) -> &ComponentSpans {
+        match self.components.get(component) {
+            Some(spans) => spans,
+            None => panic!("no spans recorded for component {component}"),
+        }
+    }
+}
+
+/// One component's table, split from its `type`.
+struct Component<'i> {
+    /// `SECTION.NAME`.
+    path: String,
+    kind: Spanned<String>,
+    /// The table without `type`.
+    body: Spanned<DeValue<'i>>,
+}
+
+/// Reads the whole document.
+pub(crate) fn read(source: &Source<'_>) -> Result<(PipelineConfig, Spans), ConfigError> {
+    let root = DeTable::parse(source.text)
+        .map_err(|error| ConfigError::from_toml(source, &error, None, 0..0))?;
+    let mut config = PipelineConfig::default();
+    let mut spans = Spans::default();
+    for (key, value) in root.get_ref().iter() {
+        let section = key.get_ref().as_ref();
+        if section == "runtime" {
+            record_spans(&mut spans, "runtime", key.span(), value);
+            config.runtime = deserialize(source, value.clone(), "runtime")?;
+            continue;
+        }
+        if !SECTIONS.contains(&section) {
+            let message = format!(
+                "unknown section `{section}`, expected one of `runtime`, `sources`, \
+                 `processors`, `sinks`"
+            );
+            return Err(ConfigError::at(
+                ConfigErrorKind::Schema,
+                source,
+                key.span(),
+                None,
+                message,
+            ));
+        }
+        for component in components(source, section, value, &mut spans)? {
+            read_component(source, section, component, &mut config)?;
+        }
+    }
+    Ok((config, spans))
+}
+
+fn read_component(
+    source: &Source<'_>,
+    section: &str,
+    component: Component<'_>,
+    config: &mut PipelineConfig,
+) -> Result<(), ConfigError> {
+    let Component { path, kind, body } = component;
+    let name = path[section.len() + 1..].to_owned();
+    let unknown = |expected: &str| {
+        let message = format!("unknown type `{}`, expected {expected}", kind.get_ref());
+        ConfigError::at(
+            ConfigErrorKind::Schema,
+            source,
+            kind.span(),
+            Some(&path),
+            message,
+        )
+    };
+    match (section, kind.get_ref().as_str()) {
+        ("sources", "generator") => {
+            let generator = deserialize(source, body, &path)?;
+            config
+                .sources
+                .insert(name, SourceConfig::Generator(generator));
+        }
+        ("sources", _) => return Err(unknown("`generator`")),
+        ("processors", "window") => {
+            let window = deserialize(source, body, &path)?;
+            config
+                .processors
+                .insert(name, ProcessorConfig::Window(window));
+        }
+        ("processors", _) => return Err(unknown("`window`")),
+        ("sinks", "file") => {
+            let file = deserialize(source, body, &path)?;
+            config.sinks.insert(name, SinkConfig::File(file));
+        }
+        _ => return Err(unknown("`file`")),
+    }
+    Ok(())
+}
+
+/// Splits a section's table into components, recording their spans.
+fn components<'i>(
+    source: &Source<'_>,
+    section: &str,
+    value: &Spanned<DeValue<'i>>,
+    spans: &mut Spans,
+) -> Result<Vec<Component<'i>>, ConfigError> {
+    let Some(table) = value.get_ref().as_table() else {
+        let message = format!("`{section}` must be a table of named components");
+        return Err(ConfigError::at(
+            ConfigErrorKind::Schema,
+            source,
+            value.span(),
+            None,
+            message,
+        ));
+    };
+    let mut components = Vec::with_capacity(table.len());
+    for (key, value) in table.iter() {
+        let path = format!("{section}.{}", key.get_ref());
+        record_spans(spans, &path, key.span(), value);
+        let Some(fields) = value.get_ref().as_table() else {
+            let message = "a component must be a table";
+            let error = ConfigError::at(
+                ConfigErrorKind::Schema,
+                source,
+                value.span(),
+                Some(&path),
+                message,
+            );
+            return Err(error);
+        };
+        let kind = component_kind(source, &path, key.span(), fields)?;
+        if section == "sources" {
+            if let Some((inputs, _)) = fields.get_key_value("inputs") {
+                let message = "a source reads no inputs; remove `inputs`";
+                let kind = ConfigErrorKind::SourceWithInputs;
+                return Err(ConfigError::at(
+                    kind,
+                    source,
+                    inputs.span(),
+                    Some(&path),
+                    message,
+                ));
+            }
+        }
+        let mut body = fields.clone();
+        body.remove("type");
+        let body = Spanned::new(value.span(), DeValue::Table(body));
+        components.push(Component { path, kind, body });
+    }
+    Ok(components)
+}
+
+/// The component's `type`, which must be a string.
+fn component_kind(
+    source: &Source<'_>,
+    path: &str,
+    name: Range<usize>,
+    fields: &DeTable<'_>,
+) -> Result<Spanned<String>, ConfigError> {
+    let Some(kind) = fields.get("type") else {
+        let message = "missing field `type`";
+        return Err(ConfigError::at(
+            ConfigErrorKind::Schema,
+            source,
+            name,
+            Some(path),
+            message,
+        ));
+    };
+    match kind.get_ref().as_str() {
+        Some(text) => Ok(Spanned::new(kind.span(), text.to_owned())),
+        None => {
+            let message = "`type` must be a string";
+            Err(ConfigError::at(
+                ConfigErrorKind::Schema,
+                source,
+                kind.span(),
+                Some(path),
+                message,
+            ))
+        }
+    }
+}
+
+/// Records the spans of `path`'s name, its fields' values and its inputs.
+fn record_spans(spans: &mut Spans, path: &str, name: Range<usize>, value: &Spanned<DeValue<'_>>) {
+    let mut component = ComponentSpans {
+        name,
+        ..ComponentSpans::default()
+    };
+    if let Some(fields) = value.get_ref().as_table() {
+        for (key, value) in fields.iter() {
+            let field = key.get_ref().to_string();
+            component.fields.insert(field, value.span());
+        }
+        if let Some(inputs) = fields.get("inputs").and_then(|v| v.get_ref().as_array()) {
+            component.inputs = inputs.iter().map(Spanned::span).collect();
+        }
+    }
+    spans.components.insert(path.to_owned(), component);
+}
+
+/// Deserializes one component (or `runtime`), naming it in errors.
+fn deserialize<T: DeserializeOwned>(
+    source: &Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    component: &str,
+) -> Result<T, ConfigError> {
+    let span = value.span();
+    T::deserialize(ValueDeserializer::from(value))
+        .map_err(|error| ConfigError::from_toml(source, &error, Some(component), span))
+}

@@ -1,0 +1,127 @@
+//! Pipeline files: a Vector-style TOML description of sources, processors
+//! and sinks, read into [`PipelineConfig`].
+//!
+//! ```toml
+//! [runtime]
+//! shards = 2              # optional, default: one per usable core
+//! data_dir = "./data"     # optional
+//! epoch_interval_ms = 100 # optional, default 100
+//!
+//! [sources.gen]
+//! type = "generator"
+//! count = 100000          # optional: bounded; absent = unbounded
+//! keys = ["alice", "bob", "carol"]
+//! events_per_second = 1000  # event time: ts_ms = start_ms + id * 1000 / events_per_second
+//! start_ms = 0            # optional, default 0
+//! seed = 7                # optional, default 0
+//! rate = 50000            # optional wall-clock limit, events/s over all shards
+//!
+//! [processors.counts]
+//! type = "window"
+//! inputs = ["gen"]
+//! size_ms = 1000
+//! group_by = "key"
+//! aggregates = ["count", "sum:id"]
+//!
+//! [sinks.out]
+//! type = "file"
+//! inputs = ["counts"]
+//! path = "./out"
+//! format = "ndjson"       # optional, the only format so far
+//! ```
+//!
+//! Component names are unique across the three sections, and `inputs` refer
+//! to them by bare name. An aggregate is `"count"` or `"sum:FIELD"`; see
+//! [`Aggregate`].
+//!
+//! # Errors
+//! [`parse`] never panics on any input. It returns the first problem as a
+//! [`ConfigError`] naming the file, the line and column, and the component:
+//! `pipeline.toml:12:1: sinks.out: unknown field `pth`, expected one of
+//! `inputs`, `path`, `format``. Syntax and schema errors come from toml with
+//! their spans; the checks that need the whole pipeline (inputs, cycles,
+//! fields, sizes) are listed in `validate.rs`.
+//!
+//! # Running
+//! [`build_graph`] turns a checked [`PipelineConfig`] into a runtime
+//! [`Graph`](weir_runtime::Graph); the `[runtime]` table is the runner's to
+//! apply.
+//!
+//! # Limits
+//! [`CONFIG_FILE_BYTES_MAX`], [`COMPONENT_NAME_BYTES_MAX`], [`KEYS_MAX`],
+//! [`SHARDS_MAX`].
+
+mod document;
+mod error;
+mod graph;
+mod model;
+mod validate;
+
+use std::io::Read;
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrorKind, Location};
+pub use graph::{build_graph, build_graph_named};
+pub use model::{
+    Aggregate, FileFormat, FileSinkConfig, GeneratorConfig, PipelineConfig, ProcessorConfig,
+    RuntimeConfig, SinkConfig, SourceConfig, WindowConfig, EPOCH_INTERVAL_MS_DEFAULT,
+};
+
+/// The largest pipeline file read, in bytes: a pipeline is a handful of
+/// components, so anything larger is a mistake (a data file named by
+/// accident), refused before it is read into memory.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// The longest component name, in bytes: names appear in file names,
+/// metrics and log lines.
+pub const COMPONENT_NAME_BYTES_MAX: usize = 128;
+
+/// The most keys a generator may list: each key is held by every instance.
+pub const KEYS_MAX: usize = 1 << 20;
+
+/// The most shards a pipeline may ask for: far above any one machine's
+/// cores, low enough that a typo (`shards = 20000`) is caught.
+pub const SHARDS_MAX: usize = 4096;
+
+/// Reads and checks the pipeline file at `path`. Errors name the file as
+/// `path` displays.
+pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
+    let file_name = path.display().to_string();
+    let io_error = |error: std::io::Error| {
+        ConfigError::whole(
+            ConfigErrorKind::Io,
+            &file_name,
+            format!("cannot read: {error}"),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    let mut text = String::new();
+    file.take(CONFIG_FILE_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(io_error)?;
+    if text.len() as u64 > CONFIG_FILE_BYTES_MAX {
+        let message = format!("larger than {CONFIG_FILE_BYTES_MAX} bytes");
+        return Err(ConfigError::whole(ConfigErrorKind::Io, &file_name, message));
+    }
+    parse(&text, &file_name)
+}
+
+/// Parses and checks a pipeline given as text; `file_name` is what errors
+/// call it.
+pub fn parse(text: &str, file_name: &str) -> Result<PipelineConfig, ConfigError> {
+    let source = error::Source {
+        text,
+        file: file_name,
+    };
+    let (config, spans) = document::read(&source)?;
+    if config.sources.is_empty() || config.sinks.is_empty() {
+        let message = "a pipeline needs at least one source and one sink";
+        return Err(ConfigError::whole(
+            ConfigErrorKind::Invalid,
+            file_name,
+            message,
+        ));
+    }
+    validate::check(&source, &config, &spans)?;
+    Ok(config)
+}

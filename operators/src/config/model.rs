@@ -1,0 +1,251 @@
+//! The pipeline configuration as Rust types.
+//!
+//! These types mirror the TOML file one to one: a `[runtime]` table and
+//! three sections of named components, each component tagged by its `type`.
+//! They derive both `Deserialize` (with `deny_unknown_fields`) and
+//! `Serialize`, so a configuration can be written back and read again
+//! unchanged. [`parse`](super::parse) reads each component through these
+//! types one at a time, which is what lets its errors name the component.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The default of [`RuntimeConfig::epoch_interval_ms`].
+pub const EPOCH_INTERVAL_MS_DEFAULT: u64 = 100;
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The `[runtime]` table.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// `[sources.NAME]` tables, by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// `[processors.NAME]` tables, by name.
+    #[serde(default)]
+    pub processors: BTreeMap<String, ProcessorConfig>,
+    /// `[sinks.NAME]` tables, by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// The `[runtime]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Shards to run; `None` means one per usable core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
+    /// Where the write-ahead logs live; `None` means the runner's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Milliseconds between two epochs (checkpoints).
+    #[serde(default = "epoch_interval_ms_default")]
+    pub epoch_interval_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shards: None,
+            data_dir: None,
+            epoch_interval_ms: EPOCH_INTERVAL_MS_DEFAULT,
+        }
+    }
+}
+
+fn epoch_interval_ms_default() -> u64 {
+    EPOCH_INTERVAL_MS_DEFAULT
+}
+
+/// A source component, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// `type = "generator"`.
+    Generator(GeneratorConfig),
+}
+
+/// A processor component, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProcessorConfig {
+    /// `type = "window"`.
+    Window(WindowConfig),
+}
+
+/// A sink component, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// `type = "file"`.
+    File(FileSinkConfig),
+}
+
+/// A deterministic generator of keyed events; see
+/// [`ConfigEvents`](crate::generator::ConfigEvents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// Events over all shards; `None` means unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// The keys events are spread over.
+    pub keys: Vec<String>,
+    /// Event-time rate: event `id` has time
+    /// `start_ms + id * 1000 / events_per_second`.
+    pub events_per_second: u64,
+    /// Event time of event 0, in milliseconds.
+    #[serde(default)]
+    pub start_ms: u64,
+    /// Seed of the key choice.
+    #[serde(default)]
+    pub seed: u64,
+    /// Wall-clock limit in events per second over all shards; `None` means
+    /// as fast as possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+}
+
+/// Tumbling windows over event time, grouped by one field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Components whose output this one reads.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Window length in milliseconds of event time.
+    pub size_ms: u64,
+    /// The field rows are grouped by.
+    pub group_by: String,
+    /// What each row carries, e.g. `["count", "sum:id"]`.
+    pub aggregates: Vec<Aggregate>,
+}
+
+/// Writes records as files, one per shard and epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Components whose output this one reads.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// The directory files are published in.
+    pub path: PathBuf,
+    /// The line format.
+    #[serde(default)]
+    pub format: FileFormat,
+}
+
+/// The format of a file sink's lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// One JSON object per line.
+    #[default]
+    Ndjson,
+}
+
+/// One aggregate of a window, written as a string: `"count"` or
+/// `"sum:FIELD"` (e.g. `"sum:id"`). The string form keeps the common case a
+/// one-word list; a function that needs parameters would get a table form
+/// next to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Aggregate {
+    /// Records in the window.
+    Count,
+    /// Sum of a numeric field, wrapping on overflow.
+    Sum(String),
+}
+
+impl Aggregate {
+    /// The field it reads, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Aggregate::Count => None,
+            Aggregate::Sum(field) => Some(field),
+        }
+    }
+}
+
+impl TryFrom<String> for Aggregate {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if text == "count" {
+            return Ok(Aggregate::Count);
+        }
+        let expected = "expected `count` or `sum:FIELD`";
+        let Some((function, field)) = text.split_once(':') else {
+            return Err(format!("unknown aggregate `{text}`, {expected}"));
+        };
+        if field.is_empty() {
+            return Err(format!("aggregate `{text}` names no field, {expected}"));
+        }
+        match function {
+            "sum" => Ok(Aggregate::Sum(field.to_owned())),
+            _ => Err(format!("unknown aggregate `{text}`, {expected}")),
+        }
+    }
+}
+
+impl From<Aggregate> for String {
+    fn from(aggregate: Aggregate) -> String {
+        aggregate.to_string()
+    }
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Aggregate::Count => f.write_str("count"),
+            Aggregate::Sum(field) => write!(f, "sum:{field}"),
+        }
+    }
+}
+
+impl SourceConfig {
+    /// The `type` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Generator(_) => "generator",
+        }
+    }
+}
+
+impl ProcessorConfig {
+    /// The `type` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProcessorConfig::Window(_) => "window",
+        }
+    }
+
+    /// Components whose output it reads.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            ProcessorConfig::Window(window) => &window.inputs,
+        }
+    }
+}
+
+impl SinkConfig {
+    /// The `type` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::File(_) => "file",
+        }
+    }
+
+    /// Components whose output it reads.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkConfig::File(file) => &file.inputs,
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Checks that need the whole pipeline, run after every component parsed.
+//!
+//! In order, so that the first error reported is the most basic one:
+//! 1. names: allowed characters and length, unique across sections;
+//! 2. values: positive sizes and rates, non-empty lists, limits;
+//! 3. edges: every processor and sink has inputs, each naming a source or
+//!    processor, and every source and processor is read by someone;
+//! 4. no cycle among processors (the cycle is listed);
+//! 5. fields: `group_by` and aggregate fields exist in every input.
+//!
+//! Each error points at the offending value, or at the component's name
+//! when the problem is something missing.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use super::document::Spans;
+use super::error::{ConfigError, ConfigErrorKind, Source};
+use super::model::{
+    Aggregate, GeneratorConfig, PipelineConfig, ProcessorConfig, SourceConfig, WindowConfig,
+};
+use super::{COMPONENT_NAME_BYTES_MAX, KEYS_MAX, SHARDS_MAX};
+
+/// What a component's output record holds: field names and whether each is
+/// numeric.
+type Fields = &'static [(&'static str, bool)];
+
+/// Fields of a generator's records ([`GeneratedEvent`](crate::generator::GeneratedEvent)).
+const GENERATOR_FIELDS: Fields = &[("id", true), ("key", false), ("ts", true)];
+/// Fields of a window's rows ([`WindowRow`](crate::sink::file::WindowRow)).
+const WINDOW_FIELDS: Fields = &[
+    ("window_start_ms", true),
+    ("window_end_ms", true),
+    ("key", false),
+    ("count", true),
+    ("sum", true),
+];
+
+/// What the checks look at.
+struct Checker<'a> {
+    source: &'a Source<'a>,
+    config: &'a PipelineConfig,
+    spans: &'a Spans,
+    /// Every component's `SECTION.NAME`, by name.
+    paths: BTreeMap<&'a str, String>,
+}
+
+/// Runs every check; see the module docs.
+pub(crate) fn check(
+    source: &Source<'_>,
+    config: &PipelineConfig,
+    spans: &Spans,
+) -> Result<(), ConfigError> {
+    let checker = Checker {
+        source,
+        config,
+        spans,
+        paths: BTreeMap::new(),
+    };
+    let checker = checker.names()?;
+    checker.runtime()?;
+    checker.values()?;
+    checker.edges()?;
+    checker.cycles()?;
+    checker.fields()
+}
+
+impl<'a> Checker<'a> {
+    fn error(
+        &self,
+        kind: ConfigErrorKind,
+        path: &str,
+        field: &str,
+        message: String,
+    ) -> ConfigError {
+        let span = self.spans.field(path, field);
+        ConfigError::at(kind, self.source, span, Some(path), message)
+    }
+
+    fn names(mut self) -> Result<Self, ConfigError> {
+        let config = self.config;
+        let sections = [
+            ("sources", config.sources.keys().collect::<Vec<_>>()),
+            ("processors", config.processors.keys().collect()),
+            ("sinks", config.sinks.keys().collect()),
+        ];
+        for (section, names) in sections {
+            for name in names {
+                let path = format!("{section}.{name}");
+                let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+                if name.is_empty()
+                    || name.len() > COMPONENT_NAME_BYTES_MAX
+                    || !name.chars().all(allowed)
+                {
+                    let message = format!(
+                        "a name must be 1 to {COMPONENT_NAME_BYTES_MAX} ASCII letters, digits, `_` or `-`"
+                    );
+                    return Err(self.error(ConfigErrorKind::Name, &path, "", message));
+                }
+                if let Some(first) = self.paths.get(name.as_str()) {
+                    let message = format!("the name `{name}` is already used by `{first}`");
+                    return Err(self.error(ConfigErrorKind::Name, &path, "", message));
+                }
+                self.paths.insert(name, path);
+            }
+        }
+        Ok(self)
+    }
+
+    fn runtime(&self) -> Result<(), ConfigError> {
+        let runtime = &self.config.runtime;
+        if let Some(shards) = runtime.shards {
+            if shards == 0 || shards > SHARDS_MAX {
+                let message = format!("`shards` must be 1 to {SHARDS_MAX}, not {shards}");
+                return Err(self.error(ConfigErrorKind::Invalid, "runtime", "shards", message));
+            }
+        }
+        if runtime.epoch_interval_ms == 0 {
+            let message = "`epoch_interval_ms` must be positive".to_owned();
+            return Err(self.error(
+                ConfigErrorKind::Invalid,
+                "runtime",
+                "epoch_interval_ms",
+                message,
+            ));
+        }
+        Ok(())
+    }
+
+    fn values(&self) -> Result<(), ConfigError> {
+        for (name, source) in &self.config.sources {
+            let SourceConfig::Generator(generator) = source;
+            self.generator(&format!("sources.{name}"), generator)?;
+        }
+        for (name, processor) in &self.config.processors {
+            let ProcessorConfig::Window(window) = processor;
+            self.window(&format!("processors.{name}"), window)?;
+        }
+        Ok(())
+    }
+
+    fn generator(&self, path: &str, generator: &GeneratorConfig) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| {
+            Err(self.error(ConfigErrorKind::Invalid, path, field, message))
+        };
+        if generator.keys.is_empty() || generator.keys.len() > KEYS_MAX {
+            return invalid("keys", format!("`keys` must hold 1 to {KEYS_MAX} keys"));
+        }
+        if generator.events_per_second == 0 {
+            return invalid(
+                "events_per_second",
+                "`events_per_second` must be positive".into(),
+            );
+        }
+        if generator.count == Some(0) {
+            return invalid(
+                "count",
+                "`count` must be positive; leave it out for no bound".into(),
+            );
+        }
+        if generator.rate == Some(0) {
+            return invalid(
+                "rate",
+                "`rate` must be positive; leave it out for no limit".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn window(&self, path: &str, window: &WindowConfig) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| {
+            Err(self.error(ConfigErrorKind::Invalid, path, field, message))
+        };
+        if window.size_ms == 0 {
+            return invalid("size_ms", "`size_ms` must be positive".into());
+        }
+        if window.aggregates.is_empty() {
+            return invalid("aggregates", "`aggregates` must name at least one".into());
+        }
+        let mut seen = HashSet::new();
+        for aggregate in &window.aggregates {
+            let function = std::mem::discriminant(aggregate);
+            if !seen.insert(function) {
+                let message = format!("`{aggregate}`: each aggregate function may appear once");
+                return invalid("aggregates", message);
+            }
+        }
+        Ok(())
+    }
+
+    /// The inputs of every processor and sink, by `SECTION.NAME`.
+    fn readers(&self) -> Vec<(String, &'a [String])> {
+        let config = self.config;
+        let processors = config
+            .processors
+            .iter()
+            .map(|(name, processor)| (format!("processors.{name}"), processor.inputs()));
+        let sinks = config
+            .sinks
+            .iter()
+            .map(|(name, sink)| (format!("sinks.{name}"), sink.inputs()));
+        processors.chain(sinks).collect()
+    }
+
+    fn edges(&self) -> Result<(), ConfigError> {
+        let mut read = BTreeSet::new();
+        for (path, inputs) in self.readers() {
+            if inputs.is_empty() {
+                let message = "no inputs: add `inputs = [\"NAME\", ...]`".to_owned();
+                return Err(self.error(ConfigErrorKind::MissingInputs, &path, "inputs", message));
+            }
+            let spans = &self.spans.component(&path).inputs;
+            for (index, input) in inputs.iter().enumerate() {
+                let span = spans
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| self.spans.field(&path, "inputs"));
+                let message = match self.paths.get(input.as_str()) {
+                    None => format!("input `{input}` names no component"),
+                    Some(target) if target.starts_with("sinks.") => {
+                        format!("input `{input}` is a sink, which has no output")
+                    }
+                    Some(target) => {
+                        if !read.insert((target.clone(), path.clone())) {
+                            format!("input `{input}` is listed twice")
+                        } else {
+                            continue;
+                        }
+                    }
+                };
+                let kind = ConfigErrorKind::UnknownInput;
+                return Err(ConfigError::at(
+                    kind,
+                    self.source,
+                    span,
+                    Some(&path),
+                    message,
+                ));
+            }
+        }
+        let read: BTreeSet<&String> = read.iter().map(|(target, _)| target).collect();
+        for path in self
+            .paths
+            .values()
+            .filter(|path| !path.starts_with("sinks."))
+        {
+            if !read.contains(path) {
+                let message =
+                    "nothing reads its output: list it in a processor's or sink's `inputs`";
+                return Err(self.error(
+                    ConfigErrorKind::UnusedOutput,
+                    path,
+                    "",
+                    message.to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds a cycle among processors by depth-first search.
+    fn cycles(&self) -> Result<(), ConfigError> {
+        let processors = &self.config.processors;
+        // 0: not visited, 1: on the current path, 2: done.
+        let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+        for start in processors.keys() {
+            let mut path: Vec<&str> = Vec::new();
+            if let Some(cycle) = self.visit(start, &mut state, &mut path) {
+                let first = format!("processors.{}", cycle[0]);
+                let message = format!("processors form a cycle: {}", cycle.join(" -> "));
+                return Err(self.error(ConfigErrorKind::Cycle, &first, "", message));
+            }
+        }
+        Ok(())
+    }
+
+    fn visit<'b>(
+        &'b self,
+        name: &'b str,
+        state: &mut BTreeMap<&'b str, u8>,
+        path: &mut Vec<&'b str>,
+    ) -> Option<Vec<&'b str>> {
+        match state.get(name).copied().unwrap_or(0) {
+            1 => {
+                let at = path
+                    .iter()
+                    .position(|on_path| *on_path == name)
+                    .unwrap_or(0);
+                let mut cycle = path[at..].to_vec();
+                cycle.push(name);
+                return Some(cycle);
+            }
+            2 => return None,
+            _ => {}
+        }
+        let processor = self.config.processors.get(name)?;
+        state.insert(name, 1);
+        path.push(name);
+        for input in processor.inputs() {
+            if let Some(cycle) = self.visit(input, state, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        state.insert(name, 2);
+        None
+    }
+
+    fn fields(&self) -> Result<(), ConfigError> {
+        for (name, processor) in &self.config.processors {
+            let ProcessorConfig::Window(window) = processor;
+            let path = format!("processors.{name}");
+            for input in &window.inputs {
+                let fields = self.output_fields(input);
+                if !fields.iter().any(|(field, _)| *field == window.group_by) {
+                    let message = field_message("group_by", &window.group_by, input, fields);
+                    return Err(self.error(
+                        ConfigErrorKind::UnknownField,
+                        &path,
+                        "group_by",
+                        message,
+                    ));
+                }
+                for field in window.aggregates.iter().filter_map(Aggregate::field) {
+                    if !fields
+                        .iter()
+                        .any(|(name, numeric)| *name == field && *numeric)
+                    {
+                        let message = field_message("aggregates", field, input, fields);
+                        return Err(self.error(
+                            ConfigErrorKind::UnknownField,
+                            &path,
+                            "aggregates",
+                            message,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fields of the records component `name` emits.
+    fn output_fields(&self, name: &str) -> Fields {
+        if let Some(ProcessorConfig::Window(_)) = self.config.processors.get(name) {
+            return WINDOW_FIELDS;
+        }
+        GENERATOR_FIELDS
+    }
+}
+
+fn field_message(option: &str, field: &str, input: &str, fields: Fields) -> String {
+    let numeric = if option == "aggregates" {
+        "numeric "
+    } else {
+        ""
+    };
+    let names: Vec<String> = fields
+        .iter()
+        .filter(|(_, is_numeric)| *is_numeric || numeric.is_empty())
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    format!(
+        "`{option}`: input `{input}` has no {numeric}field `{field}`, expected one of {}",
+        names.join(", ")
+    )
+}

@@ -1,0 +1,313 @@
+//! [`ConfigEvents`]: the `generator` source of pipeline files.
+//!
+//! Event `id` is a pure function of the configuration and the id:
+//! - key: `keys[mix(seed ^ id) % keys.len()]`;
+//! - event time: `start_ms + id * 1000 / events_per_second` (milliseconds,
+//!   computed in 128 bits, saturating), never the wall clock.
+//!
+//! Instance `i` of `n` emits the ids `i, i + n, i + 2n, ...` (below `count`
+//! when bounded), so the union over instances is every id exactly once and
+//! all instances move through event time together.
+//!
+//! # Position and replay
+//! An instance's position is the next id it will emit
+//! ([`ConfigEvents::next_id`]; as a [`Source`], 8 little-endian bytes).
+//! [`ConfigEvents::resume`] (or `Source::restore`) starts an instance at a
+//! position, and what it emits from there, records
+//! and watermarks alike, equals the suffix of an uninterrupted run: every
+//! output depends only on the ids, never on how polls were split or on an
+//! earlier state.
+//!
+//! # Watermarks
+//! Before emitting id `j` the instance emits watermark
+//! `w(j) = floor(ts(j) / WATERMARK_INTERVAL_MS) * WATERMARK_INTERVAL_MS`
+//! if `w(j)` is greater than `w(j - n)` (the watermark due at this
+//! instance's previous id; nothing is due before the first id). Since event
+//! time never decreases with the id, no later record of the instance is
+//! older than a watermark it emitted. The runtime's end of stream carries
+//! the final watermark of a bounded run.
+//!
+//! # Rate
+//! With `rate` set, each instance emits at most `rate / n` events per second
+//! of wall-clock time since its first poll, and answers
+//! [`SourcePoll::Idle`] while it is ahead of that schedule.
+
+use std::time::Instant;
+
+use rkyv::{Archive, Serialize};
+use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
+
+use super::mix;
+use crate::config::GeneratorConfig;
+
+/// Watermarks go out each time event time crosses a multiple of this many
+/// milliseconds: often enough that a 1 s window closes within a tenth of
+/// its length, rarely enough that a watermark costs nothing per record.
+pub const WATERMARK_INTERVAL_MS: u64 = 100;
+
+/// One generated event.
+#[derive(Archive, Serialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct GeneratedEvent {
+    /// Unique over all instances; ids are dense from 0.
+    pub id: u64,
+    /// One of the configured keys.
+    pub key: String,
+    /// Event time, in milliseconds.
+    pub ts_ms: u64,
+}
+
+/// What one [`ConfigEvents::fill`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    /// A watermark to emit before the records.
+    pub watermark: Option<u64>,
+    /// Records written to the front of the buffer.
+    pub records: usize,
+    /// No id remains after these records.
+    pub exhausted: bool,
+}
+
+/// A position that is not one of the instance's ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPosition {
+    /// The position asked for.
+    pub position: u64,
+    /// The instance.
+    pub instance: u64,
+    /// Instances of the generator.
+    pub instances: u64,
+}
+
+impl std::fmt::Display for InvalidPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let InvalidPosition {
+            position,
+            instance,
+            instances,
+        } = self;
+        write!(
+            f,
+            "position {position} is not an id of generator instance {instance} of {instances}"
+        )
+    }
+}
+
+impl std::error::Error for InvalidPosition {}
+
+/// One instance of a configured generator; see the module docs.
+#[derive(Debug)]
+pub struct ConfigEvents {
+    keys: Vec<String>,
+    seed: u64,
+    start_ms: u64,
+    events_per_second: u64,
+    /// First id not emitted, over all instances: `count`, or `u64::MAX`.
+    end: u64,
+    next: u64,
+    instance: u64,
+    step: u64,
+    /// Per-instance events per second, if limited.
+    rate: Option<f64>,
+    /// When the first poll ran, and events emitted since.
+    schedule: Option<(Instant, u64)>,
+    /// Events of one poll. Their `key` strings are overwritten in place,
+    /// so steady state allocates nothing.
+    pending: Vec<GeneratedEvent>,
+}
+
+impl ConfigEvents {
+    /// Instance `context.instance` of `context.instances`, from the start.
+    pub fn new(config: &GeneratorConfig, context: &ShardContext) -> ConfigEvents {
+        ConfigEvents::resume(
+            config,
+            context.instance,
+            context.instances,
+            context.instance as u64,
+        )
+    }
+
+    /// Instance `instance` of `instances`, resuming at `position` (a value
+    /// of [`next_id`](ConfigEvents::next_id) of the same instance).
+    ///
+    /// # Panics
+    /// If `keys` is empty, `events_per_second` is zero, `instance` is not
+    /// below `instances`, or `position` is not one of this instance's ids
+    /// (`position % instances != instance`): those are checked by the
+    /// configuration, or come from a corrupt snapshot.
+    pub fn resume(
+        config: &GeneratorConfig,
+        instance: usize,
+        instances: usize,
+        position: u64,
+    ) -> ConfigEvents {
+        assert!(!config.keys.is_empty(), "a generator needs keys");
+        assert!(
+            config.events_per_second > 0,
+            "events_per_second must be positive"
+        );
+        assert!(instance < instances, "instance {instance} of {instances}");
+        let mut generator = ConfigEvents {
+            keys: config.keys.clone(),
+            seed: config.seed,
+            start_ms: config.start_ms,
+            events_per_second: config.events_per_second,
+            end: config.count.unwrap_or(u64::MAX),
+            next: instance as u64,
+            instance: instance as u64,
+            step: instances as u64,
+            rate: config.rate.map(|rate| rate as f64 / instances as f64),
+            schedule: None,
+            pending: Vec::new(),
+        };
+        if let Err(error) = generator.seek(position) {
+            panic!("{error}");
+        }
+        generator
+    }
+
+    /// Moves to `position` (the next id to emit), as [`resume`](Self::resume)
+    /// does, for a generator already made; the rate schedule starts again.
+    pub fn seek(&mut self, position: u64) -> Result<(), InvalidPosition> {
+        if position % self.step != self.instance {
+            return Err(InvalidPosition {
+                position,
+                instance: self.instance,
+                instances: self.step,
+            });
+        }
+        self.next = position;
+        self.schedule = None;
+        Ok(())
+    }
+
+    /// The next id this instance emits: what an epoch records, and what
+    /// [`resume`](ConfigEvents::resume) and [`seek`](ConfigEvents::seek)
+    /// take.
+    pub fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// Event time of `id`, in milliseconds.
+    pub fn event_time_ms(&self, id: u64) -> u64 {
+        let offset = u128::from(id) * 1000 / u128::from(self.events_per_second);
+        self.start_ms
+            .saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
+    }
+
+    /// The key of `id`.
+    pub fn key_of(&self, id: u64) -> &str {
+        &self.keys[(mix(self.seed ^ id) % self.keys.len() as u64) as usize]
+    }
+
+    /// The watermark due before `id`: event time rounded down to the
+    /// watermark interval.
+    fn watermark_of(&self, id: u64) -> u64 {
+        let ts = self.event_time_ms(id);
+        ts - ts % WATERMARK_INTERVAL_MS
+    }
+
+    /// Whether this instance has no id left to emit.
+    pub fn is_exhausted(&self) -> bool {
+        self.next >= self.end
+    }
+
+    /// Generates up to `room` records into `records[..fill.records]`,
+    /// stopping before an id that is due a new watermark, which the next
+    /// call returns first. Independent of the wall clock.
+    pub fn fill(&mut self, room: usize, records: &mut Vec<GeneratedEvent>) -> Fill {
+        let mut fill = Fill {
+            watermark: None,
+            records: 0,
+            exhausted: self.is_exhausted(),
+        };
+        if fill.exhausted {
+            return fill;
+        }
+        let mut watermark = self.watermark_of(self.next);
+        if self.next >= self.step && watermark > self.watermark_of(self.next - self.step) {
+            fill.watermark = Some(watermark);
+        }
+        while fill.records < room && self.next < self.end {
+            if fill.records > 0 {
+                let due = self.watermark_of(self.next);
+                if due > watermark {
+                    break;
+                }
+                watermark = due;
+            }
+            self.write_record(fill.records, records);
+            fill.records += 1;
+            self.next = self.next.saturating_add(self.step);
+        }
+        fill.exhausted = self.is_exhausted();
+        if let Some((_, emitted)) = &mut self.schedule {
+            *emitted += fill.records as u64;
+        }
+        fill
+    }
+
+    /// Writes id `self.next` at `records[index]`, reusing its key string.
+    fn write_record(&self, index: usize, records: &mut Vec<GeneratedEvent>) {
+        if index == records.len() {
+            records.push(GeneratedEvent::default());
+        }
+        let record = &mut records[index];
+        record.id = self.next;
+        record.ts_ms = self.event_time_ms(self.next);
+        record.key.clear();
+        record.key.push_str(self.key_of(self.next));
+    }
+
+    /// Records the rate allows at `now`, at most `room`: the schedule
+    /// starts at the first call, allows one record at once and then
+    /// `rate / instances` per second, counting what [`fill`](Self::fill)
+    /// generated since.
+    pub fn allowed(&mut self, room: usize, now: Instant) -> usize {
+        let Some(per_second) = self.rate else {
+            return room;
+        };
+        let (started, emitted) = *self.schedule.get_or_insert((now, 0));
+        let due = (now.duration_since(started).as_secs_f64() * per_second) as u64 + 1;
+        room.min(due.saturating_sub(emitted) as usize)
+    }
+}
+
+impl Source for ConfigEvents {
+    type Output = GeneratedEvent;
+
+    fn poll(&mut self, out: &mut Emitter<GeneratedEvent>) -> SourcePoll {
+        if self.is_exhausted() {
+            return SourcePoll::Exhausted;
+        }
+        let room = self.allowed(out.batch_records_max(), Instant::now());
+        if room == 0 {
+            return SourcePoll::Idle;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let fill = self.fill(room, &mut pending);
+        if let Some(watermark) = fill.watermark {
+            out.watermark(watermark);
+        }
+        out.push_all(&pending[..fill.records]);
+        self.pending = pending;
+        SourcePoll::Ready
+    }
+
+    /// The next id, 8 bytes little-endian.
+    fn position(&self) -> Vec<u8> {
+        self.next_id().to_le_bytes().to_vec()
+    }
+
+    /// Seeks to a logged [`position`](Source::position); refuses bytes that
+    /// are not 8 long or name an id of another instance.
+    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+        let bytes: [u8; 8] = position.try_into().map_err(|_| {
+            StateError(format!(
+                "generator position of {} bytes, expected 8",
+                position.len()
+            ))
+        })?;
+        self.seek(u64::from_le_bytes(bytes))
+            .map_err(|error| StateError(error.to_string()))
+    }
+}

@@ -1,0 +1,328 @@
+//! [`FileSink`]: NDJSON files, one per shard and epoch, published
+//! atomically when the epoch commits.
+//!
+//! # Layout
+//! ```text
+//! PATH/shard-{S:03}-epoch-{E:010}.ndjson            committed, visible
+//! PATH/.staging/shard-{S:03}-epoch-{E:010}.ndjson   being written, or pre-committed
+//! ```
+//! A reader lists `PATH` and sees only whole epochs that committed; the
+//! zero-padded numbers sort by name in shard and epoch order.
+//!
+//! # Life of an epoch (the protocol is in `docs/exactly-once.md`)
+//! 1. [`write`](weir_runtime::Sink::write) appends one JSON object per
+//!    record and line to the staged file of the current epoch, through a
+//!    buffered writer. The file is created on the first record, so an epoch
+//!    without records makes no file at all.
+//! 2. [`FileSink::precommit`] flushes and fsyncs the staged file (renamed
+//!    first if the epoch it is given is not the one it was writing), fsyncs
+//!    `.staging/` (the file's entry must be durable too) and returns a
+//!    [`Staged`] to log. The next epoch's file is again created lazily. An
+//!    empty epoch returns a `Staged` with `lines == 0`, whose commit does
+//!    nothing.
+//! 3. [`Staged::commit`] (also [`FileSink::commit`]) renames the staged
+//!    file to its target and fsyncs `PATH`. It is idempotent.
+//! 4. At start-up, [`FileSink::discard_uncommitted`] deletes this shard's
+//!    staged files of epochs after the last committed one: they are
+//!    produced again. [`FileSink::for_shard`] does this and starts at the
+//!    next epoch.
+//!
+//! As a [`Sink`], `precommit` returns the [`Staged`] as bytes (nothing for
+//! an empty epoch, so nothing is logged) and `commit` decodes and publishes
+//! them.
+//!
+//! # Errors
+//! `Sink::write` cannot return an error. The first I/O error it meets is
+//! kept, later records of the epoch are dropped, and the next `precommit`
+//! returns the error, so the epoch never commits. Every error names its
+//! file.
+
+mod json_line;
+mod staged;
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use weir_runtime::{ArchivedRecord, Batch, Record, ShardContext, Sink, StateError};
+
+pub use json_line::{ArchivedWindowRow, ToJsonLine, WindowRow};
+pub use staged::{Staged, StagedDecodeError};
+
+use staged::{at, parent_of, sync_directory};
+
+/// The staging directory's name under the sink's `PATH`.
+pub const STAGING_DIRECTORY: &str = ".staging";
+
+/// Bytes buffered before a write to the staged file: a few batches of
+/// typical lines, few enough that a shard's sinks hold little memory.
+pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The file name of `shard`'s output of `epoch`, staged or committed.
+pub fn file_name(shard: usize, epoch: u64) -> String {
+    format!("shard-{shard:03}-epoch-{epoch:010}.ndjson")
+}
+
+/// Parses a [`file_name`] back into `(shard, epoch)`.
+pub fn parse_file_name(name: &str) -> Option<(usize, u64)> {
+    let rest = name.strip_prefix("shard-")?.strip_suffix(".ndjson")?;
+    let (shard, epoch) = rest.split_once("-epoch-")?;
+    Some((shard.parse().ok()?, epoch.parse().ok()?))
+}
+
+/// The open staged file of the current epoch.
+#[derive(Debug)]
+struct Open {
+    writer: BufWriter<File>,
+    path: PathBuf,
+    lines: u64,
+}
+
+/// Writes records of type `T` as NDJSON; see the module docs.
+#[derive(Debug)]
+pub struct FileSink<T> {
+    directory: PathBuf,
+    staging: PathBuf,
+    shard: usize,
+    /// The epoch records are written for now.
+    epoch: u64,
+    open: Option<Open>,
+    /// The first write error of the current epoch.
+    error: Option<io::Error>,
+    /// One batch's lines, reused.
+    lines: Vec<u8>,
+    _record: PhantomData<fn(T)>,
+}
+
+impl<T> FileSink<T> {
+    /// The sink of `shard`, writing under `directory`, starting with
+    /// `epoch` (the last committed epoch plus one). Creates `directory`
+    /// and its staging directory, durably (both parents are fsynced).
+    pub fn new(directory: &Path, shard: usize, epoch: u64) -> io::Result<FileSink<T>> {
+        let staging = directory.join(STAGING_DIRECTORY);
+        fs::create_dir_all(&staging).map_err(at(&staging))?;
+        sync_directory(parent_of(directory))?;
+        sync_directory(directory)?;
+        Ok(FileSink {
+            directory: directory.to_owned(),
+            staging,
+            shard,
+            epoch,
+            open: None,
+            error: None,
+            lines: Vec::new(),
+            _record: PhantomData,
+        })
+    }
+
+    /// The epoch records are written for now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Where `epoch`'s file of this shard is staged.
+    pub fn staged_path(&self, epoch: u64) -> PathBuf {
+        self.staging.join(file_name(self.shard, epoch))
+    }
+
+    /// Where `epoch`'s file of this shard is published.
+    pub fn target_path(&self, epoch: u64) -> PathBuf {
+        self.directory.join(file_name(self.shard, epoch))
+    }
+
+    /// Appends records, one JSON object per line, to the current epoch's
+    /// staged file. `Sink::write` calls this for each batch.
+    pub fn write_records<'a, R>(&mut self, records: impl IntoIterator<Item = &'a R>)
+    where
+        R: ToJsonLine + ?Sized + 'a,
+    {
+        if self.error.is_some() {
+            return;
+        }
+        self.lines.clear();
+        let mut count = 0;
+        for record in records {
+            record.write_json(&mut self.lines);
+            self.lines.push(b'\n');
+            count += 1;
+        }
+        if count == 0 {
+            return;
+        }
+        if let Err(error) = self.append(count) {
+            self.error = Some(error);
+        }
+    }
+
+    fn append(&mut self, count: u64) -> io::Result<()> {
+        let open = match &mut self.open {
+            Some(open) => open,
+            None => {
+                let path = self.staged_path(self.epoch);
+                let file = File::create(&path).map_err(at(&path))?;
+                let writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+                self.open.insert(Open {
+                    writer,
+                    path,
+                    lines: 0,
+                })
+            }
+        };
+        open.writer.write_all(&self.lines).map_err(at(&open.path))?;
+        open.lines += count;
+        Ok(())
+    }
+
+    /// Makes `epoch`'s output durable but invisible; see the module docs.
+    /// Everything written since the previous pre-commit belongs to `epoch`,
+    /// and the sink then writes for `epoch + 1`.
+    ///
+    /// The sink follows the epochs it is given: `epoch` is normally the one
+    /// being written (epochs advance by one per barrier), but if it is not
+    /// (a jump), the staged file is renamed to `epoch`'s name before it is
+    /// made durable, so names always match the epoch the records belong to.
+    pub fn precommit(&mut self, epoch: u64) -> io::Result<Staged> {
+        self.epoch = epoch.saturating_add(1);
+        let open = self.open.take();
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        let mut staged = Staged {
+            epoch,
+            shard: self.shard as u64,
+            lines: 0,
+            staged: self.staged_path(epoch),
+            target: self.target_path(epoch),
+        };
+        if let Some(open) = open {
+            let Open {
+                writer,
+                path,
+                lines,
+            } = open;
+            let file = writer
+                .into_inner()
+                .map_err(|error| at(&path)(error.into_error()))?;
+            file.sync_all().map_err(at(&path))?;
+            if path != staged.staged {
+                fs::rename(&path, &staged.staged).map_err(at(&path))?;
+            }
+            sync_directory(&self.staging)?;
+            staged.lines = lines;
+        }
+        Ok(staged)
+    }
+
+    /// The sink of `context.shard` for a run under the epoch protocol:
+    /// deletes this shard's staged files of epochs after
+    /// `context.committed_epoch` (they never committed and are produced
+    /// again), then starts at `committed_epoch + 1`.
+    pub fn for_shard(directory: &Path, context: &ShardContext) -> io::Result<FileSink<T>> {
+        FileSink::<T>::discard_uncommitted(directory, context.shard, context.committed_epoch)?;
+        FileSink::new(directory, context.shard, context.committed_epoch + 1)
+    }
+
+    /// Publishes a pre-committed epoch; the same as [`Staged::commit`].
+    pub fn commit(staged: &Staged) -> io::Result<()> {
+        staged.commit()
+    }
+
+    /// Deletes the staged files of `shard` under `directory` whose epoch is
+    /// after `committed_epoch`, and returns how many. Staged files of
+    /// committed epochs are left for their (repeated) commit, and other
+    /// shards' files alone. A missing staging directory holds nothing.
+    pub fn discard_uncommitted(
+        directory: &Path,
+        shard: usize,
+        committed_epoch: u64,
+    ) -> io::Result<usize> {
+        let staging = directory.join(STAGING_DIRECTORY);
+        let entries = match fs::read_dir(&staging) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(at(&staging)(error)),
+        };
+        let mut deleted = 0;
+        for entry in entries {
+            let entry = entry.map_err(at(&staging))?;
+            let name = entry.file_name();
+            let Some((owner, epoch)) = name.to_str().and_then(parse_file_name) else {
+                continue;
+            };
+            if owner == shard && epoch > committed_epoch {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(at(&path))?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            sync_directory(&staging)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes the current epoch's staged file to the OS, without syncing
+    /// or publishing it; keeps the first error for the next `precommit`.
+    pub fn flush(&mut self) {
+        if let Some(open) = &mut self.open {
+            if let Err(error) = open.writer.flush().map_err(at(&open.path)) {
+                self.error.get_or_insert(error);
+            }
+        }
+    }
+}
+
+impl<T> Sink for FileSink<T>
+where
+    T: Record,
+    ArchivedRecord<T>: ToJsonLine,
+{
+    type Input = T;
+
+    fn write(&mut self, _port: usize, batch: &Batch<T>) {
+        self.write_records(batch.iter());
+    }
+
+    /// Flushes what is staged; publishing it is the epoch protocol's job.
+    fn finish(&mut self) {
+        self.flush();
+    }
+
+    /// [`FileSink::precommit`], encoded with [`Staged::to_bytes`]; an epoch
+    /// that staged no lines returns nothing, so nothing is logged for it.
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+        let staged =
+            FileSink::precommit(self, epoch).map_err(|error| StateError(error.to_string()))?;
+        if staged.lines == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(staged.to_bytes())
+    }
+
+    /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],
+    /// idempotent). Empty bytes (an empty epoch) publish nothing.
+    fn commit(staged: &[u8]) -> Result<(), String> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        Staged::from_bytes(staged)
+            .map_err(|error| error.to_string())?
+            .commit()
+            .map_err(|error| error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_sort_by_shard_and_epoch_and_parse_back() {
+        assert_eq!(file_name(7, 42), "shard-007-epoch-0000000042.ndjson");
+        assert_eq!(parse_file_name(&file_name(7, 42)), Some((7, 42)));
+        assert!(file_name(1, 9) < file_name(1, 10));
+        assert_eq!(parse_file_name("shard-007-epoch-x.ndjson"), None);
+        assert_eq!(parse_file_name("notes.txt"), None);
+    }
+}

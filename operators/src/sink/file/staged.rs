@@ -1,0 +1,178 @@
+//! [`Staged`]: what a file sink's pre-commit made durable, and how to
+//! publish it.
+//!
+//! A `Staged` is logged in the WAL as `SINK_PRECOMMIT` and handed to
+//! [`Staged::commit`] once its epoch is committed, possibly again after a
+//! crash, so committing is idempotent.
+//!
+//! # Byte format (version 1, little-endian)
+//! ```text
+//! u8  version = 1
+//! u64 epoch
+//! u64 shard
+//! u64 lines          0: the epoch staged nothing, commit does nothing
+//! u32 length, bytes  staged path (the OS's bytes)
+//! u32 length, bytes  target path
+//! ```
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The version byte of the encoding.
+const STAGED_FORMAT_VERSION: u8 = 1;
+
+/// The longest path an encoded `Staged` may hold, in bytes (Linux's
+/// `PATH_MAX`).
+const STAGED_PATH_BYTES_MAX: usize = 4096;
+
+/// One epoch's output of one sink instance, durable and not yet visible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// The epoch.
+    pub epoch: u64,
+    /// The shard that wrote it.
+    pub shard: u64,
+    /// Lines in the file; 0 means no file was made.
+    pub lines: u64,
+    /// Where it was written, under `.staging/`.
+    pub staged: PathBuf,
+    /// Where commit publishes it.
+    pub target: PathBuf,
+}
+
+/// Bytes that are not an encoded [`Staged`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedDecodeError(pub &'static str);
+
+impl std::fmt::Display for StagedDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a staged file record: {}", self.0)
+    }
+}
+
+impl std::error::Error for StagedDecodeError {}
+
+impl Staged {
+    /// Encodes it for the WAL; see the module docs.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let staged = self.staged.as_os_str().as_bytes();
+        let target = self.target.as_os_str().as_bytes();
+        assert!(staged.len() <= STAGED_PATH_BYTES_MAX && target.len() <= STAGED_PATH_BYTES_MAX);
+        let mut bytes = Vec::with_capacity(1 + 3 * 8 + 2 * 4 + staged.len() + target.len());
+        bytes.push(STAGED_FORMAT_VERSION);
+        for number in [self.epoch, self.shard, self.lines] {
+            bytes.extend_from_slice(&number.to_le_bytes());
+        }
+        for path in [staged, target] {
+            bytes.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(path);
+        }
+        bytes
+    }
+
+    /// Decodes what [`to_bytes`](Staged::to_bytes) made.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Staged, StagedDecodeError> {
+        let mut reader = Reader(bytes);
+        if reader.take(1)? != [STAGED_FORMAT_VERSION] {
+            return Err(StagedDecodeError("unknown version"));
+        }
+        let epoch = reader.u64()?;
+        let shard = reader.u64()?;
+        let lines = reader.u64()?;
+        let staged = reader.path()?;
+        let target = reader.path()?;
+        if !reader.0.is_empty() {
+            return Err(StagedDecodeError("trailing bytes"));
+        }
+        Ok(Staged {
+            epoch,
+            shard,
+            lines,
+            staged,
+            target,
+        })
+    }
+
+    /// Publishes the staged file: renames it to its target, then fsyncs the
+    /// target's directory so the rename survives a crash.
+    ///
+    /// Idempotent: a missing staged file whose target exists was committed
+    /// already (the directory is fsynced again, in case the crash came
+    /// between rename and fsync). Both missing is an error: the output is
+    /// lost. An epoch that staged no lines has nothing to publish.
+    pub fn commit(&self) -> io::Result<()> {
+        if self.lines == 0 {
+            return Ok(());
+        }
+        match fs::rename(&self.staged, &self.target) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                if !self.target.try_exists().map_err(at(&self.target))? {
+                    let message = format!(
+                        "cannot commit epoch {}: neither the staged file {} nor its target {} exists",
+                        self.epoch,
+                        self.staged.display(),
+                        self.target.display()
+                    );
+                    return Err(io::Error::new(io::ErrorKind::NotFound, message));
+                }
+            }
+            Err(error) => return Err(at(&self.staged)(error)),
+        }
+        sync_directory(parent_of(&self.target))
+    }
+}
+
+/// Fsyncs a directory, so the entries created, renamed or removed in it
+/// are durable.
+pub(crate) fn sync_directory(directory: &Path) -> io::Result<()> {
+    File::open(directory)
+        .and_then(|directory| directory.sync_all())
+        .map_err(at(directory))
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+pub(crate) fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Prefixes an I/O error with the path it concerns.
+pub(crate) fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |error| io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+/// Reads an encoded `Staged` front to back.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], StagedDecodeError> {
+        if self.0.len() < count {
+            return Err(StagedDecodeError("too short"));
+        }
+        let (taken, rest) = self.0.split_at(count);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn u64(&mut self) -> Result<u64, StagedDecodeError> {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn path(&mut self) -> Result<PathBuf, StagedDecodeError> {
+        let mut length = [0; 4];
+        length.copy_from_slice(self.take(4)?);
+        let length = u32::from_le_bytes(length) as usize;
+        if length > STAGED_PATH_BYTES_MAX {
+            return Err(StagedDecodeError("path too long"));
+        }
+        Ok(PathBuf::from(OsStr::from_bytes(self.take(length)?)))
+    }
+}

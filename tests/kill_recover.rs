@@ -1,0 +1,338 @@
+//! Goal: after any crash — SIGKILL at any moment, or an abort at a chosen
+//! step of the epoch protocol, including during recovery — restarting on
+//! the same data directory until the run exits 0 yields committed output
+//! where every input event's effect appears exactly once.
+//!
+//! Method: the `weir` binary runs a pipeline from a config file (a bounded,
+//! rate-limited generator feeding a passthrough file sink and a keyed
+//! tumbling count with its own file sink) as a child process.
+//! - Random kills: the test kills the child with SIGKILL after a delay drawn
+//!   from a seeded generator and restarts it, until it exits 0. When a run
+//!   completes before enough kills, a fresh scenario starts. At least
+//!   `KILLS_MIN` kills per test; `WEIR_KILL_TEST_KILLS=N` asks for more and
+//!   `WEIR_KILL_TEST_SEED` changes the seed.
+//! - Protocol steps: `WEIR_CRASH_AT=STEP:EPOCH` makes the child abort after
+//!   a sink pre-commit, after a commit record, during sink commits, or
+//!   inside recovery.
+//! - Check: the published NDJSON files (never the staging directory) hold
+//!   every generated id exactly once, and every (window, key) row exactly
+//!   once with the count and sum computed directly from the generator.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::operators::config::{parse, SourceConfig};
+use weir::operators::generator::ConfigEvents;
+use weir::runtime::ShardContext;
+
+const EVENTS: u64 = 120_000;
+const WINDOW_MS: u64 = 1_000;
+/// Kills per random-kill test in CI.
+const KILLS_MIN: usize = 30;
+/// A single run that takes longer than this is stuck.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn pipeline(out: &Path) -> String {
+    format!(
+        r#"
+[runtime]
+shards = 2
+epoch_interval_ms = 20
+
+[sources.gen]
+type = "generator"
+count = {EVENTS}
+keys = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+events_per_second = 10000
+rate = 100000
+seed = 11
+
+[processors.counts]
+type = "window"
+inputs = ["gen"]
+size_ms = {WINDOW_MS}
+group_by = "key"
+aggregates = ["count", "sum:id"]
+
+[sinks.raw]
+type = "file"
+inputs = ["gen"]
+path = "{raw}"
+format = "ndjson"
+
+[sinks.windows]
+type = "file"
+inputs = ["counts"]
+path = "{windows}"
+format = "ndjson"
+"#,
+        raw = out.join("raw").display(),
+        windows = out.join("windows").display(),
+    )
+}
+
+/// One scenario's directories and config file.
+struct Scenario {
+    _root: tempfile::TempDir,
+    config: PathBuf,
+    data: PathBuf,
+    out: PathBuf,
+}
+
+impl Scenario {
+    fn new() -> Scenario {
+        let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+        let (data, out) = (root.path().join("data"), root.path().join("out"));
+        let config = root.path().join("pipeline.toml");
+        std::fs::write(&config, pipeline(&out)).expect("write config");
+        Scenario {
+            _root: root,
+            config,
+            data,
+            out,
+        }
+    }
+
+    fn spawn(&self, crash_at: Option<&str>) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
+            .arg("run")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match crash_at {
+            Some(step) => command.env("WEIR_CRASH_AT", step),
+            None => command.env_remove("WEIR_CRASH_AT"),
+        };
+        command.spawn().expect("start weir")
+    }
+
+    /// Runs to completion (no crash): must exit 0.
+    fn run_to_end(&self) {
+        let mut child = self.spawn(None);
+        let status = wait_with_timeout(&mut child, RUN_TIMEOUT).expect("weir finished in time");
+        assert!(status.success(), "weir failed: {}", stderr(child));
+    }
+
+    /// Runs with a fail-point: must die by abort, not finish or fail.
+    fn run_crashing_at(&self, step: &str) {
+        let mut child = self.spawn(Some(step));
+        let status = wait_with_timeout(&mut child, RUN_TIMEOUT).expect("weir stopped in time");
+        let text = stderr(child);
+        assert!(!status.success(), "weir did not crash at {step}");
+        assert!(
+            text.contains("WEIR_CRASH_AT"),
+            "weir failed at {step} for another reason: {text}"
+        );
+    }
+
+    fn check(&self) {
+        check_output(&self.config, &self.out);
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    None
+}
+
+fn stderr(child: Child) -> String {
+    let output = child.wait_with_output().expect("collect output");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Lines of every published (committed) file under `dir`.
+fn published_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        if entry.path().is_dir() {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("read output file");
+        for line in text.lines() {
+            lines.push(
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")),
+            );
+        }
+    }
+    lines
+}
+
+/// Compares the committed output with a direct computation.
+fn check_output(config_path: &Path, out: &Path) {
+    let text = std::fs::read_to_string(config_path).expect("config");
+    let config = parse(&text, "pipeline.toml").expect("valid config");
+    let SourceConfig::Generator(generator) = &config.sources["gen"];
+    let context = ShardContext {
+        shard: 0,
+        shards: 1,
+        instance: 0,
+        instances: 1,
+        node: "gen".into(),
+        committed_epoch: 0,
+    };
+    let events = ConfigEvents::new(generator, &context);
+
+    let mut seen = vec![0u32; EVENTS as usize];
+    for line in published_lines(&out.join("raw")) {
+        let id = line["id"].as_u64().expect("id");
+        seen[id as usize] += 1;
+    }
+    let lost = seen.iter().filter(|&&n| n == 0).count();
+    let duplicated = seen.iter().filter(|&&n| n > 1).count();
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "passthrough: {lost} ids lost, {duplicated} duplicated"
+    );
+
+    let mut expected: BTreeMap<(u64, String), (u64, u64)> = BTreeMap::new();
+    for id in 0..EVENTS {
+        let start = events.event_time_ms(id) / WINDOW_MS * WINDOW_MS;
+        let entry = expected
+            .entry((start, events.key_of(id).to_string()))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += id;
+    }
+    let mut actual: BTreeMap<(u64, String), (u64, u64)> = BTreeMap::new();
+    for row in published_lines(&out.join("windows")) {
+        let key = (
+            row["window_start_ms"].as_u64().expect("window_start_ms"),
+            row["key"].as_str().expect("key").to_string(),
+        );
+        let value = (
+            row["count"].as_u64().expect("count"),
+            row["sum"].as_u64().expect("sum"),
+        );
+        assert!(
+            actual.insert(key.clone(), value).is_none(),
+            "window row {key:?} published twice"
+        );
+    }
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "window rows: {} published, {} expected",
+        actual.len(),
+        expected.len()
+    );
+    assert_eq!(
+        actual, expected,
+        "window counts or sums differ from a direct computation"
+    );
+}
+
+/// A seeded splitmix64 stream.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut x = self.0;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn random_kills_lose_and_duplicate_nothing() {
+    let kills_wanted = env_number("WEIR_KILL_TEST_KILLS", KILLS_MIN as u64) as usize;
+    let mut rng = Rng(env_number("WEIR_KILL_TEST_SEED", 20261126));
+    let (mut kills, mut scenarios) = (0usize, 0usize);
+    while kills < kills_wanted {
+        let scenario = Scenario::new();
+        scenarios += 1;
+        loop {
+            let mut child = scenario.spawn(None);
+            // Up to ~0.3 s: from before recovery finishes to mid-run.
+            let delay = Duration::from_millis(10 + rng.next() % 290);
+            if let Some(status) = wait_with_timeout_or(&mut child, delay) {
+                assert!(status.success(), "weir failed: {}", stderr(child));
+                break;
+            }
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            kills += 1;
+        }
+        scenario.check();
+    }
+    eprintln!("{kills} kills over {scenarios} scenarios; every scenario's output exact");
+}
+
+/// Waits up to `delay`; `Some` if the child exited by itself.
+fn wait_with_timeout_or(child: &mut Child, delay: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + delay;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn crash_between_precommit_and_commit_record() {
+    let scenario = Scenario::new();
+    scenario.run_crashing_at("after-precommit:3");
+    scenario.run_to_end();
+    scenario.check();
+}
+
+#[test]
+fn crash_after_the_commit_record_before_sinks_commit() {
+    let scenario = Scenario::new();
+    scenario.run_crashing_at("after-commit-record:3");
+    scenario.run_to_end();
+    scenario.check();
+}
+
+#[test]
+fn crash_during_sink_commits() {
+    let scenario = Scenario::new();
+    scenario.run_crashing_at("during-commit:4");
+    scenario.run_to_end();
+    scenario.check();
+}
+
+#[test]
+fn crash_inside_recovery() {
+    let scenario = Scenario::new();
+    scenario.run_crashing_at("after-commit-record:3");
+    scenario.run_crashing_at("recovery:3");
+    scenario.run_to_end();
+    scenario.check();
+}
+
+#[test]
+fn a_completed_run_restarts_as_a_no_op() {
+    let scenario = Scenario::new();
+    scenario.run_to_end();
+    scenario.run_to_end();
+    scenario.check();
+}
