@@ -4,7 +4,7 @@
 //! - [`config`]: pipeline files (TOML) and their checks.
 //! - [`generator`]: deterministic synthetic sources.
 //! - [`window`]: windowed aggregation over event time.
-//! - [`sink`]: sinks.
+//! - [`sink`]: where records leave the pipeline (files, callbacks).
 //! - [`pipelines`]: complete example pipelines.
 //!
 //! Records used across operators live in [`records`].
