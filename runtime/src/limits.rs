@@ -66,3 +66,9 @@ pub const SOURCE_IDLE_SLEEP: std::time::Duration = std::time::Duration::from_mil
 /// latency of committed output and the work redone after a crash, against
 /// the cost of a snapshot and a commit per epoch.
 pub const EPOCH_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a shard runs runnable tasks before it polls its reactor (I/O
+/// completions, timers, wake-ups from other threads). glommio's default is
+/// 100 ms, which delays every timer-driven step (epoch commits, idle
+/// sources) by that much while data flows.
+pub const SHARD_PREEMPT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);

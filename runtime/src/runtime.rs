@@ -33,7 +33,9 @@ use crate::epoch::{EpochConfig, EpochShared};
 use crate::error::{Error, RunError, StartError};
 use crate::graph::Graph;
 use crate::graph::ShardPlan;
-use crate::limits::{EPOCH_INTERVAL_DEFAULT, SHARDS_MAX, SHARD_IO_MEMORY_BYTES};
+use crate::limits::{
+    EPOCH_INTERVAL_DEFAULT, SHARDS_MAX, SHARD_IO_MEMORY_BYTES, SHARD_PREEMPT_INTERVAL,
+};
 use crate::shard::run_shard;
 use crate::shard::ShardLog;
 use crate::system;
@@ -46,6 +48,7 @@ pub struct RuntimeBuilder {
     io_memory_bytes: usize,
     data_dir: Option<PathBuf>,
     epoch_interval: Duration,
+    wal_segment_bytes: Option<u64>,
 }
 
 impl Default for RuntimeBuilder {
@@ -56,6 +59,7 @@ impl Default for RuntimeBuilder {
             io_memory_bytes: SHARD_IO_MEMORY_BYTES,
             data_dir: None,
             epoch_interval: EPOCH_INTERVAL_DEFAULT,
+            wal_segment_bytes: None,
         }
     }
 }
@@ -94,6 +98,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Size of each WAL segment file (default 64 MiB). Old segments are
+    /// deleted whole once no committed epoch needs them, so smaller
+    /// segments are retired sooner.
+    pub fn wal_segment_bytes(mut self, bytes: u64) -> Self {
+        self.wal_segment_bytes = Some(bytes);
+        self
+    }
+
     /// Checks the configuration against the machine.
     pub fn build(self) -> Result<Runtime, StartError> {
         let cores = system::usable_cores();
@@ -119,6 +131,7 @@ impl RuntimeBuilder {
             epochs: self.data_dir.map(|data_dir| EpochConfig {
                 data_dir,
                 interval: self.epoch_interval,
+                segment_bytes: self.wal_segment_bytes,
             }),
         })
     }
@@ -190,6 +203,7 @@ impl Runtime {
             let spawned = LocalExecutorBuilder::new(placement)
                 .name(&format!("weir-shard-{shard}"))
                 .io_memory(self.io_memory_bytes)
+                .preempt_timer(SHARD_PREEMPT_INTERVAL)
                 .spawn(move || run_shard(shard, plan, returns, shard_gauge, shard_stop, log));
             match spawned {
                 Ok(join) => shards.push(join),
@@ -225,7 +239,7 @@ impl Runtime {
         config: &EpochConfig,
         stop: &Arc<AtomicBool>,
     ) -> Result<(Recovered, Option<StartedLogs>), StartError> {
-        let logs = recovery::open(&config.data_dir, self.shards)?;
+        let logs = recovery::open(&config.data_dir, self.shards, config.segment_bytes)?;
         for (epoch, node, staged) in &logs.recovered.commits {
             let commit = graph.commit_of(node).ok_or_else(|| {
                 StartError::Recovery(format!(

@@ -34,13 +34,27 @@ use weir_runtime::{
 };
 
 const ITEMS: u64 = 300_000;
-const KEYS: u64 = 100;
+
+/// How a test runs the pipeline.
+#[derive(Clone, Copy)]
+struct Options {
+    keys: u64,
+    fail: bool,
+    segment_bytes: Option<u64>,
+}
+
+const PLAIN: Options = Options {
+    keys: 100,
+    fail: false,
+    segment_bytes: None,
+};
 
 /// Ids `instance, instance + n, ...` below `ITEMS`, 500 per poll (so a run
 /// spans several epochs); its position is the next id.
 struct Ids {
     next: u64,
     step: u64,
+    keys: u64,
 }
 
 impl Source for Ids {
@@ -53,7 +67,7 @@ impl Source for Ids {
             }
             out.push(&Item {
                 id: self.next,
-                key: self.next % KEYS,
+                key: self.next % self.keys,
             });
             self.next += self.step;
         }
@@ -194,24 +208,29 @@ impl Sink for Staged {
 fn run(
     data: &Path,
     out: &Path,
-    fail: bool,
+    options: Options,
 ) -> Result<weir_runtime::RunReport, weir_runtime::Error> {
     let out: Arc<Path> = out.into();
     let mut graph = GraphBuilder::new();
-    graph.source("ids", |context| Ids {
+    graph.source("ids", move |context| Ids {
         next: context.instance as u64,
         step: context.instances as u64,
+        keys: options.keys,
     });
     graph.processor("count", |_| CountPerKey::default());
-    graph.sink("out", move |context| Staged::new(context, &out, fail));
+    graph.sink("out", move |context| {
+        Staged::new(context, &out, options.fail)
+    });
     graph.connect("ids", "count", Partition::hash(|item: &Item| item.key));
     graph.connect("count", "out", Partition::<Item>::Forward);
-    let runtime = Runtime::builder()
+    let mut runtime = Runtime::builder()
         .shards(2)
         .data_dir(data)
-        .epoch_interval(Duration::from_millis(5))
-        .build()
-        .expect("runtime starts");
+        .epoch_interval(Duration::from_millis(5));
+    if let Some(bytes) = options.segment_bytes {
+        runtime = runtime.wal_segment_bytes(bytes);
+    }
+    let runtime = runtime.build().expect("runtime starts");
     runtime.run(graph.build().expect("valid graph"))
 }
 
@@ -233,33 +252,41 @@ fn published(out: &Path) -> BTreeMap<u64, u64> {
     counts
 }
 
-fn expected() -> BTreeMap<u64, u64> {
-    (0..KEYS).map(|key| (key, ITEMS / KEYS)).collect()
+fn expected(keys: u64) -> BTreeMap<u64, u64> {
+    (0..keys).map(|key| (key, ITEMS / keys)).collect()
 }
 
 #[test]
 fn a_bounded_run_commits_every_effect_once() {
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let report = run(data.path(), out.path(), false).expect("run succeeds");
+    let report = run(data.path(), out.path(), PLAIN).expect("run succeeds");
     assert!(
         report.last_committed_epoch >= 2,
         "only {} epochs",
         report.last_committed_epoch
     );
-    assert_eq!(published(out.path()), expected());
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
 }
 
 #[test]
 fn a_failed_run_is_recovered_exactly_once() {
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let error = run(data.path(), out.path(), true).expect_err("the sink fails");
+    let error = run(
+        data.path(),
+        out.path(),
+        Options {
+            fail: true,
+            ..PLAIN
+        },
+    )
+    .expect_err("the sink fails");
     assert!(error.to_string().contains("simulated crash"), "{error}");
     assert!(
         published(out.path()).is_empty(),
         "the failed epoch published output"
     );
 
-    let recovered = run(data.path(), out.path(), false).expect("recovery run succeeds");
+    let recovered = run(data.path(), out.path(), PLAIN).expect("recovery run succeeds");
     assert!(!recovered.already_complete);
     // It resumed from a committed epoch: counts restored from snapshots plus
     // records replayed from logged positions, not a replay from scratch.
@@ -267,12 +294,68 @@ fn a_failed_run_is_recovered_exactly_once() {
         recovered.resumed_from_epoch > 0,
         "nothing had committed before the failure"
     );
-    assert_eq!(published(out.path()), expected());
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
     let staged = fs::read_dir(out.path().join(".staging")).unwrap().count();
     assert_eq!(staged, 0, "staged files left behind");
 
-    let again = run(data.path(), out.path(), false).expect("a completed run restarts cleanly");
+    let again = run(data.path(), out.path(), PLAIN).expect("a completed run restarts cleanly");
     assert!(again.already_complete);
     assert_eq!(again.last_committed_epoch, recovered.last_committed_epoch);
-    assert_eq!(published(out.path()), expected());
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
+}
+
+/// The WAL segment files of `shard` under `data`, by number.
+fn segments(data: &Path, shard: usize) -> Vec<u64> {
+    let mut numbers: Vec<u64> = fs::read_dir(data.join(format!("shard-{shard}")))
+        .expect("list shard log")
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()?
+                .strip_suffix(".wal")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    numbers.sort();
+    numbers
+}
+
+#[test]
+fn old_segments_are_retired_and_recovery_still_exact() {
+    // 3 000 keys: each epoch's counter snapshot is ~24 KiB per shard, so the
+    // 64 KiB segments roll every few epochs.
+    let options = Options {
+        keys: 3_000,
+        fail: false,
+        segment_bytes: Some(64 << 10),
+    };
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(
+        data.path(),
+        out.path(),
+        Options {
+            fail: true,
+            ..options
+        },
+    )
+    .expect_err("the sink fails");
+    let recovered = run(data.path(), out.path(), options).expect("recovery run succeeds");
+    assert!(recovered.resumed_from_epoch > 0);
+    assert_eq!(published(out.path()), expected(options.keys));
+    for shard in 0..2 {
+        let left = segments(data.path(), shard);
+        assert!(
+            !left.contains(&0),
+            "shard {shard}: segment 0 was never retired ({left:?})"
+        );
+        assert!(
+            left.len() <= 3,
+            "shard {shard}: {} segments kept ({left:?})",
+            left.len()
+        );
+    }
+    let again = run(data.path(), out.path(), options).expect("restart after retention");
+    assert!(again.already_complete);
 }

@@ -37,6 +37,8 @@ pub struct EpochConfig {
     pub data_dir: PathBuf,
     /// How often a new epoch starts.
     pub interval: Duration,
+    /// Size of WAL segment files; `None`: the WAL's default (64 MiB).
+    pub segment_bytes: Option<u64>,
 }
 
 /// A sink's commit step, from what its pre-commit returned. Must be

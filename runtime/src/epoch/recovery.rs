@@ -52,18 +52,24 @@ fn log_error(path: &Path, error: impl std::fmt::Display) -> StartError {
     StartError::Recovery(format!("{}: {error}", path.display()))
 }
 
-fn config(shard: usize) -> Config {
+fn config(shard: usize, segment_bytes: Option<u64>) -> Config {
+    let defaults = Config::default();
     Config {
         shard: shard as u32,
-        ..Config::default()
+        segment_bytes: segment_bytes.unwrap_or(defaults.segment_bytes),
+        ..defaults
     }
 }
 
 /// Opens (creating if needed) every log under `data_dir` and reads it back.
-pub(crate) fn open(data_dir: &Path, shards: usize) -> Result<Logs, StartError> {
+pub(crate) fn open(
+    data_dir: &Path,
+    shards: usize,
+    segment_bytes: Option<u64>,
+) -> Result<Logs, StartError> {
     std::fs::create_dir_all(data_dir).map_err(|error| log_error(data_dir, error))?;
     let coordinator_dir = data_dir.join("coordinator");
-    let (coordinator, _) = SyncLog::open_dir(&coordinator_dir, &config(shards))
+    let (coordinator, _) = SyncLog::open_dir(&coordinator_dir, &config(shards, segment_bytes))
         .map_err(|error| log_error(&coordinator_dir, error))?;
     let (mut committed, mut complete) = (0, false);
     let reader = coordinator
@@ -84,8 +90,8 @@ pub(crate) fn open(data_dir: &Path, shards: usize) -> Result<Logs, StartError> {
     let mut logs = Vec::with_capacity(shards);
     for shard in 0..shards {
         let dir = shard_dir(data_dir, shard);
-        let (wal, _) =
-            Wal::open_dir(&dir, &config(shard)).map_err(|error| log_error(&dir, error))?;
+        let (wal, _) = Wal::open_dir(&dir, &config(shard, segment_bytes))
+            .map_err(|error| log_error(&dir, error))?;
         read_shard(&wal, &dir, &mut recovered)?;
         logs.push(wal);
     }
@@ -118,7 +124,7 @@ fn read_shard(wal: &Wal, dir: &Path, recovered: &mut Recovered) -> Result<(), St
     // (epoch, kind, node, instance, payload) of every record still valid.
     let mut records: Vec<(u64, RecordType, String, usize, Vec<u8>)> = Vec::new();
     let reader = wal
-        .read_from(Lsn(0))
+        .read_from(wal.first_lsn())
         .map_err(|error| log_error(dir, error))?;
     for record in reader {
         let record = record.map_err(|error| log_error(dir, error))?;
