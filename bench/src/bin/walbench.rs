@@ -26,13 +26,11 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use io_uring::{opcode, squeue, types, IoUring};
 use std::alloc::Layout;
-use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use weir_wal::format::frame_len;
 use weir_wal::{AppendError, Config, Entry, Lsn, RecordType, Wal};
@@ -187,26 +185,6 @@ fn append(wal: &Wal, payload: &[u8], epoch: u64) -> Result<Lsn> {
     }
 }
 
-struct Unpark(std::thread::Thread);
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Waits for a future without flushing (the timer must do it).
-fn block_on<F: Future>(f: F) -> F::Output {
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
 fn wal_cfg(batch: usize, interval: Option<Duration>) -> Config {
     Config {
         batch_bytes: batch,
@@ -315,7 +293,7 @@ fn latency(
             let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
             let mut next = base;
             while next < base + n as u64 {
-                block_on(wal.durable(Lsn(next)))?;
+                futures_lite::future::block_on(wal.durable(Lsn(next)))?;
                 let now = t0.elapsed().as_nanos() as u64;
                 let d = wal.durable_lsn().0.min(base + n as u64);
                 for l in next..d {

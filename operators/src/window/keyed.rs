@@ -26,6 +26,7 @@
 //! with rkyv; `restore` validates the bytes (they come from disk) and the
 //! windows' order.
 
+use super::closed_rows::ClosedRows;
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, Processor, StateError};
@@ -144,8 +145,7 @@ pub struct KeyedWindow {
     /// Cleared tables of closed windows, for reuse.
     spare: Vec<Table>,
     /// Rows of closed windows not yet emitted, and how many were.
-    closed_rows: Vec<WindowRow>,
-    closed_rows_emitted: usize,
+    closed_rows: ClosedRows<WindowRow>,
     /// First window not yet closed.
     closed_below: u64,
     late_events: u64,
@@ -179,8 +179,7 @@ impl KeyedWindow {
             spec,
             open: Vec::new(),
             spare: Vec::new(),
-            closed_rows: Vec::new(),
-            closed_rows_emitted: 0,
+            closed_rows: ClosedRows::new(),
             closed_below: 0,
             late_events: 0,
             scratch: String::new(),
@@ -249,8 +248,8 @@ impl KeyedWindow {
         for (window, mut table) in self.open.drain(..closing) {
             let start = window * size;
             let end = start.saturating_add(size);
-            let first = self.closed_rows.len();
-            self.closed_rows
+            let added = self
+                .closed_rows
                 .extend(table.drain().map(|(key, (c, s))| WindowRow {
                     window_start_ms: start,
                     window_end_ms: end,
@@ -258,7 +257,7 @@ impl KeyedWindow {
                     count: if count { c } else { 0 },
                     sum: if sum { s } else { 0 },
                 }));
-            self.closed_rows[first..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            added.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             self.spare.push(table);
             self.closed_below = window + 1;
         }
@@ -281,7 +280,9 @@ impl KeyedWindow {
                 .collect(),
             closed_below: self.closed_below,
             late_events: self.late_events,
-            pending_rows: self.closed_rows[self.closed_rows_emitted..]
+            pending_rows: self
+                .closed_rows
+                .pending()
                 .iter()
                 .map(|row| {
                     let WindowRow {
@@ -322,16 +323,7 @@ impl Processor for KeyedWindow {
     }
 
     fn drain(&mut self, out: &mut Emitter<WindowRow>) -> bool {
-        let start = self.closed_rows_emitted;
-        let end = self.closed_rows.len().min(start + out.batch_records_max());
-        out.push_all(&self.closed_rows[start..end]);
-        self.closed_rows_emitted = end;
-        if end < self.closed_rows.len() {
-            return true;
-        }
-        self.closed_rows.clear();
-        self.closed_rows_emitted = 0;
-        false
+        self.closed_rows.drain_into(out)
     }
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
@@ -369,7 +361,7 @@ impl Processor for KeyedWindow {
             .collect();
         self.closed_below = state.closed_below;
         self.late_events = state.late_events;
-        self.closed_rows = state
+        let pending = state
             .pending_rows
             .into_iter()
             .map(
@@ -382,7 +374,7 @@ impl Processor for KeyedWindow {
                 },
             )
             .collect();
-        self.closed_rows_emitted = 0;
+        self.closed_rows.replace(pending);
         Ok(())
     }
 }
@@ -423,7 +415,7 @@ mod tests {
             window.add(*id, key, *ts);
         }
         window.close_until(u64::MAX);
-        std::mem::take(&mut window.closed_rows)
+        window.closed_rows.take_all()
     }
 
     #[test]
@@ -468,6 +460,7 @@ mod tests {
         window.close_until(u64::MAX);
         let rows: Vec<(u64, &str, u64, u64)> = window
             .closed_rows
+            .pending()
             .iter()
             .map(|row| (row.window_start_ms, row.key.as_str(), row.count, row.sum))
             .collect();

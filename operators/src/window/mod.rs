@@ -15,10 +15,12 @@
 //! windows over [`GeneratedEvent`](crate::generator::GeneratedEvent)s,
 //! grouped by a field, with `count` and `sum` aggregates (see [`keyed`]).
 
-pub mod keyed;
+mod closed_rows;
+mod keyed;
 
 pub use keyed::{EventField, KeyedWindow, KeyedWindowSpec};
 
+use closed_rows::ClosedRows;
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, Processor, StateError};
@@ -34,8 +36,7 @@ pub struct TumblingCount {
     /// Cleared tables of closed windows, for reuse.
     spare: Vec<FxHashMap<u64, u64>>,
     /// Rows of closed windows not yet emitted, and how many were.
-    closed_rows: Vec<WindowCount>,
-    closed_rows_emitted: usize,
+    closed_rows: ClosedRows<WindowCount>,
     /// First window not yet closed.
     closed_below: u64,
     /// The window the last event fell in, as `(first tick, end tick, index
@@ -56,8 +57,7 @@ impl TumblingCount {
             size_ticks,
             open: Vec::new(),
             spare: Vec::new(),
-            closed_rows: Vec::new(),
-            closed_rows_emitted: 0,
+            closed_rows: ClosedRows::new(),
             closed_below: 0,
             current: None,
             late_events: 0,
@@ -204,16 +204,7 @@ impl Processor for TumblingCount {
     }
 
     fn drain(&mut self, out: &mut Emitter<WindowCount>) -> bool {
-        let start = self.closed_rows_emitted;
-        let end = self.closed_rows.len().min(start + out.batch_records_max());
-        out.push_all(&self.closed_rows[start..end]);
-        self.closed_rows_emitted = end;
-        if end < self.closed_rows.len() {
-            return true;
-        }
-        self.closed_rows.clear();
-        self.closed_rows_emitted = 0;
-        false
+        self.closed_rows.drain_into(out)
     }
 }
 
