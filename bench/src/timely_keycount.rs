@@ -12,7 +12,9 @@
 //! before it sends more.
 //!
 //! Events are exchanged by `mix(key)` to a counting operator (`unary_frontier`)
-//! that keeps one `FxHashMap<key, count>` per open window, holding a capability
+//! that keeps one count table per open window (weir's `CountTable`, the same
+//! table weir's `TumblingCount` uses, so both engines do the same counting
+//! work), holding a capability
 //! for that window. When the input frontier passes a window it emits one
 //! `(window, key, count)` row per key, drops the capability and keeps the
 //! drained map for reuse by a later window. A sink on the same worker
@@ -24,25 +26,23 @@
 //! to the runs measured). Timely does not pin its threads and neither does this.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure};
-use rustc_hash::FxHasher;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
+use weir_operators::window::CountTable;
 
 use crate::workload::{event_key, mix, KeyCountConfig, WindowTotals};
 
 /// Records a worker sends between two steps of its dataflow.
 pub const CHUNK: u64 = 4096;
 
-/// Per-window counts: key to count.
-type Counts = HashMap<u64, u64, BuildHasherDefault<FxHasher>>;
+/// Per-window counts: key to count (the same table as weir's window).
+type Counts = CountTable;
 
 /// One run of the workload on timely.
 #[derive(Debug)]
@@ -175,9 +175,7 @@ fn count_windows(
                     };
                     let counts = &mut open[slot].1;
                     for batch in data {
-                        for &(key, _ts) in batch.iter() {
-                            *counts.entry(key).or_insert(0) += 1;
-                        }
+                        counts.count_slice(batch, |&(key, _ts)| key);
                     }
                 });
 

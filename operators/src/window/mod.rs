@@ -16,13 +16,14 @@
 //! grouped by a field, with `count` and `sum` aggregates (see [`keyed`]).
 
 mod closed_rows;
+mod count_table;
 mod keyed;
 
+pub use count_table::{CountTable, Drain};
 pub use keyed::{EventField, KeyedWindow, KeyedWindowSpec};
 
 use closed_rows::ClosedRows;
 use rkyv::rancor;
-use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, Processor, StateError};
 
 use crate::records::{ArchivedEvent, Event, WindowCount};
@@ -32,9 +33,9 @@ use crate::records::{ArchivedEvent, Event, WindowCount};
 pub struct TumblingCount {
     size_ticks: u64,
     /// Open windows, oldest first; rarely more than two.
-    open: Vec<(u64, FxHashMap<u64, u64>)>,
+    open: Vec<(u64, CountTable)>,
     /// Cleared tables of closed windows, for reuse.
-    spare: Vec<FxHashMap<u64, u64>>,
+    spare: Vec<CountTable>,
     /// Rows of closed windows not yet emitted, and how many were.
     closed_rows: ClosedRows<WindowCount>,
     /// First window not yet closed.
@@ -72,7 +73,7 @@ impl TumblingCount {
     /// The table of the window holding `ts`, or `None` if that window
     /// already closed.
     #[inline]
-    fn table_for(&mut self, ts: u64) -> Option<&mut FxHashMap<u64, u64>> {
+    fn table_for(&mut self, ts: u64) -> Option<&mut CountTable> {
         if let Some((start, end, index)) = self.current {
             if (start..end).contains(&ts) {
                 return Some(&mut self.open[index].1);
@@ -107,9 +108,7 @@ impl TumblingCount {
                 .iter()
                 .take_while(|event| (start..end).contains(&event.ts.to_native()))
                 .count();
-            for event in &rest[..run] {
-                *table.entry(event.key.to_native()).or_insert(0) += 1;
-            }
+            table.count_slice(&rest[..run], |event| event.key.to_native());
             rest = &rest[run..];
         }
     }
@@ -176,7 +175,7 @@ impl Processor for TumblingCount {
             windows: self
                 .open
                 .iter()
-                .map(|(window, table)| (*window, table.iter().map(|(&k, &c)| (k, c)).collect()))
+                .map(|(window, table)| (*window, table.iter().collect()))
                 .collect(),
             closed_below: self.closed_below,
             late_events: self.late_events,
@@ -216,7 +215,7 @@ mod tests {
     fn state_round_trips_and_garbage_is_refused() {
         let mut count = TumblingCount::new(10);
         for (ts, key) in [(1, 7), (2, 7), (15, 8), (31, 7)] {
-            *count.table_for(ts).unwrap().entry(key).or_insert(0) += 1;
+            count.table_for(ts).unwrap().add(key, 1);
         }
         count.late_events = 3;
         let bytes = count.snapshot(1).unwrap();
@@ -226,7 +225,7 @@ mod tests {
             c.open
                 .iter()
                 .map(|(w, t)| {
-                    let mut rows: Vec<_> = t.iter().map(|(&k, &v)| (k, v)).collect();
+                    let mut rows: Vec<_> = t.iter().collect();
                     rows.sort();
                     (*w, rows)
                 })
@@ -243,7 +242,7 @@ mod tests {
     fn windows_are_found_in_order() {
         let mut count = TumblingCount::new(10);
         for ts in [35, 12, 27, 13] {
-            *count.table_for(ts).unwrap().entry(1).or_insert(0) += 1;
+            count.table_for(ts).unwrap().add(1, 1);
         }
         let windows: Vec<u64> = count.open.iter().map(|(window, _)| *window).collect();
         assert_eq!(windows, vec![1, 2, 3]);

@@ -1,0 +1,253 @@
+//! A table of counts per `u64` key, built for counting a stream.
+//!
+//! Open addressing with linear probing over one array of `(key, count)`
+//! slots (a count of 0 marks an empty slot, since a present key counts at
+//! least 1). [`CountTable::count_slice`] counts a whole slice of records and
+//! prefetches the slot of the record [`PREFETCH_AHEAD`] positions ahead, so
+//! with a table larger than the caches the core waits on many misses at
+//! once instead of one at a time. The table grows (doubling) before a slice
+//! is counted, never during it, and keeps its memory when drained.
+//!
+//! The index is the top bits of the key times a large odd constant
+//! (Fibonacci hashing) after a xor-shift, so it does not correlate with the
+//! runtime's shard choice (which takes the top bits of the key times 2^64/φ).
+
+/// How far ahead `count_slice` prefetches: enough misses in flight to cover
+/// a memory latency, few enough that prefetched lines are still cached.
+pub const PREFETCH_AHEAD: usize = 16;
+
+/// The table grows when it would be fuller than this (in eighths).
+const LOAD_MAX_EIGHTHS: usize = 6;
+
+const CAPACITY_MIN: usize = 16;
+
+/// Counts per `u64` key.
+#[derive(Debug, Clone)]
+pub struct CountTable {
+    slots: Vec<(u64, u64)>,
+    len: usize,
+    shift: u32,
+}
+
+impl Default for CountTable {
+    fn default() -> Self {
+        CountTable::new()
+    }
+}
+
+impl CountTable {
+    /// An empty table.
+    pub fn new() -> CountTable {
+        CountTable {
+            slots: vec![(0, 0); CAPACITY_MIN],
+            len: 0,
+            shift: 64 - CAPACITY_MIN.trailing_zeros(),
+        }
+    }
+
+    /// Keys in the table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn index(&self, key: u64) -> usize {
+        let mixed = (key ^ (key >> 32)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        (mixed >> self.shift) as usize
+    }
+
+    /// Adds `count` to `key`.
+    #[inline]
+    pub fn add(&mut self, key: u64, count: u64) {
+        debug_assert!(count > 0);
+        self.reserve(1);
+        self.add_unchecked(key, count);
+    }
+
+    /// `add` without growing: the caller reserved room.
+    #[inline]
+    fn add_unchecked(&mut self, key: u64, count: u64) {
+        let mask = self.slots.len() - 1;
+        let mut index = self.index(key);
+        loop {
+            let slot = &mut self.slots[index];
+            if slot.1 == 0 {
+                *slot = (key, count);
+                self.len += 1;
+                return;
+            }
+            if slot.0 == key {
+                slot.1 += count;
+                return;
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    /// Counts one for the key of every item of `items`.
+    pub fn count_slice<T>(&mut self, items: &[T], key: impl Fn(&T) -> u64) {
+        self.reserve(items.len());
+        for (position, item) in items.iter().enumerate() {
+            if let Some(ahead) = items.get(position + PREFETCH_AHEAD) {
+                prefetch(&self.slots[self.index(key(ahead))]);
+            }
+            self.add_unchecked(key(item), 1);
+        }
+    }
+
+    /// The count of `key`, if present.
+    pub fn get(&self, key: u64) -> Option<u64> {
+        let mask = self.slots.len() - 1;
+        let mut index = self.index(key);
+        loop {
+            let (slot_key, count) = self.slots[index];
+            if count == 0 {
+                return None;
+            }
+            if slot_key == key {
+                return Some(count);
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    /// Every `(key, count)`, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.slots.iter().copied().filter(|&(_, count)| count > 0)
+    }
+
+    /// Every `(key, count)`, emptying the table (its memory is kept; slots
+    /// not yet visited are cleared when the iterator is dropped).
+    pub fn drain(&mut self) -> Drain<'_> {
+        self.len = 0;
+        Drain {
+            slots: self.slots.iter_mut(),
+        }
+    }
+
+    /// Makes room for `additional` more keys without growing mid-slice.
+    fn reserve(&mut self, additional: usize) {
+        let needed = self.len + additional;
+        if needed * 8 <= self.slots.len() * LOAD_MAX_EIGHTHS {
+            return;
+        }
+        let mut capacity = self.slots.len();
+        while needed * 8 > capacity * LOAD_MAX_EIGHTHS {
+            capacity *= 2;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); capacity]);
+        self.shift = 64 - capacity.trailing_zeros();
+        self.len = 0;
+        for (key, count) in old.into_iter().filter(|&(_, count)| count > 0) {
+            self.add_unchecked(key, count);
+        }
+    }
+}
+
+/// The iterator of [`CountTable::drain`].
+#[derive(Debug)]
+pub struct Drain<'a> {
+    slots: std::slice::IterMut<'a, (u64, u64)>,
+}
+
+impl Iterator for Drain<'_> {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        self.slots
+            .by_ref()
+            .map(std::mem::take)
+            .find(|&(_, count)| count > 0)
+    }
+}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        for slot in self.slots.by_ref() {
+            *slot = (0, 0);
+        }
+    }
+}
+
+#[inline(always)]
+fn prefetch<T>(target: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it cannot fault, and `target` is a
+    // valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(
+            (target as *const T).cast::<i8>(),
+            std::arch::x86_64::_MM_HINT_T0,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = target;
+}
+
+impl FromIterator<(u64, u64)> for CountTable {
+    fn from_iter<I: IntoIterator<Item = (u64, u64)>>(pairs: I) -> Self {
+        let mut table = CountTable::new();
+        for (key, count) in pairs.into_iter().filter(|&(_, count)| count > 0) {
+            table.add(key, count);
+        }
+        table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn counts_match_a_hash_map_through_growth_and_drain() {
+        let mut table = CountTable::new();
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        let mut x = 7u64;
+        for round in 0..3 {
+            let keys: Vec<u64> = (0..50_000)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    // Include 0 and u64::MAX as keys: no key value is reserved.
+                    match x % 1000 {
+                        0 => 0,
+                        1 => u64::MAX,
+                        _ => x % (20_000 * (round + 1)),
+                    }
+                })
+                .collect();
+            table.count_slice(&keys, |&k| k);
+            for &key in &keys {
+                *model.entry(key).or_default() += 1;
+            }
+            assert_eq!(table.len(), model.len());
+            for (&key, &count) in &model {
+                assert_eq!(table.get(key), Some(count), "key {key}");
+            }
+        }
+        let mut drained: Vec<(u64, u64)> = table.drain().collect();
+        drained.sort();
+        let mut expected: Vec<(u64, u64)> = model.into_iter().collect();
+        expected.sort();
+        assert_eq!(drained, expected);
+        assert!(table.is_empty() && table.iter().next().is_none());
+        table.add(1, 1);
+        table.add(2, 1);
+        let first = table.drain().next();
+        assert!(first.is_some());
+        assert!(
+            table.iter().next().is_none(),
+            "an early-dropped drain still empties the table"
+        );
+        table.add(5, 2);
+        assert_eq!(table.get(5), Some(2));
+    }
+}
