@@ -129,31 +129,7 @@ impl<T: Record> Emitter<T> {
     /// partitioning.
     #[inline]
     pub fn push(&mut self, record: &T) {
-        for (edge_index, edge) in self.edges.iter_mut().enumerate() {
-            let targets = edge.targets.len();
-            match &mut edge.route {
-                Route::Single => {
-                    self.staging
-                        .write(edge_index, 0, &mut edge.targets[0], record);
-                }
-                Route::Hash(key) => {
-                    let index = owner_of(key(record), targets);
-                    self.staging
-                        .write(edge_index, index, &mut edge.targets[index], record);
-                }
-                Route::RoundRobin(next) => {
-                    let index = *next;
-                    *next = (index + 1) % targets;
-                    self.staging
-                        .write(edge_index, index, &mut edge.targets[index], record);
-                }
-                Route::Broadcast => {
-                    for (index, target) in edge.targets.iter_mut().enumerate() {
-                        self.staging.write(edge_index, index, target, record);
-                    }
-                }
-            }
-        }
+        self.push_all(std::slice::from_ref(record));
     }
 
     /// Emits every record of `records`, in order: the same as calling

@@ -254,20 +254,10 @@ impl Graph {
 
     /// Source instances over `shards` shards.
     pub(crate) fn source_instances(&self, shards: usize) -> usize {
-        let sources = self
-            .nodes
-            .iter()
-            .filter(|node| node.kind == NodeKind::Source);
-        sources
-            .map(|node| self.instance_shards_of(node.parallelism, shards))
+        (0..self.nodes.len())
+            .filter(|&node| self.nodes[node].kind == NodeKind::Source)
+            .map(|node| self.instance_shards(node, shards).len())
             .sum()
-    }
-
-    fn instance_shards_of(&self, parallelism: Parallelism, shards: usize) -> usize {
-        match parallelism {
-            Parallelism::EveryShard => shards,
-            Parallelism::One => 1,
-        }
     }
 
     /// Node names in declaration order.

@@ -37,7 +37,7 @@ pub(crate) struct ShardPlan {
 }
 
 impl Graph {
-    fn instance_shards(&self, node: usize, shards: usize) -> Vec<usize> {
+    pub(crate) fn instance_shards(&self, node: usize, shards: usize) -> Vec<usize> {
         match self.nodes[node].parallelism {
             Parallelism::EveryShard => (0..shards).collect(),
             Parallelism::One => vec![0],
