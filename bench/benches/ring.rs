@@ -340,56 +340,45 @@ fn run_weir<T: Item>(rounds: u64, count: u64, slots: usize) -> Duration {
     producer.join().expect("producer executor failed")
 }
 
-fn records(c: &mut Criterion) {
-    let mut group = c.benchmark_group("ring/record");
-    group.throughput(Throughput::Elements(RECORDS_PER_ITER));
+/// One criterion group: every ring moving `count` items of type `T` per
+/// iteration through `slots` slots; throughput counted in `records`.
+fn group<T: Item>(c: &mut Criterion, name: &str, count: u64, slots: usize, records: u64) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(records));
     group.bench_function("weir_ring", |b| {
-        b.iter_custom(|iters| run_weir::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS))
+        b.iter_custom(|iters| run_weir::<T>(iters, count, slots))
     });
     group.bench_function("weir_ring_spin", |b| {
-        b.iter_custom(|iters| run_weir_spinning::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS))
+        b.iter_custom(|iters| run_weir_spinning::<T>(iters, count, slots))
     });
     group.bench_function("glommio_shared_channel", |b| {
-        b.iter_custom(|iters| run_glommio::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS, None))
+        b.iter_custom(|iters| run_glommio::<T>(iters, count, slots, None))
     });
     group.bench_function("glommio_shared_channel_spin", |b| {
-        b.iter_custom(|iters| {
-            run_glommio::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS, Some(GLOMMIO_SPIN))
-        })
+        b.iter_custom(|iters| run_glommio::<T>(iters, count, slots, Some(GLOMMIO_SPIN)))
     });
     group.bench_function("rtrb", |b| {
-        b.iter_custom(|iters| run_rtrb::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS))
+        b.iter_custom(|iters| run_rtrb::<T>(iters, count, slots))
     });
     group.bench_function("crossbeam_array_queue", |b| {
-        b.iter_custom(|iters| run_array_queue::<u64>(iters, RECORDS_PER_ITER, RECORD_SLOTS))
+        b.iter_custom(|iters| run_array_queue::<T>(iters, count, slots))
     });
     group.finish();
 }
 
+fn records(c: &mut Criterion) {
+    group::<u64>(
+        c,
+        "ring/record",
+        RECORDS_PER_ITER,
+        RECORD_SLOTS,
+        RECORDS_PER_ITER,
+    );
+}
+
 fn batches(c: &mut Criterion) {
-    let mut group = c.benchmark_group("ring/batch16k");
-    group.throughput(Throughput::Elements(BATCHES_PER_ITER * RECORDS_PER_BATCH));
-    group.bench_function("weir_ring", |b| {
-        b.iter_custom(|iters| run_weir::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS))
-    });
-    group.bench_function("weir_ring_spin", |b| {
-        b.iter_custom(|iters| run_weir_spinning::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS))
-    });
-    group.bench_function("glommio_shared_channel", |b| {
-        b.iter_custom(|iters| run_glommio::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS, None))
-    });
-    group.bench_function("glommio_shared_channel_spin", |b| {
-        b.iter_custom(|iters| {
-            run_glommio::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS, Some(GLOMMIO_SPIN))
-        })
-    });
-    group.bench_function("rtrb", |b| {
-        b.iter_custom(|iters| run_rtrb::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS))
-    });
-    group.bench_function("crossbeam_array_queue", |b| {
-        b.iter_custom(|iters| run_array_queue::<Batch>(iters, BATCHES_PER_ITER, BATCH_SLOTS))
-    });
-    group.finish();
+    let records = BATCHES_PER_ITER * RECORDS_PER_BATCH;
+    group::<Batch>(c, "ring/batch16k", BATCHES_PER_ITER, BATCH_SLOTS, records);
 }
 
 fn config() -> Criterion {

@@ -370,11 +370,6 @@ impl Running {
         self.handle.clone()
     }
 
-    /// The gauge counting this run's batch buffers.
-    pub fn buffers(&self) -> Arc<BufferGauge> {
-        self.gauge.clone()
-    }
-
     /// Waits for every shard to return; the first failure wins.
     pub fn wait(self) -> Result<RunReport, RunError> {
         let epochs = wait_all(self.shards, self.epochs)?;

@@ -40,11 +40,6 @@ impl BufferGauge {
         self.live.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Buffers alive now (pooled, in rings, or being filled or read).
-    pub fn live(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
-    }
-
     /// Most buffers alive at once so far.
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::Relaxed)

@@ -259,9 +259,4 @@ impl Graph {
             .map(|node| self.instance_shards(node, shards).len())
             .sum()
     }
-
-    /// Node names in declaration order.
-    pub fn node_names(&self) -> Vec<&str> {
-        self.nodes.iter().map(|node| &*node.name).collect()
-    }
 }
