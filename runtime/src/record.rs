@@ -18,8 +18,8 @@ use rkyv::util::AlignedVec;
 /// rkyv pads before each record by writing a slice of zeros whose length is
 /// only known at run time, which compiles to a call to `memset` even when
 /// the length is zero (the common case: records are aligned already). This
-/// writer skips empty writes; it cut the time of the keyed-count pipeline by
-/// about a tenth.
+/// writer skips empty writes; in a `perf` profile of the keyed-count
+/// pipeline that `memset` call had taken 10-12% of the samples.
 #[derive(Debug, Default)]
 pub struct BatchBytes(pub(crate) AlignedVec);
 
