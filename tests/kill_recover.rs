@@ -181,7 +181,9 @@ fn published_lines(dir: &Path) -> Vec<serde_json::Value> {
 fn check_output(config_path: &Path, out: &Path) {
     let text = std::fs::read_to_string(config_path).expect("config");
     let config = parse(&text, "pipeline.toml").expect("valid config");
-    let SourceConfig::Generator(generator) = &config.sources["gen"];
+    let SourceConfig::Generator(generator) = &config.sources["gen"] else {
+        panic!("the kill test's pipeline reads a generator");
+    };
     let context = ShardContext {
         shard: 0,
         shards: 1,

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod generator;
+pub mod ingest;
 pub mod pipelines;
 pub mod records;
 pub mod sink;

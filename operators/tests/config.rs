@@ -71,7 +71,9 @@ fn valid_file_parses_and_round_trips() {
     let config = parse(VALID, "pipeline.toml").expect("valid");
     assert_eq!(config.runtime.shards, Some(2));
     assert_eq!(config.runtime.epoch_interval_ms, 100);
-    let SourceConfig::Generator(generator) = &config.sources["gen"];
+    let SourceConfig::Generator(generator) = &config.sources["gen"] else {
+        panic!("`gen` is a generator");
+    };
     assert_eq!(generator.count, Some(100_000));
     assert_eq!(generator.keys, ["alice", "bob", "carol"]);
     assert_eq!((generator.seed, generator.rate), (7, Some(50_000)));
@@ -104,7 +106,9 @@ path = "out"
     let config = parse(text, "small.toml").expect("valid");
     assert_eq!(config.runtime.shards, None);
     assert_eq!(config.runtime.epoch_interval_ms, 100);
-    let SourceConfig::Generator(generator) = &config.sources["gen"];
+    let SourceConfig::Generator(generator) = &config.sources["gen"] else {
+        panic!("`gen` is a generator");
+    };
     assert_eq!(
         (generator.count, generator.rate, generator.seed),
         (None, None, 0)

@@ -29,7 +29,9 @@ fn generator_to_file_sink_stages_every_id_once() {
         out.display().to_string()
     );
     let config = parse(&text, "pipeline.toml").expect("valid");
-    let SourceConfig::Generator(generator) = config.sources["gen"].clone();
+    let SourceConfig::Generator(generator) = config.sources["gen"].clone() else {
+        panic!("`gen` is a generator");
+    };
     let SinkConfig::File(file) = config.sinks["out"].clone();
 
     let mut graph = GraphBuilder::new();

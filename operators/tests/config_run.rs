@@ -89,7 +89,9 @@ fn sink_text(input: &str, out: &Path) -> String {
 /// A generator equal to the configured one, for its key and time rules.
 fn rules(text: &str) -> ConfigEvents {
     let config = parse(text, "pipeline.toml").expect("valid pipeline");
-    let SourceConfig::Generator(generator) = &config.sources["gen"];
+    let SourceConfig::Generator(generator) = &config.sources["gen"] else {
+        panic!("`gen` is a generator");
+    };
     ConfigEvents::resume(generator, 0, 1, 0)
 }
 

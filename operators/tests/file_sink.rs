@@ -24,6 +24,7 @@ fn events(ids: std::ops::Range<u64>) -> Vec<GeneratedEvent> {
         id,
         key: format!("key-{}", id % 3),
         ts_ms: id * 10,
+        ..GeneratedEvent::default()
     })
     .collect()
 }
@@ -163,6 +164,7 @@ fn records_of_an_epoch_land_in_its_file_in_order_as_json_lines() {
         id: 99,
         key: "quote \" back\\slash\nline é ☃".into(),
         ts_ms: u64::MAX,
+        ..GeneratedEvent::default()
     };
     sink.write_records(&events(0..4));
     sink.write_records(std::slice::from_ref(&tricky));
@@ -252,6 +254,7 @@ fn archived_records_write_the_same_lines_as_native_ones() {
         id: 5,
         key: "bob".into(),
         ts_ms: 1_234,
+        ..GeneratedEvent::default()
     };
     let bytes = rkyv::to_bytes::<rancor::Error>(&event).expect("serialize");
     let archived = rkyv::access::<ArchivedGeneratedEvent, rancor::Error>(&bytes).expect("access");

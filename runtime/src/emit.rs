@@ -69,6 +69,7 @@ struct Staging {
     scratch: Scratch,
     ready: VecDeque<Outgoing>,
     error: Option<SerializeError>,
+    failure: Option<String>,
 }
 
 impl Staging {
@@ -115,6 +116,7 @@ impl<T: Record> Emitter<T> {
                 scratch: Scratch::new(),
                 ready: VecDeque::new(),
                 error: None,
+                failure: None,
             },
         }
     }
@@ -207,8 +209,18 @@ impl<T: Record> Emitter<T> {
         self.staging.ready.push_back(Outgoing::End);
     }
 
+    /// Fails the node: the runtime stops it after the current call and
+    /// the run fails with `message` (a source that cannot listen on its
+    /// address, say). For failures the operator cannot recover from.
+    pub fn fail(&mut self, message: impl Into<String>) {
+        self.staging.failure.get_or_insert(message.into());
+    }
+
     /// The first serialization error since the last call, if any.
     pub(crate) fn take_error(&mut self) -> Result<(), NodeFailure> {
+        if let Some(message) = self.staging.failure.take() {
+            return Err(NodeFailure::Operator(message));
+        }
         match self.staging.error.take() {
             Some(error) => Err(NodeFailure::Serialize(error)),
             None => Ok(()),

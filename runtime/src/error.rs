@@ -219,6 +219,9 @@ pub enum NodeFailure {
     },
     /// Saving or restoring the node's state or position failed.
     State(String),
+    /// The operator reported a failure it cannot recover from
+    /// ([`Emitter::fail`](crate::Emitter::fail)).
+    Operator(String),
     /// The shard's write-ahead log failed (fatal: see the WAL's fsync rule).
     Log(String),
     /// A sink's commit failed.
@@ -242,6 +245,7 @@ impl fmt::Display for NodeFailure {
                 write!(f, "output to `{to}` on shard {to_shard} is closed")
             }
             NodeFailure::State(message) => write!(f, "state: {message}"),
+            NodeFailure::Operator(message) => f.write_str(message),
             NodeFailure::Log(message) => write!(f, "write-ahead log: {message}"),
             NodeFailure::Commit { epoch, message } => {
                 write!(f, "commit of epoch {epoch}: {message}")

@@ -7,6 +7,7 @@
 
 use crate::batch::Batch;
 use crate::emit::Emitter;
+use crate::intake::IntakeLog;
 use crate::record::Record;
 
 /// Where a node instance runs.
@@ -75,6 +76,24 @@ pub trait Source: 'static {
     fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
         let _ = position;
         Ok(())
+    }
+
+    /// Hands the source its [`IntakeLog`], before `restore` and the first
+    /// poll. Sources whose input cannot be read again (network ingest) log
+    /// what they accept there; see [`crate::intake`].
+    fn attach(&mut self, intake: IntakeLog) {
+        let _ = intake;
+    }
+
+    /// Emits again the records of `data`, which this instance logged
+    /// through its [`IntakeLog`] in an epoch that never committed. Called
+    /// after `restore`, once per such record in log order, before the first
+    /// poll and before any barrier.
+    fn replay(&mut self, data: &[u8], out: &mut Emitter<Self::Output>) -> Result<(), StateError> {
+        let _ = (data, out);
+        Err(StateError(
+            "this source logged intake data but cannot replay it".into(),
+        ))
     }
 }
 

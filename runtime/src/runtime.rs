@@ -181,7 +181,7 @@ impl Runtime {
         let committed = recovered.as_ref().map_or(0, |r| r.committed);
         let mut plans = graph.plan(self.shards, committed);
         if let Some(recovered) = recovered {
-            restore_into(&mut plans, recovered.state);
+            restore_into(&mut plans, recovered.state, recovered.replay);
         }
         let shard_logs: Vec<Option<ShardLog>> = match &mut logs {
             Some(logs) => std::mem::take(&mut logs.wals)
@@ -288,11 +288,19 @@ struct StartedLogs {
 
 type CoordinatorJoin = std::thread::JoinHandle<Result<CoordinatorReport, String>>;
 
+/// A source instance's intake records to replay: (identity, data).
+type IntakeReplay = Vec<(u64, Vec<u8>)>;
+
 /// Hands each node instance its recovered state or position.
-fn restore_into(plans: &mut [ShardPlan], mut state: HashMap<(String, usize), Vec<u8>>) {
+fn restore_into(
+    plans: &mut [ShardPlan],
+    mut state: HashMap<(String, usize), Vec<u8>>,
+    mut replay: HashMap<(String, usize), IntakeReplay>,
+) {
     for plan in plans {
         for instance in &mut plan.instances {
             let key = (instance.context.node.to_string(), instance.context.instance);
+            instance.replay = replay.remove(&key).unwrap_or_default();
             instance.restore = state.remove(&key);
         }
     }

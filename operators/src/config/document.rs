@@ -122,7 +122,16 @@ fn read_component(
                 .sources
                 .insert(name, SourceConfig::Generator(generator));
         }
-        ("sources", _) => return Err(unknown("`generator`")),
+        ("sources", kind @ ("tcp" | "http")) => {
+            let ingest = deserialize(source, body, &path)?;
+            let ingest = if kind == "tcp" {
+                SourceConfig::Tcp(ingest)
+            } else {
+                SourceConfig::Http(ingest)
+            };
+            config.sources.insert(name, ingest);
+        }
+        ("sources", _) => return Err(unknown("`generator`, `tcp` or `http`")),
         ("processors", "window") => {
             let window = deserialize(source, body, &path)?;
             config

@@ -32,8 +32,10 @@ use weir_runtime::{ArchivedRecord, Graph, GraphBuilder, Partition, Record};
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
 use crate::generator::{ConfigEvents, GeneratedEvent};
+use crate::ingest::{IngestSource, Mesh};
 use crate::sink::file::{FileSink, ToJsonLine, WindowRow};
 use crate::window::{KeyedWindow, KeyedWindowSpec};
+use std::sync::Arc;
 
 /// The file name errors of [`build_graph`] carry.
 const UNNAMED: &str = "<pipeline>";
@@ -88,14 +90,29 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
 
     let mut graph = GraphBuilder::new();
     for (name, source) in &config.sources {
-        let SourceConfig::Generator(generator) = source;
         let path = format!("sources.{name}");
-        if generator.keys.is_empty() || generator.events_per_second == 0 {
-            let message = "a generator needs `keys` and a positive `events_per_second`";
-            return Err(error(ConfigErrorKind::Invalid, Some(path), message.into()));
+        match source {
+            SourceConfig::Generator(generator) => {
+                if generator.keys.is_empty() || generator.events_per_second == 0 {
+                    let message = "a generator needs `keys` and a positive `events_per_second`";
+                    return Err(error(ConfigErrorKind::Invalid, Some(path), message.into()));
+                }
+                let generator = generator.clone();
+                graph.source(name, move |context| ConfigEvents::new(&generator, context));
+            }
+            SourceConfig::Tcp(ingest) | SourceConfig::Http(ingest) => {
+                let http = matches!(source, SourceConfig::Http(_));
+                let (protocol, options) = ingest.to_source(http).map_err(|(_, message)| {
+                    error(ConfigErrorKind::Invalid, Some(path.clone()), message)
+                })?;
+                // One mesh per source, shared by its instances.
+                let mesh = std::sync::Arc::new(std::sync::OnceLock::new());
+                graph.source(name, move |context| {
+                    let mesh = mesh.get_or_init(|| Arc::new(Mesh::new(context.instances)));
+                    IngestSource::new(protocol.clone(), options.clone(), context, mesh.clone())
+                });
+            }
         }
-        let generator = generator.clone();
-        graph.source(name, move |context| ConfigEvents::new(&generator, context));
     }
 
     for (name, processor) in &config.processors {

@@ -69,6 +69,115 @@ fn epoch_interval_ms_default() -> u64 {
 pub enum SourceConfig {
     /// `type = "generator"`.
     Generator(GeneratorConfig),
+    /// `type = "tcp"`: the native ingest protocol.
+    Tcp(IngestConfig),
+    /// `type = "http"`: HTTP `POST` of NDJSON or JSON arrays.
+    Http(IngestConfig),
+}
+
+/// A network ingest source (`tcp` or `http`); see
+/// [`IngestSource`](crate::ingest::IngestSource).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// `host:port` every shard listens on.
+    pub listen: String,
+    /// Events queued per shard before requests are refused (429 /
+    /// `Overloaded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_events: Option<usize>,
+    /// How long a batch id is remembered for deduplication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window_ms: Option<u64>,
+    /// Batch ids remembered per shard at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_max_ids: Option<usize>,
+    /// How far the watermark trails the wall clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_delay_ms: Option<u64>,
+    /// The retry delay given with 429 / 503 / `Overloaded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// `tcp` only: the largest frame payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<u32>,
+    /// `http` only: the path events are posted to (default `/events`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `http` only: the bearer token requests must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// `http` only: the largest body accepted (default 10 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_limit_bytes: Option<usize>,
+}
+
+impl IngestConfig {
+    /// The source's settings; an error names the field.
+    pub fn to_source(
+        &self,
+        http: bool,
+    ) -> Result<(crate::ingest::Protocol, crate::ingest::IngestOptions), (&'static str, String)>
+    {
+        use crate::ingest::{http::HttpOptions, tcp::TcpOptions, IngestOptions, Protocol};
+        let listen: std::net::SocketAddr = self.listen.parse().map_err(|error| {
+            (
+                "listen",
+                format!(
+                    "`listen = \"{}\"` is not a host:port address: {error}",
+                    self.listen
+                ),
+            )
+        })?;
+        let mut options = IngestOptions::new(listen);
+        let positive = |field: &'static str, value: Option<u64>| match value {
+            Some(0) => Err((field, format!("`{field}` must be positive"))),
+            _ => Ok(()),
+        };
+        positive("queue_events", self.queue_events.map(|v| v as u64))?;
+        positive("dedup_max_ids", self.dedup_max_ids.map(|v| v as u64))?;
+        positive("max_frame_bytes", self.max_frame_bytes.map(u64::from))?;
+        positive("body_limit_bytes", self.body_limit_bytes.map(|v| v as u64))?;
+        options.queue_events = self.queue_events.unwrap_or(options.queue_events);
+        options.dedup_window_ms = self.dedup_window_ms.unwrap_or(options.dedup_window_ms);
+        options.dedup_max_ids = self.dedup_max_ids.unwrap_or(options.dedup_max_ids);
+        options.watermark_delay_ms = self
+            .watermark_delay_ms
+            .unwrap_or(options.watermark_delay_ms);
+        options.retry_after_ms = self.retry_after_ms.unwrap_or(options.retry_after_ms);
+        let protocol = if http {
+            if self.max_frame_bytes.is_some() {
+                return Err((
+                    "max_frame_bytes",
+                    "`max_frame_bytes` applies to `tcp` sources only".into(),
+                ));
+            }
+            let mut http = HttpOptions::default();
+            if let Some(path) = &self.path {
+                if !path.starts_with('/') {
+                    return Err(("path", format!("`path = \"{path}\"` must start with `/`")));
+                }
+                http.path = path.clone();
+            }
+            http.token = self.token.clone();
+            http.body_limit_bytes = self.body_limit_bytes.unwrap_or(http.body_limit_bytes);
+            Protocol::Http(http)
+        } else {
+            for (field, set) in [
+                ("path", self.path.is_some()),
+                ("token", self.token.is_some()),
+                ("body_limit_bytes", self.body_limit_bytes.is_some()),
+            ] {
+                if set {
+                    return Err((field, format!("`{field}` applies to `http` sources only")));
+                }
+            }
+            let mut tcp = TcpOptions::default();
+            tcp.max_frame_bytes = self.max_frame_bytes.unwrap_or(tcp.max_frame_bytes);
+            Protocol::Tcp(tcp)
+        };
+        Ok((protocol, options))
+    }
 }
 
 /// A processor component, tagged by `type`.
@@ -214,6 +323,8 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Generator(_) => "generator",
+            SourceConfig::Tcp(_) => "tcp",
+            SourceConfig::Http(_) => "http",
         }
     }
 }

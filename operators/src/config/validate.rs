@@ -128,8 +128,16 @@ impl<'a> Checker<'a> {
 
     fn values(&self) -> Result<(), ConfigError> {
         for (name, source) in &self.config.sources {
-            let SourceConfig::Generator(generator) = source;
-            self.generator(&format!("sources.{name}"), generator)?;
+            let path = format!("sources.{name}");
+            match source {
+                SourceConfig::Generator(generator) => self.generator(&path, generator)?,
+                SourceConfig::Tcp(ingest) | SourceConfig::Http(ingest) => {
+                    let http = matches!(source, SourceConfig::Http(_));
+                    if let Err((field, message)) = ingest.to_source(http) {
+                        return Err(self.error(ConfigErrorKind::Invalid, &path, field, message));
+                    }
+                }
+            }
         }
         for (name, processor) in &self.config.processors {
             let ProcessorConfig::Window(window) = processor;

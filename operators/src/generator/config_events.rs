@@ -54,6 +54,15 @@ pub struct GeneratedEvent {
     pub key: String,
     /// Event time, in milliseconds.
     pub ts_ms: u64,
+    /// Ingested events: when the client meant to send it, in nanoseconds
+    /// since the Unix epoch (0: unknown, and for generated events).
+    pub sent_ns: u64,
+    /// Ingested events: when weir accepted it, in nanoseconds since the
+    /// Unix epoch (0 for generated events).
+    pub ingest_ns: u64,
+    /// Ingested events: the event as the client sent it (empty for
+    /// generated events).
+    pub body: String,
 }
 
 /// What one [`ConfigEvents::fill`] produced.

@@ -80,7 +80,8 @@ fn run(
             .min()
             .unwrap_or(0);
         if done > report.last_committed {
-            let is_final = shared.final_epoch() == Some(done);
+            let is_final =
+                shared.final_epoch() == Some(done) && !shared.stopped.load(Ordering::Acquire);
             if let Err(error) = commit(log, done, is_final) {
                 shared.aborted.store(true, Ordering::Release);
                 return Err(error);
@@ -122,6 +123,11 @@ fn request(
     let now = Instant::now();
     if exhausted || stop.load(Ordering::Relaxed) {
         let last = requested + 1;
+        // A run told to stop is not complete: its sources resume from
+        // their positions when it starts again.
+        shared
+            .stopped
+            .store(stop.load(Ordering::Relaxed), Ordering::Release);
         shared.final_epoch.store(last, Ordering::Release);
         shared.requested.store(last, Ordering::Release);
         requested_at.push_back((last, now));

@@ -64,6 +64,10 @@ pub(crate) struct EpochShared {
     pub(crate) final_epoch: AtomicU64,
     /// Set when a shard failed: the coordinator stops without committing.
     pub(crate) aborted: std::sync::atomic::AtomicBool,
+    /// Set when the final epoch was requested because the run was told to
+    /// stop, not because every source was exhausted: its commit is then not
+    /// marked final, and a restart resumes.
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
 }
 
 impl EpochShared {
@@ -78,6 +82,7 @@ impl EpochShared {
             sources_total,
             final_epoch: AtomicU64::new(0),
             aborted: std::sync::atomic::AtomicBool::new(false),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

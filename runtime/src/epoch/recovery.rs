@@ -39,6 +39,10 @@ pub(crate) struct Recovered {
     pub(crate) state: HashMap<InstanceKey, Vec<u8>>,
     /// Sink pre-commits of committed epochs: (epoch, node, payload).
     pub(crate) commits: Vec<(u64, String, Vec<u8>)>,
+    /// Per source instance: intake records whose newest copy's epoch did
+    /// not commit, as (identity, data), in the order they were first
+    /// logged (see `crate::intake`).
+    pub(crate) replay: HashMap<InstanceKey, Vec<(u64, Vec<u8>)>>,
 }
 
 /// The opened logs and what they hold.
@@ -120,9 +124,19 @@ pub(crate) fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
 /// epoch); see step 4.
 pub(crate) const RESTART: RecordType = RecordType::new(16);
 
+/// An intake record's newest copy: its epoch (`None` once a restart
+/// marker voided it), owner and data.
+struct IntakeCopy {
+    epoch: Option<u64>,
+    owner: InstanceKey,
+    data: Vec<u8>,
+}
+
 fn read_shard(wal: &Wal, dir: &Path, recovered: &mut Recovered) -> Result<(), StartError> {
     // (epoch, kind, node, instance, payload) of every record still valid.
     let mut records: Vec<(u64, RecordType, String, usize, Vec<u8>)> = Vec::new();
+    // Intake records by identity (the LSN of their first copy).
+    let mut intake: std::collections::BTreeMap<u64, IntakeCopy> = Default::default();
     let reader = wal
         .read_from(wal.first_lsn())
         .map_err(|error| log_error(dir, error))?;
@@ -130,6 +144,11 @@ fn read_shard(wal: &Wal, dir: &Path, recovered: &mut Recovered) -> Result<(), St
         let record = record.map_err(|error| log_error(dir, error))?;
         if record.kind == RESTART {
             records.retain(|(epoch, ..)| *epoch <= record.epoch);
+            for copy in intake.values_mut() {
+                if copy.epoch.is_some_and(|epoch| epoch > record.epoch) {
+                    copy.epoch = None;
+                }
+            }
             continue;
         }
         let Some((node, instance, payload)) = decode_record(&record.payload) else {
@@ -138,7 +157,32 @@ fn read_shard(wal: &Wal, dir: &Path, recovered: &mut Recovered) -> Result<(), St
                 format!("record {} is not a weir epoch record", record.lsn),
             ));
         };
+        if record.kind == RecordType::INPUT {
+            let Some((origin, data)) = crate::intake::decode_intake(payload) else {
+                return Err(log_error(
+                    dir,
+                    format!("intake record {} is shorter than its header", record.lsn),
+                ));
+            };
+            let identity = origin.unwrap_or(record.lsn.0);
+            let copy = intake.entry(identity).or_insert_with(|| IntakeCopy {
+                epoch: None,
+                owner: (node, instance),
+                data: data.to_vec(),
+            });
+            copy.epoch = Some(record.epoch);
+            continue;
+        }
         records.push((record.epoch, record.kind, node, instance, payload.to_vec()));
+    }
+    for (identity, copy) in intake {
+        if copy.epoch.is_none_or(|epoch| epoch > recovered.committed) {
+            recovered
+                .replay
+                .entry(copy.owner)
+                .or_default()
+                .push((identity, copy.data));
+        }
     }
     for (epoch, kind, node, instance, payload) in records {
         let is_state = kind == RecordType::SOURCE_POSITIONS || kind == RecordType::OPERATOR_STATE;

@@ -42,6 +42,8 @@ struct Progress {
     first_lsns: BTreeMap<u64, Lsn>,
     /// The newest epoch any instance reported.
     newest: u64,
+    /// The newest LSN appended in this run.
+    newest_lsn: Lsn,
     done: u64,
     ready: VecDeque<(u64, Option<Lsn>)>,
     commits: Vec<Pending>,
@@ -102,10 +104,36 @@ impl ShardEpochs {
             .append(kind, epoch, &encode_record(node, instance, payload))
             .map_err(|error| NodeFailure::Log(error.to_string()))?;
         let mut progress = self.progress.borrow_mut();
+        progress.newest_lsn = progress.newest_lsn.max(lsn);
         let newest = progress.lsns.entry(epoch).or_insert(lsn);
         *newest = (*newest).max(lsn);
         progress.first_lsns.entry(epoch).or_insert(lsn);
         Ok(lsn)
+    }
+
+    /// [`append`](Self::append), and a future that completes once the
+    /// record is durable.
+    pub(crate) fn append_durable(
+        &self,
+        kind: RecordType,
+        epoch: u64,
+        node: &str,
+        instance: usize,
+        payload: &[u8],
+    ) -> Result<weir_wal::Durable, NodeFailure> {
+        let lsn = self.append(kind, epoch, node, instance, payload)?;
+        Ok(self.wal.durable(lsn))
+    }
+
+    /// Completes once every record appended so far is durable.
+    pub(crate) fn durable_so_far(&self) -> weir_wal::Durable {
+        let newest = self.progress.borrow().newest_lsn;
+        self.wal.durable(newest)
+    }
+
+    /// Asks the WAL to write and sync what was appended now.
+    pub(crate) fn flush(&self) {
+        self.wal.flush();
     }
 
     /// Remembers a sink's pre-commit, to commit once `epoch` is committed.

@@ -28,6 +28,8 @@ pub(crate) struct InstancePlan {
     pub(crate) commit: Option<crate::epoch::CommitFn>,
     /// State or position to restore (filled from recovery).
     pub(crate) restore: Option<Vec<u8>>,
+    /// A source's intake records to replay (filled from recovery).
+    pub(crate) replay: Vec<(u64, Vec<u8>)>,
 }
 
 /// Everything one shard runs.
@@ -70,6 +72,7 @@ impl Graph {
                     spawn: node.spawn.clone(),
                     commit: node.commit,
                     restore: None,
+                    replay: Vec::new(),
                 });
             }
         }

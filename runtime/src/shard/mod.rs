@@ -46,6 +46,7 @@ pub(crate) async fn run_shard(
                 slot,
                 epochs: epochs.clone(),
                 restore: instance.restore,
+                replay: instance.replay,
                 commit: instance.commit,
             };
             let task = instance

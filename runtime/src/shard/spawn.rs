@@ -7,11 +7,12 @@
 //! operator's types, so the per-record path has no dynamic dispatch besides
 //! an edge's key function.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::batch::BufferPool;
@@ -20,6 +21,7 @@ use crate::epoch::shard::ShardEpochs;
 use crate::epoch::CommitFn;
 use crate::error::NodeFailure;
 use crate::input::{InputRing, InputSet};
+use crate::intake::IntakeLog;
 use crate::operator::{Processor, ShardContext, Sink, SinkProcessor, Source};
 use crate::shard::task::{run_processor, run_source};
 
@@ -47,6 +49,8 @@ pub(crate) struct NodeEnv {
     pub(crate) epochs: Option<Rc<ShardEpochs>>,
     /// State or position to restore, from recovery.
     pub(crate) restore: Option<Vec<u8>>,
+    /// A source's intake records to replay, from recovery: (identity, data).
+    pub(crate) replay: Vec<(u64, Vec<u8>)>,
     /// A sink's commit step.
     pub(crate) commit: Option<CommitFn>,
 }
@@ -67,13 +71,29 @@ where
         let mut source = (self.0)(context);
         let out = Emitter::<S::Output>::new(io.outputs, env.pool.clone());
         let stop = env.stop.clone();
+        let committed = node
+            .epochs
+            .as_ref()
+            .map_or(0, |e| e.shared().committed.load(Ordering::Acquire));
+        // Records emitted before the first barrier belong to epoch C + 1.
+        let epoch = Rc::new(Cell::new(committed + 1));
+        let intake = match &node.epochs {
+            Some(epochs) => IntakeLog::new(
+                epochs.clone(),
+                node.node.clone(),
+                node.instance,
+                epoch.clone(),
+            ),
+            None => IntakeLog::disabled(),
+        };
+        source.attach(intake.clone());
         Box::pin(async move {
             if let Some(position) = &node.restore {
                 source
                     .restore(position)
                     .map_err(|error| NodeFailure::State(error.0))?;
             }
-            run_source(source, out, stop, node).await
+            run_source(source, out, stop, node, intake, epoch).await
         })
     }
 }

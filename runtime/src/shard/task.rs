@@ -13,6 +13,7 @@
 //! doing so after it is exhausted until the final epoch; a processor logs
 //! its snapshot (a sink its pre-commit) on every aligned barrier.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::epoch::failpoint;
 use crate::epoch::shard::ShardEpochs;
 use crate::error::NodeFailure;
 use crate::input::{Delivery, InputSet};
+use crate::intake::IntakeLog;
 use crate::limits::{SOURCE_IDLE_SLEEP, TURN_MESSAGES_MAX, TURN_SOURCE_BATCHES_MAX};
 use crate::operator::{Processor, Source, SourcePoll};
 
@@ -37,16 +39,26 @@ pub(crate) async fn run_source<S: Source>(
     mut source: S,
     mut out: Emitter<S::Output>,
     stop: Arc<AtomicBool>,
-    node: NodeEnv,
+    mut node: NodeEnv,
+    intake: IntakeLog,
+    current: Rc<Cell<u64>>,
 ) -> Result<(), NodeFailure> {
     let mut epoch = node
         .epochs
         .as_ref()
         .map_or(0, |e| e.shared().committed.load(Ordering::Acquire));
+    replay(
+        &mut source,
+        &mut out,
+        &intake,
+        std::mem::take(&mut node.replay),
+    )
+    .await?;
     let (mut exhausted, mut polls) = (false, 0usize);
     loop {
         if let Some(epochs) = &node.epochs {
             emit_barriers(&source, &mut out, epochs, &node, &mut epoch).await?;
+            current.set(epoch + 1);
         }
         if exhausted || stop.load(Ordering::Relaxed) {
             let Some(epochs) = &node.epochs else { break };
@@ -91,6 +103,36 @@ pub(crate) async fn run_source<S: Source>(
     if let Some(epochs) = &node.epochs {
         epochs.finished(node.slot);
     }
+    Ok(())
+}
+
+/// Emits again, in the first epoch of this run, the intake records that
+/// recovery found uncommitted, logging each again as a copy (see
+/// `crate::intake`).
+async fn replay<S: Source>(
+    source: &mut S,
+    out: &mut Emitter<S::Output>,
+    intake: &IntakeLog,
+    records: Vec<(u64, Vec<u8>)>,
+) -> Result<(), NodeFailure> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    for (identity, data) in records {
+        // The copy is logged before the records go out, so the epoch they
+        // go out in logs them.
+        drop(
+            intake
+                .append_copy(Some(identity), &data)
+                .map_err(|error| NodeFailure::State(error.0))?,
+        );
+        source
+            .replay(&data, out)
+            .map_err(|error| NodeFailure::State(error.0))?;
+        out.take_error()?;
+        out.send_ready().await?;
+    }
+    intake.flush();
     Ok(())
 }
 

@@ -57,6 +57,17 @@ fn event_json(out: &mut Vec<u8>, id: u64, key: &str, ts_ms: u64) {
     out.push(b'}');
 }
 
+/// Adds `"body"` to the object `event_json` just closed, if there is one.
+fn body_field(out: &mut Vec<u8>, body: &str) {
+    if body.is_empty() {
+        return;
+    }
+    out.pop();
+    out.push(b',');
+    string_field(out, "body", body);
+    out.push(b'}');
+}
+
 fn row_json(out: &mut Vec<u8>, bounds: (u64, u64), key: &str, count: u64, sum: u64) {
     out.push(b'{');
     number_field(out, "window_start_ms", bounds.0);
@@ -74,12 +85,14 @@ fn row_json(out: &mut Vec<u8>, bounds: (u64, u64), key: &str, count: u64, sum: u
 impl ToJsonLine for ArchivedGeneratedEvent {
     fn write_json(&self, out: &mut Vec<u8>) {
         event_json(out, self.id.to_native(), &self.key, self.ts_ms.to_native());
+        body_field(out, &self.body);
     }
 }
 
 impl ToJsonLine for GeneratedEvent {
     fn write_json(&self, out: &mut Vec<u8>) {
         event_json(out, self.id, &self.key, self.ts_ms);
+        body_field(out, &self.body);
     }
 }
 

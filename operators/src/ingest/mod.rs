@@ -1,0 +1,821 @@
+//! Network ingest: the `http` and `tcp` sources (`docs/protocol.md`).
+//!
+//! Each shard runs one instance of an ingest source, and each instance
+//! listens on the configured address with `SO_REUSEPORT` (glommio sets it),
+//! so the kernel spreads connections over the shards and a connection is
+//! served by one shard from accept to close.
+//!
+//! # From request to acknowledgement
+//! 1. A connection task (one per connection, on the shard) reads a request
+//!    or frame, checks it completely (authentication, size limit while
+//!    reading, syntax of every event) and answers errors at once: a
+//!    rejected request adds no event.
+//! 2. It queues the batch for the source instance ([`IngestQueue`]). The
+//!    queue is bounded in events; when it is full the request is refused
+//!    with 429 (TCP: `Overloaded`) and a retry delay, never queued without
+//!    bound.
+//! 3. The source, in `poll`, takes queued batches, drops a batch whose id it
+//!    accepted before (dedup), logs each other batch to the shard's WAL
+//!    through its [`IntakeLog`] and emits its events, in that order.
+//! 4. The connection awaits the log record's durability, then acknowledges.
+//!    An acknowledged batch is in the WAL; if the epoch its events were
+//!    emitted in never commits, recovery replays it (`weir_runtime::intake`).
+//!
+//! # Deduplication
+//! A batch may carry an id (HTTP `Weir-Batch-Id`, TCP `FLAG_DEDUP`). The
+//! source remembers accepted ids for `dedup_window_ms` (at most
+//! `dedup_max_ids` of them, oldest forgotten first) and answers a repeat
+//! with "duplicate", adding nothing. The table is part of the source's
+//! position, so it survives a restart, and replayed batches re-enter it.
+//! Every batch id has one owner instance (`id % instances`): a connection
+//! on another shard hands a batch with an id to its owner through a bounded
+//! channel ([`Mesh`], once per batch, never per event), so a retry is
+//! recognised whichever shard its connection reaches. Batches without an id
+//! stay on the shard that received them.
+//!
+//! # Watermarks
+//! Ingested events carry client-chosen event times, in no particular order.
+//! Each instance emits the watermark `now - watermark_delay_ms` (wall
+//! clock, rounded down to 100 ms) as time passes; an event older than the
+//! watermark is late for windows downstream, which count it as late.
+
+pub mod http;
+pub mod tcp;
+pub mod wire;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use weir_runtime::{
+    Emitter, IntakeLog, IntakeTicket, ShardContext, Source, SourcePoll, StateError,
+};
+
+use crate::generator::GeneratedEvent;
+
+/// Watermarks are emitted in steps of this many milliseconds.
+pub const WATERMARK_STEP_MS: u64 = 100;
+
+/// Settings shared by the `http` and `tcp` sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOptions {
+    /// Where every shard listens (`SO_REUSEPORT`).
+    pub listen: std::net::SocketAddr,
+    /// Events queued for the source, per shard, before requests are
+    /// refused with 429 / `Overloaded`.
+    pub queue_events: usize,
+    /// How long a batch id is remembered.
+    pub dedup_window_ms: u64,
+    /// Batch ids remembered per shard at most.
+    pub dedup_max_ids: usize,
+    /// How far the watermark trails the wall clock.
+    pub watermark_delay_ms: u64,
+    /// What a refused request is told to wait, in milliseconds.
+    pub retry_after_ms: u64,
+}
+
+impl IngestOptions {
+    /// Defaults for a source listening on `listen`.
+    pub fn new(listen: std::net::SocketAddr) -> IngestOptions {
+        IngestOptions {
+            listen,
+            queue_events: 65_536,
+            dedup_window_ms: 600_000,
+            dedup_max_ids: 100_000,
+            watermark_delay_ms: 2_000,
+            retry_after_ms: 1_000,
+        }
+    }
+}
+
+/// The wall clock in nanoseconds since the Unix epoch.
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
+}
+
+/// How a batch's events are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Encoding {
+    /// An rkyv archive of `Vec<WireEvent>` (the `tcp` protocol).
+    Wire = 0,
+    /// Newline-delimited JSON objects.
+    Ndjson = 1,
+    /// One JSON array of objects.
+    JsonArray = 2,
+}
+
+impl Encoding {
+    fn from_u8(byte: u8) -> Option<Encoding> {
+        Some(match byte {
+            0 => Encoding::Wire,
+            1 => Encoding::Ndjson,
+            2 => Encoding::JsonArray,
+            _ => return None,
+        })
+    }
+}
+
+/// One event's fields, borrowed from a validated batch.
+pub(crate) struct EventRef<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) ts_ms: Option<u64>,
+    pub(crate) sent_ns: u64,
+    pub(crate) body: &'a str,
+}
+
+/// Calls `each` for every event of a batch already validated by
+/// [`tcp::validate`] or [`http::parse_events`] (it is decoded again, which
+/// cannot fail for those bytes; an error here means the bytes changed).
+pub(crate) fn for_each_event(
+    encoding: Encoding,
+    payload: &[u8],
+    mut each: impl FnMut(EventRef<'_>),
+) -> Result<(), String> {
+    match encoding {
+        Encoding::Wire => tcp::for_each_event(payload, &mut each),
+        Encoding::Ndjson | Encoding::JsonArray => {
+            http::for_each_event(encoding, payload, &mut each)
+        }
+    }
+}
+
+/// Batches with an id, on their way to their owner instance; one bounded
+/// channel per instance, shared by the instances of one source.
+pub struct Mesh {
+    senders: Vec<crossbeam::channel::Sender<Forwarded>>,
+    receivers: Vec<std::sync::Mutex<Option<crossbeam::channel::Receiver<Forwarded>>>>,
+}
+
+/// A batch handed to its owner instance on another shard.
+struct Forwarded {
+    encoding: Encoding,
+    batch_id: Option<u64>,
+    events: usize,
+    payload: Vec<u8>,
+    reply: std::sync::Arc<RemoteSlot>,
+}
+
+/// Batches waiting for an owner instance before connections are refused.
+const MESH_BATCHES_MAX: usize = 256;
+
+impl Mesh {
+    /// A mesh for `instances` instances.
+    pub fn new(instances: usize) -> Mesh {
+        let (senders, receivers) = (0..instances)
+            .map(|_| {
+                let (sender, receiver) = crossbeam::channel::bounded(MESH_BATCHES_MAX);
+                (sender, std::sync::Mutex::new(Some(receiver)))
+            })
+            .unzip();
+        Mesh { senders, receivers }
+    }
+
+    fn owner(&self, batch_id: u64) -> usize {
+        (batch_id % self.senders.len() as u64) as usize
+    }
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("instances", &self.senders.len())
+            .finish()
+    }
+}
+
+/// A reply slot another shard fills.
+#[derive(Default)]
+pub(crate) struct RemoteSlot {
+    reply: std::sync::Mutex<Option<Reply>>,
+    waker: atomic_waker::AtomicWaker,
+}
+
+/// Where the answer to a queued batch goes.
+pub(crate) enum ReplyTo {
+    /// A connection on this shard.
+    Local(Rc<ReplySlot>),
+    /// A connection on another shard.
+    Remote(std::sync::Arc<RemoteSlot>),
+}
+
+impl ReplyTo {
+    fn fill(&self, reply: Reply) {
+        match self {
+            ReplyTo::Local(slot) => slot.fill(reply),
+            ReplyTo::Remote(slot) => {
+                *slot
+                    .reply
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner()) = Some(reply);
+                slot.waker.wake();
+            }
+        }
+    }
+}
+
+/// Awaits a [`RemoteSlot`].
+pub(crate) struct RemoteFuture(std::sync::Arc<RemoteSlot>);
+
+impl Future for RemoteFuture {
+    type Output = Reply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        self.0.waker.register(cx.waker());
+        let mut reply = self
+            .0
+            .reply
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match reply.take() {
+            Some(reply) => Poll::Ready(reply),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The source's answer to a queued batch, to await.
+pub(crate) enum PendingReply {
+    Local(ReplyFuture),
+    Remote(RemoteFuture),
+}
+
+impl Future for PendingReply {
+    type Output = Reply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        match self.get_mut() {
+            PendingReply::Local(future) => Pin::new(future).poll(cx),
+            PendingReply::Remote(future) => Pin::new(future).poll(cx),
+        }
+    }
+}
+
+/// Queues a checked batch with the instance that owns it; the source's
+/// answer (not yet the log's) comes through the returned future.
+pub(crate) fn enqueue(
+    queue: &IngestQueue,
+    encoding: Encoding,
+    batch_id: Option<u64>,
+    events: usize,
+    payload: Vec<u8>,
+) -> Result<PendingReply, Refused> {
+    if !queue.open.get() {
+        return Err(Refused::Unavailable);
+    }
+    if let Some(id) = batch_id {
+        let owner = queue.mesh.owner(id);
+        if owner != queue.instance {
+            let slot = std::sync::Arc::new(RemoteSlot::default());
+            let batch = Forwarded {
+                encoding,
+                batch_id,
+                events,
+                payload,
+                reply: slot.clone(),
+            };
+            return match queue.mesh.senders[owner].try_send(batch) {
+                Ok(()) => Ok(PendingReply::Remote(RemoteFuture(slot))),
+                Err(crossbeam::channel::TrySendError::Full(_)) => Err(Refused::Full),
+                Err(crossbeam::channel::TrySendError::Disconnected(_)) => Err(Refused::Unavailable),
+            };
+        }
+    }
+    let slot = Rc::new(ReplySlot::default());
+    queue
+        .push(Queued {
+            encoding,
+            batch_id,
+            events,
+            payload,
+            reply: ReplyTo::Local(slot.clone()),
+        })
+        .map_err(|(refused, _)| refused)?;
+    Ok(PendingReply::Local(ReplyFuture(slot)))
+}
+
+/// What the source answers a queued batch.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// Logged: acknowledge once the ticket completes.
+    Accepted { events: usize, ticket: IntakeTicket },
+    /// The id was accepted before: acknowledge once the ticket completes
+    /// (everything logged so far is durable, the original included).
+    Duplicate { ticket: IntakeTicket },
+    /// The batch could not be logged.
+    Failed(String),
+}
+
+/// A one-shot slot the source fills and a connection awaits.
+#[derive(Default)]
+pub(crate) struct ReplySlot {
+    reply: RefCell<Option<Reply>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ReplySlot {
+    fn fill(&self, reply: Reply) {
+        *self.reply.borrow_mut() = Some(reply);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Awaits a [`ReplySlot`].
+pub(crate) struct ReplyFuture(pub(crate) Rc<ReplySlot>);
+
+impl Future for ReplyFuture {
+    type Output = Reply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        if let Some(reply) = self.0.reply.borrow_mut().take() {
+            return Poll::Ready(reply);
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A batch a connection checked and queued.
+pub(crate) struct Queued {
+    pub(crate) encoding: Encoding,
+    pub(crate) batch_id: Option<u64>,
+    pub(crate) events: usize,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) reply: ReplyTo,
+}
+
+/// Why a batch was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The queue is full: retry later.
+    Full,
+    /// The source is not taking input (replaying, or shutting down).
+    Unavailable,
+}
+
+/// Batches waiting for the source instance, shared with its connection
+/// tasks (all on one shard).
+pub(crate) struct IngestQueue {
+    batches: RefCell<VecDeque<Queued>>,
+    events: Cell<usize>,
+    limit: usize,
+    open: Cell<bool>,
+    /// This instance's index, and how batches with ids reach their owner.
+    instance: usize,
+    mesh: std::sync::Arc<Mesh>,
+}
+
+impl IngestQueue {
+    pub(crate) fn push(&self, batch: Queued) -> Result<(), (Refused, Queued)> {
+        if !self.open.get() {
+            return Err((Refused::Unavailable, batch));
+        }
+        let events = self.events.get();
+        if events > 0 && events + batch.events > self.limit {
+            return Err((Refused::Full, batch));
+        }
+        self.events.set(events + batch.events);
+        self.batches.borrow_mut().push_back(batch);
+        Ok(())
+    }
+
+    fn pop(&self, inbox: Option<&crossbeam::channel::Receiver<Forwarded>>) -> Option<Queued> {
+        if let Some(batch) = self.batches.borrow_mut().pop_front() {
+            self.events.set(self.events.get() - batch.events);
+            return Some(batch);
+        }
+        let batch = inbox?.try_recv().ok()?;
+        Some(Queued {
+            encoding: batch.encoding,
+            batch_id: batch.batch_id,
+            events: batch.events,
+            payload: batch.payload,
+            reply: ReplyTo::Remote(batch.reply),
+        })
+    }
+}
+
+/// The tasks of a source instance: its accept loop and its connections.
+/// They end with the source: when it is dropped, every one is cancelled,
+/// which closes the listening socket and every connection (a connection
+/// left open would hold a client waiting for an answer that never comes,
+/// and a listener left open would take connections meant for the next
+/// run).
+#[derive(Default)]
+pub(crate) struct Tasks {
+    next: Cell<u64>,
+    connections: RefCell<HashMap<u64, glommio::task::JoinHandle<()>>>,
+    accept: RefCell<Option<glommio::task::JoinHandle<()>>>,
+}
+
+impl Tasks {
+    /// Spawns a connection's task on this shard.
+    pub(crate) fn spawn_connection(
+        self: &Rc<Self>,
+        connection: impl Future<Output = ()> + 'static,
+    ) {
+        let id = self.next.get();
+        self.next.set(id + 1);
+        let tasks = self.clone();
+        let handle = glommio::spawn_local(async move {
+            connection.await;
+            tasks.connections.borrow_mut().remove(&id);
+        })
+        .detach();
+        self.connections.borrow_mut().insert(id, handle);
+    }
+
+    fn cancel_all(&self) {
+        if let Some(accept) = self.accept.borrow_mut().take() {
+            accept.cancel();
+        }
+        for (_, connection) in self.connections.borrow_mut().drain() {
+            connection.cancel();
+        }
+    }
+}
+
+/// Which protocol a source instance serves.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    /// The native binary protocol.
+    Tcp(tcp::TcpOptions),
+    /// HTTP `POST` of NDJSON or a JSON array.
+    Http(http::HttpOptions),
+}
+
+/// Batch ids accepted recently, in acceptance order.
+#[derive(Debug, Default)]
+struct DedupTable {
+    expiry: HashMap<u64, u64>,
+    order: VecDeque<(u64, u64)>,
+}
+
+impl DedupTable {
+    fn expire(&mut self, now_ms: u64, max: usize) {
+        while let Some(&(id, expires)) = self.order.front() {
+            if expires > now_ms && self.order.len() <= max {
+                break;
+            }
+            self.order.pop_front();
+            if self.expiry.get(&id) == Some(&expires) {
+                self.expiry.remove(&id);
+            }
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.expiry.contains_key(&id)
+    }
+
+    fn insert(&mut self, id: u64, expires: u64) {
+        self.expiry.insert(id, expires);
+        self.order.push_back((id, expires));
+    }
+}
+
+/// The `http` or `tcp` source: one instance per shard.
+pub struct IngestSource {
+    protocol: Protocol,
+    options: IngestOptions,
+    context: ShardContext,
+    queue: Rc<IngestQueue>,
+    /// Batches other shards' connections hand this instance (their ids
+    /// are its to deduplicate).
+    inbox: Option<crossbeam::channel::Receiver<Forwarded>>,
+    tasks: Rc<Tasks>,
+    intake: IntakeLog,
+    listening: bool,
+    dedup: DedupTable,
+    /// Events this instance emitted, over all runs (ids derive from it).
+    emitted: u64,
+    watermark: u64,
+    scratch: GeneratedEvent,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for IngestSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestSource")
+            .field("protocol", &self.protocol)
+            .field("listen", &self.options.listen)
+            .field("emitted", &self.emitted)
+            .finish()
+    }
+}
+
+/// Bytes of an intake record before the payload: encoding u8, has-id u8,
+/// batch id u64, accept time u64 (ns).
+const DATA_HEADER_LEN: usize = 18;
+
+impl IngestSource {
+    /// The instance for `context`'s shard; `mesh` is shared by every
+    /// instance of the source (made with `Mesh::new(context.instances)`).
+    pub fn new(
+        protocol: Protocol,
+        options: IngestOptions,
+        context: &ShardContext,
+        mesh: std::sync::Arc<Mesh>,
+    ) -> IngestSource {
+        let inbox = mesh.receivers.get(context.instance).and_then(|slot| {
+            slot.lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .take()
+        });
+        let queue = Rc::new(IngestQueue {
+            batches: RefCell::default(),
+            events: Cell::new(0),
+            limit: options.queue_events.max(1),
+            open: Cell::new(false),
+            instance: context.instance,
+            mesh,
+        });
+        IngestSource {
+            protocol,
+            options,
+            context: context.clone(),
+            queue,
+            inbox,
+            tasks: Rc::default(),
+            intake: IntakeLog::disabled(),
+            listening: false,
+            dedup: DedupTable::default(),
+            emitted: 0,
+            watermark: 0,
+            scratch: GeneratedEvent::default(),
+            data: Vec::new(),
+        }
+    }
+
+    fn start_listening(&mut self) -> Result<(), StateError> {
+        let listener = glommio::net::TcpListener::bind(self.options.listen).map_err(|error| {
+            StateError(format!(
+                "source `{}` (shard {}): cannot listen on {}: {error}",
+                self.context.node, self.context.shard, self.options.listen
+            ))
+        })?;
+        let queue = self.queue.clone();
+        let tasks = self.tasks.clone();
+        let retry_after_ms = self.options.retry_after_ms;
+        let accept = match &self.protocol {
+            Protocol::Tcp(options) => {
+                let options = options.clone();
+                let accept = tcp::accept_loop(listener, queue, tasks, options, retry_after_ms);
+                glommio::spawn_local(accept).detach()
+            }
+            Protocol::Http(options) => {
+                let options = options.clone();
+                let accept = http::accept_loop(listener, queue, tasks, options, retry_after_ms);
+                glommio::spawn_local(accept).detach()
+            }
+        };
+        *self.tasks.accept.borrow_mut() = Some(accept);
+        self.queue.open.set(true);
+        self.listening = true;
+        Ok(())
+    }
+
+    /// Emits the events of one batch (the intake record's `data`).
+    fn emit(&mut self, data: &[u8], out: &mut Emitter<GeneratedEvent>) -> Result<(), String> {
+        let (encoding, batch_id, accepted_ns, payload) = decode_data(data)?;
+        if let Some(id) = batch_id {
+            let expires = accepted_ns / 1_000_000 + self.options.dedup_window_ms;
+            self.dedup.insert(id, expires);
+        }
+        let (instances, instance) = (self.context.instances as u64, self.context.instance as u64);
+        let scratch = &mut self.scratch;
+        let emitted = &mut self.emitted;
+        for_each_event(encoding, payload, |event| {
+            scratch.id = *emitted * instances + instance;
+            *emitted += 1;
+            scratch.key.clear();
+            scratch.key.push_str(event.key);
+            scratch.ts_ms = event.ts_ms.unwrap_or(accepted_ns / 1_000_000);
+            scratch.sent_ns = event.sent_ns;
+            scratch.ingest_ns = accepted_ns;
+            scratch.body.clear();
+            scratch.body.push_str(event.body);
+            out.push(scratch);
+        })
+    }
+
+    /// Logs and emits one queued batch, and tells its connection.
+    fn take(&mut self, batch: Queued, now_ns: u64, out: &mut Emitter<GeneratedEvent>) {
+        if let Some(id) = batch.batch_id {
+            if self.dedup.contains(id) {
+                batch.reply.fill(Reply::Duplicate {
+                    ticket: self.intake.durable_so_far(),
+                });
+                return;
+            }
+        }
+        let mut data = std::mem::take(&mut self.data);
+        encode_data(
+            &mut data,
+            batch.encoding,
+            batch.batch_id,
+            now_ns,
+            &batch.payload,
+        );
+        let reply = match self.intake.append(&data) {
+            Ok(ticket) => match self.emit(&data, out) {
+                Ok(()) => Reply::Accepted {
+                    events: batch.events,
+                    ticket,
+                },
+                Err(error) => Reply::Failed(error),
+            },
+            Err(error) => Reply::Failed(error.0),
+        };
+        self.data = data;
+        batch.reply.fill(reply);
+    }
+}
+
+impl Drop for IngestSource {
+    fn drop(&mut self) {
+        self.queue.open.set(false);
+        self.tasks.cancel_all();
+    }
+}
+
+fn encode_data(
+    data: &mut Vec<u8>,
+    encoding: Encoding,
+    batch_id: Option<u64>,
+    accepted_ns: u64,
+    payload: &[u8],
+) {
+    data.clear();
+    data.push(encoding as u8);
+    data.push(batch_id.is_some() as u8);
+    data.extend_from_slice(&batch_id.unwrap_or(0).to_le_bytes());
+    data.extend_from_slice(&accepted_ns.to_le_bytes());
+    data.extend_from_slice(payload);
+}
+
+/// An intake record's data, decoded: encoding, batch id, accept time (ns)
+/// and payload.
+type Data<'a> = (Encoding, Option<u64>, u64, &'a [u8]);
+
+fn decode_data(data: &[u8]) -> Result<Data<'_>, String> {
+    if data.len() < DATA_HEADER_LEN {
+        return Err(format!(
+            "intake record of {} bytes is too short",
+            data.len()
+        ));
+    }
+    let encoding = Encoding::from_u8(data[0])
+        .ok_or_else(|| format!("intake record has unknown encoding {}", data[0]))?;
+    let id = u64::from_le_bytes(data[2..10].try_into().expect("8 bytes"));
+    let batch_id = (data[1] != 0).then_some(id);
+    let accepted_ns = u64::from_le_bytes(data[10..18].try_into().expect("8 bytes"));
+    Ok((encoding, batch_id, accepted_ns, &data[DATA_HEADER_LEN..]))
+}
+
+impl Source for IngestSource {
+    type Output = GeneratedEvent;
+
+    fn attach(&mut self, intake: IntakeLog) {
+        self.intake = intake;
+    }
+
+    fn poll(&mut self, out: &mut Emitter<GeneratedEvent>) -> SourcePoll {
+        if !self.listening {
+            if let Err(error) = self.start_listening() {
+                out.fail(error.0);
+                return SourcePoll::Exhausted;
+            }
+        }
+        let now_ns = unix_ns();
+        let now_ms = now_ns / 1_000_000;
+        self.dedup.expire(now_ms, self.options.dedup_max_ids);
+        let watermark = now_ms.saturating_sub(self.options.watermark_delay_ms) / WATERMARK_STEP_MS
+            * WATERMARK_STEP_MS;
+        if watermark > self.watermark {
+            self.watermark = watermark;
+            out.watermark(watermark);
+        }
+        let (mut events, mut logged) = (0, false);
+        while events < out.batch_records_max() {
+            let Some(batch) = self.queue.pop(self.inbox.as_ref()) else {
+                break;
+            };
+            events += batch.events;
+            logged = true;
+            self.take(batch, now_ns, out);
+        }
+        if logged {
+            self.intake.flush();
+            SourcePoll::Ready
+        } else {
+            SourcePoll::Idle
+        }
+    }
+
+    fn position(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(20 + self.dedup.order.len() * 16);
+        bytes.extend_from_slice(&self.emitted.to_le_bytes());
+        bytes.extend_from_slice(&self.watermark.to_le_bytes());
+        bytes.extend_from_slice(&(self.dedup.order.len() as u32).to_le_bytes());
+        for &(id, expires) in &self.dedup.order {
+            bytes.extend_from_slice(&id.to_le_bytes());
+            bytes.extend_from_slice(&expires.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+        let bad = || {
+            StateError(format!(
+                "source `{}`: logged position of {} bytes is not an ingest position",
+                self.context.node,
+                position.len()
+            ))
+        };
+        let u64_at = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(
+                position.get(at..at + 8)?.try_into().ok()?,
+            ))
+        };
+        let emitted = u64_at(0).ok_or_else(bad)?;
+        let watermark = u64_at(8).ok_or_else(bad)?;
+        let count = position
+            .get(16..20)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(bad)?;
+        if position.len() != 20 + count * 16 {
+            return Err(bad());
+        }
+        let mut dedup = DedupTable::default();
+        for index in 0..count {
+            let at = 20 + index * 16;
+            dedup.insert(u64_at(at).ok_or_else(bad)?, u64_at(at + 8).ok_or_else(bad)?);
+        }
+        self.emitted = emitted;
+        self.watermark = watermark;
+        self.dedup = dedup;
+        Ok(())
+    }
+
+    fn replay(&mut self, data: &[u8], out: &mut Emitter<GeneratedEvent>) -> Result<(), StateError> {
+        self.emit(data, out).map_err(|error| {
+            StateError(format!(
+                "source `{}`: replaying a logged batch: {error}",
+                self.context.node
+            ))
+        })
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash of client batch ids (they are kept in
+/// logged positions, so the hash must not change between builds).
+pub fn batch_id_hash(id: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in id {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_records_round_trip() {
+        let mut data = Vec::new();
+        encode_data(&mut data, Encoding::Ndjson, Some(7), 123, b"{}");
+        assert_eq!(
+            decode_data(&data).unwrap(),
+            (Encoding::Ndjson, Some(7), 123, &b"{}"[..])
+        );
+        encode_data(&mut data, Encoding::Wire, None, 5, b"");
+        assert_eq!(
+            decode_data(&data).unwrap(),
+            (Encoding::Wire, None, 5, &b""[..])
+        );
+        assert!(decode_data(&data[..3]).is_err());
+    }
+
+    #[test]
+    fn dedup_forgets_by_age_and_by_count() {
+        let mut table = DedupTable::default();
+        table.insert(1, 100);
+        table.insert(2, 200);
+        table.insert(3, 300);
+        table.expire(150, 10);
+        assert!(!table.contains(1) && table.contains(2) && table.contains(3));
+        table.expire(150, 1);
+        assert!(!table.contains(2) && table.contains(3));
+    }
+}

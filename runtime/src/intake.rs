@@ -1,0 +1,185 @@
+//! Durable intake: how a source fed by clients that cannot replay (HTTP or
+//! TCP ingest) makes what it accepted survive a crash.
+//!
+//! A generator or a file can be re-read from a position; a client that got
+//! an acknowledgement will not send its events again. Such a source logs
+//! each accepted batch to its shard's WAL through an [`IntakeLog`] *inside
+//! [`Source::poll`](crate::Source::poll)*, emits the batch's records in the
+//! same poll, and acknowledges the client once the [`IntakeTicket`] says
+//! the record is durable.
+//!
+//! # Why this is exactly-once
+//! An intake record is logged with the epoch its records are emitted in
+//! (the source's current epoch), like positions and snapshots. If that
+//! epoch commits, the records' effects are in committed state and output;
+//! if it does not (a crash), recovery hands the record back and the source
+//! emits it again before anything else ([`Source::replay`](crate::Source::replay)),
+//! so every durable (and thus every acknowledged) batch takes effect once.
+//!
+//! A replayed record is logged again, in the new run's first epoch, with
+//! the LSN of its first copy as its identity: if the new run crashes too,
+//! recovery finds the newest copy and replays it only if that copy's epoch
+//! did not commit either. Records are replayed in the order of their first
+//! copy, so a source's per-connection order survives.
+//!
+//! Without a data directory there is no log: [`IntakeLog::append`] returns
+//! a ticket that is ready at once, and nothing survives a crash.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use weir_wal::RecordType;
+
+use crate::epoch::shard::ShardEpochs;
+use crate::operator::StateError;
+
+/// A source instance's handle for logging accepted input; see the module
+/// documentation. Cheap to clone; lives on the source's shard.
+#[derive(Clone)]
+pub struct IntakeLog {
+    inner: Option<Rc<Inner>>,
+}
+
+struct Inner {
+    epochs: Rc<ShardEpochs>,
+    node: Arc<str>,
+    instance: usize,
+    /// The epoch the source's records currently belong to: one past the
+    /// last barrier it emitted.
+    epoch: Rc<Cell<u64>>,
+}
+
+impl std::fmt::Debug for IntakeLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntakeLog")
+            .field("durable", &self.is_durable())
+            .finish()
+    }
+}
+
+/// Bytes before the source's data in an intake record: the identity plus
+/// one (the identity is the LSN of the first copy), or 0 in a first copy.
+const ORIGIN_LEN: usize = 8;
+
+impl IntakeLog {
+    /// A log that keeps nothing: the runtime has no data directory.
+    pub fn disabled() -> IntakeLog {
+        IntakeLog { inner: None }
+    }
+
+    pub(crate) fn new(
+        epochs: Rc<ShardEpochs>,
+        node: Arc<str>,
+        instance: usize,
+        epoch: Rc<Cell<u64>>,
+    ) -> IntakeLog {
+        IntakeLog {
+            inner: Some(Rc::new(Inner {
+                epochs,
+                node,
+                instance,
+                epoch,
+            })),
+        }
+    }
+
+    /// Whether appended data survives a crash (the runtime has a data
+    /// directory).
+    pub fn is_durable(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Logs `data` as part of the source's current epoch. Call it from
+    /// `poll`, in the same poll that emits the records `data` holds; the
+    /// ticket completes once the record is durable.
+    pub fn append(&self, data: &[u8]) -> Result<IntakeTicket, StateError> {
+        self.append_copy(None, data)
+    }
+
+    /// Asks the WAL to write what was appended now rather than at its next
+    /// group-commit tick: call it once per poll that appended something.
+    pub fn flush(&self) {
+        if let Some(inner) = &self.inner {
+            inner.epochs.flush();
+        }
+    }
+
+    /// Logs `data` again, as a copy of the record whose identity is
+    /// `identity` (`None`: a first copy).
+    /// A ticket that completes once everything this shard logged so far is
+    /// durable: the answer to a duplicate of a batch logged earlier.
+    pub fn durable_so_far(&self) -> IntakeTicket {
+        IntakeTicket {
+            durable: self
+                .inner
+                .as_ref()
+                .map(|inner| inner.epochs.durable_so_far()),
+        }
+    }
+
+    pub(crate) fn append_copy(
+        &self,
+        identity: Option<u64>,
+        data: &[u8],
+    ) -> Result<IntakeTicket, StateError> {
+        let origin = identity.map_or(0, |identity| identity + 1);
+        let Some(inner) = &self.inner else {
+            return Ok(IntakeTicket { durable: None });
+        };
+        let mut payload = Vec::with_capacity(ORIGIN_LEN + data.len());
+        payload.extend_from_slice(&origin.to_le_bytes());
+        payload.extend_from_slice(data);
+        let durable = inner
+            .epochs
+            .append_durable(
+                RecordType::INPUT,
+                inner.epoch.get(),
+                &inner.node,
+                inner.instance,
+                &payload,
+            )
+            .map_err(|error| StateError(format!("logging accepted input: {error}")))?;
+        Ok(IntakeTicket {
+            durable: Some(durable),
+        })
+    }
+}
+
+/// Splits an intake record's payload into the identity of its first copy
+/// (`None`: this is the first copy) and the source's data.
+pub(crate) fn decode_intake(payload: &[u8]) -> Option<(Option<u64>, &[u8])> {
+    let origin = u64::from_le_bytes(payload.get(..ORIGIN_LEN)?.try_into().ok()?);
+    Some((origin.checked_sub(1), &payload[ORIGIN_LEN..]))
+}
+
+/// Completes once an appended intake record is durable (at once without a
+/// data directory). Await it before acknowledging the client.
+#[derive(Debug)]
+#[must_use = "await the ticket before acknowledging"]
+pub struct IntakeTicket {
+    durable: Option<weir_wal::Durable>,
+}
+
+impl IntakeTicket {
+    /// A ticket that is ready at once.
+    pub fn ready() -> IntakeTicket {
+        IntakeTicket { durable: None }
+    }
+}
+
+impl Future for IntakeTicket {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.durable {
+            None => Poll::Ready(Ok(())),
+            Some(durable) => Pin::new(durable)
+                .poll(cx)
+                .map_err(|failure| failure.to_string()),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! A minimal HTTP/1.1 server for `GET /metrics`, on its own thread.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use super::{Registry, CONTENT_TYPE};
+
+/// The most request-head bytes read before answering anyway.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// How long a client may take to send its request or read the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `registry` over HTTP at `addr` from a new thread (not a shard):
+/// `GET /metrics` (or `HEAD`) answers `200` with [`Registry::render`] as
+/// [`CONTENT_TYPE`]; other paths answer `404`, other methods on `/metrics`
+/// `405`. Each connection gets one answer and is closed
+/// (`Connection: close`); connections are served one at a time.
+///
+/// Bind port 0 to get a free port, then ask [`MetricsServer::local_addr`].
+/// Dropping the returned server stops it.
+///
+/// # Errors
+/// If the address cannot be bound or the thread cannot be started.
+pub fn serve(addr: SocketAddr, registry: Registry) -> io::Result<MetricsServer> {
+    let listener = TcpListener::bind(addr)?;
+    let local_addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = thread::Builder::new().name("weir-metrics".into()).spawn({
+        let stop = Arc::clone(&stop);
+        move || accept_loop(&listener, &registry, &stop)
+    })?;
+    Ok(MetricsServer {
+        local_addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// A running metrics endpoint (see [`serve`]); dropping it stops the server
+/// thread and waits for it.
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// The address the server listens on (with the real port if port 0 was
+    /// asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the server and waits for its thread; the same as dropping it.
+    pub fn shutdown(self) {}
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking `accept` with a connection of our own. If that
+        // fails, the thread may stay blocked; leave it detached rather than
+        // hang here.
+        let mut wake = self.local_addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let woken = TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok();
+        if let Some(thread) = self.thread.take() {
+            if woken {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, registry: &Registry, stop: &AtomicBool) {
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            // A failed exchange concerns only that client.
+            Ok((stream, _)) => drop(handle(stream, registry)),
+            // E.g. out of file descriptors: back off instead of spinning.
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Reads one request head from `stream` and answers it.
+fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let head = read_head(&mut stream)?;
+    let request_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let request_line = String::from_utf8_lossy(request_line);
+    let mut parts = request_line.split_ascii_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+
+    let (status, content_type, body, extra) = if path != "/metrics" {
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n".to_owned(),
+            "",
+        )
+    } else if method == "GET" || method == "HEAD" {
+        ("200 OK", CONTENT_TYPE, registry.render(), "")
+    } else {
+        (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "method not allowed\n".to_owned(),
+            "Allow: GET, HEAD\r\n",
+        )
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         {extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        response.push_str(&body);
+    }
+    stream.write_all(response.as_bytes())?;
+    stream.flush()?;
+    stream.shutdown(Shutdown::Write)
+}
+
+/// Reads until the blank line that ends a request head, end of stream, or
+/// [`MAX_REQUEST_HEAD`] bytes.
+fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while head.len() < MAX_REQUEST_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(addr: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    #[test]
+    fn answers_metrics_404_and_405() {
+        let registry = Registry::new(1);
+        registry.counter("weir_test_hits", "Hits.", &[]).add(0, 3);
+        let server = serve("127.0.0.1:0".parse().unwrap(), registry.clone()).unwrap();
+        let addr = server.local_addr();
+        assert_ne!(addr.port(), 0);
+
+        let ok = request(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (head, body) = ok.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
+        assert!(head.contains("\r\nConnection: close"));
+        assert_eq!(body, registry.render());
+
+        let head_only = request(addr, "HEAD /metrics HTTP/1.1\r\n\r\n");
+        assert!(head_only.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(head_only.ends_with("\r\n\r\n"));
+
+        let missing = request(addr, "GET /other HTTP/1.1\r\n\r\n");
+        assert!(
+            missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{missing}"
+        );
+        let post = request(addr, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(
+            post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{post}"
+        );
+    }
+
+    #[test]
+    fn drop_stops_the_server() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), Registry::new(1)).unwrap();
+        let addr = server.local_addr();
+        drop(server);
+        // The listener is closed once the thread has returned.
+        assert!(TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn unspecified_address_shuts_down() {
+        let server = serve("0.0.0.0:0".parse().unwrap(), Registry::new(1)).unwrap();
+        assert!(server.local_addr().ip().is_unspecified());
+        server.shutdown();
+    }
+}
