@@ -41,6 +41,9 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Generate load against an ingest source and measure latency
+    /// (`weir loadgen plot` overlays `.hgrm` files).
+    Loadgen(weir_loadgen::Cli),
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Wal {
             command: WalCommand::Inspect { dir },
         } => inspect(&dir),
+        Command::Loadgen(cli) => weir_loadgen::cli_main(cli),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,348 @@
+//! The HTTP ingest client: `POST` NDJSON batches over a keep-alive
+//! HTTP/1.1 connection, one request at a time per connection.
+//!
+//! In open-loop mode a request that cannot start on time (the previous one
+//! is still waiting for its response) starts as soon as the connection is
+//! free, and its latency still runs from its intended send time.
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::event::EventGen;
+use crate::stats::{wait_until, Shared};
+use crate::{ConnConfig, Mode};
+
+/// How long to wait for a response before giving up on the connection.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response body read.
+const MAX_BODY: usize = 1 << 20;
+
+/// An HTTP response, as much of it as the client needs.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub close: bool,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Connection {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    fn open(addr: &str) -> io::Result<Connection> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        // A server that stops reading must not block the writer forever.
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+        Ok(Connection {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        })
+    }
+
+    fn exchange(&mut self, head: &[u8], body: &[u8]) -> io::Result<Response> {
+        self.writer.write_all(head)?;
+        self.writer.write_all(body)?;
+        read_response(&mut self.reader)
+    }
+}
+
+/// How long a write may block before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one connection until the end of the run.
+pub(crate) fn run_connection(
+    config: std::sync::Arc<ConnConfig>,
+    shared: std::sync::Arc<Shared>,
+    conn: usize,
+) {
+    let mut gen = EventGen::new(config.profile, config.conn_seed(conn), config.keys);
+    let mut connection: Option<Connection> = None;
+    let mut seq = 0u64;
+    let end = shared.start + shared.end;
+    wait_until(shared.start);
+    loop {
+        let intended = match config.mode {
+            Mode::Open { .. } => {
+                let Some(offset) = config.due(conn, seq) else {
+                    break;
+                };
+                shared.start + offset
+            }
+            Mode::Max { .. } => {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                now
+            }
+        };
+        let batch_id = config.batch_id(conn, seq);
+        seq += 1;
+        if shared.past_drain(Instant::now()) {
+            // So far behind schedule that the run is over.
+            shared.error(intended, "backlogged");
+            continue;
+        }
+        let body = build_body(&config, &mut gen, shared.unix_ns(intended));
+        let head = request_head(&config, body.len(), batch_id);
+        wait_until(intended);
+        // In closed-loop mode latency runs from the actual send.
+        let intended = match config.mode {
+            Mode::Open { .. } => intended,
+            Mode::Max { .. } => Instant::now(),
+        };
+        shared.sent(intended, config.batch as u64);
+        loop {
+            if connection.is_none() {
+                match Connection::open(&config.addr) {
+                    Ok(open) => connection = Some(open),
+                    Err(error) => {
+                        if config.verbose {
+                            eprintln!(
+                                "loadgen: connection {conn}: cannot connect to {}: {error}",
+                                config.addr
+                            );
+                        }
+                        shared.error(intended, "io");
+                        if matches!(config.mode, Mode::Max { .. }) {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        break;
+                    }
+                }
+            }
+            let open = connection.as_mut().expect("connected");
+            let response = match open.exchange(head.as_bytes(), body.as_bytes()) {
+                Ok(response) => response,
+                Err(error) => {
+                    let kind = if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        "timeout"
+                    } else {
+                        "io"
+                    };
+                    shared.error(intended, kind);
+                    connection = None;
+                    break;
+                }
+            };
+            let now = Instant::now();
+            if response.close {
+                connection = None;
+            }
+            match response.status {
+                200 => {
+                    match accepted(&response.body) {
+                        Some((_, true)) => shared.error(intended, "duplicate"),
+                        Some((count, false)) if count == config.batch as u64 => {
+                            shared.accepted(intended, now, count)
+                        }
+                        Some((count, false)) => {
+                            // Partly accepted: count what was, and flag it.
+                            shared.accepted(intended, now, count);
+                            shared.error(intended, "partial");
+                        }
+                        None => shared.error(intended, "bad_response"),
+                    }
+                    break;
+                }
+                status @ (429 | 503) => {
+                    shared.error(intended, &format!("http_{status}"));
+                    match config.mode {
+                        Mode::Open { .. } => break,
+                        Mode::Max { .. } => {
+                            let wait = response
+                                .retry_after
+                                .unwrap_or(Duration::from_secs(1))
+                                .max(Duration::from_millis(10));
+                            if now + wait >= end {
+                                break;
+                            }
+                            std::thread::sleep(wait);
+                        }
+                    }
+                }
+                status => {
+                    if config.verbose {
+                        eprintln!(
+                            "loadgen: {} answered {status}: {}",
+                            config.addr,
+                            String::from_utf8_lossy(&response.body)
+                        );
+                    }
+                    shared.error(intended, &format!("http_{status}"));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `{"accepted":N}` or `{"accepted":0,"duplicate":true}`.
+fn accepted(body: &[u8]) -> Option<(u64, bool)> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let accepted = value.get("accepted")?.as_u64()?;
+    let duplicate = value
+        .get("duplicate")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    Some((accepted, duplicate))
+}
+
+/// A batch as NDJSON: one object per line with `key`, `ts` and `sent_ns`
+/// first, each line (without its newline) about `record_bytes` long.
+fn build_body(config: &ConnConfig, gen: &mut EventGen, sent_ns: u64) -> String {
+    let ts = sent_ns / 1_000_000;
+    let mut body = String::with_capacity(config.batch * (config.record_bytes + 64));
+    for _ in 0..config.batch {
+        gen.next_into(
+            &mut body,
+            |key, out| {
+                let _ = write!(out, r#""key":"{key}","ts":{ts},"sent_ns":{sent_ns},"#);
+            },
+            |_| config.record_bytes,
+        );
+        body.push('\n');
+    }
+    body
+}
+
+fn request_head(config: &ConnConfig, content_length: usize, batch_id: u64) -> String {
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {content_length}\r\n",
+        config.path, config.addr
+    );
+    if let Some(token) = &config.token {
+        let _ = write!(head, "Authorization: Bearer {token}\r\n");
+    }
+    if config.dedup {
+        let _ = write!(head, "Weir-Batch-Id: {batch_id:016x}\r\n");
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Reads one response: status line, headers, and a body framed by
+/// `Content-Length`, chunked encoding, or the connection closing.
+pub(crate) fn read_response<R: BufRead>(reader: &mut R) -> io::Result<Response> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
+    }
+    let mut parts = line.split_whitespace();
+    let version = parts.next().ok_or_else(|| invalid("empty status line"))?;
+    if !version.starts_with("HTTP/1.") {
+        return Err(invalid("not an HTTP/1.x response"));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| invalid("bad status code"))?;
+    let mut content_length = None;
+    let mut chunked = false;
+    let mut close = version == "HTTP/1.0";
+    let mut retry_after = None;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "headers cut short",
+            ));
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(invalid("bad header line"));
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                content_length = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| invalid("bad Content-Length"))?,
+                )
+            }
+            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+            "connection" => close = value.eq_ignore_ascii_case("close"),
+            "retry-after" => retry_after = value.parse::<u64>().ok().map(Duration::from_secs),
+            _ => {}
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size_text = line.trim().split(';').next().unwrap_or("");
+            let size =
+                usize::from_str_radix(size_text, 16).map_err(|_| invalid("bad chunk size"))?;
+            if body.len() + size > MAX_BODY {
+                return Err(invalid("response body too large"));
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            reader.read_exact(&mut body[start..])?;
+            line.clear();
+            reader.read_line(&mut line)?;
+            if size == 0 {
+                break;
+            }
+        }
+    } else if let Some(length) = content_length {
+        if length > MAX_BODY {
+            return Err(invalid("response body too large"));
+        }
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+    } else if status != 204 && status != 304 && !(100..200).contains(&status) {
+        reader.take(MAX_BODY as u64).read_to_end(&mut body)?;
+        close = true;
+    }
+    Ok(Response {
+        status,
+        retry_after,
+        close,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_responses() {
+        let text = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 22\r\n\r\n{\"error\":\"overloaded\"}HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\n{\"ac\r\nb\r\ncepted\":3}\r\n0\r\n\r\n";
+        let mut reader = BufReader::new(&text[..]);
+        let first = read_response(&mut reader).unwrap();
+        assert_eq!(first.status, 429);
+        assert_eq!(first.retry_after, Some(Duration::from_secs(2)));
+        assert!(!first.close);
+        let second = read_response(&mut reader).unwrap();
+        assert_eq!(second.status, 200);
+        assert!(second.close);
+        assert_eq!(accepted(&second.body), Some((3, false)));
+        assert_eq!(
+            accepted(br#"{"accepted":0,"duplicate":true}"#),
+            Some((0, true))
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! The native `tcp` protocol client: one writer and one reader thread per
+//! connection, frames pipelined.
+//!
+//! The writer pushes each frame's bookkeeping (batch id, intended send
+//! time, event count) onto the connection's pending queue *before* writing
+//! it; the reader pops the queue front for every ack, since the server acks
+//! frames in order.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use weir_operators::ingest::wire::{
+    encode_frame, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN, FLAG_DEDUP,
+};
+
+use crate::event::EventGen;
+use crate::stats::{wait_until, Shared};
+use crate::{ConnConfig, Mode};
+
+/// A frame sent and not yet acked.
+#[derive(Debug)]
+struct Pending {
+    batch_id: u64,
+    /// When the frame was meant to be sent; latencies start here.
+    intended: Instant,
+    events: u64,
+    /// The frame itself, kept in `--max` mode to resend it after an
+    /// `Overloaded` ack.
+    frame: Option<Arc<Vec<u8>>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// In send order.
+    pending: VecDeque<Pending>,
+    /// Frames to resend (`--max` mode), not before the given time.
+    retry: VecDeque<(Pending, Instant)>,
+    /// The reader has stopped: the connection is unusable.
+    dead: bool,
+}
+
+#[derive(Debug, Default)]
+struct Session {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Session {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// An open connection: the write half and the reader thread.
+#[derive(Debug)]
+struct Connection {
+    stream: TcpStream,
+    session: Arc<Session>,
+    reader: JoinHandle<()>,
+}
+
+impl Connection {
+    fn open(config: &Arc<ConnConfig>, shared: &Arc<Shared>) -> io::Result<Connection> {
+        let stream = TcpStream::connect(&config.addr)?;
+        stream.set_nodelay(true)?;
+        // A server that stops reading must not block the writer forever.
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let read_half = stream.try_clone()?;
+        let session = Arc::new(Session::default());
+        let reader = {
+            let (session, shared, config) = (session.clone(), shared.clone(), config.clone());
+            std::thread::Builder::new()
+                .name("loadgen-tcp-reader".into())
+                .spawn(move || read_acks(read_half, &session, &shared, &config))?
+        };
+        Ok(Connection {
+            stream,
+            session,
+            reader,
+        })
+    }
+
+    /// Waits (up to the drain deadline) for every frame to be acked, then
+    /// closes the connection; frames still unacked count as `timeout`.
+    fn close(self, shared: &Shared) {
+        {
+            let mut queue = self.session.lock();
+            while !queue.dead && !queue.pending.is_empty() {
+                let now = Instant::now();
+                if shared.past_drain(now) || shared.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let deadline = shared.start + shared.end + shared.drain;
+                let wait = (deadline - now).min(Duration::from_millis(100));
+                queue = self
+                    .session
+                    .changed
+                    .wait_timeout(queue, wait)
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .0;
+            }
+            for pending in queue.pending.drain(..) {
+                shared.error(pending.intended, "timeout");
+            }
+            queue.retry.clear();
+            queue.dead = true;
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.reader.join();
+    }
+}
+
+/// How long a write may block before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one connection until the end of the run.
+pub(crate) fn run_connection(config: Arc<ConnConfig>, shared: Arc<Shared>, conn: usize) {
+    let mut gen = EventGen::new(config.profile, config.conn_seed(conn), config.keys);
+    let flags = if config.dedup { FLAG_DEDUP } else { 0 };
+    let mut connection: Option<Connection> = None;
+    let mut last_connect: Option<Instant> = None;
+    let mut seq = 0u64;
+    let build = |gen: &mut EventGen, intended: Instant, seq: u64| {
+        let sent_ns = shared.unix_ns(intended);
+        let mut events = Vec::with_capacity(config.batch);
+        for _ in 0..config.batch {
+            let mut body = String::with_capacity(config.record_bytes + 16);
+            let record_bytes = config.record_bytes;
+            let key = gen.next_into(
+                &mut body,
+                |_, _| {},
+                |key| record_bytes.saturating_sub(key.len()),
+            );
+            events.push(WireEvent {
+                key,
+                ts_ms: sent_ns / 1_000_000,
+                sent_ns,
+                body: body.into_bytes(),
+            });
+        }
+        let batch_id = config.batch_id(conn, seq);
+        (batch_id, encode_frame(flags, batch_id, &events))
+    };
+
+    // Makes sure a live connection exists, reconnecting at most every
+    // 100 ms; `None` if there is none.
+    let mut ensure = |connection: &mut Option<Connection>| -> bool {
+        if let Some(open) = connection {
+            if !open.session.lock().dead {
+                return true;
+            }
+            if let Some(old) = connection.take() {
+                old.close(&shared);
+            }
+        }
+        let now = Instant::now();
+        if last_connect.is_some_and(|at| now - at < Duration::from_millis(100)) {
+            return false;
+        }
+        last_connect = Some(now);
+        match Connection::open(&config, &shared) {
+            Ok(open) => {
+                *connection = Some(open);
+                true
+            }
+            Err(error) => {
+                if config.verbose {
+                    eprintln!(
+                        "loadgen: connection {conn}: cannot connect to {}: {error}",
+                        config.addr
+                    );
+                }
+                false
+            }
+        }
+    };
+
+    match config.mode {
+        Mode::Open { .. } => {
+            while let Some(offset) = config.due(conn, seq) {
+                let intended = shared.start + offset;
+                let (batch_id, frame) = build(&mut gen, intended, seq);
+                seq += 1;
+                wait_until(intended);
+                if !ensure(&mut connection) {
+                    shared.error(intended, "io");
+                    continue;
+                }
+                let open = connection.as_mut().expect("connected");
+                {
+                    let mut queue = open.session.lock();
+                    if queue.pending.len() >= config.max_backlog {
+                        drop(queue);
+                        shared.error(intended, "backlogged");
+                        continue;
+                    }
+                    queue.pending.push_back(Pending {
+                        batch_id,
+                        intended,
+                        events: config.batch as u64,
+                        frame: None,
+                    });
+                }
+                shared.sent(intended, config.batch as u64);
+                if open.stream.write_all(&frame).is_err() {
+                    // The reader sees the connection fail and counts the
+                    // frames it loses.
+                    let _ = open.stream.shutdown(Shutdown::Both);
+                }
+            }
+        }
+        Mode::Max { inflight } => {
+            let end = shared.start + shared.end;
+            wait_until(shared.start);
+            loop {
+                if Instant::now() >= end {
+                    break;
+                }
+                if !ensure(&mut connection) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                let open = connection.as_mut().expect("connected");
+                // Wait for a free slot or a retry that is due.
+                let mut queue = open.session.lock();
+                let mut retry = None;
+                loop {
+                    let now = Instant::now();
+                    if queue.dead || now >= end {
+                        break;
+                    }
+                    if let Some((_, not_before)) = queue.retry.front() {
+                        if *not_before <= now {
+                            retry = queue.retry.pop_front().map(|(pending, _)| pending);
+                            break;
+                        }
+                        let wait = (*not_before - now).min(end - now);
+                        queue = open
+                            .session
+                            .changed
+                            .wait_timeout(queue, wait)
+                            .unwrap_or_else(|poison| poison.into_inner())
+                            .0;
+                        continue;
+                    }
+                    if queue.pending.len() < inflight {
+                        break;
+                    }
+                    let wait = (end - now).min(Duration::from_millis(100));
+                    queue = open
+                        .session
+                        .changed
+                        .wait_timeout(queue, wait)
+                        .unwrap_or_else(|poison| poison.into_inner())
+                        .0;
+                }
+                if queue.dead || Instant::now() >= end {
+                    if let Some(retry) = retry {
+                        queue.retry.push_front((retry, Instant::now()));
+                    }
+                    continue;
+                }
+                let frame = if let Some(retry) = retry {
+                    // The same frame, batch id included: nothing of it was
+                    // accepted.
+                    let frame = retry.frame.clone().expect("retries keep their frame");
+                    queue.pending.push_back(retry);
+                    drop(queue);
+                    frame
+                } else {
+                    drop(queue);
+                    let (batch_id, frame) = build(&mut gen, Instant::now(), seq);
+                    seq += 1;
+                    let frame = Arc::new(frame);
+                    // Latency from the moment the frame is handed to the
+                    // socket: in closed-loop mode that is the intended time.
+                    let intended = Instant::now();
+                    open.session.lock().pending.push_back(Pending {
+                        batch_id,
+                        intended,
+                        events: config.batch as u64,
+                        frame: Some(frame.clone()),
+                    });
+                    shared.sent(intended, config.batch as u64);
+                    frame
+                };
+                if open.stream.write_all(&frame).is_err() {
+                    let _ = open.stream.shutdown(Shutdown::Both);
+                }
+            }
+        }
+    }
+    if let Some(open) = connection.take() {
+        open.close(&shared);
+    }
+}
+
+/// Reads acks until the connection closes, matching each to the oldest
+/// pending frame.
+fn read_acks(mut stream: TcpStream, session: &Session, shared: &Shared, config: &ConnConfig) {
+    let outcome = read_loop(&mut stream, session, shared, config);
+    let mut queue = session.lock();
+    let kind = match outcome {
+        Ok(()) => "closed",
+        Err(_) if queue.dead => "timeout",
+        Err(error) => {
+            if config.verbose && !shared.stop.load(Ordering::Relaxed) {
+                eprintln!("loadgen: {}: {error}", config.addr);
+            }
+            if error.kind() == io::ErrorKind::InvalidData {
+                "protocol"
+            } else {
+                "io"
+            }
+        }
+    };
+    for pending in queue.pending.drain(..) {
+        shared.error(pending.intended, kind);
+    }
+    queue.retry.clear();
+    queue.dead = true;
+    drop(queue);
+    session.changed.notify_all();
+}
+
+fn read_loop(
+    stream: &mut TcpStream,
+    session: &Session,
+    shared: &Shared,
+    config: &ConnConfig,
+) -> io::Result<()> {
+    let mut header = [0u8; ACK_HEADER_LEN];
+    let mut detail = Vec::new();
+    loop {
+        match stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                let queue = session.lock();
+                return if queue.pending.is_empty() {
+                    Ok(())
+                } else {
+                    Err(error)
+                };
+            }
+            Err(error) => return Err(error),
+        }
+        let now = Instant::now();
+        let ack = AckHeader::decode(&header)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an ack header"))?;
+        detail.resize(ack.detail_len as usize, 0);
+        stream.read_exact(&mut detail)?;
+        let mut queue = session.lock();
+        let pending = queue
+            .pending
+            .pop_front()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "an ack for no frame"))?;
+        if pending.batch_id != ack.batch_id {
+            let message = format!(
+                "ack for batch {:#x}, expected {:#x}",
+                ack.batch_id, pending.batch_id
+            );
+            queue.pending.push_front(pending);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+        }
+        match ack.status {
+            AckStatus::Durable => {
+                drop(queue);
+                shared.accepted(pending.intended, now, pending.events);
+            }
+            AckStatus::Overloaded if pending.frame.is_some() => {
+                // --max mode: back off, then resend the same frame.
+                let retry_at = now + Duration::from_millis(u64::from(ack.retry_after_ms.max(1)));
+                let intended = pending.intended;
+                queue.retry.push_back((pending, retry_at));
+                drop(queue);
+                shared.error(intended, "overloaded");
+            }
+            status => {
+                drop(queue);
+                let kind = match status {
+                    AckStatus::Durable => unreachable!("handled above"),
+                    AckStatus::Duplicate => "duplicate",
+                    AckStatus::Rejected => "rejected",
+                    AckStatus::Overloaded => "overloaded",
+                    AckStatus::Unavailable => "unavailable",
+                };
+                shared.error(pending.intended, kind);
+                if status == AckStatus::Rejected && config.verbose {
+                    eprintln!(
+                        "loadgen: {} rejected batch {:#x}: {}",
+                        config.addr,
+                        ack.batch_id,
+                        String::from_utf8_lossy(&detail)
+                    );
+                }
+            }
+        }
+        session.changed.notify_all();
+    }
+}
