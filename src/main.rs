@@ -43,7 +43,7 @@ enum Command {
     },
     /// Generate load against an ingest source and measure latency
     /// (`weir loadgen plot` overlays `.hgrm` files).
-    Loadgen(weir_loadgen::Cli),
+    Loadgen(Box<weir_loadgen::Cli>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         Command::Wal {
             command: WalCommand::Inspect { dir },
         } => inspect(&dir),
-        Command::Loadgen(cli) => weir_loadgen::cli_main(cli),
+        Command::Loadgen(cli) => weir_loadgen::cli_main(*cli),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +101,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// On SIGINT or SIGTERM, shuts the run down gracefully: sources stop, what
+/// they emitted drains, and the final epoch commits (a second signal while
+/// that happens is not special: `kill -9` is always safe, the next start
+/// recovers).
+fn stop_on_signals(handle: weir::runtime::Handle) -> Result<()> {
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, signalled.clone())
+            .with_context(|| format!("cannot handle signal {signal}"))?;
+    }
+    std::thread::Builder::new()
+        .name("weir-signals".into())
+        .spawn(move || {
+            while !signalled.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            eprintln!("weir: stopping: draining and committing the final epoch");
+            handle.shutdown();
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 /// Exit status for an invalid config file.
@@ -144,7 +167,9 @@ fn run_graph(
     if let Some(dir) = data_dir.or_else(|| config.data_dir.clone()) {
         builder = builder.data_dir(dir);
     }
-    let report = builder.build()?.run(graph)?;
+    let running = builder.build()?.start(graph)?;
+    stop_on_signals(running.handle())?;
+    let report = running.wait()?;
     if report.already_complete {
         println!(
             "weir: this data directory's run already completed (epoch {})",

@@ -97,7 +97,13 @@ impl IntakeLog {
     /// `poll`, in the same poll that emits the records `data` holds; the
     /// ticket completes once the record is durable.
     pub fn append(&self, data: &[u8]) -> Result<IntakeTicket, StateError> {
-        self.append_copy(None, data)
+        self.append_parts(None, &[data])
+    }
+
+    /// [`append`](Self::append) of the concatenation of `parts`, without
+    /// concatenating them first.
+    pub fn append_vectored(&self, parts: &[&[u8]]) -> Result<IntakeTicket, StateError> {
+        self.append_parts(None, parts)
     }
 
     /// Asks the WAL to write what was appended now rather than at its next
@@ -126,13 +132,22 @@ impl IntakeLog {
         identity: Option<u64>,
         data: &[u8],
     ) -> Result<IntakeTicket, StateError> {
+        self.append_parts(identity, &[data])
+    }
+
+    fn append_parts(
+        &self,
+        identity: Option<u64>,
+        data: &[&[u8]],
+    ) -> Result<IntakeTicket, StateError> {
         let origin = identity.map_or(0, |identity| identity + 1);
         let Some(inner) = &self.inner else {
             return Ok(IntakeTicket { durable: None });
         };
-        let mut payload = Vec::with_capacity(ORIGIN_LEN + data.len());
-        payload.extend_from_slice(&origin.to_le_bytes());
-        payload.extend_from_slice(data);
+        let origin = origin.to_le_bytes();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + data.len());
+        parts.push(&origin);
+        parts.extend_from_slice(data);
         let durable = inner
             .epochs
             .append_durable(
@@ -140,7 +155,7 @@ impl IntakeLog {
                 inner.epoch.get(),
                 &inner.node,
                 inner.instance,
-                &payload,
+                &parts,
             )
             .map_err(|error| StateError(format!("logging accepted input: {error}")))?;
         Ok(IntakeTicket {

@@ -27,10 +27,13 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use serde::Deserialize;
 
-use super::{batch_id_hash, enqueue, Encoding, EventRef, IngestQueue, Refused, Reply, Tasks};
+use super::{
+    batch_id_hash, enqueue, Encoding, EventRef, IngestQueue, Payload, Refused, Reply, ServeFn,
+    Tasks,
+};
 
 /// Settings of the `http` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,24 +164,21 @@ pub(crate) fn for_each_event(
     .map_err(|bad| format!("event {}: {}", bad.at, bad.message))
 }
 
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
+/// Serves one connection on this shard.
+pub(crate) fn serve_on(
     queue: Rc<IngestQueue>,
     tasks: Rc<Tasks>,
     options: HttpOptions,
     retry_after_ms: u64,
-) {
+) -> ServeFn {
     let options = Rc::new(options);
-    loop {
-        let Ok(stream) = listener.accept().await else {
-            continue;
-        };
+    Rc::new(move |stream: TcpStream| {
         let _ = stream.set_nodelay(true);
         let (queue, options) = (queue.clone(), options.clone());
         tasks.spawn_connection(async move {
             let _ = serve(stream, &queue, &options, retry_after_ms).await;
         });
-    }
+    })
 }
 
 /// A response: status, extra headers, JSON body.
@@ -456,7 +456,9 @@ async fn serve(
                 return Ok(()); // the client left mid-body: nothing accepted
             }
         }
-        let body: Vec<u8> = buffer.drain(..head.content_length).collect();
+        let mut body = Payload::with_capacity(head.content_length);
+        body.extend_from_slice(&buffer[..head.content_length]);
+        buffer.drain(..head.content_length);
         let response = handle(head.array, head.batch_id, body, queue, retry_after_ms).await;
         let close = head.close || response.close;
         let response = if head.close {
@@ -474,7 +476,7 @@ async fn serve(
 async fn handle(
     array: bool,
     batch_id: Option<u64>,
-    body: Vec<u8>,
+    body: Payload,
     queue: &IngestQueue,
     retry_after_ms: u64,
 ) -> Response {

@@ -51,6 +51,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::os::fd::FromRawFd;
+
 use weir_runtime::{
     Emitter, IntakeLog, IntakeTicket, ShardContext, Source, SourcePoll, StateError,
 };
@@ -130,17 +132,29 @@ pub(crate) struct EventRef<'a> {
     pub(crate) body: &'a str,
 }
 
-/// Calls `each` for every event of a batch already validated by
-/// [`tcp::validate`] or [`http::parse_events`] (it is decoded again, which
-/// cannot fail for those bytes; an error here means the bytes changed).
+/// Whether a payload was checked in this process already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// By [`tcp::validate`] or [`http::parse_events`], and not changed since.
+    Yes,
+    /// It comes from the log: check it again.
+    No,
+}
+
+/// Calls `each` for every event of a batch.
 pub(crate) fn for_each_event(
     encoding: Encoding,
-    payload: &[u8],
+    payload: &Payload,
+    checked: Checked,
     mut each: impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
     match encoding {
-        Encoding::Wire => tcp::for_each_event(payload, &mut each),
+        Encoding::Wire => tcp::for_each_event(payload, checked, &mut each),
+        // JSON is parsed again either way: the source needs the borrowed
+        // fields and keeping them from the check would tie the connection's
+        // buffer to the queue.
         Encoding::Ndjson | Encoding::JsonArray => {
+            let _ = checked;
             http::for_each_event(encoding, payload, &mut each)
         }
     }
@@ -151,6 +165,13 @@ pub(crate) fn for_each_event(
 pub struct Mesh {
     senders: Vec<crossbeam::channel::Sender<Forwarded>>,
     receivers: Vec<std::sync::Mutex<Option<crossbeam::channel::Receiver<Forwarded>>>>,
+    /// Accepted connections on their way to the shard that serves them.
+    handoff: Vec<crossbeam::channel::Sender<std::os::fd::OwnedFd>>,
+    handoff_receivers:
+        Vec<std::sync::Mutex<Option<crossbeam::channel::Receiver<std::os::fd::OwnedFd>>>>,
+    /// Connections accepted by every instance: connection `n` is served by
+    /// instance `n % instances`.
+    accepted: std::sync::atomic::AtomicU64,
 }
 
 /// A batch handed to its owner instance on another shard.
@@ -158,7 +179,7 @@ struct Forwarded {
     encoding: Encoding,
     batch_id: Option<u64>,
     events: usize,
-    payload: Vec<u8>,
+    payload: Payload,
     reply: std::sync::Arc<RemoteSlot>,
 }
 
@@ -174,7 +195,19 @@ impl Mesh {
                 (sender, std::sync::Mutex::new(Some(receiver)))
             })
             .unzip();
-        Mesh { senders, receivers }
+        let (handoff, handoff_receivers) = (0..instances)
+            .map(|_| {
+                let (sender, receiver) = crossbeam::channel::bounded(MESH_BATCHES_MAX);
+                (sender, std::sync::Mutex::new(Some(receiver)))
+            })
+            .unzip();
+        Mesh {
+            senders,
+            receivers,
+            handoff,
+            handoff_receivers,
+            accepted: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     fn owner(&self, batch_id: u64) -> usize {
@@ -264,7 +297,7 @@ pub(crate) fn enqueue(
     encoding: Encoding,
     batch_id: Option<u64>,
     events: usize,
-    payload: Vec<u8>,
+    payload: Payload,
 ) -> Result<PendingReply, Refused> {
     if !queue.open.get() {
         return Err(Refused::Unavailable);
@@ -343,12 +376,15 @@ impl Future for ReplyFuture {
     }
 }
 
+/// A batch's bytes, aligned for reading rkyv archives in place.
+pub(crate) type Payload = rkyv::util::AlignedVec<16>;
+
 /// A batch a connection checked and queued.
 pub(crate) struct Queued {
     pub(crate) encoding: Encoding,
     pub(crate) batch_id: Option<u64>,
     pub(crate) events: usize,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: Payload,
     pub(crate) reply: ReplyTo,
 }
 
@@ -359,6 +395,45 @@ pub(crate) enum Refused {
     Full,
     /// The source is not taking input (replaying, or shutting down).
     Unavailable,
+}
+
+/// Starts serving an accepted connection on the current shard.
+pub(crate) type ServeFn = Rc<dyn Fn(glommio::net::TcpStream)>;
+
+/// Accepts connections and spreads them over the instances round-robin.
+///
+/// The kernel spreads connections over the shards' listeners by a hash of
+/// their addresses, which can put the few connections of a load generator
+/// all on one shard; handing every `n`-th accepted connection to instance
+/// `n % instances` (a duplicate of its descriptor, through the mesh) keeps
+/// the shards evenly loaded. The connection is then served by that shard
+/// from its first byte.
+async fn accept_loop(listener: glommio::net::TcpListener, queue: Rc<IngestQueue>, serve: ServeFn) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::sync::atomic::Ordering;
+    let mesh = queue.mesh.clone();
+    loop {
+        let Ok(stream) = listener.accept().await else {
+            continue;
+        };
+        let target =
+            (mesh.accepted.fetch_add(1, Ordering::Relaxed) % mesh.handoff.len() as u64) as usize;
+        if target == queue.instance {
+            serve(stream);
+            continue;
+        }
+        // SAFETY: the descriptor is open while `stream` lives, which it does
+        // until after the duplicate is made.
+        let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+        match duplicate {
+            Ok(fd) => match mesh.handoff[target].try_send(fd) {
+                Ok(()) => drop(stream),
+                // The target is gone or swamped: serve it here.
+                Err(_) => serve(stream),
+            },
+            Err(_) => serve(stream),
+        }
+    }
 }
 
 /// Batches waiting for the source instance, shared with its connection
@@ -492,6 +567,10 @@ pub struct IngestSource {
     /// are its to deduplicate).
     inbox: Option<crossbeam::channel::Receiver<Forwarded>>,
     tasks: Rc<Tasks>,
+    /// Starts serving a connection on this shard (set once listening).
+    serve: Option<ServeFn>,
+    /// Connections other shards accepted and handed to this one.
+    handed: Option<crossbeam::channel::Receiver<std::os::fd::OwnedFd>>,
     intake: IntakeLog,
     listening: bool,
     dedup: DedupTable,
@@ -499,7 +578,6 @@ pub struct IngestSource {
     emitted: u64,
     watermark: u64,
     scratch: GeneratedEvent,
-    data: Vec<u8>,
 }
 
 impl std::fmt::Debug for IngestSource {
@@ -512,8 +590,7 @@ impl std::fmt::Debug for IngestSource {
     }
 }
 
-/// Bytes of an intake record before the payload: encoding u8, has-id u8,
-/// batch id u64, accept time u64 (ns).
+/// Bytes of a [`DataHeader`].
 const DATA_HEADER_LEN: usize = 18;
 
 impl IngestSource {
@@ -530,6 +607,14 @@ impl IngestSource {
                 .unwrap_or_else(|poison| poison.into_inner())
                 .take()
         });
+        let handed = mesh
+            .handoff_receivers
+            .get(context.instance)
+            .and_then(|slot| {
+                slot.lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .take()
+            });
         let queue = Rc::new(IngestQueue {
             batches: RefCell::default(),
             events: Cell::new(0),
@@ -545,13 +630,14 @@ impl IngestSource {
             queue,
             inbox,
             tasks: Rc::default(),
+            serve: None,
+            handed,
             intake: IntakeLog::disabled(),
             listening: false,
             dedup: DedupTable::default(),
             emitted: 0,
             watermark: 0,
             scratch: GeneratedEvent::default(),
-            data: Vec::new(),
         }
     }
 
@@ -562,38 +648,40 @@ impl IngestSource {
                 self.context.node, self.context.shard, self.options.listen
             ))
         })?;
-        let queue = self.queue.clone();
-        let tasks = self.tasks.clone();
+        let (queue, tasks) = (self.queue.clone(), self.tasks.clone());
         let retry_after_ms = self.options.retry_after_ms;
-        let accept = match &self.protocol {
-            Protocol::Tcp(options) => {
-                let options = options.clone();
-                let accept = tcp::accept_loop(listener, queue, tasks, options, retry_after_ms);
-                glommio::spawn_local(accept).detach()
-            }
+        let serve = match &self.protocol {
+            Protocol::Tcp(options) => tcp::serve_on(queue, tasks, options.clone(), retry_after_ms),
             Protocol::Http(options) => {
-                let options = options.clone();
-                let accept = http::accept_loop(listener, queue, tasks, options, retry_after_ms);
-                glommio::spawn_local(accept).detach()
+                http::serve_on(queue, tasks, options.clone(), retry_after_ms)
             }
         };
+        self.serve = Some(serve.clone());
+        let accept =
+            glommio::spawn_local(accept_loop(listener, self.queue.clone(), serve)).detach();
         *self.tasks.accept.borrow_mut() = Some(accept);
         self.queue.open.set(true);
         self.listening = true;
         Ok(())
     }
 
-    /// Emits the events of one batch (the intake record's `data`).
-    fn emit(&mut self, data: &[u8], out: &mut Emitter<GeneratedEvent>) -> Result<(), String> {
-        let (encoding, batch_id, accepted_ns, payload) = decode_data(data)?;
-        if let Some(id) = batch_id {
+    /// Emits the events of one batch.
+    fn emit(
+        &mut self,
+        header: &DataHeader,
+        payload: &Payload,
+        checked: Checked,
+        out: &mut Emitter<GeneratedEvent>,
+    ) -> Result<(), String> {
+        let accepted_ns = header.accepted_ns;
+        if let Some(id) = header.batch_id {
             let expires = accepted_ns / 1_000_000 + self.options.dedup_window_ms;
             self.dedup.insert(id, expires);
         }
         let (instances, instance) = (self.context.instances as u64, self.context.instance as u64);
         let scratch = &mut self.scratch;
         let emitted = &mut self.emitted;
-        for_each_event(encoding, payload, |event| {
+        for_each_event(header.encoding, payload, checked, |event| {
             scratch.id = *emitted * instances + instance;
             *emitted += 1;
             scratch.key.clear();
@@ -617,16 +705,16 @@ impl IngestSource {
                 return;
             }
         }
-        let mut data = std::mem::take(&mut self.data);
-        encode_data(
-            &mut data,
-            batch.encoding,
-            batch.batch_id,
-            now_ns,
-            &batch.payload,
-        );
-        let reply = match self.intake.append(&data) {
-            Ok(ticket) => match self.emit(&data, out) {
+        let header = DataHeader {
+            encoding: batch.encoding,
+            batch_id: batch.batch_id,
+            accepted_ns: now_ns,
+        };
+        let logged = self
+            .intake
+            .append_vectored(&[&header.encode(), &batch.payload]);
+        let reply = match logged {
+            Ok(ticket) => match self.emit(&header, &batch.payload, Checked::Yes, out) {
                 Ok(()) => Reply::Accepted {
                     events: batch.events,
                     ticket,
@@ -635,7 +723,6 @@ impl IngestSource {
             },
             Err(error) => Reply::Failed(error.0),
         };
-        self.data = data;
         batch.reply.fill(reply);
     }
 }
@@ -647,38 +734,44 @@ impl Drop for IngestSource {
     }
 }
 
-fn encode_data(
-    data: &mut Vec<u8>,
+/// What an intake record holds before the batch's payload. Layout
+/// (little-endian, 18 bytes): encoding u8, has-id u8, batch id u64, accept
+/// time u64 (ns since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DataHeader {
     encoding: Encoding,
     batch_id: Option<u64>,
     accepted_ns: u64,
-    payload: &[u8],
-) {
-    data.clear();
-    data.push(encoding as u8);
-    data.push(batch_id.is_some() as u8);
-    data.extend_from_slice(&batch_id.unwrap_or(0).to_le_bytes());
-    data.extend_from_slice(&accepted_ns.to_le_bytes());
-    data.extend_from_slice(payload);
 }
 
-/// An intake record's data, decoded: encoding, batch id, accept time (ns)
-/// and payload.
-type Data<'a> = (Encoding, Option<u64>, u64, &'a [u8]);
-
-fn decode_data(data: &[u8]) -> Result<Data<'_>, String> {
-    if data.len() < DATA_HEADER_LEN {
-        return Err(format!(
-            "intake record of {} bytes is too short",
-            data.len()
-        ));
+impl DataHeader {
+    fn encode(&self) -> [u8; DATA_HEADER_LEN] {
+        let mut bytes = [0u8; DATA_HEADER_LEN];
+        bytes[0] = self.encoding as u8;
+        bytes[1] = self.batch_id.is_some() as u8;
+        bytes[2..10].copy_from_slice(&self.batch_id.unwrap_or(0).to_le_bytes());
+        bytes[10..18].copy_from_slice(&self.accepted_ns.to_le_bytes());
+        bytes
     }
-    let encoding = Encoding::from_u8(data[0])
-        .ok_or_else(|| format!("intake record has unknown encoding {}", data[0]))?;
-    let id = u64::from_le_bytes(data[2..10].try_into().expect("8 bytes"));
-    let batch_id = (data[1] != 0).then_some(id);
-    let accepted_ns = u64::from_le_bytes(data[10..18].try_into().expect("8 bytes"));
-    Ok((encoding, batch_id, accepted_ns, &data[DATA_HEADER_LEN..]))
+
+    /// The header and the payload of an intake record.
+    fn decode(data: &[u8]) -> Result<(DataHeader, &[u8]), String> {
+        if data.len() < DATA_HEADER_LEN {
+            return Err(format!(
+                "intake record of {} bytes is too short",
+                data.len()
+            ));
+        }
+        let encoding = Encoding::from_u8(data[0])
+            .ok_or_else(|| format!("intake record has unknown encoding {}", data[0]))?;
+        let id = u64::from_le_bytes(data[2..10].try_into().expect("8 bytes"));
+        let header = DataHeader {
+            encoding,
+            batch_id: (data[1] != 0).then_some(id),
+            accepted_ns: u64::from_le_bytes(data[10..18].try_into().expect("8 bytes")),
+        };
+        Ok((header, &data[DATA_HEADER_LEN..]))
+    }
 }
 
 impl Source for IngestSource {
@@ -693,6 +786,16 @@ impl Source for IngestSource {
             if let Err(error) = self.start_listening() {
                 out.fail(error.0);
                 return SourcePoll::Exhausted;
+            }
+        }
+        if let (Some(handed), Some(serve)) = (&self.handed, &self.serve) {
+            while let Ok(fd) = handed.try_recv() {
+                // SAFETY: `fd` is an open, owned socket (a duplicate of an
+                // accepted connection's); the stream takes it over.
+                let stream = unsafe {
+                    glommio::net::TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
+                };
+                serve(stream);
             }
         }
         let now_ns = unix_ns();
@@ -767,12 +870,18 @@ impl Source for IngestSource {
     }
 
     fn replay(&mut self, data: &[u8], out: &mut Emitter<GeneratedEvent>) -> Result<(), StateError> {
-        self.emit(data, out).map_err(|error| {
-            StateError(format!(
-                "source `{}`: replaying a logged batch: {error}",
-                self.context.node
-            ))
-        })
+        DataHeader::decode(data)
+            .and_then(|(header, payload)| {
+                let mut aligned = Payload::with_capacity(payload.len());
+                aligned.extend_from_slice(payload);
+                self.emit(&header, &aligned, Checked::No, out)
+            })
+            .map_err(|error| {
+                StateError(format!(
+                    "source `{}`: replaying a logged batch: {error}",
+                    self.context.node
+                ))
+            })
     }
 }
 
@@ -792,19 +901,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn data_records_round_trip() {
-        let mut data = Vec::new();
-        encode_data(&mut data, Encoding::Ndjson, Some(7), 123, b"{}");
-        assert_eq!(
-            decode_data(&data).unwrap(),
-            (Encoding::Ndjson, Some(7), 123, &b"{}"[..])
-        );
-        encode_data(&mut data, Encoding::Wire, None, 5, b"");
-        assert_eq!(
-            decode_data(&data).unwrap(),
-            (Encoding::Wire, None, 5, &b""[..])
-        );
-        assert!(decode_data(&data[..3]).is_err());
+    fn data_headers_round_trip() {
+        for header in [
+            DataHeader {
+                encoding: Encoding::Ndjson,
+                batch_id: Some(7),
+                accepted_ns: 123,
+            },
+            DataHeader {
+                encoding: Encoding::Wire,
+                batch_id: None,
+                accepted_ns: 5,
+            },
+        ] {
+            let mut data = header.encode().to_vec();
+            data.extend_from_slice(b"{}");
+            assert_eq!(DataHeader::decode(&data).unwrap(), (header, &b"{}"[..]));
+            assert!(DataHeader::decode(&data[..3]).is_err());
+        }
     }
 
     #[test]

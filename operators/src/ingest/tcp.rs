@@ -13,14 +13,15 @@ use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::{TcpListener, TcpStream};
-use rkyv::util::AlignedVec;
+use glommio::net::TcpStream;
 use rkyv::vec::ArchivedVec;
 
 use super::wire::{
     AckHeader, AckStatus, ArchivedWireEvent, FrameHeader, FLAG_DEDUP, FRAME_HEADER_LEN,
 };
-use super::{enqueue, EventRef, IngestQueue, PendingReply, Refused, Reply, Tasks};
+use super::{
+    enqueue, Checked, EventRef, IngestQueue, Payload, PendingReply, Refused, Reply, ServeFn, Tasks,
+};
 
 /// Settings of the `tcp` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,17 +55,27 @@ pub fn validate(payload: &[u8]) -> Result<usize, String> {
 }
 
 pub(crate) fn for_each_event(
-    payload: &[u8],
+    payload: &Payload,
+    checked: Checked,
     each: &mut impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
-    // The payload may sit anywhere in a log record: align it first.
-    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
-    aligned.extend_from_slice(payload);
-    let events = rkyv::access::<ArchivedVec<ArchivedWireEvent>, rkyv::rancor::Error>(&aligned)
-        .map_err(|error| format!("payload is not an archived event batch: {error}"))?;
+    let events = match checked {
+        Checked::No => rkyv::access::<ArchivedVec<ArchivedWireEvent>, rkyv::rancor::Error>(payload)
+            .map_err(|error| format!("payload is not an archived event batch: {error}"))?,
+        // SAFETY: `validate` accepted these very bytes (the payload is owned
+        // and was not changed since), aligned as they are now: the archive is
+        // valid, and every key and body is UTF-8.
+        Checked::Yes => unsafe {
+            rkyv::access_unchecked::<ArchivedVec<ArchivedWireEvent>>(payload)
+        },
+    };
     for (index, event) in events.iter().enumerate() {
-        let body = std::str::from_utf8(&event.body)
-            .map_err(|_| format!("event {index}: body is not UTF-8"))?;
+        let body = match checked {
+            Checked::No => std::str::from_utf8(&event.body)
+                .map_err(|_| format!("event {index}: body is not UTF-8"))?,
+            // SAFETY: as above, `validate` checked the body is UTF-8.
+            Checked::Yes => unsafe { std::str::from_utf8_unchecked(&event.body) },
+        };
         each(EventRef {
             key: event.key.as_str(),
             ts_ms: Some(event.ts_ms.to_native()),
@@ -75,22 +86,18 @@ pub(crate) fn for_each_event(
     Ok(())
 }
 
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
+/// Serves one connection on this shard.
+pub(crate) fn serve_on(
     queue: Rc<IngestQueue>,
     tasks: Rc<Tasks>,
     options: TcpOptions,
     retry_after_ms: u64,
-) {
-    loop {
-        let Ok(stream) = listener.accept().await else {
-            continue;
-        };
+) -> ServeFn {
+    Rc::new(move |stream: TcpStream| {
         let _ = stream.set_nodelay(true);
-        let queue = queue.clone();
-        let options = options.clone();
+        let (queue, options) = (queue.clone(), options.clone());
         tasks.spawn_connection(serve(stream, queue, options, retry_after_ms));
-    }
+    })
 }
 
 /// What the writer acknowledges, in frame order.
@@ -151,7 +158,7 @@ async fn read_frames(
             let _ = acks.send(reject(header.batch_id, detail)).await;
             return;
         }
-        let mut payload = AlignedVec::<16>::with_capacity(header.len as usize);
+        let mut payload = Payload::with_capacity(header.len as usize);
         payload.resize(header.len as usize, 0);
         if reader.read_exact(&mut payload).await.is_err() {
             return; // the client went away mid-frame: nothing was accepted
@@ -173,13 +180,7 @@ async fn read_frames(
             }
         };
         let batch_id = (header.flags & FLAG_DEDUP != 0).then_some(header.batch_id);
-        let queued = enqueue(
-            &queue,
-            super::Encoding::Wire,
-            batch_id,
-            events,
-            payload.to_vec(),
-        );
+        let queued = enqueue(&queue, super::Encoding::Wire, batch_id, events, payload);
         let pending = match queued {
             Ok(reply) => Pending::Wait {
                 batch_id: header.batch_id,

@@ -98,16 +98,32 @@ impl EpochShared {
 /// Which instance of which node a WAL record belongs to, followed by the
 /// node's bytes. Layout (little-endian): name length u32, name, instance
 /// u32, payload.
+#[cfg(test)]
 pub(crate) fn encode_record(node: &str, instance: usize, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + node.len() + payload.len());
-    bytes.extend_from_slice(&(node.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(node.as_bytes());
-    bytes.extend_from_slice(&(instance as u32).to_le_bytes());
-    bytes.extend_from_slice(payload);
+    let mut bytes = Vec::new();
+    encode_record_into(&mut bytes, node, instance, &[payload]);
     bytes
 }
 
-/// The inverse of [`encode_record`]; `None` if the bytes are not one.
+/// `encode_record` into `bytes` (cleared first), with the payload given
+/// in parts, so a caller can reuse one buffer and skip concatenating.
+pub(crate) fn encode_record_into(
+    bytes: &mut Vec<u8>,
+    node: &str,
+    instance: usize,
+    parts: &[&[u8]],
+) {
+    bytes.clear();
+    bytes.reserve(8 + node.len() + parts.iter().map(|part| part.len()).sum::<usize>());
+    bytes.extend_from_slice(&(node.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(node.as_bytes());
+    bytes.extend_from_slice(&(instance as u32).to_le_bytes());
+    for part in parts {
+        bytes.extend_from_slice(part);
+    }
+}
+
+/// The inverse of `encode_record`; `None` if the bytes are not one.
 pub(crate) fn decode_record(bytes: &[u8]) -> Option<(String, usize, &[u8])> {
     let name_len = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
     let name = std::str::from_utf8(bytes.get(4..4 + name_len)?).ok()?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use weir_wal::{Lsn, RecordType, Wal};
 
-use super::{encode_record, failpoint, CommitFn, EpochShared};
+use super::{encode_record_into, failpoint, CommitFn, EpochShared};
 use crate::error::NodeFailure;
 
 /// How often the epoch task looks for work when it has none.
@@ -55,6 +55,8 @@ pub(crate) struct ShardEpochs {
     wal: Wal,
     shared: Arc<EpochShared>,
     progress: RefCell<Progress>,
+    /// Where a record is assembled before the WAL copies it.
+    record: RefCell<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ShardEpochs {
@@ -83,6 +85,7 @@ impl ShardEpochs {
                 done: committed,
                 ..Progress::default()
             }),
+            record: RefCell::default(),
         }
     }
 
@@ -99,10 +102,24 @@ impl ShardEpochs {
         instance: usize,
         payload: &[u8],
     ) -> Result<Lsn, NodeFailure> {
-        let lsn = self
-            .wal
-            .append(kind, epoch, &encode_record(node, instance, payload))
-            .map_err(|error| NodeFailure::Log(error.to_string()))?;
+        self.append_parts(kind, epoch, node, instance, &[payload])
+    }
+
+    /// [`append`](Self::append) with the payload in parts.
+    pub(crate) fn append_parts(
+        &self,
+        kind: RecordType,
+        epoch: u64,
+        node: &str,
+        instance: usize,
+        parts: &[&[u8]],
+    ) -> Result<Lsn, NodeFailure> {
+        let lsn = {
+            let mut record = self.record.borrow_mut();
+            encode_record_into(&mut record, node, instance, parts);
+            self.wal.append(kind, epoch, &record)
+        }
+        .map_err(|error| NodeFailure::Log(error.to_string()))?;
         let mut progress = self.progress.borrow_mut();
         progress.newest_lsn = progress.newest_lsn.max(lsn);
         let newest = progress.lsns.entry(epoch).or_insert(lsn);
@@ -119,9 +136,9 @@ impl ShardEpochs {
         epoch: u64,
         node: &str,
         instance: usize,
-        payload: &[u8],
+        parts: &[&[u8]],
     ) -> Result<weir_wal::Durable, NodeFailure> {
-        let lsn = self.append(kind, epoch, node, instance, payload)?;
+        let lsn = self.append_parts(kind, epoch, node, instance, parts)?;
         Ok(self.wal.durable(lsn))
     }
 
