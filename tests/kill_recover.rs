@@ -191,6 +191,7 @@ fn check_output(config_path: &Path, out: &Path) {
         instances: 1,
         node: "gen".into(),
         committed_epoch: 0,
+        metrics: weir::runtime::metrics::Registry::new(1),
     };
     let events = ConfigEvents::new(generator, &context);
 

@@ -5,12 +5,11 @@
 //! is still waiting for its response) starts as soon as the connection is
 //! free, and its latency still runs from its intended send time.
 
-use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::event::EventGen;
+use crate::pool::BodyPool;
 use crate::stats::{wait_until, Shared};
 use crate::{ConnConfig, Mode};
 
@@ -62,8 +61,8 @@ pub(crate) fn run_connection(
     config: std::sync::Arc<ConnConfig>,
     shared: std::sync::Arc<Shared>,
     conn: usize,
+    mut pool: BodyPool,
 ) {
-    let mut gen = EventGen::new(config.profile, config.conn_seed(conn), config.keys);
     let mut connection: Option<Connection> = None;
     let mut seq = 0u64;
     let end = shared.start + shared.end;
@@ -91,8 +90,7 @@ pub(crate) fn run_connection(
             shared.error(intended, "backlogged");
             continue;
         }
-        let body = build_body(&config, &mut gen, shared.unix_ns(intended));
-        let head = request_head(&config, body.len(), batch_id);
+        let (head, body) = pool.next(batch_id, shared.unix_ns(intended));
         wait_until(intended);
         // In closed-loop mode latency runs from the actual send.
         let intended = match config.mode {
@@ -120,7 +118,7 @@ pub(crate) fn run_connection(
                 }
             }
             let open = connection.as_mut().expect("connected");
-            let response = match open.exchange(head.as_bytes(), body.as_bytes()) {
+            let response = match open.exchange(head, body) {
                 Ok(response) => response,
                 Err(error) => {
                     let kind = if matches!(
@@ -197,39 +195,6 @@ fn accepted(body: &[u8]) -> Option<(u64, bool)> {
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     Some((accepted, duplicate))
-}
-
-/// A batch as NDJSON: one object per line with `key`, `ts` and `sent_ns`
-/// first, each line (without its newline) about `record_bytes` long.
-fn build_body(config: &ConnConfig, gen: &mut EventGen, sent_ns: u64) -> String {
-    let ts = sent_ns / 1_000_000;
-    let mut body = String::with_capacity(config.batch * (config.record_bytes + 64));
-    for _ in 0..config.batch {
-        gen.next_into(
-            &mut body,
-            |key, out| {
-                let _ = write!(out, r#""key":"{key}","ts":{ts},"sent_ns":{sent_ns},"#);
-            },
-            |_| config.record_bytes,
-        );
-        body.push('\n');
-    }
-    body
-}
-
-fn request_head(config: &ConnConfig, content_length: usize, batch_id: u64) -> String {
-    let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {content_length}\r\n",
-        config.path, config.addr
-    );
-    if let Some(token) = &config.token {
-        let _ = write!(head, "Authorization: Bearer {token}\r\n");
-    }
-    if config.dedup {
-        let _ = write!(head, "Weir-Batch-Id: {batch_id:016x}\r\n");
-    }
-    head.push_str("\r\n");
-    head
 }
 
 /// Reads one response: status line, headers, and a body framed by

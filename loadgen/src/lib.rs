@@ -13,8 +13,11 @@
 //! ```
 //!
 //! that is every `B * C / R` seconds per connection, the connections
-//! staggered evenly within that period. The writer builds the batch ahead
-//! of time, sleeps until shortly before it is due, spins the last ~50 µs,
+//! staggered evenly within that period. The writer readies the batch ahead
+//! of time (every connection encodes a pool of batches before the run
+//! starts and only patches each one's send time, batch id and checksum
+//! when it is due: see `pool.rs`), sleeps until shortly before it is due,
+//! spins the last ~50 µs,
 //! and sends it whether or not earlier batches were acknowledged (over TCP
 //! frames are pipelined; a separate reader thread takes the acks).
 //!
@@ -51,6 +54,7 @@ mod event;
 mod hgrm;
 mod http;
 mod plot;
+mod pool;
 mod stats;
 mod tcp;
 
@@ -68,6 +72,7 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWriterBuilder};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
+use weir_operators::ingest::wire::FLAG_DEDUP;
 
 pub use event::Profile;
 pub use hdrhistogram;
@@ -465,10 +470,6 @@ pub fn run(args: Args) -> Result<Summary> {
     let verbose = !args.quiet;
 
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
-    // Give the connections a moment to connect before batch 0 is due.
-    let lead = Duration::from_millis(50);
-    let start = Instant::now() + lead;
-    let start_unix_ns = unix_now + lead.as_nanos() as u64;
     let end = args.warmup + args.duration;
     let config = Arc::new(ConnConfig {
         addr,
@@ -488,6 +489,25 @@ pub fn run(args: Args) -> Result<Summary> {
         end,
         verbose,
     });
+    // Every batch is encoded now, before the clock starts; sending only
+    // patches times, batch ids and checksums.
+    let flags = if args.dedup { FLAG_DEDUP } else { 0 };
+    let (pools, took) = pool::build_pools(&config, transport == Transport::Http, flags);
+    if verbose {
+        let bytes: usize = pools.iter().map(pool::Pool::bytes).sum();
+        eprintln!(
+            "loadgen: pre-encoded {} batches per connection ({:.1} MiB in all) in {:.2} s",
+            pool::pool_batches(&config),
+            bytes as f64 / (1 << 20) as f64,
+            took.as_secs_f64()
+        );
+    }
+
+    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
+    // Give the connections a moment to connect before batch 0 is due.
+    let lead = Duration::from_millis(50);
+    let start = Instant::now() + lead;
+    let start_unix_ns = unix_now + lead.as_nanos() as u64;
     let shared = Arc::new(stats::Shared::new(
         start,
         start_unix_ns,
@@ -517,13 +537,13 @@ pub fn run(args: Args) -> Result<Summary> {
     };
 
     let mut handles = Vec::new();
-    for conn in 0..args.connections as usize {
+    for (conn, pool) in pools.into_iter().enumerate() {
         let (config, shared) = (config.clone(), shared.clone());
         let handle = std::thread::Builder::new()
             .name(format!("loadgen-conn-{conn}"))
-            .spawn(move || match transport {
-                Transport::Tcp => tcp::run_connection(config, shared, conn),
-                Transport::Http => http::run_connection(config, shared, conn),
+            .spawn(move || match pool {
+                pool::Pool::Tcp(pool) => tcp::run_connection(config, shared, conn, pool),
+                pool::Pool::Http(pool) => http::run_connection(config, shared, conn, pool),
             })
             .context("cannot start a connection thread")?;
         handles.push(handle);

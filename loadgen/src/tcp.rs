@@ -14,11 +14,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weir_operators::ingest::wire::{
-    encode_frame, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN, FLAG_DEDUP,
-};
+use weir_operators::ingest::wire::{AckHeader, AckStatus, ACK_HEADER_LEN};
 
-use crate::event::EventGen;
+use crate::pool::FramePool;
 use crate::stats::{wait_until, Shared};
 use crate::{ConnConfig, Mode};
 
@@ -121,32 +119,19 @@ impl Connection {
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one connection until the end of the run.
-pub(crate) fn run_connection(config: Arc<ConnConfig>, shared: Arc<Shared>, conn: usize) {
-    let mut gen = EventGen::new(config.profile, config.conn_seed(conn), config.keys);
-    let flags = if config.dedup { FLAG_DEDUP } else { 0 };
+pub(crate) fn run_connection(
+    config: Arc<ConnConfig>,
+    shared: Arc<Shared>,
+    conn: usize,
+    mut pool: FramePool,
+) {
     let mut connection: Option<Connection> = None;
     let mut last_connect: Option<Instant> = None;
     let mut seq = 0u64;
-    let build = |gen: &mut EventGen, intended: Instant, seq: u64| {
-        let sent_ns = shared.unix_ns(intended);
-        let mut events = Vec::with_capacity(config.batch);
-        for _ in 0..config.batch {
-            let mut body = String::with_capacity(config.record_bytes + 16);
-            let record_bytes = config.record_bytes;
-            let key = gen.next_into(
-                &mut body,
-                |_, _| {},
-                |key| record_bytes.saturating_sub(key.len()),
-            );
-            events.push(WireEvent {
-                key,
-                ts_ms: sent_ns / 1_000_000,
-                sent_ns,
-                body: body.into_bytes(),
-            });
-        }
+    // The next pooled frame, patched for its send time and batch id.
+    let mut build = |intended: Instant, seq: u64| {
         let batch_id = config.batch_id(conn, seq);
-        (batch_id, encode_frame(flags, batch_id, &events))
+        (batch_id, pool.next(batch_id, shared.unix_ns(intended)))
     };
 
     // Makes sure a live connection exists, reconnecting at most every
@@ -186,7 +171,7 @@ pub(crate) fn run_connection(config: Arc<ConnConfig>, shared: Arc<Shared>, conn:
         Mode::Open { .. } => {
             while let Some(offset) = config.due(conn, seq) {
                 let intended = shared.start + offset;
-                let (batch_id, frame) = build(&mut gen, intended, seq);
+                let (batch_id, frame) = build(intended, seq);
                 seq += 1;
                 wait_until(intended);
                 if !ensure(&mut connection) {
@@ -276,9 +261,8 @@ pub(crate) fn run_connection(config: Arc<ConnConfig>, shared: Arc<Shared>, conn:
                     frame
                 } else {
                     drop(queue);
-                    let (batch_id, frame) = build(&mut gen, Instant::now(), seq);
+                    let (batch_id, frame) = build(Instant::now(), seq);
                     seq += 1;
-                    let frame = Arc::new(frame);
                     // Latency from the moment the frame is handed to the
                     // socket: in closed-loop mode that is the intended time.
                     let intended = Instant::now();

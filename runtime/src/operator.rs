@@ -28,6 +28,10 @@ pub struct ShardContext {
     /// directory or on a fresh one). A sink discards output it staged for
     /// later epochs: those never committed and are produced again.
     pub committed_epoch: u64,
+    /// The runtime's metrics: an operator may register its own (named
+    /// `weir_<what>`, labelled with its node name) and update them for
+    /// this shard (`shard`) only.
+    pub metrics: crate::metrics::Registry,
 }
 
 /// A node's state or position could not be saved or restored.

@@ -126,6 +126,7 @@ impl RuntimeBuilder {
         system::check_locked_memory(shards, self.io_memory_bytes)?;
         Ok(Runtime {
             shards,
+            metrics: crate::metrics::Registry::new(shards),
             cores: self.pin.then_some(cores),
             io_memory_bytes: self.io_memory_bytes,
             epochs: self.data_dir.map(|data_dir| EpochConfig {
@@ -141,6 +142,7 @@ impl RuntimeBuilder {
 #[derive(Debug)]
 pub struct Runtime {
     shards: usize,
+    metrics: crate::metrics::Registry,
     cores: Option<Vec<usize>>,
     io_memory_bytes: usize,
     epochs: Option<EpochConfig>,
@@ -155,6 +157,12 @@ impl Runtime {
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.shards
+    }
+
+    /// The runtime's metrics, shared by every graph it runs; serve them
+    /// with [`metrics::serve`](crate::metrics::serve).
+    pub fn metrics(&self) -> &crate::metrics::Registry {
+        &self.metrics
     }
 
     /// Runs `graph` until every source is exhausted and everything drained.
@@ -179,7 +187,7 @@ impl Runtime {
             None => (None, None),
         };
         let committed = recovered.as_ref().map_or(0, |r| r.committed);
-        let mut plans = graph.plan(self.shards, committed);
+        let mut plans = graph.plan(self.shards, committed, &self.metrics);
         if let Some(recovered) = recovered {
             restore_into(&mut plans, recovered.state, recovered.replay);
         }

@@ -48,7 +48,12 @@ impl Graph {
 
     /// Lays the graph out over `shards` shards; `committed_epoch` is what
     /// recovery found (0 when fresh).
-    pub(crate) fn plan(&self, shards: usize, committed_epoch: u64) -> Vec<ShardPlan> {
+    pub(crate) fn plan(
+        &self,
+        shards: usize,
+        committed_epoch: u64,
+        metrics: &crate::metrics::Registry,
+    ) -> Vec<ShardPlan> {
         let mut plans: Vec<ShardPlan> = (0..shards).map(|_| ShardPlan::default()).collect();
         // slot[node][shard] = index of that instance in plans[shard].instances
         let mut slot = vec![vec![usize::MAX; shards]; self.nodes.len()];
@@ -64,6 +69,7 @@ impl Graph {
                         instances: instance_shards.len(),
                         node: node.name.clone(),
                         committed_epoch,
+                        metrics: metrics.clone(),
                     },
                     io: NodeIo {
                         inputs: Vec::new(),
