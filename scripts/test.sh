@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs weir's whole test suite. This is the README's test command and what
-# .ci/run runs after the format and lint checks. It needs only the Rust
-# toolchain and a Linux kernel with io_uring; it installs nothing else yet.
+# .ci/run runs after the format and lint checks. It needs the Rust toolchain,
+# a Linux kernel with io_uring and promtool, which it installs first when it
+# is missing (scripts/install-promtool.sh; the metrics tests lint with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/install-promtool.sh
 
 # glommio locks memory for its io_uring buffers; raise the soft limit as far
 # as the hard limit allows (a privileged user is not bound by it anyway).

@@ -1,14 +1,23 @@
 //! The `weir` command line.
 //!
+//! - `weir demo`: starts a built-in ingest pipeline and drives the load
+//!   generator against it in one process, then prints throughput, the
+//!   latency table and where the histogram files went (`demo.rs`).
 //! - `weir run PIPELINE.toml [--data-dir DIR]`: runs a pipeline declared in
 //!   a config file, exactly-once when it has a data directory; a run on a
 //!   directory that holds a previous run recovers from its last committed
 //!   epoch. An invalid config exits with status 2, a failed run with 1.
+//!   `[runtime] metrics_listen` serves Prometheus metrics while it runs.
+//!   Lifecycle events (start, recovery, final commit, failures) are logged
+//!   to standard error; `WEIR_LOG` filters them (`tracing-subscriber`'s
+//!   `EnvFilter` syntax, default `info`).
 //! - `weir keycount`: runs the keyed tumbling-window count example and
 //!   prints its rate and per-window totals, checked against a direct
 //!   computation.
 //! - `weir wal inspect DIR`: describes a write-ahead log directory without
 //!   changing it.
+
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +41,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Ingest → keyed window → files, driven by the load generator for ten
+    /// seconds: prints throughput and latency.
+    Demo(demo::DemoArgs),
     /// Run a pipeline declared in a TOML config file.
     Run(RunArgs),
     /// Run the keyed tumbling-window count example pipeline.
@@ -87,6 +99,7 @@ enum WalCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Run(args) => return run(&args),
         Command::Keycount(args) => keycount(&args),
         Command::Wal {
@@ -129,7 +142,21 @@ fn stop_on_signals(handle: weir::runtime::Handle) -> Result<()> {
 /// Exit status for an invalid config file.
 const EXIT_CONFIG: u8 = 2;
 
+/// Logs the runtime's `tracing` events to standard error, filtered by
+/// `WEIR_LOG` (default `info`). Only `weir run` logs: the other commands'
+/// output stays as it is.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Fails only if a subscriber is already installed; keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn run(args: &RunArgs) -> ExitCode {
+    init_logging();
     let config = match weir::operators::config::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
@@ -167,7 +194,16 @@ fn run_graph(
     if let Some(dir) = data_dir.or_else(|| config.data_dir.clone()) {
         builder = builder.data_dir(dir);
     }
-    let running = builder.build()?.start(graph)?;
+    if let Some(listen) = &config.metrics_listen {
+        // Checked when the config was loaded.
+        let addr = listen
+            .parse()
+            .with_context(|| format!("`[runtime] metrics_listen` = {listen:?}"))?;
+        builder = builder.metrics_listen(addr);
+    }
+    // The runtime (and its metrics endpoint) lives until the run is over.
+    let runtime = builder.build()?;
+    let running = runtime.start(graph)?;
     stop_on_signals(running.handle())?;
     let report = running.wait()?;
     if report.already_complete {

@@ -71,3 +71,26 @@ fn a_missing_file_is_named() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("/nonexistent/pipeline.toml"), "{stderr}");
 }
+
+#[test]
+fn an_invalid_metrics_listen_names_the_key() {
+    let (status, stderr) = run(r#"
+[runtime]
+metrics_listen = "localhost"
+
+[sources.gen]
+type = "generator"
+count = 10
+keys = ["a"]
+events_per_second = 10
+
+[sinks.out]
+type = "file"
+inputs = ["gen"]
+path = "./out"
+"#);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("pipeline.toml:3:"), "{stderr}");
+    assert!(stderr.contains("runtime"), "{stderr}");
+    assert!(stderr.contains("metrics_listen"), "{stderr}");
+}

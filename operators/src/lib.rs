@@ -13,6 +13,7 @@
 pub mod config;
 pub mod generator;
 pub mod ingest;
+pub mod latency;
 pub mod pipelines;
 pub mod records;
 pub mod sink;

@@ -83,7 +83,9 @@ fn valid_file_parses_and_round_trips() {
         window.aggregates,
         [Aggregate::Count, Aggregate::Sum("id".into())]
     );
-    let SinkConfig::File(file) = &config.sinks["out"];
+    let SinkConfig::File(file) = &config.sinks["out"] else {
+        panic!("`out` is a file sink");
+    };
     assert_eq!(file.format, FileFormat::Ndjson);
 
     let written = toml::to_string(&config).expect("serializes");

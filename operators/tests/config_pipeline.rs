@@ -32,7 +32,9 @@ fn generator_to_file_sink_stages_every_id_once() {
     let SourceConfig::Generator(generator) = config.sources["gen"].clone() else {
         panic!("`gen` is a generator");
     };
-    let SinkConfig::File(file) = config.sinks["out"].clone();
+    let SinkConfig::File(file) = config.sinks["out"].clone() else {
+        panic!("`out` is a file sink");
+    };
 
     let mut graph = GraphBuilder::new();
     graph.source("gen", move |context| ConfigEvents::new(&generator, context));

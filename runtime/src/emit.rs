@@ -20,9 +20,11 @@ use crate::batch::{BufferPool, RawBatch, Scratch, SerializeError};
 use crate::error::NodeFailure;
 use crate::limits::BATCH_RECORDS_MAX;
 use crate::message::Message;
+use crate::metrics::wired::OutputMetrics;
+use crate::metrics::ShardCounter;
 use crate::partition::{owner_of, KeyFn, Partition};
 use crate::record::Record;
-use crate::ring::Producer;
+use crate::ring::{Producer, PushError};
 
 /// One output edge of a node instance, as wired by the plan.
 pub(crate) struct OutputIo {
@@ -95,6 +97,8 @@ impl Staging {
 pub struct Emitter<T> {
     edges: Vec<EdgeOutput<T>>,
     staging: Staging,
+    /// `None` for a node without outputs (a sink).
+    metrics: Option<OutputMetrics>,
 }
 
 impl<T> std::fmt::Debug for Emitter<T> {
@@ -107,9 +111,14 @@ impl<T> std::fmt::Debug for Emitter<T> {
 }
 
 impl<T: Record> Emitter<T> {
-    pub(crate) fn new(outputs: Vec<OutputIo>, pool: Rc<BufferPool>) -> Emitter<T> {
+    pub(crate) fn new(
+        outputs: Vec<OutputIo>,
+        pool: Rc<BufferPool>,
+        metrics: Option<OutputMetrics>,
+    ) -> Emitter<T> {
         let edges = outputs.into_iter().map(EdgeOutput::new).collect();
         Emitter {
+            metrics,
             edges,
             staging: Staging {
                 pool,
@@ -238,7 +247,13 @@ impl<T: Record> Emitter<T> {
                     batch,
                 } => {
                     let edge = &mut self.edges[edge];
-                    send(&edge.to, &mut edge.targets[target], Message::Data(batch)).await?;
+                    let (records, bytes) = (batch.len(), batch.bytes_len());
+                    let full_waits = self.metrics.as_ref().map(|m| &m.full_waits);
+                    let target = &mut edge.targets[target];
+                    send(&edge.to, target, Message::Data(batch), full_waits).await?;
+                    if let Some(metrics) = &self.metrics {
+                        metrics.batch(records, bytes);
+                    }
                 }
                 Outgoing::Watermark(watermark) => {
                     self.broadcast(|| Message::Watermark(watermark)).await?;
@@ -251,24 +266,40 @@ impl<T: Record> Emitter<T> {
     }
 
     async fn broadcast(&mut self, message: impl Fn() -> Message) -> Result<(), NodeFailure> {
+        let full_waits = self.metrics.as_ref().map(|m| &m.full_waits);
         for edge in &mut self.edges {
             for target in &mut edge.targets {
-                send(&edge.to, target, message()).await?;
+                send(&edge.to, target, message(), full_waits).await?;
             }
         }
         Ok(())
     }
 }
 
-async fn send(to: &Arc<str>, target: &mut Target, message: Message) -> Result<(), NodeFailure> {
-    target
-        .ring
-        .push(message)
-        .await
-        .map_err(|_| NodeFailure::OutputClosed {
-            to: to.to_string(),
-            to_shard: target.shard,
-        })
+/// Sends `message` into `target`'s ring, waiting while it is full (counted
+/// in `full_waits`, once per message that had to wait).
+async fn send(
+    to: &Arc<str>,
+    target: &mut Target,
+    message: Message,
+    full_waits: Option<&ShardCounter>,
+) -> Result<(), NodeFailure> {
+    let closed = |target: &Target| NodeFailure::OutputClosed {
+        to: to.to_string(),
+        to_shard: target.shard,
+    };
+    let message = match target.ring.try_push(message) {
+        Ok(()) => return Ok(()),
+        Err(PushError::Closed(_)) => return Err(closed(target)),
+        Err(PushError::Full(message)) => message,
+    };
+    if let Some(full_waits) = full_waits {
+        full_waits.inc();
+    }
+    match target.ring.push(message).await {
+        Ok(()) => Ok(()),
+        Err(_) => Err(closed(target)),
+    }
 }
 
 impl<T: Record> EdgeOutput<T> {

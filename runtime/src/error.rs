@@ -149,6 +149,13 @@ pub enum StartError {
         /// glommio's message.
         message: String,
     },
+    /// The metrics endpoint could not listen on its address.
+    Metrics {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -190,6 +197,9 @@ impl fmt::Display for StartError {
             }
             StartError::Executor { shard, message } => {
                 write!(f, "cannot start shard {shard}: {message}")
+            }
+            StartError::Metrics { addr, error } => {
+                write!(f, "cannot serve metrics on {addr}: {error}")
             }
         }
     }

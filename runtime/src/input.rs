@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use crate::batch::RawBatch;
 use crate::error::NodeFailure;
 use crate::message::Message;
+use crate::metrics::wired::InputMetrics;
 use crate::ring::Consumer;
 
 /// One input ring of a node instance.
@@ -39,6 +40,8 @@ struct RingState {
     watermark: u64,
     /// The epoch whose barrier this ring delivered while others have not.
     barrier: Option<u64>,
+    /// Messages waiting in the ring when it was last read.
+    waiting: usize,
 }
 
 /// What the set delivers to the node.
@@ -57,10 +60,13 @@ pub(crate) struct InputSet {
     live: usize,
     next_poll: usize,
     watermark: u64,
+    /// The sum of every ring's `waiting`.
+    waiting: usize,
+    metrics: InputMetrics,
 }
 
 impl InputSet {
-    pub(crate) fn new(inputs: Vec<InputRing>) -> InputSet {
+    pub(crate) fn new(inputs: Vec<InputRing>, metrics: InputMetrics) -> InputSet {
         let rings: Vec<RingState> = inputs
             .into_iter()
             .map(|input| RingState {
@@ -68,6 +74,7 @@ impl InputSet {
                 ended: false,
                 watermark: 0,
                 barrier: None,
+                waiting: 0,
             })
             .collect();
         InputSet {
@@ -75,6 +82,8 @@ impl InputSet {
             rings,
             next_poll: 0,
             watermark: 0,
+            waiting: 0,
+            metrics,
         }
     }
 
@@ -87,8 +96,14 @@ impl InputSet {
             }
             let (index, message) = poll_fn(|cx| self.poll_any(cx)).await;
             let state = &mut self.rings[index];
+            // Occupancy: re-sample only the ring just read, keep the sum.
+            let waiting = state.input.ring.len();
+            self.waiting = self.waiting - state.waiting + waiting;
+            state.waiting = waiting;
+            self.metrics.occupancy(self.waiting);
             match message {
                 Some(Message::Data(batch)) => {
+                    self.metrics.batch(batch.len(), batch.bytes_len());
                     let port = state.input.port;
                     return Ok(Some(Delivery::Data { port, batch }));
                 }
@@ -181,10 +196,16 @@ mod tests {
 
     use super::*;
     use crate::batch::{BufferGauge, BufferPool, ReturnRings, Scratch};
+    use crate::metrics::Registry;
     use crate::ring::{ring, Producer};
 
     /// Two input rings (ports 0 and 1) and their producer ends.
     fn two_inputs() -> (InputSet, Vec<Producer<Message>>) {
+        two_inputs_with(&Registry::new(1))
+    }
+
+    /// As `two_inputs`, counting into `registry`'s shard 0 as `test`.
+    fn two_inputs_with(registry: &Registry) -> (InputSet, Vec<Producer<Message>>) {
         let mut producers = Vec::new();
         let mut inputs = Vec::new();
         for port in 0..2 {
@@ -197,7 +218,8 @@ mod tests {
                 ring: consumer,
             });
         }
-        (InputSet::new(inputs), producers)
+        let metrics = InputMetrics::new(registry, "test", 0);
+        (InputSet::new(inputs, metrics), producers)
     }
 
     /// A batch holding the one record `value`.
@@ -228,6 +250,27 @@ mod tests {
                 None => return seen,
             }
         }
+    }
+
+    #[test]
+    fn counts_batches_and_samples_occupancy() {
+        let registry = Registry::new(1);
+        let (mut set, mut producers) = two_inputs_with(&registry);
+        for value in 0..3 {
+            producers[0].try_push(data(value)).unwrap();
+        }
+        producers[1].try_push(data(7)).unwrap();
+        let first = block_on(set.next()).unwrap();
+        assert!(matches!(first, Some(Delivery::Data { port: 0, .. })));
+        let occupancy = registry.gauge("weir_ring_occupancy_batches", "", &[("component", "test")]);
+        // Port 0 holds two more; port 1 was not read yet.
+        assert_eq!(occupancy.get(0), 2);
+        assert_eq!(drain(&mut set).len(), 3);
+        assert_eq!(occupancy.get(0), 0);
+        let events = registry.counter("weir_component_events_in", "", &[("component", "test")]);
+        assert_eq!(events.value(), 4);
+        let bytes = registry.counter("weir_component_bytes_in", "", &[("component", "test")]);
+        assert_eq!(bytes.value(), 4 * std::mem::size_of::<u64>() as u64);
     }
 
     #[test]

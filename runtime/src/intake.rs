@@ -106,6 +106,24 @@ impl IntakeLog {
         self.append_parts(None, parts)
     }
 
+    /// The epoch what is appended now belongs to (0 without a data
+    /// directory).
+    pub fn current_epoch(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |inner| inner.epoch.get())
+    }
+
+    /// The newest committed epoch (0 without a data directory): what was
+    /// appended in epochs up to it has taken effect in committed output.
+    pub fn committed_epoch(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |inner| {
+            inner
+                .epochs
+                .shared()
+                .committed
+                .load(std::sync::atomic::Ordering::Acquire)
+        })
+    }
+
     /// Asks the WAL to write what was appended now rather than at its next
     /// group-commit tick: call it once per poll that appended something.
     pub fn flush(&self) {

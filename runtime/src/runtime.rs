@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::batch::{BufferGauge, ReturnRings};
@@ -36,6 +37,7 @@ use crate::graph::ShardPlan;
 use crate::limits::{
     EPOCH_INTERVAL_DEFAULT, SHARDS_MAX, SHARD_IO_MEMORY_BYTES, SHARD_PREEMPT_INTERVAL,
 };
+use crate::metrics::{wired, MetricsServer, Registry};
 use crate::shard::run_shard;
 use crate::shard::ShardLog;
 use crate::system;
@@ -49,6 +51,7 @@ pub struct RuntimeBuilder {
     data_dir: Option<PathBuf>,
     epoch_interval: Duration,
     wal_segment_bytes: Option<u64>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for RuntimeBuilder {
@@ -60,6 +63,7 @@ impl Default for RuntimeBuilder {
             data_dir: None,
             epoch_interval: EPOCH_INTERVAL_DEFAULT,
             wal_segment_bytes: None,
+            metrics_listen: None,
         }
     }
 }
@@ -106,7 +110,18 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Checks the configuration against the machine.
+    /// Serves the runtime's metrics ([`Runtime::metrics`]) over HTTP at
+    /// `addr` (`GET /metrics`, Prometheus text format) for as long as the
+    /// [`Runtime`] lives, from a thread of its own. Port 0 picks a free
+    /// port; [`Runtime::metrics_addr`] tells which.
+    pub fn metrics_listen(mut self, addr: SocketAddr) -> Self {
+        self.metrics_listen = Some(addr);
+        self
+    }
+
+    /// Checks the configuration against the machine (and, with
+    /// [`metrics_listen`](RuntimeBuilder::metrics_listen), starts serving
+    /// metrics).
     pub fn build(self) -> Result<Runtime, StartError> {
         let cores = system::usable_cores();
         let shards = self.shards.unwrap_or(cores.len().max(1));
@@ -124,9 +139,20 @@ impl RuntimeBuilder {
         }
         system::check_io_uring()?;
         system::check_locked_memory(shards, self.io_memory_bytes)?;
+        let metrics = Registry::with_writers(shards, wired::writers(shards));
+        let metrics_server = match self.metrics_listen {
+            Some(addr) => {
+                let server = crate::metrics::serve(addr, metrics.clone())
+                    .map_err(|error| StartError::Metrics { addr, error })?;
+                tracing::info!(addr = %server.local_addr(), "serving metrics at /metrics");
+                Some(server)
+            }
+            None => None,
+        };
         Ok(Runtime {
             shards,
-            metrics: crate::metrics::Registry::new(shards),
+            metrics,
+            metrics_server,
             cores: self.pin.then_some(cores),
             io_memory_bytes: self.io_memory_bytes,
             epochs: self.data_dir.map(|data_dir| EpochConfig {
@@ -142,7 +168,9 @@ impl RuntimeBuilder {
 #[derive(Debug)]
 pub struct Runtime {
     shards: usize,
-    metrics: crate::metrics::Registry,
+    metrics: Registry,
+    /// Serves `metrics` while the runtime lives.
+    metrics_server: Option<MetricsServer>,
     cores: Option<Vec<usize>>,
     io_memory_bytes: usize,
     epochs: Option<EpochConfig>,
@@ -159,10 +187,19 @@ impl Runtime {
         self.shards
     }
 
-    /// The runtime's metrics, shared by every graph it runs; serve them
-    /// with [`metrics::serve`](crate::metrics::serve).
-    pub fn metrics(&self) -> &crate::metrics::Registry {
+    /// The runtime's metrics, shared by every graph it runs (one graph at
+    /// a time: each shard's cells have one writer). Served by
+    /// [`RuntimeBuilder::metrics_listen`], or serve them with
+    /// [`metrics::serve`](crate::metrics::serve).
+    pub fn metrics(&self) -> &Registry {
         &self.metrics
+    }
+
+    /// Where the metrics endpoint listens, with the real port when port 0
+    /// was asked for; `None` without
+    /// [`metrics_listen`](RuntimeBuilder::metrics_listen).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
     /// Runs `graph` until every source is exhausted and everything drained.
@@ -175,11 +212,20 @@ impl Runtime {
         let gauge = Arc::new(BufferGauge::default());
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
+        tracing::info!(
+            shards = self.shards,
+            data_dir = ?self.epochs.as_ref().map(|epochs| &epochs.data_dir),
+            "starting the pipeline"
+        );
         let (recovered, mut logs) = match &self.epochs {
             Some(config) => {
                 let (recovered, logs) = self.recover(&graph, config, &stop)?;
                 let Some(logs) = logs else {
                     // The final epoch of this data directory's run committed.
+                    tracing::info!(
+                        committed_epoch = recovered.committed,
+                        "the data directory's run already completed; nothing to run"
+                    );
                     return Ok(Running::complete(recovered.committed, stop, gauge, started));
                 };
                 (Some(recovered), Some(logs))
@@ -247,7 +293,21 @@ impl Runtime {
         config: &EpochConfig,
         stop: &Arc<AtomicBool>,
     ) -> Result<(Recovered, Option<StartedLogs>), StartError> {
-        let logs = recovery::open(&config.data_dir, self.shards, config.segment_bytes)?;
+        let logs = recovery::open(
+            &config.data_dir,
+            self.shards,
+            config.segment_bytes,
+            &self.metrics,
+        )?;
+        let recovered = &logs.recovered;
+        tracing::info!(
+            committed_epoch = recovered.committed,
+            complete = recovered.complete,
+            replayed_intake_records = recovered.replay.values().map(Vec::len).sum::<usize>(),
+            restored_instances = recovered.state.len(),
+            sink_commits_rerun = recovered.commits.len(),
+            "recovered the data directory"
+        );
         for (epoch, node, staged) in &logs.recovered.commits {
             let commit = graph.commit_of(node).ok_or_else(|| {
                 StartError::Recovery(format!(
@@ -260,7 +320,10 @@ impl Runtime {
                 ))
             })?;
         }
+        let epoch_metrics = wired::EpochMetrics::new(&self.metrics);
         if logs.recovered.complete {
+            // No coordinator runs: this thread has its slot.
+            epoch_metrics.committed(logs.recovered.committed);
             return Ok((logs.recovered, None));
         }
         let sources = graph.source_instances(self.shards);
@@ -274,6 +337,7 @@ impl Runtime {
             shared.clone(),
             config.interval,
             stop.clone(),
+            epoch_metrics,
         )
         .map_err(|error| {
             StartError::Recovery(format!("cannot start the epoch coordinator: {error}"))
@@ -388,7 +452,14 @@ impl Running {
 
     /// Waits for every shard to return; the first failure wins.
     pub fn wait(self) -> Result<RunReport, RunError> {
-        let epochs = wait_all(self.shards, self.epochs)?;
+        let epochs = wait_all(self.shards, self.epochs).inspect_err(|error| {
+            tracing::error!(%error, "the run failed");
+        })?;
+        tracing::info!(
+            elapsed_s = self.started.elapsed().as_secs_f64(),
+            last_committed_epoch = epochs.last_committed,
+            "the run finished"
+        );
         Ok(RunReport {
             elapsed: self.started.elapsed(),
             buffers_peak: self.gauge.peak(),

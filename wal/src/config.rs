@@ -4,6 +4,8 @@ use crate::limits::{
     DEFAULT_BATCH_BYTES, DEFAULT_SEGMENT_BYTES, MAX_DIO_ALIGN, MAX_SEGMENT_BYTES, MAX_STAGED_BYTES,
     MIN_SEGMENT_BYTES,
 };
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a log is laid out and committed.
@@ -20,6 +22,9 @@ pub struct Config {
     /// threaded [`crate::Wal`] only); `None`: only on `flush` or
     /// `batch_bytes`.
     pub flush_interval: Option<Duration>,
+    /// Called after every write + fdatasync of the log, with how long the
+    /// pair took and how many bytes it wrote; see [`SyncObserver`].
+    pub on_sync: Option<SyncObserver>,
 }
 
 impl Default for Config {
@@ -29,6 +34,7 @@ impl Default for Config {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             batch_bytes: DEFAULT_BATCH_BYTES,
             flush_interval: Some(Duration::from_millis(1)),
+            on_sync: None,
         }
     }
 }
@@ -57,3 +63,42 @@ impl Config {
         Ok(())
     }
 }
+
+/// A callback for I/O statistics: called after every aligned write +
+/// fdatasync pair (a chunk of records, or a new segment's header) with the
+/// pair's latency and the bytes written (block padding included).
+///
+/// It runs on the thread that writes the log: the writer thread of a
+/// [`crate::Wal`], the caller of [`crate::SyncLog::commit`]. It runs at
+/// most once per fdatasync, never per record, but it delays the next write:
+/// keep it to a few counter updates.
+///
+/// Two observers are equal when they are clones of one another.
+#[derive(Clone)]
+pub struct SyncObserver(Arc<dyn Fn(Duration, u64) + Send + Sync>);
+
+impl SyncObserver {
+    /// Wraps `f`, called as `f(latency, bytes)`.
+    pub fn new(f: impl Fn(Duration, u64) + Send + Sync + 'static) -> SyncObserver {
+        SyncObserver(Arc::new(f))
+    }
+
+    /// Reports one write + fdatasync.
+    pub(crate) fn observe(&self, latency: Duration, bytes: u64) {
+        (self.0)(latency, bytes);
+    }
+}
+
+impl fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SyncObserver(..)")
+    }
+}
+
+impl PartialEq for SyncObserver {
+    fn eq(&self, other: &SyncObserver) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SyncObserver {}

@@ -32,7 +32,7 @@ mod sync_log;
 mod wal;
 mod writer;
 
-pub use config::Config;
+pub use config::{Config, SyncObserver};
 pub use error::{
     AppendError, Error, InspectError, IoContext, OpenError, ReadError, RecoveryError,
     RetentionError, WalFailure,

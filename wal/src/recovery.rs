@@ -83,7 +83,10 @@ pub(crate) fn recover(storage: Arc<dyn Storage>, cfg: &Config) -> Result<Recover
                 offset: 0,
             };
             let st = Stager::new(init(tail, Vec::new(), Some(0)));
-            (st, Writer::new(storage.clone(), cfg.shard, None))
+            (
+                st,
+                Writer::new(storage.clone(), cfg.shard, None, cfg.on_sync.clone()),
+            )
         }
         Some(last) => {
             let (end, sealed) = match last.end {
@@ -113,12 +116,20 @@ pub(crate) fn recover(storage: Arc<dyn Storage>, cfg: &Config) -> Result<Recover
             };
             if sealed {
                 let st = Stager::new(init(tail, tail_block, Some(last.number + 1)));
-                (st, Writer::new(storage.clone(), cfg.shard, None))
+                (
+                    st,
+                    Writer::new(storage.clone(), cfg.shard, None, cfg.on_sync.clone()),
+                )
             } else {
                 let st = Stager::new(init(tail, tail_block, None));
                 (
                     st,
-                    Writer::new(storage.clone(), cfg.shard, Some((last.number, file, end))),
+                    Writer::new(
+                        storage.clone(),
+                        cfg.shard,
+                        Some((last.number, file, end)),
+                        cfg.on_sync.clone(),
+                    ),
                 )
             }
         }

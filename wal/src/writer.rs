@@ -40,9 +40,10 @@ use crate::limits::{
 use crate::scan::{segment_name, TMP_SUFFIX};
 use crate::storage::memory::SplitMix;
 use crate::storage::{SegmentFile, Storage};
-use crate::{AppendError, WalFailure};
+use crate::{AppendError, SyncObserver, WalFailure};
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 const BLOCK: u64 = MAX_DIO_ALIGN;
 
@@ -403,6 +404,8 @@ pub(crate) struct Writer {
     /// End of written data in the active segment.
     write_off: u64,
     header: AlignedBuf,
+    /// Told about every write + fdatasync.
+    on_sync: Option<SyncObserver>,
 }
 
 /// A segment the writer created.
@@ -418,6 +421,7 @@ impl Writer {
         storage: Arc<dyn Storage>,
         shard: u32,
         file: Option<(u64, Box<dyn SegmentFile>, u64)>,
+        on_sync: Option<SyncObserver>,
     ) -> Self {
         let header = AlignedBuf::new(SEGMENT_HEADER_REGION as usize, BLOCK as usize);
         let mut w = Self {
@@ -427,6 +431,7 @@ impl Writer {
             segment: 0,
             write_off: 0,
             header,
+            on_sync,
         };
         if let Some((segment, f, off)) = file {
             w.segment = segment;
@@ -469,12 +474,16 @@ impl Writer {
             panic!("no active segment for a chunk")
         };
         let data = c.bytes.padded(file.align());
+        let started = self.on_sync.as_ref().map(|_| Instant::now());
         file.write_sync(c.start, data).map_err(|e| {
             WalFailure::from_io(
                 &format!("{} write at offset {}", segment_name(self.segment), c.start),
                 &e,
             )
         })?;
+        if let (Some(on_sync), Some(started)) = (&self.on_sync, started) {
+            on_sync.observe(started.elapsed(), data.len() as u64);
+        }
         self.write_off = c.start + c.bytes.len() as u64;
         Ok(())
     }
@@ -497,8 +506,12 @@ impl Writer {
         let region = self.header.as_mut_slice();
         region.fill(0);
         region[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+        let started = self.on_sync.as_ref().map(|_| Instant::now());
         file.write_sync(0, &self.header.as_slice()[..SEGMENT_HEADER_REGION as usize])
             .map_err(|e| fail("write header of", e))?;
+        if let (Some(on_sync), Some(started)) = (&self.on_sync, started) {
+            on_sync.observe(started.elapsed(), SEGMENT_HEADER_REGION);
+        }
         self.storage
             .rename(&tmp, &name)
             .map_err(|e| fail("rename", e))?;

@@ -143,7 +143,13 @@ fn read_component(
             let file = deserialize(source, body, &path)?;
             config.sinks.insert(name, SinkConfig::File(file));
         }
-        _ => return Err(unknown("`file`")),
+        ("sinks", "prometheus") => {
+            let prometheus = deserialize(source, body, &path)?;
+            config
+                .sinks
+                .insert(name, SinkConfig::Prometheus(prometheus));
+        }
+        _ => return Err(unknown("`file` or `prometheus`")),
     }
     Ok(())
 }

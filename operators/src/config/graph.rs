@@ -33,7 +33,9 @@ use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
 use crate::generator::{ConfigEvents, GeneratedEvent};
 use crate::ingest::{IngestSource, Mesh};
+use crate::latency::ObservedSink;
 use crate::sink::file::{FileSink, ToJsonLine, WindowRow};
+use crate::sink::prometheus::PrometheusSink;
 use crate::window::{KeyedWindow, KeyedWindowSpec};
 use std::sync::Arc;
 
@@ -134,12 +136,36 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
                 Partition::hash(move |event: &GeneratedEvent| spec.group_hash(event)),
             );
         }
-        graph.processor(name, move |_| KeyedWindow::new(spec.clone()));
+        graph.processor(name, move |context| {
+            KeyedWindow::new(spec.clone()).with_metrics(context)
+        });
     }
 
     for (name, sink) in &config.sinks {
-        let SinkConfig::File(file) = sink;
         let path = format!("sinks.{name}");
+        let file = match sink {
+            SinkConfig::File(file) => file,
+            SinkConfig::Prometheus(prometheus) => {
+                if prometheus.inputs.is_empty() {
+                    let message = "no inputs: add `inputs = [\"NAME\", ...]`".to_owned();
+                    return Err(error(ConfigErrorKind::MissingInputs, Some(path), message));
+                }
+                for input in &prometheus.inputs {
+                    if emits(input, &path)? != Emits::Rows {
+                        let message = format!(
+                            "input `{input}` emits events; a prometheus sink reads window rows"
+                        );
+                        return Err(error(ConfigErrorKind::Unsupported, Some(path), message));
+                    }
+                }
+                let metric = prometheus.name.clone();
+                graph.sink(name, move |context| PrometheusSink::new(&metric, context));
+                for input in &prometheus.inputs {
+                    graph.connect::<WindowRow>(input, name, Partition::Forward);
+                }
+                continue;
+            }
+        };
         let mut record = None;
         for input in &file.inputs {
             let emitted = emits(input, &path)?;
@@ -160,9 +186,7 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
             return Err(error(ConfigErrorKind::MissingInputs, Some(path), message));
         };
         match record {
-            Emits::Events => {
-                file_sink::<GeneratedEvent>(&mut graph, name, &file.path, &file.inputs)
-            }
+            Emits::Events => event_file_sink(&mut graph, name, &file.path, &file.inputs),
             Emits::Rows => file_sink::<WindowRow>(&mut graph, name, &file.path, &file.inputs),
         }
     }
@@ -178,6 +202,31 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
 
 /// Adds file sink `name` of records `T` under `directory`, with a forward
 /// edge from each input.
+/// A file sink of events, recording their latency (`crate::latency`).
+fn event_file_sink(
+    graph: &mut GraphBuilder,
+    name: &str,
+    directory: &std::path::Path,
+    inputs: &[String],
+) {
+    let directory: PathBuf = directory.to_owned();
+    let node = name.to_owned();
+    graph.sink(name, move |context| {
+        let sink =
+            FileSink::<GeneratedEvent>::for_shard(&directory, context).unwrap_or_else(|io_error| {
+                panic!(
+                    "sinks.{node}: cannot open the file sink at {} on shard {}: {io_error}",
+                    directory.display(),
+                    context.shard
+                )
+            });
+        ObservedSink::new(sink, context)
+    });
+    for input in inputs {
+        graph.connect::<GeneratedEvent>(input, name, Partition::Forward);
+    }
+}
+
 fn file_sink<T>(
     graph: &mut GraphBuilder,
     name: &str,

@@ -6,6 +6,7 @@
 //! shards = 2              # optional, default: one per usable core
 //! data_dir = "./data"     # optional
 //! epoch_interval_ms = 100 # optional, default 100
+//! metrics_listen = "127.0.0.1:9898"  # optional: serve Prometheus metrics
 //!
 //! [sources.gen]
 //! type = "generator"

@@ -47,6 +47,10 @@ pub struct RuntimeConfig {
     /// Milliseconds between two epochs (checkpoints).
     #[serde(default = "epoch_interval_ms_default")]
     pub epoch_interval_ms: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`), as
+    /// `"IP:PORT"`; `None` serves none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +59,7 @@ impl Default for RuntimeConfig {
             shards: None,
             data_dir: None,
             epoch_interval_ms: EPOCH_INTERVAL_MS_DEFAULT,
+            metrics_listen: None,
         }
     }
 }
@@ -194,6 +199,20 @@ pub enum ProcessorConfig {
 pub enum SinkConfig {
     /// `type = "file"`.
     File(FileSinkConfig),
+    /// `type = "prometheus"`: window rows as gauges on the metrics endpoint.
+    Prometheus(PrometheusSinkConfig),
+}
+
+/// Exposes window rows as Prometheus gauges; see
+/// [`PrometheusSink`](crate::sink::prometheus::PrometheusSink).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSinkConfig {
+    /// Components whose output this one reads (windows).
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// The gauges are named `weir_<name>` (`[a-z_][a-z0-9_]*`).
+    pub name: String,
 }
 
 /// A deterministic generator of keyed events; see
@@ -350,6 +369,7 @@ impl SinkConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SinkConfig::File(_) => "file",
+            SinkConfig::Prometheus(_) => "prometheus",
         }
     }
 
@@ -357,6 +377,7 @@ impl SinkConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             SinkConfig::File(file) => &file.inputs,
+            SinkConfig::Prometheus(prometheus) => &prometheus.inputs,
         }
     }
 }

@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use super::document::Spans;
 use super::error::{ConfigError, ConfigErrorKind, Source};
 use super::model::{
-    Aggregate, GeneratorConfig, PipelineConfig, ProcessorConfig, SourceConfig, WindowConfig,
+    Aggregate, GeneratorConfig, PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig,
+    WindowConfig,
 };
 use super::{COMPONENT_NAME_BYTES_MAX, KEYS_MAX, SHARDS_MAX};
 
@@ -123,6 +124,19 @@ impl<'a> Checker<'a> {
                 message,
             ));
         }
+        if let Some(listen) = &runtime.metrics_listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                let message = format!(
+                    "`metrics_listen` must be a socket address like \"127.0.0.1:9898\", not {listen:?}"
+                );
+                return Err(self.error(
+                    ConfigErrorKind::Invalid,
+                    "runtime",
+                    "metrics_listen",
+                    message,
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -142,6 +156,23 @@ impl<'a> Checker<'a> {
         for (name, processor) in &self.config.processors {
             let ProcessorConfig::Window(window) = processor;
             self.window(&format!("processors.{name}"), window)?;
+        }
+        for (name, sink) in &self.config.sinks {
+            if let SinkConfig::Prometheus(prometheus) = sink {
+                if !crate::sink::prometheus::valid_name(&prometheus.name) {
+                    let message = format!(
+                        "`name = \"{}\"`: gauges are named `weir_<name>`, so it must match \
+                         [a-z_][a-z0-9_]* and not end in _total, _count, _sum or _bucket",
+                        prometheus.name
+                    );
+                    return Err(self.error(
+                        ConfigErrorKind::Invalid,
+                        &format!("sinks.{name}"),
+                        "name",
+                        message,
+                    ));
+                }
+            }
         }
         Ok(())
     }

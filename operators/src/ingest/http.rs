@@ -91,20 +91,54 @@ fn object_fields<'a>(text: &'a str) -> Result<EventFields<'a>, String> {
 
 /// Checks every event of a body; returns how many there are.
 pub fn parse_events(encoding_is_array: bool, body: &[u8]) -> Result<usize, BadEvent> {
+    index_events(encoding_is_array, body).map(|index| index.len())
+}
+
+/// One checked event of a body: where its fields are, so the source can
+/// emit it without parsing the JSON again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Indexed {
+    /// The key's byte range in the body, or the key itself when it had
+    /// escapes.
+    key: Result<(u32, u32), String>,
+    ts: Option<u64>,
+    sent_ns: u64,
+    /// The event object's byte range in the body.
+    body: (u32, u32),
+}
+
+/// Checks every event of a body and returns where each one is.
+pub(crate) fn index_events(encoding_is_array: bool, body: &[u8]) -> Result<Vec<Indexed>, BadEvent> {
     let encoding = if encoding_is_array {
         Encoding::JsonArray
     } else {
         Encoding::Ndjson
     };
-    let mut count = 0;
-    visit(encoding, body, &mut |_, _| count += 1)?;
-    if count == 0 {
+    let base = body.as_ptr() as usize;
+    let range = |text: &str| {
+        let start = text.as_ptr() as usize - base;
+        (start as u32, (start + text.len()) as u32)
+    };
+    let mut index = Vec::new();
+    visit(encoding, body, &mut |fields, text| {
+        let key = match &fields.key {
+            Cow::Borrowed(key) => Ok(range(key)),
+            Cow::Owned(key) => Err(key.clone()),
+        };
+        index.push(Indexed {
+            key,
+            ts: fields.ts,
+            sent_ns: fields.sent_ns.unwrap_or(0),
+            body: range(text),
+        });
+    })?;
+    if index.is_empty() {
         return Err(BadEvent {
             at: 0,
             message: "the body holds no events".into(),
         });
     }
-    Ok(count)
+    Ok(index)
 }
 
 fn visit(
@@ -151,8 +185,27 @@ fn visit(
 pub(crate) fn for_each_event(
     encoding: Encoding,
     payload: &[u8],
+    index: Option<&[Indexed]>,
     each: &mut impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
+    if let Some(index) = index {
+        // SAFETY: `index_events` checked that these very bytes are UTF-8
+        // (they are owned by the queued batch and were not changed since).
+        let text = unsafe { std::str::from_utf8_unchecked(payload) };
+        for event in index {
+            let key = match &event.key {
+                Ok((start, end)) => &text[*start as usize..*end as usize],
+                Err(key) => key.as_str(),
+            };
+            each(EventRef {
+                key,
+                ts_ms: event.ts,
+                sent_ns: event.sent_ns,
+                body: &text[event.body.0 as usize..event.body.1 as usize],
+            });
+        }
+        return Ok(());
+    }
     visit(encoding, payload, &mut |fields, text| {
         each(EventRef {
             key: &fields.key,
@@ -384,6 +437,16 @@ async fn fill(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<b
     Ok(read > 0)
 }
 
+/// Writes `response` and counts it.
+async fn respond(
+    stream: &mut TcpStream,
+    queue: &IngestQueue,
+    response: &Response,
+) -> std::io::Result<()> {
+    queue.metrics.response(&response.status.to_string());
+    stream.write_all(&response.encode()).await
+}
+
 async fn serve(
     mut stream: TcpStream,
     queue: &IngestQueue,
@@ -413,12 +476,12 @@ async fn serve(
                 }
                 Ok(httparse::Status::Partial) => {
                     let response = Response::error(431, "the request head is too large").closing();
-                    return stream.write_all(&response.encode()).await;
+                    return respond(&mut stream, queue, &response).await;
                 }
                 Err(error) => {
                     let response =
                         Response::error(400, &format!("malformed request: {error}")).closing();
-                    return stream.write_all(&response.encode()).await;
+                    return respond(&mut stream, queue, &response).await;
                 }
             }
         };
@@ -433,7 +496,7 @@ async fn serve(
                     Some(_) => response,
                     None => response.closing(),
                 };
-                stream.write_all(&response.encode()).await?;
+                respond(&mut stream, queue, &response).await?;
                 let Some(skip) = skip.filter(|_| !response.close) else {
                     return Ok(());
                 };
@@ -466,7 +529,7 @@ async fn serve(
         } else {
             response
         };
-        stream.write_all(&response.encode()).await?;
+        respond(&mut stream, queue, &response).await?;
         if close {
             return Ok(());
         }
@@ -480,8 +543,8 @@ async fn handle(
     queue: &IngestQueue,
     retry_after_ms: u64,
 ) -> Response {
-    let events = match parse_events(array, &body) {
-        Ok(events) => events,
+    let index = match index_events(array, &body) {
+        Ok(index) => index,
         Err(bad) => {
             let at = match (bad.at, array) {
                 (0, _) => String::new(),
@@ -496,7 +559,7 @@ async fn handle(
     } else {
         Encoding::Ndjson
     };
-    let reply = match enqueue(queue, encoding, batch_id, events, body) {
+    let reply = match enqueue(queue, encoding, batch_id, index.len(), body, index) {
         Ok(reply) => reply,
         Err(refused) => {
             let (status, message) = match refused {

@@ -146,16 +146,14 @@ pub(crate) fn for_each_event(
     encoding: Encoding,
     payload: &Payload,
     checked: Checked,
+    index: &[http::Indexed],
     mut each: impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
     match encoding {
         Encoding::Wire => tcp::for_each_event(payload, checked, &mut each),
-        // JSON is parsed again either way: the source needs the borrowed
-        // fields and keeping them from the check would tie the connection's
-        // buffer to the queue.
         Encoding::Ndjson | Encoding::JsonArray => {
-            let _ = checked;
-            http::for_each_event(encoding, payload, &mut each)
+            let index = (checked == Checked::Yes && !index.is_empty()).then_some(index);
+            http::for_each_event(encoding, payload, index, &mut each)
         }
     }
 }
@@ -180,6 +178,7 @@ struct Forwarded {
     batch_id: Option<u64>,
     events: usize,
     payload: Payload,
+    index: Vec<http::Indexed>,
     reply: std::sync::Arc<RemoteSlot>,
 }
 
@@ -298,6 +297,7 @@ pub(crate) fn enqueue(
     batch_id: Option<u64>,
     events: usize,
     payload: Payload,
+    index: Vec<http::Indexed>,
 ) -> Result<PendingReply, Refused> {
     if !queue.open.get() {
         return Err(Refused::Unavailable);
@@ -311,6 +311,7 @@ pub(crate) fn enqueue(
                 batch_id,
                 events,
                 payload,
+                index,
                 reply: slot.clone(),
             };
             return match queue.mesh.senders[owner].try_send(batch) {
@@ -327,6 +328,7 @@ pub(crate) fn enqueue(
             batch_id,
             events,
             payload,
+            index,
             reply: ReplyTo::Local(slot.clone()),
         })
         .map_err(|(refused, _)| refused)?;
@@ -385,6 +387,8 @@ pub(crate) struct Queued {
     pub(crate) batch_id: Option<u64>,
     pub(crate) events: usize,
     pub(crate) payload: Payload,
+    /// JSON payloads: where each checked event is (empty for `Wire`).
+    pub(crate) index: Vec<http::Indexed>,
     pub(crate) reply: ReplyTo,
 }
 
@@ -436,6 +440,67 @@ async fn accept_loop(listener: glommio::net::TcpListener, queue: Rc<IngestQueue>
     }
 }
 
+/// The metrics of one source instance.
+pub(crate) struct IngestMetrics {
+    registry: weir_runtime::metrics::Registry,
+    component: std::sync::Arc<str>,
+    shard: usize,
+    events: weir_runtime::metrics::ShardCounter,
+    bytes: weir_runtime::metrics::ShardCounter,
+    to_committed: weir_runtime::metrics::ShardHistogram,
+    responses: RefCell<HashMap<String, weir_runtime::metrics::ShardCounter>>,
+}
+
+impl IngestMetrics {
+    fn new(context: &ShardContext) -> IngestMetrics {
+        let registry = context.metrics.clone();
+        let labels = [("component", &*context.node)];
+        let events = registry.counter(
+            "weir_ingest_events",
+            "Events an ingest source accepted (logged and emitted).",
+            &labels,
+        );
+        let bytes = registry.counter(
+            "weir_ingest_payload_bytes",
+            "Payload bytes of the batches an ingest source accepted.",
+            &labels,
+        );
+        let to_committed = registry.histogram(
+            "weir_ingest_to_committed_seconds",
+            "Time from an ingest source accepting an event to the commit of its epoch.",
+            &labels,
+        );
+        IngestMetrics {
+            events: events.for_shard(context.shard),
+            bytes: bytes.for_shard(context.shard),
+            to_committed: to_committed.for_shard(context.shard),
+            responses: RefCell::default(),
+            registry,
+            component: context.node.clone(),
+            shard: context.shard,
+        }
+    }
+
+    /// Counts one answer (an HTTP status or a TCP ack status).
+    pub(crate) fn response(&self, status: &str) {
+        let mut responses = self.responses.borrow_mut();
+        if let Some(counter) = responses.get(status) {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .registry
+            .counter(
+                "weir_ingest_responses",
+                "Requests (HTTP) or frames (TCP) an ingest source answered, by status.",
+                &[("component", &self.component), ("status", status)],
+            )
+            .for_shard(self.shard);
+        counter.inc();
+        responses.insert(status.to_string(), counter);
+    }
+}
+
 /// Batches waiting for the source instance, shared with its connection
 /// tasks (all on one shard).
 pub(crate) struct IngestQueue {
@@ -446,6 +511,7 @@ pub(crate) struct IngestQueue {
     /// This instance's index, and how batches with ids reach their owner.
     instance: usize,
     mesh: std::sync::Arc<Mesh>,
+    pub(crate) metrics: IngestMetrics,
 }
 
 impl IngestQueue {
@@ -473,6 +539,7 @@ impl IngestQueue {
             batch_id: batch.batch_id,
             events: batch.events,
             payload: batch.payload,
+            index: batch.index,
             reply: ReplyTo::Remote(batch.reply),
         })
     }
@@ -576,6 +643,9 @@ pub struct IngestSource {
     dedup: DedupTable,
     /// Events this instance emitted, over all runs (ids derive from it).
     emitted: u64,
+    /// Accepted batches whose epoch has not committed yet: (epoch, accept
+    /// time, events), for `weir_ingest_to_committed_seconds`.
+    uncommitted: VecDeque<(u64, u64, usize)>,
     watermark: u64,
     scratch: GeneratedEvent,
 }
@@ -622,6 +692,7 @@ impl IngestSource {
             open: Cell::new(false),
             instance: context.instance,
             mesh,
+            metrics: IngestMetrics::new(context),
         });
         IngestSource {
             protocol,
@@ -636,6 +707,7 @@ impl IngestSource {
             listening: false,
             dedup: DedupTable::default(),
             emitted: 0,
+            uncommitted: VecDeque::new(),
             watermark: 0,
             scratch: GeneratedEvent::default(),
         }
@@ -665,12 +737,34 @@ impl IngestSource {
         Ok(())
     }
 
+    /// Records the latency of the batches whose epoch committed.
+    fn observe_commits(&mut self, now_ns: u64) {
+        let Some(&(oldest, ..)) = self.uncommitted.front() else {
+            return;
+        };
+        let committed = self.intake.committed_epoch();
+        if oldest > committed {
+            return;
+        }
+        while let Some(&(epoch, accepted_ns, events)) = self.uncommitted.front() {
+            if epoch > committed {
+                break;
+            }
+            self.uncommitted.pop_front();
+            let latency = now_ns.saturating_sub(accepted_ns);
+            for _ in 0..events {
+                self.queue.metrics.to_committed.observe_ns(latency);
+            }
+        }
+    }
+
     /// Emits the events of one batch.
     fn emit(
         &mut self,
         header: &DataHeader,
         payload: &Payload,
         checked: Checked,
+        index: &[http::Indexed],
         out: &mut Emitter<GeneratedEvent>,
     ) -> Result<(), String> {
         let accepted_ns = header.accepted_ns;
@@ -681,7 +775,7 @@ impl IngestSource {
         let (instances, instance) = (self.context.instances as u64, self.context.instance as u64);
         let scratch = &mut self.scratch;
         let emitted = &mut self.emitted;
-        for_each_event(header.encoding, payload, checked, |event| {
+        for_each_event(header.encoding, payload, checked, index, |event| {
             scratch.id = *emitted * instances + instance;
             *emitted += 1;
             scratch.key.clear();
@@ -714,11 +808,21 @@ impl IngestSource {
             .intake
             .append_vectored(&[&header.encode(), &batch.payload]);
         let reply = match logged {
-            Ok(ticket) => match self.emit(&header, &batch.payload, Checked::Yes, out) {
-                Ok(()) => Reply::Accepted {
-                    events: batch.events,
-                    ticket,
-                },
+            Ok(ticket) => match self.emit(&header, &batch.payload, Checked::Yes, &batch.index, out)
+            {
+                Ok(()) => {
+                    let metrics = &self.queue.metrics;
+                    metrics.events.add(batch.events as u64);
+                    metrics.bytes.add(batch.payload.len() as u64);
+                    if self.intake.is_durable() {
+                        let epoch = self.intake.current_epoch();
+                        self.uncommitted.push_back((epoch, now_ns, batch.events));
+                    }
+                    Reply::Accepted {
+                        events: batch.events,
+                        ticket,
+                    }
+                }
                 Err(error) => Reply::Failed(error),
             },
             Err(error) => Reply::Failed(error.0),
@@ -807,6 +911,7 @@ impl Source for IngestSource {
             self.watermark = watermark;
             out.watermark(watermark);
         }
+        self.observe_commits(now_ns);
         let (mut events, mut logged) = (0, false);
         while events < out.batch_records_max() {
             let Some(batch) = self.queue.pop(self.inbox.as_ref()) else {
@@ -874,7 +979,7 @@ impl Source for IngestSource {
             .and_then(|(header, payload)| {
                 let mut aligned = Payload::with_capacity(payload.len());
                 aligned.extend_from_slice(payload);
-                self.emit(&header, &aligned, Checked::No, out)
+                self.emit(&header, &aligned, Checked::No, &[], out)
             })
             .map_err(|error| {
                 StateError(format!(

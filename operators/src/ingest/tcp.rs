@@ -121,7 +121,7 @@ async fn serve(
 ) {
     let (reader, writer) = futures_lite::io::split(stream);
     let (sender, receiver) = local_channel::new_bounded(FRAMES_IN_FLIGHT_MAX);
-    let writer_task = glommio::spawn_local(write_acks(writer, receiver));
+    let writer_task = glommio::spawn_local(write_acks(writer, receiver, queue.clone()));
     read_frames(reader, sender, queue, options, retry_after_ms).await;
     writer_task.await;
 }
@@ -180,7 +180,14 @@ async fn read_frames(
             }
         };
         let batch_id = (header.flags & FLAG_DEDUP != 0).then_some(header.batch_id);
-        let queued = enqueue(&queue, super::Encoding::Wire, batch_id, events, payload);
+        let queued = enqueue(
+            &queue,
+            super::Encoding::Wire,
+            batch_id,
+            events,
+            payload,
+            Vec::new(),
+        );
         let pending = match queued {
             Ok(reply) => Pending::Wait {
                 batch_id: header.batch_id,
@@ -222,6 +229,7 @@ fn ack(status: AckStatus, batch_id: u64, events: u32, retry_after_ms: u16) -> Ac
 async fn write_acks(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     acks: LocalReceiver<Pending>,
+    queue: Rc<IngestQueue>,
 ) {
     let mut out = Vec::new();
     while let Some(pending) = acks.recv().await {
@@ -255,6 +263,13 @@ async fn write_acks(
                 Reply::Failed(error) => (ack(AckStatus::Unavailable, batch_id, 0, 0), error, true),
             },
         };
+        queue.metrics.response(match header.status {
+            AckStatus::Durable => "durable",
+            AckStatus::Duplicate => "duplicate",
+            AckStatus::Rejected => "rejected",
+            AckStatus::Overloaded => "overloaded",
+            AckStatus::Unavailable => "unavailable",
+        });
         header.detail_len = detail.len() as u32;
         out.extend_from_slice(&header.encode());
         out.extend_from_slice(detail.as_bytes());

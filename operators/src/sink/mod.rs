@@ -8,6 +8,7 @@
 //! atomically when the epoch commits.
 
 pub mod file;
+pub mod prometheus;
 
 use std::marker::PhantomData;
 

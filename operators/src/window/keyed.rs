@@ -29,7 +29,9 @@
 use super::closed_rows::ClosedRows;
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
-use weir_runtime::{Batch, Emitter, Processor, StateError};
+use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
+
+use crate::latency::ProcessedLatency;
 
 use crate::config::{Aggregate, WindowConfig};
 use crate::generator::GeneratedEvent;
@@ -151,6 +153,10 @@ pub struct KeyedWindow {
     late_events: u64,
     /// A numeric group written as text, reused.
     scratch: String,
+    /// Where the latency of ingested events is recorded, if anywhere.
+    latency: Option<ProcessedLatency>,
+    /// Late events, as a metric.
+    late_metric: Option<weir_runtime::metrics::ShardCounter>,
 }
 
 /// One open window in a snapshot: its index and `(group, count, sum)` rows.
@@ -183,7 +189,23 @@ impl KeyedWindow {
             closed_below: 0,
             late_events: 0,
             scratch: String::new(),
+            latency: None,
+            late_metric: None,
         }
+    }
+
+    /// A window that records the latency of the ingested events it counts
+    /// (see [`crate::latency`]) and its late events as metrics of
+    /// `context`'s component.
+    pub fn with_metrics(mut self, context: &ShardContext) -> KeyedWindow {
+        self.latency = Some(ProcessedLatency::new(context));
+        let late = context.metrics.counter(
+            "weir_window_late_events",
+            "Events that arrived after their window closed (counted in no row).",
+            &[("component", &*context.node)],
+        );
+        self.late_metric = Some(late.for_shard(context.shard));
+        self
     }
 
     /// Events that arrived after their window closed.
@@ -196,6 +218,9 @@ impl KeyedWindow {
         let window = ts_ms / self.spec.size_ms;
         if window < self.closed_below {
             self.late_events += 1;
+            if let Some(late) = &self.late_metric {
+                late.inc();
+            }
             return;
         }
         let summed = match self.spec.sum {
@@ -309,6 +334,9 @@ impl Processor for KeyedWindow {
         batch: &Batch<GeneratedEvent>,
         _out: &mut Emitter<WindowRow>,
     ) {
+        if let Some(latency) = &self.latency {
+            latency.observe(batch);
+        }
         for event in batch.iter() {
             self.add(
                 event.id.to_native(),

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use weir_wal::{RecordType, SyncLog};
 
 use super::{failpoint, EpochShared};
+use crate::metrics::wired::EpochMetrics;
 
 /// Epochs requested but not yet committed, at most. Bounds how much a slow
 /// shard can fall behind before sources stop being asked for barriers.
@@ -44,10 +45,11 @@ pub(crate) fn spawn(
     shared: Arc<EpochShared>,
     interval: Duration,
     stop: Arc<AtomicBool>,
+    metrics: EpochMetrics,
 ) -> std::io::Result<JoinHandle<Result<CoordinatorReport, String>>> {
     std::thread::Builder::new()
         .name("weir-coordinator".into())
-        .spawn(move || run(&mut log, &shared, interval, &stop))
+        .spawn(move || run(&mut log, &shared, interval, &stop, &metrics))
 }
 
 fn run(
@@ -55,11 +57,13 @@ fn run(
     shared: &EpochShared,
     interval: Duration,
     stop: &AtomicBool,
+    metrics: &EpochMetrics,
 ) -> Result<CoordinatorReport, String> {
     let mut report = CoordinatorReport {
         last_committed: shared.committed.load(Ordering::Acquire),
         ..CoordinatorReport::default()
     };
+    metrics.committed(report.last_committed);
     let mut requested_at: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut next_epoch_at = Instant::now() + interval;
     loop {
@@ -88,12 +92,22 @@ fn run(
             }
             shared.committed.store(done, Ordering::Release);
             report.last_committed = done;
+            metrics.committed(done);
             while let Some(&(epoch, at)) = requested_at.front() {
                 if epoch > done {
                     break;
                 }
-                report.commit_latencies.push(at.elapsed());
+                let latency = at.elapsed();
+                metrics.commit_latency(latency);
+                report.commit_latencies.push(latency);
                 requested_at.pop_front();
+            }
+            if shared.final_epoch() == Some(done) {
+                tracing::info!(
+                    epoch = done,
+                    complete = is_final,
+                    "committed the final epoch"
+                );
             }
         }
         if shared

@@ -24,6 +24,7 @@ use weir_wal::{Config, Lsn, RecordType, SyncLog, Wal};
 use super::coordinator::FINAL_MARK;
 use super::{decode_record, failpoint};
 use crate::error::StartError;
+use crate::metrics::{wired, Registry};
 
 /// A node instance: node name and instance index.
 pub(crate) type InstanceKey = (String, usize);
@@ -56,25 +57,32 @@ fn log_error(path: &Path, error: impl std::fmt::Display) -> StartError {
     StartError::Recovery(format!("{}: {error}", path.display()))
 }
 
-fn config(shard: usize, segment_bytes: Option<u64>) -> Config {
+fn config(shard: usize, segment_bytes: Option<u64>, on_sync: weir_wal::SyncObserver) -> Config {
     let defaults = Config::default();
     Config {
         shard: shard as u32,
         segment_bytes: segment_bytes.unwrap_or(defaults.segment_bytes),
+        on_sync: Some(on_sync),
         ..defaults
     }
 }
 
 /// Opens (creating if needed) every log under `data_dir` and reads it back.
+/// Each log reports its writes and syncs to `metrics`: a shard's WAL from
+/// its writer thread, the coordinator's log from whichever thread commits
+/// it (this one now, the coordinator thread later).
 pub(crate) fn open(
     data_dir: &Path,
     shards: usize,
     segment_bytes: Option<u64>,
+    metrics: &Registry,
 ) -> Result<Logs, StartError> {
     std::fs::create_dir_all(data_dir).map_err(|error| log_error(data_dir, error))?;
     let coordinator_dir = data_dir.join("coordinator");
-    let (coordinator, _) = SyncLog::open_dir(&coordinator_dir, &config(shards, segment_bytes))
-        .map_err(|error| log_error(&coordinator_dir, error))?;
+    let observer = wired::wal_observer(metrics, "coordinator", wired::coordinator_slot(metrics));
+    let (coordinator, _) =
+        SyncLog::open_dir(&coordinator_dir, &config(shards, segment_bytes, observer))
+            .map_err(|error| log_error(&coordinator_dir, error))?;
     let (mut committed, mut complete) = (0, false);
     let reader = coordinator
         .read_from(Lsn(0))
@@ -94,7 +102,8 @@ pub(crate) fn open(
     let mut logs = Vec::with_capacity(shards);
     for shard in 0..shards {
         let dir = shard_dir(data_dir, shard);
-        let (wal, _) = Wal::open_dir(&dir, &config(shard, segment_bytes))
+        let observer = wired::wal_observer(metrics, "shard", wired::wal_slot(metrics, shard));
+        let (wal, _) = Wal::open_dir(&dir, &config(shard, segment_bytes, observer))
             .map_err(|error| log_error(&dir, error))?;
         read_shard(&wal, &dir, &mut recovered)?;
         logs.push(wal);

@@ -12,7 +12,17 @@
 //!
 //! The contract is therefore: *only the thread running shard `s` updates
 //! shard `s`'s cells.* Breaking it is not undefined behaviour, but two
-//! concurrent writers to one shard's cell may lose updates. A scrape sees
+//! concurrent writers to one shard's cell may lose updates.
+//!
+//! # Writer slots
+//! Threads that are not shards but update metrics too (a shard's WAL writer
+//! thread, the epoch coordinator) get slots of their own after the shards':
+//! [`Registry::with_writers`] adds them and [`Registry::writer_slot`] names
+//! the slot of writer `w` (`shards + w`), which counters and histograms
+//! accept wherever they take a shard (they are summed over every slot). A
+//! per-shard gauge ([`Registry::gauge`]) has cells for shards only; a
+//! gauge that such a writer sets is a [`Registry::summed_gauge`], reported
+//! as one series without a `shard` label. A scrape sees
 //! each cell at some recent value; cells are not read as one snapshot, so a
 //! histogram's `_sum` may lag its `_count` by the observations in flight.
 //! Buckets are rendered cumulatively from one read of each bucket, so
@@ -69,6 +79,7 @@
 mod handles;
 mod render;
 mod server;
+pub(crate) mod wired;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -96,6 +107,8 @@ pub struct Registry {
 
 struct Inner {
     shards: usize,
+    /// Writer slots after the shards' (see [`Registry::with_writers`]).
+    writers: usize,
     families: Mutex<BTreeMap<String, Family>>,
 }
 
@@ -109,6 +122,8 @@ struct Family {
 enum Series {
     Counter(BTreeMap<Labels, Arc<CounterCells>>),
     Gauge(BTreeMap<Labels, Arc<GaugeCells>>),
+    /// Gauges reported as one series, the sum over every slot.
+    SummedGauge(BTreeMap<Labels, Arc<GaugeCells>>),
     Histogram(BTreeMap<Labels, Arc<HistogramCells>>),
 }
 
@@ -116,8 +131,17 @@ impl Series {
     fn kind(&self) -> &'static str {
         match self {
             Series::Counter(_) => "counter",
-            Series::Gauge(_) => "gauge",
+            Series::Gauge(_) | Series::SummedGauge(_) => "gauge",
             Series::Histogram(_) => "histogram",
+        }
+    }
+
+    /// The kind, telling the two kinds of gauge apart (for messages).
+    fn describe(&self) -> &'static str {
+        match self {
+            Series::Gauge(_) => "per-shard gauge",
+            Series::SummedGauge(_) => "summed gauge",
+            other => other.kind(),
         }
     }
 }
@@ -132,10 +156,21 @@ impl Registry {
     /// # Panics
     /// If `shards` is 0.
     pub fn new(shards: usize) -> Registry {
+        Registry::with_writers(shards, 0)
+    }
+
+    /// Creates an empty registry for `shards` shards and `writers` more
+    /// writer threads that are not shards (see the module docs): counters,
+    /// histograms and summed gauges get a slot for each of them too.
+    ///
+    /// # Panics
+    /// If `shards` is 0.
+    pub fn with_writers(shards: usize, writers: usize) -> Registry {
         assert!(shards > 0, "a metrics registry needs at least one shard");
         Registry {
             inner: Arc::new(Inner {
                 shards,
+                writers,
                 families: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -144,6 +179,30 @@ impl Registry {
     /// The number of shards each metric has a cell for.
     pub fn shards(&self) -> usize {
         self.inner.shards
+    }
+
+    /// The number of writer slots after the shards'.
+    pub fn writers(&self) -> usize {
+        self.inner.writers
+    }
+
+    /// The slot of writer `writer` (`shards + writer`): what the thread
+    /// that is writer `writer` passes where a handle takes a shard.
+    ///
+    /// # Panics
+    /// If `writer` is not below [`Registry::writers`].
+    pub fn writer_slot(&self, writer: usize) -> usize {
+        assert!(
+            writer < self.inner.writers,
+            "writer {writer} out of range: the registry has {} writer slots",
+            self.inner.writers
+        );
+        self.inner.shards + writer
+    }
+
+    /// Shards plus writers: the cells of a counter or histogram.
+    fn slots(&self) -> usize {
+        self.inner.shards + self.inner.writers
     }
 
     /// Registers (or finds) the counter series `name` with `labels` and
@@ -161,7 +220,7 @@ impl Registry {
         } else {
             format!("{name}_total")
         };
-        let shards = self.inner.shards;
+        let slots = self.slots();
         let cells = self.register(
             name,
             help,
@@ -171,17 +230,18 @@ impl Registry {
                 Series::Counter(map) => Some(map),
                 _ => None,
             },
-            || CounterCells::new(shards),
+            || CounterCells::new(slots),
         );
         Counter::from_cells(cells)
     }
 
     /// Registers (or finds) the gauge series `name` with `labels` and
     /// returns its handle. Each shard's value is reported as its own series,
-    /// with a `shard="<index>"` label added after `labels`.
+    /// with a `shard="<index>"` label added after `labels`. Only shards set
+    /// it: it has no cells for writer slots.
     ///
     /// # Panics
-    /// As [`Registry::counter`].
+    /// As [`Registry::counter`], and if `name` is a summed gauge.
     pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Gauge {
         let shards = self.inner.shards;
         let cells = self.register(
@@ -198,6 +258,30 @@ impl Registry {
         Gauge::from_cells(cells)
     }
 
+    /// Registers (or finds) the gauge series `name` with `labels`, reported
+    /// as one series without a `shard` label: the sum of every slot's value
+    /// (shards' and writers'). Meant for a value that one writer owns (the
+    /// last committed epoch, set by the coordinator's slot) or that adds up
+    /// over shards.
+    ///
+    /// # Panics
+    /// As [`Registry::counter`], and if `name` is a per-shard gauge.
+    pub fn summed_gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Gauge {
+        let slots = self.slots();
+        let cells = self.register(
+            name.to_owned(),
+            help,
+            labels,
+            || Series::SummedGauge(BTreeMap::new()),
+            |series| match series {
+                Series::SummedGauge(map) => Some(map),
+                _ => None,
+            },
+            || GaugeCells::new(slots),
+        );
+        Gauge::from_cells(cells)
+    }
+
     /// Registers (or finds) the histogram series `name` with `labels` and
     /// returns its handle. Observations are durations in nanoseconds,
     /// rendered in seconds over the fixed buckets [`HISTOGRAM_BUCKETS`]; end
@@ -206,7 +290,7 @@ impl Registry {
     /// # Panics
     /// As [`Registry::counter`].
     pub fn histogram(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Histogram {
-        let shards = self.inner.shards;
+        let slots = self.slots();
         let cells = self.register(
             name.to_owned(),
             help,
@@ -216,15 +300,15 @@ impl Registry {
                 Series::Histogram(map) => Some(map),
                 _ => None,
             },
-            || HistogramCells::new(shards),
+            || HistogramCells::new(slots),
         );
         Histogram::from_cells(cells)
     }
 
     /// Renders every family in the Prometheus text exposition format 0.0.4
     /// (see [`CONTENT_TYPE`]): families sorted by name, each with `# HELP`
-    /// and `# TYPE` lines; counters and histograms summed over shards,
-    /// gauges one series per shard.
+    /// and `# TYPE` lines; counters, histograms and summed gauges summed
+    /// over every slot, per-shard gauges one series per shard.
     pub fn render(&self) -> String {
         let families = self.families();
         let mut out = String::with_capacity(256 * families.len().max(1));
@@ -261,7 +345,7 @@ impl Registry {
             help: help.to_owned(),
             series: empty(),
         });
-        let kind = family.series.kind();
+        let kind = family.series.describe();
         let Some(series) = select(&mut family.series) else {
             panic!("metric {name:?} is already registered as a {kind}");
         };
@@ -273,6 +357,7 @@ impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("shards", &self.inner.shards)
+            .field("writers", &self.inner.writers)
             .field("families", &self.families().len())
             .finish()
     }
@@ -353,6 +438,46 @@ mod tests {
     #[should_panic(expected = "invalid label name")]
     fn invalid_label_panics() {
         Registry::new(1).counter("weir_test", "Bad.", &[("a-b", "x")]);
+    }
+
+    #[test]
+    fn writer_slots_count_in_sums_not_in_shard_gauges() {
+        let registry = Registry::with_writers(2, 3);
+        assert_eq!((registry.shards(), registry.writers()), (2, 3));
+        assert_eq!(registry.writer_slot(2), 4);
+        let counter = registry.counter("weir_test_bytes", "Bytes.", &[]);
+        counter.add(1, 5);
+        counter.add(registry.writer_slot(2), 7);
+        assert_eq!(counter.value(), 12);
+        let committed = registry.summed_gauge("weir_test_committed", "Committed.", &[]);
+        committed.set(registry.writer_slot(0), 9);
+        let depth = registry.gauge("weir_test_depth", "Depth.", &[]);
+        depth.set(1, 4);
+        let text = registry.render();
+        assert!(text.contains("\nweir_test_committed 9\n"), "{text}");
+        assert!(
+            text.contains("\nweir_test_depth{shard=\"1\"} 4\n"),
+            "{text}"
+        );
+        assert!(!text.contains("shard=\"2\""), "{text}");
+    }
+
+    #[test]
+    #[should_panic(expected = "index out of bounds")]
+    fn per_shard_gauge_has_no_writer_cells() {
+        let registry = Registry::with_writers(1, 1);
+        let slot = registry.writer_slot(0);
+        registry
+            .gauge("weir_test_depth", "Depth.", &[])
+            .set(slot, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "already registered as a per-shard gauge")]
+    fn gauge_kinds_do_not_mix() {
+        let registry = Registry::with_writers(1, 1);
+        registry.gauge("weir_test_level", "Level.", &[]);
+        registry.summed_gauge("weir_test_level", "Level.", &[("x", "1")]);
     }
 
     #[test]

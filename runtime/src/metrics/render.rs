@@ -29,6 +29,12 @@ pub(super) fn family(out: &mut String, name: &str, family: &Family) {
                 }
             }
         }
+        Series::SummedGauge(series) => {
+            for (labels, cells) in series {
+                let sum = cells.values().fold(0i64, i64::wrapping_add);
+                sample(out, name, "", labels, None, &sum.to_string());
+            }
+        }
         Series::Histogram(series) => {
             for (labels, cells) in series {
                 histogram(out, name, labels, cells);

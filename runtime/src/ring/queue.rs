@@ -300,7 +300,9 @@ mod tests {
         assert_eq!(producer.try_push(9), Err(PushError::Full(9)));
         assert_eq!(consumer.try_pop(), Some(0));
         producer.try_push(3).unwrap();
+        assert_eq!(consumer.len(), 3);
         let drained: Vec<u32> = std::iter::from_fn(|| consumer.try_pop()).collect();
+        assert!(consumer.is_empty());
         assert_eq!(drained, vec![1, 2, 3]);
         assert_eq!(consumer.try_pop(), None);
     }

@@ -13,6 +13,7 @@ use crate::epoch::shard::ShardEpochs;
 use crate::epoch::EpochShared;
 use crate::error::RunError;
 use crate::graph::ShardPlan;
+use crate::metrics::wired;
 use spawn::{NodeEnv, ShardEnv};
 
 /// A shard's share of the epoch protocol: its WAL and the shared state.
@@ -49,21 +50,29 @@ pub(crate) async fn run_shard(
                 replay: instance.replay,
                 commit: instance.commit,
             };
+            let failures =
+                wired::failures(&instance.context.metrics, &instance.context.node, shard);
             let task = instance
                 .spawn
                 .spawn(&instance.context, instance.io, &env, node);
-            (instance.context.node, glommio::spawn_local(task))
+            let task = glommio::spawn_local(task);
+            (instance.context.node, Some(failures), task)
         })
         .collect();
     if let Some(epochs) = epochs {
         tasks.push((
             "(epochs)".into(),
+            None,
             glommio::spawn_local(Box::pin(epochs.run())),
         ));
     }
     let mut first_failure: Option<RunError> = None;
-    for (node, task) in tasks {
+    for (node, failures, task) in tasks {
         if let Err(failure) = task.await {
+            if let Some(failures) = failures {
+                failures.inc();
+            }
+            tracing::error!(node = %node, shard, error = %failure, "node failed");
             let error = RunError::Node {
                 node: node.to_string(),
                 shard,

@@ -22,6 +22,7 @@ use crate::epoch::CommitFn;
 use crate::error::NodeFailure;
 use crate::input::{InputRing, InputSet};
 use crate::intake::IntakeLog;
+use crate::metrics::wired::{InputMetrics, OutputMetrics};
 use crate::operator::{Processor, ShardContext, Sink, SinkProcessor, Source};
 use crate::shard::task::{run_processor, run_source};
 
@@ -55,6 +56,17 @@ pub(crate) struct NodeEnv {
     pub(crate) commit: Option<CommitFn>,
 }
 
+/// The output metrics of a node instance, if it has outputs.
+fn output_metrics(context: &ShardContext, io: &NodeIo) -> Option<OutputMetrics> {
+    (!io.outputs.is_empty())
+        .then(|| OutputMetrics::new(&context.metrics, &context.node, context.shard))
+}
+
+/// The input metrics of a node instance.
+fn input_metrics(context: &ShardContext) -> InputMetrics {
+    InputMetrics::new(&context.metrics, &context.node, context.shard)
+}
+
 /// Builds a node instance's task on its shard.
 pub(crate) trait Spawn: Send + Sync {
     fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask;
@@ -69,7 +81,8 @@ where
 {
     fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask {
         let mut source = (self.0)(context);
-        let out = Emitter::<S::Output>::new(io.outputs, env.pool.clone());
+        let metrics = output_metrics(context, &io);
+        let out = Emitter::<S::Output>::new(io.outputs, env.pool.clone(), metrics);
         let stop = env.stop.clone();
         let committed = node
             .epochs
@@ -107,8 +120,9 @@ where
 {
     fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask {
         let processor = (self.0)(context);
-        let inputs = InputSet::new(io.inputs);
-        let out = Emitter::<P::Output>::new(io.outputs, env.pool.clone());
+        let metrics = output_metrics(context, &io);
+        let inputs = InputSet::new(io.inputs, input_metrics(context));
+        let out = Emitter::<P::Output>::new(io.outputs, env.pool.clone(), metrics);
         Box::pin(restore_and_run(
             processor,
             inputs,
@@ -128,8 +142,9 @@ where
 {
     fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask {
         let sink = SinkProcessor((self.0)(context));
-        let inputs = InputSet::new(io.inputs);
-        let out = Emitter::<()>::new(io.outputs, env.pool.clone());
+        let metrics = output_metrics(context, &io);
+        let inputs = InputSet::new(io.inputs, input_metrics(context));
+        let out = Emitter::<()>::new(io.outputs, env.pool.clone(), metrics);
         Box::pin(run_processor(sink, inputs, out, env.pool.clone(), node))
     }
 }

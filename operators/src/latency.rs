@@ -1,0 +1,115 @@
+//! End-to-end latency of ingested events, as Prometheus histograms.
+//!
+//! Ingested events carry two times: `sent_ns`, when the client meant to
+//! send the event (the load generator's intended send time), and
+//! `ingest_ns`, when a weir ingest source accepted it. Operators that
+//! consume events record, per event:
+//!
+//! - `weir_ingest_to_processed_seconds{component}`: from acceptance to the
+//!   moment the component handled the event (a window counted it, a sink
+//!   staged it);
+//! - `weir_sent_to_processed_seconds{component}`: the same from the
+//!   client's intended send time (it includes the network, the client's
+//!   queueing and clock skew between the two hosts, none here on loopback);
+//!
+//! and ingest sources record `weir_ingest_to_committed_seconds{component}`:
+//! from acceptance to the commit of the epoch the event was emitted in,
+//! after which its effect is in committed output of every sink.
+//!
+//! The clock is read once per batch, not per event. Generated events
+//! (times 0) are not recorded.
+
+use weir_runtime::metrics::ShardHistogram;
+use weir_runtime::{Batch, ShardContext, Sink, StateError};
+
+use crate::generator::GeneratedEvent;
+use crate::ingest::unix_ns;
+
+/// Records the processing latency of the ingested events a component
+/// handles.
+#[derive(Debug, Clone)]
+pub struct ProcessedLatency {
+    from_ingest: ShardHistogram,
+    from_sent: ShardHistogram,
+}
+
+impl ProcessedLatency {
+    /// The histograms of `context`'s component, for its shard.
+    pub fn new(context: &ShardContext) -> ProcessedLatency {
+        let labels = [("component", &*context.node)];
+        let from_ingest = context.metrics.histogram(
+            "weir_ingest_to_processed_seconds",
+            "Time from an ingest source accepting an event to this component handling it.",
+            &labels,
+        );
+        let from_sent = context.metrics.histogram(
+            "weir_sent_to_processed_seconds",
+            "Time from a client's intended send time of an event to this component handling it.",
+            &labels,
+        );
+        ProcessedLatency {
+            from_ingest: from_ingest.for_shard(context.shard),
+            from_sent: from_sent.for_shard(context.shard),
+        }
+    }
+
+    /// Records every ingested event of `batch` as handled now.
+    pub fn observe(&self, batch: &Batch<GeneratedEvent>) {
+        let mut now = None;
+        for event in batch.iter() {
+            let ingest_ns = event.ingest_ns.to_native();
+            if ingest_ns == 0 {
+                continue;
+            }
+            let now = *now.get_or_insert_with(unix_ns);
+            self.from_ingest.observe_ns(now.saturating_sub(ingest_ns));
+            let sent_ns = event.sent_ns.to_native();
+            if sent_ns != 0 {
+                self.from_sent.observe_ns(now.saturating_sub(sent_ns));
+            }
+        }
+    }
+}
+
+/// A sink of events that records their [`ProcessedLatency`] as it stages
+/// them, and otherwise is `inner`.
+#[derive(Debug)]
+pub struct ObservedSink<K> {
+    inner: K,
+    latency: ProcessedLatency,
+}
+
+impl<K> ObservedSink<K> {
+    /// `inner`, observed as `context`'s component.
+    pub fn new(inner: K, context: &ShardContext) -> ObservedSink<K> {
+        ObservedSink {
+            inner,
+            latency: ProcessedLatency::new(context),
+        }
+    }
+}
+
+impl<K: Sink<Input = GeneratedEvent>> Sink for ObservedSink<K> {
+    type Input = GeneratedEvent;
+
+    fn write(&mut self, port: usize, batch: &Batch<GeneratedEvent>) {
+        self.inner.write(port, batch);
+        self.latency.observe(batch);
+    }
+
+    fn on_watermark(&mut self, watermark: u64) {
+        self.inner.on_watermark(watermark);
+    }
+
+    fn finish(&mut self) {
+        self.inner.finish();
+    }
+
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+        self.inner.precommit(epoch)
+    }
+
+    fn commit(staged: &[u8]) -> Result<(), String> {
+        K::commit(staged)
+    }
+}

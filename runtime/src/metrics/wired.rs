@@ -1,0 +1,224 @@
+//! The runtime's own metrics: their names, and the handles each updating
+//! thread binds once (a node instance at spawn, a WAL when it opens, the
+//! coordinator when it starts), so an update is a relaxed load and store.
+//!
+//! | metric | labels | written by |
+//! | --- | --- | --- |
+//! | `weir_component_events_in_total` | `component` | consuming shard, per batch read |
+//! | `weir_component_bytes_in_total` | `component` | consuming shard, per batch read |
+//! | `weir_component_events_out_total` | `component` | producing shard, per batch sent |
+//! | `weir_component_bytes_out_total` | `component` | producing shard, per batch sent |
+//! | `weir_component_failures_total` | `component` | the failed instance's shard |
+//! | `weir_ring_occupancy_batches` | `component`, `shard` | consuming shard, per message read |
+//! | `weir_ring_full_waits_total` | `component` | producing shard, per full ring met |
+//! | `weir_wal_bytes_written_total` | `log` | WAL writer thread / coordinator |
+//! | `weir_wal_syncs_total` | `log` | WAL writer thread / coordinator |
+//! | `weir_wal_sync_latency_seconds` | `log` | WAL writer thread / coordinator |
+//! | `weir_epoch_commit_latency_seconds` | | coordinator |
+//! | `weir_epoch_committed` | | coordinator |
+//!
+//! `log` is `shard` for the shards' WALs and `coordinator` for the
+//! coordinator's commit log. The runtime's registry has writer slots (see
+//! [`super::Registry::with_writers`]) for each shard's WAL writer thread and
+//! for the coordinator: [`writers`], [`wal_slot`], [`coordinator_slot`].
+
+use std::time::Duration;
+
+use weir_wal::SyncObserver;
+
+use super::{Registry, ShardCounter, ShardGauge, ShardHistogram};
+
+/// Writer slots the runtime's registry needs for `shards` shards: one per
+/// shard's WAL writer thread, then the coordinator.
+pub(crate) fn writers(shards: usize) -> usize {
+    shards + 1
+}
+
+/// The slot that shard `shard`'s WAL writer thread updates.
+pub(crate) fn wal_slot(registry: &Registry, shard: usize) -> usize {
+    registry.writer_slot(shard)
+}
+
+/// The slot that the epoch coordinator thread updates (and the starting
+/// thread, while no coordinator runs).
+pub(crate) fn coordinator_slot(registry: &Registry) -> usize {
+    registry.writer_slot(registry.shards())
+}
+
+/// Nanoseconds in `d`, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What a node instance counts about the batches it reads.
+pub(crate) struct InputMetrics {
+    events: ShardCounter,
+    bytes: ShardCounter,
+    occupancy: ShardGauge,
+}
+
+impl InputMetrics {
+    /// Binds the series of `component` on `shard`.
+    pub(crate) fn new(registry: &Registry, component: &str, shard: usize) -> InputMetrics {
+        let labels = [("component", component)];
+        InputMetrics {
+            events: registry
+                .counter(
+                    "weir_component_events_in_total",
+                    "Records a component read from its input rings.",
+                    &labels,
+                )
+                .for_shard(shard),
+            bytes: registry
+                .counter(
+                    "weir_component_bytes_in_total",
+                    "Serialized record bytes a component read from its input rings.",
+                    &labels,
+                )
+                .for_shard(shard),
+            occupancy: registry
+                .gauge(
+                    "weir_ring_occupancy_batches",
+                    "Messages (batches, watermarks, barriers) waiting in a component's input rings on a shard, sampled when it reads.",
+                    &labels,
+                )
+                .for_shard(shard),
+        }
+    }
+
+    /// Counts one batch read.
+    #[inline]
+    pub(crate) fn batch(&self, records: usize, bytes: usize) {
+        self.events.add(records as u64);
+        self.bytes.add(bytes as u64);
+    }
+
+    /// Sets the occupancy sample.
+    #[inline]
+    pub(crate) fn occupancy(&self, waiting: usize) {
+        self.occupancy.set(waiting as i64);
+    }
+}
+
+/// What a node instance counts about the batches it sends.
+#[derive(Clone)]
+pub(crate) struct OutputMetrics {
+    events: ShardCounter,
+    bytes: ShardCounter,
+    pub(crate) full_waits: ShardCounter,
+}
+
+impl OutputMetrics {
+    /// Binds the series of `component` on `shard`.
+    pub(crate) fn new(registry: &Registry, component: &str, shard: usize) -> OutputMetrics {
+        let labels = [("component", component)];
+        OutputMetrics {
+            events: registry
+                .counter(
+                    "weir_component_events_out_total",
+                    "Records a component sent into its output rings (once per receiving instance).",
+                    &labels,
+                )
+                .for_shard(shard),
+            bytes: registry
+                .counter(
+                    "weir_component_bytes_out_total",
+                    "Serialized record bytes a component sent into its output rings.",
+                    &labels,
+                )
+                .for_shard(shard),
+            full_waits: registry
+                .counter(
+                    "weir_ring_full_waits_total",
+                    "Times a component found an output ring full and waited (backpressure).",
+                    &labels,
+                )
+                .for_shard(shard),
+        }
+    }
+
+    /// Counts one batch sent.
+    #[inline]
+    pub(crate) fn batch(&self, records: usize, bytes: usize) {
+        self.events.add(records as u64);
+        self.bytes.add(bytes as u64);
+    }
+}
+
+/// The failure counter of `component` on `shard`.
+pub(crate) fn failures(registry: &Registry, component: &str, shard: usize) -> ShardCounter {
+    registry
+        .counter(
+            "weir_component_failures_total",
+            "Component instances that failed (the run then fails).",
+            &[("component", component)],
+        )
+        .for_shard(shard)
+}
+
+/// An observer for a log's writes and fdatasyncs that updates `slot`;
+/// `log` is `shard` or `coordinator`.
+pub(crate) fn wal_observer(registry: &Registry, log: &str, slot: usize) -> SyncObserver {
+    let labels = [("log", log)];
+    let bytes = registry
+        .counter(
+            "weir_wal_bytes_written_total",
+            "Bytes written to write-ahead logs (block padding included).",
+            &labels,
+        )
+        .for_shard(slot);
+    let syncs = registry
+        .counter(
+            "weir_wal_syncs_total",
+            "Write-ahead log writes made durable with fdatasync.",
+            &labels,
+        )
+        .for_shard(slot);
+    let latency = registry
+        .histogram(
+            "weir_wal_sync_latency_seconds",
+            "Time of one write-ahead log write + fdatasync.",
+            &labels,
+        )
+        .for_shard(slot);
+    SyncObserver::new(move |took, written| {
+        bytes.add(written);
+        syncs.inc();
+        latency.observe_ns(nanos(took));
+    })
+}
+
+/// What the coordinator reports.
+pub(crate) struct EpochMetrics {
+    committed: ShardGauge,
+    commit_latency: ShardHistogram,
+}
+
+impl EpochMetrics {
+    /// Binds the epoch series to the coordinator's slot.
+    pub(crate) fn new(registry: &Registry) -> EpochMetrics {
+        let slot = coordinator_slot(registry);
+        EpochMetrics {
+            committed: registry
+                .summed_gauge("weir_epoch_committed", "The last committed epoch.", &[])
+                .for_shard(slot),
+            commit_latency: registry
+                .histogram(
+                    "weir_epoch_commit_latency_seconds",
+                    "Time from an epoch's request to its commit record being durable.",
+                    &[],
+                )
+                .for_shard(slot),
+        }
+    }
+
+    /// Sets the last committed epoch.
+    pub(crate) fn committed(&self, epoch: u64) {
+        self.committed.set(epoch as i64);
+    }
+
+    /// Records one epoch's commit latency.
+    pub(crate) fn commit_latency(&self, latency: Duration) {
+        self.commit_latency.observe_ns(nanos(latency));
+    }
+}
