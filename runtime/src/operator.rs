@@ -180,6 +180,19 @@ pub trait Sink: 'static {
         Ok(Vec::new())
     }
 
+    /// Makes what a [`precommit`](Sink::precommit) staged durable (an
+    /// `fsync`, say). It runs on a blocking thread, off the shard, so slow
+    /// storage does not stall the shard's other tasks; the epoch does not
+    /// count as durable on this shard until it returns. `precommit` can then
+    /// stay cheap (write, don't sync). An error fails the run.
+    fn sync(staged: &[u8]) -> Result<(), String>
+    where
+        Self: Sized,
+    {
+        let _ = staged;
+        Ok(())
+    }
+
     /// Publishes what a [`precommit`](Sink::precommit) staged, once its
     /// epoch is committed. Must be idempotent: after a crash, recovery runs
     /// it again for every committed pre-commit, done or not.

@@ -46,6 +46,17 @@ pub struct EpochConfig {
 /// finds, including ones that completed before a crash.
 pub type CommitFn = fn(&[u8]) -> Result<(), String>;
 
+/// A sink's sync step ([`Sink::sync`](crate::Sink::sync)): makes what its
+/// pre-commit staged durable. Runs on a blocking thread, not the shard.
+pub type SyncFn = fn(&[u8]) -> Result<(), String>;
+
+/// A sink's steps after its pre-commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SinkSteps {
+    pub(crate) sync: SyncFn,
+    pub(crate) commit: CommitFn,
+}
+
 /// State shared by the coordinator and every shard. Each field is written
 /// by one party and read by the others, once per epoch, never per record.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use weir_wal::{Lsn, RecordType, Wal};
 
-use super::{encode_record_into, failpoint, CommitFn, EpochShared};
+use super::{encode_record_into, failpoint, EpochShared, SinkSteps};
 use crate::error::NodeFailure;
 
 /// How often the epoch task looks for work when it has none.
@@ -26,8 +26,10 @@ const TICK: Duration = Duration::from_millis(1);
 struct Pending {
     epoch: u64,
     node: Arc<str>,
-    commit: CommitFn,
+    steps: SinkSteps,
     payload: Vec<u8>,
+    /// Whether its sync step ran.
+    synced: bool,
 }
 
 #[derive(Default)]
@@ -158,14 +160,15 @@ impl ShardEpochs {
         &self,
         epoch: u64,
         node: Arc<str>,
-        commit: CommitFn,
+        steps: SinkSteps,
         payload: Vec<u8>,
     ) {
         self.progress.borrow_mut().commits.push(Pending {
             epoch,
             node,
-            commit,
+            steps,
             payload,
+            synced: false,
         });
     }
 
@@ -209,7 +212,7 @@ impl ShardEpochs {
             }
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
-            self.run_commits(committed)?;
+            self.run_commits(committed).await?;
             self.retire(committed)?;
             if self.shared.aborted.load(Ordering::Acquire) {
                 return Err(NodeFailure::Log(
@@ -238,6 +241,7 @@ impl ShardEpochs {
             };
             if let Some(lsn) = lsn {
                 self.wal.flush();
+                self.sync_sinks(epoch).await?;
                 self.wal
                     .durable(lsn)
                     .await
@@ -277,7 +281,42 @@ impl ShardEpochs {
         Ok(())
     }
 
-    fn run_commits(&self, committed: u64) -> Result<(), NodeFailure> {
+    /// Runs the sync step of every pre-commit of an epoch up to `epoch`,
+    /// on a blocking thread: file syncs take milliseconds on slow storage,
+    /// and the shard's other tasks (connections, operators) keep running.
+    async fn sync_sinks(&self, epoch: u64) -> Result<(), NodeFailure> {
+        let due: Vec<(u64, Arc<str>, SinkSteps, Vec<u8>)> = {
+            let mut progress = self.progress.borrow_mut();
+            progress
+                .commits
+                .iter_mut()
+                .filter(|pending| pending.epoch <= epoch && !pending.synced)
+                .map(|pending| {
+                    pending.synced = true;
+                    let (node, payload) = (pending.node.clone(), pending.payload.clone());
+                    (pending.epoch, node, pending.steps, payload)
+                })
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        glommio::executor()
+            .spawn_blocking(move || {
+                for (epoch, node, steps, payload) in &due {
+                    (steps.sync)(payload).map_err(|error| NodeFailure::Commit {
+                        epoch: *epoch,
+                        message: format!("syncing sink `{node}`: {error}"),
+                    })?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Runs the commit step of every pre-commit of an epoch up to
+    /// `committed`, on a blocking thread (renames and directory syncs).
+    async fn run_commits(&self, committed: u64) -> Result<(), NodeFailure> {
         let due: Vec<Pending> = {
             let mut progress = self.progress.borrow_mut();
             let (due, later) = std::mem::take(&mut progress.commits)
@@ -286,15 +325,24 @@ impl ShardEpochs {
             progress.commits = later;
             due
         };
-        for (index, pending) in due.iter().enumerate() {
-            (pending.commit)(&pending.payload).map_err(|error| NodeFailure::Commit {
-                epoch: pending.epoch,
-                message: format!("sink `{}`: {error}", pending.node),
-            })?;
-            if index == 0 {
-                failpoint("during-commit", pending.epoch);
-            }
+        if due.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        glommio::executor()
+            .spawn_blocking(move || {
+                for (index, pending) in due.iter().enumerate() {
+                    (pending.steps.commit)(&pending.payload).map_err(|error| {
+                        NodeFailure::Commit {
+                            epoch: pending.epoch,
+                            message: format!("sink `{}`: {error}", pending.node),
+                        }
+                    })?;
+                    if index == 0 {
+                        failpoint("during-commit", pending.epoch);
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 }

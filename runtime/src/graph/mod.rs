@@ -71,7 +71,7 @@ pub(crate) struct NodeSpec {
     output: Option<TypeInfo>,
     pub(crate) spawn: Arc<dyn Spawn>,
     /// A sink's commit step.
-    pub(crate) commit: Option<crate::epoch::CommitFn>,
+    pub(crate) commit: Option<crate::epoch::SinkSteps>,
 }
 
 pub(crate) struct EdgeSpec {
@@ -161,7 +161,10 @@ impl GraphBuilder {
         let input = Some(TypeInfo::of::<K::Input>());
         self.add(name, NodeKind::Sink, input, None, spawn);
         let node = self.nodes.last_mut().expect("just pushed");
-        node.commit = Some(K::commit);
+        node.commit = Some(crate::epoch::SinkSteps {
+            sync: K::sync,
+            commit: K::commit,
+        });
         NodeOptions {
             parallelism: &mut node.parallelism,
         }
@@ -249,7 +252,13 @@ impl std::fmt::Debug for Graph {
 impl Graph {
     /// The commit step of the sink named `node`, if it is one.
     pub(crate) fn commit_of(&self, node: &str) -> Option<crate::epoch::CommitFn> {
-        self.nodes.iter().find(|spec| &*spec.name == node)?.commit
+        Some(
+            self.nodes
+                .iter()
+                .find(|spec| &*spec.name == node)?
+                .commit?
+                .commit,
+        )
     }
 
     /// Source instances over `shards` shards.

@@ -25,7 +25,7 @@ pub(crate) struct InstancePlan {
     pub(crate) io: NodeIo,
     pub(crate) spawn: Arc<dyn Spawn>,
     /// A sink's commit step.
-    pub(crate) commit: Option<crate::epoch::CommitFn>,
+    pub(crate) commit: Option<crate::epoch::SinkSteps>,
     /// State or position to restore (filled from recovery).
     pub(crate) restore: Option<Vec<u8>>,
     /// A source's intake records to replay (filled from recovery).

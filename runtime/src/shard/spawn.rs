@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::batch::BufferPool;
 use crate::emit::{Emitter, OutputIo};
 use crate::epoch::shard::ShardEpochs;
-use crate::epoch::CommitFn;
+use crate::epoch::SinkSteps;
 use crate::error::NodeFailure;
 use crate::input::{InputRing, InputSet};
 use crate::intake::IntakeLog;
@@ -53,7 +53,7 @@ pub(crate) struct NodeEnv {
     /// A source's intake records to replay, from recovery: (identity, data).
     pub(crate) replay: Vec<(u64, Vec<u8>)>,
     /// A sink's commit step.
-    pub(crate) commit: Option<CommitFn>,
+    pub(crate) commit: Option<SinkSteps>,
 }
 
 /// The output metrics of a node instance, if it has outputs.

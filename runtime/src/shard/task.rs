@@ -270,7 +270,7 @@ fn checkpoint<P: Processor>(
         return Ok(());
     }
     match node.commit {
-        Some(commit) => {
+        Some(steps) => {
             epochs.append(
                 RecordType::SINK_PRECOMMIT,
                 epoch,
@@ -279,7 +279,7 @@ fn checkpoint<P: Processor>(
                 &bytes,
             )?;
             failpoint("after-precommit", epoch);
-            epochs.add_commit(epoch, node.node.clone(), commit, bytes);
+            epochs.add_commit(epoch, node.node.clone(), steps, bytes);
         }
         None => {
             epochs.append(

@@ -17,7 +17,10 @@
 //! 2. [`FileSink::precommit`] flushes and fsyncs the staged file (renamed
 //!    first if the epoch it is given is not the one it was writing), fsyncs
 //!    `.staging/` (the file's entry must be durable too) and returns a
-//!    [`Staged`] to log. The next epoch's file is again created lazily. An
+//!    [`Staged`] to log. As a [`Sink`], the sink splits this: `precommit`
+//!    only flushes and renames ([`FileSink::stage`]), and `Sink::sync`
+//!    ([`Staged::sync`]) does the two fsyncs on a blocking thread, before
+//!    the epoch counts as durable. The next epoch's file is again created lazily. An
 //!    empty epoch returns a `Staged` with `lines == 0`, whose commit does
 //!    nothing.
 //! 3. [`Staged::commit`] (also [`FileSink::commit`]) renames the staged
@@ -183,6 +186,16 @@ impl<T> FileSink<T> {
     /// (a jump), the staged file is renamed to `epoch`'s name before it is
     /// made durable, so names always match the epoch the records belong to.
     pub fn precommit(&mut self, epoch: u64) -> io::Result<Staged> {
+        let staged = self.stage(epoch)?;
+        staged.sync()?;
+        Ok(staged)
+    }
+
+    /// [`precommit`](FileSink::precommit) without the syncs: the staged
+    /// file is written to the OS and named for `epoch`, and
+    /// [`Staged::sync`] makes it durable (the runtime runs that off the
+    /// shard, see `Sink::sync`).
+    pub fn stage(&mut self, epoch: u64) -> io::Result<Staged> {
         self.epoch = epoch.saturating_add(1);
         let open = self.open.take();
         if let Some(error) = self.error.take() {
@@ -201,14 +214,15 @@ impl<T> FileSink<T> {
                 path,
                 lines,
             } = open;
-            let file = writer
-                .into_inner()
-                .map_err(|error| at(&path)(error.into_error()))?;
-            file.sync_all().map_err(at(&path))?;
+            // Flushing hands the lines to the OS; the file closes here.
+            drop(
+                writer
+                    .into_inner()
+                    .map_err(|error| at(&path)(error.into_error()))?,
+            );
             if path != staged.staged {
                 fs::rename(&path, &staged.staged).map_err(at(&path))?;
             }
-            sync_directory(&self.staging)?;
             staged.lines = lines;
         }
         Ok(staged)
@@ -289,15 +303,26 @@ where
         self.flush();
     }
 
-    /// [`FileSink::precommit`], encoded with [`Staged::to_bytes`]; an epoch
+    /// [`FileSink::stage`], encoded with [`Staged::to_bytes`]; an epoch
     /// that staged no lines returns nothing, so nothing is logged for it.
+    /// The syncs run in [`sync`](Sink::sync), off the shard.
     fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
-        let staged =
-            FileSink::precommit(self, epoch).map_err(|error| StateError(error.to_string()))?;
+        let staged = FileSink::stage(self, epoch).map_err(|error| StateError(error.to_string()))?;
         if staged.lines == 0 {
             return Ok(Vec::new());
         }
         Ok(staged.to_bytes())
+    }
+
+    /// Decodes a [`Staged`] and makes it durable ([`Staged::sync`]).
+    fn sync(staged: &[u8]) -> Result<(), String> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        Staged::from_bytes(staged)
+            .map_err(|error| error.to_string())?
+            .sync()
+            .map_err(|error| error.to_string())
     }
 
     /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],

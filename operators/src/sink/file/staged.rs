@@ -96,6 +96,22 @@ impl Staged {
         })
     }
 
+    /// Makes the staged file and its name durable: fsyncs the file and
+    /// the staging directory. Idempotent. An epoch without lines has no
+    /// file and needs nothing.
+    pub fn sync(&self) -> io::Result<()> {
+        if self.lines == 0 {
+            return Ok(());
+        }
+        File::open(&self.staged)
+            .and_then(|file| file.sync_all())
+            .map_err(at(&self.staged))?;
+        match self.staged.parent() {
+            Some(staging) => sync_directory(staging),
+            None => Ok(()),
+        }
+    }
+
     /// Publishes the staged file: renames it to its target, then fsyncs the
     /// target's directory so the rename survives a crash.
     ///
