@@ -42,6 +42,36 @@ use crate::operator::StateError;
 #[derive(Clone)]
 pub struct IntakeLog {
     inner: Option<Rc<Inner>>,
+    wake: Rc<SourceWake>,
+}
+
+/// Lets a source's helpers (its connections) end the source's idle sleep:
+/// an idle source is polled again after a millisecond, or at once when
+/// woken.
+#[derive(Default)]
+pub(crate) struct SourceWake {
+    woken: Cell<bool>,
+    waker: std::cell::RefCell<Option<std::task::Waker>>,
+}
+
+impl SourceWake {
+    fn wake(&self) {
+        self.woken.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Completes once woken (at once if woken since the last wait).
+    pub(crate) fn woken(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.woken.replace(false) {
+                return Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
 }
 
 struct Inner {
@@ -68,7 +98,10 @@ const ORIGIN_LEN: usize = 8;
 impl IntakeLog {
     /// A log that keeps nothing: the runtime has no data directory.
     pub fn disabled() -> IntakeLog {
-        IntakeLog { inner: None }
+        IntakeLog {
+            inner: None,
+            wake: Rc::default(),
+        }
     }
 
     pub(crate) fn new(
@@ -84,7 +117,19 @@ impl IntakeLog {
                 instance,
                 epoch,
             })),
+            wake: Rc::default(),
         }
+    }
+
+    /// Ends the source's idle sleep: call it when input arrives for the
+    /// source (a connection queued a batch), so the source is polled now
+    /// rather than after up to a millisecond. Cheap; call it freely.
+    pub fn wake_source(&self) {
+        self.wake.wake();
+    }
+
+    pub(crate) fn source_wake(&self) -> Rc<SourceWake> {
+        self.wake.clone()
     }
 
     /// Whether appended data survives a crash (the runtime has a data

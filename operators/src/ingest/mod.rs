@@ -512,6 +512,8 @@ pub(crate) struct IngestQueue {
     instance: usize,
     mesh: std::sync::Arc<Mesh>,
     pub(crate) metrics: IngestMetrics,
+    /// The source's intake log, to wake the source when a batch arrives.
+    intake: RefCell<Option<IntakeLog>>,
 }
 
 impl IngestQueue {
@@ -525,6 +527,9 @@ impl IngestQueue {
         }
         self.events.set(events + batch.events);
         self.batches.borrow_mut().push_back(batch);
+        if let Some(intake) = self.intake.borrow().as_ref() {
+            intake.wake_source();
+        }
         Ok(())
     }
 
@@ -693,6 +698,7 @@ impl IngestSource {
             instance: context.instance,
             mesh,
             metrics: IngestMetrics::new(context),
+            intake: RefCell::new(None),
         });
         IngestSource {
             protocol,
@@ -882,6 +888,7 @@ impl Source for IngestSource {
     type Output = GeneratedEvent;
 
     fn attach(&mut self, intake: IntakeLog) {
+        *self.queue.intake.borrow_mut() = Some(intake.clone());
         self.intake = intake;
     }
 

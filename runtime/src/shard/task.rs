@@ -54,6 +54,7 @@ pub(crate) async fn run_source<S: Source>(
         std::mem::take(&mut node.replay),
     )
     .await?;
+    let wake = intake.source_wake();
     let (mut exhausted, mut polls) = (false, 0usize);
     loop {
         if let Some(epochs) = &node.epochs {
@@ -91,7 +92,7 @@ pub(crate) async fn run_source<S: Source>(
         }
         out.send_ready().await?;
         if status == SourcePoll::Idle {
-            glommio::timer::sleep(SOURCE_IDLE_SLEEP).await;
+            futures_lite::future::or(glommio::timer::sleep(SOURCE_IDLE_SLEEP), wake.woken()).await;
         }
         polls += 1;
         if polls % TURN_SOURCE_BATCHES_MAX == 0 {
