@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Latency of durable network ingest at a fixed offered load (open loop):
+# `weir run` (PROTOCOL source → keyed per-second count → NDJSON files, data
+# directory, 100 ms epochs, metrics on a loopback port) in one process,
+# `weir loadgen --rate RATE` in another.
+#
+#   bench/scripts/ingest-latency.sh PROTOCOL SHARDS RATE [RUNS] [LOADGEN OPTIONS...]
+#
+# Reports per run the load generator's acknowledgement latency (from each
+# batch's intended send time: coordinated-omission free) and, from the
+# runtime's Prometheus histograms scraped after the run, ingest→processed
+# (the window counted the event) and ingest→committed (its epoch
+# committed), estimated like PromQL's histogram_quantile (linear within a
+# power-of-two bucket). Build first: cargo build --release.
+set -euo pipefail
+
+protocol=${1:?usage: ingest-latency.sh tcp|http SHARDS RATE [RUNS] [LOADGEN OPTIONS...]}
+shards=${2:?shards}
+rate=${3:?rate, e.g. 1.5M}
+runs=${4:-3}
+shift $(( $# < 4 ? $# : 4 ))
+root=$(cd "$(dirname "$0")/../.." && pwd)
+weir=${WEIR_BIN:-$root/target/release/weir}
+[[ -x $weir ]] || { echo "no $weir: run cargo build --release" >&2; exit 1; }
+ulimit -l unlimited 2>/dev/null || ulimit -l $((64 * 1024)) 2>/dev/null || true
+
+work=$(mktemp -d /tmp/weir-latency-bench.XXXXXX)
+trap 'pkill -TERM -f "$work/pipeline.toml" 2>/dev/null || true; rm -rf "$work"' EXIT
+port=$(( 20000 + RANDOM % 20000 ))
+metrics_port=$(( port + 1 ))
+case $protocol in
+  tcp) target="tcp://127.0.0.1:$port" ;;
+  http) target="http://127.0.0.1:$port/events" ;;
+  *) echo "protocol must be tcp or http" >&2; exit 1 ;;
+esac
+cat > "$work/pipeline.toml" <<TOML
+[runtime]
+shards = $shards
+epoch_interval_ms = 100
+metrics_listen = "127.0.0.1:$metrics_port"
+
+[sources.events]
+type = "$protocol"
+listen = "127.0.0.1:$port"
+
+[processors.per_second]
+type = "window"
+inputs = ["events"]
+size_ms = 1000
+group_by = "key"
+aggregates = ["count"]
+
+[sinks.counts]
+type = "file"
+inputs = ["per_second"]
+path = "$work/out"
+format = "ndjson"
+TOML
+
+quantiles() { # METRIC FILE -> "p50 p99 p99.9" in ms
+  python3 - "$1" "$2" <<'PY'
+import sys, re
+name, path = sys.argv[1], sys.argv[2]
+buckets = {}
+for line in open(path):
+    if not line.startswith(name + "_bucket{"):
+        continue
+    le = re.search(r'le="([^"]+)"', line).group(1)
+    bound = float("inf") if le == "+Inf" else float(le)
+    buckets[bound] = buckets.get(bound, 0) + float(line.split()[-1])
+items = sorted(buckets.items())
+total = items[-1][1]
+def q(p):
+    rank, lower = p * total, (0.0, 0.0)
+    for bound, count in items:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower[0]
+            within = count - lower[1]
+            return lower[0] + (bound - lower[0]) * ((rank - lower[1]) / within if within else 1)
+        lower = (bound, count)
+    return lower[0]
+print(" ".join(f"{q(p) * 1000:.3f}" for p in (0.5, 0.99, 0.999)))
+PY
+}
+
+for run in $(seq 1 "$runs"); do
+  rm -rf "$work/data" "$work/out"
+  WEIR_LOG=warn "$weir" run "$work/pipeline.toml" --data-dir "$work/data" > "$work/server.log" 2>&1 &
+  server=$!
+  "$weir" loadgen --target "$target" --rate "$rate" --duration 10s --warmup 2s --quiet "$@" \
+    > "$work/loadgen.txt"
+  curl -s "http://127.0.0.1:$metrics_port/metrics" > "$work/metrics.txt"
+  kill -TERM "$server"
+  wait "$server"
+  ack=$(awk '$1 ~ /^p(50|99|99\.9|99\.99)$/ {printf "%s=%s ", $1, $2}' "$work/loadgen.txt")
+  thr=$(awk '/^throughput/ {print $2}' "$work/loadgen.txt")
+  errors=$(awk '/^errors/ {$1=""; print}' "$work/loadgen.txt")
+  processed=$(quantiles weir_ingest_to_processed_seconds "$work/metrics.txt")
+  committed=$(quantiles weir_ingest_to_committed_seconds "$work/metrics.txt")
+  wal=$(quantiles weir_wal_sync_latency_seconds "$work/metrics.txt")
+  echo "run $run: $thr events/s; ack ms: $ack; ingest->processed p50/p99/p99.9 ms: $processed; ingest->committed: $committed; WAL write+sync: $wal; errors:$errors"
+done
