@@ -99,5 +99,6 @@ for run in $(seq 1 "$runs"); do
   processed=$(quantiles weir_ingest_to_processed_seconds "$work/metrics.txt")
   committed=$(quantiles weir_ingest_to_committed_seconds "$work/metrics.txt")
   wal=$(quantiles weir_wal_sync_latency_seconds "$work/metrics.txt")
-  echo "run $run: $thr events/s; ack ms: $ack; ingest->processed p50/p99/p99.9 ms: $processed; ingest->committed: $committed; WAL write+sync: $wal; errors:$errors"
+  sent=$(quantiles weir_sent_to_processed_seconds "$work/metrics.txt")
+  echo "run $run: $thr events/s; ack ms: $ack; ingest->processed p50/p99/p99.9 ms: $processed; ingest->committed: $committed; sent->processed: $sent; WAL write+sync: $wal; errors:$errors"
 done
