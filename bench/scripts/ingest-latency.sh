@@ -100,5 +100,7 @@ for run in $(seq 1 "$runs"); do
   committed=$(quantiles weir_ingest_to_committed_seconds "$work/metrics.txt")
   wal=$(quantiles weir_wal_sync_latency_seconds "$work/metrics.txt")
   sent=$(quantiles weir_sent_to_processed_seconds "$work/metrics.txt")
-  echo "run $run: $thr events/s; ack ms: $ack; ingest->processed p50/p99/p99.9 ms: $processed; ingest->committed: $committed; sent->processed: $sent; WAL write+sync: $wal; errors:$errors"
+  received=$(quantiles weir_ingest_receive_delay_seconds "$work/metrics.txt" 2>/dev/null || echo -)
+  queued=$(quantiles weir_ingest_queue_wait_seconds "$work/metrics.txt")
+  echo "run $run: $thr events/s; ack ms: $ack; ingest->processed p50/p99/p99.9 ms: $processed; ingest->committed: $committed; sent->processed: $sent; sent->frame read: $received; queue wait: $queued; WAL write+sync: $wal; errors:$errors"
 done

@@ -179,6 +179,7 @@ struct Forwarded {
     events: usize,
     payload: Payload,
     index: Vec<http::Indexed>,
+    queued_ns: u64,
     reply: std::sync::Arc<RemoteSlot>,
 }
 
@@ -312,6 +313,7 @@ pub(crate) fn enqueue(
                 events,
                 payload,
                 index,
+                queued_ns: unix_ns(),
                 reply: slot.clone(),
             };
             return match queue.mesh.senders[owner].try_send(batch) {
@@ -329,6 +331,7 @@ pub(crate) fn enqueue(
             events,
             payload,
             index,
+            queued_ns: unix_ns(),
             reply: ReplyTo::Local(slot.clone()),
         })
         .map_err(|(refused, _)| refused)?;
@@ -389,6 +392,8 @@ pub(crate) struct Queued {
     pub(crate) payload: Payload,
     /// JSON payloads: where each checked event is (empty for `Wire`).
     pub(crate) index: Vec<http::Indexed>,
+    /// When it was queued (ns since the Unix epoch).
+    pub(crate) queued_ns: u64,
     pub(crate) reply: ReplyTo,
 }
 
@@ -448,6 +453,11 @@ pub(crate) struct IngestMetrics {
     events: weir_runtime::metrics::ShardCounter,
     bytes: weir_runtime::metrics::ShardCounter,
     to_committed: weir_runtime::metrics::ShardHistogram,
+    /// From a batch being queued to the source taking it.
+    pub(crate) queue_wait: weir_runtime::metrics::ShardHistogram,
+    /// From the client's intended send time of a frame's first event to
+    /// the frame being read whole (TCP, when the client sets `sent_ns`).
+    pub(crate) receive_delay: weir_runtime::metrics::ShardHistogram,
     responses: RefCell<HashMap<String, weir_runtime::metrics::ShardCounter>>,
 }
 
@@ -470,7 +480,19 @@ impl IngestMetrics {
             "Time from an ingest source accepting an event to the commit of its epoch.",
             &labels,
         );
+        let queue_wait = registry.histogram(
+            "weir_ingest_queue_wait_seconds",
+            "Time a checked batch waited in an ingest source's queue.",
+            &labels,
+        );
+        let receive_delay = registry.histogram(
+            "weir_ingest_receive_delay_seconds",
+            "Time from a client's intended send time to its frame being read whole.",
+            &labels,
+        );
         IngestMetrics {
+            queue_wait: queue_wait.for_shard(context.shard),
+            receive_delay: receive_delay.for_shard(context.shard),
             events: events.for_shard(context.shard),
             bytes: bytes.for_shard(context.shard),
             to_committed: to_committed.for_shard(context.shard),
@@ -545,6 +567,7 @@ impl IngestQueue {
             events: batch.events,
             payload: batch.payload,
             index: batch.index,
+            queued_ns: batch.queued_ns,
             reply: ReplyTo::Remote(batch.reply),
         })
     }
@@ -797,6 +820,10 @@ impl IngestSource {
 
     /// Logs and emits one queued batch, and tells its connection.
     fn take(&mut self, batch: Queued, now_ns: u64, out: &mut Emitter<GeneratedEvent>) {
+        self.queue
+            .metrics
+            .queue_wait
+            .observe_ns(now_ns.saturating_sub(batch.queued_ns));
         if let Some(id) = batch.batch_id {
             if self.dedup.contains(id) {
                 batch.reply.fill(Reply::Duplicate {

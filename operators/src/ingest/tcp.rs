@@ -179,6 +179,15 @@ async fn read_frames(
                 return;
             }
         };
+        // SAFETY: `validate` just checked these bytes.
+        let archived =
+            unsafe { rkyv::access_unchecked::<ArchivedVec<ArchivedWireEvent>>(&payload) };
+        if let Some(sent_ns) = archived.first().map(|event| event.sent_ns.to_native()) {
+            if sent_ns != 0 {
+                let delay = super::unix_ns().saturating_sub(sent_ns);
+                queue.metrics.receive_delay.observe_ns(delay);
+            }
+        }
         let batch_id = (header.flags & FLAG_DEDUP != 0).then_some(header.batch_id);
         let queued = enqueue(
             &queue,

@@ -54,7 +54,8 @@ struct Progress {
 /// One shard's epoch state.
 pub(crate) struct ShardEpochs {
     shard: usize,
-    wal: Wal,
+    /// Shared with the blocking thread that deletes retired segments.
+    wal: Arc<Wal>,
     shared: Arc<EpochShared>,
     progress: RefCell<Progress>,
     /// Where a record is assembled before the WAL copies it.
@@ -79,7 +80,7 @@ impl ShardEpochs {
         let committed = shared.committed.load(Ordering::Acquire);
         ShardEpochs {
             shard,
-            wal,
+            wal: Arc::new(wal),
             shared,
             progress: RefCell::new(Progress {
                 reported: vec![committed; instances],
@@ -213,7 +214,7 @@ impl ShardEpochs {
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
             self.run_commits(committed).await?;
-            self.retire(committed)?;
+            self.retire(committed).await?;
             if self.shared.aborted.load(Ordering::Acquire) {
                 return Err(NodeFailure::Log(
                     "the coordinator stopped committing".into(),
@@ -256,7 +257,12 @@ impl ShardEpochs {
     /// state logged at `committed`, and later epochs). Records of an epoch
     /// can interleave with the next one's, so the cut is the oldest LSN of
     /// any epoch `≥ committed`.
-    fn retire(&self, committed: u64) -> Result<(), NodeFailure> {
+    ///
+    /// Deleting a segment (an `unlink` of a 64 MiB file, then a directory
+    /// fsync) takes tens of milliseconds on ext4, so it runs on a blocking
+    /// thread: on the shard it stalled every connection and operator there
+    /// (`bench/scripts/ingest-latency.sh`, `perf trace`).
+    async fn retire(&self, committed: u64) -> Result<(), NodeFailure> {
         let cut = {
             let mut progress = self.progress.borrow_mut();
             let retired: Vec<u64> = progress
@@ -275,8 +281,10 @@ impl ShardEpochs {
                 None => return Ok(()),
             }
         };
-        self.wal
-            .delete_below(cut)
+        let wal = self.wal.clone();
+        glommio::executor()
+            .spawn_blocking(move || wal.delete_below(cut))
+            .await
             .map_err(|error| NodeFailure::Log(format!("retiring segments below {cut}: {error}")))?;
         Ok(())
     }
