@@ -10,6 +10,10 @@
 //!   row's window, so a dashboard can tell a fresh value from a stale one (a
 //!   key absent from the latest window keeps its last value).
 //!
+//! Every key becomes its own series, kept for the life of the process: use
+//! the sink for groupings with a bounded number of keys (statuses,
+//! services, countries), not for user ids or IP addresses.
+//!
 //! A gauge shows the latest closed window of its key. Rows reach the sink
 //! when windows close, before their epoch commits, and a row replayed after
 //! a crash sets the same value again: setting is idempotent, so the gauges
