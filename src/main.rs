@@ -11,6 +11,9 @@
 //!   Lifecycle events (start, recovery, final commit, failures) are logged
 //!   to standard error; `WEIR_LOG` filters them (`tracing-subscriber`'s
 //!   `EnvFilter` syntax, default `info`).
+//! - `weir validate PIPELINE.toml`: every check `weir run` makes before
+//!   starting, without running (exit status 2 if invalid); `weir graph
+//!   PIPELINE.toml [--format text|dot]` prints its components and edges.
 //! - `weir keycount`: runs the keyed tumbling-window count example and
 //!   prints its rate and per-window totals, checked against a direct
 //!   computation.
@@ -46,6 +49,19 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a pipeline declared in a TOML config file.
     Run(RunArgs),
+    /// Check a pipeline file without running it (exit status 2 if invalid).
+    Validate {
+        /// The pipeline config file.
+        config: PathBuf,
+    },
+    /// Print a pipeline file's graph: a readable list, or Graphviz DOT.
+    Graph {
+        /// The pipeline config file.
+        config: PathBuf,
+        /// `text` or `dot` (`weir graph P.toml --format dot | dot -Tsvg`).
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
     /// Run the keyed tumbling-window count example pipeline.
     Keycount(KeycountArgs),
     /// Work with write-ahead log directories.
@@ -87,6 +103,15 @@ struct KeycountArgs {
     no_pin: bool,
 }
 
+/// How `weir graph` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum GraphFormat {
+    /// One line per component with its type and inputs.
+    Text,
+    /// Graphviz DOT.
+    Dot,
+}
+
 #[derive(Subcommand, Debug)]
 enum WalCommand {
     /// List segments, records, epochs, the durable end and any damage.
@@ -101,6 +126,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Run(args) => return run(&args),
+        Command::Validate { config } => return validate(&config, None),
+        Command::Graph { config, format } => return validate(&config, Some(format)),
         Command::Keycount(args) => keycount(&args),
         Command::Wal {
             command: WalCommand::Inspect { dir },
@@ -153,6 +180,84 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// `weir validate` (`format` is `None`) and `weir graph`: loads the file and
+/// builds its graph, so every check `weir run` makes before starting is
+/// made; then prints the verdict or the graph.
+fn validate(path: &std::path::Path, format: Option<GraphFormat>) -> ExitCode {
+    let config = match weir::operators::config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("weir: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let file_name = path.display().to_string();
+    if let Err(error) = weir::operators::config::build_graph_named(&config, &file_name) {
+        eprintln!("weir: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match format {
+        None => println!(
+            "{file_name}: valid: {} sources, {} processors, {} sinks",
+            config.sources.len(),
+            config.processors.len(),
+            config.sinks.len()
+        ),
+        Some(format) => print!("{}", render_graph(&config, format)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The components of `config` and their inputs, as text or DOT.
+fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphFormat) -> String {
+    use std::fmt::Write as _;
+    // (section, name, type, inputs)
+    let mut nodes: Vec<(&str, &str, &str, &[String])> = Vec::new();
+    for (name, source) in &config.sources {
+        nodes.push(("source", name, source.kind(), &[]));
+    }
+    for (name, processor) in &config.processors {
+        nodes.push(("processor", name, processor.kind(), processor.inputs()));
+    }
+    for (name, sink) in &config.sinks {
+        nodes.push(("sink", name, sink.kind(), sink.inputs()));
+    }
+    let mut out = String::new();
+    match format {
+        GraphFormat::Text => {
+            for (section, name, kind, inputs) in &nodes {
+                let _ = write!(out, "{section:<9} {name} ({kind})");
+                if !inputs.is_empty() {
+                    let _ = write!(out, " <- {}", inputs.join(", "));
+                }
+                out.push('\n');
+            }
+        }
+        GraphFormat::Dot => {
+            let escape = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
+            let quote = |text: &str| format!("\"{}\"", escape(text));
+            out.push_str("digraph pipeline {\n  rankdir=LR;\n");
+            for (section, name, kind, _) in &nodes {
+                let shape = match *section {
+                    "source" => "invhouse",
+                    "sink" => "house",
+                    _ => "box",
+                };
+                // `\n` inside a DOT string is a line break in the label.
+                let label = format!("\"{}\\n{}\"", escape(name), escape(kind));
+                let _ = writeln!(out, "  {} [shape={shape}, label={label}];", quote(name));
+            }
+            for (_, name, _, inputs) in &nodes {
+                for input in inputs.iter() {
+                    let _ = writeln!(out, "  {} -> {};", quote(input), quote(name));
+                }
+            }
+            out.push_str("}\n");
+        }
+    }
+    out
 }
 
 fn run(args: &RunArgs) -> ExitCode {

@@ -1,0 +1,71 @@
+//! Goal: `weir validate` makes every check `weir run` makes before starting,
+//! without running anything, and `weir graph` prints a pipeline's components
+//! and edges as text and as Graphviz DOT.
+//!
+//! Method: run the `weir` binary on the example pipeline and on a faulty
+//! copy of it; check the exit status and the output exactly.
+
+use std::process::Command;
+
+fn weir(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run weir");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_the_example_and_names_the_fault_in_a_bad_file() {
+    let (status, stdout, stderr) = weir(&["validate", "examples/logins.toml"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        "examples/logins.toml: valid: 1 sources, 1 processors, 2 sinks\n"
+    );
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string("examples/logins.toml")
+        .expect("example")
+        .replace("inputs = [\"per_second\"]", "inputs = [\"per_minute\"]");
+    std::fs::write(&bad, text).expect("write");
+    let (status, stdout, stderr) = weir(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(status, Some(2), "{stdout}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("sinks.counts") && stderr.contains("per_minute"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn graph_prints_text_and_dot() {
+    let (status, stdout, stderr) = weir(&["graph", "examples/logins.toml"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        "source    logins (generator)\n\
+         processor per_second (window) <- logins\n\
+         sink      counts (file) <- per_second\n\
+         sink      raw (file) <- logins\n"
+    );
+    let (status, stdout, stderr) = weir(&["graph", "examples/logins.toml", "--format", "dot"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        "digraph pipeline {\n  rankdir=LR;\n\
+         \x20 \"logins\" [shape=invhouse, label=\"logins\\ngenerator\"];\n\
+         \x20 \"per_second\" [shape=box, label=\"per_second\\nwindow\"];\n\
+         \x20 \"counts\" [shape=house, label=\"counts\\nfile\"];\n\
+         \x20 \"raw\" [shape=house, label=\"raw\\nfile\"];\n\
+         \x20 \"logins\" -> \"per_second\";\n\
+         \x20 \"per_second\" -> \"counts\";\n\
+         \x20 \"logins\" -> \"raw\";\n}\n"
+    );
+}
