@@ -141,6 +141,17 @@ fn send(
     acked
 }
 
+/// Sends `signal` to process `pid` (the child this test started).
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers; the pid is our own child's.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert!(
+        sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH),
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// A small deterministic generator (splitmix64).
 struct Rng(u64);
 
@@ -196,7 +207,7 @@ fn sigkill_loses_and_duplicates_no_ingested_event() {
                 }
                 std::thread::sleep(killer_delay);
                 // SIGKILL: no chance to flush or commit anything.
-                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                signal(pid, libc::SIGKILL);
                 killed.store(true, Ordering::Release);
             })
         });
@@ -218,10 +229,7 @@ fn sigkill_loses_and_duplicates_no_ingested_event() {
             killer.join().expect("killer");
             child.wait().expect("wait for weir");
         } else {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            signal(pid, libc::SIGTERM);
             let status = child.wait().expect("wait for weir");
             let mut stderr = String::new();
             if let Some(mut pipe) = child.stderr.take() {

@@ -19,43 +19,9 @@ shards=${2:?shards}
 rate=${3:?rate, e.g. 1.5M}
 runs=${4:-3}
 shift $(( $# < 4 ? $# : 4 ))
-root=$(cd "$(dirname "$0")/../.." && pwd)
-weir=${WEIR_BIN:-$root/target/release/weir}
-[[ -x $weir ]] || { echo "no $weir: run cargo build --release" >&2; exit 1; }
-ulimit -l unlimited 2>/dev/null || ulimit -l $((64 * 1024)) 2>/dev/null || true
-
-work=$(mktemp -d /tmp/weir-latency-bench.XXXXXX)
-trap 'pkill -TERM -f "$work/pipeline.toml" 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$(( 20000 + RANDOM % 20000 ))
-metrics_port=$(( port + 1 ))
-case $protocol in
-  tcp) target="tcp://127.0.0.1:$port" ;;
-  http) target="http://127.0.0.1:$port/events" ;;
-  *) echo "protocol must be tcp or http" >&2; exit 1 ;;
-esac
-cat > "$work/pipeline.toml" <<TOML
-[runtime]
-shards = $shards
-epoch_interval_ms = 100
-metrics_listen = "127.0.0.1:$metrics_port"
-
-[sources.events]
-type = "$protocol"
-listen = "127.0.0.1:$port"
-
-[processors.per_second]
-type = "window"
-inputs = ["events"]
-size_ms = 1000
-group_by = "key"
-aggregates = ["count"]
-
-[sinks.counts]
-type = "file"
-inputs = ["per_second"]
-path = "$work/out"
-format = "ndjson"
-TOML
+source "$(dirname "$0")/ingest-common.sh"
+metrics_port=$(( 40000 + RANDOM % 20000 ))
+ingest_setup "$protocol" "$shards" "$metrics_port"
 
 quantiles() { # METRIC FILE -> "p50 p99 p99.9" in ms
   python3 - "$1" "$2" <<'PY'

@@ -20,41 +20,12 @@ protocol=${1:?usage: ingest.sh tcp|http SHARDS [RUNS] [LOADGEN OPTIONS...]}
 shards=${2:?usage: ingest.sh tcp|http SHARDS [RUNS] [LOADGEN OPTIONS...]}
 runs=${3:-5}
 shift $(( $# < 3 ? $# : 3 ))
-root=$(cd "$(dirname "$0")/../.." && pwd)
-weir=${WEIR_BIN:-$root/target/release/weir}
-[[ -x $weir ]] || { echo "no $weir: run cargo build --release" >&2; exit 1; }
-ulimit -l unlimited 2>/dev/null || ulimit -l $((64 * 1024)) 2>/dev/null || true
-
-work=$(mktemp -d /tmp/weir-ingest-bench.XXXXXX)
-trap 'pkill -TERM -f "$work/pipeline.toml" 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$(( 20000 + RANDOM % 20000 ))
+source "$(dirname "$0")/ingest-common.sh"
+ingest_setup "$protocol" "$shards"
 case $protocol in
-  tcp) target="tcp://127.0.0.1:$port"; defaults=(--connections 4 --inflight 8) ;;
-  http) target="http://127.0.0.1:$port/events"; defaults=(--connections 8) ;;
-  *) echo "protocol must be tcp or http" >&2; exit 1 ;;
+  tcp) defaults=(--connections 4 --inflight 8) ;;
+  http) defaults=(--connections 8) ;;
 esac
-cat > "$work/pipeline.toml" <<TOML
-[runtime]
-shards = $shards
-epoch_interval_ms = 100
-
-[sources.events]
-type = "$protocol"
-listen = "127.0.0.1:$port"
-
-[processors.per_second]
-type = "window"
-inputs = ["events"]
-size_ms = 1000
-group_by = "key"
-aggregates = ["count"]
-
-[sinks.counts]
-type = "file"
-inputs = ["per_second"]
-path = "$work/out"
-format = "ndjson"
-TOML
 
 rates=()
 for run in $(seq 1 "$runs"); do

@@ -11,11 +11,12 @@
 //! (required: `scripts/install-promtool.sh`).
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+#[path = "../../runtime/tests/promtool/mod.rs"]
+mod promtool;
+
+use promtool::{fetch_metrics, promtool_check};
 use weir_operators::config::{build_graph, parse, ConfigErrorKind};
 use weir_runtime::Runtime;
 
@@ -51,48 +52,6 @@ name = "{name}"
     )
 }
 
-fn fetch(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
-}
-
-fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            panic!("promtool is not installed; run scripts/install-promtool.sh")
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && printed.trim().is_empty(),
-        "promtool: {printed}"
-    );
-}
-
 #[test]
 fn window_rows_become_gauges_of_the_latest_window() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,7 +66,7 @@ fn window_rows_become_gauges_of_the_latest_window() {
         .build()
         .expect("runtime");
     runtime.run(graph).expect("run");
-    let text = fetch(runtime.metrics_addr().expect("serving metrics"));
+    let text = fetch_metrics(runtime.metrics_addr().expect("serving metrics"));
     promtool_check(&text);
 
     // The last row of each key in the committed files.

@@ -12,69 +12,19 @@
 //! run's report. promtool is required: run `scripts/install-promtool.sh`.
 
 mod common;
+mod promtool;
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{collect_items, Item, Items, Shift};
+use promtool::{fetch_metrics, promtool_check};
 use weir_runtime::{GraphBuilder, Partition, Runtime};
 
 const RECORDS: u64 = 200_000;
 const KEYS: u64 = 100;
-
-fn fetch(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .expect("a complete HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    body.to_owned()
-}
-
-/// Runs `promtool check metrics` on `text` and fails the test, with what it
-/// printed, unless it succeeds silently.
-fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
-            "promtool is not installed (not on PATH); run scripts/install-promtool.sh to install it"
-        ),
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{printed}\n--- input ---\n{text}"
-    );
-    assert!(
-        printed.trim().is_empty(),
-        "promtool check metrics printed lints:\n{printed}\n--- input ---\n{text}"
-    );
-}
 
 /// Every sample line as `series -> value`.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -115,12 +65,12 @@ fn a_run_serves_exact_component_wal_and_epoch_metrics() {
         .start(graph.build().expect("valid graph"))
         .expect("starts");
     // Whatever the run has done so far is valid exposition text.
-    promtool_check(&fetch(addr));
+    promtool_check(&fetch_metrics(addr));
     let report = running.wait().expect("run succeeds");
     assert_eq!(seen.lock().unwrap().len() as u64, RECORDS);
 
     // The endpoint outlives the run: it lives as long as the runtime.
-    let body = fetch(addr);
+    let body = fetch_metrics(addr);
     promtool_check(&body);
     let samples = samples(&body);
     let value = |series: &str| -> f64 {

@@ -31,7 +31,7 @@ use glommio::net::TcpStream;
 use serde::Deserialize;
 
 use super::{
-    batch_id_hash, enqueue, Encoding, EventRef, IngestQueue, Payload, Refused, Reply, ServeFn,
+    batch_id_hash, enqueue, Encoding, EventRef, IngestQueue, Payload, Refused, ServeFn, Settled,
     Tasks,
 };
 
@@ -570,16 +570,10 @@ async fn handle(
                 .header("retry-after", retry_after_seconds(retry_after_ms));
         }
     };
-    match reply.await {
-        Reply::Accepted { events, ticket } => match ticket.await {
-            Ok(()) => Response::json(200, format!("{{\"accepted\":{events}}}")),
-            Err(error) => Response::error(503, &format!("the write-ahead log failed: {error}")),
-        },
-        Reply::Duplicate { ticket } => match ticket.await {
-            Ok(()) => Response::json(200, "{\"accepted\":0,\"duplicate\":true}".into()),
-            Err(error) => Response::error(503, &format!("the write-ahead log failed: {error}")),
-        },
-        Reply::Failed(error) => Response::error(503, &error),
+    match reply.settle().await {
+        Ok(Settled::Accepted(events)) => Response::json(200, format!("{{\"accepted\":{events}}}")),
+        Ok(Settled::Duplicate) => Response::json(200, "{\"accepted\":0,\"duplicate\":true}".into()),
+        Err(error) => Response::error(503, &error),
     }
 }
 

@@ -162,11 +162,10 @@ pub(crate) fn for_each_event(
 /// channel per instance, shared by the instances of one source.
 pub struct Mesh {
     senders: Vec<crossbeam::channel::Sender<Forwarded>>,
-    receivers: Vec<std::sync::Mutex<Option<crossbeam::channel::Receiver<Forwarded>>>>,
+    receivers: Vec<Inbox<Forwarded>>,
     /// Accepted connections on their way to the shard that serves them.
     handoff: Vec<crossbeam::channel::Sender<std::os::fd::OwnedFd>>,
-    handoff_receivers:
-        Vec<std::sync::Mutex<Option<crossbeam::channel::Receiver<std::os::fd::OwnedFd>>>>,
+    handoff_receivers: Vec<Inbox<std::os::fd::OwnedFd>>,
     /// Connections accepted by every instance: connection `n` is served by
     /// instance `n % instances`.
     accepted: std::sync::atomic::AtomicU64,
@@ -189,18 +188,8 @@ const MESH_BATCHES_MAX: usize = 256;
 impl Mesh {
     /// A mesh for `instances` instances.
     pub fn new(instances: usize) -> Mesh {
-        let (senders, receivers) = (0..instances)
-            .map(|_| {
-                let (sender, receiver) = crossbeam::channel::bounded(MESH_BATCHES_MAX);
-                (sender, std::sync::Mutex::new(Some(receiver)))
-            })
-            .unzip();
-        let (handoff, handoff_receivers) = (0..instances)
-            .map(|_| {
-                let (sender, receiver) = crossbeam::channel::bounded(MESH_BATCHES_MAX);
-                (sender, std::sync::Mutex::new(Some(receiver)))
-            })
-            .unzip();
+        let (senders, receivers) = channels(instances);
+        let (handoff, handoff_receivers) = channels(instances);
         Mesh {
             senders,
             receivers,
@@ -213,6 +202,29 @@ impl Mesh {
     fn owner(&self, batch_id: u64) -> usize {
         (batch_id % self.senders.len() as u64) as usize
     }
+}
+
+/// A receiver each instance takes once, at construction.
+type Inbox<T> = std::sync::Mutex<Option<crossbeam::channel::Receiver<T>>>;
+
+/// One bounded channel per instance: the senders, and the receivers each
+/// instance takes once.
+fn channels<T>(instances: usize) -> (Vec<crossbeam::channel::Sender<T>>, Vec<Inbox<T>>) {
+    (0..instances)
+        .map(|_| {
+            let (sender, receiver) = crossbeam::channel::bounded(MESH_BATCHES_MAX);
+            (sender, std::sync::Mutex::new(Some(receiver)))
+        })
+        .unzip()
+}
+
+/// Takes an instance's receiver out of `inboxes` (once; `None` after).
+fn take_inbox<T>(inboxes: &[Inbox<T>], instance: usize) -> Option<crossbeam::channel::Receiver<T>> {
+    inboxes
+        .get(instance)?
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .take()
 }
 
 impl std::fmt::Debug for Mesh {
@@ -336,6 +348,31 @@ pub(crate) fn enqueue(
         })
         .map_err(|(refused, _)| refused)?;
     Ok(PendingReply::Local(ReplyFuture(slot)))
+}
+
+/// How a queued batch ended, once its log record is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Its events were logged and emitted.
+    Accepted(usize),
+    /// Its batch id was accepted before: nothing was added.
+    Duplicate,
+}
+
+impl PendingReply {
+    /// Awaits the source's answer and then the log: `Err` says why the
+    /// batch was not accepted durably.
+    pub(crate) async fn settle(self) -> Result<Settled, String> {
+        let (settled, ticket) = match self.await {
+            Reply::Accepted { events, ticket } => (Settled::Accepted(events), ticket),
+            Reply::Duplicate { ticket } => (Settled::Duplicate, ticket),
+            Reply::Failed(error) => return Err(error),
+        };
+        ticket
+            .await
+            .map(|()| settled)
+            .map_err(|error| format!("the write-ahead log failed: {error}"))
+    }
 }
 
 /// What the source answers a queued batch.
@@ -700,19 +737,8 @@ impl IngestSource {
         context: &ShardContext,
         mesh: std::sync::Arc<Mesh>,
     ) -> IngestSource {
-        let inbox = mesh.receivers.get(context.instance).and_then(|slot| {
-            slot.lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .take()
-        });
-        let handed = mesh
-            .handoff_receivers
-            .get(context.instance)
-            .and_then(|slot| {
-                slot.lock()
-                    .unwrap_or_else(|poison| poison.into_inner())
-                    .take()
-            });
+        let inbox = take_inbox(&mesh.receivers, context.instance);
+        let handed = take_inbox(&mesh.handoff_receivers, context.instance);
         let queue = Rc::new(IngestQueue {
             batches: RefCell::default(),
             events: Cell::new(0),
@@ -781,9 +807,10 @@ impl IngestSource {
             }
             self.uncommitted.pop_front();
             let latency = now_ns.saturating_sub(accepted_ns);
-            for _ in 0..events {
-                self.queue.metrics.to_committed.observe_ns(latency);
-            }
+            self.queue
+                .metrics
+                .to_committed
+                .observe_ns_times(latency, events as u64);
         }
     }
 

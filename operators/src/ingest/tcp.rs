@@ -20,7 +20,8 @@ use super::wire::{
     AckHeader, AckStatus, ArchivedWireEvent, FrameHeader, FLAG_DEDUP, FRAME_HEADER_LEN,
 };
 use super::{
-    enqueue, Checked, EventRef, IngestQueue, Payload, PendingReply, Refused, Reply, ServeFn, Tasks,
+    enqueue, Checked, EventRef, IngestQueue, Payload, PendingReply, Refused, ServeFn, Settled,
+    Tasks,
 };
 
 /// Settings of the `tcp` source.
@@ -244,32 +245,18 @@ async fn write_acks(
     while let Some(pending) = acks.recv().await {
         let (mut header, detail, close) = match pending {
             Pending::Now { ack, detail, close } => (ack, detail, close),
-            Pending::Wait { batch_id, reply } => match reply.await {
-                Reply::Accepted { events, ticket } => match ticket.await {
-                    Ok(()) => (
-                        ack(AckStatus::Durable, batch_id, events as u32, 0),
-                        String::new(),
-                        false,
-                    ),
-                    Err(error) => (
-                        ack(AckStatus::Unavailable, batch_id, 0, 0),
-                        format!("the write-ahead log failed: {error}"),
-                        true,
-                    ),
-                },
-                Reply::Duplicate { ticket } => match ticket.await {
-                    Ok(()) => (
-                        ack(AckStatus::Duplicate, batch_id, 0, 0),
-                        String::new(),
-                        false,
-                    ),
-                    Err(error) => (
-                        ack(AckStatus::Unavailable, batch_id, 0, 0),
-                        format!("the write-ahead log failed: {error}"),
-                        true,
-                    ),
-                },
-                Reply::Failed(error) => (ack(AckStatus::Unavailable, batch_id, 0, 0), error, true),
+            Pending::Wait { batch_id, reply } => match reply.settle().await {
+                Ok(Settled::Accepted(events)) => (
+                    ack(AckStatus::Durable, batch_id, events as u32, 0),
+                    String::new(),
+                    false,
+                ),
+                Ok(Settled::Duplicate) => (
+                    ack(AckStatus::Duplicate, batch_id, 0, 0),
+                    String::new(),
+                    false,
+                ),
+                Err(error) => (ack(AckStatus::Unavailable, batch_id, 0, 0), error, true),
             },
         };
         queue.metrics.response(match header.status {

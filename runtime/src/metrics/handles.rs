@@ -326,9 +326,9 @@ pub struct Histogram {
 debug_handle!(Histogram);
 
 #[inline]
-fn observe(shard: &HistogramShard, ns: u64) {
-    bump(&shard.buckets[bucket_index(ns)], 1);
-    bump(&shard.sum_ns, ns);
+fn observe(shard: &HistogramShard, ns: u64, count: u64) {
+    bump(&shard.buckets[bucket_index(ns)], count);
+    bump(&shard.sum_ns, ns.wrapping_mul(count));
 }
 
 impl Histogram {
@@ -342,7 +342,7 @@ impl Histogram {
     /// If `shard` is not below the registry's shard count.
     #[inline]
     pub fn observe_ns(&self, shard: usize, ns: u64) {
-        observe(&self.cells.shards[shard], ns);
+        observe(&self.cells.shards[shard], ns, 1);
     }
 
     /// The number of observations so far, over all shards.
@@ -383,7 +383,14 @@ impl ShardHistogram {
     /// Records a duration of `ns` nanoseconds on this shard.
     #[inline]
     pub fn observe_ns(&self, ns: u64) {
-        observe(&self.cells.shards[self.shard], ns);
+        observe(&self.cells.shards[self.shard], ns, 1);
+    }
+
+    /// Records `count` durations of `ns` nanoseconds each on this shard, at
+    /// the cost of one.
+    #[inline]
+    pub fn observe_ns_times(&self, ns: u64, count: u64) {
+        observe(&self.cells.shards[self.shard], ns, count);
     }
 }
 

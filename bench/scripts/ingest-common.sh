@@ -1,0 +1,50 @@
+# Shared by ingest.sh and ingest-latency.sh (sourced, not run): finds the
+# weir binary, raises the locked-memory limit, makes a work directory that is
+# removed (and its server stopped) on exit, picks a port, and writes the
+# benchmark pipeline: PROTOCOL source → keyed per-second count → NDJSON files.
+#
+#   ingest_setup PROTOCOL SHARDS [METRICS_PORT]
+#
+# sets: weir, work, port, target (the load generator's --target).
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+weir=${WEIR_BIN:-$root/target/release/weir}
+[[ -x $weir ]] || { echo "no $weir: run cargo build --release" >&2; exit 1; }
+ulimit -l unlimited 2>/dev/null || ulimit -l $((64 * 1024)) 2>/dev/null || true
+
+ingest_setup() {
+  local protocol=$1 shards=$2 metrics_port=${3:-}
+  work=$(mktemp -d /tmp/weir-ingest-bench.XXXXXX)
+  trap 'pkill -TERM -f "$work/pipeline.toml" 2>/dev/null || true; rm -rf "$work"' EXIT
+  port=$(( 20000 + RANDOM % 20000 ))
+  case $protocol in
+    tcp) target="tcp://127.0.0.1:$port" ;;
+    http) target="http://127.0.0.1:$port/events" ;;
+    *) echo "protocol must be tcp or http" >&2; exit 1 ;;
+  esac
+  local metrics=""
+  [[ -n $metrics_port ]] && metrics="metrics_listen = \"127.0.0.1:$metrics_port\""
+  cat > "$work/pipeline.toml" <<TOML
+[runtime]
+shards = $shards
+epoch_interval_ms = 100
+$metrics
+
+[sources.events]
+type = "$protocol"
+listen = "127.0.0.1:$port"
+
+[processors.per_second]
+type = "window"
+inputs = ["events"]
+size_ms = 1000
+group_by = "key"
+aggregates = ["count"]
+
+[sinks.counts]
+type = "file"
+inputs = ["per_second"]
+path = "$work/out"
+format = "ndjson"
+TOML
+}
