@@ -119,14 +119,22 @@ impl Scenario {
     /// Runs to completion (no crash): must exit 0.
     fn run_to_end(&self) {
         let mut child = self.spawn(None);
-        let status = wait_with_timeout(&mut child, RUN_TIMEOUT).expect("weir finished in time");
+        let Some(status) = wait_with_timeout(&mut child, RUN_TIMEOUT) else {
+            // Killed by the timeout: what it logged says where it stood.
+            panic!("weir did not finish in time; it logged:\n{}", stderr(child));
+        };
         assert!(status.success(), "weir failed: {}", stderr(child));
     }
 
     /// Runs with a fail-point: must die by abort, not finish or fail.
     fn run_crashing_at(&self, step: &str) {
         let mut child = self.spawn(Some(step));
-        let status = wait_with_timeout(&mut child, RUN_TIMEOUT).expect("weir stopped in time");
+        let Some(status) = wait_with_timeout(&mut child, RUN_TIMEOUT) else {
+            panic!(
+                "weir did not stop in time at {step}; it logged:\n{}",
+                stderr(child)
+            );
+        };
         let text = stderr(child);
         assert!(!status.success(), "weir did not crash at {step}");
         assert!(
