@@ -16,5 +16,6 @@ pub mod ingest;
 pub mod latency;
 pub mod pipelines;
 pub mod records;
+pub mod row;
 pub mod sink;
 pub mod window;

@@ -29,6 +29,8 @@ use crate::ring::{Producer, PushError};
 /// One output edge of a node instance, as wired by the plan.
 pub(crate) struct OutputIo {
     pub(crate) to: Arc<str>,
+    /// The producer's output port this edge carries.
+    pub(crate) port: usize,
     pub(crate) partition: Arc<dyn Any + Send + Sync>,
     /// Consumer shard and the ring to it, in instance order.
     pub(crate) targets: Vec<(usize, Producer<Message>)>,
@@ -49,6 +51,7 @@ struct Target {
 
 struct EdgeOutput<T> {
     to: Arc<str>,
+    port: usize,
     route: Route<T>,
     targets: Vec<Target>,
 }
@@ -136,8 +139,8 @@ impl<T: Record> Emitter<T> {
         BATCH_RECORDS_MAX
     }
 
-    /// Emits one record to every output edge, routed by the edge's
-    /// partitioning.
+    /// Emits one record to every edge of the main output (port 0), routed
+    /// by the edge's partitioning.
     #[inline]
     pub fn push(&mut self, record: &T) {
         self.push_all(std::slice::from_ref(record));
@@ -147,7 +150,29 @@ impl<T: Record> Emitter<T> {
     /// [`push`](Emitter::push) for each, but the routing decision is made
     /// once per edge for the whole slice, so the per-record loop is tight.
     pub fn push_all(&mut self, records: &[T]) {
+        self.push_all_to(0, records);
+    }
+
+    /// Emits one record to every edge of output `port` (see
+    /// [`GraphBuilder::connect_port`](crate::GraphBuilder::connect_port)).
+    /// A port with no edges drops it.
+    #[inline]
+    pub fn push_to(&mut self, port: usize, record: &T) {
+        self.push_all_to(port, std::slice::from_ref(record));
+    }
+
+    /// Whether any edge reads output `port`: an operator can skip building
+    /// side-output records nobody reads.
+    pub fn has_port(&self, port: usize) -> bool {
+        self.edges.iter().any(|edge| edge.port == port)
+    }
+
+    /// [`push_all`](Emitter::push_all) for output `port`.
+    pub fn push_all_to(&mut self, port: usize, records: &[T]) {
         for (edge_index, edge) in self.edges.iter_mut().enumerate() {
+            if edge.port != port {
+                continue;
+            }
             let targets = edge.targets.len();
             match &mut edge.route {
                 Route::Single => {
@@ -326,6 +351,7 @@ impl<T: Record> EdgeOutput<T> {
             .collect();
         EdgeOutput {
             to: output.to,
+            port: output.port,
             route,
             targets,
         }

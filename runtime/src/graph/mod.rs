@@ -76,6 +76,9 @@ pub(crate) struct NodeSpec {
 
 pub(crate) struct EdgeSpec {
     from: String,
+    /// The producer's output port the edge carries (0 unless connected
+    /// with [`GraphBuilder::connect_port`]).
+    pub(crate) from_port: usize,
     to: String,
     pub(crate) kind: PartitionKind,
     record: TypeInfo,
@@ -202,8 +205,26 @@ impl GraphBuilder {
         to: &str,
         partition: Partition<T>,
     ) -> &mut Self {
+        self.connect_port(from, 0, to, partition)
+    }
+
+    /// Connects output port `port` of `from` to an input of `to`: the edge
+    /// carries only what `from` emits with
+    /// [`Emitter::push_to`](crate::Emitter::push_to)`(port, ..)`. Port 0 is
+    /// the main output ([`connect`](GraphBuilder::connect),
+    /// [`Emitter::push`](crate::Emitter::push)); other ports are side
+    /// outputs such as a router's branches, a parser's dead letters or a
+    /// window's late events.
+    pub fn connect_port<T: Record + Send + Sync>(
+        &mut self,
+        from: &str,
+        port: usize,
+        to: &str,
+        partition: Partition<T>,
+    ) -> &mut Self {
         self.edges.push(EdgeSpec {
             from: from.to_string(),
+            from_port: port,
             to: to.to_string(),
             kind: partition.kind(),
             record: TypeInfo::of::<T>(),

@@ -92,6 +92,7 @@ impl Graph {
                 };
                 let mut output = OutputIo {
                     to: self.nodes[resolved.to].name.clone(),
+                    port: edge.from_port,
                     partition: edge.partition.clone(),
                     targets: Vec::with_capacity(targets.len()),
                 };
