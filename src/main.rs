@@ -182,16 +182,24 @@ fn init_logging() {
         .try_init();
 }
 
+/// Prints every error of a pipeline file, then how many there were.
+fn config_errors(errors: &[weir::operators::config::ConfigError]) -> ExitCode {
+    for error in errors {
+        eprintln!("weir: {error}");
+    }
+    if errors.len() > 1 {
+        eprintln!("weir: {} errors", errors.len());
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
 /// `weir validate` (`format` is `None`) and `weir graph`: loads the file and
 /// builds its graph, so every check `weir run` makes before starting is
 /// made; then prints the verdict or the graph.
 fn validate(path: &std::path::Path, format: Option<GraphFormat>) -> ExitCode {
-    let config = match weir::operators::config::load(path) {
+    let config = match weir::operators::config::load_all(path) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("weir: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(errors) => return config_errors(&errors),
     };
     let file_name = path.display().to_string();
     if let Err(error) = weir::operators::config::build_graph_named(&config, &file_name) {
@@ -262,12 +270,9 @@ fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphF
 
 fn run(args: &RunArgs) -> ExitCode {
     init_logging();
-    let config = match weir::operators::config::load(&args.config) {
+    let config = match weir::operators::config::load_all(&args.config) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("weir: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(errors) => return config_errors(&errors),
     };
     let file_name = args.config.display().to_string();
     let graph = match weir::operators::config::build_graph_named(&config, &file_name) {

@@ -383,3 +383,89 @@ fn arbitrary_text_gives_errors_not_panics() {
         let _ = parse(&text[..text.len() / 2], "half.toml");
     }
 }
+
+#[test]
+fn yaml_files_read_like_toml_and_errors_point_into_the_yaml() {
+    let yaml = r#"runtime:
+  shards: 2
+  data_dir: ./data
+  epoch_interval_ms: 100
+sources:
+  gen:
+    type: generator
+    count: 100000
+    keys: [alice, bob, carol]
+    events_per_second: 1000
+    start_ms: 0
+    seed: 7
+    rate: 50000
+processors:
+  counts:
+    type: window
+    inputs: [gen]
+    size_ms: 1000
+    group_by: key
+    aggregates: [count, "sum:id"]
+sinks:
+  out:
+    type: file
+    inputs: [counts]
+    path: ./out
+    format: ndjson
+"#;
+    let from_yaml = parse(yaml, "pipeline.yaml").unwrap();
+    let from_toml = parse(VALID, "pipeline.toml").unwrap();
+    assert_eq!(from_yaml, from_toml);
+
+    let broken = yaml.replace("group_by: key", "group_by: kye");
+    let error = parse(&broken, "pipeline.yml").unwrap_err();
+    assert_eq!(error.kind, ConfigErrorKind::UnknownField, "{error}");
+    assert_eq!(
+        error.location,
+        Some(Location {
+            line: 19,
+            column: 15
+        })
+    );
+    assert_eq!(error.component.as_deref(), Some("processors.counts"));
+
+    let error = parse("sources: [unclosed\n", "p.yaml").unwrap_err();
+    assert_eq!(error.kind, ConfigErrorKind::Syntax, "{error}");
+    assert!(error.to_string().starts_with("p.yaml:"), "{error}");
+}
+
+#[test]
+fn every_error_is_reported_in_file_order() {
+    let text = edit("count = 100000", "count = \"many\"")
+        .replace("inputs = [\"gen\"]", "inputs = [\"gen\", \"nope\"]")
+        .replace("path = \"./out\"", "pth = \"./out\"");
+    let errors = weir_operators::config::parse_all(&text, "pipeline.toml").unwrap_err();
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 3, "{shown:#?}");
+    assert!(shown[0].starts_with("pipeline.toml:8:9: sources.gen: invalid type"));
+    assert!(shown[1].starts_with("pipeline.toml:17:18: processors.counts: input `nope`"));
+    assert!(shown[2].starts_with("pipeline.toml:25:1: sinks.out: unknown field `pth`"));
+}
+
+#[test]
+fn environment_variables_fill_the_file_and_unset_ones_are_errors() {
+    std::env::set_var("WEIR_TEST_CONFIG_RATE", "1234");
+    let text = edit("rate = 50000", "rate = ${WEIR_TEST_CONFIG_RATE}");
+    let config = parse(&text, "pipeline.toml").unwrap();
+    let SourceConfig::Generator(generator) = &config.sources["gen"] else {
+        panic!("a generator");
+    };
+    assert_eq!(generator.rate, Some(1234));
+    let text = edit("seed = 7", "seed = ${WEIR_TEST_CONFIG_UNSET:-9}");
+    assert!(parse(&text, "pipeline.toml").is_ok());
+    let text = edit("seed = 7", "seed = ${WEIR_TEST_CONFIG_UNSET}");
+    let error = parse(&text, "pipeline.toml").unwrap_err();
+    assert_eq!(
+        error.location,
+        Some(Location {
+            line: 12,
+            column: 8
+        })
+    );
+    assert!(error.message.contains("WEIR_TEST_CONFIG_UNSET"), "{error}");
+}

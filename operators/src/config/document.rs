@@ -48,10 +48,10 @@ impl Spans {
 
     /// The spans of `component`.
     pub(crate) fn component(&self, component: &str) -> &ComponentSpans {
-        match self.components.get(component) {
-            Some(spans) => spans,
-            None => panic!("no spans recorded for component {component}"),
-        }
+        static NONE: std::sync::OnceLock<ComponentSpans> = std::sync::OnceLock::new();
+        self.components
+            .get(component)
+            .unwrap_or_else(|| NONE.get_or_init(ComponentSpans::default))
     }
 }
 
@@ -64,17 +64,34 @@ struct Component<'i> {
     body: Spanned<DeValue<'i>>,
 }
 
-/// Reads the whole document.
-pub(crate) fn read(source: &Source<'_>) -> Result<(PipelineConfig, Spans), ConfigError> {
-    let root = DeTable::parse(source.text)
-        .map_err(|error| ConfigError::from_toml(source, &error, None, 0..0))?;
-    let mut config = PipelineConfig::default();
-    let mut spans = Spans::default();
+/// What [`read`] found: the components that parsed, where everything was
+/// written, the errors of those that did not, and their names (so later
+/// checks do not report an input naming a broken component as unknown).
+#[derive(Debug, Default)]
+pub(crate) struct Document {
+    pub(crate) config: PipelineConfig,
+    pub(crate) spans: Spans,
+    pub(crate) errors: Vec<ConfigError>,
+    pub(crate) broken: std::collections::BTreeSet<String>,
+}
+
+/// Parses TOML text into the spanned tree [`read`] takes.
+pub(crate) fn parse_toml<'i>(source: &Source<'i>) -> Result<Spanned<DeTable<'i>>, ConfigError> {
+    DeTable::parse(source.text).map_err(|error| ConfigError::from_toml(source, &error, None, 0..0))
+}
+
+/// Reads the whole document, every component on its own: one that does not
+/// fit its type is reported and left out, and the rest are still read.
+pub(crate) fn read(source: &Source<'_>, root: &Spanned<DeTable<'_>>) -> Document {
+    let mut document = Document::default();
     for (key, value) in root.get_ref().iter() {
         let section = key.get_ref().as_ref();
         if section == "runtime" {
-            record_spans(&mut spans, "runtime", key.span(), value);
-            config.runtime = deserialize(source, value.clone(), "runtime")?;
+            record_spans(&mut document.spans, "runtime", key.span(), value);
+            match deserialize(source, value.clone(), "runtime") {
+                Ok(runtime) => document.config.runtime = runtime,
+                Err(error) => document.errors.push(error),
+            }
             continue;
         }
         if !SECTIONS.contains(&section) {
@@ -82,19 +99,31 @@ pub(crate) fn read(source: &Source<'_>) -> Result<(PipelineConfig, Spans), Confi
                 "unknown section `{section}`, expected one of `runtime`, `sources`, \
                  `processors`, `sinks`"
             );
-            return Err(ConfigError::at(
+            document.errors.push(ConfigError::at(
                 ConfigErrorKind::Schema,
                 source,
                 key.span(),
                 None,
                 message,
             ));
+            continue;
         }
-        for component in components(source, section, value, &mut spans)? {
-            read_component(source, section, component, &mut config)?;
+        let components = match components(source, section, value, &mut document) {
+            Ok(components) => components,
+            Err(error) => {
+                document.errors.push(error);
+                continue;
+            }
+        };
+        for component in components {
+            let name = component.path[section.len() + 1..].to_owned();
+            if let Err(error) = read_component(source, section, component, &mut document.config) {
+                document.errors.push(error);
+                document.broken.insert(name);
+            }
         }
     }
-    Ok((config, spans))
+    document
 }
 
 fn read_component(
@@ -159,7 +188,7 @@ fn components<'i>(
     source: &Source<'_>,
     section: &str,
     value: &Spanned<DeValue<'i>>,
-    spans: &mut Spans,
+    document: &mut Document,
 ) -> Result<Vec<Component<'i>>, ConfigError> {
     let Some(table) = value.get_ref().as_table() else {
         let message = format!("`{section}` must be a table of named components");
@@ -174,7 +203,11 @@ fn components<'i>(
     let mut components = Vec::with_capacity(table.len());
     for (key, value) in table.iter() {
         let path = format!("{section}.{}", key.get_ref());
-        record_spans(spans, &path, key.span(), value);
+        record_spans(&mut document.spans, &path, key.span(), value);
+        let broken = |document: &mut Document, error: ConfigError| {
+            document.errors.push(error);
+            document.broken.insert(key.get_ref().to_string());
+        };
         let Some(fields) = value.get_ref().as_table() else {
             let message = "a component must be a table";
             let error = ConfigError::at(
@@ -184,20 +217,23 @@ fn components<'i>(
                 Some(&path),
                 message,
             );
-            return Err(error);
+            broken(document, error);
+            continue;
         };
-        let kind = component_kind(source, &path, key.span(), fields)?;
+        let kind = match component_kind(source, &path, key.span(), fields) {
+            Ok(kind) => kind,
+            Err(error) => {
+                broken(document, error);
+                continue;
+            }
+        };
         if section == "sources" {
             if let Some((inputs, _)) = fields.get_key_value("inputs") {
                 let message = "a source reads no inputs; remove `inputs`";
                 let kind = ConfigErrorKind::SourceWithInputs;
-                return Err(ConfigError::at(
-                    kind,
-                    source,
-                    inputs.span(),
-                    Some(&path),
-                    message,
-                ));
+                let error = ConfigError::at(kind, source, inputs.span(), Some(&path), message);
+                broken(document, error);
+                continue;
             }
         }
         let mut body = fields.clone();

@@ -53,10 +53,13 @@
 //! [`SHARDS_MAX`].
 
 mod document;
+pub mod env;
 mod error;
 mod graph;
 mod model;
+mod schema;
 mod validate;
+mod yaml;
 
 use std::io::Read;
 use std::path::Path;
@@ -85,8 +88,15 @@ pub const KEYS_MAX: usize = 1 << 20;
 pub const SHARDS_MAX: usize = 4096;
 
 /// Reads and checks the pipeline file at `path`. Errors name the file as
-/// `path` displays.
+/// `path` displays. Returns the first problem; [`load_all`] returns every
+/// one.
 pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
+    load_all(path).map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Reads and checks the pipeline file at `path`, reporting every problem
+/// (see [`parse_all`]).
+pub fn load_all(path: &Path) -> Result<PipelineConfig, Vec<ConfigError>> {
     let file_name = path.display().to_string();
     let io_error = |error: std::io::Error| {
         ConfigError::whole(
@@ -95,34 +105,71 @@ pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
             format!("cannot read: {error}"),
         )
     };
-    let file = std::fs::File::open(path).map_err(io_error)?;
+    let file = std::fs::File::open(path).map_err(|e| vec![io_error(e)])?;
     let mut text = String::new();
     file.take(CONFIG_FILE_BYTES_MAX + 1)
         .read_to_string(&mut text)
-        .map_err(io_error)?;
+        .map_err(|e| vec![io_error(e)])?;
     if text.len() as u64 > CONFIG_FILE_BYTES_MAX {
         let message = format!("larger than {CONFIG_FILE_BYTES_MAX} bytes");
-        return Err(ConfigError::whole(ConfigErrorKind::Io, &file_name, message));
+        return Err(vec![ConfigError::whole(
+            ConfigErrorKind::Io,
+            &file_name,
+            message,
+        )]);
     }
-    parse(&text, &file_name)
+    parse_all(&text, &file_name)
 }
 
 /// Parses and checks a pipeline given as text; `file_name` is what errors
-/// call it.
+/// call it. Returns the first problem; [`parse_all`] returns every one.
 pub fn parse(text: &str, file_name: &str) -> Result<PipelineConfig, ConfigError> {
+    parse_all(text, file_name).map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Parses and checks a pipeline given as text, reporting every problem
+/// found (in file order), never an empty list. `file_name` is what errors
+/// call it; a name ending in `.yaml` or `.yml` is read as YAML, anything
+/// else as TOML. `${VAR}` and `${VAR:-default}` are replaced by environment
+/// variables first (see [`env`]).
+pub fn parse_all(text: &str, file_name: &str) -> Result<PipelineConfig, Vec<ConfigError>> {
+    let text = env::substitute(text, file_name, |name| std::env::var(name).ok())?;
     let source = error::Source {
-        text,
+        text: &text,
         file: file_name,
     };
-    let (config, spans) = document::read(&source)?;
-    if config.sources.is_empty() || config.sinks.is_empty() {
+    let yaml = file_name.ends_with(".yaml") || file_name.ends_with(".yml");
+    let mut numbers = Vec::new();
+    let root = if yaml {
+        yaml::parse(&source, &mut numbers)
+    } else {
+        document::parse_toml(&source)
+    };
+    let root = root.map_err(|error| vec![error])?;
+    let document = document::read(&source, &root);
+    let mut errors = document.errors;
+    let config = document.config;
+    if errors.is_empty() && (config.sources.is_empty() || config.sinks.is_empty()) {
         let message = "a pipeline needs at least one source and one sink";
-        return Err(ConfigError::whole(
+        errors.push(ConfigError::whole(
             ConfigErrorKind::Invalid,
             file_name,
             message,
         ));
     }
-    validate::check(&source, &config, &spans)?;
-    Ok(config)
+    errors.extend(validate::check(
+        &source,
+        &config,
+        &document.spans,
+        &document.broken,
+    ));
+    if errors.is_empty() {
+        errors.extend(schema::check(&source, &config, &document.spans));
+    }
+    if errors.is_empty() {
+        return Ok(config);
+    }
+    // In file order; errors about the whole file first.
+    errors.sort_by_key(|error| error.location.map(|at| (at.line, at.column)));
+    Err(errors)
 }

@@ -38,6 +38,10 @@ const WINDOW_FIELDS: Fields = &[
 
 /// What the checks look at.
 struct Checker<'a> {
+    /// Every problem found so far.
+    errors: std::cell::RefCell<Vec<ConfigError>>,
+    /// Components that did not parse: inputs may name them.
+    broken: &'a BTreeSet<String>,
     source: &'a Source<'a>,
     config: &'a PipelineConfig,
     spans: &'a Spans,
@@ -50,22 +54,32 @@ pub(crate) fn check(
     source: &Source<'_>,
     config: &PipelineConfig,
     spans: &Spans,
-) -> Result<(), ConfigError> {
+    broken: &BTreeSet<String>,
+) -> Vec<ConfigError> {
     let checker = Checker {
+        errors: std::cell::RefCell::new(Vec::new()),
+        broken,
         source,
         config,
         spans,
         paths: BTreeMap::new(),
     };
-    let checker = checker.names()?;
-    checker.runtime()?;
-    checker.values()?;
-    checker.edges()?;
-    checker.cycles()?;
-    checker.fields()
+    let checker = checker.names();
+    let _ = checker.runtime();
+    let _ = checker.values();
+    let _ = checker.edges();
+    let _ = checker.cycles();
+    let _ = checker.fields();
+    checker.errors.into_inner()
 }
 
 impl<'a> Checker<'a> {
+    /// Records `error` and lets the check go on.
+    fn report(&self, error: ConfigError) -> Result<(), ConfigError> {
+        self.errors.borrow_mut().push(error);
+        Ok(())
+    }
+
     fn error(
         &self,
         kind: ConfigErrorKind,
@@ -77,7 +91,7 @@ impl<'a> Checker<'a> {
         ConfigError::at(kind, self.source, span, Some(path), message)
     }
 
-    fn names(mut self) -> Result<Self, ConfigError> {
+    fn names(mut self) -> Self {
         let config = self.config;
         let sections = [
             ("sources", config.sources.keys().collect::<Vec<_>>()),
@@ -95,16 +109,18 @@ impl<'a> Checker<'a> {
                     let message = format!(
                         "a name must be 1 to {COMPONENT_NAME_BYTES_MAX} ASCII letters, digits, `_` or `-`"
                     );
-                    return Err(self.error(ConfigErrorKind::Name, &path, "", message));
+                    let _ = self.report(self.error(ConfigErrorKind::Name, &path, "", message));
+                    continue;
                 }
                 if let Some(first) = self.paths.get(name.as_str()) {
                     let message = format!("the name `{name}` is already used by `{first}`");
-                    return Err(self.error(ConfigErrorKind::Name, &path, "", message));
+                    let _ = self.report(self.error(ConfigErrorKind::Name, &path, "", message));
+                    continue;
                 }
                 self.paths.insert(name, path);
             }
         }
-        Ok(self)
+        self
     }
 
     fn runtime(&self) -> Result<(), ConfigError> {
@@ -112,12 +128,13 @@ impl<'a> Checker<'a> {
         if let Some(shards) = runtime.shards {
             if shards == 0 || shards > SHARDS_MAX {
                 let message = format!("`shards` must be 1 to {SHARDS_MAX}, not {shards}");
-                return Err(self.error(ConfigErrorKind::Invalid, "runtime", "shards", message));
+                let _ =
+                    self.report(self.error(ConfigErrorKind::Invalid, "runtime", "shards", message));
             }
         }
         if runtime.epoch_interval_ms == 0 {
             let message = "`epoch_interval_ms` must be positive".to_owned();
-            return Err(self.error(
+            let _ = self.report(self.error(
                 ConfigErrorKind::Invalid,
                 "runtime",
                 "epoch_interval_ms",
@@ -129,7 +146,7 @@ impl<'a> Checker<'a> {
                 let message = format!(
                     "`metrics_listen` must be a socket address like \"127.0.0.1:9898\", not {listen:?}"
                 );
-                return Err(self.error(
+                let _ = self.report(self.error(
                     ConfigErrorKind::Invalid,
                     "runtime",
                     "metrics_listen",
@@ -148,7 +165,13 @@ impl<'a> Checker<'a> {
                 SourceConfig::Tcp(ingest) | SourceConfig::Http(ingest) => {
                     let http = matches!(source, SourceConfig::Http(_));
                     if let Err((field, message)) = ingest.to_source(http) {
-                        return Err(self.error(ConfigErrorKind::Invalid, &path, field, message));
+                        let _ = self.report(self.error(
+                            ConfigErrorKind::Invalid,
+                            &path,
+                            field,
+                            message,
+                        ));
+                        continue;
                     }
                 }
             }
@@ -165,12 +188,13 @@ impl<'a> Checker<'a> {
                          [a-z_][a-z0-9_]* and not end in _total, _count, _sum or _bucket",
                         prometheus.name
                     );
-                    return Err(self.error(
+                    let _ = self.report(self.error(
                         ConfigErrorKind::Invalid,
                         &format!("sinks.{name}"),
                         "name",
                         message,
                     ));
+                    continue;
                 }
             }
         }
@@ -179,7 +203,7 @@ impl<'a> Checker<'a> {
 
     fn generator(&self, path: &str, generator: &GeneratorConfig) -> Result<(), ConfigError> {
         let invalid = |field: &str, message: String| {
-            Err(self.error(ConfigErrorKind::Invalid, path, field, message))
+            self.report(self.error(ConfigErrorKind::Invalid, path, field, message))
         };
         if generator.keys.is_empty() || generator.keys.len() > KEYS_MAX {
             return invalid("keys", format!("`keys` must hold 1 to {KEYS_MAX} keys"));
@@ -207,7 +231,7 @@ impl<'a> Checker<'a> {
 
     fn window(&self, path: &str, window: &WindowConfig) -> Result<(), ConfigError> {
         let invalid = |field: &str, message: String| {
-            Err(self.error(ConfigErrorKind::Invalid, path, field, message))
+            self.report(self.error(ConfigErrorKind::Invalid, path, field, message))
         };
         if window.size_ms == 0 {
             return invalid("size_ms", "`size_ms` must be positive".into());
@@ -245,7 +269,13 @@ impl<'a> Checker<'a> {
         for (path, inputs) in self.readers() {
             if inputs.is_empty() {
                 let message = "no inputs: add `inputs = [\"NAME\", ...]`".to_owned();
-                return Err(self.error(ConfigErrorKind::MissingInputs, &path, "inputs", message));
+                let _ = self.report(self.error(
+                    ConfigErrorKind::MissingInputs,
+                    &path,
+                    "inputs",
+                    message,
+                ));
+                continue;
             }
             let spans = &self.spans.component(&path).inputs;
             for (index, input) in inputs.iter().enumerate() {
@@ -253,13 +283,21 @@ impl<'a> Checker<'a> {
                     .get(index)
                     .cloned()
                     .unwrap_or_else(|| self.spans.field(&path, "inputs"));
-                let message = match self.paths.get(input.as_str()) {
+                // `NAME.PORT` reads a side output; the ports are checked
+                // with the schemas.
+                let component = input
+                    .split_once('.')
+                    .map_or(input.as_str(), |(name, _)| name);
+                if self.broken.contains(component) {
+                    continue;
+                }
+                let message = match self.paths.get(component) {
                     None => format!("input `{input}` names no component"),
                     Some(target) if target.starts_with("sinks.") => {
                         format!("input `{input}` is a sink, which has no output")
                     }
                     Some(target) => {
-                        if !read.insert((target.clone(), path.clone())) {
+                        if !read.insert((target.clone(), input.clone(), path.clone())) {
                             format!("input `{input}` is listed twice")
                         } else {
                             continue;
@@ -267,16 +305,28 @@ impl<'a> Checker<'a> {
                     }
                 };
                 let kind = ConfigErrorKind::UnknownInput;
-                return Err(ConfigError::at(
+                let _ = self.report(ConfigError::at(
                     kind,
                     self.source,
                     span,
                     Some(&path),
                     message,
                 ));
+                continue;
             }
         }
-        let read: BTreeSet<&String> = read.iter().map(|(target, _)| target).collect();
+        let inputs_wrong = self.errors.borrow().iter().any(|error| {
+            matches!(
+                error.kind,
+                ConfigErrorKind::MissingInputs | ConfigErrorKind::UnknownInput
+            )
+        });
+        if !self.broken.is_empty() || inputs_wrong {
+            // A component that did not parse, or whose inputs are wrong,
+            // may be the one meant to read them.
+            return Ok(());
+        }
+        let read: BTreeSet<&String> = read.iter().map(|(target, _, _)| target).collect();
         for path in self
             .paths
             .values()
@@ -285,12 +335,13 @@ impl<'a> Checker<'a> {
             if !read.contains(path) {
                 let message =
                     "nothing reads its output: list it in a processor's or sink's `inputs`";
-                return Err(self.error(
+                let _ = self.report(self.error(
                     ConfigErrorKind::UnusedOutput,
                     path,
                     "",
                     message.to_owned(),
                 ));
+                continue;
             }
         }
         Ok(())
@@ -306,7 +357,7 @@ impl<'a> Checker<'a> {
             if let Some(cycle) = self.visit(start, &mut state, &mut path) {
                 let first = format!("processors.{}", cycle[0]);
                 let message = format!("processors form a cycle: {}", cycle.join(" -> "));
-                return Err(self.error(ConfigErrorKind::Cycle, &first, "", message));
+                return self.report(self.error(ConfigErrorKind::Cycle, &first, "", message));
             }
         }
         Ok(())
@@ -349,15 +400,21 @@ impl<'a> Checker<'a> {
             let ProcessorConfig::Window(window) = processor;
             let path = format!("processors.{name}");
             for input in &window.inputs {
+                let known = self.config.sources.contains_key(input)
+                    || self.config.processors.contains_key(input);
+                if !known {
+                    continue;
+                }
                 let fields = self.output_fields(input);
                 if !fields.iter().any(|(field, _)| *field == window.group_by) {
                     let message = field_message("group_by", &window.group_by, input, fields);
-                    return Err(self.error(
+                    let _ = self.report(self.error(
                         ConfigErrorKind::UnknownField,
                         &path,
                         "group_by",
                         message,
                     ));
+                    continue;
                 }
                 for field in window.aggregates.iter().filter_map(Aggregate::field) {
                     if !fields
@@ -365,12 +422,13 @@ impl<'a> Checker<'a> {
                         .any(|(name, numeric)| *name == field && *numeric)
                     {
                         let message = field_message("aggregates", field, input, fields);
-                        return Err(self.error(
+                        let _ = self.report(self.error(
                             ConfigErrorKind::UnknownField,
                             &path,
                             "aggregates",
                             message,
                         ));
+                        continue;
                     }
                 }
             }
