@@ -179,7 +179,10 @@ fn division_by_zero_and_overflow_are_null() {
 
 #[test]
 fn literals_and_escapes() {
-    assert_eq!(eval(r#""a\"b\\c\nd\te""#), Value::String("a\"b\\c\nd\te".into()));
+    assert_eq!(
+        eval(r#""a\"b\\c\nd\te""#),
+        Value::String("a\"b\\c\nd\te".into())
+    );
     assert_eq!(eval("true"), Value::Bool(true));
     assert_eq!(eval("`http.status` + 1"), Value::Int(201));
     assert!(test("`http.status` == 200 and `status` == 503"));
@@ -214,7 +217,11 @@ fn parse_errors_name_the_problem_and_offset() {
     assert_error("1 < status < 3", 11, &["comparisons do not chain"]);
     assert_error("ts > 5x", 6, &["unknown duration unit `x`"]);
     assert_error("ts > 1.5m", 5, &["whole number"]);
-    assert_error("status > 99999999999999999999", 9, &["does not fit in 64 bits"]);
+    assert_error(
+        "status > 99999999999999999999",
+        9,
+        &["does not fit in 64 bits"],
+    );
     assert_error("`http.status", 0, &["unterminated field name"]);
     assert_error("status # 1", 7, &["unexpected character `#`"]);
     assert_error(
@@ -231,23 +238,47 @@ fn function_errors() {
         0,
         &["unknown function `lowr`; did you mean `lower`?"],
     );
-    assert_error("startswith(path, \"/\")", 0, &["did you mean `starts_with`?"]);
+    assert_error(
+        "startswith(path, \"/\")",
+        0,
+        &["did you mean `starts_with`?"],
+    );
     assert_error("frobnicate(path)", 0, &["the functions are contains"]);
     assert_error("ts > now()", 5, &["`now()` is not allowed"]);
-    assert_error("contains(path)", 0, &["`contains` takes 2 arguments, found 1"]);
+    assert_error(
+        "contains(path)",
+        0,
+        &["`contains` takes 2 arguments, found 1"],
+    );
     assert_error("lower(path, 1)", 0, &["`lower` takes 1 argument, found 2"]);
     assert_error(
         "contains(path, status)",
         15,
         &["argument 2 of `contains` must be string, found int"],
     );
-    assert_error("len(status)", 4, &["must be string or list or map, found int"]);
+    assert_error(
+        "len(status)",
+        4,
+        &["must be string or list or map, found int"],
+    );
     assert_error("matches(path, \"(\")", 14, &["bad regular expression"]);
     assert_error("matches(path, method)", 14, &["must be a string literal"]);
-    assert_error("cidr_contains(\"10.0.0.0/33\", client)", 14, &["at most 32"]);
+    assert_error(
+        "cidr_contains(\"10.0.0.0/33\", client)",
+        14,
+        &["at most 32"],
+    );
     assert_error("cidr_contains(\"nope\", client)", 14, &["not a CIDR block"]);
-    assert_error("cidr_contains(\"10.0.0.0/8\", path)", 28, &["must be ip, found string"]);
-    assert_error("cidr_contains(path, client)", 14, &["must be a string literal"]);
+    assert_error(
+        "cidr_contains(\"10.0.0.0/8\", path)",
+        28,
+        &["must be ip, found string"],
+    );
+    assert_error(
+        "cidr_contains(path, client)",
+        14,
+        &["must be a string literal"],
+    );
 }
 
 #[test]
@@ -262,22 +293,41 @@ fn type_errors_name_both_types_and_point_at_the_operator() {
     assert_error(
         "client == \"nope\"",
         7,
-        &["cannot compare ip with string", "\"nope\" is not an IP address"],
+        &[
+            "cannot compare ip with string",
+            "\"nope\" is not an IP address",
+        ],
     );
     assert_error(
         "client == path",
         7,
         &["cannot compare ip with string", "only a string literal"],
     );
-    assert_error("ts > \"yesterday\"", 3, &["cannot compare timestamp with string"]);
+    assert_error(
+        "ts > \"yesterday\"",
+        3,
+        &["cannot compare timestamp with string"],
+    );
     assert_error("ok < true", 3, &["`==` and `!=` only"]);
     assert_error("tags == 1", 5, &["cannot compare list with int"]);
     assert_error("status + path", 7, &["cannot apply `+` to int and string"]);
-    assert_error("ts + 5", 3, &["cannot apply `+` to timestamp and int", "`5m`"]);
+    assert_error(
+        "ts + 5",
+        3,
+        &["cannot apply `+` to timestamp and int", "`5m`"],
+    );
     assert_error("ts * 2", 3, &["cannot apply `*` to timestamp and int"]);
     assert_error("status == null", 7, &["is_null(x)"]);
-    assert_error("status and ok", 0, &["left side of `and` must be a bool, found int"]);
-    assert_error("ok or path", 6, &["right side of `or` must be a bool, found string"]);
+    assert_error(
+        "status and ok",
+        0,
+        &["left side of `and` must be a bool, found int"],
+    );
+    assert_error(
+        "ok or path",
+        6,
+        &["right side of `or` must be a bool, found string"],
+    );
     assert_error("not status", 4, &["`not` needs a bool, found int"]);
     assert_error("-path", 0, &["cannot negate a string"]);
     assert_error("null", 0, &["always null"]);
@@ -349,9 +399,15 @@ fn ip_comparison_and_cidr_for_v4_and_v6() {
     let mut row = base_row();
     row.values[4] = ip("2001:db8:85a3::8a2e:370:7334");
     assert!(test_on("cidr_contains(\"2001:db8::/32\", client)", &row));
-    assert!(test_on("cidr_contains(\"2001:db8:85a3::/48\", client)", &row));
+    assert!(test_on(
+        "cidr_contains(\"2001:db8:85a3::/48\", client)",
+        &row
+    ));
     assert!(!test_on("cidr_contains(\"2001:db9::/32\", client)", &row));
-    assert!(!test_on("cidr_contains(\"2001:db8:85a4::/48\", client)", &row));
+    assert!(!test_on(
+        "cidr_contains(\"2001:db8:85a4::/48\", client)",
+        &row
+    ));
     assert!(!test_on("cidr_contains(\"0.0.0.0/0\", client)", &row));
     assert!(test_on("cidr_contains(\"::/0\", client)", &row));
     assert!(test_on("cidr_contains(\"2001:db8::/31\", client)", &row));
@@ -401,8 +457,16 @@ fn durations_and_timestamps() {
     assert_eq!(expr.ty(), Type::Timestamp);
     let expr = Expr::compile("5m", &schema()).unwrap();
     assert_eq!(expr.ty(), Type::Int);
-    assert_error("ts + start", 3, &["cannot apply `+` to timestamp and timestamp"]);
-    assert_error("5m - ts", 3, &["cannot apply `-` to duration and timestamp"]);
+    assert_error(
+        "ts + start",
+        3,
+        &["cannot apply `+` to timestamp and timestamp"],
+    );
+    assert_error(
+        "5m - ts",
+        3,
+        &["cannot apply `-` to duration and timestamp"],
+    );
 }
 
 #[test]
@@ -430,7 +494,10 @@ fn conversions() {
     assert_eq!(eval("to_string(status)"), Value::String("503".into()));
     assert_eq!(eval("to_string(latency)"), Value::String("12.5".into()));
     assert_eq!(eval("to_string(ok)"), Value::String("true".into()));
-    assert_eq!(eval("to_string(path)"), Value::String("/api/v1/Users".into()));
+    assert_eq!(
+        eval("to_string(path)"),
+        Value::String("/api/v1/Users".into())
+    );
     assert_eq!(eval("to_string(tags)"), Value::String("[1,\"x\"]".into()));
     assert_eq!(eval("to_int(\" 42 \")"), Value::Int(42));
     assert_eq!(eval("to_int(\"4.7\")"), Value::Int(4));
@@ -458,7 +525,10 @@ fn fields_lists_each_field_read_once_in_order() {
     .unwrap();
     assert_eq!(expr.fields(), vec![0, 1, 3]);
     assert_eq!(expr.ty(), Type::Bool);
-    assert_eq!(Expr::compile("1 + 2", &schema()).unwrap().fields(), Vec::<usize>::new());
+    assert_eq!(
+        Expr::compile("1 + 2", &schema()).unwrap().fields(),
+        Vec::<usize>::new()
+    );
 }
 
 #[test]
@@ -645,7 +715,11 @@ fn num_strategy() -> impl Strategy<Value = Num> {
                 inner.clone(),
                 inner
             )
-                .prop_map(|(op, left, right)| Num::Bin(op, Box::new(left), Box::new(right))),
+                .prop_map(|(op, left, right)| Num::Bin(
+                    op,
+                    Box::new(left),
+                    Box::new(right)
+                )),
         ]
     })
 }
