@@ -10,6 +10,29 @@ pub(super) struct Ast {
     pub kind: AstKind,
     pub start: usize,
     pub end: usize,
+    /// Levels of nodes, this one included.
+    pub depth: usize,
+}
+
+/// How deeply an expression may nest: compiling and evaluating recurse
+/// over the tree, so this bounds their stack use.
+pub(super) const MAX_DEPTH: usize = 128;
+
+impl Ast {
+    fn new(kind: AstKind, start: usize, end: usize) -> Ast {
+        let depth = 1 + match &kind {
+            AstKind::Lit(_) | AstKind::Field(_) => 0,
+            AstKind::Unary(_, operand) => operand.depth,
+            AstKind::Binary(_, left, right, _) => left.depth.max(right.depth),
+            AstKind::Call(_, args) => args.iter().map(|arg| arg.depth).max().unwrap_or(0),
+        };
+        Ast {
+            kind,
+            start,
+            end,
+            depth,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +108,7 @@ pub(super) fn parse(src: &str) -> Result<Ast, ExprError> {
         src,
         tokens,
         pos: 0,
+        nesting: 0,
     };
     let ast = parser.or()?;
     let next = parser.peek();
@@ -107,6 +131,8 @@ struct Parser<'s> {
     src: &'s str,
     tokens: Vec<Token<'s>>,
     pos: usize,
+    /// Recursive calls under way.
+    nesting: usize,
 }
 
 impl<'s> Parser<'s> {
@@ -151,17 +177,49 @@ impl<'s> Parser<'s> {
         while let Some(op) = op_of(&self.peek().kind) {
             let op_start = self.bump().start;
             let right = next(self)?;
-            left = Ast {
-                start: left.start,
-                end: right.end,
-                kind: AstKind::Binary(op, Box::new(left), Box::new(right), op_start),
-            };
+            let (start, end) = (left.start, right.end);
+            left = Ast::new(
+                AstKind::Binary(op, Box::new(left), Box::new(right), op_start),
+                start,
+                end,
+            );
+            self.check_depth(&left)?;
         }
         Ok(left)
     }
 
     fn or(&mut self) -> Result<Ast, ExprError> {
-        self.binary(Self::and, |tok| (*tok == Tok::Or).then_some(BinOp::Or))
+        self.nest(|parser| parser.binary(Self::and, |tok| (*tok == Tok::Or).then_some(BinOp::Or)))
+    }
+
+    /// Runs `parse` one level of recursion deeper, failing past
+    /// [`MAX_DEPTH`] levels.
+    fn nest(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<Ast, ExprError>,
+    ) -> Result<Ast, ExprError> {
+        self.nesting += 1;
+        if self.nesting > MAX_DEPTH {
+            return Err(self.too_deep(self.peek().start));
+        }
+        let ast = parse(self)?;
+        self.nesting -= 1;
+        self.check_depth(&ast)?;
+        Ok(ast)
+    }
+
+    fn check_depth(&self, ast: &Ast) -> Result<(), ExprError> {
+        if ast.depth > MAX_DEPTH {
+            return Err(self.too_deep(ast.start));
+        }
+        Ok(())
+    }
+
+    fn too_deep(&self, at: usize) -> ExprError {
+        ExprError::new(
+            at,
+            format!("the expression nests more than {MAX_DEPTH} levels deep; split it up"),
+        )
     }
 
     fn and(&mut self) -> Result<Ast, ExprError> {
@@ -172,12 +230,13 @@ impl<'s> Parser<'s> {
     fn not(&mut self) -> Result<Ast, ExprError> {
         if self.peek().kind == Tok::Not {
             let start = self.bump().start;
-            let operand = self.not()?;
-            return Ok(Ast {
+            let operand = self.nest(Self::not)?;
+            let end = operand.end;
+            return Ok(Ast::new(
+                AstKind::Unary(UnOp::Not, Box::new(operand)),
                 start,
-                end: operand.end,
-                kind: AstKind::Unary(UnOp::Not, Box::new(operand)),
-            });
+                end,
+            ));
         }
         self.comparison()
     }
@@ -196,11 +255,12 @@ impl<'s> Parser<'s> {
                 "comparisons do not chain; join them with `and`".to_owned(),
             ));
         }
-        Ok(Ast {
-            start: left.start,
-            end: right.end,
-            kind: AstKind::Binary(op, Box::new(left), Box::new(right), op_start),
-        })
+        let (start, end) = (left.start, right.end);
+        Ok(Ast::new(
+            AstKind::Binary(op, Box::new(left), Box::new(right), op_start),
+            start,
+            end,
+        ))
     }
 
     fn additive(&mut self) -> Result<Ast, ExprError> {
@@ -227,23 +287,16 @@ impl<'s> Parser<'s> {
             _ => return self.primary(),
         };
         let start = self.bump().start;
-        let operand = self.unary()?;
+        let operand = self.nest(Self::unary)?;
         let end = operand.end;
         // Fold `-literal` so `-5` and `-5m` stay literals.
         let kind = match (op, operand.kind) {
             (UnOp::Neg, AstKind::Lit(Lit::Int(value))) => AstKind::Lit(Lit::Int(-value)),
             (UnOp::Neg, AstKind::Lit(Lit::Float(value))) => AstKind::Lit(Lit::Float(-value)),
             (UnOp::Neg, AstKind::Lit(Lit::Duration(value))) => AstKind::Lit(Lit::Duration(-value)),
-            (op, kind) => AstKind::Unary(
-                op,
-                Box::new(Ast {
-                    kind,
-                    start: operand.start,
-                    end,
-                }),
-            ),
+            (op, kind) => AstKind::Unary(op, Box::new(Ast { kind, ..operand })),
         };
-        Ok(Ast { start, end, kind })
+        Ok(Ast::new(kind, start, end))
     }
 
     fn primary(&mut self) -> Result<Ast, ExprError> {
@@ -263,11 +316,11 @@ impl<'s> Parser<'s> {
                 self.bump();
                 let args = self.arguments(name)?;
                 let end = self.tokens[self.pos - 1].end;
-                return Ok(Ast {
-                    kind: AstKind::Call(name.to_owned(), args),
-                    start: token.start,
+                return Ok(Ast::new(
+                    AstKind::Call(name.to_owned(), args),
+                    token.start,
                     end,
-                });
+                ));
             }
             Tok::Name(name) => Ok(AstKind::Field(name.to_owned())),
             Tok::LParen => {
@@ -286,7 +339,7 @@ impl<'s> Parser<'s> {
                 return Ok(Ast {
                     start: token.start,
                     end: close.end,
-                    kind: inner.kind,
+                    ..inner
                 });
             }
             _ => {
@@ -303,11 +356,7 @@ impl<'s> Parser<'s> {
                 Err(ExprError::new(token.start, message))
             }
         }?;
-        Ok(Ast {
-            kind,
-            start: token.start,
-            end: token.end,
-        })
+        Ok(Ast::new(kind, token.start, token.end))
     }
 
     /// Arguments after `name(`, through the closing `)`.

@@ -816,3 +816,25 @@ proptest! {
         prop_assert_eq!(passed, expected == Some(true), "{}", text);
     }
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = |open: &str, middle: &str, close: &str, n: usize| {
+        format!("{}{middle}{}", open.repeat(n), close.repeat(n))
+    };
+    for text in [
+        deep("(", "1", ")", 100_000),
+        deep("-", "1", "", 100_000),
+        deep("not ", "ok", "", 100_000),
+        deep("lower(", "path", ")", 100_000),
+        vec!["1"; 100_000].join(" + "),
+        vec!["ok"; 100_000].join(" and "),
+    ] {
+        let error = Expr::compile(&text, &schema()).unwrap_err();
+        assert!(error.message.contains("nests more than"), "{error}");
+    }
+    // Reasonable depths compile.
+    assert_eq!(eval(&deep("(", "1", ")", 100)), Value::Int(1));
+    assert_eq!(eval(&vec!["1"; 100].join(" + ")), Value::Int(100));
+    assert!(test(&deep("not ", "ok", "", 100)));
+}
