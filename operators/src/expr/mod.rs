@@ -95,6 +95,21 @@
 //! surrounds it, and an expression that is only `null` has no type and is
 //! an error.
 //!
+//! # Errors
+//!
+//! Compiling reports the first problem as an [`ExprError`]: a message and
+//! the byte offset in the text, such as "expected an operator after
+//! `status`, found `200`", "unknown function `lowr`; did you mean
+//! `lower`?", "cannot compare string with int by `==`", or the schema's
+//! "no field `x`; the input has ...". [`ExprError::to_option_error`] turns
+//! it into the [`OptionError`] of the configuration key that held the
+//! text. Expressions nest at most 128 levels (parentheses, operands,
+//! arguments), which bounds the stack that compiling and evaluating use.
+//!
+//! The text is split into tokens with `winnow` parsers and the tokens are
+//! parsed by precedence climbing, so every node knows its place in the
+//! text.
+//!
 //! # Evaluation cost
 //!
 //! Fields are read from the archived row in place; string comparisons and
@@ -237,6 +252,17 @@ impl Expr {
             scratch.bufs.resize_with(self.slots, String::new);
         }
     }
+}
+
+/// Tests `expr` on each of `rows`, appending the answers to `out` (which
+/// it does not clear): the filter of a batch.
+pub fn eval_batch_filter<'r>(
+    expr: &Expr,
+    rows: impl IntoIterator<Item = &'r ArchivedRow>,
+    scratch: &mut Scratch,
+    out: &mut Vec<bool>,
+) {
+    out.extend(rows.into_iter().map(|row| expr.test(row, scratch)));
 }
 
 fn article(ty: Type) -> &'static str {

@@ -113,7 +113,7 @@ pub(super) fn parse(src: &str) -> Result<Ast, ExprError> {
     let ast = parser.or()?;
     let next = parser.peek();
     if next.kind != Tok::End {
-        let message = if next.kind == Tok::RParen {
+        let mut message = if next.kind == Tok::RParen {
             "unmatched `)`".to_owned()
         } else {
             format!(
@@ -122,6 +122,15 @@ pub(super) fn parse(src: &str) -> Result<Ast, ExprError> {
                 parser.describe(parser.pos)
             )
         };
+        match next.kind {
+            Tok::Name("in") => {
+                message.push_str("; test a network with `cidr_contains(\"10.0.0.0/8\", field)`")
+            }
+            Tok::Name("AND" | "OR" | "NOT") => {
+                message.push_str("; `and`, `or` and `not` are written in lower case")
+            }
+            _ => {}
+        }
         return Err(ExprError::new(next.start, message));
     }
     Ok(ast)

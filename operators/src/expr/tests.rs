@@ -225,6 +225,12 @@ fn parse_errors_name_the_problem_and_offset() {
     assert_error("`http.status", 0, &["unterminated field name"]);
     assert_error("status # 1", 7, &["unexpected character `#`"]);
     assert_error(
+        "client in \"10.0.0.0/8\"",
+        7,
+        &["found `in`", "cidr_contains(\"10.0.0.0/8\", field)"],
+    );
+    assert_error("ok AND ok", 3, &["lower case"]);
+    assert_error(
         "contains(path \"x\")",
         14,
         &["expected `,` or `)` in the arguments of `contains`"],
@@ -837,4 +843,22 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     assert_eq!(eval(&deep("(", "1", ")", 100)), Value::Int(1));
     assert_eq!(eval(&vec!["1"; 100].join(" + ")), Value::Int(100));
     assert!(test(&deep("not ", "ok", "", 100)));
+}
+
+#[test]
+fn batch_filter_appends_one_answer_per_row() {
+    let expr = Expr::compile_condition("lower(method) == \"get\"", &schema()).unwrap();
+    let mut post = base_row();
+    post.values[2] = Value::String("POST".into());
+    let rows = [base_row(), post, base_row()];
+    let archives: Vec<_> = rows
+        .iter()
+        .map(|row| rkyv::to_bytes::<rkyv::rancor::Error>(row).unwrap())
+        .collect();
+    let archived = archives
+        .iter()
+        .map(|bytes| rkyv::access::<ArchivedRow, rkyv::rancor::Error>(bytes).unwrap());
+    let mut out = vec![false];
+    eval_batch_filter(&expr, archived, &mut Scratch::default(), &mut out);
+    assert_eq!(out, vec![false, true, false, true]);
 }
