@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod expr;
 pub mod generator;
 pub mod ingest;
 pub mod latency;
