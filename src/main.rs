@@ -259,7 +259,21 @@ fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphF
             }
             for (_, name, _, inputs) in &nodes {
                 for input in inputs.iter() {
-                    let _ = writeln!(out, "  {} -> {};", quote(input), quote(name));
+                    // `NAME.PORT` is an edge from NAME's side output PORT.
+                    match input.split_once('.') {
+                        Some((from, port)) => {
+                            let _ = writeln!(
+                                out,
+                                "  {} -> {} [label={}];",
+                                quote(from),
+                                quote(name),
+                                quote(port)
+                            );
+                        }
+                        None => {
+                            let _ = writeln!(out, "  {} -> {};", quote(input), quote(name));
+                        }
+                    }
                 }
             }
             out.push_str("}\n");

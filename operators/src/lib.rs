@@ -19,4 +19,5 @@ pub mod pipelines;
 pub mod records;
 pub mod row;
 pub mod sink;
+pub mod transform;
 pub mod window;

@@ -77,7 +77,9 @@ fn valid_file_parses_and_round_trips() {
     assert_eq!(generator.count, Some(100_000));
     assert_eq!(generator.keys, ["alice", "bob", "carol"]);
     assert_eq!((generator.seed, generator.rate), (7, Some(50_000)));
-    let ProcessorConfig::Window(window) = &config.processors["counts"];
+    let ProcessorConfig::Window(window) = &config.processors["counts"] else {
+        panic!("a window");
+    };
     assert_eq!(window.inputs, ["gen"]);
     assert_eq!(
         window.aggregates,

@@ -171,7 +171,7 @@ fn windowed_rows_equal_a_direct_computation() {
 }
 
 #[test]
-fn combinations_this_version_cannot_run_are_refused_by_component() {
+fn combinations_this_version_cannot_run_are_refused_where_written() {
     let out = Path::new("/nonexistent/out");
     let window = |name: &str, input: &str| {
         format!(
@@ -181,10 +181,9 @@ fn combinations_this_version_cannot_run_are_refused_by_component() {
     };
     let window_of_window =
         generator_text(None) + &window("a", "gen") + &window("b", "a") + &sink_text("b", out);
-    let config = parse(&window_of_window, "pipeline.toml").expect("parses");
-    let Err(error) = build_graph(&config) else {
-        panic!("built a graph it cannot run")
-    };
+    // Refused when the file is checked, at the offending input.
+    let error = parse(&window_of_window, "pipeline.toml").expect_err("refused");
+    assert!(error.location.is_some(), "{error}");
     assert_eq!(error.kind, ConfigErrorKind::Unsupported);
     assert_eq!(error.component.as_deref(), Some("processors.b"));
     assert!(error.to_string().contains("processors.b"), "{error}");
@@ -195,10 +194,9 @@ fn combinations_this_version_cannot_run_are_refused_by_component() {
             "[sinks.out]\ntype = \"file\"\ninputs = [\"gen\", \"a\"]\npath = {:?}\n",
             out.display().to_string()
         );
-    let config = parse(&mixed, "pipeline.toml").expect("parses");
-    let Err(error) = build_graph(&config) else {
-        panic!("built a graph it cannot run")
-    };
+    // Refused when the file is checked, at the offending input.
+    let error = parse(&mixed, "pipeline.toml").expect_err("refused");
+    assert!(error.location.is_some(), "{error}");
     assert_eq!(error.kind, ConfigErrorKind::Unsupported);
     assert_eq!(error.component.as_deref(), Some("sinks.out"));
 }

@@ -55,6 +55,9 @@ impl Spans {
     }
 }
 
+/// The processor types, for errors.
+const PROCESSOR_TYPES: &str = "one of `filter`, `map`, `route`, `threshold`, `window`";
+
 /// One component's table, split from its `type`.
 struct Component<'i> {
     /// `SECTION.NAME`.
@@ -167,7 +170,27 @@ fn read_component(
                 .processors
                 .insert(name, ProcessorConfig::Window(window));
         }
-        ("processors", _) => return Err(unknown("`window`")),
+        ("processors", "filter") => {
+            let filter = deserialize(source, body, &path)?;
+            let filter = ProcessorConfig::Filter(filter);
+            config.processors.insert(name, filter);
+        }
+        ("processors", "map") => {
+            let map = deserialize(source, body, &path)?;
+            config.processors.insert(name, ProcessorConfig::Map(map));
+        }
+        ("processors", "route") => {
+            let route = deserialize(source, body, &path)?;
+            config
+                .processors
+                .insert(name, ProcessorConfig::Route(route));
+        }
+        ("processors", "threshold") => {
+            let threshold = deserialize(source, body, &path)?;
+            let threshold = ProcessorConfig::Threshold(threshold);
+            config.processors.insert(name, threshold);
+        }
+        ("processors", _) => return Err(unknown(PROCESSOR_TYPES)),
         ("sinks", "file") => {
             let file = deserialize(source, body, &path)?;
             config.sinks.insert(name, SinkConfig::File(file));

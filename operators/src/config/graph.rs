@@ -31,34 +31,22 @@ use weir_runtime::{ArchivedRecord, Graph, GraphBuilder, Partition, Record};
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
+use super::plan::{self, Op, Planned, Stream};
 use crate::generator::{ConfigEvents, GeneratedEvent};
 use crate::ingest::{IngestSource, Mesh};
 use crate::latency::ObservedSink;
+use crate::row::{EventRows, Row};
 use crate::sink::file::{FileSink, ToJsonLine, WindowRow};
 use crate::sink::prometheus::PrometheusSink;
+use crate::transform::filter::Filter;
+use crate::transform::map::Map;
+use crate::transform::route::Route;
+use crate::transform::threshold::Threshold;
 use crate::window::{KeyedWindow, KeyedWindowSpec};
 use std::sync::Arc;
 
 /// The file name errors of [`build_graph`] carry.
 const UNNAMED: &str = "<pipeline>";
-
-/// The record type a component emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Emits {
-    /// [`GeneratedEvent`].
-    Events,
-    /// [`WindowRow`].
-    Rows,
-}
-
-impl Emits {
-    fn name(self) -> &'static str {
-        match self {
-            Emits::Events => "generator events",
-            Emits::Rows => "window rows",
-        }
-    }
-}
 
 /// Builds the runtime graph of `config`; see the module docs. Errors name
 /// the file as `<pipeline>`; [`build_graph_named`] takes the name.
@@ -75,20 +63,24 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
         component,
         message,
     };
-    let emits = |name: &str, reader: &str| -> Result<Emits, ConfigError> {
-        if config.sources.contains_key(name) {
-            return Ok(Emits::Events);
+    let (plan, errors) = plan::plan(config);
+    if let Some(first) = errors.into_iter().next() {
+        let message = match &first.option {
+            Some(option) => format!("`{option}`: {}", first.message),
+            None => first.message,
+        };
+        return Err(error(first.kind, Some(first.path), message));
+    }
+    for (name, processor) in &config.processors {
+        if !plan.components.contains_key(name) {
+            let message = format!("`{}` is on a cycle or reads one", processor.kind());
+            return Err(error(
+                ConfigErrorKind::Cycle,
+                Some(format!("processors.{name}")),
+                message,
+            ));
         }
-        if config.processors.contains_key(name) {
-            return Ok(Emits::Rows);
-        }
-        let message = format!("input `{name}` names no source or processor");
-        Err(error(
-            ConfigErrorKind::UnknownInput,
-            Some(reader.to_owned()),
-            message,
-        ))
-    };
+    }
 
     let mut graph = GraphBuilder::new();
     for (name, source) in &config.sources {
@@ -116,78 +108,46 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
             }
         }
     }
+    for source in &plan.adapters {
+        let adapter = plan::adapter_name(source);
+        graph.processor(&adapter, |_| EventRows::default());
+        graph.connect::<GeneratedEvent>(source, &adapter, Partition::Forward);
+    }
 
-    for (name, processor) in &config.processors {
-        let ProcessorConfig::Window(window) = processor;
-        let path = format!("processors.{name}");
-        let spec = KeyedWindowSpec::from_config(window)
-            .map_err(|message| error(ConfigErrorKind::Unsupported, Some(path.clone()), message))?;
-        for input in &window.inputs {
-            if emits(input, &path)? != Emits::Events {
-                let message = format!(
-                    "input `{input}` emits window rows; a window reads only generator events"
-                );
-                return Err(error(ConfigErrorKind::Unsupported, Some(path), message));
-            }
-            let spec = spec.clone();
-            graph.connect(
-                input,
-                name,
-                Partition::hash(move |event: &GeneratedEvent| spec.group_hash(event)),
-            );
+    for name in &plan.order {
+        let planned = &plan.components[name];
+        if let Some(processor) = config.processors.get(name) {
+            add_processor(&mut graph, name, processor, planned).map_err(|message| {
+                error(
+                    ConfigErrorKind::Unsupported,
+                    Some(planned.path.clone()),
+                    message,
+                )
+            })?;
         }
-        graph.processor(name, move |context| {
-            KeyedWindow::new(spec.clone()).with_metrics(context)
-        });
     }
 
     for (name, sink) in &config.sinks {
-        let path = format!("sinks.{name}");
-        let file = match sink {
-            SinkConfig::File(file) => file,
+        let planned = &plan.components[name];
+        match sink {
             SinkConfig::Prometheus(prometheus) => {
-                if prometheus.inputs.is_empty() {
-                    let message = "no inputs: add `inputs = [\"NAME\", ...]`".to_owned();
-                    return Err(error(ConfigErrorKind::MissingInputs, Some(path), message));
-                }
-                for input in &prometheus.inputs {
-                    if emits(input, &path)? != Emits::Rows {
-                        let message = format!(
-                            "input `{input}` emits events; a prometheus sink reads window rows"
-                        );
-                        return Err(error(ConfigErrorKind::Unsupported, Some(path), message));
-                    }
-                }
                 let metric = prometheus.name.clone();
                 graph.sink(name, move |context| PrometheusSink::new(&metric, context));
-                for input in &prometheus.inputs {
-                    graph.connect::<WindowRow>(input, name, Partition::Forward);
-                }
-                continue;
-            }
-        };
-        let mut record = None;
-        for input in &file.inputs {
-            let emitted = emits(input, &path)?;
-            match record {
-                Some(first) if first != emitted => {
-                    let message = format!(
-                        "inputs emit both {} and {}; a file sink takes one record type",
-                        Emits::name(first),
-                        emitted.name()
+                for input in &planned.inputs {
+                    graph.connect_port::<WindowRow>(
+                        &input.node,
+                        input.port,
+                        name,
+                        Partition::Forward,
                     );
-                    return Err(error(ConfigErrorKind::Unsupported, Some(path), message));
                 }
-                _ => record = Some(emitted),
             }
-        }
-        let Some(record) = record else {
-            let message = "no inputs: add `inputs = [\"NAME\", ...]`".to_owned();
-            return Err(error(ConfigErrorKind::MissingInputs, Some(path), message));
-        };
-        match record {
-            Emits::Events => event_file_sink(&mut graph, name, &file.path, &file.inputs),
-            Emits::Rows => file_sink::<WindowRow>(&mut graph, name, &file.path, &file.inputs),
+            SinkConfig::File(file) => match planned.input {
+                Some(Stream::Events) => {
+                    event_file_sink(&mut graph, name, &file.path, &planned.inputs)
+                }
+                _ => file_sink::<WindowRow>(&mut graph, name, &file.path, &planned.inputs),
+            },
         }
     }
 
@@ -200,6 +160,72 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
     })
 }
 
+/// Adds processor `name` and the edges into it.
+fn add_processor(
+    graph: &mut GraphBuilder,
+    name: &str,
+    processor: &ProcessorConfig,
+    planned: &Planned,
+) -> Result<(), String> {
+    let forward = |graph: &mut GraphBuilder| {
+        for input in &planned.inputs {
+            graph.connect_port::<Row>(&input.node, input.port, name, Partition::Forward);
+        }
+    };
+    match (&planned.op, processor) {
+        (Op::FromConfig, ProcessorConfig::Window(window)) => {
+            let spec = KeyedWindowSpec::from_config(window)?;
+            for input in &planned.inputs {
+                let spec = spec.clone();
+                graph.connect_port(
+                    &input.node,
+                    input.port,
+                    name,
+                    Partition::hash(move |event: &GeneratedEvent| spec.group_hash(event)),
+                );
+            }
+            graph.processor(name, move |context| {
+                KeyedWindow::new(spec.clone()).with_metrics(context)
+            });
+        }
+        (Op::Filter(spec), _) => {
+            let spec = spec.clone();
+            graph.processor(name, move |_| Filter::new(spec.clone()));
+            forward(graph);
+        }
+        (Op::Map(spec), _) => {
+            let spec = spec.clone();
+            graph.processor(name, move |_| Map::new(spec.clone()));
+            forward(graph);
+        }
+        (Op::Route(spec), _) => {
+            let spec = spec.clone();
+            graph.processor(name, move |_| Route::new(spec.clone()));
+            forward(graph);
+        }
+        (Op::Threshold(spec), _) => {
+            for input in &planned.inputs {
+                let spec = spec.clone();
+                graph.connect_port(
+                    &input.node,
+                    input.port,
+                    name,
+                    Partition::hash(move |row: &Row| spec.row_key_hash(row)),
+                );
+            }
+            let spec = spec.clone();
+            graph.processor(name, move |_| Threshold::new(spec.clone()));
+        }
+        (op, processor) => {
+            return Err(format!(
+                "planned as {op:?}, which a `{}` cannot run",
+                processor.kind()
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// Adds file sink `name` of records `T` under `directory`, with a forward
 /// edge from each input.
 /// A file sink of events, recording their latency (`crate::latency`).
@@ -207,7 +233,7 @@ fn event_file_sink(
     graph: &mut GraphBuilder,
     name: &str,
     directory: &std::path::Path,
-    inputs: &[String],
+    inputs: &[plan::Input],
 ) {
     let directory: PathBuf = directory.to_owned();
     let node = name.to_owned();
@@ -223,7 +249,7 @@ fn event_file_sink(
         ObservedSink::new(sink, context)
     });
     for input in inputs {
-        graph.connect::<GeneratedEvent>(input, name, Partition::Forward);
+        graph.connect_port::<GeneratedEvent>(&input.node, input.port, name, Partition::Forward);
     }
 }
 
@@ -231,7 +257,7 @@ fn file_sink<T>(
     graph: &mut GraphBuilder,
     name: &str,
     directory: &std::path::Path,
-    inputs: &[String],
+    inputs: &[plan::Input],
 ) where
     T: Record + Send + Sync,
     ArchivedRecord<T>: ToJsonLine,
@@ -248,6 +274,6 @@ fn file_sink<T>(
         })
     });
     for input in inputs {
-        graph.connect::<T>(input, name, Partition::Forward);
+        graph.connect_port::<T>(&input.node, input.port, name, Partition::Forward);
     }
 }

@@ -57,7 +57,7 @@ pub mod env;
 mod error;
 mod graph;
 mod model;
-mod schema;
+mod plan;
 mod validate;
 mod yaml;
 
@@ -164,7 +164,7 @@ pub fn parse_all(text: &str, file_name: &str) -> Result<PipelineConfig, Vec<Conf
         &document.broken,
     ));
     if errors.is_empty() {
-        errors.extend(schema::check(&source, &config, &document.spans));
+        errors.extend(validate::check_plan(&source, &config, &document.spans));
     }
     if errors.is_empty() {
         return Ok(config);

@@ -189,8 +189,17 @@ impl IngestConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProcessorConfig {
-    /// `type = "window"`.
+    /// `type = "window"` with `size_ms`: tumbling counts over generator
+    /// events.
     Window(WindowConfig),
+    /// `type = "filter"`.
+    Filter(crate::transform::filter::FilterConfig),
+    /// `type = "map"`.
+    Map(crate::transform::map::MapConfig),
+    /// `type = "route"`.
+    Route(crate::transform::route::RouteConfig),
+    /// `type = "threshold"`.
+    Threshold(crate::transform::threshold::ThresholdConfig),
 }
 
 /// A sink component, tagged by `type`.
@@ -353,6 +362,10 @@ impl ProcessorConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ProcessorConfig::Window(_) => "window",
+            ProcessorConfig::Filter(_) => "filter",
+            ProcessorConfig::Map(_) => "map",
+            ProcessorConfig::Route(_) => "route",
+            ProcessorConfig::Threshold(_) => "threshold",
         }
     }
 
@@ -360,6 +373,10 @@ impl ProcessorConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             ProcessorConfig::Window(window) => &window.inputs,
+            ProcessorConfig::Filter(config) => &config.inputs,
+            ProcessorConfig::Map(config) => &config.inputs,
+            ProcessorConfig::Route(config) => &config.inputs,
+            ProcessorConfig::Threshold(config) => &config.inputs,
         }
     }
 }

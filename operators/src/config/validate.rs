@@ -177,7 +177,9 @@ impl<'a> Checker<'a> {
             }
         }
         for (name, processor) in &self.config.processors {
-            let ProcessorConfig::Window(window) = processor;
+            let ProcessorConfig::Window(window) = processor else {
+                continue;
+            };
             self.window(&format!("processors.{name}"), window)?;
         }
         for (name, sink) in &self.config.sinks {
@@ -397,11 +399,17 @@ impl<'a> Checker<'a> {
 
     fn fields(&self) -> Result<(), ConfigError> {
         for (name, processor) in &self.config.processors {
-            let ProcessorConfig::Window(window) = processor;
+            let ProcessorConfig::Window(window) = processor else {
+                continue;
+            };
             let path = format!("processors.{name}");
             for input in &window.inputs {
+                // Other inputs are refused with the schemas.
                 let known = self.config.sources.contains_key(input)
-                    || self.config.processors.contains_key(input);
+                    || matches!(
+                        self.config.processors.get(input),
+                        Some(ProcessorConfig::Window(_))
+                    );
                 if !known {
                     continue;
                 }
@@ -460,4 +468,36 @@ fn field_message(option: &str, field: &str, input: &str, fields: Fields) -> Stri
         "`{option}`: input `{input}` has no {numeric}field `{field}`, expected one of {}",
         names.join(", ")
     )
+}
+
+/// Plans the pipeline ([`super::plan`]) and locates its errors: at the
+/// option's value, at the `inputs` entry, or at the component's name.
+pub(crate) fn check_plan(
+    source: &Source<'_>,
+    config: &PipelineConfig,
+    spans: &Spans,
+) -> Vec<ConfigError> {
+    let (_, errors) = super::plan::plan(config);
+    errors
+        .into_iter()
+        .map(|error| {
+            let component = spans.component(&error.path);
+            let span = match (&error.input, &error.option) {
+                (Some(index), _) => component
+                    .inputs
+                    .get(*index)
+                    .cloned()
+                    .unwrap_or_else(|| spans.field(&error.path, "inputs")),
+                (None, Some(option)) => spans.field(&error.path, option),
+                (None, None) => component.name.clone(),
+            };
+            let message = match &error.option {
+                Some(option) if !error.message.contains(&format!("`{option}`")) => {
+                    format!("`{option}`: {}", error.message)
+                }
+                _ => error.message,
+            };
+            ConfigError::at(error.kind, source, span, Some(&error.path), message)
+        })
+        .collect()
 }

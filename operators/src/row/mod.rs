@@ -16,7 +16,10 @@
 //! addresses are 16 bytes, IPv4 stored IPv4-mapped (`::ffff:a.b.c.d`) so one
 //! comparison serves both families.
 
+mod events;
 mod json;
+
+pub use events::{event_schema, EventRows};
 
 pub use json::{parse_timestamp, value_from_json, write_json_value, write_row_json};
 
@@ -326,6 +329,54 @@ impl Value {
     }
 }
 
+impl Value {
+    /// [`ArchivedValue::hash_into`] of the owned value: equal hashes for
+    /// equal values whether archived or not, so an edge can partition
+    /// owned rows by the hash a processor computes on archived ones.
+    pub fn hash_into(&self, hasher: &mut Fnv) {
+        match self {
+            Value::Null => hasher.write(&[0]),
+            Value::Bool(value) => hasher.write(&[1, u8::from(*value)]),
+            Value::Int(value) => {
+                hasher.write(&[2]);
+                hasher.write(&value.to_le_bytes());
+            }
+            Value::Float(value) => {
+                hasher.write(&[3]);
+                hasher.write(&value.to_bits().to_le_bytes());
+            }
+            Value::String(value) => {
+                hasher.write(&[4]);
+                hasher.write(value.as_bytes());
+                hasher.write(&[0xff]);
+            }
+            Value::Timestamp(value) => {
+                hasher.write(&[5]);
+                hasher.write(&value.to_le_bytes());
+            }
+            Value::Ip(value) => {
+                hasher.write(&[6]);
+                hasher.write(&value.0);
+            }
+            Value::List(values) => {
+                hasher.write(&[7]);
+                for value in values {
+                    value.hash_into(hasher);
+                }
+                hasher.write(&[0xff]);
+            }
+            Value::Map(entries) => {
+                hasher.write(&[8]);
+                for entry in entries {
+                    hasher.write(entry.key.as_bytes());
+                    entry.value.hash_into(hasher);
+                }
+                hasher.write(&[0xff]);
+            }
+        }
+    }
+}
+
 impl ArchivedValue {
     /// The value's type; `None` for `Null`.
     pub fn ty(&self) -> Option<Type> {
@@ -418,6 +469,19 @@ impl ArchivedValue {
                     })
                     .collect(),
             ),
+        }
+    }
+
+    /// Copies the value into `target`, reusing `target`'s string buffer when
+    /// both are strings: a processor forwarding rows through one reused
+    /// [`Row`] allocates nothing once its buffers have grown.
+    pub fn copy_into(&self, target: &mut Value) {
+        match (self, &mut *target) {
+            (ArchivedValue::String(text), Value::String(buffer)) => {
+                buffer.clear();
+                buffer.push_str(text);
+            }
+            _ => *target = self.to_value(),
         }
     }
 
@@ -541,6 +605,18 @@ impl ArchivedRow {
         hasher.finish()
     }
 
+    /// Copies the row into `target`, reusing its buffers (see
+    /// [`ArchivedValue::copy_into`]).
+    pub fn copy_into(&self, target: &mut Row) {
+        target.values.truncate(self.values.len());
+        for (index, value) in self.values.iter().enumerate() {
+            match target.values.get_mut(index) {
+                Some(slot) => value.copy_into(slot),
+                None => target.values.push(value.to_value()),
+            }
+        }
+    }
+
     /// An owned copy.
     pub fn to_row(&self) -> Row {
         Row {
@@ -553,14 +629,25 @@ impl ArchivedRow {
 pub fn hash_values<'a>(values: impl IntoIterator<Item = &'a Value>) -> u64 {
     let mut hasher = Fnv::default();
     for value in values {
-        // Archiving one value is the simplest way to share the archived
-        // hashing; used off the hot path only (tests, lookups).
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("values serialize");
-        // SAFETY: the bytes were just written by rkyv for a `Value`.
-        let archived = unsafe { rkyv::access_unchecked::<ArchivedValue>(&bytes) };
-        archived.hash_into(&mut hasher);
+        value.hash_into(&mut hasher);
     }
     hasher.finish()
+}
+
+impl Row {
+    /// [`ArchivedRow::hash_fields`] of the owned row: what an edge
+    /// partitions by.
+    pub fn hash_fields(&self, indices: &[usize]) -> u64 {
+        static NULL: Value = Value::Null;
+        let mut hasher = Fnv::default();
+        for &index in indices {
+            self.values
+                .get(index)
+                .unwrap_or(&NULL)
+                .hash_into(&mut hasher);
+        }
+        hasher.finish()
+    }
 }
 
 #[cfg(test)]
