@@ -5,6 +5,7 @@
 //! - [`generator`]: deterministic synthetic sources.
 //! - [`window`]: windowed aggregation over event time.
 //! - [`sink`]: where records leave the pipeline (files, callbacks).
+//! - [`source`]: where records enter from outside (files).
 //! - [`pipelines`]: complete example pipelines.
 //!
 //! Records used across operators live in [`records`].
@@ -18,4 +19,5 @@ pub mod pipelines;
 pub mod records;
 pub mod row;
 pub mod sink;
+pub mod source;
 pub mod window;
