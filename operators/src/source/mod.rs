@@ -1,6 +1,6 @@
 //! Sources that read records from outside weir.
 //!
-//! - [`file`]: the `file` source: NDJSON (or plain lines) from one local
+//! - [`file`](mod@file): the `file` source: NDJSON (or plain lines) from one local
 //!   file, exactly-once by byte offset, optionally following a growing file.
 //!
 //! [`parse_duration_ms`] reads the duration strings their options use
