@@ -66,7 +66,10 @@
 //! Normal traffic never uses an attack's `ip` nor a botnet address, so for
 //! example the `auth` failures from a brute-force `ip` are exactly that
 //! attack's events: [`AttackTruth::emitted`] of them, at the times
-//! [`AttackTruth::event_time_ms`] gives.
+//! [`AttackTruth::event_time_ms`] gives. A DDoS target may also receive
+//! normal traffic (`/login` does); [`ProfileSpec::locate`] tells which ids
+//! are attack events, and a test can count the normal ones by running the
+//! generator itself (it is deterministic).
 //!
 //! # Instances, position, watermarks, rate
 //! As for [`ConfigEvents`](super::ConfigEvents): instance `i` of `n` emits
