@@ -5,6 +5,7 @@
 //! - [`generator`]: deterministic synthetic sources.
 //! - [`window`]: windowed aggregation over event time.
 //! - [`sink`]: where records leave the pipeline (files, callbacks).
+//! - [`source`]: where records enter from outside (files).
 //! - [`pipelines`]: complete example pipelines.
 //!
 //! Records used across operators live in [`records`].
@@ -20,4 +21,5 @@ pub mod records;
 pub mod row;
 pub mod sink;
 pub mod transform;
+pub mod source;
 pub mod window;

@@ -11,12 +11,20 @@
 //! [`ConfigEvents`] is the `generator` of pipeline files: string keys, event
 //! time in milliseconds, an optional bound and rate, and replay from a
 //! position (see [`config_events`]).
+//!
+//! [`ProfileGenerator`] produces schema-typed [`Row`](crate::row::Row)s of
+//! realistic traffic (web access logs, logins, network flows) with injected
+//! attacks whose exact effect is known (see [`profiles`]).
 
 pub mod config_events;
+pub mod profiles;
 
 pub use config_events::{
     ArchivedGeneratedEvent, ConfigEvents, Fill, GeneratedEvent, InvalidPosition,
     WATERMARK_INTERVAL_MS,
+};
+pub use profiles::{
+    attack_truth, AttackConfig, AttackTruth, ProfileGenerator, ProfileGeneratorConfig, ProfileSpec,
 };
 
 use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
