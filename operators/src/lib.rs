@@ -20,6 +20,6 @@ pub mod pipelines;
 pub mod records;
 pub mod row;
 pub mod sink;
-pub mod transform;
 pub mod source;
+pub mod transform;
 pub mod window;

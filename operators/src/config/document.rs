@@ -149,10 +149,21 @@ fn read_component(
     };
     match (section, kind.get_ref().as_str()) {
         ("sources", "generator") => {
-            let generator = deserialize(source, body, &path)?;
-            config
-                .sources
-                .insert(name, SourceConfig::Generator(generator));
+            // `profile` picks the realistic generator; `keys` the keyed one.
+            let profile = body
+                .get_ref()
+                .as_table()
+                .is_some_and(|table| table.contains_key("profile"));
+            let generator = if profile {
+                SourceConfig::Profile(deserialize(source, body, &path)?)
+            } else {
+                SourceConfig::Generator(deserialize(source, body, &path)?)
+            };
+            config.sources.insert(name, generator);
+        }
+        ("sources", "file") => {
+            let file = deserialize(source, body, &path)?;
+            config.sources.insert(name, SourceConfig::File(file));
         }
         ("sources", kind @ ("tcp" | "http")) => {
             let ingest = deserialize(source, body, &path)?;
@@ -163,7 +174,7 @@ fn read_component(
             };
             config.sources.insert(name, ingest);
         }
-        ("sources", _) => return Err(unknown("`generator`, `tcp` or `http`")),
+        ("sources", _) => return Err(unknown("`generator`, `file`, `tcp` or `http`")),
         ("processors", "window") => {
             let window = deserialize(source, body, &path)?;
             config

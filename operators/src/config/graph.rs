@@ -27,17 +27,19 @@
 
 use std::path::PathBuf;
 
-use weir_runtime::{ArchivedRecord, Graph, GraphBuilder, Partition, Record};
+use weir_runtime::{ArchivedRecord, Graph, GraphBuilder, Parallelism, Partition, Record};
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
 use super::plan::{self, Op, Planned, Stream};
+use crate::generator::ProfileGenerator;
 use crate::generator::{ConfigEvents, GeneratedEvent};
 use crate::ingest::{IngestSource, Mesh};
 use crate::latency::ObservedSink;
 use crate::row::{EventRows, Row};
 use crate::sink::file::{FileSink, ToJsonLine, WindowRow};
 use crate::sink::prometheus::PrometheusSink;
+use crate::source::file::FileSource;
 use crate::transform::filter::Filter;
 use crate::transform::map::Map;
 use crate::transform::route::Route;
@@ -85,6 +87,24 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
     let mut graph = GraphBuilder::new();
     for (name, source) in &config.sources {
         let path = format!("sources.{name}");
+        match &plan.components[name].op {
+            Op::Profile(spec) => {
+                let spec = spec.clone();
+                graph.source(name, move |context| {
+                    ProfileGenerator::new(spec.clone(), context)
+                });
+                continue;
+            }
+            Op::FileSource(spec) => {
+                // One reader: a file is read in order from one offset.
+                let spec = spec.clone();
+                graph
+                    .source(name, move |context| FileSource::new(spec.clone(), context))
+                    .parallelism(Parallelism::One);
+                continue;
+            }
+            _ => {}
+        }
         match source {
             SourceConfig::Generator(generator) => {
                 if generator.keys.is_empty() || generator.events_per_second == 0 {
@@ -93,6 +113,9 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
                 }
                 let generator = generator.clone();
                 graph.source(name, move |context| ConfigEvents::new(&generator, context));
+            }
+            SourceConfig::Profile(_) | SourceConfig::File(_) => {
+                unreachable!("planned above")
             }
             SourceConfig::Tcp(ingest) | SourceConfig::Http(ingest) => {
                 let http = matches!(source, SourceConfig::Http(_));

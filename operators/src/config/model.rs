@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const EPOCH_INTERVAL_MS_DEFAULT: u64 = 100;
 
 /// A whole pipeline file.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// The `[runtime]` table.
@@ -72,8 +72,13 @@ fn epoch_interval_ms_default() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceConfig {
-    /// `type = "generator"`.
+    /// `type = "generator"` with `keys`: keyed events.
     Generator(GeneratorConfig),
+    /// `type = "generator"` with `profile`: realistic rows (web access,
+    /// logins, flows) with injected attacks.
+    Profile(crate::generator::ProfileGeneratorConfig),
+    /// `type = "file"`: NDJSON or text lines from a file.
+    File(crate::source::file::FileSourceConfig),
     /// `type = "tcp"`: the native ingest protocol.
     Tcp(IngestConfig),
     /// `type = "http"`: HTTP `POST` of NDJSON or JSON arrays.
@@ -350,7 +355,8 @@ impl SourceConfig {
     /// The `type` string.
     pub fn kind(&self) -> &'static str {
         match self {
-            SourceConfig::Generator(_) => "generator",
+            SourceConfig::Generator(_) | SourceConfig::Profile(_) => "generator",
+            SourceConfig::File(_) => "file",
             SourceConfig::Tcp(_) => "tcp",
             SourceConfig::Http(_) => "http",
         }

@@ -90,6 +90,8 @@ pub(crate) enum Op {
     Map(map::MapSpec),
     Route(route::RouteSpec),
     Threshold(threshold::ThresholdSpec),
+    Profile(crate::generator::ProfileSpec),
+    FileSource(crate::source::file::FileSpec),
 }
 
 /// A planned component.
@@ -114,6 +116,10 @@ pub(crate) struct Plan {
     /// [`adapter_name`].
     pub(crate) adapters: BTreeSet<String>,
 }
+
+/// The name of the side output where records that could not be read or
+/// parsed go (`NAME.dead_letter`).
+pub(crate) const DEAD_LETTER: &str = "dead_letter";
 
 /// The runtime node turning source `source`'s events into rows.
 pub(crate) fn adapter_name(source: &str) -> String {
@@ -229,21 +235,36 @@ impl Planner {
 
     fn source(&mut self, name: &str, source: &SourceConfig) {
         let path = format!("sources.{name}");
-        let stream = match source {
+        let built = match source {
             SourceConfig::Generator(_) | SourceConfig::Tcp(_) | SourceConfig::Http(_) => {
-                Stream::Events
+                Ok((Op::FromConfig, vec![main(Stream::Events)]))
+            }
+            SourceConfig::Profile(config) => crate::generator::profiles::build(config)
+                .map(|(spec, schema)| (Op::Profile(spec), vec![rows(schema)])),
+            SourceConfig::File(config) => {
+                crate::source::file::build(config).map(|(spec, schema)| {
+                    let dead = Output {
+                        name: DEAD_LETTER.to_owned(),
+                        port: 1,
+                        stream: Stream::Rows(Arc::new(crate::source::file::dead_letter_schema())),
+                    };
+                    (Op::FileSource(spec), vec![rows(schema), dead])
+                })
             }
         };
-        self.add(
-            name,
-            Planned {
-                path,
-                inputs: Vec::new(),
-                input: None,
-                outputs: vec![main(stream)],
-                op: Op::FromConfig,
-            },
-        );
+        match built {
+            Ok((op, outputs)) => self.add(
+                name,
+                Planned {
+                    path,
+                    inputs: Vec::new(),
+                    input: None,
+                    outputs,
+                    op,
+                },
+            ),
+            Err(error) => self.option_error(&path, error),
+        }
     }
 
     /// Resolves `inputs` of `path`; `None` if any failed (reported, or

@@ -162,6 +162,8 @@ impl<'a> Checker<'a> {
             let path = format!("sources.{name}");
             match source {
                 SourceConfig::Generator(generator) => self.generator(&path, generator)?,
+                // Checked with the schemas.
+                SourceConfig::Profile(_) | SourceConfig::File(_) => {}
                 SourceConfig::Tcp(ingest) | SourceConfig::Http(ingest) => {
                     let http = matches!(source, SourceConfig::Http(_));
                     if let Err((field, message)) = ingest.to_source(http) {
