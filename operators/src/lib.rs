@@ -6,6 +6,7 @@
 //! - [`window`]: windowed aggregation over event time.
 //! - [`sink`]: where records leave the pipeline (files, callbacks).
 //! - [`pipelines`]: complete example pipelines.
+//! - [`process`]: record-level processors of rows: `parse`, `enrich`, `dedup`.
 //!
 //! Records used across operators live in [`records`].
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod generator;
 pub mod ingest;
 pub mod latency;
 pub mod pipelines;
+pub mod process;
 pub mod records;
 pub mod row;
 pub mod sink;
