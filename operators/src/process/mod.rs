@@ -67,11 +67,12 @@ pub(crate) fn assign_str(dst: &mut Value, text: &str) {
     }
 }
 
-/// Makes `dst` an owned copy of `src`, reusing its values' buffers.
-pub(crate) fn copy_row(dst: &mut Vec<Value>, src: &ArchivedRow) {
-    dst.resize(src.values.len(), Value::Null);
-    for (to, from) in dst.iter_mut().zip(src.values.iter()) {
-        assign_archived(to, from);
+/// Makes `dst` an owned copy of the first `width` fields of `src` (null
+/// past its end), reusing its values' buffers.
+pub(crate) fn copy_row(dst: &mut Vec<Value>, src: &ArchivedRow, width: usize) {
+    dst.resize(width, Value::Null);
+    for (index, to) in dst.iter_mut().enumerate() {
+        assign_archived(to, src.get(index));
     }
 }
 

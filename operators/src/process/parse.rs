@@ -479,8 +479,7 @@ impl Parse {
 
     /// Fills `self.dead` with `row` and `reason`.
     fn dead_letter(&mut self, row: &ArchivedRow, reason: &str) {
-        copy_row(&mut self.dead.values, row);
-        self.dead.values.resize(self.spec.dead_width, Value::Null);
+        copy_row(&mut self.dead.values, row, self.spec.dead_width);
         assign_str(&mut self.dead.values[self.spec.error_index], reason);
     }
 }
