@@ -102,7 +102,8 @@ pub struct TypedColumn {
 }
 
 impl ColumnConfig {
-    fn name(&self) -> &str {
+    /// The column's name in the table.
+    pub fn name(&self) -> &str {
         match self {
             ColumnConfig::Name(name) => name,
             ColumnConfig::Typed(column) => &column.name,
