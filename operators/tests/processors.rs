@@ -306,3 +306,203 @@ fn parse_enrich_dedup_run_in_a_runtime_and_dead_letters_reach_port_1() {
         .collect();
     assert_eq!(seen, expected);
 }
+
+/// Rows (user, timestamp) of a fixed list; user `u{i % USERS}` at time
+/// `i` ms. Its position is the next index. In `idle_at_end` mode it never
+/// ends (returns `Idle` once the list is out), so a run only stops by
+/// failing.
+struct Users {
+    next: u64,
+    step: u64,
+    idle_at_end: bool,
+}
+
+const USER_ROWS: u64 = 12_000;
+const USERS: u64 = 3_000;
+
+impl Source for Users {
+    type Output = Row;
+
+    fn poll(&mut self, out: &mut Emitter<Row>) -> SourcePoll {
+        for _ in 0..50 {
+            if self.next >= USER_ROWS {
+                return if self.idle_at_end {
+                    SourcePoll::Idle
+                } else {
+                    SourcePoll::Exhausted
+                };
+            }
+            out.push(&Row {
+                values: vec![
+                    Value::String(format!("u{}", self.next % USERS)),
+                    Value::Timestamp(self.next as i64),
+                ],
+            });
+            self.next += self.step;
+        }
+        // Paced so the run spans many epochs (not for synchronization).
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        SourcePoll::Ready
+    }
+
+    fn position(&self) -> Vec<u8> {
+        self.next.to_le_bytes().to_vec()
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<(), weir_runtime::StateError> {
+        let bytes: [u8; 8] = position
+            .try_into()
+            .map_err(|_| weir_runtime::StateError("bad position".into()))?;
+        self.next = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+/// Stages each epoch's users, one per line, in `DIR/.staging/`; commit
+/// renames into `DIR`. With `fail`, it fails the run as soon as any epoch
+/// with data has been published (so recovery has a committed epoch with
+/// dedup state to resume from).
+struct StagedUsers {
+    dir: std::path::PathBuf,
+    shard: usize,
+    lines: String,
+    fail: bool,
+}
+
+impl StagedUsers {
+    fn new(context: &ShardContext, dir: &std::path::Path, fail: bool) -> StagedUsers {
+        let staging = dir.join(".staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        let prefix = format!("shard-{}-epoch-", context.shard);
+        for entry in std::fs::read_dir(&staging).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let epoch = name.strip_prefix(&prefix).and_then(|e| e.parse::<u64>().ok());
+            if epoch.is_some_and(|epoch| epoch > context.committed_epoch) {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+        StagedUsers {
+            dir: dir.to_path_buf(),
+            shard: context.shard,
+            lines: String::new(),
+            fail,
+        }
+    }
+
+    fn check_crash(&self) {
+        if self.fail && !published_users(&self.dir).is_empty() {
+            panic!("simulated crash");
+        }
+    }
+}
+
+impl Sink for StagedUsers {
+    type Input = Row;
+
+    fn write(&mut self, _port: usize, batch: &Batch<Row>) {
+        self.check_crash();
+        for row in batch.iter() {
+            self.lines.push_str(row.get(0).as_str().expect("a user"));
+            self.lines.push('\n');
+        }
+    }
+
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, weir_runtime::StateError> {
+        self.check_crash();
+        if self.lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = format!("shard-{}-epoch-{epoch}", self.shard);
+        let staged = self.dir.join(".staging").join(&name);
+        std::fs::write(&staged, std::mem::take(&mut self.lines))
+            .map_err(|e| weir_runtime::StateError(e.to_string()))?;
+        let paths = format!("{}\n{}", staged.display(), self.dir.join(&name).display());
+        Ok(paths.into_bytes())
+    }
+
+    fn commit(staged: &[u8]) -> Result<(), String> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let text = std::str::from_utf8(staged).map_err(|e| e.to_string())?;
+        let (from, to) = text.split_once('\n').ok_or("bad pre-commit")?;
+        let (from, to) = (std::path::Path::new(from), std::path::Path::new(to));
+        if from.exists() {
+            std::fs::rename(from, to).map_err(|e| format!("{}: {e}", from.display()))?;
+        } else if !to.exists() {
+            return Err(format!("neither {} nor {} exists", from.display(), to.display()));
+        }
+        Ok(())
+    }
+}
+
+/// Every user line published in `dir` (not staging).
+fn published_users(dir: &std::path::Path) -> Vec<String> {
+    let mut users = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.path().is_dir() {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        users.extend(text.lines().map(str::to_owned));
+    }
+    users
+}
+
+fn run_users(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    fail: bool,
+) -> Result<weir_runtime::RunReport, weir_runtime::Error> {
+    let input = Schema::new([("user", Type::String), ("timestamp", Type::Timestamp)]);
+    let config = DedupConfig {
+        inputs: vec!["users".into()],
+        fields: vec!["user".into()],
+        window: "1h".into(),
+        time_field: "timestamp".into(),
+    };
+    let (spec, _) = dedup::build(&config, &input).unwrap();
+    let partition_spec = spec.clone();
+    let out: Arc<std::path::Path> = out.into();
+    let mut graph = GraphBuilder::new();
+    graph.source("users", move |context| Users {
+        next: context.instance as u64,
+        step: context.instances as u64,
+        idle_at_end: fail,
+    });
+    graph.processor("dedup", move |context| Dedup::new(spec.clone(), context));
+    graph.sink("out", move |context| StagedUsers::new(context, &out, fail));
+    graph.connect(
+        "users",
+        "dedup",
+        Partition::hash(move |row: &Row| dedup::partition_hash(&partition_spec, row)),
+    );
+    graph.connect("dedup", "out", Partition::<Row>::Forward);
+    let runtime = Runtime::builder()
+        .shards(2)
+        .data_dir(data)
+        .epoch_interval(std::time::Duration::from_millis(5))
+        .build()
+        .expect("runtime starts");
+    runtime.run(graph.build().unwrap())
+}
+
+#[test]
+fn dedup_state_survives_a_crash_and_each_identity_is_published_once() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let error = run_users(data.path(), out.path(), true).expect_err("the sink crashes");
+    assert!(error.to_string().contains("simulated crash"), "{error}");
+    let before = published_users(out.path());
+    assert!(!before.is_empty(), "something was published before the crash");
+
+    let report = run_users(data.path(), out.path(), false).expect("recovery succeeds");
+    assert!(report.resumed_from_epoch > 0, "resumed from a committed epoch");
+    // Each user exactly once over both runs: users published before the
+    // crash were remembered by the restored dedup state, not emitted again.
+    let mut users = published_users(out.path());
+    users.sort_unstable();
+    let mut expected: Vec<String> = (0..USERS).map(|user| format!("u{user}")).collect();
+    expected.sort_unstable();
+    assert_eq!(users.len(), expected.len(), "a user published twice or missing");
+    assert_eq!(users, expected);
+}
