@@ -167,7 +167,10 @@ fn lines() -> (Vec<String>, BTreeMap<String, String>) {
 fn identity_details(client: &str, path: &str) -> (usize, u16) {
     let client_index = CLIENTS.iter().position(|c| *c == client).unwrap();
     let path_index = PATHS.iter().position(|p| *p == path).unwrap();
-    (client_index * 300 + path_index * 7, [200, 404, 500][path_index])
+    (
+        client_index * 300 + path_index * 7,
+        [200, 404, 500][path_index],
+    )
 }
 
 #[test]
@@ -223,7 +226,10 @@ fn parse_enrich_dedup_run_in_a_runtime_and_dead_letters_reach_port_1() {
 
     let (lines, bad) = lines();
     let lines = Arc::new(lines);
-    let (rows, dead) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let (rows, dead) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
     let mut graph = GraphBuilder::new();
     let source_lines = lines.clone();
     graph.source("lines", move |context| Lines {
@@ -252,7 +258,10 @@ fn parse_enrich_dedup_run_in_a_runtime_and_dead_letters_reach_port_1() {
         Partition::hash(move |row: &Row| dedup::partition_hash(&partition_spec, row)),
     );
     graph.connect("dedup", "out", Partition::<Row>::Forward);
-    let runtime = Runtime::builder().shards(2).build().expect("runtime starts");
+    let runtime = Runtime::builder()
+        .shards(2)
+        .build()
+        .expect("runtime starts");
     runtime.run(graph.build().unwrap()).expect("run succeeds");
 
     // Dead letters: every malformed line once, with its reason, in the
@@ -302,7 +311,11 @@ fn parse_enrich_dedup_run_in_a_runtime_and_dead_letters_reach_port_1() {
     }
     let expected: BTreeSet<(String, String)> = CLIENTS
         .iter()
-        .flat_map(|client| PATHS.iter().map(|path| (client.to_string(), path.to_string())))
+        .flat_map(|client| {
+            PATHS
+                .iter()
+                .map(|path| (client.to_string(), path.to_string()))
+        })
         .collect();
     assert_eq!(seen, expected);
 }
@@ -376,7 +389,9 @@ impl StagedUsers {
         let prefix = format!("shard-{}-epoch-", context.shard);
         for entry in std::fs::read_dir(&staging).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            let epoch = name.strip_prefix(&prefix).and_then(|e| e.parse::<u64>().ok());
+            let epoch = name
+                .strip_prefix(&prefix)
+                .and_then(|e| e.parse::<u64>().ok());
             if epoch.is_some_and(|epoch| epoch > context.committed_epoch) {
                 std::fs::remove_file(entry.path()).unwrap();
             }
@@ -430,7 +445,11 @@ impl Sink for StagedUsers {
         if from.exists() {
             std::fs::rename(from, to).map_err(|e| format!("{}: {e}", from.display()))?;
         } else if !to.exists() {
-            return Err(format!("neither {} nor {} exists", from.display(), to.display()));
+            return Err(format!(
+                "neither {} nor {} exists",
+                from.display(),
+                to.display()
+            ));
         }
         Ok(())
     }
@@ -493,16 +512,26 @@ fn dedup_state_survives_a_crash_and_each_identity_is_published_once() {
     let error = run_users(data.path(), out.path(), true).expect_err("the sink crashes");
     assert!(error.to_string().contains("simulated crash"), "{error}");
     let before = published_users(out.path());
-    assert!(!before.is_empty(), "something was published before the crash");
+    assert!(
+        !before.is_empty(),
+        "something was published before the crash"
+    );
 
     let report = run_users(data.path(), out.path(), false).expect("recovery succeeds");
-    assert!(report.resumed_from_epoch > 0, "resumed from a committed epoch");
+    assert!(
+        report.resumed_from_epoch > 0,
+        "resumed from a committed epoch"
+    );
     // Each user exactly once over both runs: users published before the
     // crash were remembered by the restored dedup state, not emitted again.
     let mut users = published_users(out.path());
     users.sort_unstable();
     let mut expected: Vec<String> = (0..USERS).map(|user| format!("u{user}")).collect();
     expected.sort_unstable();
-    assert_eq!(users.len(), expected.len(), "a user published twice or missing");
+    assert_eq!(
+        users.len(),
+        expected.len(),
+        "a user published twice or missing"
+    );
     assert_eq!(users, expected);
 }

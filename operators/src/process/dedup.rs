@@ -520,15 +520,15 @@ mod tests {
             &mut dedup,
             &[
                 record(1, 0),
-                record(2, 5),   // repeat: dropped
-                record(3, 9),   // still in the window
+                record(2, 5), // repeat: dropped
+                record(3, 9), // still in the window
                 Event::Watermark(9 * minute as u64),
-                record(4, -1),  // out of order, before the first: dropped
+                record(4, -1), // out of order, before the first: dropped
                 Event::Watermark(10 * minute as u64), // the entry expires
-                record(5, 10),  // a new first
-                record(6, 11),  // dropped
-                record(7, 20),  // after 10 + 10 min: emitted though still live
-                record(8, 29),  // dropped (first is now 20)
+                record(5, 10), // a new first
+                record(6, 11), // dropped
+                record(7, 20), // after 10 + 10 min: emitted though still live
+                record(8, 29), // dropped (first is now 20)
                 Event::Watermark(100 * minute as u64),
                 record(9, 25),  // late and expired: emitted, not tracked
                 record(10, 25), // so emitted again
@@ -650,6 +650,8 @@ mod tests {
         assert_eq!(parsed.time_field, "timestamp");
         let (spec, _) = build(&parsed, &input()).unwrap();
         assert_eq!(spec.window_ms(), 600_000);
-        assert!(toml::from_str::<DedupConfig>("fields = []\nwindow = \"1m\"\nwindw = 1\n").is_err());
+        assert!(
+            toml::from_str::<DedupConfig>("fields = []\nwindow = \"1m\"\nwindw = 1\n").is_err()
+        );
     }
 }

@@ -57,7 +57,9 @@ use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
 use super::{assign_value, convert_text, copy_row, not_a};
-use crate::row::{value_from_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type, Value};
+use crate::row::{
+    value_from_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type, Value,
+};
 
 /// The table file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -227,7 +229,10 @@ fn line_at(text: &str, offset: u64) -> usize {
     while matches!(text.as_bytes().get(offset), Some(b'\r' | b'\n')) {
         offset += 1;
     }
-    1 + text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count()
+    1 + text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
 /// Builds the index and rows while reading the table.
@@ -261,7 +266,12 @@ impl Loader<'_> {
     }
 
     /// Adds a row with key text `key` (already a value for JSON non-strings).
-    fn add(&mut self, place: Place, key: KeyText<'_>, values: Vec<Value>) -> Result<(), OptionError> {
+    fn add(
+        &mut self,
+        place: Place,
+        key: KeyText<'_>,
+        values: Vec<Value>,
+    ) -> Result<(), OptionError> {
         let row = u32::try_from(self.rows.len())
             .map_err(|_| self.error(&place, "the table has too many rows"))?;
         let previous = match self.match_kind {
@@ -358,8 +368,7 @@ fn parse_cidr(text: &str) -> Result<(u128, u32), String> {
     if network & !mask(length) != 0 {
         return Err(format!(
             "key: {text:?} has host bits set (the network is {}/{})",
-            std::net::IpAddr::from((network & mask(length)).to_be_bytes())
-                .to_canonical(),
+            std::net::IpAddr::from((network & mask(length)).to_be_bytes()).to_canonical(),
             length - offset
         ));
     }
@@ -377,9 +386,8 @@ fn column_types(config: &EnrichConfig) -> Result<Vec<(String, Type)>, OptionErro
         .iter()
         .map(|column| match column {
             ColumnConfig::Name(name) => Ok((name.clone(), Type::String)),
-            ColumnConfig::Typed(TypedColumn { name, ty }) => Type::parse(ty)
-                .map(|ty| (name.clone(), ty))
-                .ok_or_else(|| {
+            ColumnConfig::Typed(TypedColumn { name, ty }) => {
+                Type::parse(ty).map(|ty| (name.clone(), ty)).ok_or_else(|| {
                     OptionError::new(
                         "columns",
                         format!(
@@ -387,7 +395,8 @@ fn column_types(config: &EnrichConfig) -> Result<Vec<(String, Type)>, OptionErro
                              string, timestamp, ip, list, map"
                         ),
                     )
-                }),
+                })
+            }
         })
         .collect()
 }
@@ -400,7 +409,10 @@ fn no_column(path: &Path, option: &str, name: &str, have: &[String]) -> OptionEr
     }
     OptionError::new(
         option,
-        format!("{} has no column `{name}`; its columns: {listed}", path.display()),
+        format!(
+            "{} has no column `{name}`; its columns: {listed}",
+            path.display()
+        ),
     )
 }
 
@@ -415,13 +427,19 @@ pub fn build(config: &EnrichConfig, input: &Schema) -> Result<(EnrichSpec, Schem
         (MatchKind::Cidr, other) => {
             return Err(OptionError::new(
                 "match",
-                format!("match = \"cidr\" needs an ip field; `{}` is a {other}", config.field),
+                format!(
+                    "match = \"cidr\" needs an ip field; `{}` is a {other}",
+                    config.field
+                ),
             ))
         }
         (MatchKind::Exact, Type::Float | Type::List | Type::Map) => {
             return Err(OptionError::new(
                 "field",
-                format!("`{}` is a {key_ty}, which cannot be a join key", config.field),
+                format!(
+                    "`{}` is a {key_ty}, which cannot be a join key",
+                    config.field
+                ),
             ))
         }
         (MatchKind::Exact, _) => {}
@@ -504,9 +522,9 @@ fn load_csv(
     let path = config.table.as_path();
     let text = std::fs::read_to_string(path).map_err(|error| table_error(path, error))?;
     let csv_error = |error: csv::Error| {
-        let line = error
-            .position()
-            .map_or(String::new(), |at| format!(":{}", line_at(&text, at.byte())));
+        let line = error.position().map_or(String::new(), |at| {
+            format!(":{}", line_at(&text, at.byte()))
+        });
         let message = match error.kind() {
             csv::ErrorKind::UnequalLengths {
                 expected_len, len, ..
@@ -772,7 +790,12 @@ mod tests {
     #[test]
     fn cidr_matches_the_longest_prefix_for_v4_and_v6() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config(write(&dir, "nets.csv", NETWORKS), "ip", "network", MatchKind::Cidr);
+        let mut config = config(
+            write(&dir, "nets.csv", NETWORKS),
+            "ip",
+            "network",
+            MatchKind::Cidr,
+        );
         config.columns = vec![
             ColumnConfig::Name("country".into()),
             ColumnConfig::Typed(TypedColumn {
@@ -783,7 +806,10 @@ mod tests {
         config.prefix = Some("geo_".into());
         let input = Schema::new([("ip", Type::Ip)]);
         let (spec, output) = build(&config, &input).unwrap();
-        assert_eq!(output.describe(), "`ip: ip`, `geo_country: string`, `geo_asn: int`");
+        assert_eq!(
+            output.describe(),
+            "`ip: ip`, `geo_country: string`, `geo_asn: int`"
+        );
         assert_eq!(spec.table_rows(), 7);
         let mut enrich = Enrich::bare(spec);
         for (address, country, asn) in [
@@ -826,11 +852,20 @@ mod tests {
         while networks.len() < 300 {
             let length = (next() % 33) as u8;
             let address = (next() as u32) & 0x0a0f_ffff | 0x0a00_0000;
-            let network = if length == 0 { 0 } else { address & (u32::MAX << (32 - length)) };
+            let network = if length == 0 {
+                0
+            } else {
+                address & (u32::MAX << (32 - length))
+            };
             if networks.contains(&(network, length)) {
                 continue;
             }
-            let _ = writeln!(csv, "{}/{length},{}", std::net::Ipv4Addr::from(network), networks.len());
+            let _ = writeln!(
+                csv,
+                "{}/{length},{}",
+                std::net::Ipv4Addr::from(network),
+                networks.len()
+            );
             networks.push((network, length));
         }
         let dir = tempfile::tempdir().unwrap();
@@ -848,20 +883,31 @@ mod tests {
                 .max_by_key(|(_, (_, length))| *length)
                 .map_or(Value::Null, |(id, _)| text(&id.to_string()));
             let address = ip(&std::net::Ipv4Addr::from(address).to_string());
-            assert_eq!(apply(&mut enrich, vec![address.clone()])[1], expected, "{address:?}");
+            assert_eq!(
+                apply(&mut enrich, vec![address.clone()])[1],
+                expected,
+                "{address:?}"
+            );
         }
     }
 
     #[test]
     fn exact_matches_by_the_input_type_from_csv_and_json() {
         let dir = tempfile::tempdir().unwrap();
-        let users = write(&dir, "users.csv", "id,name,admin\n7,ann,true\n8,\"bo, jr\",false\n9,,\n");
+        let users = write(
+            &dir,
+            "users.csv",
+            "id,name,admin\n7,ann,true\n8,\"bo, jr\",false\n9,,\n",
+        );
         let mut config = config(users, "user", "id", MatchKind::Exact);
         let input = Schema::new([("user", Type::Int), ("name", Type::String)]);
         // `name` collides with the input.
         let error = build(&config, &input).unwrap_err();
         assert_eq!(error.option, "columns");
-        assert!(error.message.contains("`name` is a field of the input"), "{error}");
+        assert!(
+            error.message.contains("`name` is a field of the input"),
+            "{error}"
+        );
         config.prefix = Some("u_".into());
         let (spec, output) = build(&config, &input).unwrap();
         assert_eq!(
@@ -879,14 +925,25 @@ mod tests {
         assert_eq!(row[2..], [text("ann"), text("true")]);
 
         // The same from NDJSON and a JSON array, with typed columns.
-        let ndjson = "{\"id\":7,\"tags\":[\"a\"],\"admin\":true}\n\n{\"id\":\"8\",\"admin\":\"false\"}\n";
-        let array = "[{\"id\":7,\"tags\":[\"a\"],\"admin\":true},{\"id\":\"8\",\"admin\":\"false\"}]";
-        for path in [write(&dir, "u.ndjson", ndjson), write(&dir, "u.json", array)] {
+        let ndjson =
+            "{\"id\":7,\"tags\":[\"a\"],\"admin\":true}\n\n{\"id\":\"8\",\"admin\":\"false\"}\n";
+        let array =
+            "[{\"id\":7,\"tags\":[\"a\"],\"admin\":true},{\"id\":\"8\",\"admin\":\"false\"}]";
+        for path in [
+            write(&dir, "u.ndjson", ndjson),
+            write(&dir, "u.json", array),
+        ] {
             let mut config = config.clone();
             config.table = path;
             config.columns = vec![
-                ColumnConfig::Typed(TypedColumn { name: "admin".into(), ty: "bool".into() }),
-                ColumnConfig::Typed(TypedColumn { name: "tags".into(), ty: "list".into() }),
+                ColumnConfig::Typed(TypedColumn {
+                    name: "admin".into(),
+                    ty: "bool".into(),
+                }),
+                ColumnConfig::Typed(TypedColumn {
+                    name: "tags".into(),
+                    ty: "list".into(),
+                }),
             ];
             let (spec, _) = build(&config, &input).unwrap();
             let mut enrich = Enrich::bare(spec);
@@ -935,33 +992,110 @@ mod tests {
     #[test]
     fn table_errors_name_the_file_and_line() {
         let cidr = MatchKind::Cidr;
-        let error = table_error("t.csv", "net,asn\n10.0.0.0/8,1\n10.0.0.0/33,2\n", cidr, true);
+        let error = table_error(
+            "t.csv",
+            "net,asn\n10.0.0.0/8,1\n10.0.0.0/33,2\n",
+            cidr,
+            true,
+        );
         assert_eq!(error.option, "table");
-        assert!(error.message.contains("t.csv:3: key: \"10.0.0.0/33\" has a bad prefix"), "{error}");
-        let error = table_error("t.csv", "net,asn\n10.0.0.0/8,1\n\n10.0.0.1/8,2\n", cidr, true);
-        assert!(error.message.contains("t.csv:4: key: \"10.0.0.1/8\" has host bits set (the network is 10.0.0.0/8)"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("t.csv:3: key: \"10.0.0.0/33\" has a bad prefix"),
+            "{error}"
+        );
+        let error = table_error(
+            "t.csv",
+            "net,asn\n10.0.0.0/8,1\n\n10.0.0.1/8,2\n",
+            cidr,
+            true,
+        );
+        assert!(
+            error.message.contains(
+                "t.csv:4: key: \"10.0.0.1/8\" has host bits set (the network is 10.0.0.0/8)"
+            ),
+            "{error}"
+        );
         let error = table_error("t.csv", "net,asn\n10.0.0.0/8,1\n10.0.0.0/8,2\n", cidr, true);
-        assert!(error.message.contains("t.csv:3: key given twice (first at 2)"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("t.csv:3: key given twice (first at 2)"),
+            "{error}"
+        );
         let error = table_error("t.csv", "net,asn\n10.0.0.0/8,x1\n", cidr, true);
-        assert!(error.message.contains("t.csv:2: asn: \"x1\" is not a int"), "{error}");
+        assert!(
+            error.message.contains("t.csv:2: asn: \"x1\" is not a int"),
+            "{error}"
+        );
         let error = table_error("t.csv", "net,asn\n10.0.0.0/8,1\n10.1.0.0/16\n", cidr, true);
-        assert!(error.message.contains("t.csv:3: a row of 1 fields where the header has 2"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("t.csv:3: a row of 1 fields where the header has 2"),
+            "{error}"
+        );
         let error = table_error("t.csv", "net,asn\nmars,1\n", cidr, true);
-        assert!(error.message.contains("t.csv:2: key: \"mars\" is not a network"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("t.csv:2: key: \"mars\" is not a network"),
+            "{error}"
+        );
         let error = table_error("t.csv", "net,asn\n10.0.0.300,1\n", MatchKind::Exact, true);
-        assert!(error.message.contains("t.csv:2: key: \"10.0.0.300\" is not a ip"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("t.csv:2: key: \"10.0.0.300\" is not a ip"),
+            "{error}"
+        );
         let error = table_error("t.csv", "net,asn\n,1\n", MatchKind::Exact, true);
-        assert!(error.message.contains("t.csv:2: the key is empty"), "{error}");
-        let error = table_error("t.ndjson", "{\"net\":\"::1\",\"asn\":1}\n{\"net\":\"::2\",\"asn\":\n", cidr, true);
-        assert!(error.message.contains("t.ndjson:2: not a JSON object"), "{error}");
-        let error = table_error("t.ndjson", "{\"net\":\"::1\",\"asn\":1}\n{\"asn\":2}\n", cidr, true);
-        assert!(error.message.contains("t.ndjson:2: no key `net`"), "{error}");
-        let error = table_error("t.json", "[{\"net\":\"::1\",\"asn\":1},{\"net\":\"::2\",\"asn\":\"two\"}]", cidr, true);
-        assert!(error.message.contains("t.json:element 1: asn: \"two\" is not a int"), "{error}");
+        assert!(
+            error.message.contains("t.csv:2: the key is empty"),
+            "{error}"
+        );
+        let error = table_error(
+            "t.ndjson",
+            "{\"net\":\"::1\",\"asn\":1}\n{\"net\":\"::2\",\"asn\":\n",
+            cidr,
+            true,
+        );
+        assert!(
+            error.message.contains("t.ndjson:2: not a JSON object"),
+            "{error}"
+        );
+        let error = table_error(
+            "t.ndjson",
+            "{\"net\":\"::1\",\"asn\":1}\n{\"asn\":2}\n",
+            cidr,
+            true,
+        );
+        assert!(
+            error.message.contains("t.ndjson:2: no key `net`"),
+            "{error}"
+        );
+        let error = table_error(
+            "t.json",
+            "[{\"net\":\"::1\",\"asn\":1},{\"net\":\"::2\",\"asn\":\"two\"}]",
+            cidr,
+            true,
+        );
+        assert!(
+            error
+                .message
+                .contains("t.json:element 1: asn: \"two\" is not a int"),
+            "{error}"
+        );
 
         let error = table_error("t.csv", "network,asn\n", cidr, true);
         assert_eq!(error.option, "key");
-        assert!(error.message.contains("has no column `net`; its columns: `network`, `asn`"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("has no column `net`; its columns: `network`, `asn`"),
+            "{error}"
+        );
         let error = table_error("t.csv", "net,as\n", cidr, true);
         assert_eq!(error.option, "columns");
         let error = table_error("t.txt", "net,asn\n", cidr, true);
@@ -986,9 +1120,15 @@ mod tests {
         config.field = "nope".into();
         assert_eq!(build(&config, &input).unwrap_err().option, "field");
         config.field = "s".into();
-        config.columns = vec![ColumnConfig::Typed(TypedColumn { name: "v".into(), ty: "map".into() })];
+        config.columns = vec![ColumnConfig::Typed(TypedColumn {
+            name: "v".into(),
+            ty: "map".into(),
+        })];
         assert_eq!(build(&config, &input).unwrap_err().option, "columns");
-        config.columns = vec![ColumnConfig::Typed(TypedColumn { name: "v".into(), ty: "number".into() })];
+        config.columns = vec![ColumnConfig::Typed(TypedColumn {
+            name: "v".into(),
+            ty: "number".into(),
+        })];
         assert_eq!(build(&config, &input).unwrap_err().option, "columns");
         config.columns = vec![];
         let (spec, output) = build(&config, &input).unwrap();

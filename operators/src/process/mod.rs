@@ -183,7 +183,11 @@ mod tests {
         assert!(convert_text("true", Type::Bool, &mut value));
         assert!(!convert_text("yes", Type::Bool, &mut value));
         assert!(convert_text("::1", Type::Ip, &mut value));
-        assert!(convert_text("1970-01-01T00:00:01Z", Type::Timestamp, &mut value));
+        assert!(convert_text(
+            "1970-01-01T00:00:01Z",
+            Type::Timestamp,
+            &mut value
+        ));
         assert_eq!(value, Value::Timestamp(1000));
         assert_eq!(
             not_a("status", "abc", Type::Int),

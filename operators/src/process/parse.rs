@@ -75,7 +75,9 @@ use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
 use super::{assign_archived, assign_str, convert_text, copy_row, not_a};
-use crate::row::{value_from_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type, Value};
+use crate::row::{
+    value_from_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type, Value,
+};
 
 /// The combined access-log format (Apache's `combined`, NGINX's default),
 /// anchored at both ends; `pattern = "combined"` names it. The referer and
@@ -570,7 +572,10 @@ struct TargetKey<'a>(&'a [Target]);
 impl<'de> DeserializeSeed<'de> for TargetKey<'_> {
     type Value = Option<usize>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
@@ -771,7 +776,8 @@ mod tests {
         assert_eq!(row[..2], [text("h"), text(line)]);
 
         // IPv6 client, `-` bytes, escaped quotes in the agent, no protocol.
-        let line = r#"2001:db8::7 - - [10/Oct/2000:13:55:36 +0000] "GET /x" 304 - "-" "say \"hi\"""#;
+        let line =
+            r#"2001:db8::7 - - [10/Oct/2000:13:55:36 +0000] "GET /x" 304 - "-" "say \"hi\"""#;
         let row = run(&mut parse, text(line)).unwrap();
         assert_eq!(row[2], ip("2001:db8::7"));
         assert_eq!(row[5], text("/x"));
@@ -832,7 +838,12 @@ mod tests {
         let mut parse = Parse::bare(spec);
         assert_eq!(
             run(&mut parse, text("WARN code=42 disk")).unwrap(),
-            [text("h"), text("WARN code=42 disk"), Value::Int(42), text("WARN")]
+            [
+                text("h"),
+                text("WARN code=42 disk"),
+                Value::Int(42),
+                text("WARN")
+            ]
         );
         assert_eq!(
             run(&mut parse, text("INFO")).unwrap()[2..],
@@ -874,23 +885,44 @@ mod tests {
             (r#"a="x"b=1"#, "no space after the quoted value at byte 5"),
             (r#"a=x"y"#, "unexpected quote at byte 3"),
         ] {
-            assert_eq!(logfmt(bad, &mut scratch, |_, _| {}), Err(reason.into()), "{bad}");
+            assert_eq!(
+                logfmt(bad, &mut scratch, |_, _| {}),
+                Err(reason.into()),
+                "{bad}"
+            );
         }
 
         let config = config(
             ParseFormat::Logfmt,
             None,
-            &[("level", "string"), ("took", "float"), ("ok", "bool"), ("n", "int")],
+            &[
+                ("level", "string"),
+                ("took", "float"),
+                ("ok", "bool"),
+                ("n", "int"),
+            ],
         );
         let (spec, _) = build(&config, &input()).unwrap();
         let mut parse = Parse::bare(spec);
-        let row = run(&mut parse, text(r#"level=info msg="a b" took=1.5 ok n=1 n=2"#)).unwrap();
+        let row = run(
+            &mut parse,
+            text(r#"level=info msg="a b" took=1.5 ok n=1 n=2"#),
+        )
+        .unwrap();
         assert_eq!(
             row[2..],
-            [text("info"), Value::Float(1.5), Value::Bool(true), Value::Int(2)]
+            [
+                text("info"),
+                Value::Float(1.5),
+                Value::Bool(true),
+                Value::Int(2)
+            ]
         );
         let row = run(&mut parse, text("level=\"x y\"")).unwrap();
-        assert_eq!(row[2..], [text("x y"), Value::Null, Value::Null, Value::Null]);
+        assert_eq!(
+            row[2..],
+            [text("x y"), Value::Null, Value::Null, Value::Null]
+        );
         assert_eq!(
             run(&mut parse, text("level=info ok=maybe")).unwrap_err(),
             "ok: \"maybe\" is not a bool"
@@ -960,9 +992,15 @@ mod tests {
             "tags: {\"a\":1} is not a list"
         );
         let error = run(&mut parse, text(r#"[1,2]"#)).unwrap_err();
-        assert!(error.starts_with("line is not valid JSON: invalid type"), "{error}");
+        assert!(
+            error.starts_with("line is not valid JSON: invalid type"),
+            "{error}"
+        );
         let error = run(&mut parse, text(r#"{"status":1} trailing"#)).unwrap_err();
-        assert!(error.starts_with("line is not valid JSON: trailing"), "{error}");
+        assert!(
+            error.starts_with("line is not valid JSON: trailing"),
+            "{error}"
+        );
         let error = run(&mut parse, text(r#"{"status":"#)).unwrap_err();
         assert!(error.starts_with("line is not valid JSON"), "{error}");
     }
@@ -996,11 +1034,21 @@ mod tests {
     #[test]
     fn config_errors_name_the_option() {
         let option = |config: ParseConfig| build(&config, &input()).unwrap_err();
-        let error = option(config(ParseFormat::Regex, Some(r"(?P<a>\d+)"), &[("b", "int")]));
+        let error = option(config(
+            ParseFormat::Regex,
+            Some(r"(?P<a>\d+)"),
+            &[("b", "int")],
+        ));
         assert_eq!(error.option, "schema");
-        assert!(error.message.contains("`b` is not a named capture"), "{error}");
+        assert!(
+            error.message.contains("`b` is not a named capture"),
+            "{error}"
+        );
         assert!(error.message.contains("`a`"), "{error}");
-        assert_eq!(option(config(ParseFormat::Regex, None, &[("a", "int")])).option, "pattern");
+        assert_eq!(
+            option(config(ParseFormat::Regex, None, &[("a", "int")])).option,
+            "pattern"
+        );
         assert_eq!(
             option(config(ParseFormat::Regex, Some("(?P<a>"), &[("a", "int")])).option,
             "pattern"
@@ -1012,8 +1060,14 @@ mod tests {
         let error = option(config(ParseFormat::Json, None, &[("a", "integer")]));
         assert_eq!(error.option, "schema");
         assert!(error.message.contains("unknown type `integer`"), "{error}");
-        assert_eq!(option(config(ParseFormat::Logfmt, None, &[("a", "map")])).option, "schema");
-        assert_eq!(option(config(ParseFormat::Json, None, &[])).option, "schema");
+        assert_eq!(
+            option(config(ParseFormat::Logfmt, None, &[("a", "map")])).option,
+            "schema"
+        );
+        assert_eq!(
+            option(config(ParseFormat::Json, None, &[])).option,
+            "schema"
+        );
         let mut bad_field = config(ParseFormat::Json, None, &[("a", "int")]);
         bad_field.field = "lien".into();
         let error = option(bad_field.clone());
@@ -1048,7 +1102,10 @@ mod tests {
         let back: ParseConfig =
             serde_json::from_str(&serde_json::to_string(&config).unwrap()).unwrap();
         assert_eq!(back, config);
-        assert!(toml::from_str::<ParseConfig>("field = \"l\"\nformat = \"json\"\nschema = {}\nbogus = 1").is_err());
+        assert!(toml::from_str::<ParseConfig>(
+            "field = \"l\"\nformat = \"json\"\nschema = {}\nbogus = 1"
+        )
+        .is_err());
         assert!(serde_json::from_str::<ParseConfig>(
             r#"{"field":"m","format":"json","schema":{"a":"int","a":"ip"}}"#
         )
