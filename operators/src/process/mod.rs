@@ -1,4 +1,4 @@
-//! Record-level processors of config-driven pipelines, over [`Row`]s:
+//! Record-level processors of config-driven pipelines, over [`Row`](crate::row::Row)s:
 //!
 //! - [`parse`]: turns a text field (a log line) into typed fields, by JSON,
 //!   logfmt or a regular expression (with a preset for the combined
