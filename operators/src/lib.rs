@@ -7,6 +7,7 @@
 //! - [`sink`]: where records leave the pipeline (files, callbacks).
 //! - [`source`]: where records enter from outside (files).
 //! - [`pipelines`]: complete example pipelines.
+//! - [`process`]: record-level processors of rows: `parse`, `enrich`, `dedup`.
 //!
 //! Records used across operators live in [`records`].
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod generator;
 pub mod ingest;
 pub mod latency;
 pub mod pipelines;
+pub mod process;
 pub mod records;
 pub mod row;
 pub mod sink;

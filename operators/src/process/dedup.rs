@@ -1,0 +1,657 @@
+//! The `dedup` processor: lets through the first record of each identity
+//! and drops its repeats for a window of event time.
+//!
+//! ```toml
+//! [processors.once]
+//! type = "dedup"
+//! inputs = ["access"]
+//! fields = ["client_ip", "path"]   # the identity
+//! window = "10m"                    # ms, s, m, h or d
+//! time_field = "timestamp"          # the default
+//! ```
+//!
+//! # Behaviour
+//! A record whose identity has no live entry is emitted and starts one:
+//! `first = its event time`. A later record of that identity is dropped
+//! when its event time is before `first + window` (also when it is earlier
+//! than `first`: an out-of-order repeat), and emitted otherwise, restarting
+//! the entry at its time. An entry expires, and is forgotten, when the
+//! watermark reaches `first + window`; a record arriving after that is
+//! emitted (a record already behind the watermark by more than the window
+//! is emitted and starts no entry). Output records are the input records,
+//! unchanged: the output schema is the input schema. A record whose time
+//! field is null is emitted and not tracked.
+//!
+//! Identity fields may be of any type; a null is a value like any other
+//! (two records both null in a field agree on it).
+//!
+//! # Identity is a 64-bit hash
+//! The state keys each identity by the 64-bit FNV-1a hash of its fields
+//! (the hash [`partition_hash`] returns and the runtime partitions by), not
+//! by the values themselves. Two different identities with the same hash
+//! look like one: the second is dropped as a repeat. With `n` identities
+//! live at once the chance that any two collide is about `n² / 2⁶⁵`: 3·10⁻⁸
+//! for a million, 3·10⁻⁴ for a hundred million. This is the price of a
+//! fixed-size entry.
+//!
+//! # Memory
+//! One entry per identity live in the window: a hash-map slot (16 bytes of
+//! key and time, plus table overhead) and an expiry-heap slot (16 bytes),
+//! about 40 to 60 bytes in all. The live identities are those first seen in
+//! the last `window` of event time plus the watermark's lag, so memory is
+//! bounded by (distinct identities per window) × ~60 bytes per instance;
+//! partition the input by [`partition_hash`] so each identity lives on one
+//! shard. There is no other cap: a window much longer than the cardinality
+//! of the stream allows grows without bound.
+//!
+//! # State
+//! `snapshot` writes the live entries (hash, first-seen time) sorted by
+//! hash, the watermark and the drop count with rkyv; `restore` validates the
+//! bytes (they come from disk) and rebuilds the expiry heap, so a restored
+//! instance goes on exactly as the snapshotted one would.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rkyv::rancor;
+use rustc_hash::FxHashMap;
+use weir_runtime::metrics::ShardCounter;
+use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
+
+use super::{copy_row, parse_duration_ms};
+use crate::row::{ArchivedRow, Fnv, OptionError, Row, Schema, Type, Value};
+
+/// The `dedup` processor's options; see the module docs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Upstream components (wired by the pipeline builder).
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// The fields whose values together are a record's identity.
+    pub fields: Vec<String>,
+    /// How long after an identity's first record its repeats are dropped:
+    /// `"10m"`, `"30s"`, `"500ms"`, `"1h"`, `"1d"`.
+    pub window: String,
+    /// The event-time field (a `timestamp`); default `timestamp`.
+    #[serde(default = "default_time_field")]
+    pub time_field: String,
+}
+
+fn default_time_field() -> String {
+    "timestamp".into()
+}
+
+/// A checked `dedup` configuration (see [`build`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupSpec {
+    /// Input indices of the identity fields.
+    fields: Vec<usize>,
+    /// Input index of the time field.
+    time: usize,
+    /// The window, in milliseconds (positive, at most `i64::MAX`).
+    window_ms: u64,
+    width: usize,
+}
+
+impl DedupSpec {
+    /// The window in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        self.window_ms
+    }
+}
+
+/// Checks `config` against the `input` schema; returns the spec and the
+/// output schema (the input's).
+pub fn build(config: &DedupConfig, input: &Schema) -> Result<(DedupSpec, Schema), OptionError> {
+    if config.fields.is_empty() {
+        return Err(OptionError::new(
+            "fields",
+            "name at least one field: the identity of a record",
+        ));
+    }
+    let fields = config
+        .fields
+        .iter()
+        .map(|name| input.lookup(name).map(|(index, _)| index))
+        .collect::<Result<Vec<usize>, String>>()
+        .map_err(|message| OptionError::new("fields", message))?;
+    let (time, ty) = input
+        .lookup(&config.time_field)
+        .map_err(|message| OptionError::new("time_field", message))?;
+    if ty != Type::Timestamp {
+        return Err(OptionError::new(
+            "time_field",
+            format!(
+                "`{}` is a {ty}; the event time must be a timestamp",
+                config.time_field
+            ),
+        ));
+    }
+    let window_ms =
+        parse_duration_ms(&config.window).map_err(|message| OptionError::new("window", message))?;
+    let spec = DedupSpec {
+        fields,
+        time,
+        window_ms,
+        width: input.len(),
+    };
+    Ok((spec, input.clone()))
+}
+
+/// The identity hash of `row` under `spec`: the hash to partition the
+/// dedup's input by (`Partition::hash(move |row| partition_hash(&spec,
+/// row))`), equal to the hash the operator keys its state by
+/// ([`ArchivedRow::hash_fields`] of the identity fields).
+pub fn partition_hash(spec: &DedupSpec, row: &Row) -> u64 {
+    let mut hasher = Fnv::default();
+    for &index in &spec.fields {
+        hash_value(row.values.get(index).unwrap_or(&Value::Null), &mut hasher);
+    }
+    hasher.finish()
+}
+
+/// [`ArchivedValue::hash_into`](crate::row::ArchivedValue::hash_into) for an
+/// owned value: the same bytes in the same order.
+fn hash_value(value: &Value, hasher: &mut Fnv) {
+    match value {
+        Value::Null => hasher.write(&[0]),
+        Value::Bool(value) => hasher.write(&[1, u8::from(*value)]),
+        Value::Int(value) => {
+            hasher.write(&[2]);
+            hasher.write(&value.to_le_bytes());
+        }
+        Value::Float(value) => {
+            hasher.write(&[3]);
+            hasher.write(&value.to_bits().to_le_bytes());
+        }
+        Value::String(value) => {
+            hasher.write(&[4]);
+            hasher.write(value.as_bytes());
+            hasher.write(&[0xff]);
+        }
+        Value::Timestamp(value) => {
+            hasher.write(&[5]);
+            hasher.write(&value.to_le_bytes());
+        }
+        Value::Ip(value) => {
+            hasher.write(&[6]);
+            hasher.write(&value.0);
+        }
+        Value::List(values) => {
+            hasher.write(&[7]);
+            for value in values {
+                hash_value(value, hasher);
+            }
+            hasher.write(&[0xff]);
+        }
+        Value::Map(entries) => {
+            hasher.write(&[8]);
+            for entry in entries {
+                hasher.write(entry.key.as_bytes());
+                hash_value(&entry.value, hasher);
+            }
+            hasher.write(&[0xff]);
+        }
+    }
+}
+
+/// What [`Dedup`] snapshots; see the module docs.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+struct DedupState {
+    /// (identity hash, first-seen time), sorted by hash, no repeats.
+    entries: Vec<(u64, i64)>,
+    /// The watermark so far (`i64::MIN` before the first).
+    watermark: i64,
+    /// Records dropped as repeats so far.
+    dropped: u64,
+}
+
+/// The `dedup` operator; see the module docs.
+#[derive(Debug)]
+pub struct Dedup {
+    spec: DedupSpec,
+    window: i64,
+    /// Identity hash → first-seen time of the live entries.
+    first_seen: FxHashMap<u64, i64>,
+    /// (first + window, hash), soonest first; an item whose entry has since
+    /// restarted (or gone) is stale and skipped.
+    expiry: BinaryHeap<Reverse<(i64, u64)>>,
+    /// The watermark so far, as a signed time.
+    watermark: i64,
+    dropped: u64,
+    /// The output row, reused.
+    out: Row,
+    dropped_metric: Option<ShardCounter>,
+}
+
+impl Dedup {
+    /// A dedup for `spec` on `context`'s shard, counting the repeats it
+    /// drops in `weir_dedup_dropped`.
+    pub fn new(spec: DedupSpec, context: &ShardContext) -> Dedup {
+        let mut dedup = Dedup::bare(spec);
+        let counter = context.metrics.counter(
+            "weir_dedup_dropped",
+            "Records a dedup processor dropped as repeats.",
+            &[("component", &*context.node)],
+        );
+        dedup.dropped_metric = Some(counter.for_shard(context.shard));
+        dedup
+    }
+
+    fn bare(spec: DedupSpec) -> Dedup {
+        Dedup {
+            window: i64::try_from(spec.window_ms).unwrap_or(i64::MAX),
+            out: Row::nulls(spec.width),
+            spec,
+            first_seen: FxHashMap::default(),
+            expiry: BinaryHeap::new(),
+            watermark: i64::MIN,
+            dropped: 0,
+            dropped_metric: None,
+        }
+    }
+
+    /// Records dropped as repeats by this instance.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Identities tracked now.
+    pub fn live(&self) -> usize {
+        self.first_seen.len()
+    }
+
+    /// Whether a record of identity `hash` at `time` is emitted; updates
+    /// the state.
+    #[inline]
+    fn admit(&mut self, hash: u64, time: i64) -> bool {
+        let expires = time.saturating_add(self.window);
+        match self.first_seen.get_mut(&hash) {
+            Some(first) if time < first.saturating_add(self.window) => {
+                self.dropped += 1;
+                if let Some(metric) = &self.dropped_metric {
+                    metric.inc();
+                }
+                return false;
+            }
+            Some(first) => *first = time,
+            None if expires <= self.watermark => return true,
+            None => {
+                self.first_seen.insert(hash, time);
+            }
+        }
+        self.expiry.push(Reverse((expires, hash)));
+        true
+    }
+
+    /// Forgets the entries whose window ended at or before `watermark`.
+    fn expire(&mut self, watermark: u64) {
+        let watermark = i64::try_from(watermark).unwrap_or(i64::MAX);
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        while let Some(&Reverse((expires, hash))) = self.expiry.peek() {
+            if expires > watermark {
+                break;
+            }
+            self.expiry.pop();
+            if let Some(&first) = self.first_seen.get(&hash) {
+                if first.saturating_add(self.window) == expires {
+                    self.first_seen.remove(&hash);
+                }
+            }
+        }
+    }
+
+    /// The record to emit for `row`, if any.
+    #[inline]
+    fn apply(&mut self, row: &ArchivedRow) -> bool {
+        match row.get(self.spec.time).as_timestamp() {
+            Some(time) => self.admit(row.hash_fields(&self.spec.fields), time),
+            None => true,
+        }
+    }
+
+    fn state(&self) -> DedupState {
+        let mut entries: Vec<(u64, i64)> = self
+            .first_seen
+            .iter()
+            .map(|(&hash, &first)| (hash, first))
+            .collect();
+        entries.sort_unstable();
+        DedupState {
+            entries,
+            watermark: self.watermark,
+            dropped: self.dropped,
+        }
+    }
+}
+
+impl Processor for Dedup {
+    type Input = Row;
+    type Output = Row;
+
+    fn process(&mut self, _port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
+        for row in batch.iter() {
+            if self.apply(row) {
+                copy_row(&mut self.out.values, row, self.spec.width);
+                out.push(&self.out);
+            }
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: u64, _out: &mut Emitter<Row>) {
+        self.expire(watermark);
+    }
+
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+        let bytes = rkyv::to_bytes::<rancor::Error>(&self.state())
+            .map_err(|error| StateError(format!("dedup state: {error}")))?;
+        Ok(bytes.to_vec())
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        // The bytes come from disk: validate them.
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(bytes);
+        let state = rkyv::from_bytes::<DedupState, rancor::Error>(&aligned)
+            .map_err(|error| StateError(format!("dedup state: {error}")))?;
+        if !state.entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            return Err(StateError(
+                "dedup state: entries out of order or repeated".into(),
+            ));
+        }
+        self.first_seen = state.entries.iter().copied().collect();
+        self.expiry = state
+            .entries
+            .iter()
+            .map(|&(hash, first)| Reverse((first.saturating_add(self.window), hash)))
+            .collect();
+        self.watermark = state.watermark;
+        self.dropped = state.dropped;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::row::{hash_values, Ip, MapEntry};
+
+    fn input() -> Schema {
+        Schema::new([
+            ("user", Type::String),
+            ("n", Type::Int),
+            ("timestamp", Type::Timestamp),
+        ])
+    }
+
+    fn config(fields: &[&str], window: &str) -> DedupConfig {
+        DedupConfig {
+            inputs: vec![],
+            fields: fields.iter().map(|field| field.to_string()).collect(),
+            window: window.into(),
+            time_field: default_time_field(),
+        }
+    }
+
+    /// An event: a watermark or a record (user, n, time).
+    #[derive(Debug, Clone)]
+    enum Event {
+        Watermark(u64),
+        Record(String, i64, Option<i64>),
+    }
+
+    fn row(user: &str, n: i64, time: Option<i64>) -> Row {
+        Row {
+            values: vec![
+                Value::String(user.into()),
+                Value::Int(n),
+                time.map_or(Value::Null, Value::Timestamp),
+            ],
+        }
+    }
+
+    /// Feeds `events`; returns the (user, n, time) of each emitted record.
+    fn run(dedup: &mut Dedup, events: &[Event]) -> Vec<(String, i64, Option<i64>)> {
+        let mut emitted = Vec::new();
+        for event in events {
+            match event {
+                Event::Watermark(watermark) => dedup.expire(*watermark),
+                Event::Record(user, n, time) => {
+                    let bytes = rkyv::to_bytes::<rancor::Error>(&row(user, *n, *time)).unwrap();
+                    let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
+                    if dedup.apply(archived) {
+                        copy_row(&mut dedup.out.values, archived, 3);
+                        assert_eq!(dedup.out, row(user, *n, *time));
+                        emitted.push((user.clone(), *n, *time));
+                    }
+                }
+            }
+        }
+        emitted
+    }
+
+    /// The rules of the module docs, by exact identity (user only).
+    fn model(window: i64, events: &[Event]) -> Vec<(String, i64, Option<i64>)> {
+        let mut live: BTreeMap<String, i64> = BTreeMap::new();
+        let mut watermark = i64::MIN;
+        let mut emitted = Vec::new();
+        for event in events {
+            match event {
+                Event::Watermark(next) => {
+                    watermark = watermark.max(*next as i64);
+                    live.retain(|_, first| *first + window > watermark);
+                }
+                Event::Record(user, n, None) => emitted.push((user.clone(), *n, None)),
+                Event::Record(user, n, Some(time)) => {
+                    let emit = match live.get(user) {
+                        Some(first) => *time >= first + window,
+                        None => true,
+                    };
+                    if emit {
+                        if time + window > watermark {
+                            live.insert(user.clone(), *time);
+                        }
+                        emitted.push((user.clone(), *n, Some(*time)));
+                    }
+                }
+            }
+        }
+        emitted
+    }
+
+    /// A pseudo-random stream over 40 users: times drift up with jitter
+    /// (some out of order), a watermark every 25 records, some null times.
+    fn events(count: usize, seed: u64) -> Vec<Event> {
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut events = Vec::new();
+        for index in 0..count as i64 {
+            let time = index * 10 + (next() % 200) as i64;
+            let time = (next() % 50 != 0).then_some(time);
+            events.push(Event::Record(format!("u{}", next() % 40), index, time));
+            if index % 25 == 24 {
+                events.push(Event::Watermark((index * 10 - 300).max(0) as u64));
+            }
+        }
+        events
+    }
+
+    fn dedup(window: &str) -> Dedup {
+        let (spec, output) = build(&config(&["user"], window), &input()).unwrap();
+        assert_eq!(output, input());
+        Dedup::bare(spec)
+    }
+
+    #[test]
+    fn emits_what_the_model_emits_and_expires_entries() {
+        for seed in [1, 2, 3] {
+            let events = events(5_000, seed);
+            let mut dedup = dedup("1s");
+            let emitted = run(&mut dedup, &events);
+            assert_eq!(emitted, model(1_000, &events), "seed {seed}");
+            assert!(dedup.dropped() > 1_000, "{}", dedup.dropped());
+            assert_eq!(emitted.len() as u64 + dedup.dropped(), 5_000);
+            // Entries expire: at most the 40 users are live, and none after
+            // the final watermark.
+            assert!(dedup.live() <= 40);
+            dedup.expire(u64::MAX);
+            assert_eq!(dedup.live(), 0);
+            assert!(dedup.expiry.is_empty());
+        }
+    }
+
+    #[test]
+    fn window_expiry_by_example() {
+        let mut dedup = dedup("10m");
+        let minute = 60_000;
+        let record = |n, minutes: i64| Event::Record("a".into(), n, Some(minutes * minute));
+        let emitted = run(
+            &mut dedup,
+            &[
+                record(1, 0),
+                record(2, 5), // repeat: dropped
+                record(3, 9), // still in the window
+                Event::Watermark(9 * minute as u64),
+                record(4, -1), // out of order, before the first: dropped
+                Event::Watermark(10 * minute as u64), // the entry expires
+                record(5, 10), // a new first
+                record(6, 11), // dropped
+                record(7, 20), // after 10 + 10 min: emitted though still live
+                record(8, 29), // dropped (first is now 20)
+                Event::Watermark(100 * minute as u64),
+                record(9, 25),  // late and expired: emitted, not tracked
+                record(10, 25), // so emitted again
+            ],
+        );
+        let numbers: Vec<i64> = emitted.iter().map(|(_, n, _)| *n).collect();
+        assert_eq!(numbers, [1, 5, 7, 9, 10]);
+        assert_eq!(dedup.dropped(), 5);
+        assert_eq!(dedup.live(), 0);
+    }
+
+    #[test]
+    fn snapshot_and_restore_continue_identically() {
+        let events = events(4_000, 9);
+        let mut whole = dedup("700ms");
+        let expected = run(&mut whole, &events);
+        for cut in [0, 1, 333, 2_000, 3_999, events.len()] {
+            let mut first = dedup("700ms");
+            let mut emitted = run(&mut first, &events[..cut]);
+            let bytes = first.snapshot(1).unwrap();
+            let mut restored = dedup("700ms");
+            restored.restore(&bytes).unwrap();
+            assert_eq!(restored.state(), first.state(), "cut at {cut}");
+            emitted.extend(run(&mut restored, &events[cut..]));
+            assert_eq!(emitted, expected, "cut at {cut}");
+            assert_eq!(restored.dropped(), whole.dropped());
+            assert_eq!(restored.state(), whole.state());
+        }
+        let mut fresh = dedup("700ms");
+        let bytes = whole.snapshot(2).unwrap();
+        assert!(fresh.restore(&bytes[..bytes.len() / 2]).is_err());
+        assert!(fresh.restore(b"not dedup state, not at all").is_err());
+        assert!(fresh.restore(&[]).is_err());
+        // Entries out of order are refused.
+        let bad = DedupState {
+            entries: vec![(2, 0), (1, 0)],
+            watermark: 0,
+            dropped: 0,
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&bad).unwrap();
+        assert!(fresh.restore(&bytes).is_err());
+    }
+
+    #[test]
+    fn identity_spans_fields_and_partition_hash_matches_the_state_hash() {
+        let mut dedup = {
+            let (spec, _) = build(&config(&["user", "n"], "1h"), &input()).unwrap();
+            Dedup::bare(spec)
+        };
+        let emitted = run(
+            &mut dedup,
+            &[
+                Event::Record("a".into(), 1, Some(0)),
+                Event::Record("a".into(), 2, Some(1)),
+                Event::Record("a".into(), 1, Some(2)),
+                Event::Record("b".into(), 1, Some(3)),
+            ],
+        );
+        assert_eq!(emitted.len(), 3);
+
+        let schema = Schema::new([
+            ("a", Type::String),
+            ("b", Type::List),
+            ("c", Type::Ip),
+            ("d", Type::Map),
+            ("e", Type::Float),
+            ("f", Type::Bool),
+            ("timestamp", Type::Timestamp),
+        ]);
+        let (spec, _) = build(
+            &config(&["a", "b", "c", "d", "e", "f", "timestamp"], "1s"),
+            &schema,
+        )
+        .unwrap();
+        let row = Row {
+            values: vec![
+                Value::String("x".into()),
+                Value::List(vec![Value::Int(1), Value::Null]),
+                Value::Ip(Ip::from("10.0.0.1".parse::<std::net::IpAddr>().unwrap())),
+                Value::Map(vec![MapEntry {
+                    key: "k".into(),
+                    value: Value::Bool(true),
+                }]),
+                Value::Float(0.5),
+                Value::Bool(false),
+                Value::Timestamp(7),
+            ],
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&row).unwrap();
+        let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
+        let hash = partition_hash(&spec, &row);
+        assert_eq!(hash, archived.hash_fields(&spec.fields));
+        assert_eq!(hash, hash_values(&row.values));
+        // A row narrower than the schema hashes its missing fields as null.
+        let (spec, _) = build(&config(&["user", "n"], "1h"), &input()).unwrap();
+        let short = Row {
+            values: vec![Value::String("x".into())],
+        };
+        assert_eq!(
+            partition_hash(&spec, &short),
+            hash_values(&[Value::String("x".into()), Value::Null])
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_option() {
+        let error = |config: DedupConfig| build(&config, &input()).unwrap_err().option;
+        assert_eq!(error(config(&[], "1m")), "fields");
+        assert_eq!(error(config(&["usr"], "1m")), "fields");
+        assert_eq!(error(config(&["user"], "1 fortnight")), "window");
+        assert_eq!(error(config(&["user"], "0s")), "window");
+        let mut bad_time = config(&["user"], "1m");
+        bad_time.time_field = "n".into();
+        assert_eq!(error(bad_time.clone()), "time_field");
+        bad_time.time_field = "ts".into();
+        assert_eq!(error(bad_time), "time_field");
+        let parsed: DedupConfig =
+            toml::from_str("fields = [\"user\"]\nwindow = \"10m\"\n").unwrap();
+        assert_eq!(parsed.time_field, "timestamp");
+        let (spec, _) = build(&parsed, &input()).unwrap();
+        assert_eq!(spec.window_ms(), 600_000);
+        assert!(
+            toml::from_str::<DedupConfig>("fields = []\nwindow = \"1m\"\nwindw = 1\n").is_err()
+        );
+    }
+}
