@@ -455,7 +455,7 @@ impl PostgresStaged {
                 Err(error) => {
                     let closed = open.is_closed();
                     *client = None;
-                    if !(closed && !reopened) {
+                    if !closed || reopened {
                         return Err(format!(
                             "writing epoch {} of shard {} to table {}: {}",
                             header.epoch,

@@ -74,7 +74,10 @@
 //! epoch cannot commit while an earlier commit retries. When the endpoint
 //! recovers, the retried batch goes through and the backlog drains epoch by
 //! epoch. Kill the process to give up; the next run on the same data
-//! directory redelivers from the last committed epochs.
+//! directory redelivers from the last committed epochs. Recovery re-runs
+//! commits before the run starts (in `Runtime::start`, on the caller's
+//! thread), so a restart against an endpoint that is still down waits
+//! there, retrying, until it accepts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
