@@ -6,9 +6,15 @@
 //!
 //! [`file::FileSink`] writes NDJSON files, staged per epoch and published
 //! atomically when the epoch commits.
+//!
+//! [`webhook::WebhookSink`] POSTs rows as JSON batches with idempotency
+//! keys once their epoch commits; [`postgres::PostgresSink`] writes each
+//! epoch's rows and the epoch number to PostgreSQL in one transaction.
 
 pub mod file;
+pub mod postgres;
 pub mod prometheus;
+pub mod webhook;
 
 use std::marker::PhantomData;
 
