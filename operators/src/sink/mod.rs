@@ -6,9 +6,14 @@
 //!
 //! [`file::FileSink`] writes NDJSON files, staged per epoch and published
 //! atomically when the epoch commits.
+//!
+//! [`rows`] holds the sinks of config-driven pipelines, over
+//! [`Row`](crate::row::Row)s: exactly-once NDJSON and Parquet files,
+//! standard output, and a counting blackhole.
 
 pub mod file;
 pub mod prometheus;
+pub mod rows;
 
 use std::marker::PhantomData;
 
