@@ -34,12 +34,12 @@ use rkyv::rancor;
 use weir_operators::row::{ArchivedRow, Ip, MapEntry, Row, Schema, Type, Value};
 use weir_operators::sink::file::STAGING_DIRECTORY;
 use weir_operators::sink::rows::{
-    blackhole, file, stdout, BlackholeSink, BlackholeSinkConfig, ParquetCompression,
-    RowFileFormat, RowFileSink, RowFileSinkConfig, StdoutSink, StdoutSinkConfig,
+    blackhole, file, stdout, BlackholeSink, BlackholeSinkConfig, ParquetCompression, RowFileFormat,
+    RowFileSink, RowFileSinkConfig, StdoutSink, StdoutSinkConfig,
 };
 use weir_runtime::metrics::Registry;
 use weir_runtime::{
-    Batch, Emitter, GraphBuilder, Partition, Processor, Runtime, ShardContext, Source,
+    Batch, Emitter, GraphBuilder, Partition, Processor, Runtime, ShardContext, Sink, Source,
     SourcePoll, StateError,
 };
 
@@ -169,7 +169,13 @@ fn config(path: &Path, format: RowFileFormat) -> RowFileSinkConfig {
 fn visible(directory: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(directory)
         .expect("list")
-        .map(|entry| entry.expect("entry").file_name().into_string().expect("utf-8"))
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .into_string()
+                .expect("utf-8")
+        })
         .filter(|name| !name.starts_with('.'))
         .collect();
     names.sort();
@@ -213,7 +219,10 @@ fn parquet_matches_every_type(compression: Option<ParquetCompression>, row_group
     config.compression = compression;
     config.row_group_rows = Some(row_group_rows);
     let path = write_epoch(&config, &schema, &typed_rows());
-    assert_eq!(path, directory.path().join("shard-000-epoch-0000000001.parquet"));
+    assert_eq!(
+        path,
+        directory.path().join("shard-000-epoch-0000000001.parquet")
+    );
 
     let read = read_parquet(&path);
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name.as_str()).collect();
@@ -257,7 +266,10 @@ fn parquet_matches_every_type(compression: Option<ParquetCompression>, row_group
         ]
     );
     for i in 0..columns.num_columns() {
-        assert!(columns.column(i).self_type().is_optional(), "column {i} is OPTIONAL");
+        assert!(
+            columns.column(i).self_type().is_optional(),
+            "column {i} is OPTIONAL"
+        );
     }
     duckdb_check(&path);
 }
@@ -302,7 +314,10 @@ fn ndjson_files_hold_exactly_the_expected_lines() {
         &all_types(),
         &typed_rows(),
     );
-    assert_eq!(path, directory.path().join("shard-000-epoch-0000000001.ndjson"));
+    assert_eq!(
+        path,
+        directory.path().join("shard-000-epoch-0000000001.ndjson")
+    );
     let text = fs::read_to_string(&path).expect("read");
     let expected = concat!(
         r#"{"flag":true,"count":-9223372036854775808,"ratio":-0.5,"name":"héllo \"wörld\"\n","at":"2025-11-26T14:00:00.250Z","client":"10.0.0.1","tags":[1,"a",null],"attrs":{"k":false}}"#,
@@ -322,13 +337,22 @@ fn config_problems_name_their_option() {
     let path = Path::new("out");
     let mut bad = config(path, RowFileFormat::Ndjson);
     bad.compression = Some(ParquetCompression::Zstd);
-    assert_eq!(file::build(&bad, &schema).unwrap_err().option, "compression");
+    assert_eq!(
+        file::build(&bad, &schema).unwrap_err().option,
+        "compression"
+    );
     let mut bad = config(path, RowFileFormat::Ndjson);
     bad.row_group_rows = Some(10);
-    assert_eq!(file::build(&bad, &schema).unwrap_err().option, "row_group_rows");
+    assert_eq!(
+        file::build(&bad, &schema).unwrap_err().option,
+        "row_group_rows"
+    );
     let mut bad = config(path, RowFileFormat::Parquet);
     bad.row_group_rows = Some(0);
-    assert_eq!(file::build(&bad, &schema).unwrap_err().option, "row_group_rows");
+    assert_eq!(
+        file::build(&bad, &schema).unwrap_err().option,
+        "row_group_rows"
+    );
     let bad = config(Path::new(""), RowFileFormat::Parquet);
     assert_eq!(file::build(&bad, &schema).unwrap_err().option, "path");
     let empty = Schema::default();
@@ -383,7 +407,10 @@ fn row_files_follow_the_staging_protocol() {
     sink.write_rows(rows.iter().copied());
     let two = sink.precommit_durably(2).expect("precommit");
     assert_eq!(staged(path), ["shard-001-epoch-0000000002.parquet"]);
-    assert!(visible(path).is_empty(), "pre-committed output is invisible");
+    assert!(
+        visible(path).is_empty(),
+        "pre-committed output is invisible"
+    );
     two.commit().expect("commit");
     two.commit().expect("commit again");
     assert_eq!(visible(path), ["shard-001-epoch-0000000002.parquet"]);
@@ -414,8 +441,14 @@ fn row_files_follow_the_staging_protocol() {
     // success.
     assert!(three.commit().is_err());
     other_staged.commit().expect("commit");
-    assert_eq!(read_parquet(&path.join("shard-000-epoch-0000000001.parquet")).len(), 4);
-    assert_eq!(read_parquet(&path.join("shard-001-epoch-0000000002.parquet")).len(), 4);
+    assert_eq!(
+        read_parquet(&path.join("shard-000-epoch-0000000001.parquet")).len(),
+        4
+    );
+    assert_eq!(
+        read_parquet(&path.join("shard-001-epoch-0000000002.parquet")).len(),
+        4
+    );
 
     // Restart with epoch 3 committed keeps a staged file of epoch 3 for its
     // repeated commit.
@@ -434,10 +467,12 @@ fn row_files_follow_the_staging_protocol() {
 const CHUNK: u64 = 700;
 const CHUNKS: u64 = 12;
 
-/// Rows `{id, shard_of_origin, at, host}`: instance `i` emits ids
-/// `i, i + n, ...`, one chunk of `CHUNK` rows per epoch: after a chunk it
-/// idles until its next barrier (`position`), so the run spans at least
-/// `CHUNKS` epochs whatever the timing. Its position is the next id.
+/// Rows `{id, at, host, ok}`: instance `i` emits ids `i, i + n, ...`, one
+/// chunk of `CHUNK` rows per epoch: after a chunk it idles until its next
+/// barrier (`position`), so epochs interleave with the data. (After
+/// `IDLE_POLLS_MAX` idle polls it goes on anyway: a failed run injects no
+/// more barriers, and the source must reach its closed output to end.)
+/// Its position is the next id.
 struct Ids {
     next: u64,
     step: u64,
@@ -446,7 +481,11 @@ struct Ids {
     budget: Cell<u64>,
     /// Whether a barrier grants a new chunk (else `budget` is all rows).
     paced: bool,
+    /// Polls that found the budget spent, since the last chunk began.
+    idle_polls: u32,
 }
+
+const IDLE_POLLS_MAX: u32 = 500;
 
 fn total_rows(instances: u64) -> u64 {
     CHUNK * CHUNKS * instances
@@ -469,8 +508,13 @@ impl Source for Ids {
             return SourcePoll::Exhausted;
         }
         if self.budget.get() == 0 {
-            return SourcePoll::Idle;
+            self.idle_polls += 1;
+            if self.idle_polls < IDLE_POLLS_MAX {
+                return SourcePoll::Idle;
+            }
+            self.budget.set(CHUNK);
         }
+        self.idle_polls = 0;
         let room = out.batch_records_max() as u64;
         for _ in 0..room.min(self.budget.get()) {
             if self.next >= self.end {
@@ -482,7 +526,11 @@ impl Source for Ids {
                     Value::Int(id),
                     Value::Timestamp(1_700_000_000_000 + id),
                     Value::String(format!("host-{}", id % 7)),
-                    if id % 5 == 0 { Value::Null } else { Value::Bool(id % 2 == 0) },
+                    if id % 5 == 0 {
+                        Value::Null
+                    } else {
+                        Value::Bool(id % 2 == 0)
+                    },
                 ],
             });
             self.next += self.step;
@@ -508,13 +556,10 @@ impl Source for Ids {
     }
 }
 
-/// Passes rows on; with `fail_at`, its snapshot of that epoch fails (the
-/// run stops there, after earlier epochs were pre-committed).
-struct PassOrFail {
-    fail_at: Option<u64>,
-}
+/// Passes rows on (through a hash exchange, so rows change shards).
+struct Pass;
 
-impl Processor for PassOrFail {
+impl Processor for Pass {
     type Input = Row;
     type Output = Row;
 
@@ -523,19 +568,51 @@ impl Processor for PassOrFail {
             out.push(&row.to_row());
         }
     }
+}
 
-    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
-        if self.fail_at.is_some_and(|fail_at| epoch >= fail_at) {
-            return Err(StateError("simulated crash".into()));
+/// The row file sink, crashing (a panic, as a bug would) on the first
+/// batch holding an id at or above `fail_at`: earlier epochs have been
+/// pre-committed, some committed, by then, and the current one is half
+/// written.
+struct CrashingSink {
+    inner: RowFileSink,
+    fail_at: Option<i64>,
+}
+
+impl Sink for CrashingSink {
+    type Input = Row;
+
+    fn write(&mut self, port: usize, batch: &Batch<Row>) {
+        if let Some(fail_at) = self.fail_at {
+            let crash = batch
+                .iter()
+                .any(|row| row.get(0).as_int().is_some_and(|id| id >= fail_at));
+            assert!(!crash, "simulated crash");
         }
-        Ok(Vec::new())
+        self.inner.write(port, batch);
+    }
+
+    fn finish(&mut self) {
+        self.inner.finish();
+    }
+
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+        self.inner.precommit(epoch)
+    }
+
+    fn sync(staged: &[u8]) -> Result<(), String> {
+        RowFileSink::sync(staged)
+    }
+
+    fn commit(staged: &[u8]) -> Result<(), String> {
+        RowFileSink::commit(staged)
     }
 }
 
 fn run_pipeline(
     data: &Path,
     out: &Path,
-    fail_at: Option<u64>,
+    fail_at: Option<i64>,
 ) -> Result<weir_runtime::RunReport, weir_runtime::Error> {
     let schema = id_schema();
     let mut config = config(out, RowFileFormat::Parquet);
@@ -550,11 +627,13 @@ fn run_pipeline(
             end: total_rows(step),
             budget: Cell::new(CHUNK),
             paced: true,
+            idle_polls: 0,
         }
     });
-    graph.processor("pass", move |_| PassOrFail { fail_at });
-    graph.sink("out", move |context| {
-        RowFileSink::new(spec.clone(), context).expect("row file sink")
+    graph.processor("pass", |_| Pass);
+    graph.sink("out", move |context| CrashingSink {
+        inner: RowFileSink::new(spec.clone(), context).expect("row file sink"),
+        fail_at,
     });
     graph.connect(
         "ids",
@@ -586,7 +665,11 @@ fn published_ids(out: &Path) -> BTreeMap<i64, usize> {
             };
             assert_eq!(row[1].1, Field::TimestampMillis(1_700_000_000_000 + id));
             assert_eq!(row[2].1, Field::Str(format!("host-{}", id % 7)));
-            let ok = if id % 5 == 0 { Field::Null } else { Field::Bool(id % 2 == 0) };
+            let ok = if id % 5 == 0 {
+                Field::Null
+            } else {
+                Field::Bool(id % 2 == 0)
+            };
             assert_eq!(row[3].1, ok);
             *ids.entry(id).or_insert(0) += 1;
         }
@@ -597,10 +680,14 @@ fn published_ids(out: &Path) -> BTreeMap<i64, usize> {
 #[test]
 fn a_failed_parquet_run_recovers_with_every_row_exactly_once() {
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let error = run_pipeline(data.path(), out.path(), Some(5)).expect_err("the run fails");
+    let error = run_pipeline(data.path(), out.path(), Some(total_rows(2) as i64 / 2))
+        .expect_err("the run fails");
     assert!(error.to_string().contains("simulated crash"), "{error}");
     let partial = published_ids(out.path());
-    assert!(partial.values().all(|&count| count == 1), "a row published twice");
+    assert!(
+        partial.values().all(|&count| count == 1),
+        "a row published twice"
+    );
     assert!(
         (partial.len() as u64) < total_rows(2),
         "the failed run cannot have published everything"
@@ -632,10 +719,10 @@ fn a_failed_parquet_run_recovers_with_every_row_exactly_once() {
 fn stdout_sink_prints_ndjson_lines_and_blackhole_counts() {
     let schema = Schema::new([("id", Type::Int), ("name", Type::String)]);
     let capture = Arc::new(Mutex::new(Vec::new()));
-    let mut spec = stdout::build(&StdoutSinkConfig::default_for_tests(), &schema).expect("spec");
+    let mut spec = stdout::build(&StdoutSinkConfig::default(), &schema).expect("spec");
     spec.capture = Some(capture.clone());
-    let hole = blackhole::build(&BlackholeSinkConfig { inputs: Vec::new() }, &schema)
-        .expect("spec");
+    let hole =
+        blackhole::build(&BlackholeSinkConfig { inputs: Vec::new() }, &schema).expect("spec");
     let totals = hole.totals.clone();
     let rows = 10_000_u64;
 
@@ -648,17 +735,27 @@ fn stdout_sink_prints_ndjson_lines_and_blackhole_counts() {
             end: rows,
             budget: Cell::new(u64::MAX),
             paced: false,
+            idle_polls: 0,
         }
     });
     graph.processor("narrow", |_| Narrow);
-    graph.sink("print", move |context| StdoutSink::new(spec.clone(), context));
-    graph.sink("hole", move |context| BlackholeSink::new(hole.clone(), context));
+    graph.sink("print", move |context| {
+        StdoutSink::new(spec.clone(), context)
+    });
+    graph.sink("hole", move |context| {
+        BlackholeSink::new(hole.clone(), context)
+    });
     graph.connect("ids", "narrow", Partition::<Row>::Forward);
     graph.connect("narrow", "print", Partition::<Row>::Forward);
     graph.connect("narrow", "hole", Partition::<Row>::Forward);
-    let runtime = Runtime::builder().shards(2).build().expect("runtime starts");
+    let runtime = Runtime::builder()
+        .shards(2)
+        .build()
+        .expect("runtime starts");
     let metrics = runtime.metrics().clone();
-    runtime.run(graph.build().expect("valid graph")).expect("run");
+    runtime
+        .run(graph.build().expect("valid graph"))
+        .expect("run");
 
     let text = String::from_utf8(capture.lock().unwrap().clone()).expect("utf-8");
     let mut lines: Vec<&str> = text.lines().collect();
@@ -676,7 +773,9 @@ fn stdout_sink_prints_ndjson_lines_and_blackhole_counts() {
     assert!(totals.bytes() > rows * 8, "{} bytes", totals.bytes());
     let rendered = metrics.render();
     assert!(
-        rendered.contains(&format!("weir_blackhole_records_total{{sink=\"hole\"}} {rows}\n")),
+        rendered.contains(&format!(
+            "weir_blackhole_records_total{{sink=\"hole\"}} {rows}\n"
+        )),
         "{rendered}"
     );
     assert!(rendered.contains(&format!(
@@ -698,15 +797,5 @@ impl Processor for Narrow {
                 values: vec![row.get(0).to_value(), row.get(2).to_value()],
             });
         }
-    }
-}
-
-trait DefaultForTests {
-    fn default_for_tests() -> Self;
-}
-
-impl DefaultForTests for StdoutSinkConfig {
-    fn default_for_tests() -> Self {
-        toml::from_str("").expect("an empty table is a valid stdout sink")
     }
 }

@@ -52,8 +52,8 @@ use weir_runtime::{ArchivedRecord, Batch, Record, ShardContext, Sink, StateError
 
 pub use json_line::{ArchivedWindowRow, ToJsonLine, WindowRow};
 pub use staged::{
-    commit_encoded, file_name_with, parse_any_file_name, sync_encoded, Staged,
-    StagedDecodeError, Staging,
+    commit_encoded, file_name_with, parse_any_file_name, sync_encoded, Staged, StagedDecodeError,
+    Staging,
 };
 
 pub(crate) use staged::at;

@@ -195,7 +195,10 @@ pub fn build(config: &RowFileSinkConfig, input: &Schema) -> Result<RowFileSpec, 
                 ));
             }
             let schema = parquet_schema(input).map_err(|error| {
-                OptionError::new("format", format!("no Parquet schema for the input: {error}"))
+                OptionError::new(
+                    "format",
+                    format!("no Parquet schema for the input: {error}"),
+                )
             })?;
             let properties = WriterProperties::builder()
                 .set_created_by(concat!("weir ", env!("CARGO_PKG_VERSION")).into())

@@ -81,7 +81,10 @@ enum Data {
     Int(Vec<i64>),
     Float(Vec<f64>),
     /// Text values back to back in `bytes`; value `i` ends at `ends[i]`.
-    Bytes { bytes: Vec<u8>, ends: Vec<usize> },
+    Bytes {
+        bytes: Vec<u8>,
+        ends: Vec<usize>,
+    },
 }
 
 /// One column: its field type, definition levels (1 present, 0 null) and
@@ -162,7 +165,8 @@ impl Columns {
                             let _ = write!(bytes, "{}", ip.to_ip());
                             true
                         }
-                        (ArchivedValue::List(_), Type::List) | (ArchivedValue::Map(_), Type::Map) => {
+                        (ArchivedValue::List(_), Type::List)
+                        | (ArchivedValue::Map(_), Type::Map) => {
                             self.json.clear();
                             write_json_value(value, &mut self.json);
                             bytes.extend_from_slice(self.json.as_bytes());
@@ -207,7 +211,8 @@ impl Columns {
                     values.clear();
                 }
                 Data::Float(values) => {
-                    out.typed::<DoubleType>().write_batch(values, levels, None)?;
+                    out.typed::<DoubleType>()
+                        .write_batch(values, levels, None)?;
                     values.clear();
                 }
                 Data::Bytes { bytes, ends } => {

@@ -43,7 +43,7 @@ pub const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The configuration of a [`StdoutSink`] (a `[sinks.NAME]` table without
 /// its `type`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
     /// Components whose output this one reads.
