@@ -242,6 +242,20 @@ fn parquet_matches_every_type(compression: Option<ParquetCompression>, row_group
         4_usize.div_ceil(row_group_rows),
         "row groups of at most {row_group_rows} rows"
     );
+    let codec = match compression.unwrap_or_default() {
+        ParquetCompression::None => parquet::basic::Compression::UNCOMPRESSED,
+        ParquetCompression::Snappy => parquet::basic::Compression::SNAPPY,
+        ParquetCompression::Zstd => parquet::basic::Compression::ZSTD(Default::default()),
+    };
+    for group in metadata.row_groups() {
+        for column in group.columns() {
+            // The level is not stored; compare the codec only.
+            assert_eq!(
+                std::mem::discriminant(&column.compression()),
+                std::mem::discriminant(&codec)
+            );
+        }
+    }
     let columns = metadata.file_metadata().schema_descr();
     let types: Vec<(PhysicalType, Option<LogicalType>)> = (0..columns.num_columns())
         .map(|i| {
@@ -277,6 +291,13 @@ fn parquet_matches_every_type(compression: Option<ParquetCompression>, row_group
 #[test]
 fn parquet_reads_back_exactly_with_the_parquet_crates_reader() {
     parquet_matches_every_type(None, 65_536);
+}
+
+#[test]
+fn compressed_parquet_reads_back_the_same() {
+    parquet_matches_every_type(Some(ParquetCompression::Snappy), 2);
+    parquet_matches_every_type(Some(ParquetCompression::Zstd), 2);
+    parquet_matches_every_type(Some(ParquetCompression::None), 2);
 }
 
 #[test]

@@ -288,6 +288,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
@@ -297,5 +299,58 @@ mod tests {
         assert!(file_name(1, 9) < file_name(1, 10));
         assert_eq!(parse_file_name("shard-007-epoch-x.ndjson"), None);
         assert_eq!(parse_file_name("notes.txt"), None);
+    }
+
+    #[test]
+    fn any_extension_parses_for_discarding() {
+        assert_eq!(
+            file_name_with(7, 42, "parquet"),
+            "shard-007-epoch-0000000042.parquet"
+        );
+        assert_eq!(
+            parse_any_file_name("shard-007-epoch-0000000042.parquet"),
+            Some((7, 42))
+        );
+        assert_eq!(parse_any_file_name(&file_name(3, 9)), Some((3, 9)));
+        assert_eq!(parse_any_file_name("shard-007-epoch-0000000042"), None);
+        assert_eq!(parse_any_file_name("shard-x-epoch-1.parquet"), None);
+    }
+
+    #[test]
+    fn discard_removes_uncommitted_files_of_any_extension_for_this_shard_only() {
+        let temporary = tempfile::tempdir().expect("temporary directory");
+        let directory = temporary.path().join("out");
+        let staging = Staging::new(&directory, 1, 1, "parquet").expect("staging");
+        let names = [
+            file_name_with(1, 2, "parquet"),
+            file_name_with(1, 3, "ndjson"),
+            file_name_with(1, 1, "parquet"),
+            file_name_with(0, 5, "parquet"),
+            "notes.txt".to_owned(),
+        ];
+        for name in &names {
+            fs::write(directory.join(STAGING_DIRECTORY).join(name), b"x").expect("write");
+        }
+        assert_eq!(
+            staging.staged_path(4).file_name().unwrap(),
+            "shard-001-epoch-0000000004.parquet"
+        );
+        assert_eq!(
+            Staging::discard_uncommitted(&directory, 1, 1).expect("discard"),
+            2
+        );
+        let mut left: Vec<String> = fs::read_dir(directory.join(STAGING_DIRECTORY))
+            .expect("list")
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "notes.txt",
+                "shard-000-epoch-0000000005.parquet",
+                "shard-001-epoch-0000000001.parquet"
+            ]
+        );
     }
 }
