@@ -10,11 +10,15 @@
 //! [`webhook::WebhookSink`] POSTs rows as JSON batches with idempotency
 //! keys once their epoch commits; [`postgres::PostgresSink`] writes each
 //! epoch's rows and the epoch number to PostgreSQL in one transaction.
+//! [`rows`] holds the sinks of config-driven pipelines, over
+//! [`Row`](crate::row::Row)s: exactly-once NDJSON and Parquet files,
+//! standard output, and a counting blackhole.
 
 pub mod file;
 pub mod postgres;
 pub mod prometheus;
 pub mod webhook;
+pub mod rows;
 
 use std::marker::PhantomData;
 

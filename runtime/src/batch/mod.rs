@@ -308,6 +308,11 @@ impl<T: Record> Batch<T> {
         self.raw.is_empty()
     }
 
+    /// Bytes of serialized (archived) records in the batch.
+    pub fn bytes_len(&self) -> usize {
+        self.raw.bytes_len()
+    }
+
     /// The archived record at `index`.
     pub fn get(&self, index: usize) -> Option<&ArchivedRecord<T>> {
         if index >= self.raw.records {

@@ -43,7 +43,7 @@
 mod json_line;
 mod staged;
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -51,9 +51,12 @@ use std::path::{Path, PathBuf};
 use weir_runtime::{ArchivedRecord, Batch, Record, ShardContext, Sink, StateError};
 
 pub use json_line::{ArchivedWindowRow, ToJsonLine, WindowRow};
-pub use staged::{Staged, StagedDecodeError};
+pub use staged::{
+    commit_encoded, file_name_with, parse_any_file_name, sync_encoded, Staged, StagedDecodeError,
+    Staging,
+};
 
-use staged::{at, parent_of, sync_directory};
+pub(crate) use staged::at;
 
 /// The staging directory's name under the sink's `PATH`.
 pub const STAGING_DIRECTORY: &str = ".staging";
@@ -64,7 +67,7 @@ pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// The file name of `shard`'s output of `epoch`, staged or committed.
 pub fn file_name(shard: usize, epoch: u64) -> String {
-    format!("shard-{shard:03}-epoch-{epoch:010}.ndjson")
+    file_name_with(shard, epoch, "ndjson")
 }
 
 /// Parses a [`file_name`] back into `(shard, epoch)`.
@@ -85,11 +88,7 @@ struct Open {
 /// Writes records of type `T` as NDJSON; see the module docs.
 #[derive(Debug)]
 pub struct FileSink<T> {
-    directory: PathBuf,
-    staging: PathBuf,
-    shard: usize,
-    /// The epoch records are written for now.
-    epoch: u64,
+    staging: Staging,
     open: Option<Open>,
     /// The first write error of the current epoch.
     error: Option<io::Error>,
@@ -103,15 +102,8 @@ impl<T> FileSink<T> {
     /// `epoch` (the last committed epoch plus one). Creates `directory`
     /// and its staging directory, durably (both parents are fsynced).
     pub fn new(directory: &Path, shard: usize, epoch: u64) -> io::Result<FileSink<T>> {
-        let staging = directory.join(STAGING_DIRECTORY);
-        fs::create_dir_all(&staging).map_err(at(&staging))?;
-        sync_directory(parent_of(directory))?;
-        sync_directory(directory)?;
         Ok(FileSink {
-            directory: directory.to_owned(),
-            staging,
-            shard,
-            epoch,
+            staging: Staging::new(directory, shard, epoch, "ndjson")?,
             open: None,
             error: None,
             lines: Vec::new(),
@@ -121,17 +113,17 @@ impl<T> FileSink<T> {
 
     /// The epoch records are written for now.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.staging.epoch()
     }
 
     /// Where `epoch`'s file of this shard is staged.
     pub fn staged_path(&self, epoch: u64) -> PathBuf {
-        self.staging.join(file_name(self.shard, epoch))
+        self.staging.staged_path(epoch)
     }
 
     /// Where `epoch`'s file of this shard is published.
     pub fn target_path(&self, epoch: u64) -> PathBuf {
-        self.directory.join(file_name(self.shard, epoch))
+        self.staging.target_path(epoch)
     }
 
     /// Appends records, one JSON object per line, to the current epoch's
@@ -162,7 +154,7 @@ impl<T> FileSink<T> {
         let open = match &mut self.open {
             Some(open) => open,
             None => {
-                let path = self.staged_path(self.epoch);
+                let path = self.staging.staged_path(self.staging.epoch());
                 let file = File::create(&path).map_err(at(&path))?;
                 let writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
                 self.open.insert(Open {
@@ -196,18 +188,11 @@ impl<T> FileSink<T> {
     /// [`Staged::sync`] makes it durable (the runtime runs that off the
     /// shard, see `Sink::sync`).
     pub fn stage(&mut self, epoch: u64) -> io::Result<Staged> {
-        self.epoch = epoch.saturating_add(1);
+        let mut staged = self.staging.next_epoch(epoch);
         let open = self.open.take();
         if let Some(error) = self.error.take() {
             return Err(error);
         }
-        let mut staged = Staged {
-            epoch,
-            shard: self.shard as u64,
-            lines: 0,
-            staged: self.staged_path(epoch),
-            target: self.target_path(epoch),
-        };
         if let Some(open) = open {
             let Open {
                 writer,
@@ -220,10 +205,7 @@ impl<T> FileSink<T> {
                     .into_inner()
                     .map_err(|error| at(&path)(error.into_error()))?,
             );
-            if path != staged.staged {
-                fs::rename(&path, &staged.staged).map_err(at(&path))?;
-            }
-            staged.lines = lines;
+            Staging::place(&mut staged, &path, lines)?;
         }
         Ok(staged)
     }
@@ -251,29 +233,7 @@ impl<T> FileSink<T> {
         shard: usize,
         committed_epoch: u64,
     ) -> io::Result<usize> {
-        let staging = directory.join(STAGING_DIRECTORY);
-        let entries = match fs::read_dir(&staging) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(error) => return Err(at(&staging)(error)),
-        };
-        let mut deleted = 0;
-        for entry in entries {
-            let entry = entry.map_err(at(&staging))?;
-            let name = entry.file_name();
-            let Some((owner, epoch)) = name.to_str().and_then(parse_file_name) else {
-                continue;
-            };
-            if owner == shard && epoch > committed_epoch {
-                let path = entry.path();
-                fs::remove_file(&path).map_err(at(&path))?;
-                deleted += 1;
-            }
-        }
-        if deleted > 0 {
-            sync_directory(&staging)?;
-        }
-        Ok(deleted)
+        Staging::discard_uncommitted(directory, shard, committed_epoch)
     }
 
     /// Flushes the current epoch's staged file to the OS, without syncing
@@ -316,30 +276,20 @@ where
 
     /// Decodes a [`Staged`] and makes it durable ([`Staged::sync`]).
     fn sync(staged: &[u8]) -> Result<(), String> {
-        if staged.is_empty() {
-            return Ok(());
-        }
-        Staged::from_bytes(staged)
-            .map_err(|error| error.to_string())?
-            .sync()
-            .map_err(|error| error.to_string())
+        sync_encoded(staged)
     }
 
     /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],
     /// idempotent). Empty bytes (an empty epoch) publish nothing.
     fn commit(staged: &[u8]) -> Result<(), String> {
-        if staged.is_empty() {
-            return Ok(());
-        }
-        Staged::from_bytes(staged)
-            .map_err(|error| error.to_string())?
-            .commit()
-            .map_err(|error| error.to_string())
+        commit_encoded(staged)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
@@ -349,5 +299,58 @@ mod tests {
         assert!(file_name(1, 9) < file_name(1, 10));
         assert_eq!(parse_file_name("shard-007-epoch-x.ndjson"), None);
         assert_eq!(parse_file_name("notes.txt"), None);
+    }
+
+    #[test]
+    fn any_extension_parses_for_discarding() {
+        assert_eq!(
+            file_name_with(7, 42, "parquet"),
+            "shard-007-epoch-0000000042.parquet"
+        );
+        assert_eq!(
+            parse_any_file_name("shard-007-epoch-0000000042.parquet"),
+            Some((7, 42))
+        );
+        assert_eq!(parse_any_file_name(&file_name(3, 9)), Some((3, 9)));
+        assert_eq!(parse_any_file_name("shard-007-epoch-0000000042"), None);
+        assert_eq!(parse_any_file_name("shard-x-epoch-1.parquet"), None);
+    }
+
+    #[test]
+    fn discard_removes_uncommitted_files_of_any_extension_for_this_shard_only() {
+        let temporary = tempfile::tempdir().expect("temporary directory");
+        let directory = temporary.path().join("out");
+        let staging = Staging::new(&directory, 1, 1, "parquet").expect("staging");
+        let names = [
+            file_name_with(1, 2, "parquet"),
+            file_name_with(1, 3, "ndjson"),
+            file_name_with(1, 1, "parquet"),
+            file_name_with(0, 5, "parquet"),
+            "notes.txt".to_owned(),
+        ];
+        for name in &names {
+            fs::write(directory.join(STAGING_DIRECTORY).join(name), b"x").expect("write");
+        }
+        assert_eq!(
+            staging.staged_path(4).file_name().unwrap(),
+            "shard-001-epoch-0000000004.parquet"
+        );
+        assert_eq!(
+            Staging::discard_uncommitted(&directory, 1, 1).expect("discard"),
+            2
+        );
+        let mut left: Vec<String> = fs::read_dir(directory.join(STAGING_DIRECTORY))
+            .expect("list")
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "notes.txt",
+                "shard-000-epoch-0000000005.parquet",
+                "shard-001-epoch-0000000001.parquet"
+            ]
+        );
     }
 }

@@ -142,6 +142,192 @@ impl Staged {
     }
 }
 
+/// [`Sink::sync`](weir_runtime::Sink::sync) of a sink whose pre-commit
+/// bytes are an encoded [`Staged`] (nothing for an empty epoch): decodes
+/// and [`Staged::sync`]s it.
+pub fn sync_encoded(staged: &[u8]) -> Result<(), String> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    Staged::from_bytes(staged)
+        .map_err(|error| error.to_string())?
+        .sync()
+        .map_err(|error| error.to_string())
+}
+
+/// [`Sink::commit`](weir_runtime::Sink::commit) of a sink whose pre-commit
+/// bytes are an encoded [`Staged`]: decodes and [`Staged::commit`]s it
+/// (idempotent). Empty bytes (an empty epoch) publish nothing.
+pub fn commit_encoded(staged: &[u8]) -> Result<(), String> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    Staged::from_bytes(staged)
+        .map_err(|error| error.to_string())?
+        .commit()
+        .map_err(|error| error.to_string())
+}
+
+/// The directories and epoch bookkeeping of one shard's exactly-once file
+/// sink, whatever it writes: [`FileSink`](super::FileSink) (NDJSON of typed
+/// records) and the row sinks in `sink::rows` share it.
+///
+/// A sink writes the current [`epoch`](Staging::epoch)'s output to
+/// [`staged_path`](Staging::staged_path) (creating the file lazily), and at
+/// pre-commit calls [`next_epoch`](Staging::next_epoch) and, if it wrote a
+/// file, [`place`](Staging::place); the [`Staged`] it gets is what the
+/// epoch protocol logs, syncs and commits.
+#[derive(Debug)]
+pub struct Staging {
+    directory: PathBuf,
+    staging: PathBuf,
+    shard: usize,
+    /// The epoch output is written for now.
+    epoch: u64,
+    /// The file name extension, without the dot (`ndjson`, `parquet`).
+    extension: &'static str,
+}
+
+impl Staging {
+    /// The staging of `shard` under `directory`, naming files
+    /// `*.{extension}`, starting with `epoch`. Creates `directory` and its
+    /// staging directory, durably (both parents are fsynced).
+    pub fn new(
+        directory: &Path,
+        shard: usize,
+        epoch: u64,
+        extension: &'static str,
+    ) -> io::Result<Staging> {
+        let staging = directory.join(super::STAGING_DIRECTORY);
+        fs::create_dir_all(&staging).map_err(at(&staging))?;
+        sync_directory(parent_of(directory))?;
+        sync_directory(directory)?;
+        Ok(Staging {
+            directory: directory.to_owned(),
+            staging,
+            shard,
+            epoch,
+            extension,
+        })
+    }
+
+    /// The staging of `context.shard` for a run under the epoch protocol:
+    /// [`discard_uncommitted`](Staging::discard_uncommitted) for
+    /// `context.committed_epoch`, then [`new`](Staging::new) at the next
+    /// epoch.
+    pub fn for_shard(
+        directory: &Path,
+        context: &weir_runtime::ShardContext,
+        extension: &'static str,
+    ) -> io::Result<Staging> {
+        Staging::discard_uncommitted(directory, context.shard, context.committed_epoch)?;
+        Staging::new(
+            directory,
+            context.shard,
+            context.committed_epoch + 1,
+            extension,
+        )
+    }
+
+    /// The epoch output is written for now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The shard.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The file name of this shard's output of `epoch`.
+    pub fn file_name(&self, epoch: u64) -> String {
+        file_name_with(self.shard, epoch, self.extension)
+    }
+
+    /// Where `epoch`'s file of this shard is staged.
+    pub fn staged_path(&self, epoch: u64) -> PathBuf {
+        self.staging.join(self.file_name(epoch))
+    }
+
+    /// Where `epoch`'s file of this shard is published.
+    pub fn target_path(&self, epoch: u64) -> PathBuf {
+        self.directory.join(self.file_name(epoch))
+    }
+
+    /// Ends the current epoch as `epoch` (output is written for
+    /// `epoch + 1` from now on) and returns its [`Staged`], with no lines
+    /// yet: [`place`](Staging::place) the file written, if any.
+    pub fn next_epoch(&mut self, epoch: u64) -> Staged {
+        self.epoch = epoch.saturating_add(1);
+        Staged {
+            epoch,
+            shard: self.shard as u64,
+            lines: 0,
+            staged: self.staged_path(epoch),
+            target: self.target_path(epoch),
+        }
+    }
+
+    /// Records that `staged`'s epoch wrote `path`, closed, holding `lines`
+    /// records: renames it to `staged.staged` if it was written under
+    /// another epoch's name (the sink follows the epochs it is given).
+    pub fn place(staged: &mut Staged, path: &Path, lines: u64) -> io::Result<()> {
+        if path != staged.staged {
+            fs::rename(path, &staged.staged).map_err(at(path))?;
+        }
+        staged.lines = lines;
+        Ok(())
+    }
+
+    /// Deletes the staged files of `shard` under `directory` whose epoch is
+    /// after `committed_epoch`, whatever their extension, and returns how
+    /// many. Staged files of committed epochs are left for their
+    /// (repeated) commit, and other shards' files alone. A missing staging
+    /// directory holds nothing.
+    pub fn discard_uncommitted(
+        directory: &Path,
+        shard: usize,
+        committed_epoch: u64,
+    ) -> io::Result<usize> {
+        let staging = directory.join(super::STAGING_DIRECTORY);
+        let entries = match fs::read_dir(&staging) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(at(&staging)(error)),
+        };
+        let mut deleted = 0;
+        for entry in entries {
+            let entry = entry.map_err(at(&staging))?;
+            let name = entry.file_name();
+            let Some((owner, epoch)) = name.to_str().and_then(parse_any_file_name) else {
+                continue;
+            };
+            if owner == shard && epoch > committed_epoch {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(at(&path))?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            sync_directory(&staging)?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// The file name of `shard`'s output of `epoch` with `extension`:
+/// `shard-{S:03}-epoch-{E:010}.{extension}`.
+pub fn file_name_with(shard: usize, epoch: u64, extension: &str) -> String {
+    format!("shard-{shard:03}-epoch-{epoch:010}.{extension}")
+}
+
+/// Parses a [`file_name_with`] of any extension back into `(shard, epoch)`.
+pub fn parse_any_file_name(name: &str) -> Option<(usize, u64)> {
+    let (stem, _extension) = name.strip_prefix("shard-")?.split_once('.')?;
+    let (shard, epoch) = stem.split_once("-epoch-")?;
+    Some((shard.parse().ok()?, epoch.parse().ok()?))
+}
+
 /// Fsyncs a directory, so the entries created, renamed or removed in it
 /// are durable.
 pub(crate) fn sync_directory(directory: &Path) -> io::Result<()> {
