@@ -56,7 +56,8 @@ impl Spans {
 }
 
 /// The processor types, for errors.
-const PROCESSOR_TYPES: &str = "one of `filter`, `map`, `route`, `threshold`, `window`";
+const PROCESSOR_TYPES: &str =
+    "one of `filter`, `map`, `route`, `parse`, `enrich`, `dedup`, `window`, `threshold`";
 
 /// One component's table, split from its `type`.
 struct Component<'i> {
@@ -201,6 +202,23 @@ fn read_component(
             let threshold = ProcessorConfig::Threshold(threshold);
             config.processors.insert(name, threshold);
         }
+        ("processors", "parse") => {
+            let parse = deserialize(source, body, &path)?;
+            config
+                .processors
+                .insert(name, ProcessorConfig::Parse(parse));
+        }
+        ("processors", "enrich") => {
+            let enrich = deserialize(source, body, &path)?;
+            let enrich = ProcessorConfig::Enrich(enrich);
+            config.processors.insert(name, enrich);
+        }
+        ("processors", "dedup") => {
+            let dedup = deserialize(source, body, &path)?;
+            config
+                .processors
+                .insert(name, ProcessorConfig::Dedup(dedup));
+        }
         ("processors", _) => return Err(unknown(PROCESSOR_TYPES)),
         ("sinks", "file") => {
             let file = deserialize(source, body, &path)?;
@@ -212,7 +230,27 @@ fn read_component(
                 .sinks
                 .insert(name, SinkConfig::Prometheus(prometheus));
         }
-        _ => return Err(unknown("`file` or `prometheus`")),
+        ("sinks", "stdout") => {
+            let stdout = deserialize(source, body, &path)?;
+            config.sinks.insert(name, SinkConfig::Stdout(stdout));
+        }
+        ("sinks", "blackhole") => {
+            let blackhole = deserialize(source, body, &path)?;
+            config.sinks.insert(name, SinkConfig::Blackhole(blackhole));
+        }
+        ("sinks", "webhook") => {
+            let webhook = deserialize(source, body, &path)?;
+            config.sinks.insert(name, SinkConfig::Webhook(webhook));
+        }
+        ("sinks", "postgres") => {
+            let postgres = deserialize(source, body, &path)?;
+            config.sinks.insert(name, SinkConfig::Postgres(postgres));
+        }
+        _ => {
+            return Err(unknown(
+                "one of `file`, `stdout`, `blackhole`, `webhook`, `postgres`, `prometheus`",
+            ))
+        }
     }
     Ok(())
 }

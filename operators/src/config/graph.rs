@@ -36,9 +36,15 @@ use crate::generator::ProfileGenerator;
 use crate::generator::{ConfigEvents, GeneratedEvent};
 use crate::ingest::{IngestSource, Mesh};
 use crate::latency::ObservedSink;
+use crate::process::dedup::{self, Dedup};
+use crate::process::enrich::Enrich;
+use crate::process::parse::Parse;
 use crate::row::{EventRows, Row};
 use crate::sink::file::{FileSink, ToJsonLine, WindowRow};
+use crate::sink::postgres::PostgresSink;
 use crate::sink::prometheus::PrometheusSink;
+use crate::sink::rows::{BlackholeSink, RowFileSink, StdoutSink};
+use crate::sink::webhook::WebhookSink;
 use crate::source::file::FileSource;
 use crate::transform::filter::Filter;
 use crate::transform::map::Map;
@@ -150,8 +156,17 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
         }
     }
 
+    // Delivery sinks name the pipeline in idempotency keys and progress
+    // rows: the file's stem, stable across restarts of the same file.
+    let pipeline = std::path::Path::new(file_name).file_stem().map_or_else(
+        || "weir".to_owned(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
     for (name, sink) in &config.sinks {
         let planned = &plan.components[name];
+        if add_row_sink(&mut graph, name, planned, &pipeline) {
+            continue;
+        }
         match sink {
             SinkConfig::Prometheus(prometheus) => {
                 let metric = prometheus.name.clone();
@@ -171,6 +186,14 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
                 }
                 _ => file_sink::<WindowRow>(&mut graph, name, &file.path, &planned.inputs),
             },
+            _ => {
+                let message = "planned as a sink of rows, which it cannot run".to_owned();
+                return Err(error(
+                    ConfigErrorKind::Unsupported,
+                    Some(planned.path.clone()),
+                    message,
+                ));
+            }
         }
     }
 
@@ -181,6 +204,49 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
             format!("the runtime refused the pipeline: {graph_error}"),
         )
     })
+}
+
+/// Adds sink `name` of rows and the edges into it, if it is one; `false`
+/// for the sinks built from the configuration.
+fn add_row_sink(graph: &mut GraphBuilder, name: &str, planned: &Planned, pipeline: &str) -> bool {
+    match &planned.op {
+        Op::RowFile(spec) => {
+            let (spec, node) = (spec.clone(), name.to_owned());
+            graph.sink(name, move |context| {
+                RowFileSink::new(spec.clone(), context).unwrap_or_else(|io_error| {
+                    panic!(
+                        "sinks.{node}: cannot open the file sink on shard {}: {io_error}",
+                        context.shard
+                    )
+                })
+            });
+        }
+        Op::Stdout(spec) => {
+            let spec = spec.clone();
+            graph.sink(name, move |context| StdoutSink::new(spec.clone(), context));
+        }
+        Op::Blackhole(spec) => {
+            let spec = spec.clone();
+            graph.sink(name, move |context| {
+                BlackholeSink::new(spec.clone(), context)
+            });
+        }
+        Op::Webhook(spec) => {
+            let spec = spec.clone().with_pipeline(pipeline);
+            graph.sink(name, move |context| WebhookSink::new(spec.clone(), context));
+        }
+        Op::Postgres(spec) => {
+            let spec = spec.clone().with_pipeline(pipeline);
+            graph.sink(name, move |context| {
+                PostgresSink::new(spec.clone(), context)
+            });
+        }
+        _ => return false,
+    }
+    for input in &planned.inputs {
+        graph.connect_port::<Row>(&input.node, input.port, name, Partition::Forward);
+    }
+    true
 }
 
 /// Adds processor `name` and the edges into it.
@@ -225,6 +291,29 @@ fn add_processor(
             let spec = spec.clone();
             graph.processor(name, move |_| Route::new(spec.clone()));
             forward(graph);
+        }
+        (Op::Parse(spec), _) => {
+            let spec = spec.clone();
+            graph.processor(name, move |context| Parse::new(spec.clone(), context));
+            forward(graph);
+        }
+        (Op::Enrich(spec), _) => {
+            let spec = spec.clone();
+            graph.processor(name, move |context| Enrich::new(spec.clone(), context));
+            forward(graph);
+        }
+        (Op::Dedup(spec), _) => {
+            for input in &planned.inputs {
+                let spec = spec.clone();
+                graph.connect_port(
+                    &input.node,
+                    input.port,
+                    name,
+                    Partition::hash(move |row: &Row| dedup::partition_hash(&spec, row)),
+                );
+            }
+            let spec = spec.clone();
+            graph.processor(name, move |context| Dedup::new(spec.clone(), context));
         }
         (Op::Threshold(spec), _) => {
             for input in &planned.inputs {

@@ -69,7 +69,7 @@ fn epoch_interval_ms_default() -> u64 {
 }
 
 /// A source component, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceConfig {
     /// `type = "generator"` with `keys`: keyed events.
@@ -191,7 +191,7 @@ impl IngestConfig {
 }
 
 /// A processor component, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProcessorConfig {
     /// `type = "window"` with `size_ms`: tumbling counts over generator
@@ -205,16 +205,30 @@ pub enum ProcessorConfig {
     Route(crate::transform::route::RouteConfig),
     /// `type = "threshold"`.
     Threshold(crate::transform::threshold::ThresholdConfig),
+    /// `type = "parse"`.
+    Parse(crate::process::parse::ParseConfig),
+    /// `type = "enrich"`.
+    Enrich(crate::process::enrich::EnrichConfig),
+    /// `type = "dedup"`.
+    Dedup(crate::process::dedup::DedupConfig),
 }
 
 /// A sink component, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
     /// `type = "file"`.
     File(FileSinkConfig),
     /// `type = "prometheus"`: window rows as gauges on the metrics endpoint.
     Prometheus(PrometheusSinkConfig),
+    /// `type = "stdout"`: NDJSON lines on standard output.
+    Stdout(crate::sink::rows::StdoutSinkConfig),
+    /// `type = "blackhole"`: counts records and drops them.
+    Blackhole(crate::sink::rows::BlackholeSinkConfig),
+    /// `type = "webhook"`: batched HTTP POSTs with idempotency keys.
+    Webhook(crate::sink::webhook::WebhookSinkConfig),
+    /// `type = "postgres"`: rows and the epoch in one transaction.
+    Postgres(crate::sink::postgres::PostgresSinkConfig),
 }
 
 /// Exposes window rows as Prometheus gauges; see
@@ -269,28 +283,15 @@ pub struct WindowConfig {
     pub aggregates: Vec<Aggregate>,
 }
 
-/// Writes records as files, one per shard and epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
-    /// Components whose output this one reads.
-    #[serde(default)]
-    pub inputs: Vec<String>,
-    /// The directory files are published in.
-    pub path: PathBuf,
-    /// The line format.
-    #[serde(default)]
-    pub format: FileFormat,
-}
+/// A `file` sink: NDJSON or Parquet files, one per shard and epoch,
+/// published when the epoch commits; see
+/// [`RowFileSink`](crate::sink::rows::RowFileSink). Generator events and
+/// `size_ms` window rows are written as NDJSON by
+/// [`FileSink`](crate::sink::file::FileSink).
+pub type FileSinkConfig = crate::sink::rows::RowFileSinkConfig;
 
-/// The format of a file sink's lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileFormat {
-    /// One JSON object per line.
-    #[default]
-    Ndjson,
-}
+/// The format of a `file` sink.
+pub type FileFormat = crate::sink::rows::RowFileFormat;
 
 /// One aggregate of a window, written as a string: `"count"` or
 /// `"sum:FIELD"` (e.g. `"sum:id"`). The string form keeps the common case a
@@ -372,6 +373,9 @@ impl ProcessorConfig {
             ProcessorConfig::Map(_) => "map",
             ProcessorConfig::Route(_) => "route",
             ProcessorConfig::Threshold(_) => "threshold",
+            ProcessorConfig::Parse(_) => "parse",
+            ProcessorConfig::Enrich(_) => "enrich",
+            ProcessorConfig::Dedup(_) => "dedup",
         }
     }
 
@@ -383,6 +387,9 @@ impl ProcessorConfig {
             ProcessorConfig::Map(config) => &config.inputs,
             ProcessorConfig::Route(config) => &config.inputs,
             ProcessorConfig::Threshold(config) => &config.inputs,
+            ProcessorConfig::Parse(config) => &config.inputs,
+            ProcessorConfig::Enrich(config) => &config.inputs,
+            ProcessorConfig::Dedup(config) => &config.inputs,
         }
     }
 }
@@ -393,6 +400,10 @@ impl SinkConfig {
         match self {
             SinkConfig::File(_) => "file",
             SinkConfig::Prometheus(_) => "prometheus",
+            SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::Blackhole(_) => "blackhole",
+            SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Postgres(_) => "postgres",
         }
     }
 
@@ -401,6 +412,10 @@ impl SinkConfig {
         match self {
             SinkConfig::File(file) => &file.inputs,
             SinkConfig::Prometheus(prometheus) => &prometheus.inputs,
+            SinkConfig::Stdout(config) => &config.inputs,
+            SinkConfig::Blackhole(config) => &config.inputs,
+            SinkConfig::Webhook(config) => &config.inputs,
+            SinkConfig::Postgres(config) => &config.inputs,
         }
     }
 }

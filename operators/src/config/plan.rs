@@ -92,6 +92,14 @@ pub(crate) enum Op {
     Threshold(threshold::ThresholdSpec),
     Profile(crate::generator::ProfileSpec),
     FileSource(crate::source::file::FileSpec),
+    Parse(crate::process::parse::ParseSpec),
+    Enrich(crate::process::enrich::EnrichSpec),
+    Dedup(crate::process::dedup::DedupSpec),
+    RowFile(crate::sink::rows::RowFileSpec),
+    Stdout(crate::sink::rows::StdoutSpec),
+    Blackhole(crate::sink::rows::BlackholeSpec),
+    Webhook(crate::sink::webhook::WebhookSpec),
+    Postgres(crate::sink::postgres::PostgresSpec),
 }
 
 /// A planned component.
@@ -195,10 +203,6 @@ enum Wants {
 }
 
 impl Planner {
-    fn fail(&mut self, path: &str, kind: ConfigErrorKind, message: String) {
-        self.fail_at(path, kind, None, None, message);
-    }
-
     fn fail_at(
         &mut self,
         path: &str,
@@ -435,6 +439,22 @@ impl Planner {
             }),
             ProcessorConfig::Threshold(config) => threshold::build(config, &schema, name)
                 .map(|(spec, out)| (Op::Threshold(spec), vec![rows(out)])),
+            ProcessorConfig::Parse(config) => {
+                crate::process::parse::build(config, &schema).map(|(spec, out)| {
+                    let dead = Output {
+                        name: DEAD_LETTER.to_owned(),
+                        port: 1,
+                        stream: Stream::Rows(Arc::new(crate::process::parse::dead_letter_schema(
+                            &schema,
+                        ))),
+                    };
+                    (Op::Parse(spec), vec![rows(out), dead])
+                })
+            }
+            ProcessorConfig::Enrich(config) => crate::process::enrich::build(config, &schema)
+                .map(|(spec, out)| (Op::Enrich(spec), vec![rows(out)])),
+            ProcessorConfig::Dedup(config) => crate::process::dedup::build(config, &schema)
+                .map(|(spec, out)| (Op::Dedup(spec), vec![rows(out)])),
         };
         match built {
             Ok((op, outputs)) => self.add(
@@ -452,29 +472,63 @@ impl Planner {
     }
 
     fn sink(&mut self, name: &str, sink: &SinkConfig) {
+        use crate::sink::rows::{blackhole, file, stdout, RowFileFormat};
+        use crate::sink::{postgres, webhook};
         let path = format!("sinks.{name}");
         let wants = match sink {
-            SinkConfig::File(_) => Wants::Any,
+            SinkConfig::File(config) if config.format == RowFileFormat::Ndjson => Wants::Any,
             SinkConfig::Prometheus(_) => Wants::WindowRows,
+            _ => Wants::Rows,
         };
         let Some((inputs, stream)) = self.inputs(&path, sink.inputs(), wants) else {
             return;
         };
-        if matches!(sink, SinkConfig::File(_)) && matches!(stream, Stream::Rows(_)) {
-            let message = "writing rows to files comes with the row file sink".to_owned();
-            self.fail(&path, ConfigErrorKind::Unsupported, message);
-            return;
+        let built = match (&stream, sink) {
+            (Stream::Rows(schema), SinkConfig::File(config)) => {
+                file::build(config, schema).map(Op::RowFile)
+            }
+            (Stream::Rows(schema), SinkConfig::Stdout(config)) => {
+                stdout::build(config, schema).map(Op::Stdout)
+            }
+            (Stream::Rows(schema), SinkConfig::Blackhole(config)) => {
+                blackhole::build(config, schema).map(Op::Blackhole)
+            }
+            (Stream::Rows(schema), SinkConfig::Webhook(config)) => {
+                webhook::build(config, schema).map(Op::Webhook)
+            }
+            (Stream::Rows(schema), SinkConfig::Postgres(config)) => {
+                postgres::build(config, schema).map(Op::Postgres)
+            }
+            // Events and `size_ms` window rows: NDJSON files and gauges.
+            (_, SinkConfig::File(config)) => {
+                if config.compression.is_some() || config.row_group_rows.is_some() {
+                    Err(OptionError::new(
+                        "compression",
+                        "`compression` and `row_group_rows` apply to Parquet files",
+                    ))
+                } else {
+                    Ok(Op::FromConfig)
+                }
+            }
+            (_, SinkConfig::Prometheus(_)) => Ok(Op::FromConfig),
+            (stream, _) => Err(OptionError::new(
+                "inputs",
+                format!("this sink reads rows, not {}", stream.describe()),
+            )),
+        };
+        match built {
+            Ok(op) => self.add(
+                name,
+                Planned {
+                    path,
+                    inputs,
+                    input: Some(stream),
+                    outputs: Vec::new(),
+                    op,
+                },
+            ),
+            Err(error) => self.option_error(&path, error),
         }
-        self.add(
-            name,
-            Planned {
-                path,
-                inputs,
-                input: Some(stream),
-                outputs: Vec::new(),
-                op: Op::FromConfig,
-            },
-        );
     }
 }
 

@@ -17,8 +17,8 @@
 pub mod file;
 pub mod postgres;
 pub mod prometheus;
-pub mod webhook;
 pub mod rows;
+pub mod webhook;
 
 use std::marker::PhantomData;
 
