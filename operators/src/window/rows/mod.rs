@@ -84,10 +84,11 @@
 //! Nulls are skipped by every aggregate but `count`.
 //!
 //! # Partitioning
-//! [`group_hash`] is the hash the integrator partitions the input edge by
-//! (`Partition::hash`), so each group lives on one shard. Without
-//! `group_by` it is 0: every row goes to one shard (a global window cannot
-//! be split).
+//! [`group_hash`] (of an archived row) and [`group_hash_row`] (the same
+//! hash of an owned row, which is what `Partition::hash`'s key function
+//! receives) are the hash the integrator partitions the input edge by, so
+//! each group lives on one shard. Without `group_by` it is 0: every row
+//! goes to one shard (a global window cannot be split).
 //!
 //! # State
 //! `snapshot` writes, with rkyv, every open window and group with its
@@ -115,7 +116,7 @@ use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 
 use self::agg::{cmp_slices, same, Acc, AccState};
 use super::closed_rows::ClosedRows;
-use crate::row::{hash_values, ArchivedRow, ArchivedValue, Row, Schema, Value};
+use crate::row::{hash_values, ArchivedRow, ArchivedValue, Fnv, Row, Schema, Value};
 
 /// The schema of the late side output (port 1): the input's.
 pub fn late_schema(input: &Schema) -> Schema {
@@ -129,6 +130,66 @@ pub fn group_hash(spec: &RowWindowSpec, row: &ArchivedRow) -> u64 {
         0
     } else {
         row.hash_fields(&spec.group_indices)
+    }
+}
+
+/// [`group_hash`] of an owned row: what `Partition::hash` (whose key
+/// function sees the owned [`Row`] being pushed) calls on the edge into the
+/// window. Equal to `group_hash` of the same row archived; allocates
+/// nothing.
+pub fn group_hash_row(spec: &RowWindowSpec, row: &Row) -> u64 {
+    if spec.group_indices.is_empty() {
+        return 0;
+    }
+    static NULL: Value = Value::Null;
+    let mut hasher = Fnv::default();
+    for &index in &spec.group_indices {
+        hash_owned_into(row.values.get(index).unwrap_or(&NULL), &mut hasher);
+    }
+    hasher.finish()
+}
+
+/// [`ArchivedValue::hash_into`] of an owned value, byte for byte.
+fn hash_owned_into(value: &Value, hasher: &mut Fnv) {
+    match value {
+        Value::Null => hasher.write(&[0]),
+        Value::Bool(value) => hasher.write(&[1, u8::from(*value)]),
+        Value::Int(value) => {
+            hasher.write(&[2]);
+            hasher.write(&value.to_le_bytes());
+        }
+        Value::Float(value) => {
+            hasher.write(&[3]);
+            hasher.write(&value.to_bits().to_le_bytes());
+        }
+        Value::String(value) => {
+            hasher.write(&[4]);
+            hasher.write(value.as_bytes());
+            hasher.write(&[0xff]);
+        }
+        Value::Timestamp(value) => {
+            hasher.write(&[5]);
+            hasher.write(&value.to_le_bytes());
+        }
+        Value::Ip(value) => {
+            hasher.write(&[6]);
+            hasher.write(&value.0);
+        }
+        Value::List(values) => {
+            hasher.write(&[7]);
+            for value in values {
+                hash_owned_into(value, hasher);
+            }
+            hasher.write(&[0xff]);
+        }
+        Value::Map(entries) => {
+            hasher.write(&[8]);
+            for entry in entries {
+                hasher.write(entry.key.as_bytes());
+                hash_owned_into(&entry.value, hasher);
+            }
+            hasher.write(&[0xff]);
+        }
     }
 }
 

@@ -821,8 +821,43 @@ fn group_hash_partitions_by_group_and_is_zero_without() {
         group_hash(&spec, archived),
         hash_values([&row.values[1], &row.values[4]])
     );
+    assert_eq!(group_hash_row(&spec, &row), group_hash(&spec, archived));
     let (global, _) = spec_of("size = \"1s\"\naggregates = [\"count\"]");
     assert_eq!(group_hash(&global, archived), 0);
+    assert_eq!(group_hash_row(&global, &row), 0);
+    // The owned hash equals the archived one for every kind of value.
+    let values = [
+        Value::Null,
+        Value::Bool(true),
+        Value::Int(-7),
+        Value::Float(f64::NAN),
+        Value::String("x\u{e9}".into()),
+        Value::Timestamp(1_700_000_000_000),
+        Value::Ip(crate::row::Ip([9; 16])),
+        Value::List(vec![Value::Int(1), Value::List(vec![Value::Null])]),
+        Value::Map(vec![crate::row::MapEntry {
+            key: "k".into(),
+            value: Value::Float(1.5),
+        }]),
+    ];
+    for value in values {
+        let row = Row {
+            values: vec![
+                Value::Timestamp(1),
+                value.clone(),
+                Value::Null,
+                Value::Null,
+                value,
+            ],
+        };
+        let bytes = archive(&row);
+        let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
+        assert_eq!(
+            group_hash_row(&spec, &row),
+            group_hash(&spec, archived),
+            "{row:?}"
+        );
+    }
 }
 
 /// A sketch restored mid-way (sparse, pending codes, or dense) goes on to
