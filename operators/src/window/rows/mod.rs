@@ -25,8 +25,9 @@
 //! times are fine). Windows are aligned to the epoch, as in Flink:
 //! - **tumbling**: `[k * size, (k + 1) * size)`, each event in exactly one;
 //! - **sliding**: `[k * slide, k * slide + size)`, so each event falls in
-//!   `size / slide` windows (rounded up when `slide` does not divide
-//!   `size`); `slide` must be at most `size`, and `size / slide` at most
+//!   `size / slide` windows (when `slide` does not divide `size`, that
+//!   quotient rounded down or up, depending on the event's offset);
+//!   `slide` must be at most `size`, and `size / slide` at most
 //!   [`SLIDING_WINDOWS_MAX`] (an event updates that many windows);
 //! - **session**: per group, an event at `t` opens the window `[t, t + gap)`;
 //!   windows of a group that overlap or touch merge into one, spanning from
