@@ -18,6 +18,7 @@
 mod closed_rows;
 mod count_table;
 mod keyed;
+pub mod rows;
 
 pub use count_table::{CountTable, Drain};
 pub use keyed::{EventField, KeyedWindow, KeyedWindowSpec};
