@@ -177,10 +177,18 @@ fn read_component(
         }
         ("sources", _) => return Err(unknown("`generator`, `file`, `tcp` or `http`")),
         ("processors", "window") => {
-            let window = deserialize(source, body, &path)?;
-            config
-                .processors
-                .insert(name, ProcessorConfig::Window(window));
+            // `size_ms`: the keyed count over generator events; otherwise
+            // windows over rows.
+            let keyed = body
+                .get_ref()
+                .as_table()
+                .is_some_and(|table| table.contains_key("size_ms"));
+            let window = if keyed {
+                ProcessorConfig::Window(deserialize(source, body, &path)?)
+            } else {
+                ProcessorConfig::RowWindow(deserialize(source, body, &path)?)
+            };
+            config.processors.insert(name, window);
         }
         ("processors", "filter") => {
             let filter = deserialize(source, body, &path)?;

@@ -50,6 +50,7 @@ use crate::transform::filter::Filter;
 use crate::transform::map::Map;
 use crate::transform::route::Route;
 use crate::transform::threshold::Threshold;
+use crate::window::rows::{self, RowWindow};
 use crate::window::{KeyedWindow, KeyedWindowSpec};
 use std::sync::Arc;
 
@@ -291,6 +292,19 @@ fn add_processor(
             let spec = spec.clone();
             graph.processor(name, move |_| Route::new(spec.clone()));
             forward(graph);
+        }
+        (Op::RowWindow(spec), _) => {
+            for input in &planned.inputs {
+                let spec = spec.clone();
+                graph.connect_port(
+                    &input.node,
+                    input.port,
+                    name,
+                    Partition::hash(move |row: &Row| rows::group_hash_row(&spec, row)),
+                );
+            }
+            let spec = spec.clone();
+            graph.processor(name, move |context| RowWindow::new(spec.clone(), context));
         }
         (Op::Parse(spec), _) => {
             let spec = spec.clone();

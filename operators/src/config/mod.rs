@@ -118,7 +118,7 @@ pub fn load_all(path: &Path) -> Result<PipelineConfig, Vec<ConfigError>> {
             message,
         )]);
     }
-    parse_all(&text, &file_name)
+    parse_in(&text, &file_name, path.parent())
 }
 
 /// Parses and checks a pipeline given as text; `file_name` is what errors
@@ -133,6 +133,17 @@ pub fn parse(text: &str, file_name: &str) -> Result<PipelineConfig, ConfigError>
 /// else as TOML. `${VAR}` and `${VAR:-default}` are replaced by environment
 /// variables first (see [`env`]).
 pub fn parse_all(text: &str, file_name: &str) -> Result<PipelineConfig, Vec<ConfigError>> {
+    parse_in(text, file_name, None)
+}
+
+/// [`parse_all`], with relative `table` paths of `enrich` processors
+/// resolved against `base` (the pipeline file's directory, so a pipeline
+/// and its lookup tables move together).
+fn parse_in(
+    text: &str,
+    file_name: &str,
+    base: Option<&Path>,
+) -> Result<PipelineConfig, Vec<ConfigError>> {
     let text = env::substitute(text, file_name, |name| std::env::var(name).ok())?;
     let source = error::Source {
         text: &text,
@@ -146,7 +157,16 @@ pub fn parse_all(text: &str, file_name: &str) -> Result<PipelineConfig, Vec<Conf
         document::parse_toml(&source)
     };
     let root = root.map_err(|error| vec![error])?;
-    let document = document::read(&source, &root);
+    let mut document = document::read(&source, &root);
+    if let Some(base) = base {
+        for processor in document.config.processors.values_mut() {
+            if let ProcessorConfig::Enrich(enrich) = processor {
+                if enrich.table.is_relative() {
+                    enrich.table = base.join(&enrich.table);
+                }
+            }
+        }
+    }
     let mut errors = document.errors;
     let config = document.config;
     if errors.is_empty() && (config.sources.is_empty() || config.sinks.is_empty()) {

@@ -197,6 +197,9 @@ pub enum ProcessorConfig {
     /// `type = "window"` with `size_ms`: tumbling counts over generator
     /// events.
     Window(WindowConfig),
+    /// `type = "window"` with `size`, `slide` or `gap`: tumbling, sliding
+    /// and session windows over rows.
+    RowWindow(crate::window::rows::RowWindowConfig),
     /// `type = "filter"`.
     Filter(crate::transform::filter::FilterConfig),
     /// `type = "map"`.
@@ -368,7 +371,7 @@ impl ProcessorConfig {
     /// The `type` string.
     pub fn kind(&self) -> &'static str {
         match self {
-            ProcessorConfig::Window(_) => "window",
+            ProcessorConfig::Window(_) | ProcessorConfig::RowWindow(_) => "window",
             ProcessorConfig::Filter(_) => "filter",
             ProcessorConfig::Map(_) => "map",
             ProcessorConfig::Route(_) => "route",
@@ -383,6 +386,7 @@ impl ProcessorConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             ProcessorConfig::Window(window) => &window.inputs,
+            ProcessorConfig::RowWindow(window) => &window.inputs,
             ProcessorConfig::Filter(config) => &config.inputs,
             ProcessorConfig::Map(config) => &config.inputs,
             ProcessorConfig::Route(config) => &config.inputs,

@@ -92,6 +92,7 @@ pub(crate) enum Op {
     Threshold(threshold::ThresholdSpec),
     Profile(crate::generator::ProfileSpec),
     FileSource(crate::source::file::FileSpec),
+    RowWindow(crate::window::rows::RowWindowSpec),
     Parse(crate::process::parse::ParseSpec),
     Enrich(crate::process::enrich::EnrichSpec),
     Dedup(crate::process::dedup::DedupSpec),
@@ -128,6 +129,9 @@ pub(crate) struct Plan {
 /// The name of the side output where records that could not be read or
 /// parsed go (`NAME.dead_letter`).
 pub(crate) const DEAD_LETTER: &str = "dead_letter";
+
+/// The name of a window's side output of late events (`NAME.late`).
+pub(crate) const LATE: &str = "late";
 
 /// The runtime node turning source `source`'s events into rows.
 pub(crate) fn adapter_name(source: &str) -> String {
@@ -419,6 +423,16 @@ impl Planner {
         };
         let built: Result<(Op, Vec<Output>), OptionError> = match processor {
             ProcessorConfig::Window(_) => Ok((Op::FromConfig, vec![main(Stream::WindowRows)])),
+            ProcessorConfig::RowWindow(config) => {
+                crate::window::rows::build(config, &schema).map(|(spec, out)| {
+                    let late = Output {
+                        name: LATE.to_owned(),
+                        port: 1,
+                        stream: Stream::Rows(schema.clone()),
+                    };
+                    (Op::RowWindow(spec), vec![rows(out), late])
+                })
+            }
             ProcessorConfig::Filter(config) => filter::build(config, &schema)
                 .map(|(spec, out)| (Op::Filter(spec), vec![rows(out)])),
             ProcessorConfig::Map(config) => {
