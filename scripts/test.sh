@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs weir's whole test suite. This is the README's test command and what
 # .ci/run runs after the format and lint checks. It needs the Rust toolchain,
-# a Linux kernel with io_uring and promtool, which it installs first when it
-# is missing (scripts/install-promtool.sh; the metrics tests lint with it).
+# a Linux kernel with io_uring, promtool and PostgreSQL, which it installs
+# first when they are missing: scripts/install-promtool.sh (the metrics
+# tests lint with it) and scripts/start-postgres.sh (Debian's package; it
+# starts a throwaway cluster on 127.0.0.1 for the `postgres` sink's tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-promtool.sh
+WEIR_TEST_POSTGRES_URL="$(scripts/start-postgres.sh)"
+export WEIR_TEST_POSTGRES_URL
 
 # glommio locks memory for its io_uring buffers; raise the soft limit as far
 # as the hard limit allows (a privileged user is not bound by it anyway).

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod duration;
 pub mod expr;
 pub mod generator;
 pub mod ingest;

@@ -97,7 +97,6 @@ use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
 
 use super::{mix, InvalidPosition, WATERMARK_INTERVAL_MS};
 use crate::row::{parse_timestamp, Ip, OptionError, Row, Schema, Type, Value};
-use crate::source::parse_duration_ms;
 
 /// Which kind of traffic a [`ProfileGenerator`] produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -609,12 +608,7 @@ fn population(
 }
 
 fn duration_option(option: &str, text: &str) -> Result<u64, OptionError> {
-    parse_duration_ms(text).ok_or_else(|| {
-        OptionError::new(
-            option,
-            format!("`{text}` is not a duration such as \"500ms\", \"90s\", \"2m\" or \"1h\""),
-        )
-    })
+    crate::duration::parse_ms(text).map_err(|message| OptionError::new(option, message))
 }
 
 /// Checks `config` and builds what every instance shares (the pools),

@@ -58,8 +58,8 @@ use rustc_hash::FxHashMap;
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 
-use super::{copy_row, parse_duration_ms};
-use crate::row::{ArchivedRow, Fnv, OptionError, Row, Schema, Type, Value};
+use super::copy_row;
+use crate::row::{ArchivedRow, OptionError, Row, Schema, Type};
 
 /// The `dedup` processor's options; see the module docs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -128,8 +128,8 @@ pub fn build(config: &DedupConfig, input: &Schema) -> Result<(DedupSpec, Schema)
             ),
         ));
     }
-    let window_ms =
-        parse_duration_ms(&config.window).map_err(|message| OptionError::new("window", message))?;
+    let window_ms = crate::duration::parse_positive_ms(&config.window)
+        .map_err(|message| OptionError::new("window", message))?;
     let spec = DedupSpec {
         fields,
         time,
@@ -144,56 +144,7 @@ pub fn build(config: &DedupConfig, input: &Schema) -> Result<(DedupSpec, Schema)
 /// row))`), equal to the hash the operator keys its state by
 /// ([`ArchivedRow::hash_fields`] of the identity fields).
 pub fn partition_hash(spec: &DedupSpec, row: &Row) -> u64 {
-    let mut hasher = Fnv::default();
-    for &index in &spec.fields {
-        hash_value(row.values.get(index).unwrap_or(&Value::Null), &mut hasher);
-    }
-    hasher.finish()
-}
-
-/// [`ArchivedValue::hash_into`](crate::row::ArchivedValue::hash_into) for an
-/// owned value: the same bytes in the same order.
-fn hash_value(value: &Value, hasher: &mut Fnv) {
-    match value {
-        Value::Null => hasher.write(&[0]),
-        Value::Bool(value) => hasher.write(&[1, u8::from(*value)]),
-        Value::Int(value) => {
-            hasher.write(&[2]);
-            hasher.write(&value.to_le_bytes());
-        }
-        Value::Float(value) => {
-            hasher.write(&[3]);
-            hasher.write(&value.to_bits().to_le_bytes());
-        }
-        Value::String(value) => {
-            hasher.write(&[4]);
-            hasher.write(value.as_bytes());
-            hasher.write(&[0xff]);
-        }
-        Value::Timestamp(value) => {
-            hasher.write(&[5]);
-            hasher.write(&value.to_le_bytes());
-        }
-        Value::Ip(value) => {
-            hasher.write(&[6]);
-            hasher.write(&value.0);
-        }
-        Value::List(values) => {
-            hasher.write(&[7]);
-            for value in values {
-                hash_value(value, hasher);
-            }
-            hasher.write(&[0xff]);
-        }
-        Value::Map(entries) => {
-            hasher.write(&[8]);
-            for entry in entries {
-                hasher.write(entry.key.as_bytes());
-                hash_value(&entry.value, hasher);
-            }
-            hasher.write(&[0xff]);
-        }
-    }
+    row.hash_fields(&spec.fields)
 }
 
 /// What [`Dedup`] snapshots; see the module docs.
@@ -380,6 +331,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::row::Value;
     use crate::row::{hash_values, Ip, MapEntry};
 
     fn input() -> Schema {

@@ -212,50 +212,9 @@ pub(crate) fn not_a(name: &str, text: &str, ty: Type) -> String {
     format!("{name}: {shown} is not a {ty}")
 }
 
-/// Parses a duration: a positive whole number followed by a unit, `ms`,
-/// `s`, `m`, `h` or `d` (`10m`, `500ms`, `1h`); returns milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let bad = || format!("{text:?} is not a duration (try \"500ms\", \"30s\", \"10m\", \"1h\")");
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    let ms = number
-        .checked_mul(scale)
-        .filter(|ms| *ms <= i64::MAX as u64)
-        .ok_or_else(bad)?;
-    if ms == 0 {
-        return Err(format!("the duration must be positive, not {text:?}"));
-    }
-    Ok(ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units_and_refuse_nonsense() {
-        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
-        assert_eq!(parse_duration_ms("500ms"), Ok(500));
-        assert_eq!(parse_duration_ms(" 2h "), Ok(7_200_000));
-        assert_eq!(parse_duration_ms("1d"), Ok(86_400_000));
-        assert!(parse_duration_ms("0s").is_err());
-        assert!(parse_duration_ms("10").is_err());
-        assert!(parse_duration_ms("ten minutes").is_err());
-        assert!(parse_duration_ms("-1s").is_err());
-        assert!(parse_duration_ms("99999999999999999d").is_err());
-    }
 
     #[test]
     fn access_log_times_read_by_hand_agree_with_chrono() {

@@ -167,37 +167,10 @@ impl WebhookSpec {
     }
 }
 
-/// Parses a duration: a non-negative number and a unit, `ms`, `s`, `m` or
-/// `h` (`"100ms"`, `"1.5s"`, `"2m"`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like \"100ms\" or \"5s\""))?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1e3,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => {
-            return Err(format!(
-                "`{text}` has no unit: write ms, s, m or h (\"100ms\", \"5s\")"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
-}
-
 fn positive_duration(option: &str, text: &str) -> Result<Duration, OptionError> {
-    let duration = parse_duration(text).map_err(|message| OptionError::new(option, message))?;
-    if duration.is_zero() {
-        return Err(OptionError::new(option, "must be more than zero"));
-    }
-    Ok(duration)
+    crate::duration::parse_positive_ms(text)
+        .map(Duration::from_millis)
+        .map_err(|message| OptionError::new(option, message))
 }
 
 /// Checks an `http://` URL: a host, an optional port and path, no
@@ -704,17 +677,6 @@ mod tests {
         fine.headers
             .insert("Authorization".into(), "Bearer x".into());
         assert!(build(&fine, &schema()).is_ok());
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("s").is_err());
     }
 
     fn staged(batches: &[&str]) -> WebhookStaged {

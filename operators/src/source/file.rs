@@ -75,7 +75,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
 
-use super::parse_duration_ms;
 use crate::row::{value_from_json, OptionError, Row, Schema, Type, Value};
 
 /// Bytes read from the file at a time.
@@ -257,12 +256,8 @@ pub fn build(config: &FileSourceConfig) -> Result<(FileSpec, Schema), OptionErro
     };
     let watermark_delay_ms = match &config.watermark_delay {
         None => 0,
-        Some(text) => parse_duration_ms(text).ok_or_else(|| {
-            OptionError::new(
-                "watermark_delay",
-                format!("`{text}` is not a duration such as \"0s\", \"500ms\" or \"2m\""),
-            )
-        })?,
+        Some(text) => crate::duration::parse_ms(text)
+            .map_err(|message| OptionError::new("watermark_delay", message))?,
     };
     let spec = FileSpec {
         path: PathBuf::from(&config.path),

@@ -15,14 +15,7 @@ pub mod map;
 pub mod route;
 pub mod threshold;
 
-/// Parses a duration written as `5m`, `30s`, `250ms` or `1h 30m`.
+/// Parses the duration of `option` (see [`crate::duration`]).
 pub(crate) fn parse_duration_ms(option: &str, text: &str) -> Result<u64, crate::row::OptionError> {
-    humantime::parse_duration(text)
-        .map(|duration| duration.as_millis().min(u128::from(u64::MAX)) as u64)
-        .map_err(|error| {
-            crate::row::OptionError::new(
-                option,
-                format!("`{text}` is not a duration like \"5m\" or \"250ms\": {error}"),
-            )
-        })
+    crate::duration::parse_ms(text).map_err(|message| crate::row::OptionError::new(option, message))
 }

@@ -117,7 +117,7 @@ use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 
 use self::agg::{cmp_slices, same, Acc, AccState};
 use super::closed_rows::ClosedRows;
-use crate::row::{hash_values, ArchivedRow, ArchivedValue, Fnv, Row, Schema, Value};
+use crate::row::{hash_values, ArchivedRow, ArchivedValue, Row, Schema, Value};
 
 /// The schema of the late side output (port 1): the input's.
 pub fn late_schema(input: &Schema) -> Schema {
@@ -142,56 +142,7 @@ pub fn group_hash_row(spec: &RowWindowSpec, row: &Row) -> u64 {
     if spec.group_indices.is_empty() {
         return 0;
     }
-    static NULL: Value = Value::Null;
-    let mut hasher = Fnv::default();
-    for &index in &spec.group_indices {
-        hash_owned_into(row.values.get(index).unwrap_or(&NULL), &mut hasher);
-    }
-    hasher.finish()
-}
-
-/// [`ArchivedValue::hash_into`] of an owned value, byte for byte.
-fn hash_owned_into(value: &Value, hasher: &mut Fnv) {
-    match value {
-        Value::Null => hasher.write(&[0]),
-        Value::Bool(value) => hasher.write(&[1, u8::from(*value)]),
-        Value::Int(value) => {
-            hasher.write(&[2]);
-            hasher.write(&value.to_le_bytes());
-        }
-        Value::Float(value) => {
-            hasher.write(&[3]);
-            hasher.write(&value.to_bits().to_le_bytes());
-        }
-        Value::String(value) => {
-            hasher.write(&[4]);
-            hasher.write(value.as_bytes());
-            hasher.write(&[0xff]);
-        }
-        Value::Timestamp(value) => {
-            hasher.write(&[5]);
-            hasher.write(&value.to_le_bytes());
-        }
-        Value::Ip(value) => {
-            hasher.write(&[6]);
-            hasher.write(&value.0);
-        }
-        Value::List(values) => {
-            hasher.write(&[7]);
-            for value in values {
-                hash_owned_into(value, hasher);
-            }
-            hasher.write(&[0xff]);
-        }
-        Value::Map(entries) => {
-            hasher.write(&[8]);
-            for entry in entries {
-                hasher.write(entry.key.as_bytes());
-                hash_owned_into(&entry.value, hasher);
-            }
-            hasher.write(&[0xff]);
-        }
-    }
+    row.hash_fields(&spec.group_indices)
 }
 
 /// One group of a tumbling or sliding window.
