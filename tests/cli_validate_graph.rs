@@ -69,3 +69,59 @@ fn graph_prints_text_and_dot() {
          \x20 \"logins\" -> \"raw\";\n}\n"
     );
 }
+
+#[test]
+fn validate_reports_every_error_of_a_yaml_file_and_the_examples_are_valid() {
+    for example in [
+        "examples/pipelines/logging.toml",
+        "examples/pipelines/analytics.yaml",
+        "examples/pipelines/security.toml",
+    ] {
+        let (status, stdout, stderr) = weir(&["validate", example]);
+        assert_eq!(status, Some(0), "{example}: {stderr}");
+        assert!(
+            stdout.starts_with(&format!("{example}: valid: ")),
+            "{stdout}"
+        );
+    }
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string("examples/pipelines/analytics.yaml")
+        .expect("example")
+        .replace(
+            "condition: 'path != \"/health\"'",
+            "condition: 'path != 404'",
+        )
+        .replace("size: 1m", "size: 1 parsec")
+        .replace("field: user_id", "field: user");
+    std::fs::write(&bad, text).expect("write");
+    let (status, stdout, stderr) = weir(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(status, Some(2), "{stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    let name = bad.display().to_string();
+    // In file order, each at its line and column, naming the component.
+    assert!(
+        lines[0].starts_with(&format!(
+            "weir: {name}:24:16: processors.visits: `condition`: "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[0].contains("string") && lines[0].contains("int"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("weir: {name}:31:"))
+            && lines[1].contains("processors.distinct_users"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("no field `user`"), "{stderr}");
+    assert!(
+        lines[2].starts_with(&format!("weir: {name}:37:"))
+            && lines[2].contains("processors.top_pages"),
+        "{stderr}"
+    );
+    assert_eq!(lines[3], "weir: 3 errors");
+}

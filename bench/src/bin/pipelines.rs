@@ -9,8 +9,10 @@
 //! ```
 //!
 //! Rates are events generated per second of wall time (from start to the
-//! end of the bounded run, without a data directory), overall and per
-//! shard; the medians over the runs are printed last.
+//! end of the bounded run), overall and per shard; the medians over the
+//! runs are printed last. Without `--data-dir` the runtime runs without
+//! epochs (no write-ahead log, file sinks only stage); with it, every run
+//! is exactly-once on a fresh data directory.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,6 +40,12 @@ struct Args {
     /// Do not pin shards to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Run every pipeline exactly-once: each run gets a fresh data
+    /// directory (write-ahead log, epochs, committed sink output) under
+    /// this directory, and `WEIR_BENCH_OUT` (where file sinks write) points
+    /// into it; both are deleted after the run.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 /// The events a run generates: the sum of its generators' `count`.
@@ -60,21 +68,37 @@ fn events_of(config: &PipelineConfig) -> Result<u64> {
     Ok(events)
 }
 
-fn run_once(path: &Path, shards: usize, pin: bool) -> Result<(u64, f64)> {
+fn run_once(path: &Path, shards: usize, pin: bool, data_dir: Option<&Path>) -> Result<(u64, f64)> {
+    let run_dir = match data_dir {
+        Some(dir) => {
+            let run_dir = dir.join(format!("run-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&run_dir);
+            std::fs::create_dir_all(&run_dir)?;
+            // Read by the pipeline files' `${WEIR_BENCH_OUT}` when loaded.
+            std::env::set_var("WEIR_BENCH_OUT", run_dir.join("out"));
+            Some(run_dir)
+        }
+        None => None,
+    };
     let config = config::load_all(path).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow!(lines.join("\n"))
     })?;
     let events = events_of(&config)?;
     let graph = config::build_graph_named(&config, &path.display().to_string())?;
-    let runtime = Runtime::builder()
-        .shards(shards)
-        .pin(pin)
-        .build()
-        .context("starting the runtime")?;
+    let mut builder = Runtime::builder().shards(shards).pin(pin);
+    if let Some(run_dir) = &run_dir {
+        builder = builder.data_dir(run_dir.join("data"));
+    }
+    let runtime = builder.build().context("starting the runtime")?;
     let start = Instant::now();
     runtime.run(graph).context("running the pipeline")?;
-    Ok((events, start.elapsed().as_secs_f64()))
+    let seconds = start.elapsed().as_secs_f64();
+    drop(runtime);
+    if let Some(run_dir) = run_dir {
+        std::fs::remove_dir_all(run_dir)?;
+    }
+    Ok((events, seconds))
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -112,7 +136,8 @@ fn main() -> Result<()> {
                 [(&baseline, true), (&pipeline, false)]
             };
             for (path, is_baseline) in order {
-                let (events, seconds) = run_once(path, args.shards, !args.no_pin)?;
+                let (events, seconds) =
+                    run_once(path, args.shards, !args.no_pin, args.data_dir.as_deref())?;
                 let rate = events as f64 / seconds;
                 println!(
                     "{name:<16} run {run} {:<8} {events:>10} events {seconds:>7.3} s {:>8.3} M ev/s {:>8.3} M ev/s/shard",

@@ -183,9 +183,9 @@ fn parse_in(
         &document.spans,
         &document.broken,
     ));
-    if errors.is_empty() {
-        errors.extend(validate::check_plan(&source, &config, &document.spans));
-    }
+    // Components that did not parse are left out of the plan, and so are
+    // their readers: every error found is first-hand.
+    errors.extend(validate::check_plan(&source, &config, &document.spans));
     if errors.is_empty() {
         return Ok(config);
     }

@@ -481,7 +481,52 @@ impl Planner {
                     op,
                 },
             ),
-            Err(error) => self.option_error(&path, error),
+            Err(error) => {
+                self.option_error(&path, error);
+                // Processors whose output schema does not depend on the
+                // failed option still let their readers be checked, so one
+                // pass reports their errors too. The plan is not built.
+                let same = |port_names: Vec<(String, usize)>| {
+                    port_names
+                        .into_iter()
+                        .map(|(name, port)| Output {
+                            name,
+                            port,
+                            stream: Stream::Rows(schema.clone()),
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let outputs = match processor {
+                    ProcessorConfig::Filter(_) | ProcessorConfig::Dedup(_) => {
+                        Some(same(vec![(String::new(), 0)]))
+                    }
+                    ProcessorConfig::Route(config) => {
+                        let mut ports = vec![(route::UNMATCHED.to_owned(), 0)];
+                        ports.extend(
+                            config
+                                .routes
+                                .keys()
+                                .enumerate()
+                                .map(|(index, name)| (name.clone(), index + 1)),
+                        );
+                        Some(same(ports))
+                    }
+                    _ => None,
+                };
+                if let Some(outputs) = outputs {
+                    self.failed.remove(name);
+                    self.add(
+                        name,
+                        Planned {
+                            path,
+                            inputs,
+                            input: Some(stream),
+                            outputs,
+                            op: Op::FromConfig,
+                        },
+                    );
+                }
+            }
         }
     }
 
