@@ -241,6 +241,10 @@ pub enum NodeFailure {
         /// What failed.
         message: String,
     },
+    /// The node stopped because another node (or the epoch coordinator)
+    /// failed first: the run is aborted as soon as anything fails, so no
+    /// node waits for what the failed one can no longer provide.
+    Aborted,
 }
 
 impl fmt::Display for NodeFailure {
@@ -260,6 +264,7 @@ impl fmt::Display for NodeFailure {
             NodeFailure::Commit { epoch, message } => {
                 write!(f, "commit of epoch {epoch}: {message}")
             }
+            NodeFailure::Aborted => f.write_str("stopped because another node failed"),
         }
     }
 }
@@ -296,12 +301,15 @@ pub enum RunError {
 
 impl RunError {
     /// Whether this failure only reports that a peer failed (a ring closed
-    /// under it) rather than being a failure of its own.
+    /// under it, or the run was aborted) rather than being a failure of its
+    /// own.
     pub fn is_consequence(&self) -> bool {
         matches!(
             self,
             RunError::Node {
-                failure: NodeFailure::InputClosed { .. } | NodeFailure::OutputClosed { .. },
+                failure: NodeFailure::InputClosed { .. }
+                    | NodeFailure::OutputClosed { .. }
+                    | NodeFailure::Aborted,
                 ..
             }
         )

@@ -16,6 +16,26 @@
 //!    downstream; sinks flush last.
 //! 4. Each shard returns when all its node instances have returned, and
 //!    [`Running::wait`] returns when all shards have.
+//!
+//! Failure protocol: a run has one abort flag, shared by every shard and,
+//! with a data directory, by the epoch coordinator
+//! (`EpochShared::aborted`). It is set the moment any node task (or a
+//! shard's epoch task) returns an error ([`NodeFailure`]: `Emitter::fail`,
+//! a state, log or sink commit error, a closed ring), when a shard's
+//! thread panics (its tasks are dropped unfinished while it unwinds), and
+//! by the coordinator when its own log fails. Once it is set:
+//! - the coordinator requests and commits nothing more and returns, so no
+//!   epoch holding records past the failure commits (such an epoch could
+//!   not be durable on the failed node's shard anyway); recovery on the
+//!   next start resumes from the last committed epoch;
+//! - every source stops at its next turn (an idle one within
+//!   [`SOURCE_IDLE_SLEEP`](crate::limits::SOURCE_IDLE_SLEEP)), every wait
+//!   for the final epoch ends, and every shard's epoch task returns, each
+//!   with [`NodeFailure::Aborted`]; a task that ends drops its rings, so
+//!   the nodes that waited on them see them close and end too;
+//! - [`Running::wait`] joins every shard and reports the first root cause,
+//!   naming its node and shard (or the panicking shard), over these
+//!   consequences ([`RunError::is_consequence`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +51,8 @@ use crate::batch::{BufferGauge, ReturnRings};
 use crate::epoch::coordinator::{self, CoordinatorReport};
 use crate::epoch::recovery::{self, Recovered};
 use crate::epoch::{EpochConfig, EpochShared};
+#[cfg(doc)]
+use crate::error::NodeFailure;
 use crate::error::{Error, RunError, StartError};
 use crate::graph::Graph;
 use crate::graph::ShardPlan;
@@ -211,6 +233,8 @@ impl Runtime {
     pub fn start(&self, graph: Graph) -> Result<Running, StartError> {
         let gauge = Arc::new(BufferGauge::default());
         let stop = Arc::new(AtomicBool::new(false));
+        // The run's abort flag: see the module documentation.
+        let aborted = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         tracing::info!(
             shards = self.shards,
@@ -219,7 +243,7 @@ impl Runtime {
         );
         let (recovered, mut logs) = match &self.epochs {
             Some(config) => {
-                let (recovered, logs) = self.recover(&graph, config, &stop)?;
+                let (recovered, logs) = self.recover(&graph, config, &stop, &aborted)?;
                 let Some(logs) = logs else {
                     // The final epoch of this data directory's run committed.
                     tracing::info!(
@@ -253,18 +277,32 @@ impl Runtime {
                 Some(cores) => Placement::Fixed(cores[shard]),
                 None => Placement::Unbound,
             };
-            let (shard_gauge, shard_stop) = (gauge.clone(), stop.clone());
+            let (shard_gauge, shard_stop, shard_aborted) =
+                (gauge.clone(), stop.clone(), aborted.clone());
             let spawned = LocalExecutorBuilder::new(placement)
                 .name(&format!("weir-shard-{shard}"))
                 .io_memory(self.io_memory_bytes)
                 .preempt_timer(SHARD_PREEMPT_INTERVAL)
-                .spawn(move || run_shard(shard, plan, returns, shard_gauge, shard_stop, log));
+                .spawn(move || {
+                    run_shard(
+                        shard,
+                        plan,
+                        returns,
+                        shard_gauge,
+                        shard_stop,
+                        shard_aborted,
+                        log,
+                    )
+                });
             match spawned {
                 Ok(join) => shards.push(join),
                 Err(error) => {
                     // Shards already started see their rings to this shard
-                    // close and stop; wait for them before reporting.
+                    // close and stop; wait for them before reporting. The
+                    // run is aborted: no epoch may commit without this
+                    // shard, so nothing may wait for one.
                     stop.store(true, Ordering::Relaxed);
+                    aborted.store(true, Ordering::Release);
                     let epochs = logs.map(|logs| (logs.shared, logs.coordinator));
                     drop(wait_all(shards, epochs));
                     return Err(StartError::Executor {
@@ -292,6 +330,7 @@ impl Runtime {
         graph: &Graph,
         config: &EpochConfig,
         stop: &Arc<AtomicBool>,
+        aborted: &Arc<AtomicBool>,
     ) -> Result<(Recovered, Option<StartedLogs>), StartError> {
         let logs = recovery::open(
             &config.data_dir,
@@ -331,6 +370,7 @@ impl Runtime {
             self.shards,
             sources,
             logs.recovered.committed,
+            aborted.clone(),
         ));
         let coordinator = coordinator::spawn(
             logs.coordinator,
@@ -473,8 +513,10 @@ impl Running {
 }
 
 /// Joins every shard. When several failed, the error reported is the first
-/// root cause (a panic, a serialization error) rather than a closed ring,
-/// which is only how the other shards noticed.
+/// root cause (a panic, a serialization error) rather than a closed ring or
+/// an abort, which are only how the other shards noticed. The shards end
+/// promptly after any failure (see the module documentation), so joining
+/// them in order does not wait on a shard that waits for a failed one.
 fn wait_all(
     shards: Vec<ExecutorJoinHandle<Result<(), RunError>>>,
     epochs: Option<(Arc<EpochShared>, CoordinatorJoin)>,
@@ -495,10 +537,7 @@ fn wait_all(
             }),
         };
         if let Err(error) = result {
-            match &first {
-                Some(known) if !known.is_consequence() || error.is_consequence() => {}
-                _ => first = Some(error),
-            }
+            keep_root_cause(&mut first, error);
         }
     }
     let mut report = CoordinatorReport::default();
@@ -509,15 +548,23 @@ fn wait_all(
         }
         match coordinator.join() {
             Ok(Ok(coordinated)) => report = coordinated,
-            Ok(Err(message)) => {
-                first.get_or_insert(RunError::Coordinator(message));
-            }
+            // A failed coordinator aborted the shards: it is the root cause.
+            Ok(Err(message)) => keep_root_cause(&mut first, RunError::Coordinator(message)),
             Err(payload) => {
-                first.get_or_insert(RunError::Coordinator(panic_message(&*payload)));
+                keep_root_cause(&mut first, RunError::Coordinator(panic_message(&*payload)))
             }
         }
     }
     first.map_or(Ok(report), Err)
+}
+
+/// Keeps in `first` the first root cause seen, or the first consequence
+/// while no root cause was seen.
+fn keep_root_cause(first: &mut Option<RunError>, error: RunError) {
+    match first {
+        Some(known) if !known.is_consequence() || error.is_consequence() => {}
+        _ => *first = Some(error),
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -10,8 +10,10 @@
 //! 2. commits the newest epoch every shard reports durable: appends
 //!    `EPOCH_COMMIT` and fdatasyncs it, then publishes it so shards run
 //!    their sinks' commits;
-//! 3. returns once the final epoch is committed, or at once if a shard
-//!    failed (nothing more is committed then).
+//! 3. returns once the final epoch is committed, or at once if the run is
+//!    aborted ([`EpochShared::aborted`]: any node task failed or a shard
+//!    panicked; nothing more is committed then). A failure of its own log
+//!    aborts the run too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -25,7 +25,8 @@ pub(crate) mod shard;
 pub use failpoint::failpoint;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -73,8 +74,12 @@ pub(crate) struct EpochShared {
     pub(crate) sources_total: usize,
     /// The last epoch of the run, once every source is exhausted (0: not yet).
     pub(crate) final_epoch: AtomicU64,
-    /// Set when a shard failed: the coordinator stops without committing.
-    pub(crate) aborted: std::sync::atomic::AtomicBool,
+    /// The run's abort flag (see `crate::runtime`), shared with every
+    /// shard: set as soon as any node task fails or a shard panics, or by
+    /// the coordinator when its own log fails. Once set, the coordinator
+    /// commits nothing more and returns, and every shard's waits for
+    /// epochs end with [`NodeFailure::Aborted`](crate::NodeFailure::Aborted).
+    pub(crate) aborted: Arc<AtomicBool>,
     /// Set when the final epoch was requested because the run was told to
     /// stop, not because every source was exhausted: its commit is then not
     /// marked final, and a restart resumes.
@@ -82,7 +87,12 @@ pub(crate) struct EpochShared {
 }
 
 impl EpochShared {
-    pub(crate) fn new(shards: usize, sources_total: usize, committed: u64) -> EpochShared {
+    pub(crate) fn new(
+        shards: usize,
+        sources_total: usize,
+        committed: u64,
+        aborted: Arc<AtomicBool>,
+    ) -> EpochShared {
         EpochShared {
             requested: AtomicU64::new(committed),
             shard_done: (0..shards)
@@ -92,9 +102,14 @@ impl EpochShared {
             sources_exhausted: AtomicUsize::new(0),
             sources_total,
             final_epoch: AtomicU64::new(0),
-            aborted: std::sync::atomic::AtomicBool::new(false),
+            aborted,
             stopped: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the run is aborted: something failed.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
     }
 
     /// The final epoch, if the run is ending.

@@ -203,7 +203,8 @@ impl ShardEpochs {
     }
 
     /// The shard's epoch task: publishes durable epochs and runs commits
-    /// until the final epoch is committed and every instance finished.
+    /// until the final epoch is committed and every instance finished, or
+    /// until the run is aborted ([`NodeFailure::Aborted`]).
     pub(crate) async fn run(self: Rc<Self>) -> Result<(), NodeFailure> {
         loop {
             if self.progress.borrow().reported.is_empty() {
@@ -215,10 +216,10 @@ impl ShardEpochs {
             let committed = self.shared.committed.load(Ordering::Acquire);
             self.run_commits(committed).await?;
             self.retire(committed).await?;
-            if self.shared.aborted.load(Ordering::Acquire) {
-                return Err(NodeFailure::Log(
-                    "the coordinator stopped committing".into(),
-                ));
+            if self.shared.is_aborted() {
+                // Something failed (maybe on another shard): no epoch after
+                // `committed` will commit, so stop waiting for them.
+                return Err(NodeFailure::Aborted);
             }
             let all_finished = self
                 .progress

@@ -1,17 +1,24 @@
 //! A shard: one pinned thread running one glommio executor, which runs its
 //! node instances as cooperative tasks.
+//!
+//! Each task runs under an [`AbortOnFailure`] guard: a task that returns an
+//! error, or is dropped unfinished (its shard's thread panicked and is
+//! unwinding), sets the run's abort flag at once, so every other task, on
+//! every shard, and the epoch coordinator stop waiting for it (see
+//! `crate::runtime`).
 
 pub(crate) mod spawn;
 pub(crate) mod task;
 
+use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::batch::{BufferGauge, BufferPool, ReturnRings};
 use crate::epoch::shard::ShardEpochs;
 use crate::epoch::EpochShared;
-use crate::error::RunError;
+use crate::error::{NodeFailure, RunError};
 use crate::graph::ShardPlan;
 use crate::metrics::wired;
 use spawn::{NodeEnv, ShardEnv};
@@ -19,15 +26,50 @@ use spawn::{NodeEnv, ShardEnv};
 /// A shard's share of the epoch protocol: its WAL and the shared state.
 pub(crate) type ShardLog = (weir_wal::Wal, Arc<EpochShared>);
 
+/// Sets the run's abort flag when dropped armed: when the task it guards
+/// failed, or was dropped before it finished (a panic unwinding the shard's
+/// thread drops the executor's tasks).
+struct AbortOnFailure(Option<Arc<AtomicBool>>);
+
+impl AbortOnFailure {
+    /// The task completed successfully: nothing to abort.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnFailure {
+    fn drop(&mut self) {
+        if let Some(aborted) = &self.0 {
+            aborted.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// `task`, aborting the run as soon as it fails (or is dropped unfinished).
+async fn abort_on_failure(
+    task: impl Future<Output = Result<(), NodeFailure>>,
+    aborted: Arc<AtomicBool>,
+) -> Result<(), NodeFailure> {
+    let mut guard = AbortOnFailure(Some(aborted));
+    let result = task.await;
+    if result.is_ok() {
+        guard.disarm();
+    }
+    result
+}
+
 /// Runs every node instance of `plan` on the current executor (and, with
 /// epochs, the shard's epoch task) and returns the first failure, after
-/// every task has stopped.
+/// every task has stopped. Any task's failure sets `aborted` at once (see
+/// the module documentation), which ends the others promptly.
 pub(crate) async fn run_shard(
     shard: usize,
     plan: ShardPlan,
     returns: ReturnRings,
     gauge: Arc<BufferGauge>,
     stop: Arc<AtomicBool>,
+    aborted: Arc<AtomicBool>,
     log: Option<ShardLog>,
 ) -> Result<(), RunError> {
     let instances = plan.instances.len();
@@ -35,6 +77,7 @@ pub(crate) async fn run_shard(
     let env = ShardEnv {
         pool: Rc::new(BufferPool::new(shard, returns, gauge)),
         stop,
+        aborted: aborted.clone(),
     };
     let mut tasks: Vec<_> = plan
         .instances
@@ -55,7 +98,7 @@ pub(crate) async fn run_shard(
             let task = instance
                 .spawn
                 .spawn(&instance.context, instance.io, &env, node);
-            let task = glommio::spawn_local(task);
+            let task = glommio::spawn_local(abort_on_failure(task, aborted.clone()));
             (instance.context.node, Some(failures), task)
         })
         .collect();
@@ -63,7 +106,7 @@ pub(crate) async fn run_shard(
         tasks.push((
             "(epochs)".into(),
             None,
-            glommio::spawn_local(Box::pin(epochs.run())),
+            glommio::spawn_local(Box::pin(abort_on_failure(epochs.run(), aborted))),
         ));
     }
     let mut first_failure: Option<RunError> = None;

@@ -39,6 +39,9 @@ pub(crate) struct NodeIo {
 pub(crate) struct ShardEnv {
     pub(crate) pool: Rc<BufferPool>,
     pub(crate) stop: Arc<AtomicBool>,
+    /// The run's abort flag (see `crate::runtime`): sources stop with
+    /// [`NodeFailure::Aborted`] once it is set.
+    pub(crate) aborted: Arc<AtomicBool>,
 }
 
 /// What one node instance needs besides its operator and rings.
@@ -83,7 +86,7 @@ where
         let mut source = (self.0)(context);
         let metrics = output_metrics(context, &io);
         let out = Emitter::<S::Output>::new(io.outputs, env.pool.clone(), metrics);
-        let stop = env.stop.clone();
+        let (stop, aborted) = (env.stop.clone(), env.aborted.clone());
         let committed = node
             .epochs
             .as_ref()
@@ -106,7 +109,7 @@ where
                     .restore(position)
                     .map_err(|error| NodeFailure::State(error.0))?;
             }
-            run_source(source, out, stop, node, intake, epoch).await
+            run_source(source, out, stop, aborted, node, intake, epoch).await
         })
     }
 }

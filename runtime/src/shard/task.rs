@@ -12,6 +12,12 @@
 //! emits a barrier for every epoch the coordinator requests, and keeps
 //! doing so after it is exhausted until the final epoch; a processor logs
 //! its snapshot (a sink its pre-commit) on every aligned barrier.
+//!
+//! Failure: once the run's abort flag is set (some node task failed, see
+//! `crate::runtime`), a source stops at its next turn of the loop (idle
+//! sources within [`SOURCE_IDLE_SLEEP`]), and every wait for the final
+//! epoch ends, all with [`NodeFailure::Aborted`]; a task that ends drops
+//! its rings, so the nodes downstream and upstream of it see them close.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -34,11 +40,13 @@ use crate::operator::{Processor, Source, SourcePoll};
 
 /// Runs a source until it is exhausted or the runtime is told to stop (and,
 /// with epochs, until the final epoch's barrier is out), then sends end of
-/// stream.
+/// stream. Returns [`NodeFailure::Aborted`] once `aborted` is set.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_source<S: Source>(
     mut source: S,
     mut out: Emitter<S::Output>,
     stop: Arc<AtomicBool>,
+    aborted: Arc<AtomicBool>,
     mut node: NodeEnv,
     intake: IntakeLog,
     current: Rc<Cell<u64>>,
@@ -57,6 +65,11 @@ pub(crate) async fn run_source<S: Source>(
     let wake = intake.source_wake();
     let (mut exhausted, mut polls) = (false, 0usize);
     loop {
+        if aborted.load(Ordering::Acquire) {
+            // Another node failed: stop without end of stream, so nothing
+            // downstream mistakes this for a complete input.
+            return Err(NodeFailure::Aborted);
+        }
         if let Some(epochs) = &node.epochs {
             emit_barriers(&source, &mut out, epochs, &node, &mut epoch).await?;
             current.set(epoch + 1);
@@ -230,7 +243,7 @@ pub(crate) async fn run_processor<P: Processor>(
     send_all(&mut processor, &mut out).await?;
     if let Some(epochs) = &node.epochs {
         // End of stream closes the final epoch: checkpoint it like a barrier.
-        let last = final_epoch(epochs).await;
+        let last = final_epoch(epochs).await?;
         checkpoint(&mut processor, &node, last)?;
         epochs.report(node.slot, last);
     }
@@ -244,11 +257,15 @@ pub(crate) async fn run_processor<P: Processor>(
 
 /// The final epoch, waiting for the coordinator to name it (a node whose
 /// inputs all ended has seen every source end, so it is named or about to
-/// be).
-async fn final_epoch(epochs: &ShardEpochs) -> u64 {
+/// be), or [`NodeFailure::Aborted`] if the run is aborted first: then the
+/// final epoch may never be named.
+async fn final_epoch(epochs: &ShardEpochs) -> Result<u64, NodeFailure> {
     loop {
+        if epochs.shared().is_aborted() {
+            return Err(NodeFailure::Aborted);
+        }
         if let Some(last) = epochs.shared().final_epoch() {
-            return last;
+            return Ok(last);
         }
         glommio::timer::sleep(SOURCE_IDLE_SLEEP).await;
     }
