@@ -47,7 +47,7 @@ enum Command {
     /// Ingest → keyed window → files, driven by the load generator for ten
     /// seconds: prints throughput and latency.
     Demo(demo::DemoArgs),
-    /// Run a pipeline declared in a TOML config file.
+    /// Run a pipeline declared in a pipeline file (TOML, or YAML for `.yaml`/`.yml`).
     Run(RunArgs),
     /// Check a pipeline file without running it (exit status 2 if invalid).
     Validate {

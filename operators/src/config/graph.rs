@@ -1,28 +1,27 @@
-//! [`build_graph`]: a [`PipelineConfig`] as a runtime [`Graph`].
+//! [`build_graph`]: a [`PipelineConfig`] as a runtime [`Graph`], following
+//! its plan (`plan.rs`).
 //!
 //! Wiring:
-//! - a `generator` source is a [`ConfigEvents`] on every shard, emitting
-//!   [`GeneratedEvent`]s;
-//! - a `window` processor is a [`KeyedWindow`] on every shard, emitting
-//!   [`WindowRow`]s; each of its inputs is a hash edge by
-//!   [`KeyedWindowSpec::group_hash`], so every group lands on one shard;
-//! - a `file` sink is a [`FileSink`] on every shard, made with
-//!   [`FileSink::for_shard`]; each input is a forward edge, and its record
-//!   type follows its inputs.
+//! - every source, processor and sink runs on every shard, except a `file`
+//!   source (one reader, `Parallelism::One`);
+//! - edges into `window`, `dedup` and `threshold` (and the `size_ms`
+//!   window) are hash-partitioned by the operator's key, so a key's state
+//!   lives on one shard; every other edge is forward (same shard);
+//! - a side output `NAME.PORT` is an edge from that output port
+//!   ([`GraphBuilder::connect_port`]);
+//! - a row reader fed generator or ingest events reads them through an
+//!   [`EventRows`] adapter node named `SOURCE:rows`;
+//! - `webhook` and `postgres` sinks name the pipeline by the file's stem in
+//!   their idempotency keys and progress rows.
 //!
-//! Combinations this version cannot run are refused with
-//! [`ConfigErrorKind::Unsupported`], naming the component:
-//! - a window whose input is not a generator (a window of windows);
-//! - a sink whose inputs emit different record types (events and rows);
-//! - a window `group_by`/aggregate outside `id`, `key`, `ts` (parse already
-//!   refuses these), or two `sum:` aggregates.
+//! Every check happens in the plan, so errors here carry no line and
+//! column (a [`PipelineConfig`] keeps no spans; [`parse`](super::parse)
+//! already reported them with spans). Errors the runtime raises
+//! ([`GraphError`](weir_runtime::GraphError)) become
+//! [`ConfigErrorKind::Graph`].
 //!
-//! The errors carry no line and column: a [`PipelineConfig`] keeps no spans.
-//! Errors the runtime raises ([`GraphError`](weir_runtime::GraphError))
-//! become [`ConfigErrorKind::Graph`].
-//!
-//! A sink's factory cannot return an error: if [`FileSink::for_shard`]
-//! fails (I/O), the shard panics with a message naming the path, which the
+//! A sink's factory cannot return an error: if a file sink cannot open its
+//! directory, the shard panics with a message naming the path, which the
 //! runtime reports as the run's error.
 
 use std::path::PathBuf;

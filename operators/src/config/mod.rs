@@ -1,52 +1,60 @@
-//! Pipeline files: a Vector-style TOML description of sources, processors
-//! and sinks, read into [`PipelineConfig`].
+//! Pipeline files: a Vector-style description of sources, processors and
+//! sinks in TOML or YAML, read into [`PipelineConfig`]. The reference for
+//! users (every component and option) is `docs/operators.md`.
 //!
 //! ```toml
 //! [runtime]
 //! shards = 2              # optional, default: one per usable core
-//! data_dir = "./data"     # optional
-//! epoch_interval_ms = 100 # optional, default 100
-//! metrics_listen = "127.0.0.1:9898"  # optional: serve Prometheus metrics
+//! epoch_interval_ms = 200 # optional, default 100
 //!
-//! [sources.gen]
+//! [sources.auth]
 //! type = "generator"
-//! count = 100000          # optional: bounded; absent = unbounded
-//! keys = ["alice", "bob", "carol"]
-//! events_per_second = 1000  # event time: ts_ms = start_ms + id * 1000 / events_per_second
-//! start_ms = 0            # optional, default 0
-//! seed = 7                # optional, default 0
-//! rate = 50000            # optional wall-clock limit, events/s over all shards
+//! profile = "auth"
+//! count = 100000
+//! events_per_second = 100
 //!
-//! [processors.counts]
+//! [processors.failed]
+//! type = "filter"
+//! inputs = ["auth"]
+//! condition = 'outcome == "failure"'
+//!
+//! [processors.per_ip]
 //! type = "window"
-//! inputs = ["gen"]
-//! size_ms = 1000
-//! group_by = "key"
-//! aggregates = ["count", "sum:id"]
+//! inputs = ["failed"]
+//! size = "1m"
+//! group_by = ["source_ip"]
+//! aggregates = ["count"]
 //!
 //! [sinks.out]
 //! type = "file"
-//! inputs = ["counts"]
-//! path = "./out"
-//! format = "ndjson"       # optional, the only format so far
+//! inputs = ["per_ip"]
+//! path = "${WEIR_OUT:-./out}/per_ip"
+//! format = "parquet"
 //! ```
 //!
-//! Component names are unique across the three sections, and `inputs` refer
-//! to them by bare name. An aggregate is `"count"` or `"sum:FIELD"`; see
-//! [`Aggregate`].
+//! Component names are unique across the three sections; `inputs` name a
+//! component's main output (`failed`) or a side output (`parse.dead_letter`,
+//! `window.late`, `route.NAME`).
 //!
-//! # Errors
-//! [`parse`] never panics on any input. It returns the first problem as a
-//! [`ConfigError`] naming the file, the line and column, and the component:
-//! `pipeline.toml:12:1: sinks.out: unknown field `pth`, expected one of
-//! `inputs`, `path`, `format``. Syntax and schema errors come from toml with
-//! their spans; the checks that need the whole pipeline (inputs, cycles,
-//! fields, sizes) are listed in `validate.rs`.
+//! # Reading and checking
+//! 1. [`env`]: `${VAR}` and `${VAR:-default}` are substituted in the text.
+//! 2. The text is parsed as TOML, or as YAML (`yaml.rs`) into the same
+//!    spanned tree, so both formats share everything after this.
+//! 3. `document.rs` reads each component on its own into the model
+//!    (`model.rs`), keeping spans.
+//! 4. `validate.rs` checks names, values, edges and cycles.
+//! 5. `plan.rs` works out every stream's records and schema in dataflow
+//!    order and builds each operator's spec against its input schema.
+//!
+//! [`parse_all`] and [`load_all`] report every problem found, each a
+//! [`ConfigError`] naming the file, line, column and component
+//! (`pipeline.toml:12:1: sinks.out: unknown field `pth`, ...`); [`parse`]
+//! and [`load`] return the first. None of them panics on any input.
 //!
 //! # Running
 //! [`build_graph`] turns a checked [`PipelineConfig`] into a runtime
-//! [`Graph`](weir_runtime::Graph); the `[runtime]` table is the runner's to
-//! apply.
+//! [`Graph`](weir_runtime::Graph) (`graph.rs`); the `[runtime]` table is
+//! the runner's to apply.
 //!
 //! # Limits
 //! [`CONFIG_FILE_BYTES_MAX`], [`COMPONENT_NAME_BYTES_MAX`], [`KEYS_MAX`],

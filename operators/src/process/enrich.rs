@@ -24,8 +24,10 @@
 //!   lines skipped); members are the columns, a missing member is null.
 //!
 //! `format` defaults from the extension: `.csv` is CSV; `.json`, `.ndjson`
-//! and `.jsonl` are JSON. A relative `table` path is opened relative to the
-//! working directory.
+//! and `.jsonl` are JSON. In a pipeline file, a relative `table` path is
+//! resolved against the file's directory ([`crate::config::load_all`]);
+//! given to [`build`] directly, it is opened relative to the working
+//! directory.
 //!
 //! `columns` lists the table columns to add, as a name (a `string`
 //! column) or `{ name, type }`; left out, every column but the key is added

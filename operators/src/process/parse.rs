@@ -47,9 +47,7 @@
 //! order the schema table presents them (a schema field named like an input
 //! field replaces it in place, with the new type); with `drop_source = true`
 //! the parsed field is left out (unless the schema itself defines a field of
-//! that name). Note that a TOML table is read in key order unless the
-//! integrator's `toml` has the `preserve_order` feature; the order only
-//! decides the positions of the fields.
+//! that name). Pipeline files keep the schema table's written order.
 //!
 //! # Dead letters
 //! A record whose field is null or not a string, is not valid JSON/logfmt,
