@@ -96,9 +96,11 @@ impl Drop for PacedCopy {
     }
 }
 
-/// A temporary directory with `out/` (WEIR_OUT) and `data/` (--data-dir).
+/// A temporary directory with `out/` (WEIR_OUT) and `data/` (--data-dir),
+/// deleted on drop unless [`Dirs::keep`] was called.
 struct Dirs {
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
+    keep: std::cell::Cell<bool>,
     out: PathBuf,
     data: PathBuf,
 }
@@ -109,7 +111,25 @@ impl Dirs {
         Dirs {
             out: root.path().join("out"),
             data: root.path().join("data"),
-            _root: root,
+            root,
+            keep: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Leaves the directory in place for a post-mortem.
+    fn keep(&self) {
+        self.keep.set(true);
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        if self.keep.get() {
+            let root = std::mem::replace(
+                &mut self.root,
+                tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir"),
+            );
+            let _ = root.keep();
         }
     }
 }
@@ -123,7 +143,7 @@ fn spawn(config: &Path, dirs: &Dirs, env: &[(&str, String)]) -> Child {
         .arg(&dirs.data)
         .env("WEIR_OUT", &dirs.out)
         .env_remove("WEIR_CRASH_AT")
-        .current_dir(dirs._root.path())
+        .current_dir(dirs.root.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (name, value) in env {
@@ -140,8 +160,33 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::proces
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = child.kill();
     None
+}
+
+/// What a stuck run is doing: every thread's stack (with gdb, when it is
+/// installed), and the files of the data and output directories. The
+/// directories are kept (not deleted) so the state can be examined.
+fn stuck(child: &mut Child, dirs: &Dirs) -> String {
+    let stacks = Command::new("gdb")
+        .args([
+            "-p",
+            &child.id().to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_else(|e| format!("(no stacks: gdb: {e})"));
+    let _ = child.kill();
+    let kept = dirs.root.path().to_path_buf();
+    let listing = Command::new("find")
+        .arg(&kept)
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default();
+    format!("kept {}:\n{listing}\nthreads:\n{stacks}", kept.display())
 }
 
 fn stderr(child: Child) -> String {
@@ -194,9 +239,10 @@ fn kill_and_recover(
             break;
         }
         if started.elapsed() > FIRST_COMMIT_TIMEOUT {
-            let _ = child.kill();
+            let state = stuck(&mut child, dirs);
+            dirs.keep();
             panic!(
-                "the first run published nothing in {FIRST_COMMIT_TIMEOUT:?}; it logged:\n{}",
+                "{state}\nthe first run published nothing in {FIRST_COMMIT_TIMEOUT:?}; it logged:\n{}",
                 stderr(child)
             );
         }
@@ -216,8 +262,11 @@ fn kill_and_recover(
     let restarted = Instant::now();
     let mut child = spawn(config, dirs, env);
     let Some(status) = wait_with_timeout(&mut child, RUN_TIMEOUT) else {
+        let state = stuck(&mut child, dirs);
+        dirs.keep();
         panic!(
-            "the restarted run did not finish in {RUN_TIMEOUT:?} (a hang?); it logged:\n{}",
+            "{state}\nthe restarted run did not finish in {RUN_TIMEOUT:?} (a hang?); \
+             it logged:\n{}",
             stderr(child)
         );
     };
@@ -551,7 +600,13 @@ fn analytics_example_is_exact_across_a_kill() {
     let pages_dir = dirs.out.join("analytics/top_pages");
     // Killed once the first 5-minute window is out: the second one is then
     // open, its state to be restored.
-    kill_and_recover(&copy.0, &dirs, &[], &[users_dir.clone()], || true);
+    kill_and_recover(
+        &copy.0,
+        &dirs,
+        &[],
+        std::slice::from_ref(&users_dir),
+        || true,
+    );
 
     const FIVE_MINUTES_MS: i64 = 5 * MINUTE_MS;
     // window start -> (requests, users)
