@@ -18,6 +18,15 @@
 //! otherwise idle machine. Load makes the hang far more likely. Every hang
 //! was ended by the poke and the run then finished with the right output.
 //!
+//! Not fixed yet. Tried and measured (same 12 x 5000 loop): a 10 ms glommio
+//! timer task per shard, 4 hangs in 60,000; that plus a thread that sends
+//! SIGURG (no SA_RESTART) to a shard whose timer stopped beating for 100 ms,
+//! 8 hangs in 60,000 with not one nudge sent. So during a hang the hung
+//! shard's timer keeps firing (its reactor is not stuck asleep for good;
+//! the dump shows it in `io_cqring_wait` between ticks), yet the stuck task
+//! is never polled, and the poke from this test (SIGUSR2 to every thread)
+//! still ends the hang.
+//!
 //! Each run leaks two file descriptors inside glommio (one per executor:
 //! a task or waker keeps the executor's sleep notifier, and with it its
 //! eventfd, alive), so keep `WEIR_HANG_RUNS` below about `ulimit -n / 2`
