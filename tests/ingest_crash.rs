@@ -31,6 +31,8 @@ use weir::operators::ingest::wire::{
 const FRAMES: u64 = 2_000;
 const EVENTS_PER_FRAME: usize = 50;
 const KILLS: usize = 8;
+/// Times the last round sends refused frames again before giving up.
+const LAST_ROUND_RETRIES: usize = 100;
 
 fn pipeline(port: u16, out: &Path) -> String {
     format!(
@@ -212,18 +214,34 @@ fn sigkill_loses_and_duplicates_no_ingested_event() {
             })
         });
         let mut acked = Vec::new();
-        for group in chunks.chunks(3) {
-            let senders: Vec<_> = group
-                .iter()
-                .cloned()
-                .map(|chunk| {
-                    let (killed, connected) = (killed.clone(), connected.clone());
-                    std::thread::spawn(move || send(addr, &chunk, &killed, &connected))
-                })
-                .collect();
-            for sender in senders {
-                acked.extend(sender.join().expect("sender"));
+        let mut chunks = chunks;
+        // In the last round a refused frame (`Overloaded`, `Unavailable`)
+        // has no later round: it is sent again, as a client would, until
+        // the server takes it.
+        for attempt in 0.. {
+            for group in chunks.chunks(3) {
+                let senders: Vec<_> = group
+                    .iter()
+                    .cloned()
+                    .map(|chunk| {
+                        let (killed, connected) = (killed.clone(), connected.clone());
+                        std::thread::spawn(move || send(addr, &chunk, &killed, &connected))
+                    })
+                    .collect();
+                for sender in senders {
+                    acked.extend(sender.join().expect("sender"));
+                }
             }
+            let refused: Vec<u64> = sending
+                .iter()
+                .copied()
+                .filter(|batch| !acked.contains(batch))
+                .collect();
+            if !last || refused.is_empty() || attempt == LAST_ROUND_RETRIES {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            chunks = refused.chunks(20).map(<[u64]>::to_vec).collect();
         }
         if let Some(killer) = killer {
             killer.join().expect("killer");
