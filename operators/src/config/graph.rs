@@ -261,6 +261,21 @@ fn add_processor(
             graph.connect_port::<Row>(&input.node, input.port, name, Partition::Forward);
         }
     };
+    // Edges partitioned by the operator's key, so a key's state lives on
+    // one shard.
+    fn hashed<S: Clone + Send + Sync + 'static>(
+        graph: &mut GraphBuilder,
+        planned: &Planned,
+        name: &str,
+        spec: &S,
+        key: fn(&S, &Row) -> u64,
+    ) {
+        for input in &planned.inputs {
+            let spec = spec.clone();
+            let partition = Partition::hash(move |row: &Row| key(&spec, row));
+            graph.connect_port(&input.node, input.port, name, partition);
+        }
+    }
     match (&planned.op, processor) {
         (Op::FromConfig, ProcessorConfig::Window(window)) => {
             let spec = KeyedWindowSpec::from_config(window)?;
@@ -293,15 +308,9 @@ fn add_processor(
             forward(graph);
         }
         (Op::RowWindow(spec), _) => {
-            for input in &planned.inputs {
-                let spec = spec.clone();
-                graph.connect_port(
-                    &input.node,
-                    input.port,
-                    name,
-                    Partition::hash(move |row: &Row| rows::group_hash_row(&spec, row)),
-                );
-            }
+            hashed(graph, planned, name, spec, |spec, row| {
+                rows::group_hash_row(spec, row)
+            });
             let spec = spec.clone();
             graph.processor(name, move |context| RowWindow::new(spec.clone(), context));
         }
@@ -316,28 +325,16 @@ fn add_processor(
             forward(graph);
         }
         (Op::Dedup(spec), _) => {
-            for input in &planned.inputs {
-                let spec = spec.clone();
-                graph.connect_port(
-                    &input.node,
-                    input.port,
-                    name,
-                    Partition::hash(move |row: &Row| dedup::partition_hash(&spec, row)),
-                );
-            }
+            hashed(graph, planned, name, spec, |spec, row| {
+                dedup::partition_hash(spec, row)
+            });
             let spec = spec.clone();
             graph.processor(name, move |context| Dedup::new(spec.clone(), context));
         }
         (Op::Threshold(spec), _) => {
-            for input in &planned.inputs {
-                let spec = spec.clone();
-                graph.connect_port(
-                    &input.node,
-                    input.port,
-                    name,
-                    Partition::hash(move |row: &Row| spec.row_key_hash(row)),
-                );
-            }
+            hashed(graph, planned, name, spec, |spec, row| {
+                spec.row_key_hash(row)
+            });
             let spec = spec.clone();
             graph.processor(name, move |_| Threshold::new(spec.clone()));
         }

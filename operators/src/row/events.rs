@@ -34,18 +34,33 @@ impl Processor for EventRows {
     type Output = Row;
 
     fn process(&mut self, _port: usize, batch: &Batch<GeneratedEvent>, out: &mut Emitter<Row>) {
+        if self.row.values.len() != 4 {
+            self.row = Row::nulls(4);
+        }
         for event in batch.iter() {
+            // Strings are copied into the reused row's buffers: no
+            // allocation per event once they have grown.
             let values = &mut self.row.values;
-            values.clear();
-            values.push(Value::Int(event.id.to_native() as i64));
-            values.push(Value::String(event.key.as_str().to_owned()));
-            values.push(Value::Timestamp(event.ts_ms.to_native() as i64));
-            values.push(if event.body.is_empty() {
-                Value::Null
+            values[0] = Value::Int(event.id.to_native() as i64);
+            set_string(&mut values[1], &event.key);
+            values[2] = Value::Timestamp(event.ts_ms.to_native() as i64);
+            if event.body.is_empty() {
+                values[3] = Value::Null;
             } else {
-                Value::String(event.body.as_str().to_owned())
-            });
+                set_string(&mut values[3], &event.body);
+            }
             out.push(&self.row);
         }
+    }
+}
+
+/// Stores `text` in `slot`, reusing its buffer when it holds a string.
+fn set_string(slot: &mut Value, text: &str) {
+    match slot {
+        Value::String(buffer) => {
+            buffer.clear();
+            buffer.push_str(text);
+        }
+        other => *other = Value::String(text.to_owned()),
     }
 }

@@ -103,6 +103,8 @@ impl Processor for Route {
     type Output = Row;
 
     fn process(&mut self, _port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
+        // Unmatched records are copied only when someone reads them.
+        let unmatched_read = out.has_port(0);
         for row in batch.iter() {
             let mut matched = false;
             let mut copied = false;
@@ -116,7 +118,7 @@ impl Processor for Route {
                     matched = true;
                 }
             }
-            if !matched && out.has_port(0) {
+            if !matched && unmatched_read {
                 row.copy_into(&mut self.row);
                 out.push_to(0, &self.row);
             }
