@@ -29,6 +29,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -47,11 +48,13 @@ pub struct IntakeLog {
 
 /// Lets a source's helpers (its connections) end the source's idle sleep:
 /// an idle source is polled again after a millisecond, or at once when
-/// woken.
+/// woken, from its shard ([`IntakeLog::wake_source`]) or from any thread
+/// ([`RemoteWake`]).
 #[derive(Default)]
 pub(crate) struct SourceWake {
     woken: Cell<bool>,
     waker: std::cell::RefCell<Option<std::task::Waker>>,
+    remote: RemoteWake,
 }
 
 impl SourceWake {
@@ -68,9 +71,48 @@ impl SourceWake {
             if self.woken.replace(false) {
                 return Poll::Ready(());
             }
+            // Register before looking at the flag: a wake between the two
+            // then finds the waker.
+            self.remote.0.waker.register(cx.waker());
+            if self.remote.0.pending.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
             *self.waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         })
+    }
+}
+
+/// Ends a source's idle sleep from any thread: a thread outside the runtime
+/// that queued input for the source calls [`wake`](RemoteWake::wake).
+/// `Send + Sync`; cheap to clone. Get it from
+/// [`IntakeLog::remote_wake`].
+#[derive(Clone, Default)]
+pub struct RemoteWake(Arc<RemoteWakeInner>);
+
+#[derive(Default)]
+struct RemoteWakeInner {
+    /// A wake is pending: the source has not gone to sleep since.
+    pending: AtomicBool,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl std::fmt::Debug for RemoteWake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWake")
+            .field("pending", &self.0.pending.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl RemoteWake {
+    /// Makes the source's next idle sleep (or the current one) end at once.
+    /// Only the first call after the source last went to sleep does any
+    /// work beyond one atomic swap, so calling it after every push is cheap.
+    pub fn wake(&self) {
+        if !self.0.pending.swap(true, Ordering::AcqRel) {
+            self.0.waker.wake();
+        }
     }
 }
 
@@ -126,6 +168,12 @@ impl IntakeLog {
     /// rather than after up to a millisecond. Cheap; call it freely.
     pub fn wake_source(&self) {
         self.wake.wake();
+    }
+
+    /// A handle that ends the source's idle sleep from any thread: for
+    /// sources fed by threads outside the runtime.
+    pub fn remote_wake(&self) -> RemoteWake {
+        self.wake.remote.clone()
     }
 
     pub(crate) fn source_wake(&self) -> Rc<SourceWake> {

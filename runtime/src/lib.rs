@@ -42,7 +42,7 @@ pub use batch::{Batch, BufferGauge, RawBatch, Scratch, SerializeError};
 pub use emit::Emitter;
 pub use error::{Error, GraphError, NodeFailure, RunError, StartError};
 pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
-pub use intake::{IntakeLog, IntakeTicket};
+pub use intake::{IntakeLog, IntakeTicket, RemoteWake};
 pub use operator::{Processor, ShardContext, Sink, Source, SourcePoll, StateError};
 pub use partition::{owner_of, Partition, PartitionKind};
 pub use record::{ArchivedRecord, Record};

@@ -72,3 +72,9 @@ pub const EPOCH_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::fro
 /// 100 ms, which delays every timer-driven step (epoch commits, idle
 /// sources) by that much while data flows.
 pub const SHARD_PREEMPT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// [`SHARD_PREEMPT_INTERVAL`] of a runtime built with
+/// `RuntimeBuilder::low_latency`: how long a busy shard may go without
+/// noticing a wake-up from another thread (a query, a pushed record).
+pub const SHARD_PREEMPT_INTERVAL_LOW_LATENCY: std::time::Duration =
+    std::time::Duration::from_micros(100);

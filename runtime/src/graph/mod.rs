@@ -72,6 +72,8 @@ pub(crate) struct NodeSpec {
     pub(crate) spawn: Arc<dyn Spawn>,
     /// A sink's commit step.
     pub(crate) commit: Option<crate::epoch::SinkSteps>,
+    /// A processor allowed to have no output edge.
+    pub(crate) output_optional: bool,
 }
 
 pub(crate) struct EdgeSpec {
@@ -86,15 +88,33 @@ pub(crate) struct EdgeSpec {
 }
 
 /// Options of a node just added to a [`GraphBuilder`].
-#[derive(Debug)]
 pub struct NodeOptions<'a> {
-    parallelism: &'a mut Parallelism,
+    node: &'a mut NodeSpec,
+}
+
+impl std::fmt::Debug for NodeOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("node", &self.node.name)
+            .field("parallelism", &self.node.parallelism)
+            .field("output_optional", &self.node.output_optional)
+            .finish()
+    }
 }
 
 impl NodeOptions<'_> {
     /// Sets how many instances of the node run.
-    pub fn parallelism(self, parallelism: Parallelism) {
-        *self.parallelism = parallelism;
+    pub fn parallelism(self, parallelism: Parallelism) -> Self {
+        self.node.parallelism = parallelism;
+        self
+    }
+
+    /// Lets a processor have no output edge: one whose purpose is its
+    /// state (queried while it runs) rather than its output. Without this
+    /// a processor nothing reads from is rejected as a mistake.
+    pub fn output_optional(self) -> Self {
+        self.node.output_optional = true;
+        self
     }
 }
 
@@ -168,9 +188,7 @@ impl GraphBuilder {
             sync: K::sync,
             commit: K::commit,
         });
-        NodeOptions {
-            parallelism: &mut node.parallelism,
-        }
+        NodeOptions { node }
     }
 
     fn add(
@@ -189,11 +207,10 @@ impl GraphBuilder {
             output,
             spawn,
             commit: None,
+            output_optional: false,
         });
         let node = self.nodes.last_mut().expect("just pushed");
-        NodeOptions {
-            parallelism: &mut node.parallelism,
-        }
+        NodeOptions { node }
     }
 
     /// Connects `from`'s output to an input of `to`, carrying records of type

@@ -83,7 +83,7 @@ fn check_dangling(nodes: &[NodeSpec], edges: &[ResolvedEdge]) -> Result<(), Grap
         if node.kind != NodeKind::Source && !has_input {
             return Err(GraphError::NoInput(node.name.to_string()));
         }
-        if node.kind != NodeKind::Sink && !has_output {
+        if node.kind != NodeKind::Sink && !has_output && !node.output_optional {
             return Err(GraphError::NoOutput(node.name.to_string()));
         }
     }

@@ -63,6 +63,7 @@ async fn abort_on_failure(
 /// epochs, the shard's epoch task) and returns the first failure, after
 /// every task has stopped. Any task's failure sets `aborted` at once (see
 /// the module documentation), which ends the others promptly.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_shard(
     shard: usize,
     plan: ShardPlan,
@@ -71,6 +72,7 @@ pub(crate) async fn run_shard(
     stop: Arc<AtomicBool>,
     aborted: Arc<AtomicBool>,
     log: Option<ShardLog>,
+    flush_when_idle: bool,
 ) -> Result<(), RunError> {
     let instances = plan.instances.len();
     let epochs = log.map(|(wal, shared)| Rc::new(ShardEpochs::new(shard, wal, shared, instances)));
@@ -78,6 +80,7 @@ pub(crate) async fn run_shard(
         pool: Rc::new(BufferPool::new(shard, returns, gauge)),
         stop,
         aborted: aborted.clone(),
+        flush_when_idle,
     };
     let mut tasks: Vec<_> = plan
         .instances

@@ -42,6 +42,9 @@ pub(crate) struct ShardEnv {
     /// The run's abort flag (see `crate::runtime`): sources stop with
     /// [`NodeFailure::Aborted`] once it is set.
     pub(crate) aborted: Arc<AtomicBool>,
+    /// Processors hand on partly filled batches whenever their inputs are
+    /// momentarily empty (`RuntimeBuilder::low_latency`).
+    pub(crate) flush_when_idle: bool,
 }
 
 /// What one node instance needs besides its operator and rings.
@@ -132,6 +135,7 @@ where
             out,
             env.pool.clone(),
             node,
+            env.flush_when_idle,
         ))
     }
 }
@@ -148,7 +152,14 @@ where
         let metrics = output_metrics(context, &io);
         let inputs = InputSet::new(io.inputs, input_metrics(context));
         let out = Emitter::<()>::new(io.outputs, env.pool.clone(), metrics);
-        Box::pin(run_processor(sink, inputs, out, env.pool.clone(), node))
+        Box::pin(run_processor(
+            sink,
+            inputs,
+            out,
+            env.pool.clone(),
+            node,
+            env.flush_when_idle,
+        ))
     }
 }
 
@@ -158,11 +169,12 @@ async fn restore_and_run<P: Processor>(
     out: Emitter<P::Output>,
     pool: Rc<BufferPool>,
     node: NodeEnv,
+    flush_when_idle: bool,
 ) -> Result<(), NodeFailure> {
     if let Some(state) = &node.restore {
         processor
             .restore(state)
             .map_err(|error| NodeFailure::State(error.0))?;
     }
-    run_processor(processor, inputs, out, pool, node).await
+    run_processor(processor, inputs, out, pool, node, flush_when_idle).await
 }

@@ -207,9 +207,27 @@ pub(crate) async fn run_processor<P: Processor>(
     mut out: Emitter<P::Output>,
     pool: Rc<BufferPool>,
     node: NodeEnv,
+    flush_when_idle: bool,
 ) -> Result<(), NodeFailure> {
     let mut handled = 0usize;
-    while let Some(delivery) = inputs.next().await? {
+    loop {
+        // With `flush_when_idle`, when nothing is left to read what was
+        // emitted goes on before this task sleeps. `InputSet::next` keeps
+        // its progress in the set, so dropping it while pending loses
+        // nothing.
+        let next = if flush_when_idle {
+            match futures_lite::future::poll_once(inputs.next()).await {
+                Some(next) => next?,
+                None => {
+                    out.flush();
+                    out.send_ready().await?;
+                    inputs.next().await?
+                }
+            }
+        } else {
+            inputs.next().await?
+        };
+        let Some(delivery) = next else { break };
         match delivery {
             Delivery::Data { port, batch } => {
                 processor.process(port, batch.typed(), &mut out);
