@@ -313,6 +313,13 @@ impl<T> InputShared<T> {
         }
     }
 
+    /// The run ended: nothing will drain any more; wake whoever waits for
+    /// it.
+    pub(crate) fn release(&self) {
+        self.drained.fetch_add(self.inboxes.len(), Ordering::AcqRel);
+        self.drained_event.notify(usize::MAX);
+    }
+
     /// Records queued now, over all shards.
     pub(crate) fn queued(&self) -> usize {
         self.inboxes.iter().map(|inbox| inbox.queue.len()).sum()

@@ -48,6 +48,7 @@ impl<T: Record + Send> Close for SubscriptionShared<T> {
 trait Drain: Send + Sync {
     fn close(&self);
     fn wait_drained(&self, timeout: Duration) -> bool;
+    fn release(&self);
     fn name(&self) -> &str;
 }
 
@@ -58,6 +59,10 @@ impl<T: Send> Drain for InputShared<T> {
 
     fn wait_drained(&self, timeout: Duration) -> bool {
         InputShared::wait_drained(self, timeout)
+    }
+
+    fn release(&self) {
+        InputShared::release(self);
     }
 
     fn name(&self) -> &str {
@@ -605,6 +610,9 @@ impl Control {
             closer.close();
         }
         self.finished.store(true, Ordering::Release);
+        for input in &self.inputs {
+            input.release();
+        }
         self.finished_event.notify(usize::MAX);
     }
 
@@ -620,7 +628,7 @@ impl Control {
         let control = self.clone();
         let stopper = move || {
             for input in &control.inputs {
-                if !control.finished.load(Ordering::Acquire) && !input.wait_drained(DRAIN_TIMEOUT) {
+                if !input.wait_drained(DRAIN_TIMEOUT) {
                     tracing::warn!(
                         input = input.name(),
                         "input still had records queued after the drain timeout"
