@@ -481,6 +481,30 @@ fn shutdown_drains_then_refuses_with_a_clear_error() {
     assert!(subscriber.missed() > 0);
     let late = handle.subscribe(&echo, 16);
     assert_eq!(late.recv(), None);
+    // A shut-down run is a stop, not a completion: the next start on the
+    // data directory resumes it, with the window's state restored.
+    let runtime = Runtime::builder()
+        .shards(2)
+        .pin(false)
+        .data_dir(dir.path())
+        .build()
+        .unwrap();
+    let mut pipeline = weir::Pipeline::new(runtime);
+    let input = pipeline.input("numbers", |n: &u64| *n);
+    let counts = pipeline.rolling("counts", &input, Rolling::count(Duration::from_secs(3600)));
+    let service = pipeline.start().unwrap();
+    let handle = service.handle();
+    for key in [0, 7, 999] {
+        assert_eq!(
+            handle.query(&counts, key).unwrap().count,
+            N / 1000,
+            "key {key}"
+        );
+    }
+    handle.push_blocking(&input, 7).unwrap();
+    until(|| handle.query(&counts, 7).unwrap().count == N / 1000 + 1);
+    let report = service.shutdown().unwrap();
+    assert!(report.resumed_from_epoch >= 1, "{report:?}");
 }
 
 /// Fails the run on the record 13.
@@ -541,8 +565,27 @@ fn a_failed_run_closes_the_handle_and_reports_why() {
     );
 }
 
+/// The current disposition of `signal`: `SIG_DFL`, `SIG_IGN` or a
+/// handler's address.
+fn disposition(signal: libc::c_int) -> libc::sighandler_t {
+    // SAFETY: a zeroed sigaction is a valid out-parameter, and a null new
+    // action only reads the current one.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) };
+    assert_eq!(read, 0);
+    current.sa_sigaction
+}
+
 #[test]
 fn the_library_installs_nothing_global() {
+    let signals = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+    ];
+    let before: Vec<_> = signals.iter().map(|&signal| disposition(signal)).collect();
     let mut pipeline = weir::Pipeline::new(runtime(1));
     let input = pipeline.input("numbers", |n: &u64| *n);
     let counts = pipeline.rolling("counts", &input, Rolling::count(Duration::from_secs(1)));
@@ -553,22 +596,14 @@ fn the_library_installs_nothing_global() {
     service.shutdown().unwrap();
     // No global tracing subscriber was set...
     assert!(!tracing::dispatcher::has_been_set());
-    // ...and no signal handler: SIGINT, SIGTERM, SIGHUP, SIGPIPE keep
-    // their default dispositions (SIGPIPE is ignored by Rust's own
-    // start-up, not by weir).
-    for (signal, expected) in [
-        (libc::SIGINT, libc::SIG_DFL),
-        (libc::SIGTERM, libc::SIG_DFL),
-        (libc::SIGHUP, libc::SIG_DFL),
-        (libc::SIGPIPE, libc::SIG_IGN),
-    ] {
-        // SAFETY: a zeroed sigaction is a valid out-parameter, and a null
-        // new action only reads the current one.
-        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
-        let read = unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) };
-        assert_eq!(read, 0);
-        assert_eq!(
-            current.sa_sigaction, expected,
+    // ...and no signal handler: each signal keeps what the process started
+    // with (the default, or ignored when started in the background), and
+    // none has a handler.
+    let after: Vec<_> = signals.iter().map(|&signal| disposition(signal)).collect();
+    assert_eq!(before, after);
+    for (signal, action) in signals.iter().zip(after) {
+        assert!(
+            action == libc::SIG_DFL || action == libc::SIG_IGN,
             "signal {signal} has a handler"
         );
     }

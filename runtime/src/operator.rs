@@ -153,6 +153,12 @@ pub trait Processor: 'static {
         let _ = state;
         Ok(())
     }
+
+    /// Called once on the node's shard, after any
+    /// [`restore`](Processor::restore) and before the first input: the
+    /// state is now what the run starts from (an operator whose state is
+    /// read from elsewhere on the shard waits for this).
+    fn on_start(&mut self) {}
 }
 
 /// A node with no outputs that delivers records somewhere.

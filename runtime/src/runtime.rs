@@ -283,6 +283,9 @@ impl Runtime {
     pub fn start(&self, graph: Graph) -> Result<Running, StartError> {
         let gauge = Arc::new(BufferGauge::default());
         let stop = Arc::new(AtomicBool::new(false));
+        // Set by `Handle::keep_resumable`: the run's end is a stop, not a
+        // completion, even if every source ends by itself.
+        let resume = Arc::new(AtomicBool::new(false));
         // The run's abort flag: see the module documentation.
         let aborted = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -293,7 +296,7 @@ impl Runtime {
         );
         let (recovered, mut logs) = match &self.epochs {
             Some(config) => {
-                let (recovered, logs) = self.recover(&graph, config, &stop, &aborted)?;
+                let (recovered, logs) = self.recover(&graph, config, &stop, &resume, &aborted)?;
                 let Some(logs) = logs else {
                     // The final epoch of this data directory's run committed.
                     tracing::info!(
@@ -369,7 +372,7 @@ impl Runtime {
         }
         Ok(Running {
             shards,
-            handle: Handle { stop },
+            handle: Handle { stop, resume },
             gauge,
             started,
             epochs: logs.map(|logs| (logs.shared, logs.coordinator)),
@@ -385,6 +388,7 @@ impl Runtime {
         graph: &Graph,
         config: &EpochConfig,
         stop: &Arc<AtomicBool>,
+        resume: &Arc<AtomicBool>,
         aborted: &Arc<AtomicBool>,
     ) -> Result<(Recovered, Option<StartedLogs>), StartError> {
         let logs = recovery::open(
@@ -432,6 +436,7 @@ impl Runtime {
             shared.clone(),
             config.interval,
             stop.clone(),
+            resume.clone(),
             epoch_metrics,
         )
         .map_err(|error| {
@@ -477,6 +482,7 @@ fn restore_into(
 #[derive(Debug, Clone)]
 pub struct Handle {
     stop: Arc<AtomicBool>,
+    resume: Arc<AtomicBool>,
 }
 
 impl Handle {
@@ -484,6 +490,15 @@ impl Handle {
     /// [`Running::wait`] returns.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes the run's end a stop rather than a completion, however its
+    /// sources end: with a data directory, the next start on it resumes
+    /// (restores state, sources continue) instead of finding a completed
+    /// run. For sources that end when told to (an embedded input that
+    /// drains and ends on shutdown) in a service that starts again.
+    pub fn keep_resumable(&self) {
+        self.resume.store(true, Ordering::Release);
     }
 }
 
@@ -531,13 +546,22 @@ impl Running {
     ) -> Running {
         Running {
             shards: Vec::new(),
-            handle: Handle { stop },
+            handle: Handle {
+                stop,
+                resume: Arc::default(),
+            },
             gauge,
             started,
             epochs: None,
             complete_at: Some(committed),
             resumed_from_epoch: committed,
         }
+    }
+
+    /// Whether nothing runs because the data directory holds a run whose
+    /// final epoch committed ([`RunReport::already_complete`]).
+    pub fn already_complete(&self) -> bool {
+        self.complete_at.is_some()
     }
 
     /// A handle that stops this pipeline.

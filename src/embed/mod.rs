@@ -558,6 +558,14 @@ impl Pipeline {
     pub fn start(self) -> Result<Service, Error> {
         let graph = self.graph.build().map_err(Error::Graph)?;
         let running = self.runtime.start(graph).map_err(Error::Start)?;
+        if running.already_complete() {
+            return Err(Error::Start(weir_runtime::StartError::Recovery(
+                "the data directory holds a run that was shut down and completed; an embedded \
+                 pipeline resumes a run that crashed, not one that completed: start it on a \
+                 fresh data directory"
+                    .into(),
+            )));
+        }
         let control = Arc::new(Control {
             stop: running.handle(),
             inputs: self.inputs,
@@ -620,6 +628,8 @@ impl Control {
         if self.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Whatever ends the run now, a data directory's next run resumes it.
+        self.stop.keep_resumable();
         for input in &self.inputs {
             input.close();
         }

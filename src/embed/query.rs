@@ -215,10 +215,12 @@ impl<K: Send + 'static, A: Send + 'static> QueryShared<K, A> {
     }
 
     /// Answers `shard`'s queries from `state` until `stopped` is set.
+    /// Queries wait until `ready`: the processor's state was restored.
     pub(crate) async fn serve<P>(
         self: Arc<Self>,
         shard: usize,
         state: Rc<RefCell<P>>,
+        ready: Rc<Cell<bool>>,
         stopped: Rc<Cell<bool>>,
     ) where
         P: Queryable<Key = K, Answer = A>,
@@ -227,7 +229,10 @@ impl<K: Send + 'static, A: Send + 'static> QueryShared<K, A> {
         loop {
             poll_fn(|cx| {
                 inbox.waker.register(cx.waker());
-                if inbox.pending.swap(false, Ordering::AcqRel) || stopped.get() {
+                if stopped.get() {
+                    return Poll::Ready(());
+                }
+                if ready.get() && inbox.pending.swap(false, Ordering::AcqRel) {
                     return Poll::Ready(());
                 }
                 Poll::Pending
@@ -303,6 +308,7 @@ impl<K, A> Query<K, A> {
 /// shard's query task; stops that task when dropped.
 pub(crate) struct Served<P: Queryable> {
     state: Rc<RefCell<P>>,
+    ready: Rc<Cell<bool>>,
     stopped: Rc<Cell<bool>>,
     shared: Arc<QueryShared<P::Key, P::Answer>>,
     shard: usize,
@@ -318,10 +324,18 @@ impl<P: Queryable> Served<P> {
         shard: usize,
     ) -> Served<P> {
         let state = Rc::new(RefCell::new(processor));
+        let ready = Rc::new(Cell::new(false));
         let stopped = Rc::new(Cell::new(false));
-        glommio::spawn_local(shared.clone().serve(shard, state.clone(), stopped.clone())).detach();
+        glommio::spawn_local(shared.clone().serve(
+            shard,
+            state.clone(),
+            ready.clone(),
+            stopped.clone(),
+        ))
+        .detach();
         Served {
             state,
+            ready,
             stopped,
             shared,
             shard,
@@ -363,5 +377,12 @@ impl<P: Queryable> Processor for Served<P> {
 
     fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
         self.state.borrow_mut().restore(state)
+    }
+
+    fn on_start(&mut self) {
+        self.state.borrow_mut().on_start();
+        // Queries queued meanwhile are answered from the restored state.
+        self.ready.set(true);
+        self.shared.wake(self.shard);
     }
 }

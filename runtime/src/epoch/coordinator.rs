@@ -47,11 +47,12 @@ pub(crate) fn spawn(
     shared: Arc<EpochShared>,
     interval: Duration,
     stop: Arc<AtomicBool>,
+    resume: Arc<AtomicBool>,
     metrics: EpochMetrics,
 ) -> std::io::Result<JoinHandle<Result<CoordinatorReport, String>>> {
     std::thread::Builder::new()
         .name("weir-coordinator".into())
-        .spawn(move || run(&mut log, &shared, interval, &stop, &metrics))
+        .spawn(move || run(&mut log, &shared, interval, &stop, &resume, &metrics))
 }
 
 fn run(
@@ -59,6 +60,7 @@ fn run(
     shared: &EpochShared,
     interval: Duration,
     stop: &AtomicBool,
+    resume: &AtomicBool,
     metrics: &EpochMetrics,
 ) -> Result<CoordinatorReport, String> {
     let mut report = CoordinatorReport {
@@ -75,6 +77,7 @@ fn run(
         request(
             shared,
             stop,
+            resume,
             interval,
             &mut next_epoch_at,
             &mut requested_at,
@@ -126,6 +129,7 @@ fn run(
 fn request(
     shared: &EpochShared,
     stop: &AtomicBool,
+    resume: &AtomicBool,
     interval: Duration,
     next_epoch_at: &mut Instant,
     requested_at: &mut VecDeque<(u64, Instant)>,
@@ -139,11 +143,10 @@ fn request(
     let now = Instant::now();
     if exhausted || stop.load(Ordering::Relaxed) {
         let last = requested + 1;
-        // A run told to stop is not complete: its sources resume from
-        // their positions when it starts again.
-        shared
-            .stopped
-            .store(stop.load(Ordering::Relaxed), Ordering::Release);
+        // A run told to stop (or to stay resumable) is not complete: its
+        // sources resume from their positions when it starts again.
+        let stopped = stop.load(Ordering::Relaxed) || resume.load(Ordering::Acquire);
+        shared.stopped.store(stopped, Ordering::Release);
         shared.final_epoch.store(last, Ordering::Release);
         shared.requested.store(last, Ordering::Release);
         requested_at.push_back((last, now));

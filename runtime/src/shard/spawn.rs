@@ -176,5 +176,6 @@ async fn restore_and_run<P: Processor>(
             .restore(state)
             .map_err(|error| NodeFailure::State(error.0))?;
     }
+    processor.on_start();
     run_processor(processor, inputs, out, pool, node, flush_when_idle).await
 }
