@@ -39,7 +39,12 @@ fn example() -> PathBuf {
             let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
             cargo
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--example", "embedded_rate_limiter", "--target-dir"])
+                .args([
+                    "build",
+                    "--example",
+                    "embedded_rate_limiter",
+                    "--target-dir",
+                ])
                 .arg(target_dir);
             match profile {
                 Some("debug") | None => {}
@@ -69,7 +74,14 @@ struct Server {
 impl Server {
     fn start(extra: &[&str]) -> Server {
         let mut child = Command::new(example())
-            .args(["--listen", "127.0.0.1:0", "--limit", "5", "--window", "600s"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--limit",
+                "5",
+                "--window",
+                "600s",
+            ])
             .args(["--shards", "2", "--workers", "2"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -217,7 +229,10 @@ fn check_bad_requests(addr: &str) {
     assert_eq!(status, 400, "{body}");
     let (status, body) = http.get("/check", "X-Client-Id: 12x\r\n");
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("X-Client-Id") && body.contains("12x"), "{body}");
+    assert!(
+        body.contains("X-Client-Id") && body.contains("12x"),
+        "{body}"
+    );
     let (status, _) = http.get("/elsewhere?client=1", "");
     assert_eq!(status, 404);
 }
@@ -239,7 +254,11 @@ fn every_decision_matches_the_model() {
             .unwrap_or_else(|| panic!("bad body {body:?}"));
         let count: u64 = count.parse().unwrap();
         if count <= LIMIT {
-            assert_eq!((*status, verdict), (200, "allow"), "client {client}: {body}");
+            assert_eq!(
+                (*status, verdict),
+                (200, "allow"),
+                "client {client}: {body}"
+            );
         } else {
             assert_eq!((*status, verdict), (429, "deny"), "client {client}: {body}");
         }
@@ -258,7 +277,10 @@ fn every_decision_matches_the_model() {
         for (client, _, body) in thread {
             let count: u64 = body.trim().split_once(' ').unwrap().1.parse().unwrap();
             let previous = last.insert(*client, count).unwrap_or(0);
-            assert!(count > previous, "client {client}: {count} after {previous}");
+            assert!(
+                count > previous,
+                "client {client}: {count} after {previous}"
+            );
         }
     }
 
@@ -282,7 +304,11 @@ fn without_weir_every_check_is_allowed() {
     let server = Server::start(&["--no-weir"]);
     check_bad_requests(&server.addr);
     for (client, status, body) in drive(&server.addr).iter().flatten() {
-        assert_eq!((*status, body.as_str()), (200, "allow 0\n"), "client {client}");
+        assert_eq!(
+            (*status, body.as_str()),
+            (200, "allow 0\n"),
+            "client {client}"
+        );
     }
     let (status, rest) = server.terminate();
     assert!(status.success(), "exit status {status}; stdout: {rest}");

@@ -262,7 +262,8 @@ fn connection(
     let mut line = String::new();
     let mut request = Vec::with_capacity(128);
     // A deterministic client sequence per connection.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (conn as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
+    let mut state =
+        0x9e37_79b9_7f4a_7c15u64 ^ (conn as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
     for seq in 0u64.. {
         let slot = seq as f64 * args.connections as f64 + conn as f64;
         let intended = start + Duration::from_nanos((slot * interval) as u64);
@@ -332,6 +333,9 @@ fn measure(path: &PathBuf, args: &Arc<Args>, mode: Mode) -> Result<Measured> {
     })
 }
 
+/// A figure's name and how to read it from a measurement.
+type Metric = (&'static str, fn(&Measured) -> f64);
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -383,7 +387,7 @@ fn main() -> Result<()> {
                 .collect(),
         )
     };
-    let metrics: [(&str, fn(&Measured) -> f64); 4] = [
+    let metrics: [Metric; 4] = [
         ("p50_us", |m| m.p50_us),
         ("p99_us", |m| m.p99_us),
         ("p999_us", |m| m.p999_us),
@@ -393,10 +397,7 @@ fn main() -> Result<()> {
         "median of {} rounds, {} req/s over {} connections, {:?} each:",
         args.rounds, args.rate, args.connections, args.duration
     );
-    println!(
-        "{:<14} {:>12} {:>12} {:>8}",
-        "", "no-weir", "weir", "ratio"
-    );
+    println!("{:<14} {:>12} {:>12} {:>8}", "", "no-weir", "weir", "ratio");
     let mut json = Vec::new();
     for (name, f) in metrics {
         let (without, with) = (pick(Mode::Without, f), pick(Mode::With, f));
