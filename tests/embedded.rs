@@ -23,6 +23,13 @@ struct Record {
     time_ms: u64,
 }
 
+/// The tests here run one at a time: each starts shards and up to 16
+/// pushing threads, and this machine has two cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn runtime(shards: usize) -> Runtime {
     Runtime::builder()
         .shards(shards)
@@ -63,6 +70,7 @@ fn check_exactly_once_in_order(seen: &[Record], senders: u32, keys: u64, per_key
 
 #[test]
 fn pushes_from_many_std_threads_arrive_once_in_order() {
+    let _serial = serial();
     const SENDERS: u32 = 8;
     const KEYS: u64 = 64;
     const PER_KEY: u32 = 400;
@@ -137,6 +145,7 @@ fn pushes_from_many_std_threads_arrive_once_in_order() {
 
 #[test]
 fn pushes_from_tokio_tasks_and_a_channel_subscriber() {
+    let _serial = serial();
     const SENDERS: u32 = 16;
     const KEYS: u64 = 32;
     const PER_KEY: u32 = 100;
@@ -228,6 +237,7 @@ impl Processor for Gate {
 
 #[test]
 fn a_full_queue_hands_the_record_back_and_push_waits_for_room() {
+    let _serial = serial();
     const CAPACITY: usize = 8;
     let mut pipeline = weir::Pipeline::new(runtime(1));
     let input = pipeline.input_with(
@@ -297,6 +307,7 @@ fn model(events: &[(u64, u64)], key: u64, now_ms: u64, slice_ms: u64, buckets: u
 
 #[test]
 fn queryable_rolling_window_matches_a_model() {
+    let _serial = serial();
     const SENDERS: u64 = 4;
     const KEYS_PER_SENDER: u64 = 25;
     let (slice_ms, buckets) = (100, 10);
@@ -421,6 +432,7 @@ fn queryable_rolling_window_matches_a_model() {
 
 #[test]
 fn shutdown_drains_then_refuses_with_a_clear_error() {
+    let _serial = serial();
     const N: u64 = 50_000;
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::builder()
@@ -532,6 +544,7 @@ impl weir::Queryable for FailOn13 {
 
 #[test]
 fn a_failed_run_closes_the_handle_and_reports_why() {
+    let _serial = serial();
     let mut pipeline = weir::Pipeline::new(runtime(2));
     let input = pipeline.input("numbers", |n: &u64| *n);
     let echo = pipeline.queryable(
@@ -578,6 +591,7 @@ fn disposition(signal: libc::c_int) -> libc::sighandler_t {
 
 #[test]
 fn the_library_installs_nothing_global() {
+    let _serial = serial();
     let signals = [
         libc::SIGINT,
         libc::SIGTERM,
