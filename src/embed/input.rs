@@ -122,6 +122,22 @@ impl InputOptions {
 }
 
 /// Why a push did not take the record; the record comes back inside.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+/// let mut pipeline = weir::Pipeline::new(runtime);
+/// let input = pipeline.input("numbers", |n: &u64| *n);
+/// # pipeline.rolling("counts", &input, weir::Rolling::count(std::time::Duration::from_secs(1)));
+/// let service = pipeline.start()?;
+/// let handle = service.handle();
+/// service.shutdown()?;
+/// match handle.try_push(&input, 5) {
+///     Err(weir::PushError::Closed(record)) => assert_eq!(record, 5),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushError<T> {
     /// The owning shard's queue is full (backpressure): try again later,

@@ -1186,6 +1186,21 @@ impl Handle {
 }
 
 /// Names a callback added by [`Handle::on_output`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+/// # let mut pipeline = weir::Pipeline::new(runtime);
+/// # pipeline.input("numbers", |n: &u64| *n);
+/// let echo = pipeline.subscription::<weir::Event<u64>>("echo", "numbers", weir::runtime::Partition::Forward);
+/// let service = pipeline.start()?;
+/// let handle = service.handle();
+/// let first: weir::CallbackId = handle.on_output(&echo, |_| {});
+/// let second = handle.on_output(&echo, |_| {});
+/// assert_ne!(first, second);
+/// # service.shutdown()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallbackId(u64);
 

@@ -65,6 +65,20 @@ pub trait Queryable: Processor {
 }
 
 /// Why a query got no answer.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+/// let mut pipeline = weir::Pipeline::new(runtime);
+/// let input = pipeline.input("numbers", |n: &u64| *n);
+/// let counts = pipeline.rolling("counts", &input, weir::Rolling::count(std::time::Duration::from_secs(1)));
+/// let service = pipeline.start()?;
+/// let handle = service.handle();
+/// service.shutdown()?;
+/// let error = handle.query(&counts, 5).unwrap_err();
+/// assert_eq!(error, weir::QueryError::Closed { node: "counts".into() });
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryError {
     /// The owning shard's query queue is full: too many queries at once.

@@ -213,12 +213,22 @@ impl<T: Record> Subscriber<T> {
     /// The next record, waiting for it; `None` once the run ended and
     /// everything queued was read.
     ///
-    /// ```no_run
-    /// # fn f(subscriber: weir::Subscriber<weir::Event<u64>>) {
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # let echo = pipeline.subscription::<weir::Event<u64>>("echo", "numbers", weir::runtime::Partition::Forward);
+    /// # let service = pipeline.start()?;
+    /// # let handle = service.handle();
+    /// let subscriber = handle.subscribe(&echo, 16);
+    /// handle.push_blocking(&input, 4)?;
+    /// service.shutdown()?;
+    /// // Everything queued, then the end.
     /// while let Some(event) = subscriber.recv() {
-    ///     println!("{}", event.value);
+    ///     assert_eq!(event.value, 4);
     /// }
-    /// # }
+    /// # Ok(()) }
     /// ```
     pub fn recv(&self) -> Option<T> {
         self.receiver.recv().ok()
@@ -226,12 +236,25 @@ impl<T: Record> Subscriber<T> {
 
     /// The next record if one is queued.
     ///
-    /// ```no_run
-    /// # fn f(subscriber: weir::Subscriber<weir::Event<u64>>) {
-    /// if let Some(event) = subscriber.try_recv() {
-    ///     println!("{}", event.value);
-    /// }
-    /// # }
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # let echo = pipeline.subscription::<weir::Event<u64>>("echo", "numbers", weir::runtime::Partition::Forward);
+    /// # let service = pipeline.start()?;
+    /// # let handle = service.handle();
+    /// let subscriber = handle.subscribe(&echo, 16);
+    /// handle.push_blocking(&input, 4)?;
+    /// // Poll without waiting until the record is there.
+    /// let event = loop {
+    ///     if let Some(event) = subscriber.try_recv() {
+    ///         break event;
+    ///     }
+    /// };
+    /// assert_eq!(event.value, 4);
+    /// # service.shutdown()?;
+    /// # Ok(()) }
     /// ```
     pub fn try_recv(&self) -> Option<T> {
         self.receiver.try_recv().ok()
@@ -240,11 +263,20 @@ impl<T: Record> Subscriber<T> {
     /// The next record, waiting at most `timeout`; `None` on timeout or
     /// once the run ended and everything queued was read.
     ///
-    /// ```no_run
-    /// # fn f(subscriber: weir::Subscriber<weir::Event<u64>>) {
-    /// let next = subscriber.recv_timeout(std::time::Duration::from_millis(10));
-    /// # let _ = next;
-    /// # }
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # let echo = pipeline.subscription::<weir::Event<u64>>("echo", "numbers", weir::runtime::Partition::Forward);
+    /// # let service = pipeline.start()?;
+    /// # let handle = service.handle();
+    /// let subscriber = handle.subscribe(&echo, 16);
+    /// handle.push_blocking(&input, 4)?;
+    /// let next = subscriber.recv_timeout(std::time::Duration::from_secs(60));
+    /// assert_eq!(next.map(|event| event.value), Some(4));
+    /// # service.shutdown()?;
+    /// # Ok(()) }
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Option<T> {
         self.receiver.recv_timeout(timeout).ok()
@@ -252,10 +284,20 @@ impl<T: Record> Subscriber<T> {
 
     /// Records this subscriber missed because its queue was full.
     ///
-    /// ```no_run
-    /// # fn f(subscriber: weir::Subscriber<weir::Event<u64>>) {
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # let echo = pipeline.subscription::<weir::Event<u64>>("echo", "numbers", weir::runtime::Partition::Forward);
+    /// # let service = pipeline.start()?;
+    /// # let handle = service.handle();
+    /// let subscriber = handle.subscribe(&echo, 16);
+    /// handle.push_blocking(&input, 4)?;
+    /// assert_eq!(subscriber.recv().map(|event| event.value), Some(4));
     /// assert_eq!(subscriber.missed(), 0);
-    /// # }
+    /// # service.shutdown()?;
+    /// # Ok(()) }
     /// ```
     pub fn missed(&self) -> u64 {
         self.missed.load(Ordering::Relaxed)
