@@ -120,7 +120,10 @@ impl Args {
                 "{name} must be between 0 and 3600 seconds"
             );
         }
-        ensure!(self.duration > 0.0, "--duration must be more than 0 seconds");
+        ensure!(
+            self.duration > 0.0,
+            "--duration must be more than 0 seconds"
+        );
         Ok(())
     }
 }
@@ -492,7 +495,10 @@ impl Load {
     fn of(stats: &[PushStats], schedule: Schedule, undelivered: u64) -> Load {
         let measured: u64 = stats.iter().map(|s| s.measured).sum();
         let last = stats.iter().map(|s| s.finished).max().unwrap_or(0);
-        let span = last.max(schedule.until).saturating_sub(schedule.from).max(1);
+        let span = last
+            .max(schedule.until)
+            .saturating_sub(schedule.from)
+            .max(1);
         Load {
             rate: measured as f64 * 1e9 / span as f64,
             refused: stats.iter().map(|s| s.refused).sum(),
@@ -530,11 +536,8 @@ fn run_rolling(args: &Args, cores: &[usize], figures: &mut RunFigures) -> Result
         &input,
         Rolling::count(Duration::from_secs(args.window_s)),
     );
-    let updates = pipeline.subscription::<weir::RollingUpdate>(
-        "updates",
-        window.name(),
-        Partition::Forward,
-    );
+    let updates =
+        pipeline.subscription::<weir::RollingUpdate>("updates", window.name(), Partition::Forward);
     let service = pipeline.start().context("starting the rolling pipeline")?;
     let handle = service.handle();
 
@@ -578,7 +581,9 @@ fn run_rolling(args: &Args, cores: &[usize], figures: &mut RunFigures) -> Result
     })?;
     figures.query_idle = Percentiles::of(&idle_stats.latency);
     figures.query_idle_busy = idle_stats.busy;
-    service.shutdown().context("shutting the rolling pipeline down")?;
+    service
+        .shutdown()
+        .context("shutting the rolling pipeline down")?;
     Ok(())
 }
 
@@ -591,11 +596,8 @@ fn run_forward(args: &Args, cores: &[usize], figures: &mut RunFigures) -> Result
         InputOptions::default().queue_capacity(args.queue),
         |event: &(u64, u64)| event.0,
     );
-    let events = pipeline.subscription::<weir::Event<(u64, u64)>>(
-        "seen",
-        input.name(),
-        Partition::Forward,
-    );
+    let events =
+        pipeline.subscription::<weir::Event<(u64, u64)>>("seen", input.name(), Partition::Forward);
     let service = pipeline
         .start()
         .context("starting the pass-through pipeline")?;
