@@ -328,7 +328,21 @@ impl Runtime {
         {
             let placement = match &self.cores {
                 Some(cores) => Placement::Fixed(cores[shard]),
-                None => Placement::Unbound,
+                // Unpinned but fenced to the usable cores: glommio keeps
+                // `spin_before_park` only for executors bound to a CPU set
+                // (an unbound one parks at once), and `low_latency` needs it.
+                None => match glommio::CpuSet::online() {
+                    Ok(cpus) => {
+                        let usable = system::usable_cores();
+                        let cpus = cpus.filter(|cpu| usable.contains(&cpu.cpu));
+                        if cpus.is_empty() {
+                            Placement::Unbound
+                        } else {
+                            Placement::Fenced(cpus)
+                        }
+                    }
+                    Err(_) => Placement::Unbound,
+                },
             };
             let (shard_gauge, shard_stop, shard_aborted) =
                 (gauge.clone(), stop.clone(), aborted.clone());
