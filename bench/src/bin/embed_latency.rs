@@ -416,6 +416,12 @@ fn query_load(
         if due >= schedule.until {
             break;
         }
+        // Sleep through long gaps (low query rates), so an idle querier does
+        // not take a core from the shards and pushers; spin the last 100 µs.
+        if due > now + 200_000 {
+            std::thread::sleep(Duration::from_nanos(due - now - 100_000));
+            now = mono_ns();
+        }
         while now < due {
             std::hint::spin_loop();
             now = mono_ns();
