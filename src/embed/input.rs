@@ -189,6 +189,13 @@ struct Inbox<T> {
     wake: OnceLock<RemoteWake>,
 }
 
+/// What one push attempt came to.
+enum Attempt<T> {
+    Done(Result<(), PushError<T>>),
+    /// The queue was full twice; wait on the listener, then try again.
+    Wait(T, event_listener::EventListener),
+}
+
 /// What an [`Input`]'s handles and its source instances share.
 pub(crate) struct InputShared<T> {
     pub(crate) name: Arc<str>,
@@ -262,20 +269,32 @@ impl<T> InputShared<T> {
         }
     }
 
+    /// Pushes `value`; when its shard's queue is full, hands it back with a
+    /// listener for room that was registered before a second try (so room
+    /// made in between is not missed).
+    fn push_or_listen(&self, value: T) -> Attempt<T> {
+        let value = match self.try_push(value) {
+            Err(PushError::Full(back)) => back,
+            done => return Attempt::Done(done),
+        };
+        let listener = self.room.listen();
+        match self.try_push(value) {
+            Err(PushError::Full(back)) => Attempt::Wait(back, listener),
+            done => Attempt::Done(done),
+        }
+    }
+
     /// Pushes `value`, waiting (asynchronously) while its shard's queue is
     /// full.
     pub(crate) async fn push(&self, mut value: T) -> Result<(), PushError<T>> {
         loop {
-            match self.try_push(value) {
-                Err(PushError::Full(back)) => value = back,
-                done => return done,
+            match self.push_or_listen(value) {
+                Attempt::Done(done) => return done,
+                Attempt::Wait(back, listener) => {
+                    value = back;
+                    listener.await;
+                }
             }
-            let listener = self.room.listen();
-            match self.try_push(value) {
-                Err(PushError::Full(back)) => value = back,
-                done => return done,
-            }
-            listener.await;
         }
     }
 
@@ -284,16 +303,13 @@ impl<T> InputShared<T> {
     pub(crate) fn push_blocking(&self, mut value: T) -> Result<(), PushError<T>> {
         use event_listener::Listener;
         loop {
-            match self.try_push(value) {
-                Err(PushError::Full(back)) => value = back,
-                done => return done,
+            match self.push_or_listen(value) {
+                Attempt::Done(done) => return done,
+                Attempt::Wait(back, listener) => {
+                    value = back;
+                    listener.wait();
+                }
             }
-            let listener = self.room.listen();
-            match self.try_push(value) {
-                Err(PushError::Full(back)) => value = back,
-                done => return done,
-            }
-            listener.wait();
         }
     }
 

@@ -916,9 +916,7 @@ impl Handle {
         let mut records = records.into_iter();
         while let Some(record) = records.next() {
             if let Err(error) = input.shared.push(record).await {
-                let mut rest = vec![error.into_inner()];
-                rest.extend(records);
-                return Err(PushError::Closed(rest));
+                return Err(with_rest(error, records));
             }
         }
         Ok(())
@@ -952,14 +950,7 @@ impl Handle {
         let mut records = records.into_iter();
         while let Some(record) = records.next() {
             if let Err(error) = input.shared.try_push(record) {
-                let full = matches!(error, PushError::Full(_));
-                let mut rest = vec![error.into_inner()];
-                rest.extend(records);
-                return Err(if full {
-                    PushError::Full(rest)
-                } else {
-                    PushError::Closed(rest)
-                });
+                return Err(with_rest(error, records));
             }
         }
         Ok(())
@@ -1182,6 +1173,19 @@ impl Handle {
             }
             listener.wait_deadline(deadline)?;
         }
+    }
+}
+
+/// `error` of one record of a batch, carrying that record and the ones
+/// after it, in order.
+fn with_rest<T>(error: PushError<T>, rest: std::vec::IntoIter<T>) -> PushError<Vec<T>> {
+    let full = matches!(error, PushError::Full(_));
+    let mut records = vec![error.into_inner()];
+    records.extend(rest);
+    if full {
+        PushError::Full(records)
+    } else {
+        PushError::Closed(records)
     }
 }
 
