@@ -9,25 +9,22 @@
 //! `weir-shard-*` thread with a no-op signal, which interrupts the sleeping
 //! `io_uring_enter` the way attaching a debugger did, so the loop can go on
 //! and count further hangs; if that does not end the hang within another
-//! `WEIR_HANG_SECS`, it pokes every thread. Before poking it prints every thread's state, kernel wait
-//! channel and current syscall. The test fails if any run hung.
+//! `WEIR_HANG_SECS`, it pokes every thread. Before poking it prints every
+//! thread's state, kernel wait channel and current syscall, and the
+//! kernel's view of every io_uring (`/proc/self/fdinfo`: pending requests
+//! and completions). The test fails if any run hung.
 //!
-//! Measured on the 2-core dev machine (12 processes x 5000 runs, the two
-//! tests of this file running side by side): 9 hangs in 60,000 runs while a
-//! cargo build ran alongside part of the time; 0 in 35,000 runs on an
-//! otherwise idle machine. Load makes the hang far more likely. Every hang
-//! was ended by the poke and the run then finished with the right output.
+//! Cause, found with the ring dump below: glommio 0.9.0's executor loop
+//! parked with runnable tasks when its preempt timer fired between
+//! installing it and running the task queues (the thread descheduled for
+//! more than the 2 ms interval), with nothing armed to wake it. weir builds
+//! glommio from `third_party/glommio` with that fixed; see its
+//! `WEIR-PATCH.md` and the deterministic test `executor_parking.rs`.
 //!
-//! Not fixed yet. Tried and measured (same 12 x 5000 loop): a 10 ms glommio
-//! timer task per shard, 4 hangs in 60,000; that plus a thread that sends
-//! SIGURG (no SA_RESTART) to a shard whose timer stopped beating for 100 ms,
-//! 8 hangs in 60,000 with not one nudge sent. So during a hang the hung
-//! shard's timer keeps firing (its reactor is not stuck asleep for good;
-//! the dump shows it in `io_cqring_wait` between ticks), yet the stuck task
-//! is never polled, and the poke from this test (SIGUSR2 to every thread)
-//! still ends the hang. Poking only the two `weir-shard-*` threads ends
-//! it too (3 hangs in a loaded run, all ended by the shard-only poke; the
-//! test pokes every thread only if that fails).
+//! Measured on the 2-core dev machine, 12 processes side by side with two
+//! busy loops: unpatched, 2 to 12 hung runs per process per 1,000 to 3,000
+//! runs; patched, 0 in 12 x 2,000 runs (and 0 in 12 x 1,000 with a 50 us
+//! preempt interval, which gave 60 hangs in 12,000 unpatched).
 //!
 //! Each run leaks two file descriptors inside glommio (one per executor:
 //! a task or waker keeps the executor's sleep notifier, and with it its
@@ -106,6 +103,27 @@ fn dump_threads() {
     }
 }
 
+/// Prints the kernel's view of every io_uring and of every eventfd with a
+/// count pending (`/proc/self/fdinfo`).
+fn dump_rings() {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for fd in fds.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().to_string();
+        let name = fd.file_name().to_string_lossy().to_string();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{name}")).unwrap_or_default();
+        if target.contains("io_uring") {
+            eprintln!("  fd {name} {target}:\n{info}");
+        } else if target.contains("eventfd") && !info.contains("eventfd-count:                0") {
+            eprintln!("  fd {name} {target}: {info}");
+        }
+    }
+}
+
 /// Installs the no-op poke handler and starts the watchdog over `current`
 /// (the number of the round or run in progress; 0: none). Returns the hang
 /// counter.
@@ -143,6 +161,7 @@ fn watchdog(current: Arc<AtomicU64>) -> Arc<AtomicU64> {
             }
             eprintln!("hang: {now} took over {hang_after:?}; poking the shard threads");
             dump_threads();
+            dump_rings();
             watch_hangs.fetch_add(1, Ordering::AcqRel);
             poke_threads("weir-shard");
             (since, poked) = (Instant::now(), true);
