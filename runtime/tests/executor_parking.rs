@@ -36,3 +36,65 @@ fn an_executor_with_runnable_tasks_does_not_park() {
         .expect("the executor parked with a runnable task and never woke");
     executor.join().expect("executor ends");
 }
+
+/// The patched reactor keeps an armed preempt timer across turns instead of
+/// re-arming it on each; preemption must still come, turn after turn. A
+/// task spins until glommio asks it to yield, then yields, 200 times (with
+/// a 1 ms preempt interval, about 0.2 s); a timer that was kept after it
+/// fired would leave `need_preempt` false and the task spinning until the
+/// watchdog fails the test.
+#[test]
+fn preemption_still_comes_on_every_turn() {
+    let (done, finished) = mpsc::channel();
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .preempt_timer(Duration::from_millis(1))
+        .spawn(move || async move {
+            let started = std::time::Instant::now();
+            for _ in 0..200 {
+                while !glommio::executor().need_preempt() {
+                    std::hint::spin_loop();
+                }
+                futures_lite::future::yield_now().await;
+            }
+            done.send(started.elapsed()).expect("the test waits");
+        })
+        .expect("executor starts");
+    let took = finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a task spinning for preemption was never preempted");
+    executor.join().expect("executor ends");
+    eprintln!("200 preemptions in {took:?}");
+}
+
+/// The timer kept across turns must be a preempt timer, never the user
+/// timer armed for a sleep. Here the executor sleeps with a 60 s user timer
+/// armed (another task's `sleep`) until a foreign wake, then a task spins
+/// for preemption 50 times; were the 60 s timer kept as the preempt timer,
+/// the first spin would outlast the watchdog.
+#[test]
+fn a_sleep_timer_is_not_taken_for_a_preempt_timer() {
+    let (done, finished) = mpsc::channel();
+    let (mut go, mut go_rx) = weir_runtime::ring::ring::<()>(1);
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .preempt_timer(Duration::from_millis(1))
+        .spawn(move || async move {
+            let sleeper = glommio::spawn_local(glommio::timer::sleep(Duration::from_secs(60)));
+            go_rx.pop().await.expect("the test sends");
+            for _ in 0..50 {
+                while !glommio::executor().need_preempt() {
+                    std::hint::spin_loop();
+                }
+                futures_lite::future::yield_now().await;
+            }
+            done.send(()).expect("the test waits");
+            drop(sleeper);
+        })
+        .expect("executor starts");
+    // Let the executor go to sleep with the 60 s timer armed.
+    std::thread::sleep(Duration::from_millis(100));
+    futures_lite::future::block_on(go.push(())).expect("executor alive");
+    finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the spinning task was not preempted within 20 s");
+    executor.join().expect("executor ends");
+}

@@ -1222,6 +1222,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // weir patch: whether the timer above is a preempt timer (keepable), not
+    // the user timer armed for a sleep.
+    latency_timer_is_preempt: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1353,6 +1356,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_is_preempt: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1820,16 +1824,40 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // weir patch: when we will not sleep (a preempt timer is asked for)
+        // and the armed one has not fired yet, keep it instead of cancelling
+        // it and arming a new one: that round trip cost two more `SQE`s and
+        // timer operations in the kernel on every turn of a busy or spinning
+        // executor. The kept timer fires on its own schedule, which can only
+        // shorten the next task queue's turn.
+        let old_preempt = self.latency_preemption_timeout_src.take();
+        let keep_preempt = preempt_timer().is_some()
+            && self.latency_timer_is_preempt.get()
+            && old_preempt.as_ref().is_some_and(|src| src.result().is_none());
+        if keep_preempt {
+            self.latency_preemption_timeout_src.set(old_preempt);
+        } else {
+            drop(old_preempt);
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // weir patch: unless the one armed earlier is still pending (it fires
+        // after `ring_depth` completions, counted from when it was armed).
+        let old_throughput = self.throughput_preemption_timeout_src.take();
+        if old_throughput.as_ref().is_some_and(|src| src.result().is_none()) {
+            self.throughput_preemption_timeout_src.set(old_throughput);
+        } else {
+            drop(old_throughput);
+            self.throughput_preemption_timeout_src.set(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1851,6 +1879,7 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
+                self.latency_timer_is_preempt.set(false);
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
                 assert!(flush_rings!(lat_ring)? > 0);
@@ -1879,7 +1908,8 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
+        if let Some(preempt) = preempt_timer().filter(|_| !keep_preempt) {
+            self.latency_timer_is_preempt.set(true);
             self.latency_preemption_timeout_src
                 .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
             flush_rings!(lat_ring, main_ring)?;
