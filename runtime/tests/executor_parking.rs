@@ -14,27 +14,66 @@
 //! A watchdog fails the test if it does not finish in 20 s (it takes
 //! milliseconds). Before the fix this hung on the first try here.
 
+use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+/// How long a test waits for its executor's work: it takes milliseconds.
+const WATCHDOG: Duration = Duration::from_secs(20);
+
+/// An executor running one test's work, and the work's result to come.
+struct Running<T: Send + 'static> {
+    finished: mpsc::Receiver<T>,
+    executor: ExecutorJoinHandle<()>,
+}
+
+/// Runs `work` on a new unbound executor whose preempt interval is
+/// `preempt`.
+fn spawn<T, F>(preempt: Duration, work: impl FnOnce() -> F + Send + 'static) -> Running<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + 'static,
+{
+    let (done, finished) = mpsc::channel();
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .preempt_timer(preempt)
+        .spawn(move || async move {
+            let result = work().await;
+            done.send(result).expect("the test waits");
+        })
+        .expect("executor starts");
+    Running { finished, executor }
+}
+
+impl<T: Send + 'static> Running<T> {
+    /// The work's result; fails the test with `stuck` after [`WATCHDOG`].
+    fn wait(self, stuck: &str) -> T {
+        let result = self.finished.recv_timeout(WATCHDOG).expect(stuck);
+        self.executor.join().expect("executor ends");
+        result
+    }
+}
+
+/// Spins until glommio asks the task to yield, then yields; `times` times.
+async fn yield_when_preempted(times: usize) {
+    for _ in 0..times {
+        while !glommio::executor().need_preempt() {
+            std::hint::spin_loop();
+        }
+        futures_lite::future::yield_now().await;
+    }
+}
 
 #[test]
 fn an_executor_with_runnable_tasks_does_not_park() {
-    let (done, finished) = mpsc::channel();
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .preempt_timer(Duration::from_nanos(1))
-        .spawn(move || async move {
-            for _ in 0..20_000 {
-                futures_lite::future::yield_now().await;
-            }
-            done.send(()).expect("the test waits");
-        })
-        .expect("executor starts");
-    finished
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the executor parked with a runnable task and never woke");
-    executor.join().expect("executor ends");
+    spawn(Duration::from_nanos(1), || async {
+        for _ in 0..20_000 {
+            futures_lite::future::yield_now().await;
+        }
+    })
+    .wait("the executor parked with a runnable task and never woke");
 }
 
 /// The patched reactor keeps an armed preempt timer across turns instead of
@@ -45,24 +84,12 @@ fn an_executor_with_runnable_tasks_does_not_park() {
 /// watchdog fails the test.
 #[test]
 fn preemption_still_comes_on_every_turn() {
-    let (done, finished) = mpsc::channel();
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .preempt_timer(Duration::from_millis(1))
-        .spawn(move || async move {
-            let started = std::time::Instant::now();
-            for _ in 0..200 {
-                while !glommio::executor().need_preempt() {
-                    std::hint::spin_loop();
-                }
-                futures_lite::future::yield_now().await;
-            }
-            done.send(started.elapsed()).expect("the test waits");
-        })
-        .expect("executor starts");
-    let took = finished
-        .recv_timeout(Duration::from_secs(20))
-        .expect("a task spinning for preemption was never preempted");
-    executor.join().expect("executor ends");
+    let took = spawn(Duration::from_millis(1), || async {
+        let started = std::time::Instant::now();
+        yield_when_preempted(200).await;
+        started.elapsed()
+    })
+    .wait("a task spinning for preemption was never preempted");
     eprintln!("200 preemptions in {took:?}");
 }
 
@@ -73,28 +100,15 @@ fn preemption_still_comes_on_every_turn() {
 /// the first spin would outlast the watchdog.
 #[test]
 fn a_sleep_timer_is_not_taken_for_a_preempt_timer() {
-    let (done, finished) = mpsc::channel();
     let (mut go, mut go_rx) = weir_runtime::ring::ring::<()>(1);
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .preempt_timer(Duration::from_millis(1))
-        .spawn(move || async move {
-            let sleeper = glommio::spawn_local(glommio::timer::sleep(Duration::from_secs(60)));
-            go_rx.pop().await.expect("the test sends");
-            for _ in 0..50 {
-                while !glommio::executor().need_preempt() {
-                    std::hint::spin_loop();
-                }
-                futures_lite::future::yield_now().await;
-            }
-            done.send(()).expect("the test waits");
-            drop(sleeper);
-        })
-        .expect("executor starts");
+    let running = spawn(Duration::from_millis(1), move || async move {
+        let sleeper = glommio::spawn_local(glommio::timer::sleep(Duration::from_secs(60)));
+        go_rx.pop().await.expect("the test sends");
+        yield_when_preempted(50).await;
+        drop(sleeper);
+    });
     // Let the executor go to sleep with the 60 s timer armed.
     std::thread::sleep(Duration::from_millis(100));
     futures_lite::future::block_on(go.push(())).expect("executor alive");
-    finished
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the spinning task was not preempted within 20 s");
-    executor.join().expect("executor ends");
+    running.wait("the spinning task was not preempted within 20 s");
 }

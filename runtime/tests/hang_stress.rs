@@ -118,8 +118,14 @@ fn dump_rings() {
         let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{name}")).unwrap_or_default();
         if target.contains("io_uring") {
             eprintln!("  fd {name} {target}:\n{info}");
-        } else if target.contains("eventfd") && !info.contains("eventfd-count:                0") {
-            eprintln!("  fd {name} {target}: {info}");
+        } else if target.contains("eventfd") {
+            let count = info
+                .lines()
+                .find_map(|line| line.strip_prefix("eventfd-count:"))
+                .and_then(|count| u64::from_str_radix(count.trim(), 16).ok());
+            if count != Some(0) {
+                eprintln!("  fd {name} {target}: {info}");
+            }
         }
     }
 }
