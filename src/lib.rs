@@ -31,7 +31,9 @@
 
 mod embed;
 
-pub use embed::input::{unix_ns, Event, Input, InputOptions, PushError};
+pub use embed::input::{
+    unix_ns, Event, Input, InputOptions, InputRecord, NotDurable, PushError, Receipt,
+};
 pub use embed::query::{Query, QueryError, Queryable};
 pub use embed::rolling::{At, Rolling, RollingUpdate, RollingValue};
 pub use embed::subscribe::{Subscriber, Subscription};

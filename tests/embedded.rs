@@ -296,6 +296,82 @@ fn a_full_queue_hands_the_record_back_and_push_waits_for_room() {
     service.shutdown().unwrap();
 }
 
+#[test]
+fn durable_pushes_complete_their_receipts_with_or_without_a_data_directory() {
+    let _serial = serial();
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 500;
+    const KEYS: u64 = 50;
+    for durable in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = Runtime::builder()
+            .shards(2)
+            .pin(false)
+            .epoch_interval(Duration::from_millis(20));
+        if durable {
+            builder = builder.data_dir(dir.path());
+        }
+        let mut pipeline = weir::Pipeline::new(builder.build().unwrap());
+        // A small queue: pushers meet backpressure.
+        let input = pipeline.input_with(
+            "numbers",
+            weir::InputOptions::default().queue_capacity(64),
+            |n: &u64| *n % KEYS,
+        );
+        let counts = pipeline.rolling("counts", &input, Rolling::count(Duration::from_secs(3600)));
+        let service = pipeline.start().unwrap();
+        let threads: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let (handle, input) = (service.handle(), input.clone());
+                std::thread::spawn(move || {
+                    let mut receipts = Vec::new();
+                    for i in 0..PER_THREAD {
+                        let n = thread * PER_THREAD + i;
+                        // Each thread pushes its own way.
+                        let receipt = match thread {
+                            0 => handle.push_durable_blocking(&input, n).unwrap(),
+                            1 => futures_lite::future::block_on(handle.push_durable(&input, n))
+                                .unwrap(),
+                            _ => loop {
+                                match handle.try_push_durable(&input, n) {
+                                    Ok(receipt) => break receipt,
+                                    Err(PushError::Full(_)) => std::thread::yield_now(),
+                                    Err(closed) => panic!("{closed}"),
+                                }
+                            },
+                        };
+                        receipts.push(receipt);
+                    }
+                    // Awaited on one thread, waited for on the others.
+                    for receipt in receipts {
+                        if thread == 1 {
+                            futures_lite::future::block_on(receipt).unwrap();
+                        } else {
+                            receipt.wait().unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let handle = service.handle();
+        for key in 0..KEYS {
+            until(|| handle.query(&counts, key).unwrap().count == THREADS * PER_THREAD / KEYS);
+        }
+        service.shutdown().unwrap();
+        match handle.try_push_durable(&input, 7) {
+            Err(PushError::Closed(7)) => {}
+            other => panic!("durable: {durable}: expected Closed(7), got {other:?}"),
+        }
+        assert_eq!(
+            handle.push_durable_blocking(&input, 8).unwrap_err(),
+            PushError::Closed(8)
+        );
+    }
+}
+
 /// Count of `key`'s events with time in the window ending with `now_ms`'s
 /// slice (slices of `slice_ms`, `buckets` of them): the rolling window's
 /// definition, by brute force.

@@ -75,3 +75,31 @@ impl<T> Record for T where
 
 /// The archived (zero-copy) view of record type `T`.
 pub type ArchivedRecord<T> = <T as rkyv::Archive>::Archived;
+
+/// Serializes `value` on its own, as rkyv bytes whose root is at the end
+/// (what `rkyv::access` reads), with the serializer batches fall back to.
+///
+/// For a source that logs what it accepted through an
+/// [`IntakeLog`](crate::IntakeLog) as records: the bytes come back, after a
+/// crash, to [`Source::replay`](crate::Source::replay), which must validate
+/// them (they were written by another process).
+///
+/// ```
+/// let bytes = weir_runtime::record::to_bytes(&vec![1u64, 2, 3]).unwrap();
+/// let archived = rkyv::access::<rkyv::Archived<Vec<u64>>, rkyv::rancor::Error>(&bytes).unwrap();
+/// assert_eq!(archived.len(), 3);
+/// ```
+pub fn to_bytes<T>(value: &T) -> Result<AlignedVec, crate::SerializeError>
+where
+    T: for<'a, 'b> rkyv::Serialize<LargeBatchSerializer<'a, 'b>>,
+{
+    let mut bytes = BatchBytes::default();
+    let mut arena = rkyv::ser::allocator::Arena::new();
+    let mut serializer = Serializer::new(&mut bytes, arena.acquire(), Unshare);
+    rkyv::api::serialize_using::<_, rancor::Error>(value, &mut serializer).map_err(|error| {
+        crate::SerializeError {
+            message: error.to_string(),
+        }
+    })?;
+    Ok(bytes.0)
+}

@@ -12,17 +12,38 @@
 //! Order: records of one key pushed by one thread reach the pipeline in
 //! the order they were pushed (one key has one queue, and the queue is
 //! FIFO).
+//!
+//! Durability: when the runtime has a data directory, each poll's records
+//! are logged to the shard's WAL as one intake record (the runtime's
+//! [`IntakeLog`]) before they go down the graph, in the epoch they go out
+//! in. A crash before that epoch commits hands the logged records back to
+//! the next run on the same directory ([`Source::replay`]), which emits
+//! them again before anything else. A push made with
+//! [`Handle::push_durable`](crate::Handle::push_durable) gets a
+//! [`Receipt`] that completes once its record's intake record is durable:
+//! from then on the record takes effect exactly once, whatever crashes.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam::queue::ArrayQueue;
 use event_listener::Event as Notify;
+use rkyv::api::high::{HighDeserializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::vec::ArchivedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use weir_runtime::{
-    owner_of, Emitter, IntakeLog, Record, RemoteWake, ShardContext, Source, SourcePoll,
+    owner_of, Emitter, IntakeLog, IntakeTicket, Record, RemoteWake, ShardContext, Source,
+    SourcePoll, StateError,
 };
 
 /// A record as it travels from an [`Input`]: the pushed value with the key
@@ -58,6 +79,75 @@ pub fn unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64)
+}
+
+/// A type an [`Input`] takes: any `Send + 'static` type deriving rkyv's
+/// `Archive`, `Serialize` and `Deserialize` (rkyv 0.8 derives the
+/// validation `Deserialize` needs along with `Archive`). Implemented for
+/// every such type; there is nothing to implement by hand.
+///
+/// Records travel down the pipeline archived, as any record does. Pushed
+/// records are also logged when the runtime has a data directory, and a
+/// run that restarts after a crash validates and deserializes the ones
+/// whose epoch never committed to push them again: hence `Deserialize`.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+/// struct Login {
+///     ip: u32,
+///     user: String,
+///     ok: bool,
+/// }
+///
+/// fn takes<T: weir::InputRecord>() {}
+/// takes::<Login>();
+///
+/// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+/// let mut pipeline = weir::Pipeline::new(runtime);
+/// let logins = pipeline.input("logins", |login: &Login| u64::from(login.ip));
+/// # let _ = logins;
+/// # Ok(()) }
+/// ```
+pub trait InputRecord: Send + Sized + 'static {
+    /// Serializes one poll's records for the WAL.
+    #[doc(hidden)]
+    // A `Vec`, not a slice: rkyv archives a `Vec` as a root; a slice is
+    // unsized and has no root form.
+    #[allow(clippy::ptr_arg)]
+    fn encode_log(events: &Vec<Event<Self>>) -> Result<AlignedVec, String>;
+
+    /// Validates and deserializes what [`encode_log`](Self::encode_log)
+    /// wrote, appending the records to `into`.
+    #[doc(hidden)]
+    fn decode_log(bytes: &[u8], into: &mut Vec<Event<Self>>) -> Result<(), String>;
+}
+
+impl<T> InputRecord for T
+where
+    T: Archive + Send + 'static,
+    Event<T>: Record + Send + Sync,
+    ArchivedEvent<T>: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+        + Deserialize<Event<T>, HighDeserializer<rancor::Error>>,
+{
+    fn encode_log(events: &Vec<Event<T>>) -> Result<AlignedVec, String> {
+        weir_runtime::record::to_bytes(events).map_err(|error| error.message)
+    }
+
+    fn decode_log(bytes: &[u8], into: &mut Vec<Event<T>>) -> Result<(), String> {
+        // The WAL hands back bytes without rkyv's alignment.
+        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        let events = rkyv::access::<ArchivedVec<ArchivedEvent<T>>, rancor::Error>(&aligned)
+            .map_err(|error| format!("the logged records do not validate: {error}"))?;
+        into.reserve(events.len());
+        for event in events.iter() {
+            let event = rkyv::deserialize::<Event<T>, rancor::Error>(event)
+                .map_err(|error| format!("a logged record does not deserialize: {error}"))?;
+            into.push(event);
+        }
+        Ok(())
+    }
 }
 
 /// Settings of an [`Input`]; see [`Pipeline::input_with`](crate::Pipeline::input_with).
@@ -175,7 +265,124 @@ impl<T> std::fmt::Display for PushError<T> {
 
 impl<T: std::fmt::Debug> std::error::Error for PushError<T> {}
 
+/// Completes once a record pushed with
+/// [`Handle::push_durable`](crate::Handle::push_durable) (or its `try_` and
+/// `_blocking` forms) is durable: logged to its shard's WAL and synced.
+/// From then on the record takes effect exactly once, across crashes: if
+/// the epoch it went out in does not commit, the next run on the same data
+/// directory pushes it again before anything else.
+///
+/// Without a data directory nothing is durable: the receipt completes once
+/// the shard took the record into the pipeline.
+///
+/// Await it in async code, or [`wait`](Receipt::wait) for it on a thread.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let runtime = weir::runtime::Runtime::builder()
+///     .shards(1)
+///     .pin(false)
+///     .data_dir(dir.path())
+///     .build()?;
+/// let mut pipeline = weir::Pipeline::new(runtime);
+/// let input = pipeline.input("numbers", |n: &u64| *n);
+/// # pipeline.rolling("counts", &input, weir::Rolling::count(std::time::Duration::from_secs(1)));
+/// let service = pipeline.start()?;
+/// let handle = service.handle();
+/// let receipt = handle.push_durable_blocking(&input, 7)?;
+/// receipt.wait()?; // 7 is in the WAL now
+/// # service.shutdown()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a receipt says nothing until it is awaited or waited for"]
+pub struct Receipt {
+    answer: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Receipt {
+    /// Blocks the calling thread until the record is durable.
+    ///
+    /// # Errors
+    /// [`NotDurable`] when the WAL failed, or the run ended (failed, or
+    /// its threads were torn down) before the record was known to be
+    /// durable: it may or may not take effect.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # pipeline.rolling("counts", &input, weir::Rolling::count(std::time::Duration::from_secs(1)));
+    /// # let service = pipeline.start()?;
+    /// # let handle = service.handle();
+    /// handle.push_durable_blocking(&input, 7)?.wait()?;
+    /// # service.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait(self) -> Result<(), NotDurable> {
+        answered(self.answer.recv())
+    }
+}
+
+fn answered<E>(answer: Result<Result<(), String>, E>) -> Result<(), NotDurable> {
+    match answer {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(NotDurable(message)),
+        Err(_) => Err(NotDurable(
+            "the run ended before the record was known to be durable".into(),
+        )),
+    }
+}
+
+impl Future for Receipt {
+    type Output = Result<(), NotDurable>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer).poll(cx).map(answered)
+    }
+}
+
+/// Why a [`Receipt`] cannot say its record is durable; the message says
+/// which.
+///
+/// ```
+/// let error = weir::NotDurable::from("the WAL failed".to_string());
+/// assert_eq!(error.to_string(), "the pushed record is not known to be durable: the WAL failed");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotDurable(String);
+
+impl From<String> for NotDurable {
+    fn from(message: String) -> NotDurable {
+        NotDurable(message)
+    }
+}
+
+impl std::fmt::Display for NotDurable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the pushed record is not known to be durable: {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotDurable {}
+
 pub(crate) type KeyFn<T> = Box<dyn Fn(&T) -> u64 + Send + Sync>;
+
+/// Completes a [`Receipt`].
+type Ack = oneshot::Sender<Result<(), String>>;
+
+/// A record in an inbox, with the receipt to complete if it was pushed
+/// durably.
+struct Queued<T> {
+    event: Event<T>,
+    ack: Option<Ack>,
+}
 
 /// Bit 63 of an inbox's state: closed. The bits below count pushes in
 /// flight (between their check of the bit and the end of their push).
@@ -183,17 +390,23 @@ const CLOSED: u64 = 1 << 63;
 
 /// One shard's queue of an input.
 struct Inbox<T> {
-    queue: ArrayQueue<Event<T>>,
+    queue: ArrayQueue<Queued<T>>,
     state: AtomicU64,
     /// Wakes the shard's source instance; set once it is attached.
     wake: OnceLock<RemoteWake>,
 }
 
+/// A push that did not queue its record: why, and the ack it carried.
+struct Refused<T> {
+    error: PushError<T>,
+    ack: Option<Ack>,
+}
+
 /// What one push attempt came to.
 enum Attempt<T> {
-    Done(Result<(), PushError<T>>),
+    Done(Result<(), Refused<T>>),
     /// The queue was full twice; wait on the listener, then try again.
-    Wait(T, event_listener::EventListener),
+    Wait(T, Option<Ack>, event_listener::EventListener),
 }
 
 /// What an [`Input`]'s handles and its source instances share.
@@ -240,22 +453,35 @@ impl<T> InputShared<T> {
     /// Routes `value` to its shard and queues it.
     #[inline]
     pub(crate) fn try_push(&self, value: T) -> Result<(), PushError<T>> {
+        self.try_queue(value, None).map_err(|refused| refused.error)
+    }
+
+    /// Routes `value` to its shard and queues it, with `ack` to complete
+    /// once it is durable.
+    #[inline]
+    fn try_queue(&self, value: T, ack: Option<Ack>) -> Result<(), Refused<T>> {
         let key = (self.key)(&value);
         let inbox = &self.inboxes[owner_of(key, self.inboxes.len())];
         if inbox.state.fetch_add(1, Ordering::Acquire) & CLOSED != 0 {
             inbox.state.fetch_sub(1, Ordering::Release);
-            return Err(PushError::Closed(value));
+            return Err(Refused {
+                error: PushError::Closed(value),
+                ack,
+            });
         }
         let pushed_ns = unix_ns();
         let time_ms = match &self.time {
             Some(time) => time(&value),
             None => pushed_ns / 1_000_000,
         };
-        let pushed = inbox.queue.push(Event {
-            key,
-            time_ms,
-            pushed_ns,
-            value,
+        let pushed = inbox.queue.push(Queued {
+            event: Event {
+                key,
+                time_ms,
+                pushed_ns,
+                value,
+            },
+            ack,
         });
         inbox.state.fetch_sub(1, Ordering::Release);
         match pushed {
@@ -265,33 +491,46 @@ impl<T> InputShared<T> {
                 }
                 Ok(())
             }
-            Err(event) => Err(PushError::Full(event.value)),
+            Err(queued) => Err(Refused {
+                error: PushError::Full(queued.event.value),
+                ack: queued.ack,
+            }),
         }
     }
 
     /// Pushes `value`; when its shard's queue is full, hands it back with a
     /// listener for room that was registered before a second try (so room
     /// made in between is not missed).
-    fn push_or_listen(&self, value: T) -> Attempt<T> {
-        let value = match self.try_push(value) {
-            Err(PushError::Full(back)) => back,
+    fn push_or_listen(&self, value: T, ack: Option<Ack>) -> Attempt<T> {
+        let (value, ack) = match self.try_queue(value, ack) {
+            Err(Refused {
+                error: PushError::Full(back),
+                ack,
+            }) => (back, ack),
             done => return Attempt::Done(done),
         };
         let listener = self.room.listen();
-        match self.try_push(value) {
-            Err(PushError::Full(back)) => Attempt::Wait(back, listener),
+        match self.try_queue(value, ack) {
+            Err(Refused {
+                error: PushError::Full(back),
+                ack,
+            }) => Attempt::Wait(back, ack, listener),
             done => Attempt::Done(done),
         }
     }
 
     /// Pushes `value`, waiting (asynchronously) while its shard's queue is
     /// full.
-    pub(crate) async fn push(&self, mut value: T) -> Result<(), PushError<T>> {
+    pub(crate) async fn push(&self, value: T) -> Result<(), PushError<T>> {
+        self.queue(value, None).await
+    }
+
+    async fn queue(&self, mut value: T, mut ack: Option<Ack>) -> Result<(), PushError<T>> {
         loop {
-            match self.push_or_listen(value) {
-                Attempt::Done(done) => return done,
-                Attempt::Wait(back, listener) => {
-                    value = back;
+            match self.push_or_listen(value, ack) {
+                Attempt::Done(done) => return done.map_err(|refused| refused.error),
+                Attempt::Wait(back, back_ack, listener) => {
+                    (value, ack) = (back, back_ack);
                     listener.await;
                 }
             }
@@ -300,17 +539,44 @@ impl<T> InputShared<T> {
 
     /// Pushes `value`, blocking the calling thread while its shard's queue
     /// is full.
-    pub(crate) fn push_blocking(&self, mut value: T) -> Result<(), PushError<T>> {
+    pub(crate) fn push_blocking(&self, value: T) -> Result<(), PushError<T>> {
+        self.queue_blocking(value, None)
+    }
+
+    fn queue_blocking(&self, mut value: T, mut ack: Option<Ack>) -> Result<(), PushError<T>> {
         use event_listener::Listener;
         loop {
-            match self.push_or_listen(value) {
-                Attempt::Done(done) => return done,
-                Attempt::Wait(back, listener) => {
-                    value = back;
+            match self.push_or_listen(value, ack) {
+                Attempt::Done(done) => return done.map_err(|refused| refused.error),
+                Attempt::Wait(back, back_ack, listener) => {
+                    (value, ack) = (back, back_ack);
                     listener.wait();
                 }
             }
         }
+    }
+
+    /// [`try_push`](Self::try_push), with a receipt for durability.
+    pub(crate) fn try_push_durable(&self, value: T) -> Result<Receipt, PushError<T>> {
+        let (ack, answer) = oneshot::channel();
+        self.try_queue(value, Some(ack))
+            .map(|()| Receipt { answer })
+            .map_err(|refused| refused.error)
+    }
+
+    /// [`push`](Self::push), with a receipt for durability.
+    pub(crate) async fn push_durable(&self, value: T) -> Result<Receipt, PushError<T>> {
+        let (ack, answer) = oneshot::channel();
+        self.queue(value, Some(ack)).await?;
+        Ok(Receipt { answer })
+    }
+
+    /// [`push_blocking`](Self::push_blocking), with a receipt for
+    /// durability.
+    pub(crate) fn push_durable_blocking(&self, value: T) -> Result<Receipt, PushError<T>> {
+        let (ack, answer) = oneshot::channel();
+        self.queue_blocking(value, Some(ack))?;
+        Ok(Receipt { answer })
     }
 
     /// Refuses every later push; queued records are still delivered.
@@ -412,6 +678,16 @@ pub(crate) struct InputSource<T> {
     shard: usize,
     watermark: u64,
     drained: bool,
+    /// Where taken records are logged (disabled until attached, and
+    /// without a data directory).
+    intake: IntakeLog,
+    /// One poll's records, while they are logged (reused).
+    taken: Vec<Event<T>>,
+    /// Receipts to complete once one poll's records are durable.
+    acks: Vec<Ack>,
+    /// Tasks waiting for a poll's records to be durable to complete its
+    /// receipts. The source does not end before they do.
+    acks_pending: Rc<Cell<usize>>,
     _record: PhantomData<fn() -> T>,
 }
 
@@ -422,12 +698,75 @@ impl<T> InputSource<T> {
             shard: context.shard,
             watermark: 0,
             drained: false,
+            intake: IntakeLog::disabled(),
+            taken: Vec::new(),
+            acks: Vec::new(),
+            acks_pending: Rc::default(),
             _record: PhantomData,
         }
     }
 }
 
-impl<T: Send + 'static> Source for InputSource<T>
+impl<T: InputRecord> InputSource<T>
+where
+    Event<T>: Record,
+{
+    /// Logs the records taken in this poll (with a data directory), emits
+    /// them, and completes their receipts once they are durable.
+    fn log_and_ack(&mut self, out: &mut Emitter<Event<T>>) {
+        let mut ticket = IntakeTicket::ready();
+        if !self.taken.is_empty() {
+            let logged = T::encode_log(&self.taken)
+                .and_then(|bytes| self.intake.append(&bytes).map_err(|error| error.0));
+            match logged {
+                Ok(logged) => ticket = logged,
+                Err(error) => {
+                    let message = format!(
+                        "input `{}`: logging pushed records: {error}",
+                        self.shared.name
+                    );
+                    for ack in self.acks.drain(..) {
+                        let _ = ack.send(Err(message.clone()));
+                    }
+                    self.taken.clear();
+                    out.fail(message);
+                    return;
+                }
+            }
+            out.push_all(&self.taken);
+            self.taken.clear();
+        }
+        if self.acks.is_empty() {
+            drop(ticket);
+            return;
+        }
+        let acks = std::mem::take(&mut self.acks);
+        if !self.intake.is_durable() {
+            drop(ticket);
+            for ack in acks {
+                let _ = ack.send(Ok(()));
+            }
+            return;
+        }
+        // A receipt is waited for: write now, not at the next group commit.
+        self.intake.flush();
+        self.acks_pending.set(self.acks_pending.get() + 1);
+        let pending = self.acks_pending.clone();
+        let intake = self.intake.clone();
+        glommio::spawn_local(async move {
+            let durable = ticket.await;
+            for ack in acks {
+                let _ = ack.send(durable.clone());
+            }
+            pending.set(pending.get() - 1);
+            // The source may be waiting for this to end.
+            intake.wake_source();
+        })
+        .detach();
+    }
+}
+
+impl<T: InputRecord> Source for InputSource<T>
 where
     Event<T>: Record,
 {
@@ -437,21 +776,31 @@ where
         let _ = self.shared.inboxes[self.shard]
             .wake
             .set(intake.remote_wake());
+        self.intake = intake;
     }
 
     fn poll(&mut self, out: &mut Emitter<Event<T>>) -> SourcePoll {
         let inbox = &self.shared.inboxes[self.shard];
         let max = out.batch_records_max();
+        let logged = self.intake.is_durable();
         let mut taken = 0;
         while taken < max {
-            let Some(event) = inbox.queue.pop() else {
+            let Some(queued) = inbox.queue.pop() else {
                 break;
             };
-            out.push(&event);
             taken += 1;
+            if let Some(ack) = queued.ack {
+                self.acks.push(ack);
+            }
+            if logged {
+                self.taken.push(queued.event);
+            } else {
+                out.push(&queued.event);
+            }
         }
         if taken > 0 {
             self.shared.room.notify(usize::MAX);
+            self.log_and_ack(out);
         }
         let now_ms = unix_ns() / 1_000_000;
         let watermark = now_ms.saturating_sub(self.shared.watermark_delay_ms);
@@ -464,10 +813,11 @@ where
         if taken == max {
             return SourcePoll::Ready;
         }
-        // Closed, no push in flight, and nothing left: every record pushed
-        // before the close was emitted.
+        // Closed, no push in flight, nothing left, and every receipt
+        // answered: every record pushed before the close was emitted.
+        let inbox = &self.shared.inboxes[self.shard];
         let state = inbox.state.load(Ordering::Acquire);
-        if state == CLOSED && inbox.queue.is_empty() {
+        if state == CLOSED && inbox.queue.is_empty() && self.acks_pending.get() == 0 {
             if !self.drained {
                 self.drained = true;
                 self.shared.drained.fetch_add(1, Ordering::AcqRel);
@@ -476,5 +826,19 @@ where
             return SourcePoll::Exhausted;
         }
         SourcePoll::Idle
+    }
+
+    /// Emits again the records of one poll that a crashed run logged in an
+    /// epoch that never committed.
+    fn replay(&mut self, data: &[u8], out: &mut Emitter<Event<T>>) -> Result<(), StateError> {
+        T::decode_log(data, &mut self.taken).map_err(|error| {
+            StateError(format!(
+                "input `{}`: replaying pushed records logged by an earlier run: {error}",
+                self.shared.name
+            ))
+        })?;
+        out.push_all(&self.taken);
+        self.taken.clear();
+        Ok(())
     }
 }

@@ -16,7 +16,9 @@ use weir_runtime::{
     ArchivedRecord, Error, GraphBuilder, Partition, Record, RunReport, Runtime, ShardContext,
 };
 
-use input::{Event, Input, InputOptions, InputShared, InputSource, KeyFn, PushError};
+use input::{
+    Event, Input, InputOptions, InputRecord, InputShared, InputSource, KeyFn, PushError, Receipt,
+};
 use query::{Query, QueryError, QueryShared, Queryable, Served};
 use rolling::{At, Rolling, RollingValue, RollingWindow};
 use subscribe::{Subscriber, Subscription, SubscriptionShared, SubscriptionSink};
@@ -223,7 +225,7 @@ impl Pipeline {
         key: impl Fn(&T) -> u64 + Send + Sync + 'static,
     ) -> Input<T>
     where
-        T: Send + 'static,
+        T: InputRecord,
         Event<T>: Record + Send + Sync,
     {
         self.add_input(name, InputOptions::default(), Box::new(key), None)
@@ -245,7 +247,7 @@ impl Pipeline {
         key: impl Fn(&T) -> u64 + Send + Sync + 'static,
     ) -> Input<T>
     where
-        T: Send + 'static,
+        T: InputRecord,
         Event<T>: Record + Send + Sync,
     {
         self.add_input(name, options, Box::new(key), None)
@@ -274,7 +276,7 @@ impl Pipeline {
         time: impl Fn(&T) -> u64 + Send + Sync + 'static,
     ) -> Input<T>
     where
-        T: Send + 'static,
+        T: InputRecord,
         Event<T>: Record + Send + Sync,
     {
         self.add_input(name, options, Box::new(key), Some(Box::new(time)))
@@ -288,7 +290,7 @@ impl Pipeline {
         time: Option<KeyFn<T>>,
     ) -> Input<T>
     where
-        T: Send + 'static,
+        T: InputRecord,
         Event<T>: Record + Send + Sync,
     {
         let shared = Arc::new(InputShared::new(
@@ -887,6 +889,110 @@ impl Handle {
     /// ```
     pub fn push_blocking<T>(&self, input: &Input<T>, record: T) -> Result<(), PushError<T>> {
         input.shared.push_blocking(record)
+    }
+
+    /// [`try_push`](Handle::try_push), and a [`Receipt`] that completes
+    /// once the record is durable in its shard's WAL (at once, when the
+    /// shard takes it, without a data directory). Use it where a caller
+    /// must not be told "done" before the record would survive a crash: an
+    /// audit trail, a payment.
+    ///
+    /// Every pushed record is logged when the runtime has a data
+    /// directory; the receipt only lets the caller wait for it. Waiting
+    /// asks the WAL to write at once rather than at its next group commit.
+    ///
+    /// # Errors
+    /// Like [`try_push`](Handle::try_push): [`PushError::Full`] or
+    /// [`PushError::Closed`] with the record, which was not queued.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).data_dir(dir.path()).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # pipeline.rolling("counts", &input, weir::Rolling::count(std::time::Duration::from_secs(1)));
+    /// # let service = pipeline.start()?;
+    /// let handle = service.handle();
+    /// match handle.try_push_durable(&input, 7) {
+    ///     Ok(receipt) => receipt.wait()?, // durable now
+    ///     Err(weir::PushError::Full(record)) => { /* not taken: retry later */ let _ = record; }
+    ///     Err(weir::PushError::Closed(_)) => return Ok(()),
+    /// }
+    /// # service.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn try_push_durable<T>(
+        &self,
+        input: &Input<T>,
+        record: T,
+    ) -> Result<Receipt, PushError<T>> {
+        input.shared.try_push_durable(record)
+    }
+
+    /// [`push`](Handle::push), and a [`Receipt`] that completes once the
+    /// record is durable; see [`try_push_durable`](Handle::try_push_durable).
+    ///
+    /// # Errors
+    /// [`PushError::Closed`] with the record after shutdown.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).data_dir(dir.path()).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # pipeline.rolling("counts", &input, weir::Rolling::count(std::time::Duration::from_secs(1)));
+    /// # let service = pipeline.start()?;
+    /// let handle = service.handle();
+    /// futures_lite::future::block_on(async {
+    ///     let receipt = handle.push_durable(&input, 7).await?;
+    ///     receipt.await?;
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// })?;
+    /// # service.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn push_durable<T>(
+        &self,
+        input: &Input<T>,
+        record: T,
+    ) -> Result<Receipt, PushError<T>> {
+        input.shared.push_durable(record).await
+    }
+
+    /// [`push_blocking`](Handle::push_blocking), and a [`Receipt`] that
+    /// completes once the record is durable; see
+    /// [`try_push_durable`](Handle::try_push_durable).
+    ///
+    /// # Errors
+    /// [`PushError::Closed`] with the record after shutdown.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).data_dir(dir.path()).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # pipeline.rolling("counts", &input, weir::Rolling::count(std::time::Duration::from_secs(1)));
+    /// # let service = pipeline.start()?;
+    /// let handle = service.handle();
+    /// // Push several, then wait for all: their syncs overlap.
+    /// let receipts: Vec<weir::Receipt> = (0..10)
+    ///     .map(|n| handle.push_durable_blocking(&input, n))
+    ///     .collect::<Result<_, _>>()?;
+    /// for receipt in receipts {
+    ///     receipt.wait()?;
+    /// }
+    /// # service.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn push_durable_blocking<T>(
+        &self,
+        input: &Input<T>,
+        record: T,
+    ) -> Result<Receipt, PushError<T>> {
+        input.shared.push_durable_blocking(record)
     }
 
     /// Queues every record of `records` in order, waiting (asynchronously)
