@@ -712,10 +712,11 @@ where
     Event<T>: Record,
 {
     /// Logs the records taken in this poll (with a data directory), emits
-    /// them, and completes their receipts once they are durable.
+    /// them, and completes their receipts once they are durable (without a
+    /// data directory: now).
     fn log_and_ack(&mut self, out: &mut Emitter<Event<T>>) {
         let mut ticket = IntakeTicket::ready();
-        if !self.taken.is_empty() {
+        if self.intake.is_durable() {
             let logged = T::encode_log(&self.taken)
                 .and_then(|bytes| self.intake.append(&bytes).map_err(|error| error.0));
             match logged {
@@ -733,9 +734,10 @@ where
                     return;
                 }
             }
-            out.push_all(&self.taken);
-            self.taken.clear();
         }
+        // One `push_all` routes the whole poll's records in a tight loop.
+        out.push_all(&self.taken);
+        self.taken.clear();
         if self.acks.is_empty() {
             drop(ticket);
             return;
@@ -782,7 +784,6 @@ where
     fn poll(&mut self, out: &mut Emitter<Event<T>>) -> SourcePoll {
         let inbox = &self.shared.inboxes[self.shard];
         let max = out.batch_records_max();
-        let logged = self.intake.is_durable();
         let mut taken = 0;
         while taken < max {
             let Some(queued) = inbox.queue.pop() else {
@@ -792,11 +793,7 @@ where
             if let Some(ack) = queued.ack {
                 self.acks.push(ack);
             }
-            if logged {
-                self.taken.push(queued.event);
-            } else {
-                out.push(&queued.event);
-            }
+            self.taken.push(queued.event);
         }
         if taken > 0 {
             self.shared.room.notify(usize::MAX);
