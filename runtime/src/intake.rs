@@ -74,7 +74,12 @@ impl SourceWake {
             // Register before looking at the flag: a wake between the two
             // then finds the waker.
             self.remote.0.waker.register(cx.waker());
-            if self.remote.0.pending.swap(false, Ordering::AcqRel) {
+            let pending = self.remote.0.pending.swap(false, Ordering::SeqCst);
+            // Pairs with the fence in `RemoteWake::wake`: a pusher that saw
+            // the old `true` wrote its record before this point, and the
+            // poll after it reads the queue after this fence.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if pending {
                 return Poll::Ready(());
             }
             *self.waker.borrow_mut() = Some(cx.waker().clone());
@@ -108,8 +113,19 @@ impl std::fmt::Debug for RemoteWake {
 impl RemoteWake {
     /// Makes the source's next idle sleep (or the current one) end at once.
     /// Only the first call after the source last went to sleep does any
-    /// work beyond one atomic swap, so calling it after every push is cheap.
+    /// work beyond a fence and a load, so calling it after every push is
+    /// cheap.
     pub fn wake(&self) {
+        // While the source is busy a wake is already pending: a load, which
+        // leaves the line shared between pushers, sees it. The fence
+        // orders the caller's queue write before that load; with the swap
+        // and fence in `SourceWake::woken` (a store-buffer pattern) either
+        // this load sees the swap's `false` and wakes the source, or the
+        // source's poll after the swap sees the caller's record.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.0.pending.load(Ordering::Relaxed) {
+            return;
+        }
         if !self.0.pending.swap(true, Ordering::AcqRel) {
             self.0.waker.wake();
         }
