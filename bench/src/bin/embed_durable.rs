@@ -226,7 +226,10 @@ fn durable_in_flight(args: &Args, data: &Path) -> Result<f64> {
                 })
             })
             .collect();
-        pushers.into_iter().map(|pusher| pusher.join().unwrap()).sum()
+        pushers
+            .into_iter()
+            .map(|pusher| pusher.join().unwrap())
+            .sum()
     });
     let seconds = start.elapsed().as_secs_f64();
     service.shutdown()?;
@@ -259,7 +262,11 @@ fn main() -> Result<()> {
             .collect::<Result<_>>()?;
         println!(
             "throughput, {}: {:.0} ev/s (median of {})",
-            if args.only_logged { "logged" } else { "in memory" },
+            if args.only_logged {
+                "logged"
+            } else {
+                "in memory"
+            },
             median(figures),
             args.runs
         );
