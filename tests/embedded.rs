@@ -372,6 +372,94 @@ fn durable_pushes_complete_their_receipts_with_or_without_a_data_directory() {
     }
 }
 
+/// Holds its shard in its first `write` until opened; counts records and
+/// bytes.
+struct BlobGate {
+    entered: Arc<AtomicUsize>,
+    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    records: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl weir::runtime::Sink for BlobGate {
+    type Input = Event<(u64, Vec<u8>)>;
+
+    fn write(&mut self, _: usize, batch: &Batch<Event<(u64, Vec<u8>)>>) {
+        if self.entered.fetch_add(1, Ordering::AcqRel) == 0 {
+            let (lock, opened) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+        }
+        for event in batch.iter() {
+            let (n, blob) = (&event.value.0, &event.value.1);
+            assert!(blob.iter().all(|&byte| byte == n.to_native() as u8));
+            self.records.fetch_add(1, Ordering::AcqRel);
+            self.bytes.fetch_add(blob.len(), Ordering::AcqRel);
+        }
+    }
+}
+
+#[test]
+fn records_one_poll_takes_beyond_a_wal_record_are_logged_in_parts() {
+    let _serial = serial();
+    const BLOBS: usize = 300;
+    const BLOB: usize = 64 << 10; // 300 × 64 KiB: more than a WAL record's 16 MiB
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::builder()
+        .shards(1)
+        .pin(false)
+        .data_dir(dir.path())
+        .build()
+        .unwrap();
+    let mut pipeline = weir::Pipeline::new(runtime);
+    let input = pipeline.input("blobs", |blob: &(u64, Vec<u8>)| blob.0);
+    let entered = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let (records, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gate = (
+        entered.clone(),
+        open.clone(),
+        records.clone(),
+        bytes.clone(),
+    );
+    pipeline.graph().sink("gate", move |_| BlobGate {
+        entered: gate.0.clone(),
+        open: gate.1.clone(),
+        records: gate.2.clone(),
+        bytes: gate.3.clone(),
+    });
+    pipeline
+        .graph()
+        .connect::<Event<(u64, Vec<u8>)>>("blobs", "gate", Partition::Forward);
+    let service = pipeline.start().unwrap();
+    let handle = service.handle();
+    handle.try_push(&input, (0, vec![0; 10])).unwrap();
+    // The shard is now held in the sink: the next poll takes every blob.
+    until(|| entered.load(Ordering::Acquire) == 1);
+    let receipts: Vec<_> = (1..=BLOBS as u64)
+        .map(|n| {
+            handle
+                .try_push_durable(&input, (n, vec![n as u8; BLOB]))
+                .unwrap()
+        })
+        .collect();
+    {
+        let (lock, opened) = &*open;
+        *lock.lock().unwrap() = true;
+        opened.notify_all();
+    }
+    for receipt in receipts {
+        receipt.wait().unwrap();
+    }
+    until(|| records.load(Ordering::Acquire) == BLOBS + 1);
+    assert_eq!(bytes.load(Ordering::Acquire), BLOBS * BLOB + 10);
+    service
+        .shutdown()
+        .expect("no intake record was too large for the WAL");
+}
+
 /// Count of `key`'s events with time in the window ending with `now_ms`'s
 /// slice (slices of `slice_ms`, `buckets` of them): the rolling window's
 /// definition, by brute force.

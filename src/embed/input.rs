@@ -717,9 +717,7 @@ where
     fn log_and_ack(&mut self, out: &mut Emitter<Event<T>>) {
         let mut ticket = IntakeTicket::ready();
         if self.intake.is_durable() {
-            let logged = T::encode_log(&self.taken)
-                .and_then(|bytes| self.intake.append(&bytes).map_err(|error| error.0));
-            match logged {
+            match log_records(&self.intake, &mut self.taken) {
                 Ok(logged) => ticket = logged,
                 Err(error) => {
                     let message = format!(
@@ -766,6 +764,31 @@ where
         })
         .detach();
     }
+}
+
+/// Intake records above this many bytes are split in two: the WAL takes
+/// payloads of up to [`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES)
+/// (16 MiB), and one poll takes up to a batch of records of any size.
+const INTAKE_RECORD_BYTES_SPLIT: usize = weir_wal::limits::MAX_PAYLOAD_BYTES / 4;
+
+/// Logs `records` as one intake record, or as several in order when they
+/// serialize to more than [`INTAKE_RECORD_BYTES_SPLIT`] bytes; returns the
+/// last one's ticket (the WAL syncs in order, so it completes after the
+/// others). `records` holds the same records, in order, afterwards.
+fn log_records<T: InputRecord>(
+    intake: &IntakeLog,
+    records: &mut Vec<Event<T>>,
+) -> Result<IntakeTicket, String> {
+    let bytes = T::encode_log(records)?;
+    if bytes.len() <= INTAKE_RECORD_BYTES_SPLIT || records.len() == 1 {
+        return intake.append(&bytes).map_err(|error| error.0);
+    }
+    drop(bytes);
+    let mut second = records.split_off(records.len() / 2);
+    let logged = log_records(intake, records).map(drop);
+    let ticket = logged.and_then(|()| log_records(intake, &mut second));
+    records.append(&mut second);
+    ticket
 }
 
 impl<T: InputRecord> Source for InputSource<T>
