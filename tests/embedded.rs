@@ -685,6 +685,88 @@ fn shutdown_drains_then_refuses_with_a_clear_error() {
     assert!(report.resumed_from_epoch >= 1, "{report:?}");
 }
 
+/// Holds its shard in its first batch until opened, then fails the run.
+struct FailGate {
+    entered: Arc<AtomicUsize>,
+    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Processor for FailGate {
+    type Input = Event<u64>;
+    type Output = Event<u64>;
+
+    fn process(&mut self, _: usize, _: &Batch<Event<u64>>, out: &mut Emitter<Event<u64>>) {
+        if self.entered.fetch_add(1, Ordering::AcqRel) == 0 {
+            let (lock, opened) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+            out.fail("the gate fails the run");
+        }
+    }
+}
+
+#[test]
+fn receipts_of_records_a_failed_run_never_took_fail() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::builder()
+        .shards(1)
+        .pin(false)
+        .data_dir(dir.path())
+        .build()
+        .unwrap();
+    let mut pipeline = weir::Pipeline::new(runtime);
+    let input = pipeline.input("numbers", |n: &u64| *n);
+    let entered = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let (gate_entered, gate_open) = (entered.clone(), open.clone());
+    pipeline.graph().processor("gate", move |_| FailGate {
+        entered: gate_entered.clone(),
+        open: gate_open.clone(),
+    });
+    pipeline
+        .graph()
+        .connect::<Event<u64>>("numbers", "gate", Partition::Forward);
+    pipeline.subscription::<Event<u64>>("out", "gate", Partition::Forward);
+    let service = pipeline.start().unwrap();
+    let handle = service.handle();
+    handle.try_push(&input, 0).unwrap();
+    // The shard is held in the gate: these stay queued, and the run fails
+    // before it takes them.
+    until(|| entered.load(Ordering::Acquire) == 1);
+    let receipts: Vec<_> = (1..=10)
+        .map(|n| handle.try_push_durable(&input, n).unwrap())
+        .collect();
+    {
+        let (lock, opened) = &*open;
+        *lock.lock().unwrap() = true;
+        opened.notify_all();
+    }
+    // Waited for on another thread, so a receipt that never completes fails
+    // the test instead of hanging it (the test keeps `input` alive).
+    let (answers, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for receipt in receipts {
+            answers.send(receipt.wait()).unwrap();
+        }
+    });
+    for _ in 1..=10 {
+        let answer = answered
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a receipt of a record never taken completes once the run ends");
+        let error = answer.unwrap_err();
+        assert!(error.to_string().contains("run ended"), "{error}");
+    }
+    let error = service.shutdown().unwrap_err();
+    assert!(
+        error.to_string().contains("the gate fails the run"),
+        "{error}"
+    );
+    drop(input);
+}
+
 /// Fails the run on the record 13.
 struct FailOn13;
 

@@ -614,6 +614,17 @@ impl<T> InputShared<T> {
     /// The run ended: nothing will drain any more; wake whoever waits for
     /// it.
     pub(crate) fn release(&self) {
+        // What is still queued (a failed run stopped taking records) will
+        // never be taken: drop it now, so the receipts of durable pushes
+        // among it fail now, not when the last `Input` handle goes.
+        for inbox in self.inboxes.iter() {
+            inbox.state.fetch_or(CLOSED, Ordering::AcqRel);
+            // Pushes in flight finish without waiting on anything.
+            while inbox.state.load(Ordering::Acquire) != CLOSED {
+                std::hint::spin_loop();
+            }
+            while inbox.queue.pop().is_some() {}
+        }
         self.drained.fetch_add(self.inboxes.len(), Ordering::AcqRel);
         self.drained_event.notify(usize::MAX);
     }
