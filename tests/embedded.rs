@@ -207,25 +207,52 @@ fn pushes_from_tokio_tasks_and_a_channel_subscriber() {
     check_exactly_once_in_order(&all, SENDERS, KEYS, PER_KEY);
 }
 
+/// Holds a shard inside an operator: the operator calls
+/// [`hold_first`](Latch::hold_first) on every batch; the first call blocks
+/// the shard until the test calls [`open`](Latch::open). While it is held,
+/// nothing leaves the shard's input queue.
+#[derive(Default)]
+struct Latch {
+    entered: AtomicUsize,
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Latch {
+    /// Blocks if this is the first call, until opened; returns whether it
+    /// was.
+    fn hold_first(&self) -> bool {
+        if self.entered.fetch_add(1, Ordering::AcqRel) != 0 {
+            return false;
+        }
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+        true
+    }
+
+    /// Waits until the shard is held.
+    fn wait_held(&self) {
+        until(|| self.entered.load(Ordering::Acquire) >= 1);
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
 /// Passes records through, but holds the shard on its first batch until
 /// the test opens the gate: the shard then takes nothing from its queue.
-struct Gate {
-    entered: Arc<AtomicUsize>,
-    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
-}
+struct Gate(Arc<Latch>);
 
 impl Processor for Gate {
     type Input = Event<u64>;
     type Output = Event<u64>;
 
     fn process(&mut self, _: usize, batch: &Batch<Event<u64>>, out: &mut Emitter<Event<u64>>) {
-        if self.entered.fetch_add(1, Ordering::AcqRel) == 0 {
-            let (lock, opened) = &*self.open;
-            let mut open = lock.lock().unwrap();
-            while !*open {
-                open = opened.wait(open).unwrap();
-            }
-        }
+        self.0.hold_first();
         for event in batch.iter() {
             out.push(&Event {
                 key: event.key.to_native(),
@@ -247,13 +274,11 @@ fn a_full_queue_hands_the_record_back_and_push_waits_for_room() {
         weir::InputOptions::default().queue_capacity(CAPACITY),
         |n: &u64| *n,
     );
-    let entered = Arc::new(AtomicUsize::new(0));
-    let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let (gate_entered, gate_open) = (entered.clone(), open.clone());
-    pipeline.graph().processor("gate", move |_| Gate {
-        entered: gate_entered.clone(),
-        open: gate_open.clone(),
-    });
+    let latch = Arc::new(Latch::default());
+    let held = latch.clone();
+    pipeline
+        .graph()
+        .processor("gate", move |_| Gate(held.clone()));
     pipeline
         .graph()
         .connect::<Event<u64>>("numbers", "gate", Partition::Forward);
@@ -263,7 +288,7 @@ fn a_full_queue_hands_the_record_back_and_push_waits_for_room() {
     let subscriber = handle.subscribe(&out, 1024);
     handle.try_push(&input, 0).unwrap();
     // The shard is now held inside the gate: nothing leaves its queue.
-    until(|| entered.load(Ordering::Acquire) == 1);
+    latch.wait_held();
     for n in 1..=CAPACITY as u64 {
         handle.try_push(&input, n).unwrap();
     }
@@ -280,11 +305,7 @@ fn a_full_queue_hands_the_record_back_and_push_waits_for_room() {
         futures_lite::future::block_on(futures_lite::future::poll_once(&mut waiting)).is_none()
     );
     // ...and completes once the shard takes records again.
-    {
-        let (lock, opened) = &*open;
-        *lock.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    latch.open();
     futures_lite::future::block_on(waiting).unwrap();
     let mut got = Vec::new();
     while got.len() < CAPACITY + 2 {
@@ -375,8 +396,7 @@ fn durable_pushes_complete_their_receipts_with_or_without_a_data_directory() {
 /// Holds its shard in its first `write` until opened; counts records and
 /// bytes.
 struct BlobGate {
-    entered: Arc<AtomicUsize>,
-    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    latch: Arc<Latch>,
     records: Arc<AtomicUsize>,
     bytes: Arc<AtomicUsize>,
 }
@@ -385,13 +405,7 @@ impl weir::runtime::Sink for BlobGate {
     type Input = Event<(u64, Vec<u8>)>;
 
     fn write(&mut self, _: usize, batch: &Batch<Event<(u64, Vec<u8>)>>) {
-        if self.entered.fetch_add(1, Ordering::AcqRel) == 0 {
-            let (lock, opened) = &*self.open;
-            let mut open = lock.lock().unwrap();
-            while !*open {
-                open = opened.wait(open).unwrap();
-            }
-        }
+        self.latch.hold_first();
         for event in batch.iter() {
             let (n, blob) = (&event.value.0, &event.value.1);
             assert!(blob.iter().all(|&byte| byte == n.to_native() as u8));
@@ -415,20 +429,13 @@ fn records_one_poll_takes_beyond_a_wal_record_are_logged_in_parts() {
         .unwrap();
     let mut pipeline = weir::Pipeline::new(runtime);
     let input = pipeline.input("blobs", |blob: &(u64, Vec<u8>)| blob.0);
-    let entered = Arc::new(AtomicUsize::new(0));
-    let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let latch = Arc::new(Latch::default());
     let (records, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let gate = (
-        entered.clone(),
-        open.clone(),
-        records.clone(),
-        bytes.clone(),
-    );
+    let gate = (latch.clone(), records.clone(), bytes.clone());
     pipeline.graph().sink("gate", move |_| BlobGate {
-        entered: gate.0.clone(),
-        open: gate.1.clone(),
-        records: gate.2.clone(),
-        bytes: gate.3.clone(),
+        latch: gate.0.clone(),
+        records: gate.1.clone(),
+        bytes: gate.2.clone(),
     });
     pipeline
         .graph()
@@ -437,7 +444,7 @@ fn records_one_poll_takes_beyond_a_wal_record_are_logged_in_parts() {
     let handle = service.handle();
     handle.try_push(&input, (0, vec![0; 10])).unwrap();
     // The shard is now held in the sink: the next poll takes every blob.
-    until(|| entered.load(Ordering::Acquire) == 1);
+    latch.wait_held();
     let receipts: Vec<_> = (1..=BLOBS as u64)
         .map(|n| {
             handle
@@ -445,11 +452,7 @@ fn records_one_poll_takes_beyond_a_wal_record_are_logged_in_parts() {
                 .unwrap()
         })
         .collect();
-    {
-        let (lock, opened) = &*open;
-        *lock.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    latch.open();
     for receipt in receipts {
         receipt.wait().unwrap();
     }
@@ -686,22 +689,14 @@ fn shutdown_drains_then_refuses_with_a_clear_error() {
 }
 
 /// Holds its shard in its first batch until opened, then fails the run.
-struct FailGate {
-    entered: Arc<AtomicUsize>,
-    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
-}
+struct FailGate(Arc<Latch>);
 
 impl Processor for FailGate {
     type Input = Event<u64>;
     type Output = Event<u64>;
 
     fn process(&mut self, _: usize, _: &Batch<Event<u64>>, out: &mut Emitter<Event<u64>>) {
-        if self.entered.fetch_add(1, Ordering::AcqRel) == 0 {
-            let (lock, opened) = &*self.open;
-            let mut open = lock.lock().unwrap();
-            while !*open {
-                open = opened.wait(open).unwrap();
-            }
+        if self.0.hold_first() {
             out.fail("the gate fails the run");
         }
     }
@@ -719,13 +714,11 @@ fn receipts_of_records_a_failed_run_never_took_fail() {
         .unwrap();
     let mut pipeline = weir::Pipeline::new(runtime);
     let input = pipeline.input("numbers", |n: &u64| *n);
-    let entered = Arc::new(AtomicUsize::new(0));
-    let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let (gate_entered, gate_open) = (entered.clone(), open.clone());
-    pipeline.graph().processor("gate", move |_| FailGate {
-        entered: gate_entered.clone(),
-        open: gate_open.clone(),
-    });
+    let latch = Arc::new(Latch::default());
+    let held = latch.clone();
+    pipeline
+        .graph()
+        .processor("gate", move |_| FailGate(held.clone()));
     pipeline
         .graph()
         .connect::<Event<u64>>("numbers", "gate", Partition::Forward);
@@ -735,15 +728,11 @@ fn receipts_of_records_a_failed_run_never_took_fail() {
     handle.try_push(&input, 0).unwrap();
     // The shard is held in the gate: these stay queued, and the run fails
     // before it takes them.
-    until(|| entered.load(Ordering::Acquire) == 1);
+    latch.wait_held();
     let receipts: Vec<_> = (1..=10)
         .map(|n| handle.try_push_durable(&input, n).unwrap())
         .collect();
-    {
-        let (lock, opened) = &*open;
-        *lock.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    latch.open();
     // Waited for on another thread, so a receipt that never completes fails
     // the test instead of hanging it (the test keeps `input` alive).
     let (answers, answered) = std::sync::mpsc::channel();
