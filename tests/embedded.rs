@@ -41,6 +41,17 @@ fn runtime(shards: usize) -> Runtime {
         .expect("the runtime starts")
 }
 
+/// A runtime with a data directory, committing every 20 ms.
+fn durable_runtime(shards: usize, dir: &std::path::Path) -> Runtime {
+    Runtime::builder()
+        .shards(shards)
+        .pin(false)
+        .data_dir(dir)
+        .epoch_interval(Duration::from_millis(20))
+        .build()
+        .expect("the runtime starts")
+}
+
 /// Spins (yielding the core) until `done` holds; the pipeline is expected
 /// to get there, and the test's own timeout catches it if it never does.
 fn until(mut done: impl FnMut() -> bool) {
@@ -421,13 +432,7 @@ fn records_one_poll_takes_beyond_a_wal_record_are_logged_in_parts() {
     const BLOBS: usize = 300;
     const BLOB: usize = 64 << 10; // 300 × 64 KiB: more than a WAL record's 16 MiB
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .data_dir(dir.path())
-        .build()
-        .unwrap();
-    let mut pipeline = weir::Pipeline::new(runtime);
+    let mut pipeline = weir::Pipeline::new(durable_runtime(1, dir.path()));
     let input = pipeline.input("blobs", |blob: &(u64, Vec<u8>)| blob.0);
     let latch = Arc::new(Latch::default());
     let (records, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -604,14 +609,7 @@ fn shutdown_drains_then_refuses_with_a_clear_error() {
     let _serial = serial();
     const N: u64 = 50_000;
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::builder()
-        .shards(2)
-        .pin(false)
-        .data_dir(dir.path())
-        .epoch_interval(Duration::from_millis(20))
-        .build()
-        .unwrap();
-    let mut pipeline = weir::Pipeline::new(runtime);
+    let mut pipeline = weir::Pipeline::new(durable_runtime(2, dir.path()));
     let input = pipeline.input("numbers", |n: &u64| *n);
     let counts = pipeline.rolling("counts", &input, Rolling::count(Duration::from_secs(3600)));
     let echo = pipeline.subscription::<weir::RollingUpdate>("echo", "counts", Partition::Forward);
@@ -706,13 +704,7 @@ impl Processor for FailGate {
 fn receipts_of_records_a_failed_run_never_took_fail() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .data_dir(dir.path())
-        .build()
-        .unwrap();
-    let mut pipeline = weir::Pipeline::new(runtime);
+    let mut pipeline = weir::Pipeline::new(durable_runtime(1, dir.path()));
     let input = pipeline.input("numbers", |n: &u64| *n);
     let latch = Arc::new(Latch::default());
     let held = latch.clone();
