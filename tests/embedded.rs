@@ -392,7 +392,15 @@ fn durable_pushes_complete_their_receipts_with_or_without_a_data_directory() {
         for key in 0..KEYS {
             until(|| handle.query(&counts, key).unwrap().count == THREADS * PER_THREAD / KEYS);
         }
+        // Receipts still open at a graceful shutdown complete `Ok`: the
+        // drain waits for their syncs.
+        let late: Vec<_> = (0..KEYS)
+            .map(|n| handle.push_durable_blocking(&input, n).unwrap())
+            .collect();
         service.shutdown().unwrap();
+        for receipt in late {
+            receipt.wait().unwrap();
+        }
         match handle.try_push_durable(&input, 7) {
             Err(PushError::Closed(7)) => {}
             other => panic!("durable: {durable}: expected Closed(7), got {other:?}"),
