@@ -70,6 +70,10 @@ struct Args {
     /// Runs; the figures are medians over them.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Let idle shards spin this many microseconds before they park
+    /// (`RuntimeBuilder::low_latency`); 0: the default runtime.
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// Measure only the throughput with pushes in memory (for profiling
     /// one side: `strace -c`, `perf`).
     #[arg(long, conflicts_with = "only_logged")]
@@ -81,6 +85,9 @@ struct Args {
 
 fn runtime(args: &Args, data: Option<&Path>) -> Result<Runtime> {
     let mut builder = Runtime::builder().shards(args.shards).pin(false);
+    if args.spin_us > 0 {
+        builder = builder.low_latency(Duration::from_micros(args.spin_us));
+    }
     if let Some(data) = data {
         builder = builder.data_dir(data);
     }
@@ -308,8 +315,8 @@ fn main() -> Result<()> {
     }
     let (plain, logged) = (median(plain), median(logged));
     println!(
-        "shards {}, pushers {}, {} records per throughput run, median of {} runs",
-        args.shards, args.pushers, args.records, args.runs
+        "shards {}, pushers {}, {} records per throughput run, spin {} µs, median of {} runs",
+        args.shards, args.pushers, args.records, args.spin_us, args.runs
     );
     println!(
         "throughput: in memory {plain:.0} ev/s, logged to the WAL {logged:.0} ev/s \
