@@ -617,8 +617,8 @@ impl<T> InputShared<T> {
         // What is still queued (a failed run stopped taking records) will
         // never be taken: drop it now, so the receipts of durable pushes
         // among it fail now, not when the last `Input` handle goes.
+        self.close();
         for inbox in self.inboxes.iter() {
-            inbox.state.fetch_or(CLOSED, Ordering::AcqRel);
             // Pushes in flight finish without waiting on anything.
             while inbox.state.load(Ordering::Acquire) != CLOSED {
                 std::hint::spin_loop();

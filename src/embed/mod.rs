@@ -28,12 +28,6 @@ trait Close: Send + Sync {
     fn close(&self);
 }
 
-impl<T: Send> Close for InputShared<T> {
-    fn close(&self) {
-        InputShared::close(self);
-    }
-}
-
 impl<K: Send + 'static, A: Send + 'static> Close for QueryShared<K, A> {
     fn close(&self) {
         QueryShared::close(self);
@@ -304,7 +298,6 @@ impl Pipeline {
         self.graph.source(name, move |context: &ShardContext| {
             InputSource::new(source.clone(), context)
         });
-        self.closers.push(shared.clone());
         self.inputs.push(shared.clone());
         Input { shared }
     }
@@ -619,10 +612,11 @@ impl Control {
         for closer in &self.closers {
             closer.close();
         }
-        self.finished.store(true, Ordering::Release);
+        // Closes each input (if shutdown did not) and drops what it queued.
         for input in &self.inputs {
             input.release();
         }
+        self.finished.store(true, Ordering::Release);
         self.finished_event.notify(usize::MAX);
     }
 
