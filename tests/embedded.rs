@@ -1,9 +1,11 @@
 //! The embedding API end to end: pushes from many foreign threads (std and
 //! tokio), backpressure, queryable state against a model, subscriptions,
-//! shutdown, failure, and that the library installs nothing global.
+//! shutdown, failure, durable pushes (receipts, logging in parts, replay
+//! after a failed run), and that the library installs nothing global.
 //!
 //! Every wait here is for an event (a count reaching its total, a gate),
-//! never for a time.
+//! never for a time; waits are bounded (120 s) only so that an event that
+//! never comes fails the test instead of hanging it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -52,10 +54,16 @@ fn durable_runtime(shards: usize, dir: &std::path::Path) -> Runtime {
         .expect("the runtime starts")
 }
 
-/// Spins (yielding the core) until `done` holds; the pipeline is expected
-/// to get there, and the test's own timeout catches it if it never does.
+/// Spins (yielding the core) until `done` holds. The pipeline is expected
+/// to get there; the bound only turns a pipeline that never does into a
+/// failure instead of a hang, and is far above any wait here.
 fn until(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the awaited state was not reached in 120 s"
+        );
         std::thread::yield_now();
     }
 }
@@ -858,4 +866,79 @@ fn the_library_installs_nothing_global() {
             "signal {signal} has a handler"
         );
     }
+}
+
+/// A runtime on `dir` whose first epoch does not end during a test: what
+/// it logs stays uncommitted unless the run shuts down gracefully.
+fn one_epoch_runtime(dir: &std::path::Path) -> Runtime {
+    Runtime::builder()
+        .shards(1)
+        .pin(false)
+        .data_dir(dir)
+        .epoch_interval(Duration::from_secs(3600))
+        .build()
+        .expect("the runtime starts")
+}
+
+#[test]
+fn a_failed_runs_logged_pushes_are_replayed_and_a_changed_type_is_refused() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // Run 1: 1 is logged (its receipt says so), then 13 fails the run with
+    // epoch 1, holding both, uncommitted.
+    let mut pipeline = weir::Pipeline::new(one_epoch_runtime(dir.path()));
+    let input = pipeline.input("numbers", |n: &u64| *n);
+    pipeline.queryable(
+        "fail_on_13",
+        "numbers",
+        |event: &Event<u64>| event.key,
+        |key: &u64| *key,
+        |_| FailOn13,
+    );
+    let service = pipeline.start().unwrap();
+    let handle = service.handle();
+    handle
+        .push_durable_blocking(&input, 1)
+        .unwrap()
+        .wait()
+        .unwrap();
+    handle.push_blocking(&input, 13).unwrap();
+    assert!(service.shutdown().is_err(), "13 fails the run");
+
+    // Run 2: the input now takes another type; its logged records do not
+    // validate as that type, and the run says which input.
+    let mut pipeline = weir::Pipeline::new(one_epoch_runtime(dir.path()));
+    let input = pipeline.input("numbers", |n: &(u64, u64, u64)| n.0);
+    pipeline.rolling("counts", &input, Rolling::count(Duration::from_secs(3600)));
+    let error = match pipeline.start() {
+        Ok(service) => service.shutdown().unwrap_err().to_string(),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("input `numbers`") && error.contains("do not validate"),
+        "{error}"
+    );
+
+    // Run 3: the original type again: 1 is pushed again before anything
+    // else, and counted once (13, if its record was synced before run 1
+    // died, too).
+    let mut pipeline = weir::Pipeline::new(one_epoch_runtime(dir.path()));
+    let input = pipeline.input("numbers", |n: &u64| *n);
+    let counts = pipeline.rolling("counts", &input, Rolling::count(Duration::from_secs(3600)));
+    let service = pipeline.start().unwrap();
+    let handle = service.handle();
+    until(|| handle.query(&counts, 1).unwrap().count == 1);
+    assert!(handle.query(&counts, 13).unwrap().count <= 1);
+    service.shutdown().unwrap();
+
+    // Run 4: run 3 committed the replay; nothing is pushed again.
+    let mut pipeline = weir::Pipeline::new(one_epoch_runtime(dir.path()));
+    let input = pipeline.input("numbers", |n: &u64| *n);
+    let counts = pipeline.rolling("counts", &input, Rolling::count(Duration::from_secs(3600)));
+    let service = pipeline.start().unwrap();
+    let handle = service.handle();
+    handle.push_blocking(&input, 2).unwrap();
+    until(|| handle.query(&counts, 2).unwrap().count == 1);
+    assert_eq!(handle.query(&counts, 1).unwrap().count, 1);
+    service.shutdown().unwrap();
 }
