@@ -262,6 +262,22 @@ impl Latch {
     }
 }
 
+/// Adds processor `gate` (made by `gate`) reading input `numbers`, and a
+/// subscription `out` to what it passes on.
+fn behind_gate<P>(
+    pipeline: &mut weir::Pipeline,
+    gate: impl Fn() -> P + Send + Sync + 'static,
+) -> weir::Subscription<Event<u64>>
+where
+    P: Processor<Input = Event<u64>, Output = Event<u64>>,
+{
+    pipeline.graph().processor("gate", move |_| gate());
+    pipeline
+        .graph()
+        .connect::<Event<u64>>("numbers", "gate", Partition::Forward);
+    pipeline.subscription::<Event<u64>>("out", "gate", Partition::Forward)
+}
+
 /// Passes records through, but holds the shard on its first batch until
 /// the test opens the gate: the shard then takes nothing from its queue.
 struct Gate(Arc<Latch>);
@@ -295,13 +311,7 @@ fn a_full_queue_hands_the_record_back_and_push_waits_for_room() {
     );
     let latch = Arc::new(Latch::default());
     let held = latch.clone();
-    pipeline
-        .graph()
-        .processor("gate", move |_| Gate(held.clone()));
-    pipeline
-        .graph()
-        .connect::<Event<u64>>("numbers", "gate", Partition::Forward);
-    let out = pipeline.subscription::<Event<u64>>("out", "gate", Partition::Forward);
+    let out = behind_gate(&mut pipeline, move || Gate(held.clone()));
     let service = pipeline.start().unwrap();
     let handle = service.handle();
     let subscriber = handle.subscribe(&out, 1024);
@@ -724,13 +734,7 @@ fn receipts_of_records_a_failed_run_never_took_fail() {
     let input = pipeline.input("numbers", |n: &u64| *n);
     let latch = Arc::new(Latch::default());
     let held = latch.clone();
-    pipeline
-        .graph()
-        .processor("gate", move |_| FailGate(held.clone()));
-    pipeline
-        .graph()
-        .connect::<Event<u64>>("numbers", "gate", Partition::Forward);
-    pipeline.subscription::<Event<u64>>("out", "gate", Partition::Forward);
+    behind_gate(&mut pipeline, move || FailGate(held.clone()));
     let service = pipeline.start().unwrap();
     let handle = service.handle();
     handle.try_push(&input, 0).unwrap();

@@ -74,12 +74,14 @@ impl SourceWake {
             // Register before looking at the flag: a wake between the two
             // then finds the waker.
             self.remote.0.waker.register(cx.waker());
-            let pending = self.remote.0.pending.swap(false, Ordering::SeqCst);
-            // Pairs with the fence in `RemoteWake::wake`: a pusher that saw
-            // the old `true` wrote its record before this point, and the
-            // poll after it reads the queue after this fence.
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if pending {
+            if self.remote.0.pending.swap(false, Ordering::SeqCst) {
+                // Pairs with the fence in `RemoteWake::wake`: a pusher that
+                // saw the `true` this swap took wrote its record before
+                // this point, and the poll that follows reads the queue
+                // after this fence. A swap that finds `false` needs none:
+                // no pusher can have seen a `true` newer than the last
+                // swap that found one.
+                std::sync::atomic::fence(Ordering::SeqCst);
                 return Poll::Ready(());
             }
             *self.waker.borrow_mut() = Some(cx.waker().clone());

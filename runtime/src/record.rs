@@ -76,8 +76,10 @@ impl<T> Record for T where
 /// The archived (zero-copy) view of record type `T`.
 pub type ArchivedRecord<T> = <T as rkyv::Archive>::Archived;
 
-/// Serializes `value` on its own, as rkyv bytes whose root is at the end
-/// (what `rkyv::access` reads), with the serializer batches fall back to.
+/// Serializes `value` on its own into `bytes` (replacing what they held),
+/// as rkyv bytes whose root is at the end (what `rkyv::access` reads), with
+/// the serializer batches fall back to. `bytes` and `arena` are reused, so
+/// a caller that keeps them allocates nothing once warm.
 ///
 /// For a source that logs what it accepted through an
 /// [`IntakeLog`](crate::IntakeLog) as records: the bytes come back, after a
@@ -85,21 +87,25 @@ pub type ArchivedRecord<T> = <T as rkyv::Archive>::Archived;
 /// them (they were written by another process).
 ///
 /// ```
-/// let bytes = weir_runtime::record::to_bytes(&vec![1u64, 2, 3]).unwrap();
+/// let (mut bytes, mut arena) = (rkyv::util::AlignedVec::new(), rkyv::ser::allocator::Arena::new());
+/// weir_runtime::record::serialize_into(&vec![1u64, 2, 3], &mut bytes, &mut arena).unwrap();
 /// let archived = rkyv::access::<rkyv::Archived<Vec<u64>>, rkyv::rancor::Error>(&bytes).unwrap();
 /// assert_eq!(archived.len(), 3);
 /// ```
-pub fn to_bytes<T>(value: &T) -> Result<AlignedVec, crate::SerializeError>
+pub fn serialize_into<T>(
+    value: &T,
+    bytes: &mut AlignedVec,
+    arena: &mut rkyv::ser::allocator::Arena,
+) -> Result<(), crate::SerializeError>
 where
     T: for<'a, 'b> rkyv::Serialize<LargeBatchSerializer<'a, 'b>>,
 {
-    let mut bytes = BatchBytes::default();
-    let mut arena = rkyv::ser::allocator::Arena::new();
-    let mut serializer = Serializer::new(&mut bytes, arena.acquire(), Unshare);
-    rkyv::api::serialize_using::<_, rancor::Error>(value, &mut serializer).map_err(|error| {
-        crate::SerializeError {
-            message: error.to_string(),
-        }
-    })?;
-    Ok(bytes.0)
+    let mut writer = BatchBytes(std::mem::take(bytes));
+    writer.0.clear();
+    let mut serializer = Serializer::new(&mut writer, arena.acquire(), Unshare);
+    let result = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut serializer);
+    *bytes = writer.0;
+    result.map(drop).map_err(|error| crate::SerializeError {
+        message: error.to_string(),
+    })
 }

@@ -28,16 +28,18 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::admission::Admission;
 use crossbeam::queue::ArrayQueue;
 use event_listener::Event as Notify;
 use rkyv::api::high::{HighDeserializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
+use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 use rkyv::vec::ArchivedVec;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -110,12 +112,17 @@ pub fn unix_ns() -> u64 {
 /// # Ok(()) }
 /// ```
 pub trait InputRecord: Send + Sized + 'static {
-    /// Serializes one poll's records for the WAL.
+    /// Serializes one poll's records for the WAL into `bytes`, reusing
+    /// `bytes` and `arena`.
     #[doc(hidden)]
     // A `Vec`, not a slice: rkyv archives a `Vec` as a root; a slice is
     // unsized and has no root form.
     #[allow(clippy::ptr_arg)]
-    fn encode_log(events: &Vec<Event<Self>>) -> Result<AlignedVec, String>;
+    fn encode_log(
+        events: &Vec<Event<Self>>,
+        bytes: &mut AlignedVec,
+        arena: &mut Arena,
+    ) -> Result<(), String>;
 
     /// Validates and deserializes what [`encode_log`](Self::encode_log)
     /// wrote, appending the records to `into`.
@@ -130,8 +137,12 @@ where
     ArchivedEvent<T>: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
         + Deserialize<Event<T>, HighDeserializer<rancor::Error>>,
 {
-    fn encode_log(events: &Vec<Event<T>>) -> Result<AlignedVec, String> {
-        weir_runtime::record::to_bytes(events).map_err(|error| error.message)
+    fn encode_log(
+        events: &Vec<Event<T>>,
+        bytes: &mut AlignedVec,
+        arena: &mut Arena,
+    ) -> Result<(), String> {
+        weir_runtime::record::serialize_into(events, bytes, arena).map_err(|error| error.message)
     }
 
     fn decode_log(bytes: &[u8], into: &mut Vec<Event<T>>) -> Result<(), String> {
@@ -384,14 +395,11 @@ struct Queued<T> {
     ack: Option<Ack>,
 }
 
-/// Bit 63 of an inbox's state: closed. The bits below count pushes in
-/// flight (between their check of the bit and the end of their push).
-const CLOSED: u64 = 1 << 63;
-
 /// One shard's queue of an input.
 struct Inbox<T> {
     queue: ArrayQueue<Queued<T>>,
-    state: AtomicU64,
+    /// Pushes in flight, and whether the input is closed.
+    admission: Admission,
     /// Wakes the shard's source instance; set once it is attached.
     wake: OnceLock<RemoteWake>,
 }
@@ -437,7 +445,7 @@ impl<T> InputShared<T> {
             inboxes: (0..shards)
                 .map(|_| Inbox {
                     queue: ArrayQueue::new(options.capacity),
-                    state: AtomicU64::new(0),
+                    admission: Admission::default(),
                     wake: OnceLock::new(),
                 })
                 .collect(),
@@ -462,8 +470,7 @@ impl<T> InputShared<T> {
     fn try_queue(&self, value: T, ack: Option<Ack>) -> Result<(), Refused<T>> {
         let key = (self.key)(&value);
         let inbox = &self.inboxes[owner_of(key, self.inboxes.len())];
-        if inbox.state.fetch_add(1, Ordering::Acquire) & CLOSED != 0 {
-            inbox.state.fetch_sub(1, Ordering::Release);
+        if !inbox.admission.enter() {
             return Err(Refused {
                 error: PushError::Closed(value),
                 ack,
@@ -483,7 +490,7 @@ impl<T> InputShared<T> {
             },
             ack,
         });
-        inbox.state.fetch_sub(1, Ordering::Release);
+        inbox.admission.leave();
         match pushed {
             Ok(()) => {
                 if let Some(wake) = inbox.wake.get() {
@@ -582,7 +589,7 @@ impl<T> InputShared<T> {
     /// Refuses every later push; queued records are still delivered.
     pub(crate) fn close(&self) {
         for inbox in self.inboxes.iter() {
-            inbox.state.fetch_or(CLOSED, Ordering::AcqRel);
+            inbox.admission.close();
             if let Some(wake) = inbox.wake.get() {
                 wake.wake();
             }
@@ -619,10 +626,7 @@ impl<T> InputShared<T> {
         // among it fail now, not when the last `Input` handle goes.
         self.close();
         for inbox in self.inboxes.iter() {
-            // Pushes in flight finish without waiting on anything.
-            while inbox.state.load(Ordering::Acquire) != CLOSED {
-                std::hint::spin_loop();
-            }
+            inbox.admission.close_and_wait();
             while inbox.queue.pop().is_some() {}
         }
         self.drained.fetch_add(self.inboxes.len(), Ordering::AcqRel);
@@ -694,6 +698,9 @@ pub(crate) struct InputSource<T> {
     intake: IntakeLog,
     /// One poll's records, while they are logged (reused).
     taken: Vec<Event<T>>,
+    /// Their serialized form, and the serializer's scratch (reused).
+    log_bytes: AlignedVec,
+    arena: Arena,
     /// Receipts to complete once one poll's records are durable.
     acks: Vec<Ack>,
     /// Tasks waiting for a poll's records to be durable to complete its
@@ -711,6 +718,8 @@ impl<T> InputSource<T> {
             drained: false,
             intake: IntakeLog::disabled(),
             taken: Vec::new(),
+            log_bytes: AlignedVec::new(),
+            arena: Arena::new(),
             acks: Vec::new(),
             acks_pending: Rc::default(),
             _record: PhantomData,
@@ -726,10 +735,15 @@ where
     /// them, and completes their receipts once they are durable (without a
     /// data directory: now).
     fn log_and_ack(&mut self, out: &mut Emitter<Event<T>>) {
-        let mut ticket = IntakeTicket::ready();
-        if self.intake.is_durable() {
-            match log_records(&self.intake, &mut self.taken) {
-                Ok(logged) => ticket = logged,
+        let logged = if self.intake.is_durable() {
+            let logged = log_records(
+                &self.intake,
+                &mut self.taken,
+                &mut self.log_bytes,
+                &mut self.arena,
+            );
+            match logged {
+                Ok(ticket) => Some(ticket),
                 Err(error) => {
                     let message = format!(
                         "input `{}`: logging pushed records: {error}",
@@ -743,25 +757,25 @@ where
                     return;
                 }
             }
-        }
+        } else {
+            None
+        };
         // One `push_all` routes the whole poll's records in a tight loop.
         out.push_all(&self.taken);
         self.taken.clear();
         if self.acks.is_empty() {
-            drop(ticket);
             return;
         }
-        let acks = std::mem::take(&mut self.acks);
-        if !self.intake.is_durable() {
-            drop(ticket);
-            for ack in acks {
+        let Some(ticket) = logged else {
+            for ack in self.acks.drain(..) {
                 let _ = ack.send(Ok(()));
             }
             return;
-        }
+        };
         // A receipt is waited for: write now, not at the next group commit.
         self.intake.flush();
         self.acks_pending.set(self.acks_pending.get() + 1);
+        let acks = std::mem::take(&mut self.acks);
         let pending = self.acks_pending.clone();
         let intake = self.intake.clone();
         glommio::spawn_local(async move {
@@ -785,19 +799,21 @@ const INTAKE_RECORD_BYTES_SPLIT: usize = weir_wal::limits::MAX_PAYLOAD_BYTES / 4
 /// Logs `records` as one intake record, or as several in order when they
 /// serialize to more than [`INTAKE_RECORD_BYTES_SPLIT`] bytes; returns the
 /// last one's ticket (the WAL syncs in order, so it completes after the
-/// others). `records` holds the same records, in order, afterwards.
+/// others). `records` holds the same records, in order, afterwards;
+/// `bytes` and `arena` are scratch.
 fn log_records<T: InputRecord>(
     intake: &IntakeLog,
     records: &mut Vec<Event<T>>,
+    bytes: &mut AlignedVec,
+    arena: &mut Arena,
 ) -> Result<IntakeTicket, String> {
-    let bytes = T::encode_log(records)?;
+    T::encode_log(records, bytes, arena)?;
     if bytes.len() <= INTAKE_RECORD_BYTES_SPLIT || records.len() == 1 {
-        return intake.append(&bytes).map_err(|error| error.0);
+        return intake.append(bytes).map_err(|error| error.0);
     }
-    drop(bytes);
     let mut second = records.split_off(records.len() / 2);
-    let logged = log_records(intake, records).map(drop);
-    let ticket = logged.and_then(|()| log_records(intake, &mut second));
+    let logged = log_records(intake, records, bytes, arena).map(drop);
+    let ticket = logged.and_then(|()| log_records(intake, &mut second, bytes, arena));
     records.append(&mut second);
     ticket
 }
@@ -847,8 +863,10 @@ where
         // Closed, no push in flight, nothing left, and every receipt
         // answered: every record pushed before the close was emitted.
         let inbox = &self.shared.inboxes[self.shard];
-        let state = inbox.state.load(Ordering::Acquire);
-        if state == CLOSED && inbox.queue.is_empty() && self.acks_pending.get() == 0 {
+        if inbox.admission.is_closed_and_idle()
+            && inbox.queue.is_empty()
+            && self.acks_pending.get() == 0
+        {
             if !self.drained {
                 self.drained = true;
                 self.shared.drained.fetch_add(1, Ordering::AcqRel);

@@ -1,5 +1,6 @@
 //! Embedding weir in a service: see `docs/embedding.md`.
 
+mod admission;
 pub(crate) mod input;
 pub(crate) mod query;
 pub(crate) mod rolling;

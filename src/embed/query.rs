@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use atomic_waker::AtomicWaker;
 use crossbeam::queue::ArrayQueue;
 use weir_runtime::{owner_of, Batch, Emitter, Processor, StateError};
+
+use super::admission::Admission;
 
 /// A processor whose state can be read while it runs.
 ///
@@ -116,9 +118,6 @@ pub(crate) const QUERY_QUEUE: usize = 4096;
 /// How long an asking thread spins for its answer before it parks.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// Closed bit and in-flight count, as in an input's inbox.
-const CLOSED: u64 = 1 << 63;
-
 struct Request<K, A> {
     key: K,
     reply: oneshot::Sender<A>,
@@ -126,7 +125,7 @@ struct Request<K, A> {
 
 struct QueryInbox<K, A> {
     queue: ArrayQueue<Request<K, A>>,
-    state: AtomicU64,
+    admission: Admission,
     pending: AtomicBool,
     waker: AtomicWaker,
 }
@@ -157,7 +156,7 @@ impl<K: Send + 'static, A: Send + 'static> QueryShared<K, A> {
             inboxes: (0..shards)
                 .map(|_| QueryInbox {
                     queue: ArrayQueue::new(QUERY_QUEUE),
-                    state: AtomicU64::new(0),
+                    admission: Admission::default(),
                     pending: AtomicBool::new(false),
                     waker: AtomicWaker::new(),
                 })
@@ -170,13 +169,12 @@ impl<K: Send + 'static, A: Send + 'static> QueryShared<K, A> {
     /// receiver.
     fn send(&self, key: K) -> Result<oneshot::Receiver<A>, QueryError> {
         let inbox = &self.inboxes[owner_of((self.route)(&key), self.inboxes.len())];
-        if inbox.state.fetch_add(1, Ordering::Acquire) & CLOSED != 0 {
-            inbox.state.fetch_sub(1, Ordering::Release);
+        if !inbox.admission.enter() {
             return Err(self.closed());
         }
         let (reply, answer) = oneshot::channel();
         let queued = inbox.queue.push(Request { key, reply });
-        inbox.state.fetch_sub(1, Ordering::Release);
+        inbox.admission.leave();
         if queued.is_err() {
             return Err(QueryError::Busy {
                 node: self.name.to_string(),
@@ -219,10 +217,7 @@ impl<K: Send + 'static, A: Send + 'static> QueryShared<K, A> {
     /// get [`QueryError::Closed`]). Called once the run ended.
     pub(crate) fn close(&self) {
         for inbox in self.inboxes.iter() {
-            inbox.state.fetch_or(CLOSED, Ordering::AcqRel);
-            while inbox.state.load(Ordering::Acquire) != CLOSED {
-                std::hint::spin_loop();
-            }
+            inbox.admission.close_and_wait();
             while inbox.queue.pop().is_some() {}
             inbox.wake();
         }

@@ -171,32 +171,20 @@ fn raw_sync_latency(args: &Args, dir: &Path) -> Result<Histogram<u64>> {
         .custom_flags(libc::O_DIRECT)
         .open(&path)
         .with_context(|| format!("opening {} with O_DIRECT", path.display()))?;
-    let layout = std::alloc::Layout::from_size_align(BLOCK, BLOCK)?;
-    // SAFETY: the layout has a non-zero size; the block is freed below with
-    // the same layout.
-    let block = unsafe { std::alloc::alloc_zeroed(layout) };
-    ensure!(!block.is_null(), "allocating an aligned block");
-    // SAFETY: `block` points to `BLOCK` zeroed bytes owned here.
-    let bytes = unsafe { std::slice::from_raw_parts(block, BLOCK) };
+    let mut block = rkyv::util::AlignedVec::<BLOCK>::with_capacity(BLOCK);
+    block.resize(BLOCK, 0);
     let mut latencies = histogram();
-    let mut result = Ok(());
     for n in 0..args.warmup_samples + args.samples {
         let start = Instant::now();
-        if let Err(error) = file
-            .write_all_at(bytes, (n * BLOCK) as u64)
+        file.write_all_at(&block, (n * BLOCK) as u64)
             .and_then(|()| file.sync_data())
-        {
-            result = Err(error).context("raw write + fdatasync");
-            break;
-        }
+            .context("raw write + fdatasync")?;
         if n >= args.warmup_samples {
             latencies.record(start.elapsed().as_nanos() as u64)?;
         }
     }
-    // SAFETY: allocated above with `layout`, not used after this.
-    unsafe { std::alloc::dealloc(block, layout) };
     std::fs::remove_file(&path)?;
-    result.map(|()| latencies)
+    Ok(latencies)
 }
 
 /// Durable pushes with `args.in_flight` receipts outstanding per pusher:
