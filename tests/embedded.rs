@@ -791,10 +791,9 @@ impl weir::Queryable for FailOn13 {
     }
 }
 
-#[test]
-fn a_failed_run_closes_the_handle_and_reports_why() {
-    let _serial = serial();
-    let mut pipeline = weir::Pipeline::new(runtime(2));
+/// Input `numbers` read by a queryable [`FailOn13`] (a query for `k`
+/// answers `k`).
+fn failing_on_13(pipeline: &mut weir::Pipeline) -> (weir::Input<u64>, weir::Query<u64, u64>) {
     let input = pipeline.input("numbers", |n: &u64| *n);
     let echo = pipeline.queryable(
         "fail_on_13",
@@ -803,6 +802,14 @@ fn a_failed_run_closes_the_handle_and_reports_why() {
         |key: &u64| *key,
         |_| FailOn13,
     );
+    (input, echo)
+}
+
+#[test]
+fn a_failed_run_closes_the_handle_and_reports_why() {
+    let _serial = serial();
+    let mut pipeline = weir::Pipeline::new(runtime(2));
+    let (input, echo) = failing_on_13(&mut pipeline);
     let service = pipeline.start().unwrap();
     let handle = service.handle();
     assert_eq!(handle.query(&echo, 5u64), Ok(5));
@@ -891,14 +898,7 @@ fn a_failed_runs_logged_pushes_are_replayed_and_a_changed_type_is_refused() {
     // Run 1: 1 is logged (its receipt says so), then 13 fails the run with
     // epoch 1, holding both, uncommitted.
     let mut pipeline = weir::Pipeline::new(one_epoch_runtime(dir.path()));
-    let input = pipeline.input("numbers", |n: &u64| *n);
-    pipeline.queryable(
-        "fail_on_13",
-        "numbers",
-        |event: &Event<u64>| event.key,
-        |key: &u64| *key,
-        |_| FailOn13,
-    );
+    let (input, _) = failing_on_13(&mut pipeline);
     let service = pipeline.start().unwrap();
     let handle = service.handle();
     handle
