@@ -6,8 +6,12 @@
 //! - `weir run PIPELINE.toml [--data-dir DIR]`: runs a pipeline declared in
 //!   a config file, exactly-once when it has a data directory; a run on a
 //!   directory that holds a previous run recovers from its last committed
-//!   epoch. An invalid config exits with status 2, a failed run with 1.
-//!   `[runtime] metrics_listen` serves Prometheus metrics while it runs.
+//!   epoch. SIGTERM or SIGINT stops it with a savepoint (open windows stay
+//!   open; the next start resumes), `--drain` makes that stop the end of
+//!   input instead. An invalid config exits with status 2, a failed run
+//!   with 1, a stop that gave up at its bound with 3 (nothing lost: the
+//!   next start finishes it). `[runtime] metrics_listen` serves Prometheus
+//!   metrics while it runs.
 //!   Lifecycle events (start, recovery, final commit, failures) are logged
 //!   to standard error; `WEIR_LOG` filters them (`tracing-subscriber`'s
 //!   `EnvFilter` syntax, default `info`).
@@ -82,6 +86,22 @@ struct RunArgs {
     /// `[runtime] data_dir`. Without one the run is not exactly-once.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, end the input instead of stopping with a
+    /// savepoint: every open window fires, sinks publish it, and the data
+    /// directory's run is complete (a later start runs nothing). Without
+    /// it a stop keeps every operator's state for the next start.
+    #[arg(long)]
+    drain: bool,
+    /// Start COMPONENT without the state the data directory holds for it
+    /// (its options changed, or it was removed); repeat for several.
+    /// Without it such a start is refused, naming what changed.
+    #[arg(long, value_name = "COMPONENT")]
+    discard_state: Vec<String>,
+    /// How long a stop may take before it gives up, leaving the sink
+    /// commits it could not finish to the next start (e.g. `10s`);
+    /// overrides `[runtime] stop_timeout` (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    stop_timeout: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -143,11 +163,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// On SIGINT or SIGTERM, shuts the run down gracefully: sources stop, what
-/// they emitted drains, and the final epoch commits (a second signal while
-/// that happens is not special: `kill -9` is always safe, the next start
-/// recovers).
-fn stop_on_signals(handle: weir::runtime::Handle) -> Result<()> {
+/// On SIGINT or SIGTERM, stops the run gracefully: sources stop, what they
+/// emitted drains through the graph, and the final epoch commits, holding
+/// every operator's state as it is (or, with `drain`, after every window
+/// fired). A second signal while that happens is not special: `kill -9` is
+/// always safe, the next start recovers.
+fn stop_on_signals(handle: weir::runtime::Handle, drain: bool) -> Result<()> {
     let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, signalled.clone())
@@ -159,8 +180,19 @@ fn stop_on_signals(handle: weir::runtime::Handle) -> Result<()> {
             while !signalled.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            eprintln!("weir: stopping: draining and committing the final epoch");
-            handle.shutdown();
+            if drain {
+                eprintln!(
+                    "weir: draining: ending the input, firing every open window and \
+                     committing the final epoch (the run completes)"
+                );
+                handle.shutdown_and_drain();
+            } else {
+                eprintln!(
+                    "weir: stopping: committing a final epoch that keeps every operator's \
+                     state (a savepoint); the next start resumes from it"
+                );
+                handle.shutdown();
+            }
         })
         .context("cannot start the signal thread")?;
     Ok(())
@@ -168,6 +200,11 @@ fn stop_on_signals(handle: weir::runtime::Handle) -> Result<()> {
 
 /// Exit status for an invalid config file.
 const EXIT_CONFIG: u8 = 2;
+
+/// Exit status for a stop that gave up at its bound
+/// (`RunError::StopTimedOut`): the committed output is consistent and the
+/// next start completes what was pending, but the stop did not finish.
+const EXIT_STOP_TIMED_OUT: u8 = 3;
 
 /// Logs the runtime's `tracing` events to standard error, filtered by
 /// `WEIR_LOG` (default `info`). Only `weir run` logs: the other commands'
@@ -296,27 +333,50 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match run_graph(&config.runtime, args.data_dir.clone(), graph) {
+    match run_graph(&config.runtime, args, graph) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("weir: {error:#}");
-            ExitCode::FAILURE
+            let timed_out = matches!(
+                error.downcast_ref::<weir::runtime::RunError>(),
+                Some(weir::runtime::RunError::StopTimedOut { .. })
+            );
+            if timed_out {
+                ExitCode::from(EXIT_STOP_TIMED_OUT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 fn run_graph(
     config: &weir::operators::config::RuntimeConfig,
-    data_dir: Option<PathBuf>,
+    args: &RunArgs,
     graph: weir::runtime::Graph,
 ) -> Result<()> {
     let mut builder = Runtime::builder()
-        .epoch_interval(std::time::Duration::from_millis(config.epoch_interval_ms));
+        .epoch_interval(std::time::Duration::from_millis(config.epoch_interval_ms))
+        .discard_state(args.discard_state.iter().cloned());
     if let Some(shards) = config.shards {
         builder = builder.shards(shards);
     }
-    if let Some(dir) = data_dir.or_else(|| config.data_dir.clone()) {
+    if let Some(dir) = args.data_dir.clone().or_else(|| config.data_dir.clone()) {
         builder = builder.data_dir(dir);
+    }
+    let stop_timeout_ms = match &args.stop_timeout {
+        Some(text) => Some(
+            weir::operators::duration::parse_positive_ms(text)
+                .map_err(|message| anyhow::anyhow!("--stop-timeout: {message}"))?,
+        ),
+        // Checked when the file was loaded.
+        None => config
+            .stop_timeout_ms()
+            .transpose()
+            .map_err(|message| anyhow::anyhow!("`[runtime] stop_timeout`: {message}"))?,
+    };
+    if let Some(ms) = stop_timeout_ms {
+        builder = builder.stop_timeout(std::time::Duration::from_millis(ms));
     }
     if let Some(listen) = &config.metrics_listen {
         // Checked when the config was loaded.
@@ -328,9 +388,16 @@ fn run_graph(
     // The runtime (and its metrics endpoint) lives until the run is over.
     let runtime = builder.build()?;
     let running = runtime.start(graph)?;
-    stop_on_signals(running.handle())?;
+    stop_on_signals(running.handle(), args.drain)?;
     let report = running.wait()?;
-    if report.already_complete {
+    if report.stopped {
+        println!(
+            "weir: stopped at epoch {} in {:.3} s, with a savepoint: the next start on \
+             this data directory resumes from it",
+            report.last_committed_epoch,
+            report.elapsed.as_secs_f64()
+        );
+    } else if report.already_complete {
         println!(
             "weir: this data directory's run already completed (epoch {})",
             report.last_committed_epoch

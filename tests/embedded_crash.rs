@@ -79,7 +79,7 @@ impl Sink for CommittingSink {
         Ok(staged)
     }
 
-    fn commit(staged: &[u8]) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir::runtime::CommitControl) -> Result<(), String> {
         if staged.is_empty() {
             return Ok(());
         }

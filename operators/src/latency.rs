@@ -109,7 +109,7 @@ impl<K: Sink<Input = GeneratedEvent>> Sink for ObservedSink<K> {
         self.inner.precommit(epoch)
     }
 
-    fn commit(staged: &[u8]) -> Result<(), String> {
-        K::commit(staged)
+    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), String> {
+        K::commit(staged, control)
     }
 }

@@ -334,8 +334,13 @@ fn as_a_runtime_sink_empty_epochs_log_nothing_and_commit_decodes() {
     sink.write_records(&events(4..7));
     let bytes = weir_runtime::Sink::precommit(&mut sink, 4).unwrap();
     assert_eq!(Staged::from_bytes(&bytes).unwrap().lines, 3);
-    <Sink as weir_runtime::Sink>::commit(&bytes).expect("commit");
-    <Sink as weir_runtime::Sink>::commit(&bytes).expect("idempotent");
-    assert!(<Sink as weir_runtime::Sink>::commit(b"garbage").is_err());
+    <Sink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+        .expect("commit");
+    <Sink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+        .expect("idempotent");
+    assert!(
+        <Sink as weir_runtime::Sink>::commit(b"garbage", &weir_runtime::CommitControl::new())
+            .is_err()
+    );
     assert_eq!(visible(path), vec![file_name(1, 2), file_name(1, 4)]);
 }

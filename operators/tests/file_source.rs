@@ -225,7 +225,7 @@ impl Sink for Staged {
         Ok(format!("{}\n{}", staged.display(), self.dir.join(&name).display()).into_bytes())
     }
 
-    fn commit(staged: &[u8]) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
         let text = std::str::from_utf8(staged).map_err(|e| e.to_string())?;
         let (from, to) = text.split_once('\n').ok_or("bad pre-commit")?;
         if Path::new(from).exists() {

@@ -122,10 +122,12 @@ fn a_committed_epoch_committed_again_adds_nothing() {
     assert_eq!(ids(&table), (0..500).collect::<Vec<_>>());
     assert_eq!(progress(&pipeline, "warehouse"), [(1, 1)]);
     assert_eq!(decode(&first).commit(), Ok(Committed::AlreadyDone));
-    <PostgresSink as Sink>::commit(&third).expect("commit 3");
-    <PostgresSink as Sink>::commit(&third).expect("commit 3 again");
+    <PostgresSink as Sink>::commit(&third, &weir_runtime::CommitControl::new()).expect("commit 3");
+    <PostgresSink as Sink>::commit(&third, &weir_runtime::CommitControl::new())
+        .expect("commit 3 again");
     // An older epoch replayed after a newer one is skipped too.
-    <PostgresSink as Sink>::commit(&first).expect("commit 1 again");
+    <PostgresSink as Sink>::commit(&first, &weir_runtime::CommitControl::new())
+        .expect("commit 1 again");
     assert_eq!(decode(&third).commit(), Ok(Committed::AlreadyDone));
     assert_eq!(ids(&table), (0..800).collect::<Vec<_>>(), "no duplicates");
     assert_eq!(progress(&pipeline, "warehouse"), [(1, 3)]);
@@ -187,7 +189,11 @@ fn every_type_round_trips() {
         ],
     });
     push_rows(rows.clone(), |row| sink.push(row));
-    <PostgresSink as Sink>::commit(&sink.precommit(1).unwrap()).expect("commit");
+    <PostgresSink as Sink>::commit(
+        &sink.precommit(1).unwrap(),
+        &weir_runtime::CommitControl::new(),
+    )
+    .expect("commit");
 
     let back = client()
         .query(
@@ -269,7 +275,11 @@ fn a_server_that_cannot_be_reached_fails_the_commit_naming_it() {
     .unwrap();
     let mut sink = PostgresSink::new(spec, &support::context("warehouse", 0));
     push_rows([row(1)], |row| sink.push(row));
-    let error = <PostgresSink as Sink>::commit(&sink.precommit(1).unwrap()).unwrap_err();
+    let error = <PostgresSink as Sink>::commit(
+        &sink.precommit(1).unwrap(),
+        &weir_runtime::CommitControl::new(),
+    )
+    .unwrap_err();
     assert!(
         error.contains("cannot connect") && error.contains("127.0.0.1"),
         "{error}"

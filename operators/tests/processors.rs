@@ -435,7 +435,7 @@ impl Sink for StagedUsers {
         Ok(paths.into_bytes())
     }
 
-    fn commit(staged: &[u8]) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
         if staged.is_empty() {
             return Ok(());
         }

@@ -625,8 +625,8 @@ impl Sink for CrashingSink {
         RowFileSink::sync(staged)
     }
 
-    fn commit(staged: &[u8]) -> Result<(), String> {
-        RowFileSink::commit(staged)
+    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), String> {
+        RowFileSink::commit(staged, control)
     }
 }
 

@@ -211,7 +211,8 @@ fn failed_attempts_are_retried_and_redelivery_repeats_keys_and_records() {
         "empty epoch, nothing staged"
     );
 
-    <WebhookSink as Sink>::commit(&bytes).expect("delivered after retries");
+    <WebhookSink as Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+        .expect("delivered after retries");
     let requests = receiver.requests();
     assert_eq!(requests.len(), 6 + 3, "6 failed attempts, then 3 batches");
     let keys: Vec<&str> = requests.iter().map(|r| r.key.as_str()).collect();
@@ -244,7 +245,8 @@ fn failed_attempts_are_retried_and_redelivery_repeats_keys_and_records() {
 
     // Recovery commits the same bytes again: same keys, same records.
     let decoded = WebhookStaged::from_bytes(&bytes).unwrap();
-    <WebhookSink as Sink>::commit(&bytes).expect("redelivered");
+    <WebhookSink as Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+        .expect("redelivered");
     let again = receiver.requests();
     assert_eq!(again.len(), 9 + 3);
     let redelivered: Vec<&str> = again[9..].iter().map(|r| r.key.as_str()).collect();
@@ -266,7 +268,8 @@ fn a_rejected_request_fails_the_commit_naming_url_status_and_answer() {
     let mut sink = WebhookSink::new(spec, &support::context("alerts", 0));
     push_rows((0..3).map(row), |row| sink.push(row));
     let bytes = sink.precommit(2).expect("precommit");
-    let error = <WebhookSink as Sink>::commit(&bytes).expect_err("422 is permanent");
+    let error = <WebhookSink as Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+        .expect_err("422 is permanent");
     for part in [
         receiver.url().as_str(),
         "422",
@@ -279,9 +282,11 @@ fn a_rejected_request_fails_the_commit_naming_url_status_and_answer() {
 
     // Fixed receiver: the same commit (as recovery would run it) delivers.
     receiver.script(vec![Answer::Status(404, "")]);
-    let error = <WebhookSink as Sink>::commit(&bytes).expect_err("404 is permanent");
+    let error = <WebhookSink as Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+        .expect_err("404 is permanent");
     assert!(error.contains("404"), "{error}");
-    <WebhookSink as Sink>::commit(&bytes).expect("accepted now");
+    <WebhookSink as Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+        .expect("accepted now");
     assert_eq!(ids(receiver.deduplicated().values()), [0, 1, 2]);
 }
 

@@ -65,6 +65,7 @@ enum Outgoing {
     Watermark(u64),
     Barrier(u64),
     End,
+    Stop,
 }
 
 /// Everything `push` touches besides the edges, split out so both can be
@@ -243,6 +244,13 @@ impl<T: Record> Emitter<T> {
         self.staging.ready.push_back(Outgoing::End);
     }
 
+    /// Queues a stop for a savepoint ([`Message::Stop`]) behind everything
+    /// pushed so far.
+    pub(crate) fn stop(&mut self) {
+        self.flush();
+        self.staging.ready.push_back(Outgoing::Stop);
+    }
+
     /// Fails the node: the runtime stops it after the current call and
     /// the run fails with `message` (a source that cannot listen on its
     /// address, say). For failures the operator cannot recover from.
@@ -285,6 +293,7 @@ impl<T: Record> Emitter<T> {
                 }
                 Outgoing::Barrier(epoch) => self.broadcast(|| Message::Barrier(epoch)).await?,
                 Outgoing::End => self.broadcast(|| Message::End).await?,
+                Outgoing::Stop => self.broadcast(|| Message::Stop).await?,
             }
         }
         Ok(())

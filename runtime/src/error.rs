@@ -149,6 +149,18 @@ pub enum StartError {
         /// glommio's message.
         message: String,
     },
+    /// The data directory holds state that this graph cannot take over: a
+    /// stateful node whose state-shaping options changed, or that is no
+    /// longer in the graph (see `NodeOptions::state_fingerprint`).
+    IncompatibleState {
+        /// One line per node: its name and what changed.
+        nodes: Vec<String>,
+        /// The names to discard to start anyway.
+        names: Vec<String>,
+    },
+    /// A node named to have its state discarded is neither in the graph nor
+    /// in the data directory's state.
+    UnknownDiscard(String),
     /// The metrics endpoint could not listen on its address.
     Metrics {
         /// The address asked for.
@@ -198,6 +210,22 @@ impl fmt::Display for StartError {
             StartError::Executor { shard, message } => {
                 write!(f, "cannot start shard {shard}: {message}")
             }
+            StartError::IncompatibleState { nodes, names } => {
+                write!(
+                    f,
+                    "the data directory's state does not fit the pipeline: {}; \
+                     start with the old configuration, or discard that state \
+                     (`weir run --discard-state {}`: the component starts empty, as \
+                     Flink's --allowNonRestoredState)",
+                    nodes.join("; "),
+                    names.join(" --discard-state ")
+                )
+            }
+            StartError::UnknownDiscard(name) => write!(
+                f,
+                "cannot discard the state of `{name}`: no component of that name is in the \
+                 pipeline or has state in the data directory"
+            ),
             StartError::Metrics { addr, error } => {
                 write!(f, "cannot serve metrics on {addr}: {error}")
             }
@@ -290,6 +318,17 @@ pub enum RunError {
     },
     /// The epoch coordinator failed.
     Coordinator(String),
+    /// A graceful stop did not finish within its bound
+    /// (`RuntimeBuilder::stop_timeout`): a sink commit could not complete
+    /// (a receiver down, say). The committed state is consistent; the
+    /// commits that did not complete run again at the next start, which
+    /// resumes from `committed_epoch`.
+    StopTimedOut {
+        /// The bound.
+        timeout: std::time::Duration,
+        /// The last committed epoch.
+        committed_epoch: u64,
+    },
     /// A shard's thread panicked.
     ShardPanicked {
         /// The shard.
@@ -328,6 +367,15 @@ impl fmt::Display for RunError {
                 write!(f, "shard {shard}'s executor failed: {message}")
             }
             RunError::Coordinator(message) => write!(f, "epoch coordinator: {message}"),
+            RunError::StopTimedOut {
+                timeout,
+                committed_epoch,
+            } => write!(
+                f,
+                "the stop did not finish within {timeout:?} (a sink commit could not complete); \
+                 stopped at committed epoch {committed_epoch}: the pending commits run again \
+                 at the next start"
+            ),
             RunError::ShardPanicked { shard, message } => {
                 write!(f, "shard {shard} panicked: {message}")
             }

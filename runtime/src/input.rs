@@ -6,6 +6,12 @@
 //! counts as `u64::MAX`. When every ring has ended the set yields a final
 //! `u64::MAX` watermark and then nothing.
 //!
+//! A ring that delivers [`Message::Stop`] (the run stopped for a savepoint)
+//! is done like an ended one, but keeps its watermark: its input did not
+//! end. Once every ring is done and any of them stopped, the set yields
+//! nothing more and no final watermark, and [`InputSet::stopped`] says so:
+//! the node keeps its open state for the next run instead of finishing.
+//!
 //! Barriers are aligned: once a ring delivers the barrier of epoch `n`, the
 //! set stops reading that ring (its later records belong to epoch `n + 1`)
 //! and keeps reading the others. When every ring that has not ended has
@@ -62,6 +68,8 @@ pub(crate) struct InputSet {
     watermark: u64,
     /// The sum of every ring's `waiting`.
     waiting: usize,
+    /// Whether a ring delivered [`Message::Stop`].
+    stopped: bool,
     metrics: InputMetrics,
 }
 
@@ -83,15 +91,26 @@ impl InputSet {
             next_poll: 0,
             watermark: 0,
             waiting: 0,
+            stopped: false,
             metrics,
         }
     }
 
+    /// Whether the inputs stopped for a savepoint rather than ended: then
+    /// [`next`](InputSet::next) returned `None` without a final watermark.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
     /// The next batch or combined-watermark advance; `None` after every
-    /// ring ended and the final watermark was delivered.
+    /// ring ended and the final watermark was delivered, or after every ring
+    /// ended or stopped and one stopped (no final watermark then).
     pub(crate) async fn next(&mut self) -> Result<Option<Delivery>, NodeFailure> {
         loop {
             if self.live == 0 {
+                if self.stopped {
+                    return Ok(None);
+                }
                 return Ok(self.advance_to(u64::MAX).map(Delivery::Watermark));
             }
             let (index, message) = poll_fn(|cx| self.poll_any(cx)).await;
@@ -124,6 +143,16 @@ impl InputSet {
                     if let Some(epoch) = self.aligned() {
                         return Ok(Some(Delivery::Barrier(epoch)));
                     }
+                }
+                Some(Message::Stop) => {
+                    // Done for this run, watermark kept: see the module docs.
+                    state.ended = true;
+                    self.live -= 1;
+                    self.stopped = true;
+                    if let Some(epoch) = self.aligned() {
+                        return Ok(Some(Delivery::Barrier(epoch)));
+                    }
+                    continue;
                 }
                 None => {
                     return Err(NodeFailure::InputClosed {
@@ -312,6 +341,33 @@ mod tests {
         assert_eq!(seen, ["barrier 7", "0:3"]);
         producers[0].try_push(Message::End).unwrap();
         assert_eq!(drain(&mut set), ["wm 18446744073709551615", "end"]);
+    }
+
+    #[test]
+    fn a_stopped_input_keeps_its_watermark_and_gives_no_final_one() {
+        let (mut set, mut producers) = two_inputs();
+        producers[0].try_push(Message::Watermark(40)).unwrap();
+        producers[1].try_push(Message::Watermark(30)).unwrap();
+        assert_eq!(drain(&mut set), ["wm 30"]);
+        // Port 1 stops at 30: the combined watermark stays there although
+        // port 0 goes on, then stops too.
+        producers[1].try_push(Message::Stop).unwrap();
+        producers[0].try_push(Message::Watermark(50)).unwrap();
+        producers[0].try_push(data(5)).unwrap();
+        assert_eq!(drain(&mut set), ["0:5"]);
+        producers[0].try_push(Message::Stop).unwrap();
+        assert_eq!(drain(&mut set), ["end"]);
+        assert!(set.stopped());
+    }
+
+    #[test]
+    fn one_stopped_input_among_ended_ones_stops_the_node() {
+        let (mut set, mut producers) = two_inputs();
+        producers[0].try_push(Message::Watermark(10)).unwrap();
+        producers[1].try_push(Message::End).unwrap();
+        producers[0].try_push(Message::Stop).unwrap();
+        assert_eq!(drain(&mut set), ["wm 10", "end"]);
+        assert!(set.stopped());
     }
 
     #[test]

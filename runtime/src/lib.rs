@@ -40,6 +40,7 @@ mod system;
 
 pub use batch::{Batch, BufferGauge, RawBatch, Scratch, SerializeError};
 pub use emit::Emitter;
+pub use epoch::CommitControl;
 pub use error::{Error, GraphError, NodeFailure, RunError, StartError};
 pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
 pub use intake::{IntakeLog, IntakeTicket, RemoteWake};

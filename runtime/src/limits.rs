@@ -67,6 +67,15 @@ pub const SOURCE_IDLE_SLEEP: std::time::Duration = std::time::Duration::from_mil
 /// the cost of a snapshot and a commit per epoch.
 pub const EPOCH_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long a graceful stop may take by default before it gives up with
+/// the sink commits still pending (they run again at the next start): long
+/// enough for a final epoch and its commits on a healthy machine (a few
+/// epoch intervals), short enough for a deploy or an orchestrator's grace
+/// period (Kubernetes waits 30 s before SIGKILL).
+pub const STOP_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+
+const _: () = assert!(STOP_TIMEOUT_DEFAULT.as_millis() > 10 * EPOCH_INTERVAL_DEFAULT.as_millis());
+
 /// How long a shard runs runnable tasks before it polls its reactor (I/O
 /// completions, timers, wake-ups from other threads). glommio's default is
 /// 100 ms, which delays every timer-driven step (epoch commits, idle

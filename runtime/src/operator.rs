@@ -7,6 +7,7 @@
 
 use crate::batch::Batch;
 use crate::emit::Emitter;
+use crate::epoch::CommitControl;
 use crate::intake::IntakeLog;
 use crate::record::Record;
 
@@ -139,6 +140,16 @@ pub trait Processor: 'static {
         let _ = out;
     }
 
+    /// The run stopped for a savepoint (a graceful stop with a data
+    /// directory, see `docs/exactly-once.md`): no more input comes in this
+    /// run, but the input did not end. Called once instead of
+    /// [`finish`](Processor::finish), before the final snapshot; what the
+    /// operator holds (open windows, pending records) stays as it is and is
+    /// restored by the next run. The default does nothing.
+    fn on_stop(&mut self, out: &mut Emitter<Self::Output>) {
+        let _ = out;
+    }
+
     /// The operator's state after every record of `epoch` (and none after
     /// it), as bytes; called on the aligned barrier when the runtime has a
     /// data directory, and logged. Stateless operators return nothing.
@@ -174,7 +185,8 @@ pub trait Sink: 'static {
         let _ = watermark;
     }
 
-    /// Every input ended: flush everything.
+    /// The run ends: every input ended, or the run stopped for a savepoint.
+    /// Flush everything.
     fn finish(&mut self) {}
 
     /// Makes everything written for `epoch` durable but not yet visible,
@@ -200,13 +212,21 @@ pub trait Sink: 'static {
     }
 
     /// Publishes what a [`precommit`](Sink::precommit) staged, once its
-    /// epoch is committed. Must be idempotent: after a crash, recovery runs
-    /// it again for every committed pre-commit, done or not.
-    fn commit(staged: &[u8]) -> Result<(), String>
+    /// epoch is committed. Runs on a blocking thread, off the shard. Must be
+    /// idempotent: after a crash, the next start runs it again for every
+    /// committed pre-commit whose completion was not yet recorded (the
+    /// runtime logs each completed commit).
+    ///
+    /// A commit that waits (retries a receiver that is down, say) should
+    /// wait through [`CommitControl::sleep`] and give up once
+    /// [`CommitControl::is_cancelled`]: a stop that cannot finish within
+    /// its bound cancels the commits still running. A cancelled commit
+    /// returns any error; it runs again at the next start.
+    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), String>
     where
         Self: Sized,
     {
-        let _ = staged;
+        let _ = (staged, control);
         Ok(())
     }
 }
@@ -228,6 +248,10 @@ impl<K: Sink> Processor for SinkProcessor<K> {
     }
 
     fn finish(&mut self, _out: &mut Emitter<()>) {
+        self.0.finish();
+    }
+
+    fn on_stop(&mut self, _out: &mut Emitter<()>) {
         self.0.finish();
     }
 

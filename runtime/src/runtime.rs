@@ -7,15 +7,26 @@
 //! glommio executor per shard, pinned to its own core.
 //!
 //! Shutdown protocol:
-//! 1. [`Handle::shutdown`] sets a flag that every source checks before each
-//!    poll; a bounded source also stops by itself when it is exhausted.
-//! 2. A stopping source flushes its open batches and sends end of stream on
-//!    every output ring.
-//! 3. A node instance finishes (flushes its state, e.g. open windows) once
-//!    every input ring delivered end of stream, then sends end of stream
-//!    downstream; sinks flush last.
-//! 4. Each shard returns when all its node instances have returned, and
-//!    [`Running::wait`] returns when all shards have.
+//! 1. [`Handle::shutdown`] (or [`Handle::shutdown_and_drain`]) sets a flag
+//!    that every source checks before each poll; a bounded source also
+//!    stops by itself when it is exhausted.
+//! 2. A stopping source flushes its open batches and closes every output
+//!    ring: with a data directory, after the final epoch's position, with
+//!    `Stop` for a stop (a savepoint: the input did not end) and with end
+//!    of stream for a drain or a bounded run's end; without a data
+//!    directory always with end of stream (there is no savepoint to keep
+//!    state in, so a stop drains).
+//! 3. A node instance whose input rings all closed either finishes (end of
+//!    stream: a final watermark, then `finish` fires open windows) or stops
+//!    (`Stop`: its state stays as it is); with a data directory it then
+//!    snapshots the final epoch. It closes its output rings the same way;
+//!    sinks flush last.
+//! 4. Each shard returns when all its node instances have returned (and,
+//!    with a data directory, the final epoch committed and its sink commits
+//!    ran), and [`Running::wait`] returns when all shards have. A stop that
+//!    does not get there within the stop timeout
+//!    ([`RuntimeBuilder::stop_timeout`]) gives up:
+//!    [`RunError::StopTimedOut`](crate::RunError::StopTimedOut).
 //!
 //! Failure protocol: a run has one abort flag, shared by every shard and,
 //! with a data directory, by the epoch coordinator
@@ -48,9 +59,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::batch::{BufferGauge, ReturnRings};
-use crate::epoch::coordinator::{self, CoordinatorReport};
-use crate::epoch::recovery::{self, Recovered};
-use crate::epoch::{EpochConfig, EpochShared};
+use crate::epoch::coordinator::{self, CoordinatorReport, Timing};
+use crate::epoch::recovery::{self, LoggedCommit, Recovered};
+use crate::epoch::shard::RecoveredCommit;
+use crate::epoch::{CommitControl, EpochConfig, EpochShared, SinkSteps};
 #[cfg(doc)]
 use crate::error::NodeFailure;
 use crate::error::{Error, RunError, StartError};
@@ -58,7 +70,7 @@ use crate::graph::Graph;
 use crate::graph::ShardPlan;
 use crate::limits::{
     EPOCH_INTERVAL_DEFAULT, SHARDS_MAX, SHARD_IO_MEMORY_BYTES, SHARD_PREEMPT_INTERVAL,
-    SHARD_PREEMPT_INTERVAL_LOW_LATENCY,
+    SHARD_PREEMPT_INTERVAL_LOW_LATENCY, STOP_TIMEOUT_DEFAULT,
 };
 use crate::metrics::{wired, MetricsServer, Registry};
 use crate::shard::run_shard;
@@ -76,6 +88,8 @@ pub struct RuntimeBuilder {
     wal_segment_bytes: Option<u64>,
     metrics_listen: Option<SocketAddr>,
     latency: LatencyOptions,
+    stop_timeout: Duration,
+    discard_state: Vec<String>,
 }
 
 /// How a shard trades throughput for latency; see
@@ -112,6 +126,8 @@ impl Default for RuntimeBuilder {
             wal_segment_bytes: None,
             metrics_listen: None,
             latency: LatencyOptions::default(),
+            stop_timeout: STOP_TIMEOUT_DEFAULT,
+            discard_state: Vec::new(),
         }
     }
 }
@@ -147,6 +163,31 @@ impl RuntimeBuilder {
     /// directory.
     pub fn epoch_interval(mut self, interval: Duration) -> Self {
         self.epoch_interval = interval;
+        self
+    }
+
+    /// How long a graceful stop ([`Handle::shutdown`]) may take, with a
+    /// data directory, before it gives up (default 10 s): if the final
+    /// epoch has not committed by then (a sink commit retrying a receiver
+    /// that is down holds it back), the sink commits still running are
+    /// cancelled and the run ends with
+    /// [`RunError::StopTimedOut`](crate::RunError::StopTimedOut). Nothing
+    /// is lost: the next start resumes from the last committed epoch and
+    /// runs the commits that did not complete.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Starts the named nodes without the state the data directory holds
+    /// for them (Flink's `--allowNonRestoredState`, per node): for a node
+    /// whose state-shaping options changed
+    /// ([`NodeOptions::state_fingerprint`](crate::NodeOptions::state_fingerprint)),
+    /// or that is no longer in the graph. Without this such a start is
+    /// refused ([`StartError::IncompatibleState`]). A name that is neither
+    /// in the graph nor in the saved state is refused too.
+    pub fn discard_state(mut self, nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.discard_state.extend(nodes.into_iter().map(Into::into));
         self
     }
 
@@ -231,6 +272,8 @@ impl RuntimeBuilder {
                 interval: self.epoch_interval,
                 segment_bytes: self.wal_segment_bytes,
             }),
+            stop_timeout: self.stop_timeout,
+            discard_state: self.discard_state,
         })
     }
 }
@@ -246,6 +289,8 @@ pub struct Runtime {
     io_memory_bytes: usize,
     latency: LatencyOptions,
     epochs: Option<EpochConfig>,
+    stop_timeout: Duration,
+    discard_state: Vec<String>,
 }
 
 impl Runtime {
@@ -282,10 +327,8 @@ impl Runtime {
     /// Starts `graph` in the background.
     pub fn start(&self, graph: Graph) -> Result<Running, StartError> {
         let gauge = Arc::new(BufferGauge::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        // Set by `Handle::keep_resumable`: the run's end is a stop, not a
-        // completion, even if every source ends by itself.
-        let resume = Arc::new(AtomicBool::new(false));
+        let request = Arc::new(StopRequest::default());
+        let stop = request.stop.clone();
         // The run's abort flag: see the module documentation.
         let aborted = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -296,14 +339,19 @@ impl Runtime {
         );
         let (recovered, mut logs) = match &self.epochs {
             Some(config) => {
-                let (recovered, logs) = self.recover(&graph, config, &stop, &resume, &aborted)?;
+                let (recovered, logs) = self.recover(&graph, config, &request, &aborted)?;
                 let Some(logs) = logs else {
                     // The final epoch of this data directory's run committed.
                     tracing::info!(
                         committed_epoch = recovered.committed,
                         "the data directory's run already completed; nothing to run"
                     );
-                    return Ok(Running::complete(recovered.committed, stop, gauge, started));
+                    return Ok(Running::complete(
+                        recovered.committed,
+                        request,
+                        gauge,
+                        started,
+                    ));
                 };
                 (Some(recovered), Some(logs))
             }
@@ -317,7 +365,14 @@ impl Runtime {
         let shard_logs: Vec<Option<ShardLog>> = match &mut logs {
             Some(logs) => std::mem::take(&mut logs.wals)
                 .into_iter()
-                .map(|wal| Some((wal, logs.shared.clone())))
+                .zip(std::mem::take(&mut logs.commits))
+                .map(|(wal, recovered)| {
+                    Some(ShardLog {
+                        wal,
+                        shared: logs.shared.clone(),
+                        recovered,
+                    })
+                })
                 .collect(),
             None => (0..self.shards).map(|_| None).collect(),
         };
@@ -386,7 +441,7 @@ impl Runtime {
         }
         Ok(Running {
             shards,
-            handle: Handle { stop, resume },
+            handle: Handle { request },
             gauge,
             started,
             epochs: logs.map(|logs| (logs.shared, logs.coordinator)),
@@ -395,17 +450,19 @@ impl Runtime {
         })
     }
 
-    /// Reads the data directory back, re-runs the commits of committed
-    /// epochs and starts the coordinator.
+    /// Reads the data directory back, checks its state fits `graph`, and
+    /// starts the coordinator. The sink commits the previous run left to
+    /// do are handed to their shards, which run them first; on a data
+    /// directory whose run completed they run here, since nothing else
+    /// will.
     fn recover(
         &self,
         graph: &Graph,
         config: &EpochConfig,
-        stop: &Arc<AtomicBool>,
-        resume: &Arc<AtomicBool>,
+        request: &Arc<StopRequest>,
         aborted: &Arc<AtomicBool>,
     ) -> Result<(Recovered, Option<StartedLogs>), StartError> {
-        let logs = recovery::open(
+        let mut logs = recovery::open(
             &config.data_dir,
             self.shards,
             config.segment_bytes,
@@ -417,26 +474,49 @@ impl Runtime {
             complete = recovered.complete,
             replayed_intake_records = recovered.replay.values().map(Vec::len).sum::<usize>(),
             restored_instances = recovered.state.len(),
-            sink_commits_rerun = recovered.commits.len(),
+            sink_commits_to_run = recovered.commits.len(),
             "recovered the data directory"
         );
-        for (epoch, node, staged) in &logs.recovered.commits {
-            let commit = graph.commit_of(node).ok_or_else(|| {
-                StartError::Recovery(format!(
-                    "the log names sink `{node}`, which is not in the graph"
-                ))
-            })?;
-            commit(staged).map_err(|error| {
-                StartError::Recovery(format!(
-                    "committing epoch {epoch} of sink `{node}` again: {error}"
-                ))
-            })?;
-        }
+        self.check_state(graph, &mut logs.recovered)?;
+        let commits = std::mem::take(&mut logs.recovered.commits);
+        let steps = commits
+            .iter()
+            .map(|commit| {
+                graph.steps_of(&commit.node).ok_or_else(|| {
+                    StartError::Recovery(format!(
+                        "the log names sink `{}`, which is not in the graph",
+                        commit.node
+                    ))
+                })
+            })
+            .collect::<Result<Vec<SinkSteps>, StartError>>()?;
         let epoch_metrics = wired::EpochMetrics::new(&self.metrics);
         if logs.recovered.complete {
+            commit_now(&commits, &steps)?;
+            recovery::record_completed(&logs.shards, &commits)?;
             // No coordinator runs: this thread has its slot.
             epoch_metrics.committed(logs.recovered.committed);
             return Ok((logs.recovered, None));
+        }
+        for commit in &commits {
+            tracing::info!(
+                sink = %commit.node,
+                instance = commit.instance,
+                epoch = commit.epoch,
+                "a commit of a committed epoch did not complete before the last run ended; \
+                 running it again"
+            );
+        }
+        let mut per_shard: Vec<Vec<RecoveredCommit>> =
+            (0..self.shards).map(|_| Vec::new()).collect();
+        for (commit, steps) in commits.into_iter().zip(steps) {
+            per_shard[commit.shard].push(RecoveredCommit {
+                epoch: commit.epoch,
+                node: commit.node.into(),
+                instance: commit.instance,
+                steps,
+                payload: commit.payload,
+            });
         }
         let sources = graph.source_instances(self.shards);
         let shared = Arc::new(EpochShared::new(
@@ -445,12 +525,15 @@ impl Runtime {
             logs.recovered.committed,
             aborted.clone(),
         ));
+        let timing = Timing {
+            interval: config.interval,
+            stop_timeout: self.stop_timeout,
+        };
         let coordinator = coordinator::spawn(
             logs.coordinator,
             shared.clone(),
-            config.interval,
-            stop.clone(),
-            resume.clone(),
+            timing,
+            request.clone(),
             epoch_metrics,
         )
         .map_err(|error| {
@@ -458,21 +541,114 @@ impl Runtime {
         })?;
         let started = StartedLogs {
             wals: logs.shards,
+            commits: per_shard,
             shared,
             coordinator,
         };
         Ok((logs.recovered, Some(started)))
     }
+
+    /// Refuses saved state whose node changed the options that shape it or
+    /// left the graph, unless it is to be discarded; drops the state of
+    /// the nodes named in [`RuntimeBuilder::discard_state`].
+    fn check_state(&self, graph: &Graph, recovered: &mut Recovered) -> Result<(), StartError> {
+        for name in &self.discard_state {
+            let saved = recovered.state.keys().any(|(node, _)| node == name);
+            if graph.node(name).is_none() && !saved {
+                return Err(StartError::UnknownDiscard(name.clone()));
+            }
+        }
+        let (mut nodes, mut names) = (Vec::new(), Vec::new());
+        let mut fingerprints: Vec<(&String, &String)> = recovered.fingerprints.iter().collect();
+        fingerprints.sort();
+        for (node, saved) in fingerprints {
+            if self.discard_state.contains(node) {
+                continue;
+            }
+            let problem = match graph.node(node) {
+                None => "has saved state but is no longer in the pipeline".to_string(),
+                Some(spec) if !saved.is_empty() && *spec.fingerprint != **saved => {
+                    format!(
+                        "changed since its state was saved: {}",
+                        describe_change(saved, &spec.fingerprint)
+                    )
+                }
+                Some(_) => continue,
+            };
+            nodes.push(format!("`{node}` {problem}"));
+            names.push(node.clone());
+        }
+        if !nodes.is_empty() {
+            return Err(StartError::IncompatibleState { nodes, names });
+        }
+        for name in &self.discard_state {
+            let before = recovered.state.len();
+            recovered.state.retain(|(node, _), _| node != name);
+            tracing::warn!(
+                node = %name,
+                instances = before - recovered.state.len(),
+                "discarding the saved state of this component, as asked: it starts empty"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `saved` against `current` fingerprint, option by option:
+/// `size: 10s → 5m, group_by: ["service"] → []`.
+fn describe_change(saved: &str, current: &str) -> String {
+    let options = |text: &str| -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(option, value)| (option.to_string(), value.to_string()))
+            .collect()
+    };
+    let (saved, current) = (options(saved), options(current));
+    let mut names: Vec<&String> = saved.keys().chain(current.keys()).collect();
+    names.sort();
+    names.dedup();
+    let none = "(none)".to_string();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (old, new) = (saved.get(name), current.get(name));
+            (old != new).then(|| {
+                format!(
+                    "{name}: {} → {}",
+                    old.unwrap_or(&none),
+                    new.unwrap_or(&none)
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs `commits` on this thread (a start on a completed data directory:
+/// no shard will), in log order.
+fn commit_now(commits: &[LoggedCommit], steps: &[SinkSteps]) -> Result<(), StartError> {
+    let control = CommitControl::new();
+    for (commit, steps) in commits.iter().zip(steps) {
+        (steps.commit)(&commit.payload, &control).map_err(|error| {
+            StartError::Recovery(format!(
+                "committing epoch {} of sink `{}` again: {error}",
+                commit.epoch, commit.node
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The logs of a run with epochs, once the coordinator is running.
 struct StartedLogs {
     wals: Vec<weir_wal::Wal>,
+    /// Per shard: the sink commits the previous run left to do.
+    commits: Vec<Vec<RecoveredCommit>>,
     shared: Arc<EpochShared>,
     coordinator: CoordinatorJoin,
 }
 
-type CoordinatorJoin = std::thread::JoinHandle<Result<CoordinatorReport, String>>;
+type CoordinatorJoin = std::thread::JoinHandle<Result<CoordinatorReport, RunError>>;
 
 /// A source instance's intake records to replay: (identity, data).
 type IntakeReplay = Vec<(u64, Vec<u8>)>;
@@ -492,18 +668,63 @@ fn restore_into(
     }
 }
 
+/// How a run was told to end, shared by its [`Handle`]s, its sources and
+/// its coordinator.
+#[derive(Debug, Default)]
+pub(crate) struct StopRequest {
+    /// Sources stop at their next poll (shared with every shard).
+    pub(crate) stop: Arc<AtomicBool>,
+    /// The end is a stop even if every source ends by itself.
+    resume: AtomicBool,
+    /// The end is the end of input: windows fire, and the run completes.
+    drain: AtomicBool,
+}
+
+impl StopRequest {
+    /// Whether the run was told to stop.
+    pub(crate) fn is_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether the run's end, however it comes, is a stop for a savepoint
+    /// rather than the end of input.
+    pub(crate) fn is_savepoint(&self) -> bool {
+        let stop = self.is_requested() || self.resume.load(Ordering::Acquire);
+        stop && !self.drain.load(Ordering::Acquire)
+    }
+}
+
 /// Stops a running pipeline from any thread.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    stop: Arc<AtomicBool>,
-    resume: Arc<AtomicBool>,
+    request: Arc<StopRequest>,
 }
 
 impl Handle {
-    /// Stops every source; the pipeline then drains, flushes its sinks and
-    /// [`Running::wait`] returns.
+    /// Stops the run, like Flink's stop-with-savepoint: every source stops,
+    /// what they emitted drains through the graph, and (with a data
+    /// directory) a final epoch commits that holds every operator's state
+    /// as it is: open windows stay open and watermarks do not move. The
+    /// next start on the data directory goes on as if never stopped. Then
+    /// [`Running::wait`] returns. Bounded by
+    /// [`RuntimeBuilder::stop_timeout`].
+    ///
+    /// Without a data directory there is no savepoint to keep state in, so
+    /// a stop drains, as [`shutdown_and_drain`](Handle::shutdown_and_drain)
+    /// does: open windows fire rather than being lost.
     pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.request.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops the run as the end of input: every source stops, then every
+    /// operator finishes (the watermark goes to the end of time and every
+    /// open window fires), sinks publish it all, and (with a data
+    /// directory) the final epoch is marked complete, as at the end of a
+    /// bounded run: a later start on the data directory runs nothing. For
+    /// retiring a pipeline for good (Flink's `stop --drain`).
+    pub fn shutdown_and_drain(&self) {
+        self.request.drain.store(true, Ordering::Release);
+        self.request.stop.store(true, Ordering::Relaxed);
     }
 
     /// Makes the run's end a stop rather than a completion, however its
@@ -512,7 +733,7 @@ impl Handle {
     /// run. For sources that end when told to (an embedded input that
     /// drains and ends on shutdown) in a service that starts again.
     pub fn keep_resumable(&self) {
-        self.resume.store(true, Ordering::Release);
+        self.request.resume.store(true, Ordering::Release);
     }
 }
 
@@ -546,6 +767,11 @@ pub struct RunReport {
     /// With epochs: the committed epoch this run resumed from (0 when the
     /// data directory was fresh).
     pub resumed_from_epoch: u64,
+    /// With epochs: the run ended with a stop ([`Handle::shutdown`]): its
+    /// final epoch is a savepoint, and the next start resumes from it.
+    /// `false` when the input ended (a bounded run, or
+    /// [`Handle::shutdown_and_drain`]).
+    pub stopped: bool,
     /// With epochs: per epoch committed in this run, the time from its
     /// request (barriers injected) to its commit record being durable.
     pub epoch_commit_latencies: Vec<Duration>,
@@ -554,16 +780,13 @@ pub struct RunReport {
 impl Running {
     fn complete(
         committed: u64,
-        stop: Arc<AtomicBool>,
+        request: Arc<StopRequest>,
         gauge: Arc<BufferGauge>,
         started: Instant,
     ) -> Running {
         Running {
             shards: Vec::new(),
-            handle: Handle {
-                stop,
-                resume: Arc::default(),
-            },
+            handle: Handle { request },
             gauge,
             started,
             epochs: None,
@@ -598,6 +821,7 @@ impl Running {
             buffers_peak: self.gauge.peak(),
             buffer_allocations: self.gauge.allocations(),
             last_committed_epoch: epochs.last_committed.max(self.complete_at.unwrap_or(0)),
+            stopped: epochs.stopped,
             already_complete: self.complete_at.is_some(),
             resumed_from_epoch: self.resumed_from_epoch,
             epoch_commit_latencies: epochs.commit_latencies,
@@ -641,8 +865,9 @@ fn wait_all(
         }
         match coordinator.join() {
             Ok(Ok(coordinated)) => report = coordinated,
-            // A failed coordinator aborted the shards: it is the root cause.
-            Ok(Err(message)) => keep_root_cause(&mut first, RunError::Coordinator(message)),
+            // A failed coordinator (or a stop that overran its bound)
+            // aborted the shards: it is the root cause.
+            Ok(Err(error)) => keep_root_cause(&mut first, error),
             Err(payload) => {
                 keep_root_cause(&mut first, RunError::Coordinator(panic_message(&*payload)))
             }

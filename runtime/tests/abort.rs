@@ -361,7 +361,7 @@ impl Sink for BadCommit {
         Ok(epoch.to_le_bytes().to_vec())
     }
 
-    fn commit(_staged: &[u8]) -> Result<(), String> {
+    fn commit(_staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
         Err("the commit failed".into())
     }
 }

@@ -621,12 +621,17 @@ impl Control {
         self.finished_event.notify(usize::MAX);
     }
 
-    fn shutdown(self: &Arc<Self>) {
+    /// Starts the shutdown: a stop with a savepoint, or with `drain` the
+    /// end of input (see [`Service::shutdown_and_drain`]).
+    fn shutdown(self: &Arc<Self>, drain: bool) {
         if self.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Whatever ends the run now, a data directory's next run resumes it.
-        self.stop.keep_resumable();
+        if !drain {
+            // Whatever ends the run now, a data directory's next run
+            // resumes it, with every operator's state as it is.
+            self.stop.keep_resumable();
+        }
         for input in &self.inputs {
             input.close();
         }
@@ -642,14 +647,22 @@ impl Control {
                     );
                 }
             }
-            control.stop.shutdown();
+            if drain {
+                control.stop.shutdown_and_drain();
+            } else {
+                control.stop.shutdown();
+            }
         };
         if std::thread::Builder::new()
             .name("weir-embedded-stop".into())
             .spawn(stopper)
             .is_err()
         {
-            self.stop.shutdown();
+            if drain {
+                self.stop.shutdown_and_drain();
+            } else {
+                self.stop.shutdown();
+            }
         }
     }
 }
@@ -703,9 +716,12 @@ impl Service {
     }
 
     /// Shuts down gracefully and waits: inputs take no more records, what
-    /// they queued goes through the pipeline, every node finishes, sinks
-    /// flush and (with a data directory) the final epoch commits. Returns
-    /// the run's report, or its failure.
+    /// they queued goes through the pipeline, sinks flush and, with a data
+    /// directory, a final epoch commits that keeps every operator's state
+    /// as it is (open windows stay open), so the next start goes on as if
+    /// never stopped. Without a data directory every node finishes
+    /// instead (windows fire), as [`shutdown_and_drain`](Service::shutdown_and_drain)
+    /// does. Returns the run's report, or its failure.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -722,6 +738,30 @@ impl Service {
     /// ```
     pub fn shutdown(mut self) -> Result<RunReport, Error> {
         self.handle.shutdown();
+        self.join()
+    }
+
+    /// Shuts down as the end of input and waits, like Flink's
+    /// `stop --drain`: inputs take no more records, what they queued goes
+    /// through, then every operator finishes (every open window fires and
+    /// its rows reach the subscribers and sinks). With a data directory the
+    /// run is then complete: a later start on it runs nothing. Use
+    /// [`shutdown`](Service::shutdown) to stop a service that starts again.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = weir::runtime::Runtime::builder().shards(1).pin(false).build()?;
+    /// # let mut pipeline = weir::Pipeline::new(runtime);
+    /// # let input = pipeline.input("numbers", |n: &u64| *n);
+    /// # pipeline.rolling("counts", &input, weir::Rolling::count(std::time::Duration::from_secs(1)));
+    /// let service = pipeline.start()?;
+    /// service.handle().push_blocking(&input, 1)?;
+    /// let report = service.shutdown_and_drain()?;
+    /// assert!(!report.stopped);
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown_and_drain(mut self) -> Result<RunReport, Error> {
+        self.handle.control.shutdown(true);
         self.join()
     }
 
@@ -1218,7 +1258,7 @@ impl Handle {
     /// # Ok(()) }
     /// ```
     pub fn shutdown(&self) {
-        self.control.shutdown();
+        self.control.shutdown(false);
     }
 
     /// Whether the run ended (shut down, or failed).

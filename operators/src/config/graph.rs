@@ -288,9 +288,15 @@ fn add_processor(
                     Partition::hash(move |event: &GeneratedEvent| spec.group_hash(event)),
                 );
             }
-            graph.processor(name, move |context| {
-                KeyedWindow::new(spec.clone()).with_metrics(context)
-            });
+            graph
+                .processor(name, move |context| {
+                    KeyedWindow::new(spec.clone()).with_metrics(context)
+                })
+                .state_fingerprint(options_of(
+                    "window",
+                    window,
+                    &["size_ms", "group_by", "aggregates"],
+                ));
         }
         (Op::Filter(spec), _) => {
             let spec = spec.clone();
@@ -307,12 +313,18 @@ fn add_processor(
             graph.processor(name, move |_| Route::new(spec.clone()));
             forward(graph);
         }
-        (Op::RowWindow(spec), _) => {
+        (Op::RowWindow(spec), ProcessorConfig::RowWindow(window)) => {
             hashed(graph, planned, name, spec, |spec, row| {
                 rows::group_hash_row(spec, row)
             });
             let spec = spec.clone();
-            graph.processor(name, move |context| RowWindow::new(spec.clone(), context));
+            graph
+                .processor(name, move |context| RowWindow::new(spec.clone(), context))
+                .state_fingerprint(options_of(
+                    "window",
+                    window,
+                    &["kind", "size", "slide", "gap", "group_by", "aggregates"],
+                ));
         }
         (Op::Parse(spec), _) => {
             let spec = spec.clone();
@@ -324,19 +336,27 @@ fn add_processor(
             graph.processor(name, move |context| Enrich::new(spec.clone(), context));
             forward(graph);
         }
-        (Op::Dedup(spec), _) => {
+        (Op::Dedup(spec), ProcessorConfig::Dedup(config)) => {
             hashed(graph, planned, name, spec, |spec, row| {
                 dedup::partition_hash(spec, row)
             });
+            let mut options = options_of("dedup", config, &["fields"]);
+            // The window as written may vary ("10m", "600s"); its length
+            // is what shapes the state.
+            options.push(("window_ms".into(), spec.window_ms().to_string()));
             let spec = spec.clone();
-            graph.processor(name, move |context| Dedup::new(spec.clone(), context));
+            graph
+                .processor(name, move |context| Dedup::new(spec.clone(), context))
+                .state_fingerprint(options);
         }
-        (Op::Threshold(spec), _) => {
+        (Op::Threshold(spec), ProcessorConfig::Threshold(config)) => {
             hashed(graph, planned, name, spec, |spec, row| {
                 spec.row_key_hash(row)
             });
             let spec = spec.clone();
-            graph.processor(name, move |_| Threshold::new(spec.clone()));
+            graph
+                .processor(name, move |_| Threshold::new(spec.clone()))
+                .state_fingerprint(options_of("threshold", config, &["key"]));
         }
         (op, processor) => {
             return Err(format!(
@@ -346,6 +366,28 @@ fn add_processor(
         }
     }
     Ok(())
+}
+
+/// The options of a stateful component's `config` that shape its state,
+/// as `(option, JSON value)` pairs after `type`: its state fingerprint
+/// (`NodeOptions::state_fingerprint`). A restart whose pairs differ is
+/// refused, naming each changed option, unless its state is discarded.
+/// Durations are typed in these configs, so `"60s"` and `"1m"` agree.
+fn options_of<C: serde::Serialize>(
+    kind: &str,
+    config: &C,
+    options: &[&str],
+) -> Vec<(String, String)> {
+    let value = serde_json::to_value(config).unwrap_or_default();
+    let mut pairs = vec![("type".to_owned(), kind.to_owned())];
+    for option in options {
+        let text = value
+            .get(option)
+            .filter(|value| !value.is_null())
+            .map_or_else(|| "(none)".to_owned(), ToString::to_string);
+        pairs.push(((*option).to_owned(), text));
+    }
+    pairs
 }
 
 /// Adds file sink `name` of records `T` under `directory`, with a forward

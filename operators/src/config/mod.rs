@@ -91,9 +91,9 @@ pub const COMPONENT_NAME_BYTES_MAX: usize = 128;
 /// The most keys a generator may list: each key is held by every instance.
 pub const KEYS_MAX: usize = 1 << 20;
 
-/// The most shards a pipeline may ask for: far above any one machine's
-/// cores, low enough that a typo (`shards = 20000`) is caught.
-pub const SHARDS_MAX: usize = 4096;
+/// The most shards a pipeline may ask for: the runtime's own limit, so
+/// that `weir validate` accepts exactly what `weir run` can run.
+pub const SHARDS_MAX: usize = weir_runtime::limits::SHARDS_MAX;
 
 /// Reads and checks the pipeline file at `path`. Errors name the file as
 /// `path` displays. Returns the first problem; [`load_all`] returns every

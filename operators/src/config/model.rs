@@ -51,6 +51,21 @@ pub struct RuntimeConfig {
     /// `"IP:PORT"`; `None` serves none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// How long a graceful stop may take before it gives up with the sink
+    /// commits still pending (`"10s"`, `"1m"`); `None`: the runtime's
+    /// default, 10 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<String>,
+}
+
+impl RuntimeConfig {
+    /// [`stop_timeout`](RuntimeConfig::stop_timeout) in milliseconds, if
+    /// set (checked when the file was loaded).
+    pub fn stop_timeout_ms(&self) -> Option<Result<u64, String>> {
+        self.stop_timeout
+            .as_deref()
+            .map(crate::duration::parse_positive_ms)
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -60,6 +75,7 @@ impl Default for RuntimeConfig {
             data_dir: None,
             epoch_interval_ms: EPOCH_INTERVAL_MS_DEFAULT,
             metrics_listen: None,
+            stop_timeout: None,
         }
     }
 }

@@ -141,6 +141,15 @@ impl<'a> Checker<'a> {
                 message,
             ));
         }
+        if let Some(Err(message)) = runtime.stop_timeout_ms() {
+            let message = format!("`stop_timeout`: {message}");
+            let _ = self.report(self.error(
+                ConfigErrorKind::Invalid,
+                "runtime",
+                "stop_timeout",
+                message,
+            ));
+        }
         if let Some(listen) = &runtime.metrics_listen {
             if listen.parse::<std::net::SocketAddr>().is_err() {
                 let message = format!(

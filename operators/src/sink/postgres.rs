@@ -335,7 +335,7 @@ impl Sink for PostgresSink {
             .unwrap_or_default())
     }
 
-    fn commit(staged: &[u8]) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
         if staged.is_empty() {
             return Ok(());
         }

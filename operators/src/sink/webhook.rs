@@ -85,7 +85,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Batch, ShardContext, Sink, StateError};
+use weir_runtime::{Batch, CommitControl, ShardContext, Sink, StateError};
 
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 
@@ -356,11 +356,11 @@ impl Sink for WebhookSink {
             .unwrap_or_default())
     }
 
-    fn commit(staged: &[u8]) -> Result<(), String> {
+    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), String> {
         if staged.is_empty() {
             return Ok(());
         }
-        WebhookStaged::from_bytes(staged)?.deliver()
+        WebhookStaged::from_bytes(staged)?.deliver(control)
     }
 }
 
@@ -468,9 +468,10 @@ impl WebhookStaged {
     }
 
     /// Sends every batch in order, each retried until the receiver accepts
-    /// it; see the module docs. Returns an error only for a permanent
-    /// rejection.
-    pub fn deliver(&self) -> Result<(), String> {
+    /// it; see the module docs. Returns an error for a permanent rejection,
+    /// or when `control` is cancelled between attempts (a stop that
+    /// overran its bound: the batches go again at the next start).
+    pub fn deliver(&self, control: &CommitControl) -> Result<(), String> {
         let header = &self.header;
         let agent = agent(header.timeout_ms);
         for sequence in 0..self.batches.len() {
@@ -491,7 +492,12 @@ impl WebhookStaged {
                             retry_in_ms = pause.as_millis() as u64,
                             "webhook delivery failed, retrying: {reason}"
                         );
-                        std::thread::sleep(pause);
+                        if !control.sleep(pause) {
+                            return Err(format!(
+                                "delivery of {key} to {} given up: the run is stopping",
+                                header.url
+                            ));
+                        }
                         pause = (pause * 2).min(pause_max);
                         attempt += 1;
                     }

@@ -164,8 +164,8 @@ impl<K: Sink<Input = Row>> Sink for Crashing<K> {
         K::sync(staged)
     }
 
-    fn commit(staged: &[u8]) -> Result<(), String> {
-        K::commit(staged)?;
+    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), String> {
+        K::commit(staged, control)?;
         if !staged.is_empty() {
             COMMITS.fetch_add(1, Ordering::AcqRel);
         }

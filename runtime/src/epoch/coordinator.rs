@@ -14,9 +14,18 @@
 //!    aborted ([`EpochShared::aborted`]: any node task failed or a shard
 //!    panicked; nothing more is committed then). A failure of its own log
 //!    aborts the run too.
+//!
+//! A stop is bounded: once the run was told to stop, if the final epoch
+//! has not committed after the stop timeout (a sink commit retrying a
+//! receiver that is down holds its shard's epochs back), the coordinator
+//! cancels the sink commits still running ([`EpochShared::commits`]),
+//! aborts the run and returns [`RunError::StopTimedOut`]. What committed
+//! stays committed; the commits that did not complete run again at the
+//! next start, and everything after the last committed epoch is replayed
+//! from the logs, as after a crash.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,7 +33,9 @@ use std::time::{Duration, Instant};
 use weir_wal::{RecordType, SyncLog};
 
 use super::{failpoint, EpochShared};
+use crate::error::RunError;
 use crate::metrics::wired::EpochMetrics;
+use crate::runtime::StopRequest;
 
 /// Epochs requested but not yet committed, at most. Bounds how much a slow
 /// shard can fall behind before sources stop being asked for barriers.
@@ -40,45 +51,58 @@ pub(crate) struct CoordinatorReport {
     pub(crate) commit_latencies: Vec<Duration>,
     /// The last epoch committed.
     pub(crate) last_committed: u64,
+    /// Whether the run ended with a stop for a savepoint (its final epoch
+    /// is not marked complete: the next start resumes).
+    pub(crate) stopped: bool,
+}
+
+/// How the coordinator paces epochs and bounds a stop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// How often an epoch starts.
+    pub(crate) interval: Duration,
+    /// How long a stop may take before it gives up (see the module docs).
+    pub(crate) stop_timeout: Duration,
 }
 
 pub(crate) fn spawn(
     mut log: SyncLog,
     shared: Arc<EpochShared>,
-    interval: Duration,
-    stop: Arc<AtomicBool>,
-    resume: Arc<AtomicBool>,
+    timing: Timing,
+    request: Arc<StopRequest>,
     metrics: EpochMetrics,
-) -> std::io::Result<JoinHandle<Result<CoordinatorReport, String>>> {
+) -> std::io::Result<JoinHandle<Result<CoordinatorReport, RunError>>> {
     std::thread::Builder::new()
         .name("weir-coordinator".into())
-        .spawn(move || run(&mut log, &shared, interval, &stop, &resume, &metrics))
+        .spawn(move || run(&mut log, &shared, timing, &request, &metrics))
 }
 
 fn run(
     log: &mut SyncLog,
     shared: &EpochShared,
-    interval: Duration,
-    stop: &AtomicBool,
-    resume: &AtomicBool,
+    timing: Timing,
+    stop: &StopRequest,
     metrics: &EpochMetrics,
-) -> Result<CoordinatorReport, String> {
+) -> Result<CoordinatorReport, RunError> {
     let mut report = CoordinatorReport {
         last_committed: shared.committed.load(Ordering::Acquire),
         ..CoordinatorReport::default()
     };
     metrics.committed(report.last_committed);
     let mut requested_at: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut next_epoch_at = Instant::now() + interval;
+    let mut next_epoch_at = Instant::now() + timing.interval;
+    let mut stop_seen_at: Option<Instant> = None;
     loop {
         if shared.aborted.load(Ordering::Acquire) {
             return Ok(report);
         }
+        if stop_seen_at.is_none() && stop.is_requested() {
+            stop_seen_at = Some(Instant::now());
+        }
         request(
             shared,
             stop,
-            resume,
-            interval,
+            timing.interval,
             &mut next_epoch_at,
             &mut requested_at,
         );
@@ -93,7 +117,7 @@ fn run(
                 shared.final_epoch() == Some(done) && !shared.stopped.load(Ordering::Acquire);
             if let Err(error) = commit(log, done, is_final) {
                 shared.aborted.store(true, Ordering::Release);
-                return Err(error);
+                return Err(RunError::Coordinator(error));
             }
             shared.committed.store(done, Ordering::Release);
             report.last_committed = done;
@@ -108,9 +132,11 @@ fn run(
                 requested_at.pop_front();
             }
             if shared.final_epoch() == Some(done) {
+                report.stopped = shared.is_stop();
                 tracing::info!(
                     epoch = done,
                     complete = is_final,
+                    savepoint = report.stopped,
                     "committed the final epoch"
                 );
             }
@@ -121,15 +147,34 @@ fn run(
         {
             return Ok(report);
         }
+        if stop_seen_at.is_some_and(|at| at.elapsed() >= timing.stop_timeout) {
+            return Err(give_up_stop(shared, timing.stop_timeout, &report));
+        }
         std::thread::sleep(TICK);
+    }
+}
+
+/// The stop overran its bound: cancels the sink commits still running and
+/// aborts the run (see the module docs).
+fn give_up_stop(shared: &EpochShared, timeout: Duration, report: &CoordinatorReport) -> RunError {
+    tracing::warn!(
+        stop_timeout_ms = timeout.as_millis() as u64,
+        committed_epoch = report.last_committed,
+        "the stop did not finish in time; cancelling the sink commits still running: \
+         they run again at the next start, which resumes from the committed epoch"
+    );
+    shared.commits.cancel();
+    shared.aborted.store(true, Ordering::Release);
+    RunError::StopTimedOut {
+        timeout,
+        committed_epoch: report.last_committed,
     }
 }
 
 /// Step 1 of the tick: ask for the next epoch, or the final one.
 fn request(
     shared: &EpochShared,
-    stop: &AtomicBool,
-    resume: &AtomicBool,
+    stop: &StopRequest,
     interval: Duration,
     next_epoch_at: &mut Instant,
     requested_at: &mut VecDeque<(u64, Instant)>,
@@ -141,11 +186,12 @@ fn request(
     let committed = shared.committed.load(Ordering::Acquire);
     let exhausted = shared.sources_exhausted.load(Ordering::Acquire) >= shared.sources_total;
     let now = Instant::now();
-    if exhausted || stop.load(Ordering::Relaxed) {
+    if exhausted || stop.is_requested() {
         let last = requested + 1;
-        // A run told to stop (or to stay resumable) is not complete: its
-        // sources resume from their positions when it starts again.
-        let stopped = stop.load(Ordering::Relaxed) || resume.load(Ordering::Acquire);
+        // A run told to stop (or to stay resumable) is not complete: it
+        // ends with a savepoint, and its sources resume from their
+        // positions when it starts again. A drain is the end of input.
+        let stopped = stop.is_savepoint();
         shared.stopped.store(stopped, Ordering::Release);
         shared.final_epoch.store(last, Ordering::Release);
         shared.requested.store(last, Ordering::Release);

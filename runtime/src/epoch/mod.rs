@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
+use weir_wal::RecordType;
 
 /// Where and how often epochs are taken.
 #[derive(Debug, Clone)]
@@ -43,9 +44,62 @@ pub struct EpochConfig {
 }
 
 /// A sink's commit step, from what its pre-commit returned. Must be
-/// idempotent: recovery runs it again for every committed pre-commit it
-/// finds, including ones that completed before a crash.
-pub type CommitFn = fn(&[u8]) -> Result<(), String>;
+/// idempotent: the next start runs it again for every committed pre-commit
+/// whose completion record ([`SINK_COMMITTED`]) is not in the log.
+pub type CommitFn = fn(&[u8], &CommitControl) -> Result<(), String>;
+
+/// Marks a sink commit that completed: epoch = the pre-commit's epoch,
+/// payload = node and instance (no data). Recovery re-runs only the
+/// committed pre-commits without one, so a delivery that completed is not
+/// repeated after a graceful restart, only after a crash that could have
+/// lost this record.
+pub const SINK_COMMITTED: RecordType = RecordType::new(17);
+
+/// Lets a running sink commit ([`Sink::commit`](crate::Sink::commit)) know
+/// that it should give up: a stop that could not finish within its bound
+/// cancels the commits still running, and they run again at the next
+/// start. Cheap to clone; every clone sees the same cancellation.
+#[derive(Debug, Clone, Default)]
+pub struct CommitControl {
+    cancelled: Arc<AtomicBool>,
+}
+
+impl CommitControl {
+    /// How long [`sleep`](CommitControl::sleep) sleeps between looks at
+    /// the cancellation.
+    const SLEEP_SLICE: Duration = Duration::from_millis(10);
+
+    /// A control that is not cancelled (until [`cancel`](Self::cancel)).
+    pub fn new() -> CommitControl {
+        CommitControl::default()
+    }
+
+    /// Whether the commit should give up.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Cancels every commit that holds a clone of this control.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    /// Sleeps for `duration`, waking early if cancelled; returns `false`
+    /// if it was cancelled (before or during the sleep).
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let deadline = std::time::Instant::now() + duration;
+        loop {
+            if self.is_cancelled() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Self::SLEEP_SLICE));
+        }
+    }
+}
 
 /// A sink's sync step ([`Sink::sync`](crate::Sink::sync)): makes what its
 /// pre-commit staged durable. Runs on a blocking thread, not the shard.
@@ -81,9 +135,14 @@ pub(crate) struct EpochShared {
     /// epochs end with [`NodeFailure::Aborted`](crate::NodeFailure::Aborted).
     pub(crate) aborted: Arc<AtomicBool>,
     /// Set when the final epoch was requested because the run was told to
-    /// stop, not because every source was exhausted: its commit is then not
-    /// marked final, and a restart resumes.
+    /// stop (not drain), not because every source was exhausted: its commit
+    /// is then not marked final, a restart resumes, and the sources close
+    /// the final epoch with [`Message::Stop`](crate::message::Message)
+    /// (state kept as it is) instead of end of stream.
     pub(crate) stopped: std::sync::atomic::AtomicBool,
+    /// Cancels the sink commits still running when a stop overruns its
+    /// bound (see `coordinator`).
+    pub(crate) commits: CommitControl,
 }
 
 impl EpochShared {
@@ -104,7 +163,15 @@ impl EpochShared {
             final_epoch: AtomicU64::new(0),
             aborted,
             stopped: std::sync::atomic::AtomicBool::new(false),
+            commits: CommitControl::new(),
         }
+    }
+
+    /// Whether the run is ending with a stop for a savepoint (see
+    /// [`stopped`](EpochShared::stopped)); meaningful once the final epoch
+    /// is named.
+    pub(crate) fn is_stop(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     /// Whether the run is aborted: something failed.
@@ -124,7 +191,6 @@ impl EpochShared {
 /// Which instance of which node a WAL record belongs to, followed by the
 /// node's bytes. Layout (little-endian): name length u32, name, instance
 /// u32, payload.
-#[cfg(test)]
 pub(crate) fn encode_record(node: &str, instance: usize, payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::new();
     encode_record_into(&mut bytes, node, instance, &[payload]);
@@ -158,9 +224,52 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<(String, usize, &[u8])> {
     Some((name.to_string(), instance, bytes.get(at + 4..)?))
 }
 
+/// Opens every `OPERATOR_STATE` payload: the node's state fingerprint
+/// (`NodeOptions::state_fingerprint`) goes before its snapshot, so a
+/// restart can tell whether the snapshot was made under the same options.
+/// Layout (little-endian): these 4 bytes, fingerprint length u32, the
+/// fingerprint (UTF-8, `option=value` lines), then the snapshot.
+const STATE_MAGIC: [u8; 4] = *b"WSF1";
+
+/// The header of `fingerprint`'s snapshots.
+pub(crate) fn state_header(fingerprint: &str) -> Vec<u8> {
+    let mut header = Vec::with_capacity(8 + fingerprint.len());
+    header.extend_from_slice(&STATE_MAGIC);
+    header.extend_from_slice(&(fingerprint.len() as u32).to_le_bytes());
+    header.extend_from_slice(fingerprint.as_bytes());
+    header
+}
+
+/// Splits an `OPERATOR_STATE` payload into fingerprint and snapshot; the
+/// fingerprint is `None` for a payload without the header (logged by an
+/// older build), `Err` for a header that does not parse.
+pub(crate) fn split_state(payload: &[u8]) -> Result<(Option<&str>, &[u8]), String> {
+    let Some(rest) = payload.strip_prefix(&STATE_MAGIC) else {
+        return Ok((None, payload));
+    };
+    let bad = || "the state record's fingerprint header is damaged".to_string();
+    let (length, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let length = u32::from_le_bytes(*length) as usize;
+    let fingerprint = rest.get(..length).ok_or_else(bad)?;
+    let fingerprint = std::str::from_utf8(fingerprint).map_err(|_| bad())?;
+    Ok((Some(fingerprint), &rest[length..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_headers_round_trip_and_older_payloads_pass_through() {
+        let mut payload = state_header("kind=tumbling\nsize_ms=10000");
+        payload.extend_from_slice(b"snapshot");
+        assert_eq!(
+            split_state(&payload),
+            Ok((Some("kind=tumbling\nsize_ms=10000"), &b"snapshot"[..]))
+        );
+        assert_eq!(split_state(b"rkyv bytes"), Ok((None, &b"rkyv bytes"[..])));
+        assert!(split_state(&payload[..9]).is_err());
+    }
 
     #[test]
     fn records_round_trip_and_garbage_is_refused() {

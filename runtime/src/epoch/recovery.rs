@@ -5,24 +5,26 @@
 //! 2. Open every shard's WAL (recovery there truncates a torn tail and
 //!    refuses mid-log corruption, naming segment and offset).
 //! 3. Collect, per node instance, the source position and the operator
-//!    snapshot logged for epoch `C`, and every sink pre-commit of an epoch
-//!    `≤ C`: its commit may not have run before the crash, so it runs again
-//!    (commits are idempotent). Pre-commits of epochs `> C` never committed;
-//!    each sink discards that staged output itself when it starts (its
-//!    `ShardContext` carries `C`).
+//!    snapshot logged for epoch `C` (with the fingerprint of the options
+//!    that shaped the snapshot), and every sink pre-commit of an epoch `≤ C`
+//!    without a `SINK_COMMITTED` record: its commit may not have run, or
+//!    not to the end, before the run ended, so it runs again (commits are
+//!    idempotent), first thing on its shard. Pre-commits of epochs `> C`
+//!    never committed; each sink discards that staged output itself when it
+//!    starts (its `ShardContext` carries `C`).
 //! 4. Append a restart marker (`RESTART`, epoch `C`) to every shard's WAL.
 //!    The crashed run may have logged records for epochs above `C`; the
 //!    new run logs records for those epoch numbers again. When a later
 //!    recovery reads the log, a marker voids every record before it whose
 //!    epoch is above the marker's, so only the new run's records count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use weir_wal::{Config, Lsn, RecordType, SyncLog, Wal};
 
 use super::coordinator::FINAL_MARK;
-use super::{decode_record, failpoint};
+use super::{decode_record, failpoint, split_state, SINK_COMMITTED};
 use crate::error::StartError;
 use crate::metrics::{wired, Registry};
 
@@ -38,12 +40,27 @@ pub(crate) struct Recovered {
     pub(crate) complete: bool,
     /// Source positions and operator snapshots logged for `committed`.
     pub(crate) state: HashMap<InstanceKey, Vec<u8>>,
-    /// Sink pre-commits of committed epochs: (epoch, node, payload).
-    pub(crate) commits: Vec<(u64, String, Vec<u8>)>,
+    /// Sink pre-commits of committed epochs whose completion is not
+    /// recorded, in log order per shard.
+    pub(crate) commits: Vec<LoggedCommit>,
+    /// Per node with operator state at `committed`: the fingerprint its
+    /// snapshots were taken under (`NodeOptions::state_fingerprint`).
+    pub(crate) fingerprints: HashMap<String, String>,
     /// Per source instance: intake records whose newest copy's epoch did
     /// not commit, as (identity, data), in the order they were first
     /// logged (see `crate::intake`).
     pub(crate) replay: HashMap<InstanceKey, Vec<(u64, Vec<u8>)>>,
+}
+
+/// A sink pre-commit that recovery found without its completion record.
+#[derive(Debug)]
+pub(crate) struct LoggedCommit {
+    /// The shard whose log holds it (where its commit runs).
+    pub(crate) shard: usize,
+    pub(crate) epoch: u64,
+    pub(crate) node: String,
+    pub(crate) instance: usize,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// The opened logs and what they hold.
@@ -105,7 +122,7 @@ pub(crate) fn open(
         let observer = wired::wal_observer(metrics, "shard", wired::wal_slot(metrics, shard));
         let (wal, _) = Wal::open_dir(&dir, &config(shard, segment_bytes, observer))
             .map_err(|error| log_error(&dir, error))?;
-        read_shard(&wal, &dir, &mut recovered)?;
+        read_shard(&wal, shard, &dir, &mut recovered)?;
         logs.push(wal);
     }
     failpoint("recovery", committed);
@@ -141,9 +158,16 @@ struct IntakeCopy {
     data: Vec<u8>,
 }
 
-fn read_shard(wal: &Wal, dir: &Path, recovered: &mut Recovered) -> Result<(), StartError> {
+fn read_shard(
+    wal: &Wal,
+    shard: usize,
+    dir: &Path,
+    recovered: &mut Recovered,
+) -> Result<(), StartError> {
     // (epoch, kind, node, instance, payload) of every record still valid.
     let mut records: Vec<(u64, RecordType, String, usize, Vec<u8>)> = Vec::new();
+    // (epoch, node, instance) of every sink commit that completed.
+    let mut completed: HashSet<(u64, String, usize)> = HashSet::new();
     // Intake records by identity (the LSN of their first copy).
     let mut intake: std::collections::BTreeMap<u64, IntakeCopy> = Default::default();
     let reader = wal
@@ -166,6 +190,10 @@ fn read_shard(wal: &Wal, dir: &Path, recovered: &mut Recovered) -> Result<(), St
                 format!("record {} is not a weir epoch record", record.lsn),
             ));
         };
+        if record.kind == SINK_COMMITTED {
+            completed.insert((record.epoch, node, instance));
+            continue;
+        }
         if record.kind == RecordType::INPUT {
             let Some((origin, data)) = crate::intake::decode_intake(payload) else {
                 return Err(log_error(
@@ -194,12 +222,54 @@ fn read_shard(wal: &Wal, dir: &Path, recovered: &mut Recovered) -> Result<(), St
         }
     }
     for (epoch, kind, node, instance, payload) in records {
-        let is_state = kind == RecordType::SOURCE_POSITIONS || kind == RecordType::OPERATOR_STATE;
-        if is_state && epoch == recovered.committed {
+        if kind == RecordType::SOURCE_POSITIONS && epoch == recovered.committed {
             recovered.state.insert((node, instance), payload);
-        } else if kind == RecordType::SINK_PRECOMMIT && epoch <= recovered.committed {
-            recovered.commits.push((epoch, node, payload));
+        } else if kind == RecordType::OPERATOR_STATE && epoch == recovered.committed {
+            let (fingerprint, state) = split_state(&payload).map_err(|error| {
+                log_error(
+                    dir,
+                    format!("the state of `{node}` instance {instance}: {error}"),
+                )
+            })?;
+            if let Some(fingerprint) = fingerprint {
+                recovered
+                    .fingerprints
+                    .insert(node.clone(), fingerprint.to_string());
+            }
+            recovered.state.insert((node, instance), state.to_vec());
+        } else if kind == RecordType::SINK_PRECOMMIT
+            && epoch <= recovered.committed
+            && !completed.contains(&(epoch, node.clone(), instance))
+        {
+            recovered.commits.push(LoggedCommit {
+                shard,
+                epoch,
+                node,
+                instance,
+                payload,
+            });
         }
+    }
+    Ok(())
+}
+
+/// Logs a completion record for each of `commits` (which ran) in its
+/// shard's WAL and waits until they are durable: for the commits a start
+/// re-runs itself (on a data directory whose run completed).
+pub(crate) fn record_completed(wals: &[Wal], commits: &[LoggedCommit]) -> Result<(), StartError> {
+    for commit in commits {
+        let failed = |error: &dyn std::fmt::Display| {
+            StartError::Recovery(format!(
+                "recording the commit of sink `{}` for epoch {}: {error}",
+                commit.node, commit.epoch
+            ))
+        };
+        let wal = &wals[commit.shard];
+        let record = super::encode_record(&commit.node, commit.instance, &[]);
+        let lsn = wal
+            .append(SINK_COMMITTED, commit.epoch, &record)
+            .map_err(|error| failed(&error))?;
+        wal.wait_durable(lsn).map_err(|error| failed(&error))?;
     }
     Ok(())
 }

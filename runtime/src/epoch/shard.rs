@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use weir_wal::{Lsn, RecordType, Wal};
 
-use super::{encode_record_into, failpoint, EpochShared, SinkSteps};
+use super::{encode_record_into, failpoint, EpochShared, SinkSteps, SINK_COMMITTED};
 use crate::error::NodeFailure;
 
 /// How often the epoch task looks for work when it has none.
@@ -26,10 +26,21 @@ const TICK: Duration = Duration::from_millis(1);
 struct Pending {
     epoch: u64,
     node: Arc<str>,
+    instance: usize,
     steps: SinkSteps,
     payload: Vec<u8>,
     /// Whether its sync step ran.
     synced: bool,
+}
+
+/// A sink commit of a committed epoch that the previous run logged but did
+/// not record as completed: this run's first commits.
+pub(crate) struct RecoveredCommit {
+    pub(crate) epoch: u64,
+    pub(crate) node: Arc<str>,
+    pub(crate) instance: usize,
+    pub(crate) steps: SinkSteps,
+    pub(crate) payload: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -71,13 +82,28 @@ impl std::fmt::Debug for ShardEpochs {
 }
 
 impl ShardEpochs {
+    /// The shard's epoch state; `recovered` are the commits the previous
+    /// run left to do (they run first, in order).
     pub(crate) fn new(
         shard: usize,
         wal: Wal,
         shared: Arc<EpochShared>,
         instances: usize,
+        recovered: Vec<RecoveredCommit>,
     ) -> ShardEpochs {
         let committed = shared.committed.load(Ordering::Acquire);
+        let commits = recovered
+            .into_iter()
+            .map(|commit| Pending {
+                epoch: commit.epoch,
+                node: commit.node,
+                instance: commit.instance,
+                steps: commit.steps,
+                payload: commit.payload,
+                // Its epoch committed: its sync ran before that.
+                synced: true,
+            })
+            .collect();
         ShardEpochs {
             shard,
             wal: Arc::new(wal),
@@ -86,6 +112,7 @@ impl ShardEpochs {
                 reported: vec![committed; instances],
                 newest: committed,
                 done: committed,
+                commits,
                 ..Progress::default()
             }),
             record: RefCell::default(),
@@ -161,12 +188,14 @@ impl ShardEpochs {
         &self,
         epoch: u64,
         node: Arc<str>,
+        instance: usize,
         steps: SinkSteps,
         payload: Vec<u8>,
     ) {
         self.progress.borrow_mut().commits.push(Pending {
             epoch,
             node,
+            instance,
             steps,
             payload,
             synced: false,
@@ -229,6 +258,12 @@ impl ShardEpochs {
                 .all(|&e| e == u64::MAX);
             let last = self.shared.final_epoch();
             if all_finished && last.is_some_and(|last| committed >= last) {
+                // The completion records of the last commits are durable
+                // before the run ends, so a graceful restart repeats none.
+                self.wal.flush();
+                self.durable_so_far()
+                    .await
+                    .map_err(|error| NodeFailure::Log(error.to_string()))?;
                 return Ok(());
             }
             glommio::timer::sleep(TICK).await;
@@ -324,7 +359,13 @@ impl ShardEpochs {
     }
 
     /// Runs the commit step of every pre-commit of an epoch up to
-    /// `committed`, on a blocking thread (renames and directory syncs).
+    /// `committed`, in order, on a blocking thread (renames, directory
+    /// syncs, deliveries), then logs a [`SINK_COMMITTED`] record for each
+    /// that completed. The records are not awaited: one lost in a crash
+    /// only makes the next start run that commit again, as it must after a
+    /// crash (the commit is idempotent). A commit cancelled by a stop that
+    /// overran its bound ends the task with [`NodeFailure::Aborted`]; it and
+    /// the ones after it run again at the next start.
     async fn run_commits(&self, committed: u64) -> Result<(), NodeFailure> {
         let due: Vec<Pending> = {
             let mut progress = self.progress.borrow_mut();
@@ -337,21 +378,68 @@ impl ShardEpochs {
         if due.is_empty() {
             return Ok(());
         }
-        glommio::executor()
+        let control = self.shared.commits.clone();
+        let (due, outcome) = glommio::executor()
             .spawn_blocking(move || {
-                for (index, pending) in due.iter().enumerate() {
-                    (pending.steps.commit)(&pending.payload).map_err(|error| {
-                        NodeFailure::Commit {
-                            epoch: pending.epoch,
-                            message: format!("sink `{}`: {error}", pending.node),
-                        }
-                    })?;
-                    if index == 0 {
-                        failpoint("during-commit", pending.epoch);
-                    }
-                }
-                Ok(())
+                let mut done = 0;
+                let outcome = run_in_order(&due, &control, &mut done);
+                (due.into_iter().take(done).collect::<Vec<_>>(), outcome)
             })
-            .await
+            .await;
+        for pending in &due {
+            failpoint("after-sink-commit", pending.epoch);
+            let mut record = self.record.borrow_mut();
+            encode_record_into(&mut record, &pending.node, pending.instance, &[]);
+            let lsn = self
+                .wal
+                .append(SINK_COMMITTED, pending.epoch, &record)
+                .map_err(|error| NodeFailure::Log(error.to_string()))?;
+            // Not an epoch's record: only `durable_so_far` needs to know.
+            let mut progress = self.progress.borrow_mut();
+            progress.newest_lsn = progress.newest_lsn.max(lsn);
+        }
+        outcome
+    }
+}
+
+/// Runs `due`'s commit steps in order until one fails or the commits are
+/// cancelled; `done` counts those that completed.
+fn run_in_order(
+    due: &[Pending],
+    control: &super::CommitControl,
+    done: &mut usize,
+) -> Result<(), NodeFailure> {
+    for (index, pending) in due.iter().enumerate() {
+        if control.is_cancelled() {
+            log_not_done(&due[index..]);
+            return Err(NodeFailure::Aborted);
+        }
+        if let Err(error) = (pending.steps.commit)(&pending.payload, control) {
+            if control.is_cancelled() {
+                log_not_done(&due[index..]);
+                return Err(NodeFailure::Aborted);
+            }
+            return Err(NodeFailure::Commit {
+                epoch: pending.epoch,
+                message: format!("sink `{}`: {error}", pending.node),
+            });
+        }
+        *done += 1;
+        if index == 0 {
+            failpoint("during-commit", pending.epoch);
+        }
+    }
+    Ok(())
+}
+
+/// Says which commits a cancelled stop left to the next start.
+fn log_not_done(pending: &[Pending]) {
+    for pending in pending {
+        tracing::warn!(
+            sink = %pending.node,
+            instance = pending.instance,
+            epoch = pending.epoch,
+            "sink commit not completed before the stop gave up; it runs again at the next start"
+        );
     }
 }

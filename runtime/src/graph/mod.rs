@@ -74,6 +74,9 @@ pub(crate) struct NodeSpec {
     pub(crate) commit: Option<crate::epoch::SinkSteps>,
     /// A processor allowed to have no output edge.
     pub(crate) output_optional: bool,
+    /// What shapes the node's state (see [`NodeOptions::state_fingerprint`]);
+    /// empty if nothing was declared.
+    pub(crate) fingerprint: Arc<str>,
 }
 
 pub(crate) struct EdgeSpec {
@@ -114,6 +117,28 @@ impl NodeOptions<'_> {
     /// a processor nothing reads from is rejected as a mistake.
     pub fn output_optional(self) -> Self {
         self.node.output_optional = true;
+        self
+    }
+
+    /// Declares what shapes the node's state: the options that decide how
+    /// its snapshot is to be read (a window's kind, size and grouping, a
+    /// dedup's identity fields), as `(option, value)` pairs. Every snapshot
+    /// of the node carries them; a restart whose pairs differ from those
+    /// of the state it would restore refuses to start, naming the node and
+    /// each option that changed, unless the node's state is discarded
+    /// ([`RuntimeBuilder::discard_state`](crate::RuntimeBuilder::discard_state)).
+    /// Options that do not shape the state (a condition, a lateness) are
+    /// best left out, so changing them keeps the state.
+    pub fn state_fingerprint<K, V>(self, options: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: std::fmt::Display,
+        V: std::fmt::Display,
+    {
+        let text: Vec<String> = options
+            .into_iter()
+            .map(|(option, value)| format!("{option}={value}"))
+            .collect();
+        self.node.fingerprint = text.join("\n").into();
         self
     }
 }
@@ -208,6 +233,7 @@ impl GraphBuilder {
             spawn,
             commit: None,
             output_optional: false,
+            fingerprint: "".into(),
         });
         let node = self.nodes.last_mut().expect("just pushed");
         NodeOptions { node }
@@ -288,15 +314,14 @@ impl std::fmt::Debug for Graph {
 }
 
 impl Graph {
-    /// The commit step of the sink named `node`, if it is one.
-    pub(crate) fn commit_of(&self, node: &str) -> Option<crate::epoch::CommitFn> {
-        Some(
-            self.nodes
-                .iter()
-                .find(|spec| &*spec.name == node)?
-                .commit?
-                .commit,
-        )
+    /// The node named `node`.
+    pub(crate) fn node(&self, node: &str) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|spec| &*spec.name == node)
+    }
+
+    /// The commit steps of the sink named `node`, if it is one.
+    pub(crate) fn steps_of(&self, node: &str) -> Option<crate::epoch::SinkSteps> {
+        self.node(node)?.commit
     }
 
     /// Source instances over `shards` shards.

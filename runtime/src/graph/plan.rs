@@ -26,6 +26,8 @@ pub(crate) struct InstancePlan {
     pub(crate) spawn: Arc<dyn Spawn>,
     /// A sink's commit step.
     pub(crate) commit: Option<crate::epoch::SinkSteps>,
+    /// What shapes the node's state (`NodeOptions::state_fingerprint`).
+    pub(crate) fingerprint: Arc<str>,
     /// State or position to restore (filled from recovery).
     pub(crate) restore: Option<Vec<u8>>,
     /// A source's intake records to replay (filled from recovery).
@@ -77,6 +79,7 @@ impl Graph {
                     },
                     spawn: node.spawn.clone(),
                     commit: node.commit,
+                    fingerprint: node.fingerprint.clone(),
                     restore: None,
                     replay: Vec::new(),
                 });

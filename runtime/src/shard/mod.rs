@@ -16,15 +16,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::batch::{BufferGauge, BufferPool, ReturnRings};
-use crate::epoch::shard::ShardEpochs;
+use crate::epoch::shard::{RecoveredCommit, ShardEpochs};
 use crate::epoch::EpochShared;
 use crate::error::{NodeFailure, RunError};
 use crate::graph::ShardPlan;
 use crate::metrics::wired;
 use spawn::{NodeEnv, ShardEnv};
 
-/// A shard's share of the epoch protocol: its WAL and the shared state.
-pub(crate) type ShardLog = (weir_wal::Wal, Arc<EpochShared>);
+/// A shard's share of the epoch protocol: its WAL, the shared state, and
+/// the sink commits the previous run left to do on this shard.
+pub(crate) struct ShardLog {
+    pub(crate) wal: weir_wal::Wal,
+    pub(crate) shared: Arc<EpochShared>,
+    pub(crate) recovered: Vec<RecoveredCommit>,
+}
 
 /// Sets the run's abort flag when dropped armed: when the task it guards
 /// failed, or was dropped before it finished (a panic unwinding the shard's
@@ -75,7 +80,15 @@ pub(crate) async fn run_shard(
     flush_when_idle: bool,
 ) -> Result<(), RunError> {
     let instances = plan.instances.len();
-    let epochs = log.map(|(wal, shared)| Rc::new(ShardEpochs::new(shard, wal, shared, instances)));
+    let epochs = log.map(|log| {
+        Rc::new(ShardEpochs::new(
+            shard,
+            log.wal,
+            log.shared,
+            instances,
+            log.recovered,
+        ))
+    });
     let env = ShardEnv {
         pool: Rc::new(BufferPool::new(shard, returns, gauge)),
         stop,
@@ -95,6 +108,7 @@ pub(crate) async fn run_shard(
                 restore: instance.restore,
                 replay: instance.replay,
                 commit: instance.commit,
+                state_header: crate::epoch::state_header(&instance.fingerprint),
             };
             let failures =
                 wired::failures(&instance.context.metrics, &instance.context.node, shard);

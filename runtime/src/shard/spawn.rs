@@ -60,6 +60,9 @@ pub(crate) struct NodeEnv {
     pub(crate) replay: Vec<(u64, Vec<u8>)>,
     /// A sink's commit step.
     pub(crate) commit: Option<SinkSteps>,
+    /// What goes before each of its snapshots: its state fingerprint
+    /// (`crate::epoch::state_header`).
+    pub(crate) state_header: Vec<u8>,
 }
 
 /// The output metrics of a node instance, if it has outputs.

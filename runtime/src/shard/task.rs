@@ -64,6 +64,9 @@ pub(crate) async fn run_source<S: Source>(
     .await?;
     let wake = intake.source_wake();
     let (mut exhausted, mut polls) = (false, 0usize);
+    // Whether the run ends with a stop for a savepoint rather than the end
+    // of input: then the source's output rings get `Stop`, not `End`.
+    let mut stopped = false;
     loop {
         if aborted.load(Ordering::Acquire) {
             // Another node failed: stop without end of stream, so nothing
@@ -82,7 +85,7 @@ pub(crate) async fn run_source<S: Source>(
                 out.send_ready().await?;
             }
             if let Some(last) = wait_for_final_epoch(epochs, epoch, &mut polls).await {
-                // End of stream is the final epoch's barrier.
+                // End of stream (or a stop) is the final epoch's barrier.
                 let position = source.position();
                 epochs.append(
                     RecordType::SOURCE_POSITIONS,
@@ -92,6 +95,7 @@ pub(crate) async fn run_source<S: Source>(
                     &position,
                 )?;
                 epochs.report(node.slot, last);
+                stopped = epochs.shared().is_stop();
                 break;
             }
             continue;
@@ -112,7 +116,11 @@ pub(crate) async fn run_source<S: Source>(
             yield_now().await;
         }
     }
-    out.end();
+    if stopped {
+        out.stop();
+    } else {
+        out.end();
+    }
     out.send_ready().await?;
     if let Some(epochs) = &node.epochs {
         epochs.finished(node.slot);
@@ -257,7 +265,14 @@ pub(crate) async fn run_processor<P: Processor>(
             yield_now().await;
         }
     }
-    processor.finish(&mut out);
+    // A stop for a savepoint keeps open state as it is (windows stay open,
+    // the watermark does not jump); the end of input finishes it.
+    let stopped = inputs.stopped();
+    if stopped {
+        processor.on_stop(&mut out);
+    } else {
+        processor.finish(&mut out);
+    }
     send_all(&mut processor, &mut out).await?;
     if let Some(epochs) = &node.epochs {
         // End of stream closes the final epoch: checkpoint it like a barrier.
@@ -265,7 +280,11 @@ pub(crate) async fn run_processor<P: Processor>(
         checkpoint(&mut processor, &node, last)?;
         epochs.report(node.slot, last);
     }
-    out.end();
+    if stopped {
+        out.stop();
+    } else {
+        out.end();
+    }
     out.send_ready().await?;
     if let Some(epochs) = &node.epochs {
         epochs.finished(node.slot);
@@ -315,15 +334,15 @@ fn checkpoint<P: Processor>(
                 &bytes,
             )?;
             failpoint("after-precommit", epoch);
-            epochs.add_commit(epoch, node.node.clone(), steps, bytes);
+            epochs.add_commit(epoch, node.node.clone(), node.instance, steps, bytes);
         }
         None => {
-            epochs.append(
+            epochs.append_parts(
                 RecordType::OPERATOR_STATE,
                 epoch,
                 &node.node,
                 node.instance,
-                &bytes,
+                &[&node.state_header, &bytes],
             )?;
         }
     }

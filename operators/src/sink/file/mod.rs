@@ -281,7 +281,7 @@ where
 
     /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],
     /// idempotent). Empty bytes (an empty epoch) publish nothing.
-    fn commit(staged: &[u8]) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
         commit_encoded(staged)
     }
 }

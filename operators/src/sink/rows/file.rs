@@ -485,7 +485,7 @@ impl Sink for RowFileSink {
 
     /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],
     /// idempotent).
-    fn commit(staged: &[u8]) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
         commit_encoded(staged)
     }
 }
