@@ -321,7 +321,8 @@ fn parse_enrich_dedup_run_in_a_runtime_and_dead_letters_reach_port_1() {
 }
 
 /// Rows (user, timestamp) of a fixed list; user `u{i % USERS}` at time
-/// `i` ms. Its position is the next index. In `idle_at_end` mode it never
+/// `i` ms, and after each poll a watermark at the next time. Its position
+/// is the next index. In `idle_at_end` mode it never
 /// ends (returns `Idle` once the list is out), so a run only stops by
 /// failing.
 struct Users {
@@ -353,6 +354,10 @@ impl Source for Users {
             });
             self.next += self.step;
         }
+        // Every later row is at or after `next`: dedup holds rows until the
+        // watermark passes them, so without this nothing would be published
+        // before the end (and the crashing run never ends).
+        out.watermark(self.next);
         // Paced so the run spans many epochs (not for synchronization).
         std::thread::sleep(std::time::Duration::from_micros(200));
         SourcePoll::Ready

@@ -6,8 +6,8 @@
 //!   dead letters.
 //! - [`enrich`]: adds columns from a CSV or JSON table loaded once at build
 //!   time, joined on a field by exact value or by longest-prefix CIDR match.
-//! - [`dedup`]: lets through the first record of each identity per time
-//!   window.
+//! - [`dedup`]: lets through the earliest record (by event time) of each
+//!   identity per time window, whatever the arrival order.
 //!
 //! Each has a config struct (`XConfig`), a pure `build(config, input) ->
 //! (XSpec, output schema)` that checks the config against the input schema

@@ -18,10 +18,13 @@
 
 mod events;
 mod json;
+mod order;
 
 pub use events::{event_schema, EventRows};
 
 pub use json::{parse_timestamp, value_from_json, write_json_value, write_row_json};
+
+pub(crate) use order::{cmp_slices, cmp_values};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};

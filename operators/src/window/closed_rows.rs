@@ -1,4 +1,5 @@
-//! Rows of closed windows waiting to be emitted.
+//! Rows of closed windows waiting to be emitted (and the records a
+//! watermark releases from `dedup`).
 //!
 //! A window that closes over many keys produces its rows at once; the
 //! operator queues them here and hands them to the runtime one batch per

@@ -15,7 +15,7 @@
 //! windows over [`GeneratedEvent`](crate::generator::GeneratedEvent)s,
 //! grouped by a field, with `count` and `sum` aggregates (see [`keyed`]).
 
-mod closed_rows;
+pub(crate) mod closed_rows;
 mod count_table;
 mod keyed;
 pub mod rows;

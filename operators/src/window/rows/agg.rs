@@ -1,4 +1,4 @@
-//! Aggregate states, value comparison and the distinct-count sketch.
+//! Aggregate states, value equality and the distinct-count sketch.
 
 use std::cmp::Ordering;
 use std::hash::{BuildHasher, Hasher};
@@ -7,60 +7,7 @@ use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use rustc_hash::FxHashMap;
 
 use super::config::{AggregateFn, AggregateSpec};
-use crate::row::{ArchivedValue, Fnv, MapEntry, Type, Value};
-
-/// Rank of a value's variant, for ordering values of different types.
-fn rank(value: &Value) -> u8 {
-    match value {
-        Value::Null => 0,
-        Value::Bool(_) => 1,
-        Value::Int(_) => 2,
-        Value::Float(_) => 3,
-        Value::String(_) => 4,
-        Value::Timestamp(_) => 5,
-        Value::Ip(_) => 6,
-        Value::List(_) => 7,
-        Value::Map(_) => 8,
-    }
-}
-
-/// A total order over values: by type (null first), then by value; floats
-/// by `total_cmp`, lists and maps element by element.
-pub(crate) fn cmp_values(a: &Value, b: &Value) -> Ordering {
-    match (a, b) {
-        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
-        (Value::Int(a), Value::Int(b)) => a.cmp(b),
-        (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
-        (Value::String(a), Value::String(b)) => a.cmp(b),
-        (Value::Timestamp(a), Value::Timestamp(b)) => a.cmp(b),
-        (Value::Ip(a), Value::Ip(b)) => a.cmp(b),
-        (Value::List(a), Value::List(b)) => cmp_slices(a, b),
-        (Value::Map(a), Value::Map(b)) => {
-            for (x, y) in a.iter().zip(b) {
-                let order = x
-                    .key
-                    .cmp(&y.key)
-                    .then_with(|| cmp_values(&x.value, &y.value));
-                if order != Ordering::Equal {
-                    return order;
-                }
-            }
-            a.len().cmp(&b.len())
-        }
-        _ => rank(a).cmp(&rank(b)),
-    }
-}
-
-/// [`cmp_values`] over slices, lexicographically.
-pub(crate) fn cmp_slices(a: &[Value], b: &[Value]) -> Ordering {
-    for (x, y) in a.iter().zip(b) {
-        let order = cmp_values(x, y);
-        if order != Ordering::Equal {
-            return order;
-        }
-    }
-    a.len().cmp(&b.len())
-}
+use crate::row::{cmp_values, ArchivedValue, Fnv, MapEntry, Type, Value};
 
 /// [`cmp_values`] of an owned value and an archived one, without copying
 /// scalars.

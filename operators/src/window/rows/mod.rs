@@ -115,9 +115,9 @@ use rustc_hash::FxHashMap;
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 
-use self::agg::{cmp_slices, same, Acc, AccState};
+use self::agg::{same, Acc, AccState};
 use super::closed_rows::ClosedRows;
-use crate::row::{hash_values, ArchivedRow, ArchivedValue, Row, Schema, Value};
+use crate::row::{cmp_slices, hash_values, ArchivedRow, ArchivedValue, Row, Schema, Value};
 
 /// The schema of the late side output (port 1): the input's.
 pub fn late_schema(input: &Schema) -> Schema {

@@ -3,9 +3,8 @@
 
 use std::cmp::Ordering;
 
-use super::agg::{cmp_slices, cmp_values};
 use super::*;
-use crate::row::Type;
+use crate::row::{cmp_slices, cmp_values, Type};
 
 /// Fields: timestamp, user, bytes, lat, path.
 fn input() -> Schema {
