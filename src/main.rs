@@ -134,9 +134,10 @@ enum GraphFormat {
 
 #[derive(Subcommand, Debug)]
 enum WalCommand {
-    /// List segments, records, epochs, the durable end and any damage.
+    /// List segments, records, epochs, the durable end and any damage, of
+    /// one log or of every log in a data directory.
     Inspect {
-        /// The log directory.
+        /// A data directory (`--data-dir`), or one log directory in it.
         dir: PathBuf,
     },
 }
@@ -166,36 +167,67 @@ fn main() -> ExitCode {
 /// On SIGINT or SIGTERM, stops the run gracefully: sources stop, what they
 /// emitted drains through the graph, and the final epoch commits, holding
 /// every operator's state as it is (or, with `drain`, after every window
-/// fired). A second signal while that happens is not special: `kill -9` is
-/// always safe, the next start recovers.
-fn stop_on_signals(handle: weir::runtime::Handle, drain: bool) -> Result<()> {
-    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, signalled.clone())
-            .with_context(|| format!("cannot handle signal {signal}"))?;
+/// fired). The signals are handled from before the run starts: one that
+/// arrives while the data directory is still being recovered ends the
+/// process at once (nothing ran yet; the next start recovers again). A
+/// second signal while a stop runs is not special: `kill -9` is always
+/// safe, the next start recovers.
+struct Signals {
+    /// The run's handle, once it started.
+    handle: Arc<Mutex<Option<weir::runtime::Handle>>>,
+}
+
+impl Signals {
+    fn install(drain: bool) -> Result<Signals> {
+        let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, signalled.clone())
+                .with_context(|| format!("cannot handle signal {signal}"))?;
+        }
+        let handle: Arc<Mutex<Option<weir::runtime::Handle>>> = Arc::default();
+        let slot = handle.clone();
+        std::thread::Builder::new()
+            .name("weir-signals".into())
+            .spawn(move || {
+                while !signalled.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let handle = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match handle {
+                    Some(handle) => stop(&handle, drain),
+                    None => {
+                        eprintln!(
+                            "weir: stopped while starting, before the run began; the next \
+                             start recovers the data directory again"
+                        );
+                        std::process::exit(0);
+                    }
+                }
+            })
+            .context("cannot start the signal thread")?;
+        Ok(Signals { handle })
     }
-    std::thread::Builder::new()
-        .name("weir-signals".into())
-        .spawn(move || {
-            while !signalled.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            if drain {
-                eprintln!(
-                    "weir: draining: ending the input, firing every open window and \
-                     committing the final epoch (the run completes)"
-                );
-                handle.shutdown_and_drain();
-            } else {
-                eprintln!(
-                    "weir: stopping: committing a final epoch that keeps every operator's \
-                     state (a savepoint); the next start resumes from it"
-                );
-                handle.shutdown();
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
+
+    /// The run started: a signal now stops it.
+    fn running(&self, handle: weir::runtime::Handle) {
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+}
+
+fn stop(handle: &weir::runtime::Handle, drain: bool) {
+    if drain {
+        eprintln!(
+            "weir: draining: ending the input, firing every open window and committing \
+             the final epoch (the run completes)"
+        );
+        handle.shutdown_and_drain();
+    } else {
+        eprintln!(
+            "weir: stopping: committing a final epoch that keeps every operator's state \
+             (a savepoint); the next start resumes from it"
+        );
+        handle.shutdown();
+    }
 }
 
 /// Exit status for an invalid config file.
@@ -385,10 +417,11 @@ fn run_graph(
             .with_context(|| format!("`[runtime] metrics_listen` = {listen:?}"))?;
         builder = builder.metrics_listen(addr);
     }
+    let signals = Signals::install(args.drain)?;
     // The runtime (and its metrics endpoint) lives until the run is over.
     let runtime = builder.build()?;
     let running = runtime.start(graph)?;
-    stop_on_signals(running.handle(), args.drain)?;
+    signals.running(running.handle());
     let report = running.wait()?;
     if report.stopped {
         println!(
@@ -466,9 +499,31 @@ fn keycount(args: &KeycountArgs) -> Result<()> {
     Ok(())
 }
 
+/// `weir wal inspect DIR`: one log, or every log of a data directory
+/// (the coordinator's, then each shard's).
 fn inspect(dir: &std::path::Path) -> Result<()> {
-    let report =
-        weir::wal::inspect(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
-    print!("{report}");
+    let logs = weir::runtime::epoch::data_dir_logs(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    if logs.is_empty() {
+        let report =
+            weir::wal::inspect(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+        print!("{report}");
+        return Ok(());
+    }
+    println!(
+        "data directory {}: {} log(s): {}",
+        dir.display(),
+        logs.len(),
+        logs.iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (name, log) in &logs {
+        let report = weir::wal::inspect(log)
+            .with_context(|| format!("cannot inspect {name} ({})", log.display()))?;
+        println!("\n== {name} ==");
+        print!("{report}");
+    }
     Ok(())
 }

@@ -40,6 +40,10 @@ impl RecordType {
     pub const SINK_PRECOMMIT: Self = Self(4);
     /// Epoch commit marker.
     pub const EPOCH_COMMIT: Self = Self(5);
+    /// Where a run started after recovering the epoch it names.
+    pub const RESTART: Self = Self(16);
+    /// A sink commit that completed (the pre-commit's epoch).
+    pub const SINK_COMMITTED: Self = Self(17);
     /// Internal: seals a full segment. Never returned to callers by readers.
     pub(crate) const SEAL: Self = Self(255);
 

@@ -42,11 +42,13 @@
 //!   URL, headers, timeouts, names, shard and epoch. An epoch without rows
 //!   returns nothing and sends nothing.
 //! - `commit` runs once the epoch is committed, on a blocking thread off
-//!   the shard, and POSTs the batches in sequence order. Recovery runs it
-//!   again for committed epochs whose commit may not have finished, so a
-//!   batch can arrive twice (same key); it never arrives from an epoch
-//!   that did not commit. Because the staged bytes carry the URL, a
-//!   recovered epoch goes to the URL it was staged for.
+//!   the shard, and POSTs the batches in sequence order. The runtime logs
+//!   each commit that completed; the next start runs again only committed
+//!   epochs whose completion was not logged. So a batch arrives twice (same
+//!   key) only after a crash between its delivery and that log record, never
+//!   after a graceful stop; it never arrives from an epoch that did not
+//!   commit. Because the staged bytes carry the URL, a recovered epoch goes
+//!   to the URL it was staged for.
 //!
 //! # Failures
 //! - 2xx: delivered.
@@ -70,14 +72,16 @@
 //! epochs it stops starting new ones. Sources are not slowed by this:
 //! records keep flowing into the current, ever longer epoch, whose rows
 //! this sink holds in memory until the endpoint recovers (and other sinks'
-//! outputs stop being published). A stop request waits too: the final
-//! epoch cannot commit while an earlier commit retries. When the endpoint
-//! recovers, the retried batch goes through and the backlog drains epoch by
-//! epoch. Kill the process to give up; the next run on the same data
-//! directory redelivers from the last committed epochs. Recovery re-runs
-//! commits before the run starts (in `Runtime::start`, on the caller's
-//! thread), so a restart against an endpoint that is still down waits
-//! there, retrying, until it accepts.
+//! outputs stop being published). When the endpoint recovers, the retried
+//! batch goes through and the backlog drains epoch by epoch.
+//!
+//! A stop waits for the retrying commit only up to the runtime's stop
+//! timeout (default 10 s): then the commit is cancelled between two
+//! attempts (an attempt in progress finishes first, up to `timeout`), the
+//! run ends at its last committed epoch (`weir run` exits with status 3 and
+//! logs the pending commit), and the next start on the same data directory
+//! delivers the pending batches first, once, from its shards' epoch tasks:
+//! the start itself does not wait for the endpoint.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

@@ -6,7 +6,8 @@
 //! `after-precommit` (a sink staged and logged its output, before the
 //! commit record), `after-commit-record` (the commit record is durable, sink
 //! commits not yet run), `during-commit` (after the first sink commit of the
-//! epoch), `recovery` (after the logs were read, before anything restarted;
+//! epoch), `after-sink-commit` (a sink commit of the epoch ran, its
+//! completion record is not written yet), `recovery` (after the logs were read, before anything restarted;
 //! EPOCH is the recovered committed epoch).
 
 use std::sync::OnceLock;

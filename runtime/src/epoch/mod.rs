@@ -53,7 +53,7 @@ pub type CommitFn = fn(&[u8], &CommitControl) -> Result<(), String>;
 /// committed pre-commits without one, so a delivery that completed is not
 /// repeated after a graceful restart, only after a crash that could have
 /// lost this record.
-pub const SINK_COMMITTED: RecordType = RecordType::new(17);
+pub const SINK_COMMITTED: RecordType = RecordType::SINK_COMMITTED;
 
 /// Lets a running sink commit ([`Sink::commit`](crate::Sink::commit)) know
 /// that it should give up: a stop that could not finish within its bound
@@ -186,6 +186,34 @@ impl EpochShared {
             epoch => Some(epoch),
         }
     }
+}
+
+/// The logs of a data directory (`RuntimeBuilder::data_dir`), for tools
+/// that read them (`weir wal inspect`): the coordinator's commit log, then
+/// each shard's WAL in shard order, as (name, directory), for those that
+/// exist. Empty when `data_dir` holds none (it may be a single log).
+pub fn data_dir_logs(data_dir: &std::path::Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut shards: Vec<(usize, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let shard = name.strip_prefix("shard-").and_then(|n| n.parse().ok());
+        if let (Some(shard), true) = (shard, entry.path().is_dir()) {
+            shards.push((shard, entry.path()));
+        }
+    }
+    shards.sort();
+    let coordinator = data_dir.join("coordinator");
+    let mut logs = Vec::with_capacity(shards.len() + 1);
+    if coordinator.is_dir() {
+        logs.push(("coordinator".to_string(), coordinator));
+    }
+    logs.extend(
+        shards
+            .into_iter()
+            .map(|(shard, dir)| (format!("shard {shard}"), dir)),
+    );
+    Ok(logs)
 }
 
 /// Which instance of which node a WAL record belongs to, followed by the

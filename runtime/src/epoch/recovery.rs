@@ -148,7 +148,7 @@ pub(crate) fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
 
 /// Marks where a run started after recovering epoch `C` (the record's
 /// epoch); see step 4.
-pub(crate) const RESTART: RecordType = RecordType::new(16);
+pub(crate) const RESTART: RecordType = RecordType::RESTART;
 
 /// An intake record's newest copy: its epoch (`None` once a restart
 /// marker voided it), owner and data.

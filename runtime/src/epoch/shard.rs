@@ -233,8 +233,19 @@ impl ShardEpochs {
 
     /// The shard's epoch task: publishes durable epochs and runs commits
     /// until the final epoch is committed and every instance finished, or
-    /// until the run is aborted ([`NodeFailure::Aborted`]).
+    /// until the run is aborted ([`NodeFailure::Aborted`]). Either way the
+    /// completion records of the commits that ran are made durable before
+    /// it returns, so a restart after a stop (even one that gave up at its
+    /// bound) repeats no completed commit.
     pub(crate) async fn run(self: Rc<Self>) -> Result<(), NodeFailure> {
+        let result = self.run_epochs().await;
+        self.wal.flush();
+        let synced = self.durable_so_far().await;
+        result?;
+        synced.map_err(|error| NodeFailure::Log(error.to_string()))
+    }
+
+    async fn run_epochs(&self) -> Result<(), NodeFailure> {
         loop {
             if self.progress.borrow().reported.is_empty() {
                 // No node runs here: this shard holds no epoch back.
@@ -258,12 +269,6 @@ impl ShardEpochs {
                 .all(|&e| e == u64::MAX);
             let last = self.shared.final_epoch();
             if all_finished && last.is_some_and(|last| committed >= last) {
-                // The completion records of the last commits are durable
-                // before the run ends, so a graceful restart repeats none.
-                self.wal.flush();
-                self.durable_so_far()
-                    .await
-                    .map_err(|error| NodeFailure::Log(error.to_string()))?;
                 return Ok(());
             }
             glommio::timer::sleep(TICK).await;
