@@ -57,3 +57,55 @@ fn inspect_reports_records_and_a_torn_tail() {
         "inspect changed the file"
     );
 }
+
+/// `weir wal inspect DATA_DIR` on a data directory describes every log in
+/// it: the coordinator's commit log and each shard's WAL, with the commit
+/// and sink-completion records a run leaves; one of its logs can still be
+/// inspected alone.
+#[test]
+fn inspect_describes_every_log_of_a_data_directory() {
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let (config, data) = (root.path().join("p.toml"), root.path().join("data"));
+    std::fs::write(
+        &config,
+        format!(
+            "[runtime]\nshards = 2\n\n[sources.gen]\ntype = \"generator\"\ncount = 2000\n\
+             keys = [\"a\", \"b\"]\nevents_per_second = 1000\n\n[sinks.out]\ntype = \"file\"\n\
+             inputs = [\"gen\"]\npath = \"{}\"\nformat = \"ndjson\"\n",
+            root.path().join("out").display()
+        ),
+    )
+    .expect("config");
+    let status = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run weir");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let (ok, text) = inspect(&data);
+    assert!(ok, "{text}");
+    for part in [
+        "3 log(s): coordinator, shard 0, shard 1",
+        "== coordinator ==",
+        "== shard 0 ==",
+        "== shard 1 ==",
+        "epoch-commit",
+        "sink-precommit",
+        "sink-committed",
+        "restart",
+    ] {
+        assert!(text.contains(part), "no `{part}` in:\n{text}");
+    }
+    assert_eq!(text.matches("status: clean").count(), 3, "{text}");
+
+    let (ok, text) = inspect(&data.join("shard-1"));
+    assert!(ok, "{text}");
+    assert!(text.starts_with("log directory"), "{text}");
+}

@@ -29,15 +29,17 @@
 //!   crate's own reader; only published files count (never `.staging/`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod support;
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
+use support::Receiver;
 use weir::operators::config::{load_all, SourceConfig};
 use weir::operators::generator::profiles::{self, ProfileGenerator, ProfileItem};
 use weir::operators::row::{parse_timestamp, Ip, Row, Schema, Value};
@@ -713,115 +715,6 @@ fn analytics_example_is_exact_across_a_kill() {
 
 // ---------------------------------------------------------------------------
 // security.toml
-
-/// One received POST.
-#[derive(Debug, Clone)]
-struct Delivery {
-    path: String,
-    key: String,
-    body: serde_json::Value,
-}
-
-/// An HTTP receiver on 127.0.0.1 answering 200 to every request and
-/// recording each.
-struct Receiver {
-    address: String,
-    deliveries: Arc<Mutex<Vec<Delivery>>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        let address = listener.local_addr().expect("address").to_string();
-        let deliveries = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::clone(&deliveries);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let shared = Arc::clone(&shared);
-                std::thread::spawn(move || serve(stream, &shared));
-            }
-        });
-        Receiver {
-            address,
-            deliveries,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-
-    /// Deliveries to `path`, deduplicated by key: the first body of each
-    /// key, and how many times each key arrived.
-    fn distinct(&self, path: &str) -> (BTreeMap<String, serde_json::Value>, BTreeMap<String, u32>) {
-        let mut bodies = BTreeMap::new();
-        let mut arrivals = BTreeMap::new();
-        for delivery in self.deliveries.lock().unwrap().iter() {
-            if delivery.path != path {
-                continue;
-            }
-            *arrivals.entry(delivery.key.clone()).or_default() += 1;
-            bodies
-                .entry(delivery.key.clone())
-                .or_insert_with(|| delivery.body.clone());
-        }
-        (bodies, arrivals)
-    }
-}
-
-/// Serves the requests of one connection (keep-alive) until it closes.
-fn serve(stream: TcpStream, deliveries: &Mutex<Vec<Delivery>>) {
-    let mut writer = stream.try_clone().expect("clone stream");
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        match reader.read_line(&mut request_line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let path = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("")
-            .to_owned();
-        let (mut length, mut key) = (0usize, String::new());
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let value = value.trim();
-                match name.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.parse().expect("content-length"),
-                    "idempotency-key" => key = value.to_owned(),
-                    "transfer-encoding" => panic!("the receiver reads Content-Length bodies only"),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
-        deliveries
-            .lock()
-            .unwrap()
-            .push(Delivery { path, key, body });
-        if writer
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
-    }
-}
 
 /// What a `window` + `threshold` pair of the example alerts: per window
 /// (start, group) a count; a group alerts when its count is at least

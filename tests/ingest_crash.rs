@@ -15,6 +15,8 @@
 //! last round it stops the child with SIGTERM (a graceful drain) and reads
 //! the published files: every event of every frame appears exactly once.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::Rng;
 use weir::operators::ingest::wire::{
     encode_frame, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN, FLAG_DEDUP,
 };
@@ -152,19 +155,6 @@ fn signal(pid: u32, signal: libc::c_int) {
         "kill({pid}, {signal}): {}",
         std::io::Error::last_os_error()
     );
-}
-
-/// A small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 #[test]

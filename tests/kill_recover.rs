@@ -19,11 +19,14 @@
 //!   every generated id exactly once, and every (window, key) row exactly
 //!   once with the count and sum computed directly from the generator.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{published_rows, Rng};
 use weir::operators::config::{parse, SourceConfig};
 use weir::operators::generator::ConfigEvents;
 use weir::runtime::ShardContext;
@@ -165,26 +168,6 @@ fn stderr(child: Child) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Lines of every published (committed) file under `dir`.
-fn published_lines(dir: &Path) -> Vec<serde_json::Value> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut lines = Vec::new();
-    for entry in entries.flatten() {
-        if entry.path().is_dir() {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).expect("read output file");
-        for line in text.lines() {
-            lines.push(
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")),
-            );
-        }
-    }
-    lines
-}
-
 /// Compares the committed output with a direct computation.
 fn check_output(config_path: &Path, out: &Path) {
     let text = std::fs::read_to_string(config_path).expect("config");
@@ -204,7 +187,7 @@ fn check_output(config_path: &Path, out: &Path) {
     let events = ConfigEvents::new(generator, &context);
 
     let mut seen = vec![0u32; EVENTS as usize];
-    for line in published_lines(&out.join("raw")) {
+    for line in published_rows(&out.join("raw")) {
         let id = line["id"].as_u64().expect("id");
         seen[id as usize] += 1;
     }
@@ -226,7 +209,7 @@ fn check_output(config_path: &Path, out: &Path) {
         entry.1 += id;
     }
     let mut actual: BTreeMap<(u64, String), (u64, u64)> = BTreeMap::new();
-    for row in published_lines(&out.join("windows")) {
+    for row in published_rows(&out.join("windows")) {
         let key = (
             row["window_start_ms"].as_u64().expect("window_start_ms"),
             row["key"].as_str().expect("key").to_string(),
@@ -251,19 +234,6 @@ fn check_output(config_path: &Path, out: &Path) {
         actual, expected,
         "window counts or sums differ from a direct computation"
     );
-}
-
-/// A seeded splitmix64 stream.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut x = self.0;
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {

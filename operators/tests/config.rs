@@ -201,6 +201,12 @@ fn unknown_section_is_reported() {
 fn runtime_errors_name_the_runtime() {
     let text = edit("shards = 2", "shards = 0");
     error_at(&text, ConfigErrorKind::Invalid, 2, 10, Some("runtime"));
+    // What validation accepts, the runtime runs: its limit is the one.
+    let text = edit("shards = 2", "shards = 1000");
+    let error = error_at(&text, ConfigErrorKind::Invalid, 2, 10, Some("runtime"));
+    assert!(error.message.contains("1 to 256"), "{error}");
+    let text = edit("shards = 2", "shards = 2\nstop_timeout = \"soon\"");
+    error_at(&text, ConfigErrorKind::Invalid, 3, 16, Some("runtime"));
     let text = edit("epoch_interval_ms = 100", "epoch_interval = 100");
     error_at(&text, ConfigErrorKind::Schema, 4, 1, Some("runtime"));
 }

@@ -16,14 +16,13 @@
 //! records sorted by (time, source, note), the first kept and each later
 //! one kept when at least `window` after the last kept.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use weir_operators::process::dedup::{self, Dedup, DedupConfig};
 use weir_operators::row::{Row, Schema, Type, Value};
-use weir_runtime::{
-    Batch, Emitter, GraphBuilder, Partition, Runtime, ShardContext, Sink, Source, SourcePoll,
-};
+use weir_runtime::{Emitter, GraphBuilder, Partition, ShardContext, Source, SourcePoll};
 
 /// Chunks of event time each instance emits.
 const CHUNKS: i64 = 20;
@@ -85,24 +84,6 @@ impl Source for Chunks {
     }
 }
 
-/// Collects every row it reads; hands them over at the end of the run.
-struct Collect {
-    local: Vec<Row>,
-    all: Arc<Mutex<Vec<Row>>>,
-}
-
-impl Sink for Collect {
-    type Input = Row;
-
-    fn write(&mut self, _port: usize, batch: &Batch<Row>) {
-        self.local.extend(batch.iter().map(|row| row.to_row()));
-    }
-
-    fn finish(&mut self) {
-        self.all.lock().unwrap().append(&mut self.local);
-    }
-}
-
 fn to_record(row: &Row) -> Record {
     match &row.values[..] {
         [Value::String(user), Value::Timestamp(time), Value::Int(source), Value::String(note)] => {
@@ -123,30 +104,19 @@ fn run_once() -> Vec<Record> {
     let (spec, output) = dedup::build(&config, &schema()).unwrap();
     assert_eq!(output, schema());
     let partition_spec = spec.clone();
-    let rows = Arc::new(Mutex::new(Vec::new()));
-    let sink_rows = rows.clone();
     let mut graph = GraphBuilder::new();
     graph.source("chunks", |context: &ShardContext| Chunks {
         source: context.instance as i64,
         chunk: 0,
     });
     graph.processor("dedup", move |context| Dedup::new(spec.clone(), context));
-    graph.sink("out", move |_context| Collect {
-        local: Vec::new(),
-        all: sink_rows.clone(),
-    });
     graph.connect(
         "chunks",
         "dedup",
         Partition::hash(move |row: &Row| dedup::partition_hash(&partition_spec, row)),
     );
-    graph.connect("dedup", "out", Partition::<Row>::Forward);
-    let runtime = Runtime::builder()
-        .shards(2)
-        .pin(false)
-        .build()
-        .expect("runtime starts");
-    runtime.run(graph.build().unwrap()).expect("run succeeds");
+    let rows = support::collect(&mut graph, "out", "dedup", 0);
+    support::run(graph, 2);
     let mut records: Vec<Record> = rows.lock().unwrap().iter().map(to_record).collect();
     records.sort_unstable();
     records

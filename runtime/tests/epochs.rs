@@ -15,6 +15,10 @@
 //! - Check: published files, read back, hold every (key, count) exactly as
 //!   computed directly, and no staged file is left. No timing is involved:
 //!   the crash point is chosen by epoch, not by time.
+//! - Stop and drain: a run stopped with `Handle::shutdown` publishes
+//!   nothing (the counter is not finished) and the next run's counts are
+//!   exact; a run drained with `Handle::shutdown_and_drain` publishes its
+//!   partial counts and is complete.
 //!
 //! The SIGKILL tests live in the top-level `tests/`.
 
@@ -212,6 +216,39 @@ fn run(
     out: &Path,
     options: Options,
 ) -> Result<weir_runtime::RunReport, weir_runtime::Error> {
+    let (runtime, graph) = pipeline(data, out, options);
+    runtime.run(graph)
+}
+
+/// Starts the pipeline, lets it commit two epochs, then stops it with
+/// `Handle::shutdown` (a savepoint) or, with `drain`,
+/// `Handle::shutdown_and_drain`.
+fn run_and_stop(data: &Path, out: &Path, drain: bool) -> weir_runtime::RunReport {
+    let (runtime, graph) = pipeline(data, out, PLAIN);
+    let running = runtime.start(graph).expect("starts");
+    let committed = || {
+        runtime
+            .metrics()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix("weir_epoch_committed "))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while committed() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no epoch committed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if drain {
+        running.handle().shutdown_and_drain();
+    } else {
+        running.handle().shutdown();
+    }
+    running.wait().expect("the stop succeeds")
+}
+
+fn pipeline(data: &Path, out: &Path, options: Options) -> (Runtime, weir_runtime::Graph) {
     let out: Arc<Path> = out.into();
     let mut graph = GraphBuilder::new();
     graph.source("ids", move |context| Ids {
@@ -233,7 +270,7 @@ fn run(
         runtime = runtime.wal_segment_bytes(bytes);
     }
     let runtime = runtime.build().expect("runtime starts");
-    runtime.run(graph.build().expect("valid graph"))
+    (runtime, graph.build().expect("valid graph"))
 }
 
 fn published(out: &Path) -> BTreeMap<u64, u64> {
@@ -304,6 +341,43 @@ fn a_failed_run_is_recovered_exactly_once() {
     assert!(again.already_complete);
     assert_eq!(again.last_committed_epoch, recovered.last_committed_epoch);
     assert_eq!(published(out.path()), expected(PLAIN.keys));
+}
+
+/// A stop is a savepoint: the counter's `finish` does not run (nothing is
+/// published), its state is kept, and the next run goes on from it: every
+/// count comes out exactly as if the run had never stopped.
+#[test]
+fn a_stop_keeps_state_for_the_next_run() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let stopped = run_and_stop(data.path(), out.path(), false);
+    assert!(stopped.stopped, "the stop was not a savepoint");
+    assert!(!stopped.already_complete);
+    assert!(
+        published(out.path()).is_empty(),
+        "the stop finished the counter and published its counts"
+    );
+    let resumed = run(data.path(), out.path(), PLAIN).expect("the next run succeeds");
+    assert_eq!(resumed.resumed_from_epoch, stopped.last_committed_epoch);
+    assert!(!resumed.stopped);
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
+}
+
+/// A drain is the end of input: the counter finishes (its partial counts
+/// are published) and the run is complete: the next start runs nothing.
+#[test]
+fn a_drain_ends_the_input_and_completes_the_run() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let drained = run_and_stop(data.path(), out.path(), true);
+    assert!(!drained.stopped);
+    let counts = published(out.path());
+    let total: u64 = counts.values().sum();
+    assert!(
+        total > 0 && total < ITEMS,
+        "a drain mid-run publishes the counts so far, not {total}"
+    );
+    let again = run(data.path(), out.path(), PLAIN).expect("restart");
+    assert!(again.already_complete);
+    assert_eq!(published(out.path()), counts);
 }
 
 /// The WAL segment files of `shard` under `data`, by number.

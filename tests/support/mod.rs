@@ -1,0 +1,371 @@
+//! What the tests that drive the `weir` binary share: a child `weir run`
+//! process, committed NDJSON output, and an HTTP receiver for `webhook`
+//! sinks that can be taken down and brought back on the same port.
+//!
+//! Each test file that needs it says `mod support;`; not every file uses
+//! every helper.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A `weir run` child process.
+pub struct Weir {
+    pub child: Child,
+    pub started: Instant,
+}
+
+impl Weir {
+    /// Starts `weir run CONFIG --data-dir DATA ARGS...`, with `env` set
+    /// (and `WEIR_CRASH_AT` cleared unless `env` sets it). Standard error
+    /// is captured; standard output discarded.
+    pub fn start(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Weir {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
+            .arg("run")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .env_remove("WEIR_CRASH_AT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Weir {
+            child: command.spawn().expect("start weir"),
+            started: Instant::now(),
+        }
+    }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits up to `timeout` for the exit; kills the process and panics
+    /// with what it logged if it does not exit in time.
+    pub fn exit_within(mut self, timeout: Duration) -> (ExitStatus, String) {
+        match self.wait_for(timeout) {
+            Some(status) => (status, self.stderr()),
+            None => {
+                let _ = self.child.kill();
+                panic!(
+                    "weir did not exit within {timeout:?}; it logged:\n{}",
+                    self.stderr()
+                );
+            }
+        }
+    }
+
+    /// What it logged to standard error (after it exited).
+    pub fn stderr(mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        let _ = self.child.wait();
+        text
+    }
+}
+
+/// The lines of every published (committed) file directly under `dir`,
+/// never `.staging/`; none if `dir` does not exist yet.
+pub fn published_lines(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        if entry.path().is_dir() {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("read output file");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    lines
+}
+
+/// [`published_lines`], parsed as JSON.
+pub fn published_rows(dir: &Path) -> Vec<serde_json::Value> {
+    published_lines(dir)
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
+        .collect()
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_listening(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// POSTs `body` to `http://addr{path}` and returns the status code and
+/// the response body (one request per connection).
+pub fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    (status, body)
+}
+
+/// One POST a [`Receiver`] answered.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub path: String,
+    pub key: String,
+    pub body: serde_json::Value,
+}
+
+/// An HTTP receiver on 127.0.0.1 that answers 200 to every POST and
+/// records each, for `webhook` sinks. [`stop`](Receiver::stop) takes it
+/// down (its port then refuses connections); [`start_on`](Receiver::start_on)
+/// brings one back on the same port.
+pub struct Receiver {
+    pub address: SocketAddr,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    /// A receiver on a free port.
+    pub fn start() -> Receiver {
+        Receiver::start_on(0)
+    }
+
+    /// A receiver on `port` (0: any free port).
+    pub fn start_on(port: u16) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
+        let address = listener.local_addr().expect("address");
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (shared, flag) = (Arc::clone(&deliveries), Arc::clone(&stopped));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let (shared, flag) = (Arc::clone(&shared), Arc::clone(&flag));
+                std::thread::spawn(move || serve(stream, &shared, &flag));
+            }
+        });
+        Receiver {
+            address,
+            deliveries,
+            stopped,
+        }
+    }
+
+    /// The URL of `path` on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Takes the receiver down: it answers nothing more, and its port
+    /// refuses connections.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        // Wakes the accept loop, which then drops the listener.
+        let _ = TcpStream::connect(self.address);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(self.address).is_ok() {
+            assert!(Instant::now() < deadline, "the receiver did not go down");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Every POST answered so far, in arrival order.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+
+    /// Deliveries to `path`, deduplicated by key: the first body of each
+    /// key, and how many times each key arrived.
+    pub fn distinct(
+        &self,
+        path: &str,
+    ) -> (BTreeMap<String, serde_json::Value>, BTreeMap<String, u32>) {
+        let mut bodies = BTreeMap::new();
+        let mut arrivals = BTreeMap::new();
+        for delivery in self.deliveries.lock().unwrap().iter() {
+            if delivery.path != path {
+                continue;
+            }
+            *arrivals.entry(delivery.key.clone()).or_default() += 1;
+            bodies
+                .entry(delivery.key.clone())
+                .or_insert_with(|| delivery.body.clone());
+        }
+        (bodies, arrivals)
+    }
+}
+
+/// Serves the requests of one connection (keep-alive) until it closes or
+/// the receiver stops; a request read after the stop is not answered.
+fn serve(stream: TcpStream, deliveries: &Mutex<Vec<Delivery>>, stopped: &AtomicBool) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut writer = stream.try_clone().expect("clone stream");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Some(request_line) = read_line(&mut reader, stopped) else {
+            return;
+        };
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_owned();
+        let (mut length, mut key) = (0usize, String::new());
+        loop {
+            let Some(header) = read_line(&mut reader, stopped) else {
+                return;
+            };
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim();
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.parse().expect("content-length"),
+                    "idempotency-key" => key = value.to_owned(),
+                    "transfer-encoding" => panic!("the receiver reads Content-Length bodies only"),
+                    _ => {}
+                }
+            }
+        }
+        let _ = reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)));
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() || stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(50)));
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+        deliveries
+            .lock()
+            .unwrap()
+            .push(Delivery { path, key, body });
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// One line, waiting through read timeouts until the receiver stops or
+/// the connection closes (`None`).
+fn read_line(reader: &mut BufReader<TcpStream>, stopped: &AtomicBool) -> Option<String> {
+    let mut line = String::new();
+    loop {
+        if stopped.load(Ordering::Acquire) {
+            return None;
+        }
+        match reader.read_line(&mut line) {
+            Ok(0) => return None,
+            Ok(_) if line.ends_with('\n') => return Some(line),
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A small deterministic generator (splitmix64), for seeded schedules of
+/// kills and stops.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// A temporary directory for one test scenario, under the target dir.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir")
+}
+
+/// `path`, for a TOML string.
+pub fn toml_path(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Where a scenario's sinks write: `root/out/NAME`.
+pub fn out_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("out").join(name)
+}
