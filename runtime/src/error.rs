@@ -158,6 +158,13 @@ pub enum StartError {
         /// The names to discard to start anyway.
         names: Vec<String>,
     },
+    /// Another run (in this process or another) holds the data directory.
+    DataDirInUse {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The holder's process id, as it wrote it in the lock file.
+        holder_pid: Option<u32>,
+    },
     /// A node named to have its state discarded is neither in the graph nor
     /// in the data directory's state.
     UnknownDiscard(String),
@@ -219,6 +226,22 @@ impl fmt::Display for StartError {
                      Flink's --allowNonRestoredState)",
                     nodes.join("; "),
                     names.join(" --discard-state ")
+                )
+            }
+            StartError::DataDirInUse { dir, holder_pid } => {
+                let holder = match holder_pid {
+                    Some(pid) if *pid == std::process::id() => {
+                        format!("this process (PID {pid}) runs another pipeline on it")
+                    }
+                    Some(pid) => format!("process {pid} holds it"),
+                    None => "another process holds it".to_string(),
+                };
+                write!(
+                    f,
+                    "the data directory {} is in use: {holder} (lock file {}); one run at a \
+                     time may use a data directory",
+                    dir.display(),
+                    dir.join("lock").display()
                 )
             }
             StartError::UnknownDiscard(name) => write!(

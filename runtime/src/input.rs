@@ -96,6 +96,12 @@ impl InputSet {
         }
     }
 
+    /// Whether the set has no ring at all (the node's upstream runs on
+    /// other shards only).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+
     /// Whether the inputs stopped for a savepoint rather than ended: then
     /// [`next`](InputSet::next) returned `None` without a final watermark.
     pub(crate) fn stopped(&self) -> bool {

@@ -439,14 +439,19 @@ impl Runtime {
                 }
             }
         }
+        let (epochs, lock) = match logs {
+            Some(logs) => (Some((logs.shared, logs.coordinator)), Some(logs.lock)),
+            None => (None, None),
+        };
         Ok(Running {
             shards,
             handle: Handle { request },
             gauge,
             started,
-            epochs: logs.map(|logs| (logs.shared, logs.coordinator)),
+            epochs,
             complete_at: None,
             resumed_from_epoch: committed,
+            _lock: lock,
         })
     }
 
@@ -544,6 +549,7 @@ impl Runtime {
             commits: per_shard,
             shared,
             coordinator,
+            lock: logs.lock,
         };
         Ok((logs.recovered, Some(started)))
     }
@@ -646,6 +652,8 @@ struct StartedLogs {
     commits: Vec<Vec<RecoveredCommit>>,
     shared: Arc<EpochShared>,
     coordinator: CoordinatorJoin,
+    /// The data directory's lock, held until the run ends.
+    lock: recovery::DataDirLock,
 }
 
 type CoordinatorJoin = std::thread::JoinHandle<Result<CoordinatorReport, RunError>>;
@@ -748,6 +756,8 @@ pub struct Running {
     /// Set when the data directory holds a completed run: nothing runs.
     complete_at: Option<u64>,
     resumed_from_epoch: u64,
+    /// With a data directory: its lock, held until the run was waited for.
+    _lock: Option<recovery::DataDirLock>,
 }
 
 /// What a finished run reports.
@@ -792,6 +802,7 @@ impl Running {
             epochs: None,
             complete_at: Some(committed),
             resumed_from_epoch: committed,
+            _lock: None,
         }
     }
 

@@ -68,6 +68,49 @@ pub(crate) struct Logs {
     pub(crate) coordinator: SyncLog,
     pub(crate) shards: Vec<Wal>,
     pub(crate) recovered: Recovered,
+    /// Held while the logs are in use.
+    pub(crate) lock: DataDirLock,
+}
+
+/// The data directory's lock file, `DATA_DIR/lock`: an exclusive OS file
+/// lock (`flock`) held by the one run that uses the directory, for as long
+/// as it runs, whatever process it is in (two `weir run`, or two embedded
+/// runtimes, on one directory would interleave their logs). The file holds
+/// the holder's PID, so another process that finds it locked can name it.
+/// The OS drops the lock when the process ends, however it ends.
+#[derive(Debug)]
+pub(crate) struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock of `data_dir`, or says who holds it.
+fn lock(data_dir: &Path) -> Result<DataDirLock, StartError> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|error| log_error(&path, error))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(StartError::DataDirInUse {
+                dir: data_dir.to_path_buf(),
+                holder_pid: holder.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(log_error(&path, error)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(|error| log_error(&path, error))?;
+    Ok(DataDirLock { _file: file })
 }
 
 fn log_error(path: &Path, error: impl std::fmt::Display) -> StartError {
@@ -95,6 +138,7 @@ pub(crate) fn open(
     metrics: &Registry,
 ) -> Result<Logs, StartError> {
     std::fs::create_dir_all(data_dir).map_err(|error| log_error(data_dir, error))?;
+    let lock = lock(data_dir)?;
     let coordinator_dir = data_dir.join("coordinator");
     let observer = wired::wal_observer(metrics, "coordinator", wired::coordinator_slot(metrics));
     let (coordinator, _) =
@@ -138,6 +182,7 @@ pub(crate) fn open(
         coordinator,
         shards: logs,
         recovered,
+        lock,
     })
 }
 

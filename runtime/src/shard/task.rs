@@ -217,6 +217,9 @@ pub(crate) async fn run_processor<P: Processor>(
     node: NodeEnv,
     flush_when_idle: bool,
 ) -> Result<(), NodeFailure> {
+    if let (true, Some(epochs)) = (inputs.is_empty(), node.epochs.clone()) {
+        return run_without_inputs(processor, out, node, epochs).await;
+    }
     let mut handled = 0usize;
     loop {
         // With `flush_when_idle`, when nothing is left to read what was
@@ -289,6 +292,62 @@ pub(crate) async fn run_processor<P: Processor>(
     if let Some(epochs) = &node.epochs {
         epochs.finished(node.slot);
     }
+    Ok(())
+}
+
+/// Runs a processor (or sink) instance that has no input ring, under
+/// epochs. Its upstream runs on other shards only (a `Parallelism::One`
+/// source read through forward edges), so no record and no barrier ever
+/// reaches it; yet its shard's epochs wait for its reports, and the
+/// consumers of its output rings align barriers on them. So it closes every
+/// requested epoch at once, as an idle source does (an empty snapshot or
+/// pre-commit, then the barrier), until the final epoch, which it closes as
+/// its inputs would have: a stop keeps its (empty) state, the end of input
+/// finishes it.
+async fn run_without_inputs<P: Processor>(
+    mut processor: P,
+    mut out: Emitter<P::Output>,
+    node: NodeEnv,
+    epochs: Rc<ShardEpochs>,
+) -> Result<(), NodeFailure> {
+    let shared = epochs.shared();
+    let mut epoch = shared.committed.load(Ordering::Acquire);
+    let last = loop {
+        if shared.is_aborted() {
+            return Err(NodeFailure::Aborted);
+        }
+        let requested = shared.requested.load(Ordering::Acquire);
+        let limit = shared.final_epoch().map_or(requested, |last| last - 1);
+        while epoch < limit {
+            epoch += 1;
+            checkpoint(&mut processor, &node, epoch)?;
+            out.barrier(epoch);
+            out.send_ready().await?;
+            epochs.report(node.slot, epoch);
+        }
+        if let Some(last) = shared.final_epoch().filter(|&last| epoch + 1 >= last) {
+            break last;
+        }
+        glommio::timer::sleep(SOURCE_IDLE_SLEEP).await;
+    };
+    let stopped = shared.is_stop();
+    if stopped {
+        processor.on_stop(&mut out);
+    } else {
+        processor.on_watermark(u64::MAX, &mut out);
+        send_all(&mut processor, &mut out).await?;
+        processor.finish(&mut out);
+    }
+    send_all(&mut processor, &mut out).await?;
+    checkpoint(&mut processor, &node, last)?;
+    epochs.report(node.slot, last);
+    if stopped {
+        out.stop();
+    } else {
+        out.end();
+    }
+    out.send_ready().await?;
+    epochs.finished(node.slot);
     Ok(())
 }
 
