@@ -380,6 +380,29 @@ fn a_drain_ends_the_input_and_completes_the_run() {
     assert_eq!(published(out.path()), counts);
 }
 
+/// One run at a time per data directory, also within one process (two
+/// embedded runtimes): the second start is refused, naming this process;
+/// once the first run ended the directory can be used again.
+#[test]
+fn a_second_runtime_on_the_same_data_directory_is_refused() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (first, graph) = pipeline(data.path(), out.path(), PLAIN);
+    let running = first.start(graph).expect("the first starts");
+    let (second, graph) = pipeline(data.path(), out.path(), PLAIN);
+    let error = second.start(graph).expect_err("the second is refused");
+    match &error {
+        weir_runtime::StartError::DataDirInUse { holder_pid, .. } => {
+            assert_eq!(*holder_pid, Some(std::process::id()), "{error}");
+        }
+        other => panic!("refused for another reason: {other}"),
+    }
+    assert!(error.to_string().contains("this process"), "{error}");
+    running.wait().expect("the first run completes");
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
+    let again = run(data.path(), out.path(), PLAIN).expect("free again");
+    assert!(again.already_complete);
+}
+
 /// The WAL segment files of `shard` under `data`, by number.
 fn segments(data: &Path, shard: usize) -> Vec<u64> {
     let mut numbers: Vec<u64> = fs::read_dir(data.join(format!("shard-{shard}")))

@@ -94,17 +94,25 @@ fn lock(data_dir: &Path) -> Result<DataDirLock, StartError> {
         .truncate(false)
         .open(&path)
         .map_err(|error| log_error(&path, error))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            return Err(StartError::DataDirInUse {
-                dir: data_dir.to_path_buf(),
-                holder_pid: holder.trim().parse().ok(),
-            });
+    // `File::try_lock` would do, from Rust 1.89; the crate supports 1.86.
+    // SAFETY: `flock` on a descriptor this function owns open.
+    let locked = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if locked != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(log_error(&path, error));
         }
-        Err(std::fs::TryLockError::Error(error)) => return Err(log_error(&path, error)),
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(StartError::DataDirInUse {
+            dir: data_dir.to_path_buf(),
+            holder_pid: holder.trim().parse().ok(),
+        });
     }
     file.set_len(0)
         .and_then(|()| file.rewind())
