@@ -46,9 +46,16 @@ impl Connection {
         })
     }
 
-    fn exchange(&mut self, head: &[u8], body: &[u8]) -> io::Result<Response> {
+    /// Sends one request and reads its response, waiting for it until
+    /// `answer_by` at most (the run's drain deadline), and never longer
+    /// than [`RESPONSE_TIMEOUT`].
+    fn exchange(&mut self, head: &[u8], body: &[u8], answer_by: Instant) -> io::Result<Response> {
         self.writer.write_all(head)?;
         self.writer.write_all(body)?;
+        let wait = answer_by
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), RESPONSE_TIMEOUT);
+        self.writer.set_read_timeout(Some(wait))?;
         read_response(&mut self.reader)
     }
 }
@@ -73,6 +80,10 @@ pub(crate) fn run_connection(
                 let Some(offset) = config.due(conn, seq) else {
                     break;
                 };
+                if shared.past_end(Instant::now()) {
+                    config.skip_rest(&shared, conn, seq);
+                    break;
+                }
                 shared.start + offset
             }
             Mode::Max { .. } => {
@@ -118,7 +129,7 @@ pub(crate) fn run_connection(
                 }
             }
             let open = connection.as_mut().expect("connected");
-            let response = match open.exchange(head, body) {
+            let response = match open.exchange(head, body, shared.drain_deadline()) {
                 Ok(response) => response,
                 Err(error) => {
                     let kind = if matches!(

@@ -232,8 +232,9 @@ pub struct Summary {
     /// Batches acknowledged as accepted.
     pub acked_batches: u64,
     /// Failed batches by kind: `overloaded`, `rejected`, `duplicate`,
-    /// `unavailable`, `backlogged`, `timeout`, `io`, `protocol`, `http_NNN`,
-    /// ...
+    /// `unavailable`, `backlogged`, `unsent` (due, but the run's time was
+    /// over before it could be sent), `timeout`, `io`, `protocol`,
+    /// `http_NNN`, ...
     pub errors: BTreeMap<String, u64>,
     /// The measured time: `--duration`, or longer if acks for measured
     /// batches came later.
@@ -355,6 +356,16 @@ impl ConnConfig {
         let ns = slot * self.batch as f64 * 1e9 / rate;
         let due = Duration::from_nanos(ns as u64);
         (due < self.end).then_some(due)
+    }
+
+    /// Counts every batch of connection `conn` from `seq` on that was due
+    /// but is not sent, because the run's time is over (an open-loop run
+    /// behind its schedule stops at the end, never later): `unsent`.
+    pub(crate) fn skip_rest(&self, shared: &stats::Shared, conn: usize, mut seq: u64) {
+        while let Some(offset) = self.due(conn, seq) {
+            shared.error(shared.start + offset, "unsent");
+            seq += 1;
+        }
     }
 
     /// Batch ids: a per-run nonce, the connection and the sequence number,

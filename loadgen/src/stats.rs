@@ -111,9 +111,20 @@ impl Shared {
         self.start_unix_ns + since
     }
 
+    /// When the run is over and its drain time too: no answer is waited
+    /// for after this.
+    pub(crate) fn drain_deadline(&self) -> Instant {
+        self.start + self.end + self.drain
+    }
+
+    /// Whether the run's sending time (warmup and duration) is over.
+    pub(crate) fn past_end(&self, now: Instant) -> bool {
+        now >= self.start + self.end
+    }
+
     /// Whether the run is over and its drain time too.
     pub(crate) fn past_drain(&self, now: Instant) -> bool {
-        now >= self.start + self.end + self.drain
+        now >= self.drain_deadline()
     }
 
     /// A batch of `events` meant to be sent at `intended` was sent.

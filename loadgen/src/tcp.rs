@@ -62,6 +62,8 @@ struct Connection {
     stream: TcpStream,
     session: Arc<Session>,
     reader: JoinHandle<()>,
+    /// The write timeout set on `stream`.
+    write_timeout: Duration,
 }
 
 impl Connection {
@@ -82,7 +84,23 @@ impl Connection {
             stream,
             session,
             reader,
+            write_timeout: WRITE_TIMEOUT,
         })
+    }
+
+    /// Writes `frame`, blocking at most until the run's drain deadline: in
+    /// the run's last [`WRITE_TIMEOUT`] the write timeout shrinks with the
+    /// time left (reset when it is 100 ms shorter, so not per frame).
+    fn write(&mut self, frame: &[u8], shared: &Shared) -> io::Result<()> {
+        let left = shared
+            .drain_deadline()
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        if left + Duration::from_millis(100) < self.write_timeout {
+            self.stream.set_write_timeout(Some(left))?;
+            self.write_timeout = left;
+        }
+        self.stream.write_all(frame)
     }
 
     /// Waits (up to the drain deadline) for every frame to be acked, then
@@ -170,6 +188,10 @@ pub(crate) fn run_connection(
     match config.mode {
         Mode::Open { .. } => {
             while let Some(offset) = config.due(conn, seq) {
+                if shared.past_end(Instant::now()) {
+                    config.skip_rest(&shared, conn, seq);
+                    break;
+                }
                 let intended = shared.start + offset;
                 let (batch_id, frame) = build(intended, seq);
                 seq += 1;
@@ -194,7 +216,7 @@ pub(crate) fn run_connection(
                     });
                 }
                 shared.sent(intended, config.batch as u64);
-                if open.stream.write_all(&frame).is_err() {
+                if open.write(&frame, &shared).is_err() {
                     // The reader sees the connection fail and counts the
                     // frames it loses.
                     let _ = open.stream.shutdown(Shutdown::Both);
@@ -275,7 +297,7 @@ pub(crate) fn run_connection(
                     shared.sent(intended, config.batch as u64);
                     frame
                 };
-                if open.stream.write_all(&frame).is_err() {
+                if open.write(&frame, &shared).is_err() {
                     let _ = open.stream.shutdown(Shutdown::Both);
                 }
             }

@@ -364,3 +364,68 @@ fn base64(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// A server that reads a trickle and never answers: an overloaded target.
+fn spawn_stalled_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 1024];
+                while stream.read(&mut chunk).is_ok_and(|read| read > 0) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    addr.to_string()
+}
+
+/// An open-loop run behind its schedule stops sending when its time is
+/// over: batches still due then count as `unsent`, and the run returns
+/// within its duration plus the drain timeout (and one blocked write),
+/// not after sending its whole backlog.
+#[test]
+fn an_overloaded_open_loop_run_ends_on_time() {
+    for scheme in ["tcp", "http"] {
+        let target = match scheme {
+            "tcp" => format!("tcp://{}", spawn_stalled_server()),
+            _ => format!("http://{}/events", spawn_stalled_server()),
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        let started = std::time::Instant::now();
+        let run_args = args(
+            &target,
+            &[
+                "--rate",
+                "200000",
+                "--duration",
+                "1s",
+                "--drain-timeout",
+                "1s",
+            ],
+        );
+        std::thread::spawn(move || {
+            let _ = done.send(run(run_args));
+        });
+        let summary = finished
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{scheme}: the run still sends after 30 s"))
+            .expect("the run reports");
+        let took = started.elapsed();
+        // 1 s of run and 1 s of drain, with room for a loaded machine.
+        assert!(
+            took < std::time::Duration::from_secs(8),
+            "{scheme}: took {took:?}"
+        );
+        assert!(
+            summary.errors.get("unsent").copied().unwrap_or(0) > 0,
+            "{scheme}: no batch counted unsent: {:?}",
+            summary.errors
+        );
+        assert_eq!(summary.acked_events, 0, "{scheme}");
+        eprintln!("{scheme}: returned after {took:?}: {:?}", summary.errors);
+    }
+}

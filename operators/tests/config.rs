@@ -197,6 +197,33 @@ fn unknown_section_is_reported() {
     error_at(&text, ConfigErrorKind::Schema, 28, 2, None);
 }
 
+/// A name used twice is one error, not also a cycle through itself.
+#[test]
+fn a_duplicate_name_is_reported_once() {
+    let text = r#"
+[sources.a]
+type = "generator"
+keys = ["x"]
+events_per_second = 10
+
+[processors.a]
+type = "filter"
+inputs = ["a"]
+condition = "true"
+
+[sinks.out]
+type = "stdout"
+inputs = ["a"]
+"#;
+    let errors = weir_operators::config::parse_all(text, "pipeline.toml").unwrap_err();
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(
+        messages[0].contains("the name `a` is already used by `sources.a`"),
+        "{messages:#?}"
+    );
+}
+
 #[test]
 fn runtime_errors_name_the_runtime() {
     let text = edit("shards = 2", "shards = 0");

@@ -382,6 +382,11 @@ impl<'a> Checker<'a> {
         state: &mut BTreeMap<&'b str, u8>,
         path: &mut Vec<&'b str>,
     ) -> Option<Vec<&'b str>> {
+        // A name that is also a source or sink is reported as a duplicate;
+        // an input naming it is ambiguous, not a step of a cycle.
+        if self.config.sources.contains_key(name) || self.config.sinks.contains_key(name) {
+            return None;
+        }
         match state.get(name).copied().unwrap_or(0) {
             1 => {
                 let at = path
