@@ -168,49 +168,67 @@ fn main() -> ExitCode {
 /// emitted drains through the graph, and the final epoch commits, holding
 /// every operator's state as it is (or, with `drain`, after every window
 /// fired). The signals are handled from before the run starts: one that
-/// arrives while the data directory is still being recovered ends the
-/// process at once (nothing ran yet; the next start recovers again). A
-/// second signal while a stop runs is not special: `kill -9` is always
-/// safe, the next start recovers.
+/// arrives while the data directory is still being recovered stops the run
+/// as soon as it has started, and a second one then ends the process at
+/// once (nothing ran yet; the next start recovers again). A second signal
+/// while a stop runs is not special: `kill -9` is always safe, the next
+/// start recovers.
 struct Signals {
+    state: Arc<Mutex<SignalState>>,
+    drain: bool,
+}
+
+#[derive(Default)]
+struct SignalState {
     /// The run's handle, once it started.
-    handle: Arc<Mutex<Option<weir::runtime::Handle>>>,
+    handle: Option<weir::runtime::Handle>,
+    /// A signal came before the run started.
+    pending: bool,
 }
 
 impl Signals {
     fn install(drain: bool) -> Result<Signals> {
-        let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, signalled.clone())
-                .with_context(|| format!("cannot handle signal {signal}"))?;
-        }
-        let handle: Arc<Mutex<Option<weir::runtime::Handle>>> = Arc::default();
-        let slot = handle.clone();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .context("cannot handle SIGINT and SIGTERM")?;
+        let state: Arc<Mutex<SignalState>> = Arc::default();
+        let shared = state.clone();
         std::thread::Builder::new()
             .name("weir-signals".into())
             .spawn(move || {
-                while !signalled.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                let handle = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                match handle {
-                    Some(handle) => stop(&handle, drain),
-                    None => {
+                for _ in signals.forever() {
+                    let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(handle) = &state.handle {
+                        stop(handle, drain);
+                    } else if state.pending {
                         eprintln!(
                             "weir: stopped while starting, before the run began; the next \
                              start recovers the data directory again"
                         );
                         std::process::exit(0);
+                    } else {
+                        state.pending = true;
+                        eprintln!(
+                            "weir: stopping as soon as the run has started (a second signal \
+                             ends the process now)"
+                        );
                     }
                 }
             })
             .context("cannot start the signal thread")?;
-        Ok(Signals { handle })
+        Ok(Signals { state, drain })
     }
 
-    /// The run started: a signal now stops it.
+    /// The run started: a signal now stops it, and one that came before
+    /// does so now.
     fn running(&self, handle: weir::runtime::Handle) {
-        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.pending {
+            stop(&handle, self.drain);
+        }
+        state.handle = Some(handle);
     }
 }
 

@@ -474,8 +474,9 @@ format = "ndjson"
 
 /// Runs `config` on `data` for a moment and stops it: must exit 0.
 fn run_and_stop(config: &Path, data: &Path, args: &[&str]) -> String {
-    let weir = Weir::start(config, data, args, &[]);
-    std::thread::sleep(Duration::from_millis(400));
+    let mut weir = Weir::start(config, data, args, &[]);
+    weir.wait_holding(data);
+    std::thread::sleep(Duration::from_millis(300));
     weir.terminate();
     let (status, log) = weir.exit_within(RUN_TIMEOUT);
     assert!(status.success(), "weir failed: {log}");

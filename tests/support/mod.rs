@@ -45,6 +45,28 @@ impl Weir {
         }
     }
 
+    /// Waits until this process holds the data directory `data` (its PID
+    /// is in `data/lock`): it handles signals from then on.
+    pub fn wait_holding(&mut self, data: &Path) {
+        let pid = self.child.id().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let holder = std::fs::read_to_string(data.join("lock")).unwrap_or_default();
+            if holder.trim() == pid {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                panic!("weir exited ({status}) before it held {}", data.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir never held {}",
+                data.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends SIGTERM (a graceful stop).
     pub fn terminate(&self) {
         let status = Command::new("kill")
