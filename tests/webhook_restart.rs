@@ -194,19 +194,21 @@ fn a_batch_is_posted_again_after_a_crash_before_its_completion_was_recorded() {
     );
     let delivered_before: BTreeSet<String> =
         receiver.deliveries().into_iter().map(|d| d.key).collect();
+    // The fail-point fires at the first completed commit of epoch 6 or
+    // later (an epoch can be passed over on a loaded machine).
     assert!(
         delivered_before
             .iter()
-            .any(|key| epoch_of(key) == CRASH_EPOCH),
-        "epoch {CRASH_EPOCH} was not delivered before the crash: {delivered_before:?}"
+            .any(|key| epoch_of(key) >= CRASH_EPOCH),
+        "no epoch from {CRASH_EPOCH} on was delivered before the crash: {delivered_before:?}"
     );
     let (status, log) = setup.start(&[], &[]).exit_within(RUN_TIMEOUT);
     assert!(status.success(), "the restart failed: {log}");
     let keys = by_key(&receiver);
     let again = repeated(&keys);
     assert!(
-        again.iter().any(|key| epoch_of(key) == CRASH_EPOCH),
-        "epoch {CRASH_EPOCH}'s batch was not delivered again: repeated {again:?}"
+        again.iter().any(|key| epoch_of(key) >= CRASH_EPOCH),
+        "the crashed commit's batch was not delivered again: repeated {again:?}"
     );
     // Only batches delivered before the crash can come again (completion
     // records not yet synced at the crash may be lost with it).
