@@ -33,13 +33,27 @@
 //! recognised whichever shard its connection reaches. Batches without an id
 //! stay on the shard that received them.
 //!
+//! # Limits
+//! Every connection is served under the limits of [`limits`]: a cap on the
+//! connections of an instance ([`listener`](self::listener)), timeouts on
+//! the request head, on a body in progress and on an idle connection, and
+//! a read budget ([`budget`](self::budget)) that bounds the bytes of bodies
+//! and payloads a source holds, whatever the clients claim. Buffers grow as
+//! bytes arrive ([`socket`](self::socket)); a request is never larger than
+//! one write-ahead log record holds ([`limits::payload_bytes_max`]).
+//!
 //! # Watermarks
 //! Ingested events carry client-chosen event times, in no particular order.
 //! Each instance emits the watermark `now - watermark_delay_ms` (wall
 //! clock, rounded down to 100 ms) as time passes; an event older than the
 //! watermark is late for windows downstream, which count it as late.
 
+mod budget;
 pub mod http;
+pub mod limits;
+mod listener;
+mod metrics;
+mod socket;
 pub mod tcp;
 pub mod wire;
 
@@ -58,6 +72,10 @@ use weir_runtime::{
 };
 
 use crate::generator::GeneratedEvent;
+use budget::{ReadBudget, Reservation};
+use limits::ListenerLimits;
+use listener::{Handoff, Slot, Slots};
+use metrics::IngestMetrics;
 
 /// Watermarks are emitted in steps of this many milliseconds.
 pub const WATERMARK_STEP_MS: u64 = 100;
@@ -78,6 +96,8 @@ pub struct IngestOptions {
     pub watermark_delay_ms: u64,
     /// What a refused request is told to wait, in milliseconds.
     pub retry_after_ms: u64,
+    /// Connection cap, timeouts and read budget.
+    pub limits: ListenerLimits,
 }
 
 impl IngestOptions {
@@ -90,6 +110,7 @@ impl IngestOptions {
             dedup_max_ids: 100_000,
             watermark_delay_ms: 2_000,
             retry_after_ms: 1_000,
+            limits: ListenerLimits::default(),
         }
     }
 }
@@ -164,11 +185,15 @@ pub struct Mesh {
     senders: Vec<crossbeam::channel::Sender<Forwarded>>,
     receivers: Vec<Inbox<Forwarded>>,
     /// Accepted connections on their way to the shard that serves them.
-    handoff: Vec<crossbeam::channel::Sender<std::os::fd::OwnedFd>>,
-    handoff_receivers: Vec<Inbox<std::os::fd::OwnedFd>>,
+    handoff: Vec<crossbeam::channel::Sender<Handoff>>,
+    handoff_receivers: Vec<Inbox<Handoff>>,
     /// Connections accepted by every instance: connection `n` is served by
     /// instance `n % instances`.
     accepted: std::sync::atomic::AtomicU64,
+    /// The connections each instance serves, against its cap.
+    slots: std::sync::Arc<Slots>,
+    /// The bytes of bodies and payloads the source's connections hold.
+    budget: std::sync::Arc<ReadBudget>,
 }
 
 /// A batch handed to its owner instance on another shard.
@@ -177,6 +202,8 @@ struct Forwarded {
     batch_id: Option<u64>,
     events: usize,
     payload: Payload,
+    /// The payload's share of the read budget, released with it.
+    reservation: Reservation,
     index: Vec<http::Indexed>,
     queued_ns: u64,
     reply: std::sync::Arc<RemoteSlot>,
@@ -186,8 +213,9 @@ struct Forwarded {
 const MESH_BATCHES_MAX: usize = 256;
 
 impl Mesh {
-    /// A mesh for `instances` instances.
-    pub fn new(instances: usize) -> Mesh {
+    /// A mesh for `instances` instances of a source with `limits` (the
+    /// connection cap of each instance, the read budget of them all).
+    pub fn new(instances: usize, limits: &ListenerLimits) -> Mesh {
         let (senders, receivers) = channels(instances);
         let (handoff, handoff_receivers) = channels(instances);
         Mesh {
@@ -196,6 +224,8 @@ impl Mesh {
             handoff,
             handoff_receivers,
             accepted: std::sync::atomic::AtomicU64::new(0),
+            slots: Slots::new(instances, limits.connections_max),
+            budget: ReadBudget::new(limits.read_budget_bytes),
         }
     }
 
@@ -303,13 +333,14 @@ impl Future for PendingReply {
 }
 
 /// Queues a checked batch with the instance that owns it; the source's
-/// answer (not yet the log's) comes through the returned future.
+/// answer (not yet the log's) comes through the returned future. The
+/// payload's `reservation` is released when the batch is dropped.
 pub(crate) fn enqueue(
     queue: &IngestQueue,
     encoding: Encoding,
     batch_id: Option<u64>,
     events: usize,
-    payload: Payload,
+    (payload, reservation): (Payload, Reservation),
     index: Vec<http::Indexed>,
 ) -> Result<PendingReply, Refused> {
     if !queue.open.get() {
@@ -324,6 +355,7 @@ pub(crate) fn enqueue(
                 batch_id,
                 events,
                 payload,
+                reservation,
                 index,
                 queued_ns: unix_ns(),
                 reply: slot.clone(),
@@ -336,17 +368,16 @@ pub(crate) fn enqueue(
         }
     }
     let slot = Rc::new(ReplySlot::default());
-    queue
-        .push(Queued {
-            encoding,
-            batch_id,
-            events,
-            payload,
-            index,
-            queued_ns: unix_ns(),
-            reply: ReplyTo::Local(slot.clone()),
-        })
-        .map_err(|(refused, _)| refused)?;
+    queue.push(Queued {
+        encoding,
+        batch_id,
+        events,
+        payload,
+        _reservation: reservation,
+        index,
+        queued_ns: unix_ns(),
+        reply: ReplyTo::Local(slot.clone()),
+    })?;
     Ok(PendingReply::Local(ReplyFuture(slot)))
 }
 
@@ -427,6 +458,9 @@ pub(crate) struct Queued {
     pub(crate) batch_id: Option<u64>,
     pub(crate) events: usize,
     pub(crate) payload: Payload,
+    /// The payload's share of the read budget: held, never read; dropping
+    /// the batch (once logged, or refused) releases it.
+    pub(crate) _reservation: Reservation,
     /// JSON payloads: where each checked event is (empty for `Wire`).
     pub(crate) index: Vec<http::Indexed>,
     /// When it was queued (ns since the Unix epoch).
@@ -443,122 +477,9 @@ pub(crate) enum Refused {
     Unavailable,
 }
 
-/// Starts serving an accepted connection on the current shard.
-pub(crate) type ServeFn = Rc<dyn Fn(glommio::net::TcpStream)>;
-
-/// Accepts connections and spreads them over the instances round-robin.
-///
-/// The kernel spreads connections over the shards' listeners by a hash of
-/// their addresses, which can put the few connections of a load generator
-/// all on one shard; handing every `n`-th accepted connection to instance
-/// `n % instances` (a duplicate of its descriptor, through the mesh) keeps
-/// the shards evenly loaded. The connection is then served by that shard
-/// from its first byte.
-async fn accept_loop(listener: glommio::net::TcpListener, queue: Rc<IngestQueue>, serve: ServeFn) {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    use std::sync::atomic::Ordering;
-    let mesh = queue.mesh.clone();
-    loop {
-        let Ok(stream) = listener.accept().await else {
-            continue;
-        };
-        let target =
-            (mesh.accepted.fetch_add(1, Ordering::Relaxed) % mesh.handoff.len() as u64) as usize;
-        if target == queue.instance {
-            serve(stream);
-            continue;
-        }
-        // SAFETY: the descriptor is open while `stream` lives, which it does
-        // until after the duplicate is made.
-        let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
-        match duplicate {
-            Ok(fd) => match mesh.handoff[target].try_send(fd) {
-                Ok(()) => drop(stream),
-                // The target is gone or swamped: serve it here.
-                Err(_) => serve(stream),
-            },
-            Err(_) => serve(stream),
-        }
-    }
-}
-
-/// The metrics of one source instance.
-pub(crate) struct IngestMetrics {
-    registry: weir_runtime::metrics::Registry,
-    component: std::sync::Arc<str>,
-    shard: usize,
-    events: weir_runtime::metrics::ShardCounter,
-    bytes: weir_runtime::metrics::ShardCounter,
-    to_committed: weir_runtime::metrics::ShardHistogram,
-    /// From a batch being queued to the source taking it.
-    pub(crate) queue_wait: weir_runtime::metrics::ShardHistogram,
-    /// From the client's intended send time of a frame's first event to
-    /// the frame being read whole (TCP, when the client sets `sent_ns`).
-    pub(crate) receive_delay: weir_runtime::metrics::ShardHistogram,
-    responses: RefCell<HashMap<String, weir_runtime::metrics::ShardCounter>>,
-}
-
-impl IngestMetrics {
-    fn new(context: &ShardContext) -> IngestMetrics {
-        let registry = context.metrics.clone();
-        let labels = [("component", &*context.node)];
-        let events = registry.counter(
-            "weir_ingest_events",
-            "Events an ingest source accepted (logged and emitted).",
-            &labels,
-        );
-        let bytes = registry.counter(
-            "weir_ingest_payload_bytes",
-            "Payload bytes of the batches an ingest source accepted.",
-            &labels,
-        );
-        let to_committed = registry.histogram(
-            "weir_ingest_to_committed_seconds",
-            "Time from an ingest source accepting an event to the commit of its epoch.",
-            &labels,
-        );
-        let queue_wait = registry.histogram(
-            "weir_ingest_queue_wait_seconds",
-            "Time a checked batch waited in an ingest source's queue.",
-            &labels,
-        );
-        let receive_delay = registry.histogram(
-            "weir_ingest_receive_delay_seconds",
-            "Time from a client's intended send time to its frame being read whole.",
-            &labels,
-        );
-        IngestMetrics {
-            queue_wait: queue_wait.for_shard(context.shard),
-            receive_delay: receive_delay.for_shard(context.shard),
-            events: events.for_shard(context.shard),
-            bytes: bytes.for_shard(context.shard),
-            to_committed: to_committed.for_shard(context.shard),
-            responses: RefCell::default(),
-            registry,
-            component: context.node.clone(),
-            shard: context.shard,
-        }
-    }
-
-    /// Counts one answer (an HTTP status or a TCP ack status).
-    pub(crate) fn response(&self, status: &str) {
-        let mut responses = self.responses.borrow_mut();
-        if let Some(counter) = responses.get(status) {
-            counter.inc();
-            return;
-        }
-        let counter = self
-            .registry
-            .counter(
-                "weir_ingest_responses",
-                "Requests (HTTP) or frames (TCP) an ingest source answered, by status.",
-                &[("component", &self.component), ("status", status)],
-            )
-            .for_shard(self.shard);
-        counter.inc();
-        responses.insert(status.to_string(), counter);
-    }
-}
+/// Starts serving an accepted connection on the current shard; the slot
+/// is held until the connection ends.
+pub(crate) type ServeFn = Rc<dyn Fn(glommio::net::TcpStream, Slot)>;
 
 /// Batches waiting for the source instance, shared with its connection
 /// tasks (all on one shard).
@@ -576,13 +497,15 @@ pub(crate) struct IngestQueue {
 }
 
 impl IngestQueue {
-    pub(crate) fn push(&self, batch: Queued) -> Result<(), (Refused, Queued)> {
+    /// Queues `batch`, or drops it (releasing its share of the read
+    /// budget) and says why not.
+    pub(crate) fn push(&self, batch: Queued) -> Result<(), Refused> {
         if !self.open.get() {
-            return Err((Refused::Unavailable, batch));
+            return Err(Refused::Unavailable);
         }
         let events = self.events.get();
         if events > 0 && events + batch.events > self.limit {
-            return Err((Refused::Full, batch));
+            return Err(Refused::Full);
         }
         self.events.set(events + batch.events);
         self.batches.borrow_mut().push_back(batch);
@@ -603,6 +526,7 @@ impl IngestQueue {
             batch_id: batch.batch_id,
             events: batch.events,
             payload: batch.payload,
+            _reservation: batch.reservation,
             index: batch.index,
             queued_ns: batch.queued_ns,
             reply: ReplyTo::Remote(batch.reply),
@@ -659,6 +583,31 @@ pub enum Protocol {
     Http(http::HttpOptions),
 }
 
+impl Protocol {
+    /// The largest body (HTTP) or frame payload (TCP) accepted.
+    pub fn request_bytes_max(&self) -> usize {
+        match self {
+            Protocol::Tcp(tcp) => tcp.max_frame_bytes as usize,
+            Protocol::Http(http) => http.body_limit_bytes,
+        }
+    }
+
+    /// The protocol with its request limit lowered to `bytes` if above.
+    fn at_most(self, bytes: usize) -> Protocol {
+        match self {
+            Protocol::Tcp(mut tcp) => {
+                let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                tcp.max_frame_bytes = tcp.max_frame_bytes.min(bytes);
+                Protocol::Tcp(tcp)
+            }
+            Protocol::Http(mut http) => {
+                http.body_limit_bytes = http.body_limit_bytes.min(bytes);
+                Protocol::Http(http)
+            }
+        }
+    }
+}
+
 /// Batch ids accepted recently, in acceptance order.
 #[derive(Debug, Default)]
 struct DedupTable {
@@ -702,7 +651,7 @@ pub struct IngestSource {
     /// Starts serving a connection on this shard (set once listening).
     serve: Option<ServeFn>,
     /// Connections other shards accepted and handed to this one.
-    handed: Option<crossbeam::channel::Receiver<std::os::fd::OwnedFd>>,
+    handed: Option<crossbeam::channel::Receiver<Handoff>>,
     intake: IntakeLog,
     listening: bool,
     dedup: DedupTable,
@@ -726,17 +675,21 @@ impl std::fmt::Debug for IngestSource {
 }
 
 /// Bytes of a [`DataHeader`].
-const DATA_HEADER_LEN: usize = 18;
+pub(crate) const DATA_HEADER_LEN: usize = 18;
 
 impl IngestSource {
     /// The instance for `context`'s shard; `mesh` is shared by every
-    /// instance of the source (made with `Mesh::new(context.instances)`).
+    /// instance of the source (made with `Mesh::new(context.instances,
+    /// &options.limits)`). A body or frame limit above what one log record
+    /// holds ([`limits::payload_bytes_max`]) is lowered to it (config
+    /// validation refuses such a limit).
     pub fn new(
         protocol: Protocol,
         options: IngestOptions,
         context: &ShardContext,
         mesh: std::sync::Arc<Mesh>,
     ) -> IngestSource {
+        let protocol = protocol.at_most(limits::payload_bytes_max(&context.node));
         let inbox = take_inbox(&mesh.receivers, context.instance);
         let handed = take_inbox(&mesh.handoff_receivers, context.instance);
         let queue = Rc::new(IngestQueue {
@@ -776,16 +729,13 @@ impl IngestSource {
             ))
         })?;
         let (queue, tasks) = (self.queue.clone(), self.tasks.clone());
-        let retry_after_ms = self.options.retry_after_ms;
         let serve = match &self.protocol {
-            Protocol::Tcp(options) => tcp::serve_on(queue, tasks, options.clone(), retry_after_ms),
-            Protocol::Http(options) => {
-                http::serve_on(queue, tasks, options.clone(), retry_after_ms)
-            }
+            Protocol::Tcp(tcp) => tcp::serve_on(queue, tasks, tcp.clone(), &self.options),
+            Protocol::Http(http) => http::serve_on(queue, tasks, http.clone(), &self.options),
         };
         self.serve = Some(serve.clone());
-        let accept =
-            glommio::spawn_local(accept_loop(listener, self.queue.clone(), serve)).detach();
+        let accept = listener::accept_loop(listener, self.queue.clone(), serve);
+        let accept = glommio::spawn_local(accept).detach();
         *self.tasks.accept.borrow_mut() = Some(accept);
         self.queue.open.set(true);
         self.listening = true;
@@ -954,15 +904,17 @@ impl Source for IngestSource {
             }
         }
         if let (Some(handed), Some(serve)) = (&self.handed, &self.serve) {
-            while let Ok(fd) = handed.try_recv() {
+            while let Ok(Handoff { fd, slot }) = handed.try_recv() {
                 // SAFETY: `fd` is an open, owned socket (a duplicate of an
                 // accepted connection's); the stream takes it over.
                 let stream = unsafe {
                     glommio::net::TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
                 };
-                serve(stream);
+                serve(stream, slot);
             }
         }
+        let open = self.queue.mesh.slots.open(self.queue.instance);
+        self.queue.metrics.connections_open.set(open as i64);
         let now_ns = unix_ns();
         let now_ms = now_ns / 1_000_000;
         self.dedup.expire(now_ms, self.options.dedup_max_ids);

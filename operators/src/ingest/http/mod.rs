@@ -11,28 +11,55 @@
 //! | 405 | another method |
 //! | 401 | a token is configured and `Authorization: Bearer <token>` is missing or wrong |
 //! | 411 | no `Content-Length` (chunked bodies are not accepted) |
+//! | 400 | two `Content-Length` headers, or one that is not plain digits |
 //! | 413 | `Content-Length` over `body_limit_bytes`: refused before reading the body |
 //! | 415 | a `Content-Type` other than NDJSON, JSON or plain text |
+//! | 429 | the source's read budget cannot hold the body (before reading it), or its queue is full; `Retry-After` says when to retry |
 //! | 400 | a line (NDJSON) or element (array) that is not an event object, naming it |
-//! | 429 | the source's queue is full; `Retry-After` says when to retry |
+//! | 408 | the head (`header_timeout_ms`) or the body (`read_timeout_ms`) was too slow |
 //! | 503 | the source is not taking input (starting or stopping); `Retry-After` |
 //! | 200 | `{"accepted":N}` once the events are durable, or `{"accepted":0,"duplicate":true}` |
 //!
-//! An event is a JSON object with a string `key`, and optionally `ts`
-//! (event time, ms since the Unix epoch; default: when it was accepted) and
-//! `sent_ns` (when the client meant to send it); the whole object is kept
-//! as the event's `body`.
+//! A request refused before its body is read ([`head`]) never has its
+//! body read: the answer closes the connection.
+//!
+//! # One request, step by step
+//! 1. The first bytes of the request: the connection's first request must
+//!    arrive whole within `header_timeout_ms` of the connection's start; a
+//!    later one may wait `idle_timeout_ms` for its first byte, then has
+//!    `header_timeout_ms` for the whole head. Nothing said in time: closed
+//!    silently. A head begun and not finished: 408, closed.
+//! 2. The head is checked ([`head`]); it is at most 16 KiB
+//!    ([`HEAD_BYTES_MAX`]), in a buffer that is dropped whenever the
+//!    connection waits for a new request with nothing read ahead.
+//! 3. The body's length is reserved from the source's read budget (429 and
+//!    close if it does not fit), then the body is read into a buffer that
+//!    grows as bytes arrive, each read waiting at most `read_timeout_ms`.
+//! 4. The events are checked and queued ([`events`]); the answer comes once
+//!    they are durable. The connection closes after it when the client
+//!    asked (`Connection: close`, or HTTP/1.0 without `keep-alive`).
 
-use std::borrow::Cow;
+mod events;
+mod head;
+mod response;
+
 use std::rc::Rc;
+use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use serde::Deserialize;
 
+pub(crate) use events::{for_each_event, index_events, Indexed};
+pub use events::{parse_events, BadEvent};
+use head::{Head, Verdict};
+use response::{retry_after_seconds, Response};
+
+use super::budget::Reservation;
+use super::limits::{ListenerLimits, HEAD_BYTES_MAX, READ_CHUNK_BYTES, REQUEST_BYTES_DEFAULT};
+use super::listener::Slot;
+use super::metrics::Timeout;
+use super::socket::{read_growing, Deadline, ReadError, Socket};
 use super::{
-    batch_id_hash, enqueue, Encoding, EventRef, IngestQueue, Payload, Refused, ServeFn, Settled,
-    Tasks,
+    enqueue, Encoding, IngestOptions, IngestQueue, Payload, Refused, ServeFn, Settled, Tasks,
 };
 
 /// Settings of the `http` source.
@@ -42,7 +69,8 @@ pub struct HttpOptions {
     pub path: String,
     /// When set, requests must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
-    /// The largest body accepted.
+    /// The largest body accepted (at most
+    /// [`payload_bytes_max`](super::limits::payload_bytes_max)).
     pub body_limit_bytes: usize,
 }
 
@@ -51,170 +79,19 @@ impl Default for HttpOptions {
         HttpOptions {
             path: "/events".into(),
             token: None,
-            body_limit_bytes: 10 << 20,
+            body_limit_bytes: REQUEST_BYTES_DEFAULT,
         }
     }
 }
 
-/// The largest request head (request line and headers).
-const HEAD_LIMIT_BYTES: usize = 16 << 10;
 /// Headers a request may carry.
 const HEADERS_MAX: usize = 64;
 
-#[derive(Deserialize)]
-struct EventFields<'a> {
-    #[serde(borrow)]
-    key: Cow<'a, str>,
-    #[serde(default)]
-    ts: Option<u64>,
-    #[serde(default)]
-    sent_ns: Option<u64>,
-}
-
-/// Where the first bad event of a body is, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadEvent {
-    /// 1-based line (NDJSON) or element (array) number; 0: the body as a
-    /// whole.
-    pub at: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn object_fields<'a>(text: &'a str) -> Result<EventFields<'a>, String> {
-    let trimmed = text.trim_start();
-    if !trimmed.starts_with('{') {
-        return Err("expected a JSON object".into());
-    }
-    serde_json::from_str::<EventFields<'a>>(text).map_err(|error| error.to_string())
-}
-
-/// Checks every event of a body; returns how many there are.
-pub fn parse_events(encoding_is_array: bool, body: &[u8]) -> Result<usize, BadEvent> {
-    index_events(encoding_is_array, body).map(|index| index.len())
-}
-
-/// One checked event of a body: where its fields are, so the source can
-/// emit it without parsing the JSON again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Indexed {
-    /// The key's byte range in the body, or the key itself when it had
-    /// escapes.
-    key: Result<(u32, u32), String>,
-    ts: Option<u64>,
-    sent_ns: u64,
-    /// The event object's byte range in the body.
-    body: (u32, u32),
-}
-
-/// Checks every event of a body and returns where each one is.
-pub(crate) fn index_events(encoding_is_array: bool, body: &[u8]) -> Result<Vec<Indexed>, BadEvent> {
-    let encoding = if encoding_is_array {
-        Encoding::JsonArray
-    } else {
-        Encoding::Ndjson
-    };
-    let base = body.as_ptr() as usize;
-    let range = |text: &str| {
-        let start = text.as_ptr() as usize - base;
-        (start as u32, (start + text.len()) as u32)
-    };
-    let mut index = Vec::new();
-    visit(encoding, body, &mut |fields, text| {
-        let key = match &fields.key {
-            Cow::Borrowed(key) => Ok(range(key)),
-            Cow::Owned(key) => Err(key.clone()),
-        };
-        index.push(Indexed {
-            key,
-            ts: fields.ts,
-            sent_ns: fields.sent_ns.unwrap_or(0),
-            body: range(text),
-        });
-    })?;
-    if index.is_empty() {
-        return Err(BadEvent {
-            at: 0,
-            message: "the body holds no events".into(),
-        });
-    }
-    Ok(index)
-}
-
-fn visit(
-    encoding: Encoding,
-    body: &[u8],
-    each: &mut dyn FnMut(EventFields<'_>, &str),
-) -> Result<(), BadEvent> {
-    let text = std::str::from_utf8(body).map_err(|error| BadEvent {
-        at: 0,
-        message: format!("the body is not UTF-8: {error}"),
-    })?;
-    match encoding {
-        Encoding::JsonArray => {
-            let elements: Vec<&serde_json::value::RawValue> =
-                serde_json::from_str(text).map_err(|error| BadEvent {
-                    at: 0,
-                    message: format!("the body is not a JSON array of events: {error}"),
-                })?;
-            for (index, element) in elements.iter().enumerate() {
-                let fields = object_fields(element.get()).map_err(|message| BadEvent {
-                    at: index + 1,
-                    message,
-                })?;
-                each(fields, element.get());
-            }
-        }
-        _ => {
-            for (index, line) in text.split('\n').enumerate() {
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let fields = object_fields(line).map_err(|message| BadEvent {
-                    at: index + 1,
-                    message,
-                })?;
-                each(fields, line);
-            }
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn for_each_event(
-    encoding: Encoding,
-    payload: &[u8],
-    index: Option<&[Indexed]>,
-    each: &mut impl FnMut(EventRef<'_>),
-) -> Result<(), String> {
-    if let Some(index) = index {
-        // SAFETY: `index_events` checked that these very bytes are UTF-8
-        // (they are owned by the queued batch and were not changed since).
-        let text = unsafe { std::str::from_utf8_unchecked(payload) };
-        for event in index {
-            let key = match &event.key {
-                Ok((start, end)) => &text[*start as usize..*end as usize],
-                Err(key) => key.as_str(),
-            };
-            each(EventRef {
-                key,
-                ts_ms: event.ts,
-                sent_ns: event.sent_ns,
-                body: &text[event.body.0 as usize..event.body.1 as usize],
-            });
-        }
-        return Ok(());
-    }
-    visit(encoding, payload, &mut |fields, text| {
-        each(EventRef {
-            key: &fields.key,
-            ts_ms: fields.ts,
-            sent_ns: fields.sent_ns.unwrap_or(0),
-            body: text,
-        })
-    })
-    .map_err(|bad| format!("event {}: {}", bad.at, bad.message))
+/// What every connection of an instance is served with.
+struct Settings {
+    options: HttpOptions,
+    retry_after_ms: u64,
+    limits: ListenerLimits,
 }
 
 /// Serves one connection on this shard.
@@ -222,327 +99,218 @@ pub(crate) fn serve_on(
     queue: Rc<IngestQueue>,
     tasks: Rc<Tasks>,
     options: HttpOptions,
-    retry_after_ms: u64,
+    ingest: &IngestOptions,
 ) -> ServeFn {
-    let options = Rc::new(options);
-    Rc::new(move |stream: TcpStream| {
-        let _ = stream.set_nodelay(true);
-        let (queue, options) = (queue.clone(), options.clone());
+    let settings = Rc::new(Settings {
+        options,
+        retry_after_ms: ingest.retry_after_ms,
+        limits: ingest.limits.clone(),
+    });
+    Rc::new(move |stream: TcpStream, slot: Slot| {
+        let (queue, settings) = (queue.clone(), settings.clone());
         tasks.spawn_connection(async move {
-            let _ = serve(stream, &queue, &options, retry_after_ms).await;
+            let mut connection = Connection {
+                socket: Socket::new(stream, settings.limits.read_timeout_ms),
+                buffer: Vec::new(),
+                queue,
+                settings,
+            };
+            // The first request's head must be whole within the header
+            // timeout of the connection's start.
+            let mut first = Some(Deadline::after_ms(
+                connection.settings.limits.header_timeout_ms,
+            ));
+            while let Next::KeepAlive = connection.request(first.take()).await {}
+            // The socket closes before the slot frees, so descriptors never
+            // outnumber slots.
+            drop(connection);
+            drop(slot);
         });
     })
 }
 
-/// A response: status, extra headers, JSON body.
-struct Response {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-    close: bool,
+/// What becomes of a connection after a request.
+enum Next {
+    KeepAlive,
+    Close,
 }
 
-impl Response {
-    fn json(status: u16, body: String) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body,
-            close: false,
-        }
-    }
+/// One connection, between and during requests.
+struct Connection {
+    socket: Socket,
+    /// Bytes read and not yet used: a request head, or the start of a body
+    /// or of the next request (at most `HEAD_BYTES_MAX + READ_CHUNK_BYTES`).
+    buffer: Vec<u8>,
+    queue: Rc<IngestQueue>,
+    settings: Rc<Settings>,
+}
 
-    fn error(status: u16, message: &str) -> Response {
-        let body = serde_json::json!({ "error": message }).to_string();
-        Response::json(status, body)
-    }
-
-    fn header(mut self, name: &'static str, value: String) -> Response {
-        self.headers.push((name, value));
-        self
-    }
-
-    fn closing(mut self) -> Response {
-        self.close = true;
-        self
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let reason = match self.status {
-            100 => "Continue",
-            200 => "OK",
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            411 => "Length Required",
-            413 => "Content Too Large",
-            415 => "Unsupported Media Type",
-            429 => "Too Many Requests",
-            431 => "Request Header Fields Too Large",
-            _ => "Service Unavailable",
+impl Connection {
+    /// Serves one request; `first` is the deadline of the connection's
+    /// first request head.
+    async fn request(&mut self, first: Option<Deadline>) -> Next {
+        let Some((head_len, verdict)) = self.read_head(first).await else {
+            return Next::Close;
         };
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            self.status,
-            self.body.len()
-        );
-        for (name, value) in &self.headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if self.close {
-            out.push_str("connection: close\r\n");
-        }
-        out.push_str("\r\n");
-        out.push_str(&self.body);
-        out.into_bytes()
+        self.buffer.drain(..head_len);
+        let Verdict {
+            head,
+            keep_alive,
+            http_1_0,
+        } = verdict;
+        let head = match head {
+            Ok(head) => head,
+            Err(refused) => return self.finish(refused, keep_alive, http_1_0).await,
+        };
+        let body = match self.read_body(&head).await {
+            Ok(body) => body,
+            Err(next) => return next,
+        };
+        let response = handle(&head, body, &self.queue, self.settings.retry_after_ms).await;
+        self.finish(response, keep_alive, http_1_0).await
     }
-}
 
-/// What a request head says, once checked.
-struct Head {
-    content_length: usize,
-    array: bool,
-    batch_id: Option<u64>,
-    expect_continue: bool,
-    close: bool,
-}
-
-fn retry_after_seconds(retry_after_ms: u64) -> String {
-    retry_after_ms.div_ceil(1000).max(1).to_string()
-}
-
-/// Checks a parsed request head.
-fn check_head(
-    request: &httparse::Request<'_, '_>,
-    options: &HttpOptions,
-) -> Result<Head, Response> {
-    let path = request.path.unwrap_or("");
-    let path = path.split('?').next().unwrap_or(path);
-    if path != options.path {
-        return Err(Response::error(
-            404,
-            &format!(
-                "no such path `{path}`: events are posted to `{}`",
-                options.path
-            ),
-        ));
-    }
-    if request.method != Some("POST") {
-        return Err(Response::error(405, "only POST is accepted").header("allow", "POST".into()));
-    }
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|header| header.name.eq_ignore_ascii_case(name))
-            .map(|header| String::from_utf8_lossy(header.value).trim().to_string())
-    };
-    if let Some(token) = &options.token {
-        let given = header("authorization");
-        let ok = given
-            .as_deref()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()));
-        if !ok {
-            let message = if given.is_none() {
-                "missing `Authorization: Bearer <token>`"
-            } else {
-                "wrong bearer token"
+    /// Reads and checks a request head: its length and verdict, or `None`
+    /// when the connection ends (the client left, was too slow, or sent
+    /// what is not a request head, which is answered).
+    async fn read_head(&mut self, first: Option<Deadline>) -> Option<(usize, Verdict)> {
+        let limits = self.settings.clone();
+        let limits = &limits.limits;
+        if self.buffer.is_empty() {
+            let (wait, timeout) = match first {
+                Some(deadline) => (deadline.left(), Timeout::Header),
+                None => (Duration::from_millis(limits.idle_timeout_ms), Timeout::Idle),
             };
-            return Err(Response::error(401, message).header("www-authenticate", "Bearer".into()));
+            if let Err(error) = self.fill(wait).await {
+                if error == ReadError::TimedOut {
+                    self.queue.metrics.timed_out(timeout);
+                }
+                return None;
+            }
         }
-    }
-    let close = header("connection").is_some_and(|value| value.eq_ignore_ascii_case("close"));
-    if header("transfer-encoding").is_some() {
-        return Err(
-            Response::error(411, "chunked bodies are not accepted: send Content-Length").closing(),
-        );
-    }
-    let Some(length) = header("content-length") else {
-        return Err(Response::error(411, "a Content-Length header is required").closing());
-    };
-    let content_length: usize = length.parse().map_err(|_| {
-        Response::error(400, &format!("Content-Length `{length}` is not a number")).closing()
-    })?;
-    if content_length > options.body_limit_bytes {
-        return Err(Response::error(
-            413,
-            &format!(
-                "the body of {content_length} bytes exceeds the limit of {} bytes",
-                options.body_limit_bytes
-            ),
-        )
-        .closing());
-    }
-    let content_type = header("content-type")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let array = match media.as_str() {
-        "application/json" => true,
-        "" | "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "text/plain" => {
-            false
-        }
-        other => {
-            return Err(Response::error(
-                415,
-                &format!("content type `{other}`: send application/x-ndjson or application/json"),
-            ))
-        }
-    };
-    let batch_id = match header("weir-batch-id") {
-        Some(id) if id.is_empty() || id.len() > 256 => {
-            return Err(Response::error(400, "Weir-Batch-Id must be 1 to 256 bytes"))
-        }
-        Some(id) => Some(batch_id_hash(id.as_bytes())),
-        None => None,
-    };
-    let expect_continue =
-        header("expect").is_some_and(|value| value.eq_ignore_ascii_case("100-continue"));
-    Ok(Head {
-        content_length,
-        array,
-        batch_id,
-        expect_continue,
-        close,
-    })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Reads more bytes into `buffer`; `false` at end of stream.
-async fn fill(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<bool> {
-    let start = buffer.len();
-    buffer.resize(start + (16 << 10), 0);
-    let read = stream.read(&mut buffer[start..]).await;
-    let read = match read {
-        Ok(read) => read,
-        Err(error) => {
-            buffer.truncate(start);
-            return Err(error);
-        }
-    };
-    buffer.truncate(start + read);
-    Ok(read > 0)
-}
-
-/// Writes `response` and counts it.
-async fn respond(
-    stream: &mut TcpStream,
-    queue: &IngestQueue,
-    response: &Response,
-) -> std::io::Result<()> {
-    queue.metrics.response(&response.status.to_string());
-    stream.write_all(&response.encode()).await
-}
-
-async fn serve(
-    mut stream: TcpStream,
-    queue: &IngestQueue,
-    options: &HttpOptions,
-    retry_after_ms: u64,
-) -> std::io::Result<()> {
-    let mut buffer: Vec<u8> = Vec::with_capacity(64 << 10);
-    loop {
-        // The head.
-        let (head_len, head) = loop {
+        let deadline = first.unwrap_or_else(|| Deadline::after_ms(limits.header_timeout_ms));
+        loop {
             let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
             let mut request = httparse::Request::new(&mut headers);
-            match request.parse(&buffer) {
+            let refusal = match request.parse(&self.buffer) {
                 Ok(httparse::Status::Complete(len)) => {
-                    let declared = request
-                        .headers
-                        .iter()
-                        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|header| std::str::from_utf8(header.value).ok())
-                        .and_then(|value| value.trim().parse::<usize>().ok());
-                    break (len, (declared, check_head(&request, options)));
+                    return Some((len, head::check(&request, &self.settings.options)))
                 }
-                Ok(httparse::Status::Partial) if buffer.len() < HEAD_LIMIT_BYTES => {
-                    if !fill(&mut stream, &mut buffer).await? {
-                        return Ok(());
+                Ok(httparse::Status::Partial) if self.buffer.len() < HEAD_BYTES_MAX => {
+                    match self.fill(deadline.left()).await {
+                        Ok(()) => continue,
+                        Err(ReadError::TimedOut) => self.timed_out(Timeout::Header),
+                        Err(_) => return None,
                     }
                 }
                 Ok(httparse::Status::Partial) => {
-                    let response = Response::error(431, "the request head is too large").closing();
-                    return respond(&mut stream, queue, &response).await;
+                    Response::error(431, "the request head is too large")
                 }
-                Err(error) => {
-                    let response =
-                        Response::error(400, &format!("malformed request: {error}")).closing();
-                    return respond(&mut stream, queue, &response).await;
-                }
-            }
-        };
-        let (declared, head) = head;
-        let head = match head {
-            Ok(head) => head,
-            Err(response) => {
-                // The refused request's body is skipped unread if it is
-                // small enough; otherwise the connection closes.
-                let skip = declared.filter(|&len| len <= options.body_limit_bytes);
-                let response = match skip {
-                    Some(_) => response,
-                    None => response.closing(),
-                };
-                respond(&mut stream, queue, &response).await?;
-                let Some(skip) = skip.filter(|_| !response.close) else {
-                    return Ok(());
-                };
-                buffer.drain(..head_len);
-                while buffer.len() < skip {
-                    if !fill(&mut stream, &mut buffer).await? {
-                        return Ok(());
-                    }
-                }
-                buffer.drain(..skip);
-                continue;
-            }
-        };
-        buffer.drain(..head_len);
-        if head.expect_continue && buffer.len() < head.content_length {
-            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                Err(error) => Response::error(400, &format!("malformed request: {error}")),
+            };
+            let _ = self.respond(&refusal.closing()).await;
+            return None;
         }
-        while buffer.len() < head.content_length {
-            if !fill(&mut stream, &mut buffer).await? {
-                return Ok(()); // the client left mid-body: nothing accepted
-            }
-        }
-        let mut body = Payload::with_capacity(head.content_length);
-        body.extend_from_slice(&buffer[..head.content_length]);
-        buffer.drain(..head.content_length);
-        let response = handle(head.array, head.batch_id, body, queue, retry_after_ms).await;
-        let close = head.close || response.close;
-        let response = if head.close {
-            response.closing()
-        } else {
-            response
+    }
+
+    /// Reserves the body's length from the read budget and reads the body;
+    /// `Err` when the connection ends instead (answered if need be).
+    async fn read_body(&mut self, head: &Head) -> Result<(Payload, Reservation), Next> {
+        let len = head.content_length;
+        let Some(reservation) = self.queue.mesh.budget.reserve(len) else {
+            let retry_after = retry_after_seconds(self.settings.retry_after_ms);
+            let refusal = Response::error(429, "the source's read budget is spent; retry later")
+                .header("retry-after", retry_after)
+                .closing();
+            let _ = self.respond(&refusal).await;
+            return Err(Next::Close);
         };
-        respond(&mut stream, queue, &response).await?;
-        if close {
-            return Ok(());
+        if head.expect_continue && self.buffer.len() < len {
+            let proceed = self
+                .socket
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await;
+            proceed.map_err(|_| Next::Close)?;
         }
+        let early = self.buffer.len().min(len);
+        let mut body = Payload::with_capacity(early);
+        body.extend_from_slice(&self.buffer[..early]);
+        self.buffer.drain(..early);
+        let read_timeout = Duration::from_millis(self.settings.limits.read_timeout_ms);
+        match read_growing(&self.socket, &mut body, len, read_timeout).await {
+            Ok(()) => Ok((body, reservation)),
+            Err(ReadError::TimedOut) => {
+                let _ = self.respond(&self.timed_out(Timeout::Read)).await;
+                Err(Next::Close)
+            }
+            // The client left mid-body: nothing was accepted.
+            Err(_) => Err(Next::Close),
+        }
+    }
+
+    /// Answers 408 for `timeout`, counting it.
+    fn timed_out(&self, timeout: Timeout) -> Response {
+        self.queue.metrics.timed_out(timeout);
+        let (what, ms) = match timeout {
+            Timeout::Read => (
+                "the body stalled: no byte arrived for",
+                self.settings.limits.read_timeout_ms,
+            ),
+            _ => (
+                "the request head did not arrive whole within",
+                self.settings.limits.header_timeout_ms,
+            ),
+        };
+        Response::error(408, &format!("{what} {ms} ms")).closing()
+    }
+
+    /// Sends the answer to a request, and says whether the connection
+    /// stays open.
+    async fn finish(&mut self, response: Response, keep_alive: bool, http_1_0: bool) -> Next {
+        let response = match (keep_alive, http_1_0) {
+            (false, _) => response.closing(),
+            (true, true) if !response.close => response.header("connection", "keep-alive".into()),
+            (true, _) => response,
+        };
+        if self.respond(&response).await.is_err() || response.close {
+            return Next::Close;
+        }
+        if self.buffer.is_empty() {
+            // Nothing read ahead: give the buffer back while idle.
+            self.buffer = Vec::new();
+        }
+        Next::KeepAlive
+    }
+
+    /// Reads what has arrived (at most [`READ_CHUNK_BYTES`]) onto the
+    /// buffer, waiting at most `wait`.
+    async fn fill(&mut self, wait: Duration) -> Result<(), ReadError> {
+        let start = self.buffer.len();
+        self.buffer.reserve_exact(READ_CHUNK_BYTES);
+        self.buffer.resize(start + READ_CHUNK_BYTES, 0);
+        let read = self
+            .socket
+            .read_within(&mut self.buffer[start..], wait)
+            .await;
+        self.buffer.truncate(start + read.unwrap_or(0));
+        read.map(drop)
+    }
+
+    /// Writes `response` and counts it.
+    async fn respond(&self, response: &Response) -> std::io::Result<()> {
+        self.queue.metrics.response(&response.status.to_string());
+        self.socket.write_all(&response.encode()).await
     }
 }
 
+/// Checks a body's events, queues them and awaits the log.
 async fn handle(
-    array: bool,
-    batch_id: Option<u64>,
-    body: Payload,
+    head: &Head,
+    (body, reservation): (Payload, Reservation),
     queue: &IngestQueue,
     retry_after_ms: u64,
 ) -> Response {
+    let array = head.array;
     let index = match index_events(array, &body) {
         Ok(index) => index,
         Err(bad) => {
@@ -559,7 +327,15 @@ async fn handle(
     } else {
         Encoding::Ndjson
     };
-    let reply = match enqueue(queue, encoding, batch_id, index.len(), body, index) {
+    let events = index.len();
+    let reply = match enqueue(
+        queue,
+        encoding,
+        head.batch_id,
+        events,
+        (body, reservation),
+        index,
+    ) {
         Ok(reply) => reply,
         Err(refused) => {
             let (status, message) = match refused {
@@ -574,44 +350,5 @@ async fn handle(
         Ok(Settled::Accepted(events)) => Response::json(200, format!("{{\"accepted\":{events}}}")),
         Ok(Settled::Duplicate) => Response::json(200, "{\"accepted\":0,\"duplicate\":true}".into()),
         Err(error) => Response::error(503, &error),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_events_are_named_by_line_and_element() {
-        assert_eq!(
-            parse_events(false, b"{\"key\":\"a\"}\n\n{\"key\":\"b\",\"ts\":5}\n"),
-            Ok(2)
-        );
-        let bad = parse_events(false, b"{\"key\":\"a\"}\n{\"ts\":1}\n").unwrap_err();
-        assert_eq!(bad.at, 2);
-        assert!(
-            bad.message.contains("missing field `key`"),
-            "{}",
-            bad.message
-        );
-        let bad = parse_events(false, b"{\"key\":\"a\"}\n[1]\n").unwrap_err();
-        assert_eq!(
-            (bad.at, bad.message.as_str()),
-            (2, "expected a JSON object")
-        );
-        assert_eq!(
-            parse_events(true, b"[{\"key\":\"a\"},{\"key\":\"b\"}]"),
-            Ok(2)
-        );
-        let bad = parse_events(true, b"[{\"key\":\"a\"},{\"key\":3}]").unwrap_err();
-        assert_eq!(bad.at, 2);
-        assert_eq!(parse_events(false, b"\n").unwrap_err().at, 0);
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }
