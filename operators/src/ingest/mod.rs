@@ -49,10 +49,13 @@
 //! watermark is late for windows downstream, which count it as late.
 
 mod budget;
+mod dedup;
 pub mod http;
 pub mod limits;
 mod listener;
 mod metrics;
+mod queue;
+mod record;
 mod socket;
 pub mod tcp;
 pub mod wire;
@@ -60,22 +63,24 @@ pub mod wire;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::os::fd::FromRawFd;
 
-use weir_runtime::{
-    Emitter, IntakeLog, IntakeTicket, ShardContext, Source, SourcePoll, StateError,
-};
+use weir_runtime::{Emitter, IntakeLog, ShardContext, Source, SourcePoll, StateError};
 
 use crate::generator::GeneratedEvent;
-use budget::{ReadBudget, Reservation};
+use budget::ReadBudget;
+use dedup::DedupTable;
 use limits::ListenerLimits;
 use listener::{Handoff, Slot, Slots};
 use metrics::IngestMetrics;
+pub(crate) use queue::{
+    enqueue, Forwarded, IngestQueue, PendingReply, Queued, Refused, Reply, Settled,
+};
+use record::DataHeader;
+pub(crate) use record::DATA_HEADER_LEN;
 
 /// Watermarks are emitted in steps of this many milliseconds.
 pub const WATERMARK_STEP_MS: u64 = 100;
@@ -196,19 +201,6 @@ pub struct Mesh {
     budget: std::sync::Arc<ReadBudget>,
 }
 
-/// A batch handed to its owner instance on another shard.
-struct Forwarded {
-    encoding: Encoding,
-    batch_id: Option<u64>,
-    events: usize,
-    payload: Payload,
-    /// The payload's share of the read budget, released with it.
-    reservation: Reservation,
-    index: Vec<http::Indexed>,
-    queued_ns: u64,
-    reply: std::sync::Arc<RemoteSlot>,
-}
-
 /// Batches waiting for an owner instance before connections are refused.
 const MESH_BATCHES_MAX: usize = 256;
 
@@ -265,274 +257,12 @@ impl std::fmt::Debug for Mesh {
     }
 }
 
-/// A reply slot another shard fills.
-#[derive(Default)]
-pub(crate) struct RemoteSlot {
-    reply: std::sync::Mutex<Option<Reply>>,
-    waker: atomic_waker::AtomicWaker,
-}
-
-/// Where the answer to a queued batch goes.
-pub(crate) enum ReplyTo {
-    /// A connection on this shard.
-    Local(Rc<ReplySlot>),
-    /// A connection on another shard.
-    Remote(std::sync::Arc<RemoteSlot>),
-}
-
-impl ReplyTo {
-    fn fill(&self, reply: Reply) {
-        match self {
-            ReplyTo::Local(slot) => slot.fill(reply),
-            ReplyTo::Remote(slot) => {
-                *slot
-                    .reply
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner()) = Some(reply);
-                slot.waker.wake();
-            }
-        }
-    }
-}
-
-/// Awaits a [`RemoteSlot`].
-pub(crate) struct RemoteFuture(std::sync::Arc<RemoteSlot>);
-
-impl Future for RemoteFuture {
-    type Output = Reply;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        self.0.waker.register(cx.waker());
-        let mut reply = self
-            .0
-            .reply
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        match reply.take() {
-            Some(reply) => Poll::Ready(reply),
-            None => Poll::Pending,
-        }
-    }
-}
-
-/// The source's answer to a queued batch, to await.
-pub(crate) enum PendingReply {
-    Local(ReplyFuture),
-    Remote(RemoteFuture),
-}
-
-impl Future for PendingReply {
-    type Output = Reply;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        match self.get_mut() {
-            PendingReply::Local(future) => Pin::new(future).poll(cx),
-            PendingReply::Remote(future) => Pin::new(future).poll(cx),
-        }
-    }
-}
-
-/// Queues a checked batch with the instance that owns it; the source's
-/// answer (not yet the log's) comes through the returned future. The
-/// payload's `reservation` is released when the batch is dropped.
-pub(crate) fn enqueue(
-    queue: &IngestQueue,
-    encoding: Encoding,
-    batch_id: Option<u64>,
-    events: usize,
-    (payload, reservation): (Payload, Reservation),
-    index: Vec<http::Indexed>,
-) -> Result<PendingReply, Refused> {
-    if !queue.open.get() {
-        return Err(Refused::Unavailable);
-    }
-    if let Some(id) = batch_id {
-        let owner = queue.mesh.owner(id);
-        if owner != queue.instance {
-            let slot = std::sync::Arc::new(RemoteSlot::default());
-            let batch = Forwarded {
-                encoding,
-                batch_id,
-                events,
-                payload,
-                reservation,
-                index,
-                queued_ns: unix_ns(),
-                reply: slot.clone(),
-            };
-            return match queue.mesh.senders[owner].try_send(batch) {
-                Ok(()) => Ok(PendingReply::Remote(RemoteFuture(slot))),
-                Err(crossbeam::channel::TrySendError::Full(_)) => Err(Refused::Full),
-                Err(crossbeam::channel::TrySendError::Disconnected(_)) => Err(Refused::Unavailable),
-            };
-        }
-    }
-    let slot = Rc::new(ReplySlot::default());
-    queue.push(Queued {
-        encoding,
-        batch_id,
-        events,
-        payload,
-        _reservation: reservation,
-        index,
-        queued_ns: unix_ns(),
-        reply: ReplyTo::Local(slot.clone()),
-    })?;
-    Ok(PendingReply::Local(ReplyFuture(slot)))
-}
-
-/// How a queued batch ended, once its log record is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Settled {
-    /// Its events were logged and emitted.
-    Accepted(usize),
-    /// Its batch id was accepted before: nothing was added.
-    Duplicate,
-}
-
-impl PendingReply {
-    /// Awaits the source's answer and then the log: `Err` says why the
-    /// batch was not accepted durably.
-    pub(crate) async fn settle(self) -> Result<Settled, String> {
-        let (settled, ticket) = match self.await {
-            Reply::Accepted { events, ticket } => (Settled::Accepted(events), ticket),
-            Reply::Duplicate { ticket } => (Settled::Duplicate, ticket),
-            Reply::Failed(error) => return Err(error),
-        };
-        ticket
-            .await
-            .map(|()| settled)
-            .map_err(|error| format!("the write-ahead log failed: {error}"))
-    }
-}
-
-/// What the source answers a queued batch.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    /// Logged: acknowledge once the ticket completes.
-    Accepted { events: usize, ticket: IntakeTicket },
-    /// The id was accepted before: acknowledge once the ticket completes
-    /// (everything logged so far is durable, the original included).
-    Duplicate { ticket: IntakeTicket },
-    /// The batch could not be logged.
-    Failed(String),
-}
-
-/// A one-shot slot the source fills and a connection awaits.
-#[derive(Default)]
-pub(crate) struct ReplySlot {
-    reply: RefCell<Option<Reply>>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl ReplySlot {
-    fn fill(&self, reply: Reply) {
-        *self.reply.borrow_mut() = Some(reply);
-        if let Some(waker) = self.waker.borrow_mut().take() {
-            waker.wake();
-        }
-    }
-}
-
-/// Awaits a [`ReplySlot`].
-pub(crate) struct ReplyFuture(pub(crate) Rc<ReplySlot>);
-
-impl Future for ReplyFuture {
-    type Output = Reply;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        if let Some(reply) = self.0.reply.borrow_mut().take() {
-            return Poll::Ready(reply);
-        }
-        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
 /// A batch's bytes, aligned for reading rkyv archives in place.
 pub(crate) type Payload = rkyv::util::AlignedVec<16>;
-
-/// A batch a connection checked and queued.
-pub(crate) struct Queued {
-    pub(crate) encoding: Encoding,
-    pub(crate) batch_id: Option<u64>,
-    pub(crate) events: usize,
-    pub(crate) payload: Payload,
-    /// The payload's share of the read budget: held, never read; dropping
-    /// the batch (once logged, or refused) releases it.
-    pub(crate) _reservation: Reservation,
-    /// JSON payloads: where each checked event is (empty for `Wire`).
-    pub(crate) index: Vec<http::Indexed>,
-    /// When it was queued (ns since the Unix epoch).
-    pub(crate) queued_ns: u64,
-    pub(crate) reply: ReplyTo,
-}
-
-/// Why a batch was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// The queue is full: retry later.
-    Full,
-    /// The source is not taking input (replaying, or shutting down).
-    Unavailable,
-}
 
 /// Starts serving an accepted connection on the current shard; the slot
 /// is held until the connection ends.
 pub(crate) type ServeFn = Rc<dyn Fn(glommio::net::TcpStream, Slot)>;
-
-/// Batches waiting for the source instance, shared with its connection
-/// tasks (all on one shard).
-pub(crate) struct IngestQueue {
-    batches: RefCell<VecDeque<Queued>>,
-    events: Cell<usize>,
-    limit: usize,
-    open: Cell<bool>,
-    /// This instance's index, and how batches with ids reach their owner.
-    instance: usize,
-    mesh: std::sync::Arc<Mesh>,
-    pub(crate) metrics: IngestMetrics,
-    /// The source's intake log, to wake the source when a batch arrives.
-    intake: RefCell<Option<IntakeLog>>,
-}
-
-impl IngestQueue {
-    /// Queues `batch`, or drops it (releasing its share of the read
-    /// budget) and says why not.
-    pub(crate) fn push(&self, batch: Queued) -> Result<(), Refused> {
-        if !self.open.get() {
-            return Err(Refused::Unavailable);
-        }
-        let events = self.events.get();
-        if events > 0 && events + batch.events > self.limit {
-            return Err(Refused::Full);
-        }
-        self.events.set(events + batch.events);
-        self.batches.borrow_mut().push_back(batch);
-        if let Some(intake) = self.intake.borrow().as_ref() {
-            intake.wake_source();
-        }
-        Ok(())
-    }
-
-    fn pop(&self, inbox: Option<&crossbeam::channel::Receiver<Forwarded>>) -> Option<Queued> {
-        if let Some(batch) = self.batches.borrow_mut().pop_front() {
-            self.events.set(self.events.get() - batch.events);
-            return Some(batch);
-        }
-        let batch = inbox?.try_recv().ok()?;
-        Some(Queued {
-            encoding: batch.encoding,
-            batch_id: batch.batch_id,
-            events: batch.events,
-            payload: batch.payload,
-            _reservation: batch.reservation,
-            index: batch.index,
-            queued_ns: batch.queued_ns,
-            reply: ReplyTo::Remote(batch.reply),
-        })
-    }
-}
 
 /// The tasks of a source instance: its accept loop and its connections.
 /// They end with the source: when it is dropped, every one is cancelled,
@@ -608,36 +338,6 @@ impl Protocol {
     }
 }
 
-/// Batch ids accepted recently, in acceptance order.
-#[derive(Debug, Default)]
-struct DedupTable {
-    expiry: HashMap<u64, u64>,
-    order: VecDeque<(u64, u64)>,
-}
-
-impl DedupTable {
-    fn expire(&mut self, now_ms: u64, max: usize) {
-        while let Some(&(id, expires)) = self.order.front() {
-            if expires > now_ms && self.order.len() <= max {
-                break;
-            }
-            self.order.pop_front();
-            if self.expiry.get(&id) == Some(&expires) {
-                self.expiry.remove(&id);
-            }
-        }
-    }
-
-    fn contains(&self, id: u64) -> bool {
-        self.expiry.contains_key(&id)
-    }
-
-    fn insert(&mut self, id: u64, expires: u64) {
-        self.expiry.insert(id, expires);
-        self.order.push_back((id, expires));
-    }
-}
-
 /// The `http` or `tcp` source: one instance per shard.
 pub struct IngestSource {
     protocol: Protocol,
@@ -673,9 +373,6 @@ impl std::fmt::Debug for IngestSource {
             .finish()
     }
 }
-
-/// Bytes of a [`DataHeader`].
-pub(crate) const DATA_HEADER_LEN: usize = 18;
 
 impl IngestSource {
     /// The instance for `context`'s shard; `mesh` is shared by every
@@ -848,46 +545,6 @@ impl Drop for IngestSource {
     }
 }
 
-/// What an intake record holds before the batch's payload. Layout
-/// (little-endian, 18 bytes): encoding u8, has-id u8, batch id u64, accept
-/// time u64 (ns since the Unix epoch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DataHeader {
-    encoding: Encoding,
-    batch_id: Option<u64>,
-    accepted_ns: u64,
-}
-
-impl DataHeader {
-    fn encode(&self) -> [u8; DATA_HEADER_LEN] {
-        let mut bytes = [0u8; DATA_HEADER_LEN];
-        bytes[0] = self.encoding as u8;
-        bytes[1] = self.batch_id.is_some() as u8;
-        bytes[2..10].copy_from_slice(&self.batch_id.unwrap_or(0).to_le_bytes());
-        bytes[10..18].copy_from_slice(&self.accepted_ns.to_le_bytes());
-        bytes
-    }
-
-    /// The header and the payload of an intake record.
-    fn decode(data: &[u8]) -> Result<(DataHeader, &[u8]), String> {
-        if data.len() < DATA_HEADER_LEN {
-            return Err(format!(
-                "intake record of {} bytes is too short",
-                data.len()
-            ));
-        }
-        let encoding = Encoding::from_u8(data[0])
-            .ok_or_else(|| format!("intake record has unknown encoding {}", data[0]))?;
-        let id = u64::from_le_bytes(data[2..10].try_into().expect("8 bytes"));
-        let header = DataHeader {
-            encoding,
-            batch_id: (data[1] != 0).then_some(id),
-            accepted_ns: u64::from_le_bytes(data[10..18].try_into().expect("8 bytes")),
-        };
-        Ok((header, &data[DATA_HEADER_LEN..]))
-    }
-}
-
 impl Source for IngestSource {
     type Output = GeneratedEvent;
 
@@ -1012,42 +669,4 @@ pub fn batch_id_hash(id: &[u8]) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_headers_round_trip() {
-        for header in [
-            DataHeader {
-                encoding: Encoding::Ndjson,
-                batch_id: Some(7),
-                accepted_ns: 123,
-            },
-            DataHeader {
-                encoding: Encoding::Wire,
-                batch_id: None,
-                accepted_ns: 5,
-            },
-        ] {
-            let mut data = header.encode().to_vec();
-            data.extend_from_slice(b"{}");
-            assert_eq!(DataHeader::decode(&data).unwrap(), (header, &b"{}"[..]));
-            assert!(DataHeader::decode(&data[..3]).is_err());
-        }
-    }
-
-    #[test]
-    fn dedup_forgets_by_age_and_by_count() {
-        let mut table = DedupTable::default();
-        table.insert(1, 100);
-        table.insert(2, 200);
-        table.insert(3, 300);
-        table.expire(150, 10);
-        assert!(!table.contains(1) && table.contains(2) && table.contains(3));
-        table.expire(150, 1);
-        assert!(!table.contains(2) && table.contains(3));
-    }
 }
