@@ -35,6 +35,8 @@ use weir::operators::ingest::wire::{
 const RSS_GROWTH_BYTES_MAX: u64 = 64 << 20;
 /// How long the server may take to do what a test waits for.
 const ACT_WITHIN: Duration = Duration::from_secs(10);
+/// Clients of each kind in the memory test (as in the issue's probe).
+const CLIENTS: usize = 200;
 
 /// The ports of one run: tcp source, http source, metrics.
 #[derive(Clone, Copy)]
@@ -391,8 +393,6 @@ fn running_out_of_descriptors_neither_spins_nor_wedges() {
 
 #[test]
 fn claimed_sizes_cost_no_memory() {
-    const CLIENTS: usize = 200;
-    const BODY_BYTES: usize = 10 << 20;
     let root = scratch();
     let ports = Ports::new();
     let weir = start(root.path(), ports, "", None);
@@ -405,8 +405,19 @@ fn claimed_sizes_cost_no_memory() {
     let baseline = rss_bytes(pid);
     let peak = std::cell::Cell::new(baseline);
     let sample = || peak.set(peak.get().max(rss_bytes(pid)));
+    let liars = lying_headers(ports.tcp, &sample);
+    assert_growth(baseline, peak.get(), "200 lying TCP headers");
+    unauthorized_bodies(ports.http, &sample);
+    assert_growth(baseline, peak.get(), "200 unauthorized 10 MiB HTTP bodies");
+    drop(liars);
+    weir.terminate();
+    let (status, log) = weir.exit_within(Duration::from_secs(30));
+    assert!(status.success(), "weir failed: {log}");
+}
 
-    // TCP: headers that claim the largest payload, and nothing after.
+/// Clients that each send a header claiming the largest payload and
+/// nothing after, kept open; `sample` runs all along and a second after.
+fn lying_headers(tcp: SocketAddr, sample: &dyn Fn()) -> Vec<TcpStream> {
     let header = FrameHeader {
         flags: 0,
         batch_id: 9,
@@ -414,9 +425,9 @@ fn claimed_sizes_cost_no_memory() {
         crc: 0,
     }
     .encode();
-    let liars: Vec<TcpStream> = (0..CLIENTS)
+    let liars = (0..CLIENTS)
         .map(|_| {
-            let mut stream = connect(ports.tcp);
+            let mut stream = connect(tcp);
             stream.write_all(&header).expect("header");
             sample();
             stream
@@ -427,16 +438,21 @@ fn claimed_sizes_cost_no_memory() {
         sample();
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_growth(baseline, peak.get(), "200 lying TCP headers");
+    liars
+}
 
-    // HTTP: 10 MiB bodies with a wrong token, all at once.
+/// Clients that each post a 10 MiB body with a wrong token, all at once,
+/// each holding its connection until every one has sent what it could;
+/// `sample` runs all along.
+fn unauthorized_bodies(http: SocketAddr, sample: &dyn Fn()) {
+    const BODY_BYTES: usize = 10 << 20;
     let body: Arc<[u8]> = vec![b' '; BODY_BYTES].into();
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
     let senders: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (body, barrier) = (body.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let mut stream = connect(ports.http);
+                let mut stream = connect(http);
                 let head = format!(
                     "POST /events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer nope\r\n\
                      Content-Length: {BODY_BYTES}\r\n\r\n"
@@ -444,14 +460,11 @@ fn claimed_sizes_cost_no_memory() {
                 // The server may close before the body is through.
                 let _ = stream.write_all(head.as_bytes());
                 let _ = stream.write_all(&body);
-                barrier.wait(); // hold the connection until every body is sent
+                barrier.wait();
             })
         })
         .collect();
-    let sending = std::thread::spawn({
-        let barrier = barrier.clone();
-        move || barrier.wait()
-    });
+    let sending = std::thread::spawn(move || barrier.wait());
     while !sending.is_finished() {
         sample();
         std::thread::sleep(Duration::from_millis(10));
@@ -460,11 +473,6 @@ fn claimed_sizes_cost_no_memory() {
         sender.join().expect("sender");
     }
     sample();
-    assert_growth(baseline, peak.get(), "200 unauthorized 10 MiB HTTP bodies");
-    drop(liars);
-    weir.terminate();
-    let (status, log) = weir.exit_within(Duration::from_secs(30));
-    assert!(status.success(), "weir failed: {log}");
 }
 
 fn assert_growth(baseline: u64, peak: u64, what: &str) {
