@@ -201,20 +201,24 @@ fn http_answers_every_error_and_refused_requests_add_nothing() {
     assert_eq!(headers.get("connection").map(String::as_str), Some("close"));
     assert!(body.contains("4096"), "{body}");
 
-    // 404, 405, 411, 415.
+    // 404, 405, 411, 415. A refusal without a body keeps the connection;
+    // one with a body closes it (the body is never read).
     let mut stream = connect(addr);
-    let (status, _, _) = request(&mut stream, "POST /other HTTP/1.1\nHost: t\n", b"{}");
-    assert_eq!(status, 404);
     let (status, headers, _) = request(&mut stream, "GET /events HTTP/1.1\nHost: t\n", b"");
     assert_eq!((status, headers["allow"].as_str()), (405, "POST"));
-    let (status, _, _) = request(
-        &mut stream,
+    assert_eq!(headers.get("connection"), None);
+    let (status, headers, _) = request(&mut stream, "POST /other HTTP/1.1\nHost: t\n", b"{}");
+    assert_eq!(status, 404);
+    assert_eq!(headers.get("connection").map(String::as_str), Some("close"));
+    let (status, headers, _) = request(
+        &mut connect(addr),
         "POST /events HTTP/1.1\nHost: t\nAuthorization: Bearer s3cret\nContent-Type: text/csv\n",
         b"a,b",
     );
     assert_eq!(status, 415);
+    assert_eq!(headers.get("connection").map(String::as_str), Some("close"));
     let (status, _, _) = request(
-        &mut stream,
+        &mut connect(addr),
         "POST /events HTTP/1.1\nHost: t\nAuthorization: Bearer s3cret\nTransfer-Encoding: chunked\n",
         b"0\r\n\r\n",
     );

@@ -155,6 +155,25 @@ impl std::fmt::Debug for IntakeLog {
 /// one (the identity is the LSN of the first copy), or 0 in a first copy.
 const ORIGIN_LEN: usize = 8;
 
+/// The largest payload of one write-ahead log record (the WAL's
+/// [`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES), 16 MiB): an
+/// intake record's identity, origin and data together.
+pub const RECORD_BYTES_MAX: usize = weir_wal::limits::MAX_PAYLOAD_BYTES;
+
+/// The most bytes of data one [`IntakeLog::append`] of node `node` can
+/// log: the WAL's largest record payload
+/// ([`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES), 16 MiB)
+/// less what every intake record carries before the data: the node's
+/// identity (`encode_record`: name length u32, the name, instance u32) and
+/// the copy's origin (u64). A source that accepts input from clients
+/// checks its request limits against this, so that an accepted request can
+/// always be logged. A WAL with segments smaller than 16 MiB (see
+/// `RuntimeBuilder::wal_segment_bytes`) holds less.
+pub fn data_bytes_max(node: &str) -> usize {
+    let overhead = 4 + node.len() + 4 + ORIGIN_LEN;
+    RECORD_BYTES_MAX.saturating_sub(overhead)
+}
+
 impl IntakeLog {
     /// A log that keeps nothing: the runtime has no data directory.
     pub fn disabled() -> IntakeLog {
@@ -324,6 +343,23 @@ impl Future for IntakeTicket {
             Some(durable) => Pin::new(durable)
                 .poll(cx)
                 .map_err(|failure| failure.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_limit_fills_one_record_exactly() {
+        for node in ["in", "events", "a-much-longer-source-name"] {
+            let max = data_bytes_max(node);
+            let origin = [0u8; ORIGIN_LEN];
+            let data = vec![0u8; max];
+            let mut record = Vec::new();
+            crate::epoch::encode_record_into(&mut record, node, 3, &[&origin, &data]);
+            assert_eq!(record.len(), weir_wal::limits::MAX_PAYLOAD_BYTES, "{node}");
         }
     }
 }

@@ -125,13 +125,15 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
             }
             SourceConfig::Tcp(ingest) | SourceConfig::Http(ingest) => {
                 let http = matches!(source, SourceConfig::Http(_));
-                let (protocol, options) = ingest.to_source(http).map_err(|(_, message)| {
-                    error(ConfigErrorKind::Invalid, Some(path.clone()), message)
-                })?;
+                let (protocol, options) =
+                    ingest.to_source(http, name).map_err(|(_, message)| {
+                        error(ConfigErrorKind::Invalid, Some(path.clone()), message)
+                    })?;
                 // One mesh per source, shared by its instances.
                 let mesh = std::sync::Arc::new(std::sync::OnceLock::new());
                 graph.source(name, move |context| {
-                    let mesh = mesh.get_or_init(|| Arc::new(Mesh::new(context.instances)));
+                    let mesh = mesh
+                        .get_or_init(|| Arc::new(Mesh::new(context.instances, &options.limits)));
                     IngestSource::new(protocol.clone(), options.clone(), context, mesh.clone())
                 });
             }

@@ -136,16 +136,34 @@ pub struct IngestConfig {
     /// `http` only: the largest body accepted (default 10 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_limit_bytes: Option<usize>,
+    /// Connections one instance (shard) serves at once (default 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_max: Option<usize>,
+    /// How long a request head or frame header may take (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout_ms: Option<u64>,
+    /// How long a body or payload may go without a byte (default 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout_ms: Option<u64>,
+    /// How long a connection with nothing in flight stays open (default
+    /// 75 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Bytes of bodies and payloads the source holds at once (default
+    /// 128 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_budget_bytes: Option<usize>,
 }
 
 impl IngestConfig {
-    /// The source's settings; an error names the field.
+    /// The settings of source `name`; an error names the field.
     pub fn to_source(
         &self,
         http: bool,
+        name: &str,
     ) -> Result<(crate::ingest::Protocol, crate::ingest::IngestOptions), (&'static str, String)>
     {
-        use crate::ingest::{http::HttpOptions, tcp::TcpOptions, IngestOptions, Protocol};
+        use crate::ingest::IngestOptions;
         let listen: std::net::SocketAddr = self.listen.parse().map_err(|error| {
             (
                 "listen",
@@ -171,6 +189,26 @@ impl IngestConfig {
             .watermark_delay_ms
             .unwrap_or(options.watermark_delay_ms);
         options.retry_after_ms = self.retry_after_ms.unwrap_or(options.retry_after_ms);
+        let protocol = self.protocol(http)?;
+        check_request_limit(&protocol, name)?;
+        self.limits(&mut options.limits);
+        options.limits.check(protocol.request_bytes_max())?;
+        Ok((protocol, options))
+    }
+
+    /// The listener limits set in the file, over the defaults.
+    fn limits(&self, limits: &mut crate::ingest::limits::ListenerLimits) {
+        limits.connections_max = self.connections_max.unwrap_or(limits.connections_max);
+        limits.header_timeout_ms = self.header_timeout_ms.unwrap_or(limits.header_timeout_ms);
+        limits.read_timeout_ms = self.read_timeout_ms.unwrap_or(limits.read_timeout_ms);
+        limits.idle_timeout_ms = self.idle_timeout_ms.unwrap_or(limits.idle_timeout_ms);
+        limits.read_budget_bytes = self.read_budget_bytes.unwrap_or(limits.read_budget_bytes);
+    }
+
+    /// The protocol's own settings; options of the other protocol are
+    /// refused.
+    fn protocol(&self, http: bool) -> Result<crate::ingest::Protocol, (&'static str, String)> {
+        use crate::ingest::{http::HttpOptions, tcp::TcpOptions, Protocol};
         let protocol = if http {
             if self.max_frame_bytes.is_some() {
                 return Err((
@@ -202,8 +240,30 @@ impl IngestConfig {
             tcp.max_frame_bytes = self.max_frame_bytes.unwrap_or(tcp.max_frame_bytes);
             Protocol::Tcp(tcp)
         };
-        Ok((protocol, options))
+        Ok(protocol)
     }
+}
+
+/// Refuses a body or frame limit above what one write-ahead log record of
+/// source `name` holds: such a request could be read but never logged.
+fn check_request_limit(
+    protocol: &crate::ingest::Protocol,
+    name: &str,
+) -> Result<(), (&'static str, String)> {
+    let max = crate::ingest::limits::payload_bytes_max(name);
+    let (option, limit) = match protocol {
+        crate::ingest::Protocol::Http(http) => ("body_limit_bytes", http.body_limit_bytes),
+        crate::ingest::Protocol::Tcp(tcp) => ("max_frame_bytes", tcp.max_frame_bytes as usize),
+    };
+    if limit <= max {
+        return Ok(());
+    }
+    let message = format!(
+        "`{option} = {limit}` is more than one write-ahead log record holds for source \
+         `{name}`: at most {max} bytes (16 MiB less {} bytes of record headers)",
+        weir_runtime::intake::RECORD_BYTES_MAX - max
+    );
+    Err((option, message))
 }
 
 /// A processor component, tagged by `type`.

@@ -175,7 +175,7 @@ impl<'a> Checker<'a> {
                 SourceConfig::Profile(_) | SourceConfig::File(_) => {}
                 SourceConfig::Tcp(ingest) | SourceConfig::Http(ingest) => {
                     let http = matches!(source, SourceConfig::Http(_));
-                    if let Err((field, message)) = ingest.to_source(http) {
+                    if let Err((field, message)) = ingest.to_source(http, name) {
                         let _ = self.report(self.error(
                             ConfigErrorKind::Invalid,
                             &path,

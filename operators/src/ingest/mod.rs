@@ -33,31 +33,54 @@
 //! recognised whichever shard its connection reaches. Batches without an id
 //! stay on the shard that received them.
 //!
+//! # Limits
+//! Every connection is served under the limits of [`limits`]: a cap on the
+//! connections of an instance ([`listener`](self::listener)), timeouts on
+//! the request head, on a body in progress and on an idle connection, and
+//! a read budget ([`budget`](self::budget)) that bounds the bytes of bodies
+//! and payloads a source holds, whatever the clients claim. Buffers grow as
+//! bytes arrive ([`socket`](self::socket)); a request is never larger than
+//! one write-ahead log record holds ([`limits::payload_bytes_max`]).
+//!
 //! # Watermarks
 //! Ingested events carry client-chosen event times, in no particular order.
 //! Each instance emits the watermark `now - watermark_delay_ms` (wall
 //! clock, rounded down to 100 ms) as time passes; an event older than the
 //! watermark is late for windows downstream, which count it as late.
 
+mod budget;
+mod dedup;
 pub mod http;
+pub mod limits;
+mod listener;
+mod metrics;
+mod queue;
+mod record;
+mod socket;
 pub mod tcp;
 pub mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::os::fd::FromRawFd;
 
-use weir_runtime::{
-    Emitter, IntakeLog, IntakeTicket, ShardContext, Source, SourcePoll, StateError,
-};
+use weir_runtime::{Emitter, IntakeLog, ShardContext, Source, SourcePoll, StateError};
 
 use crate::generator::GeneratedEvent;
+use budget::ReadBudget;
+use dedup::DedupTable;
+use limits::ListenerLimits;
+use listener::{Handoff, Slot, Slots};
+use metrics::IngestMetrics;
+pub(crate) use queue::{
+    enqueue, Forwarded, IngestQueue, PendingReply, Queued, Refused, Reply, Settled,
+};
+use record::DataHeader;
+pub(crate) use record::DATA_HEADER_LEN;
 
 /// Watermarks are emitted in steps of this many milliseconds.
 pub const WATERMARK_STEP_MS: u64 = 100;
@@ -78,6 +101,8 @@ pub struct IngestOptions {
     pub watermark_delay_ms: u64,
     /// What a refused request is told to wait, in milliseconds.
     pub retry_after_ms: u64,
+    /// Connection cap, timeouts and read budget.
+    pub limits: ListenerLimits,
 }
 
 impl IngestOptions {
@@ -90,6 +115,7 @@ impl IngestOptions {
             dedup_max_ids: 100_000,
             watermark_delay_ms: 2_000,
             retry_after_ms: 1_000,
+            limits: ListenerLimits::default(),
         }
     }
 }
@@ -164,30 +190,24 @@ pub struct Mesh {
     senders: Vec<crossbeam::channel::Sender<Forwarded>>,
     receivers: Vec<Inbox<Forwarded>>,
     /// Accepted connections on their way to the shard that serves them.
-    handoff: Vec<crossbeam::channel::Sender<std::os::fd::OwnedFd>>,
-    handoff_receivers: Vec<Inbox<std::os::fd::OwnedFd>>,
+    handoff: Vec<crossbeam::channel::Sender<Handoff>>,
+    handoff_receivers: Vec<Inbox<Handoff>>,
     /// Connections accepted by every instance: connection `n` is served by
     /// instance `n % instances`.
     accepted: std::sync::atomic::AtomicU64,
-}
-
-/// A batch handed to its owner instance on another shard.
-struct Forwarded {
-    encoding: Encoding,
-    batch_id: Option<u64>,
-    events: usize,
-    payload: Payload,
-    index: Vec<http::Indexed>,
-    queued_ns: u64,
-    reply: std::sync::Arc<RemoteSlot>,
+    /// The connections each instance serves, against its cap.
+    slots: std::sync::Arc<Slots>,
+    /// The bytes of bodies and payloads the source's connections hold.
+    budget: std::sync::Arc<ReadBudget>,
 }
 
 /// Batches waiting for an owner instance before connections are refused.
 const MESH_BATCHES_MAX: usize = 256;
 
 impl Mesh {
-    /// A mesh for `instances` instances.
-    pub fn new(instances: usize) -> Mesh {
+    /// A mesh for `instances` instances of a source with `limits` (the
+    /// connection cap of each instance, the read budget of them all).
+    pub fn new(instances: usize, limits: &ListenerLimits) -> Mesh {
         let (senders, receivers) = channels(instances);
         let (handoff, handoff_receivers) = channels(instances);
         Mesh {
@@ -196,6 +216,8 @@ impl Mesh {
             handoff,
             handoff_receivers,
             accepted: std::sync::atomic::AtomicU64::new(0),
+            slots: Slots::new(instances, limits.connections_max),
+            budget: ReadBudget::new(limits.read_budget_bytes),
         }
     }
 
@@ -235,380 +257,12 @@ impl std::fmt::Debug for Mesh {
     }
 }
 
-/// A reply slot another shard fills.
-#[derive(Default)]
-pub(crate) struct RemoteSlot {
-    reply: std::sync::Mutex<Option<Reply>>,
-    waker: atomic_waker::AtomicWaker,
-}
-
-/// Where the answer to a queued batch goes.
-pub(crate) enum ReplyTo {
-    /// A connection on this shard.
-    Local(Rc<ReplySlot>),
-    /// A connection on another shard.
-    Remote(std::sync::Arc<RemoteSlot>),
-}
-
-impl ReplyTo {
-    fn fill(&self, reply: Reply) {
-        match self {
-            ReplyTo::Local(slot) => slot.fill(reply),
-            ReplyTo::Remote(slot) => {
-                *slot
-                    .reply
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner()) = Some(reply);
-                slot.waker.wake();
-            }
-        }
-    }
-}
-
-/// Awaits a [`RemoteSlot`].
-pub(crate) struct RemoteFuture(std::sync::Arc<RemoteSlot>);
-
-impl Future for RemoteFuture {
-    type Output = Reply;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        self.0.waker.register(cx.waker());
-        let mut reply = self
-            .0
-            .reply
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        match reply.take() {
-            Some(reply) => Poll::Ready(reply),
-            None => Poll::Pending,
-        }
-    }
-}
-
-/// The source's answer to a queued batch, to await.
-pub(crate) enum PendingReply {
-    Local(ReplyFuture),
-    Remote(RemoteFuture),
-}
-
-impl Future for PendingReply {
-    type Output = Reply;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        match self.get_mut() {
-            PendingReply::Local(future) => Pin::new(future).poll(cx),
-            PendingReply::Remote(future) => Pin::new(future).poll(cx),
-        }
-    }
-}
-
-/// Queues a checked batch with the instance that owns it; the source's
-/// answer (not yet the log's) comes through the returned future.
-pub(crate) fn enqueue(
-    queue: &IngestQueue,
-    encoding: Encoding,
-    batch_id: Option<u64>,
-    events: usize,
-    payload: Payload,
-    index: Vec<http::Indexed>,
-) -> Result<PendingReply, Refused> {
-    if !queue.open.get() {
-        return Err(Refused::Unavailable);
-    }
-    if let Some(id) = batch_id {
-        let owner = queue.mesh.owner(id);
-        if owner != queue.instance {
-            let slot = std::sync::Arc::new(RemoteSlot::default());
-            let batch = Forwarded {
-                encoding,
-                batch_id,
-                events,
-                payload,
-                index,
-                queued_ns: unix_ns(),
-                reply: slot.clone(),
-            };
-            return match queue.mesh.senders[owner].try_send(batch) {
-                Ok(()) => Ok(PendingReply::Remote(RemoteFuture(slot))),
-                Err(crossbeam::channel::TrySendError::Full(_)) => Err(Refused::Full),
-                Err(crossbeam::channel::TrySendError::Disconnected(_)) => Err(Refused::Unavailable),
-            };
-        }
-    }
-    let slot = Rc::new(ReplySlot::default());
-    queue
-        .push(Queued {
-            encoding,
-            batch_id,
-            events,
-            payload,
-            index,
-            queued_ns: unix_ns(),
-            reply: ReplyTo::Local(slot.clone()),
-        })
-        .map_err(|(refused, _)| refused)?;
-    Ok(PendingReply::Local(ReplyFuture(slot)))
-}
-
-/// How a queued batch ended, once its log record is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Settled {
-    /// Its events were logged and emitted.
-    Accepted(usize),
-    /// Its batch id was accepted before: nothing was added.
-    Duplicate,
-}
-
-impl PendingReply {
-    /// Awaits the source's answer and then the log: `Err` says why the
-    /// batch was not accepted durably.
-    pub(crate) async fn settle(self) -> Result<Settled, String> {
-        let (settled, ticket) = match self.await {
-            Reply::Accepted { events, ticket } => (Settled::Accepted(events), ticket),
-            Reply::Duplicate { ticket } => (Settled::Duplicate, ticket),
-            Reply::Failed(error) => return Err(error),
-        };
-        ticket
-            .await
-            .map(|()| settled)
-            .map_err(|error| format!("the write-ahead log failed: {error}"))
-    }
-}
-
-/// What the source answers a queued batch.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    /// Logged: acknowledge once the ticket completes.
-    Accepted { events: usize, ticket: IntakeTicket },
-    /// The id was accepted before: acknowledge once the ticket completes
-    /// (everything logged so far is durable, the original included).
-    Duplicate { ticket: IntakeTicket },
-    /// The batch could not be logged.
-    Failed(String),
-}
-
-/// A one-shot slot the source fills and a connection awaits.
-#[derive(Default)]
-pub(crate) struct ReplySlot {
-    reply: RefCell<Option<Reply>>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl ReplySlot {
-    fn fill(&self, reply: Reply) {
-        *self.reply.borrow_mut() = Some(reply);
-        if let Some(waker) = self.waker.borrow_mut().take() {
-            waker.wake();
-        }
-    }
-}
-
-/// Awaits a [`ReplySlot`].
-pub(crate) struct ReplyFuture(pub(crate) Rc<ReplySlot>);
-
-impl Future for ReplyFuture {
-    type Output = Reply;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        if let Some(reply) = self.0.reply.borrow_mut().take() {
-            return Poll::Ready(reply);
-        }
-        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
 /// A batch's bytes, aligned for reading rkyv archives in place.
 pub(crate) type Payload = rkyv::util::AlignedVec<16>;
 
-/// A batch a connection checked and queued.
-pub(crate) struct Queued {
-    pub(crate) encoding: Encoding,
-    pub(crate) batch_id: Option<u64>,
-    pub(crate) events: usize,
-    pub(crate) payload: Payload,
-    /// JSON payloads: where each checked event is (empty for `Wire`).
-    pub(crate) index: Vec<http::Indexed>,
-    /// When it was queued (ns since the Unix epoch).
-    pub(crate) queued_ns: u64,
-    pub(crate) reply: ReplyTo,
-}
-
-/// Why a batch was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// The queue is full: retry later.
-    Full,
-    /// The source is not taking input (replaying, or shutting down).
-    Unavailable,
-}
-
-/// Starts serving an accepted connection on the current shard.
-pub(crate) type ServeFn = Rc<dyn Fn(glommio::net::TcpStream)>;
-
-/// Accepts connections and spreads them over the instances round-robin.
-///
-/// The kernel spreads connections over the shards' listeners by a hash of
-/// their addresses, which can put the few connections of a load generator
-/// all on one shard; handing every `n`-th accepted connection to instance
-/// `n % instances` (a duplicate of its descriptor, through the mesh) keeps
-/// the shards evenly loaded. The connection is then served by that shard
-/// from its first byte.
-async fn accept_loop(listener: glommio::net::TcpListener, queue: Rc<IngestQueue>, serve: ServeFn) {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    use std::sync::atomic::Ordering;
-    let mesh = queue.mesh.clone();
-    loop {
-        let Ok(stream) = listener.accept().await else {
-            continue;
-        };
-        let target =
-            (mesh.accepted.fetch_add(1, Ordering::Relaxed) % mesh.handoff.len() as u64) as usize;
-        if target == queue.instance {
-            serve(stream);
-            continue;
-        }
-        // SAFETY: the descriptor is open while `stream` lives, which it does
-        // until after the duplicate is made.
-        let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
-        match duplicate {
-            Ok(fd) => match mesh.handoff[target].try_send(fd) {
-                Ok(()) => drop(stream),
-                // The target is gone or swamped: serve it here.
-                Err(_) => serve(stream),
-            },
-            Err(_) => serve(stream),
-        }
-    }
-}
-
-/// The metrics of one source instance.
-pub(crate) struct IngestMetrics {
-    registry: weir_runtime::metrics::Registry,
-    component: std::sync::Arc<str>,
-    shard: usize,
-    events: weir_runtime::metrics::ShardCounter,
-    bytes: weir_runtime::metrics::ShardCounter,
-    to_committed: weir_runtime::metrics::ShardHistogram,
-    /// From a batch being queued to the source taking it.
-    pub(crate) queue_wait: weir_runtime::metrics::ShardHistogram,
-    /// From the client's intended send time of a frame's first event to
-    /// the frame being read whole (TCP, when the client sets `sent_ns`).
-    pub(crate) receive_delay: weir_runtime::metrics::ShardHistogram,
-    responses: RefCell<HashMap<String, weir_runtime::metrics::ShardCounter>>,
-}
-
-impl IngestMetrics {
-    fn new(context: &ShardContext) -> IngestMetrics {
-        let registry = context.metrics.clone();
-        let labels = [("component", &*context.node)];
-        let events = registry.counter(
-            "weir_ingest_events",
-            "Events an ingest source accepted (logged and emitted).",
-            &labels,
-        );
-        let bytes = registry.counter(
-            "weir_ingest_payload_bytes",
-            "Payload bytes of the batches an ingest source accepted.",
-            &labels,
-        );
-        let to_committed = registry.histogram(
-            "weir_ingest_to_committed_seconds",
-            "Time from an ingest source accepting an event to the commit of its epoch.",
-            &labels,
-        );
-        let queue_wait = registry.histogram(
-            "weir_ingest_queue_wait_seconds",
-            "Time a checked batch waited in an ingest source's queue.",
-            &labels,
-        );
-        let receive_delay = registry.histogram(
-            "weir_ingest_receive_delay_seconds",
-            "Time from a client's intended send time to its frame being read whole.",
-            &labels,
-        );
-        IngestMetrics {
-            queue_wait: queue_wait.for_shard(context.shard),
-            receive_delay: receive_delay.for_shard(context.shard),
-            events: events.for_shard(context.shard),
-            bytes: bytes.for_shard(context.shard),
-            to_committed: to_committed.for_shard(context.shard),
-            responses: RefCell::default(),
-            registry,
-            component: context.node.clone(),
-            shard: context.shard,
-        }
-    }
-
-    /// Counts one answer (an HTTP status or a TCP ack status).
-    pub(crate) fn response(&self, status: &str) {
-        let mut responses = self.responses.borrow_mut();
-        if let Some(counter) = responses.get(status) {
-            counter.inc();
-            return;
-        }
-        let counter = self
-            .registry
-            .counter(
-                "weir_ingest_responses",
-                "Requests (HTTP) or frames (TCP) an ingest source answered, by status.",
-                &[("component", &self.component), ("status", status)],
-            )
-            .for_shard(self.shard);
-        counter.inc();
-        responses.insert(status.to_string(), counter);
-    }
-}
-
-/// Batches waiting for the source instance, shared with its connection
-/// tasks (all on one shard).
-pub(crate) struct IngestQueue {
-    batches: RefCell<VecDeque<Queued>>,
-    events: Cell<usize>,
-    limit: usize,
-    open: Cell<bool>,
-    /// This instance's index, and how batches with ids reach their owner.
-    instance: usize,
-    mesh: std::sync::Arc<Mesh>,
-    pub(crate) metrics: IngestMetrics,
-    /// The source's intake log, to wake the source when a batch arrives.
-    intake: RefCell<Option<IntakeLog>>,
-}
-
-impl IngestQueue {
-    pub(crate) fn push(&self, batch: Queued) -> Result<(), (Refused, Queued)> {
-        if !self.open.get() {
-            return Err((Refused::Unavailable, batch));
-        }
-        let events = self.events.get();
-        if events > 0 && events + batch.events > self.limit {
-            return Err((Refused::Full, batch));
-        }
-        self.events.set(events + batch.events);
-        self.batches.borrow_mut().push_back(batch);
-        if let Some(intake) = self.intake.borrow().as_ref() {
-            intake.wake_source();
-        }
-        Ok(())
-    }
-
-    fn pop(&self, inbox: Option<&crossbeam::channel::Receiver<Forwarded>>) -> Option<Queued> {
-        if let Some(batch) = self.batches.borrow_mut().pop_front() {
-            self.events.set(self.events.get() - batch.events);
-            return Some(batch);
-        }
-        let batch = inbox?.try_recv().ok()?;
-        Some(Queued {
-            encoding: batch.encoding,
-            batch_id: batch.batch_id,
-            events: batch.events,
-            payload: batch.payload,
-            index: batch.index,
-            queued_ns: batch.queued_ns,
-            reply: ReplyTo::Remote(batch.reply),
-        })
-    }
-}
+/// Starts serving an accepted connection on the current shard; the slot
+/// is held until the connection ends.
+pub(crate) type ServeFn = Rc<dyn Fn(glommio::net::TcpStream, Slot)>;
 
 /// The tasks of a source instance: its accept loop and its connections.
 /// They end with the source: when it is dropped, every one is cancelled,
@@ -659,33 +313,28 @@ pub enum Protocol {
     Http(http::HttpOptions),
 }
 
-/// Batch ids accepted recently, in acceptance order.
-#[derive(Debug, Default)]
-struct DedupTable {
-    expiry: HashMap<u64, u64>,
-    order: VecDeque<(u64, u64)>,
-}
-
-impl DedupTable {
-    fn expire(&mut self, now_ms: u64, max: usize) {
-        while let Some(&(id, expires)) = self.order.front() {
-            if expires > now_ms && self.order.len() <= max {
-                break;
-            }
-            self.order.pop_front();
-            if self.expiry.get(&id) == Some(&expires) {
-                self.expiry.remove(&id);
-            }
+impl Protocol {
+    /// The largest body (HTTP) or frame payload (TCP) accepted.
+    pub fn request_bytes_max(&self) -> usize {
+        match self {
+            Protocol::Tcp(tcp) => tcp.max_frame_bytes as usize,
+            Protocol::Http(http) => http.body_limit_bytes,
         }
     }
 
-    fn contains(&self, id: u64) -> bool {
-        self.expiry.contains_key(&id)
-    }
-
-    fn insert(&mut self, id: u64, expires: u64) {
-        self.expiry.insert(id, expires);
-        self.order.push_back((id, expires));
+    /// The protocol with its request limit lowered to `bytes` if above.
+    fn at_most(self, bytes: usize) -> Protocol {
+        match self {
+            Protocol::Tcp(mut tcp) => {
+                let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                tcp.max_frame_bytes = tcp.max_frame_bytes.min(bytes);
+                Protocol::Tcp(tcp)
+            }
+            Protocol::Http(mut http) => {
+                http.body_limit_bytes = http.body_limit_bytes.min(bytes);
+                Protocol::Http(http)
+            }
+        }
     }
 }
 
@@ -702,7 +351,7 @@ pub struct IngestSource {
     /// Starts serving a connection on this shard (set once listening).
     serve: Option<ServeFn>,
     /// Connections other shards accepted and handed to this one.
-    handed: Option<crossbeam::channel::Receiver<std::os::fd::OwnedFd>>,
+    handed: Option<crossbeam::channel::Receiver<Handoff>>,
     intake: IntakeLog,
     listening: bool,
     dedup: DedupTable,
@@ -725,18 +374,19 @@ impl std::fmt::Debug for IngestSource {
     }
 }
 
-/// Bytes of a [`DataHeader`].
-const DATA_HEADER_LEN: usize = 18;
-
 impl IngestSource {
     /// The instance for `context`'s shard; `mesh` is shared by every
-    /// instance of the source (made with `Mesh::new(context.instances)`).
+    /// instance of the source (made with `Mesh::new(context.instances,
+    /// &options.limits)`). A body or frame limit above what one log record
+    /// holds ([`limits::payload_bytes_max`]) is lowered to it (config
+    /// validation refuses such a limit).
     pub fn new(
         protocol: Protocol,
         options: IngestOptions,
         context: &ShardContext,
         mesh: std::sync::Arc<Mesh>,
     ) -> IngestSource {
+        let protocol = protocol.at_most(limits::payload_bytes_max(&context.node));
         let inbox = take_inbox(&mesh.receivers, context.instance);
         let handed = take_inbox(&mesh.handoff_receivers, context.instance);
         let queue = Rc::new(IngestQueue {
@@ -776,16 +426,13 @@ impl IngestSource {
             ))
         })?;
         let (queue, tasks) = (self.queue.clone(), self.tasks.clone());
-        let retry_after_ms = self.options.retry_after_ms;
         let serve = match &self.protocol {
-            Protocol::Tcp(options) => tcp::serve_on(queue, tasks, options.clone(), retry_after_ms),
-            Protocol::Http(options) => {
-                http::serve_on(queue, tasks, options.clone(), retry_after_ms)
-            }
+            Protocol::Tcp(tcp) => tcp::serve_on(queue, tasks, tcp.clone(), &self.options),
+            Protocol::Http(http) => http::serve_on(queue, tasks, http.clone(), &self.options),
         };
         self.serve = Some(serve.clone());
-        let accept =
-            glommio::spawn_local(accept_loop(listener, self.queue.clone(), serve)).detach();
+        let accept = listener::accept_loop(listener, self.queue.clone(), serve);
+        let accept = glommio::spawn_local(accept).detach();
         *self.tasks.accept.borrow_mut() = Some(accept);
         self.queue.open.set(true);
         self.listening = true;
@@ -898,46 +545,6 @@ impl Drop for IngestSource {
     }
 }
 
-/// What an intake record holds before the batch's payload. Layout
-/// (little-endian, 18 bytes): encoding u8, has-id u8, batch id u64, accept
-/// time u64 (ns since the Unix epoch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DataHeader {
-    encoding: Encoding,
-    batch_id: Option<u64>,
-    accepted_ns: u64,
-}
-
-impl DataHeader {
-    fn encode(&self) -> [u8; DATA_HEADER_LEN] {
-        let mut bytes = [0u8; DATA_HEADER_LEN];
-        bytes[0] = self.encoding as u8;
-        bytes[1] = self.batch_id.is_some() as u8;
-        bytes[2..10].copy_from_slice(&self.batch_id.unwrap_or(0).to_le_bytes());
-        bytes[10..18].copy_from_slice(&self.accepted_ns.to_le_bytes());
-        bytes
-    }
-
-    /// The header and the payload of an intake record.
-    fn decode(data: &[u8]) -> Result<(DataHeader, &[u8]), String> {
-        if data.len() < DATA_HEADER_LEN {
-            return Err(format!(
-                "intake record of {} bytes is too short",
-                data.len()
-            ));
-        }
-        let encoding = Encoding::from_u8(data[0])
-            .ok_or_else(|| format!("intake record has unknown encoding {}", data[0]))?;
-        let id = u64::from_le_bytes(data[2..10].try_into().expect("8 bytes"));
-        let header = DataHeader {
-            encoding,
-            batch_id: (data[1] != 0).then_some(id),
-            accepted_ns: u64::from_le_bytes(data[10..18].try_into().expect("8 bytes")),
-        };
-        Ok((header, &data[DATA_HEADER_LEN..]))
-    }
-}
-
 impl Source for IngestSource {
     type Output = GeneratedEvent;
 
@@ -954,15 +561,17 @@ impl Source for IngestSource {
             }
         }
         if let (Some(handed), Some(serve)) = (&self.handed, &self.serve) {
-            while let Ok(fd) = handed.try_recv() {
+            while let Ok(Handoff { fd, slot }) = handed.try_recv() {
                 // SAFETY: `fd` is an open, owned socket (a duplicate of an
                 // accepted connection's); the stream takes it over.
                 let stream = unsafe {
                     glommio::net::TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
                 };
-                serve(stream);
+                serve(stream, slot);
             }
         }
+        let open = self.queue.mesh.slots.open(self.queue.instance);
+        self.queue.metrics.connections_open.set(open as i64);
         let now_ns = unix_ns();
         let now_ms = now_ns / 1_000_000;
         self.dedup.expire(now_ms, self.options.dedup_max_ids);
@@ -1060,42 +669,4 @@ pub fn batch_id_hash(id: &[u8]) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_headers_round_trip() {
-        for header in [
-            DataHeader {
-                encoding: Encoding::Ndjson,
-                batch_id: Some(7),
-                accepted_ns: 123,
-            },
-            DataHeader {
-                encoding: Encoding::Wire,
-                batch_id: None,
-                accepted_ns: 5,
-            },
-        ] {
-            let mut data = header.encode().to_vec();
-            data.extend_from_slice(b"{}");
-            assert_eq!(DataHeader::decode(&data).unwrap(), (header, &b"{}"[..]));
-            assert!(DataHeader::decode(&data[..3]).is_err());
-        }
-    }
-
-    #[test]
-    fn dedup_forgets_by_age_and_by_count() {
-        let mut table = DedupTable::default();
-        table.insert(1, 100);
-        table.insert(2, 200);
-        table.insert(3, 300);
-        table.expire(150, 10);
-        assert!(!table.contains(1) && table.contains(2) && table.contains(3));
-        table.expire(150, 1);
-        assert!(!table.contains(2) && table.contains(3));
-    }
 }

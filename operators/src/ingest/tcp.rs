@@ -8,33 +8,57 @@
 //! durable. Frames may be pipelined: the reader goes on reading while
 //! earlier frames wait for the log. An invalid frame is answered
 //! `Rejected`, with the reason, and the connection is closed after it.
+//!
+//! # Limits (`super::limits`)
+//! 1. Between frames, while no frame waits for its acknowledgement, the
+//!    reader waits `idle_timeout_ms` for the first byte of the next
+//!    header, then closes the connection without a word.
+//! 2. From a header's first byte, the whole 24 bytes must arrive within
+//!    `header_timeout_ms`, or the frame is `Rejected` and the connection
+//!    closed.
+//! 3. A length above `max_frame_bytes` is `Rejected` before a byte of the
+//!    payload is read. Then the payload's length is reserved from the
+//!    source's read budget; if it does not fit, the frame is answered
+//!    `Overloaded` (with the retry delay), its payload read and dropped
+//!    through a small buffer, and the connection stays open.
+//! 4. The payload is read into a buffer that grows as bytes arrive
+//!    (`super::socket::read_growing`); a payload that goes
+//!    `read_timeout_ms` without a byte is `Rejected` and the connection
+//!    closed. An acknowledgement that cannot be written for as long also
+//!    closes it.
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use rkyv::vec::ArchivedVec;
 
+use super::limits::{ListenerLimits, REQUEST_BYTES_DEFAULT};
+use super::listener::Slot;
+use super::metrics::Timeout;
+use super::socket::{discard, read_growing, Deadline, ReadError, Socket};
 use super::wire::{
     AckHeader, AckStatus, ArchivedWireEvent, FrameHeader, FLAG_DEDUP, FRAME_HEADER_LEN,
 };
 use super::{
-    enqueue, Checked, EventRef, IngestQueue, Payload, PendingReply, Refused, ServeFn, Settled,
-    Tasks,
+    enqueue, Checked, EventRef, IngestOptions, IngestQueue, Payload, PendingReply, Refused,
+    ServeFn, Settled, Tasks,
 };
 
 /// Settings of the `tcp` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpOptions {
-    /// The largest payload a frame may carry.
+    /// The largest payload a frame may carry (at most
+    /// [`payload_bytes_max`](super::limits::payload_bytes_max)).
     pub max_frame_bytes: u32,
 }
 
 impl Default for TcpOptions {
     fn default() -> TcpOptions {
         TcpOptions {
-            max_frame_bytes: 16 << 20,
+            max_frame_bytes: REQUEST_BYTES_DEFAULT as u32,
         }
     }
 }
@@ -87,17 +111,31 @@ pub(crate) fn for_each_event(
     Ok(())
 }
 
+/// What every connection of an instance is served with.
+struct Settings {
+    options: TcpOptions,
+    retry_after_ms: u64,
+    limits: ListenerLimits,
+}
+
 /// Serves one connection on this shard.
 pub(crate) fn serve_on(
     queue: Rc<IngestQueue>,
     tasks: Rc<Tasks>,
     options: TcpOptions,
-    retry_after_ms: u64,
+    ingest: &IngestOptions,
 ) -> ServeFn {
-    Rc::new(move |stream: TcpStream| {
-        let _ = stream.set_nodelay(true);
-        let (queue, options) = (queue.clone(), options.clone());
-        tasks.spawn_connection(serve(stream, queue, options, retry_after_ms));
+    let settings = Rc::new(Settings {
+        options,
+        retry_after_ms: ingest.retry_after_ms,
+        limits: ingest.limits.clone(),
+    });
+    Rc::new(move |stream: TcpStream, slot: Slot| {
+        let (queue, settings) = (queue.clone(), settings.clone());
+        tasks.spawn_connection(async move {
+            serve(stream, queue, settings).await;
+            drop(slot);
+        });
     })
 }
 
@@ -114,88 +152,153 @@ enum Pending {
     },
 }
 
-async fn serve(
-    stream: TcpStream,
-    queue: Rc<IngestQueue>,
-    options: TcpOptions,
-    retry_after_ms: u64,
-) {
-    let (reader, writer) = futures_lite::io::split(stream);
+/// Why the reader stops.
+enum Stop {
+    /// The client left, went idle, or the writer is gone: close.
+    Quietly,
+    /// Answer `Rejected` with this batch id and detail, then close.
+    Reject(u64, String),
+}
+
+async fn serve(stream: TcpStream, queue: Rc<IngestQueue>, settings: Rc<Settings>) {
+    let socket = Socket::new(stream, settings.limits.read_timeout_ms);
+    let in_flight = Rc::new(Cell::new(0));
     let (sender, receiver) = local_channel::new_bounded(FRAMES_IN_FLIGHT_MAX);
-    let writer_task = glommio::spawn_local(write_acks(writer, receiver, queue.clone()));
-    read_frames(reader, sender, queue, options, retry_after_ms).await;
+    let writer = write_acks(socket.clone(), receiver, queue.clone(), in_flight.clone());
+    let writer_task = glommio::spawn_local(writer);
+    let reader = Reader {
+        socket,
+        acks: sender,
+        queue,
+        settings,
+        in_flight,
+    };
+    reader.run().await;
+    drop(reader);
     writer_task.await;
 }
 
-async fn read_frames(
-    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+/// A connection's reading side.
+struct Reader {
+    socket: Socket,
     acks: LocalSender<Pending>,
     queue: Rc<IngestQueue>,
-    options: TcpOptions,
-    retry_after_ms: u64,
-) {
-    let mut header_bytes = [0u8; FRAME_HEADER_LEN];
-    loop {
-        if reader.read_exact(&mut header_bytes).await.is_err() {
-            return; // closed (or broken) between frames
-        }
-        let reject = |batch_id: u64, detail: String| Pending::Now {
-            ack: ack(AckStatus::Rejected, batch_id, 0, 0),
-            detail,
-            close: true,
-        };
-        let header = match FrameHeader::decode(&header_bytes) {
-            Ok(header) => header,
-            Err(error) => {
-                let _ = acks.send(reject(0, error.to_string())).await;
-                return;
+    settings: Rc<Settings>,
+    /// Frames handed to the writer and not yet acknowledged.
+    in_flight: Rc<Cell<usize>>,
+}
+
+impl Reader {
+    async fn run(&self) {
+        loop {
+            let frame = match self.next_header().await {
+                Ok(header) => self.frame(header).await,
+                Err(stop) => Err(stop),
+            };
+            match frame {
+                Ok(()) => continue,
+                Err(Stop::Quietly) => return,
+                Err(Stop::Reject(batch_id, detail)) => {
+                    let ack = ack(AckStatus::Rejected, batch_id, 0, 0);
+                    let _ = self
+                        .send(Pending::Now {
+                            ack,
+                            detail,
+                            close: true,
+                        })
+                        .await;
+                    return;
+                }
             }
-        };
-        if header.len > options.max_frame_bytes {
+        }
+    }
+
+    /// Hands `pending` to the writer; `Quietly` if the writer is gone.
+    async fn send(&self, pending: Pending) -> Result<(), Stop> {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.acks.send(pending).await.map_err(|_| Stop::Quietly)
+    }
+
+    /// Reads the next frame header: the first bytes within the idle
+    /// timeout (while nothing is in flight), the rest within the header
+    /// timeout.
+    async fn next_header(&self) -> Result<FrameHeader, Stop> {
+        let limits = &self.settings.limits;
+        let mut bytes = [0u8; FRAME_HEADER_LEN];
+        let mut filled = self.first_bytes(&mut bytes).await?;
+        let deadline = Deadline::after_ms(limits.header_timeout_ms);
+        while filled < FRAME_HEADER_LEN {
+            match self
+                .socket
+                .read_within(&mut bytes[filled..], deadline.left())
+                .await
+            {
+                Ok(read) => filled += read,
+                Err(ReadError::TimedOut) => {
+                    self.queue.metrics.timed_out(Timeout::Header);
+                    let detail = format!(
+                        "the frame header did not arrive whole within {} ms",
+                        limits.header_timeout_ms
+                    );
+                    return Err(Stop::Reject(0, detail));
+                }
+                Err(_) => return Err(Stop::Quietly),
+            }
+        }
+        FrameHeader::decode(&bytes).map_err(|error| Stop::Reject(0, error.to_string()))
+    }
+
+    /// Waits for the first bytes of a header. The idle timeout closes the
+    /// connection only when no frame awaits its acknowledgement.
+    async fn first_bytes(&self, bytes: &mut [u8]) -> Result<usize, Stop> {
+        let idle = Duration::from_millis(self.settings.limits.idle_timeout_ms);
+        loop {
+            match self.socket.read_within(bytes, idle).await {
+                Ok(read) => return Ok(read),
+                Err(ReadError::TimedOut) if self.in_flight.get() > 0 => continue,
+                Err(ReadError::TimedOut) => {
+                    self.queue.metrics.timed_out(Timeout::Idle);
+                    return Err(Stop::Quietly);
+                }
+                Err(_) => return Err(Stop::Quietly),
+            }
+        }
+    }
+
+    /// Reads, checks and queues the frame `header` starts.
+    async fn frame(&self, header: FrameHeader) -> Result<(), Stop> {
+        let max_frame_bytes = self.settings.options.max_frame_bytes;
+        if header.len > max_frame_bytes {
             let detail = format!(
-                "frame payload of {} bytes exceeds the limit of {} bytes",
-                header.len, options.max_frame_bytes
+                "frame payload of {} bytes exceeds the limit of {max_frame_bytes} bytes",
+                header.len
             );
-            let _ = acks.send(reject(header.batch_id, detail)).await;
-            return;
+            return Err(Stop::Reject(header.batch_id, detail));
         }
-        let mut payload = Payload::with_capacity(header.len as usize);
-        payload.resize(header.len as usize, 0);
-        if reader.read_exact(&mut payload).await.is_err() {
-            return; // the client went away mid-frame: nothing was accepted
-        }
-        let crc = crc32c::crc32c(&payload);
-        if crc != header.crc {
-            let detail = format!(
-                "payload CRC32C is {crc:#010x}, the header says {:#010x}",
-                header.crc
-            );
-            let _ = acks.send(reject(header.batch_id, detail)).await;
-            return;
-        }
-        let events = match validate(&payload) {
-            Ok(events) => events,
-            Err(detail) => {
-                let _ = acks.send(reject(header.batch_id, detail)).await;
-                return;
-            }
+        let len = header.len as usize;
+        let read_timeout = Duration::from_millis(self.settings.limits.read_timeout_ms);
+        let Some(reservation) = self.queue.mesh.budget.reserve(len) else {
+            let detail = "the source's read budget is spent; retry later";
+            self.send(self.refusal(Refused::Full, header.batch_id, detail))
+                .await?;
+            return discard(&self.socket, len, read_timeout)
+                .await
+                .map_err(|error| self.payload_failed(error, header.batch_id));
         };
-        // SAFETY: `validate` just checked these bytes.
-        let archived =
-            unsafe { rkyv::access_unchecked::<ArchivedVec<ArchivedWireEvent>>(&payload) };
-        if let Some(sent_ns) = archived.first().map(|event| event.sent_ns.to_native()) {
-            if sent_ns != 0 {
-                let delay = super::unix_ns().saturating_sub(sent_ns);
-                queue.metrics.receive_delay.observe_ns(delay);
-            }
-        }
+        let mut payload = Payload::new();
+        read_growing(&self.socket, &mut payload, len, read_timeout)
+            .await
+            .map_err(|error| self.payload_failed(error, header.batch_id))?;
+        let events = check_payload(&header, &payload)
+            .map_err(|detail| Stop::Reject(header.batch_id, detail))?;
+        self.observe_receive_delay(&payload);
         let batch_id = (header.flags & FLAG_DEDUP != 0).then_some(header.batch_id);
         let queued = enqueue(
-            &queue,
+            &self.queue,
             super::Encoding::Wire,
             batch_id,
             events,
-            payload,
+            (payload, reservation),
             Vec::new(),
         );
         let pending = match queued {
@@ -204,26 +307,66 @@ async fn read_frames(
                 reply,
             },
             Err(refused) => {
-                let status = match refused {
-                    Refused::Full => AckStatus::Overloaded,
-                    Refused::Unavailable => AckStatus::Unavailable,
-                };
-                let retry = retry_after_ms.min(u64::from(u16::MAX)) as u16;
                 let detail = match refused {
                     Refused::Full => "the pipeline is backed up; retry later",
                     Refused::Unavailable => "the source is not accepting input",
                 };
-                Pending::Now {
-                    ack: ack(status, header.batch_id, 0, retry),
-                    detail: detail.into(),
-                    close: false,
-                }
+                self.refusal(refused, header.batch_id, detail)
             }
         };
-        if acks.send(pending).await.is_err() {
-            return;
+        self.send(pending).await
+    }
+
+    /// An `Overloaded` or `Unavailable` answer; the connection stays open.
+    fn refusal(&self, refused: Refused, batch_id: u64, detail: &str) -> Pending {
+        let status = match refused {
+            Refused::Full => AckStatus::Overloaded,
+            Refused::Unavailable => AckStatus::Unavailable,
+        };
+        let retry = self.settings.retry_after_ms.min(u64::from(u16::MAX)) as u16;
+        Pending::Now {
+            ack: ack(status, batch_id, 0, retry),
+            detail: detail.into(),
+            close: false,
         }
     }
+
+    /// What to do when a payload could not be read whole.
+    fn payload_failed(&self, error: ReadError, batch_id: u64) -> Stop {
+        if error != ReadError::TimedOut {
+            return Stop::Quietly; // the client went away mid-frame: nothing was accepted
+        }
+        self.queue.metrics.timed_out(Timeout::Read);
+        let detail = format!(
+            "the payload stalled: no byte arrived for {} ms",
+            self.settings.limits.read_timeout_ms
+        );
+        Stop::Reject(batch_id, detail)
+    }
+
+    fn observe_receive_delay(&self, payload: &Payload) {
+        // SAFETY: `check_payload` just validated these bytes.
+        let archived = unsafe { rkyv::access_unchecked::<ArchivedVec<ArchivedWireEvent>>(payload) };
+        if let Some(sent_ns) = archived.first().map(|event| event.sent_ns.to_native()) {
+            if sent_ns != 0 {
+                let delay = super::unix_ns().saturating_sub(sent_ns);
+                self.queue.metrics.receive_delay.observe_ns(delay);
+            }
+        }
+    }
+}
+
+/// Checks a payload read whole against its header: the CRC32C, then the
+/// archive ([`validate`]); returns the event count.
+fn check_payload(header: &FrameHeader, payload: &Payload) -> Result<usize, String> {
+    let crc = crc32c::crc32c(payload);
+    if crc != header.crc {
+        return Err(format!(
+            "payload CRC32C is {crc:#010x}, the header says {:#010x}",
+            header.crc
+        ));
+    }
+    validate(payload)
 }
 
 fn ack(status: AckStatus, batch_id: u64, events: u32, retry_after_ms: u16) -> AckHeader {
@@ -236,29 +379,36 @@ fn ack(status: AckStatus, batch_id: u64, events: u32, retry_after_ms: u16) -> Ac
     }
 }
 
+/// The acknowledgement a pending frame settles to: header, detail, and
+/// whether the connection closes after it.
+async fn settle(pending: Pending) -> (AckHeader, String, bool) {
+    match pending {
+        Pending::Now { ack, detail, close } => (ack, detail, close),
+        Pending::Wait { batch_id, reply } => match reply.settle().await {
+            Ok(Settled::Accepted(events)) => (
+                ack(AckStatus::Durable, batch_id, events as u32, 0),
+                String::new(),
+                false,
+            ),
+            Ok(Settled::Duplicate) => (
+                ack(AckStatus::Duplicate, batch_id, 0, 0),
+                String::new(),
+                false,
+            ),
+            Err(error) => (ack(AckStatus::Unavailable, batch_id, 0, 0), error, true),
+        },
+    }
+}
+
 async fn write_acks(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    socket: Socket,
     acks: LocalReceiver<Pending>,
     queue: Rc<IngestQueue>,
+    in_flight: Rc<Cell<usize>>,
 ) {
     let mut out = Vec::new();
     while let Some(pending) = acks.recv().await {
-        let (mut header, detail, close) = match pending {
-            Pending::Now { ack, detail, close } => (ack, detail, close),
-            Pending::Wait { batch_id, reply } => match reply.settle().await {
-                Ok(Settled::Accepted(events)) => (
-                    ack(AckStatus::Durable, batch_id, events as u32, 0),
-                    String::new(),
-                    false,
-                ),
-                Ok(Settled::Duplicate) => (
-                    ack(AckStatus::Duplicate, batch_id, 0, 0),
-                    String::new(),
-                    false,
-                ),
-                Err(error) => (ack(AckStatus::Unavailable, batch_id, 0, 0), error, true),
-            },
-        };
+        let (mut header, detail, close) = settle(pending).await;
         queue.metrics.response(match header.status {
             AckStatus::Durable => "durable",
             AckStatus::Duplicate => "duplicate",
@@ -267,15 +417,16 @@ async fn write_acks(
             AckStatus::Unavailable => "unavailable",
         });
         header.detail_len = detail.len() as u32;
+        out.clear();
         out.extend_from_slice(&header.encode());
         out.extend_from_slice(detail.as_bytes());
         // One write per acknowledgement: a frame carries many events, so
         // this is cheap, and an ack never waits for a later frame.
-        if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() || close {
-            let _ = writer.close().await;
-            return;
+        let written = socket.write_all(&out).await;
+        in_flight.set(in_flight.get() - 1);
+        if written.is_err() || close {
+            break;
         }
-        out.clear();
     }
-    let _ = writer.close().await;
+    socket.close_write().await;
 }
