@@ -330,11 +330,12 @@ impl<T: weir_runtime::Record> Processor for RollingWindow<T> {
     fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(state.len());
         aligned.extend_from_slice(state);
-        let snapshot = rkyv::from_bytes::<Snapshot, rancor::Error>(&aligned).map_err(|error| {
-            StateError(format!(
-                "the rolling window's saved state is damaged: {error}"
-            ))
-        })?;
+        let snapshot =
+            rkyv::from_bytes::<Snapshot, rancor::BoxedError>(&aligned).map_err(|error| {
+                StateError(format!(
+                    "the rolling window's saved state is damaged: {error}"
+                ))
+            })?;
         if snapshot.slice_ms != self.slice_ms || snapshot.buckets != self.buckets {
             return Err(StateError(format!(
                 "the rolling window was saved with {} slices of {} ms, but is now configured \

@@ -69,7 +69,7 @@ const FRAMES_IN_FLIGHT_MAX: usize = 64;
 
 /// Checks a frame payload; returns its event count.
 pub fn validate(payload: &[u8]) -> Result<usize, String> {
-    let events = rkyv::access::<ArchivedVec<ArchivedWireEvent>, rkyv::rancor::Error>(payload)
+    let events = rkyv::access::<ArchivedVec<ArchivedWireEvent>, rkyv::rancor::BoxedError>(payload)
         .map_err(|error| format!("payload is not an archived event batch: {error}"))?;
     for (index, event) in events.iter().enumerate() {
         if std::str::from_utf8(&event.body).is_err() {
@@ -85,8 +85,10 @@ pub(crate) fn for_each_event(
     each: &mut impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
     let events = match checked {
-        Checked::No => rkyv::access::<ArchivedVec<ArchivedWireEvent>, rkyv::rancor::Error>(payload)
-            .map_err(|error| format!("payload is not an archived event batch: {error}"))?,
+        Checked::No => {
+            rkyv::access::<ArchivedVec<ArchivedWireEvent>, rkyv::rancor::BoxedError>(payload)
+                .map_err(|error| format!("payload is not an archived event batch: {error}"))?
+        }
         // SAFETY: `validate` accepted these very bytes (the payload is owned
         // and was not changed since), aligned as they are now: the archive is
         // valid, and every key and body is UTF-8.
@@ -429,4 +431,28 @@ async fn write_acks(
         }
     }
     socket.close_write().await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// A payload that is not an archive is refused with what rkyv found
+    /// wrong, in every build: `rancor::Error` keeps that only with debug
+    /// assertions on, and says "failed without error information" in a
+    /// release build, so the refusal uses `BoxedError`.
+    #[test]
+    fn an_invalid_payload_is_refused_with_the_reason() {
+        let mut payload = rkyv::util::AlignedVec::<16>::new();
+        payload.extend_from_slice(&[0xff; 64]);
+        let error = super::validate(&payload).unwrap_err();
+        assert!(
+            error.starts_with("payload is not an archived event batch: "),
+            "{error}"
+        );
+        assert!(!error.contains("without error information"), "{error}");
+        assert!(
+            error.len() > "payload is not an archived event batch: ".len() + 10,
+            "{error}"
+        );
+        eprintln!("{error}");
+    }
 }

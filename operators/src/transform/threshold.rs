@@ -222,7 +222,7 @@ impl Processor for Threshold {
     fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<ThresholdState, rancor::Error>(&aligned)
+        let state = rkyv::from_bytes::<ThresholdState, rancor::BoxedError>(&aligned)
             .map_err(|error| StateError(format!("threshold state: {error}")))?;
         self.last = state.last.into_iter().collect();
         Ok(())

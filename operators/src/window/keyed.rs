@@ -364,7 +364,7 @@ impl Processor for KeyedWindow {
         // The bytes come from disk: validate them.
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<KeyedWindowState, rancor::Error>(&aligned)
+        let state = rkyv::from_bytes::<KeyedWindowState, rancor::BoxedError>(&aligned)
             .map_err(|error| StateError(format!("window state: {error}")))?;
         let ordered = state.windows.windows(2).all(|pair| pair[0].0 < pair[1].0);
         let open = state

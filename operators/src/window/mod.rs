@@ -190,7 +190,7 @@ impl Processor for TumblingCount {
         // The bytes come from disk: validate them.
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<TumblingState, rancor::Error>(&aligned)
+        let state = rkyv::from_bytes::<TumblingState, rancor::BoxedError>(&aligned)
             .map_err(|error| StateError(format!("tumbling window state: {error}")))?;
         self.open = state
             .windows

@@ -529,7 +529,7 @@ impl Processor for Dedup {
         // The bytes come from disk: validate them.
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<DedupState, rancor::Error>(&aligned)
+        let state = rkyv::from_bytes::<DedupState, rancor::BoxedError>(&aligned)
             .map_err(|error| StateError(format!("dedup state: {error}")))?;
         self.replace(state)
             .map_err(|message| StateError(format!("dedup state: {message}")))

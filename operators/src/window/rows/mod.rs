@@ -676,7 +676,7 @@ impl Processor for RowWindow {
         // The bytes come from disk: validate them.
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<RowWindowState, rancor::Error>(&aligned)
+        let state = rkyv::from_bytes::<RowWindowState, rancor::BoxedError>(&aligned)
             .map_err(|error| StateError(format!("window state: {error}")))?;
         self.load(state)
             .map_err(|error| StateError(format!("window state: {error}")))
