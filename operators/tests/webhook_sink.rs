@@ -359,11 +359,13 @@ fn every_row_is_delivered_once_across_a_failed_run_and_its_recovery() {
         assert_eq!(key, &expected);
         assert!(body["records"].as_array().unwrap().len() <= 40);
     }
+    // A batch may have come twice: the shard that panicked ended without
+    // making its last completion records durable, so recovery may run
+    // those commits again (same keys, deduplicated above). Completed
+    // commits whose records were durable are not run again
+    // (`tests/webhook_restart.rs` checks that after graceful stops).
     let accepted = receiver.requests().iter().filter(|r| r.accepted).count();
-    assert!(
-        accepted > delivered.len(),
-        "recovery re-ran committed commits, so some batch came twice"
-    );
+    assert!(accepted >= delivered.len());
 
     let again = run(data.path(), receiver.url(), None).expect("a complete run restarts");
     assert!(again.already_complete);
