@@ -4,7 +4,7 @@
 //! and byte offset. Failures of the log itself ([`WalFailure`]) are sticky:
 //! once a write or fdatasync failed, every later operation reports it.
 
-use crate::scan::Corruption;
+use crate::scan::{Corruption, Gap};
 use std::fmt;
 use std::io;
 
@@ -60,6 +60,8 @@ pub(crate) fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> IoCon
 pub enum RecoveryError {
     /// Corruption in the middle of the log: refuse to open.
     Corrupt(Corruption),
+    /// Segments are missing (a hole, or the newest ones): refuse to open.
+    Gap(Gap),
     /// Reading or repairing failed.
     Io(IoContext),
 }
@@ -150,6 +152,7 @@ display!(
     f,
     match self {
         Self::Corrupt(c) => write!(f, "corruption in the middle of the log: {c}"),
+        Self::Gap(g) => write!(f, "segments of the log are missing: {g}"),
         Self::Io(e) => write!(f, "recovery I/O error: {e}"),
     }
 );

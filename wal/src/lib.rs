@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod align;
+mod analysis;
 mod config;
 mod crc;
 mod error;
@@ -32,6 +33,7 @@ mod sync_log;
 mod wal;
 mod writer;
 
+pub use analysis::Fault;
 pub use config::{Config, SyncObserver};
 pub use error::{
     AppendError, Error, InspectError, IoContext, OpenError, ReadError, RecoveryError,
@@ -41,7 +43,7 @@ pub use format::{Entry, Lsn, RecordType};
 pub use inspect::{inspect, inspect_storage, InspectReport};
 pub use reader::{LogReader, Record};
 pub use recovery::RecoveryReport;
-pub use scan::{Corruption, RecordPos, TornTail, Verdict};
+pub use scan::{Corruption, Gap, RecordPos, TornTail, Verdict};
 pub use storage::{FsStorage, MemStorage, Storage};
 pub use sync_log::SyncLog;
 pub use wal::{Durable, Wal};
