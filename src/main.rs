@@ -21,8 +21,10 @@
 //! - `weir keycount`: runs the keyed tumbling-window count example and
 //!   prints its rate and per-window totals, checked against a direct
 //!   computation.
-//! - `weir wal inspect DIR`: describes a write-ahead log directory without
-//!   changing it.
+//! - `weir wal inspect DIR`: describes a write-ahead log directory (or every
+//!   log of a data directory) without changing it; exits with status 1 if a
+//!   log would be refused at open (corruption, missing segments), 0 for
+//!   clean logs and torn tails.
 
 mod demo;
 
@@ -135,7 +137,8 @@ enum GraphFormat {
 #[derive(Subcommand, Debug)]
 enum WalCommand {
     /// List segments, records, epochs, the durable end and any damage, of
-    /// one log or of every log in a data directory.
+    /// one log or of every log in a data directory. Exits with status 1 if
+    /// a log would be refused at open (corrupt, or segments missing).
     Inspect {
         /// A data directory (`--data-dir`), or one log directory in it.
         dir: PathBuf,
@@ -500,7 +503,9 @@ fn keycount(args: &KeycountArgs) -> Result<()> {
 }
 
 /// `weir wal inspect DIR`: one log, or every log of a data directory
-/// (the coordinator's, then each shard's).
+/// (the coordinator's, then each shard's). Every log is described; the
+/// command fails (exit status 1) if any of them would be refused at open:
+/// corrupt, or missing segments.
 fn inspect(dir: &std::path::Path) -> Result<()> {
     let logs = weir::runtime::epoch::data_dir_logs(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?;
@@ -508,7 +513,7 @@ fn inspect(dir: &std::path::Path) -> Result<()> {
         let report =
             weir::wal::inspect(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
         print!("{report}");
-        return Ok(());
+        return refused(&[(dir.display().to_string(), report)]);
     }
     println!(
         "data directory {}: {} log(s): {}",
@@ -519,11 +524,38 @@ fn inspect(dir: &std::path::Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let mut reports = Vec::with_capacity(logs.len());
     for (name, log) in &logs {
         let report = weir::wal::inspect(log)
             .with_context(|| format!("cannot inspect {name} ({})", log.display()))?;
         println!("\n== {name} ==");
         print!("{report}");
+        reports.push((name.clone(), report));
     }
-    Ok(())
+    refused(&reports)
+}
+
+/// Fails naming every log that would be refused at open, and why.
+fn refused(reports: &[(String, weir::wal::InspectReport)]) -> Result<()> {
+    let refused: Vec<String> = reports
+        .iter()
+        .filter(|(_, report)| report.is_refused())
+        .map(|(name, report)| format!("{name}: {}", verdict(report.verdict())))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} log(s) would be refused at open: {}",
+        refused.len(),
+        refused.join("; ")
+    )
+}
+
+fn verdict(verdict: &weir::wal::Verdict) -> String {
+    match verdict {
+        weir::wal::Verdict::Corrupt(corruption) => format!("corrupt: {corruption}"),
+        weir::wal::Verdict::Gap(gap) => format!("missing segments: {gap}"),
+        weir::wal::Verdict::Clean | weir::wal::Verdict::Torn(_) => "opens".to_string(),
+    }
 }
