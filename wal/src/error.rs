@@ -4,6 +4,7 @@
 //! and byte offset. Failures of the log itself ([`WalFailure`]) are sticky:
 //! once a write or fdatasync failed, every later operation reports it.
 
+use crate::format::Lsn;
 use crate::scan::{Corruption, Gap};
 use std::fmt;
 use std::io;
@@ -62,6 +63,14 @@ pub enum RecoveryError {
     Corrupt(Corruption),
     /// Segments are missing (a hole, or the newest ones): refuse to open.
     Gap(Gap),
+    /// The log ends below the LSN the caller knows was durable
+    /// ([`crate::Config::durable_at_least`]): refuse to open.
+    EndsEarly {
+        /// Where the log ends: the LSN after its last valid record.
+        ends: Lsn,
+        /// Every LSN below this was durable.
+        durable: Lsn,
+    },
     /// Reading or repairing failed.
     Io(IoContext),
 }
@@ -153,6 +162,12 @@ display!(
     match self {
         Self::Corrupt(c) => write!(f, "corruption in the middle of the log: {c}"),
         Self::Gap(g) => write!(f, "segments of the log are missing: {g}"),
+        Self::EndsEarly { ends, durable } => write!(
+            f,
+            "the log ends at {ends}, but every record below {durable} was durable: records \
+             from {ends} up to {durable} are missing (its newest segments, or all of them, \
+             deleted or lost)"
+        ),
         Self::Io(e) => write!(f, "recovery I/O error: {e}"),
     }
 );

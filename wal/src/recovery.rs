@@ -2,7 +2,8 @@
 //! roll, and set up the appender and writer halves at the end of the log.
 //!
 //! A log with a fault (corruption, or missing segments: `crate::analysis`)
-//! is refused. Repair steps, each durable before appends start: remove
+//! is refused, and so is a log that ends below the LSN the caller knows
+//! was durable (`Config::durable_at_least`). Repair steps, each durable before appends start: remove
 //! `*.wal.tmp` files (torn rolls) and an early successor (an empty segment
 //! created ahead of a seal that a crash kept from being written); truncate
 //! the last segment after its last valid record (dropping a torn tail or
@@ -57,6 +58,10 @@ pub(crate) fn recover(storage: Arc<dyn Storage>, cfg: &Config) -> Result<Recover
         Verdict::Torn(t) => Some(t),
         Verdict::Clean => None,
     };
+    let ends = a.next_lsn();
+    if let Some(durable) = cfg.durable_at_least.filter(|&durable| ends < durable) {
+        return Err(RecoveryError::EndsEarly { ends, durable });
+    }
     let early = a.early_successor.as_ref().map(|s| s.name.clone());
     for t in a.tmp_files.iter().chain(&early) {
         storage

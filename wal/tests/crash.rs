@@ -8,7 +8,8 @@
 //! Missing segments: crashed logs with a segment deleted from the middle,
 //! the newest deleted, or the oldest deleted (as retention does). The first
 //! two are refused, naming the segment, whenever anything could have been
-//! lost; the last is no gap.
+//! lost; the last is no gap. A log with every segment deleted is refused
+//! when its owner knows an LSN that was durable (`durable_at_least`).
 
 mod common;
 
@@ -287,4 +288,45 @@ fn deleting_the_oldest_segments_is_not_a_gap() {
         checked += 1;
     }
     assert!(checked > 100, "only {checked} logs had several segments");
+}
+
+/// Goal: a log that ends below the LSN its owner knows was durable
+/// (`Config::durable_at_least`, e.g. a commit record) is refused before
+/// anything is repaired, and opens when nothing is missing. Method:
+/// crashed logs, their newest segment deleted or not.
+#[test]
+fn a_log_that_ends_below_a_known_durable_lsn_is_refused() {
+    for seed in 0..50 {
+        let (img, _, acked) = crashed_log(seed, 2);
+        let config = |durable: usize| weir_wal::Config {
+            durable_at_least: Some(weir_wal::Lsn(durable as u64)),
+            ..small_config()
+        };
+        let what = format!("seed {seed}");
+        let names = segment_files(&img);
+        for name in &names {
+            img.lose(name);
+        }
+        match SyncLog::open(storage(&img), &config(acked.max(1))) {
+            Err(OpenError::Recovery(RecoveryError::EndsEarly { ends, durable })) => {
+                assert_eq!((ends.0, durable.0), (0, acked.max(1) as u64), "{what}");
+            }
+            Err(e) => panic!("{what}: refused for another reason: {e}"),
+            Ok(_) => panic!("{what}: a log without its segments opened"),
+        }
+        assert!(
+            segment_files(&img).is_empty(),
+            "{what}: the refusal wrote a segment"
+        );
+    }
+    for seed in 0..50 {
+        let (img, _, acked) = crashed_log(seed, 2);
+        let config = weir_wal::Config {
+            durable_at_least: Some(weir_wal::Lsn(acked as u64)),
+            ..small_config()
+        };
+        let (log, _) = SyncLog::open(storage(&img), &config)
+            .unwrap_or_else(|e| panic!("seed {seed}: nothing is missing: {e}"));
+        assert!(log.next_lsn().0 as usize >= acked, "seed {seed}");
+    }
 }
