@@ -250,7 +250,7 @@ impl ShardEpochs {
             if self.progress.borrow().reported.is_empty() {
                 // No node runs here: this shard holds no epoch back.
                 let requested = self.shared.requested.load(Ordering::Acquire);
-                self.shared.shard_done[self.shard].fetch_max(requested, Ordering::AcqRel);
+                self.publish_done(requested);
             }
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
@@ -289,8 +289,17 @@ impl ShardEpochs {
                     .await
                     .map_err(|error| NodeFailure::Log(error.to_string()))?;
             }
-            self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
+            self.publish_done(epoch);
         }
+    }
+
+    /// Publishes that the shard's records of epochs up to `epoch` are
+    /// durable, with the log's durable LSN first: the coordinator names it
+    /// in the commit record (see `EpochShared::shard_lsns`).
+    fn publish_done(&self, epoch: u64) {
+        let durable = self.wal.durable_lsn().0;
+        self.shared.shard_lsns[self.shard].fetch_max(durable, Ordering::Release);
+        self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
     }
 
     /// Deletes WAL segments no recovery can need: once every commit up to
