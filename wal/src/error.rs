@@ -97,7 +97,7 @@ pub enum AppendError {
         max: usize,
     },
     /// Too many bytes are staged and not yet written; wait for durability
-    /// of earlier appends and retry.
+    /// of earlier appends ([`crate::Wal::drain`]) and retry.
     Backpressure,
     /// The log failed earlier; nothing more is accepted.
     Failed(WalFailure),
