@@ -23,10 +23,12 @@
 //!   computation.
 //! - `weir wal inspect DIR`: describes a write-ahead log directory (or every
 //!   log of a data directory) without changing it; exits with status 1 if a
-//!   log would be refused at open (corruption, missing segments), 0 for
-//!   clean logs and torn tails.
+//!   log would be refused at open (corruption, missing segments, a shard
+//!   log that ends below what the commit records name), 0 for clean logs
+//!   and torn tails (`wal_inspect.rs`).
 
 mod demo;
+mod wal_inspect;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,7 +140,8 @@ enum GraphFormat {
 enum WalCommand {
     /// List segments, records, epochs, the durable end and any damage, of
     /// one log or of every log in a data directory. Exits with status 1 if
-    /// a log would be refused at open (corrupt, or segments missing).
+    /// a log would be refused at open (corrupt, segments missing, or a
+    /// shard log shorter than the commit records say).
     Inspect {
         /// A data directory (`--data-dir`), or one log directory in it.
         dir: PathBuf,
@@ -155,7 +158,7 @@ fn main() -> ExitCode {
         Command::Keycount(args) => keycount(&args),
         Command::Wal {
             command: WalCommand::Inspect { dir },
-        } => inspect(&dir),
+        } => wal_inspect::inspect(&dir),
         Command::Loadgen(cli) => weir_loadgen::cli_main(*cli),
     };
     match result {
@@ -500,62 +503,4 @@ fn keycount(args: &KeycountArgs) -> Result<()> {
     );
     println!("per-window counts and key checksums match a direct computation");
     Ok(())
-}
-
-/// `weir wal inspect DIR`: one log, or every log of a data directory
-/// (the coordinator's, then each shard's). Every log is described; the
-/// command fails (exit status 1) if any of them would be refused at open:
-/// corrupt, or missing segments.
-fn inspect(dir: &std::path::Path) -> Result<()> {
-    let logs = weir::runtime::epoch::data_dir_logs(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?;
-    if logs.is_empty() {
-        let report =
-            weir::wal::inspect(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
-        print!("{report}");
-        return refused(&[(dir.display().to_string(), report)]);
-    }
-    println!(
-        "data directory {}: {} log(s): {}",
-        dir.display(),
-        logs.len(),
-        logs.iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut reports = Vec::with_capacity(logs.len());
-    for (name, log) in &logs {
-        let report = weir::wal::inspect(log)
-            .with_context(|| format!("cannot inspect {name} ({})", log.display()))?;
-        println!("\n== {name} ==");
-        print!("{report}");
-        reports.push((name.clone(), report));
-    }
-    refused(&reports)
-}
-
-/// Fails naming every log that would be refused at open, and why.
-fn refused(reports: &[(String, weir::wal::InspectReport)]) -> Result<()> {
-    let refused: Vec<String> = reports
-        .iter()
-        .filter(|(_, report)| report.is_refused())
-        .map(|(name, report)| format!("{name}: {}", verdict(report.verdict())))
-        .collect();
-    if refused.is_empty() {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "{} log(s) would be refused at open: {}",
-        refused.len(),
-        refused.join("; ")
-    )
-}
-
-fn verdict(verdict: &weir::wal::Verdict) -> String {
-    match verdict {
-        weir::wal::Verdict::Corrupt(corruption) => format!("corrupt: {corruption}"),
-        weir::wal::Verdict::Gap(gap) => format!("missing segments: {gap}"),
-        weir::wal::Verdict::Clean | weir::wal::Verdict::Torn(_) => "opens".to_string(),
-    }
 }

@@ -72,7 +72,8 @@ fn inspect_reports_records_and_a_torn_tail() {
 /// `weir wal inspect DATA_DIR` on a data directory describes every log in
 /// it: the coordinator's commit log and each shard's WAL, with the commit
 /// and sink-completion records a run leaves; one of its logs can still be
-/// inspected alone.
+/// inspected alone. A shard log that lost its only segment fails the
+/// inspection: the commit records name records that were durable in it.
 #[test]
 fn inspect_describes_every_log_of_a_data_directory() {
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
@@ -119,6 +120,20 @@ fn inspect_describes_every_log_of_a_data_directory() {
     let (ok, text) = inspect(&data.join("shard-1"));
     assert!(ok, "{text}");
     assert!(text.starts_with("log directory"), "{text}");
+
+    // Shard 1's only segment deleted: its log reads as a new, empty one,
+    // but the commit records name records in it that were durable.
+    let segment = data.join("shard-1").join("00000000000000000000.wal");
+    std::fs::remove_file(&segment).expect("delete the segment");
+    let (code, text, error) = inspect_status(&data);
+    assert_eq!(code, Some(1), "{text}{error}");
+    for part in [
+        "== against the commit records ==",
+        "shard 1: the log ends at lsn 0",
+    ] {
+        assert!(text.contains(part), "no `{part}` in:\n{text}");
+    }
+    assert!(error.contains("would be refused at open"), "{error}");
 }
 
 /// Writes a log of at least five 64 KiB segments into `dir`; returns the

@@ -126,6 +126,8 @@ pub enum RetentionError {
 pub enum InspectError {
     /// The directory or a file could not be read.
     Io(IoContext),
+    /// The records could not be read back.
+    Read(ReadError),
 }
 
 /// Any error of this crate.
@@ -215,6 +217,7 @@ display!(
     f,
     match self {
         Self::Io(e) => write!(f, "inspect error: {e}"),
+        Self::Read(e) => write!(f, "inspect error: {e}"),
     }
 );
 display!(

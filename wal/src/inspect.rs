@@ -10,10 +10,13 @@
 
 use crate::error::{io_ctx, InspectError};
 use crate::format::Lsn;
+use crate::reader::LogReader;
 use crate::scan::{analyze, Analysis, RecordPos, SegmentEnd, SegmentSummary, Verdict};
 use crate::storage::{FsStorage, Storage};
+use crate::writer::Rolled;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The result of [`inspect`]; `Display` prints the human-readable report.
 #[derive(Debug, Clone)]
@@ -49,6 +52,27 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, InspectError> {
     let fs = FsStorage::open(dir, false)
         .map_err(|e| InspectError::Io(io_ctx(dir.display().to_string())(e)))?;
     inspect_storage(&fs, dir)
+}
+
+/// Reads the records of the verified log in `dir`, read-only as
+/// [`inspect`]: for tools that look inside payloads (the runtime checks
+/// its commit records). On a corrupt or torn log, the records before the
+/// damage.
+pub fn inspect_records(dir: &Path) -> Result<LogReader, InspectError> {
+    let fs = FsStorage::open(dir, false)
+        .map_err(|e| InspectError::Io(io_ctx(dir.display().to_string())(e)))?;
+    let storage: Arc<dyn Storage> = Arc::new(fs);
+    let analysis = analyze(&*storage, None)
+        .map_err(|e| InspectError::Io(io_ctx(format!("scan {}", dir.display()))(e)))?;
+    let segments: Vec<Rolled> = analysis.segments[..analysis.verified]
+        .iter()
+        .map(|s| Rolled {
+            segment: s.number,
+            first_lsn: s.header.first_lsn,
+        })
+        .collect();
+    let from = segments.first().map_or(Lsn(0), |s| s.first_lsn);
+    LogReader::new(storage, segments, from, analysis.next_lsn()).map_err(InspectError::Read)
 }
 
 /// [`inspect`] over any storage (`dir` is only used for the report).

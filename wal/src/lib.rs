@@ -8,7 +8,8 @@
 //!   [`Lsn`]; [`Wal::durable`] gives a future that completes once the record
 //!   is durable; [`Wal::flush`] triggers a group commit.
 //! - [`SyncLog`] — the same log driven by the caller's thread.
-//! - [`inspect()`] — a read-only report for `weir wal inspect DIR`.
+//! - [`inspect()`] — a read-only report for `weir wal inspect DIR`;
+//!   [`inspect_records`] reads the records back, read-only too.
 //! - [`storage`] — the file seam, with [`MemStorage`] for crash tests.
 //!
 //! Limits: one process per log directory; one appending thread per log is
@@ -40,7 +41,7 @@ pub use error::{
     RetentionError, WalFailure,
 };
 pub use format::{Entry, Lsn, RecordType};
-pub use inspect::{inspect, inspect_storage, InspectReport};
+pub use inspect::{inspect, inspect_records, inspect_storage, InspectReport};
 pub use reader::{LogReader, Record};
 pub use recovery::RecoveryReport;
 pub use scan::{Corruption, Gap, RecordPos, TornTail, Verdict};

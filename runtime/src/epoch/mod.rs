@@ -24,6 +24,7 @@ pub(crate) mod recovery;
 pub(crate) mod shard;
 
 pub use failpoint::failpoint;
+pub use recovery::committed_shard_lsns;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -155,11 +155,37 @@ struct Commits {
 
 /// Reads every commit record of the coordinator's log.
 fn read_commits(coordinator: &SyncLog, dir: &Path) -> Result<Commits, StartError> {
-    let mut commits = Commits::default();
     let reader = coordinator
         .read_from(coordinator.first_lsn())
         .map_err(|error| log_error(dir, error))?;
-    for record in reader {
+    gather_commits(reader, dir)
+}
+
+/// For `weir wal inspect DATA_DIR`: per shard, the highest durable LSN the
+/// coordinator's commit records name for it, with the epoch of that
+/// record, read without changing anything. A shard log that ends below it
+/// would be refused at start. Empty when no commit record names LSNs (a
+/// new directory, or one written by an older build).
+pub fn committed_shard_lsns(data_dir: &Path) -> Result<Vec<(Lsn, u64)>, String> {
+    let dir = data_dir.join("coordinator");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let records = weir_wal::inspect_records(&dir).map_err(|error| error.to_string())?;
+    let commits = gather_commits(records, &dir).map_err(|error| error.to_string())?;
+    let shards = commits.shard_lsns.len();
+    Ok((0..shards)
+        .filter_map(|shard| commits.durable_lsn(shard))
+        .collect())
+}
+
+/// Gathers what the commit records among `records` say.
+fn gather_commits(
+    records: impl Iterator<Item = Result<weir_wal::Record, weir_wal::ReadError>>,
+    dir: &Path,
+) -> Result<Commits, StartError> {
+    let mut commits = Commits::default();
+    for record in records {
         let record = record.map_err(|error| log_error(dir, error))?;
         if record.kind != RecordType::EPOCH_COMMIT {
             continue;
