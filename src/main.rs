@@ -21,10 +21,14 @@
 //! - `weir keycount`: runs the keyed tumbling-window count example and
 //!   prints its rate and per-window totals, checked against a direct
 //!   computation.
-//! - `weir wal inspect DIR`: describes a write-ahead log directory without
-//!   changing it.
+//! - `weir wal inspect DIR`: describes a write-ahead log directory (or every
+//!   log of a data directory) without changing it; exits with status 1 if a
+//!   log would be refused at open (corruption, missing segments, a shard
+//!   log that ends below what the commit records name), 0 for clean logs
+//!   and torn tails (`wal_inspect.rs`).
 
 mod demo;
+mod wal_inspect;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,7 +139,9 @@ enum GraphFormat {
 #[derive(Subcommand, Debug)]
 enum WalCommand {
     /// List segments, records, epochs, the durable end and any damage, of
-    /// one log or of every log in a data directory.
+    /// one log or of every log in a data directory. Exits with status 1 if
+    /// a log would be refused at open (corrupt, segments missing, or a
+    /// shard log shorter than the commit records say).
     Inspect {
         /// A data directory (`--data-dir`), or one log directory in it.
         dir: PathBuf,
@@ -152,7 +158,7 @@ fn main() -> ExitCode {
         Command::Keycount(args) => keycount(&args),
         Command::Wal {
             command: WalCommand::Inspect { dir },
-        } => inspect(&dir),
+        } => wal_inspect::inspect(&dir),
         Command::Loadgen(cli) => weir_loadgen::cli_main(*cli),
     };
     match result {
@@ -514,34 +520,5 @@ fn keycount(args: &KeycountArgs) -> Result<()> {
         expected.events()
     );
     println!("per-window counts and key checksums match a direct computation");
-    Ok(())
-}
-
-/// `weir wal inspect DIR`: one log, or every log of a data directory
-/// (the coordinator's, then each shard's).
-fn inspect(dir: &std::path::Path) -> Result<()> {
-    let logs = weir::runtime::epoch::data_dir_logs(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?;
-    if logs.is_empty() {
-        let report =
-            weir::wal::inspect(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
-        print!("{report}");
-        return Ok(());
-    }
-    println!(
-        "data directory {}: {} log(s): {}",
-        dir.display(),
-        logs.len(),
-        logs.iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for (name, log) in &logs {
-        let report = weir::wal::inspect(log)
-            .with_context(|| format!("cannot inspect {name} ({})", log.display()))?;
-        println!("\n== {name} ==");
-        print!("{report}");
-    }
     Ok(())
 }

@@ -36,6 +36,7 @@ use std::task::{Context, Poll};
 use weir_wal::RecordType;
 
 use crate::epoch::shard::ShardEpochs;
+use crate::error::NodeFailure;
 use crate::operator::StateError;
 
 /// A source instance's handle for logging accepted input; see the module
@@ -262,8 +263,16 @@ impl IntakeLog {
         }
     }
 
-    /// Logs `data` again, as a copy of the record whose identity is
-    /// `identity` (`None`: a first copy).
+    /// Waits, without blocking the shard, until its WAL has room for what
+    /// a poll or a replayed record logs (`ShardEpochs::make_room`); at once
+    /// without a data directory.
+    pub(crate) async fn make_room(&self) -> Result<(), NodeFailure> {
+        match &self.inner {
+            Some(inner) => inner.epochs.make_room().await,
+            None => Ok(()),
+        }
+    }
+
     /// A ticket that completes once everything this shard logged so far is
     /// durable: the answer to a duplicate of a batch logged earlier.
     pub fn durable_so_far(&self) -> IntakeTicket {
@@ -275,6 +284,8 @@ impl IntakeLog {
         }
     }
 
+    /// Logs `data` again, as a copy of the record whose identity is
+    /// `identity` (`None`: a first copy).
     pub(crate) fn append_copy(
         &self,
         identity: Option<u64>,

@@ -51,6 +51,20 @@ pub const SHARD_LOCKED_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Most shards one runtime runs.
 pub const SHARDS_MAX: usize = 256;
 
+/// Bytes staged in a shard's WAL (appended, not yet written) above which a
+/// source waits, without blocking the shard, for them to be durable before
+/// its next poll, and replay before its next record: half the WAL's staging
+/// limit (`weir_wal::limits::MAX_STAGED_BYTES`, 64 MiB, where appends are
+/// refused), leaving room for the largest record. So a backlog replayed at
+/// start, or input faster than the disk, slows down to the disk instead of
+/// failing the run. An append that still meets the limit (one step that
+/// logs more than the room left) waits too, blocking the shard.
+pub const WAL_STAGED_BYTES_WAIT: usize = weir_wal::limits::MAX_STAGED_BYTES / 2;
+
+const _: () = assert!(
+    WAL_STAGED_BYTES_WAIT + weir_wal::limits::MAX_PAYLOAD_BYTES
+        < weir_wal::limits::MAX_STAGED_BYTES
+);
 const _: () = assert!(BATCH_RECORDS_MAX > 0 && BATCH_RECORDS_MAX <= u32::MAX as usize);
 const _: () = assert!(BATCH_BYTES_INITIAL <= BATCH_BYTES_MAX);
 // Record positions inside a batch are stored as u32.

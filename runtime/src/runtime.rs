@@ -524,8 +524,9 @@ impl Runtime {
             });
         }
         let sources = graph.source_instances(self.shards);
+        let durable: Vec<u64> = logs.shards.iter().map(|wal| wal.durable_lsn().0).collect();
         let shared = Arc::new(EpochShared::new(
-            self.shards,
+            &durable,
             sources,
             logs.recovered.committed,
             aborted.clone(),

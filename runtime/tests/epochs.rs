@@ -20,6 +20,13 @@
 //!   exact; a run drained with `Handle::shutdown_and_drain` publishes its
 //!   partial counts and is complete.
 //!
+//! - Lost segments: a shard log whose only segment is deleted after a stop
+//!   ends below the durable LSN the last commit record names for it, and
+//!   a shard log missing its newest or a middle segment has a gap; each is
+//!   refused at the next start, naming the shard's directory, and starts
+//!   again once the segment is back. A commit record of an older build
+//!   (no shard LSNs) is read without that check.
+//!
 //! The SIGKILL tests live in the top-level `tests/`.
 
 mod common;
@@ -463,4 +470,96 @@ fn old_segments_are_retired_and_recovery_still_exact() {
     }
     let again = run(data.path(), out.path(), options).expect("restart after retention");
     assert!(again.already_complete);
+}
+
+/// Moves `name` out of `shard`'s log to `aside`, runs the pipeline, and
+/// returns the start error (a run that starts fails the test); then puts
+/// the file back.
+fn refused_without(data: &Path, shard: usize, name: &str, options: Options) -> String {
+    let (out, aside) = (tempfile::tempdir().unwrap(), data.join("aside.wal"));
+    let path = data.join(format!("shard-{shard}")).join(name);
+    fs::rename(&path, &aside).expect("move the segment aside");
+    let error = run(data, out.path(), options).expect_err("a log that lost records starts");
+    fs::rename(&aside, &path).expect("put the segment back");
+    error.to_string()
+}
+
+fn segment_name(number: u64) -> String {
+    format!("{number:020}.wal")
+}
+
+#[test]
+fn a_shard_log_that_ends_below_the_last_commit_is_refused() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_and_stop(data.path(), out.path(), false);
+    assert_eq!(segments(data.path(), 1), [0], "one segment per shard log");
+    let error = refused_without(data.path(), 1, &segment_name(0), PLAIN);
+    let directory = data.path().join("shard-1").display().to_string();
+    for part in [
+        directory.as_str(),
+        "ends at lsn 0",
+        "commit of epoch",
+        "missing",
+    ] {
+        assert!(error.contains(part), "no `{part}` in: {error}");
+    }
+    let again = run(data.path(), out.path(), PLAIN).expect("starts with the segment back");
+    assert!(again.resumed_from_epoch >= 2, "{again:?}");
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
+}
+
+#[test]
+fn a_shard_log_missing_a_segment_is_refused() {
+    // As in `old_segments_are_retired_and_recovery_still_exact`: each
+    // epoch's snapshot fills most of a 64 KiB segment, and the failed run
+    // leaves the segments of its uncommitted epochs.
+    let options = Options {
+        keys: 6_000,
+        fail: false,
+        segment_bytes: Some(64 << 10),
+        epoch_interval_ms: 2,
+    };
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let failing = Options {
+        fail: true,
+        ..options
+    };
+    run(data.path(), out.path(), failing).expect_err("the sink fails");
+    let left = segments(data.path(), 0);
+    assert!(left.len() >= 3, "too few segments left: {left:?}");
+    let directory = data.path().join("shard-0").display().to_string();
+    let newest = segment_name(left[left.len() - 1]);
+    let error = refused_without(data.path(), 0, &newest, options);
+    for part in [directory.as_str(), newest.as_str(), "missing"] {
+        assert!(error.contains(part), "no `{part}` in: {error}");
+    }
+    let middle = segment_name(left[1]);
+    let error = refused_without(data.path(), 0, &middle, options);
+    let around = [segment_name(left[0]), segment_name(left[2])];
+    for part in [directory.as_str(), middle.as_str(), &around[0], &around[1]] {
+        assert!(error.contains(part), "no `{part}` in: {error}");
+    }
+    run(data.path(), out.path(), options).expect("starts with every segment back");
+    assert_eq!(published(out.path()), expected(options.keys));
+}
+
+#[test]
+fn an_older_commit_record_without_lsns_is_read_without_the_check() {
+    // The commit record an older build wrote for the final epoch of a
+    // completed run: the payload `final`, no shard LSNs. The shard logs
+    // are empty, which a record naming their LSNs would refuse.
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = weir_wal::Config {
+        shard: 2,
+        ..weir_wal::Config::default()
+    };
+    let (mut coordinator, _) =
+        weir_wal::SyncLog::open_dir(&data.path().join("coordinator"), &config).unwrap();
+    coordinator
+        .append(weir_wal::RecordType::EPOCH_COMMIT, 3, b"final")
+        .unwrap();
+    coordinator.commit().unwrap();
+    drop(coordinator);
+    let report = run(data.path(), out.path(), PLAIN).expect("an older directory opens");
+    assert!(report.already_complete, "{report:?}");
 }

@@ -1,5 +1,6 @@
 //! Per-log configuration, checked against [`crate::limits`] at open.
 
+use crate::format::Lsn;
 use crate::limits::{
     DEFAULT_BATCH_BYTES, DEFAULT_SEGMENT_BYTES, MAX_DIO_ALIGN, MAX_SEGMENT_BYTES, MAX_STAGED_BYTES,
     MIN_SEGMENT_BYTES,
@@ -25,6 +26,12 @@ pub struct Config {
     /// Called after every write + fdatasync of the log, with how long the
     /// pair took and how many bytes it wrote; see [`SyncObserver`].
     pub on_sync: Option<SyncObserver>,
+    /// Every LSN below this is known to have been durable, from a record
+    /// kept outside the log (the runtime's commit records). Recovery
+    /// refuses a log that ends below it, before repairing anything: its
+    /// newest segments, or all of them, are gone, which the log alone
+    /// cannot always show. `None`: nothing is known.
+    pub durable_at_least: Option<Lsn>,
 }
 
 impl Default for Config {
@@ -35,6 +42,7 @@ impl Default for Config {
             batch_bytes: DEFAULT_BATCH_BYTES,
             flush_interval: Some(Duration::from_millis(1)),
             on_sync: None,
+            durable_at_least: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! and byte offset. Failures of the log itself ([`WalFailure`]) are sticky:
 //! once a write or fdatasync failed, every later operation reports it.
 
-use crate::scan::Corruption;
+use crate::format::Lsn;
+use crate::scan::{Corruption, Gap};
 use std::fmt;
 use std::io;
 
@@ -60,6 +61,16 @@ pub(crate) fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> IoCon
 pub enum RecoveryError {
     /// Corruption in the middle of the log: refuse to open.
     Corrupt(Corruption),
+    /// Segments are missing (a hole, or the newest ones): refuse to open.
+    Gap(Gap),
+    /// The log ends below the LSN the caller knows was durable
+    /// ([`crate::Config::durable_at_least`]): refuse to open.
+    EndsEarly {
+        /// Where the log ends: the LSN after its last valid record.
+        ends: Lsn,
+        /// Every LSN below this was durable.
+        durable: Lsn,
+    },
     /// Reading or repairing failed.
     Io(IoContext),
 }
@@ -86,7 +97,7 @@ pub enum AppendError {
         max: usize,
     },
     /// Too many bytes are staged and not yet written; wait for durability
-    /// of earlier appends and retry.
+    /// of earlier appends ([`crate::Wal::drain`]) and retry.
     Backpressure,
     /// The log failed earlier; nothing more is accepted.
     Failed(WalFailure),
@@ -115,6 +126,8 @@ pub enum RetentionError {
 pub enum InspectError {
     /// The directory or a file could not be read.
     Io(IoContext),
+    /// The records could not be read back.
+    Read(ReadError),
 }
 
 /// Any error of this crate.
@@ -150,6 +163,13 @@ display!(
     f,
     match self {
         Self::Corrupt(c) => write!(f, "corruption in the middle of the log: {c}"),
+        Self::Gap(g) => write!(f, "segments of the log are missing: {g}"),
+        Self::EndsEarly { ends, durable } => write!(
+            f,
+            "the log ends at {ends}, but every record below {durable} was durable: records \
+             from {ends} up to {durable} are missing (its newest segments, or all of them, \
+             deleted or lost)"
+        ),
         Self::Io(e) => write!(f, "recovery I/O error: {e}"),
     }
 );
@@ -197,6 +217,7 @@ display!(
     f,
     match self {
         Self::Io(e) => write!(f, "inspect error: {e}"),
+        Self::Read(e) => write!(f, "inspect error: {e}"),
     }
 );
 display!(

@@ -1,14 +1,22 @@
-//! `weir wal inspect DIR`: a read-only report on a log directory — segments,
-//! record counts per type, epochs, the last durable position, and any torn
-//! tail or corruption. Opens files read-only and changes nothing (it does
+//! `weir wal inspect DIR`: a read-only report on a log directory — every
+//! segment (those after a corrupt or missing one too), record counts per
+//! type, epochs, the last durable position, and any torn tail, corruption
+//! or missing segment. Opens files read-only and changes nothing (it does
 //! not truncate a torn tail; recovery at open does).
+//!
+//! [`InspectReport::is_refused`] says whether recovery would refuse the
+//! log (corruption or missing segments); `weir wal inspect` then exits
+//! with status 1.
 
 use crate::error::{io_ctx, InspectError};
 use crate::format::Lsn;
-use crate::scan::{analyze, Analysis, RecordPos, SegmentEnd, Verdict};
+use crate::reader::LogReader;
+use crate::scan::{analyze, Analysis, RecordPos, SegmentEnd, SegmentSummary, Verdict};
 use crate::storage::{FsStorage, Storage};
+use crate::writer::Rolled;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The result of [`inspect`]; `Display` prints the human-readable report.
 #[derive(Debug, Clone)]
@@ -28,9 +36,14 @@ impl InspectReport {
     pub fn last_record(&self) -> Option<RecordPos> {
         self.analysis.last_record()
     }
-    /// The verdict: clean, torn tail, or corruption.
+    /// The verdict: clean, torn tail, corruption, or missing segments.
     pub fn verdict(&self) -> &Verdict {
         &self.analysis.verdict
+    }
+    /// Whether opening the log would be refused: it is corrupt or segments
+    /// are missing. A clean log or a torn tail opens.
+    pub fn is_refused(&self) -> bool {
+        !self.analysis.faults.is_empty()
     }
 }
 
@@ -39,6 +52,27 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, InspectError> {
     let fs = FsStorage::open(dir, false)
         .map_err(|e| InspectError::Io(io_ctx(dir.display().to_string())(e)))?;
     inspect_storage(&fs, dir)
+}
+
+/// Reads the records of the verified log in `dir`, read-only as
+/// [`inspect`]: for tools that look inside payloads (the runtime checks
+/// its commit records). On a corrupt or torn log, the records before the
+/// damage.
+pub fn inspect_records(dir: &Path) -> Result<LogReader, InspectError> {
+    let fs = FsStorage::open(dir, false)
+        .map_err(|e| InspectError::Io(io_ctx(dir.display().to_string())(e)))?;
+    let storage: Arc<dyn Storage> = Arc::new(fs);
+    let analysis = analyze(&*storage, None)
+        .map_err(|e| InspectError::Io(io_ctx(format!("scan {}", dir.display()))(e)))?;
+    let segments: Vec<Rolled> = analysis.segments[..analysis.verified]
+        .iter()
+        .map(|s| Rolled {
+            segment: s.number,
+            first_lsn: s.header.first_lsn,
+        })
+        .collect();
+    let from = segments.first().map_or(Lsn(0), |s| s.first_lsn);
+    LogReader::new(storage, segments, from, analysis.next_lsn()).map_err(InspectError::Read)
 }
 
 /// [`inspect`] over any storage (`dir` is only used for the report).
@@ -75,6 +109,28 @@ fn fmt_pos(p: &RecordPos) -> String {
     )
 }
 
+fn fmt_segment(f: &mut fmt::Formatter<'_>, s: &SegmentSummary) -> fmt::Result {
+    let end = match s.end {
+        SegmentEnd::Sealed(o) => format!("sealed at {o}"),
+        SegmentEnd::Zero(o) => format!("open, data ends at {o}"),
+        SegmentEnd::Stale(o) => format!("open, stale data from {o}"),
+        SegmentEnd::Bad(o, r) => format!("invalid bytes at {o}: {r}"),
+    };
+    write!(
+        f,
+        "  {}  shard {}  {} .. {}  {} record(s)  {end}",
+        s.name, s.header.shard, s.header.first_lsn, s.next_lsn, s.records
+    )?;
+    if let Some((lo, hi)) = s.epochs {
+        write!(f, "  epochs {lo}..={hi}")?;
+    }
+    writeln!(f)?;
+    for (t, n) in &s.by_type {
+        writeln!(f, "      {:<18} {n}", type_name(*t))?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for InspectReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let a = &self.analysis;
@@ -85,33 +141,31 @@ impl fmt::Display for InspectReport {
             a.segments.len()
         )?;
         for s in &a.segments {
-            let end = match s.end {
-                SegmentEnd::Sealed(o) => format!("sealed at {o}"),
-                SegmentEnd::Zero(o) => format!("open, data ends at {o}"),
-                SegmentEnd::Stale(o) => format!("open, stale data from {o}"),
-                SegmentEnd::Bad(o, r) => format!("invalid bytes at {o}: {r}"),
-            };
-            write!(
+            fmt_segment(f, s)?;
+        }
+        if let Some(s) = &a.early_successor {
+            writeln!(
                 f,
-                "  {}  shard {}  {} .. {}  {} record(s)  {end}",
-                s.name, s.header.shard, s.header.first_lsn, s.next_lsn, s.records
+                "  {}: created ahead of its predecessor's seal, which a crash kept from \
+                 being written; empty (removed at open)",
+                s.name
             )?;
-            if let Some((lo, hi)) = s.epochs {
-                write!(f, "  epochs {lo}..={hi}")?;
-            }
-            writeln!(f)?;
-            for (t, n) in &s.by_type {
-                writeln!(f, "      {:<18} {n}", type_name(*t))?;
-            }
         }
         for t in &a.tmp_files {
             writeln!(f, "  {t}: torn segment roll (removed at open)")?;
+        }
+        for fault in &a.faults {
+            writeln!(f, "  ! {fault}")?;
         }
         match self.last_record() {
             Some(p) => writeln!(f, "last durable record: {}", fmt_pos(&p))?,
             None => writeln!(f, "last durable record: none")?,
         }
         writeln!(f, "next {}", a.next_lsn())?;
+        let more = match a.faults.len() {
+            0 | 1 => String::new(),
+            n => format!(" (and {} more fault(s), listed above)", n - 1),
+        };
         match &a.verdict {
             Verdict::Clean => writeln!(f, "status: clean"),
             Verdict::Torn(t) => writeln!(
@@ -119,7 +173,8 @@ impl fmt::Display for InspectReport {
                 "status: torn tail in {} at offset {}: {} byte(s) will be dropped at open",
                 t.segment, t.offset, t.dropped_bytes
             ),
-            Verdict::Corrupt(c) => writeln!(f, "status: CORRUPT (open refused): {c}"),
+            Verdict::Corrupt(c) => writeln!(f, "status: CORRUPT (open refused): {c}{more}"),
+            Verdict::Gap(g) => writeln!(f, "status: MISSING SEGMENTS (open refused): {g}{more}"),
         }
     }
 }

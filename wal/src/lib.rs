@@ -8,7 +8,8 @@
 //!   [`Lsn`]; [`Wal::durable`] gives a future that completes once the record
 //!   is durable; [`Wal::flush`] triggers a group commit.
 //! - [`SyncLog`] — the same log driven by the caller's thread.
-//! - [`inspect()`] — a read-only report for `weir wal inspect DIR`.
+//! - [`inspect()`] — a read-only report for `weir wal inspect DIR`;
+//!   [`inspect_records`] reads the records back, read-only too.
 //! - [`storage`] — the file seam, with [`MemStorage`] for crash tests.
 //!
 //! Limits: one process per log directory; one appending thread per log is
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod align;
+mod analysis;
 mod config;
 mod crc;
 mod error;
@@ -32,16 +34,17 @@ mod sync_log;
 mod wal;
 mod writer;
 
+pub use analysis::Fault;
 pub use config::{Config, SyncObserver};
 pub use error::{
     AppendError, Error, InspectError, IoContext, OpenError, ReadError, RecoveryError,
     RetentionError, WalFailure,
 };
 pub use format::{Entry, Lsn, RecordType};
-pub use inspect::{inspect, inspect_storage, InspectReport};
+pub use inspect::{inspect, inspect_records, inspect_storage, InspectReport};
 pub use reader::{LogReader, Record};
 pub use recovery::RecoveryReport;
-pub use scan::{Corruption, RecordPos, TornTail, Verdict};
+pub use scan::{Corruption, Gap, RecordPos, TornTail, Verdict};
 pub use storage::{FsStorage, MemStorage, Storage};
 pub use sync_log::SyncLog;
 pub use wal::{Durable, Wal};

@@ -1,22 +1,23 @@
-//! Verifying scan of a log directory, shared by recovery and inspect.
+//! Verifying scan of log segments, shared by recovery and inspect: the
+//! records of one segment, and how the newest one ends.
 //!
 //! Rules (argued in `docs/wal-format.md`):
-//! - Segments are numbered densely; every segment but the last must have a
-//!   valid header and end with a seal whose LSN is the next segment's first.
-//! - In the last segment, the valid records end at the first position that
-//!   is not a valid record. If some later record in that segment carries a
+//! - Every record is verified (length, CRC, reserved fields, salt, LSN
+//!   sequence); the valid records of a segment end at the first position
+//!   that is not a valid record, or at a seal.
+//! - In the newest segment, if some record after that position carries a
 //!   `durable_below` above the expected LSN there, the bad bytes had been
 //!   durable: corruption. Otherwise bytes after the end are a torn tail
 //!   (or nothing, if they are all zero).
-//! - `*.wal.tmp` files are torn segment rolls; other names are ignored.
 //!
-//! The scan never reads outside the mapped bytes and never panics on input.
+//! The rules across the directory (dense numbers, missing segments, seals,
+//! `*.wal.tmp` files) are in `crate::analysis`. The scan never reads
+//! outside the mapped bytes and never panics on input.
 
+pub use crate::analysis::{analyze, Analysis};
 use crate::format::{parse_record, BadReason, Lsn, Parsed, RecordType, SegmentHeader};
 use crate::limits::{RECORD_ALIGN, SEGMENT_HEADER_REGION};
-use crate::storage::Storage;
 use std::collections::BTreeMap;
-use std::io;
 
 /// Suffix of a finished segment file.
 pub const SEGMENT_SUFFIX: &str = ".wal";
@@ -146,27 +147,57 @@ pub enum Verdict {
     Torn(TornTail),
     /// Corruption: the log must not be opened.
     Corrupt(Corruption),
+    /// Segments are missing: the log must not be opened.
+    Gap(Gap),
 }
 
-/// The result of scanning a log directory.
-#[derive(Debug, Clone)]
-pub struct Analysis {
-    /// Valid segments in order (up to the corrupt one, if any).
-    pub segments: Vec<SegmentSummary>,
-    /// Torn segment rolls (`*.wal.tmp`).
-    pub tmp_files: Vec<String>,
-    /// Overall verdict.
-    pub verdict: Verdict,
+/// Missing segments: a hole between two segments, or segments missing
+/// after the newest one present (whose seal proves a successor existed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The newest segment present before the gap (file name).
+    pub after: String,
+    /// The first missing segment number.
+    pub first_missing: u64,
+    /// The segment present after the gap (file name) and its number;
+    /// `None` when the newest segments are missing.
+    pub before: Option<(String, u64)>,
+    /// The first missing LSN (where `after` ends), if `after` could be
+    /// read.
+    pub from_lsn: Option<Lsn>,
+    /// The first LSN present again (the first of `before`), if known.
+    pub to_lsn: Option<Lsn>,
 }
 
-impl Analysis {
-    /// LSN after the last valid record (0 for an empty log).
-    pub fn next_lsn(&self) -> Lsn {
-        self.segments.last().map_or(Lsn(0), |s| s.next_lsn)
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = segment_name(self.first_missing);
+        let Some((before, number)) = &self.before else {
+            write!(
+                f,
+                "segment {first} is missing: {} ends with a seal, which is written only \
+                 after its successor exists, and no later segment is present",
+                self.after
+            )?;
+            return lost(f, self.from_lsn, None);
+        };
+        if self.first_missing + 1 == *number {
+            write!(f, "segment {first} is missing")?;
+        } else {
+            let last = segment_name(number - 1);
+            write!(f, "segments {first} to {last} are missing")?;
+        }
+        write!(f, " between {} and {before}", self.after)?;
+        lost(f, self.from_lsn, self.to_lsn)
     }
-    /// The last valid record.
-    pub fn last_record(&self) -> Option<RecordPos> {
-        self.segments.iter().rev().find_map(|s| s.last)
+}
+
+/// Says which LSNs a gap lost, as far as they are known.
+fn lost(f: &mut std::fmt::Formatter<'_>, from: Option<Lsn>, to: Option<Lsn>) -> std::fmt::Result {
+    match (from, to) {
+        (Some(from), Some(to)) => write!(f, " (records from {from} up to {to} are lost)"),
+        (Some(from), None) => write!(f, " (records from {from} on are lost)"),
+        (None, _) => Ok(()),
     }
 }
 
@@ -246,7 +277,7 @@ fn durability_proof(data: &[u8], from: u64, salt: u32, expected: Lsn) -> Option<
 }
 
 /// Offset just after the last non-zero byte of `data` at or after `from`.
-fn last_nonzero(data: &[u8], from: u64) -> u64 {
+pub(crate) fn last_nonzero(data: &[u8], from: u64) -> u64 {
     let from = (from as usize).min(data.len());
     let tail = &data[from..];
     // Skip whole zero words from the end first (the common case is a mostly
@@ -267,7 +298,7 @@ fn last_nonzero(data: &[u8], from: u64) -> u64 {
 }
 
 /// Classifies how the last segment ends.
-fn classify_tail(s: &SegmentSummary, data: &[u8], last: Option<RecordPos>) -> Verdict {
+pub(crate) fn classify_tail(s: &SegmentSummary, data: &[u8], last: Option<RecordPos>) -> Verdict {
     let off = s.end.offset();
     match s.end {
         SegmentEnd::Sealed(_) | SegmentEnd::Stale(_) => return Verdict::Clean,
@@ -292,99 +323,4 @@ fn classify_tail(s: &SegmentSummary, data: &[u8], last: Option<RecordPos>) -> Ve
         dropped_bytes: end - off,
         last_valid: last,
     })
-}
-
-/// Scans every segment in `storage`. I/O errors are returned; everything
-/// found in the bytes goes into the verdict.
-pub fn analyze(storage: &dyn Storage, shard: Option<u32>) -> io::Result<Analysis> {
-    let mut numbered = Vec::new();
-    let mut tmp_files = Vec::new();
-    for name in storage.list()? {
-        match parse_name(&name) {
-            Some((_, true)) => tmp_files.push(name),
-            Some((n, false)) => numbered.push((n, name)),
-            None => {}
-        }
-    }
-    numbered.sort();
-    tmp_files.sort();
-    let mut a = Analysis {
-        segments: Vec::new(),
-        tmp_files,
-        verdict: Verdict::Clean,
-    };
-    let count = numbered.len();
-    for (i, (n, name)) in numbered.into_iter().enumerate() {
-        let data = storage.read(&name)?;
-        let expect_lsn = a.segments.last().map(|s: &SegmentSummary| s.next_lsn);
-        if let Some(prev) = a.segments.last() {
-            if prev.number + 1 != n {
-                a.verdict = corrupt(&name, 0, format!("segment {} is missing", prev.number + 1));
-                return Ok(a);
-            }
-        }
-        let header = match SegmentHeader::decode(&data) {
-            Ok(h) => h,
-            Err(p) => {
-                a.verdict = corrupt(&name, 0, p.to_string());
-                return Ok(a);
-            }
-        };
-        if let Some(v) = check_header(&name, n, &header, shard, expect_lsn) {
-            a.verdict = v;
-            return Ok(a);
-        }
-        let s = scan_segment(&name, n, header, &data);
-        let last_segment = i + 1 == count;
-        if !last_segment {
-            if let SegmentEnd::Sealed(_) = s.end {
-                a.segments.push(s);
-                continue;
-            }
-            let why = match s.end {
-                SegmentEnd::Bad(_, r) => format!("{r} in a sealed-over segment"),
-                _ => "segment ends without a seal but a later segment exists".to_string(),
-            };
-            a.verdict = corrupt(&name, s.end.offset(), why);
-            return Ok(a);
-        }
-        let last = s.last.or_else(|| a.last_record());
-        a.verdict = classify_tail(&s, &data, last);
-        a.segments.push(s);
-    }
-    Ok(a)
-}
-
-fn check_header(
-    name: &str,
-    n: u64,
-    h: &SegmentHeader,
-    shard: Option<u32>,
-    expect_lsn: Option<Lsn>,
-) -> Option<Verdict> {
-    if h.segment != n {
-        return Some(corrupt(
-            name,
-            0,
-            format!("header names segment {}", h.segment),
-        ));
-    }
-    if let Some(sh) = shard.filter(|&sh| sh != h.shard) {
-        return Some(corrupt(
-            name,
-            0,
-            format!("segment of shard {}, expected shard {sh}", h.shard),
-        ));
-    }
-    if expect_lsn.is_some_and(|e| e != h.first_lsn) {
-        return Some(corrupt(
-            name,
-            0,
-            format!("first {} does not follow the previous segment", h.first_lsn),
-        ));
-    }
-    if h.segment_bytes < SEGMENT_HEADER_REGION {
-        return Some(corrupt(name, 0, "segment size in header too small"));
-    }
-    None
 }

@@ -105,6 +105,13 @@ impl SyncLog {
         self.stager.next_lsn()
     }
 
+    /// The oldest LSN still stored (see [`crate::Wal::first_lsn`]).
+    pub fn first_lsn(&self) -> Lsn {
+        self.segments
+            .first()
+            .map_or(Lsn(0), |segment| segment.first_lsn)
+    }
+
     /// Reads durable records from `from` on.
     pub fn read_from(&self, from: Lsn) -> Result<LogReader, ReadError> {
         LogReader::new(

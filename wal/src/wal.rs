@@ -204,6 +204,26 @@ impl Wal {
         Ok(out)
     }
 
+    /// Bytes staged and not yet taken by the writer. Appends are refused
+    /// with [`AppendError::Backpressure`] once this reaches
+    /// [`MAX_STAGED_BYTES`]; a caller that appends a lot can look here and
+    /// [`drain`](Wal::drain) first.
+    pub fn staged_bytes(&self) -> usize {
+        let staged = lock(&self.shared.front).stager.staged_bytes();
+        staged + self.shared.ready_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to commit everything staged now (as
+    /// [`flush`](Wal::flush)) and returns a future that completes once all
+    /// of it is durable, or with the log's failure; `None` when everything
+    /// appended is durable already. The answer to
+    /// [`AppendError::Backpressure`]: await it, then append again.
+    pub fn drain(&self) -> Option<Durable> {
+        let next = lock(&self.shared.front).stager.next_lsn();
+        self.flush();
+        (next > self.durable_lsn()).then(|| self.durable(Lsn(next.0 - 1)))
+    }
+
     /// Asks the writer to commit everything staged now.
     pub fn flush(&self) {
         lock(&self.shared.ctl).flush = true;

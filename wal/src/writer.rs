@@ -1,17 +1,20 @@
 //! The two halves of appending: the [`Stager`] frames records into memory
 //! (the appender's side: LSN, placement, salt, CRC — all layout decisions),
-//! and the [`Writer`] makes staged chunks durable (the I/O side: one aligned
-//! write + fdatasync per chunk, and segment rolls).
+//! and the [`Writer`] (`io.rs`) makes staged chunks durable (the I/O side:
+//! one aligned write + fdatasync per chunk, and segment rolls).
 //!
 //! Invariants:
 //! - The layout of the log depends only on the sequence of appends, never
 //!   on how they are grouped into commits.
 //! - The writer has at most one un-synced write outstanding; a chunk counts
 //!   as durable only after its write_sync returned `Ok`.
-//! - A segment ends with a seal that is durable before the next segment file
-//!   exists; a new segment is created under a temporary name, its header
-//!   written and synced, renamed, and the directory synced before any of its
-//!   records is written.
+//! - A segment's successor exists before its seal is written: the chunk
+//!   that holds a seal names the successor, and the writer creates it (under
+//!   a temporary name, header written and synced, renamed, directory synced)
+//!   before it writes that chunk. So a durable seal proves that its
+//!   successor's file was durable, and a log whose newest segment is sealed
+//!   has lost a segment (`docs/wal-format.md` §5). A successor holds no
+//!   record until the chunk with its predecessor's seal is durable.
 //! - Chunks are staged directly in O_DIRECT-aligned buffers that start at a
 //!   4096-byte boundary of the file: a chunk that starts mid-block carries a
 //!   copy of that block's existing bytes in front, so the write rewrites them
@@ -27,23 +30,21 @@
 //!   only where no segment roll falls inside the group, so the layout is
 //!   the same as framing them one by one.
 
-use crate::align::{AlignedBuf, AlignedVec};
+use crate::align::AlignedVec;
 use crate::crc::{frame_crcs, HEAD_LEN, LANES};
 use crate::format::{
     encode_head, encode_record_into, frame_len, write_frame, Entry, Lsn, RecordHeader, RecordType,
-    SegmentHeader,
 };
 use crate::limits::{
     MAX_DIO_ALIGN, MAX_PAYLOAD_BYTES, MAX_SPARE_CHUNKS, MAX_STAGED_BYTES, SEAL_FRAME_LEN,
-    SEGMENT_HEADER_LEN, SEGMENT_HEADER_REGION,
+    SEGMENT_HEADER_REGION,
 };
-use crate::scan::{segment_name, TMP_SUFFIX};
 use crate::storage::memory::SplitMix;
-use crate::storage::{SegmentFile, Storage};
-use crate::{AppendError, SyncObserver, WalFailure};
-use std::io;
-use std::sync::Arc;
-use std::time::Instant;
+use crate::AppendError;
+
+mod io;
+
+pub(crate) use io::{Rolled, Writer};
 
 const BLOCK: u64 = MAX_DIO_ALIGN;
 
@@ -58,8 +59,12 @@ pub(crate) struct Chunk {
     pub seg_first_lsn: Lsn,
     /// Maximum size of that segment.
     pub segment_bytes: u64,
-    /// Whether the writer must create this segment before writing.
+    /// Whether the writer must create this segment before writing (the
+    /// first segment of an empty log).
     pub new_segment: bool,
+    /// The segment after this one, when this chunk ends with a seal: the
+    /// writer creates it before it writes this chunk.
+    pub successor: Option<Successor>,
     /// File offset of `bytes[0]`, a multiple of [`BLOCK`].
     pub start: u64,
     /// Existing bytes of the first block, then framed records.
@@ -68,6 +73,15 @@ pub(crate) struct Chunk {
     pub has_records: bool,
     /// LSN after the last record in this chunk.
     pub end_lsn: Lsn,
+}
+
+/// A segment to create: what its header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Successor {
+    pub segment: u64,
+    pub salt: u32,
+    pub first_lsn: Lsn,
+    pub segment_bytes: u64,
 }
 
 /// Where the next record goes.
@@ -103,8 +117,8 @@ pub(crate) struct StagerInit {
     pub next_lsn: Lsn,
     pub new_segment_bytes: u64,
     pub chunk_cap: usize,
-    /// Start a new segment with this number first (empty log, or the last
-    /// segment is sealed).
+    /// Start a new segment with this number first (an empty log; a log
+    /// whose newest segment is sealed is refused, see `crate::analysis`).
     pub roll: Option<u64>,
     pub seed: u64,
 }
@@ -129,6 +143,9 @@ impl Stager {
         };
         if let Some(n) = i.roll {
             s.start_segment(n);
+            if let Some(c) = s.chunks.last_mut() {
+                c.new_segment = true;
+            }
         }
         s
     }
@@ -155,6 +172,8 @@ impl Stager {
         !self.chunks.is_empty()
     }
 
+    /// Moves the tail to the start of a new segment `number`, in a new
+    /// chunk. Whoever calls it says which chunk creates the segment.
     fn start_segment(&mut self, number: u64) {
         self.tail = Tail {
             segment: number,
@@ -164,7 +183,7 @@ impl Stager {
             offset: SEGMENT_HEADER_REGION,
         };
         self.tail_block.clear();
-        self.push_chunk(true);
+        self.push_chunk();
     }
 
     /// Remembers the partial block at the tail from the last chunk.
@@ -180,7 +199,7 @@ impl Stager {
             .extend_from_slice(&c.bytes.as_slice()[from..]);
     }
 
-    fn push_chunk(&mut self, new_segment: bool) {
+    fn push_chunk(&mut self) {
         self.save_tail();
         // Every buffer is allocated at full size (a batch, the carried
         // partial block and padding), so it never grows and is never copied
@@ -199,7 +218,8 @@ impl Stager {
             salt: self.tail.salt,
             seg_first_lsn: self.tail.seg_first_lsn,
             segment_bytes: self.tail.segment_bytes,
-            new_segment,
+            new_segment: false,
+            successor: None,
             start: self.tail.offset - self.tail.offset % BLOCK,
             bytes,
             has_records: false,
@@ -218,7 +238,7 @@ impl Stager {
                 && (!c.has_records || c.bytes.len() + len <= cap)
         });
         if !ok {
-            self.push_chunk(false);
+            self.push_chunk();
         }
         self.chunks.len() - 1
     }
@@ -301,6 +321,7 @@ impl Stager {
             self.put(&seal, &[], self.next_lsn);
             let next = self.tail.segment + 1;
             self.start_segment(next);
+            self.name_successor();
         }
         let lsn = self.next_lsn;
         let h = RecordHeader {
@@ -313,6 +334,25 @@ impl Stager {
         self.next_lsn = Lsn(lsn.0 + 1);
         self.put(&h, payload, self.next_lsn);
         lsn
+    }
+
+    /// Hands the segment just started to the chunk before it, which holds
+    /// the seal: the writer creates the successor before writing the seal.
+    fn name_successor(&mut self) {
+        let t = self.tail;
+        let [.., sealed, _] = &mut self.chunks[..] else {
+            unreachable!("a seal is staged in the chunk before the new segment's")
+        };
+        assert!(
+            sealed.segment + 1 == t.segment,
+            "successor of another segment"
+        );
+        sealed.successor = Some(Successor {
+            segment: t.segment,
+            salt: t.salt,
+            first_lsn: t.seg_first_lsn,
+            segment_bytes: t.segment_bytes,
+        });
     }
 
     /// Frames several records (all sizes and types checked first, so
@@ -391,136 +431,5 @@ impl Stager {
                 self.spare.push(b);
             }
         }
-    }
-}
-
-/// The I/O half: owns the active segment file.
-#[derive(Debug)]
-pub(crate) struct Writer {
-    storage: Arc<dyn Storage>,
-    shard: u32,
-    file: Option<Box<dyn SegmentFile>>,
-    segment: u64,
-    /// End of written data in the active segment.
-    write_off: u64,
-    header: AlignedBuf,
-    /// Told about every write + fdatasync.
-    on_sync: Option<SyncObserver>,
-}
-
-/// A segment the writer created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rolled {
-    pub segment: u64,
-    pub first_lsn: Lsn,
-}
-
-impl Writer {
-    /// Resumes writing `file` (segment number, file, end of data), if any.
-    pub fn new(
-        storage: Arc<dyn Storage>,
-        shard: u32,
-        file: Option<(u64, Box<dyn SegmentFile>, u64)>,
-        on_sync: Option<SyncObserver>,
-    ) -> Self {
-        let header = AlignedBuf::new(SEGMENT_HEADER_REGION as usize, BLOCK as usize);
-        let mut w = Self {
-            storage,
-            shard,
-            file: None,
-            segment: 0,
-            write_off: 0,
-            header,
-            on_sync,
-        };
-        if let Some((segment, f, off)) = file {
-            w.segment = segment;
-            w.file = Some(f);
-            w.write_off = off;
-        }
-        w
-    }
-
-    /// Writes `chunks` in order; after each durable chunk calls `durable`
-    /// with its end LSN, and after each roll `rolled`. Any error is final.
-    pub fn write(
-        &mut self,
-        chunks: &mut [Chunk],
-        durable: &mut dyn FnMut(Lsn),
-        rolled: &mut dyn FnMut(Rolled),
-    ) -> Result<(), WalFailure> {
-        for c in chunks.iter_mut() {
-            if c.new_segment {
-                self.roll(c)?;
-                rolled(Rolled {
-                    segment: c.segment,
-                    first_lsn: c.seg_first_lsn,
-                });
-            }
-            if c.has_records {
-                self.write_chunk(c)?;
-            }
-            durable(c.end_lsn);
-        }
-        Ok(())
-    }
-
-    fn write_chunk(&mut self, c: &mut Chunk) -> Result<(), WalFailure> {
-        assert!(
-            c.segment == self.segment && c.start == self.write_off - self.write_off % BLOCK,
-            "chunk out of order"
-        );
-        let Some(file) = self.file.as_mut() else {
-            panic!("no active segment for a chunk")
-        };
-        let data = c.bytes.padded(file.align());
-        let started = self.on_sync.as_ref().map(|_| Instant::now());
-        file.write_sync(c.start, data).map_err(|e| {
-            WalFailure::from_io(
-                &format!("{} write at offset {}", segment_name(self.segment), c.start),
-                &e,
-            )
-        })?;
-        if let (Some(on_sync), Some(started)) = (&self.on_sync, started) {
-            on_sync.observe(started.elapsed(), data.len() as u64);
-        }
-        self.write_off = c.start + c.bytes.len() as u64;
-        Ok(())
-    }
-
-    fn roll(&mut self, c: &Chunk) -> Result<(), WalFailure> {
-        let name = segment_name(c.segment);
-        let tmp = format!("{:020}{TMP_SUFFIX}", c.segment);
-        let fail = |what: &str, e: io::Error| WalFailure::from_io(&format!("{what} {tmp}"), &e);
-        let mut file = self
-            .storage
-            .create(&tmp, c.segment_bytes)
-            .map_err(|e| fail("create", e))?;
-        let header = SegmentHeader {
-            shard: self.shard,
-            segment: c.segment,
-            salt: c.salt,
-            first_lsn: c.seg_first_lsn,
-            segment_bytes: c.segment_bytes,
-        };
-        let region = self.header.as_mut_slice();
-        region.fill(0);
-        region[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
-        let started = self.on_sync.as_ref().map(|_| Instant::now());
-        file.write_sync(0, &self.header.as_slice()[..SEGMENT_HEADER_REGION as usize])
-            .map_err(|e| fail("write header of", e))?;
-        if let (Some(on_sync), Some(started)) = (&self.on_sync, started) {
-            on_sync.observe(started.elapsed(), SEGMENT_HEADER_REGION);
-        }
-        self.storage
-            .rename(&tmp, &name)
-            .map_err(|e| fail("rename", e))?;
-        self.storage
-            .sync_dir()
-            .map_err(|e| fail("sync directory after creating", e))?;
-        self.file = Some(file);
-        self.segment = c.segment;
-        self.write_off = SEGMENT_HEADER_REGION;
-        Ok(())
     }
 }

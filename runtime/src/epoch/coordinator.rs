@@ -8,8 +8,9 @@
 //!    source is exhausted (or the run is stopping) it requests one final
 //!    epoch instead and no more;
 //! 2. commits the newest epoch every shard reports durable: appends
-//!    `EPOCH_COMMIT` and fdatasyncs it, then publishes it so shards run
-//!    their sinks' commits;
+//!    `EPOCH_COMMIT` (naming each shard's durable LSN, `commit_record`)
+//!    and fdatasyncs it, then publishes it so shards run their sinks'
+//!    commits;
 //! 3. returns once the final epoch is committed, or at once if the run is
 //!    aborted ([`EpochShared::aborted`]: any node task failed or a shard
 //!    panicked; nothing more is committed then). A failure of its own log
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use weir_wal::{RecordType, SyncLog};
 
+use super::commit_record::CommitRecord;
 use super::{failpoint, EpochShared};
 use crate::error::RunError;
 use crate::metrics::wired::EpochMetrics;
@@ -115,7 +117,11 @@ fn run(
         if done > report.last_committed {
             let is_final =
                 shared.final_epoch() == Some(done) && !shared.stopped.load(Ordering::Acquire);
-            if let Err(error) = commit(log, done, is_final) {
+            let record = CommitRecord {
+                complete: is_final,
+                shard_lsns: Some(durable_lsns(shared)),
+            };
+            if let Err(error) = commit(log, done, &record) {
                 shared.aborted.store(true, Ordering::Release);
                 return Err(RunError::Coordinator(error));
             }
@@ -203,12 +209,19 @@ fn request(
     }
 }
 
-/// Payload of the commit record of a run's final epoch: the run completed.
-pub(crate) const FINAL_MARK: &[u8] = b"final";
+/// Each shard's durable LSN, read after its `shard_done` (see
+/// `EpochShared::shard_lsns`): at least the end of the shard's records of
+/// the epoch being committed.
+fn durable_lsns(shared: &EpochShared) -> Vec<u64> {
+    shared
+        .shard_lsns
+        .iter()
+        .map(|lsn| lsn.load(Ordering::Acquire))
+        .collect()
+}
 
-fn commit(log: &mut SyncLog, epoch: u64, is_final: bool) -> Result<(), String> {
-    let payload = if is_final { FINAL_MARK } else { &[] };
-    log.append(RecordType::EPOCH_COMMIT, epoch, payload)
+fn commit(log: &mut SyncLog, epoch: u64, record: &CommitRecord) -> Result<(), String> {
+    log.append(RecordType::EPOCH_COMMIT, epoch, &record.encode())
         .map_err(|error| format!("cannot log the commit of epoch {epoch}: {error}"))?;
     log.commit()
         .map_err(|error| format!("cannot make the commit of epoch {epoch} durable: {error}"))?;

@@ -17,12 +17,14 @@
 //! Node instances are identified across restarts by node name and instance
 //! index, so a restart must use the same graph and shard count.
 
+mod commit_record;
 pub(crate) mod coordinator;
 mod failpoint;
 pub(crate) mod recovery;
 pub(crate) mod shard;
 
 pub use failpoint::failpoint;
+pub use recovery::committed_shard_lsns;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -120,6 +122,11 @@ pub(crate) struct EpochShared {
     pub(crate) requested: AtomicU64,
     /// Per shard: the newest epoch all of whose records are durable there.
     pub(crate) shard_done: Vec<CachePadded<AtomicU64>>,
+    /// Per shard: an LSN below which every record of its log is durable,
+    /// stored before each `shard_done` store (so a reader that saw epoch
+    /// `n` done sees an LSN past that epoch's records). Each commit record
+    /// names them, so that recovery can tell a log that lost records.
+    pub(crate) shard_lsns: Vec<CachePadded<AtomicU64>>,
     /// The newest epoch whose commit record is durable.
     pub(crate) committed: AtomicU64,
     /// Source instances that have nothing more to emit.
@@ -146,16 +153,23 @@ pub(crate) struct EpochShared {
 }
 
 impl EpochShared {
+    /// State for a run that starts after epoch `committed`, with each
+    /// shard's log durable below `durable_lsns[shard]`.
     pub(crate) fn new(
-        shards: usize,
+        durable_lsns: &[u64],
         sources_total: usize,
         committed: u64,
         aborted: Arc<AtomicBool>,
     ) -> EpochShared {
         EpochShared {
             requested: AtomicU64::new(committed),
-            shard_done: (0..shards)
+            shard_done: durable_lsns
+                .iter()
                 .map(|_| CachePadded::new(AtomicU64::new(committed)))
+                .collect(),
+            shard_lsns: durable_lsns
+                .iter()
+                .map(|&lsn| CachePadded::new(AtomicU64::new(lsn)))
                 .collect(),
             committed: AtomicU64::new(committed),
             sources_exhausted: AtomicUsize::new(0),

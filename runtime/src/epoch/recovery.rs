@@ -1,9 +1,16 @@
 //! Reading the logs back at start-up.
 //!
 //! 1. Open the coordinator's log; the last `EPOCH_COMMIT` names the
-//!    committed epoch `C` (0 for a fresh data directory).
+//!    committed epoch `C` (0 for a fresh data directory) and each shard's
+//!    durable LSN when it committed.
 //! 2. Open every shard's WAL (recovery there truncates a torn tail and
-//!    refuses mid-log corruption, naming segment and offset).
+//!    refuses mid-log corruption, naming segment and offset, and missing
+//!    segments). A shard log that ends below the durable LSN a commit
+//!    record names for it has lost records the log itself cannot show
+//!    missing (its newest segments, or all of it, deleted): the WAL
+//!    refuses it before repairing anything (`Config::durable_at_least`),
+//!    and the error names the directory, the commit and the LSNs. Commit
+//!    records of older builds name no LSNs; nothing is checked for them.
 //! 3. Collect, per node instance, the source position and the operator
 //!    snapshot logged for epoch `C` (with the fingerprint of the options
 //!    that shaped the snapshot), and every sink pre-commit of an epoch `≤ C`
@@ -21,9 +28,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use weir_wal::{Config, Lsn, RecordType, SyncLog, Wal};
+use weir_wal::{Config, Lsn, OpenError, RecordType, RecoveryError, SyncLog, Wal};
 
-use super::coordinator::FINAL_MARK;
+use super::commit_record::CommitRecord;
 use super::{decode_record, failpoint, split_state, SINK_COMMITTED};
 use crate::error::StartError;
 use crate::metrics::{wired, Registry};
@@ -152,28 +159,21 @@ pub(crate) fn open(
     let (coordinator, _) =
         SyncLog::open_dir(&coordinator_dir, &config(shards, segment_bytes, observer))
             .map_err(|error| log_error(&coordinator_dir, error))?;
-    let (mut committed, mut complete) = (0, false);
-    let reader = coordinator
-        .read_from(Lsn(0))
-        .map_err(|error| log_error(&coordinator_dir, error))?;
-    for record in reader {
-        let record = record.map_err(|error| log_error(&coordinator_dir, error))?;
-        if record.kind == RecordType::EPOCH_COMMIT && record.epoch >= committed {
-            committed = record.epoch;
-            complete = record.payload == FINAL_MARK;
-        }
-    }
+    let commits = read_commits(&coordinator, &coordinator_dir)?;
     let mut recovered = Recovered {
-        committed,
-        complete,
+        committed: commits.committed,
+        complete: commits.complete,
         ..Recovered::default()
     };
+    let committed = commits.committed;
     let mut logs = Vec::with_capacity(shards);
     for shard in 0..shards {
         let dir = shard_dir(data_dir, shard);
         let observer = wired::wal_observer(metrics, "shard", wired::wal_slot(metrics, shard));
-        let (wal, _) = Wal::open_dir(&dir, &config(shard, segment_bytes, observer))
-            .map_err(|error| log_error(&dir, error))?;
+        let mut config = config(shard, segment_bytes, observer);
+        config.durable_at_least = commits.durable_lsn(shard).map(|(lsn, _)| lsn);
+        let (wal, _) =
+            Wal::open_dir(&dir, &config).map_err(|error| commits.open_error(shard, &dir, error))?;
         read_shard(&wal, shard, &dir, &mut recovered)?;
         logs.push(wal);
     }
@@ -192,6 +192,108 @@ pub(crate) fn open(
         recovered,
         lock,
     })
+}
+
+/// What the coordinator's commit records say.
+#[derive(Debug, Default)]
+struct Commits {
+    /// The newest committed epoch (0: none).
+    committed: u64,
+    /// Whether its commit ended a completed run.
+    complete: bool,
+    /// Per shard: the highest durable LSN any commit record named, and
+    /// the epoch of that record.
+    shard_lsns: Vec<(u64, u64)>,
+}
+
+/// Reads every commit record of the coordinator's log.
+fn read_commits(coordinator: &SyncLog, dir: &Path) -> Result<Commits, StartError> {
+    let reader = coordinator
+        .read_from(coordinator.first_lsn())
+        .map_err(|error| log_error(dir, error))?;
+    gather_commits(reader, dir)
+}
+
+/// For `weir wal inspect DATA_DIR`: per shard, the highest durable LSN the
+/// coordinator's commit records name for it, with the epoch of that
+/// record, read without changing anything. A shard log that ends below it
+/// would be refused at start. Empty when no commit record names LSNs (a
+/// new directory, or one written by an older build).
+pub fn committed_shard_lsns(data_dir: &Path) -> Result<Vec<(Lsn, u64)>, String> {
+    let dir = data_dir.join("coordinator");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let records = weir_wal::inspect_records(&dir).map_err(|error| error.to_string())?;
+    let commits = gather_commits(records, &dir).map_err(|error| error.to_string())?;
+    let shards = commits.shard_lsns.len();
+    Ok((0..shards)
+        .filter_map(|shard| commits.durable_lsn(shard))
+        .collect())
+}
+
+/// Gathers what the commit records among `records` say.
+fn gather_commits(
+    records: impl Iterator<Item = Result<weir_wal::Record, weir_wal::ReadError>>,
+    dir: &Path,
+) -> Result<Commits, StartError> {
+    let mut commits = Commits::default();
+    for record in records {
+        let record = record.map_err(|error| log_error(dir, error))?;
+        if record.kind != RecordType::EPOCH_COMMIT {
+            continue;
+        }
+        let Some(commit) = CommitRecord::decode(&record.payload) else {
+            return Err(log_error(
+                dir,
+                format!(
+                    "the commit record of epoch {} ({}) does not parse",
+                    record.epoch, record.lsn
+                ),
+            ));
+        };
+        if record.epoch >= commits.committed {
+            commits.committed = record.epoch;
+            commits.complete = commit.complete;
+        }
+        let lsns = commit.shard_lsns.unwrap_or_default();
+        if commits.shard_lsns.len() < lsns.len() {
+            commits.shard_lsns.resize(lsns.len(), (0, 0));
+        }
+        for (named, lsn) in commits.shard_lsns.iter_mut().zip(lsns) {
+            if lsn > named.0 {
+                *named = (lsn, record.epoch);
+            }
+        }
+    }
+    Ok(commits)
+}
+
+impl Commits {
+    /// The highest durable LSN a commit record named for `shard`, and the
+    /// epoch of that record.
+    fn durable_lsn(&self, shard: usize) -> Option<(Lsn, u64)> {
+        let &(lsn, epoch) = self.shard_lsns.get(shard)?;
+        Some((Lsn(lsn), epoch))
+    }
+
+    /// The start error for `shard`'s log that did not open: one that ends
+    /// below the durable LSN a commit named says which commit.
+    fn open_error(&self, shard: usize, dir: &Path, error: OpenError) -> StartError {
+        let OpenError::Recovery(RecoveryError::EndsEarly { ends, durable }) = error else {
+            return log_error(dir, error);
+        };
+        let epoch = self.durable_lsn(shard).map_or(0, |(_, epoch)| epoch);
+        log_error(
+            dir,
+            format!(
+                "the log of shard {shard} ends at {ends}, but the commit of epoch {epoch} \
+                 found every record below {durable} durable: records from {ends} up to \
+                 {durable} are missing (its newest segments deleted or lost?); refusing to \
+                 start without them"
+            ),
+        )
+    }
 }
 
 /// The WAL directory of `shard`.

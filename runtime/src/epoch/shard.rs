@@ -7,6 +7,14 @@
 //! "epoch `n` durable on this shard" (after awaiting the WAL), in epoch
 //! order, and runs the sinks' commits once the coordinator committed their
 //! epoch.
+//!
+//! Appends never fail because the WAL has too much staged
+//! (`AppendError::Backpressure`, at 64 MiB): a source's poll and each
+//! replayed record first wait without blocking the shard
+//! ([`ShardEpochs::make_room`], above half the limit), and an append that
+//! still meets the limit waits for durability, blocking the shard, then
+//! appends again. A backlog, or input faster than the disk, slows down to
+//! the disk instead of failing the run.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -15,10 +23,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_wal::{Lsn, RecordType, Wal};
+use weir_wal::{AppendError, Lsn, RecordType, Wal};
 
 use super::{encode_record_into, failpoint, EpochShared, SinkSteps, SINK_COMMITTED};
 use crate::error::NodeFailure;
+use crate::limits::WAL_STAGED_BYTES_WAIT;
 
 /// How often the epoch task looks for work when it has none.
 const TICK: Duration = Duration::from_millis(1);
@@ -147,15 +156,55 @@ impl ShardEpochs {
         let lsn = {
             let mut record = self.record.borrow_mut();
             encode_record_into(&mut record, node, instance, parts);
-            self.wal.append(kind, epoch, &record)
-        }
-        .map_err(|error| NodeFailure::Log(error.to_string()))?;
+            self.append_waiting(kind, epoch, &record)?
+        };
         let mut progress = self.progress.borrow_mut();
         progress.newest_lsn = progress.newest_lsn.max(lsn);
         let newest = progress.lsns.entry(epoch).or_insert(lsn);
         *newest = (*newest).max(lsn);
         progress.first_lsns.entry(epoch).or_insert(lsn);
         Ok(lsn)
+    }
+
+    /// Appends `record`; when the WAL refuses it because too much is
+    /// staged ([`AppendError::Backpressure`]), waits until what is staged
+    /// is durable and appends again. That wait blocks the shard: callers
+    /// that can await call [`make_room`](Self::make_room) first, so only a
+    /// step that logs more than the room left ever waits here.
+    fn append_waiting(
+        &self,
+        kind: RecordType,
+        epoch: u64,
+        record: &[u8],
+    ) -> Result<Lsn, NodeFailure> {
+        loop {
+            match self.wal.append(kind, epoch, record) {
+                Err(AppendError::Backpressure) => {
+                    if let Some(durable) = self.wal.drain() {
+                        futures_lite::future::block_on(durable)
+                            .map_err(|error| NodeFailure::Log(error.to_string()))?;
+                    }
+                }
+                appended => return appended.map_err(|error| NodeFailure::Log(error.to_string())),
+            }
+        }
+    }
+
+    /// Waits, without blocking the shard, until the WAL has room: when more
+    /// than [`WAL_STAGED_BYTES_WAIT`] bytes are staged, until all of them
+    /// are durable. Call it before a step that may log much (a source's
+    /// poll, a replayed record), so the step's appends stay clear of the
+    /// WAL's staging limit and the shard's other tasks run meanwhile.
+    pub(crate) async fn make_room(&self) -> Result<(), NodeFailure> {
+        if self.wal.staged_bytes() < WAL_STAGED_BYTES_WAIT {
+            return Ok(());
+        }
+        match self.wal.drain() {
+            Some(durable) => durable
+                .await
+                .map_err(|error| NodeFailure::Log(error.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// [`append`](Self::append), and a future that completes once the
@@ -250,7 +299,7 @@ impl ShardEpochs {
             if self.progress.borrow().reported.is_empty() {
                 // No node runs here: this shard holds no epoch back.
                 let requested = self.shared.requested.load(Ordering::Acquire);
-                self.shared.shard_done[self.shard].fetch_max(requested, Ordering::AcqRel);
+                self.publish_done(requested);
             }
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
@@ -289,8 +338,17 @@ impl ShardEpochs {
                     .await
                     .map_err(|error| NodeFailure::Log(error.to_string()))?;
             }
-            self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
+            self.publish_done(epoch);
         }
+    }
+
+    /// Publishes that the shard's records of epochs up to `epoch` are
+    /// durable, with the log's durable LSN first: the coordinator names it
+    /// in the commit record (see `EpochShared::shard_lsns`).
+    fn publish_done(&self, epoch: u64) {
+        let durable = self.wal.durable_lsn().0;
+        self.shared.shard_lsns[self.shard].fetch_max(durable, Ordering::Release);
+        self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
     }
 
     /// Deletes WAL segments no recovery can need: once every commit up to
@@ -395,10 +453,7 @@ impl ShardEpochs {
             failpoint("after-sink-commit", pending.epoch);
             let mut record = self.record.borrow_mut();
             encode_record_into(&mut record, &pending.node, pending.instance, &[]);
-            let lsn = self
-                .wal
-                .append(SINK_COMMITTED, pending.epoch, &record)
-                .map_err(|error| NodeFailure::Log(error.to_string()))?;
+            let lsn = self.append_waiting(SINK_COMMITTED, pending.epoch, &record)?;
             // Not an epoch's record: only `durable_so_far` needs to know.
             let mut progress = self.progress.borrow_mut();
             progress.newest_lsn = progress.newest_lsn.max(lsn);
@@ -446,5 +501,69 @@ fn log_not_done(pending: &[Pending]) {
             epoch = pending.epoch,
             "sink commit not completed before the stop gave up; it runs again at the next start"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use weir_wal::limits::MAX_STAGED_BYTES;
+
+    const RECORD_BYTES: usize = 1 << 20;
+    /// Twice what the WAL stages (64 MiB) before it refuses appends.
+    const RECORDS: usize = 128;
+
+    /// A shard's epochs over a WAL in `dir` whose writer sleeps 10 ms after
+    /// every write (a disk of at most 100 MB/s): appends of 1 MiB records
+    /// in a loop outrun it many times over.
+    fn slow_shard(dir: &std::path::Path) -> ShardEpochs {
+        let slow =
+            weir_wal::SyncObserver::new(|_, _| std::thread::sleep(Duration::from_millis(10)));
+        let config = weir_wal::Config {
+            on_sync: Some(slow),
+            ..weir_wal::Config::default()
+        };
+        let (wal, _) = Wal::open_dir(dir, &config).expect("open the log");
+        let aborted = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(EpochShared::new(&[0], 1, 0, aborted));
+        ShardEpochs::new(0, wal, shared, 1, Vec::new())
+    }
+
+    /// Appends that meet the WAL's staging limit wait for the disk and
+    /// go on: every one succeeds and becomes durable.
+    #[test]
+    fn appends_beyond_the_staging_limit_wait_for_the_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let epochs = slow_shard(dir.path());
+        let record = vec![7u8; RECORD_BYTES];
+        for i in 0..RECORDS {
+            epochs
+                .append(RecordType::INPUT, 1, "source", 0, &record)
+                .unwrap_or_else(|error| panic!("record {i}: {error}"));
+        }
+        futures_lite::future::block_on(epochs.durable_so_far()).expect("durable");
+    }
+
+    /// With `make_room` before each append (as replay and sources do),
+    /// appends never come near the staging limit, so none blocks.
+    #[test]
+    fn make_room_keeps_appends_clear_of_the_staging_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let epochs = slow_shard(dir.path());
+        let record = vec![7u8; RECORD_BYTES];
+        futures_lite::future::block_on(async {
+            for i in 0..RECORDS {
+                epochs.make_room().await.expect("room");
+                let staged = epochs.wal.staged_bytes();
+                assert!(
+                    staged < WAL_STAGED_BYTES_WAIT && staged + RECORD_BYTES < MAX_STAGED_BYTES,
+                    "record {i}: {staged} bytes staged"
+                );
+                epochs
+                    .append(RecordType::INPUT, 1, "source", 0, &record)
+                    .expect("append");
+            }
+        });
     }
 }

@@ -100,6 +100,8 @@ pub(crate) async fn run_source<S: Source>(
             }
             continue;
         }
+        // What the poll logs must fit in the WAL's staging area.
+        intake.make_room().await?;
         let status = source.poll(&mut out);
         out.take_error()?;
         match status {
@@ -141,6 +143,9 @@ async fn replay<S: Source>(
         return Ok(());
     }
     for (identity, data) in records {
+        // A backlog is logged again far faster than a disk takes it: wait
+        // for room rather than meet the WAL's staging limit.
+        intake.make_room().await?;
         // The copy is logged before the records go out, so the epoch they
         // go out in logs them.
         drop(

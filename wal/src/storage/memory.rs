@@ -12,6 +12,10 @@
 //! every later one fail (the machine "lost power" there; a write that hits
 //! the crash point is issued but not synced). [`MemStorage::fail_sync_at`]
 //! makes one sync fail with EIO while the store keeps working.
+//!
+//! Damage that is no crash: [`MemStorage::poke`] and [`MemStorage::set_len`]
+//! change bytes, [`MemStorage::lose`] deletes a whole file (an operator's
+//! `rm`, a restore that missed a file), for the tests of missing segments.
 
 use super::{FileBytes, SegmentFile, Storage};
 use crate::limits::SECTOR_BYTES;
@@ -294,6 +298,18 @@ impl MemStorage {
         resize_zero(&mut node.current, len);
         node.durable = node.current.clone();
         node.pending.clear();
+    }
+
+    /// Deletes a file at once and durably, outside the log's control (as
+    /// an operator or a faulty tool would); panics if it does not exist.
+    pub fn lose(&self, name: &str) {
+        let mut s = self.lock();
+        assert!(s.names.remove(name).is_some(), "no file {name}");
+        s.durable_names.remove(name);
+        s.dir_log.retain(|op| match op {
+            DirOp::Link(n, _) | DirOp::Unlink(n) => n != name,
+            DirOp::Rename(a, b) => a != name && b != name,
+        });
     }
 
     /// A copy of a file's current contents.
