@@ -53,6 +53,7 @@ struct Options {
     fail: bool,
     segment_bytes: Option<u64>,
     epoch_interval_ms: u64,
+    shards: usize,
 }
 
 const PLAIN: Options = Options {
@@ -60,6 +61,7 @@ const PLAIN: Options = Options {
     fail: false,
     segment_bytes: None,
     epoch_interval_ms: 5,
+    shards: 2,
 };
 
 /// Ids `instance, instance + n, ...` below `ITEMS`, 500 per poll (so a run
@@ -270,7 +272,9 @@ fn pipeline(data: &Path, out: &Path, options: Options) -> (Runtime, weir_runtime
     graph.connect("ids", "count", Partition::hash(|item: &Item| item.key));
     graph.connect("count", "out", Partition::<Item>::Forward);
     let mut runtime = Runtime::builder()
-        .shards(2)
+        .shards(options.shards)
+        // More shards than this machine's 2 cores run unpinned.
+        .pin(options.shards <= 2)
         .data_dir(data)
         .epoch_interval(Duration::from_millis(options.epoch_interval_ms));
     if let Some(bytes) = options.segment_bytes {
@@ -387,6 +391,24 @@ fn a_drain_ends_the_input_and_completes_the_run() {
     assert_eq!(published(out.path()), counts);
 }
 
+/// Keyed state is split by shard: a data directory written by 2 shards is
+/// refused by a run of 3, naming both counts.
+#[test]
+fn a_changed_shard_count_is_refused() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_and_stop(data.path(), out.path(), false);
+    let three = Options { shards: 3, ..PLAIN };
+    let error = run(data.path(), out.path(), three).expect_err("3 shards are refused");
+    assert!(
+        error
+            .to_string()
+            .contains("holds a run of 2 shards, and this run has 3"),
+        "{error}"
+    );
+    run(data.path(), out.path(), PLAIN).expect("2 shards go on");
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
+}
+
 /// One run at a time per data directory, also within one process (two
 /// embedded runtimes): the second start is refused, naming this process;
 /// once the first run ended the directory can be used again.
@@ -438,6 +460,7 @@ fn old_segments_are_retired_and_recovery_still_exact() {
         fail: false,
         segment_bytes: Some(64 << 10),
         epoch_interval_ms: 2,
+        shards: 2,
     };
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run(
@@ -518,6 +541,7 @@ fn a_shard_log_missing_a_segment_is_refused() {
         fail: false,
         segment_bytes: Some(64 << 10),
         epoch_interval_ms: 2,
+        shards: 2,
     };
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let failing = Options {

@@ -90,6 +90,26 @@ pub(crate) struct DataDirLock {
     _file: std::fs::File,
 }
 
+/// Refuses a data directory whose logs were written by another shard
+/// count: node instances are keyed by shard, and keyed state by the hash of
+/// its key modulo the count, so their state cannot be taken over.
+fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), StartError> {
+    let logs = super::data_dir_logs(data_dir).map_err(|error| log_error(data_dir, error))?;
+    let saved = logs
+        .iter()
+        .filter(|(name, _)| name != "coordinator")
+        .count();
+    if saved == 0 || saved == shards {
+        return Ok(());
+    }
+    Err(StartError::Recovery(format!(
+        "{}: the data directory holds a run of {saved} shards, and this run has {shards}; \
+         the state of keyed operators is split by shard, so run with {saved} shards, or \
+         start a new data directory",
+        data_dir.display()
+    )))
+}
+
 /// Takes the lock of `data_dir`, or says who holds it.
 fn lock(data_dir: &Path) -> Result<DataDirLock, StartError> {
     use std::io::{Read, Seek, Write};
@@ -154,6 +174,7 @@ pub(crate) fn open(
 ) -> Result<Logs, StartError> {
     std::fs::create_dir_all(data_dir).map_err(|error| log_error(data_dir, error))?;
     let lock = lock(data_dir)?;
+    check_shard_count(data_dir, shards)?;
     let coordinator_dir = data_dir.join("coordinator");
     let observer = wired::wal_observer(metrics, "coordinator", wired::coordinator_slot(metrics));
     let (coordinator, _) =
