@@ -24,7 +24,7 @@
 //!   kill lands varies from run to run; the checked result does not. A
 //!   restart that hangs fails the test, printed with its thread stacks.
 //! - The model is computed in the test by running the same generator
-//!   configuration in-process (`weir::operators::generator::profiles`),
+//!   configuration in-process (`weir::operators::sources::generator::profiles`),
 //!   never from weir's output. Parquet archives are read with the parquet
 //!   crate's own reader; only published files count (never `.staging/`).
 
@@ -41,8 +41,8 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use support::Receiver;
 use weir::operators::config::{load_all, SourceConfig};
-use weir::operators::generator::profiles::{self, ProfileGenerator, ProfileItem};
 use weir::operators::row::{parse_timestamp, Ip, Row, Schema, Value};
+use weir::operators::sources::generator::profiles::{self, ProfileGenerator, ProfileItem};
 
 /// A single run that takes longer than this is stuck.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);

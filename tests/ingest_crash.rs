@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::Rng;
-use weir::operators::ingest::wire::{
+use weir::operators::sources::ingest::wire::{
     encode_frame, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN, FLAG_DEDUP,
 };
 

@@ -24,8 +24,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use support::{free_port, scratch, toml_path, wait_listening, Weir};
-use weir::operators::ingest::limits::payload_bytes_max;
-use weir::operators::ingest::wire::{
+use weir::operators::sources::ingest::limits::payload_bytes_max;
+use weir::operators::sources::ingest::wire::{
     encode_frame, AckHeader, AckStatus, FrameHeader, WireEvent, ACK_HEADER_LEN,
 };
 

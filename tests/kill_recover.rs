@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use support::{published_rows, Rng};
 use weir::operators::config::{parse, SourceConfig};
-use weir::operators::generator::ConfigEvents;
+use weir::operators::sources::generator::ConfigEvents;
 use weir::runtime::ShardContext;
 
 const EVENTS: u64 = 120_000;

@@ -12,8 +12,8 @@
 //! the rows into [`WindowTotals`]: per window, the number of events and a
 //! key-weighted checksum. Both engines must produce identical totals.
 
-pub use weir_operators::generator::{event_key, mix};
 pub use weir_operators::pipelines::keycount::{KeyCount, WindowTotals};
+pub use weir_operators::sources::generator::{event_key, mix};
 
 /// Parameters shared by every engine.
 #[derive(Debug, Clone, Copy)]

@@ -26,7 +26,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use weir_operators::ingest::wire::{encode_payload, FrameHeader, WireEvent, FRAME_HEADER_LEN};
+use weir_operators::sources::ingest::wire::{
+    encode_payload, FrameHeader, WireEvent, FRAME_HEADER_LEN,
+};
 
 use crate::event::EventGen;
 use crate::{ConnConfig, Mode};
@@ -440,7 +442,7 @@ mod tests {
     use super::*;
     use crate::event::Profile;
     use std::time::Duration;
-    use weir_operators::ingest::wire::{encode_frame, FLAG_DEDUP};
+    use weir_operators::sources::ingest::wire::{encode_frame, FLAG_DEDUP};
 
     fn config(batch: usize, dedup: bool) -> ConnConfig {
         ConnConfig {

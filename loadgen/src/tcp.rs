@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weir_operators::ingest::wire::{AckHeader, AckStatus, ACK_HEADER_LEN};
+use weir_operators::sources::ingest::wire::{AckHeader, AckStatus, ACK_HEADER_LEN};
 
 use crate::pool::FramePool;
 use crate::stats::{wait_until, Shared};

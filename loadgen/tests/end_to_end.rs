@@ -12,7 +12,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use weir_loadgen::{read_hgrm, run, Args};
-use weir_operators::ingest::wire::{
+use weir_operators::sources::ingest::wire::{
     AckHeader, AckStatus, FrameHeader, WireEvent, FLAG_DEDUP, FRAME_HEADER_LEN,
 };
 

@@ -35,9 +35,9 @@ pub const LATE: &str = "late";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stream {
     /// Generator or ingest events
-    /// ([`GeneratedEvent`](crate::generator::GeneratedEvent)).
+    /// ([`GeneratedEvent`](crate::sources::generator::GeneratedEvent)).
     Events,
-    /// Rows of a `size_ms` window ([`WindowRow`](crate::sink::file::WindowRow)).
+    /// Rows of a `size_ms` window ([`WindowRow`](crate::sinks::file::WindowRow)).
     WindowRows,
     /// Schema-typed rows.
     Rows(SchemaRef),

@@ -22,8 +22,8 @@
 use weir_runtime::metrics::ShardHistogram;
 use weir_runtime::{Batch, ShardContext, Sink, StateError};
 
-use crate::generator::GeneratedEvent;
-use crate::ingest::unix_ns;
+use crate::sources::generator::GeneratedEvent;
+use crate::sources::ingest::unix_ns;
 
 /// Records the processing latency of the ingested events a component
 /// handles.

@@ -1,13 +1,18 @@
 //! weir's operator library: sources, processors and sinks built on
 //! `weir-runtime`.
 //!
-//! - [`config`]: pipeline files (TOML) and their checks.
-//! - [`generator`]: deterministic synthetic sources.
-//! - [`window`]: windowed aggregation over event time.
-//! - [`sink`]: where records leave the pipeline (files, callbacks).
-//! - [`source`]: where records enter from outside (files).
-//! - [`pipelines`]: complete example pipelines.
-//! - [`process`]: record-level processors of rows: `parse`, `enrich`, `dedup`.
+//! One folder per role, one file or folder per component:
+//! - [`sources`]: `generator`, `file`, `tcp`, `http`;
+//! - [`processors`]: `filter`, `map`, `route`, `threshold`, `parse`,
+//!   `enrich`, `dedup`, `window`;
+//! - [`sinks`]: `file` (NDJSON, Parquet), `stdout`, `blackhole`, `webhook`,
+//!   `postgres`, `prometheus`.
+//!
+//! Shared by them: [`component`] (the trait every component implements),
+//! [`config`] (pipeline files: the registry of component types, checks,
+//! planning and the runtime graph), [`row`] (schema-typed rows) and
+//! [`expr`] (expressions). [`pipelines`] holds complete pipelines built in
+//! code.
 //!
 //! Records used across operators live in [`records`].
 #![warn(missing_docs)]
@@ -16,14 +21,10 @@ pub mod component;
 pub mod config;
 pub mod duration;
 pub mod expr;
-pub mod generator;
-pub mod ingest;
 pub mod latency;
 pub mod pipelines;
-pub mod process;
+pub mod processors;
 pub mod records;
 pub mod row;
-pub mod sink;
-pub mod source;
-pub mod transform;
-pub mod window;
+pub mod sinks;
+pub mod sources;

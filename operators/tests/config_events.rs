@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use weir_operators::config::GeneratorConfig;
-use weir_operators::generator::{ConfigEvents, GeneratedEvent, WATERMARK_INTERVAL_MS};
+use weir_operators::sources::generator::{ConfigEvents, GeneratedEvent, WATERMARK_INTERVAL_MS};
 
 /// What an instance emits, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]

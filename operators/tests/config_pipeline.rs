@@ -11,8 +11,8 @@
 use std::fs;
 
 use weir_operators::config::{parse, SinkConfig, SourceConfig};
-use weir_operators::generator::{ConfigEvents, GeneratedEvent};
-use weir_operators::sink::file::{file_name, FileSink, STAGING_DIRECTORY};
+use weir_operators::sinks::file::{file_name, FileSink, STAGING_DIRECTORY};
+use weir_operators::sources::generator::{ConfigEvents, GeneratedEvent};
 use weir_runtime::{GraphBuilder, Partition, Runtime};
 
 const SHARDS: usize = 2;

@@ -24,8 +24,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use weir_operators::config::{build_graph, parse, ConfigErrorKind, SourceConfig};
-use weir_operators::generator::ConfigEvents;
-use weir_operators::sink::file::STAGING_DIRECTORY;
+use weir_operators::sinks::file::STAGING_DIRECTORY;
+use weir_operators::sources::generator::ConfigEvents;
 use weir_runtime::{RunReport, Runtime};
 
 const COUNT: u64 = 20_000;

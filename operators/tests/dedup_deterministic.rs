@@ -20,7 +20,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use weir_operators::process::dedup::{self, Dedup, DedupConfig};
+use weir_operators::processors::dedup::{self, Dedup, DedupConfig};
 use weir_operators::row::{Row, Schema, Type, Value};
 use weir_runtime::{Emitter, GraphBuilder, Partition, ShardContext, Source, SourcePoll};
 

@@ -12,10 +12,10 @@ use std::fs;
 use std::path::Path;
 
 use rkyv::rancor;
-use weir_operators::generator::{ArchivedGeneratedEvent, GeneratedEvent};
-use weir_operators::sink::file::{
+use weir_operators::sinks::file::{
     file_name, ArchivedWindowRow, FileSink, Staged, ToJsonLine, WindowRow, STAGING_DIRECTORY,
 };
+use weir_operators::sources::generator::{ArchivedGeneratedEvent, GeneratedEvent};
 
 type Sink = FileSink<GeneratedEvent>;
 

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weir_operators::row::{Row, Value};
-use weir_operators::source::file::{build, FieldTypes, FileSource, FileSourceConfig};
+use weir_operators::sources::file::{build, FieldTypes, FileSource, FileSourceConfig};
 use weir_runtime::{
     Batch, GraphBuilder, Parallelism, Partition, Runtime, ShardContext, Sink, StateError,
 };

@@ -16,8 +16,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weir_operators::config::{build_graph, parse};
-use weir_operators::ingest::wire::{self, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN};
-use weir_operators::sink::file::STAGING_DIRECTORY;
+use weir_operators::sinks::file::STAGING_DIRECTORY;
+use weir_operators::sources::ingest::wire::{
+    self, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN,
+};
 use weir_runtime::{Running, Runtime};
 
 fn free_port() -> u16 {

@@ -21,12 +21,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use weir_operators::config::{build_graph, parse, ConfigErrorKind};
-use weir_operators::generator::GeneratedEvent;
-use weir_operators::ingest::http::HttpOptions;
-use weir_operators::ingest::limits::payload_bytes_max;
-use weir_operators::ingest::wire::{self, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN};
-use weir_operators::ingest::{IngestOptions, IngestSource, Mesh, Protocol};
-use weir_operators::sink::ForEach;
+use weir_operators::sinks::ForEach;
+use weir_operators::sources::generator::GeneratedEvent;
+use weir_operators::sources::ingest::http::HttpOptions;
+use weir_operators::sources::ingest::limits::payload_bytes_max;
+use weir_operators::sources::ingest::wire::{
+    self, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN,
+};
+use weir_operators::sources::ingest::{IngestOptions, IngestSource, Mesh, Protocol};
 use weir_runtime::{ArchivedRecord, GraphBuilder, Partition, Running, Runtime};
 
 /// How long the server may take to do what a test waits for.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use support::{push_rows, row, schema, Crashing, Rows};
 use weir_operators::row::{Row, Value};
-use weir_operators::sink::postgres::{
+use weir_operators::sinks::postgres::{
     build, Committed, PostgresSink, PostgresSinkConfig, PostgresStaged, PROGRESS_TABLE,
 };
 use weir_runtime::{GraphBuilder, Runtime, Sink};

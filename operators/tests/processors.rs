@@ -16,9 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use weir_operators::process::dedup::{self, Dedup, DedupConfig};
-use weir_operators::process::enrich::{self, ColumnConfig, Enrich, EnrichConfig, MatchKind};
-use weir_operators::process::parse::{self, FieldTypes, Parse, ParseConfig, ParseFormat};
+use weir_operators::processors::dedup::{self, Dedup, DedupConfig};
+use weir_operators::processors::enrich::{self, ColumnConfig, Enrich, EnrichConfig, MatchKind};
+use weir_operators::processors::parse::{self, FieldTypes, Parse, ParseConfig, ParseFormat};
 use weir_operators::row::{Row, Schema, Type, Value};
 use weir_runtime::{
     Batch, Emitter, GraphBuilder, Partition, Runtime, ShardContext, Sink, Source, SourcePoll,

@@ -13,12 +13,12 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use weir_operators::generator::profiles::{
+use weir_operators::row::{parse_timestamp, Ip, Row, Value};
+use weir_operators::sources::generator::profiles::{
     attack_truth, build, profile_schema, AttackConfig, AttackKind, Profile, ProfileGenerator,
     ProfileGeneratorConfig, ProfileItem, ProfileSpec, DEFAULT_START,
 };
-use weir_operators::generator::WATERMARK_INTERVAL_MS;
-use weir_operators::row::{parse_timestamp, Ip, Row, Value};
+use weir_operators::sources::generator::WATERMARK_INTERVAL_MS;
 use weir_runtime::{Batch, GraphBuilder, Partition, Runtime, Sink, Source};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -32,8 +32,8 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use rkyv::rancor;
 use weir_operators::row::{ArchivedRow, Ip, MapEntry, Row, Schema, Type, Value};
-use weir_operators::sink::file::STAGING_DIRECTORY;
-use weir_operators::sink::rows::{
+use weir_operators::sinks::file::STAGING_DIRECTORY;
+use weir_operators::sinks::rows::{
     blackhole, file, stdout, BlackholeSink, BlackholeSinkConfig, ParquetCompression, RowFileFormat,
     RowFileSink, RowFileSinkConfig, StdoutSink, StdoutSinkConfig,
 };

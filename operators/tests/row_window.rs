@@ -16,10 +16,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use weir_operators::row::{Row, Schema, Type, Value};
-use weir_operators::window::rows::{
+use weir_operators::processors::window::rows::{
     build, group_hash_row, late_schema, RowWindow, RowWindowConfig,
 };
+use weir_operators::row::{Row, Schema, Type, Value};
 use weir_runtime::{
     Batch, Emitter, GraphBuilder, Parallelism, Partition, Runtime, Sink, Source, SourcePoll,
 };

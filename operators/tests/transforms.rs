@@ -11,8 +11,8 @@ mod support;
 use std::net::IpAddr;
 
 use support::{collect, row, rows_source, run, sorted};
+use weir_operators::processors::{filter, map, route, threshold};
 use weir_operators::row::{Ip, Row, Schema, Type, Value};
-use weir_operators::transform::{filter, map, route, threshold};
 use weir_runtime::{GraphBuilder, Partition};
 
 fn access_schema() -> Schema {

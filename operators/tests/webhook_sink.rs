@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{push_rows, row, schema, Crashing, Rows};
-use weir_operators::sink::webhook::{build, WebhookSink, WebhookSinkConfig, WebhookStaged};
+use weir_operators::sinks::webhook::{build, WebhookSink, WebhookSinkConfig, WebhookStaged};
 use weir_runtime::{GraphBuilder, Runtime, Sink};
 
 /// What the receiver does with a request.

@@ -73,9 +73,9 @@ mod yaml;
 use std::io::Read;
 use std::path::Path;
 
-pub use crate::generator::GeneratorConfig;
-pub use crate::ingest::IngestConfig;
-pub use crate::window::{Aggregate, WindowConfig};
+pub use crate::processors::window::{Aggregate, WindowConfig};
+pub use crate::sources::generator::GeneratorConfig;
+pub use crate::sources::ingest::IngestConfig;
 pub use error::{ConfigError, ConfigErrorKind, Location};
 pub use graph::{build_graph, build_graph_named};
 pub use model::{

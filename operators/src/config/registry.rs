@@ -116,15 +116,15 @@ section! {
     sources: SourceConfig, "`generator`, `file`, `tcp` or `http`" {
         /// `type = "generator"` with `profile`: realistic rows (web access,
         /// logins, flows) with injected attacks.
-        Profile(crate::generator::ProfileGeneratorConfig) = "generator" when "profile",
+        Profile(crate::sources::generator::ProfileGeneratorConfig) = "generator" when "profile",
         /// `type = "generator"` with `keys`: keyed events.
-        Generator(crate::generator::GeneratorConfig) = "generator",
+        Generator(crate::sources::generator::GeneratorConfig) = "generator",
         /// `type = "file"`: NDJSON or text lines from a file.
-        File(crate::source::file::FileSourceConfig) = "file",
+        File(crate::sources::file::FileSourceConfig) = "file",
         /// `type = "tcp"`: the native ingest protocol.
-        Tcp(crate::ingest::TcpSourceConfig) = "tcp",
+        Tcp(crate::sources::ingest::TcpSourceConfig) = "tcp",
         /// `type = "http"`: HTTP `POST` of NDJSON or JSON arrays.
-        Http(crate::ingest::HttpSourceConfig) = "http",
+        Http(crate::sources::ingest::HttpSourceConfig) = "http",
     }
 }
 
@@ -134,24 +134,24 @@ section! {
         "one of `filter`, `map`, `route`, `parse`, `enrich`, `dedup`, `window`, `threshold`" {
         /// `type = "window"` with `size_ms`: tumbling counts over generator
         /// events.
-        Window(crate::window::WindowConfig) = "window" when "size_ms",
+        Window(crate::processors::window::WindowConfig) = "window" when "size_ms",
         /// `type = "window"` with `size`, `slide` or `gap`: tumbling,
         /// sliding and session windows over rows.
-        RowWindow(crate::window::rows::RowWindowConfig) = "window",
+        RowWindow(crate::processors::window::rows::RowWindowConfig) = "window",
         /// `type = "filter"`.
-        Filter(crate::transform::filter::FilterConfig) = "filter",
+        Filter(crate::processors::filter::FilterConfig) = "filter",
         /// `type = "map"`.
-        Map(crate::transform::map::MapConfig) = "map",
+        Map(crate::processors::map::MapConfig) = "map",
         /// `type = "route"`.
-        Route(crate::transform::route::RouteConfig) = "route",
+        Route(crate::processors::route::RouteConfig) = "route",
         /// `type = "threshold"`.
-        Threshold(crate::transform::threshold::ThresholdConfig) = "threshold",
+        Threshold(crate::processors::threshold::ThresholdConfig) = "threshold",
         /// `type = "parse"`.
-        Parse(crate::process::parse::ParseConfig) = "parse",
+        Parse(crate::processors::parse::ParseConfig) = "parse",
         /// `type = "enrich"`.
-        Enrich(crate::process::enrich::EnrichConfig) = "enrich",
+        Enrich(crate::processors::enrich::EnrichConfig) = "enrich",
         /// `type = "dedup"`.
-        Dedup(crate::process::dedup::DedupConfig) = "dedup",
+        Dedup(crate::processors::dedup::DedupConfig) = "dedup",
     }
 }
 
@@ -160,17 +160,17 @@ section! {
     sinks: SinkConfig,
         "one of `file`, `stdout`, `blackhole`, `webhook`, `postgres`, `prometheus`" {
         /// `type = "file"`.
-        File(crate::sink::rows::RowFileSinkConfig) = "file",
+        File(crate::sinks::rows::RowFileSinkConfig) = "file",
         /// `type = "prometheus"`: window rows as gauges on the metrics
         /// endpoint.
-        Prometheus(crate::sink::prometheus::PrometheusSinkConfig) = "prometheus",
+        Prometheus(crate::sinks::prometheus::PrometheusSinkConfig) = "prometheus",
         /// `type = "stdout"`: NDJSON lines on standard output.
-        Stdout(crate::sink::rows::StdoutSinkConfig) = "stdout",
+        Stdout(crate::sinks::rows::StdoutSinkConfig) = "stdout",
         /// `type = "blackhole"`: counts records and drops them.
-        Blackhole(crate::sink::rows::BlackholeSinkConfig) = "blackhole",
+        Blackhole(crate::sinks::rows::BlackholeSinkConfig) = "blackhole",
         /// `type = "webhook"`: batched HTTP POSTs with idempotency keys.
-        Webhook(crate::sink::webhook::WebhookSinkConfig) = "webhook",
+        Webhook(crate::sinks::webhook::WebhookSinkConfig) = "webhook",
         /// `type = "postgres"`: rows and the epoch in one transaction.
-        Postgres(crate::sink::postgres::PostgresSinkConfig) = "postgres",
+        Postgres(crate::sinks::postgres::PostgresSinkConfig) = "postgres",
     }
 }

@@ -17,15 +17,15 @@ use super::document::Spans;
 use super::error::{ConfigError, ConfigErrorKind, Source};
 use super::model::{PipelineConfig, ProcessorConfig};
 use super::{COMPONENT_NAME_BYTES_MAX, SHARDS_MAX};
-use crate::window::Aggregate;
+use crate::processors::window::Aggregate;
 
 /// What a component's output record holds: field names and whether each is
 /// numeric.
 type Fields = &'static [(&'static str, bool)];
 
-/// Fields of a generator's records ([`GeneratedEvent`](crate::generator::GeneratedEvent)).
+/// Fields of a generator's records ([`GeneratedEvent`](crate::sources::generator::GeneratedEvent)).
 const GENERATOR_FIELDS: Fields = &[("id", true), ("key", false), ("ts", true)];
-/// Fields of a window's rows ([`WindowRow`](crate::sink::file::WindowRow)).
+/// Fields of a window's rows ([`WindowRow`](crate::sinks::file::WindowRow)).
 const WINDOW_FIELDS: Fields = &[
     ("window_start_ms", true),
     ("window_end_ms", true),

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use weir_runtime::{Graph, GraphBuilder, GraphError, Partition};
 
-use crate::generator::{event_key, KeyedEvents};
+use crate::processors::window::TumblingCount;
 use crate::records::{ArchivedWindowCount, Event, WindowCount};
-use crate::sink::ForEach;
-use crate::window::TumblingCount;
+use crate::sinks::ForEach;
+use crate::sources::generator::{event_key, KeyedEvents};
 
 /// The workload's parameters.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@
 use weir_runtime::{Batch, Emitter, Processor};
 
 use super::{Row, Schema, Type, Value};
-use crate::generator::GeneratedEvent;
+use crate::sources::generator::GeneratedEvent;
 
 /// The schema of [`EventRows`]' output.
 pub fn event_schema() -> Schema {

@@ -16,6 +16,7 @@
 //! addresses are 16 bytes, IPv4 stored IPv4-mapped (`::ffff:a.b.c.d`) so one
 //! comparison serves both families.
 
+pub(crate) mod convert;
 mod events;
 mod json;
 mod order;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use weir_operators::row::{Row, Schema, Value};
-use weir_operators::sink::ForEach;
+use weir_operators::sinks::ForEach;
 use weir_runtime::{Emitter, GraphBuilder, Parallelism, Runtime, Source, SourcePoll};
 
 /// Emits `rows` in order from one instance, then a watermark of the largest

@@ -170,7 +170,7 @@ pub fn commit_encoded(staged: &[u8]) -> Result<(), String> {
 
 /// The directories and epoch bookkeeping of one shard's exactly-once file
 /// sink, whatever it writes: [`FileSink`](super::FileSink) (NDJSON of typed
-/// records) and the row sinks in `sink::rows` share it.
+/// records) and the row sinks in `sinks::rows` share it.
 ///
 /// A sink writes the current [`epoch`](Staging::epoch)'s output to
 /// [`staged_path`](Staging::staged_path) (creating the file lazily), and at

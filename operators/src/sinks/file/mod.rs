@@ -52,8 +52,8 @@ use weir_runtime::Partition;
 use weir_runtime::{ArchivedRecord, Batch, Record, ShardContext, Sink, StateError};
 
 use crate::component::{Input, Node, Stream};
-use crate::generator::GeneratedEvent;
 use crate::latency::ObservedSink;
+use crate::sources::generator::GeneratedEvent;
 
 pub use json_line::{ArchivedWindowRow, ToJsonLine, WindowRow};
 pub use staged::{

@@ -78,10 +78,10 @@ use serde::ser::SerializeMap;
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
-use super::{assign_archived, assign_str, convert_text, copy_row, not_a};
 use crate::component::{
     connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads, DEAD_LETTER,
 };
+use crate::row::convert::{assign_archived, assign_str, convert_text, copy_row, not_a};
 use crate::row::{
     value_from_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type, Value,
 };

@@ -106,13 +106,13 @@ use rustc_hash::FxHashMap;
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 
-use super::copy_row;
 use crate::component::{
     connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,
     Stateful,
 };
+use crate::processors::window::closed_rows::ClosedRows;
+use crate::row::convert::copy_row;
 use crate::row::{cmp_slices, ArchivedRow, OptionError, Row, Schema, Type, Value};
-use crate::window::closed_rows::ClosedRows;
 
 /// The `dedup` processor's options; see the module docs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -34,8 +34,8 @@ use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 use crate::latency::ProcessedLatency;
 
 use super::keyed_config::{Aggregate, WindowConfig};
-use crate::generator::GeneratedEvent;
-use crate::sink::file::WindowRow;
+use crate::sinks::file::WindowRow;
+use crate::sources::generator::GeneratedEvent;
 
 /// A field of a [`GeneratedEvent`], as pipeline files name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! # Layout and protocol
-//! The same as [`FileSink`](crate::sink::file::FileSink)'s, through the
+//! The same as [`FileSink`](crate::sinks::file::FileSink)'s, through the
 //! shared [`Staging`]:
 //! ```text
 //! PATH/shard-{S:03}-epoch-{E:010}.{ndjson|parquet}            committed, visible
@@ -68,7 +68,7 @@ use crate::component::{
     connect_forward, Component, Input, Node, PlanContext, Planned, Reads, Stream,
 };
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
-use crate::sink::file::{at, commit_encoded, sync_encoded, Staged, Staging, WRITE_BUFFER_BYTES};
+use crate::sinks::file::{at, commit_encoded, sync_encoded, Staged, Staging, WRITE_BUFFER_BYTES};
 
 /// The default of [`RowFileSinkConfig::row_group_rows`].
 pub const ROW_GROUP_ROWS_DEFAULT: usize = 64 * 1024;
@@ -516,7 +516,7 @@ impl Component for RowFileSinkConfig {
                         "`compression` and `row_group_rows` apply to Parquet files",
                     ));
                 }
-                crate::sink::file::typed_node(stream, &self.path)
+                crate::sinks::file::typed_node(stream, &self.path)
             }
             None => unreachable!("a sink has inputs"),
         };

@@ -1,22 +1,5 @@
-//! Record-level processors of config-driven pipelines, over [`Row`](crate::row::Row)s:
-//!
-//! - [`parse`]: turns a text field (a log line) into typed fields, by JSON,
-//!   logfmt or a regular expression (with a preset for the combined
-//!   access-log format); records that do not parse go to output port 1 as
-//!   dead letters.
-//! - [`enrich`]: adds columns from a CSV or JSON table loaded once at build
-//!   time, joined on a field by exact value or by longest-prefix CIDR match.
-//! - [`dedup`]: lets through the earliest record (by event time) of each
-//!   identity per time window, whatever the arrival order.
-//!
-//! Each has a config struct (`XConfig`), a pure `build(config, input) ->
-//! (XSpec, output schema)` that checks the config against the input schema
-//! and fails with an [`OptionError`](crate::row::OptionError) naming the
-//! option, and an operator `X::new(spec, context)`.
-
-pub mod dedup;
-pub mod enrich;
-pub mod parse;
+//! Copying and converting row values in place, reusing their buffers: the
+//! shared steps of `parse`, `enrich` and `dedup`.
 
 use std::net::IpAddr;
 

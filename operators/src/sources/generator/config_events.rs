@@ -45,7 +45,7 @@ use crate::config::KEYS_MAX;
 use crate::row::OptionError;
 
 /// A deterministic generator of keyed events; see
-/// [`ConfigEvents`](crate::generator::ConfigEvents).
+/// [`ConfigEvents`](crate::sources::generator::ConfigEvents).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {

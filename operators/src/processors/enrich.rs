@@ -58,10 +58,10 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
-use super::{assign_value, convert_text, copy_row, not_a};
 use crate::component::{
     connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
 };
+use crate::row::convert::{assign_value, convert_text, copy_row, not_a};
 use crate::row::{
     value_from_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type, Value,
 };

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use rkyv::{Archive, Serialize};
 
-use crate::generator::{ArchivedGeneratedEvent, GeneratedEvent};
+use crate::sources::generator::{ArchivedGeneratedEvent, GeneratedEvent};
 
 /// A record that can be written as one JSON object.
 pub trait ToJsonLine {

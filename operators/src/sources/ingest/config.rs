@@ -10,7 +10,7 @@ use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Rea
 use crate::row::OptionError;
 
 /// A network ingest source (`tcp` or `http`); see
-/// [`IngestSource`](crate::ingest::IngestSource).
+/// [`IngestSource`](crate::sources::ingest::IngestSource).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
@@ -69,9 +69,14 @@ impl IngestConfig {
         &self,
         http: bool,
         name: &str,
-    ) -> Result<(crate::ingest::Protocol, crate::ingest::IngestOptions), (&'static str, String)>
-    {
-        use crate::ingest::IngestOptions;
+    ) -> Result<
+        (
+            crate::sources::ingest::Protocol,
+            crate::sources::ingest::IngestOptions,
+        ),
+        (&'static str, String),
+    > {
+        use crate::sources::ingest::IngestOptions;
         let listen: std::net::SocketAddr = self.listen.parse().map_err(|error| {
             (
                 "listen",
@@ -105,7 +110,7 @@ impl IngestConfig {
     }
 
     /// The listener limits set in the file, over the defaults.
-    fn limits(&self, limits: &mut crate::ingest::limits::ListenerLimits) {
+    fn limits(&self, limits: &mut crate::sources::ingest::limits::ListenerLimits) {
         limits.connections_max = self.connections_max.unwrap_or(limits.connections_max);
         limits.header_timeout_ms = self.header_timeout_ms.unwrap_or(limits.header_timeout_ms);
         limits.read_timeout_ms = self.read_timeout_ms.unwrap_or(limits.read_timeout_ms);
@@ -115,8 +120,11 @@ impl IngestConfig {
 
     /// The protocol's own settings; options of the other protocol are
     /// refused.
-    fn protocol(&self, http: bool) -> Result<crate::ingest::Protocol, (&'static str, String)> {
-        use crate::ingest::{http::HttpOptions, tcp::TcpOptions, Protocol};
+    fn protocol(
+        &self,
+        http: bool,
+    ) -> Result<crate::sources::ingest::Protocol, (&'static str, String)> {
+        use crate::sources::ingest::{http::HttpOptions, tcp::TcpOptions, Protocol};
         let protocol = if http {
             if self.max_frame_bytes.is_some() {
                 return Err((
@@ -155,13 +163,15 @@ impl IngestConfig {
 /// Refuses a body or frame limit above what one write-ahead log record of
 /// source `name` holds: such a request could be read but never logged.
 fn check_request_limit(
-    protocol: &crate::ingest::Protocol,
+    protocol: &crate::sources::ingest::Protocol,
     name: &str,
 ) -> Result<(), (&'static str, String)> {
-    let max = crate::ingest::limits::payload_bytes_max(name);
+    let max = crate::sources::ingest::limits::payload_bytes_max(name);
     let (option, limit) = match protocol {
-        crate::ingest::Protocol::Http(http) => ("body_limit_bytes", http.body_limit_bytes),
-        crate::ingest::Protocol::Tcp(tcp) => ("max_frame_bytes", tcp.max_frame_bytes as usize),
+        crate::sources::ingest::Protocol::Http(http) => ("body_limit_bytes", http.body_limit_bytes),
+        crate::sources::ingest::Protocol::Tcp(tcp) => {
+            ("max_frame_bytes", tcp.max_frame_bytes as usize)
+        }
     };
     if limit <= max {
         return Ok(());

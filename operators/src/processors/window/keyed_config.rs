@@ -12,10 +12,10 @@ use super::{KeyedWindow, KeyedWindowSpec};
 use crate::component::{
     state_options, Component, Input, Node, Output, PlanContext, Planned, Reads, Stateful, Stream,
 };
-use crate::generator::GeneratedEvent;
 use crate::row::OptionError;
 #[cfg(doc)]
-use crate::sink::file::WindowRow;
+use crate::sinks::file::WindowRow;
+use crate::sources::generator::GeneratedEvent;
 
 /// Tumbling windows over event time, grouped by one field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,9 +3,9 @@
 //! - [`file`]: [`RowFileSink`], exactly-once files (`ndjson` or
 //!   `parquet`), one per shard and epoch, staged and published atomically
 //!   when the epoch commits. It shares its staging machinery
-//!   ([`Staging`](crate::sink::file::Staging),
-//!   [`Staged`](crate::sink::file::Staged)) with the typed
-//!   [`FileSink`](crate::sink::file::FileSink).
+//!   ([`Staging`](crate::sinks::file::Staging),
+//!   [`Staged`](crate::sinks::file::Staged)) with the typed
+//!   [`FileSink`](crate::sinks::file::FileSink).
 //! - [`stdout`]: [`StdoutSink`], NDJSON lines on standard output, a
 //!   debugging aid that is *at-least-once*.
 //! - [`blackhole`]: [`BlackholeSink`], counts records and bytes and drops

@@ -71,7 +71,7 @@ use std::os::fd::FromRawFd;
 
 use weir_runtime::{Emitter, IntakeLog, ShardContext, Source, SourcePoll, StateError};
 
-use crate::generator::GeneratedEvent;
+use crate::sources::generator::GeneratedEvent;
 use budget::ReadBudget;
 pub use config::{HttpSourceConfig, IngestConfig, TcpSourceConfig};
 use dedup::DedupTable;

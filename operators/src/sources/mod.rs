@@ -1,0 +1,12 @@
+//! Sources: the components of a pipeline's `[sources]` section, one file
+//! or folder each.
+//!
+//! - [`file`](mod@file): the `file` source: NDJSON (or plain lines) from one local
+//!   file, exactly-once by byte offset, optionally following a growing file.
+//! - [`generator`]: the `generator` source: keyed events, or realistic rows
+//!   with injected attacks (`profile`).
+//! - [`ingest`]: the `tcp` and `http` sources: durable network ingest.
+
+pub mod file;
+pub mod generator;
+pub mod ingest;
