@@ -72,7 +72,7 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWriterBuilder};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
-use weir_operators::ingest::wire::FLAG_DEDUP;
+use weir_protocol::FLAG_DEDUP;
 
 pub use event::Profile;
 pub use hdrhistogram;

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use weir_operators::ingest::wire::{encode_payload, FrameHeader, WireEvent, FRAME_HEADER_LEN};
+use weir_protocol::{encode_payload, FrameHeader, WireEvent, FRAME_HEADER_BYTES};
 
 use crate::event::EventGen;
 use crate::{ConnConfig, Mode};
@@ -119,13 +119,13 @@ impl FrameSlot {
             len: payload.len() as u32,
             crc: crc32c::crc32c(&payload),
         };
-        let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
         frame.extend_from_slice(&header.encode());
         frame.extend_from_slice(&payload);
         let at = |offsets: Vec<usize>| -> Vec<u32> {
             offsets
                 .into_iter()
-                .map(|at| u32::try_from(FRAME_HEADER_LEN + at).expect("frames under 4 GiB"))
+                .map(|at| u32::try_from(FRAME_HEADER_BYTES + at).expect("frames under 4 GiB"))
                 .collect()
         };
         let slot = FrameSlot {
@@ -156,14 +156,14 @@ impl FrameSlot {
         for &at in &self.sent_at {
             frame[at as usize..at as usize + 8].copy_from_slice(&sent);
         }
-        let payload = &frame[FRAME_HEADER_LEN..];
+        let payload = &frame[FRAME_HEADER_BYTES..];
         let header = FrameHeader {
             flags: self.flags,
             batch_id,
             len: payload.len() as u32,
             crc: crc32c::crc32c_append(self.prefix_crc, &payload[self.tail..]),
         };
-        frame[..FRAME_HEADER_LEN].copy_from_slice(&header.encode());
+        frame[..FRAME_HEADER_BYTES].copy_from_slice(&header.encode());
     }
 }
 
@@ -440,7 +440,7 @@ mod tests {
     use super::*;
     use crate::event::Profile;
     use std::time::Duration;
-    use weir_operators::ingest::wire::{encode_frame, FLAG_DEDUP};
+    use weir_protocol::{encode_frame, FLAG_DEDUP};
 
     fn config(batch: usize, dedup: bool) -> ConnConfig {
         ConnConfig {
@@ -463,9 +463,9 @@ mod tests {
     }
 
     fn decode(frame: &[u8]) -> (FrameHeader, Vec<WireEvent>) {
-        let header = FrameHeader::decode(frame[..FRAME_HEADER_LEN].try_into().unwrap()).unwrap();
+        let header = FrameHeader::decode(frame[..FRAME_HEADER_BYTES].try_into().unwrap()).unwrap();
         let mut payload = rkyv::util::AlignedVec::<16>::new();
-        payload.extend_from_slice(&frame[FRAME_HEADER_LEN..]);
+        payload.extend_from_slice(&frame[FRAME_HEADER_BYTES..]);
         assert_eq!(header.len as usize, payload.len());
         assert_eq!(
             crc32c::crc32c(&payload),

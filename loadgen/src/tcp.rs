@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weir_operators::ingest::wire::{AckHeader, AckStatus, ACK_HEADER_LEN};
+use weir_protocol::{AckHeader, AckStatus, ACK_HEADER_BYTES};
 
 use crate::pool::FramePool;
 use crate::stats::{wait_until, Shared};
@@ -342,7 +342,7 @@ fn read_loop(
     shared: &Shared,
     config: &ConnConfig,
 ) -> io::Result<()> {
-    let mut header = [0u8; ACK_HEADER_LEN];
+    let mut header = [0u8; ACK_HEADER_BYTES];
     let mut detail = Vec::new();
     loop {
         match stream.read_exact(&mut header) {

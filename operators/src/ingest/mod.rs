@@ -58,7 +58,6 @@ mod queue;
 mod record;
 mod socket;
 pub mod tcp;
-pub mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
