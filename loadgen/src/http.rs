@@ -9,9 +9,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::config::{ConnConfig, Mode};
 use crate::pool::BodyPool;
 use crate::stats::{wait_until, Shared};
-use crate::{ConnConfig, Mode};
 
 /// How long to wait for a response before giving up on the connection.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);

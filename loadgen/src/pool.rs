@@ -28,8 +28,8 @@ use std::time::Instant;
 
 use weir_protocol::{encode_payload, FrameHeader, WireEvent, FRAME_HEADER_BYTES};
 
+use crate::config::{ConnConfig, Mode};
 use crate::event::EventGen;
-use crate::{ConnConfig, Mode};
 
 /// Batches per connection when nothing else asks for more (or fewer).
 const BASE_BATCHES: usize = 64;

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use weir_protocol::{AckHeader, AckStatus, ACK_HEADER_BYTES};
 
+use crate::config::{ConnConfig, Mode};
 use crate::pool::FramePool;
 use crate::stats::{wait_until, Shared};
-use crate::{ConnConfig, Mode};
 
 /// A frame sent and not yet acked.
 #[derive(Debug)]
