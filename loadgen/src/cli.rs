@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::event::Profile;
+use crate::limits::{BACKLOG_FRAMES_DEFAULT, CONNECTIONS_MAX};
 use crate::{plot_svg, read_hgrm, run};
 
 /// Options of a load generator run.
@@ -40,7 +41,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Connections.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=CONNECTIONS_MAX))]
     pub connections: u64,
     /// Events per frame (tcp) or request (http).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -72,7 +73,7 @@ pub struct Args {
     pub token: Option<String>,
     /// Most unacked frames per tcp connection; a batch due while this many
     /// are outstanding is skipped and counted as `backlogged`.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = BACKLOG_FRAMES_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_backlog: u64,
     /// Write the latency percentile distribution (`.hgrm`, milliseconds)
     /// here.
@@ -224,9 +225,9 @@ mod tests {
         assert_eq!(args.rate, Some(10_000.0));
         assert_eq!(args.duration, Duration::from_secs(3));
         assert_eq!(args.profile, Profile::Flow);
-        assert_eq!(args.max_backlog, 4096);
+        assert_eq!(args.max_backlog, BACKLOG_FRAMES_DEFAULT);
         assert!(Args::try_parse_from(["loadgen", "--rate", "1"]).is_err());
-        let too_many = 4097.to_string();
+        let too_many = (CONNECTIONS_MAX + 1).to_string();
         let connections = [
             "loadgen",
             "--target",

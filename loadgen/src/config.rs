@@ -21,6 +21,7 @@ use anyhow::{bail, Result};
 
 use crate::cli::Args;
 use crate::event::{Profile, Rng};
+use crate::limits::{CONNECTIONS_MAX, TCP_INFLIGHT_BATCHES_DEFAULT};
 use crate::stats;
 
 /// Bits of a batch id holding its sequence number on its connection.
@@ -31,9 +32,8 @@ pub(crate) const CONN_BITS: u32 = 12;
 pub(crate) const NONCE_BITS: u32 = 16;
 
 const _: () = assert!(NONCE_BITS + CONN_BITS + SEQ_BITS == u64::BITS);
-// Every connection a run may open (`--connections`, at most 4096) has its
-// own ids.
-const _: () = assert!(4096 <= 1 << CONN_BITS);
+// Every connection a run may open has its own ids.
+const _: () = assert!(CONNECTIONS_MAX <= 1 << CONN_BITS);
 
 /// How a connection sends.
 #[derive(Debug, Clone, Copy)]
@@ -148,9 +148,11 @@ impl ConnConfig {
 /// (`--max`) with `--inflight` batches outstanding.
 fn mode(args: &Args, transport: Transport) -> Result<Mode> {
     if args.max {
-        let inflight = args
-            .inflight
-            .unwrap_or(if transport == Transport::Tcp { 4 } else { 1 });
+        let inflight = args.inflight.unwrap_or(if transport == Transport::Tcp {
+            TCP_INFLIGHT_BATCHES_DEFAULT
+        } else {
+            1
+        });
         if transport == Transport::Http && inflight != 1 {
             bail!("http sends one request at a time per connection: use --connections, not --inflight");
         }

@@ -10,13 +10,17 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::config::{ConnConfig, Mode};
+use crate::limits::{
+    HTTP_RETRY_AFTER_MS_DEFAULT, HTTP_RETRY_AFTER_MS_MIN, RECONNECT_INTERVAL_MS,
+    RESPONSE_BODY_BYTES_MAX, RESPONSE_TIMEOUT_MS, WRITE_TIMEOUT_MS,
+};
 use crate::pool::BodyPool;
 use crate::stats::{wait_until, Shared};
 
 /// How long to wait for a response before giving up on the connection.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response body read.
-const MAX_BODY: usize = 1 << 20;
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(RESPONSE_TIMEOUT_MS);
+/// How long a write may block before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(WRITE_TIMEOUT_MS);
 
 /// An HTTP response, as much of it as the client needs.
 #[derive(Debug)]
@@ -59,9 +63,6 @@ impl Connection {
         read_response(&mut self.reader)
     }
 }
-
-/// How long a write may block before the connection is given up.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one connection until the end of the run.
 pub(crate) fn run_connection(
@@ -122,7 +123,7 @@ pub(crate) fn run_connection(
                         }
                         shared.error(intended, "io");
                         if matches!(config.mode, Mode::Max { .. }) {
-                            std::thread::sleep(Duration::from_millis(100));
+                            std::thread::sleep(Duration::from_millis(RECONNECT_INTERVAL_MS));
                         }
                         break;
                     }
@@ -172,8 +173,8 @@ pub(crate) fn run_connection(
                         Mode::Max { .. } => {
                             let wait = response
                                 .retry_after
-                                .unwrap_or(Duration::from_secs(1))
-                                .max(Duration::from_millis(10));
+                                .unwrap_or(Duration::from_millis(HTTP_RETRY_AFTER_MS_DEFAULT))
+                                .max(Duration::from_millis(HTTP_RETRY_AFTER_MS_MIN));
                             if now + wait >= end {
                                 break;
                             }
@@ -270,7 +271,7 @@ pub(crate) fn read_response<R: BufRead>(reader: &mut R) -> io::Result<Response> 
             let size_text = line.trim().split(';').next().unwrap_or("");
             let size =
                 usize::from_str_radix(size_text, 16).map_err(|_| invalid("bad chunk size"))?;
-            if body.len() + size > MAX_BODY {
+            if body.len() + size > RESPONSE_BODY_BYTES_MAX {
                 return Err(invalid("response body too large"));
             }
             let start = body.len();
@@ -283,13 +284,15 @@ pub(crate) fn read_response<R: BufRead>(reader: &mut R) -> io::Result<Response> 
             }
         }
     } else if let Some(length) = content_length {
-        if length > MAX_BODY {
+        if length > RESPONSE_BODY_BYTES_MAX {
             return Err(invalid("response body too large"));
         }
         body.resize(length, 0);
         reader.read_exact(&mut body)?;
     } else if status != 204 && status != 304 && !(100..200).contains(&status) {
-        reader.take(MAX_BODY as u64).read_to_end(&mut body)?;
+        reader
+            .take(RESPONSE_BODY_BYTES_MAX as u64)
+            .read_to_end(&mut body)?;
         close = true;
     }
     Ok(Response {

@@ -56,13 +56,14 @@
 //! progress) in `run.rs` and its outcome in `summary.rs`. The connections
 //! speak `tcp.rs` (the native protocol, `weir-protocol`) or `http.rs`,
 //! sending batches encoded ahead in `pool.rs` from the events of
-//! `event.rs`, and record into `stats.rs`.
+//! `event.rs`, and record into `stats.rs`. Every limit is in `limits.rs`.
 
 mod cli;
 mod config;
 mod event;
 mod hgrm;
 mod http;
+pub mod limits;
 mod plot;
 mod pool;
 mod run;

@@ -28,15 +28,10 @@ use weir_protocol::FLAG_DEDUP;
 
 use crate::cli::Args;
 use crate::config::{ConnConfig, Transport};
+use crate::limits::{PROGRESS_POLL_MS, START_LEAD_MS};
 use crate::stats::Shared;
 use crate::summary::Summary;
 use crate::{http, pool, tcp};
-
-/// How long the connections get to connect before batch 0 is due.
-const START_LEAD_MS: u64 = 50;
-/// How long the progress loop sleeps at most between two looks at the
-/// connections, so that the end of a run is noticed soon.
-const PROGRESS_POLL: Duration = Duration::from_millis(20);
 
 /// The interval log's writer, over the file it writes.
 type LogWriter<'a> = IntervalLogWriter<'a, 'a, BufWriter<File>, V2DeflateSerializer>;
@@ -191,7 +186,7 @@ fn watch(
         let finished = handles.iter().all(|handle| handle.is_finished());
         let now = Instant::now();
         if !finished && now < next {
-            std::thread::sleep((next - now).min(PROGRESS_POLL));
+            std::thread::sleep((next - now).min(Duration::from_millis(PROGRESS_POLL_MS)));
             continue;
         }
         let now = Instant::now().max(tick_start);

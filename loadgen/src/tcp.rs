@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use weir_protocol::{AckHeader, AckStatus, ACK_HEADER_BYTES};
 
 use crate::config::{ConnConfig, Mode};
+use crate::limits::{RECONNECT_INTERVAL_MS, WRITE_TIMEOUT_MS};
 use crate::pool::FramePool;
 use crate::stats::{wait_until, Shared};
 
@@ -134,7 +135,7 @@ impl Connection {
 }
 
 /// How long a write may block before the connection is given up.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_millis(WRITE_TIMEOUT_MS);
 
 /// Runs one connection until the end of the run.
 pub(crate) fn run_connection(
@@ -153,7 +154,7 @@ pub(crate) fn run_connection(
     };
 
     // Makes sure a live connection exists, reconnecting at most every
-    // 100 ms; `None` if there is none.
+    // `RECONNECT_INTERVAL_MS`; `None` if there is none.
     let mut ensure = |connection: &mut Option<Connection>| -> bool {
         if let Some(open) = connection {
             if !open.session.lock().dead {
@@ -164,7 +165,7 @@ pub(crate) fn run_connection(
             }
         }
         let now = Instant::now();
-        if last_connect.is_some_and(|at| now - at < Duration::from_millis(100)) {
+        if last_connect.is_some_and(|at| now - at < Duration::from_millis(RECONNECT_INTERVAL_MS)) {
             return false;
         }
         last_connect = Some(now);
