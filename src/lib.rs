@@ -26,7 +26,9 @@
 //! This facade also re-exports the crates a user builds on:
 //! - [`runtime`]: shards, rings, batches, the dataflow graph;
 //! - [`operators`]: sources, processors, sinks and example pipelines;
-//! - [`wal`]: the segmented write-ahead log.
+//! - [`wal`]: the segmented write-ahead log;
+//! - [`protocol`]: the native TCP ingest protocol, for clients that send
+//!   to a `tcp` source.
 #![warn(missing_docs)]
 
 mod embed;
@@ -39,5 +41,6 @@ pub use embed::rolling::{At, Rolling, RollingUpdate, RollingValue};
 pub use embed::subscribe::{Subscriber, Subscription};
 pub use embed::{CallbackId, Handle, Pipeline, Service};
 pub use weir_operators as operators;
+pub use weir_protocol as protocol;
 pub use weir_runtime as runtime;
 pub use weir_wal as wal;

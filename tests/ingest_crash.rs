@@ -27,9 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::Rng;
-use weir::operators::sources::ingest::wire::{
-    encode_frame, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN, FLAG_DEDUP,
-};
+use weir::protocol::{encode_frame, AckHeader, AckStatus, WireEvent, ACK_HEADER_BYTES, FLAG_DEDUP};
 
 const FRAMES: u64 = 2_000;
 const EVENTS_PER_FRAME: usize = 50;
@@ -125,7 +123,7 @@ fn send(
     }
     let mut acked = Vec::new();
     for _ in batches {
-        let mut header = [0u8; ACK_HEADER_LEN];
+        let mut header = [0u8; ACK_HEADER_BYTES];
         if stream.read_exact(&mut header).is_err() {
             break;
         }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use support::{free_port, scratch, toml_path, wait_listening, Weir};
 use weir::operators::sources::ingest::limits::payload_bytes_max;
-use weir::operators::sources::ingest::wire::{
-    encode_frame, AckHeader, AckStatus, FrameHeader, WireEvent, ACK_HEADER_LEN,
+use weir::protocol::{
+    encode_frame, AckHeader, AckStatus, FrameHeader, WireEvent, ACK_HEADER_BYTES,
 };
 
 /// How much the server's resident memory may grow while 200 lying TCP
@@ -192,7 +192,7 @@ fn frame(stream: &mut TcpStream, batch_id: u64) -> AckStatus {
     stream
         .write_all(&encode_frame(0, batch_id, &events("f")))
         .expect("send frame");
-    let mut header = [0u8; ACK_HEADER_LEN];
+    let mut header = [0u8; ACK_HEADER_BYTES];
     stream.read_exact(&mut header).expect("ack");
     let ack = AckHeader::decode(&header).expect("an ack");
     let mut detail = vec![0; ack.detail_len as usize];

@@ -7,16 +7,21 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::{ConnConfig, Mode};
+use crate::limits::{
+    HTTP_RETRY_AFTER_MS_DEFAULT, HTTP_RETRY_AFTER_MS_MIN, RECONNECT_INTERVAL_MS,
+    RESPONSE_BODY_BYTES_MAX, RESPONSE_TIMEOUT_MS, WRITE_TIMEOUT_MS,
+};
 use crate::pool::BodyPool;
 use crate::stats::{wait_until, Shared};
-use crate::{ConnConfig, Mode};
 
 /// How long to wait for a response before giving up on the connection.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response body read.
-const MAX_BODY: usize = 1 << 20;
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(RESPONSE_TIMEOUT_MS);
+/// How long a write may block before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(WRITE_TIMEOUT_MS);
 
 /// An HTTP response, as much of it as the client needs.
 #[derive(Debug)]
@@ -60,40 +65,24 @@ impl Connection {
     }
 }
 
-/// How long a write may block before the connection is given up.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Runs one connection until the end of the run.
 pub(crate) fn run_connection(
-    config: std::sync::Arc<ConnConfig>,
-    shared: std::sync::Arc<Shared>,
+    config: Arc<ConnConfig>,
+    shared: Arc<Shared>,
     conn: usize,
     mut pool: BodyPool,
 ) {
-    let mut connection: Option<Connection> = None;
+    let mut client = Client {
+        config,
+        shared,
+        conn,
+        connection: None,
+    };
+    let (config, shared) = (client.config.clone(), client.shared.clone());
     let mut seq = 0u64;
     let end = shared.start + shared.end;
     wait_until(shared.start);
-    loop {
-        let intended = match config.mode {
-            Mode::Open { .. } => {
-                let Some(offset) = config.due(conn, seq) else {
-                    break;
-                };
-                if shared.past_end(Instant::now()) {
-                    config.skip_rest(&shared, conn, seq);
-                    break;
-                }
-                shared.start + offset
-            }
-            Mode::Max { .. } => {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                now
-            }
-        };
+    while let Some(intended) = client.next_due(seq, end) {
         let batch_id = config.batch_id(conn, seq);
         seq += 1;
         if shared.past_drain(Instant::now()) {
@@ -109,27 +98,48 @@ pub(crate) fn run_connection(
             Mode::Max { .. } => Instant::now(),
         };
         shared.sent(intended, config.batch as u64);
-        loop {
-            if connection.is_none() {
-                match Connection::open(&config.addr) {
-                    Ok(open) => connection = Some(open),
-                    Err(error) => {
-                        if config.verbose {
-                            eprintln!(
-                                "loadgen: connection {conn}: cannot connect to {}: {error}",
-                                config.addr
-                            );
-                        }
-                        shared.error(intended, "io");
-                        if matches!(config.mode, Mode::Max { .. }) {
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        break;
-                    }
+        client.deliver(head, body, intended, end);
+    }
+}
+
+/// One connection's client: its connection, opened again when it fails.
+#[derive(Debug)]
+struct Client {
+    config: Arc<ConnConfig>,
+    shared: Arc<Shared>,
+    conn: usize,
+    connection: Option<Connection>,
+}
+
+impl Client {
+    /// When batch `seq` is meant to be sent: its place in the schedule in
+    /// open-loop mode, now in closed-loop mode. `None` once the run is
+    /// over (`end` in closed-loop mode), with every batch still due in the
+    /// schedule counted as `unsent`.
+    fn next_due(&self, seq: u64, end: Instant) -> Option<Instant> {
+        let (config, shared) = (&self.config, &self.shared);
+        match config.mode {
+            Mode::Open { .. } => {
+                let offset = config.due(self.conn, seq)?;
+                if shared.past_end(Instant::now()) {
+                    config.skip_rest(shared, self.conn, seq);
+                    return None;
                 }
+                Some(shared.start + offset)
             }
-            let open = connection.as_mut().expect("connected");
-            let response = match open.exchange(head, body, shared.drain_deadline()) {
+            Mode::Max { .. } => Some(Instant::now()).filter(|&now| now < end),
+        }
+    }
+
+    /// Sends one request and records its outcome; in closed-loop mode
+    /// sends it again while the server is overloaded, until `end`.
+    fn deliver(&mut self, head: &[u8], body: &[u8], intended: Instant, end: Instant) {
+        loop {
+            if !self.connect(intended) {
+                return;
+            }
+            let open = self.connection.as_mut().expect("connected");
+            let response = match open.exchange(head, body, self.shared.drain_deadline()) {
                 Ok(response) => response,
                 Err(error) => {
                     let kind = if matches!(
@@ -140,58 +150,100 @@ pub(crate) fn run_connection(
                     } else {
                         "io"
                     };
-                    shared.error(intended, kind);
-                    connection = None;
-                    break;
+                    self.shared.error(intended, kind);
+                    self.connection = None;
+                    return;
                 }
             };
             let now = Instant::now();
             if response.close {
-                connection = None;
+                self.connection = None;
             }
-            match response.status {
-                200 => {
-                    match accepted(&response.body) {
-                        Some((_, true)) => shared.error(intended, "duplicate"),
-                        Some((count, false)) if count == config.batch as u64 => {
-                            shared.accepted(intended, now, count)
-                        }
-                        Some((count, false)) => {
-                            // Partly accepted: count what was, and flag it.
-                            shared.accepted(intended, now, count);
-                            shared.error(intended, "partial");
-                        }
-                        None => shared.error(intended, "bad_response"),
-                    }
-                    break;
+            match self.settle(&response, intended, now, end) {
+                Some(wait) => std::thread::sleep(wait),
+                None => return,
+            }
+        }
+    }
+
+    /// Opens a connection if there is none. If that fails, counts the
+    /// request meant for `intended` as `io` (pausing [`RECONNECT_INTERVAL_MS`]
+    /// in closed-loop mode, so as not to hammer a server that is down) and
+    /// returns `false`.
+    fn connect(&mut self, intended: Instant) -> bool {
+        if self.connection.is_some() {
+            return true;
+        }
+        match Connection::open(&self.config.addr) {
+            Ok(open) => {
+                self.connection = Some(open);
+                true
+            }
+            Err(error) => {
+                if self.config.verbose {
+                    eprintln!(
+                        "loadgen: connection {}: cannot connect to {}: {error}",
+                        self.conn, self.config.addr
+                    );
                 }
-                status @ (429 | 503) => {
-                    shared.error(intended, &format!("http_{status}"));
-                    match config.mode {
-                        Mode::Open { .. } => break,
-                        Mode::Max { .. } => {
-                            let wait = response
-                                .retry_after
-                                .unwrap_or(Duration::from_secs(1))
-                                .max(Duration::from_millis(10));
-                            if now + wait >= end {
-                                break;
-                            }
-                            std::thread::sleep(wait);
-                        }
-                    }
+                self.shared.error(intended, "io");
+                if matches!(self.config.mode, Mode::Max { .. }) {
+                    std::thread::sleep(Duration::from_millis(RECONNECT_INTERVAL_MS));
                 }
-                status => {
-                    if config.verbose {
-                        eprintln!(
-                            "loadgen: {} answered {status}: {}",
-                            config.addr,
-                            String::from_utf8_lossy(&response.body)
-                        );
+                false
+            }
+        }
+    }
+
+    /// Records what `response` (received at `now`) says of the request
+    /// meant for `intended`. Returns how long to wait before sending it
+    /// again: only in closed-loop mode, after a 429 or 503, and only if
+    /// the retry can start before `end`.
+    fn settle(
+        &self,
+        response: &Response,
+        intended: Instant,
+        now: Instant,
+        end: Instant,
+    ) -> Option<Duration> {
+        let (config, shared) = (&self.config, &self.shared);
+        match response.status {
+            200 => {
+                match accepted(&response.body) {
+                    Some((_, true)) => shared.error(intended, "duplicate"),
+                    Some((count, false)) if count == config.batch as u64 => {
+                        shared.accepted(intended, now, count)
                     }
-                    shared.error(intended, &format!("http_{status}"));
-                    break;
+                    Some((count, false)) => {
+                        // Partly accepted: count what was, and flag it.
+                        shared.accepted(intended, now, count);
+                        shared.error(intended, "partial");
+                    }
+                    None => shared.error(intended, "bad_response"),
                 }
+                None
+            }
+            status @ (429 | 503) => {
+                shared.error(intended, &format!("http_{status}"));
+                let Mode::Max { .. } = config.mode else {
+                    return None;
+                };
+                let wait = response
+                    .retry_after
+                    .unwrap_or(Duration::from_millis(HTTP_RETRY_AFTER_MS_DEFAULT))
+                    .max(Duration::from_millis(HTTP_RETRY_AFTER_MS_MIN));
+                (now + wait < end).then_some(wait)
+            }
+            status => {
+                if config.verbose {
+                    eprintln!(
+                        "loadgen: {} answered {status}: {}",
+                        config.addr,
+                        String::from_utf8_lossy(&response.body)
+                    );
+                }
+                shared.error(intended, &format!("http_{status}"));
+                None
             }
         }
     }
@@ -270,7 +322,7 @@ pub(crate) fn read_response<R: BufRead>(reader: &mut R) -> io::Result<Response> 
             let size_text = line.trim().split(';').next().unwrap_or("");
             let size =
                 usize::from_str_radix(size_text, 16).map_err(|_| invalid("bad chunk size"))?;
-            if body.len() + size > MAX_BODY {
+            if body.len() + size > RESPONSE_BODY_BYTES_MAX {
                 return Err(invalid("response body too large"));
             }
             let start = body.len();
@@ -283,13 +335,15 @@ pub(crate) fn read_response<R: BufRead>(reader: &mut R) -> io::Result<Response> 
             }
         }
     } else if let Some(length) = content_length {
-        if length > MAX_BODY {
+        if length > RESPONSE_BODY_BYTES_MAX {
             return Err(invalid("response body too large"));
         }
         body.resize(length, 0);
         reader.read_exact(&mut body)?;
     } else if status != 204 && status != 304 && !(100..200).contains(&status) {
-        reader.take(MAX_BODY as u64).read_to_end(&mut body)?;
+        reader
+            .take(RESPONSE_BODY_BYTES_MAX as u64)
+            .read_to_end(&mut body)?;
         close = true;
     }
     Ok(Response {

@@ -26,31 +26,7 @@ const MAX_NINES: f64 = 7.0;
 /// (the maximum) are drawn at the right edge. Returns a standalone SVG
 /// document with one `<path>` per run and a legend.
 pub fn plot_svg(runs: &[(String, Vec<(f64, f64)>)]) -> String {
-    let nines = |percentile: f64| -> f64 {
-        if percentile >= 1.0 {
-            f64::INFINITY
-        } else {
-            (1.0 / (1.0 - percentile.max(0.0))).log10()
-        }
-    };
-    let data_nines = runs
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|&(p, _)| nines(p)))
-        .filter(|x| x.is_finite())
-        .fold(0.0f64, f64::max);
-    let x_max = data_nines.ceil().clamp(MIN_NINES, MAX_NINES);
-    let y_data = runs
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|&(_, v)| v))
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max);
-    let (y_max, y_step) = nice_axis(y_data);
-
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x_of = |percentile: f64| LEFT + nines(percentile).min(x_max) / x_max * plot_w;
-    let y_of = |value: f64| TOP + plot_h - (value / y_max).clamp(0.0, 1.0) * plot_h;
-
+    let axes = Axes::fit(runs);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -63,66 +39,128 @@ pub fn plot_svg(runs: &[(String, Vec<(f64, f64)>)]) -> String {
     let _ = writeln!(
         svg,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="15">Latency by percentile distribution</text>"#,
-        LEFT + plot_w / 2.0
+        LEFT + PLOT_WIDTH / 2.0
     );
-    // Grid and x ticks: 0%, 90%, 99%, 99.9%, ...
-    for tick in 0..=(x_max as u32) {
-        let x = LEFT + f64::from(tick) / x_max * plot_w;
-        let label = match tick {
-            0 => "0%".to_string(),
-            n => format!("{}%", percentile_label(n)),
-        };
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#dddddd"/>"##,
-            TOP + plot_h
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
-            TOP + plot_h + 18.0
-        );
-    }
-    let mut tick = 0.0;
-    while tick <= y_max + y_step / 2.0 {
-        let y = y_of(tick);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#dddddd"/>"##,
-            LEFT + plot_w
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            LEFT - 6.0,
-            y + 4.0,
-            format_number(tick)
-        );
-        tick += y_step;
-    }
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333333"/>"##
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">Percentile</text>"#,
-        LEFT + plot_w / 2.0,
-        HEIGHT - 16.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">Latency (ms)</text>"#,
-        TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0
-    );
-    // One line per run, then its legend entry.
+    axes.write_grid(&mut svg);
     for (index, (name, points)) in runs.iter().enumerate() {
+        axes.write_run(&mut svg, index, name, points);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The width of the plot area, inside the margins.
+const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
+/// The height of the plot area, inside the margins.
+const PLOT_HEIGHT: f64 = HEIGHT - TOP - BOTTOM;
+
+/// How far the axes reach: the x axis in nines of the percentile, the y
+/// axis in milliseconds, with its step between grid lines.
+#[derive(Debug, Clone, Copy)]
+struct Axes {
+    x_max: f64,
+    y_max: f64,
+    y_step: f64,
+}
+
+impl Axes {
+    /// Axes that hold every finite point of `runs`.
+    fn fit(runs: &[(String, Vec<(f64, f64)>)]) -> Axes {
+        let data_nines = runs
+            .iter()
+            .flat_map(|(_, points)| points.iter().map(|&(p, _)| nines(p)))
+            .filter(|x| x.is_finite())
+            .fold(0.0f64, f64::max);
+        let y_data = runs
+            .iter()
+            .flat_map(|(_, points)| points.iter().map(|&(_, v)| v))
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max);
+        let (y_max, y_step) = nice_axis(y_data);
+        Axes {
+            x_max: data_nines.ceil().clamp(MIN_NINES, MAX_NINES),
+            y_max,
+            y_step,
+        }
+    }
+
+    /// The x coordinate of `percentile` (a fraction; 1 at the right edge).
+    fn x_of(&self, percentile: f64) -> f64 {
+        LEFT + nines(percentile).min(self.x_max) / self.x_max * PLOT_WIDTH
+    }
+
+    /// The y coordinate of `value` milliseconds.
+    fn y_of(&self, value: f64) -> f64 {
+        TOP + PLOT_HEIGHT - (value / self.y_max).clamp(0.0, 1.0) * PLOT_HEIGHT
+    }
+
+    /// The grid with its tick labels (0%, 90%, 99%, 99.9%, ... on x), the
+    /// plot's frame and the axis titles.
+    fn write_grid(&self, svg: &mut String) {
+        for tick in 0..=(self.x_max as u32) {
+            let x = LEFT + f64::from(tick) / self.x_max * PLOT_WIDTH;
+            let label = match tick {
+                0 => "0%".to_string(),
+                n => format!("{}%", percentile_label(n)),
+            };
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#dddddd"/>"##,
+                TOP + PLOT_HEIGHT
+            );
+            let _ = writeln!(
+                svg,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+                TOP + PLOT_HEIGHT + 18.0
+            );
+        }
+        let mut tick = 0.0;
+        while tick <= self.y_max + self.y_step / 2.0 {
+            let y = self.y_of(tick);
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#dddddd"/>"##,
+                LEFT + PLOT_WIDTH
+            );
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                y + 4.0,
+                format_number(tick)
+            );
+            tick += self.y_step;
+        }
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{LEFT}" y="{TOP}" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" fill="none" stroke="#333333"/>"##
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">Percentile</text>"#,
+            LEFT + PLOT_WIDTH / 2.0,
+            HEIGHT - 16.0
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">Latency (ms)</text>"#,
+            TOP + PLOT_HEIGHT / 2.0,
+            TOP + PLOT_HEIGHT / 2.0
+        );
+    }
+
+    /// Run number `index`: its line, then its legend entry.
+    fn write_run(&self, svg: &mut String, index: usize, name: &str, points: &[(f64, f64)]) {
         let colour = COLOURS[index % COLOURS.len()];
         let mut d = String::new();
         for &(percentile, value) in points.iter().filter(|(_, v)| v.is_finite()) {
             let command = if d.is_empty() { 'M' } else { 'L' };
-            let _ = write!(d, "{command}{:.2},{:.2} ", x_of(percentile), y_of(value));
+            let _ = write!(
+                d,
+                "{command}{:.2},{:.2} ",
+                self.x_of(percentile),
+                self.y_of(value)
+            );
         }
         let _ = writeln!(
             svg,
@@ -130,7 +168,7 @@ pub fn plot_svg(runs: &[(String, Vec<(f64, f64)>)]) -> String {
             d.trim_end()
         );
         let y = TOP + 10.0 + 20.0 * index as f64;
-        let x = LEFT + plot_w + 15.0;
+        let x = LEFT + PLOT_WIDTH + 15.0;
         let _ = writeln!(
             svg,
             r#"<line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{colour}" stroke-width="3"/>"#,
@@ -144,8 +182,15 @@ pub fn plot_svg(runs: &[(String, Vec<(f64, f64)>)]) -> String {
             escape(name)
         );
     }
-    svg.push_str("</svg>\n");
-    svg
+}
+
+/// `log10(1/(1-p))`: 1 for p90, 2 for p99, ...; infinite at 1.
+fn nines(percentile: f64) -> f64 {
+    if percentile >= 1.0 {
+        f64::INFINITY
+    } else {
+        (1.0 / (1.0 - percentile.max(0.0))).log10()
+    }
 }
 
 /// "90", "99", "99.9", ... for `nines` nines.

@@ -26,20 +26,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use weir_operators::sources::ingest::wire::{
-    encode_payload, FrameHeader, WireEvent, FRAME_HEADER_LEN,
-};
+use weir_protocol::{encode_payload, FrameHeader, WireEvent, FRAME_HEADER_BYTES};
 
+use crate::config::{ConnConfig, Mode};
 use crate::event::EventGen;
-use crate::{ConnConfig, Mode};
-
-/// Batches per connection when nothing else asks for more (or fewer).
-const BASE_BATCHES: usize = 64;
-/// The fewest batches per connection (so that in-place patching rarely
-/// meets a frame still kept for a retry).
-const MIN_BATCHES: usize = 4;
-/// Most memory all pools together may take, roughly.
-const MAX_POOL_BYTES: usize = 256 << 20;
+use crate::limits::{POOL_BATCHES_BASE, POOL_BATCHES_MIN, POOL_BYTES_MAX};
 /// Pool events per key, over all connections, that `--keys` asks for: with
 /// keys drawn uniformly, 4 draws per key leave about 2% of keys unused.
 const DRAWS_PER_KEY: u64 = 4;
@@ -51,24 +42,24 @@ pub(crate) const NS_DIGITS: usize = 19;
 /// 2286).
 pub(crate) const MS_DIGITS: usize = 13;
 
-/// How many batches each connection pre-generates: [`BASE_BATCHES`], more
+/// How many batches each connection pre-generates: [`POOL_BATCHES_BASE`], more
 /// if needed for the pool to cover `--keys`, fewer if an open-loop run sends
-/// fewer, and capped so all pools fit in about [`MAX_POOL_BYTES`].
+/// fewer, and capped so all pools fit in about [`POOL_BYTES_MAX`].
 pub(crate) fn pool_batches(config: &ConnConfig) -> usize {
     let batch = config.batch.max(1) as u64;
     let connections = config.connections.max(1);
     let per_conn_events = (config.keys.saturating_mul(DRAWS_PER_KEY)).div_ceil(connections);
-    let mut batches = (BASE_BATCHES as u64).max(per_conn_events.div_ceil(batch));
+    let mut batches = (POOL_BATCHES_BASE as u64).max(per_conn_events.div_ceil(batch));
     // Roughly the bytes one batch takes (the rkyv event structs or the
     // NDJSON prefix fields come on top of `record_bytes`).
     let batch_bytes = batch.saturating_mul(config.record_bytes as u64 + 48);
-    let mut least = MIN_BATCHES as u64;
+    let mut least = POOL_BATCHES_MIN as u64;
     if let Mode::Max { inflight } = config.mode {
         // More than can be in flight, so a frame is patched in place only
         // once it has been acked.
         least = least.max(inflight as u64 + 1);
     }
-    let cap = (MAX_POOL_BYTES as u64 / connections / batch_bytes.max(1)).max(least);
+    let cap = (POOL_BYTES_MAX as u64 / connections / batch_bytes.max(1)).max(least);
     batches = batches.min(cap);
     if let Mode::Open { rate } = config.mode {
         // No point in generating batches the schedule never sends.
@@ -121,13 +112,13 @@ impl FrameSlot {
             len: payload.len() as u32,
             crc: crc32c::crc32c(&payload),
         };
-        let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
         frame.extend_from_slice(&header.encode());
         frame.extend_from_slice(&payload);
         let at = |offsets: Vec<usize>| -> Vec<u32> {
             offsets
                 .into_iter()
-                .map(|at| u32::try_from(FRAME_HEADER_LEN + at).expect("frames under 4 GiB"))
+                .map(|at| u32::try_from(FRAME_HEADER_BYTES + at).expect("frames under 4 GiB"))
                 .collect()
         };
         let slot = FrameSlot {
@@ -158,14 +149,14 @@ impl FrameSlot {
         for &at in &self.sent_at {
             frame[at as usize..at as usize + 8].copy_from_slice(&sent);
         }
-        let payload = &frame[FRAME_HEADER_LEN..];
+        let payload = &frame[FRAME_HEADER_BYTES..];
         let header = FrameHeader {
             flags: self.flags,
             batch_id,
             len: payload.len() as u32,
             crc: crc32c::crc32c_append(self.prefix_crc, &payload[self.tail..]),
         };
-        frame[..FRAME_HEADER_LEN].copy_from_slice(&header.encode());
+        frame[..FRAME_HEADER_BYTES].copy_from_slice(&header.encode());
     }
 }
 
@@ -442,7 +433,7 @@ mod tests {
     use super::*;
     use crate::event::Profile;
     use std::time::Duration;
-    use weir_operators::sources::ingest::wire::{encode_frame, FLAG_DEDUP};
+    use weir_protocol::{encode_frame, FLAG_DEDUP};
 
     fn config(batch: usize, dedup: bool) -> ConnConfig {
         ConnConfig {
@@ -465,9 +456,9 @@ mod tests {
     }
 
     fn decode(frame: &[u8]) -> (FrameHeader, Vec<WireEvent>) {
-        let header = FrameHeader::decode(frame[..FRAME_HEADER_LEN].try_into().unwrap()).unwrap();
+        let header = FrameHeader::decode(frame[..FRAME_HEADER_BYTES].try_into().unwrap()).unwrap();
         let mut payload = rkyv::util::AlignedVec::<16>::new();
-        payload.extend_from_slice(&frame[FRAME_HEADER_LEN..]);
+        payload.extend_from_slice(&frame[FRAME_HEADER_BYTES..]);
         assert_eq!(header.len as usize, payload.len());
         assert_eq!(
             crc32c::crc32c(&payload),
@@ -572,7 +563,7 @@ mod tests {
     #[test]
     fn pools_cover_the_keys_within_the_memory_cap() {
         let mut config = config(1000, false);
-        assert_eq!(pool_batches(&config), BASE_BATCHES);
+        assert_eq!(pool_batches(&config), POOL_BATCHES_BASE);
         config.batch = 1;
         config.keys = 10_000;
         // 4 draws per key over 2 connections.
@@ -581,7 +572,7 @@ mod tests {
         config.keys = 100_000_000;
         let batches = pool_batches(&config);
         assert!(
-            batches * 2 * 1000 * (150 + 48) <= MAX_POOL_BYTES,
+            batches * 2 * 1000 * (150 + 48) <= POOL_BYTES_MAX,
             "{batches}"
         );
         config.mode = Mode::Open { rate: 10_000.0 };

@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-/// The largest latency recorded (one hour, in microseconds); longer ones
-/// are recorded as this.
-const MAX_LATENCY_US: u64 = 3_600_000_000;
+use crate::limits::LATENCY_US_MAX;
 
 /// A latency histogram in microseconds with 3 significant digits.
 pub(crate) fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
 /// The run's clock and counters, shared by all connections.
@@ -142,7 +140,7 @@ impl Shared {
         let latency = now.saturating_duration_since(intended).as_micros();
         let latency = u64::try_from(latency)
             .unwrap_or(u64::MAX)
-            .min(MAX_LATENCY_US);
+            .min(LATENCY_US_MAX);
         let measured = self.measured(intended);
         let mut stats = self.stats();
         stats.tick.saturating_record_n(latency, events);

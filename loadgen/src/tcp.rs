@@ -14,11 +14,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weir_operators::sources::ingest::wire::{AckHeader, AckStatus, ACK_HEADER_LEN};
+use weir_protocol::{AckHeader, AckStatus, ACK_HEADER_BYTES};
 
+use crate::config::{ConnConfig, Mode};
+use crate::limits::{RECONNECT_INTERVAL_MS, WRITE_TIMEOUT_MS};
 use crate::pool::FramePool;
 use crate::stats::{wait_until, Shared};
-use crate::{ConnConfig, Mode};
 
 /// A frame sent and not yet acked.
 #[derive(Debug)]
@@ -134,177 +135,217 @@ impl Connection {
 }
 
 /// How long a write may block before the connection is given up.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_millis(WRITE_TIMEOUT_MS);
 
 /// Runs one connection until the end of the run.
 pub(crate) fn run_connection(
     config: Arc<ConnConfig>,
     shared: Arc<Shared>,
     conn: usize,
-    mut pool: FramePool,
+    pool: FramePool,
 ) {
-    let mut connection: Option<Connection> = None;
-    let mut last_connect: Option<Instant> = None;
-    let mut seq = 0u64;
-    // The next pooled frame, patched for its send time and batch id.
-    let mut build = |intended: Instant, seq: u64| {
-        let batch_id = config.batch_id(conn, seq);
-        (batch_id, pool.next(batch_id, shared.unix_ns(intended)))
+    let mut writer = Writer {
+        config,
+        shared,
+        conn,
+        pool,
+        seq: 0,
+        connection: None,
+        last_connect: None,
     };
+    match writer.config.mode {
+        Mode::Open { .. } => writer.run_open(),
+        Mode::Max { inflight } => writer.run_max(inflight),
+    }
+    if let Some(open) = writer.connection.take() {
+        open.close(&writer.shared);
+    }
+}
 
-    // Makes sure a live connection exists, reconnecting at most every
-    // 100 ms; `None` if there is none.
-    let mut ensure = |connection: &mut Option<Connection>| -> bool {
-        if let Some(open) = connection {
+/// One connection's writer: its frames, its connection (opened again
+/// when it fails) and where it is in its schedule.
+#[derive(Debug)]
+struct Writer {
+    config: Arc<ConnConfig>,
+    shared: Arc<Shared>,
+    conn: usize,
+    pool: FramePool,
+    /// The next batch's sequence number on this connection.
+    seq: u64,
+    connection: Option<Connection>,
+    last_connect: Option<Instant>,
+}
+
+impl Writer {
+    /// The next pooled frame, patched for its send time and batch id, with
+    /// its batch id.
+    fn next_frame(&mut self, intended: Instant) -> (u64, Arc<Vec<u8>>) {
+        let batch_id = self.config.batch_id(self.conn, self.seq);
+        self.seq += 1;
+        let frame = self.pool.next(batch_id, self.shared.unix_ns(intended));
+        (batch_id, frame)
+    }
+
+    /// Makes sure a live connection exists, reconnecting at most every
+    /// [`RECONNECT_INTERVAL_MS`]; `false` if there is none.
+    fn ensure(&mut self) -> bool {
+        if let Some(open) = &self.connection {
             if !open.session.lock().dead {
                 return true;
             }
-            if let Some(old) = connection.take() {
-                old.close(&shared);
+            if let Some(old) = self.connection.take() {
+                old.close(&self.shared);
             }
         }
         let now = Instant::now();
-        if last_connect.is_some_and(|at| now - at < Duration::from_millis(100)) {
+        let interval = Duration::from_millis(RECONNECT_INTERVAL_MS);
+        if self.last_connect.is_some_and(|at| now - at < interval) {
             return false;
         }
-        last_connect = Some(now);
-        match Connection::open(&config, &shared) {
+        self.last_connect = Some(now);
+        match Connection::open(&self.config, &self.shared) {
             Ok(open) => {
-                *connection = Some(open);
+                self.connection = Some(open);
                 true
             }
             Err(error) => {
-                if config.verbose {
+                if self.config.verbose {
                     eprintln!(
-                        "loadgen: connection {conn}: cannot connect to {}: {error}",
-                        config.addr
+                        "loadgen: connection {}: cannot connect to {}: {error}",
+                        self.conn, self.config.addr
                     );
                 }
                 false
             }
         }
-    };
+    }
 
-    match config.mode {
-        Mode::Open { .. } => {
-            while let Some(offset) = config.due(conn, seq) {
-                if shared.past_end(Instant::now()) {
-                    config.skip_rest(&shared, conn, seq);
-                    break;
-                }
-                let intended = shared.start + offset;
-                let (batch_id, frame) = build(intended, seq);
-                seq += 1;
-                wait_until(intended);
-                if !ensure(&mut connection) {
-                    shared.error(intended, "io");
-                    continue;
-                }
-                let open = connection.as_mut().expect("connected");
-                {
-                    let mut queue = open.session.lock();
-                    if queue.pending.len() >= config.max_backlog {
-                        drop(queue);
-                        shared.error(intended, "backlogged");
-                        continue;
-                    }
-                    queue.pending.push_back(Pending {
-                        batch_id,
-                        intended,
-                        events: config.batch as u64,
-                        frame: None,
-                    });
-                }
-                shared.sent(intended, config.batch as u64);
-                if open.write(&frame, &shared).is_err() {
-                    // The reader sees the connection fail and counts the
-                    // frames it loses.
-                    let _ = open.stream.shutdown(Shutdown::Both);
-                }
-            }
+    /// Writes `frame` on the open connection; on failure shuts the
+    /// connection down, and its reader counts the frames it loses.
+    fn write(&mut self, frame: &[u8]) {
+        let open = self.connection.as_mut().expect("connected");
+        if open.write(frame, &self.shared).is_err() {
+            let _ = open.stream.shutdown(Shutdown::Both);
         }
-        Mode::Max { inflight } => {
-            let end = shared.start + shared.end;
-            wait_until(shared.start);
-            loop {
-                if Instant::now() >= end {
-                    break;
-                }
-                if !ensure(&mut connection) {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                let open = connection.as_mut().expect("connected");
-                // Wait for a free slot or a retry that is due.
+    }
+
+    /// Open loop: sends every batch when it is due, whether or not earlier
+    /// ones were acked, until the schedule ends or the run's time is over.
+    fn run_open(&mut self) {
+        let (config, shared) = (self.config.clone(), self.shared.clone());
+        while let Some(offset) = config.due(self.conn, self.seq) {
+            if shared.past_end(Instant::now()) {
+                config.skip_rest(&shared, self.conn, self.seq);
+                break;
+            }
+            let intended = shared.start + offset;
+            let (batch_id, frame) = self.next_frame(intended);
+            wait_until(intended);
+            if !self.ensure() {
+                shared.error(intended, "io");
+                continue;
+            }
+            {
+                let open = self.connection.as_ref().expect("connected");
                 let mut queue = open.session.lock();
-                let mut retry = None;
-                loop {
-                    let now = Instant::now();
-                    if queue.dead || now >= end {
-                        break;
-                    }
-                    if let Some((_, not_before)) = queue.retry.front() {
-                        if *not_before <= now {
-                            retry = queue.retry.pop_front().map(|(pending, _)| pending);
-                            break;
-                        }
-                        let wait = (*not_before - now).min(end - now);
-                        queue = open
-                            .session
-                            .changed
-                            .wait_timeout(queue, wait)
-                            .unwrap_or_else(|poison| poison.into_inner())
-                            .0;
-                        continue;
-                    }
-                    if queue.pending.len() < inflight {
-                        break;
-                    }
-                    let wait = (end - now).min(Duration::from_millis(100));
-                    queue = open
-                        .session
-                        .changed
-                        .wait_timeout(queue, wait)
-                        .unwrap_or_else(|poison| poison.into_inner())
-                        .0;
-                }
-                if queue.dead || Instant::now() >= end {
-                    if let Some(retry) = retry {
-                        queue.retry.push_front((retry, Instant::now()));
-                    }
+                if queue.pending.len() >= config.max_backlog {
+                    drop(queue);
+                    shared.error(intended, "backlogged");
                     continue;
                 }
-                let frame = if let Some(retry) = retry {
-                    // The same frame, batch id included: nothing of it was
-                    // accepted.
-                    let frame = retry.frame.clone().expect("retries keep their frame");
-                    queue.pending.push_back(retry);
-                    drop(queue);
-                    frame
-                } else {
-                    drop(queue);
-                    let (batch_id, frame) = build(Instant::now(), seq);
-                    seq += 1;
-                    // Latency from the moment the frame is handed to the
-                    // socket: in closed-loop mode that is the intended time.
-                    let intended = Instant::now();
-                    open.session.lock().pending.push_back(Pending {
-                        batch_id,
-                        intended,
-                        events: config.batch as u64,
-                        frame: Some(frame.clone()),
-                    });
-                    shared.sent(intended, config.batch as u64);
-                    frame
-                };
-                if open.write(&frame, &shared).is_err() {
-                    let _ = open.stream.shutdown(Shutdown::Both);
-                }
+                queue.pending.push_back(Pending {
+                    batch_id,
+                    intended,
+                    events: config.batch as u64,
+                    frame: None,
+                });
+            }
+            shared.sent(intended, config.batch as u64);
+            self.write(&frame);
+        }
+    }
+
+    /// Closed loop: keeps `inflight` frames outstanding until the end of
+    /// the run, resending overloaded ones when the server said to.
+    fn run_max(&mut self, inflight: usize) {
+        let end = self.shared.start + self.shared.end;
+        wait_until(self.shared.start);
+        while Instant::now() < end {
+            if !self.ensure() {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if let Some(frame) = self.next_max_frame(inflight, end) {
+                self.write(&frame);
             }
         }
     }
-    if let Some(open) = connection.take() {
-        open.close(&shared);
+
+    /// The next frame to send in closed-loop mode, once a slot is free or
+    /// a retry is due: the retried frame, or a fresh one; either is pending
+    /// on the connection when this returns. `None` if the connection died
+    /// or the run ended meanwhile.
+    fn next_max_frame(&mut self, inflight: usize, end: Instant) -> Option<Arc<Vec<u8>>> {
+        let session = self.connection.as_ref().expect("connected").session.clone();
+        let (mut queue, retry) = wait_for_slot(&session, inflight, end);
+        if queue.dead || Instant::now() >= end {
+            if let Some(retry) = retry {
+                queue.retry.push_front((retry, Instant::now()));
+            }
+            return None;
+        }
+        if let Some(retry) = retry {
+            // The same frame, batch id included: nothing of it was
+            // accepted.
+            let frame = retry.frame.clone().expect("retries keep their frame");
+            queue.pending.push_back(retry);
+            return Some(frame);
+        }
+        drop(queue);
+        let (batch_id, frame) = self.next_frame(Instant::now());
+        // Latency from the moment the frame is handed to the socket: in
+        // closed-loop mode that is the intended time.
+        let intended = Instant::now();
+        session.lock().pending.push_back(Pending {
+            batch_id,
+            intended,
+            events: self.config.batch as u64,
+            frame: Some(frame.clone()),
+        });
+        self.shared.sent(intended, self.config.batch as u64);
+        Some(frame)
+    }
+}
+
+/// Waits until fewer than `inflight` frames are pending or a retry is due
+/// (and takes it), or until the connection dies or the run ends at `end`.
+fn wait_for_slot(
+    session: &Session,
+    inflight: usize,
+    end: Instant,
+) -> (MutexGuard<'_, Queue>, Option<Pending>) {
+    let mut queue = session.lock();
+    loop {
+        let now = Instant::now();
+        if queue.dead || now >= end {
+            return (queue, None);
+        }
+        let wait = if let Some((_, not_before)) = queue.retry.front() {
+            if *not_before <= now {
+                let retry = queue.retry.pop_front().map(|(pending, _)| pending);
+                return (queue, retry);
+            }
+            (*not_before - now).min(end - now)
+        } else if queue.pending.len() < inflight {
+            return (queue, None);
+        } else {
+            (end - now).min(Duration::from_millis(100))
+        };
+        queue = session
+            .changed
+            .wait_timeout(queue, wait)
+            .unwrap_or_else(|poison| poison.into_inner())
+            .0;
     }
 }
 
@@ -342,7 +383,7 @@ fn read_loop(
     shared: &Shared,
     config: &ConnConfig,
 ) -> io::Result<()> {
-    let mut header = [0u8; ACK_HEADER_LEN];
+    let mut header = [0u8; ACK_HEADER_BYTES];
     let mut detail = Vec::new();
     loop {
         match stream.read_exact(&mut header) {

@@ -12,9 +12,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use weir_loadgen::{read_hgrm, run, Args};
-use weir_operators::sources::ingest::wire::{
-    AckHeader, AckStatus, FrameHeader, WireEvent, FLAG_DEDUP, FRAME_HEADER_LEN,
-};
+use weir_protocol::{AckHeader, AckStatus, FrameHeader, WireEvent, FLAG_DEDUP, FRAME_HEADER_BYTES};
 
 /// What a fake server saw.
 #[derive(Default)]
@@ -53,7 +51,7 @@ fn serve_tcp(mut stream: TcpStream, seen: &Seen, answer: Answer) {
     let mut writer = stream.try_clone().unwrap();
     let mut frames = 0u64;
     loop {
-        let mut header = [0u8; FRAME_HEADER_LEN];
+        let mut header = [0u8; FRAME_HEADER_BYTES];
         if stream.read_exact(&mut header).is_err() {
             return;
         }

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use weir_operators::config::{build_graph, parse};
 use weir_operators::sinks::file::STAGING_DIRECTORY;
-use weir_operators::sources::ingest::wire::{
-    self, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN,
-};
+use weir_protocol::{self as wire, AckHeader, AckStatus, WireEvent, ACK_HEADER_BYTES};
 use weir_runtime::{Running, Runtime};
 
 fn free_port() -> u16 {
@@ -362,7 +360,7 @@ fn send_frame(stream: &mut TcpStream, frame: &[u8]) -> (AckHeader, String) {
 }
 
 fn read_ack(stream: &mut TcpStream) -> (AckHeader, String) {
-    let mut header = [0u8; ACK_HEADER_LEN];
+    let mut header = [0u8; ACK_HEADER_BYTES];
     stream.read_exact(&mut header).expect("ack header");
     let ack = AckHeader::decode(&header).expect("an ack");
     let mut detail = vec![0; ack.detail_len as usize];
@@ -433,7 +431,7 @@ fn tcp_acknowledges_durable_frames_and_rejects_bad_ones() {
     // Too large: refused from the header.
     let mut stream = connect(addr);
     let big = wire::encode_frame(0, 10, &events("big", 2000));
-    let (ack, detail) = send_frame(&mut stream, &big[..wire::FRAME_HEADER_LEN]);
+    let (ack, detail) = send_frame(&mut stream, &big[..wire::FRAME_HEADER_BYTES]);
     assert_eq!(ack.status, AckStatus::Rejected);
     assert!(detail.contains("exceeds the limit of 65536"), "{detail}");
 

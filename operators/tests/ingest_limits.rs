@@ -25,10 +25,8 @@ use weir_operators::sinks::ForEach;
 use weir_operators::sources::generator::GeneratedEvent;
 use weir_operators::sources::ingest::http::HttpOptions;
 use weir_operators::sources::ingest::limits::payload_bytes_max;
-use weir_operators::sources::ingest::wire::{
-    self, AckHeader, AckStatus, WireEvent, ACK_HEADER_LEN,
-};
 use weir_operators::sources::ingest::{IngestOptions, IngestSource, Mesh, Protocol};
+use weir_protocol::{self as wire, AckHeader, AckStatus, WireEvent, ACK_HEADER_BYTES};
 use weir_runtime::{ArchivedRecord, GraphBuilder, Partition, Running, Runtime};
 
 /// How long the server may take to do what a test waits for.
@@ -310,7 +308,7 @@ fn send_frame(stream: &mut TcpStream, frame: &[u8]) -> (AckHeader, String) {
 }
 
 fn read_ack(stream: &mut TcpStream) -> (AckHeader, String) {
-    let mut header = [0u8; ACK_HEADER_LEN];
+    let mut header = [0u8; ACK_HEADER_BYTES];
     stream.read_exact(&mut header).expect("ack header");
     let ack = AckHeader::decode(&header).expect("an ack");
     let mut detail = vec![0; ack.detail_len as usize];

@@ -59,7 +59,6 @@ mod queue;
 mod record;
 mod socket;
 pub mod tcp;
-pub mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};

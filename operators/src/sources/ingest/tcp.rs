@@ -1,5 +1,5 @@
 //! The `tcp` source's connections: the native binary protocol of
-//! `docs/protocol.md` ([`wire`](super::wire)).
+//! `docs/protocol.md` ([`weir_protocol`]).
 //!
 //! Each connection has a reader task and a writer task. The reader checks a
 //! frame completely (header, length limit before reading the payload,
@@ -34,14 +34,14 @@ use std::time::Duration;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use rkyv::vec::ArchivedVec;
+use weir_protocol::{
+    AckHeader, AckStatus, ArchivedWireEvent, FrameHeader, FLAG_DEDUP, FRAME_HEADER_BYTES,
+};
 
 use super::limits::{ListenerLimits, REQUEST_BYTES_DEFAULT};
 use super::listener::Slot;
 use super::metrics::Timeout;
 use super::socket::{discard, read_growing, Deadline, ReadError, Socket};
-use super::wire::{
-    AckHeader, AckStatus, ArchivedWireEvent, FrameHeader, FLAG_DEDUP, FRAME_HEADER_LEN,
-};
 use super::{
     enqueue, Checked, EventRef, IngestOptions, IngestQueue, Payload, PendingReply, Refused,
     ServeFn, Settled, Tasks,
@@ -226,10 +226,10 @@ impl Reader {
     /// timeout.
     async fn next_header(&self) -> Result<FrameHeader, Stop> {
         let limits = &self.settings.limits;
-        let mut bytes = [0u8; FRAME_HEADER_LEN];
+        let mut bytes = [0u8; FRAME_HEADER_BYTES];
         let mut filled = self.first_bytes(&mut bytes).await?;
         let deadline = Deadline::after_ms(limits.header_timeout_ms);
-        while filled < FRAME_HEADER_LEN {
+        while filled < FRAME_HEADER_BYTES {
             match self
                 .socket
                 .read_within(&mut bytes[filled..], deadline.left())

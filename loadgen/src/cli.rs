@@ -1,0 +1,240 @@
+//! The command line: the options of a run ([`Args`]), the `weir loadgen`
+//! command with its `plot` subcommand ([`Cli`]), and the parsers of
+//! durations and rates that other commands of weir share.
+//!
+//! Parsing only checks each option alone; what options mean together (a
+//! mode, a target) is checked when a run starts (`config.rs`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::event::Profile;
+use crate::limits::{BACKLOG_FRAMES_DEFAULT, CONNECTIONS_MAX};
+use crate::{plot_svg, read_hgrm, run};
+
+/// Options of a load generator run.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadgen")]
+pub struct Args {
+    /// Where to send: `tcp://HOST:PORT` (native protocol) or
+    /// `http://HOST:PORT/PATH` (HTTP ingest; PATH defaults to `/events`).
+    #[arg(long, required = true)]
+    pub target: Option<String>,
+    /// The kind of events.
+    #[arg(long, value_enum, default_value_t = Profile::Access)]
+    pub profile: Profile,
+    /// Bytes per event on the wire (key + body; over HTTP the whole JSON
+    /// line), reached by padding or truncating the body.
+    #[arg(long, default_value_t = 100)]
+    pub record_bytes: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Seed of the event generator: the same seed sends the same events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Events per second over all connections (open-loop mode); accepts
+    /// `k` and `M` suffixes (`50k`, `1.5M`).
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Connections.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=CONNECTIONS_MAX))]
+    pub connections: u64,
+    /// Events per frame (tcp) or request (http).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    /// Closed-loop mode: send as fast as acks allow, keeping `--inflight`
+    /// batches outstanding per connection, to find saturation throughput.
+    #[arg(long)]
+    pub max: bool,
+    /// Batches outstanding per connection in `--max` mode (default 4 for
+    /// tcp, 1 for http; http supports only 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub inflight: Option<u64>,
+    /// How long to measure (`10s`, `500ms`, `2m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How long to run before measuring; excluded from histograms and
+    /// totals.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// How long to wait for outstanding acks after the last send.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Ask the server to deduplicate batches (tcp `FLAG_DEDUP`, http
+    /// `Weir-Batch-Id`).
+    #[arg(long)]
+    pub dedup: bool,
+    /// Bearer token for HTTP ingest.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Most unacked frames per tcp connection; a batch due while this many
+    /// are outstanding is skipped and counted as `backlogged`.
+    #[arg(long, default_value_t = BACKLOG_FRAMES_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_backlog: u64,
+    /// Write the latency percentile distribution (`.hgrm`, milliseconds)
+    /// here.
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (one histogram per second,
+    /// microseconds) here.
+    #[arg(long)]
+    pub interval_log: Option<PathBuf>,
+    /// Write an SVG latency-by-percentile plot here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No progress lines or diagnostics on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The `weir loadgen` command line: a run, or `plot`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Cli {
+    /// A subcommand instead of a run.
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+    /// The run's options.
+    #[command(flatten)]
+    pub args: Args,
+}
+
+/// `weir loadgen` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CliCommand {
+    /// Overlay the latency distributions of several runs (`.hgrm` files)
+    /// in one SVG plot.
+    Plot {
+        /// `.hgrm` files, one line each (named after the file).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The SVG file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+/// Runs the `weir loadgen` command line: a run (printing its summary table
+/// on stdout) or a subcommand.
+pub fn cli_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(CliCommand::Plot { files, output }) => plot_files(&files, &output),
+        None => {
+            let summary = run(cli.args)?;
+            print!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+/// Reads `.hgrm` files and writes their overlaid plot to `output`.
+pub fn plot_files(files: &[PathBuf], output: &Path) -> Result<()> {
+    let mut runs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let rows = read_hgrm(&text);
+        if rows.is_empty() {
+            bail!("{} holds no percentile distribution", file.display());
+        }
+        let name = file
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string());
+        runs.push((name, rows.iter().map(|&(v, p, _)| (p, v)).collect()));
+    }
+    std::fs::write(output, plot_svg(&runs))
+        .with_context(|| format!("cannot write {}", output.display()))
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?} (try 10s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1e3,
+        "us" | "µs" => number / 1e6,
+        "ns" => number / 1e9,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("bad duration unit in {text:?} (try s, ms, m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|error| format!("bad duration {text:?}: {error}"))
+}
+
+/// Parses an events/s rate: `5000`, `50k`, `1.5M`.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let (number, factor) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&text[..i], 1e6),
+        _ => (text, 1.0),
+    };
+    let rate = number
+        .parse::<f64>()
+        .map_err(|_| format!("bad rate {text:?} (try 5000, 50k, 1.5M)"))?
+        * factor;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err(format!("the rate must be positive, not {text:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_and_rates() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert_eq!(parse_rate("50k"), Ok(50_000.0));
+        assert_eq!(parse_rate("1.5M"), Ok(1_500_000.0));
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        let args = Args::try_parse_from([
+            "loadgen",
+            "--target",
+            "tcp://127.0.0.1:1",
+            "--rate",
+            "10k",
+            "--duration",
+            "3s",
+            "--profile",
+            "flow",
+        ])
+        .unwrap();
+        assert_eq!(args.rate, Some(10_000.0));
+        assert_eq!(args.duration, Duration::from_secs(3));
+        assert_eq!(args.profile, Profile::Flow);
+        assert_eq!(args.max_backlog, BACKLOG_FRAMES_DEFAULT);
+        assert!(Args::try_parse_from(["loadgen", "--rate", "1"]).is_err());
+        let too_many = (CONNECTIONS_MAX + 1).to_string();
+        let connections = [
+            "loadgen",
+            "--target",
+            "tcp://h:1",
+            "--connections",
+            &too_many,
+        ];
+        assert!(Args::try_parse_from(connections).is_err());
+    }
+}
