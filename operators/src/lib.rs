@@ -12,6 +12,7 @@
 //! Records used across operators live in [`records`].
 #![warn(missing_docs)]
 
+pub mod component;
 pub mod config;
 pub mod duration;
 pub mod expr;

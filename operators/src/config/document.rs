@@ -17,7 +17,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind, Source};
-use super::model::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
+use super::model::PipelineConfig;
+use super::registry::{ProcessorConfig, SinkConfig, SourceConfig};
 
 /// The sections a pipeline file may have, besides `runtime`.
 pub(crate) const SECTIONS: [&str; 3] = ["sources", "processors", "sinks"];
@@ -54,10 +55,6 @@ impl Spans {
             .unwrap_or_else(|| NONE.get_or_init(ComponentSpans::default))
     }
 }
-
-/// The processor types, for errors.
-const PROCESSOR_TYPES: &str =
-    "one of `filter`, `map`, `route`, `parse`, `enrich`, `dedup`, `window`, `threshold`";
 
 /// One component's table, split from its `type`.
 struct Component<'i> {
@@ -148,116 +145,22 @@ fn read_component(
             message,
         )
     };
-    match (section, kind.get_ref().as_str()) {
-        ("sources", "generator") => {
-            // `profile` picks the realistic generator; `keys` the keyed one.
-            let profile = body
-                .get_ref()
-                .as_table()
-                .is_some_and(|table| table.contains_key("profile"));
-            let generator = if profile {
-                SourceConfig::Profile(deserialize(source, body, &path)?)
-            } else {
-                SourceConfig::Generator(deserialize(source, body, &path)?)
-            };
-            config.sources.insert(name, generator);
+    let kind = kind.get_ref().as_str();
+    match section {
+        "sources" => {
+            let read = SourceConfig::read(kind, body, source, &path);
+            let component = read.ok_or_else(|| unknown(SourceConfig::EXPECTED))??;
+            config.sources.insert(name, component);
         }
-        ("sources", "file") => {
-            let file = deserialize(source, body, &path)?;
-            config.sources.insert(name, SourceConfig::File(file));
-        }
-        ("sources", kind @ ("tcp" | "http")) => {
-            let ingest = deserialize(source, body, &path)?;
-            let ingest = if kind == "tcp" {
-                SourceConfig::Tcp(ingest)
-            } else {
-                SourceConfig::Http(ingest)
-            };
-            config.sources.insert(name, ingest);
-        }
-        ("sources", _) => return Err(unknown("`generator`, `file`, `tcp` or `http`")),
-        ("processors", "window") => {
-            // `size_ms`: the keyed count over generator events; otherwise
-            // windows over rows.
-            let keyed = body
-                .get_ref()
-                .as_table()
-                .is_some_and(|table| table.contains_key("size_ms"));
-            let window = if keyed {
-                ProcessorConfig::Window(deserialize(source, body, &path)?)
-            } else {
-                ProcessorConfig::RowWindow(deserialize(source, body, &path)?)
-            };
-            config.processors.insert(name, window);
-        }
-        ("processors", "filter") => {
-            let filter = deserialize(source, body, &path)?;
-            let filter = ProcessorConfig::Filter(filter);
-            config.processors.insert(name, filter);
-        }
-        ("processors", "map") => {
-            let map = deserialize(source, body, &path)?;
-            config.processors.insert(name, ProcessorConfig::Map(map));
-        }
-        ("processors", "route") => {
-            let route = deserialize(source, body, &path)?;
-            config
-                .processors
-                .insert(name, ProcessorConfig::Route(route));
-        }
-        ("processors", "threshold") => {
-            let threshold = deserialize(source, body, &path)?;
-            let threshold = ProcessorConfig::Threshold(threshold);
-            config.processors.insert(name, threshold);
-        }
-        ("processors", "parse") => {
-            let parse = deserialize(source, body, &path)?;
-            config
-                .processors
-                .insert(name, ProcessorConfig::Parse(parse));
-        }
-        ("processors", "enrich") => {
-            let enrich = deserialize(source, body, &path)?;
-            let enrich = ProcessorConfig::Enrich(enrich);
-            config.processors.insert(name, enrich);
-        }
-        ("processors", "dedup") => {
-            let dedup = deserialize(source, body, &path)?;
-            config
-                .processors
-                .insert(name, ProcessorConfig::Dedup(dedup));
-        }
-        ("processors", _) => return Err(unknown(PROCESSOR_TYPES)),
-        ("sinks", "file") => {
-            let file = deserialize(source, body, &path)?;
-            config.sinks.insert(name, SinkConfig::File(file));
-        }
-        ("sinks", "prometheus") => {
-            let prometheus = deserialize(source, body, &path)?;
-            config
-                .sinks
-                .insert(name, SinkConfig::Prometheus(prometheus));
-        }
-        ("sinks", "stdout") => {
-            let stdout = deserialize(source, body, &path)?;
-            config.sinks.insert(name, SinkConfig::Stdout(stdout));
-        }
-        ("sinks", "blackhole") => {
-            let blackhole = deserialize(source, body, &path)?;
-            config.sinks.insert(name, SinkConfig::Blackhole(blackhole));
-        }
-        ("sinks", "webhook") => {
-            let webhook = deserialize(source, body, &path)?;
-            config.sinks.insert(name, SinkConfig::Webhook(webhook));
-        }
-        ("sinks", "postgres") => {
-            let postgres = deserialize(source, body, &path)?;
-            config.sinks.insert(name, SinkConfig::Postgres(postgres));
+        "processors" => {
+            let read = ProcessorConfig::read(kind, body, source, &path);
+            let component = read.ok_or_else(|| unknown(ProcessorConfig::EXPECTED))??;
+            config.processors.insert(name, component);
         }
         _ => {
-            return Err(unknown(
-                "one of `file`, `stdout`, `blackhole`, `webhook`, `postgres`, `prometheus`",
-            ))
+            let read = SinkConfig::read(kind, body, source, &path);
+            let component = read.ok_or_else(|| unknown(SinkConfig::EXPECTED))??;
+            config.sinks.insert(name, component);
         }
     }
     Ok(())
@@ -375,7 +278,7 @@ fn record_spans(spans: &mut Spans, path: &str, name: Range<usize>, value: &Spann
 }
 
 /// Deserializes one component (or `runtime`), naming it in errors.
-fn deserialize<T: DeserializeOwned>(
+pub(crate) fn deserialize<T: DeserializeOwned>(
     source: &Source<'_>,
     value: Spanned<DeValue<'_>>,
     component: &str,

@@ -66,17 +66,21 @@ mod error;
 mod graph;
 mod model;
 mod plan;
+mod registry;
 mod validate;
 mod yaml;
 
 use std::io::Read;
 use std::path::Path;
 
+pub use crate::generator::GeneratorConfig;
+pub use crate::ingest::IngestConfig;
+pub use crate::window::{Aggregate, WindowConfig};
 pub use error::{ConfigError, ConfigErrorKind, Location};
 pub use graph::{build_graph, build_graph_named};
 pub use model::{
-    Aggregate, FileFormat, FileSinkConfig, GeneratorConfig, PipelineConfig, ProcessorConfig,
-    RuntimeConfig, SinkConfig, SourceConfig, WindowConfig, EPOCH_INTERVAL_MS_DEFAULT,
+    FileFormat, FileSinkConfig, PipelineConfig, ProcessorConfig, RuntimeConfig, SinkConfig,
+    SourceConfig, EPOCH_INTERVAL_MS_DEFAULT,
 };
 
 /// The largest pipeline file read, in bytes: a pipeline is a handful of

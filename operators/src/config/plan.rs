@@ -1,22 +1,23 @@
 //! The pipeline's streams: what records every component's outputs carry,
-//! worked out in dataflow order, and each component checked against the
-//! schema of its input.
+//! worked out in dataflow order, and each component checked against what
+//! its inputs carry.
 //!
 //! [`plan`] visits sources, then processors in an order where every input
 //! comes first, then sinks. For each it resolves the `inputs` entries
 //! (`NAME` for a main output, `NAME.PORT` for a side output such as
 //! `split.errors` or `parse.dead_letter`), checks that all inputs carry the
-//! same records, and builds the component's operator spec from its input
-//! schema: a missing field, a type mismatch or a bad expression becomes a
+//! same records and what the component reads ([`Component::reads`]), and
+//! lets the component plan itself against them ([`Component::plan`]): a
+//! missing field, a type mismatch or a bad expression becomes a
 //! [`PlanError`] naming the option. [`validate`](super::validate) turns the
 //! errors into located [`ConfigError`](super::ConfigError)s; `build_graph`
-//! turns the plan into runtime nodes.
+//! adds each planned component's node to the runtime graph. Nothing here
+//! knows a concrete component.
 //!
-//! Three kinds of stream exist: the events of the `generator`, `tcp` and
-//! `http` sources ([`GeneratedEvent`](crate::generator::GeneratedEvent)),
-//! the rows of a `size_ms` window ([`WindowRow`](crate::sink::file::WindowRow)),
-//! and schema-typed [`Row`](crate::row::Row)s, which every other processor
-//! reads and writes. A row reader fed events gets them through an
+//! Three kinds of stream exist ([`Stream`]): the events of the
+//! `generator`, `tcp` and `http` sources, the rows of a `size_ms` window,
+//! and schema-typed rows, which every other processor reads and writes. A
+//! row reader fed events gets them through an
 //! [`EventRows`](crate::row::EventRows) adapter (schema
 //! [`event_schema`](crate::row::event_schema)).
 
@@ -24,30 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::error::ConfigErrorKind;
-use super::model::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
-use crate::row::{event_schema, OptionError, Schema, SchemaRef};
-use crate::transform::{filter, map, route, threshold};
-
-/// What records a stream carries.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Stream {
-    /// Generator or ingest events.
-    Events,
-    /// Rows of a `size_ms` window.
-    WindowRows,
-    /// Schema-typed rows.
-    Rows(SchemaRef),
-}
-
-impl Stream {
-    fn describe(&self) -> String {
-        match self {
-            Stream::Events => "generator or ingest events".into(),
-            Stream::WindowRows => "rows of a `size_ms` window".into(),
-            Stream::Rows(schema) => format!("rows of {}", schema.describe()),
-        }
-    }
-}
+use super::model::PipelineConfig;
+use crate::component::{Component, Input, Node, Output, PlanContext, Reads, Stream};
+use crate::row::{event_schema, OptionError};
 
 /// A problem found while planning, located by option or input entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,49 +42,7 @@ pub(crate) struct PlanError {
     pub(crate) message: String,
 }
 
-/// One resolved `inputs` entry: the runtime node and port it reads.
-#[derive(Debug, Clone)]
-pub(crate) struct Input {
-    /// The runtime node (a component's name, or an adapter's).
-    pub(crate) node: String,
-    /// The node's output port.
-    pub(crate) port: usize,
-}
-
-/// One readable output of a component.
-#[derive(Debug, Clone)]
-pub(crate) struct Output {
-    /// The port's name: empty for the main output.
-    pub(crate) name: String,
-    pub(crate) port: usize,
-    pub(crate) stream: Stream,
-}
-
-/// The operator a component runs, built against its input.
-#[derive(Debug, Clone)]
-pub(crate) enum Op {
-    /// Built from the configuration by `build_graph` (sources, `size_ms`
-    /// windows, sinks of events or window rows).
-    FromConfig,
-    Filter(filter::FilterSpec),
-    Map(map::MapSpec),
-    Route(route::RouteSpec),
-    Threshold(threshold::ThresholdSpec),
-    Profile(crate::generator::ProfileSpec),
-    FileSource(crate::source::file::FileSpec),
-    RowWindow(crate::window::rows::RowWindowSpec),
-    Parse(crate::process::parse::ParseSpec),
-    Enrich(crate::process::enrich::EnrichSpec),
-    Dedup(crate::process::dedup::DedupSpec),
-    RowFile(crate::sink::rows::RowFileSpec),
-    Stdout(crate::sink::rows::StdoutSpec),
-    Blackhole(crate::sink::rows::BlackholeSpec),
-    Webhook(crate::sink::webhook::WebhookSpec),
-    Postgres(crate::sink::postgres::PostgresSpec),
-}
-
 /// A planned component.
-#[derive(Debug, Clone)]
 pub(crate) struct Planned {
     /// `SECTION.NAME`.
     pub(crate) path: String,
@@ -112,7 +50,20 @@ pub(crate) struct Planned {
     /// What every input carries (`None` for a source).
     pub(crate) input: Option<Stream>,
     pub(crate) outputs: Vec<Output>,
-    pub(crate) op: Op,
+    /// Its runtime node; `None` when its plan failed but its outputs are
+    /// known (only so its readers are checked: nothing is built then).
+    pub(crate) node: Option<Box<dyn Node>>,
+}
+
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planned")
+            .field("path", &self.path)
+            .field("inputs", &self.inputs)
+            .field("input", &self.input)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The plan of a whole pipeline.
@@ -126,13 +77,6 @@ pub(crate) struct Plan {
     pub(crate) adapters: BTreeSet<String>,
 }
 
-/// The name of the side output where records that could not be read or
-/// parsed go (`NAME.dead_letter`).
-pub(crate) const DEAD_LETTER: &str = "dead_letter";
-
-/// The name of a window's side output of late events (`NAME.late`).
-pub(crate) const LATE: &str = "late";
-
 /// The runtime node turning source `source`'s events into rows.
 pub(crate) fn adapter_name(source: &str) -> String {
     format!("{source}:rows")
@@ -140,20 +84,21 @@ pub(crate) fn adapter_name(source: &str) -> String {
 
 /// Plans `config`; components whose inputs failed are skipped, so every
 /// error is a first-hand one.
-pub(crate) fn plan(config: &PipelineConfig) -> (Plan, Vec<PlanError>) {
+pub(crate) fn plan(config: &PipelineConfig, pipeline: &str) -> (Plan, Vec<PlanError>) {
     let mut planner = Planner {
         plan: Plan::default(),
         errors: Vec::new(),
         failed: BTreeSet::new(),
+        pipeline,
     };
     for (name, source) in &config.sources {
-        planner.source(name, source);
+        planner.component("sources", name, source.component());
     }
     for name in processor_order(config) {
-        planner.processor(&name, &config.processors[&name]);
+        planner.component("processors", &name, config.processors[&name].component());
     }
     for (name, sink) in &config.sinks {
-        planner.sink(name, sink);
+        planner.component("sinks", name, sink.component());
     }
     (planner.plan, planner.errors)
 }
@@ -189,24 +134,16 @@ pub(crate) fn component_of(input: &str) -> &str {
     input.split_once('.').map_or(input, |(name, _)| name)
 }
 
-struct Planner {
+struct Planner<'p> {
     plan: Plan,
     errors: Vec<PlanError>,
     /// Components that failed: their readers are not checked further.
     failed: BTreeSet<String>,
+    /// The pipeline's name (the file's stem).
+    pipeline: &'p str,
 }
 
-/// What a component wants to read.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Wants {
-    Rows,
-    Events,
-    /// Any one stream kind (file sinks).
-    Any,
-    WindowRows,
-}
-
-impl Planner {
+impl Planner<'_> {
     fn fail_at(
         &mut self,
         path: &str,
@@ -241,37 +178,55 @@ impl Planner {
         self.plan.components.insert(name.to_owned(), planned);
     }
 
-    fn source(&mut self, name: &str, source: &SourceConfig) {
-        let path = format!("sources.{name}");
-        let built = match source {
-            SourceConfig::Generator(_) | SourceConfig::Tcp(_) | SourceConfig::Http(_) => {
-                Ok((Op::FromConfig, vec![main(Stream::Events)]))
-            }
-            SourceConfig::Profile(config) => crate::generator::profiles::build(config)
-                .map(|(spec, schema)| (Op::Profile(spec), vec![rows(schema)])),
-            SourceConfig::File(config) => {
-                crate::source::file::build(config).map(|(spec, schema)| {
-                    let dead = Output {
-                        name: DEAD_LETTER.to_owned(),
-                        port: 1,
-                        stream: Stream::Rows(Arc::new(crate::source::file::dead_letter_schema())),
-                    };
-                    (Op::FileSource(spec), vec![rows(schema), dead])
-                })
+    /// Plans component `name` of `section`: resolves its inputs, then lets
+    /// it check its options against what they carry.
+    fn component(&mut self, section: &str, name: &str, component: &dyn Component) {
+        let path = format!("{section}.{name}");
+        let reads = component.reads();
+        let (inputs, input) = if reads == Reads::Nothing {
+            (Vec::new(), None)
+        } else {
+            match self.inputs(&path, component.inputs(), reads) {
+                Some((inputs, stream)) => (inputs, Some(stream)),
+                None => return,
             }
         };
-        match built {
-            Ok((op, outputs)) => self.add(
-                name,
-                Planned {
+        let context = PlanContext {
+            name,
+            input: input.as_ref(),
+            pipeline: self.pipeline,
+        };
+        match component.plan(&context) {
+            Ok(planned) => {
+                let planned = Planned {
                     path,
-                    inputs: Vec::new(),
-                    input: None,
-                    outputs,
-                    op,
-                },
-            ),
-            Err(error) => self.option_error(&path, error),
+                    inputs,
+                    input,
+                    outputs: planned.outputs,
+                    node: Some(planned.node),
+                };
+                self.add(name, planned);
+            }
+            Err(error) => {
+                self.option_error(&path, error);
+                // A component whose output schema does not depend on the
+                // failed option still lets its readers be checked, so one
+                // pass reports their errors too. Nothing is built.
+                let Some(Stream::Rows(schema)) = &input else {
+                    return;
+                };
+                if let Some(outputs) = component.outputs_despite_error(schema) {
+                    self.failed.remove(name);
+                    let planned = Planned {
+                        path,
+                        inputs,
+                        input,
+                        outputs,
+                        node: None,
+                    };
+                    self.add(name, planned);
+                }
+            }
         }
     }
 
@@ -281,7 +236,7 @@ impl Planner {
         &mut self,
         path: &str,
         inputs: &[String],
-        wants: Wants,
+        wants: Reads,
     ) -> Option<(Vec<Input>, Stream)> {
         let mut resolved = Vec::with_capacity(inputs.len());
         let mut common: Option<(usize, Stream)> = None;
@@ -327,14 +282,14 @@ impl Planner {
                 continue;
             };
             let (node, stream) = match (&output.stream, wants) {
-                (Stream::Events, Wants::Rows) => {
+                (Stream::Events, Reads::Rows) => {
                     self.plan.adapters.insert(component.to_owned());
                     (
                         adapter_name(component),
                         Stream::Rows(Arc::new(event_schema())),
                     )
                 }
-                (Stream::WindowRows, Wants::Rows) => {
+                (Stream::WindowRows, Reads::Rows) => {
                     let message = format!(
                         "input `{input}` carries the rows of a `size_ms` window, which only \
                          `file` and `prometheus` sinks read; write the window with `size` \
@@ -350,9 +305,9 @@ impl Planner {
                     ok = false;
                     continue;
                 }
-                (Stream::Rows(_) | Stream::WindowRows, Wants::Events)
-                | (Stream::Events | Stream::Rows(_), Wants::WindowRows) => {
-                    let expected = if wants == Wants::Events {
+                (Stream::Rows(_) | Stream::WindowRows, Reads::Events)
+                | (Stream::Events | Stream::Rows(_), Reads::WindowRows) => {
+                    let expected = if wants == Reads::Events {
                         "generator or ingest events"
                     } else {
                         "rows of a `size_ms` window"
@@ -407,198 +362,4 @@ impl Planner {
         }
         common.map(|(_, stream)| (resolved, stream))
     }
-
-    fn processor(&mut self, name: &str, processor: &ProcessorConfig) {
-        let path = format!("processors.{name}");
-        let wants = match processor {
-            ProcessorConfig::Window(_) => Wants::Events,
-            _ => Wants::Rows,
-        };
-        let Some((inputs, stream)) = self.inputs(&path, processor.inputs(), wants) else {
-            return;
-        };
-        let schema = match &stream {
-            Stream::Rows(schema) => schema.clone(),
-            _ => Arc::new(Schema::default()),
-        };
-        let built: Result<(Op, Vec<Output>), OptionError> = match processor {
-            ProcessorConfig::Window(_) => Ok((Op::FromConfig, vec![main(Stream::WindowRows)])),
-            ProcessorConfig::RowWindow(config) => {
-                crate::window::rows::build(config, &schema).map(|(spec, out)| {
-                    let late = Output {
-                        name: LATE.to_owned(),
-                        port: 1,
-                        stream: Stream::Rows(schema.clone()),
-                    };
-                    (Op::RowWindow(spec), vec![rows(out), late])
-                })
-            }
-            ProcessorConfig::Filter(config) => filter::build(config, &schema)
-                .map(|(spec, out)| (Op::Filter(spec), vec![rows(out)])),
-            ProcessorConfig::Map(config) => {
-                map::build(config, &schema).map(|(spec, out)| (Op::Map(spec), vec![rows(out)]))
-            }
-            ProcessorConfig::Route(config) => route::build(config, &schema).map(|(spec, out)| {
-                let out = Arc::new(out);
-                let outputs = spec
-                    .ports()
-                    .into_iter()
-                    .map(|(name, port)| Output {
-                        name,
-                        port,
-                        stream: Stream::Rows(out.clone()),
-                    })
-                    .collect();
-                (Op::Route(spec), outputs)
-            }),
-            ProcessorConfig::Threshold(config) => threshold::build(config, &schema, name)
-                .map(|(spec, out)| (Op::Threshold(spec), vec![rows(out)])),
-            ProcessorConfig::Parse(config) => {
-                crate::process::parse::build(config, &schema).map(|(spec, out)| {
-                    let dead = Output {
-                        name: DEAD_LETTER.to_owned(),
-                        port: 1,
-                        stream: Stream::Rows(Arc::new(crate::process::parse::dead_letter_schema(
-                            &schema,
-                        ))),
-                    };
-                    (Op::Parse(spec), vec![rows(out), dead])
-                })
-            }
-            ProcessorConfig::Enrich(config) => crate::process::enrich::build(config, &schema)
-                .map(|(spec, out)| (Op::Enrich(spec), vec![rows(out)])),
-            ProcessorConfig::Dedup(config) => crate::process::dedup::build(config, &schema)
-                .map(|(spec, out)| (Op::Dedup(spec), vec![rows(out)])),
-        };
-        match built {
-            Ok((op, outputs)) => self.add(
-                name,
-                Planned {
-                    path,
-                    inputs,
-                    input: Some(stream),
-                    outputs,
-                    op,
-                },
-            ),
-            Err(error) => {
-                self.option_error(&path, error);
-                // Processors whose output schema does not depend on the
-                // failed option still let their readers be checked, so one
-                // pass reports their errors too. The plan is not built.
-                let same = |port_names: Vec<(String, usize)>| {
-                    port_names
-                        .into_iter()
-                        .map(|(name, port)| Output {
-                            name,
-                            port,
-                            stream: Stream::Rows(schema.clone()),
-                        })
-                        .collect::<Vec<_>>()
-                };
-                let outputs = match processor {
-                    ProcessorConfig::Filter(_) | ProcessorConfig::Dedup(_) => {
-                        Some(same(vec![(String::new(), 0)]))
-                    }
-                    ProcessorConfig::Route(config) => {
-                        let mut ports = vec![(route::UNMATCHED.to_owned(), 0)];
-                        ports.extend(
-                            config
-                                .routes
-                                .keys()
-                                .enumerate()
-                                .map(|(index, name)| (name.clone(), index + 1)),
-                        );
-                        Some(same(ports))
-                    }
-                    _ => None,
-                };
-                if let Some(outputs) = outputs {
-                    self.failed.remove(name);
-                    self.add(
-                        name,
-                        Planned {
-                            path,
-                            inputs,
-                            input: Some(stream),
-                            outputs,
-                            op: Op::FromConfig,
-                        },
-                    );
-                }
-            }
-        }
-    }
-
-    fn sink(&mut self, name: &str, sink: &SinkConfig) {
-        use crate::sink::rows::{blackhole, file, stdout, RowFileFormat};
-        use crate::sink::{postgres, webhook};
-        let path = format!("sinks.{name}");
-        let wants = match sink {
-            SinkConfig::File(config) if config.format == RowFileFormat::Ndjson => Wants::Any,
-            SinkConfig::Prometheus(_) => Wants::WindowRows,
-            _ => Wants::Rows,
-        };
-        let Some((inputs, stream)) = self.inputs(&path, sink.inputs(), wants) else {
-            return;
-        };
-        let built = match (&stream, sink) {
-            (Stream::Rows(schema), SinkConfig::File(config)) => {
-                file::build(config, schema).map(Op::RowFile)
-            }
-            (Stream::Rows(schema), SinkConfig::Stdout(config)) => {
-                stdout::build(config, schema).map(Op::Stdout)
-            }
-            (Stream::Rows(schema), SinkConfig::Blackhole(config)) => {
-                blackhole::build(config, schema).map(Op::Blackhole)
-            }
-            (Stream::Rows(schema), SinkConfig::Webhook(config)) => {
-                webhook::build(config, schema).map(Op::Webhook)
-            }
-            (Stream::Rows(schema), SinkConfig::Postgres(config)) => {
-                postgres::build(config, schema).map(Op::Postgres)
-            }
-            // Events and `size_ms` window rows: NDJSON files and gauges.
-            (_, SinkConfig::File(config)) => {
-                if config.compression.is_some() || config.row_group_rows.is_some() {
-                    Err(OptionError::new(
-                        "compression",
-                        "`compression` and `row_group_rows` apply to Parquet files",
-                    ))
-                } else {
-                    Ok(Op::FromConfig)
-                }
-            }
-            (_, SinkConfig::Prometheus(_)) => Ok(Op::FromConfig),
-            (stream, _) => Err(OptionError::new(
-                "inputs",
-                format!("this sink reads rows, not {}", stream.describe()),
-            )),
-        };
-        match built {
-            Ok(op) => self.add(
-                name,
-                Planned {
-                    path,
-                    inputs,
-                    input: Some(stream),
-                    outputs: Vec::new(),
-                    op,
-                },
-            ),
-            Err(error) => self.option_error(&path, error),
-        }
-    }
-}
-
-fn main(stream: Stream) -> Output {
-    Output {
-        name: String::new(),
-        port: 0,
-        stream,
-    }
-}
-
-fn rows(schema: Schema) -> Output {
-    main(Stream::Rows(Arc::new(schema)))
 }

@@ -11,15 +11,13 @@
 //! Each error points at the offending value, or at the component's name
 //! when the problem is something missing.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::document::Spans;
 use super::error::{ConfigError, ConfigErrorKind, Source};
-use super::model::{
-    Aggregate, GeneratorConfig, PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig,
-    WindowConfig,
-};
-use super::{COMPONENT_NAME_BYTES_MAX, KEYS_MAX, SHARDS_MAX};
+use super::model::{PipelineConfig, ProcessorConfig};
+use super::{COMPONENT_NAME_BYTES_MAX, SHARDS_MAX};
+use crate::window::Aggregate;
 
 /// What a component's output record holds: field names and whether each is
 /// numeric.
@@ -166,98 +164,31 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
+    /// Each component's own checks of its options ([`Component::check`]).
     fn values(&self) -> Result<(), ConfigError> {
-        for (name, source) in &self.config.sources {
-            let path = format!("sources.{name}");
-            match source {
-                SourceConfig::Generator(generator) => self.generator(&path, generator)?,
-                // Checked with the schemas.
-                SourceConfig::Profile(_) | SourceConfig::File(_) => {}
-                SourceConfig::Tcp(ingest) | SourceConfig::Http(ingest) => {
-                    let http = matches!(source, SourceConfig::Http(_));
-                    if let Err((field, message)) = ingest.to_source(http, name) {
-                        let _ = self.report(self.error(
-                            ConfigErrorKind::Invalid,
-                            &path,
-                            field,
-                            message,
-                        ));
-                        continue;
-                    }
-                }
-            }
-        }
-        for (name, processor) in &self.config.processors {
-            let ProcessorConfig::Window(window) = processor else {
-                continue;
-            };
-            self.window(&format!("processors.{name}"), window)?;
-        }
-        for (name, sink) in &self.config.sinks {
-            if let SinkConfig::Prometheus(prometheus) = sink {
-                if !crate::sink::prometheus::valid_name(&prometheus.name) {
-                    let message = format!(
-                        "`name = \"{}\"`: gauges are named `weir_<name>`, so it must match \
-                         [a-z_][a-z0-9_]* and not end in _total, _count, _sum or _bucket",
-                        prometheus.name
-                    );
-                    let _ = self.report(self.error(
-                        ConfigErrorKind::Invalid,
-                        &format!("sinks.{name}"),
-                        "name",
-                        message,
-                    ));
-                    continue;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn generator(&self, path: &str, generator: &GeneratorConfig) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: String| {
-            self.report(self.error(ConfigErrorKind::Invalid, path, field, message))
-        };
-        if generator.keys.is_empty() || generator.keys.len() > KEYS_MAX {
-            return invalid("keys", format!("`keys` must hold 1 to {KEYS_MAX} keys"));
-        }
-        if generator.events_per_second == 0 {
-            return invalid(
-                "events_per_second",
-                "`events_per_second` must be positive".into(),
-            );
-        }
-        if generator.count == Some(0) {
-            return invalid(
-                "count",
-                "`count` must be positive; leave it out for no bound".into(),
-            );
-        }
-        if generator.rate == Some(0) {
-            return invalid(
-                "rate",
-                "`rate` must be positive; leave it out for no limit".into(),
-            );
-        }
-        Ok(())
-    }
-
-    fn window(&self, path: &str, window: &WindowConfig) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: String| {
-            self.report(self.error(ConfigErrorKind::Invalid, path, field, message))
-        };
-        if window.size_ms == 0 {
-            return invalid("size_ms", "`size_ms` must be positive".into());
-        }
-        if window.aggregates.is_empty() {
-            return invalid("aggregates", "`aggregates` must name at least one".into());
-        }
-        let mut seen = HashSet::new();
-        for aggregate in &window.aggregates {
-            let function = std::mem::discriminant(aggregate);
-            if !seen.insert(function) {
-                let message = format!("`{aggregate}`: each aggregate function may appear once");
-                return invalid("aggregates", message);
+        let config = self.config;
+        let sources = config
+            .sources
+            .iter()
+            .map(|(name, c)| ("sources", name, c.component()));
+        let processors = config
+            .processors
+            .iter()
+            .map(|(name, c)| ("processors", name, c.component()));
+        let sinks = config
+            .sinks
+            .iter()
+            .map(|(name, c)| ("sinks", name, c.component()));
+        for (section, name, component) in sources.chain(processors).chain(sinks) {
+            if let Err(error) = component.check(name) {
+                let path = format!("{section}.{name}");
+                let message = if error.message.contains(&format!("`{}`", error.option)) {
+                    error.message
+                } else {
+                    format!("`{}`: {}", error.option, error.message)
+                };
+                let kind = ConfigErrorKind::Invalid;
+                let _ = self.report(self.error(kind, &path, &error.option, message));
             }
         }
         Ok(())
@@ -493,7 +424,11 @@ pub(crate) fn check_plan(
     config: &PipelineConfig,
     spans: &Spans,
 ) -> Vec<ConfigError> {
-    let (_, errors) = super::plan::plan(config);
+    let pipeline = std::path::Path::new(source.file).file_stem().map_or_else(
+        || "weir".to_owned(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
+    let (_, errors) = super::plan::plan(config, &pipeline);
     errors
         .into_iter()
         .map(|error| {

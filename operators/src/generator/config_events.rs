@@ -37,8 +37,85 @@ use std::time::Instant;
 use rkyv::{Archive, Serialize};
 use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
 
+use serde::Deserialize;
+
 use super::mix;
-use crate::config::GeneratorConfig;
+use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
+use crate::config::KEYS_MAX;
+use crate::row::OptionError;
+
+/// A deterministic generator of keyed events; see
+/// [`ConfigEvents`](crate::generator::ConfigEvents).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// Events over all shards; `None` means unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// The keys events are spread over.
+    pub keys: Vec<String>,
+    /// Event-time rate: event `id` has time
+    /// `start_ms + id * 1000 / events_per_second`.
+    pub events_per_second: u64,
+    /// Event time of event 0, in milliseconds.
+    #[serde(default)]
+    pub start_ms: u64,
+    /// Seed of the key choice.
+    #[serde(default)]
+    pub seed: u64,
+    /// Wall-clock limit in events per second over all shards; `None` means
+    /// as fast as possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+}
+
+impl Component for GeneratorConfig {
+    fn reads(&self) -> Reads {
+        Reads::Nothing
+    }
+
+    fn check(&self, _name: &str) -> Result<(), OptionError> {
+        if self.keys.is_empty() || self.keys.len() > KEYS_MAX {
+            return Err(OptionError::new(
+                "keys",
+                format!("`keys` must hold 1 to {KEYS_MAX} keys"),
+            ));
+        }
+        if self.events_per_second == 0 {
+            return Err(OptionError::new(
+                "events_per_second",
+                "`events_per_second` must be positive",
+            ));
+        }
+        if self.count == Some(0) {
+            return Err(OptionError::new(
+                "count",
+                "`count` must be positive; leave it out for no bound",
+            ));
+        }
+        if self.rate == Some(0) {
+            return Err(OptionError::new(
+                "rate",
+                "`rate` must be positive; leave it out for no limit",
+            ));
+        }
+        Ok(())
+    }
+
+    fn plan(&self, _context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        Ok(Planned::new(
+            vec![Output::main(Stream::Events)],
+            self.clone(),
+        ))
+    }
+}
+
+impl Node for GeneratorConfig {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, _inputs: &[Input]) {
+        let generator = self.clone();
+        graph.source(name, move |context| ConfigEvents::new(&generator, context));
+    }
+}
 
 /// Watermarks go out each time event time crosses a multiple of this many
 /// milliseconds: often enough that a 1 s window closes within a tenth of

@@ -20,7 +20,7 @@ pub mod config_events;
 pub mod profiles;
 
 pub use config_events::{
-    ArchivedGeneratedEvent, ConfigEvents, Fill, GeneratedEvent, InvalidPosition,
+    ArchivedGeneratedEvent, ConfigEvents, Fill, GeneratedEvent, GeneratorConfig, InvalidPosition,
     WATERMARK_INTERVAL_MS,
 };
 pub use profiles::{

@@ -1487,6 +1487,35 @@ fn write_flow(pools: &Pools, attack: Option<&Attack>, rng: &mut Rng, row: &mut R
     values[6] = Value::Int(packets as i64);
 }
 
+impl crate::component::Component for ProfileGeneratorConfig {
+    fn reads(&self) -> crate::component::Reads {
+        crate::component::Reads::Nothing
+    }
+
+    fn plan(
+        &self,
+        _context: &crate::component::PlanContext<'_>,
+    ) -> Result<crate::component::Planned, OptionError> {
+        let (spec, schema) = build(self)?;
+        let outputs = vec![crate::component::Output::rows(schema)];
+        Ok(crate::component::Planned::new(outputs, spec))
+    }
+}
+
+impl crate::component::Node for ProfileSpec {
+    fn add(
+        &self,
+        graph: &mut weir_runtime::GraphBuilder,
+        name: &str,
+        _inputs: &[crate::component::Input],
+    ) {
+        let spec = self.clone();
+        graph.source(name, move |context| {
+            ProfileGenerator::new(spec.clone(), context)
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

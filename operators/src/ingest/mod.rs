@@ -49,6 +49,7 @@
 //! watermark is late for windows downstream, which count it as late.
 
 mod budget;
+mod config;
 mod dedup;
 pub mod http;
 pub mod limits;
@@ -72,6 +73,7 @@ use weir_runtime::{Emitter, IntakeLog, ShardContext, Source, SourcePoll, StateEr
 
 use crate::generator::GeneratedEvent;
 use budget::ReadBudget;
+pub use config::{HttpSourceConfig, IngestConfig, TcpSourceConfig};
 use dedup::DedupTable;
 use limits::ListenerLimits;
 use listener::{Handoff, Slot, Slots};

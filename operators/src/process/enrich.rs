@@ -59,6 +59,9 @@ use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
 use super::{assign_value, convert_text, copy_row, not_a};
+use crate::component::{
+    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
+};
 use crate::row::{
     value_from_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type, Value,
 };
@@ -738,6 +741,29 @@ impl Processor for Enrich {
             self.apply(row);
             out.push(&self.out);
         }
+    }
+}
+
+impl Component for EnrichConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let (spec, output) = build(self, &context.schema())?;
+        Ok(Planned::new(vec![Output::rows(output)], spec))
+    }
+}
+
+impl Node for EnrichSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.processor(name, move |context| Enrich::new(spec.clone(), context));
+        connect_forward(graph, name, inputs);
     }
 }
 

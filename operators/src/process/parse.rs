@@ -79,6 +79,9 @@ use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
 use super::{assign_archived, assign_str, convert_text, copy_row, not_a};
+use crate::component::{
+    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads, DEAD_LETTER,
+};
 use crate::row::{
     value_from_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type, Value,
 };
@@ -710,6 +713,34 @@ pub(crate) fn logfmt(
             }
             pair(key, &text[value_start..at]);
         }
+    }
+}
+
+impl Component for ParseConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let schema = context.schema();
+        let (spec, output) = build(self, &schema)?;
+        let outputs = vec![
+            Output::rows(output),
+            Output::side(DEAD_LETTER, 1, dead_letter_schema(&schema)),
+        ];
+        Ok(Planned::new(outputs, spec))
+    }
+}
+
+impl Node for ParseSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.processor(name, move |context| Parse::new(spec.clone(), context));
+        connect_forward(graph, name, inputs);
     }
 }
 

@@ -66,6 +66,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, ShardContext, Sink, StateError};
 
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{write_json_value, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type};
 
 /// The pipeline name used when the integrator sets none.
@@ -632,6 +633,31 @@ fn ensure_tables(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .insert(key);
     Ok(())
+}
+
+impl Component for PostgresSinkConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let spec = build(self, &context.schema())?.with_pipeline(context.pipeline);
+        Ok(Planned::new(Vec::new(), spec))
+    }
+}
+
+impl Node for PostgresSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.sink(name, move |context| {
+            PostgresSink::new(spec.clone(), context)
+        });
+        connect_forward(graph, name, inputs);
+    }
 }
 
 #[cfg(test)]

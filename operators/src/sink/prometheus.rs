@@ -26,6 +26,10 @@ use weir_runtime::metrics::{Gauge, Registry};
 use weir_runtime::{Batch, ShardContext, Sink};
 
 use super::file::WindowRow;
+use weir_runtime::Partition;
+
+use crate::component::{Component, Input, Node, PlanContext, Planned, Reads};
+use crate::row::OptionError;
 
 /// The three gauges of one key.
 #[derive(Debug)]
@@ -110,6 +114,54 @@ impl Sink for PrometheusSink {
             gauges
                 .window_end
                 .set(shard, (row.window_end_ms.to_native() / 1000) as i64);
+        }
+    }
+}
+
+/// Exposes window rows as Prometheus gauges; see
+/// [`PrometheusSink`](PrometheusSink).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSinkConfig {
+    /// Components whose output this one reads (windows).
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// The gauges are named `weir_<name>` (`[a-z_][a-z0-9_]*`).
+    pub name: String,
+}
+
+impl Component for PrometheusSinkConfig {
+    fn reads(&self) -> Reads {
+        Reads::WindowRows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn check(&self, _name: &str) -> Result<(), OptionError> {
+        if valid_name(&self.name) {
+            return Ok(());
+        }
+        let message = format!(
+            "`name = \"{}\"`: gauges are named `weir_<name>`, so it must match \
+             [a-z_][a-z0-9_]* and not end in _total, _count, _sum or _bucket",
+            self.name
+        );
+        Err(OptionError::new("name", message))
+    }
+
+    fn plan(&self, _context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        Ok(Planned::new(Vec::new(), self.clone()))
+    }
+}
+
+impl Node for PrometheusSinkConfig {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let metric = self.name.clone();
+        graph.sink(name, move |context| PrometheusSink::new(&metric, context));
+        for input in inputs {
+            graph.connect_port::<WindowRow>(&input.node, input.port, name, Partition::Forward);
         }
     }
 }

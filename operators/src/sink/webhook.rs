@@ -91,6 +91,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, CommitControl, ShardContext, Sink, StateError};
 
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 
 /// The pipeline name used when the integrator sets none.
@@ -605,6 +606,29 @@ fn post(agent: &ureq::Agent, header: &StagedHeader, key: &str, body: &str) -> At
                 header.url
             )),
         },
+    }
+}
+
+impl Component for WebhookSinkConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let spec = build(self, &context.schema())?.with_pipeline(context.pipeline);
+        Ok(Planned::new(Vec::new(), spec))
+    }
+}
+
+impl Node for WebhookSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.sink(name, move |context| WebhookSink::new(spec.clone(), context));
+        connect_forward(graph, name, inputs);
     }
 }
 

@@ -75,6 +75,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
 
+use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, DEAD_LETTER};
 use crate::row::{value_from_json, OptionError, Row, Schema, Type, Value};
 
 /// Bytes read from the file at a time.
@@ -730,6 +731,31 @@ impl Source for FileSource {
             (max_ts != i64::MIN).then_some(max_ts),
         );
         Ok(())
+    }
+}
+
+impl Component for FileSourceConfig {
+    fn reads(&self) -> Reads {
+        Reads::Nothing
+    }
+
+    fn plan(&self, _context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let (spec, schema) = build(self)?;
+        let outputs = vec![
+            Output::rows(schema),
+            Output::side(DEAD_LETTER, 1, dead_letter_schema()),
+        ];
+        Ok(Planned::new(outputs, spec))
+    }
+}
+
+impl Node for FileSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, _inputs: &[Input]) {
+        // One reader: a file is read in order from one offset.
+        let spec = self.clone();
+        graph
+            .source(name, move |context| FileSource::new(spec.clone(), context))
+            .parallelism(weir_runtime::Parallelism::One);
     }
 }
 

@@ -13,6 +13,9 @@
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, Emitter, Processor};
 
+use crate::component::{
+    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
+};
 use crate::expr::{Expr, Scratch};
 use crate::row::{OptionError, Row, Schema};
 
@@ -70,5 +73,33 @@ impl Processor for Filter {
                 out.push(&self.row);
             }
         }
+    }
+}
+
+impl Component for FilterConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let (spec, output) = build(self, &context.schema())?;
+        Ok(Planned::new(vec![Output::rows(output)], spec))
+    }
+
+    fn outputs_despite_error(&self, input: &crate::row::SchemaRef) -> Option<Vec<Output>> {
+        // A filter's output is its input.
+        Some(vec![Output::rows(input.as_ref().clone())])
+    }
+}
+
+impl Node for FilterSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.processor(name, move |_| Filter::new(spec.clone()));
+        connect_forward(graph, name, inputs);
     }
 }

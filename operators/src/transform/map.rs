@@ -25,6 +25,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, Emitter, Processor};
 
+use crate::component::{
+    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
+};
 use crate::expr::{Expr, Scratch};
 use crate::row::{OptionError, Row, Schema};
 
@@ -159,5 +162,28 @@ impl MapSpec {
     /// Output fields, for tests: how many there are.
     pub fn width(&self) -> usize {
         self.fields.len()
+    }
+}
+
+impl Component for MapConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let (spec, output) = build(self, &context.schema())?;
+        Ok(Planned::new(vec![Output::rows(output)], spec))
+    }
+}
+
+impl Node for MapSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.processor(name, move |_| Map::new(spec.clone()));
+        connect_forward(graph, name, inputs);
     }
 }

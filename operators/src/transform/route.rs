@@ -19,6 +19,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, Emitter, Processor};
 
+use crate::component::{
+    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
+};
 use crate::expr::{Expr, Scratch};
 use crate::row::{OptionError, Row, Schema};
 
@@ -123,5 +126,49 @@ impl Processor for Route {
                 out.push_to(0, &self.row);
             }
         }
+    }
+}
+
+impl Component for RouteConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let (spec, output) = build(self, &context.schema())?;
+        let outputs = route_outputs(spec.ports(), &output);
+        Ok(Planned::new(outputs, spec))
+    }
+
+    fn outputs_despite_error(&self, input: &crate::row::SchemaRef) -> Option<Vec<Output>> {
+        // Every branch carries the input's rows: the routes' names suffice.
+        let mut ports = vec![(UNMATCHED.to_owned(), 0)];
+        ports.extend(
+            self.routes
+                .keys()
+                .enumerate()
+                .map(|(index, name)| (name.clone(), index + 1)),
+        );
+        Some(route_outputs(ports, input))
+    }
+}
+
+/// One output per named port, each carrying rows of `schema`.
+fn route_outputs(ports: Vec<(String, usize)>, schema: &Schema) -> Vec<Output> {
+    ports
+        .into_iter()
+        .map(|(name, port)| Output::side(&name, port, schema.clone()))
+        .collect()
+}
+
+impl Node for RouteSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.processor(name, move |_| Route::new(spec.clone()));
+        connect_forward(graph, name, inputs);
     }
 }

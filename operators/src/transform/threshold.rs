@@ -36,6 +36,10 @@ use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, Emitter, Processor, StateError};
 
 use super::parse_duration_ms;
+use crate::component::{
+    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,
+    Stateful,
+};
 use crate::expr::{Expr, Scratch};
 use crate::row::{ArchivedRow, OptionError, Row, Schema, Type, Value};
 
@@ -226,5 +230,34 @@ impl Processor for Threshold {
             .map_err(|error| StateError(format!("threshold state: {error}")))?;
         self.last = state.last.into_iter().collect();
         Ok(())
+    }
+}
+
+impl Component for ThresholdConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let (spec, output) = build(self, &context.schema(), context.name)?;
+        let fingerprint = state_options("threshold", self, &["key"]);
+        let node = Stateful { spec, fingerprint };
+        Ok(Planned::new(vec![Output::rows(output)], node))
+    }
+}
+
+impl Node for Stateful<ThresholdSpec> {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let Stateful { spec, fingerprint } = self.clone();
+        connect_hashed(graph, name, inputs, &spec, |spec, row| {
+            spec.row_key_hash(row)
+        });
+        graph
+            .processor(name, move |_| Threshold::new(spec.clone()))
+            .state_fingerprint(fingerprint);
     }
 }

@@ -33,7 +33,7 @@ use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 
 use crate::latency::ProcessedLatency;
 
-use crate::config::{Aggregate, WindowConfig};
+use super::keyed_config::{Aggregate, WindowConfig};
 use crate::generator::GeneratedEvent;
 use crate::sink::file::WindowRow;
 

@@ -18,10 +18,12 @@
 pub(crate) mod closed_rows;
 mod count_table;
 mod keyed;
+mod keyed_config;
 pub mod rows;
 
 pub use count_table::{CountTable, Drain};
 pub use keyed::{EventField, KeyedWindow, KeyedWindowSpec};
+pub use keyed_config::{Aggregate, WindowConfig};
 
 use closed_rows::ClosedRows;
 use rkyv::rancor;

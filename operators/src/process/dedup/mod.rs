@@ -107,6 +107,10 @@ use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 
 use super::copy_row;
+use crate::component::{
+    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,
+    Stateful,
+};
 use crate::row::{cmp_slices, ArchivedRow, OptionError, Row, Schema, Type, Value};
 use crate::window::closed_rows::ClosedRows;
 
@@ -533,6 +537,41 @@ impl Processor for Dedup {
             .map_err(|error| StateError(format!("dedup state: {error}")))?;
         self.replace(state)
             .map_err(|message| StateError(format!("dedup state: {message}")))
+    }
+}
+
+impl Component for DedupConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let (spec, output) = build(self, &context.schema())?;
+        let mut fingerprint = state_options("dedup", self, &["fields"]);
+        // The window as written may vary ("10m", "600s"); its length is
+        // what shapes the state.
+        fingerprint.push(("window_ms".into(), spec.window_ms().to_string()));
+        let node = Stateful { spec, fingerprint };
+        Ok(Planned::new(vec![Output::rows(output)], node))
+    }
+
+    fn outputs_despite_error(&self, input: &crate::row::SchemaRef) -> Option<Vec<Output>> {
+        // A dedup's output is its input.
+        Some(vec![Output::rows(input.as_ref().clone())])
+    }
+}
+
+impl Node for Stateful<DedupSpec> {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let Stateful { spec, fingerprint } = self.clone();
+        connect_hashed(graph, name, inputs, &spec, partition_hash);
+        graph
+            .processor(name, move |context| Dedup::new(spec.clone(), context))
+            .state_fingerprint(fingerprint);
     }
 }
 

@@ -48,7 +48,12 @@ use std::io::{self, BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+use weir_runtime::Partition;
 use weir_runtime::{ArchivedRecord, Batch, Record, ShardContext, Sink, StateError};
+
+use crate::component::{Input, Node, Stream};
+use crate::generator::GeneratedEvent;
+use crate::latency::ObservedSink;
 
 pub use json_line::{ArchivedWindowRow, ToJsonLine, WindowRow};
 pub use staged::{
@@ -283,6 +288,61 @@ where
     /// idempotent). Empty bytes (an empty epoch) publish nothing.
     fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
         commit_encoded(staged)
+    }
+}
+
+/// The node of a `file` sink of generator or ingest events (with their
+/// latency recorded, `crate::latency`), or of `size_ms` window rows.
+pub(crate) fn typed_node(stream: &Stream, directory: &Path) -> Box<dyn Node> {
+    let directory = directory.to_owned();
+    match stream {
+        Stream::Events => Box::new(EventFileNode(directory)),
+        _ => Box::new(WindowRowFileNode(directory)),
+    }
+}
+
+/// A `file` sink of events under its directory.
+struct EventFileNode(PathBuf);
+
+/// A `file` sink of `size_ms` window rows under its directory.
+struct WindowRowFileNode(PathBuf);
+
+/// Opens the typed file sink of `context`'s shard, or panics naming it.
+fn open_sink<T: Record>(directory: &Path, node: &str, context: &ShardContext) -> FileSink<T>
+where
+    ArchivedRecord<T>: ToJsonLine,
+{
+    FileSink::<T>::for_shard(directory, context).unwrap_or_else(|io_error| {
+        panic!(
+            "sinks.{node}: cannot open the file sink at {} on shard {}: {io_error}",
+            directory.display(),
+            context.shard
+        )
+    })
+}
+
+impl Node for EventFileNode {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let (directory, node) = (self.0.clone(), name.to_owned());
+        graph.sink(name, move |context| {
+            let sink = open_sink::<GeneratedEvent>(&directory, &node, context);
+            ObservedSink::new(sink, context)
+        });
+        for input in inputs {
+            graph.connect_port::<GeneratedEvent>(&input.node, input.port, name, Partition::Forward);
+        }
+    }
+}
+
+impl Node for WindowRowFileNode {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let (directory, node) = (self.0.clone(), name.to_owned());
+        graph.sink(name, move |context| {
+            open_sink::<WindowRow>(&directory, &node, context)
+        });
+        for input in inputs {
+            graph.connect_port::<WindowRow>(&input.node, input.port, name, Partition::Forward);
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, ShardContext, Sink};
 
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{OptionError, Row, Schema};
 
 /// The configuration of a [`BlackholeSink`] (a `[sinks.NAME]` table
@@ -119,5 +120,30 @@ impl Sink for BlackholeSink {
         self.bytes.add(bytes);
         self.totals.records.fetch_add(records, Ordering::Relaxed);
         self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Component for BlackholeSinkConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let spec = build(self, &context.schema())?;
+        Ok(Planned::new(Vec::new(), spec))
+    }
+}
+
+impl Node for BlackholeSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.sink(name, move |context| {
+            BlackholeSink::new(spec.clone(), context)
+        });
+        connect_forward(graph, name, inputs);
     }
 }

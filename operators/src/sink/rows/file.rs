@@ -64,6 +64,9 @@ use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, ShardContext, Sink, StateError};
 
 use super::parquet::{parquet_schema, Columns};
+use crate::component::{
+    connect_forward, Component, Input, Node, PlanContext, Planned, Reads, Stream,
+};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 use crate::sink::file::{at, commit_encoded, sync_encoded, Staged, Staging, WRITE_BUFFER_BYTES};
 
@@ -487,5 +490,54 @@ impl Sink for RowFileSink {
     /// idempotent).
     fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
         commit_encoded(staged)
+    }
+}
+
+impl Component for RowFileSinkConfig {
+    fn reads(&self) -> Reads {
+        // NDJSON files take generator events and `size_ms` window rows too.
+        match self.format {
+            RowFileFormat::Ndjson => Reads::Any,
+            _ => Reads::Rows,
+        }
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let node: Box<dyn Node> = match context.input {
+            Some(Stream::Rows(schema)) => Box::new(build(self, schema)?),
+            Some(stream) => {
+                if self.compression.is_some() || self.row_group_rows.is_some() {
+                    return Err(OptionError::new(
+                        "compression",
+                        "`compression` and `row_group_rows` apply to Parquet files",
+                    ));
+                }
+                crate::sink::file::typed_node(stream, &self.path)
+            }
+            None => unreachable!("a sink has inputs"),
+        };
+        Ok(Planned {
+            outputs: Vec::new(),
+            node,
+        })
+    }
+}
+
+impl Node for RowFileSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let (spec, node) = (self.clone(), name.to_owned());
+        graph.sink(name, move |context| {
+            RowFileSink::new(spec.clone(), context).unwrap_or_else(|io_error| {
+                panic!(
+                    "sinks.{node}: cannot open the file sink on shard {}: {io_error}",
+                    context.shard
+                )
+            })
+        });
+        connect_forward(graph, name, inputs);
     }
 }

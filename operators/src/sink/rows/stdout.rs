@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, ShardContext, Sink, StateError};
 
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 
 /// Bytes of lines a shard buffers before writing them out.
@@ -172,5 +173,28 @@ impl Sink for StdoutSink {
             Some(error) => Err(StateError(format!("stdout sink: {error}"))),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+impl Component for StdoutSinkConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let spec = build(self, &context.schema())?;
+        Ok(Planned::new(Vec::new(), spec))
+    }
+}
+
+impl Node for StdoutSpec {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.clone();
+        graph.sink(name, move |context| StdoutSink::new(spec.clone(), context));
+        connect_forward(graph, name, inputs);
     }
 }

@@ -117,6 +117,11 @@ use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
 
 use self::agg::{same, Acc, AccState};
 use super::closed_rows::ClosedRows;
+use crate::component::{
+    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,
+    Stateful, LATE,
+};
+use crate::row::OptionError;
 use crate::row::{cmp_slices, hash_values, ArchivedRow, ArchivedValue, Row, Schema, Value};
 
 /// The schema of the late side output (port 1): the input's.
@@ -680,6 +685,38 @@ impl Processor for RowWindow {
             .map_err(|error| StateError(format!("window state: {error}")))?;
         self.load(state)
             .map_err(|error| StateError(format!("window state: {error}")))
+    }
+}
+
+impl Component for RowWindowConfig {
+    fn reads(&self) -> Reads {
+        Reads::Rows
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let schema = context.schema();
+        let (spec, output) = build(self, &schema)?;
+        let outputs = vec![
+            Output::rows(output),
+            Output::side(LATE, 1, schema.as_ref().clone()),
+        ];
+        let options = ["kind", "size", "slide", "gap", "group_by", "aggregates"];
+        let fingerprint = state_options("window", self, &options);
+        Ok(Planned::new(outputs, Stateful { spec, fingerprint }))
+    }
+}
+
+impl Node for Stateful<RowWindowSpec> {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let Stateful { spec, fingerprint } = self.clone();
+        connect_hashed(graph, name, inputs, &spec, group_hash_row);
+        graph
+            .processor(name, move |context| RowWindow::new(spec.clone(), context))
+            .state_fingerprint(fingerprint);
     }
 }
 

@@ -1,0 +1,265 @@
+//! One shape for every source, processor and sink of a pipeline file.
+//!
+//! A component is the config struct its table reads into (`FilterConfig`,
+//! `WebhookSinkConfig`, ...) and an implementation of [`Component`] next to
+//! it, in the component's own file. The pipeline's reader, planner and
+//! graph builder (`crate::config`) know no concrete component: they loop
+//! over the components of a file and call these methods, and the registry
+//! (`crate::config::registry`) is the one list of component types.
+//!
+//! A component:
+//! 1. says what its inputs must carry ([`Component::reads`]) and which
+//!    components it reads ([`Component::inputs`]);
+//! 2. plans itself against what its inputs carry ([`Component::plan`]):
+//!    its options are checked against the input schema (an error names the
+//!    option), and it says what each of its outputs carries;
+//! 3. adds its runtime node, and the edges from its inputs, to the graph
+//!    ([`Node::add`]).
+//!
+//! Adding a component: see "Adding a component" in `docs/architecture.md`.
+
+use std::sync::Arc;
+
+use weir_runtime::GraphBuilder;
+
+use crate::row::{OptionError, Schema, SchemaRef};
+
+/// The name of the side output where records that could not be read or
+/// parsed go (`NAME.dead_letter`).
+pub const DEAD_LETTER: &str = "dead_letter";
+
+/// The name of a window's side output of late events (`NAME.late`).
+pub const LATE: &str = "late";
+
+/// What records a stream carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stream {
+    /// Generator or ingest events
+    /// ([`GeneratedEvent`](crate::generator::GeneratedEvent)).
+    Events,
+    /// Rows of a `size_ms` window ([`WindowRow`](crate::sink::file::WindowRow)).
+    WindowRows,
+    /// Schema-typed rows.
+    Rows(SchemaRef),
+}
+
+impl Stream {
+    /// The stream, in words, for errors.
+    pub fn describe(&self) -> String {
+        match self {
+            Stream::Events => "generator or ingest events".into(),
+            Stream::WindowRows => "rows of a `size_ms` window".into(),
+            Stream::Rows(schema) => format!("rows of {}", schema.describe()),
+        }
+    }
+}
+
+/// What a component wants its inputs to carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Nothing: a source.
+    Nothing,
+    /// Rows; events are read through an adapter node.
+    Rows,
+    /// Generator or ingest events.
+    Events,
+    /// Any one kind of stream (NDJSON file sinks).
+    Any,
+    /// Rows of a `size_ms` window.
+    WindowRows,
+}
+
+/// One readable output of a component.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The port's name as `inputs` entries write it (`NAME.PORT`): empty
+    /// for the main output.
+    pub name: String,
+    /// The runtime output port.
+    pub port: usize,
+    /// What it carries.
+    pub stream: Stream,
+}
+
+impl Output {
+    /// The main output, carrying `stream`.
+    pub fn main(stream: Stream) -> Output {
+        Output {
+            name: String::new(),
+            port: 0,
+            stream,
+        }
+    }
+
+    /// The main output, carrying rows of `schema`.
+    pub fn rows(schema: Schema) -> Output {
+        Output::main(Stream::Rows(Arc::new(schema)))
+    }
+
+    /// Side output `name` on `port`, carrying rows of `schema`.
+    pub fn side(name: &str, port: usize, schema: Schema) -> Output {
+        Output {
+            name: name.to_owned(),
+            port,
+            stream: Stream::Rows(Arc::new(schema)),
+        }
+    }
+}
+
+/// One resolved `inputs` entry: the runtime node and port it reads.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The runtime node (a component's name, or an adapter's).
+    pub node: String,
+    /// The node's output port.
+    pub port: usize,
+}
+
+/// What [`Component::plan`] knows of the component and the pipeline.
+#[derive(Debug)]
+pub struct PlanContext<'a> {
+    /// The component's name.
+    pub name: &'a str,
+    /// What its inputs carry (`None` for a source).
+    pub input: Option<&'a Stream>,
+    /// The pipeline's name: the file's stem (delivery sinks put it in
+    /// idempotency keys and progress rows).
+    pub pipeline: &'a str,
+}
+
+impl PlanContext<'_> {
+    /// The schema of the rows the inputs carry; empty when they carry
+    /// something else (the planner hands a component reading rows only
+    /// rows).
+    pub fn schema(&self) -> SchemaRef {
+        match self.input {
+            Some(Stream::Rows(schema)) => schema.clone(),
+            _ => Arc::new(Schema::default()),
+        }
+    }
+}
+
+/// A planned component: what its outputs carry, and its node.
+pub struct Planned {
+    /// Its outputs (none for a sink).
+    pub outputs: Vec<Output>,
+    /// How to add its runtime node.
+    pub node: Box<dyn Node>,
+}
+
+impl Planned {
+    /// A component with `outputs` whose node is `node`.
+    pub fn new(outputs: Vec<Output>, node: impl Node + 'static) -> Planned {
+        Planned {
+            outputs,
+            node: Box::new(node),
+        }
+    }
+}
+
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planned")
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds a planned component's runtime node to a graph.
+pub trait Node: Send + Sync {
+    /// Adds node `name` and an edge from each of `inputs` (what the
+    /// component's `inputs` entries resolved to) into it.
+    fn add(&self, graph: &mut GraphBuilder, name: &str, inputs: &[Input]);
+}
+
+/// A component of a pipeline file; see the module docs.
+pub trait Component {
+    /// What its inputs must carry ([`Reads::Nothing`] for a source).
+    fn reads(&self) -> Reads;
+
+    /// The `inputs` entries: components (or their side outputs) it reads.
+    fn inputs(&self) -> &[String] {
+        &[]
+    }
+
+    /// Checks the options that need no input schema (positive sizes,
+    /// non-empty lists) of the component called `name`, before anything is
+    /// planned. An error names the option.
+    fn check(&self, name: &str) -> Result<(), OptionError> {
+        let _ = name;
+        Ok(())
+    }
+
+    /// Checks the options against what the inputs carry, and plans the
+    /// outputs and the node. An error names the option.
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError>;
+
+    /// When [`plan`](Component::plan) failed: the outputs, if they do not
+    /// depend on the failed option (a filter's schema is its input's), so
+    /// the components reading them are still checked and one pass reports
+    /// their errors too.
+    fn outputs_despite_error(&self, input: &SchemaRef) -> Option<Vec<Output>> {
+        let _ = input;
+        None
+    }
+}
+
+/// The node of a stateful processor: its spec, and the options that shape
+/// its state (its fingerprint, see [`state_options`]).
+#[derive(Debug, Clone)]
+pub struct Stateful<S> {
+    /// The checked spec.
+    pub spec: S,
+    /// `NodeOptions::state_fingerprint`'s pairs.
+    pub fingerprint: Vec<(String, String)>,
+}
+
+/// Forward edges from every input of a node reading rows: the usual wiring
+/// of a processor or sink that keeps no state per key.
+pub fn connect_forward(graph: &mut GraphBuilder, name: &str, inputs: &[Input]) {
+    for input in inputs {
+        graph.connect_port::<crate::row::Row>(
+            &input.node,
+            input.port,
+            name,
+            weir_runtime::Partition::Forward,
+        );
+    }
+}
+
+/// Hash-partitioned edges from every input of a node reading rows, by
+/// `key` of the row under `spec`: a key's state lives on one shard.
+pub fn connect_hashed<S: Clone + Send + Sync + 'static>(
+    graph: &mut GraphBuilder,
+    name: &str,
+    inputs: &[Input],
+    spec: &S,
+    key: fn(&S, &crate::row::Row) -> u64,
+) {
+    for input in inputs {
+        let spec = spec.clone();
+        let partition = weir_runtime::Partition::hash(move |row: &crate::row::Row| key(&spec, row));
+        graph.connect_port(&input.node, input.port, name, partition);
+    }
+}
+
+/// The options of a stateful component's `config` that shape its state,
+/// as `(option, JSON value)` pairs after `type`: its state fingerprint
+/// (`NodeOptions::state_fingerprint`). A restart whose pairs differ is
+/// refused, naming each changed option, unless its state is discarded.
+pub fn state_options<C: serde::Serialize>(
+    kind: &str,
+    config: &C,
+    options: &[&str],
+) -> Vec<(String, String)> {
+    let value = serde_json::to_value(config).unwrap_or_default();
+    let mut pairs = vec![("type".to_owned(), kind.to_owned())];
+    for option in options {
+        let text = value
+            .get(option)
+            .filter(|value| !value.is_null())
+            .map_or_else(|| "(none)".to_owned(), ToString::to_string);
+        pairs.push(((*option).to_owned(), text));
+    }
+    pairs
+}
