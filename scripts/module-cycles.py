@@ -9,9 +9,19 @@ code names an item of it: a `use` of a `crate::`, `super::`, `self::` or
 child-module path, or such a path written inline. Paths are resolved
 through `pub use` re-exports to the module that defines the item, so
 `crate::Emitter` counts as a dependency on `emit`, not on the crate root; a
-`pub use` line itself is a re-export, not a dependency, and a glob import
-(`use super::*`) is a dependency on the module it reads. Comments, string
-literals and `#[cfg(test)]` modules are ignored: tests may reach anywhere.
+`pub use` line is a re-export, not a dependency, unless the module's own
+code also uses the name it binds; a glob import (`use super::*`) is a
+dependency on the module it reads. Comments, string literals and
+`#[cfg(test)]` modules (inline, or in a file of their own with everything
+below it) are ignored: tests may reach anywhere.
+
+A module reading an item of an enclosing module (`use super::Item` in
+`graph/validate.rs`, for `graph/mod.rs`'s types) is not counted: a child is
+part of its parent's implementation, and the parent calling into it while
+it reads the parent's types is how Rust modules are split up, not a loop.
+The parent's use of the child does count, so a loop that leaves the parent
+through one child and comes back through another module still shows, and
+`--top` checks the modules as wholes.
 
 It prints every strongly connected component of more than one module
 (each is one or more cycles) with the edges inside it and where they come
@@ -26,6 +36,10 @@ import sys
 from collections import defaultdict
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+TEST_MOD_DECL = re.compile(
+    r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(" + IDENT + r")\s*;"
+)
+USE = re.compile(r"(\bpub(\([^)]*\))?\s+)?\buse\s+([^;]+);")
 
 
 def strip_code(text):
@@ -93,7 +107,8 @@ def drop_test_modules(text):
 
 
 def expand_use_tree(tree):
-    """`a::{b, c::{self, d}}` -> [[a, b], [a, c], [a, c, d]]."""
+    """`a::{b, c::{self, d as e}}` -> [([a, b], b), ([a, c], c),
+    ([a, c, d], e)]: each path with the name it binds."""
     tree = re.sub(r"\s+", " ", tree).strip()
     paths = []
 
@@ -108,12 +123,12 @@ def expand_use_tree(tree):
             for part in split_top(body):
                 walk(prefix + [h.strip() for h in head], part)
         else:
-            s = re.sub(r"\s+as\s+" + IDENT + "$", "", s)
+            alias = re.search(r"\s+as\s+(" + IDENT + ")$", s)
+            s = s[: alias.start()] if alias else s
             segs = [p.strip() for p in s.split("::") if p.strip()]
-            if segs == ["self"]:
-                paths.append(prefix)
-            else:
-                paths.append(prefix + segs)
+            path = prefix if segs == ["self"] else prefix + segs
+            if path:
+                paths.append((path, alias.group(1) if alias else path[-1]))
 
     walk([], tree)
     return paths
@@ -153,25 +168,36 @@ class Crate:
                 if name.endswith(".rs"):
                     path = os.path.join(root, name)
                     self.files[module_of(src, path)] = path
-        self.modules = set(self.files)
         self.code = {}
-        self.uses = {}  # module -> [(is_reexport, path segments, line)]
-        self.reexports = defaultdict(dict)  # module -> name -> absolute path
         for module, path in self.files.items():
             with open(path, encoding="utf-8") as f:
-                code = drop_test_modules(strip_code(f.read()))
-            self.code[module] = code
+                self.code[module] = drop_test_modules(strip_code(f.read()))
+        # Test modules in files of their own (`#[cfg(test)] mod tests;`) go
+        # with everything below them.
+        tests = {
+            module + (m.group(1),)
+            for module, code in self.code.items()
+            for m in TEST_MOD_DECL.finditer(code)
+        }
+        for module in list(self.files):
+            if any(module[: len(test)] == test for test in tests):
+                del self.files[module], self.code[module]
+        self.modules = set(self.files)
+        self.uses = {}  # module -> [(is_reexport, path segments, bound name, line)]
+        self.reexports = defaultdict(dict)  # module -> name -> absolute path
+        for module in self.files:
+            code = self.code[module]
             self.uses[module] = []
-            for m in re.finditer(r"(\bpub(\([^)]*\))?\s+)?\buse\s+([^;]+);", code):
+            for m in USE.finditer(code):
                 line = code.count("\n", 0, m.start()) + 1
-                for segs in expand_use_tree(m.group(3)):
-                    self.uses[module].append((m.group(1) is not None, segs, line))
+                for segs, bound in expand_use_tree(m.group(3)):
+                    self.uses[module].append((m.group(1) is not None, segs, bound, line))
         for module, uses in self.uses.items():
-            for is_reexport, segs, _ in uses:
-                if is_reexport and segs and segs[-1] != "*":
+            for is_reexport, segs, bound, _ in uses:
+                if is_reexport and segs[-1] != "*":
                     absolute = self.absolute(module, segs)
                     if absolute is not None:
-                        self.reexports[module][segs[-1]] = absolute
+                        self.reexports[module][bound] = absolute
 
     def absolute(self, module, segs):
         """The absolute path of `segs` written in `module`, or None if it
@@ -206,13 +232,18 @@ class Crate:
         """(source, target) -> [line, ...] for every dependency."""
         found = defaultdict(list)
         for module in self.modules:
-            for is_reexport, segs, line in self.uses[module]:
-                if is_reexport:
+            code = self.code[module]
+            # The module's code without its `use` lines: where a re-exported
+            # name shows whether the module itself uses it.
+            body = USE.sub(lambda m: "\n" * m.group(0).count("\n"), code)
+            for is_reexport, segs, bound, line in self.uses[module]:
+                if is_reexport and (
+                    segs[-1] == "*" or not re.search(r"\b" + bound + r"\b", body)
+                ):
                     continue  # A facade, not a dependency of this module.
                 absolute = self.absolute(module, segs)
                 if absolute is not None:
                     found[(module, self.defining_module(absolute))].append(line)
-            code = self.code[module]
             for m in re.finditer(r"(?<![A-Za-z0-9_:])(" + IDENT + r")((?:::" + IDENT + r")+)", code):
                 line_start = code.rfind("\n", 0, m.start()) + 1
                 if re.match(r"\s*(pub(\([^)]*\))?\s+)?use\b", code[line_start:]):
@@ -226,7 +257,11 @@ class Crate:
                 if absolute is not None:
                     line = code.count("\n", 0, m.start()) + 1
                     found[(module, self.defining_module(absolute))].append(line)
-        return {k: v for k, v in found.items() if k[0] != k[1]}
+        return {
+            (a, b): lines
+            for (a, b), lines in found.items()
+            if a != b and a[: len(b)] != b
+        }
 
 
 def name(module):
