@@ -258,6 +258,51 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// An operator could not save or restore its state or position: what
+/// [`Processor::snapshot`](crate::Processor::snapshot) and `restore`,
+/// [`Source::restore`](crate::Source::restore) and `replay`,
+/// [`Sink::precommit`](crate::Sink::precommit) and
+/// [`IntakeLog::append`](crate::IntakeLog::append) return. It fails the node
+/// instance ([`NodeFailure::State`]).
+///
+/// The one error type of every state operation, so operators share it; it
+/// holds a message (a record that does not decode, a WAL append that
+/// failed) and nothing a caller could act on besides failing the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateError(pub String);
+
+impl StateError {
+    /// A state error saying `message`.
+    pub fn new(message: impl Into<String>) -> StateError {
+        StateError(message.into())
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+impl From<String> for StateError {
+    fn from(message: String) -> StateError {
+        StateError(message)
+    }
+}
+
+impl From<&str> for StateError {
+    fn from(message: &str) -> StateError {
+        StateError(message.to_string())
+    }
+}
+
 /// Why one node instance stopped early.
 #[derive(Debug)]
 pub enum NodeFailure {
@@ -279,7 +324,7 @@ pub enum NodeFailure {
         to_shard: usize,
     },
     /// Saving or restoring the node's state or position failed.
-    State(String),
+    State(StateError),
     /// The operator reported a failure it cannot recover from
     /// ([`Emitter::fail`](crate::Emitter::fail)).
     Operator(String),
@@ -317,6 +362,12 @@ impl fmt::Display for NodeFailure {
             }
             NodeFailure::Aborted => f.write_str("stopped because another node failed"),
         }
+    }
+}
+
+impl From<StateError> for NodeFailure {
+    fn from(error: StateError) -> NodeFailure {
+        NodeFailure::State(error)
     }
 }
 

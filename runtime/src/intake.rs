@@ -36,8 +36,7 @@ use std::task::{Context, Poll};
 use weir_wal::RecordType;
 
 use crate::epoch::shard::ShardEpochs;
-use crate::error::NodeFailure;
-use crate::operator::StateError;
+use crate::error::{NodeFailure, StateError};
 
 /// A source instance's handle for logging accepted input; see the module
 /// documentation. Cheap to clone; lives on the source's shard.
@@ -316,7 +315,7 @@ impl IntakeLog {
                 inner.instance,
                 &parts,
             )
-            .map_err(|error| StateError(format!("logging accepted input: {error}")))?;
+            .map_err(|error| StateError::new(format!("logging accepted input: {error}")))?;
         Ok(IntakeTicket {
             durable: Some(durable),
         })

@@ -8,6 +8,7 @@
 use crate::batch::Batch;
 use crate::emit::Emitter;
 use crate::epoch::CommitControl;
+use crate::error::StateError;
 use crate::intake::IntakeLog;
 use crate::record::Record;
 
@@ -34,18 +35,6 @@ pub struct ShardContext {
     /// this shard (`shard`) only.
     pub metrics: crate::metrics::Registry,
 }
-
-/// A node's state or position could not be saved or restored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateError(pub String);
-
-impl std::fmt::Display for StateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StateError {}
 
 /// What a source reports after [`Source::poll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +85,8 @@ pub trait Source: 'static {
     /// poll and before any barrier.
     fn replay(&mut self, data: &[u8], out: &mut Emitter<Self::Output>) -> Result<(), StateError> {
         let _ = (data, out);
-        Err(StateError(
-            "this source logged intake data but cannot replay it".into(),
+        Err(StateError::new(
+            "this source logged intake data but cannot replay it",
         ))
     }
 }

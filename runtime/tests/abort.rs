@@ -340,10 +340,10 @@ fn a_snapshot_error_ends_the_run() {
         Error::Run(RunError::Node {
             node,
             shard,
-            failure: NodeFailure::State(message),
+            failure: NodeFailure::State(error),
         }) => {
             assert_eq!((node.as_str(), shard), ("snap", 1));
-            assert_eq!(message, "the snapshot failed");
+            assert_eq!(error.message(), "the snapshot failed");
         }
         other => panic!("unexpected error: {other}"),
     }

@@ -111,9 +111,7 @@ where
         source.attach(intake.clone());
         Box::pin(async move {
             if let Some(position) = &node.restore {
-                source
-                    .restore(position)
-                    .map_err(|error| NodeFailure::State(error.0))?;
+                source.restore(position)?;
             }
             run_source(source, out, stop, aborted, node, intake, epoch).await
         })
@@ -175,9 +173,7 @@ async fn restore_and_run<P: Processor>(
     flush_when_idle: bool,
 ) -> Result<(), NodeFailure> {
     if let Some(state) = &node.restore {
-        processor
-            .restore(state)
-            .map_err(|error| NodeFailure::State(error.0))?;
+        processor.restore(state)?;
     }
     processor.on_start();
     run_processor(processor, inputs, out, pool, node, flush_when_idle).await

@@ -148,14 +148,8 @@ async fn replay<S: Source>(
         intake.make_room().await?;
         // The copy is logged before the records go out, so the epoch they
         // go out in logs them.
-        drop(
-            intake
-                .append_copy(Some(identity), &data)
-                .map_err(|error| NodeFailure::State(error.0))?,
-        );
-        source
-            .replay(&data, out)
-            .map_err(|error| NodeFailure::State(error.0))?;
+        drop(intake.append_copy(Some(identity), &data)?);
+        source.replay(&data, out)?;
         out.take_error()?;
         out.send_ready().await?;
     }
@@ -382,9 +376,7 @@ fn checkpoint<P: Processor>(
     let Some(epochs) = &node.epochs else {
         return Ok(());
     };
-    let bytes = processor
-        .snapshot(epoch)
-        .map_err(|error| NodeFailure::State(error.0))?;
+    let bytes = processor.snapshot(epoch)?;
     if bytes.is_empty() {
         return Ok(());
     }
