@@ -21,7 +21,8 @@ use crate::epoch::EpochShared;
 use crate::error::{NodeFailure, RunError};
 use crate::graph::ShardPlan;
 use crate::metrics::wired;
-use spawn::{NodeEnv, ShardEnv};
+use spawn::ShardEnv;
+use task::NodeEnv;
 
 /// A shard's share of the epoch protocol: its WAL, the shared state, and
 /// the sink commits the previous run left to do on this shard.

@@ -27,16 +27,34 @@ use std::sync::Arc;
 use futures_lite::future::yield_now;
 use weir_wal::RecordType;
 
-use super::spawn::NodeEnv;
 use crate::batch::BufferPool;
 use crate::emit::Emitter;
 use crate::epoch::failpoint;
 use crate::epoch::shard::ShardEpochs;
+use crate::epoch::SinkSteps;
 use crate::error::NodeFailure;
 use crate::input::{Delivery, InputSet};
 use crate::intake::IntakeLog;
 use crate::limits::{SOURCE_IDLE_SLEEP, TURN_MESSAGES_MAX, TURN_SOURCE_BATCHES_MAX};
 use crate::operator::{Processor, Source, SourcePoll};
+
+/// What one node instance needs besides its operator and rings.
+pub(crate) struct NodeEnv {
+    pub(crate) node: Arc<str>,
+    pub(crate) instance: usize,
+    /// Its index among the shard's node instances.
+    pub(crate) slot: usize,
+    pub(crate) epochs: Option<Rc<ShardEpochs>>,
+    /// State or position to restore, from recovery.
+    pub(crate) restore: Option<Vec<u8>>,
+    /// A source's intake records to replay, from recovery: (identity, data).
+    pub(crate) replay: Vec<(u64, Vec<u8>)>,
+    /// A sink's commit step.
+    pub(crate) commit: Option<SinkSteps>,
+    /// What goes before each of its snapshots: its state fingerprint
+    /// (`crate::epoch::state_header`).
+    pub(crate) state_header: Vec<u8>,
+}
 
 /// Runs a source until it is exhausted or the runtime is told to stop (and,
 /// with epochs, until the final epoch's barrier is out), then sends end of
