@@ -36,6 +36,7 @@ pub mod record;
 pub mod ring;
 mod runtime;
 mod shard;
+mod stop;
 mod system;
 
 pub use batch::{Batch, BufferGauge, RawBatch, Scratch, SerializeError};

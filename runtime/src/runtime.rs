@@ -75,6 +75,7 @@ use crate::limits::{
 use crate::metrics::{wired, MetricsServer, Registry};
 use crate::shard::run_shard;
 use crate::shard::ShardLog;
+use crate::stop::StopRequest;
 use crate::system;
 
 /// Configures a [`Runtime`].
@@ -677,32 +678,6 @@ fn restore_into(
     }
 }
 
-/// How a run was told to end, shared by its [`Handle`]s, its sources and
-/// its coordinator.
-#[derive(Debug, Default)]
-pub(crate) struct StopRequest {
-    /// Sources stop at their next poll (shared with every shard).
-    pub(crate) stop: Arc<AtomicBool>,
-    /// The end is a stop even if every source ends by itself.
-    resume: AtomicBool,
-    /// The end is the end of input: windows fire, and the run completes.
-    drain: AtomicBool,
-}
-
-impl StopRequest {
-    /// Whether the run was told to stop.
-    pub(crate) fn is_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Whether the run's end, however it comes, is a stop for a savepoint
-    /// rather than the end of input.
-    pub(crate) fn is_savepoint(&self) -> bool {
-        let stop = self.is_requested() || self.resume.load(Ordering::Acquire);
-        stop && !self.drain.load(Ordering::Acquire)
-    }
-}
-
 /// Stops a running pipeline from any thread.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -722,7 +697,7 @@ impl Handle {
     /// a stop drains, as [`shutdown_and_drain`](Handle::shutdown_and_drain)
     /// does: open windows fire rather than being lost.
     pub fn shutdown(&self) {
-        self.request.stop.store(true, Ordering::Relaxed);
+        self.request.stop();
     }
 
     /// Stops the run as the end of input: every source stops, then every
@@ -732,8 +707,7 @@ impl Handle {
     /// bounded run: a later start on the data directory runs nothing. For
     /// retiring a pipeline for good (Flink's `stop --drain`).
     pub fn shutdown_and_drain(&self) {
-        self.request.drain.store(true, Ordering::Release);
-        self.request.stop.store(true, Ordering::Relaxed);
+        self.request.drain();
     }
 
     /// Makes the run's end a stop rather than a completion, however its
@@ -742,7 +716,7 @@ impl Handle {
     /// run. For sources that end when told to (an embedded input that
     /// drains and ends on shutdown) in a service that starts again.
     pub fn keep_resumable(&self) {
-        self.request.resume.store(true, Ordering::Release);
+        self.request.keep_resumable();
     }
 }
 

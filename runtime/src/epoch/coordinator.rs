@@ -37,7 +37,7 @@ use super::commit_record::CommitRecord;
 use super::{failpoint, EpochShared};
 use crate::error::RunError;
 use crate::metrics::wired::EpochMetrics;
-use crate::runtime::StopRequest;
+use crate::stop::StopRequest;
 
 /// Epochs requested but not yet committed, at most. Bounds how much a slow
 /// shard can fall behind before sources stop being asked for barriers.
