@@ -16,8 +16,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::batch::{BufferPool, RawBatch, Scratch, SerializeError};
+use crate::batch::{BufferPool, RawBatch, Scratch};
 use crate::error::NodeFailure;
+use crate::error::SerializeError;
 use crate::limits::BATCH_RECORDS_MAX;
 use crate::message::Message;
 use crate::metrics::wired::OutputMetrics;

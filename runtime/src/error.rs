@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::batch::SerializeError;
-
 /// The graph is not a valid pipeline. Every variant names the nodes at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GraphError {
@@ -302,6 +300,22 @@ impl From<&str> for StateError {
         StateError(message.to_string())
     }
 }
+
+/// A record could not be serialized (an error from the record type's own
+/// `Serialize`, or a record larger than a whole batch).
+#[derive(Debug)]
+pub struct SerializeError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for SerializeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot serialize record: {}", self.message)
+    }
+}
+
+impl std::error::Error for SerializeError {}
 
 /// Why one node instance stopped early.
 #[derive(Debug)]

@@ -29,24 +29,9 @@ use rkyv::ser::sharing::Unshare;
 use rkyv::ser::Serializer;
 use rkyv::util::AlignedVec;
 
+use crate::error::SerializeError;
 use crate::limits::{BATCH_BYTES_INITIAL, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, SCRATCH_BYTES};
 use crate::record::{ArchivedRecord, BatchBytes, Record};
-
-/// A record could not be serialized (an error from the record type's own
-/// `Serialize`, or a record larger than a whole batch).
-#[derive(Debug)]
-pub struct SerializeError {
-    /// What went wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for SerializeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot serialize record: {}", self.message)
-    }
-}
-
-impl std::error::Error for SerializeError {}
 
 /// Whether records of type `T` are stored back to back at a fixed stride
 /// (`size_of::<T>()`), without positions: rkyv attests that the archived
