@@ -36,6 +36,7 @@ use std::task::{Context, Poll};
 use weir_wal::RecordType;
 
 use crate::epoch::shard::ShardEpochs;
+use crate::epoch::{intake_origin, INTAKE_ORIGIN_LEN};
 use crate::error::{NodeFailure, StateError};
 
 /// A source instance's handle for logging accepted input; see the module
@@ -151,10 +152,6 @@ impl std::fmt::Debug for IntakeLog {
     }
 }
 
-/// Bytes before the source's data in an intake record: the identity plus
-/// one (the identity is the LSN of the first copy), or 0 in a first copy.
-const ORIGIN_LEN: usize = 8;
-
 /// The largest payload of one write-ahead log record (the WAL's
 /// [`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES), 16 MiB): an
 /// intake record's identity, origin and data together.
@@ -170,7 +167,7 @@ pub const RECORD_BYTES_MAX: usize = weir_wal::limits::MAX_PAYLOAD_BYTES;
 /// always be logged. A WAL with segments smaller than 16 MiB (see
 /// `RuntimeBuilder::wal_segment_bytes`) holds less.
 pub fn data_bytes_max(node: &str) -> usize {
-    let overhead = 4 + node.len() + 4 + ORIGIN_LEN;
+    let overhead = 4 + node.len() + 4 + INTAKE_ORIGIN_LEN;
     RECORD_BYTES_MAX.saturating_sub(overhead)
 }
 
@@ -298,11 +295,10 @@ impl IntakeLog {
         identity: Option<u64>,
         data: &[&[u8]],
     ) -> Result<IntakeTicket, StateError> {
-        let origin = identity.map_or(0, |identity| identity + 1);
         let Some(inner) = &self.inner else {
             return Ok(IntakeTicket { durable: None });
         };
-        let origin = origin.to_le_bytes();
+        let origin = intake_origin(identity);
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + data.len());
         parts.push(&origin);
         parts.extend_from_slice(data);
@@ -320,13 +316,6 @@ impl IntakeLog {
             durable: Some(durable),
         })
     }
-}
-
-/// Splits an intake record's payload into the identity of its first copy
-/// (`None`: this is the first copy) and the source's data.
-pub(crate) fn decode_intake(payload: &[u8]) -> Option<(Option<u64>, &[u8])> {
-    let origin = u64::from_le_bytes(payload.get(..ORIGIN_LEN)?.try_into().ok()?);
-    Some((origin.checked_sub(1), &payload[ORIGIN_LEN..]))
 }
 
 /// Completes once an appended intake record is durable (at once without a
@@ -365,7 +354,7 @@ mod tests {
     fn the_data_limit_fills_one_record_exactly() {
         for node in ["in", "events", "a-much-longer-source-name"] {
             let max = data_bytes_max(node);
-            let origin = [0u8; ORIGIN_LEN];
+            let origin = [0u8; INTAKE_ORIGIN_LEN];
             let data = vec![0u8; max];
             let mut record = Vec::new();
             crate::epoch::encode_record_into(&mut record, node, 3, &[&origin, &data]);

@@ -266,6 +266,25 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<(String, usize, &[u8])> {
     Some((name.to_string(), instance, bytes.get(at + 4..)?))
 }
 
+/// Bytes before the source's data in an intake (`INPUT`) record's payload
+/// (`crate::intake`): the identity of the record's first copy plus one
+/// (the identity is the LSN of the first copy), or 0 in a first copy.
+/// Layout: that u64 (little-endian), then the data.
+pub(crate) const INTAKE_ORIGIN_LEN: usize = 8;
+
+/// The origin bytes of an intake record: `identity` is that of its first
+/// copy, `None` if this is the first copy.
+pub(crate) fn intake_origin(identity: Option<u64>) -> [u8; INTAKE_ORIGIN_LEN] {
+    identity.map_or(0, |identity| identity + 1).to_le_bytes()
+}
+
+/// Splits an intake record's payload into the identity of its first copy
+/// (`None`: this is the first copy) and the source's data.
+pub(crate) fn decode_intake(payload: &[u8]) -> Option<(Option<u64>, &[u8])> {
+    let origin = u64::from_le_bytes(payload.get(..INTAKE_ORIGIN_LEN)?.try_into().ok()?);
+    Some((origin.checked_sub(1), &payload[INTAKE_ORIGIN_LEN..]))
+}
+
 /// Opens every `OPERATOR_STATE` payload: the node's state fingerprint
 /// (`NodeOptions::state_fingerprint`) goes before its snapshot, so a
 /// restart can tell whether the snapshot was made under the same options.
