@@ -30,6 +30,7 @@ pub mod intake;
 pub mod limits;
 mod message;
 pub mod metrics;
+mod node;
 mod operator;
 mod partition;
 pub mod record;

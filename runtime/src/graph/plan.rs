@@ -14,10 +14,10 @@ use super::{Graph, Parallelism};
 use crate::emit::OutputIo;
 use crate::input::InputRing;
 use crate::limits::RING_SLOTS;
+use crate::node::spawn::{NodeIo, Spawn};
 use crate::operator::ShardContext;
 use crate::partition::PartitionKind;
 use crate::ring::ring;
-use crate::shard::spawn::{NodeIo, Spawn};
 
 /// One node instance to start on a shard.
 pub(crate) struct InstancePlan {

@@ -21,8 +21,8 @@ use crate::error::NodeFailure;
 use crate::input::{InputRing, InputSet};
 use crate::intake::IntakeLog;
 use crate::metrics::wired::{InputMetrics, OutputMetrics};
+use crate::node::task::{run_processor, run_source, NodeEnv};
 use crate::operator::{Processor, ShardContext, Sink, SinkProcessor, Source};
-use crate::shard::task::{run_processor, run_source, NodeEnv};
 
 /// A node instance's task.
 pub(crate) type NodeTask = Pin<Box<dyn Future<Output = Result<(), NodeFailure>>>>;
