@@ -37,7 +37,7 @@ use weir_wal::RecordType;
 
 use crate::epoch::shard::ShardEpochs;
 use crate::epoch::{intake_origin, INTAKE_ORIGIN_LEN};
-use crate::error::{NodeFailure, StateError};
+use crate::error::{NodeFailure, OperatorError};
 
 /// A source instance's handle for logging accepted input; see the module
 /// documentation. Cheap to clone; lives on the source's shard.
@@ -223,13 +223,13 @@ impl IntakeLog {
     /// Logs `data` as part of the source's current epoch. Call it from
     /// `poll`, in the same poll that emits the records `data` holds; the
     /// ticket completes once the record is durable.
-    pub fn append(&self, data: &[u8]) -> Result<IntakeTicket, StateError> {
+    pub fn append(&self, data: &[u8]) -> Result<IntakeTicket, OperatorError> {
         self.append_parts(None, &[data])
     }
 
     /// [`append`](Self::append) of the concatenation of `parts`, without
     /// concatenating them first.
-    pub fn append_vectored(&self, parts: &[&[u8]]) -> Result<IntakeTicket, StateError> {
+    pub fn append_vectored(&self, parts: &[&[u8]]) -> Result<IntakeTicket, OperatorError> {
         self.append_parts(None, parts)
     }
 
@@ -286,7 +286,7 @@ impl IntakeLog {
         &self,
         identity: Option<u64>,
         data: &[u8],
-    ) -> Result<IntakeTicket, StateError> {
+    ) -> Result<IntakeTicket, OperatorError> {
         self.append_parts(identity, &[data])
     }
 
@@ -294,7 +294,7 @@ impl IntakeLog {
         &self,
         identity: Option<u64>,
         data: &[&[u8]],
-    ) -> Result<IntakeTicket, StateError> {
+    ) -> Result<IntakeTicket, OperatorError> {
         let Some(inner) = &self.inner else {
             return Ok(IntakeTicket { durable: None });
         };
@@ -311,7 +311,7 @@ impl IntakeLog {
                 inner.instance,
                 &parts,
             )
-            .map_err(|error| StateError::new(format!("logging accepted input: {error}")))?;
+            .map_err(|error| OperatorError::io(format!("logging accepted input: {error}")))?;
         Ok(IntakeTicket {
             durable: Some(durable),
         })
@@ -334,14 +334,14 @@ impl IntakeTicket {
 }
 
 impl Future for IntakeTicket {
-    type Output = Result<(), String>;
+    type Output = Result<(), OperatorError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.durable {
             None => Poll::Ready(Ok(())),
             Some(durable) => Pin::new(durable)
                 .poll(cx)
-                .map_err(|failure| failure.to_string()),
+                .map_err(|failure| OperatorError::io(failure.to_string())),
         }
     }
 }

@@ -43,7 +43,10 @@ mod system;
 pub use batch::{Batch, BufferGauge, RawBatch, Scratch};
 pub use emit::Emitter;
 pub use epoch::CommitControl;
-pub use error::{Error, GraphError, NodeFailure, RunError, SerializeError, StartError, StateError};
+pub use error::{
+    Error, GraphError, NodeFailure, OperatorError, OperatorErrorKind, RunError, SerializeError,
+    StartError,
+};
 pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
 pub use intake::{IntakeLog, IntakeTicket, RemoteWake};
 pub use operator::{Processor, ShardContext, Sink, Source, SourcePoll};

@@ -89,7 +89,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Batch, CommitControl, ShardContext, Sink, StateError};
+use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
 
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
@@ -354,18 +354,21 @@ impl Sink for WebhookSink {
         }
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         Ok(self
             .stage(epoch)
             .map(|staged| staged.to_bytes())
             .unwrap_or_default())
     }
 
-    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), OperatorError> {
         if staged.is_empty() {
             return Ok(());
         }
-        WebhookStaged::from_bytes(staged)?.deliver(control)
+        WebhookStaged::from_bytes(staged)
+            .map_err(OperatorError::invalid)?
+            .deliver(control)
+            .map_err(OperatorError::external)
     }
 }
 

@@ -34,6 +34,8 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use weir_wal::RecordType;
 
+use crate::error::OperatorError;
+
 /// Where and how often epochs are taken.
 #[derive(Debug, Clone)]
 pub struct EpochConfig {
@@ -48,7 +50,7 @@ pub struct EpochConfig {
 /// A sink's commit step, from what its pre-commit returned. Must be
 /// idempotent: the next start runs it again for every committed pre-commit
 /// whose completion record ([`SINK_COMMITTED`]) is not in the log.
-pub type CommitFn = fn(&[u8], &CommitControl) -> Result<(), String>;
+pub type CommitFn = fn(&[u8], &CommitControl) -> Result<(), OperatorError>;
 
 /// Marks a sink commit that completed: epoch = the pre-commit's epoch,
 /// payload = node and instance (no data). Recovery re-runs only the
@@ -105,7 +107,7 @@ impl CommitControl {
 
 /// A sink's sync step ([`Sink::sync`](crate::Sink::sync)): makes what its
 /// pre-commit staged durable. Runs on a blocking thread, not the shard.
-pub type SyncFn = fn(&[u8]) -> Result<(), String>;
+pub type SyncFn = fn(&[u8]) -> Result<(), OperatorError>;
 
 /// A sink's steps after its pre-commit.
 #[derive(Debug, Clone, Copy)]

@@ -413,7 +413,9 @@ impl ShardEpochs {
                 for (epoch, node, steps, payload) in &due {
                     (steps.sync)(payload).map_err(|error| NodeFailure::Commit {
                         epoch: *epoch,
-                        message: format!("syncing sink `{node}`: {error}"),
+                        sink: node.to_string(),
+                        syncing: true,
+                        error,
                     })?;
                 }
                 Ok(())
@@ -481,7 +483,9 @@ fn run_in_order(
             }
             return Err(NodeFailure::Commit {
                 epoch: pending.epoch,
-                message: format!("sink `{}`: {error}", pending.node),
+                sink: pending.node.to_string(),
+                syncing: false,
+                error,
             });
         }
         *done += 1;
