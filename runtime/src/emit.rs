@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::batch::{BufferPool, RawBatch, Scratch};
 use crate::error::{NodeFailure, OperatorError, SerializeError};
-use crate::limits::BATCH_RECORDS_MAX;
+use crate::limits::BATCH_MAX_RECORDS;
 use crate::message::Message;
 use crate::metrics::wired::OutputMetrics;
 use crate::metrics::ShardCounter;
@@ -137,7 +137,7 @@ impl<T: Record> Emitter<T> {
     /// Records a source should emit per [`Source::poll`](crate::Source::poll)
     /// to fill about one batch.
     pub fn batch_records_max(&self) -> usize {
-        BATCH_RECORDS_MAX
+        BATCH_MAX_RECORDS
     }
 
     /// Emits one record to every edge of the main output (port 0), routed

@@ -38,6 +38,7 @@ use weir_wal::RecordType;
 use crate::epoch::shard::ShardEpochs;
 use crate::epoch::{intake_origin, INTAKE_ORIGIN_LEN};
 use crate::error::{NodeFailure, OperatorError};
+use crate::limits::INTAKE_RECORD_MAX_BYTES;
 
 /// A source instance's handle for logging accepted input; see the module
 /// documentation. Cheap to clone; lives on the source's shard.
@@ -152,14 +153,9 @@ impl std::fmt::Debug for IntakeLog {
     }
 }
 
-/// The largest payload of one write-ahead log record (the WAL's
-/// [`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES), 16 MiB): an
-/// intake record's identity, origin and data together.
-pub const RECORD_BYTES_MAX: usize = weir_wal::limits::MAX_PAYLOAD_BYTES;
-
 /// The most bytes of data one [`IntakeLog::append`] of node `node` can
-/// log: the WAL's largest record payload
-/// ([`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES), 16 MiB)
+/// log: the largest intake record
+/// ([`INTAKE_RECORD_MAX_BYTES`], the WAL's largest record payload, 16 MiB)
 /// less what every intake record carries before the data: the node's
 /// identity (`encode_record`: name length u32, the name, instance u32) and
 /// the copy's origin (u64). A source that accepts input from clients
@@ -168,7 +164,7 @@ pub const RECORD_BYTES_MAX: usize = weir_wal::limits::MAX_PAYLOAD_BYTES;
 /// `RuntimeBuilder::wal_segment_bytes`) holds less.
 pub fn data_bytes_max(node: &str) -> usize {
     let overhead = 4 + node.len() + 4 + INTAKE_ORIGIN_LEN;
-    RECORD_BYTES_MAX.saturating_sub(overhead)
+    INTAKE_RECORD_MAX_BYTES.saturating_sub(overhead)
 }
 
 impl IntakeLog {

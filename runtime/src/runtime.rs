@@ -40,7 +40,7 @@
 //!   not be durable on the failed node's shard anyway); recovery on the
 //!   next start resumes from the last committed epoch;
 //! - every source stops at its next turn (an idle one within
-//!   [`SOURCE_IDLE_SLEEP`](crate::limits::SOURCE_IDLE_SLEEP)), every wait
+//!   [`SOURCE_IDLE_SLEEP_MS`](crate::limits::SOURCE_IDLE_SLEEP_MS)), every wait
 //!   for the final epoch ends, and every shard's epoch task returns, each
 //!   with [`NodeFailure::Aborted`]; a task that ends drops its rings, so
 //!   the nodes that waited on them see them close and end too;
@@ -69,8 +69,8 @@ use crate::error::{Error, RunError, StartError};
 use crate::graph::Graph;
 use crate::graph::ShardPlan;
 use crate::limits::{
-    EPOCH_INTERVAL_DEFAULT, SHARDS_MAX, SHARD_IO_MEMORY_BYTES, SHARD_PREEMPT_INTERVAL,
-    SHARD_PREEMPT_INTERVAL_LOW_LATENCY, STOP_TIMEOUT_DEFAULT,
+    EPOCH_INTERVAL_DEFAULT_MS, SHARDS_MAX, SHARD_IO_MEMORY_BYTES,
+    SHARD_PREEMPT_INTERVAL_LOW_LATENCY_US, SHARD_PREEMPT_INTERVAL_MS, STOP_TIMEOUT_DEFAULT_MS,
 };
 use crate::metrics::{wired, MetricsServer, Registry};
 use crate::shard::run_shard;
@@ -110,7 +110,7 @@ impl Default for LatencyOptions {
     fn default() -> Self {
         LatencyOptions {
             spin_before_park: Duration::ZERO,
-            preempt_interval: SHARD_PREEMPT_INTERVAL,
+            preempt_interval: Duration::from_millis(SHARD_PREEMPT_INTERVAL_MS),
             flush_when_idle: false,
         }
     }
@@ -123,11 +123,11 @@ impl Default for RuntimeBuilder {
             pin: true,
             io_memory_bytes: SHARD_IO_MEMORY_BYTES,
             data_dir: None,
-            epoch_interval: EPOCH_INTERVAL_DEFAULT,
+            epoch_interval: Duration::from_millis(EPOCH_INTERVAL_DEFAULT_MS),
             wal_segment_bytes: None,
             metrics_listen: None,
             latency: LatencyOptions::default(),
-            stop_timeout: STOP_TIMEOUT_DEFAULT,
+            stop_timeout: Duration::from_millis(STOP_TIMEOUT_DEFAULT_MS),
             discard_state: Vec::new(),
         }
     }
@@ -225,7 +225,7 @@ impl RuntimeBuilder {
     pub fn low_latency(mut self, spin: Duration) -> Self {
         self.latency = LatencyOptions {
             spin_before_park: spin,
-            preempt_interval: SHARD_PREEMPT_INTERVAL_LOW_LATENCY,
+            preempt_interval: Duration::from_micros(SHARD_PREEMPT_INTERVAL_LOW_LATENCY_US),
             flush_when_idle: true,
         };
         self

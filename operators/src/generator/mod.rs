@@ -79,7 +79,7 @@ impl KeyedEvents {
             keys,
             watermark_every_ticks,
             next_watermark: watermark_every_ticks,
-            pending: Vec::with_capacity(weir_runtime::limits::BATCH_RECORDS_MAX),
+            pending: Vec::with_capacity(weir_runtime::limits::BATCH_MAX_RECORDS),
         }
     }
 }

@@ -68,7 +68,7 @@
 //! epoch task (`runtime/src/epoch/shard.rs`), which also reports the
 //! shard's epochs durable to the coordinator. While a commit is retrying,
 //! that shard reports no further epoch durable, so the coordinator commits
-//! no further epoch, and after `EPOCHS_IN_FLIGHT_MAX` (4) uncommitted
+//! no further epoch, and after `IN_FLIGHT_MAX_EPOCHS` (4) uncommitted
 //! epochs it stops starting new ones. Sources are not slowed by this:
 //! records keep flowing into the current, ever longer epoch, whose rows
 //! this sink holds in memory until the endpoint recovers (and other sinks'

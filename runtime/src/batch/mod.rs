@@ -11,8 +11,8 @@
 //! and go back to a shard-local [`BufferPool`], so steady-state traffic
 //! allocates nothing.
 //!
-//! Limits: a batch is full at [`BATCH_RECORDS_MAX`] records or
-//! [`BATCH_BYTES_MAX`] bytes, whichever comes first.
+//! Limits: a batch is full at [`BATCH_MAX_RECORDS`] records or
+//! [`BATCH_MAX_BYTES`] bytes, whichever comes first.
 
 mod pool;
 
@@ -30,7 +30,7 @@ use rkyv::ser::Serializer;
 use rkyv::util::AlignedVec;
 
 use crate::error::SerializeError;
-use crate::limits::{BATCH_BYTES_INITIAL, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, SCRATCH_BYTES};
+use crate::limits::{BATCH_INITIAL_BYTES, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, SCRATCH_BYTES};
 use crate::record::{ArchivedRecord, BatchBytes, Record};
 
 /// Whether records of type `T` are stored back to back at a fixed stride
@@ -136,7 +136,7 @@ impl RawBatch {
     fn new(gauge: Arc<BufferGauge>, home: usize) -> RawBatch {
         gauge.allocated();
         RawBatch {
-            bytes: BatchBytes(AlignedVec::with_capacity(BATCH_BYTES_INITIAL)),
+            bytes: BatchBytes(AlignedVec::with_capacity(BATCH_INITIAL_BYTES)),
             records: 0,
             positions: Vec::new(),
             record_type: None,
@@ -162,7 +162,7 @@ impl RawBatch {
 
     /// Whether the batch reached a limit and must be handed on.
     pub fn is_full(&self) -> bool {
-        self.records >= BATCH_RECORDS_MAX || self.bytes.0.len() >= BATCH_BYTES_MAX
+        self.records >= BATCH_MAX_RECORDS || self.bytes.0.len() >= BATCH_MAX_BYTES
     }
 
     /// Empties the batch, keeping its memory.
