@@ -41,8 +41,10 @@ use serde::Deserialize;
 
 use super::mix;
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
-use crate::config::KEYS_MAX;
 use crate::row::OptionError;
+
+/// The most keys a generator may list: each key is held by every instance.
+pub const KEYS_MAX: usize = 1 << 20;
 
 /// A deterministic generator of keyed events; see
 /// [`ConfigEvents`](crate::generator::ConfigEvents).

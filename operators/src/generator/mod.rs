@@ -21,7 +21,7 @@ pub mod profiles;
 
 pub use config_events::{
     ArchivedGeneratedEvent, ConfigEvents, Fill, GeneratedEvent, GeneratorConfig, InvalidPosition,
-    WATERMARK_INTERVAL_MS,
+    KEYS_MAX, WATERMARK_INTERVAL_MS,
 };
 pub use profiles::{
     attack_truth, AttackConfig, AttackTruth, ProfileGenerator, ProfileGeneratorConfig, ProfileSpec,
