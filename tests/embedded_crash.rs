@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use weir::runtime::{Batch, Partition, Runtime, Sink, StateError};
+use weir::runtime::{Batch, OperatorError, Partition, Runtime, Sink};
 use weir::Event;
 
 /// Set in the child: the directory holding its `data` and `out`
@@ -63,7 +63,7 @@ impl Sink for CommittingSink {
             .extend(batch.iter().map(|event| event.value.to_native()));
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         if self.ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -79,18 +79,17 @@ impl Sink for CommittingSink {
         Ok(staged)
     }
 
-    fn commit(staged: &[u8], _control: &weir::runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir::runtime::CommitControl) -> Result<(), OperatorError> {
         if staged.is_empty() {
             return Ok(());
         }
         let length = u64::from_le_bytes(staged[..8].try_into().unwrap()) as usize;
         let path = std::str::from_utf8(&staged[8..8 + length]).map_err(|e| e.to_string())?;
         let temporary = format!("{path}.tmp");
-        let mut file = std::fs::File::create(&temporary).map_err(|e| e.to_string())?;
+        let mut file = std::fs::File::create(&temporary)?;
         file.write_all(&staged[8 + length..])
-            .and_then(|()| file.sync_all())
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&temporary, path).map_err(|e| e.to_string())
+            .and_then(|()| file.sync_all())?;
+        Ok(std::fs::rename(&temporary, path)?)
     }
 }
 

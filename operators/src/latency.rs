@@ -20,7 +20,7 @@
 //! (times 0) are not recorded.
 
 use weir_runtime::metrics::ShardHistogram;
-use weir_runtime::{Batch, ShardContext, Sink, StateError};
+use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
 use crate::sources::generator::GeneratedEvent;
 use crate::sources::ingest::unix_ns;
@@ -105,11 +105,11 @@ impl<K: Sink<Input = GeneratedEvent>> Sink for ObservedSink<K> {
         self.inner.finish();
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.inner.precommit(epoch)
     }
 
-    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         K::commit(staged, control)
     }
 }

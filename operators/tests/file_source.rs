@@ -28,7 +28,7 @@ use std::time::Duration;
 use weir_operators::row::{Row, Value};
 use weir_operators::sources::file::{build, FieldTypes, FileSource, FileSourceConfig};
 use weir_runtime::{
-    Batch, GraphBuilder, Parallelism, Partition, Runtime, ShardContext, Sink, StateError,
+    Batch, GraphBuilder, OperatorError, Parallelism, Partition, Runtime, ShardContext, Sink,
 };
 
 fn config(path: &Path) -> FileSourceConfig {
@@ -213,25 +213,24 @@ impl Sink for Staged {
         assert!(!self.fail, "simulated crash at the end");
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.precommitted = epoch;
         if self.lines.is_empty() {
             return Ok(Vec::new());
         }
         let name = format!("shard-{}-epoch-{epoch}", self.shard);
         let staged = self.dir.join(".staging").join(&name);
-        fs::write(&staged, std::mem::take(&mut self.lines))
-            .map_err(|e| StateError(e.to_string()))?;
+        fs::write(&staged, std::mem::take(&mut self.lines))?;
         Ok(format!("{}\n{}", staged.display(), self.dir.join(&name).display()).into_bytes())
     }
 
-    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         let text = std::str::from_utf8(staged).map_err(|e| e.to_string())?;
         let (from, to) = text.split_once('\n').ok_or("bad pre-commit")?;
         if Path::new(from).exists() {
             fs::rename(from, to).map_err(|e| format!("{from}: {e}"))?;
         } else if !Path::new(to).exists() {
-            return Err(format!("neither {from} nor {to} exists"));
+            return Err(format!("neither {from} nor {to} exists").into());
         }
         Ok(())
     }

@@ -280,8 +280,14 @@ fn a_server_that_cannot_be_reached_fails_the_commit_naming_it() {
         &weir_runtime::CommitControl::new(),
     )
     .unwrap_err();
+    assert_eq!(
+        error.kind(),
+        weir_runtime::OperatorErrorKind::External,
+        "{error}"
+    );
+    let message = error.message();
     assert!(
-        error.contains("cannot connect") && error.contains("127.0.0.1"),
+        message.contains("cannot connect") && message.contains("127.0.0.1"),
         "{error}"
     );
 }

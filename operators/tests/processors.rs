@@ -367,10 +367,10 @@ impl Source for Users {
         self.next.to_le_bytes().to_vec()
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), weir_runtime::StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), weir_runtime::OperatorError> {
         let bytes: [u8; 8] = position
             .try_into()
-            .map_err(|_| weir_runtime::StateError("bad position".into()))?;
+            .map_err(|_| weir_runtime::OperatorError::invalid("bad position"))?;
         self.next = u64::from_le_bytes(bytes);
         Ok(())
     }
@@ -427,20 +427,22 @@ impl Sink for StagedUsers {
         }
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, weir_runtime::StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, weir_runtime::OperatorError> {
         self.check_crash();
         if self.lines.is_empty() {
             return Ok(Vec::new());
         }
         let name = format!("shard-{}-epoch-{epoch}", self.shard);
         let staged = self.dir.join(".staging").join(&name);
-        std::fs::write(&staged, std::mem::take(&mut self.lines))
-            .map_err(|e| weir_runtime::StateError(e.to_string()))?;
+        std::fs::write(&staged, std::mem::take(&mut self.lines))?;
         let paths = format!("{}\n{}", staged.display(), self.dir.join(&name).display());
         Ok(paths.into_bytes())
     }
 
-    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(
+        staged: &[u8],
+        _control: &weir_runtime::CommitControl,
+    ) -> Result<(), weir_runtime::OperatorError> {
         if staged.is_empty() {
             return Ok(());
         }
@@ -450,11 +452,7 @@ impl Sink for StagedUsers {
         if from.exists() {
             std::fs::rename(from, to).map_err(|e| format!("{}: {e}", from.display()))?;
         } else if !to.exists() {
-            return Err(format!(
-                "neither {} nor {} exists",
-                from.display(),
-                to.display()
-            ));
+            return Err(format!("neither {} nor {} exists", from.display(), to.display()).into());
         }
         Ok(())
     }

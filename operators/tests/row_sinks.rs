@@ -39,8 +39,8 @@ use weir_operators::sinks::rows::{
 };
 use weir_runtime::metrics::Registry;
 use weir_runtime::{
-    Batch, Emitter, GraphBuilder, Partition, Processor, Runtime, ShardContext, Sink, Source,
-    SourcePoll, StateError,
+    Batch, Emitter, GraphBuilder, OperatorError, Partition, Processor, Runtime, ShardContext, Sink,
+    Source, SourcePoll,
 };
 
 fn all_types() -> Schema {
@@ -568,10 +568,10 @@ impl Source for Ids {
         self.next.to_le_bytes().to_vec()
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let bytes: [u8; 8] = position
             .try_into()
-            .map_err(|_| StateError("bad position".into()))?;
+            .map_err(|_| OperatorError::invalid("bad position"))?;
         self.next = u64::from_le_bytes(bytes);
         Ok(())
     }
@@ -617,15 +617,15 @@ impl Sink for CrashingSink {
         self.inner.finish();
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.inner.precommit(epoch)
     }
 
-    fn sync(staged: &[u8]) -> Result<(), String> {
+    fn sync(staged: &[u8]) -> Result<(), OperatorError> {
         RowFileSink::sync(staged)
     }
 
-    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         RowFileSink::commit(staged, control)
     }
 }

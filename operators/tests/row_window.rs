@@ -302,10 +302,10 @@ impl Source for Replayable {
         self.next.to_le_bytes().to_vec()
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), weir_runtime::StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), weir_runtime::OperatorError> {
         let bytes: [u8; 8] = position
             .try_into()
-            .map_err(|_| weir_runtime::StateError("bad position".into()))?;
+            .map_err(|_| weir_runtime::OperatorError::invalid("bad position"))?;
         self.next = u64::from_le_bytes(bytes);
         Ok(())
     }
@@ -359,24 +359,26 @@ impl Sink for Staged {
         }
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, weir_runtime::StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, weir_runtime::OperatorError> {
         if self.lines.is_empty() {
             return Ok(Vec::new());
         }
         let name = format!("{}-{epoch}", self.shard);
         let staged = self.dir.join(".staging").join(&name);
-        std::fs::write(&staged, std::mem::take(&mut self.lines))
-            .map_err(|error| weir_runtime::StateError(error.to_string()))?;
+        std::fs::write(&staged, std::mem::take(&mut self.lines))?;
         Ok(format!("{}\n{}", staged.display(), self.dir.join(&name).display()).into_bytes())
     }
 
-    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(
+        staged: &[u8],
+        _control: &weir_runtime::CommitControl,
+    ) -> Result<(), weir_runtime::OperatorError> {
         let text = std::str::from_utf8(staged).map_err(|error| error.to_string())?;
         let (from, to) = text.split_once('\n').ok_or("bad pre-commit")?;
         if std::path::Path::new(from).exists() {
             std::fs::rename(from, to).map_err(|error| format!("{from}: {error}"))?;
         } else if !std::path::Path::new(to).exists() {
-            return Err(format!("neither {from} nor {to} exists"));
+            return Err(format!("neither {from} nor {to} exists").into());
         }
         Ok(())
     }

@@ -270,6 +270,12 @@ fn a_rejected_request_fails_the_commit_naming_url_status_and_answer() {
     let bytes = sink.precommit(2).expect("precommit");
     let error = <WebhookSink as Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
         .expect_err("422 is permanent");
+    assert_eq!(
+        error.kind(),
+        weir_runtime::OperatorErrorKind::External,
+        "{error}"
+    );
+    let error = error.to_string();
     for part in [
         receiver.url().as_str(),
         "422",
@@ -283,7 +289,8 @@ fn a_rejected_request_fails_the_commit_naming_url_status_and_answer() {
     // Fixed receiver: the same commit (as recovery would run it) delivers.
     receiver.script(vec![Answer::Status(404, "")]);
     let error = <WebhookSink as Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
-        .expect_err("404 is permanent");
+        .expect_err("404 is permanent")
+        .to_string();
     assert!(error.contains("404"), "{error}");
     <WebhookSink as Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
         .expect("accepted now");

@@ -16,9 +16,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::batch::{BufferPool, RawBatch, Scratch, SerializeError};
-use crate::error::NodeFailure;
-use crate::limits::BATCH_RECORDS_MAX;
+use crate::batch::{BufferPool, RawBatch, Scratch};
+use crate::error::{NodeFailure, OperatorError, SerializeError};
+use crate::limits::BATCH_MAX_RECORDS;
 use crate::message::Message;
 use crate::metrics::wired::OutputMetrics;
 use crate::metrics::ShardCounter;
@@ -75,7 +75,7 @@ struct Staging {
     scratch: Scratch,
     ready: VecDeque<Outgoing>,
     error: Option<SerializeError>,
-    failure: Option<String>,
+    failure: Option<OperatorError>,
 }
 
 impl Staging {
@@ -137,7 +137,7 @@ impl<T: Record> Emitter<T> {
     /// Records a source should emit per [`Source::poll`](crate::Source::poll)
     /// to fill about one batch.
     pub fn batch_records_max(&self) -> usize {
-        BATCH_RECORDS_MAX
+        BATCH_MAX_RECORDS
     }
 
     /// Emits one record to every edge of the main output (port 0), routed
@@ -252,16 +252,21 @@ impl<T: Record> Emitter<T> {
     }
 
     /// Fails the node: the runtime stops it after the current call and
-    /// the run fails with `message` (a source that cannot listen on its
-    /// address, say). For failures the operator cannot recover from.
-    pub fn fail(&mut self, message: impl Into<String>) {
-        self.staging.failure.get_or_insert(message.into());
+    /// the run fails with `error` ([`NodeFailure::Operator`]): a message (a
+    /// `String` or `&str`, of kind [`Other`](crate::OperatorErrorKind::Other))
+    /// or an [`OperatorError`] of its own kind (a source that cannot listen
+    /// on its address, say). For failures the operator cannot recover from;
+    /// the first one counts.
+    pub fn fail(&mut self, error: impl Into<OperatorError>) {
+        if self.staging.failure.is_none() {
+            self.staging.failure = Some(error.into());
+        }
     }
 
     /// The first serialization error since the last call, if any.
     pub(crate) fn take_error(&mut self) -> Result<(), NodeFailure> {
-        if let Some(message) = self.staging.failure.take() {
-            return Err(NodeFailure::Operator(message));
+        if let Some(error) = self.staging.failure.take() {
+            return Err(NodeFailure::Operator(error));
         }
         match self.staging.error.take() {
             Some(error) => Err(NodeFailure::Serialize(error)),

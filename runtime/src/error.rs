@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::batch::SerializeError;
-
 /// The graph is not a valid pipeline. Every variant names the nodes at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GraphError {
@@ -258,6 +256,158 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// What kind of failure an operator reports in an [`OperatorError`]: what
+/// went wrong, for a caller that acts on it or a log that counts it,
+/// without parsing the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OperatorErrorKind {
+    /// Bytes handed back to the operator (a state, a position, a staged
+    /// commit, an intake record) do not decode: damaged, or written by a
+    /// build or configuration that does not fit this one.
+    Invalid,
+    /// Local I/O failed: a file could not be written, synced or renamed, or
+    /// the write-ahead log refused an append.
+    Io,
+    /// A system outside the process (a database, an HTTP receiver) failed
+    /// or could not be reached.
+    External,
+    /// The operator cannot do what was asked (a source asked to replay
+    /// intake records it cannot replay).
+    Unsupported,
+    /// Anything else: what `From<String>` and `From<&str>` make.
+    Other,
+}
+
+impl fmt::Display for OperatorErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OperatorErrorKind::Invalid => "invalid",
+            OperatorErrorKind::Io => "I/O",
+            OperatorErrorKind::External => "external",
+            OperatorErrorKind::Unsupported => "unsupported",
+            OperatorErrorKind::Other => "other",
+        })
+    }
+}
+
+/// An operator failed: the error of every fallible method of
+/// [`Source`](crate::Source), [`Processor`](crate::Processor) and
+/// [`Sink`](crate::Sink) (restoring, replaying, snapshotting,
+/// pre-committing, syncing, committing), of
+/// [`IntakeLog::append`](crate::IntakeLog::append), and what
+/// [`Emitter::fail`](crate::Emitter::fail) reports. It fails the node
+/// instance ([`NodeFailure::State`], [`NodeFailure::Commit`] or
+/// [`NodeFailure::Operator`]), and so the run.
+///
+/// A kind and a message; it displays as the message alone, so the message
+/// says everything a user needs (which record, which file, what the other
+/// end answered). `From<String>` and `From<&str>` make an
+/// [`Other`](OperatorErrorKind::Other) error, so `.map_err(|e| format!(..))?`
+/// and `Err("..".into())` stay short; `From<std::io::Error>` an
+/// [`Io`](OperatorErrorKind::Io) one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorError {
+    kind: OperatorErrorKind,
+    message: String,
+}
+
+impl OperatorError {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: OperatorErrorKind, message: impl Into<String>) -> OperatorError {
+        OperatorError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// An [`Invalid`](OperatorErrorKind::Invalid) error saying `message`.
+    pub fn invalid(message: impl Into<String>) -> OperatorError {
+        OperatorError::new(OperatorErrorKind::Invalid, message)
+    }
+
+    /// An [`Io`](OperatorErrorKind::Io) error saying `message`.
+    pub fn io(message: impl Into<String>) -> OperatorError {
+        OperatorError::new(OperatorErrorKind::Io, message)
+    }
+
+    /// An [`External`](OperatorErrorKind::External) error saying `message`.
+    pub fn external(message: impl Into<String>) -> OperatorError {
+        OperatorError::new(OperatorErrorKind::External, message)
+    }
+
+    /// An [`Unsupported`](OperatorErrorKind::Unsupported) error saying
+    /// `message`.
+    pub fn unsupported(message: impl Into<String>) -> OperatorError {
+        OperatorError::new(OperatorErrorKind::Unsupported, message)
+    }
+
+    /// An [`Other`](OperatorErrorKind::Other) error saying `message`.
+    pub fn other(message: impl Into<String>) -> OperatorError {
+        OperatorError::new(OperatorErrorKind::Other, message)
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> OperatorErrorKind {
+        self.kind
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same error with `context: ` before its message.
+    pub fn context(self, context: impl fmt::Display) -> OperatorError {
+        OperatorError {
+            kind: self.kind,
+            message: format!("{context}: {}", self.message),
+        }
+    }
+}
+
+impl fmt::Display for OperatorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OperatorError {}
+
+impl From<String> for OperatorError {
+    fn from(message: String) -> OperatorError {
+        OperatorError::other(message)
+    }
+}
+
+impl From<&str> for OperatorError {
+    fn from(message: &str) -> OperatorError {
+        OperatorError::other(message)
+    }
+}
+
+impl From<std::io::Error> for OperatorError {
+    fn from(error: std::io::Error) -> OperatorError {
+        OperatorError::io(error.to_string())
+    }
+}
+
+/// A record could not be serialized (an error from the record type's own
+/// `Serialize`, or a record larger than a whole batch).
+#[derive(Debug)]
+pub struct SerializeError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for SerializeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot serialize record: {}", self.message)
+    }
+}
+
+impl std::error::Error for SerializeError {}
+
 /// Why one node instance stopped early.
 #[derive(Debug)]
 pub enum NodeFailure {
@@ -278,19 +428,25 @@ pub enum NodeFailure {
         /// The consumer's shard.
         to_shard: usize,
     },
-    /// Saving or restoring the node's state or position failed.
-    State(String),
+    /// Saving, restoring or replaying the node's state, position or intake
+    /// failed.
+    State(OperatorError),
     /// The operator reported a failure it cannot recover from
     /// ([`Emitter::fail`](crate::Emitter::fail)).
-    Operator(String),
+    Operator(OperatorError),
     /// The shard's write-ahead log failed (fatal: see the WAL's fsync rule).
     Log(String),
-    /// A sink's commit failed.
+    /// A sink's sync or commit step failed.
     Commit {
         /// The epoch being committed.
         epoch: u64,
-        /// What failed.
-        message: String,
+        /// The sink.
+        sink: String,
+        /// Whether the sync step ([`Sink::sync`](crate::Sink::sync)) failed;
+        /// the commit step ([`Sink::commit`](crate::Sink::commit)) otherwise.
+        syncing: bool,
+        /// What the sink reported.
+        error: OperatorError,
     },
     /// The node stopped because another node (or the epoch coordinator)
     /// failed first: the run is aborted as soon as anything fails, so no
@@ -309,14 +465,28 @@ impl fmt::Display for NodeFailure {
             NodeFailure::OutputClosed { to, to_shard } => {
                 write!(f, "output to `{to}` on shard {to_shard} is closed")
             }
-            NodeFailure::State(message) => write!(f, "state: {message}"),
-            NodeFailure::Operator(message) => f.write_str(message),
+            NodeFailure::State(error) => write!(f, "state: {error}"),
+            NodeFailure::Operator(error) => error.fmt(f),
             NodeFailure::Log(message) => write!(f, "write-ahead log: {message}"),
-            NodeFailure::Commit { epoch, message } => {
-                write!(f, "commit of epoch {epoch}: {message}")
+            NodeFailure::Commit {
+                epoch,
+                sink,
+                syncing,
+                error,
+            } => {
+                let step = if *syncing { "syncing " } else { "" };
+                write!(f, "commit of epoch {epoch}: {step}sink `{sink}`: {error}")
             }
             NodeFailure::Aborted => f.write_str("stopped because another node failed"),
         }
+    }
+}
+
+/// A state step that failed (restore, replay, snapshot, pre-commit, an
+/// intake append): what `?` makes of one in the task loops.
+impl From<OperatorError> for NodeFailure {
+    fn from(error: OperatorError) -> NodeFailure {
+        NodeFailure::State(error)
     }
 }
 

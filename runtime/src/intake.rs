@@ -36,8 +36,9 @@ use std::task::{Context, Poll};
 use weir_wal::RecordType;
 
 use crate::epoch::shard::ShardEpochs;
-use crate::error::NodeFailure;
-use crate::operator::StateError;
+use crate::epoch::{intake_origin, INTAKE_ORIGIN_LEN};
+use crate::error::{NodeFailure, OperatorError};
+use crate::limits::INTAKE_RECORD_MAX_BYTES;
 
 /// A source instance's handle for logging accepted input; see the module
 /// documentation. Cheap to clone; lives on the source's shard.
@@ -152,18 +153,9 @@ impl std::fmt::Debug for IntakeLog {
     }
 }
 
-/// Bytes before the source's data in an intake record: the identity plus
-/// one (the identity is the LSN of the first copy), or 0 in a first copy.
-const ORIGIN_LEN: usize = 8;
-
-/// The largest payload of one write-ahead log record (the WAL's
-/// [`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES), 16 MiB): an
-/// intake record's identity, origin and data together.
-pub const RECORD_BYTES_MAX: usize = weir_wal::limits::MAX_PAYLOAD_BYTES;
-
 /// The most bytes of data one [`IntakeLog::append`] of node `node` can
-/// log: the WAL's largest record payload
-/// ([`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES), 16 MiB)
+/// log: the largest intake record
+/// ([`INTAKE_RECORD_MAX_BYTES`], the WAL's largest record payload, 16 MiB)
 /// less what every intake record carries before the data: the node's
 /// identity (`encode_record`: name length u32, the name, instance u32) and
 /// the copy's origin (u64). A source that accepts input from clients
@@ -171,8 +163,8 @@ pub const RECORD_BYTES_MAX: usize = weir_wal::limits::MAX_PAYLOAD_BYTES;
 /// always be logged. A WAL with segments smaller than 16 MiB (see
 /// `RuntimeBuilder::wal_segment_bytes`) holds less.
 pub fn data_bytes_max(node: &str) -> usize {
-    let overhead = 4 + node.len() + 4 + ORIGIN_LEN;
-    RECORD_BYTES_MAX.saturating_sub(overhead)
+    let overhead = 4 + node.len() + 4 + INTAKE_ORIGIN_LEN;
+    INTAKE_RECORD_MAX_BYTES.saturating_sub(overhead)
 }
 
 impl IntakeLog {
@@ -227,13 +219,13 @@ impl IntakeLog {
     /// Logs `data` as part of the source's current epoch. Call it from
     /// `poll`, in the same poll that emits the records `data` holds; the
     /// ticket completes once the record is durable.
-    pub fn append(&self, data: &[u8]) -> Result<IntakeTicket, StateError> {
+    pub fn append(&self, data: &[u8]) -> Result<IntakeTicket, OperatorError> {
         self.append_parts(None, &[data])
     }
 
     /// [`append`](Self::append) of the concatenation of `parts`, without
     /// concatenating them first.
-    pub fn append_vectored(&self, parts: &[&[u8]]) -> Result<IntakeTicket, StateError> {
+    pub fn append_vectored(&self, parts: &[&[u8]]) -> Result<IntakeTicket, OperatorError> {
         self.append_parts(None, parts)
     }
 
@@ -290,7 +282,7 @@ impl IntakeLog {
         &self,
         identity: Option<u64>,
         data: &[u8],
-    ) -> Result<IntakeTicket, StateError> {
+    ) -> Result<IntakeTicket, OperatorError> {
         self.append_parts(identity, &[data])
     }
 
@@ -298,12 +290,11 @@ impl IntakeLog {
         &self,
         identity: Option<u64>,
         data: &[&[u8]],
-    ) -> Result<IntakeTicket, StateError> {
-        let origin = identity.map_or(0, |identity| identity + 1);
+    ) -> Result<IntakeTicket, OperatorError> {
         let Some(inner) = &self.inner else {
             return Ok(IntakeTicket { durable: None });
         };
-        let origin = origin.to_le_bytes();
+        let origin = intake_origin(identity);
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + data.len());
         parts.push(&origin);
         parts.extend_from_slice(data);
@@ -316,18 +307,11 @@ impl IntakeLog {
                 inner.instance,
                 &parts,
             )
-            .map_err(|error| StateError(format!("logging accepted input: {error}")))?;
+            .map_err(|error| OperatorError::io(format!("logging accepted input: {error}")))?;
         Ok(IntakeTicket {
             durable: Some(durable),
         })
     }
-}
-
-/// Splits an intake record's payload into the identity of its first copy
-/// (`None`: this is the first copy) and the source's data.
-pub(crate) fn decode_intake(payload: &[u8]) -> Option<(Option<u64>, &[u8])> {
-    let origin = u64::from_le_bytes(payload.get(..ORIGIN_LEN)?.try_into().ok()?);
-    Some((origin.checked_sub(1), &payload[ORIGIN_LEN..]))
 }
 
 /// Completes once an appended intake record is durable (at once without a
@@ -346,14 +330,14 @@ impl IntakeTicket {
 }
 
 impl Future for IntakeTicket {
-    type Output = Result<(), String>;
+    type Output = Result<(), OperatorError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.durable {
             None => Poll::Ready(Ok(())),
             Some(durable) => Pin::new(durable)
                 .poll(cx)
-                .map_err(|failure| failure.to_string()),
+                .map_err(|failure| OperatorError::io(failure.to_string())),
         }
     }
 }
@@ -366,7 +350,7 @@ mod tests {
     fn the_data_limit_fills_one_record_exactly() {
         for node in ["in", "events", "a-much-longer-source-name"] {
             let max = data_bytes_max(node);
-            let origin = [0u8; ORIGIN_LEN];
+            let origin = [0u8; INTAKE_ORIGIN_LEN];
             let data = vec![0u8; max];
             let mut record = Vec::new();
             crate::epoch::encode_record_into(&mut record, node, 3, &[&origin, &data]);

@@ -30,21 +30,26 @@ pub mod intake;
 pub mod limits;
 mod message;
 pub mod metrics;
+mod node;
 mod operator;
 mod partition;
 pub mod record;
 pub mod ring;
 mod runtime;
 mod shard;
+mod stop;
 mod system;
 
-pub use batch::{Batch, BufferGauge, RawBatch, Scratch, SerializeError};
+pub use batch::{Batch, BufferGauge, RawBatch, Scratch};
 pub use emit::Emitter;
 pub use epoch::CommitControl;
-pub use error::{Error, GraphError, NodeFailure, RunError, StartError};
+pub use error::{
+    Error, GraphError, NodeFailure, OperatorError, OperatorErrorKind, RunError, SerializeError,
+    StartError,
+};
 pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
 pub use intake::{IntakeLog, IntakeTicket, RemoteWake};
-pub use operator::{Processor, ShardContext, Sink, Source, SourcePoll, StateError};
+pub use operator::{Processor, ShardContext, Sink, Source, SourcePoll};
 pub use partition::{owner_of, Partition, PartitionKind};
 pub use record::{ArchivedRecord, Record};
 pub use runtime::{Handle, RunReport, Running, Runtime, RuntimeBuilder};

@@ -1,4 +1,7 @@
-//! Every capacity of the runtime, in one place, with its unit and its reason.
+//! Every capacity, bound and default interval of the runtime, in one place,
+//! with its reason. Each name ends in its unit: `_RECORDS`, `_BYTES`,
+//! `_BATCHES`, `_BUFFERS`, `_MESSAGES`, `_EPOCHS`, `_MS`, `_US` (the one
+//! exception is [`SHARDS_MAX`], whose unit is its name).
 //!
 //! Relations between limits are checked at compile time below, so a change
 //! that breaks one fails the build instead of a run.
@@ -7,15 +10,15 @@
 /// per-batch costs (a ring slot, a wake-up check, an `Envelope` move) vanish
 /// per record; small enough that a batch stays in L1/L2 (1024 records of 16
 /// bytes are 16 KiB).
-pub const BATCH_RECORDS_MAX: usize = 1024;
+pub const BATCH_MAX_RECORDS: usize = 1024;
 
 /// Bytes of serialized records in one batch before it is handed on. Bounds the
 /// memory of a batch whose records are large.
-pub const BATCH_BYTES_MAX: usize = 256 * 1024;
+pub const BATCH_MAX_BYTES: usize = 256 * 1024;
 
 /// Bytes reserved up front for a new batch buffer, so the common small-record
 /// batch never grows (and never reallocates) while it is filled.
-pub const BATCH_BYTES_INITIAL: usize = 32 * 1024;
+pub const BATCH_INITIAL_BYTES: usize = 32 * 1024;
 
 /// Bytes of fixed scratch space for serializing one record (rkyv uses it for
 /// e.g. the resolvers of a vector's elements). Records needing more fall back
@@ -25,20 +28,20 @@ pub const SCRATCH_BYTES: usize = 4096;
 /// Slots in each ring (one ring per edge and ordered pair of shards). A slot
 /// holds one batch, so a ring holds at most this many batches: this is what
 /// bounds memory when a consumer is slower than its producer.
-pub const RING_SLOTS: usize = 16;
+pub const RING_CAPACITY_BATCHES: usize = 16;
 
 /// Recycled batch buffers a shard keeps for reuse. Buffers beyond this are
 /// freed. Two rings' worth covers the imbalance of hash-partitioned traffic
 /// between two shards, so steady state allocates (almost) nothing, while
 /// keeping idle memory per shard at 32 buffers of ~32 KiB.
-pub const POOL_BUFFERS_MAX: usize = 2 * RING_SLOTS;
+pub const POOL_MAX_BUFFERS: usize = 2 * RING_CAPACITY_BATCHES;
 
 /// Messages (batches or control messages) a node handles before it yields
 /// the shard to other tasks: the cooperative work budget per turn.
-pub const TURN_MESSAGES_MAX: usize = 32;
+pub const TURN_MAX_MESSAGES: usize = 32;
 
 /// Batches a source fills before it yields to other tasks on its shard.
-pub const TURN_SOURCE_BATCHES_MAX: usize = 8;
+pub const TURN_SOURCE_MAX_BATCHES: usize = 8;
 
 /// Bytes of io_uring buffer memory glommio registers per shard. It is locked
 /// memory, so it counts against `RLIMIT_MEMLOCK`.
@@ -48,8 +51,13 @@ pub const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 /// (rings and their bookkeeping); glommio refuses to start below this.
 pub const SHARD_LOCKED_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Most shards one runtime runs.
+/// Most shards one runtime runs. The configuration of `weir-operators`
+/// checks its `shards` against this same constant.
 pub const SHARDS_MAX: usize = 256;
+
+/// Epochs requested but not yet committed, at most. Bounds how much a slow
+/// shard can fall behind before sources stop being asked for barriers.
+pub const IN_FLIGHT_MAX_EPOCHS: u64 = 4;
 
 /// Bytes staged in a shard's WAL (appended, not yet written) above which a
 /// source waits, without blocking the shard, for them to be durable before
@@ -59,45 +67,63 @@ pub const SHARDS_MAX: usize = 256;
 /// start, or input faster than the disk, slows down to the disk instead of
 /// failing the run. An append that still meets the limit (one step that
 /// logs more than the room left) waits too, blocking the shard.
-pub const WAL_STAGED_BYTES_WAIT: usize = weir_wal::limits::MAX_STAGED_BYTES / 2;
+pub const WAL_STAGED_WAIT_BYTES: usize = weir_wal::limits::MAX_STAGED_BYTES / 2;
+
+/// The largest payload of one intake record (`crate::intake`): the WAL's
+/// largest record payload
+/// ([`MAX_PAYLOAD_BYTES`](weir_wal::limits::MAX_PAYLOAD_BYTES), 16 MiB),
+/// the record's identity, origin and data together. See
+/// [`intake::data_bytes_max`](crate::intake::data_bytes_max) for the data
+/// alone.
+pub const INTAKE_RECORD_MAX_BYTES: usize = weir_wal::limits::MAX_PAYLOAD_BYTES;
+
+/// Bytes of a request head the metrics endpoint reads before it answers
+/// anyway.
+pub const METRICS_REQUEST_HEAD_MAX_BYTES: usize = 8 * 1024;
 
 const _: () = assert!(
-    WAL_STAGED_BYTES_WAIT + weir_wal::limits::MAX_PAYLOAD_BYTES
+    WAL_STAGED_WAIT_BYTES + weir_wal::limits::MAX_PAYLOAD_BYTES
         < weir_wal::limits::MAX_STAGED_BYTES
 );
-const _: () = assert!(BATCH_RECORDS_MAX > 0 && BATCH_RECORDS_MAX <= u32::MAX as usize);
-const _: () = assert!(BATCH_BYTES_INITIAL <= BATCH_BYTES_MAX);
+const _: () = assert!(BATCH_MAX_RECORDS > 0 && BATCH_MAX_RECORDS <= u32::MAX as usize);
+const _: () = assert!(BATCH_INITIAL_BYTES <= BATCH_MAX_BYTES);
 // Record positions inside a batch are stored as u32.
-const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
-const _: () = assert!(RING_SLOTS >= 2);
-const _: () = assert!(POOL_BUFFERS_MAX >= RING_SLOTS);
-const _: () = assert!(TURN_MESSAGES_MAX > 0 && TURN_SOURCE_BATCHES_MAX > 0);
+const _: () = assert!(BATCH_MAX_BYTES <= u32::MAX as usize);
+const _: () = assert!(RING_CAPACITY_BATCHES >= 2);
+const _: () = assert!(POOL_MAX_BUFFERS >= RING_CAPACITY_BATCHES);
+const _: () = assert!(TURN_MAX_MESSAGES > 0 && TURN_SOURCE_MAX_BATCHES > 0);
+const _: () = assert!(IN_FLIGHT_MAX_EPOCHS >= 1);
 
 /// How long a source that reported `Idle` sleeps before it is polled again.
-pub const SOURCE_IDLE_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
+pub const SOURCE_IDLE_SLEEP_MS: u64 = 1;
 
 /// How often an epoch starts when the runtime has a data directory: the
 /// latency of committed output and the work redone after a crash, against
 /// the cost of a snapshot and a commit per epoch.
-pub const EPOCH_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_millis(100);
+pub const EPOCH_INTERVAL_DEFAULT_MS: u64 = 100;
 
 /// How long a graceful stop may take by default before it gives up with
 /// the sink commits still pending (they run again at the next start): long
 /// enough for a final epoch and its commits on a healthy machine (a few
 /// epoch intervals), short enough for a deploy or an orchestrator's grace
 /// period (Kubernetes waits 30 s before SIGKILL).
-pub const STOP_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const STOP_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 
-const _: () = assert!(STOP_TIMEOUT_DEFAULT.as_millis() > 10 * EPOCH_INTERVAL_DEFAULT.as_millis());
+const _: () = assert!(STOP_TIMEOUT_DEFAULT_MS > 10 * EPOCH_INTERVAL_DEFAULT_MS);
 
 /// How long a shard runs runnable tasks before it polls its reactor (I/O
 /// completions, timers, wake-ups from other threads). glommio's default is
 /// 100 ms, which delays every timer-driven step (epoch commits, idle
 /// sources) by that much while data flows.
-pub const SHARD_PREEMPT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+pub const SHARD_PREEMPT_INTERVAL_MS: u64 = 2;
 
-/// [`SHARD_PREEMPT_INTERVAL`] of a runtime built with
+/// [`SHARD_PREEMPT_INTERVAL_MS`] of a runtime built with
 /// `RuntimeBuilder::low_latency`: how long a busy shard may go without
 /// noticing a wake-up from another thread (a query, a pushed record).
-pub const SHARD_PREEMPT_INTERVAL_LOW_LATENCY: std::time::Duration =
-    std::time::Duration::from_micros(100);
+pub const SHARD_PREEMPT_INTERVAL_LOW_LATENCY_US: u64 = 100;
+
+const _: () = assert!(SHARD_PREEMPT_INTERVAL_LOW_LATENCY_US < SHARD_PREEMPT_INTERVAL_MS * 1000);
+
+/// How long a client of the metrics endpoint may take to send its request
+/// or read the answer.
+pub const METRICS_IO_TIMEOUT_MS: u64 = 5_000;

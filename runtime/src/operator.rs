@@ -8,6 +8,7 @@
 use crate::batch::Batch;
 use crate::emit::Emitter;
 use crate::epoch::CommitControl;
+use crate::error::OperatorError;
 use crate::intake::IntakeLog;
 use crate::record::Record;
 
@@ -34,18 +35,6 @@ pub struct ShardContext {
     /// this shard (`shard`) only.
     pub metrics: crate::metrics::Registry,
 }
-
-/// A node's state or position could not be saved or restored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateError(pub String);
-
-impl std::fmt::Display for StateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StateError {}
 
 /// What a source reports after [`Source::poll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +67,7 @@ pub trait Source: 'static {
 
     /// Resumes from a [`position`](Source::position) logged by a previous
     /// run, before the first poll.
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let _ = position;
         Ok(())
     }
@@ -94,10 +83,14 @@ pub trait Source: 'static {
     /// through its [`IntakeLog`] in an epoch that never committed. Called
     /// after `restore`, once per such record in log order, before the first
     /// poll and before any barrier.
-    fn replay(&mut self, data: &[u8], out: &mut Emitter<Self::Output>) -> Result<(), StateError> {
+    fn replay(
+        &mut self,
+        data: &[u8],
+        out: &mut Emitter<Self::Output>,
+    ) -> Result<(), OperatorError> {
         let _ = (data, out);
-        Err(StateError(
-            "this source logged intake data but cannot replay it".into(),
+        Err(OperatorError::unsupported(
+            "this source logged intake data but cannot replay it",
         ))
     }
 }
@@ -153,14 +146,14 @@ pub trait Processor: 'static {
     /// The operator's state after every record of `epoch` (and none after
     /// it), as bytes; called on the aligned barrier when the runtime has a
     /// data directory, and logged. Stateless operators return nothing.
-    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let _ = epoch;
         Ok(Vec::new())
     }
 
     /// Restores a [`snapshot`](Processor::snapshot) of a previous run,
     /// before any input.
-    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
         let _ = state;
         Ok(())
     }
@@ -193,7 +186,7 @@ pub trait Sink: 'static {
     /// and says (as bytes) what [`commit`](Sink::commit) must publish. Called
     /// on the aligned barrier when the runtime has a data directory; the
     /// bytes are logged.
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let _ = epoch;
         Ok(Vec::new())
     }
@@ -203,7 +196,7 @@ pub trait Sink: 'static {
     /// storage does not stall the shard's other tasks; the epoch does not
     /// count as durable on this shard until it returns. `precommit` can then
     /// stay cheap (write, don't sync). An error fails the run.
-    fn sync(staged: &[u8]) -> Result<(), String>
+    fn sync(staged: &[u8]) -> Result<(), OperatorError>
     where
         Self: Sized,
     {
@@ -222,7 +215,7 @@ pub trait Sink: 'static {
     /// [`CommitControl::is_cancelled`]: a stop that cannot finish within
     /// its bound cancels the commits still running. A cancelled commit
     /// returns any error; it runs again at the next start.
-    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), String>
+    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), OperatorError>
     where
         Self: Sized,
     {
@@ -255,7 +248,7 @@ impl<K: Sink> Processor for SinkProcessor<K> {
         self.0.finish();
     }
 
-    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.0.precommit(epoch)
     }
 }

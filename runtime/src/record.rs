@@ -96,7 +96,7 @@ pub fn serialize_into<T>(
     value: &T,
     bytes: &mut AlignedVec,
     arena: &mut rkyv::ser::allocator::Arena,
-) -> Result<(), crate::SerializeError>
+) -> Result<(), crate::error::SerializeError>
 where
     T: for<'a, 'b> rkyv::Serialize<LargeBatchSerializer<'a, 'b>>,
 {
@@ -105,7 +105,9 @@ where
     let mut serializer = Serializer::new(&mut writer, arena.acquire(), Unshare);
     let result = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut serializer);
     *bytes = writer.0;
-    result.map(drop).map_err(|error| crate::SerializeError {
-        message: error.to_string(),
-    })
+    result
+        .map(drop)
+        .map_err(|error| crate::error::SerializeError {
+            message: error.to_string(),
+        })
 }

@@ -40,7 +40,7 @@
 //!   not be durable on the failed node's shard anyway); recovery on the
 //!   next start resumes from the last committed epoch;
 //! - every source stops at its next turn (an idle one within
-//!   [`SOURCE_IDLE_SLEEP`](crate::limits::SOURCE_IDLE_SLEEP)), every wait
+//!   [`SOURCE_IDLE_SLEEP_MS`](crate::limits::SOURCE_IDLE_SLEEP_MS)), every wait
 //!   for the final epoch ends, and every shard's epoch task returns, each
 //!   with [`NodeFailure::Aborted`]; a task that ends drops its rings, so
 //!   the nodes that waited on them see them close and end too;
@@ -69,12 +69,13 @@ use crate::error::{Error, RunError, StartError};
 use crate::graph::Graph;
 use crate::graph::ShardPlan;
 use crate::limits::{
-    EPOCH_INTERVAL_DEFAULT, SHARDS_MAX, SHARD_IO_MEMORY_BYTES, SHARD_PREEMPT_INTERVAL,
-    SHARD_PREEMPT_INTERVAL_LOW_LATENCY, STOP_TIMEOUT_DEFAULT,
+    EPOCH_INTERVAL_DEFAULT_MS, SHARDS_MAX, SHARD_IO_MEMORY_BYTES,
+    SHARD_PREEMPT_INTERVAL_LOW_LATENCY_US, SHARD_PREEMPT_INTERVAL_MS, STOP_TIMEOUT_DEFAULT_MS,
 };
 use crate::metrics::{wired, MetricsServer, Registry};
 use crate::shard::run_shard;
 use crate::shard::ShardLog;
+use crate::stop::StopRequest;
 use crate::system;
 
 /// Configures a [`Runtime`].
@@ -109,7 +110,7 @@ impl Default for LatencyOptions {
     fn default() -> Self {
         LatencyOptions {
             spin_before_park: Duration::ZERO,
-            preempt_interval: SHARD_PREEMPT_INTERVAL,
+            preempt_interval: Duration::from_millis(SHARD_PREEMPT_INTERVAL_MS),
             flush_when_idle: false,
         }
     }
@@ -122,11 +123,11 @@ impl Default for RuntimeBuilder {
             pin: true,
             io_memory_bytes: SHARD_IO_MEMORY_BYTES,
             data_dir: None,
-            epoch_interval: EPOCH_INTERVAL_DEFAULT,
+            epoch_interval: Duration::from_millis(EPOCH_INTERVAL_DEFAULT_MS),
             wal_segment_bytes: None,
             metrics_listen: None,
             latency: LatencyOptions::default(),
-            stop_timeout: STOP_TIMEOUT_DEFAULT,
+            stop_timeout: Duration::from_millis(STOP_TIMEOUT_DEFAULT_MS),
             discard_state: Vec::new(),
         }
     }
@@ -224,7 +225,7 @@ impl RuntimeBuilder {
     pub fn low_latency(mut self, spin: Duration) -> Self {
         self.latency = LatencyOptions {
             spin_before_park: spin,
-            preempt_interval: SHARD_PREEMPT_INTERVAL_LOW_LATENCY,
+            preempt_interval: Duration::from_micros(SHARD_PREEMPT_INTERVAL_LOW_LATENCY_US),
             flush_when_idle: true,
         };
         self
@@ -677,32 +678,6 @@ fn restore_into(
     }
 }
 
-/// How a run was told to end, shared by its [`Handle`]s, its sources and
-/// its coordinator.
-#[derive(Debug, Default)]
-pub(crate) struct StopRequest {
-    /// Sources stop at their next poll (shared with every shard).
-    pub(crate) stop: Arc<AtomicBool>,
-    /// The end is a stop even if every source ends by itself.
-    resume: AtomicBool,
-    /// The end is the end of input: windows fire, and the run completes.
-    drain: AtomicBool,
-}
-
-impl StopRequest {
-    /// Whether the run was told to stop.
-    pub(crate) fn is_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Whether the run's end, however it comes, is a stop for a savepoint
-    /// rather than the end of input.
-    pub(crate) fn is_savepoint(&self) -> bool {
-        let stop = self.is_requested() || self.resume.load(Ordering::Acquire);
-        stop && !self.drain.load(Ordering::Acquire)
-    }
-}
-
 /// Stops a running pipeline from any thread.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -722,7 +697,7 @@ impl Handle {
     /// a stop drains, as [`shutdown_and_drain`](Handle::shutdown_and_drain)
     /// does: open windows fire rather than being lost.
     pub fn shutdown(&self) {
-        self.request.stop.store(true, Ordering::Relaxed);
+        self.request.stop();
     }
 
     /// Stops the run as the end of input: every source stops, then every
@@ -732,8 +707,7 @@ impl Handle {
     /// bounded run: a later start on the data directory runs nothing. For
     /// retiring a pipeline for good (Flink's `stop --drain`).
     pub fn shutdown_and_drain(&self) {
-        self.request.drain.store(true, Ordering::Release);
-        self.request.stop.store(true, Ordering::Relaxed);
+        self.request.drain();
     }
 
     /// Makes the run's end a stop rather than a completion, however its
@@ -742,7 +716,7 @@ impl Handle {
     /// run. For sources that end when told to (an embedded input that
     /// drains and ends on shutdown) in a service that starts again.
     pub fn keep_resumable(&self) {
-        self.request.resume.store(true, Ordering::Release);
+        self.request.keep_resumable();
     }
 }
 

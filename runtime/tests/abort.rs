@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use common::{Item, Items};
 use weir_runtime::{
-    Batch, Emitter, Error, GraphBuilder, NodeFailure, Parallelism, Partition, Processor, RunError,
-    RunReport, Runtime, Sink, Source, SourcePoll, StateError,
+    Batch, Emitter, Error, GraphBuilder, NodeFailure, OperatorError, Parallelism, Partition,
+    Processor, RunError, RunReport, Runtime, Sink, Source, SourcePoll,
 };
 
 /// How long a run may take before the watchdog declares it hung.
@@ -131,7 +131,7 @@ fn assert_operator_failure(
             failure: NodeFailure::Operator(text),
         }) => {
             assert_eq!((failed.as_str(), failed_shard), (node, shard));
-            assert_eq!(text, message);
+            assert_eq!(text.message(), message);
         }
         other => panic!("unexpected error: {other}"),
     }
@@ -312,9 +312,9 @@ impl Processor for BadSnapshot {
         }
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         if self.fail {
-            return Err(StateError("the snapshot failed".into()));
+            return Err(OperatorError::other("the snapshot failed"));
         }
         Ok(Vec::new())
     }
@@ -340,10 +340,10 @@ fn a_snapshot_error_ends_the_run() {
         Error::Run(RunError::Node {
             node,
             shard,
-            failure: NodeFailure::State(message),
+            failure: NodeFailure::State(error),
         }) => {
             assert_eq!((node.as_str(), shard), ("snap", 1));
-            assert_eq!(message, "the snapshot failed");
+            assert_eq!(error.message(), "the snapshot failed");
         }
         other => panic!("unexpected error: {other}"),
     }
@@ -357,11 +357,11 @@ impl Sink for BadCommit {
 
     fn write(&mut self, _port: usize, _batch: &Batch<Item>) {}
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         Ok(epoch.to_le_bytes().to_vec())
     }
 
-    fn commit(_staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(_staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         Err("the commit failed".into())
     }
 }
@@ -397,9 +397,18 @@ fn a_sink_commit_error_ends_the_run() {
     });
     match result.expect_err("the run fails") {
         Error::Run(RunError::Node {
-            failure: NodeFailure::Commit { message, .. },
+            failure:
+                NodeFailure::Commit {
+                    sink,
+                    syncing,
+                    error,
+                    ..
+                },
             ..
-        }) => assert!(message.contains("the commit failed"), "{message}"),
+        }) => {
+            assert_eq!((sink.as_str(), syncing), ("commit", false));
+            assert_eq!(error.message(), "the commit failed");
+        }
         other => panic!("unexpected error: {other}"),
     }
 }

@@ -22,7 +22,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Item, Items};
-use weir_runtime::limits::{BATCH_RECORDS_MAX, POOL_BUFFERS_MAX, RING_SLOTS};
+use weir_runtime::limits::{BATCH_MAX_RECORDS, POOL_MAX_BUFFERS, RING_CAPACITY_BATCHES};
 use weir_runtime::{Batch, GraphBuilder, Parallelism, Partition, Runtime, Sink};
 
 struct Slow;
@@ -52,10 +52,10 @@ fn slow_sink_bounds_buffers_in_flight() {
     // One ring from each shard's source to the sink; each source has one
     // target; the sink reads one batch at a time.
     let rings = SHARDS;
-    let in_flight = rings * RING_SLOTS + SHARDS * (2 + 1) + 1;
+    let in_flight = rings * RING_CAPACITY_BATCHES + SHARDS * (2 + 1) + 1;
     let return_rings = SHARDS * (SHARDS - 1);
-    let bound = in_flight + (SHARDS + return_rings) * POOL_BUFFERS_MAX;
-    let unbounded = RECORDS as usize / BATCH_RECORDS_MAX;
+    let bound = in_flight + (SHARDS + return_rings) * POOL_MAX_BUFFERS;
+    let unbounded = RECORDS as usize / BATCH_MAX_RECORDS;
     eprintln!(
         "buffers alive at peak: {}, bound {bound}",
         report.buffers_peak

@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use common::Item;
 use weir_runtime::{
-    Batch, Emitter, GraphBuilder, Partition, Processor, Runtime, ShardContext, Sink, Source,
-    SourcePoll, StateError,
+    Batch, Emitter, GraphBuilder, OperatorError, Partition, Processor, Runtime, ShardContext, Sink,
+    Source, SourcePoll,
 };
 
 const ITEMS: u64 = 300_000;
@@ -95,10 +95,10 @@ impl Source for Ids {
         self.next.to_le_bytes().to_vec()
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let bytes: [u8; 8] = position
             .try_into()
-            .map_err(|_| StateError("bad position".into()))?;
+            .map_err(|_| OperatorError::invalid("bad position"))?;
         self.next = u64::from_le_bytes(bytes);
         Ok(())
     }
@@ -124,7 +124,7 @@ impl Processor for CountPerKey {
         }
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         Ok(self
             .0
             .iter()
@@ -133,7 +133,7 @@ impl Processor for CountPerKey {
             .collect())
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
         for pair in state.chunks_exact(16) {
             let key = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
             let count = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
@@ -194,27 +194,26 @@ impl Sink for Staged {
         }
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         if self.lines.is_empty() {
             return Ok(Vec::new());
         }
         let name = format!("shard-{}-epoch-{epoch}", self.shard);
         let staged = self.dir.join(".staging").join(&name);
-        let mut file = fs::File::create(&staged).map_err(|e| StateError(e.to_string()))?;
-        file.write_all(&std::mem::take(&mut self.lines))
-            .map_err(|e| StateError(e.to_string()))?;
-        file.sync_all().map_err(|e| StateError(e.to_string()))?;
+        let mut file = fs::File::create(&staged)?;
+        file.write_all(&std::mem::take(&mut self.lines))?;
+        file.sync_all()?;
         let paths = format!("{}\n{}", staged.display(), self.dir.join(&name).display());
         Ok(paths.into_bytes())
     }
 
-    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         let text = std::str::from_utf8(staged).map_err(|e| e.to_string())?;
         let (from, to) = text.split_once('\n').ok_or("bad pre-commit")?;
         if Path::new(from).exists() {
             fs::rename(from, to).map_err(|e| format!("{from}: {e}"))?;
         } else if !Path::new(to).exists() {
-            return Err(format!("neither {from} nor {to} exists"));
+            return Err(format!("neither {from} nor {to} exists").into());
         }
         Ok(())
     }

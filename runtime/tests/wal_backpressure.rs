@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use common::{collect_items, Item, Seen};
 use weir_runtime::{
-    Emitter, GraphBuilder, IntakeLog, IntakeTicket, Partition, Runtime, Source, SourcePoll,
-    StateError,
+    Emitter, GraphBuilder, IntakeLog, IntakeTicket, OperatorError, Partition, Runtime, Source,
+    SourcePoll,
 };
 
 const RECORDS: usize = 100;
@@ -94,7 +94,7 @@ impl Source for Burst {
             match self.intake.append(&self.payload) {
                 Ok(ticket) => self.pending = Some(ticket),
                 Err(error) => {
-                    out.fail(error.0);
+                    out.fail(error);
                     return SourcePoll::Idle;
                 }
             }
@@ -111,9 +111,12 @@ impl Source for Burst {
         self.intake = intake;
     }
 
-    fn replay(&mut self, data: &[u8], out: &mut Emitter<Item>) -> Result<(), StateError> {
+    fn replay(&mut self, data: &[u8], out: &mut Emitter<Item>) -> Result<(), OperatorError> {
         if data.len() != RECORD_BYTES {
-            return Err(StateError(format!("replayed {} bytes", data.len())));
+            return Err(OperatorError::other(format!(
+                "replayed {} bytes",
+                data.len()
+            )));
         }
         let id = self.replayed.fetch_add(1, Ordering::AcqRel) as u64;
         out.push(&Item { id, key: 0 });

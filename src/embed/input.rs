@@ -44,8 +44,8 @@ use rkyv::util::AlignedVec;
 use rkyv::vec::ArchivedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use weir_runtime::{
-    owner_of, Emitter, IntakeLog, IntakeTicket, Record, RemoteWake, ShardContext, Source,
-    SourcePoll, StateError,
+    owner_of, Emitter, IntakeLog, IntakeTicket, OperatorError, Record, RemoteWake, ShardContext,
+    Source, SourcePoll,
 };
 
 /// A record as it travels from an [`Input`]: the pushed value with the key
@@ -779,7 +779,7 @@ where
         let pending = self.acks_pending.clone();
         let intake = self.intake.clone();
         glommio::spawn_local(async move {
-            let durable = ticket.await;
+            let durable = ticket.await.map_err(|error| error.to_string());
             for ack in acks {
                 let _ = ack.send(durable.clone());
             }
@@ -809,7 +809,7 @@ fn log_records<T: InputRecord>(
 ) -> Result<IntakeTicket, String> {
     T::encode_log(records, bytes, arena)?;
     if bytes.len() <= INTAKE_RECORD_BYTES_SPLIT || records.len() == 1 {
-        return intake.append(bytes).map_err(|error| error.0);
+        return intake.append(bytes).map_err(|error| error.to_string());
     }
     let mut second = records.split_off(records.len() / 2);
     let logged = log_records(intake, records, bytes, arena).map(drop);
@@ -879,9 +879,9 @@ where
 
     /// Emits again the records of one poll that a crashed run logged in an
     /// epoch that never committed.
-    fn replay(&mut self, data: &[u8], out: &mut Emitter<Event<T>>) -> Result<(), StateError> {
+    fn replay(&mut self, data: &[u8], out: &mut Emitter<Event<T>>) -> Result<(), OperatorError> {
         T::decode_log(data, &mut self.taken).map_err(|error| {
-            StateError(format!(
+            OperatorError::invalid(format!(
                 "input `{}`: replaying pushed records logged by an earlier run: {error}",
                 self.shared.name
             ))

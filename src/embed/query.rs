@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 use crossbeam::queue::ArrayQueue;
-use weir_runtime::{owner_of, Batch, Emitter, Processor, StateError};
+use weir_runtime::{owner_of, Batch, Emitter, OperatorError, Processor};
 
 use super::admission::Admission;
 
@@ -380,11 +380,11 @@ impl<P: Queryable> Processor for Served<P> {
         self.state.borrow_mut().finish(out);
     }
 
-    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.state.borrow_mut().snapshot(epoch)
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
         self.state.borrow_mut().restore(state)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
-use weir_runtime::{ArchivedRecord, Batch, Emitter, Processor, StateError};
+use weir_runtime::{ArchivedRecord, Batch, Emitter, OperatorError, Processor};
 
 use super::input::Event;
 use super::query::Queryable;
@@ -311,7 +311,7 @@ impl<T: weir_runtime::Record> Processor for RollingWindow<T> {
         }
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let snapshot = Snapshot {
             slice_ms: self.slice_ms,
             buckets: self.buckets,
@@ -324,20 +324,20 @@ impl<T: weir_runtime::Record> Processor for RollingWindow<T> {
         };
         rkyv::to_bytes::<rancor::Error>(&snapshot)
             .map(|bytes| bytes.into_vec())
-            .map_err(|error| StateError(format!("saving the rolling window: {error}")))
+            .map_err(|error| OperatorError::other(format!("saving the rolling window: {error}")))
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(state.len());
         aligned.extend_from_slice(state);
         let snapshot =
             rkyv::from_bytes::<Snapshot, rancor::BoxedError>(&aligned).map_err(|error| {
-                StateError(format!(
+                OperatorError::invalid(format!(
                     "the rolling window's saved state is damaged: {error}"
                 ))
             })?;
         if snapshot.slice_ms != self.slice_ms || snapshot.buckets != self.buckets {
-            return Err(StateError(format!(
+            return Err(OperatorError::invalid(format!(
                 "the rolling window was saved with {} slices of {} ms, but is now configured \
                  with {} slices of {} ms; start on a fresh data directory to change it",
                 snapshot.buckets, snapshot.slice_ms, self.buckets, self.slice_ms
@@ -444,7 +444,7 @@ mod tests {
         }
         let mut other = RollingWindow::<u64>::new(spec.buckets(5), None);
         let error = other.restore(&bytes).unwrap_err();
-        assert!(error.0.contains("10 slices of 100 ms"), "{error}");
+        assert!(error.message().contains("10 slices of 100 ms"), "{error}");
         assert!(restored.restore(&bytes[..bytes.len() / 2]).is_err());
     }
 }

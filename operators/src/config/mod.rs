@@ -74,7 +74,7 @@ use std::io::Read;
 use std::path::Path;
 
 pub use crate::processors::window::{Aggregate, WindowConfig};
-pub use crate::sources::generator::GeneratorConfig;
+pub use crate::sources::generator::{GeneratorConfig, KEYS_MAX};
 pub use crate::sources::ingest::IngestConfig;
 pub use error::{ConfigError, ConfigErrorKind, Location};
 pub use graph::{build_graph, build_graph_named};
@@ -91,9 +91,6 @@ pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
 /// The longest component name, in bytes: names appear in file names,
 /// metrics and log lines.
 pub const COMPONENT_NAME_BYTES_MAX: usize = 128;
-
-/// The most keys a generator may list: each key is held by every instance.
-pub const KEYS_MAX: usize = 1 << 20;
 
 /// The most shards a pipeline may ask for: the runtime's own limit, so
 /// that `weir validate` accepts exactly what `weir run` can run.

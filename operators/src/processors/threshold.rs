@@ -33,7 +33,7 @@
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Batch, Emitter, Processor, StateError};
+use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
 use super::parse_duration_ms;
 use crate::component::{
@@ -215,19 +215,19 @@ impl Processor for Threshold {
             .retain(|_, last| last.saturating_add(cooldown) > watermark);
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let mut last: Vec<(u64, i64)> = self.last.iter().map(|(k, v)| (*k, *v)).collect();
         last.sort_unstable();
         let bytes = rkyv::to_bytes::<rancor::Error>(&ThresholdState { last })
-            .map_err(|error| StateError(error.to_string()))?;
+            .map_err(|error| OperatorError::other(error.to_string()))?;
         Ok(bytes.to_vec())
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
         let state = rkyv::from_bytes::<ThresholdState, rancor::BoxedError>(&aligned)
-            .map_err(|error| StateError(format!("threshold state: {error}")))?;
+            .map_err(|error| OperatorError::invalid(format!("threshold state: {error}")))?;
         self.last = state.last.into_iter().collect();
         Ok(())
     }

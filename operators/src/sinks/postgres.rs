@@ -64,7 +64,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Batch, ShardContext, Sink, StateError};
+use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{write_json_value, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type};
@@ -329,18 +329,22 @@ impl Sink for PostgresSink {
         }
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         Ok(self
             .stage(epoch)
             .map(|staged| staged.to_bytes())
             .unwrap_or_default())
     }
 
-    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         if staged.is_empty() {
             return Ok(());
         }
-        PostgresStaged::from_bytes(staged)?.commit().map(|_| ())
+        PostgresStaged::from_bytes(staged)
+            .map_err(OperatorError::invalid)?
+            .commit()
+            .map(|_| ())
+            .map_err(OperatorError::external)
     }
 }
 

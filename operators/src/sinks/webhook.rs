@@ -68,7 +68,7 @@
 //! epoch task (`runtime/src/epoch/shard.rs`), which also reports the
 //! shard's epochs durable to the coordinator. While a commit is retrying,
 //! that shard reports no further epoch durable, so the coordinator commits
-//! no further epoch, and after `EPOCHS_IN_FLIGHT_MAX` (4) uncommitted
+//! no further epoch, and after `IN_FLIGHT_MAX_EPOCHS` (4) uncommitted
 //! epochs it stops starting new ones. Sources are not slowed by this:
 //! records keep flowing into the current, ever longer epoch, whose rows
 //! this sink holds in memory until the endpoint recovers (and other sinks'
@@ -89,7 +89,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Batch, CommitControl, ShardContext, Sink, StateError};
+use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
 
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
@@ -354,18 +354,21 @@ impl Sink for WebhookSink {
         }
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         Ok(self
             .stage(epoch)
             .map(|staged| staged.to_bytes())
             .unwrap_or_default())
     }
 
-    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), OperatorError> {
         if staged.is_empty() {
             return Ok(());
         }
-        WebhookStaged::from_bytes(staged)?.deliver(control)
+        WebhookStaged::from_bytes(staged)
+            .map_err(OperatorError::invalid)?
+            .deliver(control)
+            .map_err(OperatorError::external)
     }
 }
 

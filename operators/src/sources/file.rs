@@ -73,7 +73,7 @@ use std::path::PathBuf;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use weir_runtime::metrics::ShardCounter;
-use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
+use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, DEAD_LETTER};
 use crate::row::{value_from_json, OptionError, Row, Schema, Type, Value};
@@ -715,12 +715,12 @@ impl Source for FileSource {
         [self.offset.to_le_bytes(), max_ts.to_le_bytes()].concat()
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let word = |range: std::ops::Range<usize>| -> Option<[u8; 8]> {
             position.get(range)?.try_into().ok()
         };
         let (Some(offset), Some(max_ts), 16) = (word(0..8), word(8..16), position.len()) else {
-            return Err(StateError(format!(
+            return Err(OperatorError::invalid(format!(
                 "file source position of {} bytes, expected 16",
                 position.len()
             )));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use weir_operators::row::{ArchivedRow, Ip, MapEntry, Row, Schema, Type, Value};
-use weir_runtime::{Batch, Emitter, Sink, Source, SourcePoll, StateError};
+use weir_runtime::{Batch, Emitter, OperatorError, Sink, Source, SourcePoll};
 
 /// The schema of [`row`].
 pub fn schema() -> Schema {
@@ -123,10 +123,10 @@ impl Source for Rows {
         self.next.to_le_bytes().to_vec()
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let bytes: [u8; 8] = position
             .try_into()
-            .map_err(|_| StateError("bad position".into()))?;
+            .map_err(|_| OperatorError::invalid("bad position"))?;
         self.next = i64::from_le_bytes(bytes);
         Ok(())
     }
@@ -156,15 +156,15 @@ impl<K: Sink<Input = Row>> Sink for Crashing<K> {
         self.inner.finish();
     }
 
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.inner.precommit(epoch)
     }
 
-    fn sync(staged: &[u8]) -> Result<(), String> {
+    fn sync(staged: &[u8]) -> Result<(), OperatorError> {
         K::sync(staged)
     }
 
-    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         K::commit(staged, control)?;
         if !staged.is_empty() {
             COMMITS.fetch_add(1, Ordering::AcqRel);

@@ -11,8 +11,8 @@
 //! and go back to a shard-local [`BufferPool`], so steady-state traffic
 //! allocates nothing.
 //!
-//! Limits: a batch is full at [`BATCH_RECORDS_MAX`] records or
-//! [`BATCH_BYTES_MAX`] bytes, whichever comes first.
+//! Limits: a batch is full at [`BATCH_MAX_RECORDS`] records or
+//! [`BATCH_MAX_BYTES`] bytes, whichever comes first.
 
 mod pool;
 
@@ -29,24 +29,9 @@ use rkyv::ser::sharing::Unshare;
 use rkyv::ser::Serializer;
 use rkyv::util::AlignedVec;
 
-use crate::limits::{BATCH_BYTES_INITIAL, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, SCRATCH_BYTES};
+use crate::error::SerializeError;
+use crate::limits::{BATCH_INITIAL_BYTES, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, SCRATCH_BYTES};
 use crate::record::{ArchivedRecord, BatchBytes, Record};
-
-/// A record could not be serialized (an error from the record type's own
-/// `Serialize`, or a record larger than a whole batch).
-#[derive(Debug)]
-pub struct SerializeError {
-    /// What went wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for SerializeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot serialize record: {}", self.message)
-    }
-}
-
-impl std::error::Error for SerializeError {}
 
 /// Whether records of type `T` are stored back to back at a fixed stride
 /// (`size_of::<T>()`), without positions: rkyv attests that the archived
@@ -151,7 +136,7 @@ impl RawBatch {
     fn new(gauge: Arc<BufferGauge>, home: usize) -> RawBatch {
         gauge.allocated();
         RawBatch {
-            bytes: BatchBytes(AlignedVec::with_capacity(BATCH_BYTES_INITIAL)),
+            bytes: BatchBytes(AlignedVec::with_capacity(BATCH_INITIAL_BYTES)),
             records: 0,
             positions: Vec::new(),
             record_type: None,
@@ -177,7 +162,7 @@ impl RawBatch {
 
     /// Whether the batch reached a limit and must be handed on.
     pub fn is_full(&self) -> bool {
-        self.records >= BATCH_RECORDS_MAX || self.bytes.0.len() >= BATCH_BYTES_MAX
+        self.records >= BATCH_MAX_RECORDS || self.bytes.0.len() >= BATCH_MAX_BYTES
     }
 
     /// Empties the batch, keeping its memory.

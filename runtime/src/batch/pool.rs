@@ -6,7 +6,7 @@
 //! keeps a stable population of buffers however the traffic between shards
 //! is skewed; a pool that merely kept what it read would overflow on one
 //! side and allocate on the other. A pool keeps at most
-//! [`POOL_BUFFERS_MAX`] buffers; a return ring that is full frees the
+//! [`POOL_MAX_BUFFERS`] buffers; a return ring that is full frees the
 //! buffer instead.
 //!
 //! The gauge is touched only when a buffer is allocated or freed, never per
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::RawBatch;
-use crate::limits::POOL_BUFFERS_MAX;
+use crate::limits::POOL_MAX_BUFFERS;
 use crate::ring::{ring, Consumer, Producer};
 
 /// Counts batch buffers alive across a runtime.
@@ -72,7 +72,7 @@ impl ReturnRings {
             .collect();
         for reader in 0..shards {
             for home in (0..shards).filter(|&home| home != reader) {
-                let (producer, consumer) = ring(POOL_BUFFERS_MAX);
+                let (producer, consumer) = ring(POOL_MAX_BUFFERS);
                 sets[reader].outgoing[home] = Some(producer);
                 sets[home].incoming.push(consumer);
             }
@@ -95,7 +95,7 @@ impl BufferPool {
     pub fn new(shard: usize, returns: ReturnRings, gauge: Arc<BufferGauge>) -> BufferPool {
         BufferPool {
             shard,
-            free: RefCell::new(Vec::with_capacity(POOL_BUFFERS_MAX)),
+            free: RefCell::new(Vec::with_capacity(POOL_MAX_BUFFERS)),
             returns: RefCell::new(returns),
             gauge,
         }
@@ -108,7 +108,7 @@ impl BufferPool {
         if free.is_empty() {
             let mut returns = self.returns.borrow_mut();
             for incoming in &mut returns.incoming {
-                while free.len() < POOL_BUFFERS_MAX {
+                while free.len() < POOL_MAX_BUFFERS {
                     let Some(batch) = incoming.try_pop() else {
                         break;
                     };
@@ -135,7 +135,7 @@ impl BufferPool {
             return;
         }
         let mut free = self.free.borrow_mut();
-        if free.len() < POOL_BUFFERS_MAX {
+        if free.len() < POOL_MAX_BUFFERS {
             free.push(batch);
         }
     }

@@ -4,7 +4,7 @@
 //! small log of commit records, separate from the shards' logs. Each tick
 //! (1 ms) it:
 //! 1. requests epoch `n + 1` once the epoch interval has passed, unless
-//!    [`EPOCHS_IN_FLIGHT_MAX`] epochs are already uncommitted; once every
+//!    [`IN_FLIGHT_MAX_EPOCHS`] epochs are already uncommitted; once every
 //!    source is exhausted (or the run is stopping) it requests one final
 //!    epoch instead and no more;
 //! 2. commits the newest epoch every shard reports durable: appends
@@ -36,12 +36,9 @@ use weir_wal::{RecordType, SyncLog};
 use super::commit_record::CommitRecord;
 use super::{failpoint, EpochShared};
 use crate::error::RunError;
+use crate::limits::IN_FLIGHT_MAX_EPOCHS;
 use crate::metrics::wired::EpochMetrics;
-use crate::runtime::StopRequest;
-
-/// Epochs requested but not yet committed, at most. Bounds how much a slow
-/// shard can fall behind before sources stop being asked for barriers.
-pub const EPOCHS_IN_FLIGHT_MAX: u64 = 4;
+use crate::stop::StopRequest;
 
 /// How often the coordinator looks at the shards.
 const TICK: Duration = Duration::from_millis(1);
@@ -202,7 +199,7 @@ fn request(
         shared.final_epoch.store(last, Ordering::Release);
         shared.requested.store(last, Ordering::Release);
         requested_at.push_back((last, now));
-    } else if now >= *next_epoch_at && requested - committed < EPOCHS_IN_FLIGHT_MAX {
+    } else if now >= *next_epoch_at && requested - committed < IN_FLIGHT_MAX_EPOCHS {
         shared.requested.store(requested + 1, Ordering::Release);
         requested_at.push_back((requested + 1, now));
         *next_epoch_at = now + interval;

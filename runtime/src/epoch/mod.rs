@@ -34,6 +34,8 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use weir_wal::RecordType;
 
+use crate::error::OperatorError;
+
 /// Where and how often epochs are taken.
 #[derive(Debug, Clone)]
 pub struct EpochConfig {
@@ -48,7 +50,7 @@ pub struct EpochConfig {
 /// A sink's commit step, from what its pre-commit returned. Must be
 /// idempotent: the next start runs it again for every committed pre-commit
 /// whose completion record ([`SINK_COMMITTED`]) is not in the log.
-pub type CommitFn = fn(&[u8], &CommitControl) -> Result<(), String>;
+pub type CommitFn = fn(&[u8], &CommitControl) -> Result<(), OperatorError>;
 
 /// Marks a sink commit that completed: epoch = the pre-commit's epoch,
 /// payload = node and instance (no data). Recovery re-runs only the
@@ -105,7 +107,7 @@ impl CommitControl {
 
 /// A sink's sync step ([`Sink::sync`](crate::Sink::sync)): makes what its
 /// pre-commit staged durable. Runs on a blocking thread, not the shard.
-pub type SyncFn = fn(&[u8]) -> Result<(), String>;
+pub type SyncFn = fn(&[u8]) -> Result<(), OperatorError>;
 
 /// A sink's steps after its pre-commit.
 #[derive(Debug, Clone, Copy)]
@@ -264,6 +266,25 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<(String, usize, &[u8])> {
     let at = 4 + name_len;
     let instance = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
     Some((name.to_string(), instance, bytes.get(at + 4..)?))
+}
+
+/// Bytes before the source's data in an intake (`INPUT`) record's payload
+/// (`crate::intake`): the identity of the record's first copy plus one
+/// (the identity is the LSN of the first copy), or 0 in a first copy.
+/// Layout: that u64 (little-endian), then the data.
+pub(crate) const INTAKE_ORIGIN_LEN: usize = 8;
+
+/// The origin bytes of an intake record: `identity` is that of its first
+/// copy, `None` if this is the first copy.
+pub(crate) fn intake_origin(identity: Option<u64>) -> [u8; INTAKE_ORIGIN_LEN] {
+    identity.map_or(0, |identity| identity + 1).to_le_bytes()
+}
+
+/// Splits an intake record's payload into the identity of its first copy
+/// (`None`: this is the first copy) and the source's data.
+pub(crate) fn decode_intake(payload: &[u8]) -> Option<(Option<u64>, &[u8])> {
+    let origin = u64::from_le_bytes(payload.get(..INTAKE_ORIGIN_LEN)?.try_into().ok()?);
+    Some((origin.checked_sub(1), &payload[INTAKE_ORIGIN_LEN..]))
 }
 
 /// Opens every `OPERATOR_STATE` payload: the node's state fingerprint

@@ -371,7 +371,7 @@ fn read_shard(
             continue;
         }
         if record.kind == RecordType::INPUT {
-            let Some((origin, data)) = crate::intake::decode_intake(payload) else {
+            let Some((origin, data)) = super::decode_intake(payload) else {
                 return Err(log_error(
                     dir,
                     format!("intake record {} is shorter than its header", record.lsn),

@@ -27,7 +27,7 @@ use weir_wal::{AppendError, Lsn, RecordType, Wal};
 
 use super::{encode_record_into, failpoint, EpochShared, SinkSteps, SINK_COMMITTED};
 use crate::error::NodeFailure;
-use crate::limits::WAL_STAGED_BYTES_WAIT;
+use crate::limits::WAL_STAGED_WAIT_BYTES;
 
 /// How often the epoch task looks for work when it has none.
 const TICK: Duration = Duration::from_millis(1);
@@ -191,12 +191,12 @@ impl ShardEpochs {
     }
 
     /// Waits, without blocking the shard, until the WAL has room: when more
-    /// than [`WAL_STAGED_BYTES_WAIT`] bytes are staged, until all of them
+    /// than [`WAL_STAGED_WAIT_BYTES`] bytes are staged, until all of them
     /// are durable. Call it before a step that may log much (a source's
     /// poll, a replayed record), so the step's appends stay clear of the
     /// WAL's staging limit and the shard's other tasks run meanwhile.
     pub(crate) async fn make_room(&self) -> Result<(), NodeFailure> {
-        if self.wal.staged_bytes() < WAL_STAGED_BYTES_WAIT {
+        if self.wal.staged_bytes() < WAL_STAGED_WAIT_BYTES {
             return Ok(());
         }
         match self.wal.drain() {
@@ -413,7 +413,9 @@ impl ShardEpochs {
                 for (epoch, node, steps, payload) in &due {
                     (steps.sync)(payload).map_err(|error| NodeFailure::Commit {
                         epoch: *epoch,
-                        message: format!("syncing sink `{node}`: {error}"),
+                        sink: node.to_string(),
+                        syncing: true,
+                        error,
                     })?;
                 }
                 Ok(())
@@ -481,7 +483,9 @@ fn run_in_order(
             }
             return Err(NodeFailure::Commit {
                 epoch: pending.epoch,
-                message: format!("sink `{}`: {error}", pending.node),
+                sink: pending.node.to_string(),
+                syncing: false,
+                error,
             });
         }
         *done += 1;
@@ -557,7 +561,7 @@ mod tests {
                 epochs.make_room().await.expect("room");
                 let staged = epochs.wal.staged_bytes();
                 assert!(
-                    staged < WAL_STAGED_BYTES_WAIT && staged + RECORD_BYTES < MAX_STAGED_BYTES,
+                    staged < WAL_STAGED_WAIT_BYTES && staged + RECORD_BYTES < MAX_STAGED_BYTES,
                     "record {i}: {staged} bytes staged"
                 );
                 epochs

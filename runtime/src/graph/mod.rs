@@ -23,10 +23,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::error::GraphError;
+use crate::node::spawn::{ProcessorSpawn, SinkSpawn, SourceSpawn, Spawn};
 use crate::operator::{Processor, ShardContext, Sink, Source};
 use crate::partition::{Partition, PartitionKind};
 use crate::record::Record;
-use crate::shard::spawn::{ProcessorSpawn, SinkSpawn, SourceSpawn, Spawn};
 
 /// How many instances of a node run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use super::{Graph, Parallelism};
 use crate::emit::OutputIo;
 use crate::input::InputRing;
-use crate::limits::RING_SLOTS;
+use crate::limits::RING_CAPACITY_BATCHES;
+use crate::node::spawn::{NodeIo, Spawn};
 use crate::operator::ShardContext;
 use crate::partition::PartitionKind;
 use crate::ring::ring;
-use crate::shard::spawn::{NodeIo, Spawn};
 
 /// One node instance to start on a shard.
 pub(crate) struct InstancePlan {
@@ -100,7 +100,7 @@ impl Graph {
                     targets: Vec::with_capacity(targets.len()),
                 };
                 for consumer in targets {
-                    let (ring_producer, ring_consumer) = ring(RING_SLOTS);
+                    let (ring_producer, ring_consumer) = ring(RING_CAPACITY_BATCHES);
                     output.targets.push((consumer, ring_producer));
                     let instance = slot[resolved.to][consumer];
                     plans[consumer].instances[instance]

@@ -8,11 +8,10 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::{Registry, CONTENT_TYPE};
+use crate::limits::{METRICS_IO_TIMEOUT_MS, METRICS_REQUEST_HEAD_MAX_BYTES};
 
-/// The most request-head bytes read before answering anyway.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request or read the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+const IO_TIMEOUT: Duration = Duration::from_millis(METRICS_IO_TIMEOUT_MS);
 
 /// Serves `registry` over HTTP at `addr` from a new thread (not a shard):
 /// `GET /metrics` (or `HEAD`) answers `200` with [`Registry::render`] as
@@ -139,11 +138,12 @@ fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
 }
 
 /// Reads until the blank line that ends a request head, end of stream, or
-/// [`MAX_REQUEST_HEAD`] bytes.
+/// [`METRICS_REQUEST_HEAD_MAX_BYTES`].
 fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
-    while head.len() < MAX_REQUEST_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    while head.len() < METRICS_REQUEST_HEAD_MAX_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n")
+    {
         let n = stream.read(&mut buf)?;
         if n == 0 {
             break;

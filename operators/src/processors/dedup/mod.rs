@@ -104,7 +104,7 @@ use std::collections::BinaryHeap;
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use weir_runtime::metrics::ShardCounter;
-use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
+use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use crate::component::{
     connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,
@@ -523,20 +523,20 @@ impl Processor for Dedup {
         self.release_through(i64::MAX);
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let bytes = rkyv::to_bytes::<rancor::Error>(&self.state())
-            .map_err(|error| StateError(format!("dedup state: {error}")))?;
+            .map_err(|error| OperatorError::other(format!("dedup state: {error}")))?;
         Ok(bytes.to_vec())
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
         // The bytes come from disk: validate them.
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
         let state = rkyv::from_bytes::<DedupState, rancor::BoxedError>(&aligned)
-            .map_err(|error| StateError(format!("dedup state: {error}")))?;
+            .map_err(|error| OperatorError::invalid(format!("dedup state: {error}")))?;
         self.replace(state)
-            .map_err(|message| StateError(format!("dedup state: {message}")))
+            .map_err(|message| OperatorError::invalid(format!("dedup state: {message}")))
     }
 }
 

@@ -380,7 +380,7 @@ fn restore_refuses_bad_state() {
         change(&mut state);
         let bytes = rkyv::to_bytes::<rancor::Error>(&state).unwrap();
         let error = dedup("700ms").restore(&bytes).unwrap_err();
-        error.0
+        error.message().to_string()
     };
     assert!(refused(&|state| state.entries.swap(0, 1)).contains("entries"));
     assert!(refused(&|state| state.held.swap(0, 1)).contains("release order"));

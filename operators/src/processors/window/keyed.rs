@@ -29,7 +29,7 @@
 use super::closed_rows::ClosedRows;
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
-use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
+use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use crate::latency::ProcessedLatency;
 
@@ -354,26 +354,26 @@ impl Processor for KeyedWindow {
         self.closed_rows.drain_into(out)
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let bytes = rkyv::to_bytes::<rancor::Error>(&self.state())
-            .map_err(|error| StateError(error.to_string()))?;
+            .map_err(|error| OperatorError::other(error.to_string()))?;
         Ok(bytes.to_vec())
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
         // The bytes come from disk: validate them.
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
         let state = rkyv::from_bytes::<KeyedWindowState, rancor::BoxedError>(&aligned)
-            .map_err(|error| StateError(format!("window state: {error}")))?;
+            .map_err(|error| OperatorError::invalid(format!("window state: {error}")))?;
         let ordered = state.windows.windows(2).all(|pair| pair[0].0 < pair[1].0);
         let open = state
             .windows
             .first()
             .is_none_or(|(window, _)| *window >= state.closed_below);
         if !ordered || !open {
-            return Err(StateError(
-                "window state: windows out of order or already closed".into(),
+            return Err(OperatorError::invalid(
+                "window state: windows out of order or already closed",
             ));
         }
         self.open = state

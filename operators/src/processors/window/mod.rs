@@ -27,7 +27,7 @@ pub use keyed_config::{Aggregate, WindowConfig};
 
 use closed_rows::ClosedRows;
 use rkyv::rancor;
-use weir_runtime::{Batch, Emitter, Processor, StateError};
+use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
 use crate::records::{ArchivedEvent, Event, WindowCount};
 
@@ -169,7 +169,7 @@ impl Processor for TumblingCount {
         self.closed_below = self.closed_below.max(watermark / self.size_ticks);
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         debug_assert!(
             self.closed_rows.is_empty(),
             "rows are drained before a barrier"
@@ -184,16 +184,16 @@ impl Processor for TumblingCount {
             late_events: self.late_events,
         };
         let bytes = rkyv::to_bytes::<rancor::Error>(&state)
-            .map_err(|error| StateError(error.to_string()))?;
+            .map_err(|error| OperatorError::other(error.to_string()))?;
         Ok(bytes.to_vec())
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
         // The bytes come from disk: validate them.
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
         let state = rkyv::from_bytes::<TumblingState, rancor::BoxedError>(&aligned)
-            .map_err(|error| StateError(format!("tumbling window state: {error}")))?;
+            .map_err(|error| OperatorError::invalid(format!("tumbling window state: {error}")))?;
         self.open = state
             .windows
             .into_iter()

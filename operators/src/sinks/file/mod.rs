@@ -49,7 +49,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use weir_runtime::Partition;
-use weir_runtime::{ArchivedRecord, Batch, Record, ShardContext, Sink, StateError};
+use weir_runtime::{ArchivedRecord, Batch, OperatorError, Record, ShardContext, Sink};
 
 use crate::component::{Input, Node, Stream};
 use crate::latency::ObservedSink;
@@ -271,8 +271,8 @@ where
     /// [`FileSink::stage`], encoded with [`Staged::to_bytes`]; an epoch
     /// that staged no lines returns nothing, so nothing is logged for it.
     /// The syncs run in [`sync`](Sink::sync), off the shard.
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
-        let staged = FileSink::stage(self, epoch).map_err(|error| StateError(error.to_string()))?;
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        let staged = FileSink::stage(self, epoch)?;
         if staged.lines == 0 {
             return Ok(Vec::new());
         }
@@ -280,13 +280,13 @@ where
     }
 
     /// Decodes a [`Staged`] and makes it durable ([`Staged::sync`]).
-    fn sync(staged: &[u8]) -> Result<(), String> {
+    fn sync(staged: &[u8]) -> Result<(), OperatorError> {
         sync_encoded(staged)
     }
 
     /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],
     /// idempotent). Empty bytes (an empty epoch) publish nothing.
-    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         commit_encoded(staged)
     }
 }

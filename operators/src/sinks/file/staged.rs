@@ -21,6 +21,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use weir_runtime::OperatorError;
+
 /// The version byte of the encoding.
 const STAGED_FORMAT_VERSION: u8 = 1;
 
@@ -54,6 +56,12 @@ impl std::fmt::Display for StagedDecodeError {
 }
 
 impl std::error::Error for StagedDecodeError {}
+
+impl From<StagedDecodeError> for OperatorError {
+    fn from(error: StagedDecodeError) -> OperatorError {
+        OperatorError::invalid(error.to_string())
+    }
+}
 
 impl Staged {
     /// Encodes it for the WAL; see the module docs.
@@ -145,27 +153,21 @@ impl Staged {
 /// [`Sink::sync`](weir_runtime::Sink::sync) of a sink whose pre-commit
 /// bytes are an encoded [`Staged`] (nothing for an empty epoch): decodes
 /// and [`Staged::sync`]s it.
-pub fn sync_encoded(staged: &[u8]) -> Result<(), String> {
+pub fn sync_encoded(staged: &[u8]) -> Result<(), OperatorError> {
     if staged.is_empty() {
         return Ok(());
     }
-    Staged::from_bytes(staged)
-        .map_err(|error| error.to_string())?
-        .sync()
-        .map_err(|error| error.to_string())
+    Ok(Staged::from_bytes(staged)?.sync()?)
 }
 
 /// [`Sink::commit`](weir_runtime::Sink::commit) of a sink whose pre-commit
 /// bytes are an encoded [`Staged`]: decodes and [`Staged::commit`]s it
 /// (idempotent). Empty bytes (an empty epoch) publish nothing.
-pub fn commit_encoded(staged: &[u8]) -> Result<(), String> {
+pub fn commit_encoded(staged: &[u8]) -> Result<(), OperatorError> {
     if staged.is_empty() {
         return Ok(());
     }
-    Staged::from_bytes(staged)
-        .map_err(|error| error.to_string())?
-        .commit()
-        .map_err(|error| error.to_string())
+    Ok(Staged::from_bytes(staged)?.commit()?)
 }
 
 /// The directories and epoch bookkeeping of one shard's exactly-once file

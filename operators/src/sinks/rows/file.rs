@@ -61,7 +61,7 @@ use parquet::file::properties::{WriterProperties, WriterPropertiesPtr};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::TypePtr;
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Batch, ShardContext, Sink, StateError};
+use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
 use super::parquet::{parquet_schema, Columns};
 use crate::component::{
@@ -471,10 +471,8 @@ impl Sink for RowFileSink {
 
     /// [`RowFileSink::stage`], encoded with [`Staged::to_bytes`]; an epoch
     /// without rows returns nothing, so nothing is logged for it.
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, StateError> {
-        let staged = self
-            .stage(epoch)
-            .map_err(|error| StateError(error.to_string()))?;
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        let staged = self.stage(epoch)?;
         if staged.lines == 0 {
             return Ok(Vec::new());
         }
@@ -482,13 +480,13 @@ impl Sink for RowFileSink {
     }
 
     /// Decodes a [`Staged`] and makes it durable ([`Staged::sync`]).
-    fn sync(staged: &[u8]) -> Result<(), String> {
+    fn sync(staged: &[u8]) -> Result<(), OperatorError> {
         sync_encoded(staged)
     }
 
     /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],
     /// idempotent).
-    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), String> {
+    fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         commit_encoded(staged)
     }
 }

@@ -34,7 +34,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Batch, ShardContext, Sink, StateError};
+use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
@@ -167,10 +167,10 @@ impl Sink for StdoutSink {
 
     /// Writes the buffered lines out; reports a write error. Nothing is
     /// staged: printed lines cannot be taken back (at-least-once).
-    fn precommit(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn precommit(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.flush();
         match self.error.take() {
-            Some(error) => Err(StateError(format!("stdout sink: {error}"))),
+            Some(error) => Err(OperatorError::io(format!("stdout sink: {error}"))),
             None => Ok(Vec::new()),
         }
     }

@@ -35,14 +35,16 @@
 use std::time::Instant;
 
 use rkyv::{Archive, Serialize};
-use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
+use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use serde::Deserialize;
 
 use super::mix;
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
-use crate::config::KEYS_MAX;
 use crate::row::OptionError;
+
+/// The most keys a generator may list: each key is held by every instance.
+pub const KEYS_MAX: usize = 1 << 20;
 
 /// A deterministic generator of keyed events; see
 /// [`ConfigEvents`](crate::sources::generator::ConfigEvents).
@@ -386,14 +388,14 @@ impl Source for ConfigEvents {
 
     /// Seeks to a logged [`position`](Source::position); refuses bytes that
     /// are not 8 long or name an id of another instance.
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let bytes: [u8; 8] = position.try_into().map_err(|_| {
-            StateError(format!(
+            OperatorError::invalid(format!(
                 "generator position of {} bytes, expected 8",
                 position.len()
             ))
         })?;
         self.seek(u64::from_le_bytes(bytes))
-            .map_err(|error| StateError(error.to_string()))
+            .map_err(|error| OperatorError::invalid(error.to_string()))
     }
 }

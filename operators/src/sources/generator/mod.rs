@@ -21,13 +21,13 @@ pub mod profiles;
 
 pub use config_events::{
     ArchivedGeneratedEvent, ConfigEvents, Fill, GeneratedEvent, GeneratorConfig, InvalidPosition,
-    WATERMARK_INTERVAL_MS,
+    KEYS_MAX, WATERMARK_INTERVAL_MS,
 };
 pub use profiles::{
     attack_truth, AttackConfig, AttackTruth, ProfileGenerator, ProfileGeneratorConfig, ProfileSpec,
 };
 
-use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
+use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use crate::records::Event;
 
@@ -79,7 +79,7 @@ impl KeyedEvents {
             keys,
             watermark_every_ticks,
             next_watermark: watermark_every_ticks,
-            pending: Vec::with_capacity(weir_runtime::limits::BATCH_RECORDS_MAX),
+            pending: Vec::with_capacity(weir_runtime::limits::BATCH_MAX_RECORDS),
         }
     }
 }
@@ -121,12 +121,12 @@ impl Source for KeyedEvents {
         [self.next.to_le_bytes(), self.next_watermark.to_le_bytes()].concat()
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let word = |range: std::ops::Range<usize>| -> Option<u64> {
             Some(u64::from_le_bytes(position.get(range)?.try_into().ok()?))
         };
         let (Some(next), Some(next_watermark)) = (word(0..8), word(8..16)) else {
-            return Err(StateError(format!(
+            return Err(OperatorError::invalid(format!(
                 "generator position of {} bytes, expected 16",
                 position.len()
             )));

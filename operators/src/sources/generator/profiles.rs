@@ -93,7 +93,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Emitter, ShardContext, Source, SourcePoll, StateError};
+use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use super::{mix, InvalidPosition, WATERMARK_INTERVAL_MS};
 use crate::row::{parse_timestamp, Ip, OptionError, Row, Schema, Type, Value};
@@ -1178,15 +1178,15 @@ impl Source for ProfileGenerator {
 
     /// Seeks to a logged position; refuses bytes that are not 8 long or
     /// name an id of another instance.
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let bytes: [u8; 8] = position.try_into().map_err(|_| {
-            StateError(format!(
+            OperatorError::invalid(format!(
                 "generator position of {} bytes, expected 8",
                 position.len()
             ))
         })?;
         self.seek(u64::from_le_bytes(bytes))
-            .map_err(|error| StateError(error.to_string()))
+            .map_err(|error| OperatorError::invalid(error.to_string()))
     }
 }
 

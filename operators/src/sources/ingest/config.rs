@@ -179,7 +179,7 @@ fn check_request_limit(
     let message = format!(
         "`{option} = {limit}` is more than one write-ahead log record holds for source \
          `{name}`: at most {max} bytes (16 MiB less {} bytes of record headers)",
-        weir_runtime::intake::RECORD_BYTES_MAX - max
+        weir_runtime::limits::INTAKE_RECORD_MAX_BYTES - max
     );
     Err((option, message))
 }

@@ -72,7 +72,8 @@ pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
 
 const _: () = assert!(ACCEPT_BACKOFF_MS_MIN > 0 && ACCEPT_BACKOFF_MS_MIN <= ACCEPT_BACKOFF_MS_MAX);
 const _: () = assert!(REQUEST_BYTES_DEFAULT <= READ_BUDGET_BYTES_DEFAULT);
-const _: () = assert!(REQUEST_BYTES_DEFAULT + 4096 <= weir_runtime::intake::RECORD_BYTES_MAX);
+const _: () =
+    assert!(REQUEST_BYTES_DEFAULT + 4096 <= weir_runtime::limits::INTAKE_RECORD_MAX_BYTES);
 
 /// Limits shared by the `http` and `tcp` sources (`docs/protocol.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]

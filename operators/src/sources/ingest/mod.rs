@@ -68,7 +68,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::os::fd::FromRawFd;
 
-use weir_runtime::{Emitter, IntakeLog, ShardContext, Source, SourcePoll, StateError};
+use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, SourcePoll};
 
 use crate::sources::generator::GeneratedEvent;
 use budget::ReadBudget;
@@ -419,9 +419,9 @@ impl IngestSource {
         }
     }
 
-    fn start_listening(&mut self) -> Result<(), StateError> {
+    fn start_listening(&mut self) -> Result<(), OperatorError> {
         let listener = glommio::net::TcpListener::bind(self.options.listen).map_err(|error| {
-            StateError(format!(
+            OperatorError::io(format!(
                 "source `{}` (shard {}): cannot listen on {}: {error}",
                 self.context.node, self.context.shard, self.options.listen
             ))
@@ -533,7 +533,7 @@ impl IngestSource {
                 }
                 Err(error) => Reply::Failed(error),
             },
-            Err(error) => Reply::Failed(error.0),
+            Err(error) => Reply::Failed(error.to_string()),
         };
         batch.reply.fill(reply);
     }
@@ -557,7 +557,7 @@ impl Source for IngestSource {
     fn poll(&mut self, out: &mut Emitter<GeneratedEvent>) -> SourcePoll {
         if !self.listening {
             if let Err(error) = self.start_listening() {
-                out.fail(error.0);
+                out.fail(error);
                 return SourcePoll::Exhausted;
             }
         }
@@ -612,9 +612,9 @@ impl Source for IngestSource {
         bytes
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let bad = || {
-            StateError(format!(
+            OperatorError::invalid(format!(
                 "source `{}`: logged position of {} bytes is not an ingest position",
                 self.context.node,
                 position.len()
@@ -645,7 +645,11 @@ impl Source for IngestSource {
         Ok(())
     }
 
-    fn replay(&mut self, data: &[u8], out: &mut Emitter<GeneratedEvent>) -> Result<(), StateError> {
+    fn replay(
+        &mut self,
+        data: &[u8],
+        out: &mut Emitter<GeneratedEvent>,
+    ) -> Result<(), OperatorError> {
         DataHeader::decode(data)
             .and_then(|(header, payload)| {
                 let mut aligned = Payload::with_capacity(payload.len());
@@ -653,7 +657,7 @@ impl Source for IngestSource {
                 self.emit(&header, &aligned, Checked::No, &[], out)
             })
             .map_err(|error| {
-                StateError(format!(
+                OperatorError::invalid(format!(
                     "source `{}`: replaying a logged batch: {error}",
                     self.context.node
                 ))

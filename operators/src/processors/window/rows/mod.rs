@@ -113,7 +113,7 @@ use std::collections::BTreeMap;
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use weir_runtime::metrics::ShardCounter;
-use weir_runtime::{Batch, Emitter, Processor, ShardContext, StateError};
+use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use self::agg::{same, Acc, AccState};
 use super::closed_rows::ClosedRows;
@@ -445,10 +445,10 @@ impl RowWindow {
         );
     }
 
-    fn state(&self) -> Result<RowWindowState, StateError> {
-        let save = |accs: &[Acc]| -> Result<Vec<AccState>, StateError> {
+    fn state(&self) -> Result<RowWindowState, OperatorError> {
+        let save = |accs: &[Acc]| -> Result<Vec<AccState>, OperatorError> {
             accs.iter()
-                .map(|acc| acc.save().map_err(StateError))
+                .map(|acc| acc.save().map_err(OperatorError::other))
                 .collect()
         };
         let mut windows = Vec::new();
@@ -671,20 +671,20 @@ impl Processor for RowWindow {
         self.closed_rows.drain_into(out)
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, StateError> {
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let bytes = rkyv::to_bytes::<rancor::Error>(&self.state()?)
-            .map_err(|error| StateError(error.to_string()))?;
+            .map_err(|error| OperatorError::other(error.to_string()))?;
         Ok(bytes.to_vec())
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
         // The bytes come from disk: validate them.
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(bytes);
         let state = rkyv::from_bytes::<RowWindowState, rancor::BoxedError>(&aligned)
-            .map_err(|error| StateError(format!("window state: {error}")))?;
+            .map_err(|error| OperatorError::invalid(format!("window state: {error}")))?;
         self.load(state)
-            .map_err(|error| StateError(format!("window state: {error}")))
+            .map_err(|error| OperatorError::invalid(format!("window state: {error}")))
     }
 }
 

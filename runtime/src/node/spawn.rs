@@ -17,14 +17,12 @@ use std::sync::Arc;
 
 use crate::batch::BufferPool;
 use crate::emit::{Emitter, OutputIo};
-use crate::epoch::shard::ShardEpochs;
-use crate::epoch::SinkSteps;
 use crate::error::NodeFailure;
 use crate::input::{InputRing, InputSet};
 use crate::intake::IntakeLog;
 use crate::metrics::wired::{InputMetrics, OutputMetrics};
+use crate::node::task::{run_processor, run_source, NodeEnv};
 use crate::operator::{Processor, ShardContext, Sink, SinkProcessor, Source};
-use crate::shard::task::{run_processor, run_source};
 
 /// A node instance's task.
 pub(crate) type NodeTask = Pin<Box<dyn Future<Output = Result<(), NodeFailure>>>>;
@@ -45,24 +43,6 @@ pub(crate) struct ShardEnv {
     /// Processors hand on partly filled batches whenever their inputs are
     /// momentarily empty (`RuntimeBuilder::low_latency`).
     pub(crate) flush_when_idle: bool,
-}
-
-/// What one node instance needs besides its operator and rings.
-pub(crate) struct NodeEnv {
-    pub(crate) node: Arc<str>,
-    pub(crate) instance: usize,
-    /// Its index among the shard's node instances.
-    pub(crate) slot: usize,
-    pub(crate) epochs: Option<Rc<ShardEpochs>>,
-    /// State or position to restore, from recovery.
-    pub(crate) restore: Option<Vec<u8>>,
-    /// A source's intake records to replay, from recovery: (identity, data).
-    pub(crate) replay: Vec<(u64, Vec<u8>)>,
-    /// A sink's commit step.
-    pub(crate) commit: Option<SinkSteps>,
-    /// What goes before each of its snapshots: its state fingerprint
-    /// (`crate::epoch::state_header`).
-    pub(crate) state_header: Vec<u8>,
 }
 
 /// The output metrics of a node instance, if it has outputs.
@@ -111,9 +91,7 @@ where
         source.attach(intake.clone());
         Box::pin(async move {
             if let Some(position) = &node.restore {
-                source
-                    .restore(position)
-                    .map_err(|error| NodeFailure::State(error.0))?;
+                source.restore(position)?;
             }
             run_source(source, out, stop, aborted, node, intake, epoch).await
         })
@@ -175,9 +153,7 @@ async fn restore_and_run<P: Processor>(
     flush_when_idle: bool,
 ) -> Result<(), NodeFailure> {
     if let Some(state) = &node.restore {
-        processor
-            .restore(state)
-            .map_err(|error| NodeFailure::State(error.0))?;
+        processor.restore(state)?;
     }
     processor.on_start();
     run_processor(processor, inputs, out, pool, node, flush_when_idle).await

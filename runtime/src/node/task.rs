@@ -3,7 +3,7 @@
 //! Each node instance is one glommio task. A task runs its operator
 //! synchronously, then sends the operator's ready batches into the rings,
 //! awaiting when a ring is full (backpressure). It yields the shard after
-//! [`TURN_MESSAGES_MAX`] messages (or [`TURN_SOURCE_BATCHES_MAX`] source
+//! [`TURN_MAX_MESSAGES`] messages (or [`TURN_SOURCE_MAX_BATCHES`] source
 //! polls) so no node starves the others; when its input rings are empty it
 //! sleeps until a producer wakes it, and a shard with every task asleep
 //! parks in glommio's reactor instead of spinning.
@@ -15,7 +15,7 @@
 //!
 //! Failure: once the run's abort flag is set (some node task failed, see
 //! `crate::runtime`), a source stops at its next turn of the loop (idle
-//! sources within [`SOURCE_IDLE_SLEEP`]), and every wait for the final
+//! sources within [`SOURCE_IDLE_SLEEP_MS`]), and every wait for the final
 //! epoch ends, all with [`NodeFailure::Aborted`]; a task that ends drops
 //! its rings, so the nodes downstream and upstream of it see them close.
 
@@ -23,20 +23,42 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_lite::future::yield_now;
 use weir_wal::RecordType;
 
-use super::spawn::NodeEnv;
 use crate::batch::BufferPool;
 use crate::emit::Emitter;
 use crate::epoch::failpoint;
 use crate::epoch::shard::ShardEpochs;
+use crate::epoch::SinkSteps;
 use crate::error::NodeFailure;
 use crate::input::{Delivery, InputSet};
 use crate::intake::IntakeLog;
-use crate::limits::{SOURCE_IDLE_SLEEP, TURN_MESSAGES_MAX, TURN_SOURCE_BATCHES_MAX};
+use crate::limits::{SOURCE_IDLE_SLEEP_MS, TURN_MAX_MESSAGES, TURN_SOURCE_MAX_BATCHES};
 use crate::operator::{Processor, Source, SourcePoll};
+
+/// [`SOURCE_IDLE_SLEEP_MS`].
+const SOURCE_IDLE_SLEEP: Duration = Duration::from_millis(SOURCE_IDLE_SLEEP_MS);
+
+/// What one node instance needs besides its operator and rings.
+pub(crate) struct NodeEnv {
+    pub(crate) node: Arc<str>,
+    pub(crate) instance: usize,
+    /// Its index among the shard's node instances.
+    pub(crate) slot: usize,
+    pub(crate) epochs: Option<Rc<ShardEpochs>>,
+    /// State or position to restore, from recovery.
+    pub(crate) restore: Option<Vec<u8>>,
+    /// A source's intake records to replay, from recovery: (identity, data).
+    pub(crate) replay: Vec<(u64, Vec<u8>)>,
+    /// A sink's commit step.
+    pub(crate) commit: Option<SinkSteps>,
+    /// What goes before each of its snapshots: its state fingerprint
+    /// (`crate::epoch::state_header`).
+    pub(crate) state_header: Vec<u8>,
+}
 
 /// Runs a source until it is exhausted or the runtime is told to stop (and,
 /// with epochs, until the final epoch's barrier is out), then sends end of
@@ -114,7 +136,7 @@ pub(crate) async fn run_source<S: Source>(
             futures_lite::future::or(glommio::timer::sleep(SOURCE_IDLE_SLEEP), wake.woken()).await;
         }
         polls += 1;
-        if polls % TURN_SOURCE_BATCHES_MAX == 0 {
+        if polls % TURN_SOURCE_MAX_BATCHES == 0 {
             yield_now().await;
         }
     }
@@ -148,14 +170,8 @@ async fn replay<S: Source>(
         intake.make_room().await?;
         // The copy is logged before the records go out, so the epoch they
         // go out in logs them.
-        drop(
-            intake
-                .append_copy(Some(identity), &data)
-                .map_err(|error| NodeFailure::State(error.0))?,
-        );
-        source
-            .replay(&data, out)
-            .map_err(|error| NodeFailure::State(error.0))?;
+        drop(intake.append_copy(Some(identity), &data)?);
+        source.replay(&data, out)?;
         out.take_error()?;
         out.send_ready().await?;
     }
@@ -269,7 +285,7 @@ pub(crate) async fn run_processor<P: Processor>(
             }
         }
         handled += 1;
-        if handled % TURN_MESSAGES_MAX == 0 {
+        if handled % TURN_MAX_MESSAGES == 0 {
             yield_now().await;
         }
     }
@@ -382,9 +398,7 @@ fn checkpoint<P: Processor>(
     let Some(epochs) = &node.epochs else {
         return Ok(());
     };
-    let bytes = processor
-        .snapshot(epoch)
-        .map_err(|error| NodeFailure::State(error.0))?;
+    let bytes = processor.snapshot(epoch)?;
     if bytes.is_empty() {
         return Ok(());
     }

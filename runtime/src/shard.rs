@@ -7,9 +7,6 @@
 //! every shard, and the epoch coordinator stop waiting for it (see
 //! `crate::runtime`).
 
-pub(crate) mod spawn;
-pub(crate) mod task;
-
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +18,8 @@ use crate::epoch::EpochShared;
 use crate::error::{NodeFailure, RunError};
 use crate::graph::ShardPlan;
 use crate::metrics::wired;
-use spawn::{NodeEnv, ShardEnv};
+use crate::node::spawn::ShardEnv;
+use crate::node::task::NodeEnv;
 
 /// A shard's share of the epoch protocol: its WAL, the shared state, and
 /// the sink commits the previous run left to do on this shard.
