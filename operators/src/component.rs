@@ -35,9 +35,9 @@ pub const LATE: &str = "late";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stream {
     /// Generator or ingest events
-    /// ([`GeneratedEvent`](crate::sources::generator::GeneratedEvent)).
+    /// ([`GeneratedEvent`](crate::records::GeneratedEvent)).
     Events,
-    /// Rows of a `size_ms` window ([`WindowRow`](crate::sinks::file::WindowRow)).
+    /// Rows of a `size_ms` window ([`WindowRow`](crate::records::WindowRow)).
     WindowRows,
     /// Schema-typed rows.
     Rows(SchemaRef),

@@ -19,11 +19,12 @@
 //! The clock is read once per batch, not per event. Generated events
 //! (times 0) are not recorded.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use weir_runtime::metrics::ShardHistogram;
 use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
-use crate::sources::generator::GeneratedEvent;
-use crate::sources::ingest::unix_ns;
+use crate::records::GeneratedEvent;
 
 /// Records the processing latency of the ingested events a component
 /// handles.
@@ -112,4 +113,11 @@ impl<K: Sink<Input = GeneratedEvent>> Sink for ObservedSink<K> {
     fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         K::commit(staged, control)
     }
+}
+
+/// The wall clock in nanoseconds since the Unix epoch.
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
 }

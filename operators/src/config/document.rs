@@ -12,13 +12,12 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use serde::de::DeserializeOwned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind, Source};
 use super::model::PipelineConfig;
-use super::registry::{ProcessorConfig, SinkConfig, SourceConfig};
+use super::registry::{deserialize, ProcessorConfig, SinkConfig, SourceConfig};
 
 /// The sections a pipeline file may have, besides `runtime`.
 pub(crate) const SECTIONS: [&str; 3] = ["sources", "processors", "sinks"];
@@ -275,15 +274,4 @@ fn record_spans(spans: &mut Spans, path: &str, name: Range<usize>, value: &Spann
         }
     }
     spans.components.insert(path.to_owned(), component);
-}
-
-/// Deserializes one component (or `runtime`), naming it in errors.
-pub(crate) fn deserialize<T: DeserializeOwned>(
-    source: &Source<'_>,
-    value: Spanned<DeValue<'_>>,
-    component: &str,
-) -> Result<T, ConfigError> {
-    let span = value.span();
-    T::deserialize(ValueDeserializer::from(value))
-        .map_err(|error| ConfigError::from_toml(source, &error, Some(component), span))
 }

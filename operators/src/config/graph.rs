@@ -31,8 +31,8 @@ use super::error::{ConfigError, ConfigErrorKind};
 use super::model::PipelineConfig;
 use super::plan;
 use crate::component::Component;
-use crate::row::EventRows;
-use crate::sources::generator::GeneratedEvent;
+use crate::records::GeneratedEvent;
+use crate::sources::event_rows::EventRows;
 
 /// The file name errors of [`build_graph`] carry.
 const UNNAMED: &str = "<pipeline>";

@@ -18,8 +18,8 @@
 //! `generator`, `tcp` and `http` sources, the rows of a `size_ms` window,
 //! and schema-typed rows, which every other processor reads and writes. A
 //! row reader fed events gets them through an
-//! [`EventRows`](crate::row::EventRows) adapter (schema
-//! [`event_schema`](crate::row::event_schema)).
+//! [`EventRows`](crate::sources::event_rows::EventRows) adapter (schema
+//! [`event_schema`](crate::sources::event_rows::event_schema)).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -27,7 +27,8 @@ use std::sync::Arc;
 use super::error::ConfigErrorKind;
 use super::model::PipelineConfig;
 use crate::component::{Component, Input, Node, Output, PlanContext, Reads, Stream};
-use crate::row::{event_schema, OptionError};
+use crate::row::OptionError;
+use crate::sources::event_rows::event_schema;
 
 /// A problem found while planning, located by option or input entry.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,12 @@
 //! A `type` may name two config structs told apart by a field the table
 //! has (`when "field"`): the first line whose condition holds is taken.
 
+use serde::de::DeserializeOwned;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use toml::de::{DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::error::{ConfigError, Source};
 
 use crate::component::Component;
 
@@ -76,7 +81,7 @@ macro_rules! section {
                 let _ = &has;
                 $(
                     if kind == $kind $( && has($key) )? {
-                        let config = super::document::deserialize::<$ty>(source, body, path);
+                        let config = deserialize::<$ty>(source, body, path);
                         return Some(config.map($enum::$variant));
                     }
                 )*
@@ -92,6 +97,17 @@ macro_rules! section {
             }
         }
     };
+}
+
+/// Deserializes one component (or `runtime`), naming it in errors.
+pub(crate) fn deserialize<T: DeserializeOwned>(
+    source: &Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    component: &str,
+) -> Result<T, ConfigError> {
+    let span = value.span();
+    T::deserialize(ValueDeserializer::from(value))
+        .map_err(|error| ConfigError::from_toml(source, &error, Some(component), span))
 }
 
 /// Writes `config` as a table with `type = kind` first: the form a

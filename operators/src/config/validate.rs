@@ -23,9 +23,9 @@ use crate::processors::window::Aggregate;
 /// numeric.
 type Fields = &'static [(&'static str, bool)];
 
-/// Fields of a generator's records ([`GeneratedEvent`](crate::sources::generator::GeneratedEvent)).
+/// Fields of a generator's records ([`GeneratedEvent`](crate::records::GeneratedEvent)).
 const GENERATOR_FIELDS: Fields = &[("id", true), ("key", false), ("ts", true)];
-/// Fields of a window's rows ([`WindowRow`](crate::sinks::file::WindowRow)).
+/// Fields of a window's rows ([`WindowRow`](crate::records::WindowRow)).
 const WINDOW_FIELDS: Fields = &[
     ("window_start_ms", true),
     ("window_end_ms", true),

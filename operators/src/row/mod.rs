@@ -17,11 +17,8 @@
 //! comparison serves both families.
 
 pub(crate) mod convert;
-mod events;
 mod json;
 mod order;
-
-pub use events::{event_schema, EventRows};
 
 pub use json::{parse_timestamp, value_from_json, write_json_value, write_row_json};
 

@@ -6,7 +6,11 @@
 //! - [`generator`]: the `generator` source: keyed events, or realistic rows
 //!   with injected attacks (`profile`).
 //! - [`ingest`]: the `tcp` and `http` sources: durable network ingest.
+//!
+//! [`event_rows`] turns the events of `generator` (with `keys`), `tcp` and
+//! `http` into rows for the processors that read rows.
 
+pub mod event_rows;
 pub mod file;
 pub mod generator;
 pub mod ingest;

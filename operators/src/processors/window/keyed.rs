@@ -33,9 +33,8 @@ use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use crate::latency::ProcessedLatency;
 
-use super::keyed_config::{Aggregate, WindowConfig};
-use crate::sinks::file::WindowRow;
-use crate::sources::generator::GeneratedEvent;
+use crate::records::GeneratedEvent;
+use crate::records::WindowRow;
 
 /// A field of a [`GeneratedEvent`], as pipeline files name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,45 +73,6 @@ pub struct KeyedWindowSpec {
 }
 
 impl KeyedWindowSpec {
-    /// The spec of a window over generator events; the error says what this
-    /// version cannot compute.
-    pub fn from_config(config: &WindowConfig) -> Result<KeyedWindowSpec, String> {
-        if config.size_ms == 0 {
-            return Err("`size_ms` must be positive".into());
-        }
-        let group_by = EventField::parse(&config.group_by).ok_or_else(|| {
-            format!(
-                "`group_by`: events have no field `{}`, expected one of `id`, `key`, `ts`",
-                config.group_by
-            )
-        })?;
-        let mut spec = KeyedWindowSpec {
-            size_ms: config.size_ms,
-            group_by,
-            count: false,
-            sum: None,
-        };
-        for aggregate in &config.aggregates {
-            match aggregate {
-                Aggregate::Count => spec.count = true,
-                Aggregate::Sum(field) => {
-                    let field = match EventField::parse(field) {
-                        Some(field @ (EventField::Id | EventField::Ts)) => field,
-                        _ => {
-                            return Err(format!(
-                                "`aggregates`: cannot sum `{field}`, expected `sum:id` or `sum:ts`"
-                            ))
-                        }
-                    };
-                    if spec.sum.replace(field).is_some() {
-                        return Err("`aggregates`: at most one `sum:FIELD`".into());
-                    }
-                }
-            }
-        }
-        Ok(spec)
-    }
-
     /// The partitioning hash of `event`'s group: FNV-1a of the key's bytes,
     /// or the number itself; stable across runs and builds, so a restarted
     /// run sends every group to the shard that holds its state.
@@ -412,6 +372,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::processors::window::{Aggregate, WindowConfig};
 
     fn spec(group_by: EventField, sum: Option<EventField>) -> KeyedWindowSpec {
         KeyedWindowSpec {

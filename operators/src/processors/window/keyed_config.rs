@@ -8,14 +8,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{GraphBuilder, Partition};
 
+use super::keyed::EventField;
 use super::{KeyedWindow, KeyedWindowSpec};
 use crate::component::{
     state_options, Component, Input, Node, Output, PlanContext, Planned, Reads, Stateful, Stream,
 };
-use crate::row::OptionError;
+use crate::records::GeneratedEvent;
 #[cfg(doc)]
-use crate::sinks::file::WindowRow;
-use crate::sources::generator::GeneratedEvent;
+use crate::records::WindowRow;
+use crate::row::OptionError;
 
 /// Tumbling windows over event time, grouped by one field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,5 +149,46 @@ impl Node for Stateful<KeyedWindowSpec> {
                 KeyedWindow::new(spec.clone()).with_metrics(context)
             })
             .state_fingerprint(fingerprint);
+    }
+}
+
+impl KeyedWindowSpec {
+    /// The spec of a window over generator events; the error says what this
+    /// version cannot compute.
+    pub fn from_config(config: &WindowConfig) -> Result<KeyedWindowSpec, String> {
+        if config.size_ms == 0 {
+            return Err("`size_ms` must be positive".into());
+        }
+        let group_by = EventField::parse(&config.group_by).ok_or_else(|| {
+            format!(
+                "`group_by`: events have no field `{}`, expected one of `id`, `key`, `ts`",
+                config.group_by
+            )
+        })?;
+        let mut spec = KeyedWindowSpec {
+            size_ms: config.size_ms,
+            group_by,
+            count: false,
+            sum: None,
+        };
+        for aggregate in &config.aggregates {
+            match aggregate {
+                Aggregate::Count => spec.count = true,
+                Aggregate::Sum(field) => {
+                    let field = match EventField::parse(field) {
+                        Some(field @ (EventField::Id | EventField::Ts)) => field,
+                        _ => {
+                            return Err(format!(
+                                "`aggregates`: cannot sum `{field}`, expected `sum:id` or `sum:ts`"
+                            ))
+                        }
+                    };
+                    if spec.sum.replace(field).is_some() {
+                        return Err("`aggregates`: at most one `sum:FIELD`".into());
+                    }
+                }
+            }
+        }
+        Ok(spec)
     }
 }

@@ -12,7 +12,7 @@
 //! any emitted row and is tallied in [`TumblingCount::late_events`].
 //!
 //! [`KeyedWindow`] is the `window` processor of pipeline files: the same
-//! windows over [`GeneratedEvent`](crate::sources::generator::GeneratedEvent)s,
+//! windows over [`GeneratedEvent`](crate::records::GeneratedEvent)s,
 //! grouped by a field, with `count` and `sum` aggregates (see [`keyed`]).
 
 pub(crate) mod closed_rows;

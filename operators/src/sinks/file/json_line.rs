@@ -7,31 +7,12 @@
 
 use std::io::Write;
 
-use rkyv::{Archive, Serialize};
-
-use crate::sources::generator::{ArchivedGeneratedEvent, GeneratedEvent};
+use crate::records::{ArchivedGeneratedEvent, ArchivedWindowRow, GeneratedEvent, WindowRow};
 
 /// A record that can be written as one JSON object.
 pub trait ToJsonLine {
     /// Appends the object, without a line break, to `out`.
     fn write_json(&self, out: &mut Vec<u8>);
-}
-
-/// One row of a closed window, as the configured `window` processor emits
-/// it: `count` and `sum` are its `"count"` and `"sum:FIELD"` aggregates (0
-/// when not configured).
-#[derive(Archive, Serialize, Debug, Clone, PartialEq, Eq, Default)]
-pub struct WindowRow {
-    /// First millisecond of the window.
-    pub window_start_ms: u64,
-    /// First millisecond after the window.
-    pub window_end_ms: u64,
-    /// The group: the `group_by` field's value, as a string.
-    pub key: String,
-    /// Records in the window and group.
-    pub count: u64,
-    /// Sum of the summed field, wrapping.
-    pub sum: u64,
 }
 
 /// Writes `"name":` and a number.

@@ -53,9 +53,10 @@ use weir_runtime::{ArchivedRecord, Batch, OperatorError, Record, ShardContext, S
 
 use crate::component::{Input, Node, Stream};
 use crate::latency::ObservedSink;
-use crate::sources::generator::GeneratedEvent;
+use crate::records::GeneratedEvent;
 
-pub use json_line::{ArchivedWindowRow, ToJsonLine, WindowRow};
+pub use crate::records::{ArchivedWindowRow, WindowRow};
+pub use json_line::ToJsonLine;
 pub use staged::{
     commit_encoded, file_name_with, parse_any_file_name, sync_encoded, Staged, StagedDecodeError,
     Staging,

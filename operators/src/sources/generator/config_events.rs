@@ -34,13 +34,13 @@
 
 use std::time::Instant;
 
-use rkyv::{Archive, Serialize};
 use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use serde::Deserialize;
 
 use super::mix;
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
+use crate::records::GeneratedEvent;
 use crate::row::OptionError;
 
 /// The most keys a generator may list: each key is held by every instance.
@@ -123,26 +123,6 @@ impl Node for GeneratorConfig {
 /// milliseconds: often enough that a 1 s window closes within a tenth of
 /// its length, rarely enough that a watermark costs nothing per record.
 pub const WATERMARK_INTERVAL_MS: u64 = 100;
-
-/// One generated event.
-#[derive(Archive, Serialize, Debug, Clone, PartialEq, Eq, Default)]
-pub struct GeneratedEvent {
-    /// Unique over all instances; ids are dense from 0.
-    pub id: u64,
-    /// One of the configured keys.
-    pub key: String,
-    /// Event time, in milliseconds.
-    pub ts_ms: u64,
-    /// Ingested events: when the client meant to send it, in nanoseconds
-    /// since the Unix epoch (0: unknown, and for generated events).
-    pub sent_ns: u64,
-    /// Ingested events: when weir accepted it, in nanoseconds since the
-    /// Unix epoch (0 for generated events).
-    pub ingest_ns: u64,
-    /// Ingested events: the event as the client sent it (empty for
-    /// generated events).
-    pub body: String,
-}
 
 /// What one [`ConfigEvents::fill`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

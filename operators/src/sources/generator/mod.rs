@@ -19,9 +19,9 @@
 pub mod config_events;
 pub mod profiles;
 
+pub use crate::records::{ArchivedGeneratedEvent, GeneratedEvent};
 pub use config_events::{
-    ArchivedGeneratedEvent, ConfigEvents, Fill, GeneratedEvent, GeneratorConfig, InvalidPosition,
-    KEYS_MAX, WATERMARK_INTERVAL_MS,
+    ConfigEvents, Fill, GeneratorConfig, InvalidPosition, KEYS_MAX, WATERMARK_INTERVAL_MS,
 };
 pub use profiles::{
     attack_truth, AttackConfig, AttackTruth, ProfileGenerator, ProfileGeneratorConfig, ProfileSpec,

@@ -48,6 +48,7 @@
 //! clock, rounded down to 100 ms) as time passes; an event older than the
 //! watermark is late for windows downstream, which count it as late.
 
+mod body_events;
 mod budget;
 mod config;
 mod dedup;
@@ -64,13 +65,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::os::fd::FromRawFd;
 
 use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, SourcePoll};
 
-use crate::sources::generator::GeneratedEvent;
+use crate::records::GeneratedEvent;
 use budget::ReadBudget;
 pub use config::{HttpSourceConfig, IngestConfig, TcpSourceConfig};
 use dedup::DedupTable;
@@ -121,12 +121,7 @@ impl IngestOptions {
     }
 }
 
-/// The wall clock in nanoseconds since the Unix epoch.
-pub fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos() as u64)
-}
+pub use crate::latency::unix_ns;
 
 /// How a batch's events are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +168,7 @@ pub(crate) fn for_each_event(
     encoding: Encoding,
     payload: &Payload,
     checked: Checked,
-    index: &[http::Indexed],
+    index: &[body_events::Indexed],
     mut each: impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
     match encoding {
@@ -468,7 +463,7 @@ impl IngestSource {
         header: &DataHeader,
         payload: &Payload,
         checked: Checked,
-        index: &[http::Indexed],
+        index: &[body_events::Indexed],
         out: &mut Emitter<GeneratedEvent>,
     ) -> Result<(), String> {
         let accepted_ns = header.accepted_ns;

@@ -20,9 +20,10 @@ use std::task::{Context, Poll, Waker};
 
 use weir_runtime::{IntakeLog, IntakeTicket};
 
+use super::body_events::Indexed;
 use super::budget::Reservation;
 use super::metrics::IngestMetrics;
-use super::{http, unix_ns, Encoding, Mesh, Payload};
+use super::{unix_ns, Encoding, Mesh, Payload};
 
 /// A batch handed to its owner instance on another shard.
 pub(crate) struct Forwarded {
@@ -32,7 +33,7 @@ pub(crate) struct Forwarded {
     payload: Payload,
     /// The payload's share of the read budget, released with it.
     reservation: Reservation,
-    index: Vec<http::Indexed>,
+    index: Vec<Indexed>,
     queued_ns: u64,
     reply: std::sync::Arc<RemoteSlot>,
 }
@@ -113,7 +114,7 @@ pub(crate) fn enqueue(
     batch_id: Option<u64>,
     events: usize,
     (payload, reservation): (Payload, Reservation),
-    index: Vec<http::Indexed>,
+    index: Vec<Indexed>,
 ) -> Result<PendingReply, Refused> {
     if !queue.open.get() {
         return Err(Refused::Unavailable);
@@ -231,7 +232,7 @@ pub(crate) struct Queued {
     /// the batch (once logged, or refused) releases it.
     pub(crate) _reservation: Reservation,
     /// JSON payloads: where each checked event is (empty for `Wire`).
-    pub(crate) index: Vec<http::Indexed>,
+    pub(crate) index: Vec<Indexed>,
     /// When it was queued (ns since the Unix epoch).
     pub(crate) queued_ns: u64,
     pub(crate) reply: ReplyTo,

@@ -39,7 +39,6 @@
 //!    they are durable. The connection closes after it when the client
 //!    asked (`Connection: close`, or HTTP/1.0 without `keep-alive`).
 
-mod events;
 mod head;
 mod response;
 
@@ -48,8 +47,8 @@ use std::time::Duration;
 
 use glommio::net::TcpStream;
 
-pub(crate) use events::{for_each_event, index_events, Indexed};
-pub use events::{parse_events, BadEvent};
+pub(crate) use super::body_events::{for_each_event, index_events};
+pub use super::body_events::{parse_events, BadEvent};
 use head::{Head, Verdict};
 use response::{retry_after_seconds, Response};
 

@@ -10,8 +10,8 @@
 
 use weir_runtime::{Batch, Emitter, Processor};
 
-use super::{Row, Schema, Type, Value};
-use crate::sources::generator::GeneratedEvent;
+use crate::records::GeneratedEvent;
+use crate::row::{Row, Schema, Type, Value};
 
 /// The schema of [`EventRows`]' output.
 pub fn event_schema() -> Schema {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::super::{Encoding, EventRef};
+use super::{Encoding, EventRef};
 
 #[derive(Deserialize)]
 struct EventFields<'a> {
