@@ -11,9 +11,10 @@ through `pub use` re-exports to the module that defines the item, so
 `crate::Emitter` counts as a dependency on `emit`, not on the crate root; a
 `pub use` line is a re-export, not a dependency, unless the module's own
 code also uses the name it binds; a glob import (`use super::*`) is a
-dependency on the module it reads. Comments, string literals and
-`#[cfg(test)]` modules (inline, or in a file of their own with everything
-below it) are ignored: tests may reach anywhere.
+dependency on the module it reads. Comments, string literals,
+`#[cfg(doc)]` imports (for doc links only) and `#[cfg(test)]` modules
+(inline, or in a file of their own with everything below it) are ignored:
+tests may reach anywhere.
 
 A module reading an item of an enclosing module (`use super::Item` in
 `graph/validate.rs`, for `graph/mod.rs`'s types) is not counted: a child is
@@ -90,6 +91,13 @@ def strip_code(text):
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def drop_doc_imports(text):
+    """Blanks out `#[cfg(doc)] use ...;` items: imports for doc links only,
+    which compile to nothing and make no dependency."""
+    pattern = re.compile(r"#\[cfg\(doc\)\]\s*(pub(\([^)]*\))?\s+)?use\s[^;]*;")
+    return pattern.sub(lambda m: "\n" * m.group(0).count("\n"), text)
 
 
 def drop_test_modules(text):
@@ -171,7 +179,7 @@ class Crate:
         self.code = {}
         for module, path in self.files.items():
             with open(path, encoding="utf-8") as f:
-                self.code[module] = drop_test_modules(strip_code(f.read()))
+                self.code[module] = drop_doc_imports(drop_test_modules(strip_code(f.read())))
         # Test modules in files of their own (`#[cfg(test)] mod tests;`) go
         # with everything below them.
         tests = {

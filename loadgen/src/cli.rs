@@ -1,19 +1,18 @@
-//! The command line: the options of a run ([`Args`]), the `weir loadgen`
-//! command with its `plot` subcommand ([`Cli`]), and the parsers of
-//! durations and rates that other commands of weir share.
+//! The options of a run ([`Args`]), and the parsers of durations and rates
+//! that other commands of weir share. The `weir loadgen` command line that
+//! holds them is in `command.rs`.
 //!
 //! Parsing only checks each option alone; what options mean together (a
 //! mode, a target) is checked when a run starts (`config.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::Result;
+use clap::Parser;
 
 use crate::event::Profile;
 use crate::limits::{BACKLOG_FRAMES_DEFAULT, CONNECTIONS_MAX};
-use crate::{plot_svg, read_hgrm, run};
 
 /// Options of a load generator run.
 #[derive(Parser, Debug, Clone)]
@@ -89,66 +88,6 @@ pub struct Args {
     /// No progress lines or diagnostics on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// The `weir loadgen` command line: a run, or `plot`.
-#[derive(clap::Args, Debug)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-pub struct Cli {
-    /// A subcommand instead of a run.
-    #[command(subcommand)]
-    pub command: Option<CliCommand>,
-    /// The run's options.
-    #[command(flatten)]
-    pub args: Args,
-}
-
-/// `weir loadgen` subcommands.
-#[derive(Subcommand, Debug)]
-pub enum CliCommand {
-    /// Overlay the latency distributions of several runs (`.hgrm` files)
-    /// in one SVG plot.
-    Plot {
-        /// `.hgrm` files, one line each (named after the file).
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// The SVG file to write.
-        #[arg(short, long)]
-        output: PathBuf,
-    },
-}
-
-/// Runs the `weir loadgen` command line: a run (printing its summary table
-/// on stdout) or a subcommand.
-pub fn cli_main(cli: Cli) -> Result<()> {
-    match cli.command {
-        Some(CliCommand::Plot { files, output }) => plot_files(&files, &output),
-        None => {
-            let summary = run(cli.args)?;
-            print!("{summary}");
-            Ok(())
-        }
-    }
-}
-
-/// Reads `.hgrm` files and writes their overlaid plot to `output`.
-pub fn plot_files(files: &[PathBuf], output: &Path) -> Result<()> {
-    let mut runs = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        let rows = read_hgrm(&text);
-        if rows.is_empty() {
-            bail!("{} holds no percentile distribution", file.display());
-        }
-        let name = file
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_else(|| file.display().to_string());
-        runs.push((name, rows.iter().map(|&(v, p, _)| (p, v)).collect()));
-    }
-    std::fs::write(output, plot_svg(&runs))
-        .with_context(|| format!("cannot write {}", output.display()))
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a plain number of seconds.

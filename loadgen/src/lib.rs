@@ -59,6 +59,7 @@
 //! `event.rs`, and record into `stats.rs`. Every limit is in `limits.rs`.
 
 mod cli;
+mod command;
 mod config;
 mod event;
 mod hgrm;
@@ -71,7 +72,8 @@ mod stats;
 mod summary;
 mod tcp;
 
-pub use cli::{cli_main, parse_duration, parse_rate, plot_files, Args, Cli, CliCommand};
+pub use cli::{parse_duration, parse_rate, Args};
+pub use command::{cli_main, plot_files, Cli, CliCommand};
 pub use event::Profile;
 pub use hdrhistogram;
 pub use hgrm::{read_hgrm, write_hgrm, TICKS_PER_HALF_DISTANCE};

@@ -105,16 +105,21 @@ use std::time::Instant;
 use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use super::{InvalidPosition, WATERMARK_INTERVAL_MS};
-use crate::row::{OptionError, Row};
-use rows::write_event;
+use crate::row::{OptionError, Row, Value};
+use auth::write_auth;
+use flows::write_flow;
+use random::Rng;
+use spec::SpecInner;
 use streams::Cursor;
+use web::write_web;
 
 pub use config::{
     profile_schema, AttackConfig, Profile, ProfileGeneratorConfig, ATTACKS_MAX, BOTNET_SIZE,
     DEFAULT_START, POPULATION_MAX,
 };
+pub use spec::EventOrigin;
 pub use spec::{build, ProfileSpec};
-pub use truth::{attack_truth, AttackKind, AttackTruth, EventOrigin};
+pub use truth::{attack_truth, AttackKind, AttackTruth};
 
 /// What [`ProfileGenerator::generate`] hands out, in emission order.
 #[derive(Debug, Clone, Copy)]
@@ -322,5 +327,17 @@ impl crate::component::Node for ProfileSpec {
         graph.source(name, move |context| {
             ProfileGenerator::new(spec.clone(), context)
         });
+    }
+}
+
+/// Writes event `id` (of stream `stream`, at `ts`) into `row`.
+fn write_event(spec: &SpecInner, id: u64, stream: usize, ts: u64, row: &mut Row) {
+    let mut rng = Rng::of(spec.seed, id);
+    let attack = stream.checked_sub(1).map(|a| &spec.attacks[a]);
+    row.values[0] = Value::Timestamp(i64::try_from(ts).unwrap_or(i64::MAX));
+    match spec.profile {
+        Profile::WebAccess => write_web(&spec.pools, attack, ts, &mut rng, row),
+        Profile::Auth => write_auth(&spec.pools, spec.seed, attack, &mut rng, row),
+        Profile::Flows => write_flow(&spec.pools, attack, &mut rng, row),
     }
 }

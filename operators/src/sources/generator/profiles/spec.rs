@@ -11,8 +11,18 @@ use super::config::{
 };
 use super::pools::{Endpoint, Pools};
 use super::streams::{Cursor, Stream};
-use super::truth::EventOrigin;
 use crate::row::{parse_timestamp, Ip, OptionError, Schema};
+
+/// Where an id comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOrigin {
+    /// `None` for normal traffic, else the attack's index.
+    pub attack: Option<usize>,
+    /// The event's index within its stream.
+    pub index: u64,
+    /// Its event time, in milliseconds.
+    pub ts_ms: u64,
+}
 
 /// A configured attack, resolved.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
-//! What the generator promises a test: where an id comes from
-//! ([`EventOrigin`]) and exactly which events each attack injects
-//! ([`attack_truth`]).
+//! What the generator promises a test: exactly which events each attack
+//! injects ([`attack_truth`]). Where an id comes from is
+//! [`ProfileSpec::locate`](super::ProfileSpec::locate).
 
 use super::spec::{Attack, ProfileSpec};
 use super::streams::stream_time;
@@ -44,17 +44,6 @@ impl AttackTruth {
     pub fn event_time_ms(&self, k: u64) -> u64 {
         stream_time(self.start_ms, self.per_second, k)
     }
-}
-
-/// Where an id comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventOrigin {
-    /// `None` for normal traffic, else the attack's index.
-    pub attack: Option<usize>,
-    /// The event's index within its stream.
-    pub index: u64,
-    /// Its event time, in milliseconds.
-    pub ts_ms: u64,
 }
 
 /// Exactly which attack events the generator emits (over all instances):
