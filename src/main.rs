@@ -18,9 +18,6 @@
 //! - `weir validate PIPELINE.toml`: every check `weir run` makes before
 //!   starting, without running (exit status 2 if invalid); `weir graph
 //!   PIPELINE.toml [--format text|dot]` prints its components and edges.
-//! - `weir keycount`: runs the keyed tumbling-window count example and
-//!   prints its rate and per-window totals, checked against a direct
-//!   computation.
 //! - `weir wal inspect DIR`: describes a write-ahead log directory (or every
 //!   log of a data directory) without changing it; exits with status 1 if a
 //!   log would be refused at open (corruption, missing segments, a shard
@@ -36,7 +33,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use weir::operators::pipelines::keycount::{KeyCount, WindowTotals};
 use weir::runtime::Runtime;
 
 #[derive(Parser, Debug)]
@@ -70,8 +66,6 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
-    /// Run the keyed tumbling-window count example pipeline.
-    Keycount(KeycountArgs),
     /// Work with write-ahead log directories.
     Wal {
         #[command(subcommand)]
@@ -108,25 +102,6 @@ struct RunArgs {
     stop_timeout: Option<String>,
 }
 
-#[derive(clap::Args, Debug)]
-struct KeycountArgs {
-    /// Events to generate over all shards.
-    #[arg(long, default_value_t = 50_000_000)]
-    events: u64,
-    /// Distinct keys.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
-    keys: u64,
-    /// Window length in event-time ticks (one tick per event).
-    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    window: u64,
-    /// Shards; by default one per core.
-    #[arg(long)]
-    shards: Option<usize>,
-    /// Do not pin shards to cores.
-    #[arg(long)]
-    no_pin: bool,
-}
-
 /// How `weir graph` prints.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum GraphFormat {
@@ -155,7 +130,6 @@ fn main() -> ExitCode {
         Command::Run(args) => return run(&args),
         Command::Validate { config } => return validate(&config, None),
         Command::Graph { config, format } => return validate(&config, Some(format)),
-        Command::Keycount(args) => keycount(&args),
         Command::Wal {
             command: WalCommand::Inspect { dir },
         } => wal_inspect::inspect(&dir),
@@ -476,49 +450,3 @@ fn run_graph(
     Ok(())
 }
 
-fn keycount(args: &KeycountArgs) -> Result<()> {
-    let mut builder = Runtime::builder().pin(!args.no_pin);
-    if let Some(shards) = args.shards {
-        builder = builder.shards(shards);
-    }
-    let runtime = builder.build()?;
-    let keycount = KeyCount {
-        events: args.events,
-        keys: args.keys,
-        window_ticks: args.window,
-    };
-    println!(
-        "keycount: {} events, {} keys, windows of {} ticks, {} shards",
-        args.events,
-        args.keys,
-        args.window,
-        runtime.shards()
-    );
-    let results = Arc::new(Mutex::new(WindowTotals::default()));
-    let report = runtime.run(keycount.graph(results.clone())?)?;
-    let rate = args.events as f64 / report.elapsed.as_secs_f64();
-    println!(
-        "processed {} events in {:.3} s: {:.2} M events/s",
-        args.events,
-        report.elapsed.as_secs_f64(),
-        rate / 1e6
-    );
-    let totals = results
-        .lock()
-        .map_err(|_| anyhow::anyhow!("a sink panicked"))?;
-    for (window, (count, _)) in totals.windows.iter().take(5) {
-        println!("  window {window}: {count} events");
-    }
-    if totals.windows.len() > 5 {
-        println!("  ... {} windows in all", totals.windows.len());
-    }
-    let expected = WindowTotals::expected(&keycount);
-    anyhow::ensure!(
-        *totals == expected,
-        "the per-window totals differ from a direct computation ({} events counted, {} expected)",
-        totals.events(),
-        expected.events()
-    );
-    println!("per-window counts and key checksums match a direct computation");
-    Ok(())
-}

@@ -34,7 +34,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
-use weir_operators::processors::window::CountTable;
+use crate::count_table::CountTable;
 
 use crate::workload::{event_key, mix, KeyCountConfig, WindowTotals};
 

@@ -12,8 +12,27 @@
 //! the rows into [`WindowTotals`]: per window, the number of events and a
 //! key-weighted checksum. Both engines must produce identical totals.
 
-pub use weir_operators::pipelines::keycount::{KeyCount, WindowTotals};
-pub use weir_operators::sources::generator::{event_key, mix};
+use std::collections::BTreeMap;
+
+pub use weir_operators::sources::generator::mix;
+
+/// The key of event `index` among `keys` keys.
+#[inline]
+pub fn event_key(index: u64, keys: u64) -> u64 {
+    mix(index) % keys
+}
+
+/// The workload's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyCount {
+    /// Events over all shards.
+    pub events: u64,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Window length in event-time ticks (one tick per event).
+    pub window_ticks: u64,
+}
+
 
 /// Parameters shared by every engine.
 #[derive(Debug, Clone, Copy)]
@@ -36,5 +55,50 @@ impl KeyCountConfig {
             keys: self.keys,
             window_ticks: self.window_ticks,
         }
+    }
+}
+
+/// Per window: `(events counted, sum over rows of key * count, wrapping)`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WindowTotals {
+    /// Window index to `(count, checksum)`.
+    pub windows: BTreeMap<u64, (u64, u64)>,
+}
+
+impl WindowTotals {
+    /// Folds one `(window, key, count)` row in.
+    #[inline]
+    pub fn add_row(&mut self, window: u64, key: u64, count: u64) {
+        let entry = self.windows.entry(window).or_default();
+        entry.0 += count;
+        entry.1 = entry.1.wrapping_add(key.wrapping_mul(count));
+    }
+
+    /// Merges another worker's totals in.
+    pub fn merge(&mut self, other: &WindowTotals) {
+        for (window, (count, checksum)) in &other.windows {
+            let entry = self.windows.entry(*window).or_default();
+            entry.0 += count;
+            entry.1 = entry.1.wrapping_add(*checksum);
+        }
+    }
+
+    /// The totals computed directly from the generator, without any engine:
+    /// the reference every run is checked against.
+    pub fn expected(config: &KeyCount) -> WindowTotals {
+        let mut totals = WindowTotals::default();
+        for index in 0..config.events {
+            totals.add_row(
+                index / config.window_ticks,
+                event_key(index, config.keys),
+                1,
+            );
+        }
+        totals
+    }
+
+    /// Total events over all windows.
+    pub fn events(&self) -> u64 {
+        self.windows.values().map(|(count, _)| count).sum()
     }
 }

@@ -11,8 +11,7 @@
 //! Shared by them: [`component`] (the trait every component implements),
 //! [`config`] (pipeline files: the registry of component types, checks,
 //! planning and the runtime graph), [`row`] (schema-typed rows) and
-//! [`expr`] (expressions). [`pipelines`] holds complete pipelines built in
-//! code.
+//! [`expr`] (expressions).
 //!
 //! Records used across operators live in [`records`].
 #![warn(missing_docs)]
@@ -22,7 +21,6 @@ pub mod config;
 pub mod duration;
 pub mod expr;
 pub mod latency;
-pub mod pipelines;
 pub mod processors;
 pub mod records;
 pub mod row;

@@ -6,7 +6,7 @@
 //! covers `[w * size_ms, (w + 1) * size_ms)` and closes when the watermark
 //! reaches its end: it then yields one [`WindowRow`] per group, sorted by
 //! group, handed to the runtime a batch at a time through
-//! `Processor::drain` (as [`TumblingCount`](super::TumblingCount) does).
+//! `Processor::drain` ([`ClosedRows`]).
 //! An aggregate that is not configured is 0 in the rows.
 //!
 //! # Grouping

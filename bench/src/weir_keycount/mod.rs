@@ -1,9 +1,15 @@
-//! The keyed-count workload on weir: the `keycount` pipeline from the
-//! operator library on `config.workers` shards.
+//! The keyed-count workload on weir, on the runtime API: a source of keyed
+//! events ([`source`]), a tumbling count ([`count`]) and a sink folding the
+//! rows ([`pipeline`]), on `config.workers` shards.
+
+pub mod count;
+pub mod pipeline;
+pub mod source;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rkyv::{Archive, Serialize};
 use weir_runtime::Runtime;
 
 use crate::workload::{KeyCountConfig, WindowTotals};
@@ -30,4 +36,24 @@ pub fn run(config: &KeyCountConfig, pin: bool) -> anyhow::Result<WeirRun> {
         totals,
         buffers_peak: report.buffers_peak,
     })
+}
+
+/// A keyed event with an event time.
+#[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The grouping key.
+    pub key: u64,
+    /// Event time, in ticks.
+    pub ts: u64,
+}
+
+/// The count of one key in one closed window.
+#[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowCount {
+    /// Window index: the window covers `[window * size, (window + 1) * size)`.
+    pub window: u64,
+    /// The key.
+    pub key: u64,
+    /// Events of `key` in the window.
+    pub count: u64,
 }

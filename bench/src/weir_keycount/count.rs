@@ -1,0 +1,240 @@
+//! [`TumblingCount`]: counts events per key in tumbling windows of
+//! `size_ticks`, the counting step of the keycount workload.
+//!
+//! A window `[w * size, (w + 1) * size)` closes when the watermark reaches
+//! its end: its counts move to a queue of output rows, handed to the
+//! runtime one batch at a time through `Processor::drain` (so a window over
+//! a million keys does not stage a million rows at once), and its table is
+//! cleared and kept for reuse. Steady state allocates nothing once the
+//! tables and the queue have grown to the key count.
+//!
+//! An event for a window that already closed is late: it is not counted in
+//! any emitted row and is tallied in [`TumblingCount::late_events`].
+
+use weir_operators::processors::window::ClosedRows;
+use rkyv::rancor;
+use weir_runtime::{Batch, Emitter, OperatorError, Processor};
+
+use super::{ArchivedEvent, Event, WindowCount};
+use crate::count_table::CountTable;
+
+/// Counts events per (tumbling window, key).
+#[derive(Debug)]
+pub struct TumblingCount {
+    size_ticks: u64,
+    /// Open windows, oldest first; rarely more than two.
+    open: Vec<(u64, CountTable)>,
+    /// Cleared tables of closed windows, for reuse.
+    spare: Vec<CountTable>,
+    /// Rows of closed windows not yet emitted, and how many were.
+    closed_rows: ClosedRows<WindowCount>,
+    /// First window not yet closed.
+    closed_below: u64,
+    /// The window the last event fell in, as `(first tick, end tick, index
+    /// in open)`: consecutive events mostly share a window, and comparing
+    /// with its bounds is much cheaper than dividing.
+    current: Option<(u64, u64, usize)>,
+    late_events: u64,
+}
+
+impl TumblingCount {
+    /// Windows of `size_ticks` ticks of event time.
+    ///
+    /// # Panics
+    /// If `size_ticks` is zero.
+    pub fn new(size_ticks: u64) -> TumblingCount {
+        assert!(size_ticks > 0, "window size must be positive");
+        TumblingCount {
+            size_ticks,
+            open: Vec::new(),
+            spare: Vec::new(),
+            closed_rows: ClosedRows::new(),
+            closed_below: 0,
+            current: None,
+            late_events: 0,
+        }
+    }
+
+    /// Events that arrived after their window closed.
+    pub fn late_events(&self) -> u64 {
+        self.late_events
+    }
+
+    /// The table of the window holding `ts`, or `None` if that window
+    /// already closed.
+    #[inline]
+    fn table_for(&mut self, ts: u64) -> Option<&mut CountTable> {
+        if let Some((start, end, index)) = self.current {
+            if (start..end).contains(&ts) {
+                return Some(&mut self.open[index].1);
+            }
+        }
+        let window = ts / self.size_ticks;
+        if window < self.closed_below {
+            return None;
+        }
+        let index = self.index_of(window);
+        let start = window * self.size_ticks;
+        self.current = Some((start, start.saturating_add(self.size_ticks), index));
+        Some(&mut self.open[index].1)
+    }
+
+    /// Counts `events`, in runs of events that share a window.
+    fn count(&mut self, events: &[ArchivedEvent]) {
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            if self.table_for(first.ts.to_native()).is_none() {
+                self.late_events += 1;
+                rest = &rest[1..];
+                continue;
+            }
+            let Some((start, end, index)) = self.current else {
+                unreachable!("table_for sets the current window");
+            };
+            // The tight loop: events of one window, which is nearly all of
+            // them. Its body is small so the CPU overlaps many table misses.
+            let table = &mut self.open[index].1;
+            let run = rest
+                .iter()
+                .take_while(|event| (start..end).contains(&event.ts.to_native()))
+                .count();
+            table.count_slice(&rest[..run], |event| event.key.to_native());
+            rest = &rest[run..];
+        }
+    }
+
+    fn index_of(&mut self, window: u64) -> usize {
+        if let Some(index) = self.open.iter().rposition(|(open, _)| *open == window) {
+            return index;
+        }
+        let table = self.spare.pop().unwrap_or_default();
+        let at = self.open.partition_point(|(open, _)| *open < window);
+        self.open.insert(at, (window, table));
+        at
+    }
+}
+
+/// What [`TumblingCount`] snapshots at an epoch barrier: its open windows
+/// (closed rows are always drained before a barrier), the first window not
+/// yet closed, and the late-event tally.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+struct TumblingState {
+    windows: Vec<(u64, Vec<(u64, u64)>)>,
+    closed_below: u64,
+    late_events: u64,
+}
+
+impl Processor for TumblingCount {
+    type Input = Event;
+    type Output = WindowCount;
+
+    fn process(&mut self, _port: usize, batch: &Batch<Event>, _out: &mut Emitter<WindowCount>) {
+        match batch.as_slice() {
+            Some(events) => self.count(events),
+            None => batch
+                .iter()
+                .for_each(|event| self.count(std::slice::from_ref(event))),
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: u64, _out: &mut Emitter<WindowCount>) {
+        // Closing windows shifts indices in `open`.
+        self.current = None;
+        let closing = self
+            .open
+            .iter()
+            .take_while(|(window, _)| (window + 1).saturating_mul(self.size_ticks) <= watermark)
+            .count();
+        for (window, mut table) in self.open.drain(..closing) {
+            let rows = table
+                .drain()
+                .map(|(key, count)| WindowCount { window, key, count });
+            self.closed_rows.extend(rows);
+            self.spare.push(table);
+            self.closed_below = window + 1;
+        }
+        self.closed_below = self.closed_below.max(watermark / self.size_ticks);
+    }
+
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        debug_assert!(
+            self.closed_rows.is_empty(),
+            "rows are drained before a barrier"
+        );
+        let state = TumblingState {
+            windows: self
+                .open
+                .iter()
+                .map(|(window, table)| (*window, table.iter().collect()))
+                .collect(),
+            closed_below: self.closed_below,
+            late_events: self.late_events,
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&state)
+            .map_err(|error| OperatorError::other(error.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
+        // The bytes come from disk: validate them.
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(bytes);
+        let state = rkyv::from_bytes::<TumblingState, rancor::BoxedError>(&aligned)
+            .map_err(|error| OperatorError::invalid(format!("tumbling window state: {error}")))?;
+        self.open = state
+            .windows
+            .into_iter()
+            .map(|(window, rows)| (window, rows.into_iter().collect()))
+            .collect();
+        self.closed_below = state.closed_below;
+        self.late_events = state.late_events;
+        self.current = None;
+        Ok(())
+    }
+
+    fn drain(&mut self, out: &mut Emitter<WindowCount>) -> bool {
+        self.closed_rows.drain_into(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_garbage_is_refused() {
+        let mut count = TumblingCount::new(10);
+        for (ts, key) in [(1, 7), (2, 7), (15, 8), (31, 7)] {
+            count.table_for(ts).unwrap().add(key, 1);
+        }
+        count.late_events = 3;
+        let bytes = count.snapshot(1).unwrap();
+        let mut restored = TumblingCount::new(10);
+        restored.restore(&bytes).unwrap();
+        let tables = |c: &TumblingCount| -> Vec<(u64, Vec<(u64, u64)>)> {
+            c.open
+                .iter()
+                .map(|(w, t)| {
+                    let mut rows: Vec<_> = t.iter().collect();
+                    rows.sort();
+                    (*w, rows)
+                })
+                .collect()
+        };
+        assert_eq!(tables(&restored), tables(&count));
+        assert_eq!(restored.late_events, 3);
+        assert!(TumblingCount::new(10)
+            .restore(&bytes[..bytes.len() / 2])
+            .is_err());
+    }
+
+    #[test]
+    fn windows_are_found_in_order() {
+        let mut count = TumblingCount::new(10);
+        for ts in [35, 12, 27, 13] {
+            count.table_for(ts).unwrap().add(1, 1);
+        }
+        let windows: Vec<u64> = count.open.iter().map(|(window, _)| *window).collect();
+        assert_eq!(windows, vec![1, 2, 3]);
+    }
+}

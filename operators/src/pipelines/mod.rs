@@ -1,3 +1,0 @@
-//! Complete pipelines built from the operator library.
-
-pub mod keycount;
