@@ -449,4 +449,3 @@ fn run_graph(
     }
     Ok(())
 }
-

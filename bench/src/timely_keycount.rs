@@ -29,12 +29,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::count_table::CountTable;
 use anyhow::{anyhow, ensure};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
-use crate::count_table::CountTable;
 
 use crate::workload::{event_key, mix, KeyCountConfig, WindowTotals};
 

@@ -33,7 +33,6 @@ pub struct KeyCount {
     pub window_ticks: u64,
 }
 
-
 /// Parameters shared by every engine.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyCountConfig {

@@ -11,8 +11,8 @@
 //! An event for a window that already closed is late: it is not counted in
 //! any emitted row and is tallied in [`TumblingCount::late_events`].
 
-use weir_operators::processors::window::ClosedRows;
 use rkyv::rancor;
+use weir_operators::processors::window::ClosedRows;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
 use super::{ArchivedEvent, Event, WindowCount};

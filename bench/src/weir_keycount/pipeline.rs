@@ -61,4 +61,3 @@ fn totals_sink(
         },
     )
 }
-

@@ -10,13 +10,20 @@ use weir_runtime::{Emitter, Record};
 
 /// A queue of output rows, emitted a batch at a time.
 #[derive(Debug)]
-pub(crate) struct ClosedRows<T> {
+pub struct ClosedRows<T> {
     rows: Vec<T>,
     emitted: usize,
 }
 
+impl<T: Record> Default for ClosedRows<T> {
+    fn default() -> Self {
+        ClosedRows::new()
+    }
+}
+
 impl<T: Record> ClosedRows<T> {
-    pub(crate) fn new() -> Self {
+    /// An empty queue.
+    pub fn new() -> Self {
         ClosedRows {
             rows: Vec::new(),
             emitted: 0,
@@ -24,30 +31,30 @@ impl<T: Record> ClosedRows<T> {
     }
 
     /// Queues `rows`; returns them, to be ordered in place if needed.
-    pub(crate) fn extend(&mut self, rows: impl IntoIterator<Item = T>) -> &mut [T] {
+    pub fn extend(&mut self, rows: impl IntoIterator<Item = T>) -> &mut [T] {
         let first = self.rows.len();
         self.rows.extend(rows);
         &mut self.rows[first..]
     }
 
     /// Rows queued and not yet emitted.
-    pub(crate) fn pending(&self) -> &[T] {
+    pub fn pending(&self) -> &[T] {
         &self.rows[self.emitted..]
     }
 
     /// Whether every queued row was emitted.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.pending().is_empty()
     }
 
     /// Replaces the queue (restoring a snapshot).
-    pub(crate) fn replace(&mut self, rows: Vec<T>) {
+    pub fn replace(&mut self, rows: Vec<T>) {
         self.rows = rows;
         self.emitted = 0;
     }
 
     /// Emits up to one batch of rows; returns whether more remain.
-    pub(crate) fn drain_into(&mut self, out: &mut Emitter<T>) -> bool {
+    pub fn drain_into(&mut self, out: &mut Emitter<T>) -> bool {
         let end = self.rows.len().min(self.emitted + out.batch_records_max());
         out.push_all(&self.rows[self.emitted..end]);
         self.emitted = end;

@@ -19,7 +19,6 @@ pub use profiles::{
     attack_truth, AttackConfig, AttackTruth, ProfileGenerator, ProfileGeneratorConfig, ProfileSpec,
 };
 
-
 /// A 64-bit finalizer (splitmix64): spreads sequential indices over all bits
 /// so `mix(i) % keys` is uniform and keys arrive in no particular order.
 #[inline]
