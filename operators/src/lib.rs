@@ -21,6 +21,7 @@ pub mod config;
 pub mod duration;
 pub mod expr;
 pub mod latency;
+pub mod limits;
 pub mod processors;
 pub mod records;
 pub mod row;

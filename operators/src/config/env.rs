@@ -11,10 +11,9 @@
 //! unless a value contains a newline; their columns count in the
 //! substituted text.
 
+use crate::limits::ENV_NAME_MAX_BYTES;
 use super::error::{ConfigError, ConfigErrorKind, Location};
 
-/// The longest variable name accepted, in bytes.
-const NAME_BYTES_MAX: usize = 256;
 
 /// `text` with every reference replaced; `lookup` reads a variable.
 pub fn substitute(
@@ -54,7 +53,7 @@ pub fn substitute(
                         None => (inner, None),
                     };
                     let valid = !name.is_empty()
-                        && name.len() <= NAME_BYTES_MAX
+                        && name.len() <= ENV_NAME_MAX_BYTES
                         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                         && !name.starts_with(|c: char| c.is_ascii_digit());
                     if !valid {

@@ -57,7 +57,7 @@
 //! the runner's to apply.
 //!
 //! # Limits
-//! [`CONFIG_FILE_BYTES_MAX`], [`COMPONENT_NAME_BYTES_MAX`], [`KEYS_MAX`],
+//! [`CONFIG_FILE_MAX_BYTES`], [`COMPONENT_NAME_MAX_BYTES`], [`KEYS_MAX`],
 //! [`SHARDS_MAX`].
 
 mod document;
@@ -72,6 +72,7 @@ mod yaml;
 
 use std::io::Read;
 use std::path::Path;
+use crate::limits::{CONFIG_FILE_MAX_BYTES, EPOCH_INTERVAL_DEFAULT_MS, KEYS_MAX};
 
 pub use crate::processors::window::{Aggregate, WindowConfig};
 pub use crate::sources::generator::{GeneratorConfig, KEYS_MAX};
@@ -80,21 +81,11 @@ pub use error::{ConfigError, ConfigErrorKind, Location};
 pub use graph::{build_graph, build_graph_named};
 pub use model::{
     FileFormat, FileSinkConfig, PipelineConfig, ProcessorConfig, RuntimeConfig, SinkConfig,
-    SourceConfig, EPOCH_INTERVAL_MS_DEFAULT,
+    SourceConfig, EPOCH_INTERVAL_DEFAULT_MS,
 };
 
-/// The largest pipeline file read, in bytes: a pipeline is a handful of
-/// components, so anything larger is a mistake (a data file named by
-/// accident), refused before it is read into memory.
-pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
 
-/// The longest component name, in bytes: names appear in file names,
-/// metrics and log lines.
-pub const COMPONENT_NAME_BYTES_MAX: usize = 128;
 
-/// The most shards a pipeline may ask for: the runtime's own limit, so
-/// that `weir validate` accepts exactly what `weir run` can run.
-pub const SHARDS_MAX: usize = weir_runtime::limits::SHARDS_MAX;
 
 /// Reads and checks the pipeline file at `path`. Errors name the file as
 /// `path` displays. Returns the first problem; [`load_all`] returns every
@@ -116,11 +107,11 @@ pub fn load_all(path: &Path) -> Result<PipelineConfig, Vec<ConfigError>> {
     };
     let file = std::fs::File::open(path).map_err(|e| vec![io_error(e)])?;
     let mut text = String::new();
-    file.take(CONFIG_FILE_BYTES_MAX + 1)
+    file.take(CONFIG_FILE_MAX_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| vec![io_error(e)])?;
-    if text.len() as u64 > CONFIG_FILE_BYTES_MAX {
-        let message = format!("larger than {CONFIG_FILE_BYTES_MAX} bytes");
+    if text.len() as u64 > CONFIG_FILE_MAX_BYTES {
+        let message = format!("larger than {CONFIG_FILE_MAX_BYTES} bytes");
         return Err(vec![ConfigError::whole(
             ConfigErrorKind::Io,
             &file_name,

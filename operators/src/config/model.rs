@@ -12,11 +12,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use crate::limits::EPOCH_INTERVAL_DEFAULT_MS;
 
 pub use super::registry::{ProcessorConfig, SinkConfig, SourceConfig};
 
-/// The default of [`RuntimeConfig::epoch_interval_ms`].
-pub const EPOCH_INTERVAL_MS_DEFAULT: u64 = 100;
 
 /// A whole pipeline file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -74,7 +73,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             shards: None,
             data_dir: None,
-            epoch_interval_ms: EPOCH_INTERVAL_MS_DEFAULT,
+            epoch_interval_ms: EPOCH_INTERVAL_DEFAULT_MS,
             metrics_listen: None,
             stop_timeout: None,
         }
@@ -82,7 +81,7 @@ impl Default for RuntimeConfig {
 }
 
 fn epoch_interval_ms_default() -> u64 {
-    EPOCH_INTERVAL_MS_DEFAULT
+    EPOCH_INTERVAL_DEFAULT_MS
 }
 
 /// A `file` sink: NDJSON or Parquet files, one per shard and epoch,

@@ -13,10 +13,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::limits::{COMPONENT_NAME_MAX_BYTES, SHARDS_MAX};
 use super::document::Spans;
 use super::error::{ConfigError, ConfigErrorKind, Source};
 use super::model::{PipelineConfig, ProcessorConfig};
-use super::{COMPONENT_NAME_BYTES_MAX, SHARDS_MAX};
+use super::{COMPONENT_NAME_MAX_BYTES, SHARDS_MAX};
 use crate::processors::window::Aggregate;
 
 /// What a component's output record holds: field names and whether each is
@@ -101,11 +102,11 @@ impl<'a> Checker<'a> {
                 let path = format!("{section}.{name}");
                 let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
                 if name.is_empty()
-                    || name.len() > COMPONENT_NAME_BYTES_MAX
+                    || name.len() > COMPONENT_NAME_MAX_BYTES
                     || !name.chars().all(allowed)
                 {
                     let message = format!(
-                        "a name must be 1 to {COMPONENT_NAME_BYTES_MAX} ASCII letters, digits, `_` or `-`"
+                        "a name must be 1 to {COMPONENT_NAME_MAX_BYTES} ASCII letters, digits, `_` or `-`"
                     );
                     let _ = self.report(self.error(ConfigErrorKind::Name, &path, "", message));
                     continue;

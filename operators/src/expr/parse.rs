@@ -1,6 +1,7 @@
 //! Tokens to a syntax tree, by precedence climbing. Every node keeps the
 //! byte span it came from so type errors can point into the source.
 
+use crate::limits::EXPR_MAX_DEPTH;
 use super::lex::{lex, Tok, Token};
 use super::ExprError;
 
@@ -14,9 +15,6 @@ pub(super) struct Ast {
     pub depth: usize,
 }
 
-/// How deeply an expression may nest: compiling and evaluating recurse
-/// over the tree, so this bounds their stack use.
-pub(super) const MAX_DEPTH: usize = 128;
 
 impl Ast {
     fn new(kind: AstKind, start: usize, end: usize) -> Ast {
@@ -202,13 +200,13 @@ impl<'s> Parser<'s> {
     }
 
     /// Runs `parse` one level of recursion deeper, failing past
-    /// [`MAX_DEPTH`] levels.
+    /// [`EXPR_MAX_DEPTH`] levels.
     fn nest(
         &mut self,
         parse: impl FnOnce(&mut Self) -> Result<Ast, ExprError>,
     ) -> Result<Ast, ExprError> {
         self.nesting += 1;
-        if self.nesting > MAX_DEPTH {
+        if self.nesting > EXPR_MAX_DEPTH {
             return Err(self.too_deep(self.peek().start));
         }
         let ast = parse(self)?;
@@ -218,7 +216,7 @@ impl<'s> Parser<'s> {
     }
 
     fn check_depth(&self, ast: &Ast) -> Result<(), ExprError> {
-        if ast.depth > MAX_DEPTH {
+        if ast.depth > EXPR_MAX_DEPTH {
             return Err(self.too_deep(ast.start));
         }
         Ok(())
@@ -227,7 +225,7 @@ impl<'s> Parser<'s> {
     fn too_deep(&self, at: usize) -> ExprError {
         ExprError::new(
             at,
-            format!("the expression nests more than {MAX_DEPTH} levels deep; split it up"),
+            format!("the expression nests more than {EXPR_MAX_DEPTH} levels deep; split it up"),
         )
     }
 

@@ -91,14 +91,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
 
+use crate::limits::WEBHOOK_ERROR_BODY_MAX_BYTES;
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 
 /// The pipeline name used when the integrator sets none.
 pub const DEFAULT_PIPELINE: &str = "weir";
 
-/// Bytes of a rejected request's response body quoted in the error.
-const ERROR_BODY_BYTES: u64 = 1024;
 
 /// The `[sinks.NAME]` table of a `webhook` sink; see the module docs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -584,7 +583,7 @@ fn post(agent: &ureq::Agent, header: &StagedHeader, key: &str, body: &str) -> At
             let _ = response
                 .body_mut()
                 .as_reader()
-                .take(ERROR_BODY_BYTES)
+                .take(WEBHOOK_ERROR_BODY_MAX_BYTES)
                 .read_to_end(&mut text);
             match status {
                 200..=299 => Attempt::Delivered,

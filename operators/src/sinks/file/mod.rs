@@ -51,6 +51,7 @@ use std::path::{Path, PathBuf};
 use weir_runtime::Partition;
 use weir_runtime::{ArchivedRecord, Batch, OperatorError, Record, ShardContext, Sink};
 
+use crate::limits::FILE_WRITE_BUFFER_BYTES;
 use crate::component::{Input, Node, Stream};
 use crate::latency::ObservedSink;
 use crate::records::GeneratedEvent;
@@ -67,9 +68,6 @@ pub(crate) use staged::at;
 /// The staging directory's name under the sink's `PATH`.
 pub const STAGING_DIRECTORY: &str = ".staging";
 
-/// Bytes buffered before a write to the staged file: a few batches of
-/// typical lines, few enough that a shard's sinks hold little memory.
-pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// The file name of `shard`'s output of `epoch`, staged or committed.
 pub fn file_name(shard: usize, epoch: u64) -> String {
@@ -162,7 +160,7 @@ impl<T> FileSink<T> {
             None => {
                 let path = self.staging.staged_path(self.staging.epoch());
                 let file = File::create(&path).map_err(at(&path))?;
-                let writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+                let writer = BufWriter::with_capacity(FILE_WRITE_BUFFER_BYTES, file);
                 self.open.insert(Open {
                     writer,
                     path,

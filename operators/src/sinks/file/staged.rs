@@ -22,13 +22,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use weir_runtime::OperatorError;
+use crate::limits::STAGED_PATH_MAX_BYTES;
 
 /// The version byte of the encoding.
 const STAGED_FORMAT_VERSION: u8 = 1;
 
-/// The longest path an encoded `Staged` may hold, in bytes (Linux's
-/// `PATH_MAX`).
-const STAGED_PATH_BYTES_MAX: usize = 4096;
 
 /// One epoch's output of one sink instance, durable and not yet visible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +66,7 @@ impl Staged {
     pub fn to_bytes(&self) -> Vec<u8> {
         let staged = self.staged.as_os_str().as_bytes();
         let target = self.target.as_os_str().as_bytes();
-        assert!(staged.len() <= STAGED_PATH_BYTES_MAX && target.len() <= STAGED_PATH_BYTES_MAX);
+        assert!(staged.len() <= STAGED_PATH_MAX_BYTES && target.len() <= STAGED_PATH_MAX_BYTES);
         let mut bytes = Vec::with_capacity(1 + 3 * 8 + 2 * 4 + staged.len() + target.len());
         bytes.push(STAGED_FORMAT_VERSION);
         for number in [self.epoch, self.shard, self.lines] {
@@ -374,7 +372,7 @@ impl<'a> Reader<'a> {
         let mut length = [0; 4];
         length.copy_from_slice(self.take(4)?);
         let length = u32::from_le_bytes(length) as usize;
-        if length > STAGED_PATH_BYTES_MAX {
+        if length > STAGED_PATH_MAX_BYTES {
             return Err(StagedDecodeError("path too long"));
         }
         Ok(PathBuf::from(OsStr::from_bytes(self.take(length)?)))

@@ -63,15 +63,14 @@ use parquet::schema::types::TypePtr;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
+use crate::limits::{FILE_WRITE_BUFFER_BYTES, ROW_GROUP_DEFAULT_ROWS};
 use super::parquet::{parquet_schema, Columns};
 use crate::component::{
     connect_forward, Component, Input, Node, PlanContext, Planned, Reads, Stream,
 };
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
-use crate::sinks::file::{at, commit_encoded, sync_encoded, Staged, Staging, WRITE_BUFFER_BYTES};
+use crate::sinks::file::{at, commit_encoded, sync_encoded, Staged, Staging, FILE_WRITE_BUFFER_BYTES};
 
-/// The default of [`RowFileSinkConfig::row_group_rows`].
-pub const ROW_GROUP_ROWS_DEFAULT: usize = 64 * 1024;
 
 /// The configuration of a [`RowFileSink`] (a `[sinks.NAME]` table without
 /// its `type`).
@@ -90,7 +89,7 @@ pub struct RowFileSinkConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<ParquetCompression>,
     /// Parquet only: rows per row group at most
-    /// ([`ROW_GROUP_ROWS_DEFAULT`] if absent); must be positive.
+    /// ([`ROW_GROUP_DEFAULT_ROWS`] if absent); must be positive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_group_rows: Option<usize>,
 }
@@ -184,7 +183,7 @@ pub fn build(config: &RowFileSinkConfig, input: &Schema) -> Result<RowFileSpec, 
             None
         }
         RowFileFormat::Parquet => {
-            let row_group_rows = config.row_group_rows.unwrap_or(ROW_GROUP_ROWS_DEFAULT);
+            let row_group_rows = config.row_group_rows.unwrap_or(ROW_GROUP_DEFAULT_ROWS);
             if row_group_rows == 0 {
                 return Err(OptionError::new(
                     "row_group_rows",
@@ -372,7 +371,7 @@ impl RowFileSink {
     fn create(&self) -> io::Result<OpenFile> {
         let path = self.staging.staged_path(self.staging.epoch());
         let file = File::create(&path).map_err(at(&path))?;
-        let buffered = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+        let buffered = BufWriter::with_capacity(FILE_WRITE_BUFFER_BYTES, file);
         let open = match &self.spec.parquet {
             None => Open::Ndjson(buffered),
             Some(parquet) => Open::Parquet(Box::new(

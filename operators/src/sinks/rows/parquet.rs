@@ -27,7 +27,7 @@
 //! Values are appended to per-column buffers (no allocation per value:
 //! text goes into one byte arena per column) and written out as a row
 //! group when [`Columns::is_full`]: after `row_group_rows` rows or
-//! [`ROW_GROUP_BYTES_MAX`] bytes of text, and at the end of every epoch.
+//! [`ROW_GROUP_MAX_BYTES`] bytes of text, and at the end of every epoch.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -39,11 +39,9 @@ use parquet::errors::{ParquetError, Result};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{Type as ParquetType, TypePtr};
 
+use crate::limits::ROW_GROUP_MAX_BYTES;
 use crate::row::{write_json_value, ArchivedRow, ArchivedValue, Schema, Type};
 
-/// Bytes of buffered text (all columns) after which a row group is written
-/// even if it has fewer than `row_group_rows` rows.
-pub const ROW_GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// The Parquet schema (a message named `row`) of rows of `schema`; see the
 /// module docs for the types.
@@ -139,7 +137,7 @@ impl Columns {
 
     /// Whether the buffered rows should be written as a row group now.
     pub(crate) fn is_full(&self) -> bool {
-        self.rows >= self.row_group_rows || self.bytes >= ROW_GROUP_BYTES_MAX
+        self.rows >= self.row_group_rows || self.bytes >= ROW_GROUP_MAX_BYTES
     }
 
     /// Appends one row.

@@ -4,13 +4,10 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 
+use crate::limits::{FILE_CHUNK_BYTES, FILE_LINE_MAX_BYTES};
 use super::FileSource;
 
-/// Bytes read from the file at a time.
-pub const CHUNK_BYTES: usize = 1 << 20;
 
-/// The longest line the source accepts; a longer one fails the run.
-pub const LINE_BYTES_MAX: usize = 64 << 20;
 
 impl FileSource {
     /// Opens the file at `offset`; `false` when following a file that does
@@ -45,9 +42,9 @@ impl FileSource {
             self.buffer.drain(..self.consumed);
             self.consumed = 0;
         }
-        if self.buffer.len() > LINE_BYTES_MAX {
+        if self.buffer.len() > FILE_LINE_MAX_BYTES {
             return Err(format!(
-                "{}: the line at byte {} is longer than {LINE_BYTES_MAX} bytes",
+                "{}: the line at byte {} is longer than {FILE_LINE_MAX_BYTES} bytes",
                 self.path.display(),
                 self.offset
             ));
@@ -56,7 +53,7 @@ impl FileSource {
             return Ok(0);
         };
         let start = self.buffer.len();
-        self.buffer.resize(start + CHUNK_BYTES, 0);
+        self.buffer.resize(start + FILE_CHUNK_BYTES, 0);
         let read = loop {
             match file.read(&mut self.buffer[start..]) {
                 Ok(read) => break read,

@@ -38,13 +38,12 @@ use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use serde::Deserialize;
 
+use crate::limits::KEYS_MAX;
 use super::mix;
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
 use crate::records::GeneratedEvent;
 use crate::row::OptionError;
 
-/// The most keys a generator may list: each key is held by every instance.
-pub const KEYS_MAX: usize = 1 << 20;
 
 /// A deterministic generator of keyed events; see
 /// [`ConfigEvents`](crate::sources::generator::ConfigEvents).

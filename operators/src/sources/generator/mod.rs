@@ -8,6 +8,8 @@
 //! realistic traffic (web access logs, logins, network flows) with injected
 //! attacks whose exact effect is known (see [`profiles`]).
 
+use crate::limits::KEYS_MAX;
+
 pub mod config_events;
 pub mod profiles;
 

@@ -1,25 +1,11 @@
-//! The limits of the network ingest sources' listeners, in one place
-//! (`docs/protocol.md`, "Limits"): how many connections an instance
-//! serves, how long a client may take over each part of a request, how
-//! many bytes being read a source holds, and how large a request may be.
+//! The limits of the network ingest sources' listeners as a source's
+//! options configure them ([`ListenerLimits`], `docs/protocol.md`,
+//! "Limits"): how many connections an instance serves, how long a client
+//! may take over each part of a request, how many bytes being read a
+//! source holds, and how large a request may be.
 //!
-//! # Defaults, and why
-//! They follow nginx (whose worker is what a shard is here) and hyper (the
-//! HTTP server under Vector's `http_server` source):
-//! - [`CONNECTIONS_MAX_DEFAULT`], 512 per instance: nginx's
-//!   `worker_connections`. Two shards hold 1,024, the usual soft `nofile`
-//!   limit, so the cap bites before descriptors run out.
-//! - [`HEADER_TIMEOUT_MS_DEFAULT`], 30 s: hyper 1.x's `header_read_timeout`
-//!   (nginx's `client_header_timeout` is 60 s). A real client sends its
-//!   request head in one packet; a slow one is an attack.
-//! - [`READ_TIMEOUT_MS_DEFAULT`], 60 s: nginx's `client_body_timeout` and
-//!   `send_timeout`, and like them measured between two reads (or writes)
-//!   that make progress, not over the whole body, so a slow but steady
-//!   upload of a large body is not cut off.
-//! - [`IDLE_TIMEOUT_MS_DEFAULT`], 75 s: nginx's `keepalive_timeout`.
-//! - [`READ_BUDGET_BYTES_DEFAULT`], 128 MiB per source: twelve of the
-//!   largest default HTTP bodies at once, far more than steady traffic of
-//!   small batches holds, and small enough for any machine that runs weir.
+//! The constants (defaults and fixed bounds) are in [`crate::limits`],
+//! with why each default is what it is.
 //!
 //! # Relations between limits
 //! - A request's body (HTTP) or a frame's payload (TCP) is logged as one
@@ -33,47 +19,14 @@
 //! # What these bound
 //! A source holds at most `read_budget_bytes` of request bodies and frame
 //! payloads (read or queued, until logged), plus per connection at most
-//! [`HEAD_BUFFER_BYTES_MAX`] of request head, and at most
+//! [`HEAD_BUFFER_MAX_BYTES`](crate::limits::HEAD_BUFFER_MAX_BYTES) of request head, and at most
 //! `connections_max` connections per instance (so as many descriptors).
 
-/// Connections one source instance (one shard) serves at once by default.
-pub const CONNECTIONS_MAX_DEFAULT: usize = 512;
-/// How long a request head (HTTP) or a frame header after its first byte
-/// (TCP) may take to arrive, by default.
-pub const HEADER_TIMEOUT_MS_DEFAULT: u64 = 30_000;
-/// How long a body or payload in progress may go without a byte arriving
-/// (and a response or acknowledgement without being taken), by default.
-pub const READ_TIMEOUT_MS_DEFAULT: u64 = 60_000;
-/// How long a connection with nothing in flight stays open, by default.
-pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 75_000;
-/// Bytes of bodies and payloads a source holds while reading and queueing
-/// them, by default (over all its instances).
-pub const READ_BUDGET_BYTES_DEFAULT: usize = 128 << 20;
-/// The largest HTTP body or TCP frame payload by default (10 MiB): well
-/// under [`payload_bytes_max`] for any source name.
-pub const REQUEST_BYTES_DEFAULT: usize = 10 << 20;
-/// The longest timeout accepted (a day): longer is a mistake, and keeps
-/// deadlines far from overflowing.
-pub const TIMEOUT_MS_MAX: u64 = 86_400_000;
+use crate::limits::{CONNECTIONS_DEFAULT_MAX, HEADER_TIMEOUT_DEFAULT_MS, IDLE_TIMEOUT_DEFAULT_MS, READ_BUDGET_DEFAULT_BYTES, READ_TIMEOUT_DEFAULT_MS, REQUEST_DEFAULT_BYTES, TIMEOUT_MAX_MS};
 
-/// The largest HTTP request head (request line and headers).
-pub const HEAD_BYTES_MAX: usize = 16 << 10;
-/// Bytes read from a socket at once: also what a connection's head buffer
-/// holds beyond [`HEAD_BYTES_MAX`] at most.
-pub const READ_CHUNK_BYTES: usize = 16 << 10;
-/// The most a connection's HTTP head buffer holds.
-pub const HEAD_BUFFER_BYTES_MAX: usize = HEAD_BYTES_MAX + READ_CHUNK_BYTES;
 
-/// The first pause after a failed accept (out of descriptors, say).
-pub const ACCEPT_BACKOFF_MS_MIN: u64 = 10;
-/// The longest pause between accepts while they keep failing: how soon
-/// accepting resumes once descriptors are free again.
-pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
 
-const _: () = assert!(ACCEPT_BACKOFF_MS_MIN > 0 && ACCEPT_BACKOFF_MS_MIN <= ACCEPT_BACKOFF_MS_MAX);
-const _: () = assert!(REQUEST_BYTES_DEFAULT <= READ_BUDGET_BYTES_DEFAULT);
-const _: () =
-    assert!(REQUEST_BYTES_DEFAULT + 4096 <= weir_runtime::limits::INTAKE_RECORD_MAX_BYTES);
+
 
 /// Limits shared by the `http` and `tcp` sources (`docs/protocol.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,11 +52,11 @@ pub struct ListenerLimits {
 impl Default for ListenerLimits {
     fn default() -> ListenerLimits {
         ListenerLimits {
-            connections_max: CONNECTIONS_MAX_DEFAULT,
-            header_timeout_ms: HEADER_TIMEOUT_MS_DEFAULT,
-            read_timeout_ms: READ_TIMEOUT_MS_DEFAULT,
-            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
-            read_budget_bytes: READ_BUDGET_BYTES_DEFAULT,
+            connections_max: CONNECTIONS_DEFAULT_MAX,
+            header_timeout_ms: HEADER_TIMEOUT_DEFAULT_MS,
+            read_timeout_ms: READ_TIMEOUT_DEFAULT_MS,
+            idle_timeout_ms: IDLE_TIMEOUT_DEFAULT_MS,
+            read_budget_bytes: READ_BUDGET_DEFAULT_BYTES,
         }
     }
 }
@@ -123,9 +76,9 @@ impl ListenerLimits {
             ("read_timeout_ms", self.read_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
         ] {
-            if value == 0 || value > TIMEOUT_MS_MAX {
+            if value == 0 || value > TIMEOUT_MAX_MS {
                 let message = format!(
-                    "`{option}` must be between 1 and {TIMEOUT_MS_MAX} (a day), not {value}"
+                    "`{option}` must be between 1 and {TIMEOUT_MAX_MS} (a day), not {value}"
                 );
                 return Err((option, message));
             }
@@ -165,7 +118,7 @@ mod tests {
     #[test]
     fn limits_are_checked_one_by_one_and_against_the_request_limit() {
         let limits = ListenerLimits::default();
-        assert_eq!(limits.check(REQUEST_BYTES_DEFAULT), Ok(()));
+        assert_eq!(limits.check(REQUEST_DEFAULT_BYTES), Ok(()));
         let zero = ListenerLimits {
             idle_timeout_ms: 0,
             ..ListenerLimits::default()

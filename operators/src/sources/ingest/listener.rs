@@ -37,7 +37,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::limits::{ACCEPT_BACKOFF_MS_MAX, ACCEPT_BACKOFF_MS_MIN};
+use crate::limits::{ACCEPT_BACKOFF_MAX_MS, ACCEPT_BACKOFF_MIN_MS};
+use super::limits::{ACCEPT_BACKOFF_MAX_MS, ACCEPT_BACKOFF_MIN_MS};
 use super::{IngestQueue, Mesh, ServeFn};
 
 /// Open connections per instance, against a cap. Shared by the instances
@@ -176,7 +177,7 @@ struct Backoff {
 impl Default for Backoff {
     fn default() -> Backoff {
         Backoff {
-            delay_ms: ACCEPT_BACKOFF_MS_MIN,
+            delay_ms: ACCEPT_BACKOFF_MIN_MS,
             failures: 0,
             since: None,
         }
@@ -195,13 +196,13 @@ impl Backoff {
                 source = %queue.metrics.component,
                 shard = queue.metrics.shard,
                 "accepting connections failed ({error}); pausing accepts, \
-                 {ACCEPT_BACKOFF_MS_MIN} ms doubling to {ACCEPT_BACKOFF_MS_MAX} ms, until it works again"
+                 {ACCEPT_BACKOFF_MIN_MS} ms doubling to {ACCEPT_BACKOFF_MAX_MS} ms, until it works again"
             );
             self.since = Some(Instant::now());
         }
         self.failures += 1;
         glommio::timer::sleep(Duration::from_millis(self.delay_ms)).await;
-        self.delay_ms = (self.delay_ms * 2).min(ACCEPT_BACKOFF_MS_MAX);
+        self.delay_ms = (self.delay_ms * 2).min(ACCEPT_BACKOFF_MAX_MS);
     }
 
     fn recovered(&mut self, queue: &IngestQueue) {

@@ -70,6 +70,7 @@ use std::os::fd::FromRawFd;
 
 use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, SourcePoll};
 
+use crate::limits::MESH_MAX_BATCHES;
 use crate::records::GeneratedEvent;
 use budget::ReadBudget;
 pub use config::{HttpSourceConfig, IngestConfig, TcpSourceConfig};
@@ -197,8 +198,6 @@ pub struct Mesh {
     budget: std::sync::Arc<ReadBudget>,
 }
 
-/// Batches waiting for an owner instance before connections are refused.
-const MESH_BATCHES_MAX: usize = 256;
 
 impl Mesh {
     /// A mesh for `instances` instances of a source with `limits` (the
@@ -230,7 +229,7 @@ type Inbox<T> = std::sync::Mutex<Option<crossbeam::channel::Receiver<T>>>;
 fn channels<T>(instances: usize) -> (Vec<crossbeam::channel::Sender<T>>, Vec<Inbox<T>>) {
     (0..instances)
         .map(|_| {
-            let (sender, receiver) = crossbeam::channel::bounded(MESH_BATCHES_MAX);
+            let (sender, receiver) = crossbeam::channel::bounded(MESH_MAX_BATCHES);
             (sender, std::sync::Mutex::new(Some(receiver)))
         })
         .unzip()

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use crate::limits::READ_CHUNK_BYTES;
 use super::limits::READ_CHUNK_BYTES;
 use super::Payload;
 

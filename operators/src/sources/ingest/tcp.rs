@@ -38,7 +38,8 @@ use weir_protocol::{
     AckHeader, AckStatus, ArchivedWireEvent, FrameHeader, FLAG_DEDUP, FRAME_HEADER_BYTES,
 };
 
-use super::limits::{ListenerLimits, REQUEST_BYTES_DEFAULT};
+use crate::limits::{REQUEST_DEFAULT_BYTES, TCP_FRAMES_IN_FLIGHT_MAX};
+use super::limits::{ListenerLimits, REQUEST_DEFAULT_BYTES};
 use super::listener::Slot;
 use super::metrics::Timeout;
 use super::socket::{discard, read_growing, Deadline, ReadError, Socket};
@@ -58,14 +59,11 @@ pub struct TcpOptions {
 impl Default for TcpOptions {
     fn default() -> TcpOptions {
         TcpOptions {
-            max_frame_bytes: REQUEST_BYTES_DEFAULT as u32,
+            max_frame_bytes: REQUEST_DEFAULT_BYTES as u32,
         }
     }
 }
 
-/// Frames a connection may have queued or waiting for the log before its
-/// reader stops reading (TCP flow control then slows the client).
-const FRAMES_IN_FLIGHT_MAX: usize = 64;
 
 /// Checks a frame payload; returns its event count.
 pub fn validate(payload: &[u8]) -> Result<usize, String> {
@@ -165,7 +163,7 @@ enum Stop {
 async fn serve(stream: TcpStream, queue: Rc<IngestQueue>, settings: Rc<Settings>) {
     let socket = Socket::new(stream, settings.limits.read_timeout_ms);
     let in_flight = Rc::new(Cell::new(0));
-    let (sender, receiver) = local_channel::new_bounded(FRAMES_IN_FLIGHT_MAX);
+    let (sender, receiver) = local_channel::new_bounded(TCP_FRAMES_IN_FLIGHT_MAX);
     let writer = write_acks(socket.clone(), receiver, queue.clone(), in_flight.clone());
     let writer_task = glommio::spawn_local(writer);
     let reader = Reader {

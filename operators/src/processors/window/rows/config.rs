@@ -6,10 +6,9 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::limits::SLIDING_WINDOWS_MAX;
 use crate::row::{OptionError, Schema, Type};
 
-/// Largest number of sliding windows one event may fall in (`size / slide`).
-pub const SLIDING_WINDOWS_MAX: i64 = 1000;
 
 /// Configuration of the `window` processor over rows; see the
 /// [module docs](super) for the semantics.

@@ -116,6 +116,7 @@ use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use self::agg::{same, Acc, AccState};
+use crate::limits::SLIDING_WINDOWS_MAX;
 use super::closed_rows::ClosedRows;
 use crate::component::{
     connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,

@@ -30,7 +30,7 @@
 //!    `header_timeout_ms` for the whole head. Nothing said in time: closed
 //!    silently. A head begun and not finished: 408, closed.
 //! 2. The head is checked ([`head`]); it is at most 16 KiB
-//!    ([`HEAD_BYTES_MAX`]), in a buffer that is dropped whenever the
+//!    ([`HEAD_MAX_BYTES`]), in a buffer that is dropped whenever the
 //!    connection waits for a new request with nothing read ahead.
 //! 3. The body's length is reserved from the source's read budget (429 and
 //!    close if it does not fit), then the body is read into a buffer that
@@ -52,8 +52,9 @@ pub use super::body_events::{parse_events, BadEvent};
 use head::{Head, Verdict};
 use response::{retry_after_seconds, Response};
 
+use crate::limits::{HEAD_MAX_BYTES, HTTP_HEADERS_MAX, READ_CHUNK_BYTES, REQUEST_DEFAULT_BYTES};
 use super::budget::Reservation;
-use super::limits::{ListenerLimits, HEAD_BYTES_MAX, READ_CHUNK_BYTES, REQUEST_BYTES_DEFAULT};
+use super::limits::{ListenerLimits, HEAD_MAX_BYTES, READ_CHUNK_BYTES, REQUEST_DEFAULT_BYTES};
 use super::listener::Slot;
 use super::metrics::Timeout;
 use super::socket::{read_growing, Deadline, ReadError, Socket};
@@ -78,13 +79,11 @@ impl Default for HttpOptions {
         HttpOptions {
             path: "/events".into(),
             token: None,
-            body_limit_bytes: REQUEST_BYTES_DEFAULT,
+            body_limit_bytes: REQUEST_DEFAULT_BYTES,
         }
     }
 }
 
-/// Headers a request may carry.
-const HEADERS_MAX: usize = 64;
 
 /// What every connection of an instance is served with.
 struct Settings {
@@ -138,7 +137,7 @@ enum Next {
 struct Connection {
     socket: Socket,
     /// Bytes read and not yet used: a request head, or the start of a body
-    /// or of the next request (at most `HEAD_BYTES_MAX + READ_CHUNK_BYTES`).
+    /// or of the next request (at most `HEAD_MAX_BYTES + READ_CHUNK_BYTES`).
     buffer: Vec<u8>,
     queue: Rc<IngestQueue>,
     settings: Rc<Settings>,
@@ -189,13 +188,13 @@ impl Connection {
         }
         let deadline = first.unwrap_or_else(|| Deadline::after_ms(limits.header_timeout_ms));
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
             let mut request = httparse::Request::new(&mut headers);
             let refusal = match request.parse(&self.buffer) {
                 Ok(httparse::Status::Complete(len)) => {
                     return Some((len, head::check(&request, &self.settings.options)))
                 }
-                Ok(httparse::Status::Partial) if self.buffer.len() < HEAD_BYTES_MAX => {
+                Ok(httparse::Status::Partial) if self.buffer.len() < HEAD_MAX_BYTES => {
                     match self.fill(deadline.left()).await {
                         Ok(()) => continue,
                         Err(ReadError::TimedOut) => self.timed_out(Timeout::Header),
