@@ -11,9 +11,8 @@
 //! unless a value contains a newline; their columns count in the
 //! substituted text.
 
-use crate::limits::ENV_NAME_MAX_BYTES;
 use super::error::{ConfigError, ConfigErrorKind, Location};
-
+use crate::limits::ENV_NAME_MAX_BYTES;
 
 /// `text` with every reference replaced; `lookup` reads a variable.
 pub fn substitute(

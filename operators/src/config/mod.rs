@@ -57,7 +57,7 @@
 //! the runner's to apply.
 //!
 //! # Limits
-//! [`CONFIG_FILE_MAX_BYTES`], [`COMPONENT_NAME_MAX_BYTES`], [`KEYS_MAX`],
+//! [`CONFIG_FILE_MAX_BYTES`], [`COMPONENT_NAME_MAX_BYTES`], [`KEYS_MAX`](crate::limits::KEYS_MAX),
 //! [`SHARDS_MAX`].
 
 mod document;
@@ -70,22 +70,19 @@ mod registry;
 mod validate;
 mod yaml;
 
+use crate::limits::CONFIG_FILE_MAX_BYTES;
 use std::io::Read;
 use std::path::Path;
-use crate::limits::{CONFIG_FILE_MAX_BYTES, EPOCH_INTERVAL_DEFAULT_MS, KEYS_MAX};
 
 pub use crate::processors::window::{Aggregate, WindowConfig};
-pub use crate::sources::generator::{GeneratorConfig, KEYS_MAX};
+pub use crate::sources::generator::GeneratorConfig;
 pub use crate::sources::ingest::IngestConfig;
 pub use error::{ConfigError, ConfigErrorKind, Location};
 pub use graph::{build_graph, build_graph_named};
 pub use model::{
     FileFormat, FileSinkConfig, PipelineConfig, ProcessorConfig, RuntimeConfig, SinkConfig,
-    SourceConfig, EPOCH_INTERVAL_DEFAULT_MS,
+    SourceConfig,
 };
-
-
-
 
 /// Reads and checks the pipeline file at `path`. Errors name the file as
 /// `path` displays. Returns the first problem; [`load_all`] returns every

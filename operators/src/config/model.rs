@@ -11,11 +11,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
 use crate::limits::EPOCH_INTERVAL_DEFAULT_MS;
+use serde::{Deserialize, Serialize};
 
 pub use super::registry::{ProcessorConfig, SinkConfig, SourceConfig};
-
 
 /// A whole pipeline file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]

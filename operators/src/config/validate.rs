@@ -13,11 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::limits::{COMPONENT_NAME_MAX_BYTES, SHARDS_MAX};
 use super::document::Spans;
 use super::error::{ConfigError, ConfigErrorKind, Source};
 use super::model::{PipelineConfig, ProcessorConfig};
-use super::{COMPONENT_NAME_MAX_BYTES, SHARDS_MAX};
+use crate::limits::{COMPONENT_NAME_MAX_BYTES, SHARDS_MAX};
 use crate::processors::window::Aggregate;
 
 /// What a component's output record holds: field names and whether each is

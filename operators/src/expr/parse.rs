@@ -1,9 +1,9 @@
 //! Tokens to a syntax tree, by precedence climbing. Every node keeps the
 //! byte span it came from so type errors can point into the source.
 
-use crate::limits::EXPR_MAX_DEPTH;
 use super::lex::{lex, Tok, Token};
 use super::ExprError;
+use crate::limits::EXPR_MAX_DEPTH;
 
 /// A syntax tree node and its source span.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +14,6 @@ pub(super) struct Ast {
     /// Levels of nodes, this one included.
     pub depth: usize,
 }
-
 
 impl Ast {
     fn new(kind: AstKind, start: usize, end: usize) -> Ast {

@@ -91,13 +91,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
 
-use crate::limits::WEBHOOK_ERROR_BODY_MAX_BYTES;
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
+use crate::limits::WEBHOOK_ERROR_BODY_MAX_BYTES;
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 
 /// The pipeline name used when the integrator sets none.
 pub const DEFAULT_PIPELINE: &str = "weir";
-
 
 /// The `[sinks.NAME]` table of a `webhook` sink; see the module docs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

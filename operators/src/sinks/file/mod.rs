@@ -51,9 +51,9 @@ use std::path::{Path, PathBuf};
 use weir_runtime::Partition;
 use weir_runtime::{ArchivedRecord, Batch, OperatorError, Record, ShardContext, Sink};
 
-use crate::limits::FILE_WRITE_BUFFER_BYTES;
 use crate::component::{Input, Node, Stream};
 use crate::latency::ObservedSink;
+use crate::limits::FILE_WRITE_BUFFER_BYTES;
 use crate::records::GeneratedEvent;
 
 pub use crate::records::{ArchivedWindowRow, WindowRow};
@@ -67,7 +67,6 @@ pub(crate) use staged::at;
 
 /// The staging directory's name under the sink's `PATH`.
 pub const STAGING_DIRECTORY: &str = ".staging";
-
 
 /// The file name of `shard`'s output of `epoch`, staged or committed.
 pub fn file_name(shard: usize, epoch: u64) -> String {

@@ -21,12 +21,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use weir_runtime::OperatorError;
 use crate::limits::STAGED_PATH_MAX_BYTES;
+use weir_runtime::OperatorError;
 
 /// The version byte of the encoding.
 const STAGED_FORMAT_VERSION: u8 = 1;
-
 
 /// One epoch's output of one sink instance, durable and not yet visible.
 #[derive(Debug, Clone, PartialEq, Eq)]

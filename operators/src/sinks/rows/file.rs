@@ -63,14 +63,13 @@ use parquet::schema::types::TypePtr;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
-use crate::limits::{FILE_WRITE_BUFFER_BYTES, ROW_GROUP_DEFAULT_ROWS};
 use super::parquet::{parquet_schema, Columns};
 use crate::component::{
     connect_forward, Component, Input, Node, PlanContext, Planned, Reads, Stream,
 };
+use crate::limits::{FILE_WRITE_BUFFER_BYTES, ROW_GROUP_DEFAULT_ROWS};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
-use crate::sinks::file::{at, commit_encoded, sync_encoded, Staged, Staging, FILE_WRITE_BUFFER_BYTES};
-
+use crate::sinks::file::{at, commit_encoded, sync_encoded, Staged, Staging};
 
 /// The configuration of a [`RowFileSink`] (a `[sinks.NAME]` table without
 /// its `type`).

@@ -42,7 +42,6 @@ use parquet::schema::types::{Type as ParquetType, TypePtr};
 use crate::limits::ROW_GROUP_MAX_BYTES;
 use crate::row::{write_json_value, ArchivedRow, ArchivedValue, Schema, Type};
 
-
 /// The Parquet schema (a message named `row`) of rows of `schema`; see the
 /// module docs for the types.
 pub fn parquet_schema(schema: &Schema) -> Result<TypePtr> {

@@ -36,10 +36,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
-use crate::limits::STDOUT_BUFFER_BYTES;
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
+use crate::limits::STDOUT_BUFFER_BYTES;
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
-
 
 /// The configuration of a [`StdoutSink`] (a `[sinks.NAME]` table without
 /// its `type`).

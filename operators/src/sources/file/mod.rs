@@ -58,11 +58,11 @@
 //! A file is read by one instance: run the node with
 //! `Parallelism::One`. With more instances, instance 0 reads the file and
 //! the others end at once. The file is read with blocking `std::fs` reads
-//! on the shard, in chunks of [`FILE_CHUNK_BYTES`] (1 MiB) only when the buffer
+//! on the shard, in chunks of [`FILE_CHUNK_BYTES`](crate::limits::FILE_CHUNK_BYTES) (1 MiB) only when the buffer
 //! has no complete line left, and each poll emits at most one batch worth
 //! of lines; that is acceptable for local files (a read from the page cache
 //! takes microseconds) but not for network file systems. A line longer than
-//! [`FILE_LINE_MAX_BYTES`] fails the run.
+//! [`FILE_LINE_MAX_BYTES`](crate::limits::FILE_LINE_MAX_BYTES) fails the run.
 
 mod config;
 mod decode;
@@ -78,7 +78,6 @@ use std::path::PathBuf;
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
-use crate::limits::{FILE_CHUNK_BYTES, FILE_LINE_MAX_BYTES};
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, DEAD_LETTER};
 #[cfg(doc)]
 use crate::row::value_from_json;
@@ -86,7 +85,6 @@ use crate::row::{OptionError, Row};
 use decode::Decoder;
 
 pub use config::{FieldTypes, FileFormat, FileSourceConfig};
-pub use reader::{FILE_CHUNK_BYTES, FILE_LINE_MAX_BYTES};
 pub use spec::{build, dead_letter_schema, FileSpec};
 
 /// What [`FileSource::read`] hands out, in order.

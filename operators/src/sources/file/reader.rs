@@ -4,10 +4,8 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 
-use crate::limits::{FILE_CHUNK_BYTES, FILE_LINE_MAX_BYTES};
 use super::FileSource;
-
-
+use crate::limits::{FILE_CHUNK_BYTES, FILE_LINE_MAX_BYTES};
 
 impl FileSource {
     /// Opens the file at `offset`; `false` when following a file that does

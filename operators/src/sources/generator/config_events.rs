@@ -38,12 +38,11 @@ use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use serde::Deserialize;
 
-use crate::limits::KEYS_MAX;
 use super::mix;
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
+use crate::limits::KEYS_MAX;
 use crate::records::GeneratedEvent;
 use crate::row::OptionError;
-
 
 /// A deterministic generator of keyed events; see
 /// [`ConfigEvents`](crate::sources::generator::ConfigEvents).

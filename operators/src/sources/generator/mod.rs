@@ -8,14 +8,12 @@
 //! realistic traffic (web access logs, logins, network flows) with injected
 //! attacks whose exact effect is known (see [`profiles`]).
 
-use crate::limits::KEYS_MAX;
-
 pub mod config_events;
 pub mod profiles;
 
 pub use crate::records::{ArchivedGeneratedEvent, GeneratedEvent};
 pub use config_events::{
-    ConfigEvents, Fill, GeneratorConfig, InvalidPosition, KEYS_MAX, WATERMARK_INTERVAL_MS,
+    ConfigEvents, Fill, GeneratorConfig, InvalidPosition, WATERMARK_INTERVAL_MS,
 };
 pub use profiles::{
     attack_truth, AttackConfig, AttackTruth, ProfileGenerator, ProfileGeneratorConfig, ProfileSpec,

@@ -22,11 +22,10 @@
 //! [`HEAD_BUFFER_MAX_BYTES`](crate::limits::HEAD_BUFFER_MAX_BYTES) of request head, and at most
 //! `connections_max` connections per instance (so as many descriptors).
 
-use crate::limits::{CONNECTIONS_DEFAULT_MAX, HEADER_TIMEOUT_DEFAULT_MS, IDLE_TIMEOUT_DEFAULT_MS, READ_BUDGET_DEFAULT_BYTES, READ_TIMEOUT_DEFAULT_MS, REQUEST_DEFAULT_BYTES, TIMEOUT_MAX_MS};
-
-
-
-
+use crate::limits::{
+    CONNECTIONS_DEFAULT_MAX, HEADER_TIMEOUT_DEFAULT_MS, IDLE_TIMEOUT_DEFAULT_MS,
+    READ_BUDGET_DEFAULT_BYTES, READ_TIMEOUT_DEFAULT_MS, TIMEOUT_MAX_MS,
+};
 
 /// Limits shared by the `http` and `tcp` sources (`docs/protocol.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +106,7 @@ pub fn payload_bytes_max(node: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::REQUEST_DEFAULT_BYTES;
 
     #[test]
     fn the_payload_limit_leaves_room_for_every_header() {

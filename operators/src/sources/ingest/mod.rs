@@ -198,7 +198,6 @@ pub struct Mesh {
     budget: std::sync::Arc<ReadBudget>,
 }
 
-
 impl Mesh {
     /// A mesh for `instances` instances of a source with `limits` (the
     /// connection cap of each instance, the read budget of them all).

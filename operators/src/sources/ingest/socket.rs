@@ -26,9 +26,8 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-use crate::limits::READ_CHUNK_BYTES;
-use super::limits::READ_CHUNK_BYTES;
 use super::Payload;
+use crate::limits::READ_CHUNK_BYTES;
 
 /// Why a read ended without the bytes asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

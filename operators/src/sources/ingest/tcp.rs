@@ -38,8 +38,7 @@ use weir_protocol::{
     AckHeader, AckStatus, ArchivedWireEvent, FrameHeader, FLAG_DEDUP, FRAME_HEADER_BYTES,
 };
 
-use crate::limits::{REQUEST_DEFAULT_BYTES, TCP_FRAMES_IN_FLIGHT_MAX};
-use super::limits::{ListenerLimits, REQUEST_DEFAULT_BYTES};
+use super::limits::ListenerLimits;
 use super::listener::Slot;
 use super::metrics::Timeout;
 use super::socket::{discard, read_growing, Deadline, ReadError, Socket};
@@ -47,6 +46,7 @@ use super::{
     enqueue, Checked, EventRef, IngestOptions, IngestQueue, Payload, PendingReply, Refused,
     ServeFn, Settled, Tasks,
 };
+use crate::limits::{REQUEST_DEFAULT_BYTES, TCP_FRAMES_IN_FLIGHT_MAX};
 
 /// Settings of the `tcp` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,6 @@ impl Default for TcpOptions {
         }
     }
 }
-
 
 /// Checks a frame payload; returns its event count.
 pub fn validate(payload: &[u8]) -> Result<usize, String> {

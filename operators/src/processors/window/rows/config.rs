@@ -9,7 +9,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::limits::SLIDING_WINDOWS_MAX;
 use crate::row::{OptionError, Schema, Type};
 
-
 /// Configuration of the `window` processor over rows; see the
 /// [module docs](super) for the semantics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

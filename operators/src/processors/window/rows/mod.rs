@@ -28,7 +28,7 @@
 //!   `size / slide` windows (when `slide` does not divide `size`, that
 //!   quotient rounded down or up, depending on the event's offset);
 //!   `slide` must be at most `size`, and `size / slide` at most
-//!   [`SLIDING_WINDOWS_MAX`] (an event updates that many windows);
+//!   [`SLIDING_WINDOWS_MAX`](crate::limits::SLIDING_WINDOWS_MAX) (an event updates that many windows);
 //! - **session**: per group, an event at `t` opens the window `[t, t + gap)`;
 //!   windows of a group that overlap or touch merge into one, spanning from
 //!   the first event to the last event plus `gap`. So a session closes
@@ -105,7 +105,7 @@ mod config;
 
 pub use config::{
     build, AggregateConfig, AggregateFn, AggregateSpec, RowWindowConfig, RowWindowSpec, WindowKind,
-    WindowKindConfig, SLIDING_WINDOWS_MAX,
+    WindowKindConfig,
 };
 
 use std::collections::BTreeMap;
@@ -116,7 +116,6 @@ use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use self::agg::{same, Acc, AccState};
-use crate::limits::SLIDING_WINDOWS_MAX;
 use super::closed_rows::ClosedRows;
 use crate::component::{
     connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,

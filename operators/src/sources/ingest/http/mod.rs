@@ -52,15 +52,15 @@ pub use super::body_events::{parse_events, BadEvent};
 use head::{Head, Verdict};
 use response::{retry_after_seconds, Response};
 
-use crate::limits::{HEAD_MAX_BYTES, HTTP_HEADERS_MAX, READ_CHUNK_BYTES, REQUEST_DEFAULT_BYTES};
 use super::budget::Reservation;
-use super::limits::{ListenerLimits, HEAD_MAX_BYTES, READ_CHUNK_BYTES, REQUEST_DEFAULT_BYTES};
+use super::limits::ListenerLimits;
 use super::listener::Slot;
 use super::metrics::Timeout;
 use super::socket::{read_growing, Deadline, ReadError, Socket};
 use super::{
     enqueue, Encoding, IngestOptions, IngestQueue, Payload, Refused, ServeFn, Settled, Tasks,
 };
+use crate::limits::{HEAD_MAX_BYTES, HTTP_HEADERS_MAX, READ_CHUNK_BYTES, REQUEST_DEFAULT_BYTES};
 
 /// Settings of the `http` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,6 @@ impl Default for HttpOptions {
         }
     }
 }
-
 
 /// What every connection of an instance is served with.
 struct Settings {
