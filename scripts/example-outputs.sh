@@ -5,6 +5,11 @@
 # produced the same committed output, record for record and byte for byte.
 #
 #   scripts/example-outputs.sh target/release/weir > after.txt
+#   diff scripts/example-outputs.expected after.txt
+#
+# scripts/example-outputs.expected is what `195707d` (before the operators
+# were reshaped into components) and every later main printed: a change
+# that alters committed output shows in the diff.
 #
 # Only committed (published) files count, never `.staging/`. NDJSON lines
 # are taken as written; Parquet rows are read with pyarrow (installed into
