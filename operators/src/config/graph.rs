@@ -30,7 +30,6 @@ use weir_runtime::{Graph, GraphBuilder, Partition};
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::PipelineConfig;
 use super::plan;
-use crate::component::Component;
 use crate::records::GeneratedEvent;
 use crate::sources::event_rows::EventRows;
 
@@ -107,32 +106,14 @@ fn pipeline_name(file_name: &str) -> String {
     )
 }
 
-/// Every component's own checks ([`Component::check`]), for a
+/// Every component's own checks ([`Component::check`](crate::component::Component::check)), for a
 /// configuration built in code rather than read from a file (which had
 /// them already); the first failure as (`SECTION.NAME`, message).
 fn check_components(config: &PipelineConfig) -> Result<(), (String, String)> {
-    let sources = config
-        .sources
-        .iter()
-        .map(|(name, c)| ("sources", name, c.component()));
-    let processors = config
-        .processors
-        .iter()
-        .map(|(name, c)| ("processors", name, c.component()));
-    let sinks = config
-        .sinks
-        .iter()
-        .map(|(name, c)| ("sinks", name, c.component()));
-    for (section, name, component) in sources.chain(processors).chain(sinks) {
-        let component: &dyn Component = component;
-        component.check(name).map_err(|error| {
-            let message = if error.message.contains(&format!("`{}`", error.option)) {
-                error.message
-            } else {
-                format!("`{}`: {}", error.option, error.message)
-            };
-            (format!("{section}.{name}"), message)
-        })?;
+    for (section, name, component) in config.components() {
+        component
+            .check(name)
+            .map_err(|error| (format!("{section}.{name}"), error.naming_option()))?;
     }
     Ok(())
 }

@@ -70,9 +70,10 @@ mod registry;
 mod validate;
 mod yaml;
 
-use crate::limits::CONFIG_FILE_MAX_BYTES;
 use std::io::Read;
 use std::path::Path;
+
+use crate::limits::CONFIG_FILE_MAX_BYTES;
 
 pub use crate::processors::window::{Aggregate, WindowConfig};
 pub use crate::sources::generator::GeneratorConfig;

@@ -11,10 +11,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::limits::EPOCH_INTERVAL_DEFAULT_MS;
 use serde::{Deserialize, Serialize};
 
+use crate::limits::EPOCH_INTERVAL_DEFAULT_MS;
+
 pub use super::registry::{ProcessorConfig, SinkConfig, SourceConfig};
+use crate::component::Component;
 
 /// A whole pipeline file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -31,6 +33,26 @@ pub struct PipelineConfig {
     /// `[sinks.NAME]` tables, by name.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+impl PipelineConfig {
+    /// Every component as (section, name, component): sources, then
+    /// processors, then sinks, each by name.
+    pub(crate) fn components(&self) -> impl Iterator<Item = (&'static str, &str, &dyn Component)> {
+        let sources = self
+            .sources
+            .iter()
+            .map(|(name, c)| ("sources", name.as_str(), c.component()));
+        let processors = self
+            .processors
+            .iter()
+            .map(|(name, c)| ("processors", name.as_str(), c.component()));
+        let sinks = self
+            .sinks
+            .iter()
+            .map(|(name, c)| ("sinks", name.as_str(), c.component()));
+        sources.chain(processors).chain(sinks)
+    }
 }
 
 /// The `[runtime]` table.

@@ -166,29 +166,13 @@ impl<'a> Checker<'a> {
 
     /// Each component's own checks of its options ([`Component::check`]).
     fn values(&self) -> Result<(), ConfigError> {
-        let config = self.config;
-        let sources = config
-            .sources
-            .iter()
-            .map(|(name, c)| ("sources", name, c.component()));
-        let processors = config
-            .processors
-            .iter()
-            .map(|(name, c)| ("processors", name, c.component()));
-        let sinks = config
-            .sinks
-            .iter()
-            .map(|(name, c)| ("sinks", name, c.component()));
-        for (section, name, component) in sources.chain(processors).chain(sinks) {
+        for (section, name, component) in self.config.components() {
             if let Err(error) = component.check(name) {
                 let path = format!("{section}.{name}");
-                let message = if error.message.contains(&format!("`{}`", error.option)) {
-                    error.message
-                } else {
-                    format!("`{}`: {}", error.option, error.message)
-                };
+                let option = error.option.clone();
+                let message = error.naming_option();
                 let kind = ConfigErrorKind::Invalid;
-                let _ = self.report(self.error(kind, &path, &error.option, message));
+                let _ = self.report(self.error(kind, &path, &option, message));
             }
         }
         Ok(())

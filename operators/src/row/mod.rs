@@ -205,6 +205,15 @@ pub struct OptionError {
 }
 
 impl OptionError {
+    /// The message, led by the option's name unless it names it already.
+    pub fn naming_option(self) -> String {
+        if self.message.contains(&format!("`{}`", self.option)) {
+            self.message
+        } else {
+            format!("`{}`: {}", self.option, self.message)
+        }
+    }
+
     /// An error about `option`.
     pub fn new(option: impl Into<String>, message: impl Into<String>) -> OptionError {
         OptionError {

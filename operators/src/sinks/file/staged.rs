@@ -21,8 +21,9 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::limits::STAGED_PATH_MAX_BYTES;
 use weir_runtime::OperatorError;
+
+use crate::limits::STAGED_PATH_MAX_BYTES;
 
 /// The version byte of the encoding.
 const STAGED_FORMAT_VERSION: u8 = 1;

@@ -38,7 +38,7 @@ use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use serde::Deserialize;
 
-use super::mix;
+use super::{id_position, mix, position_id};
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
 use crate::limits::KEYS_MAX;
 use crate::records::GeneratedEvent;
@@ -361,19 +361,13 @@ impl Source for ConfigEvents {
 
     /// The next id, 8 bytes little-endian.
     fn position(&self) -> Vec<u8> {
-        self.next_id().to_le_bytes().to_vec()
+        id_position(self.next_id())
     }
 
     /// Seeks to a logged [`position`](Source::position); refuses bytes that
     /// are not 8 long or name an id of another instance.
     fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let bytes: [u8; 8] = position.try_into().map_err(|_| {
-            OperatorError::invalid(format!(
-                "generator position of {} bytes, expected 8",
-                position.len()
-            ))
-        })?;
-        self.seek(u64::from_le_bytes(bytes))
+        self.seek(position_id(position)?)
             .map_err(|error| OperatorError::invalid(error.to_string()))
     }
 }

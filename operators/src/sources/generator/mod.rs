@@ -11,6 +11,8 @@
 pub mod config_events;
 pub mod profiles;
 
+use weir_runtime::OperatorError;
+
 pub use crate::records::{ArchivedGeneratedEvent, GeneratedEvent};
 pub use config_events::{
     ConfigEvents, Fill, GeneratorConfig, InvalidPosition, WATERMARK_INTERVAL_MS,
@@ -27,4 +29,21 @@ pub fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+/// A generator's logged position: the next id, 8 bytes little-endian.
+pub(crate) fn id_position(next_id: u64) -> Vec<u8> {
+    next_id.to_le_bytes().to_vec()
+}
+
+/// The next id of a position [`id_position`] wrote; refuses bytes that are
+/// not 8 long.
+pub(crate) fn position_id(position: &[u8]) -> Result<u64, OperatorError> {
+    let bytes: [u8; 8] = position.try_into().map_err(|_| {
+        OperatorError::invalid(format!(
+            "generator position of {} bytes, expected 8",
+            position.len()
+        ))
+    })?;
+    Ok(u64::from_le_bytes(bytes))
 }

@@ -104,7 +104,7 @@ use std::time::Instant;
 
 use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
-use super::{InvalidPosition, WATERMARK_INTERVAL_MS};
+use super::{id_position, position_id, InvalidPosition, WATERMARK_INTERVAL_MS};
 use crate::row::{OptionError, Row, Value};
 use auth::write_auth;
 use flows::write_flow;
@@ -284,19 +284,13 @@ impl Source for ProfileGenerator {
 
     /// The next id, 8 bytes little-endian.
     fn position(&self) -> Vec<u8> {
-        self.next_id().to_le_bytes().to_vec()
+        id_position(self.next_id())
     }
 
     /// Seeks to a logged position; refuses bytes that are not 8 long or
     /// name an id of another instance.
     fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let bytes: [u8; 8] = position.try_into().map_err(|_| {
-            OperatorError::invalid(format!(
-                "generator position of {} bytes, expected 8",
-                position.len()
-            ))
-        })?;
-        self.seek(u64::from_le_bytes(bytes))
+        self.seek(position_id(position)?)
             .map_err(|error| OperatorError::invalid(error.to_string()))
     }
 }
