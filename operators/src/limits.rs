@@ -75,7 +75,8 @@ pub const IDLE_TIMEOUT_DEFAULT_MS: u64 = 75_000;
 /// them, by default (over all its instances).
 pub const READ_BUDGET_DEFAULT_BYTES: usize = 128 << 20;
 /// The largest HTTP body or TCP frame payload by default (10 MiB): well
-/// under [`payload_bytes_max`] for any source name.
+/// under [`payload_bytes_max`](crate::sources::ingest::limits::payload_bytes_max)
+/// for any source name.
 pub const REQUEST_DEFAULT_BYTES: usize = 10 << 20;
 /// The longest timeout accepted (a day): longer is a mistake, and keeps
 /// deadlines far from overflowing.
@@ -118,7 +119,8 @@ pub const FILE_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// The longest path an encoded `Staged` may hold, in bytes (Linux's
 /// `PATH_MAX`).
 pub const STAGED_PATH_MAX_BYTES: usize = 4096;
-/// The default of [`RowFileSinkConfig::row_group_rows`].
+/// The default of
+/// [`RowFileSinkConfig::row_group_rows`](crate::sinks::rows::RowFileSinkConfig::row_group_rows).
 pub const ROW_GROUP_DEFAULT_ROWS: usize = 64 * 1024;
 /// Bytes of buffered text (all columns) after which a row group is written
 /// even if it has fewer than `row_group_rows` rows.

@@ -57,8 +57,10 @@
 //! the runner's to apply.
 //!
 //! # Limits
-//! [`CONFIG_FILE_MAX_BYTES`], [`COMPONENT_NAME_MAX_BYTES`], [`KEYS_MAX`](crate::limits::KEYS_MAX),
-//! [`SHARDS_MAX`].
+//! [`CONFIG_FILE_MAX_BYTES`],
+//! [`COMPONENT_NAME_MAX_BYTES`](crate::limits::COMPONENT_NAME_MAX_BYTES),
+//! [`KEYS_MAX`](crate::limits::KEYS_MAX),
+//! [`SHARDS_MAX`](crate::limits::SHARDS_MAX): all in [`crate::limits`].
 
 mod document;
 pub mod env;

@@ -35,7 +35,7 @@
 //! 3. The body's length is reserved from the source's read budget (429 and
 //!    close if it does not fit), then the body is read into a buffer that
 //!    grows as bytes arrive, each read waiting at most `read_timeout_ms`.
-//! 4. The events are checked and queued ([`events`]); the answer comes once
+//! 4. The events are checked and queued (`body_events.rs`); the answer comes once
 //!    they are durable. The connection closes after it when the client
 //!    asked (`Connection: close`, or HTTP/1.0 without `keep-alive`).
 
