@@ -38,6 +38,7 @@ use crate::input::{Delivery, InputSet};
 use crate::intake::IntakeLog;
 use crate::limits::{SOURCE_IDLE_SLEEP_MS, TURN_MAX_MESSAGES, TURN_SOURCE_MAX_BATCHES};
 use crate::operator::{Processor, Source, SourcePoll};
+use crate::record::Record;
 
 /// [`SOURCE_IDLE_SLEEP_MS`].
 const SOURCE_IDLE_SLEEP: Duration = Duration::from_millis(SOURCE_IDLE_SLEEP_MS);
@@ -140,16 +141,7 @@ pub(crate) async fn run_source<S: Source>(
             yield_now().await;
         }
     }
-    if stopped {
-        out.stop();
-    } else {
-        out.end();
-    }
-    out.send_ready().await?;
-    if let Some(epochs) = &node.epochs {
-        epochs.finished(node.slot);
-    }
-    Ok(())
+    close_output(&mut out, &node, stopped).await
 }
 
 /// Emits again, in the first epoch of this run, the intake records that
@@ -304,16 +296,7 @@ pub(crate) async fn run_processor<P: Processor>(
         checkpoint(&mut processor, &node, last)?;
         epochs.report(node.slot, last);
     }
-    if stopped {
-        out.stop();
-    } else {
-        out.end();
-    }
-    out.send_ready().await?;
-    if let Some(epochs) = &node.epochs {
-        epochs.finished(node.slot);
-    }
-    Ok(())
+    close_output(&mut out, &node, stopped).await
 }
 
 /// Runs a processor (or sink) instance that has no input ring, under
@@ -362,13 +345,25 @@ async fn run_without_inputs<P: Processor>(
     send_all(&mut processor, &mut out).await?;
     checkpoint(&mut processor, &node, last)?;
     epochs.report(node.slot, last);
+    close_output(&mut out, &node, stopped).await
+}
+
+/// Ends an instance's output as its run ended (a stop, or the end of its
+/// input), sends what is left, and tells its shard's epochs it finished.
+async fn close_output<T: Record>(
+    out: &mut Emitter<T>,
+    node: &NodeEnv,
+    stopped: bool,
+) -> Result<(), NodeFailure> {
     if stopped {
         out.stop();
     } else {
         out.end();
     }
     out.send_ready().await?;
-    epochs.finished(node.slot);
+    if let Some(epochs) = &node.epochs {
+        epochs.finished(node.slot);
+    }
     Ok(())
 }
 
