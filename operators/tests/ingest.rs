@@ -9,72 +9,16 @@
 //! are read back: the events in them must be exactly the events of the
 //! requests that got 200 / `Durable`, each once.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use weir_operators::config::{build_graph, parse};
+use support::ingest::{connect, free_port, read_response, start, Response};
 use weir_operators::sinks::file::STAGING_DIRECTORY;
 use weir_protocol::{self as wire, AckHeader, AckStatus, WireEvent, ACK_HEADER_BYTES};
-use weir_runtime::{Running, Runtime};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
-fn start(source: &str, data: &Path, out: &Path) -> Running {
-    let text = format!(
-        r#"
-[runtime]
-epoch_interval_ms = 20
-
-{source}
-
-[sinks.raw]
-type = "file"
-inputs = ["in"]
-path = "{}"
-format = "ndjson"
-"#,
-        out.display()
-    );
-    let config = parse(&text, "ingest.toml").expect("valid pipeline");
-    let graph = build_graph(&config).expect("runnable pipeline");
-    let runtime = Runtime::builder()
-        .shards(2)
-        .data_dir(data)
-        .epoch_interval(Duration::from_millis(20))
-        .build()
-        .expect("runtime starts");
-    runtime.start(graph).expect("pipeline starts")
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match TcpStream::connect(addr) {
-            Ok(stream) => {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-                return stream;
-            }
-            Err(error) if Instant::now() < deadline => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(error) => panic!("cannot connect to {addr}: {error}"),
-        }
-    }
-}
-
-/// A response: status, headers (lower-case names), body.
-type Response = (u16, BTreeMap<String, String>, String);
 
 fn request(stream: &mut TcpStream, head: &str, body: &[u8]) -> Response {
     let mut bytes = head.replace('\n', "\r\n").into_bytes();
@@ -85,36 +29,6 @@ fn request(stream: &mut TcpStream, head: &str, body: &[u8]) -> Response {
     bytes.extend_from_slice(body);
     stream.write_all(&bytes).expect("send request");
     read_response(stream)
-}
-
-fn read_response(stream: &mut TcpStream) -> Response {
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).expect("status line");
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("header");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').expect("header line");
-        headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
-    }
-    let length: usize = headers["content-length"].parse().expect("length");
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).expect("body");
-    (
-        status,
-        headers,
-        String::from_utf8(body).expect("utf-8 body"),
-    )
 }
 
 fn post(addr: SocketAddr, extra_headers: &str, body: &str) -> Response {

@@ -12,72 +12,26 @@
 //! but does not fail it. The connection cap, descriptors and memory are
 //! checked on the `weir` binary (`tests/ingest_limits.rs` at the top).
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use weir_operators::config::{build_graph, parse, ConfigErrorKind};
+use support::ingest::{connect, free_port, read_response, runtime, start};
+use weir_operators::config::{parse, ConfigErrorKind};
 use weir_operators::sinks::ForEach;
 use weir_operators::sources::generator::GeneratedEvent;
 use weir_operators::sources::ingest::http::HttpOptions;
 use weir_operators::sources::ingest::limits::payload_bytes_max;
 use weir_operators::sources::ingest::{IngestOptions, IngestSource, Mesh, Protocol};
 use weir_protocol::{self as wire, AckHeader, AckStatus, WireEvent, ACK_HEADER_BYTES};
-use weir_runtime::{ArchivedRecord, GraphBuilder, Partition, Running, Runtime};
+use weir_runtime::{ArchivedRecord, GraphBuilder, Partition, Running};
 
 /// How long the server may take to do what a test waits for.
 const ACT_WITHIN: Duration = Duration::from_secs(10);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
-fn runtime(data: &Path) -> Runtime {
-    Runtime::builder()
-        .shards(2)
-        .data_dir(data)
-        .epoch_interval(Duration::from_millis(20))
-        .build()
-        .expect("runtime starts")
-}
-
-/// Runs `source` (a `[sources.in]` table) into a file sink.
-fn start(source: &str, data: &Path, out: &Path) -> Running {
-    let text = format!(
-        "[runtime]\nepoch_interval_ms = 20\n\n{source}\n\n[sinks.raw]\ntype = \"file\"\n\
-         inputs = [\"in\"]\npath = \"{}\"\nformat = \"ndjson\"\n",
-        out.display()
-    );
-    let config = parse(&text, "ingest.toml").expect("valid pipeline");
-    let graph = build_graph(&config).expect("runnable pipeline");
-    runtime(data).start(graph).expect("pipeline starts")
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match TcpStream::connect(addr) {
-            Ok(stream) => {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-                return stream;
-            }
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(error) => panic!("cannot connect to {addr}: {error}"),
-        }
-    }
-}
-
-/// A response: status, headers (lower-case names), body.
-type Response = (u16, BTreeMap<String, String>, String);
 
 /// Sends `head` (lines joined by `\n`, without the blank line) and `body`.
 fn send(stream: &mut TcpStream, head: &str, body: &[u8]) {
@@ -85,36 +39,6 @@ fn send(stream: &mut TcpStream, head: &str, body: &[u8]) {
     bytes.extend_from_slice(b"\r\n");
     bytes.extend_from_slice(body);
     stream.write_all(&bytes).expect("send request");
-}
-
-fn read_response(stream: &mut TcpStream) -> Response {
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).expect("status line");
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("header");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').expect("header line");
-        headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
-    }
-    let length: usize = headers["content-length"].parse().expect("length");
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).expect("body");
-    (
-        status,
-        headers,
-        String::from_utf8(body).expect("utf-8 body"),
-    )
 }
 
 /// Waits for the server to close `stream` (whatever it sends first is

@@ -2,6 +2,8 @@
 //! collects rows.
 #![allow(dead_code)]
 
+pub mod ingest;
+
 use std::sync::{Arc, Mutex};
 
 use weir_operators::row::{Row, Schema, Value};

@@ -1,0 +1,92 @@
+//! Shared by the ingest tests: a pipeline of one network source into a
+//! file sink, and a plain HTTP/1.1 client.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weir_operators::config::{build_graph, parse};
+use weir_runtime::{Running, Runtime};
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// A 2-shard runtime on `data`, epochs every 20 ms.
+pub fn runtime(data: &Path) -> Runtime {
+    Runtime::builder()
+        .shards(2)
+        .data_dir(data)
+        .epoch_interval(Duration::from_millis(20))
+        .build()
+        .expect("runtime starts")
+}
+
+/// Runs `source` (a `[sources.in]` table) into an NDJSON file sink at `out`.
+pub fn start(source: &str, data: &Path, out: &Path) -> Running {
+    let text = format!(
+        "[runtime]\nepoch_interval_ms = 20\n\n{source}\n\n[sinks.raw]\ntype = \"file\"\n\
+         inputs = [\"in\"]\npath = \"{}\"\nformat = \"ndjson\"\n",
+        out.display()
+    );
+    let config = parse(&text, "ingest.toml").expect("valid pipeline");
+    let graph = build_graph(&config).expect("runnable pipeline");
+    runtime(data).start(graph).expect("pipeline starts")
+}
+
+/// Connects to `addr`, retrying for 20 s while the source starts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                return stream;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(error) => panic!("cannot connect to {addr}: {error}"),
+        }
+    }
+}
+
+/// A response: status, headers (lower-case names), body.
+pub type Response = (u16, BTreeMap<String, String>, String);
+
+/// Reads one response (with a `Content-Length`).
+pub fn read_response(stream: &mut TcpStream) -> Response {
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').expect("header line");
+        headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
+    }
+    let length: usize = headers["content-length"].parse().expect("length");
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("body");
+    (
+        status,
+        headers,
+        String::from_utf8(body).expect("utf-8 body"),
+    )
+}
