@@ -16,9 +16,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 
-use support::ingest::{connect, free_port, read_response, start, Response};
+use support::ingest::{connect, free_port, read_ack, read_response, send_frame, start, Response};
 use weir_operators::sinks::file::STAGING_DIRECTORY;
-use weir_protocol::{self as wire, AckHeader, AckStatus, WireEvent, ACK_HEADER_BYTES};
+use weir_protocol::{self as wire, AckStatus, WireEvent};
 
 fn request(stream: &mut TcpStream, head: &str, body: &[u8]) -> Response {
     let mut bytes = head.replace('\n', "\r\n").into_bytes();
@@ -266,20 +266,6 @@ fn a_batch_id_is_deduplicated_across_a_restart() {
         .map(|key| (key.to_string(), 1))
         .collect();
     assert_eq!(keys, expected);
-}
-
-fn send_frame(stream: &mut TcpStream, frame: &[u8]) -> (AckHeader, String) {
-    stream.write_all(frame).expect("send frame");
-    read_ack(stream)
-}
-
-fn read_ack(stream: &mut TcpStream) -> (AckHeader, String) {
-    let mut header = [0u8; ACK_HEADER_BYTES];
-    stream.read_exact(&mut header).expect("ack header");
-    let ack = AckHeader::decode(&header).expect("an ack");
-    let mut detail = vec![0; ack.detail_len as usize];
-    stream.read_exact(&mut detail).expect("ack detail");
-    (ack, String::from_utf8(detail).expect("utf-8 detail"))
 }
 
 fn events(prefix: &str, count: usize) -> Vec<WireEvent> {

@@ -20,14 +20,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use support::ingest::{connect, free_port, read_response, runtime, start};
+use support::ingest::{connect, free_port, read_ack, read_response, runtime, send_frame, start};
 use weir_operators::config::{parse, ConfigErrorKind};
 use weir_operators::sinks::ForEach;
 use weir_operators::sources::generator::GeneratedEvent;
 use weir_operators::sources::ingest::http::HttpOptions;
 use weir_operators::sources::ingest::limits::payload_bytes_max;
 use weir_operators::sources::ingest::{IngestOptions, IngestSource, Mesh, Protocol};
-use weir_protocol::{self as wire, AckHeader, AckStatus, WireEvent, ACK_HEADER_BYTES};
+use weir_protocol::{self as wire, AckStatus, WireEvent};
 use weir_runtime::{ArchivedRecord, GraphBuilder, Partition, Running};
 
 /// How long the server may take to do what a test waits for.
@@ -224,20 +224,6 @@ fn a_slow_request_head_is_closed_by_the_header_timeout() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     stop(running);
-}
-
-fn send_frame(stream: &mut TcpStream, frame: &[u8]) -> (AckHeader, String) {
-    stream.write_all(frame).expect("send frame");
-    read_ack(stream)
-}
-
-fn read_ack(stream: &mut TcpStream) -> (AckHeader, String) {
-    let mut header = [0u8; ACK_HEADER_BYTES];
-    stream.read_exact(&mut header).expect("ack header");
-    let ack = AckHeader::decode(&header).expect("an ack");
-    let mut detail = vec![0; ack.detail_len as usize];
-    stream.read_exact(&mut detail).expect("ack detail");
-    (ack, String::from_utf8(detail).expect("utf-8 detail"))
 }
 
 fn events(prefix: &str, count: usize) -> Vec<WireEvent> {

@@ -1,13 +1,15 @@
 //! Shared by the ingest tests: a pipeline of one network source into a
-//! file sink, and a plain HTTP/1.1 client.
+//! file sink, a plain HTTP/1.1 client and
+//! a TCP frame client.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weir_operators::config::{build_graph, parse};
+use weir_protocol::{AckHeader, ACK_HEADER_BYTES};
 use weir_runtime::{Running, Runtime};
 
 /// A port nothing listens on now.
@@ -89,4 +91,20 @@ pub fn read_response(stream: &mut TcpStream) -> Response {
         headers,
         String::from_utf8(body).expect("utf-8 body"),
     )
+}
+
+/// Sends one TCP frame and reads its acknowledgement.
+pub fn send_frame(stream: &mut TcpStream, frame: &[u8]) -> (AckHeader, String) {
+    stream.write_all(frame).expect("send frame");
+    read_ack(stream)
+}
+
+/// Reads one acknowledgement: its header and its detail.
+pub fn read_ack(stream: &mut TcpStream) -> (AckHeader, String) {
+    let mut header = [0u8; ACK_HEADER_BYTES];
+    stream.read_exact(&mut header).expect("ack header");
+    let ack = AckHeader::decode(&header).expect("an ack");
+    let mut detail = vec![0; ack.detail_len as usize];
+    stream.read_exact(&mut detail).expect("ack detail");
+    (ack, String::from_utf8(detail).expect("utf-8 detail"))
 }
