@@ -446,8 +446,10 @@ impl weir::runtime::Sink for BlobGate {
         for event in batch.iter() {
             let (n, blob) = (&event.value.0, &event.value.1);
             assert!(blob.iter().all(|&byte| byte == n.to_native() as u8));
-            self.records.fetch_add(1, Ordering::AcqRel);
+            // Bytes first: the test waits on the record count, then reads
+            // the bytes.
             self.bytes.fetch_add(blob.len(), Ordering::AcqRel);
+            self.records.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
