@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use support::{published_rows, Rng};
 use weir::operators::config::{parse, SourceConfig};
-use weir::operators::sources::generator::ConfigEvents;
+use weir::operators::sources::generator::KeyedGenerator;
 use weir::runtime::ShardContext;
 
 const EVENTS: u64 = 120_000;
@@ -184,7 +184,7 @@ fn check_output(config_path: &Path, out: &Path) {
         committed_epoch: 0,
         metrics: weir::runtime::metrics::Registry::new(1),
     };
-    let events = ConfigEvents::new(generator, &context);
+    let events = KeyedGenerator::new(generator, &context);
 
     let mut seen = vec![0u32; EVENTS as usize];
     for line in published_rows(&out.join("raw")) {

@@ -31,45 +31,7 @@ pub const DEAD_LETTER: &str = "dead_letter";
 /// The name of a window's side output of late events (`NAME.late`).
 pub const LATE: &str = "late";
 
-/// What records a stream carries.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Stream {
-    /// Generator or ingest events
-    /// ([`GeneratedEvent`](crate::records::GeneratedEvent)).
-    Events,
-    /// Rows of a `size_ms` window ([`WindowRow`](crate::records::WindowRow)).
-    WindowRows,
-    /// Schema-typed rows.
-    Rows(SchemaRef),
-}
-
-impl Stream {
-    /// The stream, in words, for errors.
-    pub fn describe(&self) -> String {
-        match self {
-            Stream::Events => "generator or ingest events".into(),
-            Stream::WindowRows => "rows of a `size_ms` window".into(),
-            Stream::Rows(schema) => format!("rows of {}", schema.describe()),
-        }
-    }
-}
-
-/// What a component wants its inputs to carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reads {
-    /// Nothing: a source.
-    Nothing,
-    /// Rows; events are read through an adapter node.
-    Rows,
-    /// Generator or ingest events.
-    Events,
-    /// Any one kind of stream (NDJSON file sinks).
-    Any,
-    /// Rows of a `size_ms` window.
-    WindowRows,
-}
-
-/// One readable output of a component.
+/// One readable output of a component: the rows of a schema.
 #[derive(Debug, Clone)]
 pub struct Output {
     /// The port's name as `inputs` entries write it (`NAME.PORT`): empty
@@ -77,23 +39,27 @@ pub struct Output {
     pub name: String,
     /// The runtime output port.
     pub port: usize,
-    /// What it carries.
-    pub stream: Stream,
+    /// The schema of its rows.
+    pub schema: SchemaRef,
+    /// The runtime node readers connect to, when it is not the component's
+    /// own (an ingest source's rows come out of its `NAME:rows` node).
+    pub node: Option<String>,
 }
 
 impl Output {
-    /// The main output, carrying `stream`.
-    pub fn main(stream: Stream) -> Output {
+    /// The main output, carrying rows of `schema`.
+    pub fn rows(schema: Schema) -> Output {
+        Output::main(Arc::new(schema))
+    }
+
+    /// The main output, carrying rows of a shared `schema`.
+    pub fn main(schema: SchemaRef) -> Output {
         Output {
             name: String::new(),
             port: 0,
-            stream,
+            schema,
+            node: None,
         }
-    }
-
-    /// The main output, carrying rows of `schema`.
-    pub fn rows(schema: Schema) -> Output {
-        Output::main(Stream::Rows(Arc::new(schema)))
     }
 
     /// Side output `name` on `port`, carrying rows of `schema`.
@@ -101,15 +67,24 @@ impl Output {
         Output {
             name: name.to_owned(),
             port,
-            stream: Stream::Rows(Arc::new(schema)),
+            schema: Arc::new(schema),
+            node: None,
         }
+    }
+
+    /// This output, read from runtime node `node` rather than the
+    /// component's own.
+    pub fn from_node(mut self, node: String) -> Output {
+        self.node = Some(node);
+        self
     }
 }
 
 /// One resolved `inputs` entry: the runtime node and port it reads.
 #[derive(Debug, Clone)]
 pub struct Input {
-    /// The runtime node (a component's name, or an adapter's).
+    /// The runtime node (a component's name, or the node its output
+    /// names).
     pub node: String,
     /// The node's output port.
     pub port: usize,
@@ -120,22 +95,19 @@ pub struct Input {
 pub struct PlanContext<'a> {
     /// The component's name.
     pub name: &'a str,
-    /// What its inputs carry (`None` for a source).
-    pub input: Option<&'a Stream>,
+    /// The schema of the rows its inputs carry (`None` for a source).
+    pub input: Option<&'a SchemaRef>,
     /// The pipeline's name: the file's stem (delivery sinks put it in
     /// idempotency keys and progress rows).
     pub pipeline: &'a str,
 }
 
 impl PlanContext<'_> {
-    /// The schema of the rows the inputs carry; empty when they carry
-    /// something else (the planner hands a component reading rows only
-    /// rows).
+    /// The schema of the rows the inputs carry; empty for a source.
     pub fn schema(&self) -> SchemaRef {
-        match self.input {
-            Some(Stream::Rows(schema)) => schema.clone(),
-            _ => Arc::new(Schema::default()),
-        }
+        self.input
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Schema::default()))
     }
 }
 
@@ -174,9 +146,6 @@ pub trait Node: Send + Sync {
 
 /// A component of a pipeline file; see the module docs.
 pub trait Component {
-    /// What its inputs must carry ([`Reads::Nothing`] for a source).
-    fn reads(&self) -> Reads;
-
     /// The `inputs` entries: components (or their side outputs) it reads.
     fn inputs(&self) -> &[String] {
         &[]

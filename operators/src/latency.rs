@@ -22,7 +22,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use weir_runtime::metrics::ShardHistogram;
-use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
+use weir_runtime::{Batch, ShardContext};
 
 use crate::records::GeneratedEvent;
 
@@ -69,49 +69,6 @@ impl ProcessedLatency {
                 self.from_sent.observe_ns(now.saturating_sub(sent_ns));
             }
         }
-    }
-}
-
-/// A sink of events that records their [`ProcessedLatency`] as it stages
-/// them, and otherwise is `inner`.
-#[derive(Debug)]
-pub struct ObservedSink<K> {
-    inner: K,
-    latency: ProcessedLatency,
-}
-
-impl<K> ObservedSink<K> {
-    /// `inner`, observed as `context`'s component.
-    pub fn new(inner: K, context: &ShardContext) -> ObservedSink<K> {
-        ObservedSink {
-            inner,
-            latency: ProcessedLatency::new(context),
-        }
-    }
-}
-
-impl<K: Sink<Input = GeneratedEvent>> Sink for ObservedSink<K> {
-    type Input = GeneratedEvent;
-
-    fn write(&mut self, port: usize, batch: &Batch<GeneratedEvent>) {
-        self.inner.write(port, batch);
-        self.latency.observe(batch);
-    }
-
-    fn on_watermark(&mut self, watermark: u64) {
-        self.inner.on_watermark(watermark);
-    }
-
-    fn finish(&mut self) {
-        self.inner.finish();
-    }
-
-    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        self.inner.precommit(epoch)
-    }
-
-    fn commit(staged: &[u8], control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
-        K::commit(staged, control)
     }
 }
 

@@ -120,7 +120,7 @@ pub const FILE_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// `PATH_MAX`).
 pub const STAGED_PATH_MAX_BYTES: usize = 4096;
 /// The default of
-/// [`RowFileSinkConfig::row_group_rows`](crate::sinks::rows::RowFileSinkConfig::row_group_rows).
+/// [`RowFileSinkConfig::row_group_rows`](crate::sinks::RowFileSinkConfig::row_group_rows).
 pub const ROW_GROUP_DEFAULT_ROWS: usize = 64 * 1024;
 /// Bytes of buffered text (all columns) after which a row group is written
 /// even if it has fewer than `row_group_rows` rows.

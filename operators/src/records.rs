@@ -1,8 +1,9 @@
-//! Record types shared by several operators.
+//! The record of the `tcp` and `http` sources: what their intake logs and
+//! emits, before `ingest::rows` makes it a row.
 
 use rkyv::{Archive, Serialize};
 
-/// One event of the `generator` (with `keys`), `tcp` and `http` sources.
+/// One event of the `tcp` and `http` sources.
 #[derive(Archive, Serialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct GeneratedEvent {
     /// Unique over all instances; ids are dense from 0.
@@ -20,21 +21,4 @@ pub struct GeneratedEvent {
     /// Ingested events: the event as the client sent it (empty for
     /// generated events).
     pub body: String,
-}
-
-/// One row of a closed window, as the `size_ms` form of the `window` processor emits
-/// it: `count` and `sum` are its `"count"` and `"sum:FIELD"` aggregates (0
-/// when not configured).
-#[derive(Archive, Serialize, Debug, Clone, PartialEq, Eq, Default)]
-pub struct WindowRow {
-    /// First millisecond of the window.
-    pub window_start_ms: u64,
-    /// First millisecond after the window.
-    pub window_end_ms: u64,
-    /// The group: the `group_by` field's value, as a string.
-    pub key: String,
-    /// Records in the window and group.
-    pub count: u64,
-    /// Sum of the summed field, wrapping.
-    pub sum: u64,
 }

@@ -11,12 +11,15 @@
 use std::fs;
 
 use weir_operators::config::{parse, SinkConfig, SourceConfig};
-use weir_operators::sinks::file::{file_name, FileSink, STAGING_DIRECTORY};
-use weir_operators::sources::generator::{ConfigEvents, GeneratedEvent};
+use weir_operators::row::Row;
+use weir_operators::sinks::file::{build, file_name, RowFileSink, STAGING_DIRECTORY};
+use weir_operators::sources::events::event_schema;
+use weir_operators::sources::generator::KeyedGenerator;
 use weir_runtime::{GraphBuilder, Partition, Runtime};
 
 const SHARDS: usize = 2;
 const COUNT: u64 = 20_000;
+
 
 #[test]
 fn generator_to_file_sink_stages_every_id_once() {
@@ -37,11 +40,12 @@ fn generator_to_file_sink_stages_every_id_once() {
     };
 
     let mut graph = GraphBuilder::new();
-    graph.source("gen", move |context| ConfigEvents::new(&generator, context));
+    graph.source("gen", move |context| KeyedGenerator::new(&generator, context));
+    let spec = build(&file, &event_schema()).expect("a file sink of events");
     graph.sink("out", move |context| {
-        FileSink::<GeneratedEvent>::new(&file.path, context.shard, 1).expect("sink directory")
+        RowFileSink::new(spec.clone(), context).expect("sink directory")
     });
-    graph.connect::<GeneratedEvent>("gen", "out", Partition::Forward);
+    graph.connect::<Row>("gen", "out", Partition::Forward);
     let runtime = Runtime::builder().shards(SHARDS).build().expect("runtime");
     runtime.run(graph.build().expect("graph")).expect("run");
 
@@ -52,7 +56,10 @@ fn generator_to_file_sink_stages_every_id_once() {
             let value: serde_json::Value = serde_json::from_str(line).expect("JSON line");
             let id = value["id"].as_u64().expect("id");
             assert_eq!(id % SHARDS as u64, shard as u64, "id {id} on shard {shard}");
-            assert_eq!(value["ts_ms"].as_u64(), Some(id));
+            // 1000 events per second: event `id` is at `id` milliseconds.
+            let time = format!("1970-01-01T00:00:{:02}.{:03}Z", id / 1000, id % 1000);
+            assert_eq!(value["timestamp"].as_str(), Some(time.as_str()), "{line}");
+            assert!(value.get("body").is_none(), "{line}");
             ids.push(id);
         }
     }

@@ -11,7 +11,7 @@
 //!   check every id `0..COUNT` appears exactly once, with the generator's key
 //!   and time.
 //! - Windowed: compare the published rows with a direct computation from the
-//!   generator's rules (`ConfigEvents::key_of` / `event_time_ms`). The
+//!   generator's rules (`KeyedGenerator::key_of` / `event_time_ms`). The
 //!   generator is rate-limited so the run spans many epochs and windows
 //!   close in several of them; no assertion depends on timing.
 //! - Rerun: a second `run()` on the same data directory reports
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use weir_operators::config::{build_graph, parse, ConfigErrorKind, SourceConfig};
 use weir_operators::sinks::file::STAGING_DIRECTORY;
-use weir_operators::sources::generator::ConfigEvents;
+use weir_operators::sources::generator::KeyedGenerator;
 use weir_runtime::{RunReport, Runtime};
 
 const COUNT: u64 = 20_000;
@@ -87,12 +87,12 @@ fn sink_text(input: &str, out: &Path) -> String {
 }
 
 /// A generator equal to the configured one, for its key and time rules.
-fn rules(text: &str) -> ConfigEvents {
+fn rules(text: &str) -> KeyedGenerator {
     let config = parse(text, "pipeline.toml").expect("valid pipeline");
     let SourceConfig::Generator(generator) = &config.sources["gen"] else {
         panic!("`gen` is a generator");
     };
-    ConfigEvents::resume(generator, 0, 1, 0)
+    KeyedGenerator::resume(generator, 0, 1, 0)
 }
 
 #[test]

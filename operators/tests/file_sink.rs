@@ -4,29 +4,60 @@
 //! only in staging and removed at start-up, and each committed file holds
 //! exactly its epoch's records, in order, as valid JSON lines.
 //!
-//! Method: drive `FileSink` through its plain methods (the epoch protocol's
-//! calls) in a temporary directory; simulate a crash by dropping the sink;
-//! read files back with `serde_json`.
+//! Method: drive `RowFileSink` (`format = "ndjson"`) through its plain
+//! methods (the epoch protocol's calls) in a temporary directory; simulate
+//! a crash by dropping the sink; read files back with `serde_json`.
+//! (`row_sinks.rs` does the same for Parquet files.)
 
 use std::fs;
 use std::path::Path;
 
 use rkyv::rancor;
+use weir_operators::row::{ArchivedRow, Row, Schema, Type, Value};
 use weir_operators::sinks::file::{
-    file_name, ArchivedWindowRow, FileSink, Staged, ToJsonLine, WindowRow, STAGING_DIRECTORY,
+    build, file_name, RowFileFormat, RowFileSink, RowFileSinkConfig, Staged, Staging,
+    STAGING_DIRECTORY,
 };
-use weir_operators::sources::generator::{ArchivedGeneratedEvent, GeneratedEvent};
 
-type Sink = FileSink<GeneratedEvent>;
+/// Events `{id, key, ts_ms}`.
+fn events(ids: std::ops::Range<u64>) -> Vec<Row> {
+    ids.map(|id| event(id, format!("key-{}", id % 3), id as i64 * 10))
+        .collect()
+}
 
-fn events(ids: std::ops::Range<u64>) -> Vec<GeneratedEvent> {
-    ids.map(|id| GeneratedEvent {
-        id,
-        key: format!("key-{}", id % 3),
-        ts_ms: id * 10,
-        ..GeneratedEvent::default()
-    })
-    .collect()
+fn event(id: u64, key: String, ts_ms: i64) -> Row {
+    Row {
+        values: vec![Value::Int(id as i64), Value::String(key), Value::Int(ts_ms)],
+    }
+}
+
+/// The NDJSON sink of shard `shard` under `path`, writing epoch `epoch`.
+fn sink_at(path: &Path, shard: usize, epoch: u64) -> std::io::Result<RowFileSink> {
+    RowFileSink::at_epoch(spec(path), shard, epoch)
+}
+
+fn spec(path: &Path) -> weir_operators::sinks::RowFileSpec {
+    let config = RowFileSinkConfig {
+        inputs: vec!["in".into()],
+        path: path.to_owned(),
+        format: RowFileFormat::Ndjson,
+        compression: None,
+        row_group_rows: None,
+    };
+    let schema = Schema::new([("id", Type::Int), ("key", Type::String), ("ts_ms", Type::Int)]);
+    build(&config, &schema).expect("a valid file sink")
+}
+
+/// Writes `rows` as the runtime would: archived.
+fn write(sink: &mut RowFileSink, rows: &[Row]) {
+    let bytes: Vec<_> = rows
+        .iter()
+        .map(|row| rkyv::to_bytes::<rancor::Error>(row).expect("archive"))
+        .collect();
+    let archived = bytes
+        .iter()
+        .map(|bytes| rkyv::access::<ArchivedRow, rancor::Error>(bytes).expect("valid row"));
+    sink.write_rows(archived);
 }
 
 /// Visible names in `directory`, sorted (the staging directory excluded).
@@ -63,10 +94,10 @@ fn json_lines(path: &Path) -> Vec<serde_json::Value> {
 fn staged_files_are_invisible_until_commit() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
-    let mut sink = Sink::new(path, 3, 1).expect("sink");
-    sink.write_records(&events(0..10));
+    let mut sink = sink_at(path, 3, 1).expect("sink");
+    write(&mut sink, &events(0..10));
     assert!(visible(path).is_empty());
-    let staged_epoch = sink.precommit(1).expect("precommit");
+    let staged_epoch = sink.precommit_durably(1).expect("precommit");
     assert!(
         visible(path).is_empty(),
         "pre-committed output is not visible"
@@ -78,7 +109,7 @@ fn staged_files_are_invisible_until_commit() {
         path.join("shard-003-epoch-0000000001.ndjson")
     );
 
-    FileSink::<GeneratedEvent>::commit(&staged_epoch).expect("commit");
+    staged_epoch.commit().expect("commit");
     assert_eq!(visible(path), ["shard-003-epoch-0000000001.ndjson"]);
     assert!(staged(path).is_empty());
 }
@@ -87,9 +118,9 @@ fn staged_files_are_invisible_until_commit() {
 fn commit_twice_is_ok_and_leaves_one_file() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
-    let mut sink = Sink::new(path, 0, 5).expect("sink");
-    sink.write_records(&events(0..3));
-    let staged_epoch = sink.precommit(5).expect("precommit");
+    let mut sink = sink_at(path, 0, 5).expect("sink");
+    write(&mut sink, &events(0..3));
+    let staged_epoch = sink.precommit_durably(5).expect("precommit");
     staged_epoch.commit().expect("first commit");
     staged_epoch.commit().expect("second commit is a no-op");
     assert_eq!(visible(path), [file_name(0, 5)]);
@@ -99,9 +130,9 @@ fn commit_twice_is_ok_and_leaves_one_file() {
 #[test]
 fn commit_with_staged_and_target_missing_is_an_error_naming_both() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let mut sink = Sink::new(directory.path(), 0, 1).expect("sink");
-    sink.write_records(&events(0..1));
-    let staged_epoch = sink.precommit(1).expect("precommit");
+    let mut sink = sink_at(directory.path(), 0, 1).expect("sink");
+    write(&mut sink, &events(0..1));
+    let staged_epoch = sink.precommit_durably(1).expect("precommit");
     fs::remove_file(&staged_epoch.staged).expect("lose the staged file");
     let error = staged_epoch.commit().expect_err("nothing to publish");
     let message = error.to_string();
@@ -119,23 +150,23 @@ fn commit_with_staged_and_target_missing_is_an_error_naming_both() {
 fn crash_before_precommit_leaves_only_staging_files_which_discard_removes() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
-    let mut sink = Sink::new(path, 0, 1).expect("sink");
-    sink.write_records(&events(0..5));
-    sink.precommit(1)
+    let mut sink = sink_at(path, 0, 1).expect("sink");
+    write(&mut sink, &events(0..5));
+    sink.precommit_durably(1)
         .expect("precommit 1")
         .commit()
         .expect("commit 1");
     // Epoch 2 pre-commits and its commit record is durable, but the crash
     // comes before its rename: recovery commits it again.
-    sink.write_records(&events(5..8));
-    let second = sink.precommit(2).expect("precommit 2");
+    write(&mut sink, &events(5..8));
+    let second = sink.precommit_durably(2).expect("precommit 2");
     // Epoch 3 is being written when the process dies.
-    sink.write_records(&events(8..20));
+    write(&mut sink, &events(8..20));
     sink.flush();
     drop(sink);
     // Another shard's uncommitted output shares the staging directory.
-    let mut other = Sink::new(path, 1, 3).expect("other shard");
-    other.write_records(&events(0..2));
+    let mut other = sink_at(path, 1, 3).expect("other shard");
+    write(&mut other, &events(0..2));
     other.flush();
     drop(other);
 
@@ -145,13 +176,13 @@ fn crash_before_precommit_leaves_only_staging_files_which_discard_removes() {
         [file_name(0, 2), file_name(0, 3), file_name(1, 3)]
     );
 
-    let discarded = Sink::discard_uncommitted(path, 0, 2).expect("discard");
+    let discarded = Staging::discard_uncommitted(path, 0, 2).expect("discard");
     assert_eq!(discarded, 1);
     assert_eq!(staged(path), [file_name(0, 2), file_name(1, 3)]);
     second.commit().expect("recovery commits epoch 2");
     assert_eq!(visible(path), [file_name(0, 1), file_name(0, 2)]);
-    assert_eq!(Sink::discard_uncommitted(path, 0, 2).expect("again"), 0);
-    assert_eq!(Sink::discard_uncommitted(path, 1, 2).expect("shard 1"), 1);
+    assert_eq!(Staging::discard_uncommitted(path, 0, 2).expect("again"), 0);
+    assert_eq!(Staging::discard_uncommitted(path, 1, 2).expect("shard 1"), 1);
     assert!(staged(path).is_empty());
 }
 
@@ -159,19 +190,14 @@ fn crash_before_precommit_leaves_only_staging_files_which_discard_removes() {
 fn records_of_an_epoch_land_in_its_file_in_order_as_json_lines() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
-    let mut sink = Sink::new(path, 2, 7).expect("sink");
-    let tricky = GeneratedEvent {
-        id: 99,
-        key: "quote \" back\\slash\nline é ☃".into(),
-        ts_ms: u64::MAX,
-        ..GeneratedEvent::default()
-    };
-    sink.write_records(&events(0..4));
-    sink.write_records(std::slice::from_ref(&tricky));
-    sink.write_records(&events(4..6));
-    let first = sink.precommit(7).expect("precommit 7");
-    sink.write_records(&events(100..102));
-    let second = sink.precommit(8).expect("precommit 8");
+    let mut sink = sink_at(path, 2, 7).expect("sink");
+    let tricky = event(99, "quote \" back\\slash\nline é ☃".into(), i64::MAX);
+    write(&mut sink, &events(0..4));
+    write(&mut sink, std::slice::from_ref(&tricky));
+    write(&mut sink, &events(4..6));
+    let first = sink.precommit_durably(7).expect("precommit 7");
+    write(&mut sink, &events(100..102));
+    let second = sink.precommit_durably(8).expect("precommit 8");
     first.commit().expect("commit 7");
     second.commit().expect("commit 8");
 
@@ -181,8 +207,8 @@ fn records_of_an_epoch_land_in_its_file_in_order_as_json_lines() {
         .map(|line| line["id"].as_u64().expect("id"))
         .collect();
     assert_eq!(ids, [0, 1, 2, 3, 99, 4, 5]);
-    assert_eq!(lines[4]["key"], tricky.key.as_str());
-    assert_eq!(lines[4]["ts_ms"].as_u64(), Some(u64::MAX));
+    assert_eq!(lines[4]["key"], "quote \" back\\slash\nline é ☃");
+    assert_eq!(lines[4]["ts_ms"].as_i64(), Some(i64::MAX));
     assert_eq!(
         lines[1],
         serde_json::json!({"id": 1, "key": "key-1", "ts_ms": 10})
@@ -198,15 +224,15 @@ fn records_of_an_epoch_land_in_its_file_in_order_as_json_lines() {
 fn epoch_without_records_commits_cleanly_and_makes_no_file() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
-    let mut sink = Sink::new(path, 0, 1).expect("sink");
-    let empty = sink.precommit(1).expect("precommit of an empty epoch");
+    let mut sink = sink_at(path, 0, 1).expect("sink");
+    let empty = sink.precommit_durably(1).expect("precommit of an empty epoch");
     assert_eq!(empty.lines, 0);
     empty.commit().expect("commit");
     empty.commit().expect("commit again");
     assert!(visible(path).is_empty());
     assert!(staged(path).is_empty());
-    sink.write_records(&events(0..1));
-    sink.precommit(2)
+    write(&mut sink, &events(0..1));
+    sink.precommit_durably(2)
         .expect("precommit 2")
         .commit()
         .expect("commit 2");
@@ -217,11 +243,11 @@ fn epoch_without_records_commits_cleanly_and_makes_no_file() {
 fn write_error_is_returned_by_precommit_with_the_path() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
-    let mut sink = Sink::new(path, 0, 1).expect("sink");
+    let mut sink = sink_at(path, 0, 1).expect("sink");
     fs::remove_dir(path.join(STAGING_DIRECTORY)).expect("remove staging");
-    sink.write_records(&events(0..3));
+    write(&mut sink, &events(0..3));
     let error = sink
-        .precommit(1)
+        .precommit_durably(1)
         .expect_err("the staged file could not be created");
     assert!(error.to_string().contains(STAGING_DIRECTORY), "{error}");
     assert_eq!(sink.epoch(), 2, "the sink moves on to the next epoch");
@@ -249,53 +275,18 @@ fn staged_round_trips_through_bytes_and_rejects_garbage() {
 }
 
 #[test]
-fn archived_records_write_the_same_lines_as_native_ones() {
-    let event = GeneratedEvent {
-        id: 5,
-        key: "bob".into(),
-        ts_ms: 1_234,
-        ..GeneratedEvent::default()
-    };
-    let bytes = rkyv::to_bytes::<rancor::Error>(&event).expect("serialize");
-    let archived = rkyv::access::<ArchivedGeneratedEvent, rancor::Error>(&bytes).expect("access");
-    let (mut native_line, mut archived_line) = (Vec::new(), Vec::new());
-    event.write_json(&mut native_line);
-    archived.write_json(&mut archived_line);
-    assert_eq!(native_line, archived_line);
-
-    let row = WindowRow {
-        window_start_ms: 1_000,
-        window_end_ms: 2_000,
-        key: "alice".into(),
-        count: 3,
-        sum: 12,
-    };
-    let bytes = rkyv::to_bytes::<rancor::Error>(&row).expect("serialize");
-    let archived = rkyv::access::<ArchivedWindowRow, rancor::Error>(&bytes).expect("access");
-    let mut line = Vec::new();
-    archived.write_json(&mut line);
-    let value: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
-    assert_eq!(
-        value,
-        serde_json::json!({
-            "window_start_ms": 1000, "window_end_ms": 2000, "key": "alice", "count": 3, "sum": 12
-        })
-    );
-}
-
-#[test]
 fn the_sink_follows_the_epochs_it_is_given() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
-    let mut sink = Sink::new(path, 0, 1).expect("sink");
-    sink.write_records(&events(0..4));
+    let mut sink = sink_at(path, 0, 1).expect("sink");
+    write(&mut sink, &events(0..4));
     // Epoch 1 was expected; the runtime says 3: the records belong to 3.
-    let third = sink.precommit(3).expect("precommit 3");
+    let third = sink.precommit_durably(3).expect("precommit 3");
     assert_eq!((third.epoch, third.lines), (3, 4));
     assert_eq!(staged(path), vec![file_name(0, 3)]);
     assert_eq!(sink.epoch(), 4);
-    sink.write_records(&events(4..6));
-    let fourth = sink.precommit(4).expect("precommit 4");
+    write(&mut sink, &events(4..6));
+    let fourth = sink.precommit_durably(4).expect("precommit 4");
     third.commit().expect("commit 3");
     fourth.commit().expect("commit 4");
     assert_eq!(visible(path), vec![file_name(0, 3), file_name(0, 4)]);
@@ -309,11 +300,11 @@ fn as_a_runtime_sink_empty_epochs_log_nothing_and_commit_decodes() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
     // Left by a crashed run: epoch 2 committed, epoch 3 did not.
-    let mut crashed = Sink::new(path, 1, 2).expect("sink");
-    crashed.write_records(&events(0..2));
-    let committed = crashed.precommit(2).expect("precommit 2");
-    crashed.write_records(&events(2..4));
-    crashed.precommit(3).expect("precommit 3");
+    let mut crashed = sink_at(path, 1, 2).expect("sink");
+    write(&mut crashed, &events(0..2));
+    let committed = crashed.precommit_durably(2).expect("precommit 2");
+    write(&mut crashed, &events(2..4));
+    crashed.precommit_durably(3).expect("precommit 3");
     let context = ShardContext {
         shard: 1,
         shards: 2,
@@ -323,7 +314,7 @@ fn as_a_runtime_sink_empty_epochs_log_nothing_and_commit_decodes() {
         committed_epoch: 2,
         metrics: weir_runtime::metrics::Registry::new(2),
     };
-    let mut sink = Sink::for_shard(path, &context).expect("sink");
+    let mut sink = RowFileSink::new(spec(path), &context).expect("sink");
     assert_eq!(sink.epoch(), 3);
     assert_eq!(staged(path), vec![file_name(1, 2)], "epoch 3 discarded");
     committed.commit().expect("recovery commits epoch 2");
@@ -331,15 +322,15 @@ fn as_a_runtime_sink_empty_epochs_log_nothing_and_commit_decodes() {
     assert!(weir_runtime::Sink::precommit(&mut sink, 3)
         .unwrap()
         .is_empty());
-    sink.write_records(&events(4..7));
+    write(&mut sink, &events(4..7));
     let bytes = weir_runtime::Sink::precommit(&mut sink, 4).unwrap();
     assert_eq!(Staged::from_bytes(&bytes).unwrap().lines, 3);
-    <Sink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+    <RowFileSink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
         .expect("commit");
-    <Sink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
+    <RowFileSink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
         .expect("idempotent");
     assert!(
-        <Sink as weir_runtime::Sink>::commit(b"garbage", &weir_runtime::CommitControl::new())
+        <RowFileSink as weir_runtime::Sink>::commit(b"garbage", &weir_runtime::CommitControl::new())
             .is_err()
     );
     assert_eq!(visible(path), vec![file_name(1, 2), file_name(1, 4)]);

@@ -33,7 +33,7 @@ use parquet::record::Field;
 use rkyv::rancor;
 use weir_operators::row::{ArchivedRow, Ip, MapEntry, Row, Schema, Type, Value};
 use weir_operators::sinks::file::STAGING_DIRECTORY;
-use weir_operators::sinks::rows::{
+use weir_operators::sinks::{
     blackhole, file, stdout, BlackholeSink, BlackholeSinkConfig, ParquetCompression, RowFileFormat,
     RowFileSink, RowFileSinkConfig, StdoutSink, StdoutSinkConfig,
 };

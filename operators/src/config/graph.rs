@@ -5,13 +5,13 @@
 //! wired, as a rule:
 //! - every source, processor and sink runs on every shard, except a `file`
 //!   source (one reader, `Parallelism::One`);
-//! - edges into `window`, `dedup` and `threshold` (and the `size_ms`
-//!   window) are hash-partitioned by the operator's key, so a key's state
+//! - edges into `window`, `dedup` and `threshold` are hash-partitioned by the operator's key, so a key's state
 //!   lives on one shard; every other edge is forward (same shard);
 //! - a side output `NAME.PORT` is an edge from that output port
 //!   ([`GraphBuilder::connect_port`]);
-//! - a row reader fed generator or ingest events reads them through an
-//!   [`EventRows`] adapter node named `SOURCE:rows`;
+//! - a reader of an output that names another runtime node
+//!   ([`Output::node`](crate::component::Output::node), an ingest source's
+//!   `SOURCE:rows`) connects to that node;
 //! - `webhook` and `postgres` sinks name the pipeline by the file's stem in
 //!   their idempotency keys and progress rows.
 //!
@@ -25,13 +25,11 @@
 //! directory, the shard panics with a message naming the path, which the
 //! runtime reports as the run's error.
 
-use weir_runtime::{Graph, GraphBuilder, Partition};
+use weir_runtime::{Graph, GraphBuilder};
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::PipelineConfig;
 use super::plan;
-use crate::records::GeneratedEvent;
-use crate::sources::event_rows::EventRows;
 
 /// The file name errors of [`build_graph`] carry.
 const UNNAMED: &str = "<pipeline>";
@@ -75,11 +73,6 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
     }
 
     let mut graph = GraphBuilder::new();
-    for source in &plan.adapters {
-        let adapter = plan::adapter_name(source);
-        graph.processor(&adapter, |_| EventRows::default());
-        graph.connect::<GeneratedEvent>(source, &adapter, Partition::Forward);
-    }
     for name in &plan.order {
         let planned = &plan.components[name];
         let node = planned

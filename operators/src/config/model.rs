@@ -107,10 +107,8 @@ fn epoch_interval_ms_default() -> u64 {
 
 /// A `file` sink: NDJSON or Parquet files, one per shard and epoch,
 /// published when the epoch commits; see
-/// [`RowFileSink`](crate::sinks::rows::RowFileSink). Generator events and
-/// `size_ms` window rows are written as NDJSON by
-/// [`FileSink`](crate::sinks::file::FileSink).
-pub type FileSinkConfig = crate::sinks::rows::RowFileSinkConfig;
+/// [`RowFileSink`](crate::sinks::RowFileSink).
+pub type FileSinkConfig = crate::sinks::RowFileSinkConfig;
 
 /// The format of a `file` sink.
-pub type FileFormat = crate::sinks::rows::RowFileFormat;
+pub type FileFormat = crate::sinks::RowFileFormat;

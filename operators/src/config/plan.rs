@@ -5,30 +5,23 @@
 //! [`plan`] visits sources, then processors in an order where every input
 //! comes first, then sinks. For each it resolves the `inputs` entries
 //! (`NAME` for a main output, `NAME.PORT` for a side output such as
-//! `split.errors` or `parse.dead_letter`), checks that all inputs carry the
-//! same records and what the component reads ([`Component::reads`]), and
-//! lets the component plan itself against them ([`Component::plan`]): a
+//! `split.errors` or `parse.dead_letter`), checks that all inputs carry
+//! rows of one schema, and lets the component plan itself against it
+//! ([`Component::plan`]): a
 //! missing field, a type mismatch or a bad expression becomes a
 //! [`PlanError`] naming the option. [`validate`](super::validate) turns the
 //! errors into located [`ConfigError`](super::ConfigError)s; `build_graph`
 //! adds each planned component's node to the runtime graph. Nothing here
 //! knows a concrete component.
 //!
-//! Three kinds of stream exist ([`Stream`]): the events of the
-//! `generator`, `tcp` and `http` sources, the rows of a `size_ms` window,
-//! and schema-typed rows, which every other processor reads and writes. A
-//! row reader fed events gets them through an
-//! [`EventRows`](crate::sources::event_rows::EventRows) adapter (schema
-//! [`event_schema`](crate::sources::event_rows::event_schema)).
+//! Every stream carries schema-typed rows.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use super::error::ConfigErrorKind;
 use super::model::PipelineConfig;
-use crate::component::{Component, Input, Node, Output, PlanContext, Reads, Stream};
-use crate::row::OptionError;
-use crate::sources::event_rows::event_schema;
+use crate::component::{Component, Input, Node, Output, PlanContext};
+use crate::row::{OptionError, SchemaRef};
 
 /// A problem found while planning, located by option or input entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +41,8 @@ pub(crate) struct Planned {
     /// `SECTION.NAME`.
     pub(crate) path: String,
     pub(crate) inputs: Vec<Input>,
-    /// What every input carries (`None` for a source).
-    pub(crate) input: Option<Stream>,
+    /// The schema of the rows every input carries (`None` for a source).
+    pub(crate) input: Option<SchemaRef>,
     pub(crate) outputs: Vec<Output>,
     /// Its runtime node; `None` when its plan failed but its outputs are
     /// known (only so its readers are checked: nothing is built then).
@@ -73,14 +66,6 @@ pub(crate) struct Plan {
     /// Components by name, in dataflow order in `order`.
     pub(crate) components: BTreeMap<String, Planned>,
     pub(crate) order: Vec<String>,
-    /// Event sources read as rows: each gets an adapter node
-    /// [`adapter_name`].
-    pub(crate) adapters: BTreeSet<String>,
-}
-
-/// The runtime node turning source `source`'s events into rows.
-pub(crate) fn adapter_name(source: &str) -> String {
-    format!("{source}:rows")
 }
 
 /// Plans `config`; components whose inputs failed are skipped, so every
@@ -183,11 +168,10 @@ impl Planner<'_> {
     /// it check its options against what they carry.
     fn component(&mut self, section: &str, name: &str, component: &dyn Component) {
         let path = format!("{section}.{name}");
-        let reads = component.reads();
-        let (inputs, input) = if reads == Reads::Nothing {
+        let (inputs, input) = if section == "sources" {
             (Vec::new(), None)
         } else {
-            match self.inputs(&path, component.inputs(), reads) {
+            match self.inputs(&path, component.inputs()) {
                 Some((inputs, stream)) => (inputs, Some(stream)),
                 None => return,
             }
@@ -213,7 +197,7 @@ impl Planner<'_> {
                 // A component whose output schema does not depend on the
                 // failed option still lets its readers be checked, so one
                 // pass reports their errors too. Nothing is built.
-                let Some(Stream::Rows(schema)) = &input else {
+                let Some(schema) = &input else {
                     return;
                 };
                 if let Some(outputs) = component.outputs_despite_error(schema) {
@@ -233,14 +217,9 @@ impl Planner<'_> {
 
     /// Resolves `inputs` of `path`; `None` if any failed (reported, or
     /// failed upstream).
-    fn inputs(
-        &mut self,
-        path: &str,
-        inputs: &[String],
-        wants: Reads,
-    ) -> Option<(Vec<Input>, Stream)> {
+    fn inputs(&mut self, path: &str, inputs: &[String]) -> Option<(Vec<Input>, SchemaRef)> {
         let mut resolved = Vec::with_capacity(inputs.len());
-        let mut common: Option<(usize, Stream)> = None;
+        let mut common: Option<(usize, SchemaRef)> = None;
         let mut ok = true;
         for (index, input) in inputs.iter().enumerate() {
             let component = component_of(input);
@@ -282,58 +261,13 @@ impl Planner<'_> {
                 ok = false;
                 continue;
             };
-            let (node, stream) = match (&output.stream, wants) {
-                (Stream::Events, Reads::Rows) => {
-                    self.plan.adapters.insert(component.to_owned());
-                    (
-                        adapter_name(component),
-                        Stream::Rows(Arc::new(event_schema())),
-                    )
-                }
-                (Stream::WindowRows, Reads::Rows) => {
-                    let message = format!(
-                        "input `{input}` carries the rows of a `size_ms` window, which only \
-                         `file` and `prometheus` sinks read; write the window with `size` \
-                         (e.g. `size = \"1s\"`) to process its rows"
-                    );
-                    self.fail_at(
-                        path,
-                        ConfigErrorKind::Unsupported,
-                        None,
-                        Some(index),
-                        message,
-                    );
-                    ok = false;
-                    continue;
-                }
-                (Stream::Rows(_) | Stream::WindowRows, Reads::Events)
-                | (Stream::Events | Stream::Rows(_), Reads::WindowRows) => {
-                    let expected = if wants == Reads::Events {
-                        "generator or ingest events"
-                    } else {
-                        "rows of a `size_ms` window"
-                    };
-                    let message = format!(
-                        "input `{input}` carries {}; this component reads {expected}",
-                        output.stream.describe()
-                    );
-                    self.fail_at(
-                        path,
-                        ConfigErrorKind::Unsupported,
-                        None,
-                        Some(index),
-                        message,
-                    );
-                    ok = false;
-                    continue;
-                }
-                (stream, _) => (component.to_owned(), stream.clone()),
-            };
+            let node = output.node.clone().unwrap_or_else(|| component.to_owned());
+            let stream = output.schema.clone();
             if let Some((first, common)) = &common {
                 if *common != stream {
                     let message = format!(
-                        "input `{input}` carries {}, but input `{}` carries {}; the inputs of \
-                         one component must carry the same records",
+                        "input `{input}` carries rows of {}, but input `{}` carries rows of {}; \
+                         the inputs of one component must carry the same records",
                         stream.describe(),
                         inputs[*first],
                         common.describe()

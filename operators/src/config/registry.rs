@@ -176,14 +176,14 @@ section! {
     sinks: SinkConfig,
         "one of `file`, `stdout`, `blackhole`, `webhook`, `postgres`, `prometheus`" {
         /// `type = "file"`.
-        File(crate::sinks::rows::RowFileSinkConfig) = "file",
+        File(crate::sinks::RowFileSinkConfig) = "file",
         /// `type = "prometheus"`: window rows as gauges on the metrics
         /// endpoint.
         Prometheus(crate::sinks::prometheus::PrometheusSinkConfig) = "prometheus",
         /// `type = "stdout"`: NDJSON lines on standard output.
-        Stdout(crate::sinks::rows::StdoutSinkConfig) = "stdout",
+        Stdout(crate::sinks::StdoutSinkConfig) = "stdout",
         /// `type = "blackhole"`: counts records and drops them.
-        Blackhole(crate::sinks::rows::BlackholeSinkConfig) = "blackhole",
+        Blackhole(crate::sinks::BlackholeSinkConfig) = "blackhole",
         /// `type = "webhook"`: batched HTTP POSTs with idempotency keys.
         Webhook(crate::sinks::webhook::WebhookSinkConfig) = "webhook",
         /// `type = "postgres"`: rows and the epoch in one transaction.

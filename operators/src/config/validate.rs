@@ -6,7 +6,6 @@
 //! 3. edges: every processor and sink has inputs, each naming a source or
 //!    processor, and every source and processor is read by someone;
 //! 4. no cycle among processors (the cycle is listed);
-//! 5. fields: `group_by` and aggregate fields exist in every input.
 //!
 //! Each error points at the offending value, or at the component's name
 //! when the problem is something missing.
@@ -15,24 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::document::Spans;
 use super::error::{ConfigError, ConfigErrorKind, Source};
-use super::model::{PipelineConfig, ProcessorConfig};
+use super::model::PipelineConfig;
 use crate::limits::{COMPONENT_NAME_MAX_BYTES, SHARDS_MAX};
-use crate::processors::window::Aggregate;
-
-/// What a component's output record holds: field names and whether each is
-/// numeric.
-type Fields = &'static [(&'static str, bool)];
-
-/// Fields of a generator's records ([`GeneratedEvent`](crate::records::GeneratedEvent)).
-const GENERATOR_FIELDS: Fields = &[("id", true), ("key", false), ("ts", true)];
-/// Fields of a window's rows ([`WindowRow`](crate::records::WindowRow)).
-const WINDOW_FIELDS: Fields = &[
-    ("window_start_ms", true),
-    ("window_end_ms", true),
-    ("key", false),
-    ("count", true),
-    ("sum", true),
-];
 
 /// What the checks look at.
 struct Checker<'a> {
@@ -67,7 +50,6 @@ pub(crate) fn check(
     let _ = checker.values();
     let _ = checker.edges();
     let _ = checker.cycles();
-    let _ = checker.fields();
     checker.errors.into_inner()
 }
 
@@ -327,78 +309,6 @@ impl<'a> Checker<'a> {
         state.insert(name, 2);
         None
     }
-
-    fn fields(&self) -> Result<(), ConfigError> {
-        for (name, processor) in &self.config.processors {
-            let ProcessorConfig::Window(window) = processor else {
-                continue;
-            };
-            let path = format!("processors.{name}");
-            for input in &window.inputs {
-                // Other inputs are refused with the schemas.
-                let known = self.config.sources.contains_key(input)
-                    || matches!(
-                        self.config.processors.get(input),
-                        Some(ProcessorConfig::Window(_))
-                    );
-                if !known {
-                    continue;
-                }
-                let fields = self.output_fields(input);
-                if !fields.iter().any(|(field, _)| *field == window.group_by) {
-                    let message = field_message("group_by", &window.group_by, input, fields);
-                    let _ = self.report(self.error(
-                        ConfigErrorKind::UnknownField,
-                        &path,
-                        "group_by",
-                        message,
-                    ));
-                    continue;
-                }
-                for field in window.aggregates.iter().filter_map(Aggregate::field) {
-                    if !fields
-                        .iter()
-                        .any(|(name, numeric)| *name == field && *numeric)
-                    {
-                        let message = field_message("aggregates", field, input, fields);
-                        let _ = self.report(self.error(
-                            ConfigErrorKind::UnknownField,
-                            &path,
-                            "aggregates",
-                            message,
-                        ));
-                        continue;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The fields of the records component `name` emits.
-    fn output_fields(&self, name: &str) -> Fields {
-        if let Some(ProcessorConfig::Window(_)) = self.config.processors.get(name) {
-            return WINDOW_FIELDS;
-        }
-        GENERATOR_FIELDS
-    }
-}
-
-fn field_message(option: &str, field: &str, input: &str, fields: Fields) -> String {
-    let numeric = if option == "aggregates" {
-        "numeric "
-    } else {
-        ""
-    };
-    let names: Vec<String> = fields
-        .iter()
-        .filter(|(_, is_numeric)| *is_numeric || numeric.is_empty())
-        .map(|(name, _)| format!("`{name}`"))
-        .collect();
-    format!(
-        "`{option}`: input `{input}` has no {numeric}field `{field}`, expected one of {}",
-        names.join(", ")
-    )
 }
 
 /// Plans the pipeline ([`super::plan`]) and locates its errors: at the

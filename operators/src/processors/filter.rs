@@ -13,9 +13,7 @@
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, Emitter, Processor};
 
-use crate::component::{
-    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
-};
+use crate::component::{connect_forward, Component, Input, Node, Output, PlanContext, Planned};
 use crate::expr::{Expr, Scratch};
 use crate::row::{OptionError, Row, Schema};
 
@@ -77,10 +75,6 @@ impl Processor for Filter {
 }
 
 impl Component for FilterConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

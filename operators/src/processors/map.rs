@@ -25,9 +25,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, Emitter, Processor};
 
-use crate::component::{
-    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
-};
+use crate::component::{connect_forward, Component, Input, Node, Output, PlanContext, Planned};
 use crate::expr::{Expr, Scratch};
 use crate::row::{OptionError, Row, Schema};
 
@@ -166,10 +164,6 @@ impl MapSpec {
 }
 
 impl Component for MapConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

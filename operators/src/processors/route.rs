@@ -19,9 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, Emitter, Processor};
 
-use crate::component::{
-    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
-};
+use crate::component::{connect_forward, Component, Input, Node, Output, PlanContext, Planned};
 use crate::expr::{Expr, Scratch};
 use crate::row::{OptionError, Row, Schema};
 
@@ -130,10 +128,6 @@ impl Processor for Route {
 }
 
 impl Component for RouteConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -37,8 +37,7 @@ use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
 use super::parse_duration_ms;
 use crate::component::{
-    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,
-    Stateful,
+    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Stateful,
 };
 use crate::expr::{Expr, Scratch};
 use crate::row::{ArchivedRow, OptionError, Row, Schema, Type, Value};
@@ -234,10 +233,6 @@ impl Processor for Threshold {
 }
 
 impl Component for ThresholdConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -4,21 +4,33 @@
 //! closure when its inputs end: the building block for collecting results
 //! in tests, examples and benchmarks.
 //!
-//! [`file::FileSink`] writes NDJSON files, staged per epoch and published
-//! atomically when the epoch commits.
-//!
-//! [`webhook::WebhookSink`] POSTs rows as JSON batches with idempotency
-//! keys once their epoch commits; [`postgres::PostgresSink`] writes each
-//! epoch's rows and the epoch number to PostgreSQL in one transaction.
-//! [`rows`] holds the sinks of config-driven pipelines, over
-//! [`Row`](crate::row::Row)s: exactly-once NDJSON and Parquet files,
-//! standard output, and a counting blackhole.
+//! The sinks of pipeline files, one file or folder each, over
+//! [`Row`](crate::row::Row)s:
+//! - [`file`](mod@file): [`RowFileSink`], exactly-once NDJSON or Parquet
+//!   files, one per shard and epoch, staged and published atomically when
+//!   the epoch commits;
+//! - [`webhook`]: [`WebhookSink`](webhook::WebhookSink) POSTs rows as JSON
+//!   batches with idempotency keys once their epoch commits;
+//! - [`postgres`]: [`PostgresSink`](postgres::PostgresSink) writes each
+//!   epoch's rows and the epoch number to PostgreSQL in one transaction;
+//! - [`prometheus`]: window rows as gauges on the metrics endpoint;
+//! - [`stdout`]: [`StdoutSink`], NDJSON lines on standard output, a
+//!   debugging aid that is *at-least-once*;
+//! - [`blackhole`]: [`BlackholeSink`], counts records and bytes and drops
+//!   them, for benchmarks.
 
+pub mod blackhole;
 pub mod file;
 pub mod postgres;
 pub mod prometheus;
-pub mod rows;
+pub mod stdout;
 pub mod webhook;
+
+pub use blackhole::{BlackholeSink, BlackholeSinkConfig, BlackholeSpec, BlackholeTotals};
+pub use file::{
+    parquet_schema, ParquetCompression, RowFileFormat, RowFileSink, RowFileSinkConfig, RowFileSpec,
+};
+pub use stdout::{StdoutFormat, StdoutSink, StdoutSinkConfig, StdoutSpec};
 
 use std::marker::PhantomData;
 

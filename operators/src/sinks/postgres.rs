@@ -66,7 +66,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
-use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
 use crate::row::{write_json_value, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type};
 
 /// The pipeline name used when the integrator sets none.
@@ -640,10 +640,6 @@ fn ensure_tables(
 }
 
 impl Component for PostgresSinkConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -91,7 +91,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
 
-use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
 use crate::limits::WEBHOOK_ERROR_BODY_MAX_BYTES;
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 
@@ -611,10 +611,6 @@ fn post(agent: &ureq::Agent, header: &StagedHeader, key: &str, body: &str) -> At
 }
 
 impl Component for WebhookSinkConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -7,10 +7,10 @@
 //!   with injected attacks (`profile`).
 //! - [`ingest`]: the `tcp` and `http` sources: durable network ingest.
 //!
-//! [`event_rows`] turns the events of `generator` (with `keys`), `tcp` and
-//! `http` into rows for the processors that read rows.
+//! [`events`] is the schema of the rows of `generator` (with `keys`),
+//! `tcp` and `http`.
 
-pub mod event_rows;
+pub mod events;
 pub mod file;
 pub mod generator;
 pub mod ingest;

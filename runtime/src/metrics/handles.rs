@@ -75,6 +75,14 @@ impl GaugeCells {
     pub(super) fn values(&self) -> impl Iterator<Item = i64> + '_ {
         self.shards.iter().map(|cell| cell.load(Relaxed) as i64)
     }
+
+    /// Each shard's value as a float ([`FloatGauge`] cells), in shard
+    /// order.
+    pub(super) fn float_values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.shards
+            .iter()
+            .map(|cell| f64::from_bits(cell.load(Relaxed)))
+    }
 }
 
 /// One shard's histogram cells: a count per finite bucket, the `+Inf`
@@ -286,6 +294,42 @@ impl Gauge {
             cells: Arc::clone(&self.cells),
             shard,
         }
+    }
+}
+
+/// A handle to one gauge series of `f64` values, one cell per shard (and
+/// writer slot), reported as their sum
+/// ([`Registry::summed_float_gauge`](super::Registry::summed_float_gauge)).
+///
+/// Only the thread running shard `s` may update shard `s` (see
+/// [`crate::metrics`]).
+#[derive(Clone)]
+pub struct FloatGauge {
+    cells: Arc<GaugeCells>,
+}
+
+debug_handle!(FloatGauge);
+
+impl FloatGauge {
+    pub(super) fn from_cells(cells: Arc<GaugeCells>) -> FloatGauge {
+        FloatGauge { cells }
+    }
+
+    /// Sets shard `shard`'s value to `v`.
+    ///
+    /// # Panics
+    /// If `shard` is not below the registry's slot count.
+    #[inline]
+    pub fn set(&self, shard: usize, v: f64) {
+        self.cells.shards[shard].store(v.to_bits(), Relaxed);
+    }
+
+    /// Shard `shard`'s current value.
+    ///
+    /// # Panics
+    /// As [`FloatGauge::set`].
+    pub fn get(&self, shard: usize) -> f64 {
+        f64::from_bits(self.cells.shards[shard].load(Relaxed))
     }
 }
 

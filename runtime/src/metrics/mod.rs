@@ -86,7 +86,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use handles::{
-    Counter, Gauge, Histogram, ShardCounter, ShardGauge, ShardHistogram, HISTOGRAM_BUCKETS,
+    Counter, FloatGauge, Gauge, Histogram, ShardCounter, ShardGauge, ShardHistogram,
+    HISTOGRAM_BUCKETS,
 };
 pub use server::{serve, MetricsServer};
 
@@ -124,6 +125,8 @@ enum Series {
     Gauge(BTreeMap<Labels, Arc<GaugeCells>>),
     /// Gauges reported as one series, the sum over every slot.
     SummedGauge(BTreeMap<Labels, Arc<GaugeCells>>),
+    /// [`FloatGauge`]s: as `SummedGauge`, of `f64` bits.
+    FloatGauge(BTreeMap<Labels, Arc<GaugeCells>>),
     Histogram(BTreeMap<Labels, Arc<HistogramCells>>),
 }
 
@@ -131,7 +134,7 @@ impl Series {
     fn kind(&self) -> &'static str {
         match self {
             Series::Counter(_) => "counter",
-            Series::Gauge(_) | Series::SummedGauge(_) => "gauge",
+            Series::Gauge(_) | Series::SummedGauge(_) | Series::FloatGauge(_) => "gauge",
             Series::Histogram(_) => "histogram",
         }
     }
@@ -141,6 +144,7 @@ impl Series {
         match self {
             Series::Gauge(_) => "per-shard gauge",
             Series::SummedGauge(_) => "summed gauge",
+            Series::FloatGauge(_) => "float gauge",
             other => other.kind(),
         }
     }
@@ -280,6 +284,34 @@ impl Registry {
             || GaugeCells::new(slots),
         );
         Gauge::from_cells(cells)
+    }
+
+    /// Registers (or finds) the gauge series `name` with `labels` of
+    /// floating-point values, reported as [`summed_gauge`](Self::summed_gauge)s
+    /// are: one series, the sum of every slot's value. Meant for a value one
+    /// writer owns (a sink setting a window's aggregate).
+    ///
+    /// # Panics
+    /// As [`Registry::counter`], and if `name` is a gauge of integers.
+    pub fn summed_float_gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> FloatGauge {
+        let slots = self.slots();
+        let cells = self.register(
+            name.to_owned(),
+            help,
+            labels,
+            || Series::FloatGauge(BTreeMap::new()),
+            |series| match series {
+                Series::FloatGauge(map) => Some(map),
+                _ => None,
+            },
+            || GaugeCells::new(slots),
+        );
+        FloatGauge::from_cells(cells)
     }
 
     /// Registers (or finds) the histogram series `name` with `labels` and

@@ -35,6 +35,12 @@ pub(super) fn family(out: &mut String, name: &str, family: &Family) {
                 sample(out, name, "", labels, None, &sum.to_string());
             }
         }
+        Series::FloatGauge(series) => {
+            for (labels, cells) in series {
+                let sum: f64 = cells.float_values().sum();
+                sample(out, name, "", labels, None, &float_text(sum));
+            }
+        }
         Series::Histogram(series) => {
             for (labels, cells) in series {
                 histogram(out, name, labels, cells);
@@ -254,5 +260,17 @@ mod tests {
         assert!(text.contains("\nweir_test_latency_seconds_sum{c=\"x\"} 101.5000045\n"));
         assert!(text.ends_with("weir_test_latency_seconds_count{c=\"x\"} 5\n"));
         assert_eq!(h.count(), 5);
+    }
+}
+
+/// A float as the exposition format writes it: `NaN`, `+Inf`, `-Inf`, or
+/// the shortest decimal that reads back the same (`3`, `0.25`, `1e21`).
+fn float_text(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        value.to_string()
     }
 }

@@ -107,8 +107,7 @@ use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use crate::component::{
-    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,
-    Stateful,
+    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Stateful,
 };
 use crate::processors::window::closed_rows::ClosedRows;
 use crate::row::convert::copy_row;
@@ -541,10 +540,6 @@ impl Processor for Dedup {
 }
 
 impl Component for DedupConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

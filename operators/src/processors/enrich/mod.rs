@@ -62,9 +62,7 @@ mod tests;
 
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
-use crate::component::{
-    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads,
-};
+use crate::component::{connect_forward, Component, Input, Node, Output, PlanContext, Planned};
 use crate::row::convert::{assign_value, copy_row};
 use crate::row::{ArchivedRow, OptionError, Row, Value};
 
@@ -128,10 +126,6 @@ impl Processor for Enrich {
 }
 
 impl Component for EnrichConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

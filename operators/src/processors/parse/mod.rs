@@ -85,7 +85,7 @@ use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
 use crate::component::{
-    connect_forward, Component, Input, Node, Output, PlanContext, Planned, Reads, DEAD_LETTER,
+    connect_forward, Component, Input, Node, Output, PlanContext, Planned, DEAD_LETTER,
 };
 use crate::row::convert::{assign_archived, assign_str, convert_text, copy_row, not_a};
 use crate::row::{ArchivedRow, ArchivedValue, OptionError, Row, Value};
@@ -260,10 +260,6 @@ impl Processor for Parse {
 }
 
 impl Component for ParseConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

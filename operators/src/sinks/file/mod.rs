@@ -1,69 +1,82 @@
-//! [`FileSink`]: NDJSON files, one per shard and epoch, published
-//! atomically when the epoch commits.
+//! [`RowFileSink`]: rows as NDJSON or Parquet files, one per shard and
+//! epoch, published atomically when the epoch commits (exactly-once).
 //!
-//! # Layout
-//! ```text
-//! PATH/shard-{S:03}-epoch-{E:010}.ndjson            committed, visible
-//! PATH/.staging/shard-{S:03}-epoch-{E:010}.ndjson   being written, or pre-committed
+//! # Configuration
+//! ```toml
+//! [sinks.archive]
+//! type = "file"              # the integrator's tag; not part of this struct
+//! inputs = ["parse"]
+//! path = "out/archive"       # the directory files are published in
+//! format = "parquet"         # "ndjson" (default) or "parquet"
+//! compression = "zstd"       # parquet only: "none" (default), "snappy", "zstd"
+//! row_group_rows = 65536     # parquet only: rows per row group at most
 //! ```
-//! A reader lists `PATH` and sees only whole epochs that committed; the
-//! zero-padded numbers sort by name in shard and epoch order.
 //!
-//! # Life of an epoch (the protocol is in `docs/exactly-once.md`)
-//! 1. [`write`](weir_runtime::Sink::write) appends one JSON object per
-//!    record and line to the staged file of the current epoch, through a
-//!    buffered writer. The file is created on the first record, so an epoch
-//!    without records makes no file at all.
-//! 2. [`FileSink::precommit`] flushes and fsyncs the staged file (renamed
-//!    first if the epoch it is given is not the one it was writing), fsyncs
-//!    `.staging/` (the file's entry must be durable too) and returns a
-//!    [`Staged`] to log. As a [`Sink`], the sink splits this: `precommit`
-//!    only flushes and renames ([`FileSink::stage`]), and `Sink::sync`
-//!    ([`Staged::sync`]) does the two fsyncs on a blocking thread, before
-//!    the epoch counts as durable. The next epoch's file is again created lazily. An
-//!    empty epoch returns a `Staged` with `lines == 0`, whose commit does
-//!    nothing.
-//! 3. [`Staged::commit`] (also [`FileSink::commit`]) renames the staged
-//!    file to its target and fsyncs `PATH`. It is idempotent.
-//! 4. At start-up, [`FileSink::discard_uncommitted`] deletes this shard's
-//!    staged files of epochs after the last committed one: they are
-//!    produced again. [`FileSink::for_shard`] does this and starts at the
-//!    next epoch.
+//! # Layout and protocol
+//! Through [`Staging`] (`staged.rs`), as `docs/exactly-once.md` describes:
+//! ```text
+//! PATH/shard-{S:03}-epoch-{E:010}.{ndjson|parquet}            committed, visible
+//! PATH/.staging/shard-{S:03}-epoch-{E:010}.{ndjson|parquet}   being written, or pre-committed
+//! ```
+//! Records of an epoch go to that epoch's staged file, created on the
+//! epoch's first row: an epoch without rows makes no file at all (no empty
+//! Parquet file either). `precommit` closes the file (for Parquet: writes
+//! the last row group and the footer) and names it for the epoch; `sync`
+//! fsyncs it and `.staging/` off the shard; `commit` publishes it by an
+//! atomic rename and is idempotent. At start-up
+//! ([`RowFileSink::new`]) this shard's staged files of epochs after the
+//! last committed one are deleted: they never committed, and the rows in
+//! them are produced again by the replay. A reader that lists `PATH`
+//! (ignoring dot files) thus sees every row exactly once.
 //!
-//! As a [`Sink`], `precommit` returns the [`Staged`] as bytes (nothing for
-//! an empty epoch, so nothing is logged) and `commit` decodes and publishes
-//! them.
+//! Output is published by the epoch protocol only, so only when the
+//! runtime has a data directory; without one, files stay staged (and
+//! Parquet files lack their footer). Each epoch makes one file per shard
+//! that received rows: short epoch intervals make many small files.
+//!
+//! # Formats
+//! - `ndjson`: one JSON object per row and line, fields named by the input
+//!   schema, null fields left out, timestamps as RFC 3339 text
+//!   ([`write_row_json`]).
+//! - `parquet`: one row per row, every schema field an `OPTIONAL` column;
+//!   see [`parquet_schema`] for the type mapping
+//!   (timestamps `INT64 TIMESTAMP(MILLIS, UTC)`, IPs as text, lists and
+//!   maps as JSON text). Rows are written in row groups of at most
+//!   `row_group_rows` rows; an epoch's last row group may be smaller.
 //!
 //! # Errors
-//! `Sink::write` cannot return an error. The first I/O error it meets is
-//! kept, later records of the epoch are dropped, and the next `precommit`
-//! returns the error, so the epoch never commits. Every error names its
-//! file.
-
-mod json_line;
-mod staged;
+//! `Sink::write` cannot return an error: the first I/O or Parquet error of
+//! an epoch is kept, later rows of the epoch are dropped, and `precommit`
+//! returns it, so the epoch never commits and the run fails. Errors name
+//! their file.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use weir_runtime::Partition;
-use weir_runtime::{ArchivedRecord, Batch, OperatorError, Record, ShardContext, Sink};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{WriterProperties, WriterPropertiesPtr};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::TypePtr;
+use serde::{Deserialize, Serialize};
+use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
-use crate::component::{Input, Node, Stream};
-use crate::latency::ObservedSink;
-use crate::limits::FILE_WRITE_BUFFER_BYTES;
-use crate::records::GeneratedEvent;
+mod columns;
+mod staged;
 
-pub use crate::records::{ArchivedWindowRow, WindowRow};
-pub use json_line::ToJsonLine;
+pub use columns::parquet_schema;
 pub use staged::{
     commit_encoded, file_name_with, parse_any_file_name, sync_encoded, Staged, StagedDecodeError,
     Staging,
 };
 
 pub(crate) use staged::at;
+
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
+use crate::limits::{FILE_WRITE_BUFFER_BYTES, ROW_GROUP_DEFAULT_ROWS};
+use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
+use columns::Columns;
 
 /// The staging directory's name under the sink's `PATH`.
 pub const STAGING_DIRECTORY: &str = ".staging";
@@ -80,41 +93,230 @@ pub fn parse_file_name(name: &str) -> Option<(usize, u64)> {
     Some((shard.parse().ok()?, epoch.parse().ok()?))
 }
 
+/// The configuration of a [`RowFileSink`] (a `[sinks.NAME]` table without
+/// its `type`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowFileSinkConfig {
+    /// Components whose output this one reads.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// The directory files are published in (created if missing).
+    pub path: PathBuf,
+    /// The file format.
+    #[serde(default)]
+    pub format: RowFileFormat,
+    /// Parquet only: how column chunks are compressed; `none` if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<ParquetCompression>,
+    /// Parquet only: rows per row group at most
+    /// ([`ROW_GROUP_DEFAULT_ROWS`] if absent); must be positive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_group_rows: Option<usize>,
+}
+
+/// The format of a [`RowFileSink`]'s files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowFileFormat {
+    /// One JSON object per line.
+    #[default]
+    Ndjson,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl RowFileFormat {
+    /// The file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            RowFileFormat::Ndjson => "ndjson",
+            RowFileFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// How Parquet column chunks are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParquetCompression {
+    /// Uncompressed.
+    #[default]
+    None,
+    /// Snappy: fast, modest ratio.
+    Snappy,
+    /// Zstandard at its default level: better ratio, a little slower.
+    Zstd,
+}
+
+impl ParquetCompression {
+    fn codec(self) -> Compression {
+        match self {
+            ParquetCompression::None => Compression::UNCOMPRESSED,
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
+        }
+    }
+}
+
+/// A checked [`RowFileSinkConfig`]: what every shard's [`RowFileSink`] is
+/// made from.
+#[derive(Debug, Clone)]
+pub struct RowFileSpec {
+    /// The directory files are published in.
+    pub directory: PathBuf,
+    /// The format.
+    pub format: RowFileFormat,
+    /// The input's schema.
+    pub schema: SchemaRef,
+    /// Parquet's file schema and writer properties.
+    parquet: Option<ParquetSpec>,
+}
+
+#[derive(Debug, Clone)]
+struct ParquetSpec {
+    schema: TypePtr,
+    properties: WriterPropertiesPtr,
+    row_group_rows: usize,
+}
+
+/// Checks `config` against the input's `schema` and makes the spec of its
+/// sinks. Errors name the option: `path` (empty), `compression` and
+/// `row_group_rows` (given for `ndjson`, or zero), `format` (a Parquet
+/// schema needs a field).
+pub fn build(config: &RowFileSinkConfig, input: &Schema) -> Result<RowFileSpec, OptionError> {
+    if config.path.as_os_str().is_empty() {
+        return Err(OptionError::new("path", "the output directory is empty"));
+    }
+    let parquet = match config.format {
+        RowFileFormat::Ndjson => {
+            for (option, given) in [
+                ("compression", config.compression.is_some()),
+                ("row_group_rows", config.row_group_rows.is_some()),
+            ] {
+                if given {
+                    return Err(OptionError::new(
+                        option,
+                        format!("`{option}` applies to `format = \"parquet\"` only"),
+                    ));
+                }
+            }
+            None
+        }
+        RowFileFormat::Parquet => {
+            let row_group_rows = config.row_group_rows.unwrap_or(ROW_GROUP_DEFAULT_ROWS);
+            if row_group_rows == 0 {
+                return Err(OptionError::new(
+                    "row_group_rows",
+                    "`row_group_rows` must be positive",
+                ));
+            }
+            if input.is_empty() {
+                return Err(OptionError::new(
+                    "format",
+                    "a Parquet file needs at least one column, and the input has no fields",
+                ));
+            }
+            let schema = parquet_schema(input).map_err(|error| {
+                OptionError::new(
+                    "format",
+                    format!("no Parquet schema for the input: {error}"),
+                )
+            })?;
+            let properties = WriterProperties::builder()
+                .set_created_by(concat!("weir ", env!("CARGO_PKG_VERSION")).into())
+                .set_compression(config.compression.unwrap_or_default().codec())
+                .set_max_row_group_row_count(Some(row_group_rows))
+                .build();
+            Some(ParquetSpec {
+                schema,
+                properties: Arc::new(properties),
+                row_group_rows,
+            })
+        }
+    };
+    Ok(RowFileSpec {
+        directory: config.path.clone(),
+        format: config.format,
+        schema: Arc::new(input.clone()),
+        parquet,
+    })
+}
+
 /// The open staged file of the current epoch.
-#[derive(Debug)]
-struct Open {
-    writer: BufWriter<File>,
+enum Open {
+    Ndjson(BufWriter<File>),
+    Parquet(Box<SerializedFileWriter<BufWriter<File>>>),
+}
+
+/// The staged file being written: its writer, path and rows.
+struct OpenFile {
+    open: Open,
     path: PathBuf,
-    lines: u64,
+    rows: u64,
 }
 
-/// Writes records of type `T` as NDJSON; see the module docs.
+impl std::fmt::Debug for OpenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenFile")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes rows to exactly-once files; see the module docs.
 #[derive(Debug)]
-pub struct FileSink<T> {
+pub struct RowFileSink {
     staging: Staging,
-    open: Option<Open>,
-    /// The first write error of the current epoch.
+    spec: RowFileSpec,
+    open: Option<OpenFile>,
+    /// The first error of the current epoch.
     error: Option<io::Error>,
-    /// One batch's lines, reused.
-    lines: Vec<u8>,
-    _record: PhantomData<fn(T)>,
+    /// NDJSON: one batch's lines, reused.
+    lines: String,
+    /// Parquet: rows of the row group being filled.
+    columns: Option<Columns>,
 }
 
-impl<T> FileSink<T> {
-    /// The sink of `shard`, writing under `directory`, starting with
-    /// `epoch` (the last committed epoch plus one). Creates `directory`
-    /// and its staging directory, durably (both parents are fsynced).
-    pub fn new(directory: &Path, shard: usize, epoch: u64) -> io::Result<FileSink<T>> {
-        Ok(FileSink {
-            staging: Staging::new(directory, shard, epoch, "ndjson")?,
-            open: None,
-            error: None,
-            lines: Vec::new(),
-            _record: PhantomData,
-        })
+/// A Parquet error as an I/O error naming `path`.
+fn parquet_error(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> io::Error + '_ {
+    move |error| io::Error::other(format!("{}: {error}", path.display()))
+}
+
+impl RowFileSink {
+    /// The sink of `context.shard`: deletes this shard's staged files of
+    /// epochs after `context.committed_epoch` (they are produced again),
+    /// creates the directories, and starts at the next epoch.
+    pub fn new(spec: RowFileSpec, context: &ShardContext) -> io::Result<RowFileSink> {
+        let staging = Staging::for_shard(&spec.directory, context, spec.format.extension())?;
+        Ok(RowFileSink::with_staging(spec, staging))
     }
 
-    /// The epoch records are written for now.
+    /// The sink of `shard` starting at `epoch`, without discarding
+    /// anything (for tests and tools; [`new`](RowFileSink::new) is what a
+    /// run uses).
+    pub fn at_epoch(spec: RowFileSpec, shard: usize, epoch: u64) -> io::Result<RowFileSink> {
+        let staging = Staging::new(&spec.directory, shard, epoch, spec.format.extension())?;
+        Ok(RowFileSink::with_staging(spec, staging))
+    }
+
+    fn with_staging(spec: RowFileSpec, staging: Staging) -> RowFileSink {
+        let columns = spec
+            .parquet
+            .as_ref()
+            .map(|parquet| Columns::new(&spec.schema, parquet.row_group_rows));
+        RowFileSink {
+            staging,
+            spec,
+            open: None,
+            error: None,
+            lines: String::new(),
+            columns,
+        }
+    }
+
+    /// The epoch rows are written for now.
     pub fn epoch(&self) -> u64 {
         self.staging.epoch()
     }
@@ -129,148 +331,168 @@ impl<T> FileSink<T> {
         self.staging.target_path(epoch)
     }
 
-    /// Appends records, one JSON object per line, to the current epoch's
-    /// staged file. `Sink::write` calls this for each batch.
-    pub fn write_records<'a, R>(&mut self, records: impl IntoIterator<Item = &'a R>)
-    where
-        R: ToJsonLine + ?Sized + 'a,
-    {
+    /// Appends rows to the current epoch's staged file.
+    pub fn write_rows<'a>(&mut self, rows: impl IntoIterator<Item = &'a crate::row::ArchivedRow>) {
         if self.error.is_some() {
             return;
         }
-        self.lines.clear();
-        let mut count = 0;
-        for record in records {
-            record.write_json(&mut self.lines);
-            self.lines.push(b'\n');
-            count += 1;
-        }
-        if count == 0 {
-            return;
-        }
-        if let Err(error) = self.append(count) {
+        if let Err(error) = self.append(rows) {
             self.error = Some(error);
+            if let Some(columns) = &mut self.columns {
+                columns.clear();
+            }
         }
     }
 
-    fn append(&mut self, count: u64) -> io::Result<()> {
-        let open = match &mut self.open {
-            Some(open) => open,
-            None => {
-                let path = self.staging.staged_path(self.staging.epoch());
-                let file = File::create(&path).map_err(at(&path))?;
-                let writer = BufWriter::with_capacity(FILE_WRITE_BUFFER_BYTES, file);
-                self.open.insert(Open {
-                    writer,
-                    path,
-                    lines: 0,
-                })
-            }
+    fn append<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = &'a crate::row::ArchivedRow>,
+    ) -> io::Result<()> {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
+            return Ok(());
+        }
+        if self.open.is_none() {
+            self.open = Some(self.create()?);
+        }
+        let Some(file) = &mut self.open else {
+            unreachable!("opened above");
         };
-        open.writer.write_all(&self.lines).map_err(at(&open.path))?;
-        open.lines += count;
+        match &mut file.open {
+            Open::Ndjson(writer) => {
+                self.lines.clear();
+                let mut count = 0;
+                for row in rows {
+                    write_row_json(row, &self.spec.schema, &mut self.lines);
+                    self.lines.push('\n');
+                    count += 1;
+                }
+                writer
+                    .write_all(self.lines.as_bytes())
+                    .map_err(at(&file.path))?;
+                file.rows += count;
+            }
+            Open::Parquet(writer) => {
+                let columns = self.columns.as_mut().expect("parquet sinks buffer columns");
+                for row in rows {
+                    columns.push(row);
+                    file.rows += 1;
+                    if columns.is_full() {
+                        columns
+                            .write_row_group(writer)
+                            .map_err(parquet_error(&file.path))?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Makes `epoch`'s output durable but invisible; see the module docs.
-    /// Everything written since the previous pre-commit belongs to `epoch`,
-    /// and the sink then writes for `epoch + 1`.
-    ///
-    /// The sink follows the epochs it is given: `epoch` is normally the one
-    /// being written (epochs advance by one per barrier), but if it is not
-    /// (a jump), the staged file is renamed to `epoch`'s name before it is
-    /// made durable, so names always match the epoch the records belong to.
-    pub fn precommit(&mut self, epoch: u64) -> io::Result<Staged> {
-        let staged = self.stage(epoch)?;
-        staged.sync()?;
-        Ok(staged)
+    /// Creates the current epoch's staged file.
+    fn create(&self) -> io::Result<OpenFile> {
+        let path = self.staging.staged_path(self.staging.epoch());
+        let file = File::create(&path).map_err(at(&path))?;
+        let buffered = BufWriter::with_capacity(FILE_WRITE_BUFFER_BYTES, file);
+        let open = match &self.spec.parquet {
+            None => Open::Ndjson(buffered),
+            Some(parquet) => Open::Parquet(Box::new(
+                SerializedFileWriter::new(
+                    buffered,
+                    parquet.schema.clone(),
+                    parquet.properties.clone(),
+                )
+                .map_err(parquet_error(&path))?,
+            )),
+        };
+        Ok(OpenFile {
+            open,
+            path,
+            rows: 0,
+        })
     }
 
-    /// [`precommit`](FileSink::precommit) without the syncs: the staged
-    /// file is written to the OS and named for `epoch`, and
-    /// [`Staged::sync`] makes it durable (the runtime runs that off the
-    /// shard, see `Sink::sync`).
+    /// Ends `epoch`: closes its staged file (Parquet: the last row group
+    /// and the footer), names it for `epoch`, and returns what to sync and
+    /// commit (`lines` is the row count, 0 when the epoch had no rows and
+    /// made no file). The sink then writes for `epoch + 1`. Nothing is
+    /// fsynced here ([`Staged::sync`] does that).
     pub fn stage(&mut self, epoch: u64) -> io::Result<Staged> {
         let mut staged = self.staging.next_epoch(epoch);
         let open = self.open.take();
         if let Some(error) = self.error.take() {
             return Err(error);
         }
-        if let Some(open) = open {
-            let Open {
-                writer,
-                path,
-                lines,
-            } = open;
-            // Flushing hands the lines to the OS; the file closes here.
-            drop(
-                writer
-                    .into_inner()
-                    .map_err(|error| at(&path)(error.into_error()))?,
-            );
-            Staging::place(&mut staged, &path, lines)?;
-        }
+        let Some(OpenFile { open, path, rows }) = open else {
+            return Ok(staged);
+        };
+        let buffered = match open {
+            Open::Ndjson(writer) => writer,
+            Open::Parquet(mut writer) => {
+                let columns = self.columns.as_mut().expect("parquet sinks buffer columns");
+                let written = columns
+                    .write_row_group(&mut writer)
+                    .and_then(|()| writer.into_inner());
+                match written {
+                    Ok(buffered) => buffered,
+                    Err(error) => {
+                        columns.clear();
+                        return Err(parquet_error(&path)(error));
+                    }
+                }
+            }
+        };
+        // Flushing hands the bytes to the OS; the file closes here.
+        drop(
+            buffered
+                .into_inner()
+                .map_err(|error| at(&path)(error.into_error()))?,
+        );
+        Staging::place(&mut staged, &path, rows)?;
         Ok(staged)
     }
 
-    /// The sink of `context.shard` for a run under the epoch protocol:
-    /// deletes this shard's staged files of epochs after
-    /// `context.committed_epoch` (they never committed and are produced
-    /// again), then starts at `committed_epoch + 1`.
-    pub fn for_shard(directory: &Path, context: &ShardContext) -> io::Result<FileSink<T>> {
-        FileSink::<T>::discard_uncommitted(directory, context.shard, context.committed_epoch)?;
-        FileSink::new(directory, context.shard, context.committed_epoch + 1)
+    /// [`stage`](RowFileSink::stage) and [`Staged::sync`]: the epoch's
+    /// file is durable (not yet visible) when it returns.
+    pub fn precommit_durably(&mut self, epoch: u64) -> io::Result<Staged> {
+        let staged = self.stage(epoch)?;
+        staged.sync()?;
+        Ok(staged)
     }
 
-    /// Publishes a pre-committed epoch; the same as [`Staged::commit`].
-    pub fn commit(staged: &Staged) -> io::Result<()> {
-        staged.commit()
-    }
-
-    /// Deletes the staged files of `shard` under `directory` whose epoch is
-    /// after `committed_epoch`, and returns how many. Staged files of
-    /// committed epochs are left for their (repeated) commit, and other
-    /// shards' files alone. A missing staging directory holds nothing.
-    pub fn discard_uncommitted(
-        directory: &Path,
-        shard: usize,
-        committed_epoch: u64,
-    ) -> io::Result<usize> {
-        Staging::discard_uncommitted(directory, shard, committed_epoch)
-    }
-
-    /// Flushes the current epoch's staged file to the OS, without syncing
-    /// or publishing it; keeps the first error for the next `precommit`.
+    /// Flushes NDJSON lines to the OS (Parquet rows stay buffered until
+    /// the row group is full or the epoch ends); keeps the first error for
+    /// the next `precommit`.
     pub fn flush(&mut self) {
-        if let Some(open) = &mut self.open {
-            if let Err(error) = open.writer.flush().map_err(at(&open.path)) {
+        if let Some(OpenFile {
+            open: Open::Ndjson(writer),
+            path,
+            ..
+        }) = &mut self.open
+        {
+            if let Err(error) = writer.flush().map_err(at(path)) {
                 self.error.get_or_insert(error);
             }
         }
     }
 }
 
-impl<T> Sink for FileSink<T>
-where
-    T: Record,
-    ArchivedRecord<T>: ToJsonLine,
-{
-    type Input = T;
+impl Sink for RowFileSink {
+    type Input = Row;
 
-    fn write(&mut self, _port: usize, batch: &Batch<T>) {
-        self.write_records(batch.iter());
+    fn write(&mut self, _port: usize, batch: &Batch<Row>) {
+        self.write_rows(batch.iter());
     }
 
-    /// Flushes what is staged; publishing it is the epoch protocol's job.
+    /// Flushes NDJSON lines; closing and publishing the file is the epoch
+    /// protocol's job (the final epoch's `precommit`).
     fn finish(&mut self) {
         self.flush();
     }
 
-    /// [`FileSink::stage`], encoded with [`Staged::to_bytes`]; an epoch
-    /// that staged no lines returns nothing, so nothing is logged for it.
-    /// The syncs run in [`sync`](Sink::sync), off the shard.
+    /// [`RowFileSink::stage`], encoded with [`Staged::to_bytes`]; an epoch
+    /// without rows returns nothing, so nothing is logged for it.
     fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        let staged = FileSink::stage(self, epoch)?;
+        let staged = self.stage(epoch)?;
         if staged.lines == 0 {
             return Ok(Vec::new());
         }
@@ -283,64 +505,34 @@ where
     }
 
     /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],
-    /// idempotent). Empty bytes (an empty epoch) publish nothing.
+    /// idempotent).
     fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
         commit_encoded(staged)
     }
 }
 
-/// The node of a `file` sink of generator or ingest events (with their
-/// latency recorded, `crate::latency`), or of `size_ms` window rows.
-pub(crate) fn typed_node(stream: &Stream, directory: &Path) -> Box<dyn Node> {
-    let directory = directory.to_owned();
-    match stream {
-        Stream::Events => Box::new(EventFileNode(directory)),
-        _ => Box::new(WindowRowFileNode(directory)),
+impl Component for RowFileSinkConfig {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        Ok(Planned::new(Vec::new(), build(self, &context.schema())?))
     }
 }
 
-/// A `file` sink of events under its directory.
-struct EventFileNode(PathBuf);
-
-/// A `file` sink of `size_ms` window rows under its directory.
-struct WindowRowFileNode(PathBuf);
-
-/// Opens the typed file sink of `context`'s shard, or panics naming it.
-fn open_sink<T: Record>(directory: &Path, node: &str, context: &ShardContext) -> FileSink<T>
-where
-    ArchivedRecord<T>: ToJsonLine,
-{
-    FileSink::<T>::for_shard(directory, context).unwrap_or_else(|io_error| {
-        panic!(
-            "sinks.{node}: cannot open the file sink at {} on shard {}: {io_error}",
-            directory.display(),
-            context.shard
-        )
-    })
-}
-
-impl Node for EventFileNode {
+impl Node for RowFileSpec {
     fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
-        let (directory, node) = (self.0.clone(), name.to_owned());
+        let (spec, node) = (self.clone(), name.to_owned());
         graph.sink(name, move |context| {
-            let sink = open_sink::<GeneratedEvent>(&directory, &node, context);
-            ObservedSink::new(sink, context)
+            RowFileSink::new(spec.clone(), context).unwrap_or_else(|io_error| {
+                panic!(
+                    "sinks.{node}: cannot open the file sink on shard {}: {io_error}",
+                    context.shard
+                )
+            })
         });
-        for input in inputs {
-            graph.connect_port::<GeneratedEvent>(&input.node, input.port, name, Partition::Forward);
-        }
-    }
-}
-
-impl Node for WindowRowFileNode {
-    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
-        let (directory, node) = (self.0.clone(), name.to_owned());
-        graph.sink(name, move |context| {
-            open_sink::<WindowRow>(&directory, &node, context)
-        });
-        for input in inputs {
-            graph.connect_port::<WindowRow>(&input.node, input.port, name, Partition::Forward);
-        }
+        connect_forward(graph, name, inputs);
     }
 }
 

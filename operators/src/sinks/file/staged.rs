@@ -169,8 +169,7 @@ pub fn commit_encoded(staged: &[u8]) -> Result<(), OperatorError> {
 }
 
 /// The directories and epoch bookkeeping of one shard's exactly-once file
-/// sink, whatever it writes: [`FileSink`](super::FileSink) (NDJSON of typed
-/// records) and the row sinks in `sinks::rows` share it.
+/// sink ([`RowFileSink`](super::RowFileSink)), whatever format it writes.
 ///
 /// A sink writes the current [`epoch`](Staging::epoch)'s output to
 /// [`staged_path`](Staging::staged_path) (creating the file lazily), and at

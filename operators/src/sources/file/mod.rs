@@ -78,7 +78,7 @@ use std::path::PathBuf;
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
-use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, DEAD_LETTER};
+use crate::component::{Component, Input, Node, Output, PlanContext, Planned, DEAD_LETTER};
 #[cfg(doc)]
 use crate::row::value_from_json;
 use crate::row::{OptionError, Row};
@@ -314,10 +314,6 @@ impl Source for FileSource {
 }
 
 impl Component for FileSourceConfig {
-    fn reads(&self) -> Reads {
-        Reads::Nothing
-    }
-
     fn plan(&self, _context: &PlanContext<'_>) -> Result<Planned, OptionError> {
         let (spec, schema) = build(self)?;
         let outputs = vec![

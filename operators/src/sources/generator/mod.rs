@@ -1,22 +1,19 @@
 //! Deterministic synthetic sources.
 //!
-//! [`ConfigEvents`] is the `generator` of pipeline files: string keys, event
-//! time in milliseconds, an optional bound and rate, and replay from a
-//! position (see [`config_events`]).
+//! [`KeyedGenerator`] is the `generator` with `keys`: rows of events with
+//! string keys, event time in milliseconds, an optional bound and rate, and
+//! replay from a position (see [`keyed`]).
 //!
 //! [`ProfileGenerator`] produces schema-typed [`Row`](crate::row::Row)s of
 //! realistic traffic (web access logs, logins, network flows) with injected
 //! attacks whose exact effect is known (see [`profiles`]).
 
-pub mod config_events;
+pub mod keyed;
 pub mod profiles;
 
 use weir_runtime::OperatorError;
 
-pub use crate::records::{ArchivedGeneratedEvent, GeneratedEvent};
-pub use config_events::{
-    ConfigEvents, Fill, GeneratorConfig, InvalidPosition, WATERMARK_INTERVAL_MS,
-};
+pub use keyed::{Fill, GeneratorConfig, InvalidPosition, KeyedGenerator, WATERMARK_INTERVAL_MS};
 pub use profiles::{
     attack_truth, AttackConfig, AttackTruth, ProfileGenerator, ProfileGeneratorConfig, ProfileSpec,
 };

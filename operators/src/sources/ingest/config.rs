@@ -5,9 +5,13 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use super::rows::{self, EventRows};
 use super::{IngestSource, Mesh};
-use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
+use crate::component::{Component, Input, Node, Output, PlanContext, Planned};
+use crate::records::GeneratedEvent;
 use crate::row::OptionError;
+use crate::sources::events::event_schema;
+use weir_runtime::Partition;
 
 /// A network ingest source (`tcp` or `http`); see
 /// [`IngestSource`](crate::sources::ingest::IngestSource).
@@ -217,21 +221,19 @@ struct IngestNode {
 }
 
 impl IngestConfig {
-    /// Plans source `name` of this protocol: it emits events.
+    /// Plans source `name` of this protocol: its events are read as rows of
+    /// [`event_schema`] from its `NAME:rows` node.
     fn plan_source(&self, http: bool, name: &str) -> Result<Planned, OptionError> {
         let (protocol, options) = self
             .to_source(http, name)
             .map_err(|(option, message)| OptionError::new(option, message))?;
         let node = IngestNode { protocol, options };
-        Ok(Planned::new(vec![Output::main(Stream::Events)], node))
+        let rows = Output::rows(event_schema()).from_node(rows::node_name(name));
+        Ok(Planned::new(vec![rows], node))
     }
 }
 
 impl Component for TcpSourceConfig {
-    fn reads(&self) -> Reads {
-        Reads::Nothing
-    }
-
     fn check(&self, name: &str) -> Result<(), OptionError> {
         self.0.plan_source(false, name).map(drop)
     }
@@ -242,10 +244,6 @@ impl Component for TcpSourceConfig {
 }
 
 impl Component for HttpSourceConfig {
-    fn reads(&self) -> Reads {
-        Reads::Nothing
-    }
-
     fn check(&self, name: &str) -> Result<(), OptionError> {
         self.0.plan_source(true, name).map(drop)
     }
@@ -264,5 +262,8 @@ impl Node for IngestNode {
             let mesh = mesh.get_or_init(|| Arc::new(Mesh::new(context.instances, &options.limits)));
             IngestSource::new(protocol.clone(), options.clone(), context, mesh.clone())
         });
+        let rows = rows::node_name(name);
+        graph.processor(&rows, EventRows::new);
+        graph.connect::<GeneratedEvent>(name, &rows, Partition::Forward);
     }
 }

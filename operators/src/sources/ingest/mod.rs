@@ -58,6 +58,7 @@ mod listener;
 mod metrics;
 mod queue;
 mod record;
+pub mod rows;
 mod socket;
 pub mod tcp;
 

@@ -118,8 +118,8 @@ use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 use self::agg::{same, Acc, AccState};
 use super::closed_rows::ClosedRows;
 use crate::component::{
-    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Reads,
-    Stateful, LATE,
+    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Stateful,
+    LATE,
 };
 use crate::row::OptionError;
 use crate::row::{cmp_slices, hash_values, ArchivedRow, ArchivedValue, Row, Schema, Value};
@@ -689,10 +689,6 @@ impl Processor for RowWindow {
 }
 
 impl Component for RowWindowConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -43,7 +43,7 @@
 //! maps an id to its stream, index and time in `O(log)` (a binary search
 //! over time using each stream's closed-form count). Without attacks,
 //! id `i` has time `start + i * 1000 / events_per_second`, exactly like
-//! [`ConfigEvents`](super::ConfigEvents). `count`, when set, bounds the
+//! [`KeyedGenerator`](super::KeyedGenerator). `count`, when set, bounds the
 //! total number of ids (normal and attack events together).
 //!
 //! Every field of an event is a pure function of `(seed, id)` and the
@@ -72,7 +72,7 @@
 //! generator itself (it is deterministic).
 //!
 //! # Instances, position, watermarks, rate
-//! As for [`ConfigEvents`](super::ConfigEvents): instance `i` of `n` emits
+//! As for [`KeyedGenerator`](super::KeyedGenerator): instance `i` of `n` emits
 //! ids `i, i + n, ...`; the position is the next id (8 bytes little-endian)
 //! and a restored instance emits exactly the suffix of an uninterrupted
 //! run, rows and watermarks alike. Before id `j` it emits the watermark
@@ -249,7 +249,7 @@ impl ProfileGenerator {
     }
 
     /// Rows the rate allows at `now`, at most `room` (as
-    /// [`ConfigEvents::allowed`](super::ConfigEvents::allowed)).
+    /// [`KeyedGenerator::allowed`](super::KeyedGenerator::allowed)).
     pub fn allowed(&mut self, room: usize, now: Instant) -> usize {
         let Some(per_second) = self.rate else {
             return room;
@@ -296,10 +296,6 @@ impl Source for ProfileGenerator {
 }
 
 impl crate::component::Component for ProfileGeneratorConfig {
-    fn reads(&self) -> crate::component::Reads {
-        crate::component::Reads::Nothing
-    }
-
     fn plan(
         &self,
         _context: &crate::component::PlanContext<'_>,

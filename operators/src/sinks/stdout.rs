@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
-use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
 use crate::limits::STDOUT_BUFFER_BYTES;
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 
@@ -175,10 +175,6 @@ impl Sink for StdoutSink {
 }
 
 impl Component for StdoutSinkConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -1,32 +1,43 @@
-//! [`EventRows`]: generator and ingest events as rows, so the processors of
-//! config-driven pipelines can read the `generator`, `tcp` and `http`
-//! sources.
+//! [`EventRows`]: an ingest source's events as rows, the node `NAME:rows`
+//! every ingest source adds after itself, so every component reads rows.
 //!
 //! The schema is [`event_schema`]: `id: int`, `key: string`,
 //! `timestamp: timestamp` (the event time, `ts_ms`) and `body: string` (what
-//! an ingest client sent; empty for generated events, which becomes null).
-//! A `parse` processor with `format = "json"` on `body` turns ingested JSON
-//! into typed fields. Watermarks pass through unchanged.
+//! the client sent; empty becomes null). A `parse` processor with
+//! `format = "json"` on `body` turns ingested JSON into typed fields.
+//! Watermarks pass through unchanged.
+//!
+//! It records the events' [`ProcessedLatency`]: from the source accepting an
+//! event to the event leaving the source's ring as a row.
 
-use weir_runtime::{Batch, Emitter, Processor};
+use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
+use crate::latency::ProcessedLatency;
 use crate::records::GeneratedEvent;
-use crate::row::{Row, Schema, Type, Value};
+use crate::row::{Row, Value};
+#[cfg(doc)]
+use crate::sources::events::event_schema;
 
-/// The schema of [`EventRows`]' output.
-pub fn event_schema() -> Schema {
-    Schema::new([
-        ("id", Type::Int),
-        ("key", Type::String),
-        ("timestamp", Type::Timestamp),
-        ("body", Type::String),
-    ])
+/// The runtime node turning source `source`'s events into rows.
+pub(crate) fn node_name(source: &str) -> String {
+    format!("{source}:rows")
 }
 
 /// Turns [`GeneratedEvent`]s into rows of [`event_schema`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventRows {
     row: Row,
+    latency: ProcessedLatency,
+}
+
+impl EventRows {
+    /// The adapter of `context`'s shard, recording latency as its node.
+    pub fn new(context: &ShardContext) -> EventRows {
+        EventRows {
+            row: Row::nulls(4),
+            latency: ProcessedLatency::new(context),
+        }
+    }
 }
 
 impl Processor for EventRows {
@@ -34,9 +45,7 @@ impl Processor for EventRows {
     type Output = Row;
 
     fn process(&mut self, _port: usize, batch: &Batch<GeneratedEvent>, out: &mut Emitter<Row>) {
-        if self.row.values.len() != 4 {
-            self.row = Row::nulls(4);
-        }
+        self.latency.observe(batch);
         for event in batch.iter() {
             // Strings are copied into the reused row's buffers: no
             // allocation per event once they have grown.

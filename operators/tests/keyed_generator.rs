@@ -3,20 +3,42 @@
 //! instance replays exactly the suffix of an uninterrupted run, and its
 //! watermarks never overtake its records.
 //!
-//! Method: drive `ConfigEvents::fill` directly (no runtime needed), record
+//! Method: drive `KeyedGenerator::fill` directly (no runtime needed), record
 //! what it would emit (watermarks and records, in order) and compare runs
 //! with different poll sizes, instances and restore points.
 
 use std::time::{Duration, Instant};
 
 use weir_operators::config::GeneratorConfig;
-use weir_operators::sources::generator::{ConfigEvents, GeneratedEvent, WATERMARK_INTERVAL_MS};
+use weir_operators::row::{Row, Value};
+use weir_operators::sources::generator::{KeyedGenerator, WATERMARK_INTERVAL_MS};
+
+/// An emitted row's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Event {
+    id: u64,
+    key: String,
+    ts_ms: u64,
+}
+
+/// Reads an emitted row of the event schema (`id, key, timestamp, body`),
+/// checking that `body` is null.
+fn event(row: &Row) -> Event {
+    match &row.values[..] {
+        [Value::Int(id), Value::String(key), Value::Timestamp(ts_ms), Value::Null] => Event {
+            id: *id as u64,
+            key: key.clone(),
+            ts_ms: *ts_ms as u64,
+        },
+        other => panic!("not an event row: {other:?}"),
+    }
+}
 
 /// What an instance emits, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Item {
     Watermark(u64),
-    Record(GeneratedEvent),
+    Record(Event),
 }
 
 fn config(count: Option<u64>) -> GeneratorConfig {
@@ -33,13 +55,13 @@ fn config(count: Option<u64>) -> GeneratorConfig {
 
 /// Fills of `room` records until exhausted or `fills_max` fills; returns
 /// the items and the generator.
-fn run(generator: &mut ConfigEvents, room: usize, fills_max: usize) -> Vec<Item> {
+fn run(generator: &mut KeyedGenerator, room: usize, fills_max: usize) -> Vec<Item> {
     let mut items = Vec::new();
     let mut records = Vec::new();
     for _ in 0..fills_max {
         let fill = generator.fill(room, &mut records);
         items.extend(fill.watermark.map(Item::Watermark));
-        items.extend(records[..fill.records].iter().cloned().map(Item::Record));
+        items.extend(records[..fill.records].iter().map(|row| Item::Record(event(row))));
         if fill.exhausted {
             break;
         }
@@ -47,8 +69,8 @@ fn run(generator: &mut ConfigEvents, room: usize, fills_max: usize) -> Vec<Item>
     items
 }
 
-fn from_start(config: &GeneratorConfig, instance: usize, instances: usize) -> ConfigEvents {
-    ConfigEvents::resume(config, instance, instances, instance as u64)
+fn from_start(config: &GeneratorConfig, instance: usize, instances: usize) -> KeyedGenerator {
+    KeyedGenerator::resume(config, instance, instances, instance as u64)
 }
 
 #[test]
@@ -58,7 +80,7 @@ fn same_config_and_position_give_identical_output_however_polled() {
     let small = run(&mut from_start(&config, 1, 3), 7, usize::MAX);
     assert_eq!(whole, small);
     let again = run(
-        &mut ConfigEvents::resume(&config, 1, 3, 1),
+        &mut KeyedGenerator::resume(&config, 1, 3, 1),
         1024,
         usize::MAX,
     );
@@ -92,7 +114,7 @@ fn restore_from_a_position_replays_the_suffix() {
         let generator = &mut from_start(&config, 2, 4);
         let prefix = run(generator, 100, fills);
         let position = generator.next_id();
-        let restored = &mut ConfigEvents::resume(&config, 2, 4, position);
+        let restored = &mut KeyedGenerator::resume(&config, 2, 4, position);
         let suffix = run(restored, 64, usize::MAX);
         assert_eq!(
             prefix.len() + suffix.len(),
@@ -189,7 +211,7 @@ fn seek_moves_an_existing_instance_and_refuses_foreign_ids() {
     run(generator, 256, 3);
     let position = generator.next_id();
     let suffix = run(
-        &mut ConfigEvents::resume(&config, 1, 2, position),
+        &mut KeyedGenerator::resume(&config, 1, 2, position),
         256,
         usize::MAX,
     );
@@ -210,7 +232,7 @@ fn source_position_is_the_next_id_and_restore_seeks_to_it() {
     let position = Source::position(generator);
     assert_eq!(position, generator.next_id().to_le_bytes());
     let suffix = run(
-        &mut ConfigEvents::resume(&config, 1, 2, generator.next_id()),
+        &mut KeyedGenerator::resume(&config, 1, 2, generator.next_id()),
         256,
         usize::MAX,
     );

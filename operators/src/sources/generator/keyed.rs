@@ -1,4 +1,5 @@
-//! [`ConfigEvents`]: the `generator` source of pipeline files.
+//! [`KeyedGenerator`]: the `generator` source with `keys`, emitting rows of
+//! [`event_schema`] (`body` null).
 //!
 //! Event `id` is a pure function of the configuration and the id:
 //! - key: `keys[mix(seed ^ id) % keys.len()]`;
@@ -11,8 +12,8 @@
 //!
 //! # Position and replay
 //! An instance's position is the next id it will emit
-//! ([`ConfigEvents::next_id`]; as a [`Source`], 8 little-endian bytes).
-//! [`ConfigEvents::resume`] (or `Source::restore`) starts an instance at a
+//! ([`KeyedGenerator::next_id`]; as a [`Source`], 8 little-endian bytes).
+//! [`KeyedGenerator::resume`] (or `Source::restore`) starts an instance at a
 //! position, and what it emits from there, records
 //! and watermarks alike, equals the suffix of an uninterrupted run: every
 //! output depends only on the ids, never on how polls were split or on an
@@ -39,13 +40,13 @@ use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 use serde::Deserialize;
 
 use super::{id_position, mix, position_id};
-use crate::component::{Component, Input, Node, Output, PlanContext, Planned, Reads, Stream};
+use crate::component::{Component, Input, Node, Output, PlanContext, Planned};
 use crate::limits::KEYS_MAX;
-use crate::records::GeneratedEvent;
-use crate::row::OptionError;
+use crate::row::{OptionError, Row, Value};
+use crate::sources::events::{event_schema, KEY};
 
 /// A deterministic generator of keyed events; see
-/// [`ConfigEvents`](crate::sources::generator::ConfigEvents).
+/// [`KeyedGenerator`](crate::sources::generator::KeyedGenerator).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {
@@ -70,10 +71,6 @@ pub struct GeneratorConfig {
 }
 
 impl Component for GeneratorConfig {
-    fn reads(&self) -> Reads {
-        Reads::Nothing
-    }
-
     fn check(&self, _name: &str) -> Result<(), OptionError> {
         if self.keys.is_empty() || self.keys.len() > KEYS_MAX {
             return Err(OptionError::new(
@@ -104,7 +101,7 @@ impl Component for GeneratorConfig {
 
     fn plan(&self, _context: &PlanContext<'_>) -> Result<Planned, OptionError> {
         Ok(Planned::new(
-            vec![Output::main(Stream::Events)],
+            vec![Output::rows(event_schema())],
             self.clone(),
         ))
     }
@@ -113,7 +110,9 @@ impl Component for GeneratorConfig {
 impl Node for GeneratorConfig {
     fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, _inputs: &[Input]) {
         let generator = self.clone();
-        graph.source(name, move |context| ConfigEvents::new(&generator, context));
+        graph.source(name, move |context| {
+            KeyedGenerator::new(&generator, context)
+        });
     }
 }
 
@@ -122,7 +121,7 @@ impl Node for GeneratorConfig {
 /// its length, rarely enough that a watermark costs nothing per record.
 pub const WATERMARK_INTERVAL_MS: u64 = 100;
 
-/// What one [`ConfigEvents::fill`] produced.
+/// What one [`KeyedGenerator::fill`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fill {
     /// A watermark to emit before the records.
@@ -162,7 +161,7 @@ impl std::error::Error for InvalidPosition {}
 
 /// One instance of a configured generator; see the module docs.
 #[derive(Debug)]
-pub struct ConfigEvents {
+pub struct KeyedGenerator {
     keys: Vec<String>,
     seed: u64,
     start_ms: u64,
@@ -176,15 +175,15 @@ pub struct ConfigEvents {
     rate: Option<f64>,
     /// When the first poll ran, and events emitted since.
     schedule: Option<(Instant, u64)>,
-    /// Events of one poll. Their `key` strings are overwritten in place,
-    /// so steady state allocates nothing.
-    pending: Vec<GeneratedEvent>,
+    /// Rows of one poll. Their `key` strings are overwritten in place, so
+    /// steady state allocates nothing.
+    pending: Vec<Row>,
 }
 
-impl ConfigEvents {
+impl KeyedGenerator {
     /// Instance `context.instance` of `context.instances`, from the start.
-    pub fn new(config: &GeneratorConfig, context: &ShardContext) -> ConfigEvents {
-        ConfigEvents::resume(
+    pub fn new(config: &GeneratorConfig, context: &ShardContext) -> KeyedGenerator {
+        KeyedGenerator::resume(
             config,
             context.instance,
             context.instances,
@@ -193,7 +192,7 @@ impl ConfigEvents {
     }
 
     /// Instance `instance` of `instances`, resuming at `position` (a value
-    /// of [`next_id`](ConfigEvents::next_id) of the same instance).
+    /// of [`next_id`](KeyedGenerator::next_id) of the same instance).
     ///
     /// # Panics
     /// If `keys` is empty, `events_per_second` is zero, `instance` is not
@@ -205,14 +204,14 @@ impl ConfigEvents {
         instance: usize,
         instances: usize,
         position: u64,
-    ) -> ConfigEvents {
+    ) -> KeyedGenerator {
         assert!(!config.keys.is_empty(), "a generator needs keys");
         assert!(
             config.events_per_second > 0,
             "events_per_second must be positive"
         );
         assert!(instance < instances, "instance {instance} of {instances}");
-        let mut generator = ConfigEvents {
+        let mut generator = KeyedGenerator {
             keys: config.keys.clone(),
             seed: config.seed,
             start_ms: config.start_ms,
@@ -247,7 +246,7 @@ impl ConfigEvents {
     }
 
     /// The next id this instance emits: what an epoch records, and what
-    /// [`resume`](ConfigEvents::resume) and [`seek`](ConfigEvents::seek)
+    /// [`resume`](KeyedGenerator::resume) and [`seek`](KeyedGenerator::seek)
     /// take.
     pub fn next_id(&self) -> u64 {
         self.next
@@ -280,7 +279,7 @@ impl ConfigEvents {
     /// Generates up to `room` records into `records[..fill.records]`,
     /// stopping before an id that is due a new watermark, which the next
     /// call returns first. Independent of the wall clock.
-    pub fn fill(&mut self, room: usize, records: &mut Vec<GeneratedEvent>) -> Fill {
+    pub fn fill(&mut self, room: usize, records: &mut Vec<Row>) -> Fill {
         let mut fill = Fill {
             watermark: None,
             records: 0,
@@ -313,15 +312,21 @@ impl ConfigEvents {
     }
 
     /// Writes id `self.next` at `records[index]`, reusing its key string.
-    fn write_record(&self, index: usize, records: &mut Vec<GeneratedEvent>) {
+    fn write_record(&self, index: usize, records: &mut Vec<Row>) {
         if index == records.len() {
-            records.push(GeneratedEvent::default());
+            let mut row = Row::nulls(event_schema().len());
+            row.values[KEY] = Value::String(String::new());
+            records.push(row);
         }
-        let record = &mut records[index];
-        record.id = self.next;
-        record.ts_ms = self.event_time_ms(self.next);
-        record.key.clear();
-        record.key.push_str(self.key_of(self.next));
+        let values = &mut records[index].values;
+        // Ids and times beyond i64 wrap, as a cast; a generator would need
+        // 292 years of milliseconds or 2^63 events to get there.
+        values[0] = Value::Int(self.next as i64);
+        values[2] = Value::Timestamp(self.event_time_ms(self.next) as i64);
+        if let Value::String(key) = &mut values[KEY] {
+            key.clear();
+            key.push_str(self.key_of(self.next));
+        }
     }
 
     /// Records the rate allows at `now`, at most `room`: the schedule
@@ -338,10 +343,10 @@ impl ConfigEvents {
     }
 }
 
-impl Source for ConfigEvents {
-    type Output = GeneratedEvent;
+impl Source for KeyedGenerator {
+    type Output = Row;
 
-    fn poll(&mut self, out: &mut Emitter<GeneratedEvent>) -> SourcePoll {
+    fn poll(&mut self, out: &mut Emitter<Row>) -> SourcePoll {
         if self.is_exhausted() {
             return SourcePoll::Exhausted;
         }

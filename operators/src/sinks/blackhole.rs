@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, ShardContext, Sink};
 
-use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned, Reads};
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
 use crate::row::{OptionError, Row, Schema};
 
 /// The configuration of a [`BlackholeSink`] (a `[sinks.NAME]` table
@@ -124,10 +124,6 @@ impl Sink for BlackholeSink {
 }
 
 impl Component for BlackholeSinkConfig {
-    fn reads(&self) -> Reads {
-        Reads::Rows
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }
