@@ -26,7 +26,7 @@ fn validate_accepts_the_example_and_names_the_fault_in_a_bad_file() {
     assert_eq!(status, Some(0), "{stderr}");
     assert_eq!(
         stdout,
-        "examples/logins.toml: valid: 1 sources, 1 processors, 2 sinks\n"
+        "examples/logins.toml: valid: 1 sources, 2 processors, 2 sinks\n"
     );
 
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
@@ -52,8 +52,9 @@ fn graph_prints_text_and_dot() {
         stdout,
         "source    logins (generator)\n\
          processor per_second (window) <- logins\n\
+         processor raw_events (map) <- logins\n\
          sink      counts (file) <- per_second\n\
-         sink      raw (file) <- logins\n"
+         sink      raw (file) <- raw_events\n"
     );
     let (status, stdout, stderr) = weir(&["graph", "examples/logins.toml", "--format", "dot"]);
     assert_eq!(status, Some(0), "{stderr}");
@@ -62,11 +63,13 @@ fn graph_prints_text_and_dot() {
         "digraph pipeline {\n  rankdir=LR;\n\
          \x20 \"logins\" [shape=invhouse, label=\"logins\\ngenerator\"];\n\
          \x20 \"per_second\" [shape=box, label=\"per_second\\nwindow\"];\n\
+         \x20 \"raw_events\" [shape=box, label=\"raw_events\\nmap\"];\n\
          \x20 \"counts\" [shape=house, label=\"counts\\nfile\"];\n\
          \x20 \"raw\" [shape=house, label=\"raw\\nfile\"];\n\
          \x20 \"logins\" -> \"per_second\";\n\
+         \x20 \"logins\" -> \"raw_events\";\n\
          \x20 \"per_second\" -> \"counts\";\n\
-         \x20 \"logins\" -> \"raw\";\n}\n"
+         \x20 \"raw_events\" -> \"raw\";\n}\n"
     );
 }
 

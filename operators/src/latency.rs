@@ -2,22 +2,24 @@
 //!
 //! Ingested events carry two times: `sent_ns`, when the client meant to
 //! send the event (the load generator's intended send time), and
-//! `ingest_ns`, when a weir ingest source accepted it. Operators that
-//! consume events record, per event:
+//! `ingest_ns`, when a weir ingest source accepted it. Each ingest source's
+//! `NAME:rows` node (`sources::ingest::rows`), where its events enter the
+//! pipeline as rows, records per event:
 //!
-//! - `weir_ingest_to_processed_seconds{component}`: from acceptance to the
-//!   moment the component handled the event (a window counted it, a sink
-//!   staged it);
-//! - `weir_sent_to_processed_seconds{component}`: the same from the
-//!   client's intended send time (it includes the network, the client's
+//! - `weir_ingest_to_processed_seconds{component="NAME:rows"}`: from
+//!   acceptance to the event leaving the source for the pipeline's
+//!   components (it has been logged, taken off the intake queue and handed
+//!   on by the source);
+//! - `weir_sent_to_processed_seconds{component="NAME:rows"}`: the same from
+//!   the client's intended send time (it includes the network, the client's
 //!   queueing and clock skew between the two hosts, none here on loopback);
 //!
 //! and ingest sources record `weir_ingest_to_committed_seconds{component}`:
 //! from acceptance to the commit of the epoch the event was emitted in,
 //! after which its effect is in committed output of every sink.
 //!
-//! The clock is read once per batch, not per event. Generated events
-//! (times 0) are not recorded.
+//! The clock is read once per batch, not per event. Events with no times
+//! (0) are not recorded.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -300,19 +300,26 @@ fn processor_or_sink_without_inputs_is_refused() {
 
 #[test]
 fn group_by_a_missing_field_points_at_the_value() {
+    // As every component reading rows: the option, and the input's fields.
     let text = edit("group_by = \"key\"", "group_by = \"user\"");
     let error = error_at(
         &text,
-        ConfigErrorKind::UnknownField,
+        ConfigErrorKind::Invalid,
         19,
         12,
         Some("processors.counts"),
     );
-    assert!(error.message.contains("`id`, `key`, `ts`"), "{error}");
+    assert!(
+        error.message.contains("no field `user`")
+            && error
+                .message
+                .contains("`id: int`, `key: string`, `timestamp: timestamp`"),
+        "{error}"
+    );
     let text = edit("\"sum:id\"", "\"sum:key\"");
     error_at(
         &text,
-        ConfigErrorKind::UnknownField,
+        ConfigErrorKind::Invalid,
         20,
         14,
         Some("processors.counts"),
@@ -454,7 +461,8 @@ sinks:
 
     let broken = yaml.replace("group_by: key", "group_by: kye");
     let error = parse(&broken, "pipeline.yml").unwrap_err();
-    assert_eq!(error.kind, ConfigErrorKind::UnknownField, "{error}");
+    assert_eq!(error.kind, ConfigErrorKind::Invalid, "{error}");
+    assert!(error.message.contains("no field `kye`"), "{error}");
     assert_eq!(
         error.location,
         Some(Location {

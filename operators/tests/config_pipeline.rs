@@ -20,7 +20,6 @@ use weir_runtime::{GraphBuilder, Partition, Runtime};
 const SHARDS: usize = 2;
 const COUNT: u64 = 20_000;
 
-
 #[test]
 fn generator_to_file_sink_stages_every_id_once() {
     let directory = tempfile::tempdir().expect("temporary directory");
@@ -40,7 +39,9 @@ fn generator_to_file_sink_stages_every_id_once() {
     };
 
     let mut graph = GraphBuilder::new();
-    graph.source("gen", move |context| KeyedGenerator::new(&generator, context));
+    graph.source("gen", move |context| {
+        KeyedGenerator::new(&generator, context)
+    });
     let spec = build(&file, &event_schema()).expect("a file sink of events");
     graph.sink("out", move |context| {
         RowFileSink::new(spec.clone(), context).expect("sink directory")

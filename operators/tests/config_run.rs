@@ -24,6 +24,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use weir_operators::config::{build_graph, parse, ConfigErrorKind, SourceConfig};
+use weir_operators::row::parse_timestamp;
 use weir_operators::sinks::file::STAGING_DIRECTORY;
 use weir_operators::sources::generator::KeyedGenerator;
 use weir_runtime::{RunReport, Runtime};
@@ -113,7 +114,8 @@ fn passthrough_publishes_every_id_once_and_a_rerun_nothing_new() {
         assert!(!seen[id as usize], "id {id} published twice");
         seen[id as usize] = true;
         assert_eq!(line["key"].as_str(), Some(rules.key_of(id)));
-        assert_eq!(line["ts_ms"].as_u64(), Some(rules.event_time_ms(id)));
+        let time = line["timestamp"].as_str().and_then(parse_timestamp);
+        assert_eq!(time, Some(rules.event_time_ms(id) as i64), "{line}");
     }
     let missing = seen.iter().filter(|seen| !**seen).count();
     assert_eq!(missing, 0, "{missing} ids not published");
@@ -206,14 +208,19 @@ fn combinations_this_version_cannot_run_are_refused_where_written() {
              group_by = \"key\"\naggregates = [\"count\"]\n\n"
         )
     };
+    // A `size_ms` window's rows have no `timestamp`: refused when the file
+    // is checked, at the window's inputs.
     let window_of_window =
         generator_text(None) + &window("a", "gen") + &window("b", "a") + &sink_text("b", out);
-    // Refused when the file is checked, at the offending input.
     let error = parse(&window_of_window, "pipeline.toml").expect_err("refused");
     assert!(error.location.is_some(), "{error}");
-    assert_eq!(error.kind, ConfigErrorKind::Unsupported);
+    assert_eq!(error.kind, ConfigErrorKind::Invalid);
     assert_eq!(error.component.as_deref(), Some("processors.b"));
-    assert!(error.to_string().contains("processors.b"), "{error}");
+    let shown = error.to_string();
+    assert!(
+        shown.contains("processors.b") && shown.contains("inputs") && shown.contains("timestamp"),
+        "{shown}"
+    );
 
     let mixed = generator_text(None)
         + &window("a", "gen")

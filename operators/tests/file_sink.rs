@@ -44,7 +44,11 @@ fn spec(path: &Path) -> weir_operators::sinks::RowFileSpec {
         compression: None,
         row_group_rows: None,
     };
-    let schema = Schema::new([("id", Type::Int), ("key", Type::String), ("ts_ms", Type::Int)]);
+    let schema = Schema::new([
+        ("id", Type::Int),
+        ("key", Type::String),
+        ("ts_ms", Type::Int),
+    ]);
     build(&config, &schema).expect("a valid file sink")
 }
 
@@ -182,7 +186,10 @@ fn crash_before_precommit_leaves_only_staging_files_which_discard_removes() {
     second.commit().expect("recovery commits epoch 2");
     assert_eq!(visible(path), [file_name(0, 1), file_name(0, 2)]);
     assert_eq!(Staging::discard_uncommitted(path, 0, 2).expect("again"), 0);
-    assert_eq!(Staging::discard_uncommitted(path, 1, 2).expect("shard 1"), 1);
+    assert_eq!(
+        Staging::discard_uncommitted(path, 1, 2).expect("shard 1"),
+        1
+    );
     assert!(staged(path).is_empty());
 }
 
@@ -225,7 +232,9 @@ fn epoch_without_records_commits_cleanly_and_makes_no_file() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
     let mut sink = sink_at(path, 0, 1).expect("sink");
-    let empty = sink.precommit_durably(1).expect("precommit of an empty epoch");
+    let empty = sink
+        .precommit_durably(1)
+        .expect("precommit of an empty epoch");
     assert_eq!(empty.lines, 0);
     empty.commit().expect("commit");
     empty.commit().expect("commit again");
@@ -329,9 +338,10 @@ fn as_a_runtime_sink_empty_epochs_log_nothing_and_commit_decodes() {
         .expect("commit");
     <RowFileSink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
         .expect("idempotent");
-    assert!(
-        <RowFileSink as weir_runtime::Sink>::commit(b"garbage", &weir_runtime::CommitControl::new())
-            .is_err()
-    );
+    assert!(<RowFileSink as weir_runtime::Sink>::commit(
+        b"garbage",
+        &weir_runtime::CommitControl::new()
+    )
+    .is_err());
     assert_eq!(visible(path), vec![file_name(1, 2), file_name(1, 4)]);
 }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use support::ingest::{connect, free_port, read_ack, read_response, runtime, send_frame, start};
 use weir_operators::config::{parse, ConfigErrorKind};
-use weir_operators::sinks::ForEach;
 use weir_operators::records::GeneratedEvent;
+use weir_operators::sinks::ForEach;
 use weir_operators::sources::ingest::http::HttpOptions;
 use weir_operators::sources::ingest::limits::payload_bytes_max;
 use weir_operators::sources::ingest::{IngestOptions, IngestSource, Mesh, Protocol};

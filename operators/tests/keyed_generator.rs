@@ -61,7 +61,11 @@ fn run(generator: &mut KeyedGenerator, room: usize, fills_max: usize) -> Vec<Ite
     for _ in 0..fills_max {
         let fill = generator.fill(room, &mut records);
         items.extend(fill.watermark.map(Item::Watermark));
-        items.extend(records[..fill.records].iter().map(|row| Item::Record(event(row))));
+        items.extend(
+            records[..fill.records]
+                .iter()
+                .map(|row| Item::Record(event(row))),
+        );
         if fill.exhausted {
             break;
         }

@@ -15,7 +15,8 @@
 //! The window's end is its `window_end` field (a `timestamp`), or the
 //! legacy `window_end_ms` (an `int` of milliseconds). `labels` default to
 //! every `string`, `bool` and `ip` field, `values` to every `int` and
-//! `float` field other than the window's bounds; both can be listed
+//! `float` field other than the window's bounds and the labels; both can be
+//! listed
 //! instead (an `int` group field is listed in `labels`). A null label is
 //! the empty string; a null value leaves its gauge as it was.
 //!
@@ -208,7 +209,8 @@ pub struct PrometheusSinkConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
     /// Numeric fields that each become a gauge (`aggregate="FIELD"`);
-    /// default: every `int` and `float` field but the window's bounds.
+    /// default: every `int` and `float` field but the window's bounds and
+    /// the labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<String>>,
 }
@@ -274,7 +276,11 @@ impl PrometheusSinkConfig {
                 return Err(OptionError::new("labels", message));
             }
         }
-        let values = pick("values", &self.values, Type::is_numeric, Type::is_numeric)?;
+        let mut values = pick("values", &self.values, Type::is_numeric, Type::is_numeric)?;
+        if self.values.is_none() {
+            // A field that labels the gauges is no value of them.
+            values.retain(|(name, _)| !labels.iter().any(|(label, _)| label == name));
+        }
         if values.is_empty() {
             let message = "the rows have no `int` or `float` field to expose besides the \
                            window's bounds";

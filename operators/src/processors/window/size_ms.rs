@@ -178,12 +178,18 @@ impl Component for WindowConfig {
         let window = self.to_row_window()?;
         let planned = window.plan(context).map_err(|error| {
             // The row window's options, named as this form writes them.
-            let option = match error.option.as_str() {
-                "size" => "size_ms",
-                "aggregates" => "aggregates",
-                _ => "group_by",
+            let (option, message) = match error.option.as_str() {
+                "size" => ("size_ms", error.message),
+                "aggregates" => ("aggregates", error.message),
+                "time_field" => (
+                    "inputs",
+                    format!(
+                        "a `size_ms` window reads event time from a `timestamp` field: {}",
+                        error.message
+                    ),
+                ),
+                _ => ("group_by", error.message),
             };
-            let message = error.message.replace("`time_field`", "`timestamp`");
             OptionError::new(option, message)
         })?;
         let rows = planned.outputs[0].schema.clone();
