@@ -134,6 +134,18 @@ fn ns_as_seconds(ns: u64) -> String {
     format!("{secs}.{}", digits.trim_end_matches('0'))
 }
 
+/// A float as the exposition format writes it: `NaN`, `+Inf`, `-Inf`, or
+/// the shortest decimal that reads back the same (`3`, `0.25`, `1e21`).
+fn float_text(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,16 +273,13 @@ mod tests {
         assert!(text.ends_with("weir_test_latency_seconds_count{c=\"x\"} 5\n"));
         assert_eq!(h.count(), 5);
     }
-}
 
-/// A float as the exposition format writes it: `NaN`, `+Inf`, `-Inf`, or
-/// the shortest decimal that reads back the same (`3`, `0.25`, `1e21`).
-fn float_text(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_owned()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        value.to_string()
+    #[test]
+    fn floats_are_written_as_the_exposition_format_reads_them() {
+        assert_eq!(super::float_text(3.0), "3");
+        assert_eq!(super::float_text(0.25), "0.25");
+        assert_eq!(super::float_text(f64::NAN), "NaN");
+        assert_eq!(super::float_text(f64::INFINITY), "+Inf");
+        assert_eq!(super::float_text(f64::NEG_INFINITY), "-Inf");
     }
 }
