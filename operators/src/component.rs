@@ -8,11 +8,11 @@
 //! (`crate::config::registry`) is the one list of component types.
 //!
 //! A component:
-//! 1. says what its inputs must carry ([`Component::reads`]) and which
-//!    components it reads ([`Component::inputs`]);
-//! 2. plans itself against what its inputs carry ([`Component::plan`]):
-//!    its options are checked against the input schema (an error names the
-//!    option), and it says what each of its outputs carries;
+//! 1. says which components it reads ([`Component::inputs`]; a source
+//!    reads none);
+//! 2. plans itself against the schema of the rows its inputs carry
+//!    ([`Component::plan`]): its options are checked against it (an error
+//!    names the option), and it says the schema of each of its outputs;
 //! 3. adds its runtime node, and the edges from its inputs, to the graph
 //!    ([`Node::add`]).
 //!

@@ -148,8 +148,8 @@ section! {
     /// A processor component, by `type`.
     processors: ProcessorConfig,
         "one of `filter`, `map`, `route`, `parse`, `enrich`, `dedup`, `window`, `threshold`" {
-        /// `type = "window"` with `size_ms`: tumbling counts over generator
-        /// events.
+        /// `type = "window"` with `size_ms`: the legacy form, planned as a
+        /// tumbling row window with its legacy columns.
         Window(crate::processors::window::WindowConfig) = "window" when "size_ms",
         /// `type = "window"` with `size`, `slide` or `gap`: tumbling,
         /// sliding and session windows over rows.
