@@ -11,19 +11,16 @@
 //! Shared by them: [`component`] (the trait every component implements),
 //! [`config`] (pipeline files: the registry of component types, checks,
 //! planning and the runtime graph), [`row`] (schema-typed rows) and
-//! [`expr`] (expressions).
-//!
-//! Records used across operators live in [`records`].
+//! [`expr`] (expressions), [`limits`] and [`duration`]. Every stream
+//! between components carries [`row::Row`]s.
 #![warn(missing_docs)]
 
 pub mod component;
 pub mod config;
 pub mod duration;
 pub mod expr;
-pub mod latency;
 pub mod limits;
 pub mod processors;
-pub mod records;
 pub mod row;
 pub mod sinks;
 pub mod sources;

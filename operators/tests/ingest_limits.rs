@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use support::ingest::{connect, free_port, read_ack, read_response, runtime, send_frame, start};
 use weir_operators::config::{parse, ConfigErrorKind};
-use weir_operators::records::GeneratedEvent;
 use weir_operators::sinks::ForEach;
+use weir_operators::sources::ingest::event::IngestEvent;
 use weir_operators::sources::ingest::http::HttpOptions;
 use weir_operators::sources::ingest::limits::payload_bytes_max;
 use weir_operators::sources::ingest::{IngestOptions, IngestSource, Mesh, Protocol};
@@ -419,14 +419,14 @@ fn a_body_above_one_log_record_is_413_and_one_at_the_limit_is_logged() {
     let counted = received.clone();
     graph.sink("count", move |_| {
         let counted = counted.clone();
-        ForEach::<GeneratedEvent, _, _>::new(
-            move |event: &ArchivedRecord<GeneratedEvent>| {
+        ForEach::<IngestEvent, _, _>::new(
+            move |event: &ArchivedRecord<IngestEvent>| {
                 counted.fetch_add(event.body.len(), Ordering::Relaxed);
             },
             || {},
         )
     });
-    graph.connect::<GeneratedEvent>("in", "count", Partition::Forward);
+    graph.connect::<IngestEvent>("in", "count", Partition::Forward);
     let running = runtime(data.path())
         .start(graph.build().expect("graph"))
         .expect("starts");

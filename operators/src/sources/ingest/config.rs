@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::rows::{self, EventRows};
 use super::{IngestSource, Mesh};
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned};
-use crate::records::GeneratedEvent;
 use crate::row::OptionError;
 use crate::sources::events::event_schema;
+use crate::sources::ingest::event::IngestEvent;
 use weir_runtime::Partition;
 
 /// A network ingest source (`tcp` or `http`); see
@@ -264,6 +264,6 @@ impl Node for IngestNode {
         });
         let rows = rows::node_name(name);
         graph.processor(&rows, EventRows::new);
-        graph.connect::<GeneratedEvent>(name, &rows, Partition::Forward);
+        graph.connect::<IngestEvent>(name, &rows, Partition::Forward);
     }
 }

@@ -52,7 +52,9 @@ mod body_events;
 mod budget;
 mod config;
 mod dedup;
+pub mod event;
 pub mod http;
+pub mod latency;
 pub mod limits;
 mod listener;
 mod metrics;
@@ -72,7 +74,7 @@ use std::os::fd::FromRawFd;
 use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, SourcePoll};
 
 use crate::limits::MESH_MAX_BATCHES;
-use crate::records::GeneratedEvent;
+use crate::sources::ingest::event::IngestEvent;
 use budget::ReadBudget;
 pub use config::{HttpSourceConfig, IngestConfig, TcpSourceConfig};
 use dedup::DedupTable;
@@ -123,7 +125,7 @@ impl IngestOptions {
     }
 }
 
-pub use crate::latency::unix_ns;
+pub use latency::unix_ns;
 
 /// How a batch's events are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,7 +358,7 @@ pub struct IngestSource {
     /// time, events), for `weir_ingest_to_committed_seconds`.
     uncommitted: VecDeque<(u64, u64, usize)>,
     watermark: u64,
-    scratch: GeneratedEvent,
+    scratch: IngestEvent,
 }
 
 impl std::fmt::Debug for IngestSource {
@@ -409,7 +411,7 @@ impl IngestSource {
             emitted: 0,
             uncommitted: VecDeque::new(),
             watermark: 0,
-            scratch: GeneratedEvent::default(),
+            scratch: IngestEvent::default(),
         }
     }
 
@@ -463,7 +465,7 @@ impl IngestSource {
         payload: &Payload,
         checked: Checked,
         index: &[body_events::Indexed],
-        out: &mut Emitter<GeneratedEvent>,
+        out: &mut Emitter<IngestEvent>,
     ) -> Result<(), String> {
         let accepted_ns = header.accepted_ns;
         if let Some(id) = header.batch_id {
@@ -488,7 +490,7 @@ impl IngestSource {
     }
 
     /// Logs and emits one queued batch, and tells its connection.
-    fn take(&mut self, batch: Queued, now_ns: u64, out: &mut Emitter<GeneratedEvent>) {
+    fn take(&mut self, batch: Queued, now_ns: u64, out: &mut Emitter<IngestEvent>) {
         self.queue
             .metrics
             .queue_wait
@@ -541,14 +543,14 @@ impl Drop for IngestSource {
 }
 
 impl Source for IngestSource {
-    type Output = GeneratedEvent;
+    type Output = IngestEvent;
 
     fn attach(&mut self, intake: IntakeLog) {
         *self.queue.intake.borrow_mut() = Some(intake.clone());
         self.intake = intake;
     }
 
-    fn poll(&mut self, out: &mut Emitter<GeneratedEvent>) -> SourcePoll {
+    fn poll(&mut self, out: &mut Emitter<IngestEvent>) -> SourcePoll {
         if !self.listening {
             if let Err(error) = self.start_listening() {
                 out.fail(error);
@@ -639,11 +641,7 @@ impl Source for IngestSource {
         Ok(())
     }
 
-    fn replay(
-        &mut self,
-        data: &[u8],
-        out: &mut Emitter<GeneratedEvent>,
-    ) -> Result<(), OperatorError> {
+    fn replay(&mut self, data: &[u8], out: &mut Emitter<IngestEvent>) -> Result<(), OperatorError> {
         DataHeader::decode(data)
             .and_then(|(header, payload)| {
                 let mut aligned = Payload::with_capacity(payload.len());

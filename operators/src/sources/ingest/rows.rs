@@ -12,18 +12,18 @@
 
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
-use crate::latency::ProcessedLatency;
-use crate::records::GeneratedEvent;
 use crate::row::{Row, Value};
 #[cfg(doc)]
 use crate::sources::events::event_schema;
+use crate::sources::ingest::event::IngestEvent;
+use crate::sources::ingest::latency::ProcessedLatency;
 
 /// The runtime node turning source `source`'s events into rows.
 pub(crate) fn node_name(source: &str) -> String {
     format!("{source}:rows")
 }
 
-/// Turns [`GeneratedEvent`]s into rows of [`event_schema`].
+/// Turns [`IngestEvent`]s into rows of [`event_schema`].
 #[derive(Debug)]
 pub struct EventRows {
     row: Row,
@@ -41,10 +41,10 @@ impl EventRows {
 }
 
 impl Processor for EventRows {
-    type Input = GeneratedEvent;
+    type Input = IngestEvent;
     type Output = Row;
 
-    fn process(&mut self, _port: usize, batch: &Batch<GeneratedEvent>, out: &mut Emitter<Row>) {
+    fn process(&mut self, _port: usize, batch: &Batch<IngestEvent>, out: &mut Emitter<Row>) {
         self.latency.observe(batch);
         for event in batch.iter() {
             // Strings are copied into the reused row's buffers: no

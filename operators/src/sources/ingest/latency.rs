@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use weir_runtime::metrics::ShardHistogram;
 use weir_runtime::{Batch, ShardContext};
 
-use crate::records::GeneratedEvent;
+use crate::sources::ingest::event::IngestEvent;
 
 /// Records the processing latency of the ingested events a component
 /// handles.
@@ -57,7 +57,7 @@ impl ProcessedLatency {
     }
 
     /// Records every ingested event of `batch` as handled now.
-    pub fn observe(&self, batch: &Batch<GeneratedEvent>) {
+    pub fn observe(&self, batch: &Batch<IngestEvent>) {
         let mut now = None;
         for event in batch.iter() {
             let ingest_ns = event.ingest_ns.to_native();
