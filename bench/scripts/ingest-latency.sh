@@ -52,7 +52,7 @@ PY
 
 for run in $(seq 1 "$runs"); do
   rm -rf "$work/data" "$work/out"
-  WEIR_LOG=warn "$weir" run "$work/pipeline.toml" --data-dir "$work/data" > "$work/server.log" 2>&1 &
+  WEIR_LOG=warn "$weir" run "$work/pipeline.toml" --data-dir "$work/data" --drain > "$work/server.log" 2>&1 &
   server=$!
   "$weir" loadgen --target "$target" --rate "$rate" --duration 10s --warmup 2s --quiet "$@" \
     > "$work/loadgen.txt"
