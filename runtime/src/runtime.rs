@@ -619,14 +619,10 @@ fn describe_change(saved: &str, current: &str) -> String {
     names
         .into_iter()
         .filter_map(|name| {
-            let (old, new) = (saved.get(name), current.get(name));
-            (old != new).then(|| {
-                format!(
-                    "{name}: {} → {}",
-                    old.unwrap_or(&none),
-                    new.unwrap_or(&none)
-                )
-            })
+            // An option one side lacks reads as `(none)`, as an unset one.
+            let old = saved.get(name).unwrap_or(&none);
+            let new = current.get(name).unwrap_or(&none);
+            (old != new).then(|| format!("{name}: {old} → {new}"))
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -879,4 +875,19 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         return message.clone();
     }
     "a panic with a non-string payload".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_change;
+
+    #[test]
+    fn a_change_lists_only_the_options_that_differ() {
+        let saved = "type=window\nsize_ms=1000\ngroup_by=\"key\"";
+        let current = "type=window\nsize=\"1s\"\ngap=(none)\ngroup_by=\"key\"";
+        assert_eq!(
+            describe_change(saved, current),
+            "size: (none) → \"1s\", size_ms: 1000 → (none)"
+        );
+    }
 }
