@@ -110,6 +110,7 @@ pub use config::{
 
 use std::collections::BTreeMap;
 
+use hashbrown::hash_table::{self, HashTable};
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use weir_runtime::metrics::ShardCounter;
@@ -153,12 +154,16 @@ pub fn group_hash_row(spec: &RowWindowSpec, row: &Row) -> u64 {
 /// One group of a tumbling or sliding window.
 #[derive(Debug)]
 struct Group {
+    /// [`ArchivedRow::hash_fields`] of its values.
+    hash: u64,
     values: Vec<Value>,
     accs: Vec<Acc>,
 }
 
-/// A window's groups, by group hash (collisions share the vector).
-type Groups = FxHashMap<u64, Vec<Group>>;
+/// A window's groups, in one flat table by group hash: a group is found
+/// with one probe and no pointer to follow but its values' own (this is
+/// on every event's path).
+type Groups = HashTable<Group>;
 
 /// One open session of a group.
 #[derive(Debug)]
@@ -394,7 +399,7 @@ impl RowWindow {
                     if end.saturating_add(self.spec.lateness) > watermark {
                         break;
                     }
-                    let mut groups: Vec<Group> = entry.remove().into_values().flatten().collect();
+                    let mut groups: Vec<Group> = entry.remove().into_iter().collect();
                     groups.sort_by(|a, b| cmp_slices(&a.values, &b.values));
                     let spec = &self.spec;
                     self.closed_rows.extend(
@@ -451,36 +456,44 @@ impl RowWindow {
                 .map(|acc| acc.save().map_err(OperatorError::other))
                 .collect()
         };
-        let mut windows = Vec::new();
+        // Each window with its group's hash, so the sort that makes the
+        // snapshot the same whatever the tables' order compares two
+        // numbers, and values only for equal hashes.
+        let mut windows: Vec<(u64, WindowState)> = Vec::new();
         let size = match self.spec.kind {
             WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
             WindowKind::Session { .. } => 0,
         };
         for (&start, groups) in &self.windows {
-            for group in groups.values().flatten() {
-                windows.push(WindowState {
+            for group in groups {
+                let window = WindowState {
                     start,
                     end: start.saturating_add(size),
                     group: group.values.clone(),
                     accs: save(&group.accs)?,
-                });
+                };
+                windows.push((group.hash, window));
             }
         }
-        for group in self.sessions.values().flatten() {
-            for session in &group.sessions {
-                windows.push(WindowState {
-                    start: session.start,
-                    end: session.end,
-                    group: group.values.clone(),
-                    accs: save(&session.accs)?,
-                });
+        for (&hash, entries) in &self.sessions {
+            for group in entries {
+                for session in &group.sessions {
+                    let window = WindowState {
+                        start: session.start,
+                        end: session.end,
+                        group: group.values.clone(),
+                        accs: save(&session.accs)?,
+                    };
+                    windows.push((hash, window));
+                }
             }
         }
-        windows.sort_by(|a, b| {
-            (a.start, a.end)
-                .cmp(&(b.start, b.end))
+        windows.sort_unstable_by(|(a_hash, a), (b_hash, b)| {
+            (a.start, a.end, a_hash)
+                .cmp(&(b.start, b.end, b_hash))
                 .then_with(|| cmp_slices(&a.group, &b.group))
         });
+        let windows = windows.into_iter().map(|(_, window)| window).collect();
         Ok(RowWindowState {
             watermark: self.watermark,
             late_events: self.late_events,
@@ -523,17 +536,19 @@ impl RowWindow {
                     if start.rem_euclid(slide) != 0 || start.saturating_add(size) != end {
                         return Err(format!("window [{start}, {end}) is not one of the spec"));
                     }
-                    let entries = windows.entry(start).or_default().entry(hash).or_default();
-                    if entries
-                        .iter()
-                        .any(|seen| cmp_slices(&seen.values, &group).is_eq())
-                    {
+                    let groups = windows.entry(start).or_default();
+                    let seen = |seen: &Group| {
+                        seen.hash == hash && cmp_slices(&seen.values, &group).is_eq()
+                    };
+                    if groups.find(hash, seen).is_some() {
                         return Err("a group appears twice in a window".into());
                     }
-                    entries.push(Group {
+                    let group = Group {
+                        hash,
                         values: group,
                         accs,
-                    });
+                    };
+                    groups.insert_unique(hash, group, |group| group.hash);
                 }
                 WindowKind::Session { .. } => {
                     end_min = end_min.min(end);
@@ -602,21 +617,21 @@ fn find_group<'a>(
     row: &ArchivedRow,
     spec: &RowWindowSpec,
 ) -> &'a mut Group {
-    let entries = groups.entry(hash).or_default();
-    let index = match entries
-        .iter()
-        .position(|group| group_matches(&group.values, row, &spec.group_indices))
-    {
-        Some(index) => index,
-        None => {
-            entries.push(Group {
+    let matches = |group: &Group| {
+        group.hash == hash && group_matches(&group.values, row, &spec.group_indices)
+    };
+    // Found or not, one probe: `entry` finds the slot an insert would take.
+    match groups.entry(hash, matches, |group| group.hash) {
+        hash_table::Entry::Occupied(group) => group.into_mut(),
+        hash_table::Entry::Vacant(slot) => {
+            let group = Group {
+                hash,
                 values: group_values(row, &spec.group_indices),
                 accs: spec.aggregates.iter().map(Acc::new).collect(),
-            });
-            entries.len() - 1
+            };
+            slot.insert(group).into_mut()
         }
-    };
-    &mut entries[index]
+    }
 }
 
 /// Adds `row` to one window's aggregates.
