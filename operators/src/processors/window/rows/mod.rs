@@ -113,6 +113,7 @@ use std::collections::BTreeMap;
 use hashbrown::hash_table::{self, HashTable};
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
@@ -156,9 +157,14 @@ pub fn group_hash_row(spec: &RowWindowSpec, row: &Row) -> u64 {
 struct Group {
     /// [`ArchivedRow::hash_fields`] of its values.
     hash: u64,
-    values: Vec<Value>,
+    values: GroupValues,
     accs: Vec<Acc>,
 }
+
+/// A group's values: up to two kept in the group itself, so matching a
+/// row against its group reads no other memory for a number, and only the
+/// text for a string.
+type GroupValues = SmallVec<[Value; 2]>;
 
 /// A window's groups, in one flat table by group hash: a group is found
 /// with one probe and no pointer to follow but its values' own (this is
@@ -402,11 +408,9 @@ impl RowWindow {
                     let mut groups: Vec<Group> = entry.remove().into_iter().collect();
                     groups.sort_by(|a, b| cmp_slices(&a.values, &b.values));
                     let spec = &self.spec;
-                    self.closed_rows.extend(
-                        groups
-                            .into_iter()
-                            .map(|group| output_row(spec, start, end, group.values, group.accs)),
-                    );
+                    self.closed_rows.extend(groups.into_iter().map(|group| {
+                        output_row(spec, start, end, group.values.into_iter(), group.accs)
+                    }));
                 }
             }
             WindowKind::Session { .. } => self.fire_sessions(),
@@ -443,11 +447,10 @@ impl RowWindow {
                 .then_with(|| cmp_slices(&a.2, &b.2))
         });
         let spec = &self.spec;
-        self.closed_rows.extend(
-            fired
-                .into_iter()
-                .map(|(start, end, values, accs)| output_row(spec, start, end, values, accs)),
-        );
+        self.closed_rows
+            .extend(fired.into_iter().map(|(start, end, values, accs)| {
+                output_row(spec, start, end, values.into_iter(), accs)
+            }));
     }
 
     fn state(&self) -> Result<RowWindowState, OperatorError> {
@@ -469,7 +472,7 @@ impl RowWindow {
                 let window = WindowState {
                     start,
                     end: start.saturating_add(size),
-                    group: group.values.clone(),
+                    group: group.values.to_vec(),
                     accs: save(&group.accs)?,
                 };
                 windows.push((group.hash, window));
@@ -545,7 +548,7 @@ impl RowWindow {
                     }
                     let group = Group {
                         hash,
-                        values: group,
+                        values: GroupValues::from_vec(group),
                         accs,
                     };
                     groups.insert_unique(hash, group, |group| group.hash);
@@ -602,7 +605,7 @@ fn group_matches(values: &[Value], row: &ArchivedRow, indices: &[usize]) -> bool
         .all(|(value, &index)| same(value, row.get(index)))
 }
 
-fn group_values(row: &ArchivedRow, indices: &[usize]) -> Vec<Value> {
+fn group_values<C: FromIterator<Value>>(row: &ArchivedRow, indices: &[usize]) -> C {
     indices
         .iter()
         .map(|&index| row.get(index).to_value())
@@ -651,7 +654,7 @@ fn output_row(
     spec: &RowWindowSpec,
     start: i64,
     end: i64,
-    group: Vec<Value>,
+    group: impl ExactSizeIterator<Item = Value>,
     accs: Vec<Acc>,
 ) -> Row {
     let mut values = Vec::with_capacity(2 + group.len() + accs.len());
