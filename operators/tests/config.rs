@@ -512,3 +512,31 @@ fn environment_variables_fill_the_file_and_unset_ones_are_errors() {
     );
     assert!(error.message.contains("WEIR_TEST_CONFIG_UNSET"), "{error}");
 }
+
+#[test]
+fn a_size_ms_windows_rows_are_rows_that_any_component_reads() {
+    // A filter and a second window read them as any rows: `count` is an
+    // int, `key` a string.
+    let text = edit(
+        "[sinks.out]\ntype = \"file\"\ninputs = [\"counts\"]",
+        "[processors.busy]\ntype = \"filter\"\ninputs = [\"counts\"]\n\
+         condition = 'count > 10 and starts_with(key, \"a\")'\n\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"busy\"]",
+    );
+    parse(&text, "pipeline.toml").expect("a filter reads the window's rows");
+
+    // Event times are not summed: refused where written, with the way on.
+    let text = edit("\"sum:id\"", "\"sum:ts\"");
+    let error = error_at(
+        &text,
+        ConfigErrorKind::Invalid,
+        20,
+        14,
+        Some("processors.counts"),
+    );
+    assert!(
+        error.message.contains("event times are not summed")
+            && error.message.contains("to_int(timestamp)"),
+        "{error}"
+    );
+}
