@@ -189,15 +189,35 @@ fn events(prefix: &str) -> Vec<WireEvent> {
 
 /// Sends one frame on `stream` and returns its acknowledgement's status.
 fn frame(stream: &mut TcpStream, batch_id: u64) -> AckStatus {
-    stream
-        .write_all(&encode_frame(0, batch_id, &events("f")))
-        .expect("send frame");
+    try_frame(stream, batch_id).expect("an ack")
+}
+
+/// [`frame`], with what went wrong on the connection as an error.
+fn try_frame(stream: &mut TcpStream, batch_id: u64) -> std::io::Result<AckStatus> {
+    stream.write_all(&encode_frame(0, batch_id, &events("f")))?;
     let mut header = [0u8; ACK_HEADER_BYTES];
-    stream.read_exact(&mut header).expect("ack");
+    stream.read_exact(&mut header)?;
     let ack = AckHeader::decode(&header).expect("an ack");
     let mut detail = vec![0; ack.detail_len as usize];
-    stream.read_exact(&mut detail).expect("detail");
-    ack.status
+    stream.read_exact(&mut detail)?;
+    Ok(ack.status)
+}
+
+/// The first frame of a test, acknowledged as durable; if the connection
+/// fails instead, the test fails with what weir logged.
+fn first_frame_durable(weir: Weir, tcp: SocketAddr) -> Weir {
+    let mut client = connect(tcp);
+    match try_frame(&mut client, 1) {
+        Ok(status) => {
+            assert_eq!(status, AckStatus::Durable);
+            weir
+        }
+        Err(error) => {
+            weir.terminate();
+            let (_, log) = weir.exit_within(Duration::from_secs(30));
+            panic!("the first frame got no ack ({error}); weir logged:\n{log}");
+        }
+    }
 }
 
 /// Posts one event on a kept-alive `stream`; returns the status code.
@@ -349,9 +369,7 @@ fn running_out_of_descriptors_neither_spins_nor_wedges() {
     let ports = Ports::new();
     let weir = start(root.path(), ports, "connections_max = 10000", Some(NOFILE));
     let pid = weir.child.id();
-    let mut client = connect(ports.tcp);
-    assert_eq!(frame(&mut client, 1), AckStatus::Durable);
-    drop(client);
+    let weir = first_frame_durable(weir, ports.tcp);
     std::thread::sleep(Duration::from_millis(200));
     let baseline = descriptors(pid);
 
@@ -402,8 +420,7 @@ fn claimed_sizes_cost_no_memory() {
     let ports = Ports::new();
     let weir = start(root.path(), ports, "", None);
     let pid = weir.child.id();
-    let mut client = connect(ports.tcp);
-    assert_eq!(frame(&mut client, 1), AckStatus::Durable);
+    let weir = first_frame_durable(weir, ports.tcp);
     let mut client = connect(ports.http);
     assert_eq!(post(&mut client, "s3cret"), 200);
     std::thread::sleep(Duration::from_millis(500));
