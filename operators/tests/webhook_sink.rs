@@ -13,6 +13,8 @@
 //! 2-shard `Runtime` with a data directory, whose first run fails part-way
 //! (after some epochs committed) and whose second run recovers.
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/replay.rs"]
 mod support;
 
@@ -22,6 +24,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::read_headers_and_body;
 use support::{push_rows, row, schema, Crashing, Rows};
 use weir_operators::sinks::webhook::{build, WebhookSink, WebhookSinkConfig, WebhookStaged};
 use weir_runtime::{GraphBuilder, Runtime, Sink};
@@ -124,21 +127,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             line.starts_with("POST /hook HTTP/1.1"),
             "request line {line:?}"
         );
-        let mut headers = BTreeMap::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("header");
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').expect("header line");
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
-        }
-        let length: usize = headers["content-length"].parse().expect("length");
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).expect("body");
-        let body = String::from_utf8(body).expect("UTF-8 body");
+        let (headers, body) = read_headers_and_body(&mut reader);
         let answer = state.lock().unwrap().script.pop_front();
         let accepted = answer.is_none();
         state.lock().unwrap().requests.push(Request {

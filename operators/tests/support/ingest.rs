@@ -12,6 +12,8 @@ use weir_operators::config::{build_graph, parse};
 use weir_protocol::{AckHeader, ACK_HEADER_BYTES};
 use weir_runtime::{Running, Runtime};
 
+use super::http::read_headers_and_body;
+
 /// A port nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -72,25 +74,8 @@ pub fn read_response(stream: &mut TcpStream) -> Response {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("header");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').expect("header line");
-        headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
-    }
-    let length: usize = headers["content-length"].parse().expect("length");
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).expect("body");
-    (
-        status,
-        headers,
-        String::from_utf8(body).expect("utf-8 body"),
-    )
+    let (headers, body) = read_headers_and_body(&mut reader);
+    (status, headers, body)
 }
 
 /// Sends one TCP frame and reads its acknowledgement.

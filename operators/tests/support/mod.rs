@@ -2,6 +2,7 @@
 //! collects rows.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod ingest;
 
 use std::sync::{Arc, Mutex};
