@@ -107,74 +107,74 @@ impl PrometheusSink {
         }
     }
 
-    /// The gauges of the label values in `scratch`, registered on first use.
-    fn gauges(&mut self) -> &GroupGauges {
-        if !self.groups.contains_key(&self.scratch) {
-            let mut labels: Vec<(&str, &str)> = vec![("sink", self.sink.as_str())];
-            for ((name, _), value) in self.spec.labels.iter().zip(&self.scratch) {
-                labels.push((name.as_str(), value.as_str()));
-            }
-            let help = "An aggregate of the latest closed window of the group.";
-            let values = self
-                .spec
-                .values
-                .iter()
-                .map(|(field, _)| {
-                    let mut labels = labels.clone();
-                    labels.push(("aggregate", field.as_str()));
-                    self.registry
-                        .summed_float_gauge(&self.spec.prefix, help, &labels)
-                })
-                .collect();
-            let window_end = self.registry.summed_float_gauge(
-                &format!("{}_window_end_seconds", self.spec.prefix),
-                "End of the latest closed window of the group, in seconds since the Unix epoch.",
-                &labels,
-            );
-            let gauges = GroupGauges { values, window_end };
-            self.groups.insert(self.scratch.clone(), gauges);
+    /// Registers the gauges of the label values in `scratch`, on their
+    /// first row.
+    fn register_group(&mut self) {
+        if self.groups.contains_key(&self.scratch) {
+            return;
         }
-        &self.groups[&self.scratch]
-    }
-
-    fn set(&mut self, row: &ArchivedRow) {
-        self.scratch.clear();
-        for (_, index) in &self.spec.labels {
-            self.scratch.push(label_text(row.get(*index)));
+        let mut labels: Vec<(&str, &str)> = vec![("sink", self.sink.as_str())];
+        for ((name, _), value) in self.spec.labels.iter().zip(&self.scratch) {
+            labels.push((name.as_str(), value.as_str()));
         }
-        let shard = self.shard;
-        let end = &row.get(self.spec.window_end);
-        let end_seconds = end.as_int().or_else(|| end.as_timestamp());
-        let values: Vec<Option<f64>> = self
+        let help = "An aggregate of the latest closed window of the group.";
+        let values = self
             .spec
             .values
             .iter()
-            .map(|(_, index)| number(row.get(*index)))
+            .map(|(field, _)| {
+                let mut labels = labels.clone();
+                labels.push(("aggregate", field.as_str()));
+                self.registry
+                    .summed_float_gauge(&self.spec.prefix, help, &labels)
+            })
             .collect();
-        let gauges = self.gauges();
-        for (gauge, value) in gauges.values.iter().zip(values) {
-            if let Some(value) = value {
+        let window_end = self.registry.summed_float_gauge(
+            &format!("{}_window_end_seconds", self.spec.prefix),
+            "End of the latest closed window of the group, in seconds since the Unix epoch.",
+            &labels,
+        );
+        let gauges = GroupGauges { values, window_end };
+        self.groups.insert(self.scratch.clone(), gauges);
+    }
+
+    fn set(&mut self, row: &ArchivedRow) {
+        // The label values go into `scratch`'s strings, reused row to row.
+        self.scratch
+            .resize_with(self.spec.labels.len(), String::new);
+        for ((_, index), text) in self.spec.labels.iter().zip(&mut self.scratch) {
+            label_text(row.get(*index), text);
+        }
+        self.register_group();
+        let (shard, gauges) = (self.shard, &self.groups[&self.scratch]);
+        for ((_, index), gauge) in self.spec.values.iter().zip(&gauges.values) {
+            if let Some(value) = number(row.get(*index)) {
                 gauge.set(shard, value);
             }
         }
-        if let Some(end_ms) = end_seconds {
+        let end = row.get(self.spec.window_end);
+        if let Some(end_ms) = end.as_int().or_else(|| end.as_timestamp()) {
             gauges.window_end.set(shard, end_ms as f64 / 1000.0);
         }
     }
 }
 
-/// A label's text: strings as they are, null as empty, anything else as
-/// its JSON text unquoted.
-fn label_text(value: &ArchivedValue) -> String {
+/// Writes a label's text into `text`: strings as they are, null as empty,
+/// anything else as its JSON text unquoted.
+fn label_text(value: &ArchivedValue, text: &mut String) {
+    text.clear();
     if value.is_null() {
-        return String::new();
+        return;
     }
-    if let Some(text) = value.as_str() {
-        return text.to_owned();
+    if let Some(string) = value.as_str() {
+        text.push_str(string);
+        return;
     }
-    let mut text = String::new();
-    write_json_value(value, &mut text);
-    text.trim_matches('"').to_owned()
+    write_json_value(value, text);
+    if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') {
+        text.pop();
+        text.remove(0);
+    }
 }
 
 /// A value field's number, `None` when null.
