@@ -39,7 +39,7 @@ use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use serde::Deserialize;
 
-use super::{id_position, mix, position_id};
+use super::{check_position, id_position, mix, position_id, InvalidPosition, Pace};
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned};
 use crate::limits::KEYS_MAX;
 use crate::row::{OptionError, Row, Value};
@@ -132,33 +132,6 @@ pub struct Fill {
     pub exhausted: bool,
 }
 
-/// A position that is not one of the instance's ids.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidPosition {
-    /// The position asked for.
-    pub position: u64,
-    /// The instance.
-    pub instance: u64,
-    /// Instances of the generator.
-    pub instances: u64,
-}
-
-impl std::fmt::Display for InvalidPosition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let InvalidPosition {
-            position,
-            instance,
-            instances,
-        } = self;
-        write!(
-            f,
-            "position {position} is not an id of generator instance {instance} of {instances}"
-        )
-    }
-}
-
-impl std::error::Error for InvalidPosition {}
-
 /// One instance of a configured generator; see the module docs.
 #[derive(Debug)]
 pub struct KeyedGenerator {
@@ -171,10 +144,7 @@ pub struct KeyedGenerator {
     next: u64,
     instance: u64,
     step: u64,
-    /// Per-instance events per second, if limited.
-    rate: Option<f64>,
-    /// When the first poll ran, and events emitted since.
-    schedule: Option<(Instant, u64)>,
+    pace: Pace,
     /// Rows of one poll. Their `key` strings are overwritten in place, so
     /// steady state allocates nothing.
     pending: Vec<Row>,
@@ -220,8 +190,7 @@ impl KeyedGenerator {
             next: instance as u64,
             instance: instance as u64,
             step: instances as u64,
-            rate: config.rate.map(|rate| rate as f64 / instances as f64),
-            schedule: None,
+            pace: Pace::new(config.rate, instances),
             pending: Vec::new(),
         };
         if let Err(error) = generator.seek(position) {
@@ -233,15 +202,9 @@ impl KeyedGenerator {
     /// Moves to `position` (the next id to emit), as [`resume`](Self::resume)
     /// does, for a generator already made; the rate schedule starts again.
     pub fn seek(&mut self, position: u64) -> Result<(), InvalidPosition> {
-        if position % self.step != self.instance {
-            return Err(InvalidPosition {
-                position,
-                instance: self.instance,
-                instances: self.step,
-            });
-        }
+        check_position(position, self.instance, self.step)?;
         self.next = position;
-        self.schedule = None;
+        self.pace.restart();
         Ok(())
     }
 
@@ -305,9 +268,7 @@ impl KeyedGenerator {
             self.next = self.next.saturating_add(self.step);
         }
         fill.exhausted = self.is_exhausted();
-        if let Some((_, emitted)) = &mut self.schedule {
-            *emitted += fill.records as u64;
-        }
+        self.pace.emitted(fill.records);
         fill
     }
 
@@ -334,12 +295,7 @@ impl KeyedGenerator {
     /// `rate / instances` per second, counting what [`fill`](Self::fill)
     /// generated since.
     pub fn allowed(&mut self, room: usize, now: Instant) -> usize {
-        let Some(per_second) = self.rate else {
-            return room;
-        };
-        let (started, emitted) = *self.schedule.get_or_insert((now, 0));
-        let due = (now.duration_since(started).as_secs_f64() * per_second) as u64 + 1;
-        room.min(due.saturating_sub(emitted) as usize)
+        self.pace.allowed(room, now)
     }
 }
 

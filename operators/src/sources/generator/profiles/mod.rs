@@ -104,7 +104,9 @@ use std::time::Instant;
 
 use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
-use super::{id_position, position_id, InvalidPosition, WATERMARK_INTERVAL_MS};
+use super::{
+    check_position, id_position, position_id, InvalidPosition, Pace, WATERMARK_INTERVAL_MS,
+};
 use crate::row::{OptionError, Row, Value};
 use auth::write_auth;
 use flows::write_flow;
@@ -139,8 +141,7 @@ pub struct ProfileGenerator {
     cursor: Cursor,
     /// The watermark due at this instance's previous id, if any.
     previous_watermark: Option<u64>,
-    rate: Option<f64>,
-    schedule: Option<(Instant, u64)>,
+    pace: Pace,
     row: Row,
 }
 
@@ -166,13 +167,12 @@ impl ProfileGenerator {
         assert!(instance < instances, "instance {instance} of {instances}");
         let width = profile_schema(spec.inner.profile).len();
         let mut generator = ProfileGenerator {
-            rate: spec.inner.rate.map(|rate| rate as f64 / instances as f64),
+            pace: Pace::new(spec.inner.rate, instances),
             cursor: spec.inner.cursor_at(instance as u64),
             spec,
             instance: instance as u64,
             step: instances as u64,
             previous_watermark: None,
-            schedule: None,
             row: Row::nulls(width),
         };
         generator.seek(position)?;
@@ -182,19 +182,13 @@ impl ProfileGenerator {
     /// Moves to `position` (the next id to emit); the rate schedule starts
     /// again.
     pub fn seek(&mut self, position: u64) -> Result<(), InvalidPosition> {
-        if position % self.step != self.instance {
-            return Err(InvalidPosition {
-                position,
-                instance: self.instance,
-                instances: self.step,
-            });
-        }
+        check_position(position, self.instance, self.step)?;
         let inner = &self.spec.inner;
         self.previous_watermark = position
             .checked_sub(self.step)
             .map(|previous| watermark_of(inner.cursor_at(previous).ts()));
         self.cursor = inner.cursor_at(position);
-        self.schedule = None;
+        self.pace.restart();
         Ok(())
     }
 
@@ -242,21 +236,14 @@ impl ProfileGenerator {
                 self.cursor.advance(&self.spec.inner.streams);
             }
         }
-        if let Some((_, emitted)) = &mut self.schedule {
-            *emitted += rows as u64;
-        }
+        self.pace.emitted(rows);
         rows
     }
 
     /// Rows the rate allows at `now`, at most `room` (as
     /// [`KeyedGenerator::allowed`](super::KeyedGenerator::allowed)).
     pub fn allowed(&mut self, room: usize, now: Instant) -> usize {
-        let Some(per_second) = self.rate else {
-            return room;
-        };
-        let (started, emitted) = *self.schedule.get_or_insert((now, 0));
-        let due = (now.duration_since(started).as_secs_f64() * per_second) as u64 + 1;
-        room.min(due.saturating_sub(emitted) as usize)
+        self.pace.allowed(room, now)
     }
 }
 
