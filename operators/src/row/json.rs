@@ -6,8 +6,12 @@
 //! IP addresses are written and read as text. A JSON value that does not fit
 //! the field's type is an error naming both.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -230,3 +234,112 @@ mod tests {
         assert!(value_from_json(&serde_json::json!(1.5), Type::Int).is_err());
     }
 }
+
+/// Fills `values` (one per field of `fields`, in order) from the JSON object
+/// `text`, by member name: a member `fields` does not name is skipped, a
+/// field without a member (or with `null`) is `Null`, and a member that
+/// does not fit its field's type (as [`value_from_json`] converts) is an
+/// error naming the field. Invalid JSON, or JSON that is not one object, is
+/// an error too.
+pub fn json_object_into(
+    text: &[u8],
+    fields: &[(String, Type)],
+    values: &mut [Value],
+) -> Result<(), String> {
+    values.fill(Value::Null);
+    let mut mismatch = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let seed = RowSeed {
+        fields,
+        values,
+        mismatch: &mut mismatch,
+    };
+    seed.deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end())
+        .map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => error.to_string(),
+            _ => format!("invalid JSON: {error}"),
+        })?;
+    match mismatch {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Reads one JSON object into `values`, by field name.
+struct RowSeed<'a> {
+    fields: &'a [(String, Type)],
+    values: &'a mut [Value],
+    /// The first member that did not fit its type.
+    mismatch: &'a mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match self.fields.iter().position(|(name, _)| *name == key) {
+                Some(index) => {
+                    let json: serde_json::Value = map.next_value()?;
+                    let (name, ty) = &self.fields[index];
+                    match value_from_json(&json, *ty) {
+                        Ok(value) => self.values[index] = value,
+                        Err(error) => {
+                            self.values[index] = Value::Null;
+                            if self.mismatch.is_none() {
+                                *self.mismatch = Some(format!("field `{name}`: {error}"));
+                            }
+                        }
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A map key, borrowed from the line when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+

@@ -17,10 +17,14 @@
 //! comparison serves both families.
 
 pub(crate) mod convert;
+mod fields;
 mod json;
 mod order;
 
-pub use json::{parse_timestamp, value_from_json, write_json_value, write_row_json};
+pub use fields::FieldTypes;
+pub use json::{
+    json_object_into, parse_timestamp, value_from_json, write_json_value, write_row_json,
+};
 
 pub(crate) use order::{cmp_slices, cmp_values};
 

@@ -1,11 +1,6 @@
 //! The `parse` options as a pipeline file gives them: [`ParseConfig`], the
 //! format and the ordered schema table ([`FieldTypes`]).
 
-use std::fmt;
-
-use serde::de::{self, MapAccess, Visitor};
-use serde::ser::SerializeMap;
-
 /// How the field's text is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -18,43 +13,7 @@ pub enum ParseFormat {
     Regex,
 }
 
-/// An ordered table of field name → type name (`{ status = "int" }`), kept
-/// in the order the deserializer presents it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FieldTypes(pub Vec<(String, String)>);
-
-impl serde::Serialize for FieldTypes {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, ty) in &self.0 {
-            map.serialize_entry(name, ty)?;
-        }
-        map.end()
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for FieldTypes {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = FieldTypes;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table of field name = type name")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldTypes, A::Error> {
-                let mut fields: Vec<(String, String)> = Vec::new();
-                while let Some((name, ty)) = map.next_entry::<String, String>()? {
-                    if fields.iter().any(|(seen, _)| *seen == name) {
-                        return Err(de::Error::custom(format!("field `{name}` given twice")));
-                    }
-                    fields.push((name, ty));
-                }
-                Ok(FieldTypes(fields))
-            }
-        }
-        deserializer.deserialize_map(Fields)
-    }
-}
+pub use crate::row::FieldTypes;
 
 /// The `parse` processor's options; see the module docs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

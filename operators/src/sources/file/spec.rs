@@ -67,26 +67,9 @@ pub fn build(config: &FileSourceConfig) -> Result<(FileSpec, Schema), OptionErro
                      { timestamp = \"timestamp\", msg = \"string\" }",
                 ));
             };
-            let mut fields = Vec::with_capacity(schema.0.len());
-            for (name, type_name) in &schema.0 {
-                let ty = Type::parse(type_name).ok_or_else(|| {
-                    OptionError::new(
-                        "schema",
-                        format!(
-                            "field `{name}`: unknown type `{type_name}`; types are bool, int, \
-                             float, string, timestamp, ip, list, map"
-                        ),
-                    )
-                })?;
-                if fields.iter().any(|(seen, _)| seen == name) {
-                    return Err(OptionError::new(
-                        "schema",
-                        format!("field `{name}` is given twice"),
-                    ));
-                }
-                fields.push((name.clone(), ty));
-            }
-            fields
+            schema
+                .typed()
+                .map_err(|message| OptionError::new("schema", message))?
         }
     };
     let schema = Schema::new(fields.iter().map(|(name, ty)| (name.clone(), *ty)));
