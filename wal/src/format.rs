@@ -40,6 +40,9 @@ impl RecordType {
     pub const SINK_PRECOMMIT: Self = Self(4);
     /// Epoch commit marker.
     pub const EPOCH_COMMIT: Self = Self(5);
+    /// A leading part of a record too large for one WAL record: the parts
+    /// follow in order, the last one under the record's own type.
+    pub const CONTINUED: Self = Self(6);
     /// Where a run started after recovering the epoch it names.
     pub const RESTART: Self = Self(16);
     /// A sink commit that completed (the pre-commit's epoch).

@@ -344,6 +344,9 @@ fn read_shard(
     let mut records: Vec<(u64, RecordType, String, usize, Vec<u8>)> = Vec::new();
     // (epoch, node, instance) of every sink commit that completed.
     let mut completed: HashSet<(u64, String, usize)> = HashSet::new();
+    // The leading parts (`CONTINUED`) of a record split for its size, by
+    // node and instance, until its last part.
+    let mut partial: HashMap<(String, usize), Vec<u8>> = HashMap::new();
     // Intake records by identity (the LSN of their first copy).
     let mut intake: std::collections::BTreeMap<u64, IntakeCopy> = Default::default();
     let reader = wal
@@ -352,6 +355,8 @@ fn read_shard(
     for record in reader {
         let record = record.map_err(|error| log_error(dir, error))?;
         if record.kind == RESTART {
+            // Parts of a record whose last part a crash lost.
+            partial.clear();
             records.retain(|(epoch, ..)| *epoch <= record.epoch);
             for copy in intake.values_mut() {
                 if copy.epoch.is_some_and(|epoch| epoch > record.epoch) {
@@ -365,6 +370,22 @@ fn read_shard(
                 dir,
                 format!("record {} is not a weir epoch record", record.lsn),
             ));
+        };
+        if record.kind == RecordType::CONTINUED {
+            partial
+                .entry((node, instance))
+                .or_default()
+                .extend_from_slice(payload);
+            continue;
+        }
+        let joined;
+        let payload = match partial.remove(&(node.clone(), instance)) {
+            Some(mut leading) => {
+                leading.extend_from_slice(payload);
+                joined = leading;
+                &joined[..]
+            }
+            None => payload,
         };
         if record.kind == SINK_COMMITTED {
             completed.insert((record.epoch, node, instance));

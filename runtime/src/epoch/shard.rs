@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use weir_wal::limits::MAX_PAYLOAD_BYTES;
 use weir_wal::{AppendError, Lsn, RecordType, Wal};
 
 use super::{encode_record_into, failpoint, EpochShared, SinkSteps, SINK_COMMITTED};
@@ -156,7 +157,33 @@ impl ShardEpochs {
         let lsn = {
             let mut record = self.record.borrow_mut();
             encode_record_into(&mut record, node, instance, parts);
-            self.append_waiting(kind, epoch, &record)?
+            if record.len() <= MAX_PAYLOAD_BYTES {
+                self.append_waiting(kind, epoch, &record)?
+            } else {
+                // Too large for one WAL record: the leading parts go as
+                // `CONTINUED` records of the same node and instance, the
+                // last under `kind`; recovery joins them (see
+                // `recovery::read_shard`). The appends follow each other
+                // with nothing between them on this shard.
+                let payload: Vec<u8> = parts.concat();
+                let header = record.len() - payload.len();
+                let room = MAX_PAYLOAD_BYTES - header;
+                let mut chunks = payload.chunks(room).peekable();
+                let mut part = Vec::with_capacity(MAX_PAYLOAD_BYTES);
+                let mut lsn = None;
+                while let Some(chunk) = chunks.next() {
+                    encode_record_into(&mut part, node, instance, &[chunk]);
+                    let part_kind = if chunks.peek().is_some() {
+                        RecordType::CONTINUED
+                    } else {
+                        kind
+                    };
+                    let appended = self.append_waiting(part_kind, epoch, &part)?;
+                    self.progress.borrow_mut().first_lsns.entry(epoch).or_insert(appended);
+                    lsn = Some(appended);
+                }
+                lsn.expect("a payload over the limit has parts")
+            }
         };
         let mut progress = self.progress.borrow_mut();
         progress.newest_lsn = progress.newest_lsn.max(lsn);
