@@ -19,6 +19,7 @@ pub mod component;
 pub mod config;
 pub mod duration;
 pub mod expr;
+pub mod kafka;
 pub mod limits;
 pub mod processors;
 pub mod row;

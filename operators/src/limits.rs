@@ -41,6 +41,29 @@ pub const ENV_NAME_MAX_BYTES: usize = 256;
 /// The default of [`RuntimeConfig::epoch_interval_ms`](crate::config::RuntimeConfig::epoch_interval_ms).
 pub const EPOCH_INTERVAL_DEFAULT_MS: u64 = 100;
 
+// ---- Sources and sinks: `kafka` ----
+
+/// Chunks of records a `kafka` source's consumer thread may have handed
+/// over and its shard not yet emitted; a full channel pauses the
+/// partitions.
+pub const KAFKA_CHANNEL_CHUNKS: usize = 8;
+/// The most records in one chunk.
+pub const KAFKA_CHUNK_RECORDS: usize = 4096;
+/// The most bytes (keys, values, headers) in one chunk.
+pub const KAFKA_CHUNK_BYTES: usize = 1 << 20;
+/// librdkafka's `queued.max.messages.kbytes` for a `kafka` source: what
+/// its consumer prefetches, in KiB (librdkafka's default is 64 MiB).
+pub const KAFKA_PREFETCH_KIB: usize = 16 * 1024;
+/// How long one metadata request of a `kafka` source waits.
+pub const KAFKA_METADATA_TIMEOUT_MS: u64 = 10_000;
+/// The default `idle_timeout` of a `kafka` source.
+pub const KAFKA_IDLE_TIMEOUT_DEFAULT_MS: u64 = 10_000;
+/// How long one step of a `kafka` sink's commit (init, send offsets,
+/// commit) waits before it is retried.
+pub const KAFKA_TRANSACTION_STEP_TIMEOUT_MS: u64 = 30_000;
+/// The longest pause between retries of a `kafka` sink's commit.
+pub const KAFKA_RETRY_MAX_MS: u64 = 5_000;
+
 // ---- Expressions ----
 
 /// How deeply an expression may nest: compiling and evaluating recurse
