@@ -6,6 +6,7 @@
 //! - [`generator`]: the `generator` source: keyed events, or realistic rows
 //!   with injected attacks (`profile`).
 //! - [`ingest`]: the `tcp` and `http` sources: durable network ingest.
+//! - [`kafka`]: the `kafka` source: Kafka topics, exactly once by offset.
 //!
 //! [`events`] is the schema of the rows of `generator` (with `keys`),
 //! `tcp` and `http`.
@@ -14,3 +15,4 @@ pub mod events;
 pub mod file;
 pub mod generator;
 pub mod ingest;
+pub mod kafka;

@@ -1,0 +1,729 @@
+//! [`KafkaSource`]: the `kafka` source, reading Kafka topics into rows,
+//! exactly once.
+//!
+//! # Options ([`KafkaSourceConfig`])
+//! - `brokers`: the bootstrap servers, `"host:port,host:port"`.
+//! - `topics`: topic names; a name starting with `^` is a regular
+//!   expression matched against every topic (internal `__` topics
+//!   excluded), as librdkafka reads it. Partitions are found once, at
+//!   start.
+//! - `group` (default `weir-PIPELINE-NAME`): the consumer group offsets are
+//!   committed to, after each committed epoch, for lag tools
+//!   (`kafka-consumer-groups --describe`) and for `start = "committed"`.
+//! - `start` (default `"committed"`): where a partition starts when weir's
+//!   own log has no position for it (a fresh data directory, a new
+//!   partition): `"earliest"`, `"latest"`, or `"committed"` (the group's
+//!   committed offset, or the earliest without one).
+//! - `format` (default `"json"`): `"json"` reads each record's value as one
+//!   JSON object into the fields of `schema` (as the `file` source and
+//!   `parse` do); `"raw"` makes it the field `message: string`.
+//! - `schema`: field name → type name, for `json`.
+//! - `metadata`: a list of record metadata fields to add after the schema's:
+//!   `topic` (string), `partition` (int), `offset` (int), `key` (string,
+//!   null without a key), `timestamp` (timestamp: the record's create or
+//!   log-append time), `headers` (map of string values).
+//! - `time_field`: a `timestamp` field of the schema as event time; without
+//!   it the record's Kafka timestamp is the event time.
+//! - `max_out_of_orderness` (default `"0s"`) and `idle_timeout` (default
+//!   `"10s"`): the watermark; see below.
+//! - `bounded` (default `false`): read every partition up to its end and
+//!   then end the stream (closing every window), like Flink's
+//!   `setBounded(OffsetsInitializer.latest())`: for backfills, tests and
+//!   benchmarks. A partition ends where the source first finds no more
+//!   records in it. Needs exactly one topic, given by name.
+//! - `options`: librdkafka properties passed through (SASL, TLS, ...); see
+//!   `crate::kafka`.
+//!
+//! # Watermarks (Flink's model)
+//! Each partition's watermark is the largest event time read from it
+//! minus `max_out_of_orderness`. An instance emits the smallest watermark
+//! of its partitions that are not idle; a partition with nothing to read
+//! for `idle_timeout` is idle and does not hold the watermark back until it
+//! has records again. An instance whose partitions are all idle (or that
+//! has none) follows the largest watermark any instance of the source
+//! emitted, so a quiet shard does not stall windows downstream.
+//!
+//! # Parallelism
+//! Every shard runs an instance. At start each instance lists all
+//! partitions of the topics, sorted by topic and partition, and reads every
+//! `instances`-th one (instance `i` the ones at `i`, `i + instances`, ...).
+//! It reads them on its own consumer thread (see [`reader`]) and never
+//! waits on Kafka on the shard.
+//!
+//! # Exactly once
+//! The position logged at every epoch is, per partition, the offset of the
+//! next record to emit and the largest event time read. A restart assigns
+//! each partition from its logged offset, so every record's effect is in
+//! committed output exactly once. The source reads with
+//! `isolation.level = read_committed`: records of aborted or open
+//! transactions are never read.
+//!
+//! # Dead letters
+//! A record whose value is not valid UTF-8 (`raw`) or not a JSON object
+//! fitting the schema (`json`) goes to output port 1 (`NAME.dead_letter`)
+//! as a row of [`dead_letter_schema`] (`topic, partition, offset, payload,
+//! error`), counted in `weir_kafka_source_dead_letters_total`.
+
+mod position;
+pub mod reader;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam::channel::TryRecvError;
+use serde::{Deserialize, Serialize};
+use weir_runtime::metrics::ShardCounter;
+use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, SourcePoll};
+
+use crate::component::{Component, Input, Node, Output, PlanContext, Planned, DEAD_LETTER};
+use crate::row::{json_object_into, FieldTypes, MapEntry, OptionError, Row, Schema, Type, Value};
+use position::PartitionPosition;
+use reader::{Chunk, Command, Event, Reader, ReaderSetup, StartAt};
+
+/// Where a partition with no logged position starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaStart {
+    /// The oldest record kept.
+    Earliest,
+    /// After the newest record.
+    Latest,
+    /// The group's committed offset, or the oldest without one.
+    #[default]
+    Committed,
+}
+
+/// How record values are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaFormat {
+    /// One JSON object per record, read by `schema`.
+    #[default]
+    Json,
+    /// The value as the field `message: string`.
+    Raw,
+}
+
+/// The `[sources.NAME]` table of a `kafka` source; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topic names, or `^regex`.
+    pub topics: Vec<String>,
+    /// The consumer group (default `weir-PIPELINE-NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Where partitions without a logged position start.
+    #[serde(default)]
+    pub start: KafkaStart,
+    /// `json` (default) or `raw`.
+    #[serde(default)]
+    pub format: KafkaFormat,
+    /// Field name → type name, for `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<FieldTypes>,
+    /// Metadata fields to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<String>,
+    /// A timestamp field of the schema as event time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_field: Option<String>,
+    /// How far the watermark trails the largest event time (default 0s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_out_of_orderness: Option<String>,
+    /// How long a partition may be quiet before it stops holding the
+    /// watermark (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// Read to the end of every partition, then end.
+    #[serde(default)]
+    pub bounded: bool,
+    /// librdkafka properties passed through.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A metadata field a record can add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaField {
+    /// `topic: string`.
+    Topic,
+    /// `partition: int`.
+    Partition,
+    /// `offset: int`.
+    Offset,
+    /// `key: string`.
+    Key,
+    /// `timestamp: timestamp`.
+    Timestamp,
+    /// `headers: map`.
+    Headers,
+}
+
+impl MetaField {
+    const ALL: [(&'static str, MetaField, Type); 6] = [
+        ("topic", MetaField::Topic, Type::String),
+        ("partition", MetaField::Partition, Type::Int),
+        ("offset", MetaField::Offset, Type::Int),
+        ("key", MetaField::Key, Type::String),
+        ("timestamp", MetaField::Timestamp, Type::Timestamp),
+        ("headers", MetaField::Headers, Type::Map),
+    ];
+}
+
+/// A checked [`KafkaSourceConfig`].
+#[derive(Debug, Clone)]
+pub struct KafkaSourceSpec {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topics (names or `^regex`).
+    pub topics: Vec<String>,
+    /// The consumer group.
+    pub group: String,
+    /// Where new partitions start.
+    pub start: KafkaStart,
+    /// How values are read.
+    pub format: KafkaFormat,
+    /// The schema's fields (`json`), or `message` (`raw`).
+    pub fields: Vec<(String, Type)>,
+    /// Metadata fields, after `fields`.
+    pub metadata: Vec<MetaField>,
+    /// The event-time field's index.
+    pub time_index: Option<usize>,
+    /// Watermark delay, ms.
+    pub max_out_of_orderness_ms: u64,
+    /// Idle timeout, ms.
+    pub idle_timeout_ms: u64,
+    /// Read to the end, then end.
+    pub bounded: bool,
+    /// librdkafka properties.
+    pub options: BTreeMap<String, String>,
+    /// The largest watermark any instance emitted (shared by the
+    /// instances of one run).
+    pub shared_watermark: Arc<AtomicU64>,
+}
+
+/// The schema of dead letters (port 1): `topic: string, partition: int,
+/// offset: int, payload: string, error: string`.
+pub fn dead_letter_schema() -> Schema {
+    Schema::new([
+        ("topic", Type::String),
+        ("partition", Type::Int),
+        ("offset", Type::Int),
+        ("payload", Type::String),
+        ("error", Type::String),
+    ])
+}
+
+/// Checks `config` of the source `name` in `pipeline`; returns the spec and
+/// the output schema.
+pub fn build(
+    config: &KafkaSourceConfig,
+    pipeline: &str,
+    name: &str,
+) -> Result<(KafkaSourceSpec, Schema), OptionError> {
+    crate::kafka::check_client(&config.brokers, &config.options)?;
+    if config.topics.is_empty() || config.topics.iter().any(|t| t.trim().is_empty()) {
+        return Err(OptionError::new(
+            "topics",
+            "must list at least one topic name (or a `^regex`), none empty",
+        ));
+    }
+    for topic in &config.topics {
+        if topic.starts_with('^') {
+            regex::Regex::new(topic)
+                .map_err(|error| OptionError::new("topics", format!("`{topic}`: {error}")))?;
+        }
+    }
+    if config.bounded && (config.topics.len() != 1 || config.topics[0].starts_with('^')) {
+        return Err(OptionError::new(
+            "bounded",
+            "a bounded source reads exactly one topic, given by name",
+        ));
+    }
+    let mut fields: Vec<(String, Type)> = match config.format {
+        KafkaFormat::Raw => {
+            if config.schema.is_some() {
+                return Err(OptionError::new(
+                    "schema",
+                    "a `raw` source has the single field `message: string`; leave `schema` out",
+                ));
+            }
+            vec![("message".to_owned(), Type::String)]
+        }
+        KafkaFormat::Json => {
+            let Some(schema) = config.schema.as_ref().filter(|s| !s.0.is_empty()) else {
+                return Err(OptionError::new(
+                    "schema",
+                    "a `json` source needs a schema such as \
+                     { user = \"string\", at = \"timestamp\" }",
+                ));
+            };
+            schema
+                .typed()
+                .map_err(|message| OptionError::new("schema", message))?
+        }
+    };
+    let mut metadata = Vec::new();
+    for wanted in &config.metadata {
+        let Some((name, field, ty)) = MetaField::ALL.iter().find(|(n, _, _)| n == wanted) else {
+            return Err(OptionError::new(
+                "metadata",
+                format!(
+                    "unknown field `{wanted}`; the metadata fields are topic, partition, \
+                     offset, key, timestamp, headers"
+                ),
+            ));
+        };
+        if fields.iter().any(|(seen, _)| seen == name) {
+            return Err(OptionError::new(
+                "metadata",
+                format!("`{name}` is also a field of the schema (or given twice)"),
+            ));
+        }
+        fields.push(((*name).to_owned(), *ty));
+        metadata.push(*field);
+    }
+    let schema = Schema::new(fields.iter().map(|(name, ty)| (name.clone(), *ty)));
+    let time_index = match &config.time_field {
+        None => None,
+        Some(field) => {
+            let (index, ty) = schema
+                .lookup(field)
+                .map_err(|message| OptionError::new("time_field", message))?;
+            if ty != Type::Timestamp {
+                return Err(OptionError::new(
+                    "time_field",
+                    format!("field `{field}` is a {ty}, not a timestamp"),
+                ));
+            }
+            Some(index)
+        }
+    };
+    let duration = |option: &str, text: &Option<String>, default: u64| match text {
+        None => Ok(default),
+        Some(text) => crate::duration::parse_ms(text).map_err(|m| OptionError::new(option, m)),
+    };
+    let spec = KafkaSourceSpec {
+        brokers: config.brokers.clone(),
+        topics: config.topics.clone(),
+        group: config
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("weir-{pipeline}-{name}")),
+        start: config.start,
+        format: config.format,
+        fields,
+        metadata,
+        time_index,
+        max_out_of_orderness_ms: duration(
+            "max_out_of_orderness",
+            &config.max_out_of_orderness,
+            0,
+        )?,
+        idle_timeout_ms: duration(
+            "idle_timeout",
+            &config.idle_timeout,
+            crate::limits::KAFKA_IDLE_TIMEOUT_DEFAULT_MS,
+        )?,
+        bounded: config.bounded,
+        options: config.options.clone(),
+        shared_watermark: Arc::new(AtomicU64::new(0)),
+    };
+    Ok((spec, schema))
+}
+
+/// One partition this instance reads.
+#[derive(Debug)]
+struct Partition {
+    topic: String,
+    partition: i32,
+    /// The offset after the last record emitted; `None` before the first.
+    next_offset: Option<i64>,
+    max_ts: Option<i64>,
+    /// When its last record was emitted (or when it was assigned).
+    last_record: Instant,
+}
+
+/// The `kafka` source; see the module docs.
+#[derive(Debug)]
+pub struct KafkaSource {
+    spec: KafkaSourceSpec,
+    instance: usize,
+    instances: usize,
+    component: Arc<str>,
+    reader: Option<Reader>,
+    /// Offsets restored from the log, until the reader starts.
+    restored: Vec<PartitionPosition>,
+    /// `None` until the reader says which partitions it reads.
+    partitions: Option<Vec<Partition>>,
+    chunk: Option<Chunk>,
+    /// The reader sent [`Event::End`].
+    ended: bool,
+    /// The next entry of `chunk` to emit.
+    cursor: usize,
+    row: Row,
+    dead: Row,
+    emitted_watermark: Option<u64>,
+    intake: Option<IntakeLog>,
+    /// Positions logged at epoch barriers not yet committed: (epoch, next
+    /// offsets).
+    logged: std::cell::RefCell<Vec<(u64, Vec<(String, i32, i64)>)>>,
+    dead_metric: Option<ShardCounter>,
+    records_metric: Option<ShardCounter>,
+}
+
+impl KafkaSource {
+    /// The source instance on `context`'s shard.
+    pub fn new(spec: KafkaSourceSpec, context: &ShardContext) -> KafkaSource {
+        let width = spec.fields.len();
+        let labels = [("component", &*context.node)];
+        let dead = context.metrics.counter(
+            "weir_kafka_source_dead_letters",
+            "Kafka records that became dead letters (not UTF-8, not JSON, or a type mismatch).",
+            &labels,
+        );
+        let records = context.metrics.counter(
+            "weir_kafka_source_records",
+            "Kafka records read and emitted.",
+            &labels,
+        );
+        KafkaSource {
+            spec,
+            instance: context.instance,
+            instances: context.instances,
+            component: context.node.clone(),
+            reader: None,
+            restored: Vec::new(),
+            partitions: None,
+            chunk: None,
+            ended: false,
+            cursor: 0,
+            row: Row::nulls(width),
+            dead: Row::nulls(5),
+            emitted_watermark: None,
+            intake: None,
+            logged: std::cell::RefCell::new(Vec::new()),
+            dead_metric: Some(dead.for_shard(context.shard)),
+            records_metric: Some(records.for_shard(context.shard)),
+        }
+    }
+
+    fn start_reader(&mut self) {
+        let mut config = crate::kafka::client_config(&self.spec.brokers, &self.spec.options);
+        config
+            .set("group.id", &self.spec.group)
+            .set("client.id", format!("weir-{}-{}", self.component, self.instance));
+        self.reader = Some(reader::start(ReaderSetup {
+            config,
+            topics: self.spec.topics.clone(),
+            instance: self.instance,
+            instances: self.instances,
+            start: match self.spec.start {
+                KafkaStart::Earliest => StartAt::Earliest,
+                KafkaStart::Latest => StartAt::Latest,
+                KafkaStart::Committed => StartAt::Committed,
+            },
+            restored: self
+                .restored
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition, p.next_offset))
+                .collect(),
+            headers: self.spec.metadata.contains(&MetaField::Headers),
+            bounded: self.spec.bounded,
+            component: self.component.clone(),
+        }));
+    }
+
+    /// Sends the offsets of the newest committed epoch to the group.
+    fn commit_offsets(&mut self) {
+        let (Some(intake), Some(reader)) = (&self.intake, &self.reader) else {
+            return;
+        };
+        let committed = intake.committed_epoch();
+        let mut logged = self.logged.borrow_mut();
+        let done = logged.iter().rposition(|(epoch, _)| *epoch <= committed);
+        if let Some(index) = done {
+            let offsets = logged[index].1.clone();
+            logged.drain(..=index);
+            if !offsets.is_empty() {
+                let _ = reader.commands.try_send(Command::Commit(offsets));
+            }
+        }
+    }
+
+    /// Emits the records of the current chunk, up to `max`.
+    fn emit(&mut self, max: usize, out: &mut Emitter<Row>) -> usize {
+        let (Some(chunk), Some(partitions)) = (&self.chunk, &mut self.partitions) else {
+            return 0;
+        };
+        let now = Instant::now();
+        let mut emitted = 0;
+        let mut dead_letters = 0;
+        let base = self.row.values.len() - self.spec.metadata.len();
+        while self.cursor < chunk.entries.len() && emitted < max {
+            let entry = &chunk.entries[self.cursor];
+            self.cursor += 1;
+            emitted += 1;
+            let part = &mut partitions[entry.partition as usize];
+            part.next_offset = Some(entry.offset + 1);
+            part.last_record = now;
+            let payload = chunk.bytes(entry.payload);
+            let decoded = match self.spec.format {
+                KafkaFormat::Json => {
+                    json_object_into(payload, &self.spec.fields[..base], &mut self.row.values[..base])
+                }
+                KafkaFormat::Raw => match std::str::from_utf8(payload) {
+                    Ok(text) => {
+                        set_str(&mut self.row.values[0], text);
+                        Ok(())
+                    }
+                    Err(_) => Err("the value is not valid UTF-8".to_owned()),
+                },
+            };
+            if let Err(error) = decoded {
+                dead_letters += 1;
+                set_str(&mut self.dead.values[0], &part.topic);
+                self.dead.values[1] = Value::Int(i64::from(part.partition));
+                self.dead.values[2] = Value::Int(entry.offset);
+                set_str(&mut self.dead.values[3], &String::from_utf8_lossy(payload));
+                set_str(&mut self.dead.values[4], &error);
+                out.push_to(1, &self.dead);
+                continue;
+            }
+            for (slot, field) in self.row.values[base..].iter_mut().zip(&self.spec.metadata) {
+                *slot = match field {
+                    MetaField::Topic => Value::String(part.topic.clone()),
+                    MetaField::Partition => Value::Int(i64::from(part.partition)),
+                    MetaField::Offset => Value::Int(entry.offset),
+                    MetaField::Key => entry.key.map_or(Value::Null, |key| {
+                        Value::String(String::from_utf8_lossy(chunk.bytes(key)).into_owned())
+                    }),
+                    MetaField::Timestamp => entry.timestamp.map_or(Value::Null, Value::Timestamp),
+                    MetaField::Headers => Value::Map(
+                        entry
+                            .headers
+                            .iter()
+                            .map(|(key, value)| MapEntry {
+                                key: key.clone(),
+                                value: value.map_or(Value::Null, |range| {
+                                    Value::String(
+                                        String::from_utf8_lossy(chunk.bytes(range)).into_owned(),
+                                    )
+                                }),
+                            })
+                            .collect(),
+                    ),
+                };
+            }
+            let event_time = match self.spec.time_index {
+                Some(index) => match self.row.values[index] {
+                    Value::Timestamp(ts) => Some(ts),
+                    _ => None,
+                },
+                None => entry.timestamp,
+            };
+            if let Some(ts) = event_time {
+                part.max_ts = Some(part.max_ts.map_or(ts, |max| max.max(ts)));
+            }
+            out.push(&self.row);
+        }
+        if self.cursor >= chunk.entries.len() {
+            self.chunk = None;
+            self.cursor = 0;
+        }
+        if let Some(metric) = &self.records_metric {
+            metric.add(emitted as u64 - dead_letters);
+        }
+        if dead_letters > 0 {
+            if let Some(metric) = &self.dead_metric {
+                metric.add(dead_letters);
+            }
+        }
+        emitted
+    }
+
+    /// The watermark to emit now, if any; see the module docs.
+    fn watermark(&self) -> Option<u64> {
+        let partitions = self.partitions.as_ref()?;
+        let idle = std::time::Duration::from_millis(self.spec.idle_timeout_ms);
+        let now = Instant::now();
+        let mut lowest: Option<u64> = None;
+        let mut active = false;
+        for part in partitions {
+            if now.duration_since(part.last_record) >= idle {
+                continue;
+            }
+            active = true;
+            let max_ts = part.max_ts?;
+            let mark = u64::try_from(max_ts)
+                .unwrap_or(0)
+                .saturating_sub(self.spec.max_out_of_orderness_ms);
+            lowest = Some(lowest.map_or(mark, |low| low.min(mark)));
+        }
+        if active {
+            return lowest;
+        }
+        // All idle (or none assigned): follow the other instances.
+        let shared = self.spec.shared_watermark.load(Ordering::Acquire);
+        (shared > 0).then_some(shared)
+    }
+}
+
+fn set_str(value: &mut Value, text: &str) {
+    match value {
+        Value::String(target) => {
+            target.clear();
+            target.push_str(text);
+        }
+        other => *other = Value::String(text.to_owned()),
+    }
+}
+
+impl Source for KafkaSource {
+    type Output = Row;
+
+    fn poll(&mut self, out: &mut Emitter<Row>) -> SourcePoll {
+        if self.reader.is_none() {
+            self.start_reader();
+        }
+        self.commit_offsets();
+        let max = out.batch_records_max();
+        let mut emitted = 0;
+        while emitted < max {
+            if self.chunk.is_none() {
+                let Some(reader) = &self.reader else { break };
+                match reader.events.try_recv() {
+                    Ok(Event::Chunk(chunk)) => {
+                        self.chunk = Some(chunk);
+                        self.cursor = 0;
+                    }
+                    Ok(Event::Assigned(list)) => {
+                        let now = Instant::now();
+                        let partitions = list
+                            .into_iter()
+                            .map(|(topic, partition)| {
+                                let restored = self
+                                    .restored
+                                    .iter()
+                                    .find(|p| p.topic == topic && p.partition == partition);
+                                Partition {
+                                    next_offset: restored.map(|p| p.next_offset),
+                                    max_ts: restored.and_then(|p| p.max_ts),
+                                    topic,
+                                    partition,
+                                    last_record: now,
+                                }
+                            })
+                            .collect();
+                        self.partitions = Some(partitions);
+                        continue;
+                    }
+                    Ok(Event::Failed(error)) => {
+                        out.fail(OperatorError::external(format!(
+                            "kafka source `{}`: {error}",
+                            self.component
+                        )));
+                        return SourcePoll::Exhausted;
+                    }
+                    Ok(Event::End) => {
+                        self.ended = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        out.fail(OperatorError::external(format!(
+                            "kafka source `{}`: the consumer thread ended",
+                            self.component
+                        )));
+                        return SourcePoll::Exhausted;
+                    }
+                }
+            }
+            emitted += self.emit(max - emitted, out);
+        }
+        if let Some(mark) = self.watermark() {
+            if self.emitted_watermark.is_none_or(|emitted| mark > emitted) {
+                self.emitted_watermark = Some(mark);
+                self.spec.shared_watermark.fetch_max(mark, Ordering::AcqRel);
+                out.watermark(mark);
+            }
+        }
+        if self.ended && self.chunk.is_none() {
+            SourcePoll::Exhausted
+        } else if emitted > 0 {
+            SourcePoll::Ready
+        } else {
+            SourcePoll::Idle
+        }
+    }
+
+    fn position(&self) -> Vec<u8> {
+        let partitions: Vec<PartitionPosition> = match &self.partitions {
+            Some(partitions) => partitions
+                .iter()
+                .filter_map(|part| {
+                    let next_offset = part.next_offset.or_else(|| {
+                        self.restored
+                            .iter()
+                            .find(|p| p.topic == part.topic && p.partition == part.partition)
+                            .map(|p| p.next_offset)
+                    })?;
+                    Some(PartitionPosition {
+                        topic: part.topic.clone(),
+                        partition: part.partition,
+                        next_offset,
+                        max_ts: part.max_ts,
+                    })
+                })
+                .collect(),
+            // Not started yet: what was restored still stands.
+            None => self.restored.clone(),
+        };
+        if let Some(intake) = &self.intake {
+            let offsets = partitions
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition, p.next_offset))
+                .collect();
+            self.logged
+                .borrow_mut()
+                .push((intake.current_epoch(), offsets));
+        }
+        position::encode(&partitions)
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        self.restored = position::decode(position)?;
+        Ok(())
+    }
+
+    fn attach(&mut self, intake: IntakeLog) {
+        self.intake = Some(intake);
+    }
+}
+
+impl Component for KafkaSourceConfig {
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let (spec, schema) = build(self, context.pipeline, context.name)?;
+        let outputs = vec![
+            Output::rows(schema),
+            Output::side(DEAD_LETTER, 1, dead_letter_schema()),
+        ];
+        Ok(Planned::new(outputs, KafkaNode(spec)))
+    }
+}
+
+/// The source's node.
+#[derive(Debug, Clone)]
+pub struct KafkaNode(pub KafkaSourceSpec);
+
+impl Node for KafkaNode {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, _inputs: &[Input]) {
+        let spec = self.0.clone();
+        graph.source(name, move |context| KafkaSource::new(spec.clone(), context));
+    }
+}

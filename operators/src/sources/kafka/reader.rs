@@ -1,0 +1,463 @@
+//! The consumer thread of one `kafka` source instance.
+//!
+//! librdkafka runs its own threads; this one owns the instance's
+//! `BaseConsumer`. It finds the instance's partitions, assigns them from
+//! the offsets the shard gives it, polls records, copies them into
+//! [`Chunk`]s and hands those to the shard through a bounded channel. The
+//! shard only ever `try_recv`s: it never waits on Kafka.
+//!
+//! **Backpressure.** When the channel is full (the shard, or what is
+//! downstream of it, is slower than Kafka), the thread pauses every
+//! partition it reads (`rd_kafka_pause_partitions`: no more fetches;
+//! librdkafka drops what it prefetched for them and fetches it again on
+//! resume, from the offset after the last record handed out), and resumes
+//! them once the channel is half empty. What one instance holds is thus
+//! bounded by the channel ([`KAFKA_CHANNEL_CHUNKS`] chunks of at most
+//! [`KAFKA_CHUNK_RECORDS`] records or [`KAFKA_CHUNK_BYTES`]) plus
+//! librdkafka's prefetch queue (`queued.max.messages.kbytes`, set to
+//! [`KAFKA_PREFETCH_KIB`]).
+//!
+//! **Offsets to the group.** The shard sends the offsets of each committed
+//! epoch ([`Command::Commit`]); the thread commits them to the consumer
+//! group asynchronously. They are for lag tools only: restarts resume from
+//! the position in weir's own log.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, Sender, TrySendError};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::limits::{
+    KAFKA_CHANNEL_CHUNKS, KAFKA_CHUNK_BYTES, KAFKA_CHUNK_RECORDS, KAFKA_METADATA_TIMEOUT_MS,
+    KAFKA_PREFETCH_KIB,
+};
+
+/// Where an unknown partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest record kept.
+    Earliest,
+    /// After the newest record.
+    Latest,
+    /// The group's committed offset, or the oldest record without one.
+    Committed,
+}
+
+/// What the consumer thread needs.
+#[derive(Debug, Clone)]
+pub struct ReaderSetup {
+    /// The librdkafka configuration (brokers, group, options).
+    pub config: rdkafka::ClientConfig,
+    /// Topic names; a name starting with `^` is a regular expression.
+    pub topics: Vec<String>,
+    /// This instance and the number of instances: the instance reads every
+    /// `instances`-th partition of the sorted list of all partitions.
+    pub instance: usize,
+    /// Instances of the source.
+    pub instances: usize,
+    /// Where partitions without a restored offset start.
+    pub start: StartAt,
+    /// Restored next offsets, by topic and partition.
+    pub restored: Vec<(String, i32, i64)>,
+    /// Whether to copy record headers.
+    pub headers: bool,
+    /// Stop at the end of every partition (one topic only).
+    pub bounded: bool,
+    /// The component's name, for log lines.
+    pub component: Arc<str>,
+}
+
+/// One record, its bytes in its [`Chunk`]'s arena.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Index into [`Event::Assigned`]'s list.
+    pub partition: u32,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's timestamp (create or log-append time), if any.
+    pub timestamp: Option<i64>,
+    /// The key's bytes in the arena, if it has a key.
+    pub key: Option<(u32, u32)>,
+    /// The payload's bytes in the arena (empty for a null payload).
+    pub payload: (u32, u32),
+    /// The headers (key, value) in the arena, if copied.
+    pub headers: Vec<(String, Option<(u32, u32)>)>,
+}
+
+/// Records handed over at once.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// The bytes of keys, payloads and header values.
+    pub arena: Vec<u8>,
+    /// The records, in the order read.
+    pub entries: Vec<Entry>,
+}
+
+impl Chunk {
+    /// The bytes at `range` of the arena.
+    pub fn bytes(&self, range: (u32, u32)) -> &[u8] {
+        &self.arena[range.0 as usize..range.1 as usize]
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
+        let start = self.arena.len() as u32;
+        self.arena.extend_from_slice(bytes);
+        (start, self.arena.len() as u32)
+    }
+}
+
+/// What the thread tells the shard.
+#[derive(Debug)]
+pub enum Event {
+    /// The partitions this instance reads, in the order [`Entry::partition`]
+    /// indexes, with the offset each starts at (`None`: librdkafka resolves
+    /// it, as `start` says). Sent once, before any chunk.
+    Assigned(Vec<(String, i32)>),
+    /// Records.
+    Chunk(Chunk),
+    /// Every partition reached its end (`bounded` only), after the last
+    /// chunk.
+    End,
+    /// The source cannot go on (a topic does not exist, say).
+    Failed(String),
+}
+
+/// What the shard tells the thread.
+#[derive(Debug)]
+pub enum Command {
+    /// Commit these next offsets (topic, partition, offset) to the group.
+    Commit(Vec<(String, i32, i64)>),
+}
+
+/// The shard's side of a running consumer thread; dropping it stops the
+/// thread (within one poll timeout), without waiting for it.
+#[derive(Debug)]
+pub struct Reader {
+    /// Events from the thread.
+    pub events: Receiver<Event>,
+    /// Commands to the thread.
+    pub commands: Sender<Command>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Logs librdkafka's log lines and errors through `tracing`, naming the
+/// component.
+#[derive(Debug, Clone)]
+pub struct LogContext {
+    /// The component's name.
+    pub component: Arc<str>,
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        let component = &*self.component;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+                tracing::error!(component, facility = fac, "kafka: {message}");
+            }
+            Level::Warning => tracing::warn!(component, facility = fac, "kafka: {message}"),
+            Level::Notice | Level::Info => {
+                tracing::info!(component, facility = fac, "kafka: {message}");
+            }
+            Level::Debug => tracing::debug!(component, facility = fac, "kafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        ) {
+            // The end of a partition (`bounded`), not a fault.
+            return;
+        }
+        tracing::warn!(
+            component = &*self.component,
+            "kafka client error (librdkafka retries): {error}: {reason}"
+        );
+    }
+}
+
+impl ConsumerContext for LogContext {}
+
+/// Starts the consumer thread.
+pub fn start(setup: ReaderSetup) -> Reader {
+    let (event_tx, events) = crossbeam::channel::bounded(KAFKA_CHANNEL_CHUNKS);
+    let (commands, command_rx) = crossbeam::channel::bounded(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let name = format!("weir-kafka-{}", setup.instance);
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let component = setup.component.clone();
+        if let Err(error) = run(setup, &event_tx, &command_rx, &thread_stop) {
+            tracing::error!(component = &*component, "kafka source failed: {error}");
+            let _ = event_tx.send(Event::Failed(error));
+        }
+    });
+    if let Err(error) = spawned {
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        let _ = tx.send(Event::Failed(format!("cannot start the consumer thread: {error}")));
+        return Reader {
+            events: rx,
+            commands,
+            stop,
+        };
+    }
+    Reader {
+        events,
+        commands,
+        stop,
+    }
+}
+
+/// Every partition of `topics`, sorted, from the cluster's metadata;
+/// waits (logging) while the brokers cannot be reached.
+fn discover(
+    consumer: &BaseConsumer<LogContext>,
+    topics: &[String],
+    stop: &AtomicBool,
+    component: &str,
+) -> Result<Vec<(String, i32)>, String> {
+    let timeout = Duration::from_millis(KAFKA_METADATA_TIMEOUT_MS);
+    let metadata = loop {
+        if stop.load(Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        match consumer.fetch_metadata(None, timeout) {
+            Ok(metadata) => break metadata,
+            Err(error) => tracing::warn!(
+                component,
+                "kafka: cannot read the cluster's metadata ({error}); retrying"
+            ),
+        }
+    };
+    let mut found = Vec::new();
+    for wanted in topics {
+        let pattern = match wanted.strip_prefix('^') {
+            Some(_) => Some(
+                regex::Regex::new(wanted)
+                    .map_err(|error| format!("topic pattern `{wanted}`: {error}"))?,
+            ),
+            None => None,
+        };
+        let mut matched = false;
+        for topic in metadata.topics() {
+            let hit = match &pattern {
+                Some(pattern) => pattern.is_match(topic.name()) && !topic.name().starts_with("__"),
+                None => topic.name() == wanted,
+            };
+            if !hit {
+                continue;
+            }
+            if let Some(error) = topic.error() {
+                return Err(format!(
+                    "topic `{}`: {:?}",
+                    topic.name(),
+                    rdkafka::types::RDKafkaRespErr::from(error)
+                ));
+            }
+            matched = true;
+            for partition in topic.partitions() {
+                found.push((topic.name().to_owned(), partition.id()));
+            }
+        }
+        if !matched && pattern.is_none() {
+            return Err(format!(
+                "topic `{wanted}` does not exist on the brokers (weir does not create \
+                 input topics)"
+            ));
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+fn run(
+    setup: ReaderSetup,
+    events: &Sender<Event>,
+    commands: &Receiver<Command>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let component = setup.component.clone();
+    let context = LogContext {
+        component: component.clone(),
+    };
+    let mut config = setup.config.clone();
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", if setup.bounded { "true" } else { "false" })
+        .set("queued.max.messages.kbytes", KAFKA_PREFETCH_KIB.to_string())
+        .set(
+            "auto.offset.reset",
+            match setup.start {
+                StartAt::Latest => "latest",
+                StartAt::Earliest | StartAt::Committed => "earliest",
+            },
+        );
+    let consumer: BaseConsumer<LogContext> = config
+        .create_with_context(context)
+        .map_err(|error| format!("cannot create the Kafka consumer: {error}"))?;
+    let all = discover(&consumer, &setup.topics, stop, &component)?;
+    let mine: Vec<(String, i32)> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| index % setup.instances == setup.instance)
+        .map(|(_, part)| part)
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partition) in &mine {
+        let restored = setup
+            .restored
+            .iter()
+            .find(|(t, p, _)| t == topic && p == partition)
+            .map(|(_, _, offset)| *offset);
+        let offset = match (restored, setup.start) {
+            (Some(offset), _) => Offset::Offset(offset),
+            (None, StartAt::Earliest) => Offset::Beginning,
+            (None, StartAt::Latest) => Offset::End,
+            (None, StartAt::Committed) => Offset::Stored,
+        };
+        assignment
+            .add_partition_offset(topic, *partition, offset)
+            .map_err(|error| format!("partition {topic}/{partition}: {error}"))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|error| format!("cannot assign partitions: {error}"))?;
+    tracing::info!(
+        component = &*component,
+        instance = setup.instance,
+        "kafka: reading {} partitions: {}",
+        mine.len(),
+        mine.iter()
+            .map(|(topic, partition)| format!("{topic}/{partition}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let index_of = |topic: &str, partition: i32| {
+        mine.iter()
+            .position(|(t, p)| t == topic && *p == partition)
+            .map(|index| index as u32)
+    };
+    if events.send(Event::Assigned(mine.clone())).is_err() {
+        return Ok(());
+    }
+    let mut pending: Option<Chunk> = None;
+    let mut chunk = Chunk::default();
+    let mut paused = false;
+    // `bounded`: the partitions (one topic) that have not reached their end.
+    let mut unfinished: Vec<i32> = mine.iter().map(|(_, partition)| *partition).collect();
+    let mut ended = false;
+    while !stop.load(Ordering::Acquire) {
+        while let Ok(Command::Commit(offsets)) = commands.try_recv() {
+            let mut list = TopicPartitionList::new();
+            for (topic, partition, offset) in &offsets {
+                let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
+            if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+                tracing::warn!(
+                    component = &*component,
+                    "kafka: committing offsets to the group failed ({error}); the next epoch's \
+                     commit tries again"
+                );
+            }
+        }
+        if let Some(full) = pending.take() {
+            match events.try_send(Event::Chunk(full)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Event::Chunk(full))) => {
+                    pending = Some(full);
+                    if !paused && !mine.is_empty() {
+                        let _ = consumer.pause(&assignment);
+                        paused = true;
+                    }
+                    // Serve librdkafka's events (none are records: paused).
+                    let _ = consumer.poll(Duration::from_millis(1));
+                    continue;
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        if setup.bounded && unfinished.is_empty() && !ended && chunk.entries.is_empty() {
+            // Everything read went out above; nothing follows.
+            if events.send(Event::End).is_err() {
+                return Ok(());
+            }
+            ended = true;
+        }
+        if ended {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        if paused && events.len() <= KAFKA_CHANNEL_CHUNKS / 2 {
+            let _ = consumer.resume(&assignment);
+            paused = false;
+        }
+        let wait = if chunk.entries.is_empty() {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                let Some(partition) = index_of(message.topic(), message.partition()) else {
+                    continue;
+                };
+                let key = message.key().map(|key| chunk.push_bytes(key));
+                let payload = chunk.push_bytes(message.payload().unwrap_or_default());
+                let mut headers = Vec::new();
+                if setup.headers {
+                    if let Some(list) = message.headers() {
+                        for header in list.iter() {
+                            let value = header.value.map(|value| chunk.push_bytes(value));
+                            headers.push((header.key.to_owned(), value));
+                        }
+                    }
+                }
+                chunk.entries.push(Entry {
+                    partition,
+                    offset: message.offset(),
+                    timestamp: message.timestamp().to_millis(),
+                    key,
+                    payload,
+                    headers,
+                });
+                let full = chunk.entries.len() >= KAFKA_CHUNK_RECORDS
+                    || chunk.arena.len() >= KAFKA_CHUNK_BYTES;
+                if full {
+                    pending = Some(std::mem::take(&mut chunk));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                unfinished.retain(|unfinished| *unfinished != partition);
+                if unfinished.is_empty() && !chunk.entries.is_empty() {
+                    pending = Some(std::mem::take(&mut chunk));
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(component = &*component, "kafka: {error}");
+            }
+            None => {
+                if !chunk.entries.is_empty() {
+                    pending = Some(std::mem::take(&mut chunk));
+                }
+            }
+        }
+    }
+    Ok(())
+}
