@@ -129,7 +129,7 @@ fn tagged<S: Serializer, T: Serialize>(
 
 section! {
     /// A source component, by `type`.
-    sources: SourceConfig, "`generator`, `file`, `tcp` or `http`" {
+    sources: SourceConfig, "`generator`, `file`, `tcp`, `http` or `kafka`" {
         /// `type = "generator"` with `profile`: realistic rows (web access,
         /// logins, flows) with injected attacks.
         Profile(crate::sources::generator::ProfileGeneratorConfig) = "generator" when "profile",
@@ -141,6 +141,8 @@ section! {
         Tcp(crate::sources::ingest::TcpSourceConfig) = "tcp",
         /// `type = "http"`: HTTP `POST` of NDJSON or JSON arrays.
         Http(crate::sources::ingest::HttpSourceConfig) = "http",
+        /// `type = "kafka"`: Kafka topics, exactly once.
+        Kafka(crate::sources::kafka::KafkaSourceConfig) = "kafka",
     }
 }
 
@@ -174,7 +176,7 @@ section! {
 section! {
     /// A sink component, by `type`.
     sinks: SinkConfig,
-        "one of `file`, `stdout`, `blackhole`, `webhook`, `postgres`, `prometheus`" {
+        "one of `file`, `stdout`, `blackhole`, `webhook`, `postgres`, `prometheus`, `kafka`" {
         /// `type = "file"`.
         File(crate::sinks::RowFileSinkConfig) = "file",
         /// `type = "prometheus"`: window rows as gauges on the metrics
@@ -188,5 +190,8 @@ section! {
         Webhook(crate::sinks::webhook::WebhookSinkConfig) = "webhook",
         /// `type = "postgres"`: rows and the epoch in one transaction.
         Postgres(crate::sinks::postgres::PostgresSinkConfig) = "postgres",
+        /// `type = "kafka"`: a Kafka topic, in one transaction per shard
+        /// and epoch.
+        Kafka(crate::sinks::kafka::KafkaSinkConfig) = "kafka",
     }
 }

@@ -13,6 +13,8 @@
 //!   batches with idempotency keys once their epoch commits;
 //! - [`postgres`]: [`PostgresSink`](postgres::PostgresSink) writes each
 //!   epoch's rows and the epoch number to PostgreSQL in one transaction;
+//! - [`kafka`](mod@kafka): [`KafkaSink`](kafka::KafkaSink) publishes each epoch's rows in one
+//!   Kafka transaction per shard once the epoch commits;
 //! - [`prometheus`]: window rows as gauges on the metrics endpoint;
 //! - [`stdout`]: [`StdoutSink`], NDJSON lines on standard output, a
 //!   debugging aid that is *at-least-once*;
@@ -21,6 +23,7 @@
 
 pub mod blackhole;
 pub mod file;
+pub mod kafka;
 pub mod postgres;
 pub mod prometheus;
 pub mod stdout;

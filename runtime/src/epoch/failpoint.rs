@@ -11,7 +11,9 @@
 //! commit record), `after-commit-record` (the commit record is durable, sink
 //! commits not yet run), `during-commit` (after the first sink commit of the
 //! epoch), `after-sink-commit` (a sink commit of the epoch ran, its
-//! completion record is not written yet), `recovery` (after the logs were read, before anything restarted;
+//! completion record is not written yet), `kafka-before-commit` (the
+//! `kafka` sink sent an epoch's records and marker in its transaction and
+//! has not committed it), `recovery` (after the logs were read, before anything restarted;
 //! EPOCH is the recovered committed epoch).
 
 use std::sync::OnceLock;

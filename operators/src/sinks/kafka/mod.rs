@@ -1,0 +1,316 @@
+//! [`KafkaSink`]: the `kafka` sink, publishing rows to a Kafka topic as
+//! JSON, exactly once through Kafka transactions coordinated by weir's
+//! epochs.
+//!
+//! # Options ([`KafkaSinkConfig`])
+//! - `brokers`: the bootstrap servers.
+//! - `topic`: the topic (it must exist, or the brokers must create topics
+//!   on first use).
+//! - `key` (default none): input fields whose values make each record's
+//!   key: one field gives its value as text (a string as it is, other types
+//!   as JSON); several give a JSON array of their values. A record without
+//!   key (or whose single key field is null) is spread by librdkafka; keyed
+//!   records go to the partition Java clients would pick (murmur2).
+//! - `format` (default and only `"json"`): each row is one JSON object, null
+//!   fields left out, as the `file` sink writes NDJSON lines.
+//! - `compression` (default `"none"`): `none`, `gzip`, `snappy`, `lz4` or
+//!   `zstd`.
+//! - `delivery` (default `"exactly_once"`): or `"at_least_once"`; see
+//!   [`publish`].
+//! - `options`: librdkafka properties passed through (see `crate::kafka`).
+//!
+//! # Exactly once
+//! - `write` encodes each row (key and JSON value) into the current
+//!   epoch's buffer, in memory.
+//! - `precommit` returns that buffer with where to publish it; the runtime
+//!   logs it in the shard's WAL, so the epoch's output is durable before
+//!   the epoch can commit. An epoch's output on one shard must fit one WAL
+//!   record (16 MiB): at the default 100 ms epochs that is about 160 000
+//!   records of 100 bytes per shard per epoch; shorten the epoch interval
+//!   for more.
+//! - `commit` runs once the epoch is committed, on a blocking thread, and
+//!   publishes the epoch in one Kafka transaction per (sink, shard, epoch)
+//!   under the stable `transactional.id` `weir-PIPELINE-SINK-SHARD`,
+//!   together with the marker of the last published epoch; a commit run
+//!   again after a crash finds its epoch in the marker and publishes
+//!   nothing. See [`publish`] and `docs/exactly-once.md`.
+//!
+//! Readers see the output exactly once with `isolation.level =
+//! read_committed`. As for the `postgres` sink, **a run on a fresh data
+//! directory starts again at epoch 1**: it must not reuse the pipeline and
+//! sink names of an earlier data directory on the same topic, or its
+//! first epochs look published and are skipped.
+
+pub mod publish;
+pub mod staged;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
+
+use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
+use crate::row::{write_json_value, write_row_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema};
+use staged::Header;
+
+/// How the sink delivers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaDelivery {
+    /// One transaction per shard and epoch, with its marker.
+    #[default]
+    ExactlyOnce,
+    /// An idempotent producer, no transaction: duplicates after a crash.
+    AtLeastOnce,
+}
+
+/// How records are encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaSinkFormat {
+    /// One JSON object per record.
+    #[default]
+    Json,
+}
+
+/// Record batch compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaCompression {
+    /// None.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl KafkaCompression {
+    fn name(self) -> &'static str {
+        match self {
+            KafkaCompression::None => "none",
+            KafkaCompression::Gzip => "gzip",
+            KafkaCompression::Snappy => "snappy",
+            KafkaCompression::Lz4 => "lz4",
+            KafkaCompression::Zstd => "zstd",
+        }
+    }
+}
+
+/// The `[sinks.NAME]` table of a `kafka` sink; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// The streams it reads (wired by the pipeline builder).
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// Fields whose values make the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    /// `json`.
+    #[serde(default)]
+    pub format: KafkaSinkFormat,
+    /// Compression.
+    #[serde(default)]
+    pub compression: KafkaCompression,
+    /// `exactly_once` (default) or `at_least_once`.
+    #[serde(default)]
+    pub delivery: KafkaDelivery,
+    /// librdkafka properties passed through.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A checked [`KafkaSinkConfig`].
+#[derive(Debug, Clone)]
+pub struct KafkaSinkSpec {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The input schema.
+    pub schema: Arc<Schema>,
+    /// Key field indices.
+    pub key: Vec<usize>,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// Compression.
+    pub compression: KafkaCompression,
+    /// Delivery.
+    pub delivery: KafkaDelivery,
+    /// librdkafka properties.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Whether `topic` is a legal Kafka topic name.
+fn check_topic(topic: &str) -> Result<(), String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
+        return Err(format!("`{topic}` is not a topic name (1 to 249 characters)"));
+    }
+    if let Some(bad) = topic.chars().find(|c| !legal(*c)) {
+        return Err(format!(
+            "`{topic}` is not a topic name: `{bad}` is not one of letters, digits, `.`, `_`, `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `config` against the input's schema.
+pub fn build(config: &KafkaSinkConfig, input: &Schema, pipeline: &str) -> Result<KafkaSinkSpec, OptionError> {
+    crate::kafka::check_client(&config.brokers, &config.options)?;
+    check_topic(&config.topic).map_err(|message| OptionError::new("topic", message))?;
+    let key = config
+        .key
+        .iter()
+        .map(|field| {
+            input
+                .lookup(field)
+                .map(|(index, _)| index)
+                .map_err(|message| OptionError::new("key", message))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(KafkaSinkSpec {
+        pipeline: pipeline.to_owned(),
+        schema: Arc::new(input.clone()),
+        key,
+        brokers: config.brokers.clone(),
+        topic: config.topic.clone(),
+        compression: config.compression,
+        delivery: config.delivery,
+        options: config.options.clone(),
+    })
+}
+
+/// One sink instance; see the module docs.
+#[derive(Debug)]
+pub struct KafkaSink {
+    spec: KafkaSinkSpec,
+    sink: Arc<str>,
+    shard: usize,
+    /// The current epoch's records, encoded as [`staged`] records.
+    records: Vec<u8>,
+    count: u64,
+    key: String,
+    value: String,
+}
+
+impl KafkaSink {
+    /// The instance of `context`'s shard.
+    pub fn new(spec: KafkaSinkSpec, context: &ShardContext) -> KafkaSink {
+        KafkaSink {
+            spec,
+            sink: context.node.clone(),
+            shard: context.shard,
+            records: Vec::new(),
+            count: 0,
+            key: String::new(),
+            value: String::new(),
+        }
+    }
+
+    /// Appends one row to the current epoch.
+    pub fn push(&mut self, row: &ArchivedRow) {
+        self.value.clear();
+        write_row_json(row, &self.spec.schema, &mut self.value);
+        let key = match self.spec.key.as_slice() {
+            [] => None,
+            [index] => match row.get(*index) {
+                ArchivedValue::Null => None,
+                ArchivedValue::String(text) => Some(text.as_bytes()),
+                value => {
+                    self.key.clear();
+                    write_json_value(value, &mut self.key);
+                    Some(self.key.as_bytes())
+                }
+            },
+            indices => {
+                self.key.clear();
+                self.key.push('[');
+                for (n, index) in indices.iter().enumerate() {
+                    if n > 0 {
+                        self.key.push(',');
+                    }
+                    write_json_value(row.get(*index), &mut self.key);
+                }
+                self.key.push(']');
+                Some(self.key.as_bytes())
+            }
+        };
+        staged::push_record(&mut self.records, key, self.value.as_bytes());
+        self.count += 1;
+    }
+
+    /// Closes the epoch: the staged bytes, empty if it had no records.
+    pub fn stage(&mut self, epoch: u64) -> Vec<u8> {
+        if self.count == 0 {
+            return Vec::new();
+        }
+        let header = Header {
+            brokers: self.spec.brokers.clone(),
+            options: self.spec.options.clone(),
+            topic: self.spec.topic.clone(),
+            compression: self.spec.compression.name().to_owned(),
+            exactly_once: self.spec.delivery == KafkaDelivery::ExactlyOnce,
+            transactional_id: format!("weir-{}-{}-{}", self.spec.pipeline, self.sink, self.shard),
+            sink: self.sink.to_string(),
+            shard: self.shard as u64,
+            epoch,
+            records: std::mem::take(&mut self.count),
+        };
+        let bytes = staged::encode(&header, &self.records);
+        self.records.clear();
+        bytes
+    }
+}
+
+impl Sink for KafkaSink {
+    type Input = Row;
+
+    fn write(&mut self, _port: usize, batch: &Batch<Row>) {
+        for row in batch.iter() {
+            self.push(row);
+        }
+    }
+
+    fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        Ok(self.stage(epoch))
+    }
+
+    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), OperatorError> {
+        publish::commit(staged, control)
+    }
+}
+
+impl Component for KafkaSinkConfig {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        let spec = build(self, &context.schema(), context.pipeline)?;
+        Ok(Planned::new(Vec::new(), KafkaSinkNode(spec)))
+    }
+}
+
+/// The sink's node.
+#[derive(Debug, Clone)]
+pub struct KafkaSinkNode(pub KafkaSinkSpec);
+
+impl Node for KafkaSinkNode {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let spec = self.0.clone();
+        graph.sink(name, move |context| KafkaSink::new(spec.clone(), context));
+        connect_forward(graph, name, inputs);
+    }
+}

@@ -1,0 +1,319 @@
+//! Publishing a staged epoch: the `kafka` sink's commit step, on a blocking
+//! thread off the shard.
+//!
+//! One [`Publisher`] per `transactional.id` (sink, shard) lives in a
+//! process-wide table, made by the first commit and reused by later ones;
+//! a shard's commits run in epoch order, one at a time, so a publisher is
+//! never used by two commits at once.
+//!
+//! # Exactly once (`delivery = "exactly_once"`)
+//! The marker of what is published is the offset the group named by the
+//! `transactional.id` holds for partition 0 of the topic: the last epoch
+//! published. Every epoch is published in one transaction holding its
+//! records **and** that marker (`send_offsets_to_transaction`), so they
+//! become visible together or not at all.
+//! 1. A new publisher's producer calls `init_transactions`, which aborts
+//!    whatever an earlier producer with the same id left open (a crash in
+//!    the middle of a publish) and fences that producer off. It then reads
+//!    the marker (an offset fetch that waits for pending transactional
+//!    offsets to settle).
+//! 2. An epoch at or below the marker is already in the topic: the commit
+//!    does nothing. Otherwise: begin, send every record, add the marker
+//!    `epoch`, commit.
+//! 3. Any error (the broker is down, a timeout, fencing) drops the
+//!    publisher and tries again after a pause (100 ms, doubling to
+//!    [`KAFKA_RETRY_MAX_MS`]), from step 1, until it succeeds or the
+//!    commit is cancelled by a stop (then it runs again at the next start).
+//!
+//! # At least once (`delivery = "at_least_once"`)
+//! An idempotent producer sends the epoch's records and flushes; an error
+//! sends the whole epoch again, so a retry or a crash can publish records
+//! twice. No transactions: for brokers or topics where they are not
+//! available.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use weir_runtime::{CommitControl, OperatorError};
+
+use super::staged::{self, Header, Staged};
+use crate::limits::{KAFKA_RETRY_MAX_MS, KAFKA_TRANSACTION_STEP_TIMEOUT_MS};
+
+/// The producer's context: logs through `tracing` and counts failed
+/// deliveries (for `at_least_once`, where no transaction reports them).
+#[derive(Debug, Clone)]
+pub struct DeliveryContext {
+    sink: Arc<str>,
+    failed: Arc<AtomicU64>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        let sink = &*self.sink;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+                tracing::error!(sink, facility = fac, "kafka: {message}");
+            }
+            Level::Warning => tracing::warn!(sink, facility = fac, "kafka: {message}"),
+            Level::Notice | Level::Info => tracing::info!(sink, facility = fac, "kafka: {message}"),
+            Level::Debug => tracing::debug!(sink, facility = fac, "kafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(
+            sink = &*self.sink,
+            "kafka client error (librdkafka retries): {error}: {reason}"
+        );
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(sink = &*self.sink, "kafka: a record was not delivered: {error}");
+        }
+    }
+}
+
+/// A producer (and, for exactly-once, the marker's reader) of one sink
+/// instance.
+struct Publisher {
+    producer: BaseProducer<DeliveryContext>,
+    failed: Arc<AtomicU64>,
+    /// Reads the marker and gives the group metadata (exactly-once).
+    marker: Option<BaseConsumer>,
+    /// The last epoch known published.
+    published: u64,
+}
+
+fn publishers() -> &'static Mutex<HashMap<String, Publisher>> {
+    static PUBLISHERS: OnceLock<Mutex<HashMap<String, Publisher>>> = OnceLock::new();
+    PUBLISHERS.get_or_init(Mutex::default)
+}
+
+fn step_timeout() -> Duration {
+    Duration::from_millis(KAFKA_TRANSACTION_STEP_TIMEOUT_MS)
+}
+
+/// The commit step: publishes `bytes` (a [`staged`] epoch); see the module
+/// docs.
+pub fn commit(bytes: &[u8], control: &CommitControl) -> Result<(), OperatorError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let staged = staged::decode(bytes)?;
+    // Damaged records are an error no retry cures.
+    for record in staged::records(staged.records) {
+        record.map_err(|error| {
+            OperatorError::invalid(format!(
+                "kafka sink `{}` epoch {}: {error}",
+                staged.header.sink, staged.header.epoch
+            ))
+        })?;
+    }
+    let id = if staged.header.exactly_once {
+        staged.header.transactional_id.clone()
+    } else {
+        format!("{}|at_least_once", staged.header.transactional_id)
+    };
+    let mut pause = Duration::from_millis(100);
+    let mut failures = 0u32;
+    let started = std::time::Instant::now();
+    loop {
+        let taken = publishers().lock().expect("publisher table").remove(&id);
+        let attempt = match taken {
+            Some(publisher) => Ok(publisher),
+            None => Publisher::new(&staged.header),
+        }
+        .and_then(|mut publisher| publisher.publish(&staged).map(|()| publisher));
+        match attempt {
+            Ok(publisher) => {
+                tracing::debug!(
+                    sink = staged.header.sink,
+                    shard = staged.header.shard,
+                    epoch = staged.header.epoch,
+                    records = staged.header.records,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "kafka sink: epoch published"
+                );
+                if failures > 0 {
+                    tracing::info!(
+                        sink = staged.header.sink,
+                        shard = staged.header.shard,
+                        epoch = staged.header.epoch,
+                        "kafka sink: epoch published after {failures} failed attempts"
+                    );
+                }
+                publishers()
+                    .lock()
+                    .expect("publisher table")
+                    .insert(id, publisher);
+                return Ok(());
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(
+                    sink = staged.header.sink,
+                    shard = staged.header.shard,
+                    epoch = staged.header.epoch,
+                    "kafka sink: publishing the epoch to topic `{}` failed ({error}); \
+                     retrying in {} ms",
+                    staged.header.topic,
+                    pause.as_millis()
+                );
+                if control.is_cancelled() || !control.sleep(pause) {
+                    return Err(OperatorError::external(format!(
+                        "kafka sink `{}`: epoch {} not published before the stop: {error}",
+                        staged.header.sink, staged.header.epoch
+                    )));
+                }
+                pause = (pause * 2).min(Duration::from_millis(KAFKA_RETRY_MAX_MS));
+            }
+        }
+    }
+}
+
+fn kafka_error(what: &str) -> impl Fn(KafkaError) -> String + '_ {
+    move |error| format!("{what}: {error}")
+}
+
+impl Publisher {
+    fn new(header: &Header) -> Result<Publisher, String> {
+        let failed = Arc::new(AtomicU64::new(0));
+        let context = DeliveryContext {
+            sink: Arc::from(header.sink.as_str()),
+            failed: failed.clone(),
+        };
+        let mut config = crate::kafka::client_config(&header.brokers, &header.options);
+        config
+            .set("client.id", &header.transactional_id)
+            .set("compression.type", &header.compression)
+            // Keys go to the partitions Java clients (and Kafka Streams)
+            // would pick.
+            .set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        if header.exactly_once {
+            config
+                .set("transactional.id", &header.transactional_id)
+                .set("transaction.timeout.ms", "60000");
+        }
+        let producer: BaseProducer<DeliveryContext> = config
+            .create_with_context(context)
+            .map_err(kafka_error("cannot create the producer"))?;
+        let mut publisher = Publisher {
+            producer,
+            failed,
+            marker: None,
+            published: 0,
+        };
+        if header.exactly_once {
+            publisher
+                .producer
+                .init_transactions(step_timeout())
+                .map_err(kafka_error("init_transactions"))?;
+            let mut marker_config = crate::kafka::client_config(&header.brokers, &header.options);
+            marker_config
+                .set("group.id", &header.transactional_id)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed");
+            let consumer: BaseConsumer = marker_config
+                .create()
+                .map_err(kafka_error("cannot create the marker's consumer"))?;
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&header.topic, 0);
+            let committed = consumer
+                .committed_offsets(list, step_timeout())
+                .map_err(kafka_error("reading the last published epoch"))?;
+            publisher.published = committed
+                .find_partition(&header.topic, 0)
+                .and_then(|element| match element.offset() {
+                    Offset::Offset(epoch) => u64::try_from(epoch).ok(),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            publisher.marker = Some(consumer);
+        }
+        Ok(publisher)
+    }
+
+    fn publish(&mut self, staged: &Staged<'_>) -> Result<(), String> {
+        let header = &staged.header;
+        if header.exactly_once && header.epoch <= self.published {
+            tracing::debug!(
+                sink = header.sink,
+                shard = header.shard,
+                epoch = header.epoch,
+                published = self.published,
+                "kafka sink: epoch already published"
+            );
+            return Ok(());
+        }
+        if header.exactly_once {
+            self.producer
+                .begin_transaction()
+                .map_err(kafka_error("begin_transaction"))?;
+        }
+        self.failed.store(0, Ordering::Relaxed);
+        for record in staged::records(staged.records) {
+            let (key, value) = record?;
+            let mut next = BaseRecord::to(&header.topic).payload(value);
+            if let Some(key) = key {
+                next = next.key(key);
+            }
+            loop {
+                match self.producer.send(next) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        next = back;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((error, _)) => return Err(format!("send: {error}")),
+                }
+            }
+        }
+        if header.exactly_once {
+            let marker = self.marker.as_ref().ok_or("no marker consumer")?;
+            let group = marker
+                .group_metadata()
+                .ok_or("the marker's consumer has no group metadata")?;
+            let mut offsets = TopicPartitionList::new();
+            offsets
+                .add_partition_offset(
+                    &header.topic,
+                    0,
+                    Offset::Offset(i64::try_from(header.epoch).unwrap_or(i64::MAX)),
+                )
+                .map_err(kafka_error("marker"))?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, step_timeout())
+                .map_err(kafka_error("send_offsets_to_transaction"))?;
+            weir_runtime::epoch::failpoint("kafka-before-commit", header.epoch);
+            self.producer
+                .commit_transaction(step_timeout())
+                .map_err(kafka_error("commit_transaction"))?;
+            self.published = header.epoch;
+        } else {
+            self.producer
+                .flush(step_timeout())
+                .map_err(kafka_error("flush"))?;
+            let failed = self.failed.load(Ordering::Relaxed);
+            if failed > 0 {
+                return Err(format!("{failed} records were not delivered"));
+            }
+        }
+        Ok(())
+    }
+}
