@@ -6,6 +6,8 @@
 //! every helper.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

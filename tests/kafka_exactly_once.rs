@@ -1,0 +1,315 @@
+//! Goal: the `kafka` source and sink are exactly-once across crashes
+//! (issue 18's crash test), checked by Kafka's own `read_committed`
+//! console consumer.
+//!
+//! Method: a 6-partition topic holds 1 M JSON events (`id`, `user`,
+//! `host`, `at`, `status`), each with the record timestamp `at` (so the
+//! source's watermark, from record timestamps, follows `at`). `weir run`
+//! with 2 shards reads it (`format = "raw"`, `bounded = true`, so a run
+//! ends at the end of the topic) → `parse` → `filter` (`status >= 400`) →
+//! a 1-minute tumbling count per `user` → a `kafka` sink and a `file`
+//! sink; the parsed events also go, unfiltered, to a second `kafka` topic
+//! (the passthrough) and a `file` sink. Runs on one data directory are
+//! SIGKILLed after a random delay (seeded; `WEIR_KAFKA_TEST_SEED` changes
+//! it) and restarted, at least `KILLS_MIN` times mid-run, and crash at
+//! the fail-points after a pre-commit, inside the Kafka transaction before
+//! its commit, after Kafka's commit but before weir records it, and during
+//! recovery; then a run finishes. Kafka's console consumer must find every
+//! event exactly once in the passthrough topic and every (window, user)
+//! count exactly once and equal to a direct computation, and the file
+//! sinks must hold the same.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::kafka;
+use support::{published_rows, scratch, toml_path, Rng, Weir};
+
+const EVENTS: u64 = 1_000_000;
+const PARTITIONS: u32 = 6;
+const USERS: u64 = 500;
+/// Event times: `BASE_MS + id * STEP_MS` (1 M events span 100 minutes).
+const BASE_MS: i64 = 1_764_900_000_000;
+const STEP_MS: i64 = 6;
+/// SIGKILLs that must land while a run is going.
+const KILLS_MIN: usize = 30;
+/// A run that takes longer than this is stuck.
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The event `id` (its fields drawn from `id` alone).
+fn event(id: u64) -> (String, u64, i64, u64) {
+    let mut rng = Rng(id.wrapping_mul(7919));
+    let user = rng.next() % USERS;
+    let host = rng.next() % 8;
+    let status = [200, 200, 200, 404, 500][(rng.next() % 5) as usize];
+    let at = BASE_MS + id as i64 * STEP_MS;
+    let line = format!(
+        r#"{{"id":{id},"user":"u{user}","host":"h{host}","at":{at},"status":{status}}}"#
+    );
+    (line, user, at, status)
+}
+
+fn pipeline(bootstrap: &str, input: &str, passthrough: &str, counts: &str, out: &Path) -> String {
+    format!(
+        r#"
+[runtime]
+shards = 2
+
+[sources.in]
+type = "kafka"
+brokers = "{bootstrap}"
+topics = ["{input}"]
+format = "raw"
+start = "earliest"
+bounded = true
+
+[processors.events]
+type = "parse"
+inputs = ["in"]
+field = "message"
+format = "json"
+schema = {{ id = "int", user = "string", host = "string", at = "timestamp", status = "int" }}
+drop_source = true
+
+[processors.errors]
+type = "filter"
+inputs = ["events"]
+condition = "status >= 400"
+
+[processors.per_user]
+type = "window"
+inputs = ["errors"]
+size = "1m"
+time_field = "at"
+group_by = ["user"]
+aggregates = [{{ fn = "count" }}]
+
+[sinks.counts]
+type = "kafka"
+inputs = ["per_user"]
+brokers = "{bootstrap}"
+topic = "{counts}"
+key = ["user"]
+
+[sinks.counts_file]
+type = "file"
+inputs = ["per_user"]
+path = "{counts_dir}"
+
+[sinks.passthrough]
+type = "kafka"
+inputs = ["events"]
+brokers = "{bootstrap}"
+topic = "{passthrough}"
+
+[sinks.passthrough_file]
+type = "file"
+inputs = ["events"]
+path = "{events_dir}"
+"#,
+        counts_dir = toml_path(&out.join("counts")),
+        events_dir = toml_path(&out.join("events")),
+    )
+}
+
+/// (window start in ms, user) → count, computed directly.
+fn expected_counts() -> BTreeMap<(i64, String), u64> {
+    let mut counts = BTreeMap::new();
+    for id in 0..EVENTS {
+        let (_, user, at, status) = event(id);
+        if status >= 400 {
+            let start = at - at.rem_euclid(60_000);
+            *counts.entry((start, format!("u{user}"))).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn millis(value: &serde_json::Value) -> i64 {
+    let text = value.as_str().expect("a timestamp string");
+    chrono_free_rfc3339_ms(text)
+}
+
+/// Milliseconds of `2025-12-05T02:00:00.000Z` (the sinks' timestamp form)
+/// without a date library: days from the civil date.
+fn chrono_free_rfc3339_ms(text: &str) -> i64 {
+    let number = |range: std::ops::Range<usize>| -> i64 {
+        text[range].parse().unwrap_or_else(|_| panic!("timestamp {text}"))
+    };
+    let (y, m, d) = (number(0..4), number(5..7), number(8..10));
+    let (hh, mm, ss, ms) = (number(11..13), number(14..16), number(17..19), number(20..23));
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms
+}
+
+fn check_counts(rows: &[serde_json::Value], expected: &BTreeMap<(i64, String), u64>, what: &str) {
+    let mut seen: BTreeMap<(i64, String), u64> = BTreeMap::new();
+    for row in rows {
+        let key = (
+            millis(&row["window_start"]),
+            row["user"].as_str().expect("user").to_owned(),
+        );
+        let count = row["count"].as_u64().expect("count");
+        assert!(
+            seen.insert(key.clone(), count).is_none(),
+            "{what}: the row of window {key:?} appears twice"
+        );
+    }
+    assert_eq!(seen.len(), expected.len(), "{what}: (window, user) rows");
+    for (key, count) in expected {
+        assert_eq!(seen.get(key), Some(count), "{what}: window {key:?}");
+    }
+}
+
+fn check_events(rows: &[serde_json::Value], what: &str) {
+    let mut seen = vec![false; EVENTS as usize];
+    for row in rows {
+        let id = row["id"].as_u64().expect("id") as usize;
+        assert!(!seen[id], "{what}: event {id} appears twice");
+        seen[id] = true;
+    }
+    let missing = seen.iter().filter(|seen| !**seen).count();
+    assert_eq!(missing, 0, "{what}: {missing} events missing");
+}
+
+#[test]
+fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
+    let bootstrap = kafka::bootstrap();
+    let run = kafka::unique("weir-eo");
+    let (input, passthrough, counts) = (
+        format!("{run}-in"),
+        format!("{run}-passthrough"),
+        format!("{run}-counts"),
+    );
+    kafka::create_topic(&bootstrap, &input, PARTITIONS);
+    kafka::create_topic(&bootstrap, &passthrough, 3);
+    kafka::create_topic(&bootstrap, &counts, 3);
+    kafka::produce_timed(
+        &bootstrap,
+        &input,
+        (0..EVENTS).map(|id| {
+            let (line, _, at, _) = event(id);
+            (line, at)
+        }),
+    );
+
+    let dir = scratch();
+    // The file's stem is the pipeline's name, in the transactional ids.
+    let config = dir.path().join(format!("{}.toml", run.replace('-', "_")));
+    let out = dir.path().join("out");
+    std::fs::write(
+        &config,
+        pipeline(&bootstrap, &input, &passthrough, &counts, &out),
+    )
+    .expect("write the pipeline");
+    let data = dir.path().join("data");
+
+    let seed = std::env::var("WEIR_KAFKA_TEST_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(18);
+    let mut rng = Rng(seed);
+    // Each fail-point once, spread among the kills.
+    let mut fail_points = vec![
+        "after-precommit:1",
+        "kafka-before-commit:1",
+        "after-sink-commit:1",
+        "recovery:0",
+    ];
+    let (mut kills, mut crashes, mut runs) = (0, 0, 0);
+    let started = Instant::now();
+    loop {
+        runs += 1;
+        let fail_point = (kills % 8 == 4 && !fail_points.is_empty()).then(|| fail_points.remove(0));
+        let env: Vec<(&str, &str)> = fail_point
+            .map(|point| vec![("WEIR_CRASH_AT", point)])
+            .unwrap_or_default();
+        let mut weir = Weir::start(&config, &data, &[], &env);
+        if let Some(point) = fail_point {
+            let status = weir
+                .wait_for(RUN_TIMEOUT)
+                .unwrap_or_else(|| panic!("run with WEIR_CRASH_AT={point} did not end"));
+            let log = weir.stderr();
+            assert!(
+                log.contains("reached; aborting") || status.success(),
+                "WEIR_CRASH_AT={point}: exit {status}, log:\n{log}"
+            );
+            if !status.success() {
+                crashes += 1;
+                continue;
+            }
+            break;
+        }
+        if kills < KILLS_MIN {
+            let delay = Duration::from_millis(300 + rng.next() % 2_500);
+            match weir.wait_for(delay) {
+                None => {
+                    weir.kill();
+                    kills += 1;
+                    continue;
+                }
+                Some(status) => {
+                    // It finished before the kill: start over on a fresh
+                    // data directory would lose the point; just go on.
+                    let log = weir.stderr();
+                    assert!(status.success(), "run failed ({status}):\n{log}");
+                    break;
+                }
+            }
+        }
+        let status = weir.wait_for(RUN_TIMEOUT);
+        let Some(status) = status else {
+            weir.kill();
+            panic!("the last run did not finish within {RUN_TIMEOUT:?}");
+        };
+        let signal = status.signal();
+        let log = weir.stderr();
+        assert!(status.success(), "the last run failed ({status}, signal {signal:?}):\n{log}");
+        break;
+    }
+    eprintln!(
+        "{runs} runs, {kills} SIGKILLs, {crashes} fail-point crashes, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        kills >= KILLS_MIN,
+        "only {kills} kills landed before a run finished: the runs are too short"
+    );
+    assert_eq!(crashes, 4, "every fail-point crashed a run");
+
+    // Kafka's own reader, read_committed.
+    let quiet = Duration::from_secs(8);
+    let events: Vec<serde_json::Value> = kafka::consume(&bootstrap, &passthrough, false, quiet)
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("a JSON record"))
+        .collect();
+    check_events(&events, "passthrough topic");
+    assert_eq!(events.len() as u64, EVENTS, "passthrough topic records");
+    let expected = expected_counts();
+    let keyed = kafka::consume(&bootstrap, &counts, true, quiet);
+    let mut rows = Vec::with_capacity(keyed.len());
+    for line in &keyed {
+        let (key, value) = line.split_once('\t').expect("key TAB value");
+        let row: serde_json::Value = serde_json::from_str(value).expect("a JSON record");
+        assert_eq!(row["user"].as_str(), Some(key), "the record's key is its user");
+        rows.push(row);
+    }
+    check_counts(&rows, &expected, "counts topic");
+
+    // The same through the file sinks.
+    let file_events = published_rows(&out.join("events"));
+    check_events(&file_events, "events files");
+    assert_eq!(file_events.len() as u64, EVENTS, "events files records");
+    check_counts(&published_rows(&out.join("counts")), &expected, "counts files");
+}

@@ -1,0 +1,231 @@
+//! A real Kafka broker for the tests, through Kafka's own tools: the
+//! broker is the one `scripts/test.sh` starts with `scripts/start-kafka.sh`
+//! (its address in `WEIR_TEST_KAFKA_BOOTSTRAP`); topics are made and read
+//! with `scripts/kafka-tool.sh` (Kafka 4.4's `kafka-topics` and
+//! `kafka-console-consumer` with `--isolation-level read_committed`), so
+//! what weir wrote is checked by Kafka's own reader, not weir's.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The broker's bootstrap address; panics with how to get one.
+pub fn bootstrap() -> String {
+    std::env::var("WEIR_TEST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "WEIR_TEST_KAFKA_BOOTSTRAP is not set: run the tests with scripts/test.sh, or \
+             export WEIR_TEST_KAFKA_BOOTSTRAP=\"$(scripts/start-kafka.sh)\""
+        )
+    })
+}
+
+/// A name unique to this test process and `what`.
+pub fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    format!("{what}-{}-{nanos}", std::process::id())
+}
+
+/// Runs `scripts/kafka-tool.sh TOOL ARGS...`, optionally feeding `input`;
+/// panics with its output if it fails.
+pub fn tool(tool: &str, args: &[&str], input: Option<&[u8]>) -> Output {
+    let mut command = Command::new(root().join("scripts/kafka-tool.sh"));
+    command
+        .arg(tool)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("run scripts/kafka-tool.sh");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("feed the tool");
+    }
+    let output = child.wait_with_output().expect("wait for the tool");
+    assert!(
+        output.status.success(),
+        "kafka-tool.sh {tool} {args:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Creates `topic` with `partitions` partitions on `bootstrap`.
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: u32) {
+    tool(
+        "topics",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            "1",
+        ],
+        None,
+    );
+}
+
+/// Writes `lines` (one record each, no key) to `topic` with Kafka's
+/// console producer.
+pub fn produce(bootstrap: &str, topic: &str, lines: &[String]) {
+    let mut input = Vec::with_capacity(lines.iter().map(|line| line.len() + 1).sum());
+    for line in lines {
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
+    tool(
+        "console-producer",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--producer-property",
+            "linger.ms=20",
+            "--producer-property",
+            "batch.size=262144",
+        ],
+        Some(&input),
+    );
+}
+
+/// Writes `records` (value, timestamp in ms) to `topic`, in order, with
+/// the record timestamps given (no key: librdkafka's sticky partitioner
+/// spreads them, so each partition holds its records in order), and waits
+/// until every one is acknowledged.
+pub fn produce_timed(bootstrap: &str, topic: &str, records: impl Iterator<Item = (String, i64)>) {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("a producer");
+    for (value, timestamp) in records {
+        let mut record = BaseRecord::<(), String>::to(topic)
+            .payload(&value)
+            .timestamp(timestamp);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => panic!("producing to {topic}: {error}"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .unwrap_or_else(|error| panic!("flushing to {topic}: {error}"));
+}
+
+/// Every committed record of `topic` (values, or `key\tvalue` with
+/// `keys`), read from the beginning by Kafka's console consumer with
+/// `read_committed`, until nothing arrives for `quiet`.
+pub fn consume(bootstrap: &str, topic: &str, keys: bool, quiet: Duration) -> Vec<String> {
+    let timeout = quiet.as_millis().to_string();
+    let mut args = vec![
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--isolation-level",
+        "read_committed",
+        "--timeout-ms",
+        &timeout,
+    ];
+    if keys {
+        args.extend(["--formatter-property", "print.key=true"]);
+    }
+    // The console consumer exits 0 after the timeout with what it read.
+    let output = tool("console-consumer", &args, None);
+    String::from_utf8(output.stdout)
+        .expect("UTF-8 records")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The committed offsets of `group` per partition of `topic`, from
+/// `kafka-consumer-groups --describe` (`-` when none).
+pub fn group_offsets(bootstrap: &str, group: &str) -> String {
+    let output = tool(
+        "consumer-groups",
+        &["--bootstrap-server", bootstrap, "--describe", "--group", group],
+        None,
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A private broker (its own port and directory), for tests that stop and
+/// start it; stopped and deleted on drop.
+pub struct OwnBroker {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub bootstrap: String,
+}
+
+impl OwnBroker {
+    /// Starts a broker on `port`, in `dir`.
+    pub fn start(port: u16, dir: &Path) -> OwnBroker {
+        let mut broker = OwnBroker {
+            port,
+            dir: dir.to_owned(),
+            bootstrap: String::new(),
+        };
+        broker.bootstrap = broker.script("start");
+        broker
+    }
+
+    /// Runs `scripts/start-kafka.sh ACTION` for this broker; its stdout.
+    pub fn script(&self, action: &str) -> String {
+        let output = Command::new(root().join("scripts/start-kafka.sh"))
+            .arg(action)
+            .env("WEIR_TEST_KAFKA_PORT", self.port.to_string())
+            .env("WEIR_TEST_KAFKA_DIR", &self.dir)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run scripts/start-kafka.sh");
+        assert!(
+            output.status.success(),
+            "start-kafka.sh {action} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/start-kafka.sh"))
+            .arg("clean")
+            .env("WEIR_TEST_KAFKA_PORT", self.port.to_string())
+            .env("WEIR_TEST_KAFKA_DIR", &self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
