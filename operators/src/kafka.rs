@@ -7,7 +7,11 @@
 //! (SASL, TLS, timeouts: `security.protocol`, `sasl.mechanism`,
 //! `ssl.ca.location`, ...), as Vector's `librdkafka_options` does. The
 //! properties weir sets itself for its guarantees (`enable.auto.commit`,
-//! `isolation.level`, `transactional.id`, ...) cannot be given there.
+//! `isolation.level`, `transactional.id`, ...; [`RESERVED_OPTIONS`]) and
+//! the ones a component has its own option for (`compression.type`)
+//! cannot be given there. Weir's tuning defaults (`client.id`,
+//! `linger.ms`, `partitioner`, `queued.max.messages.kbytes`) are set
+//! before `options`, so `options` overrides them.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +30,10 @@ pub const RESERVED_OPTIONS: &[&str] = &[
     "isolation.level",
     "enable.partition.eof",
     "transactional.id",
+    "transaction.timeout.ms",
     "enable.idempotence",
+    "compression.type",
+    "compression.codec",
 ];
 
 /// Checks `brokers` and `options` (the component's option names are
@@ -48,21 +55,28 @@ pub fn check_client(brokers: &str, options: &BTreeMap<String, String>) -> Result
     }
     // librdkafka checks names and values when a handle is made: make one
     // (a producer starts no connection before it has something to send).
-    let mut config = client_config(brokers, options);
-    config.set("client.id", "weir-validate");
+    let config = client_config(brokers, &[("client.id", "weir-validate".into())], options);
     config
         .create::<rdkafka::producer::BaseProducer>()
         .map(drop)
         .map_err(|error| OptionError::new("options", error.to_string()))
 }
 
-/// A librdkafka configuration with `brokers`, `options` and weir's
-/// logging (librdkafka's log lines go to `tracing` at their level).
-pub fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+/// A librdkafka configuration with `brokers`, weir's tuning `defaults`
+/// (overridden by `options`), then `options`, and weir's logging
+/// (librdkafka's log lines go to `tracing` at their level).
+pub fn client_config(
+    brokers: &str,
+    defaults: &[(&str, String)],
+    options: &BTreeMap<String, String>,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
         .set_log_level(RDKafkaLogLevel::Warning);
+    for (key, value) in defaults {
+        config.set(*key, value);
+    }
     for (key, value) in options {
         config.set(key, value);
     }

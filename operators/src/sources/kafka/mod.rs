@@ -37,16 +37,28 @@
 //! # Watermarks (Flink's model)
 //! Each partition's watermark is the largest event time read from it
 //! minus `max_out_of_orderness`. An instance emits the smallest watermark
-//! of its partitions that are not idle; a partition with nothing to read
-//! for `idle_timeout` is idle and does not hold the watermark back until it
-//! has records again. An instance whose partitions are all idle (or that
+//! of its partitions that are not idle. A partition is idle once the
+//! source has read to its end and nothing new came for `idle_timeout`
+//! (counted from the later of its last record and reaching the end); it
+//! does not hold the watermark back until it has records again. A
+//! partition that is not at its end is never idle, however long it is
+//! quiet: while the broker is unreachable or the partition is paused for
+//! backpressure, it holds the watermark, so its records are not made late
+//! by the others. (rust-rdkafka's end-of-partition error,
+//! `KafkaError::PartitionEOF(i32)`, carries the partition number but not
+//! the topic: with several topics, reaching the end of
+//! partition `n` of one counts for partition `n` of the others too, until
+//! their next record.) An instance whose partitions are all idle (or that
 //! has none) follows the largest watermark any instance of the source
 //! emitted, so a quiet shard does not stall windows downstream.
 //!
 //! # Parallelism
-//! Every shard runs an instance. At start each instance lists all
-//! partitions of the topics, sorted by topic and partition, and reads every
-//! `instances`-th one (instance `i` the ones at `i`, `i + instances`, ...).
+//! Every shard runs an instance. At start each instance lists the
+//! partitions of the topics and reads those [`reader::owner`] gives it:
+//! partition `p` of a topic goes to instance `(h + p) mod instances`, `h` a
+//! hash of the topic's name, so one topic's partitions are spread evenly
+//! and a partition stays with its instance when topics or partitions are
+//! added between runs (its logged offset is where that instance looks).
 //! It reads them on its own consumer thread (see [`reader`]) and never
 //! waits on Kafka on the shard.
 //!
@@ -347,6 +359,9 @@ struct Partition {
     max_ts: Option<i64>,
     /// When its last record was emitted (or when it was assigned).
     last_record: Instant,
+    /// The reader reached its end after its last record emitted: it may
+    /// turn idle.
+    at_end: bool,
 }
 
 /// The `kafka` source; see the module docs.
@@ -414,10 +429,19 @@ impl KafkaSource {
     }
 
     fn start_reader(&mut self) {
-        let mut config = crate::kafka::client_config(&self.spec.brokers, &self.spec.options);
-        config
-            .set("group.id", &self.spec.group)
-            .set("client.id", format!("weir-{}-{}", self.component, self.instance));
+        let defaults = [
+            (
+                "client.id",
+                format!("weir-{}-{}", self.component, self.instance),
+            ),
+            (
+                "queued.max.messages.kbytes",
+                crate::limits::KAFKA_PREFETCH_KIB.to_string(),
+            ),
+        ];
+        let mut config =
+            crate::kafka::client_config(&self.spec.brokers, &defaults, &self.spec.options);
+        config.set("group.id", &self.spec.group);
         self.reader = Some(reader::start(ReaderSetup {
             config,
             topics: self.spec.topics.clone(),
@@ -472,6 +496,7 @@ impl KafkaSource {
             let part = &mut partitions[entry.partition as usize];
             part.next_offset = Some(entry.offset + 1);
             part.last_record = now;
+            part.at_end = false;
             let payload = chunk.bytes(entry.payload);
             let decoded = match self.spec.format {
                 KafkaFormat::Json => {
@@ -555,7 +580,7 @@ impl KafkaSource {
         let mut lowest: Option<u64> = None;
         let mut active = false;
         for part in partitions {
-            if now.duration_since(part.last_record) >= idle {
+            if part.at_end && now.duration_since(part.last_record) >= idle {
                 continue;
             }
             active = true;
@@ -617,6 +642,7 @@ impl Source for KafkaSource {
                                     topic,
                                     partition,
                                     last_record: now,
+                                    at_end: false,
                                 }
                             })
                             .collect();
@@ -629,6 +655,16 @@ impl Source for KafkaSource {
                             self.component
                         )));
                         return SourcePoll::Exhausted;
+                    }
+                    Ok(Event::AtEnd(number)) => {
+                        let now = Instant::now();
+                        for part in self.partitions.iter_mut().flatten() {
+                            if part.partition == number && !part.at_end {
+                                part.at_end = true;
+                                part.last_record = part.last_record.max(now);
+                            }
+                        }
+                        continue;
                     }
                     Ok(Event::End) => {
                         self.ended = true;

@@ -14,7 +14,7 @@
 //! them once the channel is half empty. What one instance holds is thus
 //! bounded by the channel ([`KAFKA_CHANNEL_CHUNKS`] chunks of at most
 //! [`KAFKA_CHUNK_RECORDS`] records or [`KAFKA_CHUNK_BYTES`]) plus
-//! librdkafka's prefetch queue (`queued.max.messages.kbytes`, set to
+//! librdkafka's prefetch queue (`queued.max.messages.kbytes`, by default
 //! [`KAFKA_PREFETCH_KIB`]).
 //!
 //! **Offsets to the group.** The shard sends the offsets of each committed
@@ -34,8 +34,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::limits::{
     KAFKA_CHANNEL_CHUNKS, KAFKA_CHUNK_BYTES, KAFKA_CHUNK_RECORDS, KAFKA_METADATA_TIMEOUT_MS,
-    KAFKA_PREFETCH_KIB,
 };
+#[cfg(doc)]
+use crate::limits::KAFKA_PREFETCH_KIB;
 
 /// Where an unknown partition starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +56,8 @@ pub struct ReaderSetup {
     pub config: rdkafka::ClientConfig,
     /// Topic names; a name starting with `^` is a regular expression.
     pub topics: Vec<String>,
-    /// This instance and the number of instances: the instance reads every
-    /// `instances`-th partition of the sorted list of all partitions.
+    /// This instance and the number of instances: the instance reads the
+    /// partitions [`owner`] gives it.
     pub instance: usize,
     /// Instances of the source.
     pub instances: usize,
@@ -120,6 +121,10 @@ pub enum Event {
     Assigned(Vec<(String, i32)>),
     /// Records.
     Chunk(Chunk),
+    /// The reader found no more records in the partitions of this number
+    /// (of any of its topics: librdkafka's end-of-partition event names
+    /// no topic), after the chunks with their records.
+    AtEnd(i32),
     /// Every partition reached its end (`bounded` only), after the last
     /// chunk.
     End,
@@ -222,6 +227,21 @@ pub fn start(setup: ReaderSetup) -> Reader {
     }
 }
 
+/// The instance (of `instances`) that reads `partition` of `topic`:
+/// partition `p` of a topic goes to instance `(h + p) mod instances`, `h`
+/// a hash of the topic's name. Partitions of one topic are spread evenly,
+/// and a partition keeps its instance when topics or partitions are added
+/// (its logged offset is found by the same instance after a restart).
+pub fn owner(topic: &str, partition: i32, instances: usize) -> usize {
+    // FNV-1a: stable across builds and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in topic.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let partition = u64::try_from(partition).unwrap_or(0);
+    (hash.wrapping_add(partition) % instances.max(1) as u64) as usize
+}
+
 /// Every partition of `topics`, sorted, from the cluster's metadata;
 /// waits (logging) while the brokers cannot be reached.
 fn discover(
@@ -300,8 +320,9 @@ fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", if setup.bounded { "true" } else { "false" })
-        .set("queued.max.messages.kbytes", KAFKA_PREFETCH_KIB.to_string())
+        // The end of a partition is what makes it idle (and ends it when
+        // `bounded`).
+        .set("enable.partition.eof", "true")
         .set(
             "auto.offset.reset",
             match setup.start {
@@ -315,9 +336,7 @@ fn run(
     let all = discover(&consumer, &setup.topics, stop, &component)?;
     let mine: Vec<(String, i32)> = all
         .into_iter()
-        .enumerate()
-        .filter(|(index, _)| index % setup.instances == setup.instance)
-        .map(|(_, part)| part)
+        .filter(|(topic, partition)| owner(topic, *partition, setup.instances) == setup.instance)
         .collect();
     let mut assignment = TopicPartitionList::new();
     for (topic, partition) in &mine {
@@ -357,7 +376,8 @@ fn run(
     if events.send(Event::Assigned(mine.clone())).is_err() {
         return Ok(());
     }
-    let mut pending: Option<Chunk> = None;
+    // Events the channel had no room for yet, in order.
+    let mut pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let mut chunk = Chunk::default();
     let mut paused = false;
     // `bounded`: the partitions (one topic) that have not reached their end.
@@ -377,28 +397,24 @@ fn run(
                 );
             }
         }
-        if let Some(full) = pending.take() {
-            match events.try_send(Event::Chunk(full)) {
+        while let Some(event) = pending.pop_front() {
+            match events.try_send(event) {
                 Ok(()) => {}
-                Err(TrySendError::Full(Event::Chunk(full))) => {
-                    pending = Some(full);
-                    if !paused && !mine.is_empty() {
-                        let _ = consumer.pause(&assignment);
-                        paused = true;
-                    }
-                    // Serve librdkafka's events (none are records: paused).
-                    let _ = consumer.poll(Duration::from_millis(1));
-                    continue;
+                Err(TrySendError::Full(event)) => {
+                    pending.push_front(event);
+                    break;
                 }
-                Err(_) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Ok(()),
             }
         }
-        if setup.bounded && unfinished.is_empty() && !ended && chunk.entries.is_empty() {
-            // Everything read went out above; nothing follows.
-            if events.send(Event::End).is_err() {
-                return Ok(());
+        if !pending.is_empty() {
+            if !paused && !mine.is_empty() {
+                let _ = consumer.pause(&assignment);
+                paused = true;
             }
-            ended = true;
+            // Serve librdkafka's events (no records: paused).
+            let _ = consumer.poll(Duration::from_millis(1));
+            continue;
         }
         if ended {
             std::thread::sleep(Duration::from_millis(50));
@@ -440,13 +456,21 @@ fn run(
                 let full = chunk.entries.len() >= KAFKA_CHUNK_RECORDS
                     || chunk.arena.len() >= KAFKA_CHUNK_BYTES;
                 if full {
-                    pending = Some(std::mem::take(&mut chunk));
+                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                unfinished.retain(|unfinished| *unfinished != partition);
-                if unfinished.is_empty() && !chunk.entries.is_empty() {
-                    pending = Some(std::mem::take(&mut chunk));
+                if !chunk.entries.is_empty() {
+                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
+                }
+                pending.push_back(Event::AtEnd(partition));
+                if setup.bounded {
+                    unfinished.retain(|unfinished| *unfinished != partition);
+                    if unfinished.is_empty() {
+                        // Everything read is queued above; nothing follows.
+                        pending.push_back(Event::End);
+                        ended = true;
+                    }
                 }
             }
             Some(Err(error)) => {
@@ -454,7 +478,7 @@ fn run(
             }
             None => {
                 if !chunk.entries.is_empty() {
-                    pending = Some(std::mem::take(&mut chunk));
+                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }
             }
         }
