@@ -7,8 +7,9 @@
 //! - `topic`: the topic (it must exist, or the brokers must create topics
 //!   on first use).
 //! - `key` (default none): input fields whose values make each record's
-//!   key: one field gives its value as text (a string as it is, other types
-//!   as JSON); several give a JSON array of their values. A record without
+//!   key: one field gives its value as text (a string as it is, a number or
+//!   bool as JSON, a timestamp or address as its text without quotes);
+//!   several give a JSON array of their values. A record without
 //!   key (or whose single key field is null) is spread by librdkafka; keyed
 //!   records go to the partition Java clients would pick (murmur2).
 //! - `format` (default and only `"json"`): each row is one JSON object, null
@@ -22,12 +23,14 @@
 //! # Exactly once
 //! - `write` encodes each row (key and JSON value) into the current
 //!   epoch's buffer, in memory.
-//! - `precommit` returns that buffer with where to publish it; the runtime
-//!   logs it in the shard's WAL, so the epoch's output is durable before
-//!   the epoch can commit. An epoch's output on one shard must fit one WAL
-//!   record (16 MiB): at the default 100 ms epochs that is about 160 000
-//!   records of 100 bytes per shard per epoch; shorten the epoch interval
-//!   for more.
+//! - `precommit` returns that buffer with where to publish it (brokers and
+//!   `options` included, credentials too: the WAL holds them as a
+//!   `postgres` sink's holds its connection string); the runtime logs it
+//!   in the shard's WAL, so the epoch's output is durable before the epoch
+//!   can commit. An epoch's output larger than one WAL record (16 MiB) is
+//!   logged in parts (`CONTINUED` records, `docs/wal-format.md`). It is
+//!   held in memory until the pre-commit: without a data directory there
+//!   are no epochs, and the sink publishes nothing.
 //! - `commit` runs once the epoch is committed, on a blocking thread, and
 //!   publishes the epoch in one Kafka transaction per (sink, shard, epoch)
 //!   under the stable `transactional.id` `weir-PIPELINE-SINK-SHARD`,
@@ -231,7 +234,14 @@ impl KafkaSink {
                 value => {
                     self.key.clear();
                     write_json_value(value, &mut self.key);
-                    Some(self.key.as_bytes())
+                    // A timestamp or an address is a JSON string: the key
+                    // is its text, without the quotes.
+                    let text = self.key.as_str();
+                    let text = text
+                        .strip_prefix('"')
+                        .and_then(|text| text.strip_suffix('"'))
+                        .unwrap_or(text);
+                    Some(text.as_bytes())
                 }
             },
             indices => {

@@ -80,9 +80,10 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
-        if let Err((error, _)) = result {
+        // Counted, not logged one by one: a failed transaction can fail
+        // every record it held. The attempt's error says how many.
+        if result.is_err() {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(sink = &*self.sink, "kafka: a record was not delivered: {error}");
         }
     }
 }
@@ -96,6 +97,19 @@ struct Publisher {
     marker: Option<BaseConsumer>,
     /// The last epoch known published.
     published: u64,
+}
+
+/// Drops `publisher` on a thread of its own: closing a consumer
+/// (rust-rdkafka's drop waits until the group coordinator answers) and
+/// destroying a producer can wait long, or for ever, while the brokers are
+/// unreachable, and a commit must give up within the stop bound.
+fn reap(publisher: Publisher) {
+    let spawned = std::thread::Builder::new()
+        .name("weir-kafka-reap".into())
+        .spawn(move || drop(publisher));
+    if let Err(error) = spawned {
+        tracing::warn!("kafka sink: cannot start a thread to close a producer ({error}); leaking it");
+    }
 }
 
 fn publishers() -> &'static Mutex<HashMap<String, Publisher>> {
@@ -135,9 +149,15 @@ pub fn commit(bytes: &[u8], control: &CommitControl) -> Result<(), OperatorError
         let taken = publishers().lock().expect("publisher table").remove(&id);
         let attempt = match taken {
             Some(publisher) => Ok(publisher),
-            None => Publisher::new(&staged.header),
+            None => Publisher::new(&staged.header, control),
         }
-        .and_then(|mut publisher| publisher.publish(&staged).map(|()| publisher));
+        .and_then(|mut publisher| match publisher.publish(&staged, control) {
+            Ok(()) => Ok(publisher),
+            Err(error) => {
+                reap(publisher);
+                Err(error)
+            }
+        });
         match attempt {
             Ok(publisher) => {
                 tracing::debug!(
@@ -189,22 +209,58 @@ fn kafka_error(what: &str) -> impl Fn(KafkaError) -> String + '_ {
     move |error| format!("{what}: {error}")
 }
 
+/// How long one try of a blocking client call waits, so that a stop's
+/// cancellation is seen within about this long.
+const TRY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Runs `call` with a short timeout until it succeeds, fails for a reason
+/// other than time (a transactional error that is not retriable), the
+/// step's own timeout passes, or the commit is cancelled. librdkafka
+/// documents `init_transactions`, `send_offsets_to_transaction` and
+/// `commit_transaction` as resumable after a timeout: calling again
+/// continues the same operation.
+fn step<T>(
+    control: &CommitControl,
+    what: &str,
+    mut call: impl FnMut(Duration) -> Result<T, KafkaError>,
+) -> Result<T, String> {
+    let deadline = std::time::Instant::now() + step_timeout();
+    loop {
+        let error = match call(TRY_TIMEOUT) {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let retriable = match &error {
+            KafkaError::Transaction(inner) => inner.is_retriable(),
+            _ => true,
+        };
+        if !retriable || std::time::Instant::now() >= deadline {
+            return Err(format!("{what}: {error}"));
+        }
+        if control.is_cancelled() {
+            return Err(format!("{what}: cancelled by the stop ({error})"));
+        }
+    }
+}
+
 impl Publisher {
-    fn new(header: &Header) -> Result<Publisher, String> {
+    fn new(header: &Header, control: &CommitControl) -> Result<Publisher, String> {
         let failed = Arc::new(AtomicU64::new(0));
         let context = DeliveryContext {
             sink: Arc::from(header.sink.as_str()),
             failed: failed.clone(),
         };
-        let mut config = crate::kafka::client_config(&header.brokers, &header.options);
-        config
-            .set("client.id", &header.transactional_id)
-            .set("compression.type", &header.compression)
+        let defaults = [
+            ("client.id", header.transactional_id.clone()),
             // Keys go to the partitions Java clients (and Kafka Streams)
             // would pick.
-            .set("partitioner", "murmur2_random")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
+            ("partitioner", "murmur2_random".to_owned()),
+            ("linger.ms", "5".to_owned()),
+        ];
+        let mut config = crate::kafka::client_config(&header.brokers, &defaults, &header.options);
+        config
+            .set("compression.type", &header.compression)
+            .set("enable.idempotence", "true");
         if header.exactly_once {
             config
                 .set("transactional.id", &header.transactional_id)
@@ -220,36 +276,46 @@ impl Publisher {
             published: 0,
         };
         if header.exactly_once {
-            publisher
-                .producer
-                .init_transactions(step_timeout())
-                .map_err(kafka_error("init_transactions"))?;
-            let mut marker_config = crate::kafka::client_config(&header.brokers, &header.options);
-            marker_config
-                .set("group.id", &header.transactional_id)
-                .set("enable.auto.commit", "false")
-                .set("isolation.level", "read_committed");
-            let consumer: BaseConsumer = marker_config
-                .create()
-                .map_err(kafka_error("cannot create the marker's consumer"))?;
-            let mut list = TopicPartitionList::new();
-            list.add_partition(&header.topic, 0);
-            let committed = consumer
-                .committed_offsets(list, step_timeout())
-                .map_err(kafka_error("reading the last published epoch"))?;
-            publisher.published = committed
-                .find_partition(&header.topic, 0)
-                .and_then(|element| match element.offset() {
-                    Offset::Offset(epoch) => u64::try_from(epoch).ok(),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            publisher.marker = Some(consumer);
+            if let Err(error) = publisher.start_transactions(header, control) {
+                reap(publisher);
+                return Err(error);
+            }
         }
         Ok(publisher)
     }
 
-    fn publish(&mut self, staged: &Staged<'_>) -> Result<(), String> {
+    /// Fences off earlier producers of the transactional id (aborting what
+    /// they left open) and reads the last published epoch.
+    fn start_transactions(&mut self, header: &Header, control: &CommitControl) -> Result<(), String> {
+        step(control, "init_transactions", |timeout| {
+            self.producer.init_transactions(timeout)
+        })?;
+        let mut marker_config = crate::kafka::client_config(&header.brokers, &[], &header.options);
+        marker_config
+            .set("group.id", &header.transactional_id)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = marker_config
+            .create()
+            .map_err(kafka_error("cannot create the marker's consumer"))?;
+        // Held from here on, so a failure below closes it with the rest.
+        let consumer = self.marker.insert(consumer);
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&header.topic, 0);
+        let committed = step(control, "reading the last published epoch", |timeout| {
+            consumer.committed_offsets(list.clone(), timeout)
+        })?;
+        self.published = committed
+            .find_partition(&header.topic, 0)
+            .and_then(|element| match element.offset() {
+                Offset::Offset(epoch) => u64::try_from(epoch).ok(),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok(())
+    }
+
+    fn publish(&mut self, staged: &Staged<'_>, control: &CommitControl) -> Result<(), String> {
         let header = &staged.header;
         if header.exactly_once && header.epoch <= self.published {
             tracing::debug!(
@@ -277,6 +343,9 @@ impl Publisher {
                 match self.producer.send(next) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        if control.is_cancelled() {
+                            return Err("send: cancelled by the stop".into());
+                        }
                         next = back;
                         self.producer.poll(Duration::from_millis(10));
                     }
@@ -297,18 +366,17 @@ impl Publisher {
                     Offset::Offset(i64::try_from(header.epoch).unwrap_or(i64::MAX)),
                 )
                 .map_err(kafka_error("marker"))?;
-            self.producer
-                .send_offsets_to_transaction(&offsets, &group, step_timeout())
-                .map_err(kafka_error("send_offsets_to_transaction"))?;
+            step(control, "send_offsets_to_transaction", |timeout| {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group, timeout)
+            })?;
             weir_runtime::epoch::failpoint("kafka-before-commit", header.epoch);
-            self.producer
-                .commit_transaction(step_timeout())
-                .map_err(kafka_error("commit_transaction"))?;
+            step(control, "commit_transaction", |timeout| {
+                self.producer.commit_transaction(timeout)
+            })?;
             self.published = header.epoch;
         } else {
-            self.producer
-                .flush(step_timeout())
-                .map_err(kafka_error("flush"))?;
+            step(control, "flush", |timeout| self.producer.flush(timeout))?;
             let failed = self.failed.load(Ordering::Relaxed);
             if failed > 0 {
                 return Err(format!("{failed} records were not delivered"));
