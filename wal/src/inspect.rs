@@ -92,6 +92,7 @@ fn type_name(t: u8) -> String {
         3 => "operator-state".into(),
         4 => "sink-precommit".into(),
         5 => "epoch-commit".into(),
+        6 => "continued".into(),
         16 => "restart".into(),
         17 => "sink-committed".into(),
         n => format!("type-{n}"),
