@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 pub struct Weir {
     pub child: Child,
     pub started: Instant,
+    /// Reads the child's standard error as it comes, so a chatty run (a
+    /// broker outage logs a lot) never fills the pipe and blocks.
+    log: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Weir {
@@ -41,9 +44,17 @@ impl Weir {
         for (name, value) in env {
             command.env(name, value);
         }
+        let mut child = command.spawn().expect("start weir");
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let log = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
         Weir {
-            child: command.spawn().expect("start weir"),
+            child,
             started: Instant::now(),
+            log: Some(log),
         }
     }
 
@@ -116,12 +127,11 @@ impl Weir {
 
     /// What it logged to standard error (after it exited).
     pub fn stderr(mut self) -> String {
-        let mut text = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = stderr.read_to_string(&mut text);
-        }
         let _ = self.child.wait();
-        text
+        self.log
+            .take()
+            .map(|log| log.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
