@@ -12,9 +12,10 @@
 //! (the passthrough) and a `file` sink. Runs on one data directory are
 //! SIGKILLed after a random delay (seeded; `WEIR_KAFKA_TEST_SEED` changes
 //! it) and restarted, at least `KILLS_MIN` times mid-run, and crash at
-//! the fail-points after a pre-commit, inside the Kafka transaction before
-//! its commit, after Kafka's commit but before weir records it, and during
-//! recovery; then a run finishes. Kafka's console consumer must find every
+//! each fail-point once: after a pre-commit, after the epoch's commit
+//! record, after the first sink commit of an epoch, inside the Kafka
+//! transaction before its commit, after Kafka's commit but before weir
+//! records it, and during recovery; then a run finishes. Kafka's console consumer must find every
 //! event exactly once in the passthrough topic and every (window, user)
 //! count exactly once and equal to a direct computation, and the file
 //! sinks must hold the same.
@@ -26,32 +27,15 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::kafka;
-use support::{published_rows, scratch, toml_path, Rng, Weir};
+use support::kafka::{self, event};
+use support::{published_lines, published_rows, scratch, toml_path, Rng, Weir};
 
 const EVENTS: u64 = 1_000_000;
 const PARTITIONS: u32 = 6;
-const USERS: u64 = 500;
-/// Event times: `BASE_MS + id * STEP_MS` (1 M events span 100 minutes).
-const BASE_MS: i64 = 1_764_900_000_000;
-const STEP_MS: i64 = 6;
 /// SIGKILLs that must land while a run is going.
 const KILLS_MIN: usize = 30;
 /// A run that takes longer than this is stuck.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The event `id` (its fields drawn from `id` alone).
-fn event(id: u64) -> (String, u64, i64, u64) {
-    let mut rng = Rng(id.wrapping_mul(7919));
-    let user = rng.next() % USERS;
-    let host = rng.next() % 8;
-    let status = [200, 200, 200, 404, 500][(rng.next() % 5) as usize];
-    let at = BASE_MS + id as i64 * STEP_MS;
-    let line = format!(
-        r#"{{"id":{id},"user":"u{user}","host":"h{host}","at":{at},"status":{status}}}"#
-    );
-    (line, user, at, status)
-}
 
 fn pipeline(bootstrap: &str, input: &str, passthrough: &str, counts: &str, out: &Path) -> String {
     format!(
@@ -172,17 +156,6 @@ fn check_counts(rows: &[serde_json::Value], expected: &BTreeMap<(i64, String), u
     }
 }
 
-fn check_events(rows: &[serde_json::Value], what: &str) {
-    let mut seen = vec![false; EVENTS as usize];
-    for row in rows {
-        let id = row["id"].as_u64().expect("id") as usize;
-        assert!(!seen[id], "{what}: event {id} appears twice");
-        seen[id] = true;
-    }
-    let missing = seen.iter().filter(|seen| !**seen).count();
-    assert_eq!(missing, 0, "{what}: {missing} events missing");
-}
-
 #[test]
 fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
     let bootstrap = kafka::bootstrap();
@@ -195,14 +168,7 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
     kafka::create_topic(&bootstrap, &input, PARTITIONS);
     kafka::create_topic(&bootstrap, &passthrough, 3);
     kafka::create_topic(&bootstrap, &counts, 3);
-    kafka::produce_timed(
-        &bootstrap,
-        &input,
-        (0..EVENTS).map(|id| {
-            let (line, _, at, _) = event(id);
-            (line, at)
-        }),
-    );
+    kafka::produce_events(&bootstrap, &input, EVENTS);
 
     let dir = scratch();
     // The file's stem is the pipeline's name, in the transactional ids.
@@ -223,15 +189,18 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
     // Each fail-point once, spread among the kills.
     let mut fail_points = vec![
         "after-precommit:1",
+        "after-commit-record:1",
+        "during-commit:1",
         "kafka-before-commit:1",
         "after-sink-commit:1",
         "recovery:0",
     ];
+    let fail_points_total = fail_points.len();
     let (mut kills, mut crashes, mut runs) = (0, 0, 0);
     let started = Instant::now();
     loop {
         runs += 1;
-        let fail_point = (kills % 8 == 4 && !fail_points.is_empty()).then(|| fail_points.remove(0));
+        let fail_point = (runs % 5 == 3 && !fail_points.is_empty()).then(|| fail_points.remove(0));
         let env: Vec<(&str, &str)> = fail_point
             .map(|point| vec![("WEIR_CRASH_AT", point)])
             .unwrap_or_default();
@@ -286,16 +255,12 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
         kills >= KILLS_MIN,
         "only {kills} kills landed before a run finished: the runs are too short"
     );
-    assert_eq!(crashes, 4, "every fail-point crashed a run");
+    assert_eq!(crashes, fail_points_total, "every fail-point crashed a run");
 
     // Kafka's own reader, read_committed.
     let quiet = Duration::from_secs(8);
-    let events: Vec<serde_json::Value> = kafka::consume(&bootstrap, &passthrough, false, quiet)
-        .iter()
-        .map(|line| serde_json::from_str(line).expect("a JSON record"))
-        .collect();
-    check_events(&events, "passthrough topic");
-    assert_eq!(events.len() as u64, EVENTS, "passthrough topic records");
+    let events = kafka::consume(&bootstrap, &passthrough, false, quiet);
+    kafka::check_ids_once(&events, EVENTS, "passthrough topic");
     let expected = expected_counts();
     let keyed = kafka::consume(&bootstrap, &counts, true, quiet);
     let mut rows = Vec::with_capacity(keyed.len());
@@ -308,8 +273,6 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
     check_counts(&rows, &expected, "counts topic");
 
     // The same through the file sinks.
-    let file_events = published_rows(&out.join("events"));
-    check_events(&file_events, "events files");
-    assert_eq!(file_events.len() as u64, EVENTS, "events files records");
+    kafka::check_ids_once(&published_lines(&out.join("events")), EVENTS, "events files");
     check_counts(&published_rows(&out.join("counts")), &expected, "counts files");
 }

@@ -10,6 +10,57 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+/// Users of [`event`].
+pub const USERS: u64 = 500;
+/// Event times: `BASE_MS + id * STEP_MS` (1 M events span 100 minutes).
+pub const BASE_MS: i64 = 1_764_900_000_000;
+/// Milliseconds between events.
+pub const STEP_MS: i64 = 6;
+
+/// The test event `id` as a JSON line (`id`, `user`, `host`, `at`,
+/// `status`), with its user number, time and status; drawn from `id`
+/// alone.
+pub fn event(id: u64) -> (String, u64, i64, u64) {
+    let mut rng = super::Rng(id.wrapping_mul(7919));
+    let user = rng.next() % USERS;
+    let host = rng.next() % 8;
+    let status = [200, 200, 200, 404, 500][(rng.next() % 5) as usize];
+    let at = BASE_MS + id as i64 * STEP_MS;
+    let line = format!(
+        r#"{{"id":{id},"user":"u{user}","host":"h{host}","at":{at},"status":{status}}}"#
+    );
+    (line, user, at, status)
+}
+
+/// Writes events `0..count` ([`event`]) to `topic` with their times as
+/// record timestamps.
+pub fn produce_events(bootstrap: &str, topic: &str, count: u64) {
+    produce_timed(
+        bootstrap,
+        topic,
+        (0..count).map(|id| {
+            let (line, _, at, _) = event(id);
+            (line, at)
+        }),
+    );
+}
+
+/// Panics unless `lines` (JSON objects with an `id`) hold each of
+/// `0..count` exactly once.
+pub fn check_ids_once(lines: &[String], count: u64, what: &str) {
+    let mut seen = vec![false; count as usize];
+    for line in lines {
+        let row: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"));
+        let id = row["id"].as_u64().unwrap_or_else(|| panic!("{what}: no id in {line}"));
+        assert!(id < count, "{what}: unknown event {id}");
+        assert!(!seen[id as usize], "{what}: event {id} appears twice");
+        seen[id as usize] = true;
+    }
+    let missing = seen.iter().filter(|seen| !**seen).count();
+    assert_eq!(missing, 0, "{what}: {missing} of {count} events missing");
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
