@@ -125,10 +125,7 @@ fn start(root: &Path, ports: Ports, limits: &str, nofile: Option<u64>) -> Weir {
             });
         }
     }
-    let weir = Weir {
-        child: command.spawn().expect("start weir"),
-        started: Instant::now(),
-    };
+    let weir = Weir::spawn(&mut command);
     wait_listening(ports.tcp, Duration::from_secs(30));
     wait_listening(ports.http, Duration::from_secs(30));
     weir

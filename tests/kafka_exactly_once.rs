@@ -122,10 +122,17 @@ fn millis(value: &serde_json::Value) -> i64 {
 /// without a date library: days from the civil date.
 fn chrono_free_rfc3339_ms(text: &str) -> i64 {
     let number = |range: std::ops::Range<usize>| -> i64 {
-        text[range].parse().unwrap_or_else(|_| panic!("timestamp {text}"))
+        text[range]
+            .parse()
+            .unwrap_or_else(|_| panic!("timestamp {text}"))
     };
     let (y, m, d) = (number(0..4), number(5..7), number(8..10));
-    let (hh, mm, ss, ms) = (number(11..13), number(14..16), number(17..19), number(20..23));
+    let (hh, mm, ss, ms) = (
+        number(11..13),
+        number(14..16),
+        number(17..19),
+        number(20..23),
+    );
     // Howard Hinnant's days_from_civil.
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -244,7 +251,10 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
         };
         let signal = status.signal();
         let log = weir.stderr();
-        assert!(status.success(), "the last run failed ({status}, signal {signal:?}):\n{log}");
+        assert!(
+            status.success(),
+            "the last run failed ({status}, signal {signal:?}):\n{log}"
+        );
         break;
     }
     eprintln!(
@@ -267,12 +277,24 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
     for line in &keyed {
         let (key, value) = line.split_once('\t').expect("key TAB value");
         let row: serde_json::Value = serde_json::from_str(value).expect("a JSON record");
-        assert_eq!(row["user"].as_str(), Some(key), "the record's key is its user");
+        assert_eq!(
+            row["user"].as_str(),
+            Some(key),
+            "the record's key is its user"
+        );
         rows.push(row);
     }
     check_counts(&rows, &expected, "counts topic");
 
     // The same through the file sinks.
-    kafka::check_ids_once(&published_lines(&out.join("events")), EVENTS, "events files");
-    check_counts(&published_rows(&out.join("counts")), &expected, "counts files");
+    kafka::check_ids_once(
+        &published_lines(&out.join("events")),
+        EVENTS,
+        "events files",
+    );
+    check_counts(
+        &published_rows(&out.join("counts")),
+        &expected,
+        "counts files",
+    );
 }

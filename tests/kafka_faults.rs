@@ -90,17 +90,23 @@ fn check_output(bootstrap: &str, run: &str) {
         let (_, user, at, status) = event(id);
         if status >= 400 {
             let start = at - at.rem_euclid(60_000);
-            *expected.entry((start.to_string(), format!("u{user}"))).or_default() += 1;
+            *expected
+                .entry((start.to_string(), format!("u{user}")))
+                .or_default() += 1;
         }
     }
     let mut seen: BTreeMap<(String, String), u64> = BTreeMap::new();
     for line in kafka::consume(bootstrap, &format!("{run}-counts"), false, quiet) {
         let row: serde_json::Value = serde_json::from_str(&line).expect("JSON");
-        let start = row["window_start"].as_str().expect("window_start").to_owned();
+        let start = row["window_start"]
+            .as_str()
+            .expect("window_start")
+            .to_owned();
         let user = row["user"].as_str().expect("user").to_owned();
         let key = (start, user);
         assert!(
-            seen.insert(key.clone(), row["count"].as_u64().expect("count")).is_none(),
+            seen.insert(key.clone(), row["count"].as_u64().expect("count"))
+                .is_none(),
             "{run}: window row {key:?} twice"
         );
     }
@@ -134,14 +140,20 @@ fn a_broker_outage_and_a_stop_while_it_is_down_keep_the_output_exactly_once() {
     let mut weir = Weir::start(&config, &data, &[], &[]);
     weir.wait_holding(&data);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(weir.wait_for(Duration::ZERO).is_none(), "the run ended before the outage");
+    assert!(
+        weir.wait_for(Duration::ZERO).is_none(),
+        "the run ended before the outage"
+    );
     broker.script("stop");
     let down = Instant::now();
     std::thread::sleep(Duration::from_secs(20));
     broker.script("start");
     eprintln!("broker down for {:.1} s", down.elapsed().as_secs_f64());
     let (status, log) = weir.exit_within(RUN_TIMEOUT);
-    assert!(status.success(), "the run failed after the outage ({status}):\n{log}");
+    assert!(
+        status.success(),
+        "the run failed after the outage ({status}):\n{log}"
+    );
     assert!(
         log.contains("retrying") && log.contains("kafka"),
         "the outage was not logged as retried:\n{log}"

@@ -26,9 +26,8 @@ pub fn event(id: u64) -> (String, u64, i64, u64) {
     let host = rng.next() % 8;
     let status = [200, 200, 200, 404, 500][(rng.next() % 5) as usize];
     let at = BASE_MS + id as i64 * STEP_MS;
-    let line = format!(
-        r#"{{"id":{id},"user":"u{user}","host":"h{host}","at":{at},"status":{status}}}"#
-    );
+    let line =
+        format!(r#"{{"id":{id},"user":"u{user}","host":"h{host}","at":{at},"status":{status}}}"#);
     (line, user, at, status)
 }
 
@@ -52,7 +51,9 @@ pub fn check_ids_once(lines: &[String], count: u64, what: &str) {
     for line in lines {
         let row: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"));
-        let id = row["id"].as_u64().unwrap_or_else(|| panic!("{what}: no id in {line}"));
+        let id = row["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{what}: no id in {line}"));
         assert!(id < count, "{what}: unknown event {id}");
         assert!(!seen[id as usize], "{what}: event {id} appears twice");
         seen[id as usize] = true;
@@ -225,7 +226,13 @@ pub fn consume(bootstrap: &str, topic: &str, keys: bool, quiet: Duration) -> Vec
 pub fn group_offsets(bootstrap: &str, group: &str) -> String {
     let output = tool(
         "consumer-groups",
-        &["--bootstrap-server", bootstrap, "--describe", "--group", group],
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--describe",
+            "--group",
+            group,
+        ],
         None,
     );
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -44,6 +44,12 @@ impl Weir {
         for (name, value) in env {
             command.env(name, value);
         }
+        Weir::spawn(&mut command)
+    }
+
+    /// Spawns `command` (a `weir` command line whose standard error is
+    /// piped) and starts reading its log.
+    pub fn spawn(command: &mut Command) -> Weir {
         let mut child = command.spawn().expect("start weir");
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let log = std::thread::spawn(move || {

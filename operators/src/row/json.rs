@@ -185,56 +185,6 @@ pub fn write_row_json(row: &ArchivedRow, schema: &Schema, out: &mut String) {
     out.push('}');
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::row::Row;
-
-    #[test]
-    fn rows_write_as_json_objects_and_read_back() {
-        let schema = Schema::new([
-            ("at", Type::Timestamp),
-            ("ip", Type::Ip),
-            ("path", Type::String),
-            ("bytes", Type::Int),
-            ("ratio", Type::Float),
-            ("gone", Type::Bool),
-        ]);
-        let json: serde_json::Value = serde_json::json!({
-            "at": "2026-11-26T14:00:00.250Z",
-            "ip": "2001:db8::1",
-            "path": "/a\"b",
-            "bytes": 512,
-            "ratio": 0.5,
-        });
-        let row = Row {
-            values: schema
-                .fields()
-                .iter()
-                .map(|field| value_from_json(&json[&field.name], field.ty).unwrap())
-                .collect(),
-        };
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&row).unwrap();
-        let archived = rkyv::access::<ArchivedRow, rkyv::rancor::Error>(&bytes).unwrap();
-        let mut out = String::new();
-        write_row_json(archived, &schema, &mut out);
-        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(back, json);
-    }
-
-    #[test]
-    fn timestamps_parse_in_both_forms_and_mismatches_are_named() {
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1000));
-        assert_eq!(
-            parse_timestamp("10/Oct/2000:13:55:36 -0700"),
-            parse_timestamp("2000-10-10T20:55:36Z")
-        );
-        let error = value_from_json(&serde_json::json!("nope"), Type::Ip).unwrap_err();
-        assert_eq!(error, "\"nope\" is not a ip");
-        assert!(value_from_json(&serde_json::json!(1.5), Type::Int).is_err());
-    }
-}
-
 /// Fills `values` (one per field of `fields`, in order) from the JSON object
 /// `text`, by member name: a member `fields` does not name is skipped, a
 /// field without a member (or with `null`) is `Null`, and a member that
@@ -343,3 +293,52 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::Row;
+
+    #[test]
+    fn rows_write_as_json_objects_and_read_back() {
+        let schema = Schema::new([
+            ("at", Type::Timestamp),
+            ("ip", Type::Ip),
+            ("path", Type::String),
+            ("bytes", Type::Int),
+            ("ratio", Type::Float),
+            ("gone", Type::Bool),
+        ]);
+        let json: serde_json::Value = serde_json::json!({
+            "at": "2026-11-26T14:00:00.250Z",
+            "ip": "2001:db8::1",
+            "path": "/a\"b",
+            "bytes": 512,
+            "ratio": 0.5,
+        });
+        let row = Row {
+            values: schema
+                .fields()
+                .iter()
+                .map(|field| value_from_json(&json[&field.name], field.ty).unwrap())
+                .collect(),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&row).unwrap();
+        let archived = rkyv::access::<ArchivedRow, rkyv::rancor::Error>(&bytes).unwrap();
+        let mut out = String::new();
+        write_row_json(archived, &schema, &mut out);
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, json);
+    }
+
+    #[test]
+    fn timestamps_parse_in_both_forms_and_mismatches_are_named() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(
+            parse_timestamp("10/Oct/2000:13:55:36 -0700"),
+            parse_timestamp("2000-10-10T20:55:36Z")
+        );
+        let error = value_from_json(&serde_json::json!("nope"), Type::Ip).unwrap_err();
+        assert_eq!(error, "\"nope\" is not a ip");
+        assert!(value_from_json(&serde_json::json!(1.5), Type::Int).is_err());
+    }
+}

@@ -54,7 +54,9 @@ use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
 
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
-use crate::row::{write_json_value, write_row_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema};
+use crate::row::{
+    write_json_value, write_row_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema,
+};
 use staged::Header;
 
 /// How the sink delivers.
@@ -159,7 +161,9 @@ pub struct KafkaSinkSpec {
 fn check_topic(topic: &str) -> Result<(), String> {
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
-        return Err(format!("`{topic}` is not a topic name (1 to 249 characters)"));
+        return Err(format!(
+            "`{topic}` is not a topic name (1 to 249 characters)"
+        ));
     }
     if let Some(bad) = topic.chars().find(|c| !legal(*c)) {
         return Err(format!(
@@ -170,7 +174,11 @@ fn check_topic(topic: &str) -> Result<(), String> {
 }
 
 /// Checks `config` against the input's schema.
-pub fn build(config: &KafkaSinkConfig, input: &Schema, pipeline: &str) -> Result<KafkaSinkSpec, OptionError> {
+pub fn build(
+    config: &KafkaSinkConfig,
+    input: &Schema,
+    pipeline: &str,
+) -> Result<KafkaSinkSpec, OptionError> {
     crate::kafka::check_client(&config.brokers, &config.options)?;
     check_topic(&config.topic).map_err(|message| OptionError::new("topic", message))?;
     let key = config

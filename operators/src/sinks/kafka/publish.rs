@@ -108,7 +108,9 @@ fn reap(publisher: Publisher) {
         .name("weir-kafka-reap".into())
         .spawn(move || drop(publisher));
     if let Err(error) = spawned {
-        tracing::warn!("kafka sink: cannot start a thread to close a producer ({error}); leaking it");
+        tracing::warn!(
+            "kafka sink: cannot start a thread to close a producer ({error}); leaking it"
+        );
     }
 }
 
@@ -286,7 +288,11 @@ impl Publisher {
 
     /// Fences off earlier producers of the transactional id (aborting what
     /// they left open) and reads the last published epoch.
-    fn start_transactions(&mut self, header: &Header, control: &CommitControl) -> Result<(), String> {
+    fn start_transactions(
+        &mut self,
+        header: &Header,
+        control: &CommitControl,
+    ) -> Result<(), String> {
         step(control, "init_transactions", |timeout| {
             self.producer.init_transactions(timeout)
         })?;

@@ -153,7 +153,10 @@ mod tests {
         let staged = decode(&bytes).unwrap();
         assert_eq!(staged.header, header);
         let all: Vec<_> = records(staged.records).collect::<Result<_, _>>().unwrap();
-        assert_eq!(all, vec![(Some(&b"k"[..]), &b"{\"a\":1}"[..]), (None, &b""[..])]);
+        assert_eq!(
+            all,
+            vec![(Some(&b"k"[..]), &b"{\"a\":1}"[..]), (None, &b""[..])]
+        );
         assert!(records(&body[..body.len() - 1]).any(|r| r.is_err()));
         assert!(decode(&bytes[..3]).is_err());
     }

@@ -332,11 +332,7 @@ pub fn build(
         fields,
         metadata,
         time_index,
-        max_out_of_orderness_ms: duration(
-            "max_out_of_orderness",
-            &config.max_out_of_orderness,
-            0,
-        )?,
+        max_out_of_orderness_ms: duration("max_out_of_orderness", &config.max_out_of_orderness, 0)?,
         idle_timeout_ms: duration(
             "idle_timeout",
             &config.idle_timeout,
@@ -387,7 +383,7 @@ pub struct KafkaSource {
     intake: Option<IntakeLog>,
     /// Positions logged at epoch barriers not yet committed: (epoch, next
     /// offsets).
-    logged: std::cell::RefCell<Vec<(u64, Vec<(String, i32, i64)>)>>,
+    logged: std::cell::RefCell<Vec<(u64, reader::Offsets)>>,
     dead_metric: Option<ShardCounter>,
     records_metric: Option<ShardCounter>,
 }
@@ -499,9 +495,11 @@ impl KafkaSource {
             part.at_end = false;
             let payload = chunk.bytes(entry.payload);
             let decoded = match self.spec.format {
-                KafkaFormat::Json => {
-                    json_object_into(payload, &self.spec.fields[..base], &mut self.row.values[..base])
-                }
+                KafkaFormat::Json => json_object_into(
+                    payload,
+                    &self.spec.fields[..base],
+                    &mut self.row.values[..base],
+                ),
                 KafkaFormat::Raw => match std::str::from_utf8(payload) {
                     Ok(text) => {
                         set_str(&mut self.row.values[0], text);

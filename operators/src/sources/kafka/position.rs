@@ -115,7 +115,10 @@ mod tests {
             .contains("truncated"));
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(decode(&longer).unwrap_err().to_string().contains("trailing"));
+        assert!(decode(&longer)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
         assert!(decode(&[9]).unwrap_err().to_string().contains("version"));
     }
 }

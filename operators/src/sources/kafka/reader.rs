@@ -32,11 +32,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+#[cfg(doc)]
+use crate::limits::KAFKA_PREFETCH_KIB;
 use crate::limits::{
     KAFKA_CHANNEL_CHUNKS, KAFKA_CHUNK_BYTES, KAFKA_CHUNK_RECORDS, KAFKA_METADATA_TIMEOUT_MS,
 };
-#[cfg(doc)]
-use crate::limits::KAFKA_PREFETCH_KIB;
 
 /// Where an unknown partition starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,11 +132,14 @@ pub enum Event {
     Failed(String),
 }
 
+/// Next offsets: (topic, partition, offset).
+pub type Offsets = Vec<(String, i32, i64)>;
+
 /// What the shard tells the thread.
 #[derive(Debug)]
 pub enum Command {
-    /// Commit these next offsets (topic, partition, offset) to the group.
-    Commit(Vec<(String, i32, i64)>),
+    /// Commit these next offsets to the group.
+    Commit(Offsets),
 }
 
 /// The shard's side of a running consumer thread; dropping it stops the
@@ -213,7 +216,9 @@ pub fn start(setup: ReaderSetup) -> Reader {
     });
     if let Err(error) = spawned {
         let (tx, rx) = crossbeam::channel::bounded(1);
-        let _ = tx.send(Event::Failed(format!("cannot start the consumer thread: {error}")));
+        let _ = tx.send(Event::Failed(format!(
+            "cannot start the consumer thread: {error}"
+        )));
         return Reader {
             events: rx,
             commands,
@@ -283,9 +288,9 @@ fn discover(
             }
             if let Some(error) = topic.error() {
                 return Err(format!(
-                    "topic `{}`: {:?}",
+                    "topic `{}`: {}",
                     topic.name(),
-                    rdkafka::types::RDKafkaRespErr::from(error)
+                    rdkafka::types::RDKafkaErrorCode::from(error)
                 ));
             }
             matched = true;
