@@ -10,8 +10,9 @@
 //! `isolation.level`, `transactional.id`, ...; [`RESERVED_OPTIONS`]) and
 //! the ones a component has its own option for (`compression.type`)
 //! cannot be given there. Weir's tuning defaults (`client.id`,
-//! `linger.ms`, `partitioner`, `queued.max.messages.kbytes`) are set
-//! before `options`, so `options` overrides them.
+//! `linger.ms`, `partitioner`, `queued.max.messages.kbytes`,
+//! `queued.min.messages`, `fetch.wait.max.ms`) are set before `options`,
+//! so `options` overrides them.
 
 use std::collections::BTreeMap;
 

@@ -434,6 +434,14 @@ impl KafkaSource {
                 "queued.max.messages.kbytes",
                 crate::limits::KAFKA_PREFETCH_KIB.to_string(),
             ),
+            // Prefetch by bytes (the line above), not librdkafka's default
+            // of 100 000 records per partition: twice the throughput on
+            // small records (BENCHMARKS.md).
+            ("queued.min.messages", "1000000".to_owned()),
+            // An empty fetch (a partition at its end) is answered after
+            // this long: librdkafka's 500 ms delays a bounded run's end
+            // and the idle detection of a caught-up partition.
+            ("fetch.wait.max.ms", "100".to_owned()),
         ];
         let mut config =
             crate::kafka::client_config(&self.spec.brokers, &defaults, &self.spec.options);

@@ -414,6 +414,7 @@ fn run(
         }
         if !pending.is_empty() {
             if !paused && !mine.is_empty() {
+                tracing::debug!(component = &*component, "kafka: channel full; pausing");
                 let _ = consumer.pause(&assignment);
                 paused = true;
             }
