@@ -179,7 +179,11 @@ impl ShardEpochs {
                         kind
                     };
                     let appended = self.append_waiting(part_kind, epoch, &part)?;
-                    self.progress.borrow_mut().first_lsns.entry(epoch).or_insert(appended);
+                    self.progress
+                        .borrow_mut()
+                        .first_lsns
+                        .entry(epoch)
+                        .or_insert(appended);
                     lsn = Some(appended);
                 }
                 lsn.expect("a payload over the limit has parts")

@@ -332,3 +332,45 @@ impl Node for KafkaSinkNode {
         connect_forward(graph, name, inputs);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::Type;
+
+    fn config() -> KafkaSinkConfig {
+        KafkaSinkConfig {
+            inputs: vec!["w".into()],
+            brokers: "127.0.0.1:9".into(),
+            topic: "alerts".into(),
+            key: vec!["user".into()],
+            format: KafkaSinkFormat::Json,
+            compression: KafkaCompression::Zstd,
+            delivery: KafkaDelivery::ExactlyOnce,
+            options: BTreeMap::new(),
+        }
+    }
+
+    fn schema() -> Schema {
+        Schema::new([("user", Type::String), ("count", Type::Int)])
+    }
+
+    #[test]
+    fn bad_options_are_refused_naming_the_option() {
+        let error =
+            |config: &KafkaSinkConfig| build(config, &schema(), "p").unwrap_err().naming_option();
+        assert_eq!(build(&config(), &schema(), "p").unwrap().key, vec![0]);
+        let mut c = config();
+        c.topic = "bad topic".into();
+        assert!(error(&c).contains("topic"), "{}", error(&c));
+        let mut c = config();
+        c.key = vec!["nope".into()];
+        assert!(error(&c).contains("key"), "{}", error(&c));
+        let mut c = config();
+        c.options.insert("transactional.id".into(), "x".into());
+        assert!(error(&c).contains("set by weir"), "{}", error(&c));
+        let mut c = config();
+        c.options.insert("compression.type".into(), "gzip".into());
+        assert!(error(&c).contains("compression.type"), "{}", error(&c));
+    }
+}

@@ -769,3 +769,96 @@ impl Node for KafkaNode {
         graph.source(name, move |context| KafkaSource::new(spec.clone(), context));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> KafkaSourceConfig {
+        KafkaSourceConfig {
+            brokers: "127.0.0.1:9".into(),
+            topics: vec!["logs".into()],
+            group: None,
+            start: KafkaStart::Earliest,
+            format: KafkaFormat::Json,
+            schema: Some(FieldTypes(vec![
+                ("user".into(), "string".into()),
+                ("at".into(), "timestamp".into()),
+            ])),
+            metadata: vec!["partition".into(), "offset".into()],
+            time_field: Some("at".into()),
+            max_out_of_orderness: Some("5s".into()),
+            idle_timeout: None,
+            bounded: false,
+            options: BTreeMap::new(),
+        }
+    }
+
+    fn error(config: &KafkaSourceConfig) -> String {
+        build(config, "p", "in").unwrap_err().naming_option()
+    }
+
+    #[test]
+    fn a_good_source_plans_its_schema_and_defaults() {
+        let (spec, schema) = build(&config(), "p", "in").unwrap();
+        assert_eq!(spec.group, "weir-p-in");
+        assert_eq!(spec.max_out_of_orderness_ms, 5_000);
+        assert_eq!(
+            spec.idle_timeout_ms,
+            crate::limits::KAFKA_IDLE_TIMEOUT_DEFAULT_MS
+        );
+        assert_eq!(spec.time_index, Some(1));
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["user", "at", "partition", "offset"]);
+    }
+
+    #[test]
+    fn bad_options_are_refused_naming_the_option() {
+        let mut c = config();
+        c.topics.clear();
+        assert!(error(&c).contains("topics"), "{}", error(&c));
+        let mut c = config();
+        c.topics = vec!["^(".into()];
+        assert!(error(&c).contains("topics"), "{}", error(&c));
+        let mut c = config();
+        c.bounded = true;
+        c.topics = vec!["a".into(), "b".into()];
+        assert!(error(&c).contains("bounded"), "{}", error(&c));
+        let mut c = config();
+        c.format = KafkaFormat::Raw;
+        assert!(error(&c).contains("schema"), "{}", error(&c));
+        let mut c = config();
+        c.metadata = vec!["user".into()];
+        assert!(error(&c).contains("unknown field `user`"), "{}", error(&c));
+        let mut c = config();
+        c.metadata = vec!["offset".into(), "offset".into()];
+        assert!(error(&c).contains("metadata"), "{}", error(&c));
+        let mut c = config();
+        c.time_field = Some("user".into());
+        assert!(error(&c).contains("not a timestamp"), "{}", error(&c));
+        let mut c = config();
+        c.options
+            .insert("isolation.level".into(), "read_uncommitted".into());
+        assert!(error(&c).contains("set by weir"), "{}", error(&c));
+        let mut c = config();
+        c.options.insert("no.such.property".into(), "1".into());
+        assert!(error(&c).contains("options"), "{}", error(&c));
+        let mut c = config();
+        c.brokers = " ".into();
+        assert!(error(&c).contains("brokers"), "{}", error(&c));
+    }
+
+    #[test]
+    fn partitions_spread_evenly_and_keep_their_instance() {
+        let mut per_instance = [0; 2];
+        for partition in 0..6 {
+            per_instance[reader::owner("logs", partition, 2)] += 1;
+        }
+        assert_eq!(per_instance, [3, 3]);
+        // Another topic does not move this one's partitions.
+        let before: Vec<usize> = (0..6).map(|p| reader::owner("logs", p, 3)).collect();
+        let _ = reader::owner("audit", 0, 3);
+        let after: Vec<usize> = (0..6).map(|p| reader::owner("logs", p, 3)).collect();
+        assert_eq!(before, after);
+    }
+}
