@@ -37,9 +37,8 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
-use support::Receiver;
+use support::{parquet_rows, published_files, Receiver};
 use weir::operators::config::{load_all, SourceConfig};
 use weir::operators::row::{parse_timestamp, Ip, Row, Schema, Value};
 use weir::operators::sources::generator::profiles::{self, ProfileGenerator, ProfileItem};
@@ -195,27 +194,6 @@ fn stuck(child: &mut Child, dirs: &Dirs) -> String {
 fn stderr(child: Child) -> String {
     let output = child.wait_with_output().expect("collect output");
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Published (committed) files of `dir`: its plain files, dot files and
-/// `.staging/` excluded.
-fn published_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.is_file()
-                && !path
-                    .file_name()
-                    .and_then(|name| name.to_str())
-                    .is_some_and(|name| name.starts_with('.'))
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// One example's weir runs at a time: each run uses both cores, and three
@@ -401,32 +379,6 @@ fn assert_same_multiset<T: Ord + std::fmt::Debug + Clone>(
 
 // ---------------------------------------------------------------------------
 // Reading outputs
-
-/// Every row of every published Parquet file in `dir`, as column name to
-/// field.
-fn parquet_rows(dir: &Path) -> Vec<HashMap<String, Field>> {
-    let mut rows = Vec::new();
-    for path in published_files(dir) {
-        assert_eq!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("parquet"),
-            "{}",
-            path.display()
-        );
-        let file = std::fs::File::open(&path).expect("open parquet");
-        let reader = SerializedFileReader::new(file)
-            .unwrap_or_else(|e| panic!("{}: not a Parquet file: {e}", path.display()));
-        for row in reader.get_row_iter(None).expect("row iterator") {
-            let row = row.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            rows.push(
-                row.get_column_iter()
-                    .map(|(name, field)| (name.clone(), field.clone()))
-                    .collect(),
-            );
-        }
-    }
-    rows
-}
 
 fn pq_str(row: &HashMap<String, Field>, name: &str) -> Option<String> {
     match &row[name] {

@@ -23,7 +23,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -166,6 +165,56 @@ fn check_counts(rows: &[serde_json::Value], expected: &BTreeMap<(i64, String), u
 #[test]
 fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
     let bootstrap = kafka::bootstrap();
+    let seed = std::env::var("WEIR_KAFKA_TEST_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(18);
+    let mut rng = Rng(seed);
+    // Each fail-point once, in the first scenario, spread among the kills.
+    let mut fail_points = vec![
+        "after-precommit:1",
+        "after-commit-record:1",
+        "during-commit:1",
+        "kafka-before-commit:1",
+        "after-sink-commit:1",
+        "recovery:0",
+    ];
+    let fail_points_total = fail_points.len();
+    let (mut kills, mut crashes, mut scenarios) = (0, 0, 0);
+    let started = Instant::now();
+    // A scenario that finishes before enough kills landed is checked, and
+    // another one (fresh topics and data directory) goes on.
+    while kills < KILLS_MIN || crashes < fail_points_total {
+        let (k, c) = scenario(
+            &bootstrap,
+            &mut rng,
+            &mut fail_points,
+            KILLS_MIN - kills.min(KILLS_MIN),
+        );
+        kills += k;
+        crashes += c;
+        scenarios += 1;
+        assert!(
+            scenarios <= 4,
+            "{scenarios} scenarios and only {kills} kills: runs are too short"
+        );
+    }
+    eprintln!(
+        "{scenarios} scenarios, {kills} SIGKILLs mid-run, {crashes} fail-point crashes, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// One data directory and one set of topics, interrupted until `kills`
+/// SIGKILLs landed (and the fail-points left in `fail_points` fired) or a
+/// run finished; then checked. Returns the kills and crashes.
+fn scenario(
+    bootstrap: &str,
+    rng: &mut Rng,
+    fail_points: &mut Vec<&'static str>,
+    kills_wanted: usize,
+) -> (usize, usize) {
+    let bootstrap = bootstrap.to_owned();
     let run = kafka::unique("weir-eo");
     let (input, passthrough, counts) = (
         format!("{run}-in"),
@@ -187,24 +236,7 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
     )
     .expect("write the pipeline");
     let data = dir.path().join("data");
-
-    let seed = std::env::var("WEIR_KAFKA_TEST_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or(18);
-    let mut rng = Rng(seed);
-    // Each fail-point once, spread among the kills.
-    let mut fail_points = vec![
-        "after-precommit:1",
-        "after-commit-record:1",
-        "during-commit:1",
-        "kafka-before-commit:1",
-        "after-sink-commit:1",
-        "recovery:0",
-    ];
-    let fail_points_total = fail_points.len();
     let (mut kills, mut crashes, mut runs) = (0, 0, 0);
-    let started = Instant::now();
     loop {
         runs += 1;
         let fail_point = (runs % 5 == 3 && !fail_points.is_empty()).then(|| fail_points.remove(0));
@@ -217,62 +249,52 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
                 .wait_for(RUN_TIMEOUT)
                 .unwrap_or_else(|| panic!("run with WEIR_CRASH_AT={point} did not end"));
             let log = weir.stderr();
+            if status.success() {
+                // The run finished before the fail-point's step came.
+                fail_points.insert(0, point);
+                break;
+            }
             assert!(
-                log.contains("reached; aborting") || status.success(),
+                log.contains("reached; aborting"),
                 "WEIR_CRASH_AT={point}: exit {status}, log:\n{log}"
             );
-            if !status.success() {
-                crashes += 1;
+            crashes += 1;
+            continue;
+        }
+        if kills < kills_wanted || !fail_points.is_empty() {
+            let delay = Duration::from_millis(300 + rng.next() % 2_500);
+            if weir.wait_for(delay).is_none() {
+                weir.kill();
+                kills += 1;
                 continue;
             }
-            break;
         }
-        if kills < KILLS_MIN {
-            let delay = Duration::from_millis(300 + rng.next() % 2_500);
-            match weir.wait_for(delay) {
-                None => {
-                    weir.kill();
-                    kills += 1;
-                    continue;
-                }
-                Some(status) => {
-                    // It finished before the kill: start over on a fresh
-                    // data directory would lose the point; just go on.
-                    let log = weir.stderr();
-                    assert!(status.success(), "run failed ({status}):\n{log}");
-                    break;
-                }
-            }
-        }
-        let status = weir.wait_for(RUN_TIMEOUT);
-        let Some(status) = status else {
+        let Some(status) = weir.wait_for(RUN_TIMEOUT) else {
             weir.kill();
-            panic!("the last run did not finish within {RUN_TIMEOUT:?}");
+            panic!("a run did not finish within {RUN_TIMEOUT:?}");
         };
-        let signal = status.signal();
         let log = weir.stderr();
-        assert!(
-            status.success(),
-            "the last run failed ({status}, signal {signal:?}):\n{log}"
-        );
+        assert!(status.success(), "a run failed ({status}):\n{log}");
         break;
     }
-    eprintln!(
-        "{runs} runs, {kills} SIGKILLs, {crashes} fail-point crashes, {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        kills >= KILLS_MIN,
-        "only {kills} kills landed before a run finished: the runs are too short"
-    );
-    assert_eq!(crashes, fail_points_total, "every fail-point crashed a run");
+    eprintln!("scenario {run}: {runs} runs, {kills} kills, {crashes} fail-point crashes");
+    check(&bootstrap, &run, &out);
+    (kills, crashes)
+}
 
+/// Checks a finished scenario's topics, group offsets and files.
+fn check(bootstrap: &str, run: &str, out: &Path) {
+    let (input, passthrough, counts) = (
+        format!("{run}-in"),
+        format!("{run}-passthrough"),
+        format!("{run}-counts"),
+    );
     // Kafka's own reader, read_committed.
     let quiet = Duration::from_secs(8);
-    let events = kafka::consume(&bootstrap, &passthrough, false, quiet);
+    let events = kafka::consume(bootstrap, &passthrough, false, quiet);
     kafka::check_ids_once(&events, EVENTS, "passthrough topic");
     let expected = expected_counts();
-    let keyed = kafka::consume(&bootstrap, &counts, true, quiet);
+    let keyed = kafka::consume(bootstrap, &counts, true, quiet);
     let mut rows = Vec::with_capacity(keyed.len());
     for line in &keyed {
         let (key, value) = line.split_once('\t').expect("key TAB value");
@@ -285,6 +307,24 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
         rows.push(row);
     }
     check_counts(&rows, &expected, "counts topic");
+
+    // Lag tools see the source's progress: its group has committed offsets
+    // for every partition (sent after each committed epoch).
+    let group = format!("weir-{}-in", run.replace('-', "_"));
+    let described = kafka::group_offsets(bootstrap, &group);
+    let committed = described
+        .lines()
+        .filter(|line| line.contains(&input))
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(3)
+                .is_some_and(|offset| offset.parse::<u64>().is_ok())
+        })
+        .count();
+    assert_eq!(
+        committed, PARTITIONS as usize,
+        "group offsets:\n{described}"
+    );
 
     // The same through the file sinks.
     kafka::check_ids_once(

@@ -409,3 +409,51 @@ pub fn toml_path(path: &Path) -> String {
 pub fn out_dir(root: &Path, name: &str) -> PathBuf {
     root.join("out").join(name)
 }
+
+/// Published (committed) files of `dir`: its plain files, dot files and
+/// `.staging/` excluded.
+pub fn published_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.is_file()
+                && !path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every row of the published Parquet files directly under `dir`, as
+/// column name → value, read with the parquet crate's own reader.
+pub fn parquet_rows(dir: &Path) -> Vec<std::collections::HashMap<String, parquet::record::Field>> {
+    use parquet::file::reader::FileReader;
+    let mut rows = Vec::new();
+    for path in published_files(dir) {
+        assert_eq!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("parquet"),
+            "{}",
+            path.display()
+        );
+        let file = std::fs::File::open(&path).expect("open parquet");
+        let reader = parquet::file::reader::SerializedFileReader::new(file)
+            .unwrap_or_else(|e| panic!("{}: not a Parquet file: {e}", path.display()));
+        for row in reader.get_row_iter(None).expect("row iterator") {
+            let row = row.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            rows.push(
+                row.get_column_iter()
+                    .map(|(name, field)| (name.clone(), field.clone()))
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
