@@ -22,11 +22,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::kafka::{self, event};
+use support::kafka;
 use support::{published_lines, published_rows, scratch, toml_path, Rng, Weir};
 
 const EVENTS: u64 = 1_000_000;
@@ -58,19 +57,7 @@ format = "json"
 schema = {{ id = "int", user = "string", host = "string", at = "timestamp", status = "int" }}
 drop_source = true
 
-[processors.errors]
-type = "filter"
-inputs = ["events"]
-condition = "status >= 400"
-
-[processors.per_user]
-type = "window"
-inputs = ["errors"]
-size = "1m"
-time_field = "at"
-group_by = ["user"]
-aggregates = [{{ fn = "count" }}]
-
+{windows}
 [sinks.counts]
 type = "kafka"
 inputs = ["per_user"]
@@ -94,72 +81,10 @@ type = "file"
 inputs = ["events"]
 path = "{events_dir}"
 "#,
+        windows = kafka::errors_per_user("events"),
         counts_dir = toml_path(&out.join("counts")),
         events_dir = toml_path(&out.join("events")),
     )
-}
-
-/// (window start in ms, user) → count, computed directly.
-fn expected_counts() -> BTreeMap<(i64, String), u64> {
-    let mut counts = BTreeMap::new();
-    for id in 0..EVENTS {
-        let (_, user, at, status) = event(id);
-        if status >= 400 {
-            let start = at - at.rem_euclid(60_000);
-            *counts.entry((start, format!("u{user}"))).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
-fn millis(value: &serde_json::Value) -> i64 {
-    let text = value.as_str().expect("a timestamp string");
-    chrono_free_rfc3339_ms(text)
-}
-
-/// Milliseconds of `2025-12-05T02:00:00.000Z` (the sinks' timestamp form)
-/// without a date library: days from the civil date.
-fn chrono_free_rfc3339_ms(text: &str) -> i64 {
-    let number = |range: std::ops::Range<usize>| -> i64 {
-        text[range]
-            .parse()
-            .unwrap_or_else(|_| panic!("timestamp {text}"))
-    };
-    let (y, m, d) = (number(0..4), number(5..7), number(8..10));
-    let (hh, mm, ss, ms) = (
-        number(11..13),
-        number(14..16),
-        number(17..19),
-        number(20..23),
-    );
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms
-}
-
-fn check_counts(rows: &[serde_json::Value], expected: &BTreeMap<(i64, String), u64>, what: &str) {
-    let mut seen: BTreeMap<(i64, String), u64> = BTreeMap::new();
-    for row in rows {
-        let key = (
-            millis(&row["window_start"]),
-            row["user"].as_str().expect("user").to_owned(),
-        );
-        let count = row["count"].as_u64().expect("count");
-        assert!(
-            seen.insert(key.clone(), count).is_none(),
-            "{what}: the row of window {key:?} appears twice"
-        );
-    }
-    assert_eq!(seen.len(), expected.len(), "{what}: (window, user) rows");
-    for (key, count) in expected {
-        assert_eq!(seen.get(key), Some(count), "{what}: window {key:?}");
-    }
 }
 
 #[test]
@@ -293,7 +218,7 @@ fn check(bootstrap: &str, run: &str, out: &Path) {
     let quiet = Duration::from_secs(8);
     let events = kafka::consume(bootstrap, &passthrough, false, quiet);
     kafka::check_ids_once(&events, EVENTS, "passthrough topic");
-    let expected = expected_counts();
+    let expected = kafka::expected_counts(EVENTS);
     let keyed = kafka::consume(bootstrap, &counts, true, quiet);
     let mut rows = Vec::with_capacity(keyed.len());
     for line in &keyed {
@@ -306,7 +231,7 @@ fn check(bootstrap: &str, run: &str, out: &Path) {
         );
         rows.push(row);
     }
-    check_counts(&rows, &expected, "counts topic");
+    kafka::check_counts(&rows, &expected, "counts topic");
 
     // Lag tools see the source's progress: its group has committed offsets
     // for every partition (sent after each committed epoch).
@@ -332,7 +257,7 @@ fn check(bootstrap: &str, run: &str, out: &Path) {
         EVENTS,
         "events files",
     );
-    check_counts(
+    kafka::check_counts(
         &published_rows(&out.join("counts")),
         &expected,
         "counts files",

@@ -62,6 +62,68 @@ pub fn check_ids_once(lines: &[String], count: u64, what: &str) {
     assert_eq!(missing, 0, "{what}: {missing} of {count} events missing");
 }
 
+/// The `[processors]` of the Kafka tests' windows, reading `input`: a
+/// `filter` (`errors`: status 400 and up) and a 1-minute tumbling count
+/// per user (`per_user`) by the event time `at`.
+pub fn errors_per_user(input: &str) -> String {
+    format!(
+        r#"
+[processors.errors]
+type = "filter"
+inputs = ["{input}"]
+condition = "status >= 400"
+
+[processors.per_user]
+type = "window"
+inputs = ["errors"]
+size = "1m"
+time_field = "at"
+group_by = ["user"]
+aggregates = [{{ fn = "count" }}]
+"#
+    )
+}
+
+/// (window start in ms, user) → the count of events `0..events` with
+/// status 400 and up, computed directly.
+pub fn expected_counts(events: u64) -> std::collections::BTreeMap<(i64, String), u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for id in 0..events {
+        let (_, user, at, status) = event(id);
+        if status >= 400 {
+            let start = at - at.rem_euclid(60_000);
+            *counts.entry((start, format!("u{user}"))).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Panics unless `rows` (window rows: `window_start`, `user`, `count`)
+/// hold each (window, user) of `expected` exactly once, with its count.
+pub fn check_counts(
+    rows: &[serde_json::Value],
+    expected: &std::collections::BTreeMap<(i64, String), u64>,
+    what: &str,
+) {
+    let mut seen = std::collections::BTreeMap::new();
+    for row in rows {
+        let start = row["window_start"]
+            .as_str()
+            .and_then(weir::operators::row::parse_timestamp)
+            .unwrap_or_else(|| panic!("{what}: no window_start in {row}"));
+        let key = (start, row["user"].as_str().expect("user").to_owned());
+        let count = row["count"].as_u64().expect("count");
+        assert!(
+            seen.insert(key.clone(), count).is_none(),
+            "{what}: the row of window {key:?} appears twice"
+        );
+    }
+    assert_eq!(seen.len(), expected.len(), "{what}: (window, user) rows");
+    for (key, count) in expected {
+        assert_eq!(seen.get(key), Some(count), "{what}: window {key:?}");
+    }
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
