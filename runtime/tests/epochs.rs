@@ -54,6 +54,9 @@ struct Options {
     segment_bytes: Option<u64>,
     epoch_interval_ms: u64,
     shards: usize,
+    /// Bytes of a checked pattern the counter adds to every snapshot, to
+    /// make it larger than one WAL record.
+    pad_bytes: usize,
 }
 
 const PLAIN: Options = Options {
@@ -62,6 +65,7 @@ const PLAIN: Options = Options {
     segment_bytes: None,
     epoch_interval_ms: 5,
     shards: 2,
+    pad_bytes: 0,
 };
 
 /// Ids `instance, instance + n, ...` below `ITEMS`, 500 per poll (so a run
@@ -105,8 +109,14 @@ impl Source for Ids {
 }
 
 /// Counts ids per key; emits `Item { id: count, key }` per key at the end.
+/// Its snapshot is `u64` pad length, that many pattern bytes (checked on
+/// restore), then the (key, count) pairs.
 #[derive(Default)]
-struct CountPerKey(BTreeMap<u64, u64>);
+struct CountPerKey(BTreeMap<u64, u64>, usize);
+
+fn pad_byte(index: usize) -> u8 {
+    (index.wrapping_mul(31).wrapping_add(7) % 251) as u8
+}
 
 impl Processor for CountPerKey {
     type Input = Item;
@@ -125,16 +135,25 @@ impl Processor for CountPerKey {
     }
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        Ok(self
-            .0
-            .iter()
-            .flat_map(|(k, c)| [k.to_le_bytes(), c.to_le_bytes()])
-            .flatten()
-            .collect())
+        let mut bytes = Vec::with_capacity(8 + self.1 + self.0.len() * 16);
+        bytes.extend_from_slice(&(self.1 as u64).to_le_bytes());
+        bytes.extend((0..self.1).map(pad_byte));
+        for (k, c) in &self.0 {
+            bytes.extend_from_slice(&k.to_le_bytes());
+            bytes.extend_from_slice(&c.to_le_bytes());
+        }
+        Ok(bytes)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
-        for pair in state.chunks_exact(16) {
+        let pad = u64::from_le_bytes(state[..8].try_into().expect("8 bytes")) as usize;
+        let bad = (0..pad).find(|&i| state[8 + i] != pad_byte(i));
+        if let Some(i) = bad {
+            return Err(OperatorError::invalid(format!(
+                "snapshot pad byte {i} is wrong"
+            )));
+        }
+        for pair in state[8 + pad..].chunks_exact(16) {
             let key = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
             let count = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
             self.0.insert(key, count);
@@ -264,7 +283,9 @@ fn pipeline(data: &Path, out: &Path, options: Options) -> (Runtime, weir_runtime
         step: context.instances as u64,
         keys: options.keys,
     });
-    graph.processor("count", |_| CountPerKey::default());
+    graph.processor("count", move |_| {
+        CountPerKey(BTreeMap::new(), options.pad_bytes)
+    });
     graph.sink("out", move |context| {
         Staged::new(context, &out, options.fail)
     });
@@ -350,6 +371,26 @@ fn a_failed_run_is_recovered_exactly_once() {
     let again = run(data.path(), out.path(), PLAIN).expect("a completed run restarts cleanly");
     assert!(again.already_complete);
     assert_eq!(again.last_committed_epoch, recovered.last_committed_epoch);
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
+}
+
+/// A snapshot larger than one WAL record (16 MiB) is logged as CONTINUED
+/// parts and its last part, and a recovery joins them: the counter's
+/// restore checks every byte of a 20 MiB pattern.
+#[test]
+fn a_snapshot_larger_than_a_wal_record_is_recovered_whole() {
+    let big = Options {
+        fail: true,
+        pad_bytes: 20 << 20,
+        epoch_interval_ms: 100,
+        ..PLAIN
+    };
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let error = run(data.path(), out.path(), big).expect_err("the sink fails");
+    assert!(error.to_string().contains("simulated crash"), "{error}");
+    let recovered = run(data.path(), out.path(), Options { fail: false, ..big })
+        .expect("recovery joins the parts");
+    assert!(recovered.resumed_from_epoch > 0, "nothing had committed");
     assert_eq!(published(out.path()), expected(PLAIN.keys));
 }
 
@@ -460,6 +501,7 @@ fn old_segments_are_retired_and_recovery_still_exact() {
         segment_bytes: Some(64 << 10),
         epoch_interval_ms: 2,
         shards: 2,
+        pad_bytes: 0,
     };
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run(
@@ -541,6 +583,7 @@ fn a_shard_log_missing_a_segment_is_refused() {
         segment_bytes: Some(64 << 10),
         epoch_interval_ms: 2,
         shards: 2,
+        pad_bytes: 0,
     };
     let failing = Options {
         fail: true,
