@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs weir's whole test suite. This is the README's test command and what
 # .ci/run runs after the format and lint checks. It needs the Rust toolchain,
-# a Linux kernel with io_uring, promtool and PostgreSQL, which it installs
-# first when they are missing: scripts/install-promtool.sh (the metrics
+# a Linux kernel with io_uring, cmake, a C++ compiler and OpenSSL's headers
+# (librdkafka is built from source), promtool and PostgreSQL, which it
+# installs first when they are missing: scripts/install-build-deps.sh,
+# scripts/install-promtool.sh (the metrics
 # tests lint with it) and scripts/start-postgres.sh (Debian's package; it
 # starts a throwaway cluster on 127.0.0.1 for the `postgres` sink's tests).
 # The Kafka tests get a real broker from scripts/start-kafka.sh (Kafka 4.4's
@@ -12,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/install-build-deps.sh
 scripts/install-promtool.sh
 WEIR_TEST_POSTGRES_URL="$(scripts/start-postgres.sh)"
 export WEIR_TEST_POSTGRES_URL

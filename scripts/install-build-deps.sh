@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what building weir needs besides the Rust toolchain: librdkafka
+# (the `kafka` source and sink, through rdkafka-sys) is built from source
+# with cmake and a C++ compiler, and links OpenSSL found by pkg-config.
+#
+# Idempotent: if cmake, c++, pkg-config and OpenSSL's headers are there it
+# installs nothing. Otherwise it installs Debian's `cmake`, `g++`,
+# `pkg-config` and `libssl-dev` with apt-get (sudo when not root).
+# .ci/run and scripts/test.sh run it before anything compiles.
+set -euo pipefail
+
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if ! pkg-config --exists openssl 2>/dev/null; then
+    missing+=(libssl-dev)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-build-deps.sh: missing ${missing[*]} and apt-get is not available;" >&2
+    echo "install them by hand (librdkafka is built from source with them)." >&2
+    exit 1
+fi
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        echo "install-build-deps.sh: not root and sudo is not available." >&2
+        exit 1
+    fi
+fi
+echo "install-build-deps.sh: installing ${missing[*]}" >&2
+${SUDO[@]+"${SUDO[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update >&2
+${SUDO[@]+"${SUDO[@]}"} env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}" >&2
