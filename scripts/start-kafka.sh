@@ -233,6 +233,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 share.coordinator.state.topic.num.partitions=10
 group.initial.rebalance.delay.ms=0
+# Tests write events stamped in the past (their windows' fixed dates): with
+# Kafka's 7-day default the retention check (every 5 minutes) deletes them
+# mid-test, and a restarted reader's offsets fall below the log's start.
+log.retention.ms=-1
 EOF
 }
 

@@ -178,7 +178,9 @@ pub fn tool(tool: &str, args: &[&str], input: Option<&[u8]>) -> Output {
     output
 }
 
-/// Creates `topic` with `partitions` partitions on `bootstrap`.
+/// Creates `topic` with `partitions` partitions on `bootstrap`, kept for
+/// ever: the tests' events carry record timestamps in the past, which a
+/// time-based retention (Kafka's default: 7 days) deletes mid-test.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: u32) {
     tool(
         "topics",
@@ -192,6 +194,8 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: u32) {
             &partitions.to_string(),
             "--replication-factor",
             "1",
+            "--config",
+            "retention.ms=-1",
         ],
         None,
     );
