@@ -20,6 +20,12 @@
 //! Each scenario's topics are then read by Kafka's console consumer
 //! (`read_committed`): every event once, every (window, user) count once
 //! and right.
+//!
+//! Records deleted before weir read them (retention, `kafka-delete-records`)
+//! are gone for every reader; weir must say so, naming the partition and
+//! the offsets, and read on (`records_deleted_before_weir_read_them_are_named`;
+//! it also runs a `bounded` copy with more instances than partitions, which
+//! must end by itself).
 
 mod support;
 
@@ -27,7 +33,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::kafka::{self, OwnBroker};
-use support::{free_port, scratch, Weir};
+use support::{free_port, published_lines, scratch, toml_path, Weir};
 
 const EVENTS: u64 = 600_000;
 /// weir's default stop bound (`STOP_TIMEOUT_DEFAULT_MS`).
@@ -146,4 +152,135 @@ fn a_broker_outage_and_a_stop_while_it_is_down_keep_the_output_exactly_once() {
     let (status, log) = weir.exit_within(RUN_TIMEOUT);
     assert!(status.success(), "the restart failed ({status}):\n{log}");
     check_output(&bootstrap, &run);
+}
+
+/// A copy of `{run}-in` into files under `out`, until stopped.
+fn copy_to_files(bootstrap: &str, run: &str, out: &Path) -> String {
+    format!(
+        r#"
+[runtime]
+shards = 2
+
+[sources.in]
+type = "kafka"
+brokers = "{bootstrap}"
+topics = ["{run}-in"]
+format = "raw"
+start = "earliest"
+
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "{out}"
+"#,
+        out = toml_path(out),
+    )
+}
+
+/// The `id`s of the events in the files under `out`, sorted.
+fn copied_ids(out: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = published_lines(out)
+        .iter()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let message: serde_json::Value =
+                serde_json::from_str(row["message"].as_str().expect("a message")).expect("JSON");
+            message["id"].as_u64().expect("an id")
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Runs the copy until the files hold `count` events, then stops it
+/// (SIGTERM); returns its log.
+fn copy_until(config: &Path, data: &Path, out: &Path, count: usize) -> String {
+    let weir = Weir::start(config, data, &[], &[]);
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while published_lines(out).len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "the copy did not reach {count} events"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    weir.terminate();
+    let (status, log) = weir.exit_within(STOP_BOUND + Duration::from_secs(5));
+    assert!(status.success(), "the stop failed ({status}):\n{log}");
+    log
+}
+
+#[test]
+fn records_deleted_before_weir_read_them_are_named() {
+    let bootstrap = kafka::bootstrap();
+    let dir = scratch();
+    let run = kafka::unique("weir-deleted");
+    let input = format!("{run}-in");
+    kafka::create_topic(&bootstrap, &input, 1);
+    let lines =
+        |ids: std::ops::Range<u64>| -> Vec<String> { ids.map(|id| kafka::event(id).0).collect() };
+    kafka::produce(&bootstrap, &input, &lines(0..1000));
+    let config = dir.path().join("copy.toml");
+    let out = dir.path().join("out");
+    std::fs::write(&config, copy_to_files(&bootstrap, &run, &out)).expect("write the pipeline");
+    let data = dir.path().join("data");
+    let log = copy_until(&config, &data, &out, 1000);
+    assert!(
+        !log.contains("never read"),
+        "a warning without a cause:\n{log}"
+    );
+
+    // 1000 more, of which the broker deletes the first 500 before weir
+    // runs again from offset 1000.
+    kafka::produce(&bootstrap, &input, &lines(1000..2000));
+    let offsets = dir.path().join("delete.json");
+    std::fs::write(
+        &offsets,
+        format!(
+            r#"{{"version":1,"partitions":[{{"topic":"{input}","partition":0,"offset":1500}}]}}"#
+        ),
+    )
+    .expect("write the offsets");
+    kafka::tool(
+        "delete-records",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--offset-json-file",
+            offsets.to_str().expect("a UTF-8 path"),
+        ],
+        None,
+    );
+    let log = copy_until(&config, &data, &out, 1500);
+    let warning = format!(
+        "partition {input}/0 resumes at offset 1000, but the brokers deleted everything below \
+         offset 1500 (retention or delete-records): 500 records were never read"
+    );
+    assert!(
+        log.contains(&warning),
+        "no warning of the deleted records:\n{log}"
+    );
+    let expected: Vec<u64> = (0..1000).chain(1500..2000).collect();
+    assert_eq!(
+        copied_ids(&out),
+        expected,
+        "the files hold what was left to read, once"
+    );
+
+    // A bounded run ends by itself though one of its two instances owns no
+    // partition of the one-partition topic.
+    let bounded = dir.path().join("bounded.toml");
+    let all = dir.path().join("all");
+    let text = copy_to_files(&bootstrap, &run, &all).replace(
+        "start = \"earliest\"",
+        "start = \"earliest\"\nbounded = true",
+    );
+    std::fs::write(&bounded, text).expect("write the pipeline");
+    let (status, log) =
+        Weir::start(&bounded, &dir.path().join("data-bounded"), &[], &[]).exit_within(RUN_TIMEOUT);
+    assert!(
+        status.success(),
+        "the bounded run failed ({status}):\n{log}"
+    );
+    assert_eq!(copied_ids(&all), (1500..2000).collect::<Vec<u64>>());
 }

@@ -36,6 +36,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::limits::KAFKA_PREFETCH_KIB;
 use crate::limits::{
     KAFKA_CHANNEL_CHUNKS, KAFKA_CHUNK_BYTES, KAFKA_CHUNK_RECORDS, KAFKA_METADATA_TIMEOUT_MS,
+    KAFKA_WATERMARKS_TIMEOUT_MS,
 };
 
 /// Where an unknown partition starts.
@@ -310,6 +311,54 @@ fn discover(
     Ok(found)
 }
 
+/// Warns when a restored offset is no longer in its partition: the brokers
+/// deleted records (retention, `kafka-delete-records`) that weir had not
+/// read yet, or the topic was deleted and made again. librdkafka then
+/// starts the partition over by `auto.offset.reset`, and the lost records
+/// cannot be read by anybody: this says which.
+fn warn_of_deleted_records(
+    consumer: &BaseConsumer<LogContext>,
+    restored: &[(String, i32, i64)],
+    mine: &[(String, i32)],
+    component: &str,
+) {
+    for (topic, partition, offset) in restored {
+        if !mine.iter().any(|(t, p)| t == topic && p == partition) {
+            continue;
+        }
+        let (low, high) = match consumer.fetch_watermarks(
+            topic,
+            *partition,
+            Duration::from_millis(KAFKA_WATERMARKS_TIMEOUT_MS),
+        ) {
+            Ok(marks) => marks,
+            Err(error) => {
+                tracing::debug!(
+                    component,
+                    "kafka: cannot read the offsets of {topic}/{partition}: {error}"
+                );
+                continue;
+            }
+        };
+        if *offset < low {
+            tracing::warn!(
+                component,
+                "kafka: partition {topic}/{partition} resumes at offset {offset}, but the \
+                 brokers deleted everything below offset {low} (retention or delete-records): \
+                 {} records were never read; reading on from {low}",
+                low - offset
+            );
+        } else if *offset > high {
+            tracing::warn!(
+                component,
+                "kafka: partition {topic}/{partition} resumes at offset {offset}, past its end \
+                 ({high}): the topic was deleted and made again, or truncated; the partition \
+                 starts over as `auto.offset.reset` says"
+            );
+        }
+    }
+}
+
 fn run(
     setup: ReaderSetup,
     events: &Sender<Event>,
@@ -363,6 +412,7 @@ fn run(
     consumer
         .assign(&assignment)
         .map_err(|error| format!("cannot assign partitions: {error}"))?;
+    warn_of_deleted_records(&consumer, &setup.restored, &mine, &component);
     tracing::info!(
         component = &*component,
         instance = setup.instance,
@@ -388,6 +438,11 @@ fn run(
     // `bounded`: the partitions (one topic) that have not reached their end.
     let mut unfinished: Vec<i32> = mine.iter().map(|(_, partition)| *partition).collect();
     let mut ended = false;
+    if setup.bounded && unfinished.is_empty() {
+        // More instances than partitions: this one has nothing to read.
+        pending.push_back(Event::End);
+        ended = true;
+    }
     while !stop.load(Ordering::Acquire) {
         while let Ok(Command::Commit(offsets)) = commands.try_recv() {
             let mut list = TopicPartitionList::new();
