@@ -11,7 +11,8 @@
 //! sink; the parsed events also go, unfiltered, to a second `kafka` topic
 //! (the passthrough) and a `file` sink. Runs on one data directory are
 //! SIGKILLed after a random delay (seeded; `WEIR_KAFKA_TEST_SEED` changes
-//! it) and restarted, at least `KILLS_MIN` times mid-run, and crash at
+//! it) and restarted, at least `KILLS_MIN` times mid-run, are stopped
+//! gracefully (SIGTERM, a savepoint) every sixth run, and crash at
 //! each fail-point once: after a pre-commit, after the epoch's commit
 //! record, after the first sink commit of an epoch, inside the Kafka
 //! transaction before its commit, after Kafka's commit but before weir
@@ -161,7 +162,7 @@ fn scenario(
     )
     .expect("write the pipeline");
     let data = dir.path().join("data");
-    let (mut kills, mut crashes, mut runs) = (0, 0, 0);
+    let (mut kills, mut crashes, mut stops, mut runs) = (0, 0, 0, 0);
     loop {
         runs += 1;
         let fail_point = (runs % 5 == 3 && !fail_points.is_empty()).then(|| fail_points.remove(0));
@@ -189,6 +190,14 @@ fn scenario(
         if kills < kills_wanted || !fail_points.is_empty() {
             let delay = Duration::from_millis(300 + rng.next() % 2_500);
             if weir.wait_for(delay).is_none() {
+                if runs % 6 == 5 {
+                    // A graceful stop (a savepoint), then a restart.
+                    weir.terminate();
+                    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+                    assert!(status.success(), "the stop failed ({status}):\n{log}");
+                    stops += 1;
+                    continue;
+                }
                 weir.kill();
                 kills += 1;
                 continue;
@@ -202,7 +211,10 @@ fn scenario(
         assert!(status.success(), "a run failed ({status}):\n{log}");
         break;
     }
-    eprintln!("scenario {run}: {runs} runs, {kills} kills, {crashes} fail-point crashes");
+    eprintln!(
+        "scenario {run}: {runs} runs, {kills} kills, {stops} graceful stops, \
+         {crashes} fail-point crashes"
+    );
     check(&bootstrap, &run, &out);
     (kills, crashes)
 }
@@ -215,10 +227,10 @@ fn check(bootstrap: &str, run: &str, out: &Path) {
         format!("{run}-counts"),
     );
     // Kafka's own reader, read_committed.
-    // Longer than the sink's transaction timeout (60 s): a transaction a
-    // kill left open, whose producer id no later run re-initialised, holds
-    // read_committed readers at its start until the broker aborts it.
-    let quiet = Duration::from_secs(75);
+    // Well under the sink's transaction timeout (60 s): a transaction a
+    // kill left open and no later run aborted would hold read_committed
+    // readers at its start, and the check would miss records.
+    let quiet = Duration::from_secs(10);
     let events = kafka::consume(bootstrap, &passthrough, false, quiet);
     kafka::check_ids_once(&events, EVENTS, "passthrough topic");
     let expected = kafka::expected_counts(EVENTS);

@@ -212,6 +212,10 @@ pub struct KafkaSink {
     /// The current epoch's records, encoded as [`staged`] records.
     records: Vec<u8>,
     count: u64,
+    /// Whether this run staged an epoch yet (exactly-once): the first
+    /// epoch is staged even without records, so that its commit
+    /// initialises the transactional id (see [`KafkaSink::stage`]).
+    staged_once: bool,
     key: String,
     value: String,
 }
@@ -225,6 +229,7 @@ impl KafkaSink {
             shard: context.shard,
             records: Vec::new(),
             count: 0,
+            staged_once: false,
             key: String::new(),
             value: String::new(),
         }
@@ -270,16 +275,26 @@ impl KafkaSink {
     }
 
     /// Closes the epoch: the staged bytes, empty if it had no records.
+    ///
+    /// Exactly-once, a run's first epoch is staged even without records:
+    /// its commit creates the publisher, whose `init_transactions` aborts
+    /// a transaction an earlier run of this (sink, shard) left open when
+    /// it was killed. Without it, a shard with nothing more to publish
+    /// would leave that transaction open until the broker's
+    /// `transaction.timeout.ms`, and `read_committed` readers of its
+    /// partitions would wait for it.
     pub fn stage(&mut self, epoch: u64) -> Vec<u8> {
-        if self.count == 0 {
+        let exactly_once = self.spec.delivery == KafkaDelivery::ExactlyOnce;
+        if self.count == 0 && (self.staged_once || !exactly_once) {
             return Vec::new();
         }
+        self.staged_once = true;
         let header = Header {
             brokers: self.spec.brokers.clone(),
             options: self.spec.options.clone(),
             topic: self.spec.topic.clone(),
             compression: self.spec.compression.name().to_owned(),
-            exactly_once: self.spec.delivery == KafkaDelivery::ExactlyOnce,
+            exactly_once,
             transactional_id: format!("weir-{}-{}-{}", self.spec.pipeline, self.sink, self.shard),
             sink: self.sink.to_string(),
             shard: self.shard as u64,
@@ -372,5 +387,37 @@ mod tests {
         let mut c = config();
         c.options.insert("compression.type".into(), "gzip".into());
         assert!(error(&c).contains("compression.type"), "{}", error(&c));
+    }
+
+    fn sink(delivery: KafkaDelivery) -> KafkaSink {
+        let mut config = config();
+        config.delivery = delivery;
+        KafkaSink {
+            spec: build(&config, &schema(), "p").unwrap(),
+            sink: Arc::from("alerts"),
+            shard: 1,
+            records: Vec::new(),
+            count: 0,
+            staged_once: false,
+            key: String::new(),
+            value: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_runs_first_epoch_is_staged_without_records_to_initialise_the_id() {
+        let mut exactly_once = sink(KafkaDelivery::ExactlyOnce);
+        let first = exactly_once.stage(7);
+        let staged = staged::decode(&first).unwrap();
+        assert_eq!(staged.header.epoch, 7);
+        assert_eq!(staged.header.records, 0);
+        assert_eq!(staged.header.transactional_id, "weir-p-alerts-1");
+        assert!(
+            exactly_once.stage(8).is_empty(),
+            "later empty epochs stage nothing"
+        );
+
+        let mut at_least_once = sink(KafkaDelivery::AtLeastOnce);
+        assert!(at_least_once.stage(7).is_empty());
     }
 }
