@@ -56,9 +56,9 @@ pub const KAFKA_CHUNK_BYTES: usize = 1 << 20;
 pub const KAFKA_PREFETCH_KIB: usize = 16 * 1024;
 /// How long one metadata request of a `kafka` source waits.
 pub const KAFKA_METADATA_TIMEOUT_MS: u64 = 10_000;
-/// How long a `kafka` source waits for a restored partition's first and
-/// last offsets (to warn of records deleted before it read them); on a
-/// timeout it reads on without the check.
+/// How long a `kafka` source waits, in all, for its restored partitions'
+/// first and last offsets (to warn of records deleted before it read
+/// them); past it, it reads on without the check.
 pub const KAFKA_WATERMARKS_TIMEOUT_MS: u64 = 2_000;
 /// The default `idle_timeout` of a `kafka` source.
 pub const KAFKA_IDLE_TIMEOUT_DEFAULT_MS: u64 = 10_000;

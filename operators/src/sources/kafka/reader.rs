@@ -315,22 +315,27 @@ fn discover(
 /// deleted records (retention, `kafka-delete-records`) that weir had not
 /// read yet, or the topic was deleted and made again. librdkafka then
 /// starts the partition over by `auto.offset.reset`, and the lost records
-/// cannot be read by anybody: this says which.
+/// cannot be read by anybody: this says which. All the checks together
+/// wait at most [`KAFKA_WATERMARKS_TIMEOUT_MS`] and end at a stop, so
+/// brokers that cannot be reached delay neither the reading nor a stop.
 fn warn_of_deleted_records(
     consumer: &BaseConsumer<LogContext>,
     restored: &[(String, i32, i64)],
     mine: &[(String, i32)],
     component: &str,
+    stop: &AtomicBool,
 ) {
+    let deadline = std::time::Instant::now() + Duration::from_millis(KAFKA_WATERMARKS_TIMEOUT_MS);
     for (topic, partition, offset) in restored {
         if !mine.iter().any(|(t, p)| t == topic && p == partition) {
             continue;
         }
-        let (low, high) = match consumer.fetch_watermarks(
-            topic,
-            *partition,
-            Duration::from_millis(KAFKA_WATERMARKS_TIMEOUT_MS),
-        ) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stop.load(Ordering::Acquire) {
+            tracing::debug!(component, "kafka: no time left to check restored offsets");
+            return;
+        }
+        let (low, high) = match consumer.fetch_watermarks(topic, *partition, left) {
             Ok(marks) => marks,
             Err(error) => {
                 tracing::debug!(
@@ -412,7 +417,7 @@ fn run(
     consumer
         .assign(&assignment)
         .map_err(|error| format!("cannot assign partitions: {error}"))?;
-    warn_of_deleted_records(&consumer, &setup.restored, &mine, &component);
+    warn_of_deleted_records(&consumer, &setup.restored, &mine, &component, stop);
     tracing::info!(
         component = &*component,
         instance = setup.instance,
