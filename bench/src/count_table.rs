@@ -11,6 +11,13 @@
 //! The index is the top bits of the key times a large odd constant
 //! (Fibonacci hashing) after a xor-shift, so it does not correlate with the
 //! runtime's shard choice (which takes the top bits of the key times 2^64/φ).
+//!
+//! **Changes** (for incremental snapshots): the top bit of a count
+//! ([`CHANGED`]) marks a key counted since the last
+//! [`take_changes`](CountTable::take_changes), and the first count that
+//! sets it also notes the slot in a list, so the changes are found in time
+//! proportional to their number, not to the table's size. The mark rides in
+//! the slot the count already touches: no extra memory access per count.
 
 /// How far ahead `count_slice` prefetches: enough misses in flight to cover
 /// a memory latency, few enough that prefetched lines are still cached.
@@ -21,12 +28,18 @@ const LOAD_MAX_EIGHTHS: usize = 6;
 
 const CAPACITY_MIN: usize = 16;
 
+/// The bit of a count that marks its key changed since the last
+/// [`CountTable::take_changes`]. Counts stay below it (2^63 events).
+const CHANGED: u64 = 1 << 63;
+
 /// Counts per `u64` key.
 #[derive(Debug, Clone)]
 pub struct CountTable {
     slots: Vec<(u64, u64)>,
     len: usize,
     shift: u32,
+    /// Slots whose count has the [`CHANGED`] mark, each once.
+    changed: Vec<u32>,
 }
 
 impl Default for CountTable {
@@ -42,6 +55,7 @@ impl CountTable {
             slots: vec![(0, 0); CAPACITY_MIN],
             len: 0,
             shift: 64 - CAPACITY_MIN.trailing_zeros(),
+            changed: Vec::new(),
         }
     }
 
@@ -69,9 +83,36 @@ impl CountTable {
         self.add_unchecked(key, count);
     }
 
-    /// `add` without growing: the caller reserved room.
+    /// `add` without growing: the caller reserved room. Marks the key
+    /// changed.
     #[inline]
     fn add_unchecked(&mut self, key: u64, count: u64) {
+        let mask = self.slots.len() - 1;
+        let mut index = self.index(key);
+        loop {
+            let slot = &mut self.slots[index];
+            if slot.1 == 0 {
+                *slot = (key, count | CHANGED);
+                self.len += 1;
+                self.changed.push(index as u32);
+                return;
+            }
+            if slot.0 == key {
+                if slot.1 & CHANGED == 0 {
+                    self.changed.push(index as u32);
+                }
+                slot.1 = (slot.1 + count) | CHANGED;
+                return;
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    /// Sets the count of `key` to `count` (positive), without marking it
+    /// changed: for restoring a snapshot.
+    pub fn set(&mut self, key: u64, count: u64) {
+        debug_assert!(count > 0 && count < CHANGED);
+        self.reserve(1);
         let mask = self.slots.len() - 1;
         let mut index = self.index(key);
         loop {
@@ -82,10 +123,30 @@ impl CountTable {
                 return;
             }
             if slot.0 == key {
-                slot.1 += count;
+                // Keeps a change mark the slot has (and its place in the
+                // list).
+                slot.1 = count | (slot.1 & CHANGED);
                 return;
             }
             index = (index + 1) & mask;
+        }
+    }
+
+    /// Every `(key, count)` changed since the last call (or since the table
+    /// was made or drained), once each; clears the marks.
+    pub fn take_changes(&mut self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let slots = &mut self.slots;
+        self.changed.drain(..).map(move |index| {
+            let slot = &mut slots[index as usize];
+            slot.1 &= !CHANGED;
+            (slot.0, slot.1)
+        })
+    }
+
+    /// Clears every change mark (a full snapshot was taken).
+    pub fn forget_changes(&mut self) {
+        for index in self.changed.drain(..) {
+            self.slots[index as usize].1 &= !CHANGED;
         }
     }
 
@@ -110,7 +171,7 @@ impl CountTable {
                 return None;
             }
             if slot_key == key {
-                return Some(count);
+                return Some(count & !CHANGED);
             }
             index = (index + 1) & mask;
         }
@@ -118,13 +179,17 @@ impl CountTable {
 
     /// Every `(key, count)`, in table order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.slots.iter().copied().filter(|&(_, count)| count > 0)
+        self.slots
+            .iter()
+            .filter(|&&(_, count)| count > 0)
+            .map(|&(key, count)| (key, count & !CHANGED))
     }
 
     /// Every `(key, count)`, emptying the table (its memory is kept; slots
     /// not yet visited are cleared when the iterator is dropped).
     pub fn drain(&mut self) -> Drain<'_> {
         self.len = 0;
+        self.changed.clear();
         Drain {
             slots: self.slots.iter_mut(),
         }
@@ -143,8 +208,20 @@ impl CountTable {
         let old = std::mem::replace(&mut self.slots, vec![(0, 0); capacity]);
         self.shift = 64 - capacity.trailing_zeros();
         self.len = 0;
+        // Slots move: the list of changes is made again from the marks.
+        self.changed.clear();
+        let mask = capacity - 1;
         for (key, count) in old.into_iter().filter(|&(_, count)| count > 0) {
-            self.add_unchecked(key, count);
+            // Keys are distinct: each goes to the first empty slot.
+            let mut index = self.index(key);
+            while self.slots[index].1 != 0 {
+                index = (index + 1) & mask;
+            }
+            self.slots[index] = (key, count);
+            self.len += 1;
+            if count & CHANGED != 0 {
+                self.changed.push(index as u32);
+            }
         }
     }
 }
@@ -163,6 +240,7 @@ impl Iterator for Drain<'_> {
             .by_ref()
             .map(std::mem::take)
             .find(|&(_, count)| count > 0)
+            .map(|(key, count)| (key, count & !CHANGED))
     }
 }
 
@@ -249,5 +327,35 @@ mod tests {
         );
         table.add(5, 2);
         assert_eq!(table.get(5), Some(2));
+    }
+
+    #[test]
+    fn changes_are_the_keys_counted_since_the_last_take_through_growth() {
+        let mut table = CountTable::new();
+        table.count_slice(&[1u64, 2, 3, 1], |&k| k);
+        let mut first: Vec<(u64, u64)> = table.take_changes().collect();
+        first.sort();
+        assert_eq!(first, vec![(1, 2), (2, 1), (3, 1)]);
+        assert_eq!(table.take_changes().count(), 0, "taken changes are cleared");
+        // Enough new keys to grow the table several times: changed keys
+        // keep their marks across the moves, unchanged ones stay clean.
+        let keys: Vec<u64> = (100..10_000).collect();
+        table.count_slice(&keys, |&k| k);
+        table.add(2, 5);
+        let changes: std::collections::HashMap<u64, u64> = table.take_changes().collect();
+        assert_eq!(changes.len(), keys.len() + 1);
+        assert_eq!(changes.get(&2), Some(&6));
+        assert!(!changes.contains_key(&1) && !changes.contains_key(&3));
+        assert_eq!(table.get(1), Some(2));
+        // `set` restores without marking; `forget_changes` clears marks.
+        table.set(7, 9);
+        table.set(1, 4);
+        assert_eq!(table.take_changes().count(), 0);
+        assert_eq!((table.get(7), table.get(1)), (Some(9), Some(4)));
+        table.add(7, 1);
+        table.forget_changes();
+        assert_eq!(table.take_changes().count(), 0);
+        assert_eq!(table.get(7), Some(10));
+        assert!(table.iter().all(|(_, count)| count < CHANGED));
     }
 }

@@ -158,6 +158,40 @@ pub trait Processor: 'static {
         Ok(())
     }
 
+    /// Whether the operator snapshots incrementally: at a *base* epoch (a
+    /// multiple of `limits::SNAPSHOT_BASE_EVERY_EPOCHS`) the runtime logs
+    /// its whole state ([`snapshot`](Processor::snapshot)), at every other
+    /// epoch only what changed since the previous snapshot of either kind
+    /// ([`snapshot_changes`](Processor::snapshot_changes)). Recovery
+    /// restores the last committed base, then applies each epoch's changes
+    /// after it in order ([`restore_changes`](Processor::restore_changes)).
+    /// Asked once per epoch; the answer must not change during a run.
+    /// Operators whose state is small keep the default, `false`.
+    fn incremental(&self) -> bool {
+        false
+    }
+
+    /// What changed in the state since the previous
+    /// [`snapshot`](Processor::snapshot) or `snapshot_changes` (of this run,
+    /// or since the restore): what [`restore_changes`] must apply to that
+    /// state to give the state after every record of `epoch`. Empty bytes
+    /// are a valid "nothing changed". Only called when
+    /// [`incremental`](Processor::incremental) is `true`; a full
+    /// [`snapshot`](Processor::snapshot) also starts a new set of changes.
+    ///
+    /// [`restore_changes`]: Processor::restore_changes
+    fn snapshot_changes(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        self.snapshot(epoch)
+    }
+
+    /// Applies changes from [`snapshot_changes`](Processor::snapshot_changes)
+    /// to the restored state, before any input: called after
+    /// [`restore`](Processor::restore) (if the base held any state) for
+    /// each epoch's changes, oldest first.
+    fn restore_changes(&mut self, changes: &[u8]) -> Result<(), OperatorError> {
+        self.restore(changes)
+    }
+
     /// Called once on the node's shard, after any
     /// [`restore`](Processor::restore) and before the first input: the
     /// state is now what the run starts from (an operator whose state is

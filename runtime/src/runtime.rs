@@ -361,7 +361,12 @@ impl Runtime {
         let committed = recovered.as_ref().map_or(0, |r| r.committed);
         let mut plans = graph.plan(self.shards, committed, &self.metrics);
         if let Some(recovered) = recovered {
-            restore_into(&mut plans, recovered.state, recovered.replay);
+            restore_into(
+                &mut plans,
+                recovered.state,
+                recovered.changes,
+                recovered.replay,
+            );
         }
         let shard_logs: Vec<Option<ShardLog>> = match &mut logs {
             Some(logs) => std::mem::take(&mut logs.wals)
@@ -532,6 +537,10 @@ impl Runtime {
             logs.recovered.committed,
             aborted.clone(),
         ));
+        shared.keep_bases.store(
+            !logs.recovered.changes.is_empty(),
+            std::sync::atomic::Ordering::Release,
+        );
         let timing = Timing {
             interval: config.interval,
             stop_timeout: self.stop_timeout,
@@ -561,7 +570,8 @@ impl Runtime {
     /// the nodes named in [`RuntimeBuilder::discard_state`].
     fn check_state(&self, graph: &Graph, recovered: &mut Recovered) -> Result<(), StartError> {
         for name in &self.discard_state {
-            let saved = recovered.state.keys().any(|(node, _)| node == name);
+            let saved = recovered.state.keys().any(|(node, _)| node == name)
+                || recovered.changes.keys().any(|(node, _)| node == name);
             if graph.node(name).is_none() && !saved {
                 return Err(StartError::UnknownDiscard(name.clone()));
             }
@@ -592,6 +602,7 @@ impl Runtime {
         for name in &self.discard_state {
             let before = recovered.state.len();
             recovered.state.retain(|(node, _), _| node != name);
+            recovered.changes.retain(|(node, _), _| node != name);
             tracing::warn!(
                 node = %name,
                 instances = before - recovered.state.len(),
@@ -663,6 +674,7 @@ type IntakeReplay = Vec<(u64, Vec<u8>)>;
 fn restore_into(
     plans: &mut [ShardPlan],
     mut state: HashMap<(String, usize), Vec<u8>>,
+    mut changes: HashMap<(String, usize), Vec<Vec<u8>>>,
     mut replay: HashMap<(String, usize), IntakeReplay>,
 ) {
     for plan in plans {
@@ -670,6 +682,7 @@ fn restore_into(
             let key = (instance.context.node.to_string(), instance.context.instance);
             instance.replay = replay.remove(&key).unwrap_or_default();
             instance.restore = state.remove(&key);
+            instance.restore_changes = changes.remove(&key).unwrap_or_default();
         }
     }
 }

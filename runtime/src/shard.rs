@@ -104,6 +104,7 @@ pub(crate) async fn run_shard(
                 slot,
                 epochs: epochs.clone(),
                 restore: instance.restore,
+                restore_changes: instance.restore_changes,
                 replay: instance.replay,
                 commit: instance.commit,
                 state_header: crate::epoch::state_header(&instance.fingerprint),

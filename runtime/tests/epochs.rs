@@ -27,6 +27,11 @@
 //!   again once the segment is back. A commit record of an older build
 //!   (no shard LSNs) is read without that check.
 //!
+//! - Incremental snapshots: the counter logs a base every 64th epoch and
+//!   only its changed keys otherwise; a run over more than 64 epochs
+//!   fails at its end, and the recovery (the base and the changes after
+//!   it) must give exact counts. The log holds both kinds of record.
+//!
 //! The SIGKILL tests live in the top-level `tests/`.
 
 mod common;
@@ -57,6 +62,8 @@ struct Options {
     /// Bytes of a checked pattern the counter adds to every snapshot, to
     /// make it larger than one WAL record.
     pad_bytes: usize,
+    /// Whether the counter snapshots incrementally.
+    incremental: bool,
 }
 
 const PLAIN: Options = Options {
@@ -66,6 +73,7 @@ const PLAIN: Options = Options {
     epoch_interval_ms: 5,
     shards: 2,
     pad_bytes: 0,
+    incremental: false,
 };
 
 /// Ids `instance, instance + n, ...` below `ITEMS`, 500 per poll (so a run
@@ -74,13 +82,16 @@ struct Ids {
     next: u64,
     step: u64,
     keys: u64,
+    /// Ids per poll, and the pause after each poll.
+    per_poll: u64,
+    pause: Duration,
 }
 
 impl Source for Ids {
     type Output = Item;
 
     fn poll(&mut self, out: &mut Emitter<Item>) -> SourcePoll {
-        for _ in 0..500 {
+        for _ in 0..self.per_poll {
             if self.next >= ITEMS {
                 return SourcePoll::Exhausted;
             }
@@ -91,7 +102,7 @@ impl Source for Ids {
             self.next += self.step;
         }
         // Slow enough that epochs (every 5 ms) interleave with the data.
-        std::thread::sleep(Duration::from_micros(200));
+        std::thread::sleep(self.pause);
         SourcePoll::Ready
     }
 
@@ -110,9 +121,28 @@ impl Source for Ids {
 
 /// Counts ids per key; emits `Item { id: count, key }` per key at the end.
 /// Its snapshot is `u64` pad length, that many pattern bytes (checked on
-/// restore), then the (key, count) pairs.
+/// restore), then the (key, count) pairs. Incremental, its changes are the
+/// same with only the keys counted since the last snapshot.
 #[derive(Default)]
-struct CountPerKey(BTreeMap<u64, u64>, usize);
+struct CountPerKey {
+    counts: BTreeMap<u64, u64>,
+    pad: usize,
+    incremental: bool,
+    changed: std::collections::BTreeSet<u64>,
+}
+
+impl CountPerKey {
+    fn encode<'a>(&self, pairs: impl Iterator<Item = (&'a u64, &'a u64)>) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(8 + self.pad + self.counts.len() * 16);
+        bytes.extend_from_slice(&(self.pad as u64).to_le_bytes());
+        bytes.extend((0..self.pad).map(pad_byte));
+        for (k, c) in pairs {
+            bytes.extend_from_slice(&k.to_le_bytes());
+            bytes.extend_from_slice(&c.to_le_bytes());
+        }
+        bytes
+    }
+}
 
 fn pad_byte(index: usize) -> u8 {
     (index.wrapping_mul(31).wrapping_add(7) % 251) as u8
@@ -124,25 +154,38 @@ impl Processor for CountPerKey {
 
     fn process(&mut self, _port: usize, batch: &Batch<Item>, _out: &mut Emitter<Item>) {
         for item in batch.iter() {
-            *self.0.entry(item.key.to_native()).or_insert(0) += 1;
+            let key = item.key.to_native();
+            *self.counts.entry(key).or_insert(0) += 1;
+            if self.incremental {
+                self.changed.insert(key);
+            }
         }
     }
 
     fn finish(&mut self, out: &mut Emitter<Item>) {
-        for (&key, &count) in &self.0 {
+        for (&key, &count) in &self.counts {
             out.push(&Item { id: count, key });
         }
     }
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        let mut bytes = Vec::with_capacity(8 + self.1 + self.0.len() * 16);
-        bytes.extend_from_slice(&(self.1 as u64).to_le_bytes());
-        bytes.extend((0..self.1).map(pad_byte));
-        for (k, c) in &self.0 {
-            bytes.extend_from_slice(&k.to_le_bytes());
-            bytes.extend_from_slice(&c.to_le_bytes());
-        }
-        Ok(bytes)
+        self.changed.clear();
+        Ok(self.encode(self.counts.iter()))
+    }
+
+    fn incremental(&self) -> bool {
+        self.incremental
+    }
+
+    fn snapshot_changes(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        let changed = std::mem::take(&mut self.changed);
+        let pairs: Vec<(u64, u64)> = changed.iter().map(|k| (*k, self.counts[k])).collect();
+        Ok(self.encode(pairs.iter().map(|(k, c)| (k, c))))
+    }
+
+    fn restore_changes(&mut self, changes: &[u8]) -> Result<(), OperatorError> {
+        // Changed keys overwrite their counts, as `restore` inserts them.
+        self.restore(changes)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
@@ -156,7 +199,7 @@ impl Processor for CountPerKey {
         for pair in state[8 + pad..].chunks_exact(16) {
             let key = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
             let count = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
-            self.0.insert(key, count);
+            self.counts.insert(key, count);
         }
         Ok(())
     }
@@ -282,9 +325,15 @@ fn pipeline(data: &Path, out: &Path, options: Options) -> (Runtime, weir_runtime
         next: context.instance as u64,
         step: context.instances as u64,
         keys: options.keys,
+        // Incremental: a run of more than 64 epochs (polls of 25 ids,
+        // with a barrier between every few polls).
+        per_poll: if options.incremental { 25 } else { 500 },
+        pause: Duration::from_micros(200),
     });
-    graph.processor("count", move |_| {
-        CountPerKey(BTreeMap::new(), options.pad_bytes)
+    graph.processor("count", move |_| CountPerKey {
+        pad: options.pad_bytes,
+        incremental: options.incremental,
+        ..CountPerKey::default()
     });
     graph.sink("out", move |context| {
         Staged::new(context, &out, options.fail)
@@ -392,6 +441,75 @@ fn a_snapshot_larger_than_a_wal_record_is_recovered_whole() {
         .expect("recovery joins the parts");
     assert!(recovered.resumed_from_epoch > 0, "nothing had committed");
     assert_eq!(published(out.path()), expected(PLAIN.keys));
+}
+
+/// Incremental snapshots (see the module docs): a failed run of more than
+/// 64 epochs is recovered from a base and the changes after it, exactly.
+#[test]
+fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
+    // 6 000 keys: a base (96 KB per shard) fills more than a 64 KiB
+    // segment, an epoch touches about a hundred keys.
+    let options = Options {
+        keys: 6_000,
+        fail: true,
+        incremental: true,
+        epoch_interval_ms: 1,
+        segment_bytes: Some(64 << 10),
+        ..PLAIN
+    };
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let error = run(data.path(), out.path(), options).expect_err("the sink fails");
+    assert!(error.to_string().contains("simulated crash"), "{error}");
+    // Both kinds of record are in the log; changes are a fraction of a base.
+    let (mut bases, mut base_bytes, mut changes, mut change_bytes) = (0, 0, 0, 0);
+    for shard in 0..options.shards {
+        let dir = data.path().join(format!("shard-{shard}"));
+        for record in weir_wal::inspect_records(&dir).expect("the log reads") {
+            let record = record.expect("a record");
+            if record.kind == weir_wal::RecordType::OPERATOR_STATE {
+                assert_eq!(record.epoch % 64, 0, "a full snapshot off a base epoch");
+                bases += 1;
+                base_bytes += record.payload.len();
+            } else if record.kind == weir_wal::RecordType::OPERATOR_CHANGES {
+                changes += 1;
+                change_bytes += record.payload.len();
+            }
+        }
+    }
+    assert!(changes > 0 && bases > 0, "{bases} bases, {changes} changes");
+    let (base_mean, change_mean) = (base_bytes / bases, change_bytes / changes);
+    eprintln!("the log keeps {bases} bases of {base_mean} B, {changes} changes of {change_mean} B");
+    assert!(
+        change_mean * 10 < base_mean,
+        "changes ({change_mean} B) are not much smaller than bases ({base_mean} B)"
+    );
+    let recovered = run(
+        data.path(),
+        out.path(),
+        Options {
+            fail: false,
+            ..options
+        },
+    )
+    .expect("recovery applies the changes");
+    eprintln!("resumed from epoch {}", recovered.resumed_from_epoch);
+    assert!(
+        recovered.resumed_from_epoch > 64,
+        "the run committed {} epochs: no base rewrite to span",
+        recovered.resumed_from_epoch
+    );
+    assert_eq!(published(out.path()), expected(options.keys));
+    // The log is still retired: from the last committed base on.
+    for shard in 0..2 {
+        let left = segments(data.path(), shard);
+        let written = left.last().map_or(0, |last| last + 1) as usize;
+        eprintln!("shard {shard}: {} of {written} segments kept", left.len());
+        assert!(
+            left.len() * 2 < written,
+            "shard {shard}: {} of {written} segments kept ({left:?})",
+            left.len()
+        );
+    }
 }
 
 /// A stop is a savepoint: the counter's `finish` does not run (nothing is
@@ -502,6 +620,7 @@ fn old_segments_are_retired_and_recovery_still_exact() {
         epoch_interval_ms: 2,
         shards: 2,
         pad_bytes: 0,
+        incremental: false,
     };
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run(
@@ -584,6 +703,7 @@ fn a_shard_log_missing_a_segment_is_refused() {
         epoch_interval_ms: 2,
         shards: 2,
         pad_bytes: 0,
+        incremental: false,
     };
     let failing = Options {
         fail: true,

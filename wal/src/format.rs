@@ -43,6 +43,10 @@ impl RecordType {
     /// A leading part of a record too large for one WAL record: the parts
     /// follow in order, the last one under the record's own type.
     pub const CONTINUED: Self = Self(6);
+    /// What changed in an operator's state during an epoch (an incremental
+    /// snapshot): recovery applies them, in epoch order, to the operator's
+    /// last full snapshot (`OPERATOR_STATE`).
+    pub const OPERATOR_CHANGES: Self = Self(7);
     /// Where a run started after recovering the epoch it names.
     pub const RESTART: Self = Self(16);
     /// A sink commit that completed (the pre-commit's epoch).

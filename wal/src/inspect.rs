@@ -93,6 +93,7 @@ fn type_name(t: u8) -> String {
         4 => "sink-precommit".into(),
         5 => "epoch-commit".into(),
         6 => "continued".into(),
+        7 => "operator-changes".into(),
         16 => "restart".into(),
         17 => "sink-committed".into(),
         n => format!("type-{n}"),

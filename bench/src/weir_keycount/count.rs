@@ -10,6 +10,14 @@
 //!
 //! An event for a window that already closed is late: it is not counted in
 //! any emitted row and is tallied in [`TumblingCount::late_events`].
+//!
+//! Snapshots are incremental (`Processor::incremental`): a base epoch's
+//! snapshot holds every open window's counts, every other epoch's only the
+//! keys counted since the previous snapshot (the tables mark them, see
+//! [`CountTable::take_changes`]) with their counts now, and the windows
+//! closed since as the new `closed_below`. Applying changes overwrites
+//! counts, so the bytes an epoch logs follow the keys it touched, not the
+//! keys held.
 
 use rkyv::rancor;
 use weir_operators::processors::window::ClosedRows;
@@ -116,12 +124,28 @@ impl TumblingCount {
 
 /// What [`TumblingCount`] snapshots at an epoch barrier: its open windows
 /// (closed rows are always drained before a barrier), the first window not
-/// yet closed, and the late-event tally.
+/// yet closed, and the late-event tally. Its changes have the same shape,
+/// with only the changed keys of each window.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
 struct TumblingState {
     windows: Vec<(u64, Vec<(u64, u64)>)>,
     closed_below: u64,
     late_events: u64,
+}
+
+fn encode(state: &TumblingState) -> Result<Vec<u8>, OperatorError> {
+    let bytes = rkyv::to_bytes::<rancor::Error>(state)
+        .map_err(|error| OperatorError::other(error.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
+/// Decodes a snapshot or changes (`what`), validating them: they come from
+/// disk.
+fn decode(bytes: &[u8], what: &str) -> Result<TumblingState, OperatorError> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<TumblingState, rancor::BoxedError>(&aligned)
+        .map_err(|error| OperatorError::invalid(format!("tumbling window {what}: {error}")))
 }
 
 impl Processor for TumblingCount {
@@ -164,23 +188,20 @@ impl Processor for TumblingCount {
         let state = TumblingState {
             windows: self
                 .open
-                .iter()
-                .map(|(window, table)| (*window, table.iter().collect()))
+                .iter_mut()
+                .map(|(window, table)| {
+                    table.forget_changes();
+                    (*window, table.iter().collect())
+                })
                 .collect(),
             closed_below: self.closed_below,
             late_events: self.late_events,
         };
-        let bytes = rkyv::to_bytes::<rancor::Error>(&state)
-            .map_err(|error| OperatorError::other(error.to_string()))?;
-        Ok(bytes.to_vec())
+        encode(&state)
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
-        // The bytes come from disk: validate them.
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<TumblingState, rancor::BoxedError>(&aligned)
-            .map_err(|error| OperatorError::invalid(format!("tumbling window state: {error}")))?;
+        let state = decode(bytes, "state")?;
         self.open = state
             .windows
             .into_iter()
@@ -188,6 +209,44 @@ impl Processor for TumblingCount {
             .collect();
         self.closed_below = state.closed_below;
         self.late_events = state.late_events;
+        self.current = None;
+        Ok(())
+    }
+
+    fn incremental(&self) -> bool {
+        true
+    }
+
+    fn snapshot_changes(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        debug_assert!(
+            self.closed_rows.is_empty(),
+            "rows are drained before a barrier"
+        );
+        let changes = TumblingState {
+            windows: self
+                .open
+                .iter_mut()
+                .map(|(window, table)| (*window, table.take_changes().collect()))
+                .collect(),
+            closed_below: self.closed_below,
+            late_events: self.late_events,
+        };
+        encode(&changes)
+    }
+
+    fn restore_changes(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
+        let changes = decode(bytes, "changes")?;
+        self.closed_below = changes.closed_below;
+        self.open
+            .retain(|(window, _)| *window >= changes.closed_below);
+        for (window, rows) in changes.windows {
+            let index = self.index_of(window);
+            let table = &mut self.open[index].1;
+            for (key, count) in rows {
+                table.set(key, count);
+            }
+        }
+        self.late_events = changes.late_events;
         self.current = None;
         Ok(())
     }
@@ -225,6 +284,54 @@ mod tests {
         assert_eq!(restored.late_events, 3);
         assert!(TumblingCount::new(10)
             .restore(&bytes[..bytes.len() / 2])
+            .is_err());
+    }
+
+    #[test]
+    fn a_base_and_its_changes_restore_the_state_and_hold_only_changed_keys() {
+        let mut count = TumblingCount::new(10);
+        for key in 0..1000 {
+            count.table_for(3).unwrap().add(key, 1);
+        }
+        let base = count.snapshot(64).unwrap();
+        // Epoch 65: two keys of window 0 and a new window.
+        count.table_for(4).unwrap().add(5, 2);
+        count.table_for(4).unwrap().add(6, 1);
+        count.table_for(12).unwrap().add(9, 1);
+        let first = count.snapshot_changes(65).unwrap();
+        assert!(
+            first.len() * 10 < base.len(),
+            "changes of 3 keys ({} bytes) are not much smaller than a base of 1000 ({} bytes)",
+            first.len(),
+            base.len()
+        );
+        // Epoch 66: window 0 closed (as `on_watermark` does), one more count.
+        count.open.remove(0);
+        count.closed_below = 1;
+        count.current = None;
+        count.table_for(13).unwrap().add(9, 1);
+        count.late_events = 2;
+        let second = count.snapshot_changes(66).unwrap();
+
+        let mut restored = TumblingCount::new(10);
+        restored.restore(&base).unwrap();
+        restored.restore_changes(&first).unwrap();
+        restored.restore_changes(&second).unwrap();
+        let tables = |c: &TumblingCount| -> Vec<(u64, Vec<(u64, u64)>)> {
+            c.open
+                .iter()
+                .map(|(w, t)| {
+                    let mut rows: Vec<_> = t.iter().collect();
+                    rows.sort();
+                    (*w, rows)
+                })
+                .collect()
+        };
+        assert_eq!(tables(&restored), vec![(1, vec![(9, 2)])]);
+        assert_eq!(tables(&restored), tables(&count));
+        assert_eq!((restored.closed_below, restored.late_events), (1, 2));
+        assert!(TumblingCount::new(10)
+            .restore_changes(&second[..second.len() / 2])
             .is_err());
     }
 

@@ -152,6 +152,10 @@ pub(crate) struct EpochShared {
     /// Cancels the sink commits still running when a stop overruns its
     /// bound (see `coordinator`).
     pub(crate) commits: CommitControl,
+    /// Recovery restored some state from a base snapshot and changes
+    /// after it (incremental snapshots): the shards keep their logs from
+    /// that base on until a newer base commits (see `ShardEpochs::retire`).
+    pub(crate) keep_bases: std::sync::atomic::AtomicBool,
 }
 
 impl EpochShared {
@@ -180,6 +184,7 @@ impl EpochShared {
             aborted,
             stopped: std::sync::atomic::AtomicBool::new(false),
             commits: CommitControl::new(),
+            keep_bases: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -45,8 +45,13 @@ pub(crate) struct Recovered {
     pub(crate) committed: u64,
     /// Whether that was the final epoch of a run that completed.
     pub(crate) complete: bool,
-    /// Source positions and operator snapshots logged for `committed`.
+    /// Source positions and operator snapshots logged for `committed`; for
+    /// an operator with incremental snapshots, its snapshot at the base
+    /// epoch of `committed` (`limits::snapshot_base_epoch`).
     pub(crate) state: HashMap<InstanceKey, Vec<u8>>,
+    /// Per operator instance with incremental snapshots: the changes logged
+    /// after its base epoch, up to `committed`, oldest first.
+    pub(crate) changes: HashMap<InstanceKey, Vec<Vec<u8>>>,
     /// Sink pre-commits of committed epochs whose completion is not
     /// recorded, in log order per shard.
     pub(crate) commits: Vec<LoggedCommit>,
@@ -407,7 +412,17 @@ fn read_shard(
             copy.epoch = Some(record.epoch);
             continue;
         }
-        records.push((record.epoch, record.kind, node, instance, payload.to_vec()));
+        let committed = recovered.committed;
+        let base = crate::limits::snapshot_base_epoch(committed);
+        let needed = match record.kind {
+            RecordType::SOURCE_POSITIONS => record.epoch == committed,
+            RecordType::OPERATOR_STATE => record.epoch == committed || record.epoch == base,
+            RecordType::OPERATOR_CHANGES => record.epoch > base && record.epoch <= committed,
+            _ => true,
+        };
+        if needed {
+            records.push((record.epoch, record.kind, node, instance, payload.to_vec()));
+        }
     }
     for (identity, copy) in intake {
         if copy.epoch.is_none_or(|epoch| epoch > recovered.committed) {
@@ -418,14 +433,24 @@ fn read_shard(
                 .push((identity, copy.data));
         }
     }
+    let committed = recovered.committed;
+    let base = crate::limits::snapshot_base_epoch(committed);
+    // Incremental snapshots: bases at `base` and changes after it, by
+    // instance; used for the instances with changes at `committed`.
+    let mut bases: HashMap<InstanceKey, Vec<u8>> = HashMap::new();
+    let mut changes: HashMap<InstanceKey, Vec<(u64, Vec<u8>)>> = HashMap::new();
     for (epoch, kind, node, instance, payload) in records {
-        if kind == RecordType::SOURCE_POSITIONS && epoch == recovered.committed {
+        let snapshot = kind == RecordType::OPERATOR_STATE
+            && (epoch == committed || (epoch == base && base > 0));
+        let changed = kind == RecordType::OPERATOR_CHANGES && epoch > base && epoch <= committed;
+        if kind == RecordType::SOURCE_POSITIONS && epoch == committed {
             recovered.state.insert((node, instance), payload);
-        } else if kind == RecordType::OPERATOR_STATE && epoch == recovered.committed {
+        } else if snapshot || changed {
+            let what = if changed { "changes" } else { "state" };
             let (fingerprint, state) = split_state(&payload).map_err(|error| {
                 log_error(
                     dir,
-                    format!("the state of `{node}` instance {instance}: {error}"),
+                    format!("the {what} of `{node}` instance {instance} at epoch {epoch}: {error}"),
                 )
             })?;
             if let Some(fingerprint) = fingerprint {
@@ -433,7 +458,16 @@ fn read_shard(
                     .fingerprints
                     .insert(node.clone(), fingerprint.to_string());
             }
-            recovered.state.insert((node, instance), state.to_vec());
+            if changed {
+                changes
+                    .entry((node, instance))
+                    .or_default()
+                    .push((epoch, state.to_vec()));
+            } else if epoch == committed {
+                recovered.state.insert((node, instance), state.to_vec());
+            } else {
+                bases.insert((node, instance), state.to_vec());
+            }
         } else if kind == RecordType::SINK_PRECOMMIT
             && epoch <= recovered.committed
             && !completed.contains(&(epoch, node.clone(), instance))
@@ -446,6 +480,22 @@ fn read_shard(
                 payload,
             });
         }
+    }
+    // An instance with incremental snapshots logged changes at every epoch
+    // after its base, `committed` included: its state is the base (none if
+    // it was empty) with every change after it.
+    for (key, mut list) in changes {
+        list.sort_by_key(|(epoch, _)| *epoch);
+        if list.last().is_none_or(|(epoch, _)| *epoch != committed) {
+            continue;
+        }
+        match bases.remove(&key) {
+            Some(state) => recovered.state.insert(key.clone(), state),
+            None => recovered.state.remove(&key),
+        };
+        recovered
+            .changes
+            .insert(key, list.into_iter().map(|(_, bytes)| bytes).collect());
     }
     Ok(())
 }

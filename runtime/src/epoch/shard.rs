@@ -70,6 +70,11 @@ struct Progress {
     done: u64,
     ready: VecDeque<(u64, Option<Lsn>)>,
     commits: Vec<Pending>,
+    /// Whether a node logs incremental snapshots here (an
+    /// `OPERATOR_CHANGES` record was appended, or recovery restored
+    /// changes): the log is then kept from the last committed base epoch
+    /// on, not only from the committed epoch (see [`ShardEpochs::retire`]).
+    incremental: bool,
 }
 
 /// One shard's epoch state.
@@ -114,6 +119,16 @@ impl ShardEpochs {
                 synced: true,
             })
             .collect();
+        // Recovery restored a base and changes: keep what the log holds
+        // until a newer base commits.
+        let incremental = shared.keep_bases.load(Ordering::Acquire);
+        let mut first_lsns = BTreeMap::new();
+        if incremental {
+            first_lsns.insert(
+                crate::limits::snapshot_base_epoch(committed),
+                wal.first_lsn(),
+            );
+        }
         ShardEpochs {
             shard,
             wal: Arc::new(wal),
@@ -123,6 +138,8 @@ impl ShardEpochs {
                 newest: committed,
                 done: committed,
                 commits,
+                first_lsns,
+                incremental,
                 ..Progress::default()
             }),
             record: RefCell::default(),
@@ -190,6 +207,7 @@ impl ShardEpochs {
             }
         };
         let mut progress = self.progress.borrow_mut();
+        progress.incremental |= kind == RecordType::OPERATOR_CHANGES;
         progress.newest_lsn = progress.newest_lsn.max(lsn);
         let newest = progress.lsns.entry(epoch).or_insert(lsn);
         *newest = (*newest).max(lsn);
@@ -384,9 +402,11 @@ impl ShardEpochs {
 
     /// Deletes WAL segments no recovery can need: once every commit up to
     /// `committed` ran, only records of epochs `≥ committed` matter (the
-    /// state logged at `committed`, and later epochs). Records of an epoch
-    /// can interleave with the next one's, so the cut is the oldest LSN of
-    /// any epoch `≥ committed`.
+    /// state logged at `committed`, and later epochs), or, once a node
+    /// snapshots incrementally here, of epochs `≥` the base epoch of
+    /// `committed` (its base and the changes after it). Records of an
+    /// epoch can interleave with the next one's, so the cut is the oldest
+    /// LSN of any epoch kept.
     ///
     /// Deleting a segment (an `unlink` of a 64 MiB file, then a directory
     /// fsync) takes tens of milliseconds on ext4, so it runs on a blocking
@@ -395,9 +415,14 @@ impl ShardEpochs {
     async fn retire(&self, committed: u64) -> Result<(), NodeFailure> {
         let cut = {
             let mut progress = self.progress.borrow_mut();
+            let keep = if progress.incremental {
+                crate::limits::snapshot_base_epoch(committed)
+            } else {
+                committed
+            };
             let retired: Vec<u64> = progress
                 .first_lsns
-                .range(..committed)
+                .range(..keep)
                 .map(|(&epoch, _)| epoch)
                 .collect();
             if retired.is_empty() {

@@ -30,6 +30,8 @@ pub(crate) struct InstancePlan {
     pub(crate) fingerprint: Arc<str>,
     /// State or position to restore (filled from recovery).
     pub(crate) restore: Option<Vec<u8>>,
+    /// Changes to apply after `restore` (filled from recovery).
+    pub(crate) restore_changes: Vec<Vec<u8>>,
     /// A source's intake records to replay (filled from recovery).
     pub(crate) replay: Vec<(u64, Vec<u8>)>,
 }
@@ -81,6 +83,7 @@ impl Graph {
                     commit: node.commit,
                     fingerprint: node.fingerprint.clone(),
                     restore: None,
+                    restore_changes: Vec::new(),
                     replay: Vec::new(),
                 });
             }

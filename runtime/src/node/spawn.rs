@@ -155,6 +155,9 @@ async fn restore_and_run<P: Processor>(
     if let Some(state) = &node.restore {
         processor.restore(state)?;
     }
+    for changes in &node.restore_changes {
+        processor.restore_changes(changes)?;
+    }
     processor.on_start();
     run_processor(processor, inputs, out, pool, node, flush_when_idle).await
 }

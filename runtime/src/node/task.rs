@@ -52,6 +52,9 @@ pub(crate) struct NodeEnv {
     pub(crate) epochs: Option<Rc<ShardEpochs>>,
     /// State or position to restore, from recovery.
     pub(crate) restore: Option<Vec<u8>>,
+    /// Changes to apply after `restore`, oldest first (incremental
+    /// snapshots).
+    pub(crate) restore_changes: Vec<Vec<u8>>,
     /// A source's intake records to replay, from recovery: (identity, data).
     pub(crate) replay: Vec<(u64, Vec<u8>)>,
     /// A sink's commit step.
@@ -393,6 +396,22 @@ fn checkpoint<P: Processor>(
     let Some(epochs) = &node.epochs else {
         return Ok(());
     };
+    if node.commit.is_none()
+        && processor.incremental()
+        && crate::limits::snapshot_base_epoch(epoch) != epoch
+    {
+        // Logged even when empty: recovery tells an incremental node by
+        // its changes record at the committed epoch.
+        let changes = processor.snapshot_changes(epoch)?;
+        epochs.append_parts(
+            RecordType::OPERATOR_CHANGES,
+            epoch,
+            &node.node,
+            node.instance,
+            &[&node.state_header, &changes],
+        )?;
+        return Ok(());
+    }
     let bytes = processor.snapshot(epoch)?;
     if bytes.is_empty() {
         return Ok(());
