@@ -93,6 +93,13 @@ pub(crate) async fn run_shard(
         aborted: aborted.clone(),
         flush_when_idle,
     };
+    let snapshot_bytes = match (&epochs, plan.instances.first()) {
+        (Some(_), Some(first)) => Some(Rc::new(wired::snapshot_bytes(
+            &first.context.metrics,
+            shard,
+        ))),
+        _ => None,
+    };
     let mut tasks: Vec<_> = plan
         .instances
         .into_iter()
@@ -108,6 +115,7 @@ pub(crate) async fn run_shard(
                 replay: instance.replay,
                 commit: instance.commit,
                 state_header: crate::epoch::state_header(&instance.fingerprint),
+                snapshot_bytes: snapshot_bytes.clone(),
             };
             let failures =
                 wired::failures(&instance.context.metrics, &instance.context.node, shard);

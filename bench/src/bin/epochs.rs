@@ -51,6 +51,18 @@ struct Measured {
     rate: f64,
     latencies: Vec<Duration>,
     totals: WindowTotals,
+    /// Snapshot bytes logged: (full, changes), and WAL bytes written.
+    snapshot_bytes: (f64, f64),
+    wal_bytes: f64,
+}
+
+/// The value of the series `name` (summed over its label sets).
+fn metric(rendered: &str, name: &str) -> f64 {
+    rendered
+        .lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn run(args: &Args, data_dir: Option<&std::path::Path>) -> Result<Measured> {
@@ -73,10 +85,16 @@ fn run(args: &Args, data_dir: Option<&std::path::Path>) -> Result<Measured> {
             .lock()
             .map_err(|_| anyhow::anyhow!("a sink panicked"))?,
     );
+    let rendered = runtime.metrics().render();
     Ok(Measured {
         rate: args.events as f64 / report.elapsed.as_secs_f64(),
         latencies: report.epoch_commit_latencies,
         totals,
+        snapshot_bytes: (
+            metric(&rendered, "weir_snapshot_bytes_total{kind=\"full\"}"),
+            metric(&rendered, "weir_snapshot_bytes_total{kind=\"changes\"}"),
+        ),
+        wal_bytes: metric(&rendered, "weir_wal_bytes_written_total{log=\"shard\"}"),
     })
 }
 
@@ -109,12 +127,16 @@ fn main() -> Result<()> {
             (run(&args, Some(data_dir.path()))?, off)
         };
         ensure!(on.totals == off.totals, "epochs changed the output");
+        let epochs = on.latencies.len().max(1) as f64;
         println!(
-            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed",
+            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed; per epoch: {:.2} MB of full snapshots, {:.2} MB of changes, {:.2} MB written to the shard WALs",
             on.rate / 1e6,
             off.rate / 1e6,
             on.rate / off.rate,
-            on.latencies.len()
+            on.latencies.len(),
+            on.snapshot_bytes.0 / epochs / 1e6,
+            on.snapshot_bytes.1 / epochs / 1e6,
+            on.wal_bytes / epochs / 1e6,
         );
         with.push(on.rate);
         without.push(off.rate);

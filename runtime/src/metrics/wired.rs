@@ -156,6 +156,19 @@ pub(crate) fn failures(registry: &Registry, component: &str, shard: usize) -> Sh
         .for_shard(shard)
 }
 
+/// Bytes of operator snapshots logged on `shard`: (full snapshots, changes
+/// of incremental snapshots).
+pub(crate) fn snapshot_bytes(registry: &Registry, shard: usize) -> (ShardCounter, ShardCounter) {
+    let help = "Bytes of operator snapshots logged: full (every epoch, or every base epoch of \
+                an incremental operator) and changes (the other epochs of an incremental one).";
+    let counter = |kind| {
+        registry
+            .counter("weir_snapshot_bytes_total", help, &[("kind", kind)])
+            .for_shard(shard)
+    };
+    (counter("full"), counter("changes"))
+}
+
 /// An observer for a log's writes and fdatasyncs that updates `slot`;
 /// `log` is `shard` or `coordinator`.
 pub(crate) fn wal_observer(registry: &Registry, log: &str, slot: usize) -> SyncObserver {

@@ -37,6 +37,7 @@ use crate::error::NodeFailure;
 use crate::input::{Delivery, InputSet};
 use crate::intake::IntakeLog;
 use crate::limits::{SOURCE_IDLE_SLEEP_MS, TURN_MAX_MESSAGES, TURN_SOURCE_MAX_BATCHES};
+use crate::metrics::ShardCounter;
 use crate::operator::{Processor, Source, SourcePoll};
 use crate::record::Record;
 
@@ -55,6 +56,8 @@ pub(crate) struct NodeEnv {
     /// Changes to apply after `restore`, oldest first (incremental
     /// snapshots).
     pub(crate) restore_changes: Vec<Vec<u8>>,
+    /// Counts the bytes of its snapshots: (full, changes).
+    pub(crate) snapshot_bytes: Option<Rc<(ShardCounter, ShardCounter)>>,
     /// A source's intake records to replay, from recovery: (identity, data).
     pub(crate) replay: Vec<(u64, Vec<u8>)>,
     /// A sink's commit step.
@@ -403,6 +406,9 @@ fn checkpoint<P: Processor>(
         // Logged even when empty: recovery tells an incremental node by
         // its changes record at the committed epoch.
         let changes = processor.snapshot_changes(epoch)?;
+        if let Some(counters) = &node.snapshot_bytes {
+            counters.1.add(changes.len() as u64);
+        }
         epochs.append_parts(
             RecordType::OPERATOR_CHANGES,
             epoch,
@@ -429,6 +435,9 @@ fn checkpoint<P: Processor>(
             epochs.add_commit(epoch, node.node.clone(), node.instance, steps, bytes);
         }
         None => {
+            if let Some(counters) = &node.snapshot_bytes {
+                counters.0.add(bytes.len() as u64);
+            }
             epochs.append_parts(
                 RecordType::OPERATOR_STATE,
                 epoch,
