@@ -134,13 +134,38 @@ impl CountTable {
 
     /// Every `(key, count)` changed since the last call (or since the table
     /// was made or drained), once each; clears the marks.
-    pub fn take_changes(&mut self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let slots = &mut self.slots;
-        self.changed.drain(..).map(move |index| {
-            let slot = &mut slots[index as usize];
+    ///
+    /// The changed slots are scattered over the table: each one's line is
+    /// prefetched [`PREFETCH_AHEAD`] changes ahead, as `count_slice` does,
+    /// so a table larger than the caches is read with many misses in
+    /// flight (`bench/src/bin/epochs.rs` at 10 M keys).
+    pub fn take_changes(&mut self) -> Vec<(u64, u64)> {
+        let mut changes = Vec::with_capacity(self.changed.len());
+        self.drain_changes(|key, count| changes.push((key, count)));
+        changes
+    }
+
+    /// How many keys changed since the last [`take_changes`] or
+    /// [`drain_changes`].
+    ///
+    /// [`take_changes`]: CountTable::take_changes
+    /// [`drain_changes`]: CountTable::drain_changes
+    pub fn changes_len(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// [`take_changes`](CountTable::take_changes) handing each change to
+    /// `each`, with nothing allocated.
+    pub fn drain_changes(&mut self, mut each: impl FnMut(u64, u64)) {
+        for (position, &index) in self.changed.iter().enumerate() {
+            if let Some(&ahead) = self.changed.get(position + PREFETCH_AHEAD) {
+                prefetch(&self.slots[ahead as usize]);
+            }
+            let slot = &mut self.slots[index as usize];
             slot.1 &= !CHANGED;
-            (slot.0, slot.1)
-        })
+            each(slot.0, slot.1);
+        }
+        self.changed.clear();
     }
 
     /// Clears every change mark (a full snapshot was taken).
@@ -196,7 +221,7 @@ impl CountTable {
     }
 
     /// Makes room for `additional` more keys without growing mid-slice.
-    fn reserve(&mut self, additional: usize) {
+    pub fn reserve(&mut self, additional: usize) {
         let needed = self.len + additional;
         if needed * 8 <= self.slots.len() * LOAD_MAX_EIGHTHS {
             return;
@@ -269,7 +294,14 @@ fn prefetch<T>(target: &T) {
 
 impl FromIterator<(u64, u64)> for CountTable {
     fn from_iter<I: IntoIterator<Item = (u64, u64)>>(pairs: I) -> Self {
+        let pairs = pairs.into_iter();
         let mut table = CountTable::new();
+        // Room for all first (given an exact size, as a `Vec`'s): pairs
+        // read from another table come in its slot order, sorted by hash,
+        // and inserting those into a table that grows as they come piles
+        // them into one cluster (every insert probes to its end: quadratic;
+        // restoring 5 M keys took minutes in `bench/src/bin/recovery.rs`).
+        table.reserve(pairs.size_hint().0);
         for (key, count) in pairs.into_iter().filter(|&(_, count)| count > 0) {
             table.add(key, count);
         }
@@ -333,16 +365,17 @@ mod tests {
     fn changes_are_the_keys_counted_since_the_last_take_through_growth() {
         let mut table = CountTable::new();
         table.count_slice(&[1u64, 2, 3, 1], |&k| k);
-        let mut first: Vec<(u64, u64)> = table.take_changes().collect();
+        let mut first = table.take_changes();
         first.sort();
         assert_eq!(first, vec![(1, 2), (2, 1), (3, 1)]);
-        assert_eq!(table.take_changes().count(), 0, "taken changes are cleared");
+        assert!(table.take_changes().is_empty(), "taken changes are cleared");
         // Enough new keys to grow the table several times: changed keys
         // keep their marks across the moves, unchanged ones stay clean.
         let keys: Vec<u64> = (100..10_000).collect();
         table.count_slice(&keys, |&k| k);
         table.add(2, 5);
-        let changes: std::collections::HashMap<u64, u64> = table.take_changes().collect();
+        let changes: std::collections::HashMap<u64, u64> =
+            table.take_changes().into_iter().collect();
         assert_eq!(changes.len(), keys.len() + 1);
         assert_eq!(changes.get(&2), Some(&6));
         assert!(!changes.contains_key(&1) && !changes.contains_key(&3));
@@ -350,11 +383,11 @@ mod tests {
         // `set` restores without marking; `forget_changes` clears marks.
         table.set(7, 9);
         table.set(1, 4);
-        assert_eq!(table.take_changes().count(), 0);
+        assert!(table.take_changes().is_empty());
         assert_eq!((table.get(7), table.get(1)), (Some(9), Some(4)));
         table.add(7, 1);
         table.forget_changes();
-        assert_eq!(table.take_changes().count(), 0);
+        assert!(table.take_changes().is_empty());
         assert_eq!(table.get(7), Some(10));
         assert!(table.iter().all(|(_, count)| count < CHANGED));
     }

@@ -171,17 +171,20 @@ pub trait Processor: 'static {
         false
     }
 
-    /// What changed in the state since the previous
-    /// [`snapshot`](Processor::snapshot) or `snapshot_changes` (of this run,
-    /// or since the restore): what [`restore_changes`] must apply to that
-    /// state to give the state after every record of `epoch`. Empty bytes
-    /// are a valid "nothing changed". Only called when
-    /// [`incremental`](Processor::incremental) is `true`; a full
-    /// [`snapshot`](Processor::snapshot) also starts a new set of changes.
+    /// Appends to `out` (empty, and reused from epoch to epoch: changes
+    /// of tens of MB are not allocated anew each time) what changed in the
+    /// state since the previous [`snapshot`](Processor::snapshot) or
+    /// `snapshot_changes` (of this run, or since the restore): what
+    /// [`restore_changes`] must apply to that state to give the state after
+    /// every record of `epoch`. Nothing appended is a valid "nothing
+    /// changed". Only called when [`incremental`](Processor::incremental)
+    /// is `true`; a full [`snapshot`](Processor::snapshot) also starts a
+    /// new set of changes.
     ///
     /// [`restore_changes`]: Processor::restore_changes
-    fn snapshot_changes(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        self.snapshot(epoch)
+    fn snapshot_changes(&mut self, epoch: u64, out: &mut Vec<u8>) -> Result<(), OperatorError> {
+        out.extend_from_slice(&self.snapshot(epoch)?);
+        Ok(())
     }
 
     /// Applies changes from [`snapshot_changes`](Processor::snapshot_changes)

@@ -537,6 +537,8 @@ impl Runtime {
             logs.recovered.committed,
             aborted.clone(),
         ));
+        // Restored from a base (and changes): keep it until a newer base
+        // commits.
         shared.keep_bases.store(
             !logs.recovered.changes.is_empty(),
             std::sync::atomic::Ordering::Release,

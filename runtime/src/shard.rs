@@ -116,6 +116,7 @@ pub(crate) async fn run_shard(
                 commit: instance.commit,
                 state_header: crate::epoch::state_header(&instance.fingerprint),
                 snapshot_bytes: snapshot_bytes.clone(),
+                snapshotted: std::cell::Cell::new(false),
             };
             let failures =
                 wired::failures(&instance.context.metrics, &instance.context.node, shard);

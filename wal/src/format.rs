@@ -45,8 +45,11 @@ impl RecordType {
     pub const CONTINUED: Self = Self(6);
     /// What changed in an operator's state during an epoch (an incremental
     /// snapshot): recovery applies them, in epoch order, to the operator's
-    /// last full snapshot (`OPERATOR_STATE`).
+    /// last base (`OPERATOR_BASE`).
     pub const OPERATOR_CHANGES: Self = Self(7);
+    /// The whole state of an operator that snapshots incrementally, at a
+    /// base epoch or the first epoch of a run.
+    pub const OPERATOR_BASE: Self = Self(8);
     /// Where a run started after recovering the epoch it names.
     pub const RESTART: Self = Self(16);
     /// A sink commit that completed (the pre-commit's epoch).

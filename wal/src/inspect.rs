@@ -94,6 +94,7 @@ fn type_name(t: u8) -> String {
         5 => "epoch-commit".into(),
         6 => "continued".into(),
         7 => "operator-changes".into(),
+        8 => "operator-base".into(),
         16 => "restart".into(),
         17 => "sink-committed".into(),
         n => format!("type-{n}"),

@@ -45,6 +45,10 @@ struct Args {
     /// Where to put the data directories.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// Snapshot the window whole every epoch (as before incremental
+    /// snapshots), for comparison.
+    #[arg(long)]
+    full_snapshots: bool,
 }
 
 struct Measured {
@@ -79,7 +83,7 @@ fn run(args: &Args, data_dir: Option<&std::path::Path>) -> Result<Measured> {
         window_ticks: args.window,
     };
     let results = Arc::new(Mutex::new(WindowTotals::default()));
-    let report = runtime.run(keycount.graph(results.clone())?)?;
+    let report = runtime.run(keycount.graph_with(results.clone(), !args.full_snapshots)?)?;
     let totals = std::mem::take(
         &mut *results
             .lock()
@@ -110,8 +114,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() -> Result<()> {
     let args = Args::parse();
     println!(
-        "epochs: keycount, {} events, {} keys, {} shards, epochs every {} ms, {} runs",
-        args.events, args.keys, args.shards, args.epoch_ms, args.runs
+        "epochs: keycount, {} events, {} keys, {} shards, epochs every {} ms, {} runs, {} snapshots",
+        args.events,
+        args.keys,
+        args.shards,
+        args.epoch_ms,
+        args.runs,
+        if args.full_snapshots { "full" } else { "incremental" }
     );
     let (mut with, mut without, mut ratios, mut latencies) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -14,8 +14,9 @@
 //! Snapshots are incremental (`Processor::incremental`): a base epoch's
 //! snapshot holds every open window's counts, every other epoch's only the
 //! keys counted since the previous snapshot (the tables mark them, see
-//! [`CountTable::take_changes`]) with their counts now, and the windows
-//! closed since as the new `closed_below`. Applying changes overwrites
+//! [`CountTable::drain_changes`]) with their counts now, written straight
+//! from the tables in a plain little-endian layout (`Changes`), and the
+//! windows closed since as the new `closed_below`. Applying changes overwrites
 //! counts, so the bytes an epoch logs follow the keys it touched, not the
 //! keys held.
 
@@ -43,6 +44,8 @@ pub struct TumblingCount {
     /// with its bounds is much cheaper than dividing.
     current: Option<(u64, u64, usize)>,
     late_events: u64,
+    /// Whether snapshots are incremental (the default).
+    incremental: bool,
 }
 
 impl TumblingCount {
@@ -60,7 +63,15 @@ impl TumblingCount {
             closed_below: 0,
             current: None,
             late_events: 0,
+            incremental: true,
         }
+    }
+
+    /// Snapshots the whole state every epoch, as before incremental
+    /// snapshots (for comparison in `bench/src/bin/epochs.rs`).
+    pub fn with_full_snapshots(mut self) -> TumblingCount {
+        self.incremental = false;
+        self
     }
 
     /// Events that arrived after their window closed.
@@ -131,6 +142,60 @@ struct TumblingState {
     windows: Vec<(u64, Vec<(u64, u64)>)>,
     closed_below: u64,
     late_events: u64,
+}
+
+/// What a changes record starts with.
+const CHANGES_MAGIC: &[u8; 4] = b"TCC1";
+/// The magic and three words: closed_below, late events, windows.
+const CHANGES_HEADER: usize = 4 + 24;
+
+/// A changes record: `TCC1`, then little-endian `closed_below`, late
+/// events and the number of windows, then per window its index, its
+/// number of changed keys and that many `(key, count)` pairs.
+struct Changes<'a> {
+    closed_below: u64,
+    late_events: u64,
+    /// (window, its pairs' bytes).
+    windows: Vec<(u64, &'a [u8])>,
+}
+
+impl<'a> Changes<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Changes<'a>, String> {
+        let rest = bytes
+            .strip_prefix(CHANGES_MAGIC.as_slice())
+            .ok_or("not a changes record")?;
+        let mut words = rest;
+        let word = |words: &mut &'a [u8]| -> Result<u64, String> {
+            let (head, tail) = words
+                .split_first_chunk::<8>()
+                .ok_or(format!("cut short at byte {}", bytes.len() - words.len()))?;
+            *words = tail;
+            Ok(u64::from_le_bytes(*head))
+        };
+        let closed_below = word(&mut words)?;
+        let late_events = word(&mut words)?;
+        let count = word(&mut words)?;
+        let mut windows = Vec::new();
+        for _ in 0..count {
+            let (window, pairs) = (word(&mut words)?, word(&mut words)?);
+            let length = usize::try_from(pairs)
+                .ok()
+                .and_then(|pairs| pairs.checked_mul(16))
+                .filter(|length| *length <= words.len())
+                .ok_or(format!("window {window}: {pairs} pairs do not fit"))?;
+            let (head, tail) = words.split_at(length);
+            windows.push((window, head));
+            words = tail;
+        }
+        if !words.is_empty() {
+            return Err(format!("{} bytes after the last window", words.len()));
+        }
+        Ok(Changes {
+            closed_below,
+            late_events,
+            windows,
+        })
+    }
 }
 
 fn encode(state: &TumblingState) -> Result<Vec<u8>, OperatorError> {
@@ -214,36 +279,52 @@ impl Processor for TumblingCount {
     }
 
     fn incremental(&self) -> bool {
-        true
+        self.incremental
     }
 
-    fn snapshot_changes(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
+    fn snapshot_changes(&mut self, _epoch: u64, bytes: &mut Vec<u8>) -> Result<(), OperatorError> {
         debug_assert!(
             self.closed_rows.is_empty(),
             "rows are drained before a barrier"
         );
-        let changes = TumblingState {
-            windows: self
-                .open
-                .iter_mut()
-                .map(|(window, table)| (*window, table.take_changes().collect()))
-                .collect(),
-            closed_below: self.closed_below,
-            late_events: self.late_events,
-        };
-        encode(&changes)
+        // Written straight from the tables, one copy (a changes record is
+        // tens of MB at 10 M keys; see `Changes`).
+        let pairs: usize = self.open.iter().map(|(_, table)| table.changes_len()).sum();
+        bytes.reserve(CHANGES_HEADER + self.open.len() * 16 + pairs * 16);
+        bytes.extend_from_slice(CHANGES_MAGIC);
+        for word in [self.closed_below, self.late_events, self.open.len() as u64] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        for (window, table) in &mut self.open {
+            bytes.extend_from_slice(&window.to_le_bytes());
+            bytes.extend_from_slice(&(table.changes_len() as u64).to_le_bytes());
+            table.drain_changes(|key, count| {
+                bytes.extend_from_slice(&key.to_le_bytes());
+                bytes.extend_from_slice(&count.to_le_bytes());
+            });
+        }
+        Ok(())
     }
 
     fn restore_changes(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
-        let changes = decode(bytes, "changes")?;
+        let changes = Changes::parse(bytes)
+            .map_err(|error| OperatorError::invalid(format!("tumbling window changes: {error}")))?;
         self.closed_below = changes.closed_below;
         self.open
             .retain(|(window, _)| *window >= changes.closed_below);
-        for (window, rows) in changes.windows {
+        for (window, pairs) in changes.windows {
             let index = self.index_of(window);
             let table = &mut self.open[index].1;
-            for (key, count) in rows {
-                table.set(key, count);
+            table.reserve(pairs.len() / 16);
+            for pair in pairs.chunks_exact(16) {
+                let (key, count) = pair.split_at(8);
+                let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
+                if count == 0 {
+                    return Err(OperatorError::invalid(
+                        "tumbling window changes: a count of 0",
+                    ));
+                }
+                table.set(u64::from_le_bytes(key.try_into().expect("8 bytes")), count);
             }
         }
         self.late_events = changes.late_events;
@@ -298,7 +379,8 @@ mod tests {
         count.table_for(4).unwrap().add(5, 2);
         count.table_for(4).unwrap().add(6, 1);
         count.table_for(12).unwrap().add(9, 1);
-        let first = count.snapshot_changes(65).unwrap();
+        let mut first = Vec::new();
+        count.snapshot_changes(65, &mut first).unwrap();
         assert!(
             first.len() * 10 < base.len(),
             "changes of 3 keys ({} bytes) are not much smaller than a base of 1000 ({} bytes)",
@@ -311,7 +393,8 @@ mod tests {
         count.current = None;
         count.table_for(13).unwrap().add(9, 1);
         count.late_events = 2;
-        let second = count.snapshot_changes(66).unwrap();
+        let mut second = Vec::new();
+        count.snapshot_changes(66, &mut second).unwrap();
 
         let mut restored = TumblingCount::new(10);
         restored.restore(&base).unwrap();

@@ -21,6 +21,16 @@ impl KeyCount {
     /// The pipeline; every shard's sink merges its totals into `results`
     /// when its input ends.
     pub fn graph(&self, results: Arc<Mutex<WindowTotals>>) -> Result<Graph, GraphError> {
+        self.graph_with(results, true)
+    }
+
+    /// [`graph`](KeyCount::graph), its window snapshotting incrementally or,
+    /// with `incremental` false, whole every epoch.
+    pub fn graph_with(
+        &self,
+        results: Arc<Mutex<WindowTotals>>,
+        incremental: bool,
+    ) -> Result<Graph, GraphError> {
         let KeyCount {
             events,
             keys,
@@ -30,7 +40,14 @@ impl KeyCount {
         graph.source("events", move |context| {
             KeyedEvents::new(context, events, keys, window_ticks)
         });
-        graph.processor("count", move |_| TumblingCount::new(window_ticks));
+        graph.processor("count", move |_| {
+            let count = TumblingCount::new(window_ticks);
+            if incremental {
+                count
+            } else {
+                count.with_full_snapshots()
+            }
+        });
         graph.sink("totals", move |_| totals_sink(results.clone()));
         graph.connect(
             "events",

@@ -416,8 +416,12 @@ fn read_shard(
         let base = crate::limits::snapshot_base_epoch(committed);
         let needed = match record.kind {
             RecordType::SOURCE_POSITIONS => record.epoch == committed,
-            RecordType::OPERATOR_STATE => record.epoch == committed || record.epoch == base,
-            RecordType::OPERATOR_CHANGES => record.epoch > base && record.epoch <= committed,
+            RecordType::OPERATOR_STATE => record.epoch == committed,
+            // An instance's newest base at or below `committed` is at
+            // `base` or later (every instance logs one at `base`).
+            RecordType::OPERATOR_BASE | RecordType::OPERATOR_CHANGES => {
+                record.epoch >= base && record.epoch <= committed
+            }
             _ => true,
         };
         if needed {
@@ -434,18 +438,17 @@ fn read_shard(
         }
     }
     let committed = recovered.committed;
-    let base = crate::limits::snapshot_base_epoch(committed);
-    // Incremental snapshots: bases at `base` and changes after it, by
-    // instance; used for the instances with changes at `committed`.
-    let mut bases: HashMap<InstanceKey, Vec<u8>> = HashMap::new();
+    // Incremental snapshots: each instance's newest base (after the
+    // restart markers voided what they void) and its changes, by epoch.
+    let mut bases: HashMap<InstanceKey, (u64, Vec<u8>)> = HashMap::new();
     let mut changes: HashMap<InstanceKey, Vec<(u64, Vec<u8>)>> = HashMap::new();
     for (epoch, kind, node, instance, payload) in records {
-        let snapshot = kind == RecordType::OPERATOR_STATE
-            && (epoch == committed || (epoch == base && base > 0));
-        let changed = kind == RecordType::OPERATOR_CHANGES && epoch > base && epoch <= committed;
+        let snapshot = kind == RecordType::OPERATOR_STATE && epoch == committed;
+        let based = kind == RecordType::OPERATOR_BASE;
+        let changed = kind == RecordType::OPERATOR_CHANGES;
         if kind == RecordType::SOURCE_POSITIONS && epoch == committed {
             recovered.state.insert((node, instance), payload);
-        } else if snapshot || changed {
+        } else if snapshot || based || changed {
             let what = if changed { "changes" } else { "state" };
             let (fingerprint, state) = split_state(&payload).map_err(|error| {
                 log_error(
@@ -463,10 +466,13 @@ fn read_shard(
                     .entry((node, instance))
                     .or_default()
                     .push((epoch, state.to_vec()));
-            } else if epoch == committed {
-                recovered.state.insert((node, instance), state.to_vec());
+            } else if based {
+                let newest = bases.get(&(node.clone(), instance)).map(|(e, _)| *e);
+                if newest.is_none_or(|newest| epoch >= newest) {
+                    bases.insert((node, instance), (epoch, state.to_vec()));
+                }
             } else {
-                bases.insert((node, instance), state.to_vec());
+                recovered.state.insert((node, instance), state.to_vec());
             }
         } else if kind == RecordType::SINK_PRECOMMIT
             && epoch <= recovered.committed
@@ -481,21 +487,36 @@ fn read_shard(
             });
         }
     }
-    // An instance with incremental snapshots logged changes at every epoch
-    // after its base, `committed` included: its state is the base (none if
-    // it was empty) with every change after it.
-    for (key, mut list) in changes {
+    // An instance with incremental snapshots logged a base or changes at
+    // every epoch it ran: if it ran at `committed`, its state is its newest
+    // base with every change after it. (One that finished before logged
+    // nothing at `committed` and starts empty, as any finished instance.)
+    for (key, (base_epoch, base)) in bases {
+        let mut list = changes.remove(&key).unwrap_or_default();
+        list.retain(|(epoch, _)| *epoch > base_epoch);
         list.sort_by_key(|(epoch, _)| *epoch);
-        if list.last().is_none_or(|(epoch, _)| *epoch != committed) {
+        let reaches =
+            base_epoch == committed || list.last().is_some_and(|(epoch, _)| *epoch == committed);
+        if !reaches {
             continue;
         }
-        match bases.remove(&key) {
-            Some(state) => recovered.state.insert(key.clone(), state),
-            None => recovered.state.remove(&key),
-        };
+        if base.is_empty() {
+            recovered.state.remove(&key);
+        } else {
+            recovered.state.insert(key.clone(), base);
+        }
         recovered
             .changes
             .insert(key, list.into_iter().map(|(_, bytes)| bytes).collect());
+    }
+    if let Some((node, instance)) = changes.into_keys().next() {
+        return Err(log_error(
+            dir,
+            format!(
+                "`{node}` instance {instance} has changes logged up to epoch {committed} \
+                 but no base before them"
+            ),
+        ));
     }
     Ok(())
 }

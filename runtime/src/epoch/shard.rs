@@ -207,7 +207,8 @@ impl ShardEpochs {
             }
         };
         let mut progress = self.progress.borrow_mut();
-        progress.incremental |= kind == RecordType::OPERATOR_CHANGES;
+        progress.incremental |=
+            kind == RecordType::OPERATOR_CHANGES || kind == RecordType::OPERATOR_BASE;
         progress.newest_lsn = progress.newest_lsn.max(lsn);
         let newest = progress.lsns.entry(epoch).or_insert(lsn);
         *newest = (*newest).max(lsn);

@@ -58,6 +58,8 @@ pub(crate) struct NodeEnv {
     pub(crate) restore_changes: Vec<Vec<u8>>,
     /// Counts the bytes of its snapshots: (full, changes).
     pub(crate) snapshot_bytes: Option<Rc<(ShardCounter, ShardCounter)>>,
+    /// Whether it snapshotted in this run yet.
+    pub(crate) snapshotted: Cell<bool>,
     /// A source's intake records to replay, from recovery: (identity, data).
     pub(crate) replay: Vec<(u64, Vec<u8>)>,
     /// A sink's commit step.
@@ -399,24 +401,47 @@ fn checkpoint<P: Processor>(
     let Some(epochs) = &node.epochs else {
         return Ok(());
     };
-    if node.commit.is_none()
-        && processor.incremental()
-        && crate::limits::snapshot_base_epoch(epoch) != epoch
-    {
-        // Logged even when empty: recovery tells an incremental node by
-        // its changes record at the committed epoch.
-        let changes = processor.snapshot_changes(epoch)?;
+    let incremental = node.commit.is_none() && processor.incremental();
+    // A run's first snapshot of an incremental node is a base: a chain of
+    // changes never spans a restart (whose state may have been discarded).
+    let first = !node.snapshotted.replace(true);
+    if incremental && (first || crate::limits::snapshot_base_epoch(epoch) == epoch) {
+        // Logged even when empty: recovery takes an instance's newest base.
+        let bytes = processor.snapshot(epoch)?;
         if let Some(counters) = &node.snapshot_bytes {
-            counters.1.add(changes.len() as u64);
+            counters.0.add(bytes.len() as u64);
         }
         epochs.append_parts(
-            RecordType::OPERATOR_CHANGES,
+            RecordType::OPERATOR_BASE,
             epoch,
             &node.node,
             node.instance,
-            &[&node.state_header, &changes],
+            &[&node.state_header, &bytes],
         )?;
         return Ok(());
+    }
+    if incremental {
+        // Logged even when empty: recovery tells an incremental node by
+        // its changes record at the committed epoch. One buffer per shard
+        // thread, kept: checkpoints do not overlap on a shard.
+        thread_local! {
+            static CHANGES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        return CHANGES.with_borrow_mut(|changes| {
+            changes.clear();
+            processor.snapshot_changes(epoch, changes)?;
+            if let Some(counters) = &node.snapshot_bytes {
+                counters.1.add(changes.len() as u64);
+            }
+            epochs.append_parts(
+                RecordType::OPERATOR_CHANGES,
+                epoch,
+                &node.node,
+                node.instance,
+                &[&node.state_header, changes],
+            )?;
+            Ok(())
+        });
     }
     let bytes = processor.snapshot(epoch)?;
     if bytes.is_empty() {

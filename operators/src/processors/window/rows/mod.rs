@@ -99,6 +99,16 @@
 //! bytes and checks every window against the spec (alignment, not yet
 //! fired, aggregate kinds, sketch precision); a restored operator then
 //! produces exactly the output the uninterrupted one would have.
+//!
+//! Tumbling and sliding windows snapshot incrementally
+//! (`Processor::incremental`): between the runtime's base epochs they log
+//! only the (window, group) pairs a row reached since the previous
+//! snapshot, in the same form, with the watermark (windows it fired are
+//! gone), the counters and the queued rows; `restore_changes` overwrites
+//! those pairs' aggregates. A group marks itself on its first row after a
+//! snapshot and notes (window, hash) in a list, so finding the changes
+//! costs their number, not the state's size. Session windows (whose
+//! sessions merge) always snapshot whole.
 
 mod agg;
 mod config;
@@ -159,6 +169,8 @@ struct Group {
     hash: u64,
     values: GroupValues,
     accs: Vec<Acc>,
+    /// A row reached it since the last snapshot (see the module docs).
+    changed: bool,
 }
 
 /// A group's values: up to two kept in the group itself, so matching a
@@ -203,6 +215,9 @@ pub struct RowWindow {
     null_time_events: u64,
     /// Rows of fired windows not yet emitted.
     closed_rows: ClosedRows<Row>,
+    /// (window start, group hash) of the groups marked changed, each
+    /// noted when its mark was set.
+    changed: Vec<(i64, u64)>,
     late_metric: Option<ShardCounter>,
     null_time_metric: Option<ShardCounter>,
 }
@@ -260,6 +275,7 @@ impl RowWindow {
             late_events: 0,
             null_time_events: 0,
             closed_rows: ClosedRows::new(),
+            changed: Vec::new(),
             late_metric: None,
             null_time_metric: None,
         }
@@ -325,6 +341,10 @@ impl RowWindow {
             let groups = self.windows.entry(start).or_default();
             let group = find_group(groups, hash, row, &self.spec);
             add_row(&mut group.accs, row, &self.spec);
+            if !group.changed {
+                group.changed = true;
+                self.changed.push((start, hash));
+            }
             counted = true;
             start = match start.checked_sub(slide) {
                 Some(start) => start,
@@ -512,33 +532,10 @@ impl RowWindow {
         let mut sessions: FxHashMap<u64, Vec<SessionGroup>> = FxHashMap::default();
         let mut end_min = i64::MAX;
         for window in state.windows {
-            let WindowState {
-                start,
-                end,
-                group,
-                accs,
-            } = window;
-            if end.saturating_add(spec.lateness) <= state.watermark || start >= end {
-                return Err(format!("window [{start}, {end}) already fired or empty"));
-            }
-            if group.len() != spec.group_indices.len() || accs.len() != spec.aggregates.len() {
-                return Err("a window's group or aggregates do not match the spec".into());
-            }
-            let accs = accs
-                .into_iter()
-                .zip(&spec.aggregates)
-                .map(|(acc, aggregate)| Acc::load(acc, aggregate))
-                .collect::<Result<Vec<Acc>, String>>()?;
+            let (start, end, group, accs) = check_window(spec, state.watermark, window)?;
             let hash = hash_values(&group);
             match spec.kind {
-                WindowKind::Tumbling { size: slide, .. } | WindowKind::Sliding { slide, .. } => {
-                    let size = match spec.kind {
-                        WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
-                        WindowKind::Session { .. } => unreachable!(),
-                    };
-                    if start.rem_euclid(slide) != 0 || start.saturating_add(size) != end {
-                        return Err(format!("window [{start}, {end}) is not one of the spec"));
-                    }
+                WindowKind::Tumbling { .. } | WindowKind::Sliding { .. } => {
                     let groups = windows.entry(start).or_default();
                     let seen = |seen: &Group| {
                         seen.hash == hash && cmp_slices(&seen.values, &group).is_eq()
@@ -550,6 +547,7 @@ impl RowWindow {
                         hash,
                         values: GroupValues::from_vec(group),
                         accs,
+                        changed: false,
                     };
                     groups.insert_unique(hash, group, |group| group.hash);
                 }
@@ -592,8 +590,141 @@ impl RowWindow {
         self.late_events = state.late_events;
         self.null_time_events = state.null_time_events;
         self.closed_rows.replace(state.pending);
+        self.changed.clear();
         Ok(())
     }
+
+    /// Clears every change mark: a full snapshot was taken.
+    fn forget_changes(&mut self) {
+        for (start, hash) in std::mem::take(&mut self.changed) {
+            let Some(groups) = self.windows.get_mut(&start) else {
+                continue;
+            };
+            while let Some(group) = groups.find_mut(hash, |g| g.hash == hash && g.changed) {
+                group.changed = false;
+            }
+        }
+    }
+
+    /// The changes since the last snapshot (see the module docs): every
+    /// marked group of an open window, whole; clears the marks.
+    fn changes(&mut self) -> Result<RowWindowState, OperatorError> {
+        let size = match self.spec.kind {
+            WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
+            WindowKind::Session { .. } => 0,
+        };
+        let mut windows = Vec::with_capacity(self.changed.len());
+        for (start, hash) in std::mem::take(&mut self.changed) {
+            // A window that fired since is gone, as the watermark says.
+            let Some(groups) = self.windows.get_mut(&start) else {
+                continue;
+            };
+            while let Some(group) = groups.find_mut(hash, |g| g.hash == hash && g.changed) {
+                group.changed = false;
+                windows.push(WindowState {
+                    start,
+                    end: start.saturating_add(size),
+                    group: group.values.to_vec(),
+                    accs: group
+                        .accs
+                        .iter()
+                        .map(|acc| acc.save().map_err(OperatorError::other))
+                        .collect::<Result<_, _>>()?,
+                });
+            }
+        }
+        Ok(RowWindowState {
+            watermark: self.watermark,
+            late_events: self.late_events,
+            null_time_events: self.null_time_events,
+            windows,
+            pending: self.closed_rows.pending().to_vec(),
+        })
+    }
+
+    /// Applies [`changes`](RowWindow::changes) to the restored state.
+    fn apply_changes(&mut self, state: RowWindowState) -> Result<(), String> {
+        let (size, lateness) = match self.spec.kind {
+            WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => {
+                (size, self.spec.lateness)
+            }
+            WindowKind::Session { .. } => return Err("session windows log no changes".into()),
+        };
+        if state.watermark < self.watermark {
+            return Err(format!(
+                "changes at watermark {} after state at watermark {}",
+                state.watermark, self.watermark
+            ));
+        }
+        if let Some(row) = state.pending.iter().find(|row| {
+            row.values.len() != 2 + self.spec.group_indices.len() + self.spec.aggregates.len()
+        }) {
+            return Err(format!("a queued row has {} fields", row.values.len()));
+        }
+        self.watermark = state.watermark;
+        // Windows the watermark fired since are gone.
+        let watermark = state.watermark;
+        self.windows
+            .retain(|start, _| start.saturating_add(size).saturating_add(lateness) > watermark);
+        for window in state.windows {
+            let (start, _, group, accs) = check_window(&self.spec, watermark, window)?;
+            let hash = hash_values(&group);
+            let groups = self.windows.entry(start).or_default();
+            let same = |seen: &Group| seen.hash == hash && cmp_slices(&seen.values, &group).is_eq();
+            match groups.find_mut(hash, same) {
+                Some(seen) => seen.accs = accs,
+                None => {
+                    let group = Group {
+                        hash,
+                        values: GroupValues::from_vec(group),
+                        accs,
+                        changed: false,
+                    };
+                    groups.insert_unique(hash, group, |group| group.hash);
+                }
+            }
+        }
+        self.late_events = state.late_events;
+        self.null_time_events = state.null_time_events;
+        self.closed_rows.replace(state.pending);
+        Ok(())
+    }
+}
+
+/// Checks a snapshot's `window` against `spec` and `watermark` (open, of
+/// the spec's shape and aggregates) and loads its aggregates.
+fn check_window(
+    spec: &RowWindowSpec,
+    watermark: i64,
+    window: WindowState,
+) -> Result<(i64, i64, Vec<Value>, Vec<Acc>), String> {
+    let WindowState {
+        start,
+        end,
+        group,
+        accs,
+    } = window;
+    if end.saturating_add(spec.lateness) <= watermark || start >= end {
+        return Err(format!("window [{start}, {end}) already fired or empty"));
+    }
+    if group.len() != spec.group_indices.len() || accs.len() != spec.aggregates.len() {
+        return Err("a window's group or aggregates do not match the spec".into());
+    }
+    let accs = accs
+        .into_iter()
+        .zip(&spec.aggregates)
+        .map(|(acc, aggregate)| Acc::load(acc, aggregate))
+        .collect::<Result<Vec<Acc>, String>>()?;
+    if let WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } = spec.kind {
+        let slide = match spec.kind {
+            WindowKind::Sliding { slide, .. } => slide,
+            _ => size,
+        };
+        if start.rem_euclid(slide) != 0 || start.saturating_add(size) != end {
+            return Err(format!("window [{start}, {end}) is not one of the spec"));
+        }
+    }
+    Ok((start, end, group, accs))
 }
 
 /// Whether `values` are `row`'s group fields.
@@ -631,6 +762,7 @@ fn find_group<'a>(
                 hash,
                 values: group_values(row, &spec.group_indices),
                 accs: spec.aggregates.iter().map(Acc::new).collect(),
+                changed: false,
             };
             slot.insert(group).into_mut()
         }
@@ -669,6 +801,21 @@ fn output_row(
     Row { values }
 }
 
+fn encode_state(state: &RowWindowState) -> Result<Vec<u8>, OperatorError> {
+    let bytes = rkyv::to_bytes::<rancor::Error>(state)
+        .map_err(|error| OperatorError::other(error.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
+/// Decodes a snapshot or changes (`what`), validating the bytes: they come
+/// from disk.
+fn decode_state(bytes: &[u8], what: &str) -> Result<RowWindowState, OperatorError> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<RowWindowState, rancor::BoxedError>(&aligned)
+        .map_err(|error| OperatorError::invalid(format!("window {what}: {error}")))
+}
+
 impl Processor for RowWindow {
     type Input = Row;
     type Output = Row;
@@ -690,19 +837,29 @@ impl Processor for RowWindow {
     }
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        let bytes = rkyv::to_bytes::<rancor::Error>(&self.state()?)
-            .map_err(|error| OperatorError::other(error.to_string()))?;
-        Ok(bytes.to_vec())
+        self.forget_changes();
+        encode_state(&self.state()?)
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
-        // The bytes come from disk: validate them.
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<RowWindowState, rancor::BoxedError>(&aligned)
-            .map_err(|error| OperatorError::invalid(format!("window state: {error}")))?;
+        let state = decode_state(bytes, "state")?;
         self.load(state)
             .map_err(|error| OperatorError::invalid(format!("window state: {error}")))
+    }
+
+    fn incremental(&self) -> bool {
+        !matches!(self.spec.kind, WindowKind::Session { .. })
+    }
+
+    fn snapshot_changes(&mut self, _epoch: u64, out: &mut Vec<u8>) -> Result<(), OperatorError> {
+        out.extend_from_slice(&encode_state(&self.changes()?)?);
+        Ok(())
+    }
+
+    fn restore_changes(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
+        let changes = decode_state(bytes, "changes")?;
+        self.apply_changes(changes)
+            .map_err(|error| OperatorError::invalid(format!("window changes: {error}")))
     }
 }
 
