@@ -341,6 +341,18 @@ impl Processor for TumblingCount {
 mod tests {
     use super::*;
 
+    /// Every open window's (key, count) rows, sorted.
+    fn tables(c: &TumblingCount) -> Vec<(u64, Vec<(u64, u64)>)> {
+        c.open
+            .iter()
+            .map(|(w, t)| {
+                let mut rows: Vec<_> = t.iter().collect();
+                rows.sort();
+                (*w, rows)
+            })
+            .collect()
+    }
+
     #[test]
     fn state_round_trips_and_garbage_is_refused() {
         let mut count = TumblingCount::new(10);
@@ -351,16 +363,6 @@ mod tests {
         let bytes = count.snapshot(1).unwrap();
         let mut restored = TumblingCount::new(10);
         restored.restore(&bytes).unwrap();
-        let tables = |c: &TumblingCount| -> Vec<(u64, Vec<(u64, u64)>)> {
-            c.open
-                .iter()
-                .map(|(w, t)| {
-                    let mut rows: Vec<_> = t.iter().collect();
-                    rows.sort();
-                    (*w, rows)
-                })
-                .collect()
-        };
         assert_eq!(tables(&restored), tables(&count));
         assert_eq!(restored.late_events, 3);
         assert!(TumblingCount::new(10)
@@ -400,16 +402,6 @@ mod tests {
         restored.restore(&base).unwrap();
         restored.restore_changes(&first).unwrap();
         restored.restore_changes(&second).unwrap();
-        let tables = |c: &TumblingCount| -> Vec<(u64, Vec<(u64, u64)>)> {
-            c.open
-                .iter()
-                .map(|(w, t)| {
-                    let mut rows: Vec<_> = t.iter().collect();
-                    rows.sort();
-                    (*w, rows)
-                })
-                .collect()
-        };
         assert_eq!(tables(&restored), vec![(1, vec![(9, 2)])]);
         assert_eq!(tables(&restored), tables(&count));
         assert_eq!((restored.closed_below, restored.late_events), (1, 2));

@@ -516,14 +516,19 @@ impl RowWindow {
                 .cmp(&(b.start, b.end, b_hash))
                 .then_with(|| cmp_slices(&a.group, &b.group))
         });
-        let windows = windows.into_iter().map(|(_, window)| window).collect();
-        Ok(RowWindowState {
+        Ok(self.state_with(windows.into_iter().map(|(_, window)| window).collect()))
+    }
+
+    /// A snapshot (or changes) holding `windows`, with the watermark, the
+    /// counters and the queued rows.
+    fn state_with(&self, windows: Vec<WindowState>) -> RowWindowState {
+        RowWindowState {
             watermark: self.watermark,
             late_events: self.late_events,
             null_time_events: self.null_time_events,
             windows,
             pending: self.closed_rows.pending().to_vec(),
-        })
+        }
     }
 
     fn load(&mut self, state: RowWindowState) -> Result<(), String> {
@@ -633,13 +638,7 @@ impl RowWindow {
                 });
             }
         }
-        Ok(RowWindowState {
-            watermark: self.watermark,
-            late_events: self.late_events,
-            null_time_events: self.null_time_events,
-            windows,
-            pending: self.closed_rows.pending().to_vec(),
-        })
+        Ok(self.state_with(windows))
     }
 
     /// Applies [`changes`](RowWindow::changes) to the restored state.
