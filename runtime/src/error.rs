@@ -448,6 +448,11 @@ pub enum NodeFailure {
         /// What the sink reported.
         error: OperatorError,
     },
+    /// The node's operator (or the runtime code running it) panicked. The
+    /// panic is caught in the node's task, so the task ends and drops its
+    /// rings like any other failure, and the shard's other tasks stop as
+    /// for any failure: a panic fails the run, never the process.
+    Panicked(String),
     /// The node stopped because another node (or the epoch coordinator)
     /// failed first: the run is aborted as soon as anything fails, so no
     /// node waits for what the failed one can no longer provide.
@@ -477,6 +482,7 @@ impl fmt::Display for NodeFailure {
                 let step = if *syncing { "syncing " } else { "" };
                 write!(f, "commit of epoch {epoch}: {step}sink `{sink}`: {error}")
             }
+            NodeFailure::Panicked(message) => write!(f, "panicked: {message}"),
             NodeFailure::Aborted => f.write_str("stopped because another node failed"),
         }
     }

@@ -32,8 +32,9 @@
 //! with a data directory, by the epoch coordinator
 //! (`EpochShared::aborted`). It is set the moment any node task (or a
 //! shard's epoch task) returns an error ([`NodeFailure`]: `Emitter::fail`,
-//! a state, log or sink commit error, a closed ring), when a shard's
-//! thread panics (its tasks are dropped unfinished while it unwinds), and
+//! a state, log or sink commit error, a closed ring, a panic in the task,
+//! caught there), when a shard's thread panics outside its tasks (they are
+//! dropped unfinished while it unwinds), and
 //! by the coordinator when its own log fails. Once it is set:
 //! - the coordinator requests and commits nothing more and returns, so no
 //!   epoch holding records past the failure commits (such an epoch could
@@ -882,7 +883,7 @@ fn keep_root_cause(first: &mut Option<RunError>, error: RunError) {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(message) = payload.downcast_ref::<&str>() {
         return message.to_string();
     }

@@ -2,10 +2,11 @@
 //! node instances as cooperative tasks.
 //!
 //! Each task runs under an [`AbortOnFailure`] guard: a task that returns an
-//! error, or is dropped unfinished (its shard's thread panicked and is
-//! unwinding), sets the run's abort flag at once, so every other task, on
-//! every shard, and the epoch coordinator stop waiting for it (see
-//! `crate::runtime`).
+//! error (a panic in it is caught and becomes
+//! [`NodeFailure::Panicked`]), or is dropped unfinished (its shard's thread
+//! panicked outside any task and is unwinding), sets the run's abort flag
+//! at once, so every other task, on every shard, and the epoch coordinator
+//! stop waiting for it (see `crate::runtime`).
 
 use std::future::Future;
 use std::rc::Rc;
@@ -55,7 +56,18 @@ async fn abort_on_failure(
     aborted: Arc<AtomicBool>,
 ) -> Result<(), NodeFailure> {
     let mut guard = AbortOnFailure(Some(aborted));
-    let result = task.await;
+    // A panic is caught here, inside the task, rather than left to unwind
+    // the shard's thread: an unwinding executor drops only the tasks it
+    // has queued, and a task parked on a ring (its waker held by another
+    // shard) would keep its rings open, so a shard waiting on them would
+    // wait for ever.
+    let result = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(task))
+        .await
+        .unwrap_or_else(|payload| {
+            Err(NodeFailure::Panicked(crate::runtime::panic_message(
+                &*payload,
+            )))
+        });
     if result.is_ok() {
         guard.disarm();
     }

@@ -8,7 +8,7 @@
 //! waiting for something the failed node can no longer provide: a final
 //! epoch that cannot commit, barriers that no longer come, or an idle
 //! source's next record. Each run must return `Err` naming the failing node
-//! (or the panicking shard).
+//! (a panic too: it is caught in the node's task).
 //!
 //! Every run goes through [`within_deadline`]: a watchdog thread aborts the
 //! test process with a message if the run has not returned after
@@ -166,7 +166,12 @@ fn a_panic_on_shard_zero_ends_a_two_shard_run_with_epochs() {
         runtime.run(graph.build().unwrap())
     });
     match result.expect_err("the run fails") {
-        Error::Run(RunError::ShardPanicked { shard, message }) => {
+        Error::Run(RunError::Node {
+            node,
+            shard,
+            failure: NodeFailure::Panicked(message),
+        }) => {
+            assert_eq!(node, "explode");
             assert_eq!(shard, 0);
             assert_eq!(message, "boom on shard 0");
         }
@@ -291,6 +296,78 @@ fn an_idle_source_stops_when_the_node_it_feeds_fails() {
             runtime.run(graph.build().unwrap())
         });
         assert_operator_failure(result, "fail", 0, "failed on shard 0");
+    }
+}
+
+/// Panics on its `at`-th poll; emits nothing before.
+struct PanicAt {
+    at: u32,
+}
+
+impl Source for PanicAt {
+    type Output = Item;
+
+    fn poll(&mut self, _out: &mut Emitter<Item>) -> SourcePoll {
+        self.at -= 1;
+        if self.at == 0 {
+            panic!("boom in a source");
+        }
+        SourcePoll::Idle
+    }
+}
+
+/// Passes items through.
+struct Relay;
+
+impl Processor for Relay {
+    type Input = Item;
+    type Output = Item;
+
+    fn process(&mut self, _port: usize, batch: &Batch<Item>, out: &mut Emitter<Item>) {
+        for item in batch.iter() {
+            out.push(&Item {
+                id: item.id.to_native(),
+                key: item.key.to_native(),
+            });
+        }
+    }
+}
+
+/// A panic on shard 0 while another task of shard 0 (`relay`) is parked
+/// on rings from shard 1 and feeds a sink on shard 1. Were the panic left
+/// to unwind shard 0's thread, `relay`'s task would not be dropped (its
+/// waker is held by a ring of shard 1), its output ring would never close
+/// and the sink on shard 1 would wait for ever. The panic is caught in the
+/// panicking node's task: the run fails naming it, with and without a
+/// data directory.
+#[test]
+fn a_panic_ends_a_run_whose_other_shard_waits_on_a_parked_task() {
+    for data in [None, Some(tempfile::tempdir().unwrap())] {
+        let mut graph = GraphBuilder::new();
+        graph.source("idle", |_| IdleAfter { left: 0 });
+        graph
+            .source("bomb", |_| PanicAt { at: 50 })
+            .parallelism(Parallelism::One);
+        graph.processor("relay", |_| Relay);
+        graph.sink("count", |_| Count(Arc::new(AtomicU64::new(0))));
+        graph.connect("idle", "relay", Partition::hash(|item: &Item| item.key));
+        graph.connect("relay", "count", Partition::hash(|item: &Item| item.key));
+        graph.connect("bomb", "count", Partition::<Item>::Forward);
+        let runtime = runtime(2, data.as_ref().map(|dir| dir.path()));
+        let result = within_deadline("a panic while a task is parked", || {
+            runtime.run(graph.build().unwrap())
+        });
+        match result.expect_err("the run fails") {
+            Error::Run(RunError::Node {
+                node,
+                shard,
+                failure: NodeFailure::Panicked(message),
+            }) => {
+                assert_eq!((node.as_str(), shard), ("bomb", 0));
+                assert_eq!(message, "boom in a source");
+            }
+            other => panic!("unexpected error: {other}"),
+        }
     }
 }
 

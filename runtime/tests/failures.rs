@@ -9,7 +9,7 @@ mod common;
 
 use common::{Item, Items};
 use weir_runtime::{
-    Batch, Emitter, Error, GraphBuilder, Partition, Processor, RunError, Runtime, Sink,
+    Batch, Emitter, Error, GraphBuilder, NodeFailure, Partition, Processor, RunError, Runtime, Sink,
 };
 
 struct Explode {
@@ -50,7 +50,12 @@ fn a_panicking_operator_fails_the_run_with_its_message() {
         .run(graph.build().unwrap())
         .expect_err("the run fails");
     match error {
-        Error::Run(RunError::ShardPanicked { shard, message }) => {
+        Error::Run(RunError::Node {
+            node,
+            shard,
+            failure: NodeFailure::Panicked(message),
+        }) => {
+            assert_eq!(node, "explode");
             assert_eq!(shard, 1);
             assert_eq!(message, "boom on shard 1");
         }
