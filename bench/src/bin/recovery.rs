@@ -174,13 +174,13 @@ fn main() -> Result<()> {
         .prefix("weir-recovery-")
         .tempdir_in(&args.dir)?;
     let data = dir.path().join("data");
+    let when = match args.kill_after_epoch {
+        Some(epoch) => format!("once epoch {epoch} committed"),
+        None => format!("at {:.0} % of the events", args.kill_at * 100.0),
+    };
     println!(
-        "recovery: keycount, {} events, {} keys, {} shards, epochs every {} ms, kill -9 at {:.0} % of the events",
-        keycount.events,
-        keycount.keys,
-        args.shards,
-        args.epoch_ms,
-        args.kill_at * 100.0
+        "recovery: keycount, {} events, {} keys, {} shards, epochs every {} ms, kill -9 {when}",
+        keycount.events, keycount.keys, args.shards, args.epoch_ms,
     );
 
     // The child, killed once about `kill_at` of the events are done: its
