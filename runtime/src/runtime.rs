@@ -772,6 +772,11 @@ pub struct RunReport {
     /// With epochs: per epoch committed in this run, the time from its
     /// request (barriers injected) to its commit record being durable.
     pub epoch_commit_latencies: Vec<Duration>,
+    /// With epochs: the longest time one node instance took to take and
+    /// log its snapshot (or pre-commit) at a barrier. Its shard processes
+    /// nothing else meanwhile, so this is the longest processing stall
+    /// snapshots caused (a base snapshot of a large state, mostly).
+    pub longest_snapshot: Duration,
 }
 
 impl Running {
@@ -823,6 +828,7 @@ impl Running {
             already_complete: self.complete_at.is_some(),
             resumed_from_epoch: self.resumed_from_epoch,
             epoch_commit_latencies: epochs.commit_latencies,
+            longest_snapshot: epochs.longest_snapshot,
         })
     }
 }
@@ -862,7 +868,11 @@ fn wait_all(
             shared.aborted.store(true, Ordering::Release);
         }
         match coordinator.join() {
-            Ok(Ok(coordinated)) => report = coordinated,
+            Ok(Ok(coordinated)) => {
+                report = coordinated;
+                report.longest_snapshot =
+                    Duration::from_nanos(shared.longest_snapshot_ns.load(Ordering::Relaxed));
+            }
             // A failed coordinator (or a stop that overran its bound)
             // aborted the shards: it is the root cause.
             Ok(Err(error)) => keep_root_cause(&mut first, error),

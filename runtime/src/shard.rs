@@ -105,8 +105,8 @@ pub(crate) async fn run_shard(
         aborted: aborted.clone(),
         flush_when_idle,
     };
-    let snapshot_bytes = match (&epochs, plan.instances.first()) {
-        (Some(_), Some(first)) => Some(Rc::new(wired::snapshot_bytes(
+    let snapshot_metrics = match (&epochs, plan.instances.first()) {
+        (Some(_), Some(first)) => Some(Rc::new(wired::snapshot_metrics(
             &first.context.metrics,
             shard,
         ))),
@@ -127,7 +127,7 @@ pub(crate) async fn run_shard(
                 replay: instance.replay,
                 commit: instance.commit,
                 state_header: crate::epoch::state_header(&instance.fingerprint),
-                snapshot_bytes: snapshot_bytes.clone(),
+                snapshot_metrics: snapshot_metrics.clone(),
                 snapshotted: std::cell::Cell::new(false),
             };
             let failures =

@@ -499,6 +499,11 @@ fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
     )
     .expect("recovery applies the changes");
     eprintln!("resumed from epoch {}", recovered.resumed_from_epoch);
+    // Its snapshots were timed: at least its first base took some time.
+    assert!(
+        recovered.longest_snapshot > Duration::ZERO,
+        "no snapshot was timed"
+    );
     assert!(
         recovered.resumed_from_epoch > 64,
         "the run committed {} epochs: no base rewrite to span",

@@ -58,6 +58,8 @@ struct Measured {
     /// Snapshot bytes logged: (full, changes), and WAL bytes written.
     snapshot_bytes: (f64, f64),
     wal_bytes: f64,
+    /// The longest snapshot of one node instance: the longest stall.
+    longest_snapshot: Duration,
 }
 
 /// The value of the series `name` (summed over its label sets).
@@ -93,6 +95,7 @@ fn run(args: &Args, data_dir: Option<&std::path::Path>) -> Result<Measured> {
     Ok(Measured {
         rate: args.events as f64 / report.elapsed.as_secs_f64(),
         latencies: report.epoch_commit_latencies,
+        longest_snapshot: report.longest_snapshot,
         totals,
         snapshot_bytes: (
             metric(&rendered, "weir_snapshot_bytes_total{kind=\"full\"}"),
@@ -122,8 +125,8 @@ fn main() -> Result<()> {
         args.runs,
         if args.full_snapshots { "full" } else { "incremental" }
     );
-    let (mut with, mut without, mut ratios, mut latencies) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut with, mut without, mut ratios, mut latencies, mut stalls) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run_index in 0..args.runs.max(1) {
         let data_dir = tempfile::Builder::new()
             .prefix("weir-epochs-")
@@ -138,7 +141,7 @@ fn main() -> Result<()> {
         ensure!(on.totals == off.totals, "epochs changed the output");
         let epochs = on.latencies.len().max(1) as f64;
         println!(
-            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed; per epoch: {:.2} MB of full snapshots, {:.2} MB of changes, {:.2} MB written to the shard WALs",
+            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed; per epoch: {:.2} MB of full snapshots, {:.2} MB of changes, {:.2} MB written to the shard WALs; longest snapshot (a stall of its shard) {:.1} ms",
             on.rate / 1e6,
             off.rate / 1e6,
             on.rate / off.rate,
@@ -146,7 +149,9 @@ fn main() -> Result<()> {
             on.snapshot_bytes.0 / epochs / 1e6,
             on.snapshot_bytes.1 / epochs / 1e6,
             on.wal_bytes / epochs / 1e6,
+            on.longest_snapshot.as_secs_f64() * 1e3,
         );
+        stalls.push(on.longest_snapshot.as_secs_f64() * 1e3);
         with.push(on.rate);
         without.push(off.rate);
         ratios.push(on.rate / off.rate);
@@ -155,13 +160,14 @@ fn main() -> Result<()> {
     latencies.sort();
     ensure!(!latencies.is_empty(), "no epoch committed");
     println!(
-        "median: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}; commit latency (request to durable commit record) p50 {:.1} ms, p99 {:.1} ms over {} epochs",
+        "median: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}; commit latency (request to durable commit record) p50 {:.1} ms, p99 {:.1} ms over {} epochs; longest snapshot {:.1} ms",
         median(&mut with) / 1e6,
         median(&mut without) / 1e6,
         median(&mut ratios),
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.len()
+        latencies.len(),
+        median(&mut stalls),
     );
     Ok(())
 }

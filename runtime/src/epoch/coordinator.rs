@@ -53,6 +53,8 @@ pub(crate) struct CoordinatorReport {
     /// Whether the run ended with a stop for a savepoint (its final epoch
     /// is not marked complete: the next start resumes).
     pub(crate) stopped: bool,
+    /// The longest snapshot of one node instance (`EpochShared`'s).
+    pub(crate) longest_snapshot: Duration,
 }
 
 /// How the coordinator paces epochs and bounds a stop.

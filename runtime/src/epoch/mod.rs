@@ -156,6 +156,10 @@ pub(crate) struct EpochShared {
     /// after it (incremental snapshots): the shards keep their logs from
     /// that base on until a newer base commits (see `ShardEpochs::retire`).
     pub(crate) keep_bases: std::sync::atomic::AtomicBool,
+    /// The longest time, in nanoseconds, one node instance took to take
+    /// and log its snapshot at a barrier: its shard processes nothing else
+    /// meanwhile (see [`RunReport::longest_snapshot`](crate::RunReport)).
+    pub(crate) longest_snapshot_ns: AtomicU64,
 }
 
 impl EpochShared {
@@ -185,6 +189,7 @@ impl EpochShared {
             stopped: std::sync::atomic::AtomicBool::new(false),
             commits: CommitControl::new(),
             keep_bases: std::sync::atomic::AtomicBool::new(false),
+            longest_snapshot_ns: AtomicU64::new(0),
         }
     }
 

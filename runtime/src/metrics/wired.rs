@@ -156,9 +156,20 @@ pub(crate) fn failures(registry: &Registry, component: &str, shard: usize) -> Sh
         .for_shard(shard)
 }
 
-/// Bytes of operator snapshots logged on `shard`: (full snapshots, changes
-/// of incremental snapshots).
-pub(crate) fn snapshot_bytes(registry: &Registry, shard: usize) -> (ShardCounter, ShardCounter) {
+/// What the snapshots of one shard's node instances cost, by kind: `full`
+/// (every epoch, or every base epoch of an incremental operator),
+/// `changes` (the other epochs of an incremental one) and, for durations
+/// only, `precommit` (a sink's).
+pub(crate) struct SnapshotMetrics {
+    pub(crate) full_bytes: ShardCounter,
+    pub(crate) changes_bytes: ShardCounter,
+    pub(crate) full_seconds: ShardHistogram,
+    pub(crate) changes_seconds: ShardHistogram,
+    pub(crate) precommit_seconds: ShardHistogram,
+}
+
+/// The snapshot metrics of `shard`.
+pub(crate) fn snapshot_metrics(registry: &Registry, shard: usize) -> SnapshotMetrics {
     let help = "Bytes of operator snapshots logged: full (every epoch, or every base epoch of \
                 an incremental operator) and changes (the other epochs of an incremental one).";
     let counter = |kind| {
@@ -166,7 +177,20 @@ pub(crate) fn snapshot_bytes(registry: &Registry, shard: usize) -> (ShardCounter
             .counter("weir_snapshot_bytes_total", help, &[("kind", kind)])
             .for_shard(shard)
     };
-    (counter("full"), counter("changes"))
+    let help = "Time one node instance took to take and log its snapshot (or a sink its \
+                pre-commit) at a barrier; its shard processes nothing else meanwhile.";
+    let histogram = |kind| {
+        registry
+            .histogram("weir_snapshot_duration_seconds", help, &[("kind", kind)])
+            .for_shard(shard)
+    };
+    SnapshotMetrics {
+        full_bytes: counter("full"),
+        changes_bytes: counter("changes"),
+        full_seconds: histogram("full"),
+        changes_seconds: histogram("changes"),
+        precommit_seconds: histogram("precommit"),
+    }
 }
 
 /// An observer for a log's writes and fdatasyncs that updates `slot`;

@@ -37,7 +37,7 @@ use crate::error::NodeFailure;
 use crate::input::{Delivery, InputSet};
 use crate::intake::IntakeLog;
 use crate::limits::{SOURCE_IDLE_SLEEP_MS, TURN_MAX_MESSAGES, TURN_SOURCE_MAX_BATCHES};
-use crate::metrics::ShardCounter;
+use crate::metrics::wired::SnapshotMetrics;
 use crate::operator::{Processor, Source, SourcePoll};
 use crate::record::Record;
 
@@ -57,7 +57,7 @@ pub(crate) struct NodeEnv {
     /// snapshots).
     pub(crate) restore_changes: Vec<Vec<u8>>,
     /// Counts the bytes of its snapshots: (full, changes).
-    pub(crate) snapshot_bytes: Option<Rc<(ShardCounter, ShardCounter)>>,
+    pub(crate) snapshot_metrics: Option<Rc<SnapshotMetrics>>,
     /// Whether it snapshotted in this run yet.
     pub(crate) snapshotted: Cell<bool>,
     /// A source's intake records to replay, from recovery: (identity, data).
@@ -391,8 +391,18 @@ async fn final_epoch(epochs: &ShardEpochs) -> Result<u64, NodeFailure> {
     }
 }
 
-/// Logs the processor's snapshot for `epoch` (a sink's pre-commit, which is
-/// also queued for commit). Empty snapshots are not logged.
+/// What [`log_snapshot`] logged.
+#[derive(Clone, Copy)]
+enum Logged {
+    Full,
+    Changes,
+    Precommit,
+    Nothing,
+}
+
+/// Logs the processor's snapshot for `epoch` ([`log_snapshot`]) and times
+/// it: the shard processes nothing else meanwhile, so the time is a stall
+/// (`weir_snapshot_duration_seconds`, [`crate::RunReport::longest_snapshot`]).
 fn checkpoint<P: Processor>(
     processor: &mut P,
     node: &NodeEnv,
@@ -401,6 +411,33 @@ fn checkpoint<P: Processor>(
     let Some(epochs) = &node.epochs else {
         return Ok(());
     };
+    let started = std::time::Instant::now();
+    let logged = log_snapshot(processor, node, epochs, epoch)?;
+    let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    if let Some(metrics) = &node.snapshot_metrics {
+        match logged {
+            Logged::Full => metrics.full_seconds.observe_ns(ns),
+            Logged::Changes => metrics.changes_seconds.observe_ns(ns),
+            Logged::Precommit => metrics.precommit_seconds.observe_ns(ns),
+            Logged::Nothing => {}
+        }
+    }
+    epochs
+        .shared()
+        .longest_snapshot_ns
+        .fetch_max(ns, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Logs the processor's snapshot for `epoch` (a sink's pre-commit, which is
+/// also queued for commit). Empty snapshots are not logged, except the
+/// bases and changes of an incremental operator.
+fn log_snapshot<P: Processor>(
+    processor: &mut P,
+    node: &NodeEnv,
+    epochs: &ShardEpochs,
+    epoch: u64,
+) -> Result<Logged, NodeFailure> {
     let incremental = node.commit.is_none() && processor.incremental();
     // A run's first snapshot of an incremental node is a base: a chain of
     // changes never spans a restart (whose state may have been discarded).
@@ -408,8 +445,8 @@ fn checkpoint<P: Processor>(
     if incremental && (first || crate::limits::snapshot_base_epoch(epoch) == epoch) {
         // Logged even when empty: recovery takes an instance's newest base.
         let bytes = processor.snapshot(epoch)?;
-        if let Some(counters) = &node.snapshot_bytes {
-            counters.0.add(bytes.len() as u64);
+        if let Some(metrics) = &node.snapshot_metrics {
+            metrics.full_bytes.add(bytes.len() as u64);
         }
         epochs.append_parts(
             RecordType::OPERATOR_BASE,
@@ -418,7 +455,7 @@ fn checkpoint<P: Processor>(
             node.instance,
             &[&node.state_header, &bytes],
         )?;
-        return Ok(());
+        return Ok(Logged::Full);
     }
     if incremental {
         // Logged even when empty: recovery tells an incremental node by
@@ -430,8 +467,8 @@ fn checkpoint<P: Processor>(
         return CHANGES.with_borrow_mut(|changes| {
             changes.clear();
             processor.snapshot_changes(epoch, changes)?;
-            if let Some(counters) = &node.snapshot_bytes {
-                counters.1.add(changes.len() as u64);
+            if let Some(metrics) = &node.snapshot_metrics {
+                metrics.changes_bytes.add(changes.len() as u64);
             }
             epochs.append_parts(
                 RecordType::OPERATOR_CHANGES,
@@ -440,12 +477,12 @@ fn checkpoint<P: Processor>(
                 node.instance,
                 &[&node.state_header, changes],
             )?;
-            Ok(())
+            Ok(Logged::Changes)
         });
     }
     let bytes = processor.snapshot(epoch)?;
     if bytes.is_empty() {
-        return Ok(());
+        return Ok(Logged::Nothing);
     }
     match node.commit {
         Some(steps) => {
@@ -458,10 +495,11 @@ fn checkpoint<P: Processor>(
             )?;
             failpoint("after-precommit", epoch);
             epochs.add_commit(epoch, node.node.clone(), node.instance, steps, bytes);
+            Ok(Logged::Precommit)
         }
         None => {
-            if let Some(counters) = &node.snapshot_bytes {
-                counters.0.add(bytes.len() as u64);
+            if let Some(metrics) = &node.snapshot_metrics {
+                metrics.full_bytes.add(bytes.len() as u64);
             }
             epochs.append_parts(
                 RecordType::OPERATOR_STATE,
@@ -470,9 +508,9 @@ fn checkpoint<P: Processor>(
                 node.instance,
                 &[&node.state_header, &bytes],
             )?;
+            Ok(Logged::Full)
         }
     }
-    Ok(())
 }
 
 /// Sends what the processor emitted, then drains what it held back, one
