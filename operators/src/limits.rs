@@ -60,6 +60,10 @@ pub const KAFKA_METADATA_TIMEOUT_MS: u64 = 10_000;
 /// first and last offsets (to warn of records deleted before it read
 /// them); past it, it reads on without the check.
 pub const KAFKA_WATERMARKS_TIMEOUT_MS: u64 = 2_000;
+/// How long a `kafka` source's consumer thread, once the source ended,
+/// waits for the final epoch to commit before it commits that epoch's
+/// offsets to the group (a run that failed never commits it).
+pub const KAFKA_FINAL_COMMIT_WAIT_MS: u64 = 5_000;
 /// The default `idle_timeout` of a `kafka` source.
 pub const KAFKA_IDLE_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 /// How long one step of a `kafka` sink's commit (init, send offsets,

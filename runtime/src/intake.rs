@@ -136,6 +136,34 @@ impl RemoteWake {
     }
 }
 
+/// The run's newest committed epoch and abort flag, from any thread
+/// ([`IntakeLog::commit_watch`]). Without a data directory nothing ever
+/// commits: the epoch stays 0.
+#[derive(Clone)]
+pub struct CommitWatch(Option<Arc<crate::epoch::EpochShared>>);
+
+impl std::fmt::Debug for CommitWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitWatch")
+            .field("committed_epoch", &self.committed_epoch())
+            .finish()
+    }
+}
+
+impl CommitWatch {
+    /// The newest committed epoch (0 without a data directory).
+    pub fn committed_epoch(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |shared| shared.committed.load(Ordering::Acquire))
+    }
+
+    /// Whether the run was aborted: no epoch commits any more.
+    pub fn aborted(&self) -> bool {
+        self.0.as_ref().is_some_and(|shared| shared.is_aborted())
+    }
+}
+
 struct Inner {
     epochs: Rc<ShardEpochs>,
     node: Arc<str>,
@@ -245,6 +273,18 @@ impl IntakeLog {
                 .committed
                 .load(std::sync::atomic::Ordering::Acquire)
         })
+    }
+
+    /// The newest committed epoch and whether the run was aborted, readable
+    /// from any thread: for a source's helper thread that acts once an
+    /// epoch committed (sends offsets to a Kafka group), even after the
+    /// source itself ended.
+    pub fn commit_watch(&self) -> CommitWatch {
+        CommitWatch(
+            self.inner
+                .as_ref()
+                .map(|inner| inner.epochs.shared_handle()),
+        )
     }
 
     /// Asks the WAL to write what was appended now rather than at its next

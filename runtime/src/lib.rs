@@ -48,7 +48,7 @@ pub use error::{
     StartError,
 };
 pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
-pub use intake::{IntakeLog, IntakeTicket, RemoteWake};
+pub use intake::{CommitWatch, IntakeLog, IntakeTicket, RemoteWake};
 pub use operator::{Processor, ShardContext, Sink, Source, SourcePoll};
 pub use partition::{owner_of, Partition, PartitionKind};
 pub use record::{ArchivedRecord, Record};

@@ -150,6 +150,11 @@ impl ShardEpochs {
         &self.shared
     }
 
+    /// The shared state, for another thread.
+    pub(crate) fn shared_handle(&self) -> Arc<EpochShared> {
+        self.shared.clone()
+    }
+
     /// Logs one record of `node`'s `instance` for `epoch`.
     pub(crate) fn append(
         &self,

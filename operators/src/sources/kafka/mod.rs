@@ -381,9 +381,6 @@ pub struct KafkaSource {
     dead: Row,
     emitted_watermark: Option<u64>,
     intake: Option<IntakeLog>,
-    /// Positions logged at epoch barriers not yet committed: (epoch, next
-    /// offsets).
-    logged: std::cell::RefCell<Vec<(u64, reader::Offsets)>>,
     dead_metric: Option<ShardCounter>,
     records_metric: Option<ShardCounter>,
 }
@@ -418,7 +415,6 @@ impl KafkaSource {
             dead: Row::nulls(5),
             emitted_watermark: None,
             intake: None,
-            logged: std::cell::RefCell::new(Vec::new()),
             dead_metric: Some(dead.for_shard(context.shard)),
             records_metric: Some(records.for_shard(context.shard)),
         }
@@ -464,24 +460,8 @@ impl KafkaSource {
             headers: self.spec.metadata.contains(&MetaField::Headers),
             bounded: self.spec.bounded,
             component: self.component.clone(),
+            watch: self.intake.as_ref().map(IntakeLog::commit_watch),
         }));
-    }
-
-    /// Sends the offsets of the newest committed epoch to the group.
-    fn commit_offsets(&mut self) {
-        let (Some(intake), Some(reader)) = (&self.intake, &self.reader) else {
-            return;
-        };
-        let committed = intake.committed_epoch();
-        let mut logged = self.logged.borrow_mut();
-        let done = logged.iter().rposition(|(epoch, _)| *epoch <= committed);
-        if let Some(index) = done {
-            let offsets = logged[index].1.clone();
-            logged.drain(..=index);
-            if !offsets.is_empty() {
-                let _ = reader.commands.try_send(Command::Commit(offsets));
-            }
-        }
     }
 
     /// Emits the records of the current chunk, up to `max`.
@@ -622,7 +602,6 @@ impl Source for KafkaSource {
         if self.reader.is_none() {
             self.start_reader();
         }
-        self.commit_offsets();
         let max = out.batch_records_max();
         let mut emitted = 0;
         while emitted < max {
@@ -726,14 +705,16 @@ impl Source for KafkaSource {
             // Not started yet: what was restored still stands.
             None => self.restored.clone(),
         };
-        if let Some(intake) = &self.intake {
+        if let (Some(intake), Some(reader)) = (&self.intake, &self.reader) {
             let offsets = partitions
                 .iter()
                 .map(|p| (p.topic.clone(), p.partition, p.next_offset))
                 .collect();
-            self.logged
-                .borrow_mut()
-                .push((intake.current_epoch(), offsets));
+            // Full (the thread is stuck): a later epoch's offsets follow.
+            let _ = reader.commands.try_send(Command::Logged {
+                epoch: intake.current_epoch(),
+                offsets,
+            });
         }
         position::encode(&partitions)
     }

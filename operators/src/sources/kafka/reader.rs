@@ -17,26 +17,32 @@
 //! librdkafka's prefetch queue (`queued.max.messages.kbytes`, by default
 //! [`KAFKA_PREFETCH_KIB`]).
 //!
-//! **Offsets to the group.** The shard sends the offsets of each committed
-//! epoch ([`Command::Commit`]); the thread commits them to the consumer
-//! group asynchronously. They are for lag tools only: restarts resume from
-//! the position in weir's own log.
+//! **Offsets to the group.** The shard sends the offsets it logs at each
+//! epoch barrier ([`Command::Logged`]); the thread commits the newest ones
+//! whose epoch committed ([`CommitWatch`]) to the consumer group,
+//! asynchronously, and after the source ended it waits (at most
+//! [`KAFKA_FINAL_COMMIT_WAIT_MS`]) for the final epoch to commit and
+//! commits its offsets too (asynchronously: a broker that is down must not
+//! hold the thread), so a run that ends leaves the group at its end. They are for lag tools only: restarts resume from the
+//! position in weir's own log.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use weir_runtime::CommitWatch;
 
 #[cfg(doc)]
 use crate::limits::KAFKA_PREFETCH_KIB;
 use crate::limits::{
-    KAFKA_CHANNEL_CHUNKS, KAFKA_CHUNK_BYTES, KAFKA_CHUNK_RECORDS, KAFKA_METADATA_TIMEOUT_MS,
-    KAFKA_WATERMARKS_TIMEOUT_MS,
+    KAFKA_CHANNEL_CHUNKS, KAFKA_CHUNK_BYTES, KAFKA_CHUNK_RECORDS, KAFKA_FINAL_COMMIT_WAIT_MS,
+    KAFKA_METADATA_TIMEOUT_MS, KAFKA_WATERMARKS_TIMEOUT_MS,
 };
 
 /// Where an unknown partition starts.
@@ -72,6 +78,9 @@ pub struct ReaderSetup {
     pub bounded: bool,
     /// The component's name, for log lines.
     pub component: Arc<str>,
+    /// The run's committed epoch, when it has a data directory: offsets
+    /// go to the group once their epoch committed.
+    pub watch: Option<CommitWatch>,
 }
 
 /// One record, its bytes in its [`Chunk`]'s arena.
@@ -139,8 +148,14 @@ pub type Offsets = Vec<(String, i32, i64)>;
 /// What the shard tells the thread.
 #[derive(Debug)]
 pub enum Command {
-    /// Commit these next offsets to the group.
-    Commit(Offsets),
+    /// The next offsets the source logged at `epoch`'s barrier: commit
+    /// them to the group once `epoch` committed.
+    Logged {
+        /// The epoch.
+        epoch: u64,
+        /// Its next offsets.
+        offsets: Offsets,
+    },
 }
 
 /// The shard's side of a running consumer thread; dropping it stops the
@@ -448,20 +463,17 @@ fn run(
         pending.push_back(Event::End);
         ended = true;
     }
-    while !stop.load(Ordering::Acquire) {
-        while let Ok(Command::Commit(offsets)) = commands.try_recv() {
-            let mut list = TopicPartitionList::new();
-            for (topic, partition, offset) in &offsets {
-                let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-            }
-            if let Err(error) = consumer.commit(&list, CommitMode::Async) {
-                tracing::warn!(
-                    component = &*component,
-                    "kafka: committing offsets to the group failed ({error}); the next epoch's \
-                     commit tries again"
-                );
-            }
-        }
+    // Offsets logged at barriers whose epoch has not committed yet.
+    let mut logged = VecDeque::new();
+    'reading: while !stop.load(Ordering::Acquire) {
+        receive_logged(commands, &mut logged);
+        commit_durable(
+            &consumer,
+            &mut logged,
+            setup.watch.as_ref(),
+            CommitMode::Async,
+            &component,
+        );
         while let Some(event) = pending.pop_front() {
             match events.try_send(event) {
                 Ok(()) => {}
@@ -469,7 +481,7 @@ fn run(
                     pending.push_front(event);
                     break;
                 }
-                Err(TrySendError::Disconnected(_)) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => break 'reading,
             }
         }
         if !pending.is_empty() {
@@ -549,5 +561,68 @@ fn run(
             }
         }
     }
+    // The source ended: its final epoch commits after it, so wait for that
+    // (bounded: a failed run never commits it) and leave the group at it.
+    if let Some(watch) = &setup.watch {
+        let deadline = Instant::now() + Duration::from_millis(KAFKA_FINAL_COMMIT_WAIT_MS);
+        loop {
+            receive_logged(commands, &mut logged);
+            commit_durable(
+                &consumer,
+                &mut logged,
+                Some(watch),
+                CommitMode::Async,
+                &component,
+            );
+            if logged.is_empty() || watch.aborted() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     Ok(())
+}
+
+/// Queues the offsets the source logged since the last call.
+fn receive_logged(commands: &Receiver<Command>, logged: &mut VecDeque<(u64, Offsets)>) {
+    while let Ok(Command::Logged { epoch, offsets }) = commands.try_recv() {
+        logged.push_back((epoch, offsets));
+    }
+}
+
+/// Commits to the group the newest offsets in `logged` whose epoch
+/// committed, and forgets those and the older ones.
+fn commit_durable<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    logged: &mut VecDeque<(u64, Offsets)>,
+    watch: Option<&CommitWatch>,
+    mode: CommitMode,
+    component: &str,
+) {
+    let Some(watch) = watch else {
+        logged.clear();
+        return;
+    };
+    let committed = watch.committed_epoch();
+    let Some(done) = logged.iter().rposition(|(epoch, _)| *epoch <= committed) else {
+        return;
+    };
+    let offsets = logged
+        .drain(..=done)
+        .next_back()
+        .map(|(_, offsets)| offsets);
+    let Some(offsets) = offsets.filter(|offsets| !offsets.is_empty()) else {
+        return;
+    };
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, offset) in &offsets {
+        let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    if let Err(error) = consumer.commit(&list, mode) {
+        tracing::warn!(
+            component,
+            "kafka: committing offsets to the group failed ({error}); the next epoch's commit \
+             tries again"
+        );
+    }
 }
