@@ -251,6 +251,10 @@ pub(crate) fn encode_record(node: &str, instance: usize, payload: &[u8]) -> Vec<
     bytes
 }
 
+/// Bytes `encode_record_into` puts before the node's name and the parts:
+/// the name's length and the instance, 4 bytes each.
+pub(crate) const RECORD_HEADER_BYTES: usize = 8;
+
 /// `encode_record` into `bytes` (cleared first), with the payload given
 /// in parts, so a caller can reuse one buffer and skip concatenating.
 pub(crate) fn encode_record_into(
@@ -260,7 +264,9 @@ pub(crate) fn encode_record_into(
     parts: &[&[u8]],
 ) {
     bytes.clear();
-    bytes.reserve(8 + node.len() + parts.iter().map(|part| part.len()).sum::<usize>());
+    bytes.reserve(
+        RECORD_HEADER_BYTES + node.len() + parts.iter().map(|part| part.len()).sum::<usize>(),
+    );
     bytes.extend_from_slice(&(node.len() as u32).to_le_bytes());
     bytes.extend_from_slice(node.as_bytes());
     bytes.extend_from_slice(&(instance as u32).to_le_bytes());

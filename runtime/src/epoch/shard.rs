@@ -26,7 +26,9 @@ use std::time::Duration;
 use weir_wal::limits::MAX_PAYLOAD_BYTES;
 use weir_wal::{AppendError, Lsn, RecordType, Wal};
 
-use super::{encode_record_into, failpoint, EpochShared, SinkSteps, SINK_COMMITTED};
+use super::{
+    encode_record_into, failpoint, EpochShared, SinkSteps, RECORD_HEADER_BYTES, SINK_COMMITTED,
+};
 use crate::error::NodeFailure;
 use crate::limits::WAL_STAGED_WAIT_BYTES;
 
@@ -178,29 +180,48 @@ impl ShardEpochs {
     ) -> Result<Lsn, NodeFailure> {
         let lsn = {
             let mut record = self.record.borrow_mut();
-            encode_record_into(&mut record, node, instance, parts);
-            if record.len() <= MAX_PAYLOAD_BYTES {
+            let payload: usize = parts.iter().map(|part| part.len()).sum();
+            let header = RECORD_HEADER_BYTES + node.len();
+            if header + payload <= MAX_PAYLOAD_BYTES {
+                encode_record_into(&mut record, node, instance, parts);
                 self.append_waiting(kind, epoch, &record)?
             } else {
                 // Too large for one WAL record: the leading parts go as
                 // `CONTINUED` records of the same node and instance, the
                 // last under `kind`; recovery joins them (see
                 // `recovery::read_shard`). The appends follow each other
-                // with nothing between them on this shard.
-                let payload: Vec<u8> = parts.concat();
-                let header = record.len() - payload.len();
+                // with nothing between them on this shard. Each part is
+                // encoded from slices of `parts`: the payload is never
+                // copied whole (a base of hundreds of MB would be copied
+                // twice more on the shard).
                 let room = MAX_PAYLOAD_BYTES - header;
-                let mut chunks = payload.chunks(room).peekable();
-                let mut part = Vec::with_capacity(MAX_PAYLOAD_BYTES);
+                let (mut left, mut at) = (payload, (0, 0));
+                let mut slices: Vec<&[u8]> = Vec::new();
                 let mut lsn = None;
-                while let Some(chunk) = chunks.next() {
-                    encode_record_into(&mut part, node, instance, &[chunk]);
-                    let part_kind = if chunks.peek().is_some() {
+                while left > 0 {
+                    let take = room.min(left);
+                    slices.clear();
+                    let mut wanted = take;
+                    while wanted > 0 {
+                        let (index, offset) = at;
+                        let rest = &parts[index][offset..];
+                        let n = rest.len().min(wanted);
+                        slices.push(&rest[..n]);
+                        wanted -= n;
+                        at = if n == rest.len() {
+                            (index + 1, 0)
+                        } else {
+                            (index, offset + n)
+                        };
+                    }
+                    left -= take;
+                    encode_record_into(&mut record, node, instance, &slices);
+                    let part_kind = if left > 0 {
                         RecordType::CONTINUED
                     } else {
                         kind
                     };
-                    let appended = self.append_waiting(part_kind, epoch, &part)?;
+                    let appended = self.append_waiting(part_kind, epoch, &record)?;
                     self.progress
                         .borrow_mut()
                         .first_lsns
