@@ -49,7 +49,7 @@ pub use error::{
 };
 pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
 pub use intake::{CommitWatch, IntakeLog, IntakeTicket, RemoteWake};
-pub use operator::{Processor, ShardContext, Sink, Source, SourcePoll};
+pub use operator::{Processor, ShardContext, Sink, SnapshotWriter, Source, SourcePoll};
 pub use partition::{owner_of, Partition, PartitionKind};
 pub use record::{ArchivedRecord, Record};
 pub use runtime::{Handle, RunReport, Running, Runtime, RuntimeBuilder};

@@ -12,6 +12,33 @@ use crate::error::OperatorError;
 use crate::intake::IntakeLog;
 use crate::record::Record;
 
+/// Where an incremental operator writes a base snapshot
+/// ([`Processor::snapshot_base`]): each [`write`](SnapshotWriter::write)
+/// adds to it, in order.
+pub struct SnapshotWriter<'a> {
+    write: &'a mut dyn FnMut(&[u8]) -> Result<(), OperatorError>,
+}
+
+impl<'a> SnapshotWriter<'a> {
+    /// A writer handing every piece to `write` (the runtime's logs them;
+    /// a test can collect them).
+    pub fn new(write: &'a mut dyn FnMut(&[u8]) -> Result<(), OperatorError>) -> Self {
+        SnapshotWriter { write }
+    }
+
+    /// Adds `bytes` to the snapshot. Fails when the write-ahead log does:
+    /// return the error.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
+        (self.write)(bytes)
+    }
+}
+
+impl std::fmt::Debug for SnapshotWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotWriter")
+    }
+}
+
 /// Where a node instance runs.
 #[derive(Debug, Clone)]
 pub struct ShardContext {
@@ -193,6 +220,23 @@ pub trait Processor: 'static {
     /// each epoch's changes, oldest first.
     fn restore_changes(&mut self, changes: &[u8]) -> Result<(), OperatorError> {
         self.restore(changes)
+    }
+
+    /// An incremental operator's whole state at a base epoch, written to
+    /// `out` piece by piece: the runtime logs it in WAL records of at most
+    /// 16 MiB as they fill, so a state of hundreds of MB is never copied
+    /// into one buffer. [`restore`](Processor::restore) gets the pieces
+    /// joined. Only called when [`incremental`](Processor::incremental) is
+    /// `true`; like [`snapshot`](Processor::snapshot) it starts a new set
+    /// of changes. The default writes [`snapshot`](Processor::snapshot)'s
+    /// bytes.
+    fn snapshot_base(
+        &mut self,
+        epoch: u64,
+        out: &mut SnapshotWriter<'_>,
+    ) -> Result<(), OperatorError> {
+        let bytes = self.snapshot(epoch)?;
+        out.write(&bytes)
     }
 
     /// Called once on the node's shard, after any

@@ -432,7 +432,9 @@ fn a_snapshot_larger_than_a_wal_record_is_recovered_whole() {
     let big = Options {
         fail: true,
         pad_bytes: 20 << 20,
-        epoch_interval_ms: 100,
+        // Short epochs: the input (300 000 ids) can end within 100 ms on
+        // an idle machine, before a longer epoch would have committed.
+        epoch_interval_ms: 10,
         ..PLAIN
     };
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -18,7 +18,10 @@
 //! from the tables in a plain little-endian layout (`Changes`), and the
 //! windows closed since as the new `closed_below`. Applying changes overwrites
 //! counts, so the bytes an epoch logs follow the keys it touched, not the
-//! keys held.
+//! keys held. A base has the same layout with every key
+//! (`Processor::snapshot_base`), streamed to the log from the tables in
+//! pieces of [`BASE_PIECE_BYTES`], and is restored as changes applied to
+//! an empty state.
 
 use rkyv::rancor;
 use weir_operators::processors::window::ClosedRows;
@@ -144,6 +147,9 @@ struct TumblingState {
     late_events: u64,
 }
 
+/// Bytes a base snapshot is handed to the log in at a time.
+const BASE_PIECE_BYTES: usize = 1 << 20;
+
 /// What a changes record starts with.
 const CHANGES_MAGIC: &[u8; 4] = b"TCC1";
 /// The magic and three words: closed_below, late events, windows.
@@ -266,6 +272,12 @@ impl Processor for TumblingCount {
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
+        if bytes.starts_with(CHANGES_MAGIC) {
+            // A base (`snapshot_base`): every key, as changes to nothing.
+            self.open.clear();
+            self.closed_below = 0;
+            return self.restore_changes(bytes);
+        }
         let state = decode(bytes, "state")?;
         self.open = state
             .windows
@@ -280,6 +292,36 @@ impl Processor for TumblingCount {
 
     fn incremental(&self) -> bool {
         self.incremental
+    }
+
+    fn snapshot_base(
+        &mut self,
+        _epoch: u64,
+        out: &mut weir_runtime::SnapshotWriter<'_>,
+    ) -> Result<(), OperatorError> {
+        debug_assert!(
+            self.closed_rows.is_empty(),
+            "rows are drained before a barrier"
+        );
+        let mut piece = Vec::with_capacity(BASE_PIECE_BYTES + 16);
+        piece.extend_from_slice(CHANGES_MAGIC);
+        for word in [self.closed_below, self.late_events, self.open.len() as u64] {
+            piece.extend_from_slice(&word.to_le_bytes());
+        }
+        for (window, table) in &mut self.open {
+            table.forget_changes();
+            piece.extend_from_slice(&window.to_le_bytes());
+            piece.extend_from_slice(&(table.len() as u64).to_le_bytes());
+            for (key, count) in table.iter() {
+                piece.extend_from_slice(&key.to_le_bytes());
+                piece.extend_from_slice(&count.to_le_bytes());
+                if piece.len() >= BASE_PIECE_BYTES {
+                    out.write(&piece)?;
+                    piece.clear();
+                }
+            }
+        }
+        out.write(&piece)
     }
 
     fn snapshot_changes(&mut self, _epoch: u64, bytes: &mut Vec<u8>) -> Result<(), OperatorError> {
@@ -370,13 +412,53 @@ mod tests {
             .is_err());
     }
 
+    /// `snapshot_base`'s pieces, joined, and how many there were.
+    fn base(count: &mut TumblingCount) -> (Vec<u8>, usize) {
+        let (mut bytes, mut pieces) = (Vec::new(), 0);
+        let mut collect = |piece: &[u8]| {
+            bytes.extend_from_slice(piece);
+            pieces += 1;
+            Ok(())
+        };
+        count
+            .snapshot_base(64, &mut weir_runtime::SnapshotWriter::new(&mut collect))
+            .unwrap();
+        (bytes, pieces)
+    }
+
+    #[test]
+    fn a_streamed_base_restores_every_window_over_several_pieces() {
+        let mut count = TumblingCount::new(10);
+        // 100 000 keys of 16 bytes: two pieces of 1 MiB.
+        for key in 0..100_000 {
+            count.table_for(3).unwrap().add(key, 1 + key % 3);
+        }
+        count.table_for(12).unwrap().add(7, 5);
+        count.late_events = 4;
+        let (bytes, pieces) = base(&mut count);
+        assert!(pieces >= 2, "{pieces} pieces");
+        let mut restored = TumblingCount::new(10);
+        restored.table_for(25).unwrap().add(1, 1);
+        restored.restore(&bytes).unwrap();
+        assert_eq!(tables(&restored), tables(&count));
+        assert_eq!(restored.late_events, 4);
+        // A base clears the change marks: nothing changed since.
+        let mut changes = Vec::new();
+        count.snapshot_changes(65, &mut changes).unwrap();
+        let parsed = Changes::parse(&changes).unwrap();
+        assert!(parsed.windows.iter().all(|(_, pairs)| pairs.is_empty()));
+        assert!(TumblingCount::new(10)
+            .restore(&bytes[..bytes.len() - 8])
+            .is_err());
+    }
+
     #[test]
     fn a_base_and_its_changes_restore_the_state_and_hold_only_changed_keys() {
         let mut count = TumblingCount::new(10);
         for key in 0..1000 {
             count.table_for(3).unwrap().add(key, 1);
         }
-        let base = count.snapshot(64).unwrap();
+        let (base, _) = base(&mut count);
         // Epoch 65: two keys of window 0 and a new window.
         count.table_for(4).unwrap().add(5, 2);
         count.table_for(4).unwrap().add(6, 1);

@@ -232,6 +232,13 @@ impl ShardEpochs {
                 lsn.expect("a payload over the limit has parts")
             }
         };
+        self.note_appended(kind, epoch, lsn);
+        Ok(lsn)
+    }
+
+    /// Notes the last (or only) record of an append, at `lsn`, in the
+    /// shard's progress.
+    fn note_appended(&self, kind: RecordType, epoch: u64, lsn: Lsn) {
         let mut progress = self.progress.borrow_mut();
         progress.incremental |=
             kind == RecordType::OPERATOR_CHANGES || kind == RecordType::OPERATOR_BASE;
@@ -239,7 +246,33 @@ impl ShardEpochs {
         let newest = progress.lsns.entry(epoch).or_insert(lsn);
         *newest = (*newest).max(lsn);
         progress.first_lsns.entry(epoch).or_insert(lsn);
-        Ok(lsn)
+    }
+
+    /// A writer that logs one record of `node`'s `instance` for `epoch`
+    /// from pieces ([`PartWriter::write`]): as [`append_parts`] does with a
+    /// payload over one WAL record, it appends a `CONTINUED` part each time
+    /// a record is full and more comes, and the last part under `kind` at
+    /// [`PartWriter::finish`]. The payload is never held whole: a base
+    /// snapshot of hundreds of MB goes out in 16 MiB records.
+    ///
+    /// [`append_parts`]: Self::append_parts
+    pub(crate) fn part_writer<'a>(
+        &'a self,
+        kind: RecordType,
+        epoch: u64,
+        node: &'a str,
+        instance: usize,
+    ) -> PartWriter<'a> {
+        let mut record = self.record.borrow_mut();
+        encode_record_into(&mut record, node, instance, &[]);
+        PartWriter {
+            epochs: self,
+            kind,
+            epoch,
+            node,
+            instance,
+            record,
+        }
     }
 
     /// Appends `record`; when the WAL refuses it because too much is
@@ -588,6 +621,53 @@ fn log_not_done(pending: &[Pending]) {
             epoch = pending.epoch,
             "sink commit not completed before the stop gave up; it runs again at the next start"
         );
+    }
+}
+
+/// One record logged piece by piece ([`ShardEpochs::part_writer`]).
+pub(crate) struct PartWriter<'a> {
+    epochs: &'a ShardEpochs,
+    kind: RecordType,
+    epoch: u64,
+    node: &'a str,
+    instance: usize,
+    /// The part being filled: the record's identity, then payload.
+    record: std::cell::RefMut<'a, Vec<u8>>,
+}
+
+impl PartWriter<'_> {
+    /// Adds `bytes` to the payload, appending full parts as `CONTINUED`.
+    pub(crate) fn write(&mut self, mut bytes: &[u8]) -> Result<(), NodeFailure> {
+        while !bytes.is_empty() {
+            if self.record.len() >= MAX_PAYLOAD_BYTES {
+                let appended =
+                    self.epochs
+                        .append_waiting(RecordType::CONTINUED, self.epoch, &self.record)?;
+                self.epochs
+                    .progress
+                    .borrow_mut()
+                    .first_lsns
+                    .entry(self.epoch)
+                    .or_insert(appended);
+                encode_record_into(&mut self.record, self.node, self.instance, &[]);
+            }
+            let take = (MAX_PAYLOAD_BYTES - self.record.len()).min(bytes.len());
+            self.record.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+        Ok(())
+    }
+
+    /// Appends the last part, under the record's kind.
+    pub(crate) fn finish(self) -> Result<Lsn, NodeFailure> {
+        let lsn = self
+            .epochs
+            .append_waiting(self.kind, self.epoch, &self.record)?;
+        let epochs = self.epochs;
+        let (kind, epoch) = (self.kind, self.epoch);
+        drop(self);
+        epochs.note_appended(kind, epoch, lsn);
+        Ok(lsn)
     }
 }
 

@@ -34,11 +34,12 @@ use crate::epoch::failpoint;
 use crate::epoch::shard::ShardEpochs;
 use crate::epoch::SinkSteps;
 use crate::error::NodeFailure;
+use crate::error::OperatorError;
 use crate::input::{Delivery, InputSet};
 use crate::intake::IntakeLog;
 use crate::limits::{SOURCE_IDLE_SLEEP_MS, TURN_MAX_MESSAGES, TURN_SOURCE_MAX_BATCHES};
 use crate::metrics::wired::SnapshotMetrics;
-use crate::operator::{Processor, Source, SourcePoll};
+use crate::operator::{Processor, SnapshotWriter, Source, SourcePoll};
 use crate::record::Record;
 
 /// [`SOURCE_IDLE_SLEEP_MS`].
@@ -444,17 +445,30 @@ fn log_snapshot<P: Processor>(
     let first = !node.snapshotted.replace(true);
     if incremental && (first || crate::limits::snapshot_base_epoch(epoch) == epoch) {
         // Logged even when empty: recovery takes an instance's newest base.
-        let bytes = processor.snapshot(epoch)?;
-        if let Some(metrics) = &node.snapshot_metrics {
-            metrics.full_bytes.add(bytes.len() as u64);
+        // Streamed into the log as the operator writes it.
+        let mut writer =
+            epochs.part_writer(RecordType::OPERATOR_BASE, epoch, &node.node, node.instance);
+        writer.write(&node.state_header)?;
+        let (mut bytes, mut log_failure) = (0u64, None);
+        let written = {
+            let mut write = |piece: &[u8]| {
+                bytes += piece.len() as u64;
+                writer.write(piece).map_err(|failure| {
+                    let message = failure.to_string();
+                    log_failure = Some(failure);
+                    OperatorError::other(message)
+                })
+            };
+            processor.snapshot_base(epoch, &mut SnapshotWriter::new(&mut write))
+        };
+        if let Some(failure) = log_failure {
+            return Err(failure);
         }
-        epochs.append_parts(
-            RecordType::OPERATOR_BASE,
-            epoch,
-            &node.node,
-            node.instance,
-            &[&node.state_header, &bytes],
-        )?;
+        written?;
+        writer.finish()?;
+        if let Some(metrics) = &node.snapshot_metrics {
+            metrics.full_bytes.add(bytes);
+        }
         return Ok(Logged::Full);
     }
     if incremental {
