@@ -165,18 +165,12 @@ fn a_panic_on_shard_zero_ends_a_two_shard_run_with_epochs() {
     let result = within_deadline("a panic on shard 0 of 2", || {
         runtime.run(graph.build().unwrap())
     });
-    match result.expect_err("the run fails") {
-        Error::Run(RunError::Node {
-            node,
-            shard,
-            failure: NodeFailure::Panicked(message),
-        }) => {
-            assert_eq!(node, "explode");
-            assert_eq!(shard, 0);
-            assert_eq!(message, "boom on shard 0");
-        }
-        other => panic!("unexpected error: {other}"),
-    }
+    common::assert_panicked(
+        result.expect_err("the run fails"),
+        "explode",
+        0,
+        "boom on shard 0",
+    );
     assert_eq!(received.load(Ordering::Relaxed), 0);
 }
 
@@ -357,17 +351,12 @@ fn a_panic_ends_a_run_whose_other_shard_waits_on_a_parked_task() {
         let result = within_deadline("a panic while a task is parked", || {
             runtime.run(graph.build().unwrap())
         });
-        match result.expect_err("the run fails") {
-            Error::Run(RunError::Node {
-                node,
-                shard,
-                failure: NodeFailure::Panicked(message),
-            }) => {
-                assert_eq!((node.as_str(), shard), ("bomb", 0));
-                assert_eq!(message, "boom in a source");
-            }
-            other => panic!("unexpected error: {other}"),
-        }
+        common::assert_panicked(
+            result.expect_err("the run fails"),
+            "bomb",
+            0,
+            "boom in a source",
+        );
     }
 }
 

@@ -8,9 +8,7 @@
 mod common;
 
 use common::{Item, Items};
-use weir_runtime::{
-    Batch, Emitter, Error, GraphBuilder, NodeFailure, Partition, Processor, RunError, Runtime, Sink,
-};
+use weir_runtime::{Batch, Emitter, GraphBuilder, Partition, Processor, Runtime, Sink};
 
 struct Explode {
     shard: usize,
@@ -49,16 +47,5 @@ fn a_panicking_operator_fails_the_run_with_its_message() {
     let error = runtime
         .run(graph.build().unwrap())
         .expect_err("the run fails");
-    match error {
-        Error::Run(RunError::Node {
-            node,
-            shard,
-            failure: NodeFailure::Panicked(message),
-        }) => {
-            assert_eq!(node, "explode");
-            assert_eq!(shard, 1);
-            assert_eq!(message, "boom on shard 1");
-        }
-        other => panic!("unexpected error: {other}"),
-    }
+    common::assert_panicked(error, "explode", 1, "boom on shard 1");
 }

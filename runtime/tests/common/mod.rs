@@ -120,3 +120,19 @@ pub type CollectItems = Collect<Item, (u64, u64), fn(&ArchivedRecord<Item>) -> (
 pub fn collect_items(context: &ShardContext, seen: Seen<(u64, u64)>) -> CollectItems {
     Collect::new(context, seen, id_key)
 }
+
+/// Asserts that a run failed because node `node` panicked on `shard` with
+/// `message` (the panic is caught in the node's task).
+pub fn assert_panicked(error: weir_runtime::Error, node: &str, shard: usize, message: &str) {
+    match error {
+        weir_runtime::Error::Run(weir_runtime::RunError::Node {
+            node: failed,
+            shard: failed_shard,
+            failure: weir_runtime::NodeFailure::Panicked(text),
+        }) => {
+            assert_eq!((failed.as_str(), failed_shard), (node, shard));
+            assert_eq!(text, message);
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+}
