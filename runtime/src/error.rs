@@ -626,3 +626,15 @@ impl From<RunError> for Error {
         Error::Run(error)
     }
 }
+
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!`
+/// makes them).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        return message.to_string();
+    }
+    if let Some(message) = payload.downcast_ref::<String>() {
+        return message.clone();
+    }
+    "a panic with a non-string payload".to_string()
+}

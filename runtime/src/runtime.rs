@@ -66,7 +66,7 @@ use crate::epoch::shard::RecoveredCommit;
 use crate::epoch::{CommitControl, EpochConfig, EpochShared, SinkSteps};
 #[cfg(doc)]
 use crate::error::NodeFailure;
-use crate::error::{Error, RunError, StartError};
+use crate::error::{panic_message, Error, RunError, StartError};
 use crate::graph::Graph;
 use crate::graph::ShardPlan;
 use crate::limits::{
@@ -891,16 +891,6 @@ fn keep_root_cause(first: &mut Option<RunError>, error: RunError) {
         Some(known) if !known.is_consequence() || error.is_consequence() => {}
         _ => *first = Some(error),
     }
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        return message.to_string();
-    }
-    if let Some(message) = payload.downcast_ref::<String>() {
-        return message.clone();
-    }
-    "a panic with a non-string payload".to_string()
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ async fn abort_on_failure(
     let result = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(task))
         .await
         .unwrap_or_else(|payload| {
-            Err(NodeFailure::Panicked(crate::runtime::panic_message(
+            Err(NodeFailure::Panicked(crate::error::panic_message(
                 &*payload,
             )))
         });
