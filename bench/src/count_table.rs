@@ -87,22 +87,30 @@ impl CountTable {
     /// changed.
     #[inline]
     fn add_unchecked(&mut self, key: u64, count: u64) {
+        let index = self.probe(key);
+        let slot = &mut self.slots[index];
+        if slot.1 == 0 {
+            *slot = (key, count | CHANGED);
+            self.len += 1;
+            self.changed.push(index as u32);
+        } else {
+            if slot.1 & CHANGED == 0 {
+                self.changed.push(index as u32);
+            }
+            slot.1 = (slot.1 + count) | CHANGED;
+        }
+    }
+
+    /// The slot of `key`, or the empty slot where it goes (the table is
+    /// never full).
+    #[inline(always)]
+    fn probe(&self, key: u64) -> usize {
         let mask = self.slots.len() - 1;
         let mut index = self.index(key);
         loop {
-            let slot = &mut self.slots[index];
-            if slot.1 == 0 {
-                *slot = (key, count | CHANGED);
-                self.len += 1;
-                self.changed.push(index as u32);
-                return;
-            }
-            if slot.0 == key {
-                if slot.1 & CHANGED == 0 {
-                    self.changed.push(index as u32);
-                }
-                slot.1 = (slot.1 + count) | CHANGED;
-                return;
+            let slot = &self.slots[index];
+            if slot.1 == 0 || slot.0 == key {
+                return index;
             }
             index = (index + 1) & mask;
         }
@@ -113,22 +121,14 @@ impl CountTable {
     pub fn set(&mut self, key: u64, count: u64) {
         debug_assert!(count > 0 && count < CHANGED);
         self.reserve(1);
-        let mask = self.slots.len() - 1;
-        let mut index = self.index(key);
-        loop {
-            let slot = &mut self.slots[index];
-            if slot.1 == 0 {
-                *slot = (key, count);
-                self.len += 1;
-                return;
-            }
-            if slot.0 == key {
-                // Keeps a change mark the slot has (and its place in the
-                // list).
-                slot.1 = count | (slot.1 & CHANGED);
-                return;
-            }
-            index = (index + 1) & mask;
+        let index = self.probe(key);
+        let slot = &mut self.slots[index];
+        if slot.1 == 0 {
+            *slot = (key, count);
+            self.len += 1;
+        } else {
+            // Keeps a change mark the slot has (and its place in the list).
+            slot.1 = count | (slot.1 & CHANGED);
         }
     }
 
@@ -188,18 +188,8 @@ impl CountTable {
 
     /// The count of `key`, if present.
     pub fn get(&self, key: u64) -> Option<u64> {
-        let mask = self.slots.len() - 1;
-        let mut index = self.index(key);
-        loop {
-            let (slot_key, count) = self.slots[index];
-            if count == 0 {
-                return None;
-            }
-            if slot_key == key {
-                return Some(count & !CHANGED);
-            }
-            index = (index + 1) & mask;
-        }
+        let (_, count) = self.slots[self.probe(key)];
+        (count > 0).then_some(count & !CHANGED)
     }
 
     /// Every `(key, count)`, in table order.

@@ -61,6 +61,16 @@ fn within_deadline<T>(what: &str, run: impl FnOnce() -> T) -> T {
     result
 }
 
+/// Emits every item of `batch` unchanged.
+fn forward(batch: &Batch<Item>, out: &mut Emitter<Item>) {
+    for item in batch.iter() {
+        out.push(&Item {
+            id: item.id.to_native(),
+            key: item.key.to_native(),
+        });
+    }
+}
+
 /// Fails the node on its first batch, on the shards listed.
 struct FailOn {
     shard: usize,
@@ -85,12 +95,7 @@ impl Processor for FailOn {
                 How::Fail => out.fail(format!("failed on shard {}", self.shard)),
             }
         }
-        for item in batch.iter() {
-            out.push(&Item {
-                id: item.id.to_native(),
-                key: item.key.to_native(),
-            });
-        }
+        forward(batch, out);
     }
 }
 
@@ -318,12 +323,7 @@ impl Processor for Relay {
     type Output = Item;
 
     fn process(&mut self, _port: usize, batch: &Batch<Item>, out: &mut Emitter<Item>) {
-        for item in batch.iter() {
-            out.push(&Item {
-                id: item.id.to_native(),
-                key: item.key.to_native(),
-            });
-        }
+        forward(batch, out);
     }
 }
 
@@ -370,12 +370,7 @@ impl Processor for BadSnapshot {
     type Output = Item;
 
     fn process(&mut self, _port: usize, batch: &Batch<Item>, out: &mut Emitter<Item>) {
-        for item in batch.iter() {
-            out.push(&Item {
-                id: item.id.to_native(),
-                key: item.key.to_native(),
-            });
-        }
+        forward(batch, out);
     }
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {

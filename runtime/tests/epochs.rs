@@ -319,6 +319,19 @@ fn run_and_stop(data: &Path, out: &Path, drain: bool) -> weir_runtime::RunReport
     running.wait().expect("the stop succeeds")
 }
 
+/// Segments are numbered densely from 0, so the last number of those
+/// `left` tells how many were ever written; retention must have removed
+/// most.
+fn assert_most_segments_retired(left: &[u64], shard: usize) {
+    let written = left.last().map_or(0, |last| last + 1) as usize;
+    eprintln!("shard {shard}: {} of {written} segments kept", left.len());
+    assert!(
+        left.len() * 2 < written,
+        "shard {shard}: {} of {written} segments kept ({left:?})",
+        left.len()
+    );
+}
+
 fn pipeline(data: &Path, out: &Path, options: Options) -> (Runtime, weir_runtime::Graph) {
     let out: Arc<Path> = out.into();
     let mut graph = GraphBuilder::new();
@@ -514,14 +527,7 @@ fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
     assert_eq!(published(out.path()), expected(options.keys));
     // The log is still retired: from the last committed base on.
     for shard in 0..2 {
-        let left = segments(data.path(), shard);
-        let written = left.last().map_or(0, |last| last + 1) as usize;
-        eprintln!("shard {shard}: {} of {written} segments kept", left.len());
-        assert!(
-            left.len() * 2 < written,
-            "shard {shard}: {} of {written} segments kept ({left:?})",
-            left.len()
-        );
+        assert_most_segments_retired(&segments(data.path(), shard), shard);
     }
 }
 
@@ -654,15 +660,7 @@ fn old_segments_are_retired_and_recovery_still_exact() {
             !left.contains(&0),
             "shard {shard}: segment 0 was never retired ({left:?})"
         );
-        // Segments are numbered densely from 0, so the last number tells
-        // how many were ever written; retention must have removed most.
-        let written = left.last().map_or(0, |last| last + 1) as usize;
-        eprintln!("shard {shard}: {} of {written} segments kept", left.len());
-        assert!(
-            left.len() * 2 < written,
-            "shard {shard}: {} of {written} segments kept ({left:?})",
-            left.len()
-        );
+        assert_most_segments_retired(&left, shard);
     }
     let again = run(data.path(), out.path(), options).expect("restart after retention");
     assert!(again.already_complete);

@@ -178,59 +178,22 @@ impl ShardEpochs {
         instance: usize,
         parts: &[&[u8]],
     ) -> Result<Lsn, NodeFailure> {
+        let payload: usize = parts.iter().map(|part| part.len()).sum();
+        if RECORD_HEADER_BYTES + node.len() + payload > MAX_PAYLOAD_BYTES {
+            // Too large for one WAL record: the leading parts go as
+            // `CONTINUED` records of the same node and instance, the last
+            // under `kind`; recovery joins them (see
+            // `recovery::read_shard`). The payload is never copied whole.
+            let mut writer = self.part_writer(kind, epoch, node, instance);
+            for part in parts {
+                writer.write(part)?;
+            }
+            return writer.finish();
+        }
         let lsn = {
             let mut record = self.record.borrow_mut();
-            let payload: usize = parts.iter().map(|part| part.len()).sum();
-            let header = RECORD_HEADER_BYTES + node.len();
-            if header + payload <= MAX_PAYLOAD_BYTES {
-                encode_record_into(&mut record, node, instance, parts);
-                self.append_waiting(kind, epoch, &record)?
-            } else {
-                // Too large for one WAL record: the leading parts go as
-                // `CONTINUED` records of the same node and instance, the
-                // last under `kind`; recovery joins them (see
-                // `recovery::read_shard`). The appends follow each other
-                // with nothing between them on this shard. Each part is
-                // encoded from slices of `parts`: the payload is never
-                // copied whole (a base of hundreds of MB would be copied
-                // twice more on the shard).
-                let room = MAX_PAYLOAD_BYTES - header;
-                let (mut left, mut at) = (payload, (0, 0));
-                let mut slices: Vec<&[u8]> = Vec::new();
-                let mut lsn = None;
-                while left > 0 {
-                    let take = room.min(left);
-                    slices.clear();
-                    let mut wanted = take;
-                    while wanted > 0 {
-                        let (index, offset) = at;
-                        let rest = &parts[index][offset..];
-                        let n = rest.len().min(wanted);
-                        slices.push(&rest[..n]);
-                        wanted -= n;
-                        at = if n == rest.len() {
-                            (index + 1, 0)
-                        } else {
-                            (index, offset + n)
-                        };
-                    }
-                    left -= take;
-                    encode_record_into(&mut record, node, instance, &slices);
-                    let part_kind = if left > 0 {
-                        RecordType::CONTINUED
-                    } else {
-                        kind
-                    };
-                    let appended = self.append_waiting(part_kind, epoch, &record)?;
-                    self.progress
-                        .borrow_mut()
-                        .first_lsns
-                        .entry(epoch)
-                        .or_insert(appended);
-                    lsn = Some(appended);
-                }
-                lsn.expect("a payload over the limit has parts")
-            }
+            encode_record_into(&mut record, node, instance, parts);
+            self.append_waiting(kind, epoch, &record)?
         };
         self.note_appended(kind, epoch, lsn);
         Ok(lsn)
@@ -249,8 +212,8 @@ impl ShardEpochs {
     }
 
     /// A writer that logs one record of `node`'s `instance` for `epoch`
-    /// from pieces ([`PartWriter::write`]): as [`append_parts`] does with a
-    /// payload over one WAL record, it appends a `CONTINUED` part each time
+    /// from pieces ([`PartWriter::write`]) (what [`append_parts`] does with a
+    /// payload over one WAL record): it appends a `CONTINUED` part each time
     /// a record is full and more comes, and the last part under `kind` at
     /// [`PartWriter::finish`]. The payload is never held whole: a base
     /// snapshot of hundreds of MB goes out in 16 MiB records.

@@ -173,6 +173,18 @@ struct Group {
     changed: bool,
 }
 
+impl Group {
+    /// A group read back from a snapshot or changes: not changed since.
+    fn restored(hash: u64, values: Vec<Value>, accs: Vec<Acc>) -> Group {
+        Group {
+            hash,
+            values: GroupValues::from_vec(values),
+            accs,
+            changed: false,
+        }
+    }
+}
+
 /// A group's values: up to two kept in the group itself, so matching a
 /// row against its group reads no other memory for a number, and only the
 /// text for a string.
@@ -548,13 +560,9 @@ impl RowWindow {
                     if groups.find(hash, seen).is_some() {
                         return Err("a group appears twice in a window".into());
                     }
-                    let group = Group {
-                        hash,
-                        values: GroupValues::from_vec(group),
-                        accs,
-                        changed: false,
-                    };
-                    groups.insert_unique(hash, group, |group| group.hash);
+                    groups.insert_unique(hash, Group::restored(hash, group, accs), |group| {
+                        group.hash
+                    });
                 }
                 WindowKind::Session { .. } => {
                     end_min = end_min.min(end);
@@ -673,12 +681,7 @@ impl RowWindow {
             match groups.find_mut(hash, same) {
                 Some(seen) => seen.accs = accs,
                 None => {
-                    let group = Group {
-                        hash,
-                        values: GroupValues::from_vec(group),
-                        accs,
-                        changed: false,
-                    };
+                    let group = Group::restored(hash, group, accs);
                     groups.insert_unique(hash, group, |group| group.hash);
                 }
             }
