@@ -57,7 +57,7 @@ pub(crate) struct NodeEnv {
     /// Changes to apply after `restore`, oldest first (incremental
     /// snapshots).
     pub(crate) restore_changes: Vec<Vec<u8>>,
-    /// Counts the bytes of its snapshots: (full, changes).
+    /// Counts the bytes of its snapshots and times them, by kind.
     pub(crate) snapshot_metrics: Option<Rc<SnapshotMetrics>>,
     /// Whether it snapshotted in this run yet.
     pub(crate) snapshotted: Cell<bool>,

@@ -23,8 +23,9 @@
 //! asynchronously, and after the source ended it waits (at most
 //! [`KAFKA_FINAL_COMMIT_WAIT_MS`]) for the final epoch to commit and
 //! commits its offsets too (asynchronously: a broker that is down must not
-//! hold the thread), so a run that ends leaves the group at its end. They are for lag tools only: restarts resume from the
-//! position in weir's own log.
+//! hold the thread), so a run that ends leaves the group at its end. They
+//! are for lag tools only: restarts resume from the position in weir's own
+//! log.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
