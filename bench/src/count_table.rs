@@ -192,12 +192,25 @@ impl CountTable {
         (count > 0).then_some(count & !CHANGED)
     }
 
-    /// Every `(key, count)`, in table order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.slots
+    /// Slots in the table: where [`slots_in`](CountTable::slots_in)
+    /// ranges end. Changes only when the table grows, which moves keys.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every `(key, count)` in the slots `range` (of
+    /// [`capacity`](CountTable::capacity)), in table order: a slice of a
+    /// sweep over the table, whose keys stay in their slots until it grows.
+    pub fn slots_in(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.slots[range]
             .iter()
             .filter(|&&(_, count)| count > 0)
             .map(|&(key, count)| (key, count & !CHANGED))
+    }
+
+    /// Every `(key, count)`, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.slots_in(0..self.slots.len())
     }
 
     /// Every `(key, count)`, emptying the table (its memory is kept; slots

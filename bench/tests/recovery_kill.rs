@@ -1,15 +1,19 @@
 //! Goal: a window holding more than one WAL record of state (over 3 M keys
-//! per shard: a 48 MB base, logged in `CONTINUED` parts) and the changes
-//! after its base survive a `kill -9`: the restarted run restores the base
-//! and the changes and its output counts every event exactly once.
+//! per shard: a base of ~56 MB per shard) and the changes after its base
+//! survive a `kill -9`: the restarted run rebuilds the state from the
+//! newest complete base, swept over the epochs after base epoch 64
+//! (`Processor::sweep_base`), and the changes after it, and its output
+//! counts every event exactly once.
 //!
 //! Method: `bench/src/bin/recovery.rs` runs the keycount pipeline (one
-//! window over the whole run, epochs every 100 ms, incremental snapshots)
-//! in a child process, SIGKILLs it once epoch 70 committed (past the base
-//! epoch 64), restarts it on the same data directory, runs it to the end
-//! and checks every window's count and checksum against the generator. The
-//! test checks what it reports: each shard's last base held over 3 M keys,
-//! and the output was exact.
+//! window over the whole run, epochs every 100 ms, incremental snapshots,
+//! swept bases) in a child process, SIGKILLs it once epoch 90 committed
+//! (past the sweep of epochs 64 to 79; the log then holds records of a
+//! later sweep too if the kill lands late), restarts it on the same data
+//! directory, runs it to the end and checks every window's count and
+//! checksum against the generator. The test checks what it reports: each
+//! shard's newest complete base was a sweep holding over 3 M keys, and the
+//! output was exact.
 
 use std::process::Command;
 
@@ -23,7 +27,7 @@ fn a_window_of_millions_of_keys_is_recovered_exactly_after_kill_9() {
             "--events",
             "400000000",
             "--kill-after-epoch",
-            "70",
+            "90",
         ])
         .arg("--dir")
         .arg(dir.path())
@@ -49,6 +53,10 @@ fn a_window_of_millions_of_keys_is_recovered_exactly_after_kill_9() {
     assert!(
         per_shard.len() == 2 && per_shard.iter().all(|&keys| keys > 3_000_000),
         "the bases held {per_shard:?} keys, not over 3 M per shard:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("sweep from epoch 64"),
+        "the recovery did not start from the sweep of epoch 64:\n{stdout}"
     );
     eprintln!("{stdout}");
 }

@@ -117,6 +117,32 @@ pub const fn snapshot_base_epoch(epoch: u64) -> u64 {
     epoch - epoch % SNAPSHOT_BASE_EVERY_EPOCHS
 }
 
+/// An operator with swept bases (`Processor::swept_bases`) writes the base
+/// that begins at a base epoch a slice per epoch, over at most this many
+/// epochs (the base epoch included): by the epoch `base + SWEEP_EPOCHS - 1`
+/// it is complete. A quarter of the base interval: a slice is at least a
+/// sixteenth of the state (the stall it causes), and recovery, which may
+/// need the base before the one being swept, reads at most 64 + 15 epochs
+/// of changes. At the default 100 ms epochs, 1.6 s.
+pub const SNAPSHOT_SWEEP_EPOCHS: u64 = SNAPSHOT_BASE_EVERY_EPOCHS / 4;
+
+/// The oldest epoch whose incremental snapshot records recovery may need
+/// once `committed` is committed, so the log keeps them: the base epoch of
+/// `committed` if a base begun there is complete by `committed` (one
+/// written whole at the base epoch, or a sweep's last slice at most
+/// [`SNAPSHOT_SWEEP_EPOCHS`] − 1 epochs later), else the base epoch before
+/// it (whose sweep completed before this one began). A run's first epoch
+/// writes its base whole, at or after this epoch, so a run that started
+/// since is covered too.
+pub const fn snapshot_kept_from(committed: u64) -> u64 {
+    let base = snapshot_base_epoch(committed);
+    if committed - base >= SNAPSHOT_SWEEP_EPOCHS - 1 {
+        base
+    } else {
+        base.saturating_sub(SNAPSHOT_BASE_EVERY_EPOCHS)
+    }
+}
+
 /// How long a graceful stop may take by default before it gives up with
 /// the sink commits still pending (they run again at the next start): long
 /// enough for a final epoch and its commits on a healthy machine (a few

@@ -239,6 +239,49 @@ pub trait Processor: 'static {
         out.write(&bytes)
     }
 
+    /// Whether the operator's bases are *swept*: instead of writing its
+    /// whole state at a base epoch ([`snapshot_base`]), which stops the
+    /// shard for as long as that takes, it writes a slice of it after each
+    /// epoch's changes ([`sweep_base`]), over at most
+    /// `limits::SNAPSHOT_SWEEP_EPOCHS` epochs. A slice holds parts of the
+    /// state as they are at that epoch's barrier, so the records from the
+    /// sweep's first epoch on, applied in order to an empty state with
+    /// [`restore_changes`], give the state at any later epoch once the
+    /// sweep is complete: every key is in a slice or changed after it.
+    /// Changes must therefore overwrite (absolute values, removals as
+    /// such), never add. A run's first base is still written whole.
+    /// Asked once per epoch; the answer must not change during a run. Only
+    /// asked when [`incremental`](Processor::incremental) is `true`.
+    ///
+    /// [`snapshot_base`]: Processor::snapshot_base
+    /// [`sweep_base`]: Processor::sweep_base
+    /// [`restore_changes`]: Processor::restore_changes
+    fn swept_bases(&self) -> bool {
+        false
+    }
+
+    /// Appends to `out`, after the epoch's changes
+    /// ([`snapshot_changes`](Processor::snapshot_changes) wrote them just
+    /// before), the next slice of the base being swept, readable by
+    /// [`restore_changes`](Processor::restore_changes) from the same
+    /// buffer. `begin`: a new sweep starts at this epoch (from the start of
+    /// the state; one in progress is abandoned). `epochs_left`: the epochs
+    /// the sweep may still take, this one included; at 1 the slice is
+    /// everything not yet swept. Returns whether the sweep is complete: it
+    /// must be by the time `epochs_left` is 1. Only called when
+    /// [`swept_bases`](Processor::swept_bases) is `true`. The default
+    /// writes nothing and says it is complete, which is right only for an
+    /// operator without state.
+    fn sweep_base(
+        &mut self,
+        begin: bool,
+        epochs_left: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, OperatorError> {
+        let _ = (begin, epochs_left, out);
+        Ok(true)
+    }
+
     /// Called once on the node's shard, after any
     /// [`restore`](Processor::restore) and before the first input: the
     /// state is now what the run starts from (an operator whose state is

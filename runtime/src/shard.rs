@@ -129,6 +129,7 @@ pub(crate) async fn run_shard(
                 state_header: crate::epoch::state_header(&instance.fingerprint),
                 snapshot_metrics: snapshot_metrics.clone(),
                 snapshotted: std::cell::Cell::new(false),
+                sweep_left: std::cell::Cell::new(0),
             };
             let failures =
                 wired::failures(&instance.context.metrics, &instance.context.node, shard);

@@ -64,6 +64,8 @@ struct Options {
     pad_bytes: usize,
     /// Whether the counter snapshots incrementally.
     incremental: bool,
+    /// Whether its bases are swept (with `incremental`).
+    swept: bool,
 }
 
 const PLAIN: Options = Options {
@@ -74,6 +76,7 @@ const PLAIN: Options = Options {
     shards: 2,
     pad_bytes: 0,
     incremental: false,
+    swept: false,
 };
 
 /// Ids `instance, instance + n, ...` below `ITEMS`, 500 per poll (so a run
@@ -129,6 +132,9 @@ struct CountPerKey {
     pad: usize,
     incremental: bool,
     changed: std::collections::BTreeSet<u64>,
+    swept: bool,
+    /// The next key a base sweep in progress writes.
+    sweep_next: Option<u64>,
 }
 
 impl CountPerKey {
@@ -187,6 +193,44 @@ impl Processor for CountPerKey {
     fn restore_changes(&mut self, changes: &[u8]) -> Result<(), OperatorError> {
         // Changed keys overwrite their counts, as `restore` inserts them.
         self.restore(changes)
+    }
+
+    fn swept_bases(&self) -> bool {
+        self.swept
+    }
+
+    /// A slice is (key, count) pairs in key order, after the changes' (no
+    /// padding in this mode: `restore` reads them as more pairs).
+    fn sweep_base(
+        &mut self,
+        begin: bool,
+        epochs_left: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, OperatorError> {
+        assert_eq!(self.pad, 0, "swept bases are not padded");
+        if begin {
+            self.sweep_next = Some(0);
+        }
+        let Some(next) = self.sweep_next else {
+            return Ok(true);
+        };
+        let remaining = self.counts.range(next..).count() as u64;
+        let take = if epochs_left <= 1 {
+            remaining
+        } else {
+            remaining.div_ceil(epochs_left)
+        };
+        let mut last = None;
+        for (key, count) in self.counts.range(next..).take(take as usize) {
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            last = Some(*key);
+        }
+        self.sweep_next = match last {
+            Some(key) if take < remaining => Some(key + 1),
+            _ => None,
+        };
+        Ok(self.sweep_next.is_none())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
@@ -347,6 +391,7 @@ fn pipeline(data: &Path, out: &Path, options: Options) -> (Runtime, weir_runtime
     graph.processor("count", move |_| CountPerKey {
         pad: options.pad_bytes,
         incremental: options.incremental,
+        swept: options.swept,
         ..CountPerKey::default()
     });
     graph.sink("out", move |context| {
@@ -531,6 +576,86 @@ fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
     }
 }
 
+/// Swept bases (`Processor::sweep_base`): from the run's second base on,
+/// a base is written a slice per epoch over the epochs after its base
+/// epoch, and a recovery rebuilds the state from the records of the newest
+/// complete sweep on, exactly; the log holds no whole base but the run's
+/// first.
+#[test]
+fn swept_bases_are_recovered_from_the_newest_complete_sweep() {
+    let options = Options {
+        keys: 6_000,
+        fail: true,
+        incremental: true,
+        swept: true,
+        epoch_interval_ms: 1,
+        segment_bytes: Some(64 << 10),
+        ..PLAIN
+    };
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let error = run(data.path(), out.path(), options).expect_err("the sink fails");
+    assert!(error.to_string().contains("simulated crash"), "{error}");
+    let sweep_epochs = weir_runtime::limits::SNAPSHOT_SWEEP_EPOCHS;
+    let (mut begun, mut completed) = (0, 0);
+    for shard in 0..options.shards {
+        let dir = data.path().join(format!("shard-{shard}"));
+        let mut sweeping = None;
+        for record in weir_wal::inspect_records(&dir).expect("the log reads") {
+            let record = record.expect("a record");
+            if record.kind == weir_wal::RecordType::OPERATOR_BASE {
+                assert_eq!(record.epoch, 1, "a whole base after the run's first epoch");
+            }
+            if record.kind != weir_wal::RecordType::OPERATOR_SWEEP {
+                continue;
+            }
+            // After the node's name and instance (`encode_record`), then the
+            // sweep flags: 1 = begins, 2 = complete.
+            let flags = record.payload[4 + "count".len() + 4];
+            if flags & 1 != 0 {
+                assert_eq!(
+                    record.epoch % 64,
+                    0,
+                    "a sweep begins at epoch {}",
+                    record.epoch
+                );
+                sweeping = Some(record.epoch);
+                begun += 1;
+            }
+            let began = sweeping.expect("a sweep slice before any sweep began");
+            assert!(
+                record.epoch < began + sweep_epochs,
+                "a slice at epoch {} of a sweep begun at {began}",
+                record.epoch
+            );
+            if flags & 2 != 0 {
+                completed += 1;
+            }
+        }
+    }
+    assert!(
+        begun > 0 && completed > 0,
+        "{begun} sweeps begun, {completed} complete"
+    );
+    let recovered = run(
+        data.path(),
+        out.path(),
+        Options {
+            fail: false,
+            ..options
+        },
+    )
+    .expect("recovery rebuilds the state from a sweep");
+    assert!(
+        recovered.resumed_from_epoch >= 64 + sweep_epochs,
+        "the run committed {} epochs: no sweep had completed",
+        recovered.resumed_from_epoch
+    );
+    assert_eq!(published(out.path()), expected(options.keys));
+    for shard in 0..2 {
+        assert_most_segments_retired(&segments(data.path(), shard), shard);
+    }
+}
+
 /// A stop is a savepoint: the counter's `finish` does not run (nothing is
 /// published), its state is kept, and the next run goes on from it: every
 /// count comes out exactly as if the run had never stopped.
@@ -640,6 +765,7 @@ fn old_segments_are_retired_and_recovery_still_exact() {
         shards: 2,
         pad_bytes: 0,
         incremental: false,
+        swept: false,
     };
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run(
@@ -715,6 +841,7 @@ fn a_shard_log_missing_a_segment_is_refused() {
         shards: 2,
         pad_bytes: 0,
         incremental: false,
+        swept: false,
     };
     let failing = Options {
         fail: true,

@@ -50,6 +50,11 @@ impl RecordType {
     /// The whole state of an operator that snapshots incrementally, at a
     /// base epoch or the first epoch of a run.
     pub const OPERATOR_BASE: Self = Self(8);
+    /// An epoch's changes of an operator whose base is swept (written a
+    /// slice per epoch), followed by a slice of that base: a flags byte
+    /// (bit 0: a sweep begins here, bit 1: the sweep is complete here),
+    /// then the operator's bytes. Recovery applies these like changes.
+    pub const OPERATOR_SWEEP: Self = Self(9);
     /// Where a run started after recovering the epoch it names.
     pub const RESTART: Self = Self(16);
     /// A sink commit that completed (the pre-commit's epoch).

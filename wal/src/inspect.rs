@@ -95,6 +95,7 @@ fn type_name(t: u8) -> String {
         6 => "continued".into(),
         7 => "operator-changes".into(),
         8 => "operator-base".into(),
+        9 => "operator-sweep".into(),
         16 => "restart".into(),
         17 => "sink-committed".into(),
         n => format!("type-{n}"),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use clap::Parser;
+use weir_bench::weir_keycount::pipeline::Snapshots;
 use weir_bench::workload::{KeyCount, WindowTotals};
 use weir_runtime::Runtime;
 
@@ -49,6 +50,20 @@ struct Args {
     /// snapshots), for comparison.
     #[arg(long)]
     full_snapshots: bool,
+    /// Write each base whole at its base epoch instead of sweeping it over
+    /// the next epochs, for comparison.
+    #[arg(long, conflicts_with = "full_snapshots")]
+    whole_bases: bool,
+}
+
+impl Args {
+    fn snapshots(&self) -> Snapshots {
+        match (self.full_snapshots, self.whole_bases) {
+            (true, _) => Snapshots::Full,
+            (false, true) => Snapshots::WholeBases,
+            (false, false) => Snapshots::Swept,
+        }
+    }
 }
 
 struct Measured {
@@ -85,7 +100,7 @@ fn run(args: &Args, data_dir: Option<&std::path::Path>) -> Result<Measured> {
         window_ticks: args.window,
     };
     let results = Arc::new(Mutex::new(WindowTotals::default()));
-    let report = runtime.run(keycount.graph_with(results.clone(), !args.full_snapshots)?)?;
+    let report = runtime.run(keycount.graph_with(results.clone(), args.snapshots())?)?;
     let totals = std::mem::take(
         &mut *results
             .lock()
@@ -123,7 +138,11 @@ fn main() -> Result<()> {
         args.shards,
         args.epoch_ms,
         args.runs,
-        if args.full_snapshots { "full" } else { "incremental" }
+        match args.snapshots() {
+            Snapshots::Swept => "incremental, swept bases",
+            Snapshots::WholeBases => "incremental, whole bases",
+            Snapshots::Full => "full",
+        }
     );
     let (mut with, mut without, mut ratios, mut latencies, mut stalls) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Keys restored are read from the killed run's logs: the entries of the
-//! last full snapshot (base) of each shard's window (16 bytes each).
+//! newest complete base of each shard's window (one written whole, or the
+//! slices of a sweep), as the runtime's recovery chooses it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,50 +119,119 @@ fn events_done(data: &Path, shards: usize) -> Result<u64> {
     Ok(if done == u64::MAX { 0 } else { done })
 }
 
-/// Keys in the newest base of each shard's window, and the bytes of the
-/// changes logged after them.
-fn state_in_logs(data: &Path, shards: usize) -> Result<(Vec<u64>, u64)> {
-    let (mut keys, mut changes) = (Vec::new(), 0);
+/// What a recovery at `committed` restores, per shard, as the runtime
+/// chooses it (`runtime/src/epoch/recovery.rs`): the newest complete base
+/// (written whole, or swept over the records from its sweep's first on)
+/// and the records after it. Returns, per shard, the keys in that base
+/// and where it starts, and the bytes of all those records.
+fn state_in_logs(data: &Path, shards: usize, committed: u64) -> Result<(Vec<(u64, String)>, u64)> {
+    let (mut bases, mut total) = (Vec::new(), 0);
     for shard in 0..shards {
-        let mut newest_base: Option<(u64, usize)> = None;
-        let mut after: Vec<(u64, usize)> = Vec::new();
+        // (epoch, kind, sweep flags, operator bytes) of the window's
+        // snapshot records, parts joined.
+        let mut records: Vec<(u64, weir_wal::RecordType, u8, Vec<u8>)> = Vec::new();
+        let mut parts = Vec::new();
         for record in weir_wal::inspect_records(&data.join(format!("shard-{shard}")))? {
             let record = record?;
-            match record.kind {
-                weir_wal::RecordType::OPERATOR_BASE => {
-                    // The parts of a chunked base come first as CONTINUED
-                    // records; the snapshot is the sum.
-                    newest_base = Some((record.epoch, record.payload.len()));
+            let kind = record.kind;
+            let body = epoch_record_body(&record.payload)?;
+            if kind == weir_wal::RecordType::CONTINUED {
+                parts.extend_from_slice(body);
+                continue;
+            }
+            let snapshot = kind == weir_wal::RecordType::OPERATOR_BASE
+                || kind == weir_wal::RecordType::OPERATOR_CHANGES
+                || kind == weir_wal::RecordType::OPERATOR_SWEEP;
+            if !snapshot || record.epoch > committed {
+                parts.clear();
+                continue;
+            }
+            parts.extend_from_slice(body);
+            let joined = std::mem::take(&mut parts);
+            let (flags, rest) = match kind {
+                weir_wal::RecordType::OPERATOR_SWEEP => {
+                    let (flags, rest) = joined.split_first().context("an empty sweep record")?;
+                    (*flags, rest.to_vec())
                 }
-                weir_wal::RecordType::OPERATOR_CHANGES => {
-                    after.push((record.epoch, record.payload.len()))
-                }
-                _ => {}
+                _ => (0, joined),
+            };
+            records.push((
+                record.epoch,
+                kind,
+                flags,
+                without_state_header(&rest)?.to_vec(),
+            ));
+        }
+        records.sort_by_key(|(epoch, ..)| *epoch);
+        let whole = records
+            .iter()
+            .rposition(|(_, kind, ..)| *kind == weir_wal::RecordType::OPERATOR_BASE);
+        let (mut sweeping, mut swept) = (None, None);
+        for (at, (_, _, flags, _)) in records.iter().enumerate() {
+            if flags & 1 != 0 {
+                sweeping = Some(at);
+            }
+            if flags & 2 != 0 && sweeping.is_some() {
+                swept = sweeping;
             }
         }
-        let base_epoch = newest_base.map_or(0, |(epoch, _)| epoch);
-        changes += after
+        let keys_in = |bytes: &[u8]| -> Result<Vec<u64>> {
+            weir_bench::weir_keycount::count::keys_per_block(bytes)
+                .map_err(|error| anyhow::anyhow!("shard {shard}: {error}"))
+        };
+        let (start, keys, what) = match (whole, swept) {
+            (Some(base), swept) if swept.is_none_or(|swept| swept < base) => {
+                let keys = keys_in(&records[base].3)?.iter().sum::<u64>();
+                (
+                    base,
+                    keys,
+                    format!("whole base of epoch {}", records[base].0),
+                )
+            }
+            (_, Some(sweep)) => {
+                // Each sweep record's second block is its slice.
+                let mut keys = 0;
+                for (_, _, flags, bytes) in &records[sweep..] {
+                    keys += keys_in(bytes)?.get(1).copied().unwrap_or(0);
+                    if flags & 2 != 0 {
+                        break;
+                    }
+                }
+                (
+                    sweep,
+                    keys,
+                    format!("sweep from epoch {}", records[sweep].0),
+                )
+            }
+            _ => bail!("shard {shard}: no complete base in the log"),
+        };
+        total += records[start..]
             .iter()
-            .filter(|(epoch, _)| *epoch > base_epoch)
-            .map(|(_, bytes)| *bytes as u64)
+            .map(|(.., bytes)| bytes.len() as u64)
             .sum::<u64>();
-        keys.push(base_bytes(data, shard, base_epoch)? / 16);
+        bases.push((keys, what));
     }
-    Ok((keys, changes))
+    Ok((bases, total))
 }
 
-/// Bytes of the base of `epoch` in `shard`'s log, its parts included.
-fn base_bytes(data: &Path, shard: usize, epoch: u64) -> Result<u64> {
-    let mut bytes = 0;
-    for record in weir_wal::inspect_records(&data.join(format!("shard-{shard}")))? {
-        let record = record?;
-        let part = record.kind == weir_wal::RecordType::CONTINUED
-            || record.kind == weir_wal::RecordType::OPERATOR_BASE;
-        if part && record.epoch == epoch {
-            bytes += record.payload.len() as u64;
-        }
-    }
-    Ok(bytes)
+/// An epoch record's payload after its node's name and instance
+/// (`runtime/src/epoch/mod.rs`, `encode_record`).
+fn epoch_record_body(payload: &[u8]) -> Result<&[u8]> {
+    let name = u32::from_le_bytes(payload.get(..4).context("a short record")?.try_into()?);
+    payload
+        .get(4 + name as usize + 4..)
+        .context("a record shorter than its header")
+}
+
+/// A snapshot's bytes after its fingerprint header (`WSF1`, length, text;
+/// `runtime/src/epoch/mod.rs`, `state_header`).
+fn without_state_header(bytes: &[u8]) -> Result<&[u8]> {
+    let Some(rest) = bytes.strip_prefix(b"WSF1") else {
+        return Ok(bytes);
+    };
+    let length = u32::from_le_bytes(rest.get(..4).context("a short header")?.try_into()?);
+    rest.get(4 + length as usize..)
+        .context("a header longer than its record")
 }
 
 fn main() -> Result<()> {
@@ -232,13 +302,15 @@ fn main() -> Result<()> {
     child.wait()?;
     let killed_at = started.elapsed();
     let committed = committed_epochs(&data);
-    let (per_shard, change_bytes) = state_in_logs(&data, args.shards)?;
+    let (bases, replayed) = state_in_logs(&data, args.shards, committed)?;
+    let per_shard: Vec<u64> = bases.iter().map(|(keys, _)| *keys).collect();
     let keys: u64 = per_shard.iter().sum();
+    let starts: Vec<&str> = bases.iter().map(|(_, what)| what.as_str()).collect();
     let log_bytes: u64 = walk_bytes(&data)?;
     println!(
-        "killed after {:.1} s at committed epoch {committed}: last bases hold {keys} keys (per shard {per_shard:?}), {:.1} MB of changes after them, {:.1} MB of logs",
+        "killed after {:.1} s at committed epoch {committed}: last bases hold {keys} keys (per shard {per_shard:?}; {starts:?}), {:.1} MB of records from them on, {:.1} MB of logs",
         killed_at.as_secs_f64(),
-        change_bytes as f64 / 1e6,
+        replayed as f64 / 1e6,
         log_bytes as f64 / 1e6
     );
 

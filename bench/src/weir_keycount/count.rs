@@ -49,6 +49,21 @@ pub struct TumblingCount {
     late_events: u64,
     /// Whether snapshots are incremental (the default).
     incremental: bool,
+    /// Whether bases are swept (the default), not written whole.
+    swept: bool,
+    /// The sweep in progress: the windows still to sweep, oldest first.
+    sweep: Vec<SweepWindow>,
+}
+
+/// Where a base sweep is in one window's table.
+#[derive(Debug)]
+struct SweepWindow {
+    window: u64,
+    /// The table's capacity when `cursor` was set: if the table grew
+    /// since, its keys moved, and its sweep starts over.
+    capacity: usize,
+    /// The first slot not yet swept.
+    cursor: usize,
 }
 
 impl TumblingCount {
@@ -67,7 +82,17 @@ impl TumblingCount {
             current: None,
             late_events: 0,
             incremental: true,
+            swept: true,
+            sweep: Vec::new(),
         }
+    }
+
+    /// Writes each base whole at its base epoch instead of sweeping it
+    /// over the following epochs (for comparison in
+    /// `bench/src/bin/epochs.rs`).
+    pub fn with_whole_bases(mut self) -> TumblingCount {
+        self.swept = false;
+        self
     }
 
     /// Snapshots the whole state every epoch, as before incremental
@@ -166,7 +191,9 @@ struct Changes<'a> {
 }
 
 impl<'a> Changes<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Changes<'a>, String> {
+    /// The first changes block of `bytes` (a sweep record holds two, the
+    /// epoch's changes and then its sweep slice), and what follows it.
+    fn parse(bytes: &'a [u8]) -> Result<(Changes<'a>, &'a [u8]), String> {
         let rest = bytes
             .strip_prefix(CHANGES_MAGIC.as_slice())
             .ok_or("not a changes record")?;
@@ -193,15 +220,32 @@ impl<'a> Changes<'a> {
             windows.push((window, head));
             words = tail;
         }
-        if !words.is_empty() {
-            return Err(format!("{} bytes after the last window", words.len()));
-        }
-        Ok(Changes {
+        let changes = Changes {
             closed_below,
             late_events,
             windows,
-        })
+        };
+        Ok((changes, words))
     }
+}
+
+/// The keys in each changes block of `bytes` (a changes record, a base,
+/// or a sweep record's changes and then its slice), for
+/// `bench/src/bin/recovery.rs`'s report of what a recovery restores.
+pub fn keys_per_block(mut bytes: &[u8]) -> Result<Vec<u64>, String> {
+    let mut keys = Vec::new();
+    while !bytes.is_empty() {
+        let (changes, rest) = Changes::parse(bytes)?;
+        keys.push(
+            changes
+                .windows
+                .iter()
+                .map(|(_, pairs)| pairs.len() as u64 / 16)
+                .sum(),
+        );
+        bytes = rest;
+    }
+    Ok(keys)
 }
 
 fn encode(state: &TumblingState) -> Result<Vec<u8>, OperatorError> {
@@ -348,9 +392,109 @@ impl Processor for TumblingCount {
         Ok(())
     }
 
-    fn restore_changes(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
-        let changes = Changes::parse(bytes)
-            .map_err(|error| OperatorError::invalid(format!("tumbling window changes: {error}")))?;
+    fn restore_changes(&mut self, mut bytes: &[u8]) -> Result<(), OperatorError> {
+        while !bytes.is_empty() {
+            let (changes, rest) = Changes::parse(bytes).map_err(|error| {
+                OperatorError::invalid(format!("tumbling window changes: {error}"))
+            })?;
+            self.apply(changes)?;
+            bytes = rest;
+        }
+        self.current = None;
+        Ok(())
+    }
+
+    fn swept_bases(&self) -> bool {
+        self.swept
+    }
+
+    fn sweep_base(
+        &mut self,
+        begin: bool,
+        epochs_left: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, OperatorError> {
+        if begin {
+            self.sweep = self
+                .open
+                .iter()
+                .map(|(window, table)| SweepWindow {
+                    window: *window,
+                    capacity: table.capacity(),
+                    cursor: 0,
+                })
+                .collect();
+        }
+        // Windows that closed since need no sweep (the changes say they
+        // closed); a table that grew moved its keys: sweep it again.
+        let closed_below = self.closed_below;
+        self.sweep.retain(|swept| swept.window >= closed_below);
+        let open = &self.open;
+        let table = |window: u64| {
+            open.iter()
+                .find(|(open, _)| *open == window)
+                .map(|(_, table)| table)
+        };
+        for swept in &mut self.sweep {
+            let capacity = table(swept.window).map_or(0, CountTable::capacity);
+            if capacity != swept.capacity {
+                (swept.capacity, swept.cursor) = (capacity, 0);
+            }
+        }
+        let remaining: usize = self.sweep.iter().map(|s| s.capacity - s.cursor).sum();
+        let mut budget = match usize::try_from(epochs_left) {
+            Ok(left) if left > 1 => remaining.div_ceil(left),
+            _ => remaining,
+        };
+        // A changes block (the same layout) of the slots swept now.
+        let start = out.len();
+        out.extend_from_slice(CHANGES_MAGIC);
+        for word in [self.closed_below, self.late_events, 0] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        let mut windows = 0u64;
+        while budget > 0 {
+            let Some(swept) = self.sweep.first_mut() else {
+                break;
+            };
+            let end = swept.capacity.min(swept.cursor + budget);
+            if let Some(table) = table(swept.window) {
+                out.extend_from_slice(&swept.window.to_le_bytes());
+                let pairs_at = out.len();
+                out.extend_from_slice(&0u64.to_le_bytes());
+                let mut pairs = 0u64;
+                for (key, count) in table.slots_in(swept.cursor..end) {
+                    out.extend_from_slice(&key.to_le_bytes());
+                    out.extend_from_slice(&count.to_le_bytes());
+                    pairs += 1;
+                }
+                out[pairs_at..pairs_at + 8].copy_from_slice(&pairs.to_le_bytes());
+                windows += 1;
+            }
+            budget -= end - swept.cursor;
+            swept.cursor = end;
+            if swept.cursor == swept.capacity {
+                self.sweep.remove(0);
+            }
+        }
+        if windows == 0 {
+            out.truncate(start);
+        } else {
+            let at = start + CHANGES_HEADER - 8;
+            out[at..at + 8].copy_from_slice(&windows.to_le_bytes());
+        }
+        Ok(self.sweep.is_empty())
+    }
+
+    fn drain(&mut self, out: &mut Emitter<WindowCount>) -> bool {
+        self.closed_rows.drain_into(out)
+    }
+}
+
+impl TumblingCount {
+    /// Applies one changes block: counts overwrite, windows below its
+    /// `closed_below` are gone.
+    fn apply(&mut self, changes: Changes<'_>) -> Result<(), OperatorError> {
         self.closed_below = changes.closed_below;
         self.open
             .retain(|(window, _)| *window >= changes.closed_below);
@@ -370,12 +514,7 @@ impl Processor for TumblingCount {
             }
         }
         self.late_events = changes.late_events;
-        self.current = None;
         Ok(())
-    }
-
-    fn drain(&mut self, out: &mut Emitter<WindowCount>) -> bool {
-        self.closed_rows.drain_into(out)
     }
 }
 
@@ -445,7 +584,7 @@ mod tests {
         // A base clears the change marks: nothing changed since.
         let mut changes = Vec::new();
         count.snapshot_changes(65, &mut changes).unwrap();
-        let parsed = Changes::parse(&changes).unwrap();
+        let (parsed, _) = Changes::parse(&changes).unwrap();
         assert!(parsed.windows.iter().all(|(_, pairs)| pairs.is_empty()));
         assert!(TumblingCount::new(10)
             .restore(&bytes[..bytes.len() - 8])
@@ -490,6 +629,88 @@ mod tests {
         assert!(TumblingCount::new(10)
             .restore_changes(&second[..second.len() / 2])
             .is_err());
+    }
+
+    /// One epoch's record with swept bases: its changes, then a slice.
+    fn sweep_record(count: &mut TumblingCount, begin: bool, left: u64) -> (Vec<u8>, bool) {
+        let mut bytes = Vec::new();
+        count.snapshot_changes(0, &mut bytes).unwrap();
+        let complete = count.sweep_base(begin, left, &mut bytes).unwrap();
+        (bytes, complete)
+    }
+
+    /// Applies `records` to an empty window, in order.
+    fn rebuilt(records: &[Vec<u8>]) -> TumblingCount {
+        let mut restored = TumblingCount::new(10);
+        for record in records {
+            restored.restore_changes(record).unwrap();
+        }
+        restored
+    }
+
+    #[test]
+    fn a_sweep_spread_over_epochs_rebuilds_the_state_from_nothing() {
+        let mut count = TumblingCount::new(10);
+        for key in 0..5_000 {
+            count.table_for(3).unwrap().add(key, 1 + key % 5);
+            count.table_for(13).unwrap().add(key, 1);
+        }
+        // Changes before the sweep are not needed by one that completes.
+        let _ = sweep_record(&mut count, false, 0);
+        let mut records = Vec::new();
+        for left in (1..=4).rev() {
+            count.table_for(13).unwrap().add(left, 1);
+            let (record, complete) = sweep_record(&mut count, left == 4, left);
+            // A quarter of the state per epoch; the last takes the rest.
+            assert_eq!(complete, left == 1, "complete with {left} epochs left");
+            records.push(record);
+        }
+        assert!(tables(&rebuilt(&records)) == tables(&count), "not rebuilt");
+        // Without the sweep's first record, keys swept only there are lost.
+        assert!(
+            tables(&rebuilt(&records[1..])) != tables(&count),
+            "rebuilt without it"
+        );
+        // After it, changes go on as usual, with no slice.
+        count.table_for(14).unwrap().add(8, 1);
+        let (after, _) = sweep_record(&mut count, false, 0);
+        let (changes, rest) = Changes::parse(&after).unwrap();
+        assert!(rest.is_empty(), "a slice after the sweep completed");
+        assert_eq!(
+            changes.windows.iter().map(|(_, p)| p.len()).sum::<usize>(),
+            16
+        );
+    }
+
+    #[test]
+    fn a_sweep_survives_windows_closing_and_tables_growing() {
+        let mut count = TumblingCount::new(10);
+        for key in 0..5_000 {
+            count.table_for(3).unwrap().add(key, 1 + key % 5);
+            count.table_for(13).unwrap().add(key, 1);
+        }
+        let mut records = Vec::new();
+        let (first, complete) = sweep_record(&mut count, true, 4);
+        assert!(!complete);
+        records.push(first);
+        // Window 0 closes (as `on_watermark` does), window 1 grows (its
+        // keys move: its sweep starts over), a new window opens.
+        count.open.remove(0);
+        count.closed_below = 1;
+        count.current = None;
+        for key in 5_000..40_000 {
+            count.table_for(14).unwrap().add(key, 2);
+        }
+        count.table_for(25).unwrap().add(1, 1);
+        for left in (1..=3).rev() {
+            count.table_for(14).unwrap().add(left, 1);
+            let (record, complete) = sweep_record(&mut count, false, left);
+            assert_eq!(complete, left == 1, "complete with {left} epochs left");
+            records.push(record);
+        }
+        let restored = rebuilt(&records);
+        assert!(tables(&restored) == tables(&count), "not rebuilt");
+        assert_eq!(restored.closed_below, 1);
     }
 
     #[test]

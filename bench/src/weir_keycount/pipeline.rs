@@ -17,19 +17,32 @@ use super::source::KeyedEvents;
 use super::{ArchivedWindowCount, Event, WindowCount};
 use crate::workload::{KeyCount, WindowTotals};
 
+/// How the keycount window snapshots (`bench/src/bin/epochs.rs` compares
+/// them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshots {
+    /// Incremental, its bases swept over the epochs after each base epoch
+    /// (the default).
+    Swept,
+    /// Incremental, each base written whole at its base epoch.
+    WholeBases,
+    /// The whole window every epoch.
+    Full,
+}
+
 impl KeyCount {
     /// The pipeline; every shard's sink merges its totals into `results`
     /// when its input ends.
     pub fn graph(&self, results: Arc<Mutex<WindowTotals>>) -> Result<Graph, GraphError> {
-        self.graph_with(results, true)
+        self.graph_with(results, Snapshots::Swept)
     }
 
-    /// [`graph`](KeyCount::graph), its window snapshotting incrementally or,
-    /// with `incremental` false, whole every epoch.
+    /// [`graph`](KeyCount::graph), its window snapshotting as `snapshots`
+    /// says.
     pub fn graph_with(
         &self,
         results: Arc<Mutex<WindowTotals>>,
-        incremental: bool,
+        snapshots: Snapshots,
     ) -> Result<Graph, GraphError> {
         let KeyCount {
             events,
@@ -42,10 +55,10 @@ impl KeyCount {
         });
         graph.processor("count", move |_| {
             let count = TumblingCount::new(window_ticks);
-            if incremental {
-                count
-            } else {
-                count.with_full_snapshots()
+            match snapshots {
+                Snapshots::Swept => count,
+                Snapshots::WholeBases => count.with_whole_bases(),
+                Snapshots::Full => count.with_full_snapshots(),
             }
         });
         graph.sink("totals", move |_| totals_sink(results.clone()));

@@ -46,11 +46,13 @@ pub(crate) struct Recovered {
     /// Whether that was the final epoch of a run that completed.
     pub(crate) complete: bool,
     /// Source positions and operator snapshots logged for `committed`; for
-    /// an operator with incremental snapshots, its snapshot at the base
-    /// epoch of `committed` (`limits::snapshot_base_epoch`).
+    /// an operator with incremental snapshots, its newest base written
+    /// whole, unless a sweep completed since (then nothing: its state is
+    /// rebuilt from the sweep's records, in `changes`).
     pub(crate) state: HashMap<InstanceKey, Vec<u8>>,
-    /// Per operator instance with incremental snapshots: the changes logged
-    /// after its base epoch, up to `committed`, oldest first.
+    /// Per operator instance with incremental snapshots: the changes (and
+    /// sweep slices) logged after its base, or from its sweep's first
+    /// epoch on, up to `committed`, oldest first.
     pub(crate) changes: HashMap<InstanceKey, Vec<Vec<u8>>>,
     /// Sink pre-commits of committed epochs whose completion is not
     /// recorded, in log order per shard.
@@ -413,15 +415,15 @@ fn read_shard(
             continue;
         }
         let committed = recovered.committed;
-        let base = crate::limits::snapshot_base_epoch(committed);
+        let kept = crate::limits::snapshot_kept_from(committed);
         let needed = match record.kind {
             RecordType::SOURCE_POSITIONS => record.epoch == committed,
             RecordType::OPERATOR_STATE => record.epoch == committed,
-            // An instance's newest base at or below `committed` is at
-            // `base` or later (every instance logs one at `base`).
-            RecordType::OPERATOR_BASE | RecordType::OPERATOR_CHANGES => {
-                record.epoch >= base && record.epoch <= committed
-            }
+            // An instance's newest complete base at or below `committed`
+            // began at `kept` or later (`limits::snapshot_kept_from`).
+            RecordType::OPERATOR_BASE
+            | RecordType::OPERATOR_CHANGES
+            | RecordType::OPERATOR_SWEEP => record.epoch >= kept && record.epoch <= committed,
             _ => true,
         };
         if needed {
@@ -438,24 +440,31 @@ fn read_shard(
         }
     }
     let committed = recovered.committed;
-    // Incremental snapshots: each instance's newest base (after the
-    // restart markers voided what they void) and its changes, by epoch.
+    // Incremental snapshots, by instance: its bases (epoch, state), and its
+    // changes and sweep slices (epoch, sweep flags, bytes).
     let mut bases: HashMap<InstanceKey, (u64, Vec<u8>)> = HashMap::new();
-    let mut changes: HashMap<InstanceKey, Vec<(u64, Vec<u8>)>> = HashMap::new();
+    let mut changes: HashMap<InstanceKey, Vec<(u64, u8, Vec<u8>)>> = HashMap::new();
     for (epoch, kind, node, instance, payload) in records {
         let snapshot = kind == RecordType::OPERATOR_STATE && epoch == committed;
         let based = kind == RecordType::OPERATOR_BASE;
-        let changed = kind == RecordType::OPERATOR_CHANGES;
+        let swept = kind == RecordType::OPERATOR_SWEEP;
+        let changed = kind == RecordType::OPERATOR_CHANGES || swept;
         if kind == RecordType::SOURCE_POSITIONS && epoch == committed {
             recovered.state.insert((node, instance), payload);
         } else if snapshot || based || changed {
             let what = if changed { "changes" } else { "state" };
-            let (fingerprint, state) = split_state(&payload).map_err(|error| {
+            let damaged = |error: String| {
                 log_error(
                     dir,
                     format!("the {what} of `{node}` instance {instance} at epoch {epoch}: {error}"),
                 )
-            })?;
+            };
+            let (flags, payload) = match (swept, payload.split_first()) {
+                (false, _) => (0, &payload[..]),
+                (true, Some((flags, rest))) => (*flags, rest),
+                (true, None) => return Err(damaged("the sweep record is empty".into())),
+            };
+            let (fingerprint, state) = split_state(payload).map_err(damaged)?;
             if let Some(fingerprint) = fingerprint {
                 recovered
                     .fingerprints
@@ -465,7 +474,7 @@ fn read_shard(
                 changes
                     .entry((node, instance))
                     .or_default()
-                    .push((epoch, state.to_vec()));
+                    .push((epoch, flags, state.to_vec()));
             } else if based {
                 let newest = bases.get(&(node.clone(), instance)).map(|(e, _)| *e);
                 if newest.is_none_or(|newest| epoch >= newest) {
@@ -487,39 +496,78 @@ fn read_shard(
             });
         }
     }
-    // An instance with incremental snapshots logged a base or changes at
-    // every epoch it ran: if it ran at `committed`, its state is its newest
-    // base with every change after it. (One that finished before logged
-    // nothing at `committed` and starts empty, as any finished instance.)
-    for (key, (base_epoch, base)) in bases {
+    // An instance with incremental snapshots logged a base, changes or a
+    // sweep slice at every epoch it ran: if it ran at `committed`, its
+    // state is its newest complete base (one written whole, or the records
+    // of a complete sweep from its first on, applied to an empty state)
+    // with every change after it. (One that finished before logged nothing
+    // at `committed` and starts empty, as any finished instance.)
+    let mut instances: Vec<InstanceKey> = bases.keys().chain(changes.keys()).cloned().collect();
+    instances.sort();
+    instances.dedup();
+    for key in instances {
+        let base = bases.remove(&key);
         let mut list = changes.remove(&key).unwrap_or_default();
-        list.retain(|(epoch, _)| *epoch > base_epoch);
-        list.sort_by_key(|(epoch, _)| *epoch);
+        list.sort_by_key(|(epoch, ..)| *epoch);
+        let swept = newest_complete_sweep(&list);
+        let (start, state) = match (base, swept) {
+            (Some((base_epoch, state)), swept) if swept.is_none_or(|s| s < base_epoch) => {
+                list.retain(|(epoch, ..)| *epoch > base_epoch);
+                (base_epoch, state)
+            }
+            (_, Some(sweep)) => {
+                list.retain(|(epoch, ..)| *epoch >= sweep);
+                (sweep, Vec::new())
+            }
+            // (`(Some, None)` took the first arm.)
+            _ => {
+                let (node, instance) = key;
+                return Err(log_error(
+                    dir,
+                    format!(
+                        "`{node}` instance {instance} has changes logged up to epoch \
+                         {committed} but no complete base before them"
+                    ),
+                ));
+            }
+        };
         let reaches =
-            base_epoch == committed || list.last().is_some_and(|(epoch, _)| *epoch == committed);
+            start == committed || list.last().is_some_and(|(epoch, ..)| *epoch == committed);
         if !reaches {
             continue;
         }
-        if base.is_empty() {
+        if state.is_empty() {
             recovered.state.remove(&key);
         } else {
-            recovered.state.insert(key.clone(), base);
+            recovered.state.insert(key.clone(), state);
         }
         recovered
             .changes
-            .insert(key, list.into_iter().map(|(_, bytes)| bytes).collect());
-    }
-    if let Some((node, instance)) = changes.into_keys().next() {
-        return Err(log_error(
-            dir,
-            format!(
-                "`{node}` instance {instance} has changes logged up to epoch {committed} \
-                 but no base before them"
-            ),
-        ));
+            .insert(key, list.into_iter().map(|(.., bytes)| bytes).collect());
     }
     Ok(())
 }
+
+/// The first epoch of the newest base sweep in `records` (an instance's
+/// changes and sweep slices, by epoch, with their sweep flags) that is
+/// complete: the records from it on rebuild the state from nothing.
+fn newest_complete_sweep(records: &[(u64, u8, Vec<u8>)]) -> Option<u64> {
+    let (mut sweeping, mut complete) = (None, None);
+    for &(epoch, flags, _) in records {
+        if flags & SWEEP_BEGINS != 0 {
+            sweeping = Some(epoch);
+        }
+        if flags & SWEEP_COMPLETE != 0 && sweeping.is_some() {
+            complete = sweeping;
+        }
+    }
+    complete
+}
+
+/// Flags of an `OPERATOR_SWEEP` record: a sweep begins at its epoch.
+pub(crate) const SWEEP_BEGINS: u8 = 1;
+/// Flags of an `OPERATOR_SWEEP` record: the sweep is complete at its epoch.
+pub(crate) const SWEEP_COMPLETE: u8 = 2;
 
 /// Logs a completion record for each of `commits` (which ran) in its
 /// shard's WAL and waits until they are durable: for the commits a start

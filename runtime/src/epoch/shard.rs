@@ -127,7 +127,7 @@ impl ShardEpochs {
         let mut first_lsns = BTreeMap::new();
         if incremental {
             first_lsns.insert(
-                crate::limits::snapshot_base_epoch(committed),
+                crate::limits::snapshot_kept_from(committed),
                 wal.first_lsn(),
             );
         }
@@ -203,8 +203,9 @@ impl ShardEpochs {
     /// shard's progress.
     fn note_appended(&self, kind: RecordType, epoch: u64, lsn: Lsn) {
         let mut progress = self.progress.borrow_mut();
-        progress.incremental |=
-            kind == RecordType::OPERATOR_CHANGES || kind == RecordType::OPERATOR_BASE;
+        progress.incremental |= kind == RecordType::OPERATOR_CHANGES
+            || kind == RecordType::OPERATOR_BASE
+            || kind == RecordType::OPERATOR_SWEEP;
         progress.newest_lsn = progress.newest_lsn.max(lsn);
         let newest = progress.lsns.entry(epoch).or_insert(lsn);
         *newest = (*newest).max(lsn);
@@ -426,8 +427,9 @@ impl ShardEpochs {
     /// Deletes WAL segments no recovery can need: once every commit up to
     /// `committed` ran, only records of epochs `≥ committed` matter (the
     /// state logged at `committed`, and later epochs), or, once a node
-    /// snapshots incrementally here, of epochs `≥` the base epoch of
-    /// `committed` (its base and the changes after it). Records of an
+    /// snapshots incrementally here, of epochs `≥`
+    /// `limits::snapshot_kept_from(committed)` (the newest complete base
+    /// and the changes after it). Records of an
     /// epoch can interleave with the next one's, so the cut is the oldest
     /// LSN of any epoch kept.
     ///
@@ -439,7 +441,7 @@ impl ShardEpochs {
         let cut = {
             let mut progress = self.progress.borrow_mut();
             let keep = if progress.incremental {
-                crate::limits::snapshot_base_epoch(committed)
+                crate::limits::snapshot_kept_from(committed)
             } else {
                 committed
             };

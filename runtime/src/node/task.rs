@@ -61,6 +61,9 @@ pub(crate) struct NodeEnv {
     pub(crate) snapshot_metrics: Option<Rc<SnapshotMetrics>>,
     /// Whether it snapshotted in this run yet.
     pub(crate) snapshotted: Cell<bool>,
+    /// The epochs a base sweep in progress may still take (0: none in
+    /// progress), for an operator with swept bases.
+    pub(crate) sweep_left: Cell<u64>,
     /// A source's intake records to replay, from recovery: (identity, data).
     pub(crate) replay: Vec<(u64, Vec<u8>)>,
     /// A sink's commit step.
@@ -443,7 +446,12 @@ fn log_snapshot<P: Processor>(
     // A run's first snapshot of an incremental node is a base: a chain of
     // changes never spans a restart (whose state may have been discarded).
     let first = !node.snapshotted.replace(true);
-    if incremental && (first || crate::limits::snapshot_base_epoch(epoch) == epoch) {
+    let base_epoch = crate::limits::snapshot_base_epoch(epoch) == epoch;
+    let swept = incremental && !first && processor.swept_bases();
+    if swept && (base_epoch || node.sweep_left.get() > 0) {
+        return log_sweep(processor, node, epochs, epoch, base_epoch);
+    }
+    if incremental && (first || base_epoch) {
         // Logged even when empty: recovery takes an instance's newest base.
         // Streamed into the log as the operator writes it.
         let mut writer =
@@ -473,12 +481,8 @@ fn log_snapshot<P: Processor>(
     }
     if incremental {
         // Logged even when empty: recovery tells an incremental node by
-        // its changes record at the committed epoch. One buffer per shard
-        // thread, kept: checkpoints do not overlap on a shard.
-        thread_local! {
-            static CHANGES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        return CHANGES.with_borrow_mut(|changes| {
+        // its changes record at the committed epoch.
+        return CHANGES_BUFFER.with_borrow_mut(|changes| {
             changes.clear();
             processor.snapshot_changes(epoch, changes)?;
             if let Some(metrics) = &node.snapshot_metrics {
@@ -525,6 +529,56 @@ fn log_snapshot<P: Processor>(
             Ok(Logged::Full)
         }
     }
+}
+
+thread_local! {
+    /// The buffer changes are written into, one per shard thread and kept
+    /// (changes of tens of MB are not allocated anew each epoch):
+    /// checkpoints do not overlap on a shard.
+    static CHANGES_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Logs an epoch's changes and the next slice of a swept base as one
+/// `OPERATOR_SWEEP` record (`Processor::sweep_base`): a sweep begins at a
+/// base epoch and ends within `limits::SNAPSHOT_SWEEP_EPOCHS` epochs.
+fn log_sweep<P: Processor>(
+    processor: &mut P,
+    node: &NodeEnv,
+    epochs: &ShardEpochs,
+    epoch: u64,
+    begin: bool,
+) -> Result<Logged, NodeFailure> {
+    let left = if begin {
+        crate::limits::SNAPSHOT_SWEEP_EPOCHS
+    } else {
+        node.sweep_left.get()
+    };
+    CHANGES_BUFFER.with_borrow_mut(|bytes| {
+        bytes.clear();
+        processor.snapshot_changes(epoch, bytes)?;
+        let changed = bytes.len();
+        let complete = processor.sweep_base(begin, left, bytes)?;
+        if !complete && left <= 1 {
+            return Err(NodeFailure::Operator(OperatorError::other(format!(
+                "its base sweep is not complete after {} epochs (Processor::sweep_base)",
+                crate::limits::SNAPSHOT_SWEEP_EPOCHS
+            ))));
+        }
+        node.sweep_left.set(if complete { 0 } else { left - 1 });
+        if let Some(metrics) = &node.snapshot_metrics {
+            metrics.changes_bytes.add(changed as u64);
+            metrics.full_bytes.add((bytes.len() - changed) as u64);
+        }
+        let flags = u8::from(begin) | (u8::from(complete) << 1);
+        epochs.append_parts(
+            RecordType::OPERATOR_SWEEP,
+            epoch,
+            &node.node,
+            node.instance,
+            &[&[flags], &node.state_header, bytes],
+        )?;
+        Ok(Logged::Changes)
+    })
 }
 
 /// Sends what the processor emitted, then drains what it held back, one
