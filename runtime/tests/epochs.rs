@@ -711,6 +711,30 @@ fn a_changed_shard_count_is_refused() {
     assert_eq!(published(out.path()), expected(PLAIN.keys));
 }
 
+/// A run killed while it created its shards' logs leaves the first few and
+/// no commit: the next start takes them as they are (nothing committed, no
+/// state to split), but not logs of shards it does not have.
+#[test]
+fn a_start_killed_while_it_created_its_logs_is_not_taken_for_another_shard_count() {
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::create_dir_all(data.path().join("shard-0")).unwrap();
+    let report = run(data.path(), out.path(), PLAIN).expect("the start goes on");
+    assert_eq!(report.resumed_from_epoch, 0);
+    assert_eq!(published(out.path()), expected(PLAIN.keys));
+
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for shard in 0..3 {
+        fs::create_dir_all(data.path().join(format!("shard-{shard}"))).unwrap();
+    }
+    let error = run(data.path(), out.path(), PLAIN).expect_err("a third shard's log is refused");
+    assert!(
+        error
+            .to_string()
+            .contains("holds a run of 3 shards, and this run has 2"),
+        "{error}"
+    );
+}
+
 /// One run at a time per data directory, also within one process (two
 /// embedded runtimes): the second start is refused, naming this process;
 /// once the first run ended the directory can be used again.

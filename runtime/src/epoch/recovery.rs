@@ -99,22 +99,45 @@ pub(crate) struct DataDirLock {
 
 /// Refuses a data directory whose logs were written by another shard
 /// count: node instances are keyed by shard, and keyed state by the hash of
-/// its key modulo the count, so their state cannot be taken over.
+/// its key modulo the count, so their state cannot be taken over. Before
+/// any epoch committed there is no state, so fewer shard logs than this
+/// run's shards are taken as they are (a run killed while it created its
+/// shards' logs left only the first few); more are refused still (the
+/// others may hold acknowledged input no shard of this run would replay).
 fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), StartError> {
     let logs = super::data_dir_logs(data_dir).map_err(|error| log_error(data_dir, error))?;
-    let saved = logs
+    let saved: Vec<usize> = logs
         .iter()
-        .filter(|(name, _)| name != "coordinator")
-        .count();
-    if saved == 0 || saved == shards {
+        .filter_map(|(name, _)| name.strip_prefix("shard ")?.parse().ok())
+        .collect();
+    if saved.is_empty() || saved.len() == shards {
         return Ok(());
     }
+    if saved.iter().all(|&shard| shard < shards) && !any_commit(&data_dir.join("coordinator")) {
+        return Ok(());
+    }
+    let saved = saved.len();
     Err(StartError::Recovery(format!(
         "{}: the data directory holds a run of {saved} shards, and this run has {shards}; \
          the state of keyed operators is split by shard, so run with {saved} shards, or \
          start a new data directory",
         data_dir.display()
     )))
+}
+
+/// Whether the coordinator's log in `dir` holds a commit record (read
+/// without opening it for writing: its segments name the shard count they
+/// were written for). A log that does not read counts as one that does,
+/// so the shard count check stays strict.
+fn any_commit(dir: &Path) -> bool {
+    if !dir.exists() {
+        return false;
+    }
+    match weir_wal::inspect_records(dir) {
+        Ok(mut records) => records
+            .any(|record| record.map_or(true, |record| record.kind == RecordType::EPOCH_COMMIT)),
+        Err(_) => true,
+    }
 }
 
 /// Takes the lock of `data_dir`, or says who holds it.
