@@ -12,12 +12,23 @@
 //! (Fibonacci hashing) after a xor-shift, so it does not correlate with the
 //! runtime's shard choice (which takes the top bits of the key times 2^64/φ).
 //!
-//! **Changes** (for incremental snapshots): the top bit of a count
-//! ([`CHANGED`]) marks a key counted since the last
-//! [`take_changes`](CountTable::take_changes), and the first count that
-//! sets it also notes the slot in a list, so the changes are found in time
-//! proportional to their number, not to the table's size. The mark rides in
-//! the slot the count already touches: no extra memory access per count.
+//! **Changes** (for incremental snapshots): the top byte of a count is the
+//! *period* (between two takes of the changes) in which its key was last
+//! counted, and the first count of a key in a period also notes the slot in
+//! a list, so the changes are found in time proportional to their number,
+//! not to the table's size. The mark rides in the slot the count already
+//! touches: no extra memory access per count, and a new period starts by
+//! counting one up, not by clearing marks.
+//!
+//! Reading the changed slots back is a second random access per changed
+//! key, as costly as counting when most events of a period count a key of
+//! their own (millions of keys, 10 M keys: `bench/src/bin/epochs.rs`). So
+//! while a period counts fewer than about two events per changed key, the
+//! table also appends each `(key, count now)` to a sequential log, and
+//! [`drain_changes`](CountTable::drain_changes) hands out the log instead
+//! (a key counted twice appears twice; its last pair is its count now).
+//! Past that the log is dropped for the period, and for the next ones
+//! but every [`LOG_RETRY_PERIODS`]th.
 
 /// How far ahead `count_slice` prefetches: enough misses in flight to cover
 /// a memory latency, few enough that prefetched lines are still cached.
@@ -28,9 +39,24 @@ const LOAD_MAX_EIGHTHS: usize = 6;
 
 const CAPACITY_MIN: usize = 16;
 
-/// The bit of a count that marks its key changed since the last
-/// [`CountTable::take_changes`]. Counts stay below it (2^63 events).
-const CHANGED: u64 = 1 << 63;
+/// Where a count's period mark starts: the count is the 56 bits below it
+/// (2^56 events per key).
+const PERIOD_SHIFT: u32 = 56;
+
+/// The count bits of a slot's count word.
+const COUNT_MASK: u64 = (1 << PERIOD_SHIFT) - 1;
+
+/// Periods are marked 1 to 255 (0: counted in none yet, or restored); after
+/// 255 every mark is cleared and the count starts again at 1.
+const PERIOD_MAX: u64 = 255;
+
+/// A period logs its counts while its log holds at most twice as many pairs
+/// as it has changed keys, plus this many.
+const LOG_SLACK: usize = 4096;
+
+/// A period whose previous period dropped its log logs anyway when its
+/// number is a multiple of this (the keys' spread may have changed).
+pub const LOG_RETRY_PERIODS: u64 = 16;
 
 /// Counts per `u64` key.
 #[derive(Debug, Clone)]
@@ -38,8 +64,15 @@ pub struct CountTable {
     slots: Vec<(u64, u64)>,
     len: usize,
     shift: u32,
-    /// Slots whose count has the [`CHANGED`] mark, each once.
+    /// Slots whose count has this period's mark, each once.
     changed: Vec<u32>,
+    /// This period's mark, 1 to [`PERIOD_MAX`].
+    period: u64,
+    /// Every `(key, count now)` counted in this period, in order, while
+    /// `logging`.
+    log: Vec<(u64, u64)>,
+    /// Whether this period's counts are logged.
+    logging: bool,
 }
 
 impl Default for CountTable {
@@ -56,6 +89,9 @@ impl CountTable {
             len: 0,
             shift: 64 - CAPACITY_MIN.trailing_zeros(),
             changed: Vec::new(),
+            period: 1,
+            log: Vec::new(),
+            logging: true,
         }
     }
 
@@ -87,17 +123,27 @@ impl CountTable {
     /// changed.
     #[inline]
     fn add_unchecked(&mut self, key: u64, count: u64) {
+        let mark = self.period << PERIOD_SHIFT;
         let index = self.probe(key);
         let slot = &mut self.slots[index];
-        if slot.1 == 0 {
-            *slot = (key, count | CHANGED);
+        let now = if slot.1 == 0 {
+            slot.0 = key;
             self.len += 1;
             self.changed.push(index as u32);
+            count
         } else {
-            if slot.1 & CHANGED == 0 {
+            if slot.1 & !COUNT_MASK != mark {
                 self.changed.push(index as u32);
             }
-            slot.1 = (slot.1 + count) | CHANGED;
+            (slot.1 & COUNT_MASK) + count
+        };
+        slot.1 = now | mark;
+        if self.logging {
+            self.log.push((key, now));
+            if self.log.len() > 2 * self.changed.len() + LOG_SLACK {
+                self.logging = false;
+                self.log.clear();
+            }
         }
     }
 
@@ -119,7 +165,7 @@ impl CountTable {
     /// Sets the count of `key` to `count` (positive), without marking it
     /// changed: for restoring a snapshot.
     pub fn set(&mut self, key: u64, count: u64) {
-        debug_assert!(count > 0 && count < CHANGED);
+        debug_assert!(count > 0 && count <= COUNT_MASK);
         self.reserve(1);
         let index = self.probe(key);
         let slot = &mut self.slots[index];
@@ -128,50 +174,78 @@ impl CountTable {
             self.len += 1;
         } else {
             // Keeps a change mark the slot has (and its place in the list).
-            slot.1 = count | (slot.1 & CHANGED);
+            slot.1 = count | (slot.1 & !COUNT_MASK);
         }
     }
 
     /// Every `(key, count)` changed since the last call (or since the table
-    /// was made or drained), once each; clears the marks.
-    ///
-    /// The changed slots are scattered over the table: each one's line is
-    /// prefetched [`PREFETCH_AHEAD`] changes ahead, as `count_slice` does,
-    /// so a table larger than the caches is read with many misses in
-    /// flight (`bench/src/bin/epochs.rs` at 10 M keys).
+    /// was made or drained), once each, read from the changed slots; starts
+    /// a new period.
     pub fn take_changes(&mut self) -> Vec<(u64, u64)> {
         let mut changes = Vec::with_capacity(self.changed.len());
-        self.drain_changes(|key, count| changes.push((key, count)));
+        self.read_changed(|key, count| changes.push((key, count)));
+        self.next_period();
         changes
     }
 
-    /// How many keys changed since the last [`take_changes`] or
-    /// [`drain_changes`].
-    ///
-    /// [`take_changes`]: CountTable::take_changes
-    /// [`drain_changes`]: CountTable::drain_changes
+    /// How many pairs [`drain_changes`](CountTable::drain_changes) hands
+    /// out now.
     pub fn changes_len(&self) -> usize {
-        self.changed.len()
+        if self.logging {
+            self.log.len()
+        } else {
+            self.changed.len()
+        }
     }
 
-    /// [`take_changes`](CountTable::take_changes) handing each change to
-    /// `each`, with nothing allocated.
+    /// Hands `each` every key changed since the last call (or since the
+    /// table was made or drained) with its count now, nothing allocated,
+    /// and starts a new period: from the log while the period kept one (a
+    /// key may then come more than once, in the order counted, its last
+    /// pair with its count now), else once each from the changed slots.
     pub fn drain_changes(&mut self, mut each: impl FnMut(u64, u64)) {
+        if self.logging {
+            for &(key, count) in &self.log {
+                each(key, count);
+            }
+        } else {
+            self.read_changed(each);
+        }
+        self.next_period();
+    }
+
+    /// Each changed slot's `(key, count)`, once. The changed slots are
+    /// scattered over the table: each one's line is prefetched
+    /// [`PREFETCH_AHEAD`] changes ahead, as `count_slice` does, so a table
+    /// larger than the caches is read with many misses in flight.
+    fn read_changed(&self, mut each: impl FnMut(u64, u64)) {
         for (position, &index) in self.changed.iter().enumerate() {
             if let Some(&ahead) = self.changed.get(position + PREFETCH_AHEAD) {
                 prefetch(&self.slots[ahead as usize]);
             }
-            let slot = &mut self.slots[index as usize];
-            slot.1 &= !CHANGED;
-            each(slot.0, slot.1);
+            let (key, count) = self.slots[index as usize];
+            each(key, count & COUNT_MASK);
         }
-        self.changed.clear();
     }
 
-    /// Clears every change mark (a full snapshot was taken).
+    /// Forgets every change (a full snapshot was taken): a new period.
     pub fn forget_changes(&mut self) {
-        for index in self.changed.drain(..) {
-            self.slots[index as usize].1 &= !CHANGED;
+        self.next_period();
+    }
+
+    /// Starts a new period: nothing changed in it yet. It logs if the
+    /// period before kept its log, or every [`LOG_RETRY_PERIODS`]th.
+    fn next_period(&mut self) {
+        self.changed.clear();
+        self.log.clear();
+        self.logging = self.logging || self.period % LOG_RETRY_PERIODS == 0;
+        if self.period == PERIOD_MAX {
+            for slot in &mut self.slots {
+                slot.1 &= COUNT_MASK;
+            }
+            self.period = 1;
+        } else {
+            self.period += 1;
         }
     }
 
@@ -189,7 +263,7 @@ impl CountTable {
     /// The count of `key`, if present.
     pub fn get(&self, key: u64) -> Option<u64> {
         let (_, count) = self.slots[self.probe(key)];
-        (count > 0).then_some(count & !CHANGED)
+        (count > 0).then_some(count & COUNT_MASK)
     }
 
     /// Slots in the table: where [`slots_in`](CountTable::slots_in)
@@ -205,7 +279,7 @@ impl CountTable {
         self.slots[range]
             .iter()
             .filter(|&&(_, count)| count > 0)
-            .map(|&(key, count)| (key, count & !CHANGED))
+            .map(|&(key, count)| (key, count & COUNT_MASK))
     }
 
     /// Every `(key, count)`, in table order.
@@ -217,7 +291,7 @@ impl CountTable {
     /// not yet visited are cleared when the iterator is dropped).
     pub fn drain(&mut self) -> Drain<'_> {
         self.len = 0;
-        self.changed.clear();
+        self.next_period();
         Drain {
             slots: self.slots.iter_mut(),
         }
@@ -247,7 +321,7 @@ impl CountTable {
             }
             self.slots[index] = (key, count);
             self.len += 1;
-            if count & CHANGED != 0 {
+            if count & !COUNT_MASK == self.period << PERIOD_SHIFT {
                 self.changed.push(index as u32);
             }
         }
@@ -268,7 +342,7 @@ impl Iterator for Drain<'_> {
             .by_ref()
             .map(std::mem::take)
             .find(|&(_, count)| count > 0)
-            .map(|(key, count)| (key, count & !CHANGED))
+            .map(|(key, count)| (key, count & COUNT_MASK))
     }
 }
 
@@ -392,6 +466,54 @@ mod tests {
         table.forget_changes();
         assert!(table.take_changes().is_empty());
         assert_eq!(table.get(7), Some(10));
-        assert!(table.iter().all(|(_, count)| count < CHANGED));
+        assert!(table.iter().all(|(_, count)| count <= COUNT_MASK));
+    }
+
+    /// The last pair of each key in a drain, and how many pairs there were.
+    fn drained(table: &mut CountTable) -> (std::collections::BTreeMap<u64, u64>, usize) {
+        let (mut last, mut pairs) = (std::collections::BTreeMap::new(), 0);
+        let expected = table.changes_len();
+        table.drain_changes(|key, count| {
+            last.insert(key, count);
+            pairs += 1;
+        });
+        assert_eq!(pairs, expected, "changes_len said otherwise");
+        (last, pairs)
+    }
+
+    #[test]
+    fn sparse_periods_drain_their_log_and_dense_ones_their_slots() {
+        let mut table = CountTable::new();
+        // Sparse: 20 000 keys, a few counted twice: the log, in order.
+        let keys: Vec<u64> = (0..20_000).chain([5, 5, 7]).collect();
+        table.count_slice(&keys, |&k| k);
+        let (last, pairs) = drained(&mut table);
+        assert_eq!(pairs, keys.len(), "not the log");
+        assert_eq!((last.len(), last[&5], last[&7]), (20_000, 3, 2));
+        // Dense: every key of 100 counted 200 times: the log is dropped
+        // and the changed slots are read, once each.
+        let dense: Vec<u64> = (0..20_000).map(|i| i % 100).collect();
+        table.count_slice(&dense, |&k| k);
+        let (last, pairs) = drained(&mut table);
+        assert_eq!(pairs, 100, "not once each");
+        assert_eq!(last[&5], 3 + 200);
+        // The next period, sparse again, does not log (its period is not a
+        // retry)... but is still right.
+        table.count_slice(&[1u64, 2, 2], |&k| k);
+        let (last, pairs) = drained(&mut table);
+        assert_eq!((pairs, last[&1], last[&2]), (2, 202, 203));
+        // Through more periods than marks (255) counts and changes stay
+        // right, and some period logs again.
+        let mut logged = false;
+        for period in 0..600u64 {
+            table.count_slice(&[period % 50, 100_000 + period], |&k| k);
+            let (last, pairs) = drained(&mut table);
+            logged |= pairs == 2 && table.logging;
+            assert_eq!(last.len(), 2);
+            assert_eq!(last[&(100_000 + period)], 1);
+        }
+        assert!(logged, "no period logged again");
+        assert_eq!(table.get(100_000), Some(1));
+        assert_eq!(table.get(0), Some(1 + 200 + 12));
     }
 }

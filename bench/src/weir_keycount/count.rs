@@ -18,10 +18,18 @@
 //! from the tables in a plain little-endian layout (`Changes`), and the
 //! windows closed since as the new `closed_below`. Applying changes overwrites
 //! counts, so the bytes an epoch logs follow the keys it touched, not the
-//! keys held. A base has the same layout with every key
-//! (`Processor::snapshot_base`), streamed to the log from the tables in
-//! pieces of [`BASE_PIECE_BYTES`], and is restored as changes applied to
-//! an empty state.
+//! keys held (a key counted more than once in the epoch may come more
+//! than once, in order: [`CountTable::drain_changes`] hands out its log of
+//! counts when that is cheaper than reading the changed slots again). A
+//! base has the same layout with every key (`Processor::snapshot_base`),
+//! streamed to the log from the tables in pieces of [`BASE_PIECE_BYTES`],
+//! and is restored as changes applied to an empty state.
+//!
+//! Bases after a run's first are swept (`Processor::sweep_base`): from a
+//! base epoch on, each epoch's record holds its changes and then a slice
+//! of the tables' slots, at least what is left divided by the epochs left,
+//! in the same layout; a table that grew (its keys moved) is swept again
+//! from its start, a window that closed is skipped.
 
 use rkyv::rancor;
 use weir_operators::processors::window::ClosedRows;
