@@ -219,10 +219,24 @@ pub fn encode_record(out: &mut Vec<u8>, h: &RecordHeader, payload: &[u8]) {
 /// Writes the framed record into `b`, which must be exactly
 /// `frame_len(payload.len())` bytes; every byte is written (padding zeroed).
 pub fn encode_record_into(b: &mut [u8], h: &RecordHeader, payload: &[u8]) {
-    let head = encode_head(h, payload.len());
-    write_frame(b, 0, &head, payload);
-    // One CRC pass over header and payload, now contiguous in `b`.
-    let crc = crc32c::crc32c(&b[4..RECORD_HEADER_LEN + payload.len()]);
+    encode_record_parts_into(b, h, &[payload]);
+}
+
+/// [`encode_record_into`] with the payload given in parts, copied into `b`
+/// one after the other (no joined copy of the payload is ever made).
+pub fn encode_record_parts_into(b: &mut [u8], h: &RecordHeader, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    assert!(len <= MAX_PAYLOAD_BYTES, "payload over the limit");
+    assert_eq!(b.len() as u64, frame_len(len), "frame length");
+    b[4..RECORD_HEADER_LEN].copy_from_slice(&encode_head(h, len));
+    let mut at = RECORD_HEADER_LEN;
+    for part in parts {
+        b[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    b[at..].fill(0); // padding
+                     // One CRC pass over header and payload, now contiguous in `b`.
+    let crc = crc32c::crc32c(&b[4..at]);
     b[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -368,5 +382,25 @@ mod tests {
         assert_eq!(parse_record(&v, 0, 43), Parsed::Stale);
         v[41] ^= 1;
         assert_eq!(parse_record(&v, 0, 42), Parsed::Bad(BadReason::BadCrc));
+    }
+
+    #[test]
+    fn a_record_framed_from_parts_is_the_record_of_their_join() {
+        let h = RecordHeader {
+            kind: RecordType::OPERATOR_CHANGES,
+            epoch: 9,
+            lsn: Lsn(12),
+            durable_below: Lsn(3),
+            salt: 7,
+        };
+        let mut joined = Vec::new();
+        encode_record(&mut joined, &h, b"identity|changes and a slice");
+        let mut parts = vec![0xAA; joined.len()];
+        encode_record_parts_into(&mut parts, &h, &[b"identity|", b"", b"changes and a slice"]);
+        assert_eq!(parts, joined, "padding included");
+        assert_eq!(
+            parse_record(&parts, 0, 7),
+            Parsed::Record(h, b"identity|changes and a slice")
+        );
     }
 }

@@ -144,6 +144,17 @@ impl Wal {
         self.stage(|st, below| st.append(kind, epoch, payload, below))
     }
 
+    /// [`Wal::append`] with the payload given in parts, framed one after
+    /// the other: a caller with a header and a body never joins them.
+    pub fn append_parts(
+        &self,
+        kind: RecordType,
+        epoch: u64,
+        parts: &[&[u8]],
+    ) -> Result<Lsn, AppendError> {
+        self.stage(|st, below| st.append_parts(kind, epoch, parts, below))
+    }
+
     /// Stages several records under one lock (cheaper per record than
     /// [`Wal::append`]); either all are staged or none. Returns the LSN of
     /// the last one (`None` for an empty slice): when it is durable, all are.

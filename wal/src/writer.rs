@@ -33,7 +33,8 @@
 use crate::align::AlignedVec;
 use crate::crc::{frame_crcs, HEAD_LEN, LANES};
 use crate::format::{
-    encode_head, encode_record_into, frame_len, write_frame, Entry, Lsn, RecordHeader, RecordType,
+    encode_head, encode_record_parts_into, frame_len, write_frame, Entry, Lsn, RecordHeader,
+    RecordType,
 };
 use crate::limits::{
     MAX_DIO_ALIGN, MAX_PAYLOAD_BYTES, MAX_SPARE_CHUNKS, MAX_STAGED_BYTES, SEAL_FRAME_LEN,
@@ -256,9 +257,9 @@ impl Stager {
     }
 
     /// Frames one record at the tail; `end` becomes the chunk's end LSN.
-    fn put(&mut self, h: &RecordHeader, payload: &[u8], end: Lsn) {
-        let len = frame_len(payload.len()) as usize;
-        encode_record_into(self.slot(len, end), h, payload);
+    fn put(&mut self, h: &RecordHeader, parts: &[&[u8]], end: Lsn) {
+        let len = frame_len(parts.iter().map(|part| part.len()).sum()) as usize;
+        encode_record_parts_into(self.slot(len, end), h, parts);
     }
 
     /// Frames [`LANES`] records that fit in the segment without a roll,
@@ -301,15 +302,28 @@ impl Stager {
         payload: &[u8],
         durable_below: Lsn,
     ) -> Result<Lsn, AppendError> {
+        self.append_parts(kind, epoch, &[payload], durable_below)
+    }
+
+    /// Frames one record whose payload is `parts`, one after the other;
+    /// returns its LSN.
+    pub fn append_parts(
+        &mut self,
+        kind: RecordType,
+        epoch: u64,
+        parts: &[&[u8]],
+        durable_below: Lsn,
+    ) -> Result<Lsn, AppendError> {
         assert!(!kind.is_seal(), "seal records are internal");
-        self.check_len(payload.len())?;
-        Ok(self.frame(kind, epoch, payload, durable_below))
+        self.check_len(parts.iter().map(|part| part.len()).sum())?;
+        Ok(self.frame(kind, epoch, parts, durable_below))
     }
 
     /// Frames one record whose size was checked; seals and rolls the
     /// segment first if the record and a seal would not fit.
-    fn frame(&mut self, kind: RecordType, epoch: u64, payload: &[u8], durable_below: Lsn) -> Lsn {
-        let need = frame_len(payload.len()) + SEAL_FRAME_LEN;
+    fn frame(&mut self, kind: RecordType, epoch: u64, parts: &[&[u8]], durable_below: Lsn) -> Lsn {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        let need = frame_len(len) + SEAL_FRAME_LEN;
         if self.tail.offset + need > self.tail.segment_bytes {
             let seal = RecordHeader {
                 kind: RecordType::SEAL,
@@ -332,7 +346,7 @@ impl Stager {
             salt: self.tail.salt,
         };
         self.next_lsn = Lsn(lsn.0 + 1);
-        self.put(&h, payload, self.next_lsn);
+        self.put(&h, parts, self.next_lsn);
         lsn
     }
 
@@ -384,7 +398,7 @@ impl Stager {
                 Ok(g) if fits => last = Some(self.frame_lanes(g, durable_below)),
                 _ => {
                     for e in group {
-                        last = Some(self.frame(e.kind, e.epoch, e.payload, durable_below));
+                        last = Some(self.frame(e.kind, e.epoch, &[e.payload], durable_below));
                     }
                 }
             }

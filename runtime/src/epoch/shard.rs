@@ -178,23 +178,36 @@ impl ShardEpochs {
         instance: usize,
         parts: &[&[u8]],
     ) -> Result<Lsn, NodeFailure> {
-        let payload: usize = parts.iter().map(|part| part.len()).sum();
-        if RECORD_HEADER_BYTES + node.len() + payload > MAX_PAYLOAD_BYTES {
-            // Too large for one WAL record: the leading parts go as
-            // `CONTINUED` records of the same node and instance, the last
-            // under `kind`; recovery joins them (see
-            // `recovery::read_shard`). The payload is never copied whole.
-            let mut writer = self.part_writer(kind, epoch, node, instance);
-            for part in parts {
-                writer.write(part)?;
+        // The record's identity (`encode_record_into`), then `parts`: the
+        // WAL frames them one after the other, with no joined copy.
+        let mut identity = Vec::with_capacity(RECORD_HEADER_BYTES + node.len());
+        encode_record_into(&mut identity, node, instance, &[]);
+        let room = MAX_PAYLOAD_BYTES - identity.len();
+        let mut gather: Vec<&[u8]> = vec![&identity];
+        let mut filled = 0;
+        // Too large for one WAL record: the leading parts go as `CONTINUED`
+        // records of the same node and instance, each with the identity,
+        // the last under `kind`; recovery joins them (see
+        // `recovery::read_shard`).
+        for part in parts {
+            let mut part: &[u8] = part;
+            while filled + part.len() > room {
+                let (head, tail) = part.split_at(room - filled);
+                gather.push(head);
+                let appended = self.append_waiting(RecordType::CONTINUED, epoch, &gather)?;
+                self.progress
+                    .borrow_mut()
+                    .first_lsns
+                    .entry(epoch)
+                    .or_insert(appended);
+                gather.truncate(1);
+                filled = 0;
+                part = tail;
             }
-            return writer.finish();
+            gather.push(part);
+            filled += part.len();
         }
-        let lsn = {
-            let mut record = self.record.borrow_mut();
-            encode_record_into(&mut record, node, instance, parts);
-            self.append_waiting(kind, epoch, &record)?
-        };
+        let lsn = self.append_waiting(kind, epoch, &gather)?;
         self.note_appended(kind, epoch, lsn);
         Ok(lsn)
     }
@@ -213,9 +226,10 @@ impl ShardEpochs {
     }
 
     /// A writer that logs one record of `node`'s `instance` for `epoch`
-    /// from pieces ([`PartWriter::write`]) (what [`append_parts`] does with a
-    /// payload over one WAL record): it appends a `CONTINUED` part each time
-    /// a record is full and more comes, and the last part under `kind` at
+    /// from pieces ([`PartWriter::write`]), for a payload made as it is
+    /// logged (what [`append_parts`] does, without copying, with a payload
+    /// already whole): it appends a `CONTINUED` part each time a record is
+    /// full and more comes, and the last part under `kind` at
     /// [`PartWriter::finish`]. The payload is never held whole: a base
     /// snapshot of hundreds of MB goes out in 16 MiB records.
     ///
@@ -248,10 +262,10 @@ impl ShardEpochs {
         &self,
         kind: RecordType,
         epoch: u64,
-        record: &[u8],
+        parts: &[&[u8]],
     ) -> Result<Lsn, NodeFailure> {
         loop {
-            match self.wal.append(kind, epoch, record) {
+            match self.wal.append_parts(kind, epoch, parts) {
                 Err(AppendError::Backpressure) => {
                     if let Some(durable) = self.wal.drain() {
                         futures_lite::future::block_on(durable)
@@ -536,7 +550,7 @@ impl ShardEpochs {
             failpoint("after-sink-commit", pending.epoch);
             let mut record = self.record.borrow_mut();
             encode_record_into(&mut record, &pending.node, pending.instance, &[]);
-            let lsn = self.append_waiting(SINK_COMMITTED, pending.epoch, &record)?;
+            let lsn = self.append_waiting(SINK_COMMITTED, pending.epoch, &[&record])?;
             // Not an epoch's record: only `durable_so_far` needs to know.
             let mut progress = self.progress.borrow_mut();
             progress.newest_lsn = progress.newest_lsn.max(lsn);
@@ -605,9 +619,11 @@ impl PartWriter<'_> {
     pub(crate) fn write(&mut self, mut bytes: &[u8]) -> Result<(), NodeFailure> {
         while !bytes.is_empty() {
             if self.record.len() >= MAX_PAYLOAD_BYTES {
-                let appended =
-                    self.epochs
-                        .append_waiting(RecordType::CONTINUED, self.epoch, &self.record)?;
+                let appended = self.epochs.append_waiting(
+                    RecordType::CONTINUED,
+                    self.epoch,
+                    &[&self.record],
+                )?;
                 self.epochs
                     .progress
                     .borrow_mut()
@@ -627,7 +643,7 @@ impl PartWriter<'_> {
     pub(crate) fn finish(self) -> Result<Lsn, NodeFailure> {
         let lsn = self
             .epochs
-            .append_waiting(self.kind, self.epoch, &self.record)?;
+            .append_waiting(self.kind, self.epoch, &[&self.record])?;
         let epochs = self.epochs;
         let (kind, epoch) = (self.kind, self.epoch);
         drop(self);
