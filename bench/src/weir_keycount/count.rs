@@ -185,26 +185,37 @@ const BASE_PIECE_BYTES: usize = 1 << 20;
 
 /// What a changes record starts with.
 const CHANGES_MAGIC: &[u8; 4] = b"TCC1";
+/// What a sweep slice starts with: the same layout, but each window also
+/// says how many keys its table held (see `Changes`).
+const SLICE_MAGIC: &[u8; 4] = b"TCS1";
 /// The magic and three words: closed_below, late events, windows.
 const CHANGES_HEADER: usize = 4 + 24;
 
 /// A changes record: `TCC1`, then little-endian `closed_below`, late
 /// events and the number of windows, then per window its index, its
-/// number of changed keys and that many `(key, count)` pairs.
+/// number of changed keys and that many `(key, count)` pairs. A sweep
+/// slice (`TCS1`) has, per window, its index, the keys its table held,
+/// then the pairs' count and the pairs: a slice holds the keys of a range
+/// of slots, so of a range of hashes, and a table rebuilt from slices
+/// takes its whole size first (keys of one hash range inserted into a
+/// table smaller than the one they came from would pile up in one run of
+/// slots, each insert probing all of it).
 struct Changes<'a> {
     closed_below: u64,
     late_events: u64,
-    /// (window, its pairs' bytes).
-    windows: Vec<(u64, &'a [u8])>,
+    /// (window, keys its table held (0: not said), its pairs' bytes).
+    windows: Vec<(u64, u64, &'a [u8])>,
 }
 
 impl<'a> Changes<'a> {
     /// The first changes block of `bytes` (a sweep record holds two, the
     /// epoch's changes and then its sweep slice), and what follows it.
     fn parse(bytes: &'a [u8]) -> Result<(Changes<'a>, &'a [u8]), String> {
-        let rest = bytes
-            .strip_prefix(CHANGES_MAGIC.as_slice())
-            .ok_or("not a changes record")?;
+        let (slice, rest) = match bytes.split_first_chunk::<4>() {
+            Some((magic, rest)) if magic == CHANGES_MAGIC => (false, rest),
+            Some((magic, rest)) if magic == SLICE_MAGIC => (true, rest),
+            _ => return Err("not a changes record".into()),
+        };
         let mut words = rest;
         let word = |words: &mut &'a [u8]| -> Result<u64, String> {
             let (head, tail) = words
@@ -218,14 +229,16 @@ impl<'a> Changes<'a> {
         let count = word(&mut words)?;
         let mut windows = Vec::new();
         for _ in 0..count {
-            let (window, pairs) = (word(&mut words)?, word(&mut words)?);
+            let window = word(&mut words)?;
+            let held = if slice { word(&mut words)? } else { 0 };
+            let pairs = word(&mut words)?;
             let length = usize::try_from(pairs)
                 .ok()
                 .and_then(|pairs| pairs.checked_mul(16))
                 .filter(|length| *length <= words.len())
                 .ok_or(format!("window {window}: {pairs} pairs do not fit"))?;
             let (head, tail) = words.split_at(length);
-            windows.push((window, head));
+            windows.push((window, held, head));
             words = tail;
         }
         let changes = Changes {
@@ -248,7 +261,7 @@ pub fn keys_per_block(mut bytes: &[u8]) -> Result<Vec<u64>, String> {
             changes
                 .windows
                 .iter()
-                .map(|(_, pairs)| pairs.len() as u64 / 16)
+                .map(|(.., pairs)| pairs.len() as u64 / 16)
                 .sum(),
         );
         bytes = rest;
@@ -454,9 +467,9 @@ impl Processor for TumblingCount {
             Ok(left) if left > 1 => remaining.div_ceil(left),
             _ => remaining,
         };
-        // A changes block (the same layout) of the slots swept now.
+        // A slice block (`Changes`) of the slots swept now.
         let start = out.len();
-        out.extend_from_slice(CHANGES_MAGIC);
+        out.extend_from_slice(SLICE_MAGIC);
         for word in [self.closed_below, self.late_events, 0] {
             out.extend_from_slice(&word.to_le_bytes());
         }
@@ -468,6 +481,7 @@ impl Processor for TumblingCount {
             let end = swept.capacity.min(swept.cursor + budget);
             if let Some(table) = table(swept.window) {
                 out.extend_from_slice(&swept.window.to_le_bytes());
+                out.extend_from_slice(&(table.len() as u64).to_le_bytes());
                 let pairs_at = out.len();
                 out.extend_from_slice(&0u64.to_le_bytes());
                 let mut pairs = 0u64;
@@ -506,10 +520,20 @@ impl TumblingCount {
         self.closed_below = changes.closed_below;
         self.open
             .retain(|(window, _)| *window >= changes.closed_below);
-        for (window, pairs) in changes.windows {
+        for (window, held, pairs) in changes.windows {
             let index = self.index_of(window);
             let table = &mut self.open[index].1;
-            table.reserve(pairs.len() / 16);
+            // Room for every key the table held before the pairs go in (a
+            // count from disk: at most what a table can index).
+            if held > u64::from(u32::MAX) {
+                return Err(OperatorError::invalid(format!(
+                    "tumbling window changes: window {window} held {held} keys"
+                )));
+            }
+            table.reserve((held as usize).saturating_sub(table.len()));
+            // Decoded first, then set with prefetching (`set_slice`): a
+            // sweep's records rebuild millions of keys.
+            let mut decoded = Vec::with_capacity(pairs.len() / 16);
             for pair in pairs.chunks_exact(16) {
                 let (key, count) = pair.split_at(8);
                 let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
@@ -518,8 +542,9 @@ impl TumblingCount {
                         "tumbling window changes: a count of 0",
                     ));
                 }
-                table.set(u64::from_le_bytes(key.try_into().expect("8 bytes")), count);
+                decoded.push((u64::from_le_bytes(key.try_into().expect("8 bytes")), count));
             }
+            self.open[index].1.set_slice(&decoded);
         }
         self.late_events = changes.late_events;
         Ok(())
@@ -593,7 +618,7 @@ mod tests {
         let mut changes = Vec::new();
         count.snapshot_changes(65, &mut changes).unwrap();
         let (parsed, _) = Changes::parse(&changes).unwrap();
-        assert!(parsed.windows.iter().all(|(_, pairs)| pairs.is_empty()));
+        assert!(parsed.windows.iter().all(|(.., pairs)| pairs.is_empty()));
         assert!(TumblingCount::new(10)
             .restore(&bytes[..bytes.len() - 8])
             .is_err());
@@ -674,6 +699,11 @@ mod tests {
             records.push(record);
         }
         assert!(tables(&rebuilt(&records)) == tables(&count), "not rebuilt");
+        // Its first slice sizes the tables as they were: keys of one range
+        // of slots never crowd into a smaller table.
+        // (Window 0: the first slice is a part of its slots.)
+        let first = rebuilt(&records[..1]);
+        assert!(first.open[0].1.capacity() >= count.open[0].1.capacity());
         // Without the sweep's first record, keys swept only there are lost.
         assert!(
             tables(&rebuilt(&records[1..])) != tables(&count),
@@ -685,7 +715,7 @@ mod tests {
         let (changes, rest) = Changes::parse(&after).unwrap();
         assert!(rest.is_empty(), "a slice after the sweep completed");
         assert_eq!(
-            changes.windows.iter().map(|(_, p)| p.len()).sum::<usize>(),
+            changes.windows.iter().map(|(.., p)| p.len()).sum::<usize>(),
             16
         );
     }
