@@ -495,13 +495,21 @@ fn a_snapshot_larger_than_a_wal_record_is_recovered_whole() {
         epoch_interval_ms: 10,
         ..PLAIN
     };
-    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let error = run(data.path(), out.path(), big).expect_err("the sink fails");
-    assert!(error.to_string().contains("simulated crash"), "{error}");
+    let (data, out) = failed_run(big);
     let recovered = run(data.path(), out.path(), Options { fail: false, ..big })
         .expect("recovery joins the parts");
     assert!(recovered.resumed_from_epoch > 0, "nothing had committed");
     assert_eq!(published(out.path()), expected(PLAIN.keys));
+}
+
+/// A run with `options` (which make its sink fail) in fresh data and
+/// output directories, failed as the sink makes it.
+fn failed_run(options: Options) -> (tempfile::TempDir, tempfile::TempDir) {
+    assert!(options.fail, "a run that does not fail");
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let error = run(data.path(), out.path(), options).expect_err("the sink fails");
+    assert!(error.to_string().contains("simulated crash"), "{error}");
+    (data, out)
 }
 
 /// Incremental snapshots (see the module docs): a failed run of more than
@@ -518,9 +526,7 @@ fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
         segment_bytes: Some(64 << 10),
         ..PLAIN
     };
-    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let error = run(data.path(), out.path(), options).expect_err("the sink fails");
-    assert!(error.to_string().contains("simulated crash"), "{error}");
+    let (data, out) = failed_run(options);
     // Both kinds of record are in the log; changes are a fraction of a base.
     let (mut bases, mut base_bytes, mut changes, mut change_bytes) = (0, 0, 0, 0);
     for shard in 0..options.shards {
@@ -592,9 +598,7 @@ fn swept_bases_are_recovered_from_the_newest_complete_sweep() {
         segment_bytes: Some(64 << 10),
         ..PLAIN
     };
-    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let error = run(data.path(), out.path(), options).expect_err("the sink fails");
-    assert!(error.to_string().contains("simulated crash"), "{error}");
+    let (data, out) = failed_run(options);
     let sweep_epochs = weir_runtime::limits::SNAPSHOT_SWEEP_EPOCHS;
     let (mut begun, mut completed) = (0, 0);
     for shard in 0..options.shards {
