@@ -502,6 +502,18 @@ fn a_snapshot_larger_than_a_wal_record_is_recovered_whole() {
     assert_eq!(published(out.path()), expected(PLAIN.keys));
 }
 
+/// A failing run with incremental snapshots over 6 000 keys: a base (96 KB
+/// per shard) fills more than a 64 KiB segment, an epoch touches about a
+/// hundred keys.
+const INCREMENTAL: Options = Options {
+    keys: 6_000,
+    fail: true,
+    incremental: true,
+    epoch_interval_ms: 1,
+    segment_bytes: Some(64 << 10),
+    ..PLAIN
+};
+
 /// A run with `options` (which make its sink fail) in fresh data and
 /// output directories, failed as the sink makes it.
 fn failed_run(options: Options) -> (tempfile::TempDir, tempfile::TempDir) {
@@ -516,16 +528,7 @@ fn failed_run(options: Options) -> (tempfile::TempDir, tempfile::TempDir) {
 /// 64 epochs is recovered from a base and the changes after it, exactly.
 #[test]
 fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
-    // 6 000 keys: a base (96 KB per shard) fills more than a 64 KiB
-    // segment, an epoch touches about a hundred keys.
-    let options = Options {
-        keys: 6_000,
-        fail: true,
-        incremental: true,
-        epoch_interval_ms: 1,
-        segment_bytes: Some(64 << 10),
-        ..PLAIN
-    };
+    let options = INCREMENTAL;
     let (data, out) = failed_run(options);
     // Both kinds of record are in the log; changes are a fraction of a base.
     let (mut bases, mut base_bytes, mut changes, mut change_bytes) = (0, 0, 0, 0);
@@ -590,13 +593,8 @@ fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
 #[test]
 fn swept_bases_are_recovered_from_the_newest_complete_sweep() {
     let options = Options {
-        keys: 6_000,
-        fail: true,
-        incremental: true,
         swept: true,
-        epoch_interval_ms: 1,
-        segment_bytes: Some(64 << 10),
-        ..PLAIN
+        ..INCREMENTAL
     };
     let (data, out) = failed_run(options);
     let sweep_epochs = weir_runtime::limits::SNAPSHOT_SWEEP_EPOCHS;
