@@ -502,6 +502,19 @@ fn a_snapshot_larger_than_a_wal_record_is_recovered_whole() {
     assert_eq!(published(out.path()), expected(PLAIN.keys));
 }
 
+/// The run of [`failed_run`] again on its directories, its sink working.
+fn recover(
+    data: &tempfile::TempDir,
+    out: &tempfile::TempDir,
+    options: Options,
+) -> Result<weir_runtime::RunReport, weir_runtime::Error> {
+    let options = Options {
+        fail: false,
+        ..options
+    };
+    run(data.path(), out.path(), options)
+}
+
 /// A failing run with incremental snapshots over 6 000 keys: a base (96 KB
 /// per shard) fills more than a 64 KiB segment, an epoch touches about a
 /// hundred keys.
@@ -558,15 +571,7 @@ fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
         change_mean * 10 < base_mean,
         "changes ({change_mean} B) are not much smaller than bases ({base_mean} B)"
     );
-    let recovered = run(
-        data.path(),
-        out.path(),
-        Options {
-            fail: false,
-            ..options
-        },
-    )
-    .expect("recovery applies the changes");
+    let recovered = recover(&data, &out, options).expect("recovery applies the changes");
     eprintln!("resumed from epoch {}", recovered.resumed_from_epoch);
     // Its snapshots were timed: at least its first base took some time.
     assert!(
@@ -638,15 +643,7 @@ fn swept_bases_are_recovered_from_the_newest_complete_sweep() {
         begun > 0 && completed > 0,
         "{begun} sweeps begun, {completed} complete"
     );
-    let recovered = run(
-        data.path(),
-        out.path(),
-        Options {
-            fail: false,
-            ..options
-        },
-    )
-    .expect("recovery rebuilds the state from a sweep");
+    let recovered = recover(&data, &out, options).expect("recovery rebuilds the state from a sweep");
     assert!(
         recovered.resumed_from_epoch >= 64 + sweep_epochs,
         "the run committed {} epochs: no sweep had completed",
