@@ -643,7 +643,8 @@ fn swept_bases_are_recovered_from_the_newest_complete_sweep() {
         begun > 0 && completed > 0,
         "{begun} sweeps begun, {completed} complete"
     );
-    let recovered = recover(&data, &out, options).expect("recovery rebuilds the state from a sweep");
+    let recovered =
+        recover(&data, &out, options).expect("recovery rebuilds the state from a sweep");
     assert!(
         recovered.resumed_from_epoch >= 64 + sweep_epochs,
         "the run committed {} epochs: no sweep had completed",
