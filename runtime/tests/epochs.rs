@@ -567,8 +567,10 @@ fn incremental_snapshots_are_recovered_from_a_base_and_its_changes() {
     assert!(changes > 0 && bases > 0, "{bases} bases, {changes} changes");
     let (base_mean, change_mean) = (base_bytes / bases, change_bytes / changes);
     eprintln!("the log keeps {bases} bases of {base_mean} B, {changes} changes of {change_mean} B");
+    // An epoch touches about a hundred of the 3 000 keys a shard holds,
+    // a few hundred on a loaded machine (slower commits, longer epochs).
     assert!(
-        change_mean * 10 < base_mean,
+        change_mean * 4 < base_mean,
         "changes ({change_mean} B) are not much smaller than bases ({base_mean} B)"
     );
     let recovered = recover(&data, &out, options).expect("recovery applies the changes");
