@@ -120,9 +120,31 @@ impl CountTable {
     }
 
     /// `add` without growing: the caller reserved room. Marks the key
-    /// changed.
+    /// changed, and logs its count while the period logs.
     #[inline]
     fn add_unchecked(&mut self, key: u64, count: u64) {
+        let now = self.bump(key, count);
+        if self.logging {
+            self.log_count(key, now);
+        }
+    }
+
+    /// Appends `(key, now)` to the period's log; drops the log for the
+    /// period once it holds more than twice the changed keys (and a
+    /// slack).
+    #[inline(always)]
+    fn log_count(&mut self, key: u64, now: u64) {
+        self.log.push((key, now));
+        if self.log.len() > 2 * self.changed.len() + LOG_SLACK {
+            self.logging = false;
+            self.log.clear();
+        }
+    }
+
+    /// Adds `count` to `key` (room reserved) and marks it changed in the
+    /// period; returns its count now.
+    #[inline(always)]
+    fn bump(&mut self, key: u64, count: u64) -> u64 {
         let mark = self.period << PERIOD_SHIFT;
         let index = self.probe(key);
         let slot = &mut self.slots[index];
@@ -138,13 +160,7 @@ impl CountTable {
             (slot.1 & COUNT_MASK) + count
         };
         slot.1 = now | mark;
-        if self.logging {
-            self.log.push((key, now));
-            if self.log.len() > 2 * self.changed.len() + LOG_SLACK {
-                self.logging = false;
-                self.log.clear();
-            }
-        }
+        now
     }
 
     /// The slot of `key`, or the empty slot where it goes (the table is
@@ -264,13 +280,27 @@ impl CountTable {
     }
 
     /// Counts one for the key of every item of `items`.
+    ///
+    /// Two loops, so the one that runs once a period stops logging is as
+    /// tight as counting without changes: whether to log is asked per
+    /// item only while the period logs.
     pub fn count_slice<T>(&mut self, items: &[T], key: impl Fn(&T) -> u64) {
         self.reserve(items.len());
-        for (position, item) in items.iter().enumerate() {
+        let mut position = 0;
+        while self.logging && position < items.len() {
             if let Some(ahead) = items.get(position + PREFETCH_AHEAD) {
                 prefetch(&self.slots[self.index(key(ahead))]);
             }
-            self.add_unchecked(key(item), 1);
+            let key_now = key(&items[position]);
+            let now = self.bump(key_now, 1);
+            self.log_count(key_now, now);
+            position += 1;
+        }
+        for (offset, item) in items[position..].iter().enumerate() {
+            if let Some(ahead) = items.get(position + offset + PREFETCH_AHEAD) {
+                prefetch(&self.slots[self.index(key(ahead))]);
+            }
+            self.bump(key(item), 1);
         }
     }
 
