@@ -104,10 +104,12 @@ pub const EPOCH_INTERVAL_DEFAULT_MS: u64 = 100;
 
 /// An operator with incremental snapshots (`Processor::incremental`) logs
 /// its whole state at every epoch that is a multiple of this (a *base*
-/// epoch), and only what changed at the others: recovery reads one base
-/// and at most this many minus one sets of changes, and the WAL keeps the
-/// records from the last committed base epoch on. At the default 100 ms
-/// epochs, a base every 6.4 s.
+/// epoch), or begins sweeping it there (`Processor::swept_bases`), and
+/// only what changed at the others: recovery reads one base and at most
+/// this many minus one sets of changes (plus [`SNAPSHOT_SWEEP_EPOCHS`]
+/// minus one with swept bases), and the WAL keeps the records from
+/// [`snapshot_kept_from`] on. At the default 100 ms epochs, a base every
+/// 6.4 s.
 pub const SNAPSHOT_BASE_EVERY_EPOCHS: u64 = 64;
 
 /// The base epoch of `epoch`: the newest multiple of
