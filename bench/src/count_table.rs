@@ -73,9 +73,13 @@ pub struct CountTable {
     changed: Vec<u32>,
     /// This period's mark, 1 to [`PERIOD_MAX`].
     period: u64,
-    /// Every `(key, count now)` counted in this period, in order, while
-    /// `logging`.
-    log: Vec<(u64, u64)>,
+    /// `log_prefix` bytes for the log's owner, then every `(key, count
+    /// now)` counted in this period, in order, while `logging`, each as
+    /// two little-endian `u64`s: the bytes a changes record holds, so the
+    /// log can become one without a copy ([`take_log`](CountTable::take_log)).
+    log: Vec<u8>,
+    /// Bytes at the start of `log` that are not pairs.
+    log_prefix: usize,
     /// Whether this period's counts are logged.
     logging: bool,
 }
@@ -96,6 +100,7 @@ impl CountTable {
             changed: Vec::new(),
             period: 1,
             log: Vec::new(),
+            log_prefix: 0,
             logging: true,
         }
     }
@@ -139,11 +144,58 @@ impl CountTable {
     /// slack).
     #[inline(always)]
     fn log_count(&mut self, key: u64, now: u64) {
-        self.log.push((key, now));
-        if self.log.len() > 2 * self.changed.len() + LOG_SLACK {
+        let mut pair = [0; 16];
+        pair[..8].copy_from_slice(&key.to_le_bytes());
+        pair[8..].copy_from_slice(&now.to_le_bytes());
+        self.log.extend_from_slice(&pair);
+        if self.log.len() > self.log_prefix + 16 * (2 * self.changed.len() + LOG_SLACK) {
             self.logging = false;
-            self.log.clear();
+            self.log.truncate(self.log_prefix);
         }
+    }
+
+    /// Pairs in the log.
+    fn log_pairs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.log[self.log_prefix..].chunks_exact(16).map(|pair| {
+            let (key, count) = pair.split_at(8);
+            let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+            (word(key), word(count))
+        })
+    }
+
+    /// Keeps the first `bytes` of the log for its owner (a header, written
+    /// by the owner once it [takes](CountTable::take_log) the log). If the
+    /// period had logged under another prefix, it reads its changed slots
+    /// instead.
+    pub fn set_log_prefix(&mut self, bytes: usize) {
+        if bytes == self.log_prefix && self.log.len() >= bytes {
+            return;
+        }
+        if self.log.len() > self.log_prefix {
+            self.logging = false;
+        }
+        self.log_prefix = bytes;
+        self.log.clear();
+        self.log.resize(bytes, 0);
+    }
+
+    /// The period's changes as its log, if it kept one: the log prefix
+    /// ([`set_log_prefix`](CountTable::set_log_prefix)), then
+    /// [`changes_len`](CountTable::changes_len) pairs of little-endian
+    /// `(key, count now)`, as [`drain_changes`](CountTable::drain_changes)
+    /// would hand them out. The log is handed over whole, not copied, and
+    /// `spare` (its contents dropped) becomes the next period's log; a new
+    /// period starts. If the period kept no log, `Err(spare)` and nothing
+    /// changes.
+    pub fn take_log(&mut self, mut spare: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+        if !self.logging {
+            return Err(spare);
+        }
+        spare.clear();
+        spare.resize(self.log_prefix, 0);
+        let log = std::mem::replace(&mut self.log, spare);
+        self.next_period();
+        Ok(log)
     }
 
     /// Adds `count` to `key` (room reserved) and marks it changed in the
@@ -227,7 +279,7 @@ impl CountTable {
     /// out now.
     pub fn changes_len(&self) -> usize {
         if self.logging {
-            self.log.len()
+            (self.log.len() - self.log_prefix) / 16
         } else {
             self.changed.len()
         }
@@ -240,7 +292,7 @@ impl CountTable {
     /// pair with its count now), else once each from the changed slots.
     pub fn drain_changes(&mut self, mut each: impl FnMut(u64, u64)) {
         if self.logging {
-            for &(key, count) in &self.log {
+            for (key, count) in self.log_pairs() {
                 each(key, count);
             }
         } else {
@@ -285,7 +337,7 @@ impl CountTable {
     /// period before kept its log, or every [`LOG_RETRY_PERIODS`]th.
     fn next_period(&mut self) {
         self.changed.clear();
-        self.log.clear();
+        self.log.truncate(self.log_prefix);
         self.logging = self.logging || self.period % LOG_RETRY_PERIODS == 0;
         if self.period == PERIOD_MAX {
             for slot in &mut self.slots {
@@ -541,6 +593,37 @@ mod tests {
         });
         assert_eq!(pairs, expected, "changes_len said otherwise");
         (last, pairs)
+    }
+
+    #[test]
+    fn a_taken_log_holds_the_prefix_and_the_pairs_a_drain_hands_out() {
+        let mut table = CountTable::new();
+        table.set_log_prefix(5);
+        let keys = [3u64, 9, 3, 1 << 40];
+        table.count_slice(&keys, |&k| k);
+        let mut copy = table.clone();
+        let expected = {
+            let mut pairs = Vec::new();
+            copy.drain_changes(|key, count| pairs.push((key, count)));
+            pairs
+        };
+        assert_eq!(expected, [(3, 1), (9, 1), (3, 2), (1 << 40, 1)]);
+        let log = table.take_log(vec![7; 100]).expect("a sparse period logs");
+        assert_eq!((log.len(), &log[..5]), (5 + 16 * 4, &[0u8; 5][..]));
+        let taken = CountTable {
+            log,
+            log_prefix: 5,
+            ..CountTable::new()
+        };
+        assert_eq!(taken.log_pairs().collect::<Vec<_>>(), expected);
+        // The next period logs into the spare, from its prefix on.
+        table.count_slice(&[9u64], |&k| k);
+        assert_eq!((table.changes_len(), table.log.len()), (1, 5 + 16));
+        // A period that dropped its log hands the spare back.
+        let dense: Vec<u64> = (0..30_000).map(|i| i % 10).collect();
+        table.count_slice(&dense, |&k| k);
+        assert_eq!(table.take_log(vec![1, 2]), Err(vec![1, 2]));
+        assert_eq!(table.changes_len(), 10);
     }
 
     #[test]
