@@ -28,7 +28,11 @@
 //! [`drain_changes`](CountTable::drain_changes) hands out the log instead
 //! (a key counted twice appears twice; its last pair is its count now).
 //! Past that the log is dropped for the period, and for the next ones
-//! but every [`LOG_RETRY_PERIODS`]th.
+//! but every [`LOG_RETRY_PERIODS`]th. The log is kept as the bytes a
+//! changes record holds, behind room for its owner's header, so it can be
+//! handed over as the record ([`CountTable::take_log`]) instead of copied.
+//! When a quarter of the slots or more changed, the changed slots are read
+//! by scanning the table in order rather than one random read each.
 
 /// How far ahead `count_slice` prefetches: enough misses in flight to cover
 /// a memory latency, few enough that prefetched lines are still cached.

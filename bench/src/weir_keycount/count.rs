@@ -20,7 +20,9 @@
 //! counts, so the bytes an epoch logs follow the keys it touched, not the
 //! keys held (a key counted more than once in the epoch may come more
 //! than once, in order: [`CountTable::drain_changes`] hands out its log of
-//! counts when that is cheaper than reading the changed slots again). A
+//! counts when that is cheaper than reading the changed slots again; with
+//! one window open, that log, already in the record's layout behind room
+//! for its header, becomes the record itself: [`CountTable::take_log`]). A
 //! base has the same layout with every key (`Processor::snapshot_base`),
 //! streamed to the log from the tables in pieces of [`BASE_PIECE_BYTES`],
 //! and is restored as changes applied to an empty state.
