@@ -66,6 +66,9 @@ impl Args {
     }
 }
 
+/// Slowest epoch commits a run names.
+const SLOWEST_SHOWN: usize = 4;
+
 struct Measured {
     rate: f64,
     latencies: Vec<Duration>,
@@ -170,6 +173,19 @@ fn main() -> Result<()> {
             on.wal_bytes / epochs / 1e6,
             on.longest_snapshot.as_secs_f64() * 1e3,
         );
+        // Where the commit tail is: early epochs (tables growing while
+        // they fill) or base epochs (multiples of 64).
+        let mut slowest: Vec<(usize, Duration)> =
+            on.latencies.iter().copied().enumerate().collect();
+        slowest.sort_by_key(|&(_, latency)| std::cmp::Reverse(latency));
+        let slowest: Vec<String> = slowest
+            .iter()
+            .take(SLOWEST_SHOWN)
+            .map(|(index, latency)| {
+                format!("epoch {} {:.1} ms", index + 1, latency.as_secs_f64() * 1e3)
+            })
+            .collect();
+        println!("  slowest commits: {}", slowest.join(", "));
         stalls.push(on.longest_snapshot.as_secs_f64() * 1e3);
         with.push(on.rate);
         without.push(off.rate);
