@@ -162,16 +162,18 @@ impl Iterator for LogReader {
 }
 
 /// Deletes, oldest first, every segment all of whose records are below
-/// `lsn` (never the last segment), then syncs the directory. Returns how
-/// many were deleted. Deleting in order keeps the remaining numbering dense
-/// after a crash part-way (directory operations persist in order).
+/// `lsn` (never the last segment), at most `most` of them, then syncs the
+/// directory. Returns how many were deleted. Deleting in order keeps the
+/// remaining numbering dense after a crash part-way (directory operations
+/// persist in order).
 pub(crate) fn delete_below(
     storage: &dyn Storage,
     segments: &mut Vec<Rolled>,
     lsn: Lsn,
+    most: usize,
 ) -> Result<usize, RetentionError> {
     let mut n = 0;
-    while segments.len() >= 2 && segments[1].first_lsn <= lsn {
+    while n < most && segments.len() >= 2 && segments[1].first_lsn <= lsn {
         let name = segment_name(segments[0].segment);
         storage
             .remove(&name)

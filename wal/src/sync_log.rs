@@ -124,6 +124,6 @@ impl SyncLog {
 
     /// Deletes whole segments whose records are all below `lsn`.
     pub fn delete_below(&mut self, lsn: Lsn) -> Result<usize, RetentionError> {
-        delete_below(&*self.storage, &mut self.segments, lsn)
+        delete_below(&*self.storage, &mut self.segments, lsn, usize::MAX)
     }
 }
