@@ -35,10 +35,6 @@ use crate::limits::WAL_STAGED_WAIT_BYTES;
 /// How often the epoch task looks for work when it has none.
 const TICK: Duration = Duration::from_millis(1);
 
-/// The pause between two segments deleted while the log runs (`retire`):
-/// at most 64 MiB every 20 ms, far more than a shard logs.
-const RETIRE_PAUSE: Duration = Duration::from_millis(20);
-
 struct Pending {
     epoch: u64,
     node: Arc<str>,
@@ -386,14 +382,6 @@ impl ShardEpochs {
     }
 
     async fn run_epochs(&self) -> Result<(), NodeFailure> {
-        // Segments being deleted (`retire`), checked as the loop goes
-        // round, never waited for: when a swept base completes, the epochs
-        // before it retire at once (at 10 M keys ~45 segments, about a
-        // second of unlinks), and waiting held back the commits of every
-        // epoch meanwhile (`epochs`' slowest commits were those epochs).
-        // One deletion at a time; the next one's cut covers what came due
-        // meanwhile.
-        let mut retiring = None;
         loop {
             if self.progress.borrow().reported.is_empty() {
                 // No node runs here: this shard holds no epoch back.
@@ -403,11 +391,7 @@ impl ShardEpochs {
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
             self.run_commits(committed).await?;
-            let pending = retiring.get_or_insert_with(|| Box::pin(self.retire(committed, true)));
-            if let Some(retired) = futures_lite::future::poll_once(pending).await {
-                retiring = None;
-                retired?;
-            }
+            self.retire(committed).await?;
             if self.shared.is_aborted() {
                 // Something failed (maybe on another shard): no epoch after
                 // `committed` will commit, so stop waiting for them.
@@ -421,10 +405,7 @@ impl ShardEpochs {
                 .all(|&e| e == u64::MAX);
             let last = self.shared.final_epoch();
             if all_finished && last.is_some_and(|last| committed >= last) {
-                if let Some(pending) = retiring.take() {
-                    pending.await?;
-                }
-                return self.retire(committed, false).await;
+                return Ok(());
             }
             glommio::timer::sleep(TICK).await;
         }
@@ -469,12 +450,8 @@ impl ShardEpochs {
     /// Deleting a segment (an `unlink` of a 64 MiB file, then a directory
     /// fsync) takes tens of milliseconds on ext4, so it runs on a blocking
     /// thread: on the shard it stalled every connection and operator there
-    /// (`bench/scripts/ingest-latency.sh`, `perf trace`). When `paced`, a
-    /// segment at a time with [`RETIRE_PAUSE`] between them: a completed
-    /// swept base retires tens of segments at once, and unlinking them
-    /// back to back held the log's own writes and syncs back for half a
-    /// second (`bench/src/bin/epochs.rs` at 10 M keys).
-    async fn retire(&self, committed: u64, paced: bool) -> Result<(), NodeFailure> {
+    /// (`bench/scripts/ingest-latency.sh`, `perf trace`).
+    async fn retire(&self, committed: u64) -> Result<(), NodeFailure> {
         let cut = {
             let mut progress = self.progress.borrow_mut();
             let keep = if progress.incremental {
@@ -498,20 +475,12 @@ impl ShardEpochs {
                 None => return Ok(()),
             }
         };
-        let most = if paced { 1 } else { usize::MAX };
-        loop {
-            let wal = self.wal.clone();
-            let deleted = glommio::executor()
-                .spawn_blocking(move || wal.delete_some_below(cut, most))
-                .await
-                .map_err(|error| {
-                    NodeFailure::Log(format!("retiring segments below {cut}: {error}"))
-                })?;
-            if deleted < most {
-                return Ok(());
-            }
-            glommio::timer::sleep(RETIRE_PAUSE).await;
-        }
+        let wal = self.wal.clone();
+        glommio::executor()
+            .spawn_blocking(move || wal.delete_below(cut))
+            .await
+            .map_err(|error| NodeFailure::Log(format!("retiring segments below {cut}: {error}")))?;
+        Ok(())
     }
 
     /// Runs the sync step of every pre-commit of an epoch up to `epoch`,
