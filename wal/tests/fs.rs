@@ -26,6 +26,18 @@ fn rec(i: u64) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Appends `rec(i)` for every `i` of `range` (epoch `i / 100`) and waits
+/// until they are durable.
+fn append_durable(wal: &Wal, range: std::ops::Range<u64>) {
+    let mut last = Lsn(0);
+    for i in range {
+        last = wal
+            .append(RecordType::INPUT, i / 100, &rec(i))
+            .expect("append");
+    }
+    wal.wait_durable(last).expect("durable");
+}
+
 #[test]
 fn real_files_roundtrip_replay_retention_inspect() {
     let d = dir();
@@ -33,13 +45,7 @@ fn real_files_roundtrip_replay_retention_inspect() {
     {
         let (wal, rep) = Wal::open_dir(d.path(), &cfg()).expect("open");
         assert_eq!(rep.next_lsn, Lsn(0));
-        let mut last = Lsn(0);
-        for i in 0..n {
-            last = wal
-                .append(RecordType::INPUT, i / 100, &rec(i))
-                .expect("append");
-        }
-        wal.wait_durable(last).expect("durable");
+        append_durable(&wal, 0..n);
         wal.close().expect("close");
     }
     let (wal, rep) = Wal::open_dir(d.path(), &cfg()).expect("reopen");
@@ -131,24 +137,10 @@ fn alignment_is_queried() {
 fn segments_deleted_a_few_at_a_time_while_the_writer_rolls_leave_no_gap() {
     let d = dir();
     let (wal, _) = Wal::open_dir(d.path(), &cfg()).expect("open");
-    let mut last = Lsn(0);
-    for i in 0..3000u64 {
-        last = wal
-            .append(RecordType::INPUT, i / 100, &rec(i))
-            .expect("append");
-    }
-    wal.wait_durable(last).expect("durable");
+    append_durable(&wal, 0..3000);
     let cut = Lsn(2500);
     let total = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            let mut last = Lsn(0);
-            for i in 3000..9000u64 {
-                last = wal
-                    .append(RecordType::INPUT, i / 100, &rec(i))
-                    .expect("append");
-            }
-            wal.wait_durable(last).expect("durable");
-        });
+        let writer = scope.spawn(|| append_durable(&wal, 3000..9000));
         let mut total = 0;
         loop {
             let deleted = wal.delete_some_below(cut, 1).expect("retention");
