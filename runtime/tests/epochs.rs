@@ -630,7 +630,13 @@ fn swept_bases_are_recovered_from_the_newest_complete_sweep() {
                 sweeping = Some(record.epoch);
                 begun += 1;
             }
-            let began = sweeping.expect("a sweep slice before any sweep began");
+            // Slices at the log's start without their sweep's beginning
+            // are the rest of a sweep whose first segments were retired
+            // (segments go one at a time, and a run can stop between two):
+            // recovery never takes such a sweep.
+            let Some(began) = sweeping else {
+                continue;
+            };
             assert!(
                 record.epoch < began + sweep_epochs,
                 "a slice at epoch {} of a sweep begun at {began}",

@@ -612,3 +612,42 @@ pub(crate) fn record_completed(wals: &[Wal], commits: &[LoggedCommit]) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(list: &[(u64, u8)]) -> Vec<(u64, u8, Vec<u8>)> {
+        list.iter()
+            .map(|&(epoch, flags)| (epoch, flags, Vec::new()))
+            .collect()
+    }
+
+    /// A run stopped (or killed) while it retired the segments before its
+    /// newest complete sweep, a segment at a time, leaves the end of the
+    /// sweep before it, complete flag and all, without its beginning: the
+    /// newer sweep is the one taken.
+    #[test]
+    fn the_rest_of_a_partly_retired_sweep_is_never_taken() {
+        let partly_retired = records(&[
+            (70, 0),
+            (79, SWEEP_COMPLETE),
+            (100, 0),
+            (128, SWEEP_BEGINS),
+            (135, 0),
+            (143, SWEEP_COMPLETE),
+            (150, 0),
+        ]);
+        assert_eq!(newest_complete_sweep(&partly_retired), Some(128));
+        // Its rest alone rebuilds nothing.
+        assert_eq!(newest_complete_sweep(&partly_retired[..3]), None);
+        // A sweep begun but not complete leaves the one before it in use.
+        let begun = records(&[
+            (64, SWEEP_BEGINS),
+            (79, SWEEP_COMPLETE),
+            (128, SWEEP_BEGINS),
+            (130, 0),
+        ]);
+        assert_eq!(newest_complete_sweep(&begun), Some(64));
+    }
+}

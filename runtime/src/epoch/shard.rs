@@ -18,10 +18,12 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weir_wal::limits::MAX_PAYLOAD_BYTES;
 use weir_wal::{AppendError, Lsn, RecordType, Wal};
@@ -34,6 +36,24 @@ use crate::limits::WAL_STAGED_WAIT_BYTES;
 
 /// How often the epoch task looks for work when it has none.
 const TICK: Duration = Duration::from_millis(1);
+
+/// The pause between two WAL segments deleted while the run goes on
+/// ([`ShardEpochs::retire_step`]): up to 64 MiB of log retired every 20
+/// ms, far more than a shard logs.
+const RETIRE_PAUSE: Duration = Duration::from_millis(20);
+
+/// A deletion of WAL segments running on a blocking thread: how many it
+/// deleted.
+type Deletion<'a> = Pin<Box<dyn Future<Output = Result<usize, NodeFailure>> + 'a>>;
+
+/// The retirement of WAL segments beside the epoch loop: the cut it works
+/// towards, the deletion running now, and when the next may start.
+#[derive(Default)]
+struct Retiring<'a> {
+    cut: Option<Lsn>,
+    step: Option<Deletion<'a>>,
+    next: Option<Instant>,
+}
 
 struct Pending {
     epoch: u64,
@@ -382,6 +402,28 @@ impl ShardEpochs {
     }
 
     async fn run_epochs(&self) -> Result<(), NodeFailure> {
+        let mut retiring = Retiring::default();
+        let result = self.epoch_loop(&mut retiring).await;
+        // Whatever ended the loop, the deletion running on a blocking
+        // thread ends before this task does (a next start in this process
+        // must not find the log changing under it), and the rest of the
+        // due segments go at once: their epochs are committed and
+        // superseded whether or not this run goes on.
+        let finished = match retiring.step.take() {
+            Some(step) => step.await.map(|_| ()),
+            None => Ok(()),
+        };
+        let rest = match retiring.cut {
+            Some(cut) => self
+                .delete_segments_below(cut, usize::MAX)
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        };
+        result.and(finished).and(rest)
+    }
+
+    async fn epoch_loop<'a>(&'a self, retiring: &mut Retiring<'a>) -> Result<(), NodeFailure> {
         loop {
             if self.progress.borrow().reported.is_empty() {
                 // No node runs here: this shard holds no epoch back.
@@ -391,7 +433,10 @@ impl ShardEpochs {
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
             self.run_commits(committed).await?;
-            self.retire(committed).await?;
+            if let Some(cut) = self.retire_cut(committed) {
+                retiring.cut = Some(cut);
+            }
+            self.retire_step(retiring).await?;
             if self.shared.is_aborted() {
                 // Something failed (maybe on another shard): no epoch after
                 // `committed` will commit, so stop waiting for them.
@@ -438,49 +483,82 @@ impl ShardEpochs {
         self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
     }
 
-    /// Deletes WAL segments no recovery can need: once every commit up to
-    /// `committed` ran, only records of epochs `≥ committed` matter (the
-    /// state logged at `committed`, and later epochs), or, once a node
-    /// snapshots incrementally here, of epochs `≥`
+    /// The LSN below which WAL segments are no longer needed, if it moved:
+    /// once every commit up to `committed` ran, only records of epochs `≥
+    /// committed` matter (the state logged at `committed`, and later
+    /// epochs), or, once a node snapshots incrementally here, of epochs `≥`
     /// `limits::snapshot_kept_from(committed)` (the newest complete base
-    /// and the changes after it). Records of an
-    /// epoch can interleave with the next one's, so the cut is the oldest
-    /// LSN of any epoch kept.
+    /// and the changes after it). Records of an epoch can interleave with
+    /// the next one's, so the cut is the oldest LSN of any epoch kept.
+    fn retire_cut(&self, committed: u64) -> Option<Lsn> {
+        let mut progress = self.progress.borrow_mut();
+        let keep = if progress.incremental {
+            crate::limits::snapshot_kept_from(committed)
+        } else {
+            committed
+        };
+        let retired: Vec<u64> = progress
+            .first_lsns
+            .range(..keep)
+            .map(|(&epoch, _)| epoch)
+            .collect();
+        if retired.is_empty() {
+            return None;
+        }
+        for epoch in retired {
+            progress.first_lsns.remove(&epoch);
+        }
+        progress.first_lsns.values().min().copied()
+    }
+
+    /// Moves the retirement of segments below `retiring.cut` on by a step,
+    /// without waiting for it: deletes the oldest such segment, on a
+    /// blocking thread, [`RETIRE_PAUSE`] after the last one, and checks on
+    /// a deletion that runs.
     ///
     /// Deleting a segment (an `unlink` of a 64 MiB file, then a directory
     /// fsync) takes tens of milliseconds on ext4, so it runs on a blocking
     /// thread: on the shard it stalled every connection and operator there
-    /// (`bench/scripts/ingest-latency.sh`, `perf trace`).
-    async fn retire(&self, committed: u64) -> Result<(), NodeFailure> {
-        let cut = {
-            let mut progress = self.progress.borrow_mut();
-            let keep = if progress.incremental {
-                crate::limits::snapshot_kept_from(committed)
-            } else {
-                committed
+    /// (`bench/scripts/ingest-latency.sh`, `perf trace`). And it runs
+    /// beside the epoch loop, a segment at a time: when a swept base
+    /// completes, the epochs before it retire at once (at 10 M keys tens
+    /// of segments, about a second of unlinks back to back), and waiting
+    /// for them held back every commit meanwhile, and the unlinks held the
+    /// log's own writes and syncs back for the filesystem's journal
+    /// (`bench/src/bin/epochs.rs` at 10 M keys: its slowest commits were
+    /// those epochs).
+    async fn retire_step<'a>(&'a self, retiring: &mut Retiring<'a>) -> Result<(), NodeFailure> {
+        if retiring.step.is_none() {
+            let Some(cut) = retiring.cut else {
+                return Ok(());
             };
-            let retired: Vec<u64> = progress
-                .first_lsns
-                .range(..keep)
-                .map(|(&epoch, _)| epoch)
-                .collect();
-            if retired.is_empty() {
+            if retiring.next.is_some_and(|next| Instant::now() < next) {
                 return Ok(());
             }
-            for epoch in retired {
-                progress.first_lsns.remove(&epoch);
-            }
-            match progress.first_lsns.values().min() {
-                Some(&cut) => cut,
-                None => return Ok(()),
-            }
+            retiring.step = Some(Box::pin(self.delete_segments_below(cut, 1)));
+        }
+        let step = retiring.step.as_mut().expect("a step runs");
+        let Some(deleted) = futures_lite::future::poll_once(step).await else {
+            return Ok(());
         };
+        retiring.step = None;
+        if deleted? == 0 {
+            // Nothing below the cut is left.
+            retiring.cut = None;
+            retiring.next = None;
+        } else {
+            retiring.next = Some(Instant::now() + RETIRE_PAUSE);
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `most` WAL segments below `cut` on a blocking thread.
+    async fn delete_segments_below(&self, cut: Lsn, most: usize) -> Result<usize, NodeFailure> {
         let wal = self.wal.clone();
         glommio::executor()
-            .spawn_blocking(move || wal.delete_below(cut))
+            .spawn_blocking(move || wal.delete_some_below(cut, most))
             .await
-            .map_err(|error| NodeFailure::Log(format!("retiring segments below {cut}: {error}")))?;
-        Ok(())
+            .map_err(|error| NodeFailure::Log(format!("retiring segments below {cut}: {error}")))
     }
 
     /// Runs the sync step of every pre-commit of an epoch up to `epoch`,
