@@ -154,7 +154,7 @@ pub(crate) struct EpochShared {
     pub(crate) commits: CommitControl,
     /// Recovery restored some state from a base snapshot and changes
     /// after it (incremental snapshots): the shards keep their logs from
-    /// that base on until a newer base commits (see `ShardEpochs::retire`).
+    /// that base on until a newer base commits (see `ShardEpochs::retire_cut`).
     pub(crate) keep_bases: std::sync::atomic::AtomicBool,
     /// The longest time, in nanoseconds, one node instance took to take
     /// and log its snapshot at a barrier: its shard processes nothing else

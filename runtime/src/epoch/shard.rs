@@ -95,7 +95,7 @@ struct Progress {
     /// Whether a node logs incremental snapshots here (an
     /// `OPERATOR_CHANGES` record was appended, or recovery restored
     /// changes): the log is then kept from the last committed base epoch
-    /// on, not only from the committed epoch (see [`ShardEpochs::retire`]).
+    /// on, not only from the committed epoch (see [`ShardEpochs::retire_cut`]).
     incremental: bool,
 }
 
