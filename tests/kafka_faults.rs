@@ -119,7 +119,7 @@ fn a_broker_outage_and_a_stop_while_it_is_down_keep_the_output_exactly_once() {
     std::thread::sleep(Duration::from_secs(20));
     broker.script("start");
     eprintln!("broker down for {:.1} s", down.elapsed().as_secs_f64());
-    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    let (status, log) = weir.exit_within_explained(RUN_TIMEOUT, || broker.describe(60));
     assert!(
         status.success(),
         "the run failed after the outage ({status}):\n{log}"
@@ -149,7 +149,7 @@ fn a_broker_outage_and_a_stop_while_it_is_down_keep_the_output_exactly_once() {
     );
     broker.script("start");
     let weir = Weir::start(&config, &data, &[], &[]);
-    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    let (status, log) = weir.exit_within_explained(RUN_TIMEOUT, || broker.describe(60));
     assert!(status.success(), "the restart failed ({status}):\n{log}");
     check_output(&bootstrap, &run);
 }

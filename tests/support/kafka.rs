@@ -340,6 +340,31 @@ impl OwnBroker {
         );
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
+
+    /// What the broker itself says, for a failing test's message: whether
+    /// its process is still running, and the last `lines` lines of its
+    /// `server.log` and `stdout.log`.
+    pub fn describe(&self, lines: usize) -> String {
+        let running = std::fs::read_to_string(self.dir.join("pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let mut out = format!(
+            "the broker in {} is {}running\n",
+            self.dir.display(),
+            if running { "" } else { "not " }
+        );
+        for name in ["server.log", "stdout.log"] {
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- the end of its {name}:\n"));
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
 }
 
 impl Drop for OwnBroker {

@@ -118,14 +118,25 @@ impl Weir {
 
     /// Waits up to `timeout` for the exit; kills the process and panics
     /// with what it logged if it does not exit in time.
-    pub fn exit_within(mut self, timeout: Duration) -> (ExitStatus, String) {
+    pub fn exit_within(self, timeout: Duration) -> (ExitStatus, String) {
+        self.exit_within_explained(timeout, String::new)
+    }
+
+    /// [`Weir::exit_within`], adding what `explain` says (such as the end
+    /// of a broker's own log) to the panic's message.
+    pub fn exit_within_explained(
+        mut self,
+        timeout: Duration,
+        explain: impl FnOnce() -> String,
+    ) -> (ExitStatus, String) {
         match self.wait_for(timeout) {
             Some(status) => (status, self.stderr()),
             None => {
                 let _ = self.child.kill();
                 panic!(
-                    "weir did not exit within {timeout:?}; it logged:\n{}",
-                    self.stderr()
+                    "weir did not exit within {timeout:?}; it logged:\n{}\n{}",
+                    self.stderr(),
+                    explain()
                 );
             }
         }
