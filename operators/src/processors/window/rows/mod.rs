@@ -109,6 +109,20 @@
 //! snapshot and notes (window, hash) in a list, so finding the changes
 //! costs their number, not the state's size. Session windows (whose
 //! sessions merge) always snapshot whole.
+//!
+//! Their bases are swept (`Processor::swept_bases`): after a run's first
+//! base, written whole, a base is never written at once (which stopped the
+//! shard for as long as encoding the whole state took), but a slice per
+//! epoch over the epochs the runtime gives a sweep: the slice of an epoch
+//! is every open (window, group) whose group's *sweep position* (its hash,
+//! mixed) falls in the next range of positions, the ranges splitting what
+//! is left evenly over the epochs left, so the last one ends the sweep. An
+//! epoch's slice rides in the same record as its changes (one state, the
+//! changed pairs and the slice's), applied by `restore_changes` the same
+//! way: a pair's aggregates are those of its last record, so from the
+//! sweep's first epoch on, every pair is either in a slice or changed
+//! after it. Finding a slice reads every group's hash once (no copy of the
+//! rest), so a sweep reads the state's groups once an epoch.
 
 mod agg;
 mod config;
@@ -230,6 +244,12 @@ pub struct RowWindow {
     /// (window start, group hash) of the groups marked changed, each
     /// noted when its mark was set.
     changed: Vec<(i64, u64)>,
+    /// The sweep position the next slice of the base being swept starts
+    /// at, or `None` when no sweep runs (see the module docs).
+    sweep_from: Option<u64>,
+    /// The pairs of the last `snapshot_changes`, for the epoch's slice to
+    /// join them in one record.
+    last_changes: Vec<WindowState>,
     late_metric: Option<ShardCounter>,
     null_time_metric: Option<ShardCounter>,
 }
@@ -288,6 +308,8 @@ impl RowWindow {
             null_time_events: 0,
             closed_rows: ClosedRows::new(),
             changed: Vec::new(),
+            sweep_from: None,
+            last_changes: Vec::new(),
             late_metric: None,
             null_time_metric: None,
         }
@@ -649,6 +671,44 @@ impl RowWindow {
         Ok(self.state_with(windows))
     }
 
+    /// The pairs of the next slice of the base being swept (see the module
+    /// docs), and whether the sweep is complete with them: those whose
+    /// sweep position is in `[from, end)`, `end` splitting what is left
+    /// after `from` evenly over `epochs_left` (the last takes the rest).
+    fn sweep_slice(
+        &self,
+        from: u64,
+        epochs_left: u64,
+    ) -> Result<(Vec<WindowState>, Option<u64>), OperatorError> {
+        let left = (1u128 << 64) - u128::from(from);
+        let end = u128::from(from) + left.div_ceil(u128::from(epochs_left.max(1)));
+        let inside = |hash: u64| {
+            let position = u128::from(sweep_position(hash));
+            position >= u128::from(from) && position < end
+        };
+        let size = match self.spec.kind {
+            WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
+            WindowKind::Session { .. } => 0,
+        };
+        let mut slice = Vec::new();
+        for (&start, groups) in &self.windows {
+            for group in groups.iter().filter(|group| inside(group.hash)) {
+                slice.push(WindowState {
+                    start,
+                    end: start.saturating_add(size),
+                    group: group.values.to_vec(),
+                    accs: group
+                        .accs
+                        .iter()
+                        .map(|acc| acc.save().map_err(OperatorError::other))
+                        .collect::<Result<_, _>>()?,
+                });
+            }
+        }
+        let next = u64::try_from(end).ok();
+        Ok((slice, next))
+    }
+
     /// Applies [`changes`](RowWindow::changes) to the restored state.
     fn apply_changes(&mut self, state: RowWindowState) -> Result<(), String> {
         let (size, lateness) = match self.spec.kind {
@@ -691,6 +751,16 @@ impl RowWindow {
         self.closed_rows.replace(state.pending);
         Ok(())
     }
+}
+
+/// Where a group with `hash` falls in a base sweep: the hash mixed
+/// (splitmix64's finalizer, a bijection), so that the groups one shard
+/// holds, which the runtime chose by their hash, spread over every range.
+fn sweep_position(hash: u64) -> u64 {
+    let mut x = hash;
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 /// Checks a snapshot's `window` against `spec` and `watermark` (open, of
@@ -854,8 +924,38 @@ impl Processor for RowWindow {
     }
 
     fn snapshot_changes(&mut self, _epoch: u64, out: &mut Vec<u8>) -> Result<(), OperatorError> {
-        out.extend_from_slice(&encode_state(&self.changes()?)?);
+        let changes = self.changes()?;
+        out.extend_from_slice(&encode_state(&changes)?);
+        self.last_changes = changes.windows;
         Ok(())
+    }
+
+    fn swept_bases(&self) -> bool {
+        self.incremental()
+    }
+
+    fn sweep_base(
+        &mut self,
+        begin: bool,
+        epochs_left: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, OperatorError> {
+        let from = if begin {
+            0
+        } else {
+            // Not sweeping (none was begun in this run): start one; the
+            // runtime takes only sweeps logged with their beginning.
+            self.sweep_from.unwrap_or(0)
+        };
+        let (slice, next) = self.sweep_slice(from, epochs_left)?;
+        self.sweep_from = next;
+        // The epoch's changes (already in `out`) and the slice, as one
+        // state: the record `restore_changes` reads.
+        let mut windows = std::mem::take(&mut self.last_changes);
+        windows.extend(slice);
+        out.clear();
+        out.extend_from_slice(&encode_state(&self.state_with(windows))?);
+        Ok(next.is_none())
     }
 
     fn restore_changes(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {

@@ -679,6 +679,97 @@ fn a_base_and_its_changes_restore_the_state_exactly() {
     assert_eq!(checked, 4, "the tumbling and sliding configs");
 }
 
+/// Swept bases: from a sweep's first epoch on, the records (each epoch's
+/// changes with the sweep's slice of it) applied in order to an empty
+/// operator restore exactly the live state once the sweep is complete, and
+/// the restored operator continues with exactly the uninterrupted output.
+/// Each slice holds part of the state, and the slices together all of it.
+#[test]
+fn a_complete_sweep_and_the_changes_after_it_restore_the_state_exactly() {
+    let mut checked = 0;
+    for (seed, (config, _)) in configs().into_iter().enumerate() {
+        let (spec, _) = spec_of(&config);
+        let items = items(400 + seed as u64, 3_000, 30, 200, 100);
+        let (whole, full) = run(&spec, &items);
+        let mut live = RowWindow::bare(spec.clone());
+        if !live.swept_bases() {
+            assert!(config.contains("session"), "{config}");
+            continue;
+        }
+        let mut out = Output::default();
+        feed(&mut live, &items[..1_000], &mut out);
+        let _first_base = live.snapshot(1).expect("the run's first base");
+        // Epochs of 100 items; a sweep over 4 of them begins at the
+        // second, and two more epochs follow it.
+        let sweep_epochs = 4;
+        let mut records = Vec::new();
+        let mut slices = Vec::new();
+        let mut complete_at = None;
+        for epoch in 0..7u64 {
+            let at = 1_000 + epoch as usize * 100;
+            feed(&mut live, &items[at..at + 100], &mut out);
+            if epoch % 2 == 0 {
+                out.rows.extend(live.closed_rows.take_all());
+            }
+            let mut bytes = Vec::new();
+            live.snapshot_changes(64 + epoch, &mut bytes)
+                .expect("changes");
+            let changes_only = bytes.len();
+            if (1..=sweep_epochs).contains(&epoch) {
+                let complete = live
+                    .sweep_base(epoch == 1, sweep_epochs + 1 - epoch, &mut bytes)
+                    .expect("a slice");
+                assert_eq!(complete, epoch == sweep_epochs, "{config}: epoch {epoch}");
+                if complete {
+                    complete_at = Some(epoch);
+                }
+                slices.push(bytes.len() - changes_only.min(bytes.len()));
+            }
+            if epoch >= 1 {
+                records.push(bytes);
+            }
+        }
+        assert_eq!(complete_at, Some(sweep_epochs), "{config}");
+        let mut restored = RowWindow::bare(spec.clone());
+        for bytes in &records {
+            restored.restore_changes(bytes).expect("apply a record");
+        }
+        let shape = |window: &RowWindow| {
+            let state = window.state().unwrap();
+            let windows: Vec<_> = state
+                .windows
+                .iter()
+                .map(|w| (w.start, w.end, w.group.clone(), w.accs.len()))
+                .collect();
+            (state.watermark, state.late_events, state.pending, windows)
+        };
+        assert_eq!(shape(&restored), shape(&live), "{config}");
+        // A record of the sweep alone is not the whole state: with only
+        // its first slice, pairs are missing (with groups: without, every
+        // pair has the same hash, so one slice holds them all).
+        let mut partial = RowWindow::bare(spec.clone());
+        partial
+            .restore_changes(&records[0])
+            .expect("apply a record");
+        let open = |window: &RowWindow| window.state().unwrap().windows.len();
+        assert!(
+            !config.contains("group_by") || open(&partial) < open(&live),
+            "{config}: the first slice holds every pair ({} of {})",
+            open(&partial),
+            open(&live)
+        );
+        feed(&mut restored, &items[1_700..], &mut out);
+        restored.advance(u64::MAX);
+        out.rows.extend(restored.closed_rows.take_all());
+        assert_eq!(out.rows, whole.rows, "{config}");
+        assert_eq!(out.late, whole.late, "{config}");
+        assert_eq!(restored.late_events(), full.late_events());
+        assert_eq!(restored.null_time_events(), full.null_time_events());
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "the tumbling and sliding configs");
+}
+
 #[test]
 fn state_round_trips_and_garbage_is_refused() {
     let (config, _) = &configs()[2];
