@@ -699,15 +699,16 @@ fn a_complete_sweep_and_the_changes_after_it_restore_the_state_exactly() {
         let mut out = Output::default();
         feed(&mut live, &items[..1_000], &mut out);
         let _first_base = live.snapshot(1).expect("the run's first base");
-        // Epochs of 100 items; a sweep over 4 of them begins at the
-        // second, and two more epochs follow it.
+        // Epochs of 3 items (so most groups change in none of them); a
+        // sweep over 4 of them begins at the second, and two more epochs
+        // follow it.
         let sweep_epochs = 4;
         let mut records = Vec::new();
         let mut slices = Vec::new();
         let mut complete_at = None;
         for epoch in 0..7u64 {
-            let at = 1_000 + epoch as usize * 100;
-            feed(&mut live, &items[at..at + 100], &mut out);
+            let at = 1_000 + epoch as usize * 3;
+            feed(&mut live, &items[at..at + 3], &mut out);
             if epoch % 2 == 0 {
                 out.rows.extend(live.closed_rows.take_all());
             }
@@ -758,7 +759,7 @@ fn a_complete_sweep_and_the_changes_after_it_restore_the_state_exactly() {
             open(&partial),
             open(&live)
         );
-        feed(&mut restored, &items[1_700..], &mut out);
+        feed(&mut restored, &items[1_021..], &mut out);
         restored.advance(u64::MAX);
         out.rows.extend(restored.closed_rows.take_all());
         assert_eq!(out.rows, whole.rows, "{config}");
