@@ -12,10 +12,13 @@
 //! end of the bounded run), overall and per shard; the medians over the
 //! runs are printed last. Without `--data-dir` the runtime runs without
 //! epochs (no write-ahead log, file sinks only stage); with it, every run
-//! is exactly-once on a fresh data directory.
+//! is exactly-once on a fresh data directory, and each run also prints
+//! its longest snapshot: the longest time one node instance spent taking
+//! and logging its snapshot at a barrier, its shard processing nothing
+//! else meanwhile (`RunReport::longest_snapshot`).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
@@ -68,7 +71,14 @@ fn events_of(config: &PipelineConfig) -> Result<u64> {
     Ok(events)
 }
 
-fn run_once(path: &Path, shards: usize, pin: bool, data_dir: Option<&Path>) -> Result<(u64, f64)> {
+/// One run: the events generated, the seconds it took, and its longest
+/// snapshot.
+fn run_once(
+    path: &Path,
+    shards: usize,
+    pin: bool,
+    data_dir: Option<&Path>,
+) -> Result<(u64, f64, Duration)> {
     let run_dir = match data_dir {
         Some(dir) => {
             let run_dir = dir.join(format!("run-{}", std::process::id()));
@@ -92,13 +102,13 @@ fn run_once(path: &Path, shards: usize, pin: bool, data_dir: Option<&Path>) -> R
     }
     let runtime = builder.build().context("starting the runtime")?;
     let start = Instant::now();
-    runtime.run(graph).context("running the pipeline")?;
+    let report = runtime.run(graph).context("running the pipeline")?;
     let seconds = start.elapsed().as_secs_f64();
     drop(runtime);
     if let Some(run_dir) = run_dir {
         std::fs::remove_dir_all(run_dir)?;
     }
-    Ok((events, seconds))
+    Ok((events, seconds, report.longest_snapshot))
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -136,11 +146,16 @@ fn main() -> Result<()> {
                 [(&baseline, true), (&pipeline, false)]
             };
             for (path, is_baseline) in order {
-                let (events, seconds) =
+                let (events, seconds, longest) =
                     run_once(path, args.shards, !args.no_pin, args.data_dir.as_deref())?;
                 let rate = events as f64 / seconds;
+                let snapshot = if args.data_dir.is_some() {
+                    format!(" longest snapshot {:.1} ms", longest.as_secs_f64() * 1e3)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{name:<16} run {run} {:<8} {events:>10} events {seconds:>7.3} s {:>8.3} M ev/s {:>8.3} M ev/s/shard",
+                    "{name:<16} run {run} {:<8} {events:>10} events {seconds:>7.3} s {:>8.3} M ev/s {:>8.3} M ev/s/shard{snapshot}",
                     if is_baseline { "baseline" } else { "pipeline" },
                     rate / 1e6,
                     rate / 1e6 / args.shards as f64
