@@ -910,6 +910,8 @@ impl Processor for RowWindow {
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.forget_changes();
+        // A whole state: no changes for a slice to join.
+        self.last_changes.clear();
         encode_state(&self.state()?)
     }
 
