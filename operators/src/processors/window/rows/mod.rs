@@ -507,6 +507,14 @@ impl RowWindow {
             }));
     }
 
+    /// The length of the tumbling or sliding windows (0 for sessions).
+    fn aligned_size(&self) -> i64 {
+        match self.spec.kind {
+            WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
+            WindowKind::Session { .. } => 0,
+        }
+    }
+
     fn state(&self) -> Result<RowWindowState, OperatorError> {
         let save = |accs: &[Acc]| -> Result<Vec<AccState>, OperatorError> {
             accs.iter()
@@ -517,19 +525,10 @@ impl RowWindow {
         // snapshot the same whatever the tables' order compares two
         // numbers, and values only for equal hashes.
         let mut windows: Vec<(u64, WindowState)> = Vec::new();
-        let size = match self.spec.kind {
-            WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
-            WindowKind::Session { .. } => 0,
-        };
+        let size = self.aligned_size();
         for (&start, groups) in &self.windows {
             for group in groups {
-                let window = WindowState {
-                    start,
-                    end: start.saturating_add(size),
-                    group: group.values.to_vec(),
-                    accs: save(&group.accs)?,
-                };
-                windows.push((group.hash, window));
+                windows.push((group.hash, aligned_window(start, size, group)?));
             }
         }
         for (&hash, entries) in &self.sessions {
@@ -644,10 +643,7 @@ impl RowWindow {
     /// The changes since the last snapshot (see the module docs): every
     /// marked group of an open window, whole; clears the marks.
     fn changes(&mut self) -> Result<RowWindowState, OperatorError> {
-        let size = match self.spec.kind {
-            WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
-            WindowKind::Session { .. } => 0,
-        };
+        let size = self.aligned_size();
         let mut windows = Vec::with_capacity(self.changed.len());
         for (start, hash) in std::mem::take(&mut self.changed) {
             // A window that fired since is gone, as the watermark says.
@@ -656,16 +652,7 @@ impl RowWindow {
             };
             while let Some(group) = groups.find_mut(hash, |g| g.hash == hash && g.changed) {
                 group.changed = false;
-                windows.push(WindowState {
-                    start,
-                    end: start.saturating_add(size),
-                    group: group.values.to_vec(),
-                    accs: group
-                        .accs
-                        .iter()
-                        .map(|acc| acc.save().map_err(OperatorError::other))
-                        .collect::<Result<_, _>>()?,
-                });
+                windows.push(aligned_window(start, size, group)?);
             }
         }
         Ok(self.state_with(windows))
@@ -686,23 +673,11 @@ impl RowWindow {
             let position = u128::from(sweep_position(hash));
             position >= u128::from(from) && position < end
         };
-        let size = match self.spec.kind {
-            WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
-            WindowKind::Session { .. } => 0,
-        };
+        let size = self.aligned_size();
         let mut slice = Vec::new();
         for (&start, groups) in &self.windows {
             for group in groups.iter().filter(|group| inside(group.hash)) {
-                slice.push(WindowState {
-                    start,
-                    end: start.saturating_add(size),
-                    group: group.values.to_vec(),
-                    accs: group
-                        .accs
-                        .iter()
-                        .map(|acc| acc.save().map_err(OperatorError::other))
-                        .collect::<Result<_, _>>()?,
-                });
+                slice.push(aligned_window(start, size, group)?);
             }
         }
         let next = u64::try_from(end).ok();
@@ -751,6 +726,21 @@ impl RowWindow {
         self.closed_rows.replace(state.pending);
         Ok(())
     }
+}
+
+/// `group` of the tumbling or sliding window `[start, start + size)`, as a
+/// snapshot holds it.
+fn aligned_window(start: i64, size: i64, group: &Group) -> Result<WindowState, OperatorError> {
+    Ok(WindowState {
+        start,
+        end: start.saturating_add(size),
+        group: group.values.to_vec(),
+        accs: group
+            .accs
+            .iter()
+            .map(|acc| acc.save().map_err(OperatorError::other))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 /// Where a group with `hash` falls in a base sweep: the hash mixed

@@ -601,15 +601,45 @@ fn restored_operator_continues_exactly() {
             let bytes = first.snapshot(1).expect("snapshot");
             let mut restored = RowWindow::bare(spec.clone());
             restored.restore(&bytes).expect("restore");
-            feed(&mut restored, &items[cut..], &mut out);
-            restored.advance(u64::MAX);
-            out.rows.extend(restored.closed_rows.take_all());
-            assert_eq!(out.rows, whole.rows, "{config}: cut at {cut}");
-            assert_eq!(out.late, whole.late, "{config}: cut at {cut}");
-            assert_eq!(restored.late_events(), full.late_events());
-            assert_eq!(restored.null_time_events(), full.null_time_events());
+            let what = format!("{config}: cut at {cut}");
+            continues_exactly(restored, &items[cut..], out, (&whole, &full), &what);
         }
     }
+}
+
+/// A window operator's watermark, late count, queued rows and open
+/// (window, group) pairs with their aggregates' count: the same windows and
+/// groups (aggregates are compared by the output: a sketch's JSON does not
+/// keep its set's order).
+type Shape = (i64, u64, Vec<Row>, Vec<(i64, i64, Vec<Value>, usize)>);
+
+fn shape(window: &RowWindow) -> Shape {
+    let state = window.state().unwrap();
+    let windows = state
+        .windows
+        .iter()
+        .map(|w| (w.start, w.end, w.group.clone(), w.accs.len()))
+        .collect();
+    (state.watermark, state.late_events, state.pending, windows)
+}
+
+/// Feeds `restored` the rest of the input and checks that with the output
+/// so far, `out`, it gives exactly the uninterrupted run's: `whole` and
+/// the operator after it.
+fn continues_exactly(
+    mut restored: RowWindow,
+    rest: &[Item],
+    mut out: Output,
+    (whole, full): (&Output, &RowWindow),
+    config: &str,
+) {
+    feed(&mut restored, rest, &mut out);
+    restored.advance(u64::MAX);
+    out.rows.extend(restored.closed_rows.take_all());
+    assert_eq!(out.rows, whole.rows, "{config}");
+    assert_eq!(out.late, whole.late, "{config}");
+    assert_eq!(restored.late_events(), full.late_events());
+    assert_eq!(restored.null_time_events(), full.null_time_events());
 }
 
 /// Incremental snapshots: a base and the changes of several epochs after
@@ -652,25 +682,8 @@ fn a_base_and_its_changes_restore_the_state_exactly() {
         for bytes in &changes {
             restored.restore_changes(bytes).expect("apply changes");
         }
-        // The same windows and groups (aggregates are compared by the
-        // output below: a sketch's JSON does not keep its set's order).
-        let shape = |window: &RowWindow| {
-            let state = window.state().unwrap();
-            let windows: Vec<_> = state
-                .windows
-                .iter()
-                .map(|w| (w.start, w.end, w.group.clone(), w.accs.len()))
-                .collect();
-            (state.watermark, state.late_events, state.pending, windows)
-        };
         assert_eq!(shape(&restored), shape(&live), "{config}");
-        feed(&mut restored, &items[cuts[3]..], &mut out);
-        restored.advance(u64::MAX);
-        out.rows.extend(restored.closed_rows.take_all());
-        assert_eq!(out.rows, whole.rows, "{config}");
-        assert_eq!(out.late, whole.late, "{config}");
-        assert_eq!(restored.late_events(), full.late_events());
-        assert_eq!(restored.null_time_events(), full.null_time_events());
+        continues_exactly(restored, &items[cuts[3]..], out, (&whole, &full), &config);
         assert!(RowWindow::bare(spec.clone())
             .restore_changes(&changes[0][..changes[0].len() / 2])
             .is_err());
@@ -735,15 +748,6 @@ fn a_complete_sweep_and_the_changes_after_it_restore_the_state_exactly() {
         for bytes in &records {
             restored.restore_changes(bytes).expect("apply a record");
         }
-        let shape = |window: &RowWindow| {
-            let state = window.state().unwrap();
-            let windows: Vec<_> = state
-                .windows
-                .iter()
-                .map(|w| (w.start, w.end, w.group.clone(), w.accs.len()))
-                .collect();
-            (state.watermark, state.late_events, state.pending, windows)
-        };
         assert_eq!(shape(&restored), shape(&live), "{config}");
         // A record of the sweep alone is not the whole state: with only
         // its first slice, pairs are missing (with groups: without, every
@@ -759,13 +763,7 @@ fn a_complete_sweep_and_the_changes_after_it_restore_the_state_exactly() {
             open(&partial),
             open(&live)
         );
-        feed(&mut restored, &items[1_021..], &mut out);
-        restored.advance(u64::MAX);
-        out.rows.extend(restored.closed_rows.take_all());
-        assert_eq!(out.rows, whole.rows, "{config}");
-        assert_eq!(out.late, whole.late, "{config}");
-        assert_eq!(restored.late_events(), full.late_events());
-        assert_eq!(restored.null_time_events(), full.null_time_events());
+        continues_exactly(restored, &items[1_021..], out, (&whole, &full), &config);
         checked += 1;
     }
     assert_eq!(checked, 4, "the tumbling and sliding configs");
