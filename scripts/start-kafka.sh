@@ -21,8 +21,7 @@
 #   1 (and min ISR 1) for the internal topics (consumer offsets, transaction
 #   state, share-group state); 10 partitions each instead of 50, so that the
 #   first consumer group or transaction does not wait for 50 partitions to be
-#   created. group.initial.rebalance.delay.ms=0. broker.session.timeout.ms=60000
-#   (a stalled JVM is not fenced by its own controller). Heap -Xmx512m
+#   created. group.initial.rebalance.delay.ms=0. Heap -Xmx512m
 #   ($KAFKA_HEAP_OPTS replaces it, $KAFKA_OPTS adds JVM options).
 # - Directory: $WEIR_TEST_KAFKA_DIR (default ${TMPDIR:-/tmp}/weir-test-kafka,
 #   or ...-kafka-$WEIR_TEST_KAFKA_PORT when a port is given): server.properties,
@@ -234,11 +233,6 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 share.coordinator.state.topic.num.partitions=10
 group.initial.rebalance.delay.ms=0
-# One node: its controller fencing its own broker (heartbeats missed while a
-# loaded 2-core machine stalled the JVM for seconds) takes every partition
-# offline and moves every coordinator, again at each stall, and clients then
-# wait on "coordinator load in progress" for minutes. Kafka's default is 9 s.
-broker.session.timeout.ms=60000
 # Tests write events stamped in the past (their windows' fixed dates): with
 # Kafka's 7-day default the retention check (every 5 minutes) deletes them
 # mid-test, and a restarted reader's offsets fall below the log's start.
