@@ -30,6 +30,7 @@ mod wal_inspect;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -364,7 +365,20 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     match run_graph(&config.runtime, args, graph) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // A `kafka` source's consumer thread commits the final epoch's
+            // offsets to its group once that epoch committed, just after
+            // the run: exiting first could lose them.
+            let bound = Duration::from_millis(weir::operators::limits::KAFKA_FINAL_COMMIT_WAIT_MS);
+            if !weir::operators::sources::kafka::reader::wait_for_readers(bound) {
+                tracing::warn!(
+                    "a kafka source did not commit its final offsets to its group within {} ms; \
+                     lag tools may show it behind (the output is complete)",
+                    bound.as_millis()
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("weir: {error:#}");
             let timed_out = matches!(

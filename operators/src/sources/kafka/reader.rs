@@ -22,14 +22,19 @@
 //! whose epoch committed ([`CommitWatch`]) to the consumer group,
 //! asynchronously, and after the source ended it waits (at most
 //! [`KAFKA_FINAL_COMMIT_WAIT_MS`]) for the final epoch to commit and
-//! commits its offsets too (asynchronously: a broker that is down must not
-//! hold the thread), so a run that ends leaves the group at its end. They
-//! are for lag tools only: restarts resume from the position in weir's own
-//! log.
+//! commits its offsets too, synchronously (an asynchronous commit could
+//! still be queued when the thread, and the process, end: the fresh-clone
+//! CI once found a partition's offsets missing from the group after a
+//! successful run), so a run that ends leaves the group at its end. The
+//! thread outlives its source; `weir run` waits for it after a successful
+//! run ([`wait_for_readers`], at most [`KAFKA_FINAL_COMMIT_WAIT_MS`]), and
+//! not after a failed one, so a broker that is down holds nobody's exit.
+//! The offsets are for lag tools only: restarts resume from the position
+//! in weir's own log.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
@@ -217,6 +222,51 @@ impl ClientContext for LogContext {
 
 impl ConsumerContext for LogContext {}
 
+/// Consumer threads running in this process, and a signal for when one
+/// ends (see [`wait_for_readers`]).
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// Counts a consumer thread as running while it lives.
+struct Running;
+
+impl Running {
+    fn new() -> Running {
+        *RUNNING.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = RUNNING.0.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        RUNNING.1.notify_all();
+    }
+}
+
+/// Waits, at most `timeout`, until every consumer thread of this process
+/// has ended; returns whether they all did. A thread outlives its source
+/// (dropping the [`Reader`] does not wait for it) to commit the final
+/// epoch's offsets to the group once that epoch committed; a process that
+/// exits right after its run ends calls this first, or those offsets can
+/// be lost with the thread (lag tools then show the group behind).
+pub fn wait_for_readers(timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut running = RUNNING.0.lock().unwrap_or_else(|e| e.into_inner());
+    while *running > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        running = RUNNING
+            .1
+            .wait_timeout(running, deadline - now)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    true
+}
+
 /// Starts the consumer thread.
 pub fn start(setup: ReaderSetup) -> Reader {
     let (event_tx, events) = crossbeam::channel::bounded(KAFKA_CHANNEL_CHUNKS);
@@ -224,7 +274,9 @@ pub fn start(setup: ReaderSetup) -> Reader {
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let name = format!("weir-kafka-{}", setup.instance);
+    let running = Running::new();
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let _running = running;
         let component = setup.component.clone();
         if let Err(error) = run(setup, &event_tx, &command_rx, &thread_stop) {
             tracing::error!(component = &*component, "kafka source failed: {error}");
@@ -563,7 +615,9 @@ fn run(
         }
     }
     // The source ended: its final epoch commits after it, so wait for that
-    // (bounded: a failed run never commits it) and leave the group at it.
+    // (bounded: a failed run never commits it) and leave the group at it,
+    // committing synchronously: the thread (and maybe the process) ends
+    // right after, and an asynchronous commit could still be queued.
     if let Some(watch) = &setup.watch {
         let deadline = Instant::now() + Duration::from_millis(KAFKA_FINAL_COMMIT_WAIT_MS);
         loop {
@@ -572,7 +626,7 @@ fn run(
                 &consumer,
                 &mut logged,
                 Some(watch),
-                CommitMode::Async,
+                CommitMode::Sync,
                 &component,
             );
             if logged.is_empty() || watch.aborted() || Instant::now() >= deadline {
@@ -625,5 +679,30 @@ fn commit_durable<C: ConsumerContext>(
             "kafka: committing offsets to the group failed ({error}); the next epoch's commit \
              tries again"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `wait_for_readers` waits while a consumer thread runs, and returns
+    /// once the last one ends.
+    #[test]
+    fn waiting_for_readers_ends_when_the_last_thread_does() {
+        assert!(wait_for_readers(Duration::ZERO), "no reader runs yet");
+        let running = Running::new();
+        assert!(
+            !wait_for_readers(Duration::from_millis(20)),
+            "a reader runs"
+        );
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(running);
+        });
+        let started = Instant::now();
+        assert!(wait_for_readers(Duration::from_secs(10)));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        thread.join().unwrap();
     }
 }
