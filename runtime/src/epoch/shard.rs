@@ -497,16 +497,10 @@ impl ShardEpochs {
         } else {
             committed
         };
-        let retired: Vec<u64> = progress
-            .first_lsns
-            .range(..keep)
-            .map(|(&epoch, _)| epoch)
-            .collect();
+        let kept = progress.first_lsns.split_off(&keep);
+        let retired = std::mem::replace(&mut progress.first_lsns, kept);
         if retired.is_empty() {
             return None;
-        }
-        for epoch in retired {
-            progress.first_lsns.remove(&epoch);
         }
         progress.first_lsns.values().min().copied()
     }

@@ -34,7 +34,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
@@ -226,20 +226,24 @@ impl ConsumerContext for LogContext {}
 /// ends (see [`wait_for_readers`]).
 static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
 
+/// The count of [`RUNNING`] (a panic while it was held left it right).
+fn running_threads() -> MutexGuard<'static, usize> {
+    RUNNING.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Counts a consumer thread as running while it lives.
 struct Running;
 
 impl Running {
     fn new() -> Running {
-        *RUNNING.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *running_threads() += 1;
         Running
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut running = RUNNING.0.lock().unwrap_or_else(|e| e.into_inner());
-        *running -= 1;
+        *running_threads() -= 1;
         RUNNING.1.notify_all();
     }
 }
@@ -252,7 +256,7 @@ impl Drop for Running {
 /// be lost with the thread (lag tools then show the group behind).
 pub fn wait_for_readers(timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let mut running = RUNNING.0.lock().unwrap_or_else(|e| e.into_inner());
+    let mut running = running_threads();
     while *running > 0 {
         let now = Instant::now();
         if now >= deadline {
@@ -261,7 +265,7 @@ pub fn wait_for_readers(timeout: Duration) -> bool {
         running = RUNNING
             .1
             .wait_timeout(running, deadline - now)
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .0;
     }
     true

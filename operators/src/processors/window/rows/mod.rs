@@ -932,13 +932,10 @@ impl Processor for RowWindow {
         epochs_left: u64,
         out: &mut Vec<u8>,
     ) -> Result<bool, OperatorError> {
-        let from = if begin {
-            0
-        } else {
-            // Not sweeping (none was begun in this run): start one; the
-            // runtime takes only sweeps logged with their beginning.
-            self.sweep_from.unwrap_or(0)
-        };
+        // Not sweeping without `begin` (none was begun in this run) starts
+        // one too; the runtime takes only sweeps logged with their
+        // beginning.
+        let from = self.sweep_from.filter(|_| !begin).unwrap_or(0);
         let (slice, next) = self.sweep_slice(from, epochs_left)?;
         self.sweep_from = next;
         // The epoch's changes (already in `out`) and the slice, as one
