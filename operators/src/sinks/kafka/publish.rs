@@ -350,12 +350,26 @@ impl Publisher {
             if let Some(key) = key {
                 next = next.key(key);
             }
+            // A queue that stays full is a producer that cannot deliver
+            // (its transaction failed, say, when the coordinator aborted it
+            // after a broker stall): without a bound this loop waited for
+            // ever, logging nothing (a fresh-clone CI run of
+            // `kafka_faults`). Past the step's timeout it is an error, and
+            // the publish starts over with a new producer.
+            let mut full_since = None;
             loop {
                 match self.producer.send(next) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         if control.is_cancelled() {
                             return Err("send: cancelled by the stop".into());
+                        }
+                        let since = *full_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= step_timeout() {
+                            return Err(format!(
+                                "send: the producer's queue stayed full for {} ms",
+                                step_timeout().as_millis()
+                            ));
                         }
                         next = back;
                         self.producer.poll(Duration::from_millis(10));
