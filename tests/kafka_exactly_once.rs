@@ -203,11 +203,10 @@ fn scenario(
                 continue;
             }
         }
-        let Some(status) = weir.wait_for(RUN_TIMEOUT) else {
-            weir.kill();
-            panic!("a run did not finish within {RUN_TIMEOUT:?}");
-        };
-        let log = weir.stderr();
+        // A run that hangs panics with what weir logged.
+        let (status, log) = weir.exit_within_explained(RUN_TIMEOUT, || {
+            format!("(scenario {run}, run {runs}, after {kills} kills and {stops} stops)")
+        });
         assert!(status.success(), "a run failed ({status}):\n{log}");
         break;
     }
