@@ -56,6 +56,16 @@ pub const MAX_STAGED_BYTES: usize = 64 << 20;
 /// that outruns the disk does not allocate (and page-fault) fresh buffers.
 pub const MAX_SPARE_CHUNKS: usize = 66;
 
+/// Written buffers of records larger than a chunk kept for reuse, in
+/// bytes of capacity (64 MiB): a shard logging a snapshot of tens of MB
+/// every epoch reuses its buffers instead of mapping fresh memory, which
+/// the kernel zeroes (and a VM's host may have to fault in) every time.
+pub const MAX_SPARE_LARGE_BYTES: usize = 64 << 20;
+
+/// A buffer for a record larger than a chunk is rounded up to a multiple
+/// of this (1 MiB), so records of about one size share buffers.
+pub const LARGE_ROUND: usize = 1 << 20;
+
 /// Staging buffers of at least this many bytes (256 KiB) are anonymous
 /// memory maps (zeroed lazily by the kernel, huge pages requested) instead
 /// of heap blocks that must be zeroed up front; smaller ones stay on the

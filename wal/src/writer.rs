@@ -37,8 +37,8 @@ use crate::format::{
     RecordType,
 };
 use crate::limits::{
-    MAX_DIO_ALIGN, MAX_PAYLOAD_BYTES, MAX_SPARE_CHUNKS, MAX_STAGED_BYTES, SEAL_FRAME_LEN,
-    SEGMENT_HEADER_REGION,
+    LARGE_ROUND, MAX_DIO_ALIGN, MAX_PAYLOAD_BYTES, MAX_SPARE_CHUNKS, MAX_SPARE_LARGE_BYTES,
+    MAX_STAGED_BYTES, SEAL_FRAME_LEN, SEGMENT_HEADER_REGION,
 };
 use crate::storage::memory::SplitMix;
 use crate::AppendError;
@@ -108,6 +108,12 @@ pub(crate) struct Stager {
     staged_bytes: usize,
     rng: SplitMix,
     spare: Vec<AlignedVec>,
+    /// Written buffers larger than a chunk (a record over `chunk_cap` gets
+    /// a buffer of its own size), kept for the next such record while
+    /// their capacities add up to at most [`MAX_SPARE_LARGE_BYTES`]: a
+    /// stream of large records (a snapshot's parts every epoch) would
+    /// otherwise map, fault in and unmap tens of MB per record.
+    spare_large: Vec<AlignedVec>,
 }
 
 /// How a [`Stager`] starts.
@@ -141,6 +147,7 @@ impl Stager {
             staged_bytes: 0,
             rng: SplitMix(i.seed),
             spare: Vec::new(),
+            spare_large: Vec::new(),
         };
         if let Some(n) = i.roll {
             s.start_segment(n);
@@ -250,6 +257,30 @@ impl Stager {
         let i = self.current(len);
         self.tail.offset += len as u64;
         self.staged_bytes += len;
+        let c = &mut self.chunks[i];
+        if c.bytes.len() + len > c.bytes.capacity() {
+            // A record larger than a chunk, in a chunk of its own
+            // (`current`): a kept large buffer if one is big enough.
+            let need = c.bytes.len() + len + BLOCK as usize;
+            let fit = self
+                .spare_large
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= need)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(at, _)| at);
+            let mut large = match fit {
+                Some(at) => self.spare_large.swap_remove(at),
+                // Rounded up, so records of about one size share buffers.
+                None => {
+                    AlignedVec::with_capacity(need.next_multiple_of(LARGE_ROUND), BLOCK as usize)
+                }
+            };
+            large.clear();
+            large.extend_from_slice(c.bytes.as_slice());
+            let small = std::mem::replace(&mut c.bytes, large);
+            self.recycle_bufs(std::iter::once(small));
+        }
         let c = &mut self.chunks[i];
         c.has_records = true;
         c.end_lsn = end;
@@ -441,9 +472,115 @@ impl Stager {
     pub fn recycle_bufs(&mut self, bufs: impl Iterator<Item = AlignedVec>) {
         let keep = (MAX_STAGED_BYTES / self.chunk_cap + 2).min(MAX_SPARE_CHUNKS);
         for b in bufs {
-            if self.spare.len() < keep && b.capacity() <= self.chunk_cap * 4 {
-                self.spare.push(b);
+            if b.capacity() <= self.chunk_cap * 4 {
+                if self.spare.len() < keep {
+                    self.spare.push(b);
+                }
+                continue;
+            }
+            let kept: usize = self.spare_large.iter().map(AlignedVec::capacity).sum();
+            if kept + b.capacity() <= MAX_SPARE_LARGE_BYTES {
+                self.spare_large.push(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stager for an empty log whose first segment is `1`.
+    fn empty_log(chunk_cap: usize) -> Stager {
+        Stager::new(StagerInit {
+            tail: Tail {
+                segment: 0,
+                salt: 0,
+                seg_first_lsn: Lsn(1),
+                segment_bytes: 64 << 20,
+                offset: 0,
+            },
+            tail_block: Vec::new(),
+            next_lsn: Lsn(1),
+            new_segment_bytes: 64 << 20,
+            chunk_cap,
+            roll: Some(1),
+            seed: 7,
+        })
+    }
+
+    /// The buffers of the staged chunks: (address, capacity) each.
+    fn buffers(chunks: &[Chunk]) -> Vec<(usize, usize)> {
+        chunks
+            .iter()
+            .map(|c| (c.bytes.as_slice().as_ptr() as usize, c.bytes.capacity()))
+            .collect()
+    }
+
+    #[test]
+    fn buffers_of_records_larger_than_a_chunk_are_reused() {
+        let cap = 64 << 10;
+        let mut stager = empty_log(cap);
+        let large = vec![7u8; 3 << 20];
+        let lsn = |stager: &Stager| stager.next_lsn();
+        stager
+            .append(RecordType::INPUT, 1, b"small", lsn(&stager))
+            .expect("append");
+        stager
+            .append(RecordType::INPUT, 1, &large, lsn(&stager))
+            .expect("append");
+        let first = stager.take();
+        let big: Vec<_> = buffers(&first)
+            .into_iter()
+            .filter(|&(_, capacity)| capacity > cap * 4)
+            .collect();
+        assert_eq!(big.len(), 1, "one chunk holds the large record");
+        assert!(big[0].1 >= large.len(), "and all of it");
+        stager.recycle(first);
+
+        // The next large record of about the same size goes into the same
+        // buffer, whatever precedes it.
+        stager
+            .append(RecordType::INPUT, 2, b"small again", lsn(&stager))
+            .expect("append");
+        stager
+            .append(
+                RecordType::INPUT,
+                2,
+                &large[..large.len() - 100],
+                lsn(&stager),
+            )
+            .expect("append");
+        let second = stager.take();
+        assert!(
+            buffers(&second).contains(&big[0]),
+            "the large buffer was reused: {:?} among {:?}",
+            big[0],
+            buffers(&second)
+        );
+        // And a written record reads back whole: the frame is the same as
+        // in a fresh buffer.
+        let framed: usize = second.iter().map(|c| c.bytes.len()).sum();
+        assert!(framed >= large.len() - 100);
+    }
+
+    #[test]
+    fn kept_large_buffers_are_bounded() {
+        let cap = 64 << 10;
+        let mut stager = empty_log(cap);
+        let large = vec![1u8; 15 << 20];
+        // More large records in flight at once than may be kept.
+        let mut chunks = Vec::new();
+        for epoch in 0..8 {
+            let below = stager.next_lsn();
+            stager
+                .append(RecordType::INPUT, epoch, &large, below)
+                .expect("append");
+            chunks.extend(stager.take());
+        }
+        stager.recycle(chunks);
+        let kept: usize = stager.spare_large.iter().map(AlignedVec::capacity).sum();
+        assert!(kept <= MAX_SPARE_LARGE_BYTES, "{kept} bytes kept");
+        assert!(!stager.spare_large.is_empty());
     }
 }
