@@ -78,6 +78,10 @@ struct Measured {
     wal_bytes: f64,
     /// The longest snapshot of one node instance: the longest stall.
     longest_snapshot: Duration,
+    /// Seconds spent taking snapshots, over all shards.
+    snapshot_seconds: f64,
+    /// The run's wall time.
+    elapsed: Duration,
 }
 
 /// The value of the series `name` (summed over its label sets).
@@ -120,6 +124,8 @@ fn run(args: &Args, data_dir: Option<&std::path::Path>) -> Result<Measured> {
             metric(&rendered, "weir_snapshot_bytes_total{kind=\"changes\"}"),
         ),
         wal_bytes: metric(&rendered, "weir_wal_bytes_written_total{log=\"shard\"}"),
+        snapshot_seconds: metric(&rendered, "weir_snapshot_duration_seconds_sum"),
+        elapsed: report.elapsed,
     })
 }
 
@@ -163,7 +169,7 @@ fn main() -> Result<()> {
         ensure!(on.totals == off.totals, "epochs changed the output");
         let epochs = on.latencies.len().max(1) as f64;
         println!(
-            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed; per epoch: {:.2} MB of full snapshots, {:.2} MB of changes, {:.2} MB written to the shard WALs; longest snapshot (a stall of its shard) {:.1} ms",
+            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed; per epoch: {:.2} MB of full snapshots, {:.2} MB of changes, {:.2} MB written to the shard WALs; longest snapshot (a stall of its shard) {:.1} ms; snapshots took {:.1} % of the shards' time",
             on.rate / 1e6,
             off.rate / 1e6,
             on.rate / off.rate,
@@ -172,6 +178,7 @@ fn main() -> Result<()> {
             on.snapshot_bytes.1 / epochs / 1e6,
             on.wal_bytes / epochs / 1e6,
             on.longest_snapshot.as_secs_f64() * 1e3,
+            on.snapshot_seconds * 100.0 / (on.elapsed.as_secs_f64() * args.shards as f64),
         );
         // Where the commit tail is: early epochs (tables growing while
         // they fill) or base epochs (multiples of 64).
