@@ -40,8 +40,11 @@ use crate::limits::IN_FLIGHT_MAX_EPOCHS;
 use crate::metrics::wired::EpochMetrics;
 use crate::stop::StopRequest;
 
-/// How often the coordinator looks at the shards.
-const TICK: Duration = Duration::from_millis(1);
+/// The longest the coordinator sleeps without looking at the shards: a
+/// shard publishing an epoch done, or a source running dry, wakes it at
+/// once, the next epoch's time too; a stop request or an abort it notices
+/// within this.
+const IDLE_MAX: Duration = Duration::from_millis(10);
 
 /// What the coordinator measured.
 #[derive(Debug, Default)]
@@ -85,6 +88,8 @@ fn run(
     stop: &StopRequest,
     metrics: &EpochMetrics,
 ) -> Result<CoordinatorReport, RunError> {
+    // A run has one coordinator: `set` fails only if it was set already.
+    let _ = shared.coordinator.set(std::thread::current());
     let mut report = CoordinatorReport {
         last_committed: shared.committed.load(Ordering::Acquire),
         ..CoordinatorReport::default()
@@ -155,7 +160,17 @@ fn run(
         if stop_seen_at.is_some_and(|at| at.elapsed() >= timing.stop_timeout) {
             return Err(give_up_stop(shared, timing.stop_timeout, &report));
         }
-        std::thread::sleep(TICK);
+        // Until the next epoch is due, or a shard wakes it (an `unpark`
+        // before this `park` makes it return at once: no wake-up is lost).
+        let until_next = next_epoch_at.saturating_duration_since(Instant::now());
+        let wait = if until_next.is_zero() {
+            // Due, but held back by epochs in flight: a shard's progress
+            // wakes it.
+            IDLE_MAX
+        } else {
+            until_next.min(IDLE_MAX)
+        };
+        std::thread::park_timeout(wait);
     }
 }
 

@@ -160,6 +160,12 @@ pub(crate) struct EpochShared {
     /// and log its snapshot at a barrier: its shard processes nothing else
     /// meanwhile (see [`RunReport::longest_snapshot`](crate::RunReport)).
     pub(crate) longest_snapshot_ns: AtomicU64,
+    /// The coordinator's thread, woken (`unpark`) when a shard publishes
+    /// an epoch done or a source runs dry, so that it sleeps between
+    /// events instead of waking every millisecond to look (on a machine
+    /// with as many shards as cores, each wake-up takes a core from a
+    /// shard).
+    pub(crate) coordinator: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl EpochShared {
@@ -190,6 +196,14 @@ impl EpochShared {
             commits: CommitControl::new(),
             keep_bases: std::sync::atomic::AtomicBool::new(false),
             longest_snapshot_ns: AtomicU64::new(0),
+            coordinator: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Wakes the coordinator to look at the shards now (once it runs).
+    pub(crate) fn wake_coordinator(&self) {
+        if let Some(thread) = self.coordinator.get() {
+            thread.unpark();
         }
     }
 

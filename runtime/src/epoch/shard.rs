@@ -480,7 +480,10 @@ impl ShardEpochs {
     fn publish_done(&self, epoch: u64) {
         let durable = self.wal.durable_lsn().0;
         self.shared.shard_lsns[self.shard].fetch_max(durable, Ordering::Release);
-        self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
+        let before = self.shared.shard_done[self.shard].fetch_max(epoch, Ordering::AcqRel);
+        if before < epoch {
+            self.shared.wake_coordinator();
+        }
     }
 
     /// The LSN below which WAL segments are no longer needed, if it moved:

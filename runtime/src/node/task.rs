@@ -223,6 +223,7 @@ async fn wait_for_final_epoch(
     let shared = epochs.shared();
     if *counted != usize::MAX {
         shared.sources_exhausted.fetch_add(1, Ordering::AcqRel);
+        shared.wake_coordinator();
         *counted = usize::MAX;
     }
     if let Some(last) = shared.final_epoch().filter(|&last| epoch + 1 >= last) {
