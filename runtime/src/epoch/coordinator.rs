@@ -1,8 +1,10 @@
 //! The coordinator: starts epochs and commits them.
 //!
 //! It runs on its own thread (it never touches the data path) and owns a
-//! small log of commit records, separate from the shards' logs. Each tick
-//! (1 ms) it:
+//! small log of commit records, separate from the shards' logs. It sleeps
+//! until a shard publishes an epoch done, a source runs dry or the next
+//! epoch is due, and at most [`IDLE_MAX`] (to see a stop or an abort);
+//! each time it wakes (a tick) it:
 //! 1. requests epoch `n + 1` once the epoch interval has passed, unless
 //!    [`IN_FLIGHT_MAX_EPOCHS`] epochs are already uncommitted; once every
 //!    source is exhausted (or the run is stopping) it requests one final
