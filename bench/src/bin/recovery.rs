@@ -99,6 +99,23 @@ fn committed_epochs(data: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// [`events_done`] of a live run's logs: its retention may delete a
+/// segment between the reader listing it and opening it, so a read that
+/// fails is tried again, a few times.
+fn events_done_live(data: &Path, shards: usize) -> Result<u64> {
+    let mut tries = 0;
+    loop {
+        match events_done(data, shards) {
+            Err(error) if tries < 10 => {
+                tries += 1;
+                eprintln!("reading the live logs failed ({error:#}); again");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Events the sources logged as done: the smallest next index of any
 /// source instance's newest position (its first 8 bytes; the position is
 /// the payload's last 16).
@@ -279,7 +296,7 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let done = events_done(&data, args.shards)?;
+    let done = events_done_live(&data, args.shards)?;
     ensure!(done > 0, "no source position logged after 20 epochs");
     let rate = done as f64 / started.elapsed().as_secs_f64();
     println!(
