@@ -171,6 +171,13 @@ struct Inner {
     /// The epoch the source's records currently belong to: one past the
     /// last barrier it emitted.
     epoch: Rc<Cell<u64>>,
+    /// Whether the source logged input in this run (an intake source).
+    /// Only then does its poll wait for room in the WAL (`make_room`): a
+    /// source that logs nothing in its polls (a Kafka or file source logs
+    /// its position at barriers only) need not wait for the snapshots
+    /// other nodes of its shard logged, and would idle its shard while the
+    /// disk takes them.
+    logged: Cell<bool>,
 }
 
 impl std::fmt::Debug for IntakeLog {
@@ -216,6 +223,7 @@ impl IntakeLog {
                 node,
                 instance,
                 epoch,
+                logged: Cell::new(false),
             })),
             wake: Rc::default(),
         }
@@ -297,11 +305,12 @@ impl IntakeLog {
 
     /// Waits, without blocking the shard, until its WAL has room for what
     /// a poll or a replayed record logs (`ShardEpochs::make_room`); at once
-    /// without a data directory.
+    /// without a data directory, and for a source that has logged no input
+    /// in this run (its polls log nothing).
     pub(crate) async fn make_room(&self) -> Result<(), NodeFailure> {
         match &self.inner {
-            Some(inner) => inner.epochs.make_room().await,
-            None => Ok(()),
+            Some(inner) if inner.logged.get() => inner.epochs.make_room().await,
+            _ => Ok(()),
         }
     }
 
@@ -334,6 +343,7 @@ impl IntakeLog {
         let Some(inner) = &self.inner else {
             return Ok(IntakeTicket { durable: None });
         };
+        inner.logged.set(true);
         let origin = intake_origin(identity);
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + data.len());
         parts.push(&origin);
