@@ -60,8 +60,10 @@ pub const SHARDS_MAX: usize = 256;
 pub const IN_FLIGHT_MAX_EPOCHS: u64 = 4;
 
 /// Bytes staged in a shard's WAL (appended, not yet written) above which a
-/// source waits, without blocking the shard, for them to be durable before
-/// its next poll, and replay before its next record: half the WAL's staging
+/// source that logs its input waits, without blocking the shard, for them
+/// to be durable before its next poll, and replay before its next record
+/// (a source that logs nothing in its polls does not wait for what other
+/// nodes logged, snapshots of tens of MB): half the WAL's staging
 /// limit (`weir_wal::limits::MAX_STAGED_BYTES`, 64 MiB, where appends are
 /// refused), leaving room for the largest record. So a backlog replayed at
 /// start, or input faster than the disk, slows down to the disk instead of

@@ -9,9 +9,10 @@
 //! epoch.
 //!
 //! Appends never fail because the WAL has too much staged
-//! (`AppendError::Backpressure`, at 64 MiB): a source's poll and each
-//! replayed record first wait without blocking the shard
-//! ([`ShardEpochs::make_room`], above half the limit), and an append that
+//! (`AppendError::Backpressure`, at 64 MiB): the poll of a source that
+//! logs its input (an intake source) and each replayed record first wait
+//! without blocking the shard ([`ShardEpochs::make_room`], above half the
+//! limit), and an append that
 //! still meets the limit waits for durability, blocking the shard, then
 //! appends again. A backlog, or input faster than the disk, slows down to
 //! the disk instead of failing the run.
