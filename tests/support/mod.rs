@@ -132,9 +132,10 @@ impl Weir {
         match self.wait_for(timeout) {
             Some(status) => (status, self.stderr()),
             None => {
+                let stacks = thread_stacks(self.child.id());
                 let _ = self.child.kill();
                 panic!(
-                    "weir did not exit within {timeout:?}; it logged:\n{}\n{}",
+                    "weir did not exit within {timeout:?}; it logged:\n{}\n{}\n{stacks}",
                     self.stderr(),
                     explain()
                 );
@@ -149,6 +150,28 @@ impl Weir {
             .take()
             .map(|log| log.join().unwrap_or_default())
             .unwrap_or_default()
+    }
+}
+
+/// Every thread's stack of the live process `pid`, for a test's message
+/// when it hangs: what `gdb` prints, or why there is none (no `gdb`).
+pub fn thread_stacks(pid: u32) -> String {
+    let output = Command::new("gdb")
+        .args([
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+            "-p",
+            &pid.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match output {
+        Ok(output) => format!(
+            "-- its threads (gdb):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        ),
+        Err(error) => format!("-- no thread stacks: cannot run gdb ({error})"),
     }
 }
 
