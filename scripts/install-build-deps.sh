@@ -3,9 +3,11 @@
 # (the `kafka` source and sink, through rdkafka-sys) is built from source
 # with cmake and a C++ compiler, and links OpenSSL found by pkg-config.
 #
-# Idempotent: if cmake, c++, pkg-config and OpenSSL's headers are there it
-# installs nothing. Otherwise it installs Debian's `cmake`, `g++`,
-# `pkg-config` and `libssl-dev` with apt-get (sudo when not root).
+# Idempotent: if cmake, c++, pkg-config, OpenSSL's headers and gdb are
+# there it installs nothing. Otherwise it installs Debian's `cmake`, `g++`,
+# `pkg-config`, `libssl-dev` and `gdb` with apt-get (sudo when not root).
+# gdb is for the tests only: a `weir` run that hangs is reported with its
+# threads' stacks (tests/support/mod.rs, `thread_stacks`).
 # .ci/run and scripts/test.sh run it before anything compiles.
 set -euo pipefail
 
@@ -13,6 +15,7 @@ missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v gdb >/dev/null 2>&1 || missing+=(gdb)
 if ! pkg-config --exists openssl 2>/dev/null; then
     missing+=(libssl-dev)
 fi

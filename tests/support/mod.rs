@@ -154,24 +154,30 @@ impl Weir {
 }
 
 /// Every thread's stack of the live process `pid`, for a test's message
-/// when it hangs: what `gdb` prints, or why there is none (no `gdb`).
+/// when it hangs: what `gdb` prints (bounded to a minute, with its own
+/// complaints, such as a ptrace refusal), or why there is none.
 pub fn thread_stacks(pid: u32) -> String {
-    let output = Command::new("gdb")
+    let pid = pid.to_string();
+    let output = Command::new("timeout")
         .args([
+            "60",
+            "gdb",
             "-batch",
             "-ex",
             "thread apply all bt",
             "-p",
-            &pid.to_string(),
+            &pid,
         ])
         .stdin(Stdio::null())
         .output();
     match output {
         Ok(output) => format!(
-            "-- its threads (gdb):\n{}",
-            String::from_utf8_lossy(&output.stdout)
+            "-- its threads (gdb, {}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         ),
-        Err(error) => format!("-- no thread stacks: cannot run gdb ({error})"),
+        Err(error) => format!("-- no thread stacks: cannot run timeout/gdb ({error})"),
     }
 }
 
