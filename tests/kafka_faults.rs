@@ -25,7 +25,10 @@
 //! are gone for every reader; weir must say so, naming the partition and
 //! the offsets, and read on (`records_deleted_before_weir_read_them_are_named`;
 //! it also runs a `bounded` copy with more instances than partitions, which
-//! must end by itself).
+//! must end by itself). A partition nothing was written to gets a group
+//! offset too, its end, and a copy that starts at the group's offsets
+//! (`start = "committed"`) reads what came after
+//! (`an_empty_partition_gets_a_group_offset_too`).
 
 mod support;
 
@@ -177,6 +180,14 @@ path = "{out}"
     )
 }
 
+/// [`copy_to_files`], `bounded`: a run ends at the end of the topic.
+fn bounded_copy(bootstrap: &str, run: &str, out: &Path) -> String {
+    copy_to_files(bootstrap, run, out).replace(
+        "start = \"earliest\"",
+        "start = \"earliest\"\nbounded = true",
+    )
+}
+
 /// The `id`s of the events in the files under `out`, sorted.
 fn copied_ids(out: &Path) -> Vec<u64> {
     let mut ids: Vec<u64> = published_lines(out)
@@ -271,11 +282,7 @@ fn records_deleted_before_weir_read_them_are_named() {
     // partition of the one-partition topic.
     let bounded = dir.path().join("bounded.toml");
     let all = dir.path().join("all");
-    let text = copy_to_files(&bootstrap, &run, &all).replace(
-        "start = \"earliest\"",
-        "start = \"earliest\"\nbounded = true",
-    );
-    std::fs::write(&bounded, text).expect("write the pipeline");
+    std::fs::write(&bounded, bounded_copy(&bootstrap, &run, &all)).expect("write the pipeline");
     let (status, log) =
         Weir::start(&bounded, &dir.path().join("data-bounded"), &[], &[]).exit_within(RUN_TIMEOUT);
     assert!(
@@ -283,4 +290,73 @@ fn records_deleted_before_weir_read_them_are_named() {
         "the bounded run failed ({status}):\n{log}"
     );
     assert_eq!(copied_ids(&all), (1500..2000).collect::<Vec<u64>>());
+}
+
+/// A partition nothing was written to gets a group offset too (its end,
+/// 0), so lag tools show every partition of a finished run, none unknown.
+#[test]
+fn an_empty_partition_gets_a_group_offset_too() {
+    let bootstrap = kafka::bootstrap();
+    let dir = scratch();
+    let run = kafka::unique("weir-empty");
+    let input = format!("{run}-in");
+    kafka::create_topic(&bootstrap, &input, 1);
+    let lines: Vec<String> = (0..100).map(|id| kafka::event(id).0).collect();
+    kafka::produce(&bootstrap, &input, &lines);
+    // A second partition, added once the records are in: empty.
+    kafka::tool(
+        "topics",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--alter",
+            "--topic",
+            &input,
+            "--partitions",
+            "2",
+        ],
+        None,
+    );
+    let name = run.replace('-', "_");
+    let config = dir.path().join(format!("{name}.toml"));
+    let out = dir.path().join("out");
+    std::fs::write(&config, bounded_copy(&bootstrap, &run, &out)).expect("write the pipeline");
+    let (status, log) =
+        Weir::start(&config, &dir.path().join("data"), &[], &[]).exit_within(RUN_TIMEOUT);
+    assert!(status.success(), "the run failed ({status}):\n{log}");
+    assert_eq!(copied_ids(&out), (0..100).collect::<Vec<u64>>());
+
+    let described = kafka::group_offsets(&bootstrap, &format!("weir-{name}-in"));
+    let mut offsets: Vec<(String, String)> = described
+        .lines()
+        .filter(|line| line.contains(&input))
+        .map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            (columns[2].to_owned(), columns[3].to_owned())
+        })
+        .collect();
+    offsets.sort();
+    assert_eq!(
+        offsets,
+        [("0".into(), "100".into()), ("1".into(), "0".into())],
+        "group offsets:\n{described}"
+    );
+
+    // A copy that starts at the group's offsets reads what came after.
+    let more: Vec<String> = (100..150).map(|id| kafka::event(id).0).collect();
+    kafka::produce(&bootstrap, &input, &more);
+    let resumed = dir.path().join("resumed.toml");
+    let out = dir.path().join("resumed");
+    let text = bounded_copy(&bootstrap, &run, &out).replace(
+        "start = \"earliest\"",
+        &format!("start = \"committed\"\ngroup = \"weir-{name}-in\""),
+    );
+    std::fs::write(&resumed, text).expect("write the pipeline");
+    let (status, log) =
+        Weir::start(&resumed, &dir.path().join("data-resumed"), &[], &[]).exit_within(RUN_TIMEOUT);
+    assert!(
+        status.success(),
+        "the resumed run failed ({status}):\n{log}"
+    );
+    assert_eq!(copied_ids(&out), (100..150).collect::<Vec<u64>>());
 }

@@ -616,13 +616,15 @@ impl Source for KafkaSource {
                         let now = Instant::now();
                         let partitions = list
                             .into_iter()
-                            .map(|(topic, partition)| {
+                            .map(|(topic, partition, start)| {
                                 let restored = self
                                     .restored
                                     .iter()
                                     .find(|p| p.topic == topic && p.partition == partition);
                                 Partition {
-                                    next_offset: restored.map(|p| p.next_offset),
+                                    // Where it starts: a partition that
+                                    // stays empty has a position too.
+                                    next_offset: start,
                                     max_ts: restored.and_then(|p| p.max_ts),
                                     topic,
                                     partition,

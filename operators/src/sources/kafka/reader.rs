@@ -30,7 +30,11 @@
 //! run ([`wait_for_readers`], at most [`KAFKA_FINAL_COMMIT_WAIT_MS`]), and
 //! not after a failed one, so a broker that is down holds nobody's exit.
 //! The offsets are for lag tools only: restarts resume from the position
-//! in weir's own log.
+//! in weir's own log. A partition that no record was read from has a
+//! position too, the offset it started at, asked of the brokers at
+//! assignment (`start_offsets`): the fresh-clone CI once found an empty
+//! partition (unkeyed records spread by the sticky partitioner) missing
+//! from the group after a successful run.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,7 +138,7 @@ pub enum Event {
     /// The partitions this instance reads, in the order [`Entry::partition`]
     /// indexes, with the offset each starts at (`None`: librdkafka resolves
     /// it, as `start` says). Sent once, before any chunk.
-    Assigned(Vec<(String, i32)>),
+    Assigned(Vec<(String, i32, Option<i64>)>),
     /// Records.
     Chunk(Chunk),
     /// The reader found no more records in the partitions of this number
@@ -436,6 +440,86 @@ fn warn_of_deleted_records(
     }
 }
 
+/// The offset each of `mine` starts at: the restored one, else the one
+/// `start` names, asked of the brokers now (the group's committed offset,
+/// or the partition's start or end), so that a partition that stays empty
+/// has a position too, for the log and the group's offsets. `None` where
+/// the brokers did not answer within [`KAFKA_WATERMARKS_TIMEOUT_MS`] (all
+/// the questions together) or a stop came: librdkafka resolves it then.
+fn start_offsets(
+    consumer: &BaseConsumer<LogContext>,
+    setup: &ReaderSetup,
+    mine: &[(String, i32)],
+    stop: &AtomicBool,
+) -> Vec<Option<i64>> {
+    let component = &*setup.component;
+    let mut starts: Vec<Option<i64>> = mine
+        .iter()
+        .map(|(topic, partition)| {
+            setup
+                .restored
+                .iter()
+                .find(|(t, p, _)| t == topic && p == partition)
+                .map(|(_, _, offset)| *offset)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_millis(KAFKA_WATERMARKS_TIMEOUT_MS);
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    if setup.start == StartAt::Committed {
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), start) in mine.iter().zip(&starts) {
+            if start.is_none() {
+                list.add_partition(topic, *partition);
+            }
+        }
+        if list.count() > 0 {
+            match consumer.committed_offsets(list, left()) {
+                Ok(committed) => {
+                    for ((topic, partition), start) in mine.iter().zip(&mut starts) {
+                        if start.is_none() {
+                            *start =
+                                committed
+                                    .find_partition(topic, *partition)
+                                    .and_then(|element| match element.offset() {
+                                        Offset::Offset(offset) if offset >= 0 => Some(offset),
+                                        _ => None,
+                                    });
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(component, "kafka: cannot read the group's offsets: {error}");
+                    return starts;
+                }
+            }
+        }
+    }
+    for ((topic, partition), start) in mine.iter().zip(&mut starts) {
+        if start.is_some() {
+            continue;
+        }
+        if left().is_zero() || stop.load(Ordering::Acquire) {
+            tracing::debug!(component, "kafka: no time left to look up start offsets");
+            break;
+        }
+        match consumer.fetch_watermarks(topic, *partition, left()) {
+            // `committed` without a committed offset starts at the oldest.
+            Ok((low, high)) => {
+                *start = Some(if setup.start == StartAt::Latest {
+                    high
+                } else {
+                    low
+                })
+            }
+            Err(error) => tracing::debug!(
+                component,
+                "kafka: cannot read the offsets of {topic}/{partition}: {error}"
+            ),
+        }
+    }
+    starts
+}
+
 fn run(
     setup: ReaderSetup,
     events: &Sender<Event>,
@@ -469,15 +553,11 @@ fn run(
         .into_iter()
         .filter(|(topic, partition)| owner(topic, *partition, setup.instances) == setup.instance)
         .collect();
+    let starts = start_offsets(&consumer, &setup, &mine, stop);
     let mut assignment = TopicPartitionList::new();
-    for (topic, partition) in &mine {
-        let restored = setup
-            .restored
-            .iter()
-            .find(|(t, p, _)| t == topic && p == partition)
-            .map(|(_, _, offset)| *offset);
-        let offset = match (restored, setup.start) {
-            (Some(offset), _) => Offset::Offset(offset),
+    for ((topic, partition), start) in mine.iter().zip(&starts) {
+        let offset = match (start, setup.start) {
+            (Some(offset), _) => Offset::Offset(*offset),
             (None, StartAt::Earliest) => Offset::Beginning,
             (None, StartAt::Latest) => Offset::End,
             (None, StartAt::Committed) => Offset::Stored,
@@ -505,7 +585,12 @@ fn run(
             .position(|(t, p)| t == topic && *p == partition)
             .map(|index| index as u32)
     };
-    if events.send(Event::Assigned(mine.clone())).is_err() {
+    let assigned = mine
+        .iter()
+        .zip(&starts)
+        .map(|((topic, partition), start)| (topic.clone(), *partition, *start))
+        .collect();
+    if events.send(Event::Assigned(assigned)).is_err() {
         return Ok(());
     }
     // Events the channel had no room for yet, in order.
