@@ -9,7 +9,8 @@
 //!   start.
 //! - `group` (default `weir-PIPELINE-NAME`): the consumer group offsets are
 //!   committed to, after each committed epoch, for lag tools
-//!   (`kafka-consumer-groups --describe`) and for `start = "committed"`.
+//!   (`kafka-consumer-groups --describe`) and for `start = "committed"`;
+//!   every partition the source reads gets one, an empty one its start.
 //! - `start` (default `"committed"`): where a partition starts when weir's
 //!   own log has no position for it (a fresh data directory, a new
 //!   partition): `"earliest"`, `"latest"`, or `"committed"` (the group's

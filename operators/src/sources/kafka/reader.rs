@@ -32,9 +32,12 @@
 //! The offsets are for lag tools only: restarts resume from the position
 //! in weir's own log. A partition that no record was read from has a
 //! position too, the offset it started at, asked of the brokers at
-//! assignment (`start_offsets`): the fresh-clone CI once found an empty
-//! partition (unkeyed records spread by the sticky partitioner) missing
-//! from the group after a successful run.
+//! assignment (`start_offsets`), as Flink's Kafka source resolves a
+//! split's start: the fresh-clone CI once found an empty partition
+//! (unkeyed records spread by the sticky partitioner) missing from the
+//! group after a successful run. Where the brokers do not answer then,
+//! librdkafka resolves the start itself and an empty partition has no
+//! position, and no group offset, until it has a record.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
