@@ -91,7 +91,9 @@ impl ProducerContext for DeliveryContext {
 /// A producer (and, for exactly-once, the marker's reader) of one sink
 /// instance.
 struct Publisher {
-    producer: BaseProducer<DeliveryContext>,
+    /// Shared only with a `send_offsets_to_transaction` call that did not
+    /// return ([`send_offsets`]).
+    producer: Arc<BaseProducer<DeliveryContext>>,
     failed: Arc<AtomicU64>,
     /// Reads the marker and gives the group metadata (exactly-once).
     marker: Option<BaseConsumer>,
@@ -245,6 +247,58 @@ fn step<T>(
     }
 }
 
+/// `send_offsets_to_transaction` on a thread of its own, waited for at
+/// most [`step_timeout`] (and a try more) and until a stop. librdkafka can
+/// block in it for ever, whatever its timeout, once the group coordinator
+/// went away: its coordinator request never checks its own deadline
+/// (confluentinc/librdkafka#5456, and #5511 when the broker is
+/// decommissioned), and `tests/kafka_faults.rs`' broker restart hung a
+/// commit there in CI, with a stack in `rd_kafka_txn_op_req0`. A call
+/// that does not return is left to its thread, which keeps the producer
+/// (leaked, with the thread, if it never returns); the commit fails as on
+/// any error, and its retry makes a new publisher, whose
+/// `init_transactions` aborts the open transaction and fences the stuck
+/// producer off.
+fn send_offsets(
+    producer: &Arc<BaseProducer<DeliveryContext>>,
+    offsets: TopicPartitionList,
+    group: rdkafka::consumer::ConsumerGroupMetadata,
+    control: &CommitControl,
+) -> Result<(), String> {
+    let what = "send_offsets_to_transaction";
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
+    let caller = Arc::clone(producer);
+    std::thread::Builder::new()
+        .name("weir-kafka-offsets".into())
+        .spawn(move || {
+            let result = caller.send_offsets_to_transaction(&offsets, &group, step_timeout());
+            let _ = answer.send(result);
+        })
+        .map_err(|error| format!("{what}: cannot start its thread: {error}"))?;
+    let deadline = std::time::Instant::now() + step_timeout() + TRY_TIMEOUT;
+    loop {
+        match answered.recv_timeout(TRY_TIMEOUT) {
+            Ok(result) => return result.map_err(kafka_error(what)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!("{what}: its thread ended without an answer"));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if control.is_cancelled() {
+            return Err(format!("{what}: cancelled by the stop"));
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "kafka sink: {what} did not return within {} ms (librdkafka can wait for ever \
+                 on a group coordinator that went away); leaving it to its thread and starting \
+                 over with a new producer",
+                (step_timeout() + TRY_TIMEOUT).as_millis()
+            );
+            return Err(format!("{what}: no answer within the step's timeout"));
+        }
+    }
+}
+
 impl Publisher {
     fn new(header: &Header, control: &CommitControl) -> Result<Publisher, String> {
         let failed = Arc::new(AtomicU64::new(0));
@@ -272,7 +326,7 @@ impl Publisher {
             .create_with_context(context)
             .map_err(kafka_error("cannot create the producer"))?;
         let mut publisher = Publisher {
-            producer,
+            producer: Arc::new(producer),
             failed,
             marker: None,
             published: 0,
@@ -391,10 +445,7 @@ impl Publisher {
                     Offset::Offset(i64::try_from(header.epoch).unwrap_or(i64::MAX)),
                 )
                 .map_err(kafka_error("marker"))?;
-            step(control, "send_offsets_to_transaction", |timeout| {
-                self.producer
-                    .send_offsets_to_transaction(&offsets, &group, timeout)
-            })?;
+            send_offsets(&self.producer, offsets, group, control)?;
             weir_runtime::epoch::failpoint("kafka-before-commit", header.epoch);
             step(control, "commit_transaction", |timeout| {
                 self.producer.commit_transaction(timeout)
