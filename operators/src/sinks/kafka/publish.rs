@@ -248,7 +248,7 @@ fn step<T>(
 }
 
 /// `send_offsets_to_transaction` on a thread of its own, waited for at
-/// most [`step_timeout`] (and a try more) and until a stop. librdkafka can
+/// most `limit` (and a try more) and until a stop. librdkafka can
 /// block in it for ever, whatever its timeout, once the group coordinator
 /// went away: its coordinator request never checks its own deadline
 /// (confluentinc/librdkafka#5456, and #5511 when the broker is
@@ -264,6 +264,7 @@ fn send_offsets(
     offsets: TopicPartitionList,
     group: rdkafka::consumer::ConsumerGroupMetadata,
     control: &CommitControl,
+    limit: Duration,
 ) -> Result<(), String> {
     let what = "send_offsets_to_transaction";
     let (answer, answered) = std::sync::mpsc::sync_channel(1);
@@ -271,11 +272,11 @@ fn send_offsets(
     std::thread::Builder::new()
         .name("weir-kafka-offsets".into())
         .spawn(move || {
-            let result = caller.send_offsets_to_transaction(&offsets, &group, step_timeout());
+            let result = caller.send_offsets_to_transaction(&offsets, &group, limit);
             let _ = answer.send(result);
         })
         .map_err(|error| format!("{what}: cannot start its thread: {error}"))?;
-    let deadline = std::time::Instant::now() + step_timeout() + TRY_TIMEOUT;
+    let deadline = std::time::Instant::now() + limit + TRY_TIMEOUT;
     loop {
         match answered.recv_timeout(TRY_TIMEOUT) {
             Ok(result) => return result.map_err(kafka_error(what)),
@@ -292,7 +293,7 @@ fn send_offsets(
                 "kafka sink: {what} did not return within {} ms (librdkafka can wait for ever \
                  on a group coordinator that went away); leaving it to its thread and starting \
                  over with a new producer",
-                (step_timeout() + TRY_TIMEOUT).as_millis()
+                (limit + TRY_TIMEOUT).as_millis()
             );
             return Err(format!("{what}: no answer within the step's timeout"));
         }
@@ -445,7 +446,7 @@ impl Publisher {
                     Offset::Offset(i64::try_from(header.epoch).unwrap_or(i64::MAX)),
                 )
                 .map_err(kafka_error("marker"))?;
-            send_offsets(&self.producer, offsets, group, control)?;
+            send_offsets(&self.producer, offsets, group, control, step_timeout())?;
             weir_runtime::epoch::failpoint("kafka-before-commit", header.epoch);
             step(control, "commit_transaction", |timeout| {
                 self.producer.commit_transaction(timeout)
@@ -459,5 +460,76 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    use rdkafka::ClientConfig;
+
+    use super::*;
+
+    /// With the group coordinator gone in the middle of a transaction,
+    /// librdkafka's `send_offsets_to_transaction` does not return whatever
+    /// its timeout (confluentinc/librdkafka#5456); `send_offsets` gives up
+    /// within its limit and a try, and says so.
+    #[test]
+    fn sending_offsets_gives_up_when_the_group_coordinator_is_gone() {
+        let cluster = MockCluster::new(3).expect("a mock cluster");
+        cluster.create_topic("out", 1, 3).expect("a topic");
+        cluster
+            .coordinator(MockCoordinator::Transaction("txn".into()), 1)
+            .expect("the transaction coordinator");
+        cluster
+            .coordinator(MockCoordinator::Group("group".into()), 2)
+            .expect("the group coordinator");
+        let producer: BaseProducer<DeliveryContext> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("transactional.id", "txn")
+            .create_with_context(DeliveryContext {
+                sink: Arc::from("test"),
+                failed: Arc::default(),
+            })
+            .expect("a producer");
+        producer
+            .init_transactions(Duration::from_secs(10))
+            .expect("init_transactions");
+        producer.begin_transaction().expect("begin_transaction");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "group")
+            .create()
+            .expect("a consumer");
+        let group = consumer.group_metadata().expect("group metadata");
+        cluster.broker_down(2).expect("the group coordinator down");
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("out", 0, Offset::Offset(7))
+            .expect("an offset");
+        let started = Instant::now();
+        // On a thread, so that a call that hangs fails the test instead.
+        let (answer, answered) = std::sync::mpsc::channel();
+        let producer = Arc::new(producer);
+        std::thread::spawn(move || {
+            let control = CommitControl::new();
+            let result = send_offsets(&producer, offsets, group, &control, Duration::from_secs(2));
+            let _ = answer.send(result);
+        });
+        let result = answered
+            .recv_timeout(Duration::from_secs(30))
+            .expect("send_offsets returned within 30 s");
+        let error = result.expect_err("no coordinator, no offsets sent");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "gave up after {:?}: {error}",
+            started.elapsed()
+        );
+        assert!(
+            error.starts_with("send_offsets_to_transaction: "),
+            "{error}"
+        );
     }
 }
