@@ -188,6 +188,18 @@ fn bounded_copy(bootstrap: &str, run: &str, out: &Path) -> String {
     )
 }
 
+/// Writes `pipeline` to `config` and runs it on `data` until it ends by
+/// itself (a `bounded` pipeline), successfully.
+fn run_to_end(config: &Path, pipeline: &str, data: &Path) {
+    std::fs::write(config, pipeline).expect("write the pipeline");
+    let (status, log) = Weir::start(config, data, &[], &[]).exit_within(RUN_TIMEOUT);
+    assert!(
+        status.success(),
+        "the run of {} failed ({status}):\n{log}",
+        config.display()
+    );
+}
+
 /// The `id`s of the events in the files under `out`, sorted.
 fn copied_ids(out: &Path) -> Vec<u64> {
     let mut ids: Vec<u64> = published_lines(out)
@@ -282,12 +294,10 @@ fn records_deleted_before_weir_read_them_are_named() {
     // partition of the one-partition topic.
     let bounded = dir.path().join("bounded.toml");
     let all = dir.path().join("all");
-    std::fs::write(&bounded, bounded_copy(&bootstrap, &run, &all)).expect("write the pipeline");
-    let (status, log) =
-        Weir::start(&bounded, &dir.path().join("data-bounded"), &[], &[]).exit_within(RUN_TIMEOUT);
-    assert!(
-        status.success(),
-        "the bounded run failed ({status}):\n{log}"
+    run_to_end(
+        &bounded,
+        &bounded_copy(&bootstrap, &run, &all),
+        &dir.path().join("data-bounded"),
     );
     assert_eq!(copied_ids(&all), (1500..2000).collect::<Vec<u64>>());
 }
@@ -320,10 +330,11 @@ fn an_empty_partition_gets_a_group_offset_too() {
     let name = run.replace('-', "_");
     let config = dir.path().join(format!("{name}.toml"));
     let out = dir.path().join("out");
-    std::fs::write(&config, bounded_copy(&bootstrap, &run, &out)).expect("write the pipeline");
-    let (status, log) =
-        Weir::start(&config, &dir.path().join("data"), &[], &[]).exit_within(RUN_TIMEOUT);
-    assert!(status.success(), "the run failed ({status}):\n{log}");
+    run_to_end(
+        &config,
+        &bounded_copy(&bootstrap, &run, &out),
+        &dir.path().join("data"),
+    );
     assert_eq!(copied_ids(&out), (0..100).collect::<Vec<u64>>());
 
     let described = kafka::group_offsets(&bootstrap, &format!("weir-{name}-in"));
@@ -351,12 +362,6 @@ fn an_empty_partition_gets_a_group_offset_too() {
         "start = \"earliest\"",
         &format!("start = \"committed\"\ngroup = \"weir-{name}-in\""),
     );
-    std::fs::write(&resumed, text).expect("write the pipeline");
-    let (status, log) =
-        Weir::start(&resumed, &dir.path().join("data-resumed"), &[], &[]).exit_within(RUN_TIMEOUT);
-    assert!(
-        status.success(),
-        "the resumed run failed ({status}):\n{log}"
-    );
+    run_to_end(&resumed, &text, &dir.path().join("data-resumed"));
     assert_eq!(copied_ids(&out), (100..150).collect::<Vec<u64>>());
 }

@@ -690,17 +690,14 @@ impl Source for KafkaSource {
         let partitions: Vec<PartitionPosition> = match &self.partitions {
             Some(partitions) => partitions
                 .iter()
+                // A restored partition starts with its restored offset
+                // (`Event::Assigned`); one without an offset yet has none
+                // to log.
                 .filter_map(|part| {
-                    let next_offset = part.next_offset.or_else(|| {
-                        self.restored
-                            .iter()
-                            .find(|p| p.topic == part.topic && p.partition == part.partition)
-                            .map(|p| p.next_offset)
-                    })?;
                     Some(PartitionPosition {
                         topic: part.topic.clone(),
                         partition: part.partition,
-                        next_offset,
+                        next_offset: part.next_offset?,
                         max_ts: part.max_ts,
                     })
                 })
