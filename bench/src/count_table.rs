@@ -32,6 +32,12 @@
 //! next periods list slots but every [`LOG_RETRY_PERIODS`]th, which logs. The log is kept as the bytes a
 //! changes record holds, behind room for its owner's header, so it can be
 //! handed over as the record ([`CountTable::take_log`]) instead of copied.
+//! A pair takes 8 bytes, `(u32 key, u32 count)`, while every key and
+//! count logged fits 32 bits, and 16 (two `u64`s) once one does not (the
+//! log is widened in place, and stays wide until the table is drained):
+//! at 10 M keys nearly every event of an epoch logs a pair, and its bytes
+//! are written, copied into the WAL, checksummed and written to disk, on
+//! a machine that copies 4 GB/s ([`CountTable::log_pair_bytes`]).
 //! When a quarter of the slots or more changed, the changed slots are read
 //! by scanning the table in order rather than one random read each.
 
@@ -84,9 +90,13 @@ pub struct CountTable {
     period: u64,
     /// `log_prefix` bytes for the log's owner, then every `(key, count
     /// now)` counted in this period, in order, while `logging`, each as
-    /// two little-endian `u64`s: the bytes a changes record holds, so the
-    /// log can become one without a copy ([`take_log`](CountTable::take_log)).
+    /// two little-endian `u32`s, or `u64`s once `log_wide`: the bytes a
+    /// changes record holds, so the log can become one without a copy
+    /// ([`take_log`](CountTable::take_log)).
     log: Vec<u8>,
+    /// Whether the log's pairs are two `u64`s (a key or count logged did
+    /// not fit 32 bits) rather than two `u32`s; kept until a drain.
+    log_wide: bool,
     /// Bytes at the start of `log` that are not pairs.
     log_prefix: usize,
     /// Whether this period's counts are logged.
@@ -111,6 +121,7 @@ impl CountTable {
             period: 1,
             log: Vec::new(),
             log_prefix: 0,
+            log_wide: false,
             logging: true,
         }
     }
@@ -167,13 +178,42 @@ impl CountTable {
     /// against 13.1–13.4 ns; `cargo run --release -p weir-bench --bin
     /// count_log`, this machine).
     fn count_logged<T>(&mut self, items: &[T], key: impl Fn(&T) -> u64, count: u64) {
+        let mut rest = items;
+        while !rest.is_empty() {
+            let done = if self.log_wide {
+                self.count_logged_as::<16, T>(rest, &key, count)
+            } else {
+                self.count_logged_as::<8, T>(rest, &key, count)
+            };
+            rest = &rest[done..];
+            if !rest.is_empty() {
+                // A key or count past 32 bits: the rest go in wide pairs.
+                self.widen_log();
+            }
+        }
+        if self.log_pairs_len() > 2 * self.changed_keys + LOG_SLACK {
+            self.stop_logging();
+        }
+    }
+
+    /// `count_logged` for pairs of `PAIR` bytes (8: two `u32`s, 16: two
+    /// `u64`s); returns how many items it counted: all of them, or (with
+    /// 8-byte pairs) those before the first whose key or count now does
+    /// not fit 32 bits, which is left uncounted.
+    #[inline(always)]
+    fn count_logged_as<const PAIR: usize, T>(
+        &mut self,
+        items: &[T],
+        key: &impl Fn(&T) -> u64,
+        count: u64,
+    ) -> usize {
         let mark = self.period << PERIOD_SHIFT;
         let (mask, shift) = (self.slots.len() - 1, self.shift);
-        self.log.reserve(16 * items.len());
+        self.log.reserve(PAIR * items.len());
         let from = self.log.len();
-        let pairs = self.log.spare_capacity_mut()[..16 * items.len()].as_mut_ptr();
+        let pairs = self.log.spare_capacity_mut()[..PAIR * items.len()].as_mut_ptr();
         let slots = &mut self.slots[..];
-        let (mut new_keys, mut changed_keys) = (0, 0);
+        let (mut new_keys, mut changed_keys, mut done) = (0, 0, items.len());
         for (position, item) in items.iter().enumerate() {
             if let Some(ahead) = items.get(position + PREFETCH_AHEAD) {
                 prefetch(&slots[index(key(ahead), shift)]);
@@ -185,33 +225,79 @@ impl CountTable {
             }
             let slot = &mut slots[at];
             let now = if slot.1 == 0 {
+                count
+            } else {
+                (slot.1 & COUNT_MASK) + count
+            };
+            if PAIR == 8 && (key | now) > u64::from(u32::MAX) {
+                done = position;
+                break;
+            }
+            if slot.1 == 0 {
                 slot.0 = key;
                 new_keys += 1;
                 changed_keys += 1;
-                count
             } else {
                 changed_keys += usize::from(slot.1 & !COUNT_MASK != mark);
-                (slot.1 & COUNT_MASK) + count
-            };
+            }
             slot.1 = now | mark;
             // SAFETY: `pairs` is the log's spare capacity for `items.len()`
             // pairs (reserved above), and this writes the `position`th
-            // pair, in bounds, unaligned (a `Vec<u8>`).
+            // pair, in bounds, unaligned (a `Vec<u8>`); with 8-byte pairs
+            // the key and count fit 32 bits (checked above).
             unsafe {
-                pairs
-                    .add(16 * position)
-                    .cast::<[u64; 2]>()
-                    .write_unaligned([key.to_le(), now.to_le()]);
+                let pair = pairs.add(PAIR * position);
+                if PAIR == 8 {
+                    pair.cast::<[u32; 2]>()
+                        .write_unaligned([(key as u32).to_le(), (now as u32).to_le()]);
+                } else {
+                    pair.cast::<[u64; 2]>()
+                        .write_unaligned([key.to_le(), now.to_le()]);
+                }
             }
         }
-        // SAFETY: the loop wrote every byte of the `items.len()` pairs
-        // after `from`, within the capacity reserved.
-        unsafe { self.log.set_len(from + 16 * items.len()) };
+        // SAFETY: the loop wrote every byte of the `done` pairs after
+        // `from`, within the capacity reserved.
+        unsafe { self.log.set_len(from + PAIR * done) };
         self.len += new_keys;
         self.changed_keys += changed_keys;
-        if self.log.len() > self.log_prefix + 16 * (2 * self.changed_keys + LOG_SLACK) {
-            self.stop_logging();
+        done
+    }
+
+    /// Rewrites the log's 8-byte pairs as 16-byte ones, in place (back to
+    /// front, so no pair is overwritten before it is read).
+    fn widen_log(&mut self) {
+        debug_assert!(!self.log_wide);
+        let pairs = self.log_pairs_len();
+        self.log.resize(self.log_prefix + 16 * pairs, 0);
+        let log = &mut self.log[self.log_prefix..];
+        for at in (0..pairs).rev() {
+            let word = |i: usize| {
+                u64::from(u32::from_le_bytes(
+                    log[i..i + 4].try_into().expect("4 bytes"),
+                ))
+            };
+            let (key, count) = (word(8 * at), word(8 * at + 4));
+            log[16 * at..16 * at + 8].copy_from_slice(&key.to_le_bytes());
+            log[16 * at + 8..16 * at + 16].copy_from_slice(&count.to_le_bytes());
         }
+        self.log_wide = true;
+    }
+
+    /// Bytes of one pair in the log: 8 (two little-endian `u32`s, key
+    /// then count) or 16 (two `u64`s), the same for every pair of a
+    /// period; what a [taken](CountTable::take_log) log holds.
+    pub fn log_pair_bytes(&self) -> usize {
+        if self.log_wide {
+            16
+        } else {
+            8
+        }
+    }
+
+    /// Pairs in the log.
+    fn log_pairs_len(&self) -> usize {
+        (self.log.len() - self.log_prefix) / self.log_pair_bytes()
     }
 
     /// Drops the period's log and lists its changed slots from their
@@ -233,11 +319,7 @@ impl CountTable {
 
     /// Pairs in the log.
     fn log_pairs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.log[self.log_prefix..].chunks_exact(16).map(|pair| {
-            let (key, count) = pair.split_at(8);
-            let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
-            (word(key), word(count))
-        })
+        decode_pairs(&self.log[self.log_prefix..], self.log_pair_bytes())
     }
 
     /// Keeps the first `bytes` of the log for its owner (a header, written
@@ -356,7 +438,7 @@ impl CountTable {
     /// out now.
     pub fn changes_len(&self) -> usize {
         if self.logging {
-            (self.log.len() - self.log_prefix) / 16
+            self.log_pairs_len()
         } else {
             self.changed.len()
         }
@@ -478,6 +560,7 @@ impl CountTable {
     pub fn drain(&mut self) -> Drain<'_> {
         self.len = 0;
         self.next_period();
+        self.log_wide = false;
         Drain {
             slots: self.slots.iter_mut(),
         }
@@ -512,6 +595,23 @@ impl CountTable {
             }
         }
     }
+}
+
+/// The `(key, count)` pairs of `bytes`, each `pair_bytes` long: two
+/// little-endian `u32`s (8) or `u64`s (16), as a table's log holds them
+/// ([`CountTable::log_pair_bytes`]); a trailing part of a pair is ignored.
+pub fn decode_pairs(bytes: &[u8], pair_bytes: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
+    debug_assert!(pair_bytes == 8 || pair_bytes == 16);
+    let half = pair_bytes / 2;
+    bytes.chunks_exact(pair_bytes).map(move |pair| {
+        let (key, count) = pair.split_at(half);
+        let word = |bytes: &[u8]| {
+            let mut word = [0; 8];
+            word[..half].copy_from_slice(bytes);
+            u64::from_le_bytes(word)
+        };
+        (word(key), word(count))
+    })
 }
 
 /// The iterator of [`CountTable::drain`].
@@ -722,15 +822,12 @@ mod tests {
             pairs
         };
         assert_eq!(expected, [(3, 1), (9, 1), (3, 2), (1 << 40, 1)]);
+        // A key past 32 bits made the log's pairs wide, those before too.
+        assert_eq!(table.log_pair_bytes(), 16);
         let log = table.take_log(vec![7; 100]).expect("a sparse period logs");
         assert_eq!((log.len(), &log[..5]), (5 + 16 * 4, &[0u8; 5][..]));
-        let taken = CountTable {
-            log,
-            log_prefix: 5,
-            ..CountTable::new()
-        };
-        assert_eq!(taken.log_pairs().collect::<Vec<_>>(), expected);
-        // The next period logs into the spare, from its prefix on.
+        assert_eq!(decode_pairs(&log[5..], 16).collect::<Vec<_>>(), expected);
+        // The next period logs into the spare, from its prefix on, wide.
         table.count_slice(&[9u64], |&k| k);
         assert_eq!((table.changes_len(), table.log.len()), (1, 5 + 16));
         // A period that dropped its log hands the spare back.
@@ -738,6 +835,33 @@ mod tests {
         table.count_slice(&dense, |&k| k);
         assert_eq!(table.take_log(vec![1, 2]), Err(vec![1, 2]));
         assert_eq!(table.changes_len(), 10);
+    }
+
+    /// Keys and counts that fit 32 bits are logged as two `u32`s; the
+    /// first count past 32 bits widens the log in place, every pair
+    /// before it kept, and a drained table starts narrow again.
+    #[test]
+    fn a_log_is_narrow_until_a_count_needs_64_bits() {
+        let mut table = CountTable::new();
+        table.set_log_prefix(3);
+        let max = u64::from(u32::MAX);
+        table.count_slice(&[1u64, max, 1], |&k| k);
+        table.add(2, max - 1);
+        assert_eq!(table.log_pair_bytes(), 8);
+        let mut narrow = vec![(1, 1), (max, 1), (1, 2), (2, max - 1)];
+        assert_eq!(table.log.len(), 3 + 8 * narrow.len());
+        assert_eq!(table.log_pairs().collect::<Vec<_>>(), narrow);
+        // 2's count reaches 2^32 in the middle of a slice.
+        table.count_slice(&[7u64, 2, 7, 2], |&k| k);
+        assert_eq!(table.log_pair_bytes(), 16);
+        narrow.extend([(7, 1), (2, max), (7, 2), (2, max + 1)]);
+        assert_eq!(table.log.len(), 3 + 16 * narrow.len());
+        assert_eq!(table.log_pairs().collect::<Vec<_>>(), narrow);
+        assert_eq!((table.get(2), table.get(7)), (Some(max + 1), Some(2)));
+        assert_eq!(table.changes_len(), narrow.len());
+        let _ = table.drain().count();
+        table.count_slice(&[5u64], |&k| k);
+        assert_eq!((table.log_pair_bytes(), table.log.len()), (8, 3 + 8));
     }
 
     /// A period that stops logging midway (its owner's header changed)

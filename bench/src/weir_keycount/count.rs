@@ -38,7 +38,7 @@ use weir_operators::processors::window::ClosedRows;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
 use super::{ArchivedEvent, Event, WindowCount};
-use crate::count_table::CountTable;
+use crate::count_table::{decode_pairs, CountTable};
 
 /// Counts events per (tumbling window, key).
 #[derive(Debug)]
@@ -188,6 +188,10 @@ const BASE_PIECE_BYTES: usize = 1 << 20;
 
 /// What a changes record starts with.
 const CHANGES_MAGIC: &[u8; 4] = b"TCC1";
+/// What a changes record whose pairs are two `u32`s starts with (the log
+/// of a table whose logged keys and counts fit 32 bits, see
+/// `CountTable::log_pair_bytes`); `TCC1`'s are two `u64`s.
+const NARROW_CHANGES_MAGIC: &[u8; 4] = b"TCN1";
 /// What a sweep slice starts with: the same layout, but each window also
 /// says how many keys its table held (see `Changes`).
 const SLICE_MAGIC: &[u8; 4] = b"TCS1";
@@ -201,7 +205,8 @@ const ONE_WINDOW_HEADER: usize = CHANGES_HEADER + 16;
 
 /// A changes record: `TCC1`, then little-endian `closed_below`, late
 /// events and the number of windows, then per window its index, its
-/// number of changed keys and that many `(key, count)` pairs. A sweep
+/// number of changed keys and that many `(key, count)` pairs, each two
+/// `u64`s (two `u32`s in a `TCN1` record, otherwise the same). A sweep
 /// slice (`TCS1`) has, per window, its index, the keys its table held,
 /// then the pairs' count and the pairs: a slice holds the keys of a range
 /// of slots, so of a range of hashes, and a table rebuilt from slices
@@ -213,15 +218,18 @@ struct Changes<'a> {
     late_events: u64,
     /// (window, keys its table held (0: not said), its pairs' bytes).
     windows: Vec<(u64, u64, &'a [u8])>,
+    /// Bytes of each pair: 16, or 8 in a `TCN1` record.
+    pair_bytes: usize,
 }
 
 impl<'a> Changes<'a> {
     /// The first changes block of `bytes` (a sweep record holds two, the
     /// epoch's changes and then its sweep slice), and what follows it.
     fn parse(bytes: &'a [u8]) -> Result<(Changes<'a>, &'a [u8]), String> {
-        let (slice, rest) = match bytes.split_first_chunk::<4>() {
-            Some((magic, rest)) if magic == CHANGES_MAGIC => (false, rest),
-            Some((magic, rest)) if magic == SLICE_MAGIC => (true, rest),
+        let (slice, pair_bytes, rest) = match bytes.split_first_chunk::<4>() {
+            Some((magic, rest)) if magic == CHANGES_MAGIC => (false, 16, rest),
+            Some((magic, rest)) if magic == NARROW_CHANGES_MAGIC => (false, 8, rest),
+            Some((magic, rest)) if magic == SLICE_MAGIC => (true, 16, rest),
             _ => return Err("not a changes record".into()),
         };
         let mut words = rest;
@@ -242,7 +250,7 @@ impl<'a> Changes<'a> {
             let pairs = word(&mut words)?;
             let length = usize::try_from(pairs)
                 .ok()
-                .and_then(|pairs| pairs.checked_mul(16))
+                .and_then(|pairs| pairs.checked_mul(pair_bytes))
                 .filter(|length| *length <= words.len())
                 .ok_or(format!("window {window}: {pairs} pairs do not fit"))?;
             let (head, tail) = words.split_at(length);
@@ -253,6 +261,7 @@ impl<'a> Changes<'a> {
             closed_below,
             late_events,
             windows,
+            pair_bytes,
         };
         Ok((changes, words))
     }
@@ -269,7 +278,7 @@ pub fn keys_per_block(mut bytes: &[u8]) -> Result<Vec<u64>, String> {
             changes
                 .windows
                 .iter()
-                .map(|(.., pairs)| pairs.len() as u64 / 16)
+                .map(|(.., pairs)| (pairs.len() / changes.pair_bytes) as u64)
                 .sum(),
         );
         bytes = rest;
@@ -408,11 +417,15 @@ impl Processor for TumblingCount {
         if let ([(window, table)], true) = (self.open.as_mut_slice(), bytes.is_empty()) {
             table.set_log_prefix(ONE_WINDOW_HEADER);
             let pairs = table.changes_len() as u64;
+            let magic = match table.log_pair_bytes() {
+                8 => NARROW_CHANGES_MAGIC,
+                _ => CHANGES_MAGIC,
+            };
             match table.take_log(std::mem::take(bytes)) {
                 Ok(log) => {
                     *bytes = log;
                     let mut header = Vec::with_capacity(ONE_WINDOW_HEADER);
-                    header.extend_from_slice(CHANGES_MAGIC);
+                    header.extend_from_slice(magic);
                     for word in [self.closed_below, self.late_events, 1, *window, pairs] {
                         header.extend_from_slice(&word.to_le_bytes());
                     }
@@ -547,6 +560,7 @@ impl TumblingCount {
         self.closed_below = changes.closed_below;
         self.open
             .retain(|(window, _)| *window >= changes.closed_below);
+        let pair_bytes = changes.pair_bytes;
         for (window, held, pairs) in changes.windows {
             let index = self.index_of(window);
             let table = &mut self.open[index].1;
@@ -560,16 +574,14 @@ impl TumblingCount {
             table.reserve((held as usize).saturating_sub(table.len()));
             // Decoded first, then set with prefetching (`set_slice`): a
             // sweep's records rebuild millions of keys.
-            let mut decoded = Vec::with_capacity(pairs.len() / 16);
-            for pair in pairs.chunks_exact(16) {
-                let (key, count) = pair.split_at(8);
-                let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
+            let mut decoded = Vec::with_capacity(pairs.len() / pair_bytes);
+            for (key, count) in decode_pairs(pairs, pair_bytes) {
                 if count == 0 {
                     return Err(OperatorError::invalid(
                         "tumbling window changes: a count of 0",
                     ));
                 }
-                decoded.push((u64::from_le_bytes(key.try_into().expect("8 bytes")), count));
+                decoded.push((key, count));
             }
             self.open[index].1.set_slice(&decoded);
         }
@@ -689,6 +701,38 @@ mod tests {
         assert!(TumblingCount::new(10)
             .restore_changes(&second[..second.len() / 2])
             .is_err());
+    }
+
+    /// A window's log is the changes record: two `u32`s a pair while its
+    /// keys and counts fit (`TCN1`), two `u64`s once one does not (`TCC1`);
+    /// either restores.
+    #[test]
+    fn changes_are_narrow_while_keys_fit_32_bits_and_restore_either_way() {
+        let mut count = TumblingCount::new(10);
+        let (base, _) = base(&mut count);
+        let mut records = Vec::new();
+        for keys in [&[1u64, 2, 1][..], &[1 << 40, 2], &[3]] {
+            for &key in keys {
+                count.table_for(4).unwrap().add(key, 1);
+            }
+            let mut changes = Vec::new();
+            count.snapshot_changes(65, &mut changes).unwrap();
+            records.push(changes);
+        }
+        let magics: Vec<_> = records.iter().map(|record| &record[..4]).collect();
+        // The third epoch's table had logged a key past 32 bits: still wide.
+        assert_eq!(magics, [b"TCN1", b"TCC1", b"TCC1"]);
+        assert_eq!(records[0].len(), ONE_WINDOW_HEADER + 3 * 8);
+        let mut restored = TumblingCount::new(10);
+        restored.restore(&base).unwrap();
+        for record in &records {
+            restored.restore_changes(record).unwrap();
+        }
+        assert_eq!(
+            tables(&restored),
+            vec![(0, vec![(1, 2), (2, 2), (3, 1), (1 << 40, 1)])]
+        );
+        assert_eq!(keys_per_block(&records[0]).unwrap(), [3]);
     }
 
     /// One epoch's record with swept bases: its changes, then a slice.
