@@ -449,15 +449,58 @@ impl CountTable {
     /// and starts a new period: from the log while the period kept one (a
     /// key may then come more than once, in the order counted, its last
     /// pair with its count now), else once each from the changed slots.
-    pub fn drain_changes(&mut self, mut each: impl FnMut(u64, u64)) {
-        if self.logging {
-            for (key, count) in self.log_pairs() {
-                each(key, count);
+    pub fn drain_changes(&mut self, each: impl FnMut(u64, u64)) {
+        self.read_changes(each);
+        self.next_period();
+    }
+
+    /// Appends the period's changes to `out` as pairs of `pair_bytes` (8:
+    /// two little-endian `u32`s, 16: two `u64`s), as
+    /// [`drain_changes`](CountTable::drain_changes) hands them out, and
+    /// returns how many pairs it wrote; the period goes on (its owner
+    /// starts the next with [`forget_changes`](CountTable::forget_changes)
+    /// once every table wrote). With 8-byte pairs a key or count past 32
+    /// bits instead leaves `out` as it was, returns `None`, and makes the
+    /// table's logs wide from now on (so an owner asks for 16-byte pairs
+    /// next time: see [`log_pair_bytes`](CountTable::log_pair_bytes)).
+    pub fn write_changes(&mut self, out: &mut Vec<u8>, pair_bytes: usize) -> Option<usize> {
+        debug_assert!(pair_bytes == 8 || pair_bytes == 16);
+        let start = out.len();
+        if self.logging && self.log_pair_bytes() == pair_bytes {
+            out.extend_from_slice(&self.log[self.log_prefix..]);
+        } else if pair_bytes == 16 {
+            out.reserve(16 * self.changes_len());
+            self.read_changes(|key, count| {
+                out.extend_from_slice(&key.to_le_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+            });
+        } else {
+            out.reserve(8 * self.changes_len());
+            let mut wide = 0;
+            self.read_changes(|key, count| {
+                wide |= key | count;
+                out.extend_from_slice(&(key as u32).to_le_bytes());
+                out.extend_from_slice(&(count as u32).to_le_bytes());
+            });
+            if wide > u64::from(u32::MAX) {
+                out.truncate(start);
+                // (A period that logs has a wide log already: a narrow
+                // one was copied above.)
+                self.log_wide = true;
+                return None;
             }
+        }
+        Some((out.len() - start) / pair_bytes)
+    }
+
+    /// What [`drain_changes`](CountTable::drain_changes) hands out, without
+    /// starting a new period.
+    fn read_changes(&self, mut each: impl FnMut(u64, u64)) {
+        if self.logging {
+            self.log_pairs().for_each(|(key, count)| each(key, count));
         } else {
             self.read_changed(each);
         }
-        self.next_period();
     }
 
     /// Each changed slot's `(key, count)`, once. The changed slots are

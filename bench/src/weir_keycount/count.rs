@@ -435,22 +435,44 @@ impl Processor for TumblingCount {
                 Err(spare) => *bytes = spare,
             }
         }
-        // Else written straight from the tables, one copy.
-        let pairs: usize = self.open.iter().map(|(_, table)| table.changes_len()).sum();
-        bytes.reserve(CHANGES_HEADER + self.open.len() * 16 + pairs * 16);
-        bytes.extend_from_slice(CHANGES_MAGIC);
-        for word in [self.closed_below, self.late_events, self.open.len() as u64] {
-            bytes.extend_from_slice(&word.to_le_bytes());
+        // Else written straight from the tables, one copy: in 8-byte pairs
+        // while every table's keys and counts fit 32 bits.
+        let start = bytes.len();
+        let narrow = self
+            .open
+            .iter()
+            .all(|(_, table)| table.log_pair_bytes() == 8);
+        for (magic, pair_bytes) in [(NARROW_CHANGES_MAGIC, 8), (CHANGES_MAGIC, 16)] {
+            if pair_bytes == 8 && !narrow {
+                continue;
+            }
+            bytes.extend_from_slice(magic);
+            for word in [self.closed_below, self.late_events, self.open.len() as u64] {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+            let mut written = 0;
+            for (window, table) in &mut self.open {
+                bytes.extend_from_slice(&window.to_le_bytes());
+                let at = bytes.len();
+                bytes.extend_from_slice(&0u64.to_le_bytes());
+                let Some(pairs) = table.write_changes(bytes, pair_bytes) else {
+                    break;
+                };
+                bytes[at..at + 8].copy_from_slice(&(pairs as u64).to_le_bytes());
+                written += 1;
+            }
+            if written == self.open.len() {
+                for (_, table) in &mut self.open {
+                    table.forget_changes();
+                }
+                return Ok(());
+            }
+            // A key or count past 32 bits: written again, wide.
+            bytes.truncate(start);
         }
-        for (window, table) in &mut self.open {
-            bytes.extend_from_slice(&window.to_le_bytes());
-            bytes.extend_from_slice(&(table.changes_len() as u64).to_le_bytes());
-            table.drain_changes(|key, count| {
-                bytes.extend_from_slice(&key.to_le_bytes());
-                bytes.extend_from_slice(&count.to_le_bytes());
-            });
-        }
-        Ok(())
+        Err(OperatorError::other(
+            "tumbling window changes: a table refused 16-byte pairs",
+        ))
     }
 
     fn restore_changes(&mut self, mut bytes: &[u8]) -> Result<(), OperatorError> {
@@ -735,6 +757,44 @@ mod tests {
         assert_eq!(keys_per_block(&records[0]).unwrap(), [3]);
     }
 
+    /// Changes read from the tables (two windows, or a period that
+    /// dropped its log) are narrow too while every key and count fits; a
+    /// key past 32 bits found while writing them makes the whole record
+    /// wide, with every window's changes.
+    #[test]
+    fn a_wide_key_found_while_writing_narrow_changes_writes_them_wide() {
+        let mut count = TumblingCount::new(10);
+        let (base, _) = base(&mut count);
+        count.table_for(3).unwrap().add(4, 1);
+        // Window 1 counts so densely that it drops its log, then a key
+        // past 32 bits (not logged: nothing made the table wide yet).
+        let dense: Vec<u64> = (0..30_000).map(|i| i % 10).collect();
+        count.table_for(13).unwrap().count_slice(&dense, |&k| k);
+        let mut first = Vec::new();
+        count.snapshot_changes(65, &mut first).unwrap();
+        count.table_for(13).unwrap().add(1 << 40, 1);
+        count.table_for(3).unwrap().add(5, 1);
+        let mut second = Vec::new();
+        count.snapshot_changes(66, &mut second).unwrap();
+        count.table_for(3).unwrap().add(4, 1);
+        let mut third = Vec::new();
+        count.snapshot_changes(67, &mut third).unwrap();
+        let magics = [&first[..4], &second[..4], &third[..4]];
+        assert_eq!(magics, [b"TCN1", b"TCC1", b"TCC1"]);
+        assert_eq!(keys_per_block(&second).unwrap(), [2]);
+        let mut restored = TumblingCount::new(10);
+        restored.restore(&base).unwrap();
+        for record in [&first, &second, &third] {
+            restored.restore_changes(record).unwrap();
+        }
+        assert_eq!(tables(&restored), tables(&count));
+        let ten: Vec<_> = (0..10)
+            .map(|key| (key, 3_000))
+            .chain([(1 << 40, 1)])
+            .collect();
+        assert_eq!(tables(&restored), vec![(0, vec![(4, 2), (5, 1)]), (1, ten)]);
+    }
+
     /// One epoch's record with swept bases: its changes, then a slice.
     fn sweep_record(count: &mut TumblingCount, begin: bool, left: u64) -> (Vec<u8>, bool) {
         let mut bytes = Vec::new();
@@ -787,7 +847,8 @@ mod tests {
         assert!(rest.is_empty(), "a slice after the sweep completed");
         assert_eq!(
             changes.windows.iter().map(|(.., p)| p.len()).sum::<usize>(),
-            16
+            changes.pair_bytes,
+            "one pair"
         );
     }
 
