@@ -213,6 +213,7 @@ fn check_output(config_path: &Path, out: &Path, shape: &Shape) {
         instances: 1,
         node: "gen".into(),
         committed_epoch: 0,
+        snapshots: true,
         metrics: weir::runtime::metrics::Registry::new(1),
     };
     let events = KeyedGenerator::new(generator, &context);

@@ -321,6 +321,7 @@ fn as_a_runtime_sink_empty_epochs_log_nothing_and_commit_decodes() {
         instances: 2,
         node: "out".into(),
         committed_epoch: 2,
+        snapshots: true,
         metrics: weir_runtime::metrics::Registry::new(2),
     };
     let mut sink = RowFileSink::new(spec(path), &context).expect("sink");

@@ -403,6 +403,7 @@ fn context(shard: usize, committed_epoch: u64, metrics: &Registry) -> ShardConte
         instances: metrics.shards(),
         node: Arc::from("out"),
         committed_epoch,
+        snapshots: true,
         metrics: metrics.clone(),
     }
 }

@@ -57,6 +57,11 @@ pub struct ShardContext {
     /// directory or on a fresh one). A sink discards output it staged for
     /// later epochs: those never committed and are produced again.
     pub committed_epoch: u64,
+    /// Whether the runtime snapshots operators at epoch barriers (it has a
+    /// data directory). An operator that tracks what changed for its
+    /// incremental snapshots can skip that work when it is `false`: no
+    /// snapshot of it is ever asked for in this run.
+    pub snapshots: bool,
     /// The runtime's metrics: an operator may register its own (named
     /// `weir_<what>`, labelled with its node name) and update them for
     /// this shard (`shard`) only.

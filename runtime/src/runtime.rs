@@ -360,7 +360,7 @@ impl Runtime {
             None => (None, None),
         };
         let committed = recovered.as_ref().map_or(0, |r| r.committed);
-        let mut plans = graph.plan(self.shards, committed, &self.metrics);
+        let mut plans = graph.plan(self.shards, committed, self.epochs.is_some(), &self.metrics);
         if let Some(recovered) = recovered {
             restore_into(
                 &mut plans,

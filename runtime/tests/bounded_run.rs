@@ -140,3 +140,32 @@ fn hash_partitioning_sends_each_key_to_one_shard_the_same_every_run() {
     }
     assert_eq!(first, owners(), "a second run placed keys differently");
 }
+
+/// Every node instance is told whether the run takes snapshots: only with
+/// a data directory (an operator that tracks its changes for incremental
+/// snapshots skips that work without one).
+#[test]
+fn nodes_are_told_whether_the_run_takes_snapshots() {
+    let data = tempfile::tempdir().expect("scratch directory");
+    for (data_dir, expected) in [(None, false), (Some(data.path()), true)] {
+        let told: Arc<Mutex<Vec<bool>>> = Arc::new(Mutex::new(Vec::new()));
+        let source_told = told.clone();
+        let mut graph = GraphBuilder::new();
+        graph.source("items", move |context| {
+            source_told.lock().unwrap().push(context.snapshots);
+            Items::new(context, 1_000, 97)
+        });
+        let seen: Seen<(u64, u64)> = Arc::new(Mutex::new(Vec::new()));
+        graph.sink("collect", move |context| {
+            collect_items(context, seen.clone())
+        });
+        graph.connect("items", "collect", Partition::<Item>::Forward);
+        let mut builder = Runtime::builder().shards(SHARDS);
+        if let Some(dir) = data_dir {
+            builder = builder.data_dir(dir);
+        }
+        let runtime = builder.build().expect("runtime starts");
+        runtime.run(graph.build().unwrap()).expect("run succeeds");
+        assert_eq!(*told.lock().unwrap(), vec![expected; SHARDS]);
+    }
+}

@@ -754,6 +754,7 @@ mod tests {
             instances: 4,
             node: "alerts".into(),
             committed_epoch: 0,
+            snapshots: true,
             metrics: weir_runtime::metrics::Registry::new(4),
         }
     }

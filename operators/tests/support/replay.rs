@@ -182,6 +182,7 @@ pub fn context(node: &str, shard: usize) -> weir_runtime::ShardContext {
         instances: 2,
         node: node.into(),
         committed_epoch: 0,
+        snapshots: true,
         metrics: weir_runtime::metrics::Registry::new(2),
     }
 }

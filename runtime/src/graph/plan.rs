@@ -51,11 +51,13 @@ impl Graph {
     }
 
     /// Lays the graph out over `shards` shards; `committed_epoch` is what
-    /// recovery found (0 when fresh).
+    /// recovery found (0 when fresh), `snapshots` whether the run takes
+    /// snapshots (`ShardContext::snapshots`).
     pub(crate) fn plan(
         &self,
         shards: usize,
         committed_epoch: u64,
+        snapshots: bool,
         metrics: &crate::metrics::Registry,
     ) -> Vec<ShardPlan> {
         let mut plans: Vec<ShardPlan> = (0..shards).map(|_| ShardPlan::default()).collect();
@@ -73,6 +75,7 @@ impl Graph {
                         instances: instance_shards.len(),
                         node: node.name.clone(),
                         committed_epoch,
+                        snapshots,
                         metrics: metrics.clone(),
                     },
                     io: NodeIo {
