@@ -101,6 +101,9 @@ pub struct CountTable {
     log_prefix: usize,
     /// Whether this period's counts are logged.
     logging: bool,
+    /// Whether the table keeps its changes (the list or log of them); an
+    /// [`untracked`](CountTable::untracked) one only counts.
+    tracked: bool,
 }
 
 impl Default for CountTable {
@@ -123,7 +126,25 @@ impl CountTable {
             log_prefix: 0,
             log_wide: false,
             logging: true,
+            tracked: true,
         }
+    }
+
+    /// An empty table that keeps no changes, for an owner that never asks
+    /// for them (a run without snapshots): it logs no count and lists no
+    /// changed slot, and its changes read as none.
+    pub fn untracked() -> CountTable {
+        CountTable {
+            logging: false,
+            tracked: false,
+            ..CountTable::new()
+        }
+    }
+
+    /// Whether the table keeps its changes (see
+    /// [`untracked`](CountTable::untracked)).
+    pub fn is_tracked(&self) -> bool {
+        self.tracked
     }
 
     /// Keys in the table.
@@ -367,10 +388,12 @@ impl CountTable {
         let now = if slot.1 == 0 {
             slot.0 = key;
             self.len += 1;
-            self.changed.push(index as u32);
+            if self.tracked {
+                self.changed.push(index as u32);
+            }
             count
         } else {
-            if slot.1 & !COUNT_MASK != mark {
+            if self.tracked && slot.1 & !COUNT_MASK != mark {
                 self.changed.push(index as u32);
             }
             (slot.1 & COUNT_MASK) + count
@@ -542,7 +565,7 @@ impl CountTable {
         self.changed.clear();
         self.changed_keys = 0;
         self.log.truncate(self.log_prefix);
-        self.logging = self.logging || self.period % LOG_RETRY_PERIODS == 0;
+        self.logging = self.tracked && (self.logging || self.period % LOG_RETRY_PERIODS == 0);
         if self.period == PERIOD_MAX {
             for slot in &mut self.slots {
                 slot.1 &= COUNT_MASK;
@@ -633,7 +656,7 @@ impl CountTable {
             }
             self.slots[index] = (key, count);
             self.len += 1;
-            if !self.logging && count & !COUNT_MASK == self.period << PERIOD_SHIFT {
+            if self.tracked && !self.logging && count & !COUNT_MASK == self.period << PERIOD_SHIFT {
                 self.changed.push(index as u32);
             }
         }
@@ -905,6 +928,29 @@ mod tests {
         let _ = table.drain().count();
         table.count_slice(&[5u64], |&k| k);
         assert_eq!((table.log_pair_bytes(), table.log.len()), (8, 3 + 8));
+    }
+
+    /// An untracked table counts as a tracked one does, and keeps no log
+    /// and no list of changes, from one period to the next.
+    #[test]
+    fn an_untracked_table_counts_and_keeps_no_changes() {
+        let mut table = CountTable::untracked();
+        let keys: Vec<u64> = (0..50_000).map(|i| (i * 7) % 20_000).collect();
+        for period in 0..20 {
+            table.count_slice(&keys, |&k| k);
+            assert_eq!(
+                (table.logging, table.log.len(), table.changed.len()),
+                (false, 0, 0)
+            );
+            assert_eq!(table.changes_len(), 0, "period {period}");
+            table.forget_changes();
+        }
+        let mut expected = HashMap::new();
+        for &key in &keys {
+            *expected.entry(key).or_insert(0) += 20;
+        }
+        assert_eq!(table.iter().collect::<HashMap<_, _>>(), expected);
+        assert!(!table.is_tracked());
     }
 
     /// A period that stops logging midway (its owner's header changed)

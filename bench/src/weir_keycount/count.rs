@@ -59,6 +59,9 @@ pub struct TumblingCount {
     late_events: u64,
     /// Whether snapshots are incremental (the default).
     incremental: bool,
+    /// Whether its tables keep their changes (the default; not in a run
+    /// without snapshots: [`TumblingCount::untracked`]).
+    tracked: bool,
     /// Whether bases are swept (the default), not written whole.
     swept: bool,
     /// The sweep in progress: the windows still to sweep, oldest first.
@@ -92,6 +95,7 @@ impl TumblingCount {
             current: None,
             late_events: 0,
             incremental: true,
+            tracked: true,
             swept: true,
             sweep: Vec::new(),
         }
@@ -102,6 +106,15 @@ impl TumblingCount {
     /// `bench/src/bin/epochs.rs`).
     pub fn with_whole_bases(mut self) -> TumblingCount {
         self.swept = false;
+        self
+    }
+
+    /// Keeps no changes in its tables, for a run that takes no snapshots
+    /// (`ShardContext::snapshots` is `false`): counting then does only
+    /// what counting needs. Asked for changes (`snapshot_changes`), it
+    /// fails; whole snapshots still work.
+    pub fn untracked(mut self) -> TumblingCount {
+        self.tracked = false;
         self
     }
 
@@ -164,7 +177,11 @@ impl TumblingCount {
         if let Some(index) = self.open.iter().rposition(|(open, _)| *open == window) {
             return index;
         }
-        let mut table = self.spare.pop().unwrap_or_default();
+        let tracked = self.tracked;
+        let mut table = self.spare.pop().unwrap_or_else(|| match tracked {
+            true => CountTable::new(),
+            false => CountTable::untracked(),
+        });
         table.set_log_prefix(ONE_WINDOW_HEADER);
         let at = self.open.partition_point(|(open, _)| *open < window);
         self.open.insert(at, (window, table));
@@ -411,6 +428,11 @@ impl Processor for TumblingCount {
             self.closed_rows.is_empty(),
             "rows are drained before a barrier"
         );
+        if !self.tracked {
+            return Err(OperatorError::other(
+                "tumbling window changes: its tables keep no changes (built for a run without snapshots)",
+            ));
+        }
         // The only open window's log, when it kept one, is the record: it
         // only lacks its header (a changes record is tens of MB at 10 M
         // keys, where epochs log; see `Changes`).
@@ -793,6 +815,24 @@ mod tests {
             .chain([(1 << 40, 1)])
             .collect();
         assert_eq!(tables(&restored), vec![(0, vec![(4, 2), (5, 1)]), (1, ten)]);
+    }
+
+    /// A window built untracked (a run without snapshots) counts the
+    /// same, refuses to give changes it did not keep, and still takes a
+    /// whole snapshot.
+    #[test]
+    fn an_untracked_window_refuses_changes_but_snapshots_whole() {
+        let mut count = TumblingCount::new(10).untracked();
+        for key in 0..1_000 {
+            count.table_for(3).unwrap().add(key % 100, 1);
+        }
+        assert!(!count.open[0].1.is_tracked());
+        let error = count.snapshot_changes(1, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("keep no changes"), "{error}");
+        let mut restored = TumblingCount::new(10);
+        restored.restore(&count.snapshot(1).unwrap()).unwrap();
+        let rows: Vec<_> = (0..100).map(|key| (key, 10)).collect();
+        assert_eq!(tables(&restored), vec![(0, rows)]);
     }
 
     /// One epoch's record with swept bases: its changes, then a slice.

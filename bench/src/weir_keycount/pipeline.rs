@@ -53,8 +53,12 @@ impl KeyCount {
         graph.source("events", move |context| {
             KeyedEvents::new(context, events, keys, window_ticks)
         });
-        graph.processor("count", move |_| {
-            let count = TumblingCount::new(window_ticks);
+        graph.processor("count", move |context| {
+            let mut count = TumblingCount::new(window_ticks);
+            if !context.snapshots {
+                // No data directory: its changes are never asked for.
+                count = count.untracked();
+            }
             match snapshots {
                 Snapshots::Swept => count,
                 Snapshots::WholeBases => count.with_whole_bases(),
