@@ -16,7 +16,10 @@
 //! *period* (between two takes of the changes) in which its key was last
 //! counted, and the first count of a key in a period also notes the slot in
 //! a list, so the changes are found in time proportional to their number,
-//! not to the table's size. The mark rides in the slot the count already
+//! not to the table's size, until a quarter of the slots changed: from
+//! then on the period's changes are read by scanning the marks, and the
+//! list is dropped for the rest of it (at 1 M keys every key changes each
+//! epoch, and the list only cost a store per change). The mark rides in the slot the count already
 //! touches: no extra memory access per count, and a new period starts by
 //! counting one up, not by clearing marks.
 //!
@@ -80,12 +83,18 @@ pub struct CountTable {
     slots: Vec<(u64, u64)>,
     len: usize,
     shift: u32,
-    /// Slots whose count has this period's mark, each once; empty while
-    /// the period logs (then `changed_keys` counts them, and they are
-    /// listed from the marks if it stops: [`stop_logging`](CountTable::stop_logging)).
+    /// Slots whose count has this period's mark, each once, while
+    /// `listing`; empty otherwise (then `changed_keys` counts them, and the
+    /// marks say which they are).
     changed: Vec<u32>,
-    /// Keys counted in this period while it logs.
+    /// Keys counted in this period while it does not list them.
     changed_keys: usize,
+    /// Whether this period lists its changed slots in `changed`: it does
+    /// not while it logs, nor once a quarter of the slots or more changed
+    /// (their changes are then read by scanning the marks, and a list
+    /// would only cost a store per change: at 1 M keys every key changes
+    /// each epoch), nor in an untracked table.
+    listing: bool,
     /// This period's mark, 1 to [`PERIOD_MAX`].
     period: u64,
     /// `log_prefix` bytes for the log's owner, then every `(key, count
@@ -121,6 +130,7 @@ impl CountTable {
             shift: 64 - CAPACITY_MIN.trailing_zeros(),
             changed: Vec::new(),
             changed_keys: 0,
+            listing: false,
             period: 1,
             log: Vec::new(),
             log_prefix: 0,
@@ -136,6 +146,7 @@ impl CountTable {
     pub fn untracked() -> CountTable {
         CountTable {
             logging: false,
+            listing: false,
             tracked: false,
             ..CountTable::new()
         }
@@ -176,8 +187,11 @@ impl CountTable {
     fn add_unchecked(&mut self, key: u64, count: u64) {
         if self.logging {
             self.count_logged(std::slice::from_ref(&key), |&key| key, count);
-        } else {
+        } else if self.listing {
             self.bump(key, count);
+            self.stop_listing_if_dense();
+        } else {
+            self.count_logged_as::<0, u64>(&[key], &|&key| key, count);
         }
     }
 
@@ -218,7 +232,8 @@ impl CountTable {
     }
 
     /// `count_logged` for pairs of `PAIR` bytes (8: two `u32`s, 16: two
-    /// `u64`s); returns how many items it counted: all of them, or (with
+    /// `u64`s; 0: no log, for a period that neither logs nor lists its
+    /// changes); returns how many items it counted: all of them, or (with
     /// 8-byte pairs) those before the first whose key or count now does
     /// not fit 32 bits, which is left uncounted.
     #[inline(always)]
@@ -262,6 +277,9 @@ impl CountTable {
                 changed_keys += usize::from(slot.1 & !COUNT_MASK != mark);
             }
             slot.1 = now | mark;
+            if PAIR == 0 {
+                continue;
+            }
             // SAFETY: `pairs` is the log's spare capacity for `items.len()`
             // pairs (reserved above), and this writes the `position`th
             // pair, in bounds, unaligned (a `Vec<u8>`); with 8-byte pairs
@@ -322,13 +340,20 @@ impl CountTable {
     }
 
     /// Drops the period's log and lists its changed slots from their
-    /// marks, one pass over the table: the period's changes are read from
-    /// the slots from now on.
+    /// marks, one pass over the table (unless a quarter of the slots or
+    /// more changed: those are read by scanning the marks, and go on
+    /// uncounted but for `changed_keys`): the period's changes are read
+    /// from the slots from now on.
     fn stop_logging(&mut self) {
         self.logging = false;
         self.log.truncate(self.log_prefix);
-        let mark = self.period << PERIOD_SHIFT;
         self.changed.clear();
+        if self.changed_keys * DENSE_SCAN_SLOTS >= self.slots.len() {
+            // Read by scanning the marks anyway: `changed_keys` counts them.
+            return;
+        }
+        self.listing = true;
+        let mark = self.period << PERIOD_SHIFT;
         self.changed.extend(
             self.slots
                 .iter()
@@ -378,8 +403,9 @@ impl CountTable {
         Ok(log)
     }
 
-    /// Adds `count` to `key` (room reserved) and marks it changed in the
-    /// period, for a period that does not log; returns its count now.
+    /// Adds `count` to `key` (room reserved), marks it changed in the
+    /// period and lists its slot if it was not, for a period that lists
+    /// its changes; returns its count now.
     #[inline(always)]
     fn bump(&mut self, key: u64, count: u64) -> u64 {
         let mark = self.period << PERIOD_SHIFT;
@@ -388,18 +414,26 @@ impl CountTable {
         let now = if slot.1 == 0 {
             slot.0 = key;
             self.len += 1;
-            if self.tracked {
-                self.changed.push(index as u32);
-            }
+            self.changed.push(index as u32);
             count
         } else {
-            if self.tracked && slot.1 & !COUNT_MASK != mark {
+            if slot.1 & !COUNT_MASK != mark {
                 self.changed.push(index as u32);
             }
             (slot.1 & COUNT_MASK) + count
         };
         slot.1 = now | mark;
         now
+    }
+
+    /// Stops listing the period's changed slots once a quarter of the
+    /// slots or more are listed: they will be read by scanning the marks.
+    fn stop_listing_if_dense(&mut self) {
+        if self.listing && self.changed.len() * DENSE_SCAN_SLOTS >= self.slots.len() {
+            self.listing = false;
+            self.changed_keys = self.changed.len();
+            self.changed.clear();
+        }
     }
 
     /// The slot of `key`, or the empty slot where it goes (the table is
@@ -460,10 +494,14 @@ impl CountTable {
     /// How many pairs [`drain_changes`](CountTable::drain_changes) hands
     /// out now.
     pub fn changes_len(&self) -> usize {
-        if self.logging {
+        if !self.tracked {
+            0
+        } else if self.logging {
             self.log_pairs_len()
-        } else {
+        } else if self.listing {
             self.changed.len()
+        } else {
+            self.changed_keys
         }
     }
 
@@ -535,8 +573,15 @@ impl CountTable {
     /// and those with the period's mark kept: a sequential read of the
     /// whole table then costs less than a random read per change.
     fn read_changed(&self, mut each: impl FnMut(u64, u64)) {
-        // A period that logs lists no slots: its marks say which changed.
-        if self.logging || self.changed.len() * DENSE_SCAN_SLOTS >= self.slots.len() {
+        if !self.tracked {
+            return;
+        }
+        // A period that logs or stopped listing lists no slots: its marks
+        // say which changed.
+        if self.logging
+            || !self.listing
+            || self.changed.len() * DENSE_SCAN_SLOTS >= self.slots.len()
+        {
             let mark = self.period << PERIOD_SHIFT;
             for &(key, count) in &self.slots {
                 if count & !COUNT_MASK == mark {
@@ -566,6 +611,7 @@ impl CountTable {
         self.changed_keys = 0;
         self.log.truncate(self.log_prefix);
         self.logging = self.tracked && (self.logging || self.period % LOG_RETRY_PERIODS == 0);
+        self.listing = self.tracked && !self.logging;
         if self.period == PERIOD_MAX {
             for slot in &mut self.slots {
                 slot.1 &= COUNT_MASK;
@@ -579,12 +625,20 @@ impl CountTable {
     /// Counts one for the key of every item of `items`.
     ///
     /// A period that logs counts in a loop of its own
-    /// ([`count_logged`](CountTable::count_logged)), so the one that runs
-    /// once it stops is as tight as counting without changes.
+    /// ([`count_logged`](CountTable::count_logged)); so does, without the
+    /// log, a period that no longer lists its changed slots (a quarter of
+    /// the slots or more changed: at 1 M keys, every epoch) and an
+    /// untracked table. Only a period that lists its changes pushes slots.
     pub fn count_slice<T>(&mut self, items: &[T], key: impl Fn(&T) -> u64) {
         self.reserve(items.len());
         if self.logging {
             return self.count_logged(items, key, 1);
+        }
+        if !self.listing {
+            // Marks only (or nothing kept: an untracked table): the
+            // logging loop without its log.
+            self.count_logged_as::<0, T>(items, &key, 1);
+            return;
         }
         for (position, item) in items.iter().enumerate() {
             if let Some(ahead) = items.get(position + PREFETCH_AHEAD) {
@@ -592,6 +646,7 @@ impl CountTable {
             }
             self.bump(key(item), 1);
         }
+        self.stop_listing_if_dense();
     }
 
     /// The count of `key`, if present.
@@ -656,7 +711,7 @@ impl CountTable {
             }
             self.slots[index] = (key, count);
             self.len += 1;
-            if self.tracked && !self.logging && count & !COUNT_MASK == self.period << PERIOD_SHIFT {
+            if self.listing && count & !COUNT_MASK == self.period << PERIOD_SHIFT {
                 self.changed.push(index as u32);
             }
         }
@@ -930,6 +985,53 @@ mod tests {
         assert_eq!((table.log_pair_bytes(), table.log.len()), (8, 3 + 8));
     }
 
+    /// A period that does not log lists its changed slots until a quarter
+    /// of the slots changed, then stops listing and reads its changes by
+    /// scanning the marks: each changed key once, whether counted before
+    /// or after it stopped, through a growth of the table; the next period
+    /// lists again.
+    #[test]
+    fn a_period_stops_listing_once_a_quarter_of_the_slots_changed() {
+        let mut table = CountTable::new();
+        let all: Vec<u64> = (0..3_000).collect();
+        table.count_slice(&all, |&k| k);
+        let _ = drained(&mut table);
+        // A dense period (five counts a key) drops the log; the next lists.
+        let five: Vec<u64> = all.iter().flat_map(|&k| [k; 5]).collect();
+        table.count_slice(&five, |&k| k);
+        let _ = drained(&mut table);
+        assert!(
+            !table.logging && table.listing,
+            "a period that does not log lists"
+        );
+        let capacity = table.capacity();
+        let few: Vec<u64> = (0..10).collect();
+        table.count_slice(&few, |&k| k);
+        assert!(table.listing && table.changed.len() == 10);
+        // Past a quarter of the slots: no list, the count goes on.
+        let quarter = capacity / DENSE_SCAN_SLOTS;
+        let more: Vec<u64> = (10..quarter as u64 + 10).collect();
+        table.count_slice(&more, |&k| k);
+        assert!(!table.listing && table.changed.is_empty());
+        // Keys counted again, and new keys that grow the table.
+        let new: Vec<u64> = (1_000_000..1_000_000 + capacity as u64).collect();
+        table.count_slice(&few, |&k| k);
+        table.count_slice(&new, |&k| k);
+        assert!(table.capacity() > capacity, "the table grew");
+        let expected = quarter + 10 + new.len();
+        assert_eq!(table.changes_len(), expected);
+        let (last, pairs) = drained(&mut table);
+        assert_eq!((pairs, last.len()), (expected, expected), "once each");
+        assert_eq!(
+            (last[&0], last[&10], last[&1_000_000]),
+            (1 + 5 + 2, 1 + 5 + 1, 1)
+        );
+        assert_eq!(last.get(&(quarter as u64 + 10)), None, "not changed");
+        // The next period lists again.
+        table.count_slice(&[5u64], |&k| k);
+        assert!(table.listing && table.changed == [table.probe(5) as u32]);
+    }
+
     /// An untracked table counts as a tracked one does, and keeps no log
     /// and no list of changes, from one period to the next.
     #[test]
@@ -1018,7 +1120,9 @@ mod tests {
             table.count_slice(&most, |&k| k);
         }
         assert!(!table.logging, "three counts per key should drop the log");
-        assert!(table.changed.len() * DENSE_SCAN_SLOTS >= table.capacity());
+        // (And lists none: a quarter of the slots or more changed.)
+        assert!(!table.listing && table.changed.is_empty());
+        assert!(table.changes_len() * DENSE_SCAN_SLOTS >= table.capacity());
         let (last, pairs) = drained(&mut table);
         assert_eq!((pairs, last.len()), (20_000, 20_000));
         for (key, count) in last {
