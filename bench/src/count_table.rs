@@ -19,9 +19,9 @@
 //! not to the table's size, until a quarter of the slots changed: from
 //! then on the period's changes are read by scanning the marks, and the
 //! list is dropped for the rest of it (at 1 M keys every key changes each
-//! epoch, and the list only cost a store per change). The mark rides in the slot the count already
-//! touches: no extra memory access per count, and a new period starts by
-//! counting one up, not by clearing marks.
+//! epoch, and the list only cost a store per change). The mark rides in
+//! the slot the count already touches: no extra memory access per count,
+//! and a new period starts by counting one up, not by clearing marks.
 //!
 //! Reading the changed slots back is a second random access per changed
 //! key, as costly as counting when most events of a period count a key of
@@ -32,9 +32,10 @@
 //! out the log (a key counted twice appears twice; its last pair is its
 //! count now). Past that the log is dropped for the period, its changed
 //! slots are listed from their marks (one pass over the table), and the
-//! next periods list slots but every [`LOG_RETRY_PERIODS`]th, which logs. The log is kept as the bytes a
-//! changes record holds, behind room for its owner's header, so it can be
-//! handed over as the record ([`CountTable::take_log`]) instead of copied.
+//! next periods list slots but every [`LOG_RETRY_PERIODS`]th, which logs.
+//! The log is kept as the bytes a changes record holds, behind room for
+//! its owner's header, so it can be handed over as the record
+//! ([`CountTable::take_log`]) instead of copied.
 //! A pair takes 8 bytes, `(u32 key, u32 count)`, while every key and
 //! count logged fits 32 bits, and 16 (two `u64`s) once one does not (the
 //! log is widened in place, and stays wide until the table is drained):
@@ -146,7 +147,6 @@ impl CountTable {
     pub fn untracked() -> CountTable {
         CountTable {
             logging: false,
-            listing: false,
             tracked: false,
             ..CountTable::new()
         }
@@ -339,11 +339,10 @@ impl CountTable {
         (self.log.len() - self.log_prefix) / self.log_pair_bytes()
     }
 
-    /// Drops the period's log and lists its changed slots from their
-    /// marks, one pass over the table (unless a quarter of the slots or
-    /// more changed: those are read by scanning the marks, and go on
-    /// uncounted but for `changed_keys`): the period's changes are read
-    /// from the slots from now on.
+    /// Drops the period's log: the period's changes are read from the
+    /// slots from now on, listed from their marks in one pass over the
+    /// table, or (a quarter of the slots or more changed) read by scanning
+    /// the marks, with `changed_keys` counting them.
     fn stop_logging(&mut self) {
         self.logging = false;
         self.log.truncate(self.log_prefix);
@@ -576,12 +575,9 @@ impl CountTable {
         if !self.tracked {
             return;
         }
-        // A period that logs or stopped listing lists no slots: its marks
-        // say which changed.
-        if self.logging
-            || !self.listing
-            || self.changed.len() * DENSE_SCAN_SLOTS >= self.slots.len()
-        {
+        // A period that logs or stopped listing (a quarter of the slots
+        // or more changed) lists no slots: its marks say which changed.
+        if self.logging || !self.listing {
             let mark = self.period << PERIOD_SHIFT;
             for &(key, count) in &self.slots {
                 if count & !COUNT_MASK == mark {

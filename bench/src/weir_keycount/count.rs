@@ -458,43 +458,17 @@ impl Processor for TumblingCount {
             }
         }
         // Else written straight from the tables, one copy: in 8-byte pairs
-        // while every table's keys and counts fit 32 bits.
-        let start = bytes.len();
+        // while every table's keys and counts fit 32 bits, else (or once
+        // one is found not to) in 16-byte ones.
         let narrow = self
             .open
             .iter()
             .all(|(_, table)| table.log_pair_bytes() == 8);
-        for (magic, pair_bytes) in [(NARROW_CHANGES_MAGIC, 8), (CHANGES_MAGIC, 16)] {
-            if pair_bytes == 8 && !narrow {
-                continue;
-            }
-            bytes.extend_from_slice(magic);
-            for word in [self.closed_below, self.late_events, self.open.len() as u64] {
-                bytes.extend_from_slice(&word.to_le_bytes());
-            }
-            let mut written = 0;
-            for (window, table) in &mut self.open {
-                bytes.extend_from_slice(&window.to_le_bytes());
-                let at = bytes.len();
-                bytes.extend_from_slice(&0u64.to_le_bytes());
-                let Some(pairs) = table.write_changes(bytes, pair_bytes) else {
-                    break;
-                };
-                bytes[at..at + 8].copy_from_slice(&(pairs as u64).to_le_bytes());
-                written += 1;
-            }
-            if written == self.open.len() {
-                for (_, table) in &mut self.open {
-                    table.forget_changes();
-                }
-                return Ok(());
-            }
-            // A key or count past 32 bits: written again, wide.
-            bytes.truncate(start);
+        if !(narrow && self.write_changes_block(bytes, NARROW_CHANGES_MAGIC, 8)) {
+            let written = self.write_changes_block(bytes, CHANGES_MAGIC, 16);
+            debug_assert!(written, "16-byte pairs always fit");
         }
-        Err(OperatorError::other(
-            "tumbling window changes: a table refused 16-byte pairs",
-        ))
+        Ok(())
     }
 
     fn restore_changes(&mut self, mut bytes: &[u8]) -> Result<(), OperatorError> {
@@ -598,6 +572,38 @@ impl Processor for TumblingCount {
 }
 
 impl TumblingCount {
+    /// Appends a changes block (`Changes`) of every open window's changes
+    /// in pairs of `pair_bytes` under `magic`, and starts a new period in
+    /// each table. With 8-byte pairs a key or count past 32 bits instead
+    /// leaves `bytes` as it was and every period going on, and returns
+    /// `false` (`CountTable::write_changes`).
+    fn write_changes_block(
+        &mut self,
+        bytes: &mut Vec<u8>,
+        magic: &[u8; 4],
+        pair_bytes: usize,
+    ) -> bool {
+        let start = bytes.len();
+        bytes.extend_from_slice(magic);
+        for word in [self.closed_below, self.late_events, self.open.len() as u64] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        for (window, table) in &mut self.open {
+            bytes.extend_from_slice(&window.to_le_bytes());
+            let at = bytes.len();
+            bytes.extend_from_slice(&0u64.to_le_bytes());
+            let Some(pairs) = table.write_changes(bytes, pair_bytes) else {
+                bytes.truncate(start);
+                return false;
+            };
+            bytes[at..at + 8].copy_from_slice(&(pairs as u64).to_le_bytes());
+        }
+        for (_, table) in &mut self.open {
+            table.forget_changes();
+        }
+        true
+    }
+
     /// Applies one changes block: counts overwrite, windows below its
     /// `closed_below` are gone.
     fn apply(&mut self, changes: Changes<'_>) -> Result<(), OperatorError> {
