@@ -82,6 +82,21 @@ struct Measured {
     snapshot_seconds: f64,
     /// The run's wall time.
     elapsed: Duration,
+    /// CPU time of the whole process over the run's wall time: how many
+    /// of the machine's cores the run kept busy.
+    cores_busy: f64,
+}
+
+/// CPU time (user and system) this process has used so far.
+fn process_cpu_time() -> Duration {
+    // SAFETY: `getrusage` writes only the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The value of the series `name` (summed over its label sets).
@@ -107,14 +122,18 @@ fn run(args: &Args, data_dir: Option<&std::path::Path>) -> Result<Measured> {
         window_ticks: args.window,
     };
     let results = Arc::new(Mutex::new(WindowTotals::default()));
+    let (cpu_before, wall_before) = (process_cpu_time(), std::time::Instant::now());
     let report = runtime.run(keycount.graph_with(results.clone(), args.snapshots())?)?;
     let totals = std::mem::take(
         &mut *results
             .lock()
             .map_err(|_| anyhow::anyhow!("a sink panicked"))?,
     );
+    let cores_busy =
+        (process_cpu_time() - cpu_before).as_secs_f64() / wall_before.elapsed().as_secs_f64();
     let rendered = runtime.metrics().render();
     Ok(Measured {
+        cores_busy,
         rate: args.events as f64 / report.elapsed.as_secs_f64(),
         latencies: report.epoch_commit_latencies,
         longest_snapshot: report.longest_snapshot,
@@ -169,7 +188,7 @@ fn main() -> Result<()> {
         ensure!(on.totals == off.totals, "epochs changed the output");
         let epochs = on.latencies.len().max(1) as f64;
         println!(
-            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed; per epoch: {:.2} MB of full snapshots, {:.2} MB of changes, {:.2} MB written to the shard WALs; longest snapshot (a stall of its shard) {:.1} ms; snapshots took {:.1} % of the shards' time",
+            "run {run_index}: epochs {:.2} M events/s, no epochs {:.2} M events/s, ratio {:.3}, {} epochs committed; per epoch: {:.2} MB of full snapshots, {:.2} MB of changes, {:.2} MB written to the shard WALs; longest snapshot (a stall of its shard) {:.1} ms; snapshots took {:.1} % of the shards' time; cores busy: epochs {:.2}, no epochs {:.2}",
             on.rate / 1e6,
             off.rate / 1e6,
             on.rate / off.rate,
@@ -179,6 +198,8 @@ fn main() -> Result<()> {
             on.wal_bytes / epochs / 1e6,
             on.longest_snapshot.as_secs_f64() * 1e3,
             on.snapshot_seconds * 100.0 / (on.elapsed.as_secs_f64() * args.shards as f64),
+            on.cores_busy,
+            off.cores_busy,
         );
         // Where the commit tail is: early epochs (tables growing while
         // they fill) or base epochs (multiples of 64).
