@@ -92,7 +92,8 @@ pub trait Source: 'static {
     /// record it emitted (a generator's next index, a file's byte offset).
     /// Logged at every epoch barrier when the runtime has a data directory.
     /// A source that cannot be replayed returns nothing and is not
-    /// exactly-once.
+    /// exactly-once. During the call, its [`IntakeLog::current_epoch`]
+    /// is the epoch whose barrier this position is logged at.
     fn position(&self) -> Vec<u8> {
         Vec::new()
     }

@@ -169,3 +169,98 @@ fn nodes_are_told_whether_the_run_takes_snapshots() {
         assert_eq!(*told.lock().unwrap(), vec![expected; SHARDS]);
     }
 }
+
+/// What [`SlowPolls`] saw: a poll, or a position asked for with the
+/// source's epoch (`IntakeLog::current_epoch`) at the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen2 {
+    Poll,
+    Position(u64),
+}
+
+/// Ten items, one per poll, each poll slower than several epochs (so
+/// several barriers are due at once between two polls).
+struct SlowPolls {
+    left: u64,
+    intake: Option<weir_runtime::IntakeLog>,
+    seen: Arc<Mutex<Vec<Seen2>>>,
+}
+
+impl weir_runtime::Source for SlowPolls {
+    type Output = Item;
+
+    fn poll(&mut self, out: &mut weir_runtime::Emitter<Item>) -> weir_runtime::SourcePoll {
+        self.seen.lock().unwrap().push(Seen2::Poll);
+        if self.left == 0 {
+            return weir_runtime::SourcePoll::Exhausted;
+        }
+        self.left -= 1;
+        out.push(&Item {
+            id: self.left,
+            key: 0,
+        });
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        weir_runtime::SourcePoll::Ready
+    }
+
+    fn position(&self) -> Vec<u8> {
+        let epoch = self
+            .intake
+            .as_ref()
+            .map_or(0, weir_runtime::IntakeLog::current_epoch);
+        self.seen.lock().unwrap().push(Seen2::Position(epoch));
+        self.left.to_le_bytes().to_vec()
+    }
+
+    fn attach(&mut self, intake: weir_runtime::IntakeLog) {
+        self.intake = Some(intake);
+    }
+}
+
+/// While a source says where it stands, its epoch is the one whose barrier
+/// that position is logged at, also when several barriers go out between
+/// two polls (a scaled-out Kafka source hands its offsets to that epoch's
+/// transaction by this number).
+#[test]
+fn a_source_position_is_taken_in_the_epoch_of_its_barrier() {
+    let data = tempfile::tempdir().expect("scratch directory");
+    let seen: Arc<Mutex<Vec<Seen2>>> = Arc::new(Mutex::new(Vec::new()));
+    let source_seen = seen.clone();
+    let mut graph = GraphBuilder::new();
+    graph.source("slow", move |_| SlowPolls {
+        left: 10,
+        intake: None,
+        seen: source_seen.clone(),
+    });
+    let collected: Seen<(u64, u64)> = Arc::new(Mutex::new(Vec::new()));
+    graph.sink("collect", move |context| {
+        collect_items(context, collected.clone())
+    });
+    graph.connect("slow", "collect", Partition::<Item>::Forward);
+    let runtime = Runtime::builder()
+        .shards(1)
+        .data_dir(data.path())
+        .epoch_interval(std::time::Duration::from_millis(2))
+        .build()
+        .expect("runtime starts");
+    runtime.run(graph.build().unwrap()).expect("run succeeds");
+    let seen = seen.lock().unwrap().clone();
+    let epochs: Vec<u64> = seen
+        .iter()
+        .filter_map(|event| match event {
+            Seen2::Position(epoch) => Some(*epoch),
+            Seen2::Poll => None,
+        })
+        .collect();
+    assert!(epochs.len() >= 3, "positions at {epochs:?}");
+    let expected: Vec<u64> = (1..=epochs.len() as u64).collect();
+    assert_eq!(
+        epochs, expected,
+        "one position per barrier, each in its epoch"
+    );
+    assert!(
+        seen.windows(2)
+            .any(|pair| matches!(pair, [Seen2::Position(_), Seen2::Position(_)])),
+        "several barriers went out between two polls at least once: {seen:?}"
+    );
+}

@@ -605,10 +605,15 @@ impl ShardEpochs {
     async fn run_commits(&self, committed: u64) -> Result<(), NodeFailure> {
         let due: Vec<Pending> = {
             let mut progress = self.progress.borrow_mut();
-            let (due, later) = std::mem::take(&mut progress.commits)
-                .into_iter()
-                .partition(|pending| pending.epoch <= committed);
+            let (mut due, later): (Vec<Pending>, Vec<Pending>) =
+                std::mem::take(&mut progress.commits)
+                    .into_iter()
+                    .partition(|pending| pending.epoch <= committed);
             progress.commits = later;
+            // Epoch by epoch: one sink may have pre-committed epoch `n + 1`
+            // before another pre-committed `n`. Stable, so each sink's
+            // commits keep their order.
+            due.sort_by_key(|pending| pending.epoch);
             due
         };
         if due.is_empty() {

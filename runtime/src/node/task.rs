@@ -109,7 +109,7 @@ pub(crate) async fn run_source<S: Source>(
             return Err(NodeFailure::Aborted);
         }
         if let Some(epochs) = &node.epochs {
-            emit_barriers(&source, &mut out, epochs, &node, &mut epoch).await?;
+            emit_barriers(&source, &mut out, epochs, &node, &mut epoch, &current).await?;
             current.set(epoch + 1);
         }
         if exhausted || stop.load(Ordering::Relaxed) {
@@ -121,6 +121,7 @@ pub(crate) async fn run_source<S: Source>(
             }
             if let Some(last) = wait_for_final_epoch(epochs, epoch, &mut polls).await {
                 // End of stream (or a stop) is the final epoch's barrier.
+                current.set(last);
                 let position = source.position();
                 epochs.append(
                     RecordType::SOURCE_POSITIONS,
@@ -192,12 +193,16 @@ async fn emit_barriers<S: Source>(
     epochs: &ShardEpochs,
     node: &NodeEnv,
     epoch: &mut u64,
+    current: &Cell<u64>,
 ) -> Result<(), NodeFailure> {
     let shared = epochs.shared();
     let requested = shared.requested.load(Ordering::Acquire);
     let limit = shared.final_epoch().map_or(requested, |last| last - 1);
     while *epoch < limit {
         *epoch += 1;
+        // While it says where it stands, the source's epoch is the one
+        // this barrier closes (`Source::position`).
+        current.set(*epoch);
         let position = source.position();
         epochs.append(
             RecordType::SOURCE_POSITIONS,
