@@ -404,8 +404,19 @@ fn run_graph(
         .discard_state(args.discard_state.iter().cloned());
     if let Some(shards) = config.shards {
         builder = builder.shards(shards);
+    } else if config.group.is_some() {
+        // Scaled out: one shard per process for now (checked when the
+        // file was loaded).
+        builder = builder.shards(1);
     }
-    if let Some(dir) = args.data_dir.clone().or_else(|| config.data_dir.clone()) {
+    let data_dir = args.data_dir.clone().or_else(|| config.data_dir.clone());
+    if let (Some(group), None) = (&config.group, &data_dir) {
+        anyhow::bail!(
+            "`[runtime] group` = {group:?} (scale-out over Kafka) needs a data directory \
+             (`--data-dir` or `[runtime] data_dir`): its epochs are its Kafka transactions"
+        );
+    }
+    if let Some(dir) = data_dir {
         builder = builder.data_dir(dir);
     }
     let stop_timeout_ms = match &args.stop_timeout {

@@ -100,6 +100,10 @@ pub struct PlanContext<'a> {
     /// The pipeline's name: the file's stem (delivery sinks put it in
     /// idempotency keys and progress rows).
     pub pipeline: &'a str,
+    /// The scale-out run this plan is for, with `[runtime] group`
+    /// (`crate::scale_out`): the `kafka` source joins the group and the
+    /// `kafka` sinks publish in the process's epoch transaction.
+    pub group: Option<&'a crate::scale_out::GroupPlan>,
 }
 
 impl PlanContext<'_> {
@@ -170,6 +174,14 @@ pub trait Component {
     fn outputs_despite_error(&self, input: &SchemaRef) -> Option<Vec<Output>> {
         let _ = input;
         None
+    }
+
+    /// Whether it can run in a scale-out pipeline (`[runtime] group`):
+    /// keeps no state that would have to move between processes, or moves
+    /// it through Kafka. Kafka sources and sinks and stateless processors
+    /// do; the default is no.
+    fn scales_out(&self) -> bool {
+        false
     }
 }
 

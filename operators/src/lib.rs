@@ -23,5 +23,6 @@ pub mod kafka;
 pub mod limits;
 pub mod processors;
 pub mod row;
+pub mod scale_out;
 pub mod sinks;
 pub mod sources;

@@ -160,3 +160,23 @@ pub const ROW_GROUP_MAX_BYTES: usize = 64 * 1024 * 1024;
 pub const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
 /// Bytes of a rejected request's response body quoted in the error.
 pub const WEBHOOK_ERROR_BODY_MAX_BYTES: u64 = 1024;
+
+/// `transaction.timeout.ms` of a scaled-out process's transactions
+/// (`crate::scale_out`): after a process is killed in the middle of one,
+/// the brokers abort it within this long, and the partitions it held
+/// (their offsets pending in it) can be read by their new owners.
+pub const KAFKA_SCALE_OUT_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a scaled-out source's consumer, giving partitions up in a
+/// rebalance, waits for the transaction of the epoch that last read them
+/// (`crate::sources::kafka::subscribe`); the group's rebalance waits with
+/// it (up to the consumer's `max.poll.interval.ms`). Past it the run is
+/// fenced and fails.
+pub const KAFKA_REVOKE_COMMIT_WAIT_MS: u64 = 60_000;
+
+/// How long a scaled-out source's consumer waits, when the group gives it
+/// partitions, for their committed offsets to be stable (a transaction
+/// holding offsets of them, left open by a member that died, is aborted by
+/// the brokers within [`KAFKA_SCALE_OUT_TRANSACTION_TIMEOUT_MS`]). Past it
+/// the run fails.
+pub const KAFKA_GROUP_OFFSETS_WAIT_MS: u64 = 60_000;

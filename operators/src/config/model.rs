@@ -77,6 +77,13 @@ pub struct RuntimeConfig {
     /// default, 10 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<String>,
+    /// Scale-out over Kafka (`docs/scale-out.md`): processes running this
+    /// pipeline with the same `group` share the input partitions through
+    /// this Kafka consumer group, and each publishes its epochs in one
+    /// Kafka transaction with the offsets it consumed. `None`: one process
+    /// reads every partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -97,6 +104,7 @@ impl Default for RuntimeConfig {
             epoch_interval_ms: EPOCH_INTERVAL_DEFAULT_MS,
             metrics_listen: None,
             stop_timeout: None,
+            group: None,
         }
     }
 }

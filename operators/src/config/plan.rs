@@ -71,11 +71,17 @@ pub(crate) struct Plan {
 /// Plans `config`; components whose inputs failed are skipped, so every
 /// error is a first-hand one.
 pub(crate) fn plan(config: &PipelineConfig, pipeline: &str) -> (Plan, Vec<PlanError>) {
+    let group = config
+        .runtime
+        .group
+        .as_deref()
+        .map(crate::scale_out::GroupPlan::new);
     let mut planner = Planner {
         plan: Plan::default(),
         errors: Vec::new(),
         failed: BTreeSet::new(),
         pipeline,
+        group,
     };
     for (name, source) in &config.sources {
         planner.component("sources", name, source.component());
@@ -127,6 +133,8 @@ struct Planner<'p> {
     failed: BTreeSet<String>,
     /// The pipeline's name (the file's stem).
     pipeline: &'p str,
+    /// The scale-out run planned, with `[runtime] group`.
+    group: Option<crate::scale_out::GroupPlan>,
 }
 
 impl Planner<'_> {
@@ -176,10 +184,16 @@ impl Planner<'_> {
                 None => return,
             }
         };
+        if self.group.is_some() && !component.scales_out() {
+            let message = crate::scale_out::not_scalable_message().to_owned();
+            self.fail_at(&path, ConfigErrorKind::Invalid, None, None, message);
+            return;
+        }
         let context = PlanContext {
             name,
             input: input.as_ref(),
             pipeline: self.pipeline,
+            group: self.group.as_ref(),
         };
         match component.plan(&context) {
             Ok(planned) => {

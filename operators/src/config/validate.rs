@@ -130,6 +130,17 @@ impl<'a> Checker<'a> {
                 message,
             ));
         }
+        if let Some(group) = &runtime.group {
+            if let Err(message) = crate::scale_out::check_group(group, runtime.shards) {
+                let option = if group.trim().is_empty() || message.contains("`group`") {
+                    "group"
+                } else {
+                    "shards"
+                };
+                let _ =
+                    self.report(self.error(ConfigErrorKind::Invalid, "runtime", option, message));
+            }
+        }
         if let Some(listen) = &runtime.metrics_listen {
             if listen.parse::<std::net::SocketAddr>().is_err() {
                 let message = format!(

@@ -75,6 +75,11 @@ impl Processor for Filter {
 }
 
 impl Component for FilterConfig {
+    /// Stateless: runs in a scaled-out pipeline.
+    fn scales_out(&self) -> bool {
+        true
+    }
+
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -164,6 +164,11 @@ impl MapSpec {
 }
 
 impl Component for MapConfig {
+    /// Stateless: runs in a scaled-out pipeline.
+    fn scales_out(&self) -> bool {
+        true
+    }
+
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

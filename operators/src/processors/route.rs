@@ -128,6 +128,11 @@ impl Processor for Route {
 }
 
 impl Component for RouteConfig {
+    /// Stateless: runs in a scaled-out pipeline.
+    fn scales_out(&self) -> bool {
+        true
+    }
+
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

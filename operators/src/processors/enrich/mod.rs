@@ -126,6 +126,11 @@ impl Processor for Enrich {
 }
 
 impl Component for EnrichConfig {
+    /// Stateless: runs in a scaled-out pipeline.
+    fn scales_out(&self) -> bool {
+        true
+    }
+
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

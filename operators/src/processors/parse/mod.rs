@@ -260,6 +260,11 @@ impl Processor for Parse {
 }
 
 impl Component for ParseConfig {
+    /// Stateless: runs in a scaled-out pipeline.
+    fn scales_out(&self) -> bool {
+        true
+    }
+
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -155,6 +155,9 @@ pub struct KafkaSinkSpec {
     pub delivery: KafkaDelivery,
     /// librdkafka properties.
     pub options: BTreeMap<String, String>,
+    /// With `[runtime] group`: the scale-out run whose process transaction
+    /// publishes every epoch ([`crate::scale_out`]).
+    pub group: Option<crate::scale_out::GroupPlan>,
 }
 
 /// Whether `topic` is a legal Kafka topic name.
@@ -200,6 +203,7 @@ pub fn build(
         compression: config.compression,
         delivery: config.delivery,
         options: config.options.clone(),
+        group: None,
     })
 }
 
@@ -283,9 +287,17 @@ impl KafkaSink {
     /// would leave that transaction open until the broker's
     /// `transaction.timeout.ms`, and `read_committed` readers of its
     /// partitions would wait for it.
+    ///
+    /// Scaled out (`[runtime] group`), every epoch is staged, with records
+    /// or without: the process's transaction of an epoch waits for every
+    /// sink's ([`crate::scale_out`]).
     pub fn stage(&mut self, epoch: u64) -> Vec<u8> {
         let exactly_once = self.spec.delivery == KafkaDelivery::ExactlyOnce;
-        if self.count == 0 && (self.staged_once || !exactly_once) {
+        let group = self.spec.group.as_ref().map(|plan| staged::GroupHeader {
+            name: plan.group.clone(),
+            run: plan.run,
+        });
+        if self.count == 0 && group.is_none() && (self.staged_once || !exactly_once) {
             return Vec::new();
         }
         self.staged_once = true;
@@ -300,6 +312,7 @@ impl KafkaSink {
             shard: self.shard as u64,
             epoch,
             records: std::mem::take(&mut self.count),
+            group,
         };
         let bytes = staged::encode(&header, &self.records);
         self.records.clear();
@@ -331,8 +344,22 @@ impl Component for KafkaSinkConfig {
     }
 
     fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
-        let spec = build(self, &context.schema(), context.pipeline)?;
+        let mut spec = build(self, &context.schema(), context.pipeline)?;
+        if let Some(plan) = context.group {
+            if spec.delivery != KafkaDelivery::ExactlyOnce {
+                return Err(OptionError::new(
+                    "delivery",
+                    "a scaled-out pipeline (`[runtime] group`) publishes exactly once:                      leave `delivery` out",
+                ));
+            }
+            plan.run().add_sink(context.name);
+            spec.group = Some(plan.clone());
+        }
         Ok(Planned::new(Vec::new(), KafkaSinkNode(spec)))
+    }
+
+    fn scales_out(&self) -> bool {
+        true
     }
 }
 

@@ -76,6 +76,16 @@ impl ClientContext for DeliveryContext {
     }
 }
 
+impl DeliveryContext {
+    /// The context of a producer for sink `sink`.
+    pub fn new(sink: &str) -> DeliveryContext {
+        DeliveryContext {
+            sink: Arc::from(sink),
+            failed: Arc::default(),
+        }
+    }
+}
+
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
@@ -132,6 +142,9 @@ pub fn commit(bytes: &[u8], control: &CommitControl) -> Result<(), OperatorError
         return Ok(());
     }
     let staged = staged::decode(bytes)?;
+    if staged.header.group.is_some() {
+        return crate::scale_out::commit(&staged, bytes, control);
+    }
     // Damaged records are an error no retry cures.
     for record in staged::records(staged.records) {
         record.map_err(|error| {
@@ -259,10 +272,10 @@ fn step<T>(
 /// any error, and its retry makes a new publisher, whose
 /// `init_transactions` aborts the open transaction and fences the stuck
 /// producer off.
-fn send_offsets(
+pub(crate) fn send_offsets(
     producer: &Arc<BaseProducer<DeliveryContext>>,
     offsets: TopicPartitionList,
-    group: rdkafka::consumer::ConsumerGroupMetadata,
+    group: Arc<rdkafka::consumer::ConsumerGroupMetadata>,
     control: &CommitControl,
     limit: Duration,
 ) -> Result<(), String> {
@@ -446,7 +459,13 @@ impl Publisher {
                     Offset::Offset(i64::try_from(header.epoch).unwrap_or(i64::MAX)),
                 )
                 .map_err(kafka_error("marker"))?;
-            send_offsets(&self.producer, offsets, group, control, step_timeout())?;
+            send_offsets(
+                &self.producer,
+                offsets,
+                Arc::new(group),
+                control,
+                step_timeout(),
+            )?;
             weir_runtime::epoch::failpoint("kafka-before-commit", header.epoch);
             step(control, "commit_transaction", |timeout| {
                 self.producer.commit_transaction(timeout)
@@ -503,7 +522,7 @@ mod tests {
             .set("group.id", "group")
             .create()
             .expect("a consumer");
-        let group = consumer.group_metadata().expect("group metadata");
+        let group = Arc::new(consumer.group_metadata().expect("group metadata"));
         cluster.broker_down(2).expect("the group coordinator down");
         let mut offsets = TopicPartitionList::new();
         offsets

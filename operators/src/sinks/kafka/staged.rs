@@ -41,6 +41,19 @@ pub struct Header {
     pub epoch: u64,
     /// Records that follow.
     pub records: u64,
+    /// With `[runtime] group`: the scale-out run that staged it, whose
+    /// process transaction publishes it (`crate::scale_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupHeader>,
+}
+
+/// The scale-out run a staged epoch belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupHeader {
+    /// The consumer group.
+    pub name: String,
+    /// The run's id ([`crate::scale_out::GroupPlan`]).
+    pub run: u64,
 }
 
 /// A decoded staged epoch: the header and the records' bytes.
@@ -145,6 +158,10 @@ mod tests {
             shard: 0,
             epoch: 7,
             records: 2,
+            group: Some(GroupHeader {
+                name: "g".into(),
+                run: 42,
+            }),
         };
         let mut body = Vec::new();
         push_record(&mut body, Some(b"k"), b"{\"a\":1}");

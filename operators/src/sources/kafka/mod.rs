@@ -79,6 +79,7 @@
 
 mod position;
 pub mod reader;
+pub mod subscribe;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,8 +93,10 @@ use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, Sour
 
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, DEAD_LETTER};
 use crate::row::{json_object_into, FieldTypes, MapEntry, OptionError, Row, Schema, Type, Value};
+use crate::scale_out::{GroupPlan, GroupRun};
 use position::PartitionPosition;
 use reader::{Chunk, Command, Event, Reader, ReaderSetup, StartAt};
+use subscribe::{GroupSetup, Revocation};
 
 /// Where a partition with no logged position starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +221,9 @@ pub struct KafkaSourceSpec {
     /// The largest watermark any instance emitted (shared by the
     /// instances of one run).
     pub shared_watermark: Arc<AtomicU64>,
+    /// With `[runtime] group`: the scale-out run; the source joins the
+    /// group instead of reading every partition ([`subscribe`]).
+    pub scale_out: Option<GroupPlan>,
 }
 
 /// The schema of dead letters (port 1): `topic: string, partition: int,
@@ -342,6 +348,7 @@ pub fn build(
         bounded: config.bounded,
         options: config.options.clone(),
         shared_watermark: Arc::new(AtomicU64::new(0)),
+        scale_out: None,
     };
     Ok((spec, schema))
 }
@@ -359,6 +366,10 @@ struct Partition {
     /// The reader reached its end after its last record emitted: it may
     /// turn idle.
     at_end: bool,
+    /// Scaled out: the epoch in which the group took it away. Nothing of
+    /// it is emitted any more; its offset is logged at that epoch's
+    /// barrier for the last time.
+    revoked_at: Option<u64>,
 }
 
 /// The `kafka` source; see the module docs.
@@ -384,6 +395,15 @@ pub struct KafkaSource {
     intake: Option<IntakeLog>,
     dead_metric: Option<ShardCounter>,
     records_metric: Option<ShardCounter>,
+    /// Whether the run has epochs (a data directory).
+    snapshots: bool,
+    /// Scaled out: the run, and the consumer thread's requests to stop
+    /// emitting partitions.
+    group: Option<(Arc<GroupRun>, Arc<Revocation>)>,
+    /// Scaled out: partitions given up before their [`Event::Added`] came
+    /// through the channel, by number, with the epoch they were given up
+    /// in.
+    revoked_early: BTreeMap<u32, u64>,
 }
 
 impl KafkaSource {
@@ -418,10 +438,13 @@ impl KafkaSource {
             intake: None,
             dead_metric: Some(dead.for_shard(context.shard)),
             records_metric: Some(records.for_shard(context.shard)),
+            snapshots: context.snapshots,
+            group: None,
+            revoked_early: BTreeMap::new(),
         }
     }
 
-    fn start_reader(&mut self) {
+    fn start_reader(&mut self) -> Result<(), String> {
         let defaults = [
             (
                 "client.id",
@@ -443,6 +466,39 @@ impl KafkaSource {
         let mut config =
             crate::kafka::client_config(&self.spec.brokers, &defaults, &self.spec.options);
         config.set("group.id", &self.spec.group);
+        if let Some(plan) = &self.spec.scale_out {
+            if !self.snapshots {
+                return Err(
+                    "a scaled-out pipeline (`[runtime] group`) needs a data directory: \
+                            its epochs are its transactions"
+                        .into(),
+                );
+            }
+            let run = plan.run();
+            run.attach_source()?;
+            let revocation = Arc::new(Revocation::default());
+            let watch = self
+                .intake
+                .as_ref()
+                .map(IntakeLog::commit_watch)
+                .ok_or("no intake log")?;
+            self.partitions = Some(Vec::new());
+            self.reader = Some(subscribe::start(GroupSetup {
+                config,
+                topics: self.spec.topics.clone(),
+                headers: self.spec.metadata.contains(&MetaField::Headers),
+                component: self.component.clone(),
+                run: run.clone(),
+                revocation: revocation.clone(),
+                watch,
+                start: match self.spec.start {
+                    KafkaStart::Latest => rdkafka::Offset::End,
+                    KafkaStart::Earliest | KafkaStart::Committed => rdkafka::Offset::Beginning,
+                },
+            }));
+            self.group = Some((run, revocation));
+            return Ok(());
+        }
         self.reader = Some(reader::start(ReaderSetup {
             config,
             topics: self.spec.topics.clone(),
@@ -463,6 +519,72 @@ impl KafkaSource {
             component: self.component.clone(),
             watch: self.intake.as_ref().map(IntakeLog::commit_watch),
         }));
+        Ok(())
+    }
+
+    /// Scaled out, the position at a barrier: the next offset of every
+    /// partition emitted from and still held (or given up in this very
+    /// epoch), handed to the run for this epoch's transaction, and logged
+    /// as usual (restarts do not read it: the group's offsets say where
+    /// to resume).
+    fn group_position(&self, plan: &GroupPlan) -> Vec<u8> {
+        let epoch = self.intake.as_ref().map_or(0, IntakeLog::current_epoch);
+        // By partition; a partition given back to this process after it
+        // was given up appears twice, and its newer assignment counts.
+        let mut held: BTreeMap<(String, i32), &Partition> = BTreeMap::new();
+        for part in self.partitions.iter().flatten() {
+            if part.next_offset.is_some() && part.revoked_at.is_none_or(|at| at >= epoch) {
+                held.insert((part.topic.clone(), part.partition), part);
+            }
+        }
+        let partitions: Vec<PartitionPosition> = held
+            .values()
+            .filter_map(|part| {
+                Some(PartitionPosition {
+                    topic: part.topic.clone(),
+                    partition: part.partition,
+                    next_offset: part.next_offset?,
+                    max_ts: part.max_ts,
+                })
+            })
+            .collect();
+        let offsets = partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.next_offset))
+            .collect();
+        match &self.group {
+            Some((run, _)) => run.set_offsets(epoch, offsets),
+            None => plan.run().set_offsets(epoch, offsets),
+        }
+        position::encode(&partitions)
+    }
+
+    /// Scaled out: answers the consumer thread's request to stop emitting
+    /// partitions, if one waits.
+    fn answer_revocation(&mut self) {
+        let Some((_, revocation)) = &self.group else {
+            return;
+        };
+        if !revocation.is_pending() {
+            return;
+        }
+        let Some(revoked) = revocation.take() else {
+            return;
+        };
+        let epoch = self.intake.as_ref().map_or(0, IntakeLog::current_epoch);
+        let partitions = self.partitions.get_or_insert_with(Vec::new);
+        for number in revoked {
+            match partitions.get_mut(number as usize) {
+                Some(part) => {
+                    part.revoked_at.get_or_insert(epoch);
+                }
+                // Its `Added` is still in the channel.
+                None => {
+                    self.revoked_early.insert(number, epoch);
+                }
+            }
+        }
+        revocation.answer(epoch);
     }
 
     /// Emits the records of the current chunk, up to `max`.
@@ -477,8 +599,24 @@ impl KafkaSource {
         while self.cursor < chunk.entries.len() && emitted < max {
             let entry = &chunk.entries[self.cursor];
             self.cursor += 1;
+            let Some(part) = partitions
+                .get_mut(entry.partition as usize)
+                .filter(|part| part.revoked_at.is_none())
+            else {
+                // Given up to another process, which reads it from the
+                // group's offset.
+                continue;
+            };
             emitted += 1;
-            let part = &mut partitions[entry.partition as usize];
+            if part.next_offset.is_none() && part.revoked_at.is_none() && self.group.is_some() {
+                tracing::debug!(
+                    component = &*self.component,
+                    "kafka: {}/{} starts at offset {}",
+                    part.topic,
+                    part.partition,
+                    entry.offset
+                );
+            }
             part.next_offset = Some(entry.offset + 1);
             part.last_record = now;
             part.at_end = false;
@@ -567,7 +705,9 @@ impl KafkaSource {
         let mut lowest: Option<u64> = None;
         let mut active = false;
         for part in partitions {
-            if part.at_end && now.duration_since(part.last_record) >= idle {
+            if part.revoked_at.is_some()
+                || (part.at_end && now.duration_since(part.last_record) >= idle)
+            {
                 continue;
             }
             active = true;
@@ -601,8 +741,15 @@ impl Source for KafkaSource {
 
     fn poll(&mut self, out: &mut Emitter<Row>) -> SourcePoll {
         if self.reader.is_none() {
-            self.start_reader();
+            if let Err(error) = self.start_reader() {
+                out.fail(OperatorError::external(format!(
+                    "kafka source `{}`: {error}",
+                    self.component
+                )));
+                return SourcePoll::Exhausted;
+            }
         }
+        self.answer_revocation();
         let max = out.batch_records_max();
         let mut emitted = 0;
         while emitted < max {
@@ -612,6 +759,31 @@ impl Source for KafkaSource {
                     Ok(Event::Chunk(chunk)) => {
                         self.chunk = Some(chunk);
                         self.cursor = 0;
+                    }
+                    Ok(Event::Added(list)) => {
+                        let now = Instant::now();
+                        let partitions = self.partitions.get_or_insert_with(Vec::new);
+                        for (index, topic, partition) in list {
+                            if index as usize != partitions.len() {
+                                out.fail(OperatorError::external(format!(
+                                    "kafka source `{}`: partition {topic}/{partition} came as \
+                                     number {index}, expected {}",
+                                    self.component,
+                                    partitions.len()
+                                )));
+                                return SourcePoll::Exhausted;
+                            }
+                            partitions.push(Partition {
+                                topic,
+                                partition,
+                                next_offset: None,
+                                max_ts: None,
+                                last_record: now,
+                                at_end: false,
+                                revoked_at: self.revoked_early.remove(&index),
+                            });
+                        }
+                        continue;
                     }
                     Ok(Event::Assigned(list)) => {
                         let now = Instant::now();
@@ -631,6 +803,7 @@ impl Source for KafkaSource {
                                     partition,
                                     last_record: now,
                                     at_end: false,
+                                    revoked_at: None,
                                 }
                             })
                             .collect();
@@ -687,6 +860,9 @@ impl Source for KafkaSource {
     }
 
     fn position(&self) -> Vec<u8> {
+        if let Some(plan) = &self.spec.scale_out {
+            return self.group_position(plan);
+        }
         let partitions: Vec<PartitionPosition> = match &self.partitions {
             Some(partitions) => partitions
                 .iter()
@@ -720,6 +896,11 @@ impl Source for KafkaSource {
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        if self.spec.scale_out.is_some() {
+            // Scaled out, the group's offsets say where each partition
+            // resumes, whichever process reads it now.
+            return Ok(());
+        }
         self.restored = position::decode(position)?;
         Ok(())
     }
@@ -731,12 +912,41 @@ impl Source for KafkaSource {
 
 impl Component for KafkaSourceConfig {
     fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
-        let (spec, schema) = build(self, context.pipeline, context.name)?;
+        let (mut spec, schema) = build(self, context.pipeline, context.name)?;
+        if let Some(plan) = context.group {
+            if self.bounded {
+                return Err(OptionError::new(
+                    "bounded",
+                    "a scaled-out source (`[runtime] group`) is never bounded: its partitions \
+                     move between processes",
+                ));
+            }
+            if self
+                .group
+                .as_ref()
+                .is_some_and(|group| *group != plan.group)
+            {
+                return Err(OptionError::new(
+                    "group",
+                    format!(
+                        "the source reads as a member of `[runtime] group` (`{}`); leave \
+                         `group` out",
+                        plan.group
+                    ),
+                ));
+            }
+            spec.group = plan.group.clone();
+            spec.scale_out = Some(plan.clone());
+        }
         let outputs = vec![
             Output::rows(schema),
             Output::side(DEAD_LETTER, 1, dead_letter_schema()),
         ];
         Ok(Planned::new(outputs, KafkaNode(spec)))
+    }
+
+    fn scales_out(&self) -> bool {
+        true
     }
 }
 

@@ -128,7 +128,7 @@ impl Chunk {
         &self.arena[range.0 as usize..range.1 as usize]
     }
 
-    fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
         let start = self.arena.len() as u32;
         self.arena.extend_from_slice(bytes);
         (start, self.arena.len() as u32)
@@ -142,6 +142,11 @@ pub enum Event {
     /// indexes, with the offset each starts at (`None`: librdkafka resolves
     /// it, as `start` says). Sent once, before any chunk.
     Assigned(Vec<(String, i32, Option<i64>)>),
+    /// Partitions the group gave a scaled-out source
+    /// (`super::subscribe`): each with the [`Entry::partition`] number
+    /// its records carry, sent before any of them. Each starts at the
+    /// group's committed offset.
+    Added(Vec<(u32, String, i32)>),
     /// Records.
     Chunk(Chunk),
     /// The reader found no more records in the partitions of this number
@@ -180,6 +185,21 @@ pub struct Reader {
     /// Commands to the thread.
     pub commands: Sender<Command>,
     stop: Arc<AtomicBool>,
+}
+
+impl Reader {
+    /// The shard's side of a thread with these channels and stop flag.
+    pub(crate) fn new(
+        events: Receiver<Event>,
+        commands: Sender<Command>,
+        stop: Arc<AtomicBool>,
+    ) -> Reader {
+        Reader {
+            events,
+            commands,
+            stop,
+        }
+    }
 }
 
 impl Drop for Reader {
@@ -239,10 +259,10 @@ fn running_threads() -> MutexGuard<'static, usize> {
 }
 
 /// Counts a consumer thread as running while it lives.
-struct Running;
+pub(crate) struct Running;
 
 impl Running {
-    fn new() -> Running {
+    pub(crate) fn new() -> Running {
         *running_threads() += 1;
         Running
     }

@@ -1,0 +1,609 @@
+//! The consumer thread of a scaled-out `kafka` source (`[runtime] group`):
+//! a member of the consumer group, which Kafka gives partitions to and
+//! takes them from (cooperative-sticky assignment).
+//!
+//! It hands records to the shard as the static reader does ([`reader`]'s
+//! [`Chunk`]s, the same backpressure), and tells it of every partition
+//! added ([`Event::Added`]) before any of its records. A partition is
+//! given up in three steps, inside librdkafka's rebalance callback (on
+//! this thread, which holds the group's rebalance until it returns):
+//! 1. the shard is asked to stop emitting it ([`Revocation`]): it drops
+//!    its records from then on and answers with its current epoch `e`, at
+//!    whose barrier it logs the partition's offset one last time;
+//! 2. the thread waits until epoch `e`'s transaction committed
+//!    ([`GroupRun::wait_committed`]): the group's offset for the partition
+//!    is then after every record emitted from it, and the records' output
+//!    is visible;
+//! 3. the callback returns, and librdkafka gives the partition up.
+//!
+//! The new owner reads the group's offset with `isolation.level =
+//! read_committed`, which waits for pending transactional offsets, and
+//! goes on exactly where this process stopped. Partitions lost without a
+//! revocation (this member was thrown out of the group) and a revocation
+//! that cannot wait for its commit fence the run ([`GroupRun::fence`]):
+//! nothing more commits, and the run fails. See `docs/scale-out.md`.
+//!
+//! [`reader`]: super::reader
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Sender, TrySendError};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use weir_runtime::CommitWatch;
+
+use super::reader::{Chunk, Entry, Event, LogContext, Reader};
+use crate::limits::{
+    KAFKA_CHANNEL_CHUNKS, KAFKA_CHUNK_BYTES, KAFKA_CHUNK_RECORDS, KAFKA_FINAL_COMMIT_WAIT_MS,
+    KAFKA_GROUP_OFFSETS_WAIT_MS, KAFKA_REVOKE_COMMIT_WAIT_MS,
+};
+use crate::scale_out::GroupRun;
+
+/// A request to stop emitting partitions, and the shard's answer.
+#[derive(Debug, Default)]
+pub struct Revocation {
+    /// Whether a request waits for the shard (checked on every poll).
+    pending: AtomicBool,
+    state: Mutex<RevocationState>,
+    answered: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct RevocationState {
+    /// The partitions, by their [`Entry::partition`] numbers.
+    request: Option<Vec<u32>>,
+    /// The epoch the shard was in when it stopped emitting them.
+    answer: Option<u64>,
+}
+
+impl Revocation {
+    /// Whether the shard has a request to answer.
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// The shard's side: takes the request (partition numbers, some
+    /// perhaps not yet added on the shard's side), if one waits.
+    pub fn take(&self) -> Option<Vec<u32>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.request.take()
+    }
+
+    /// The shard's side: it emits none of the request's partitions any
+    /// more; `epoch` is the one its records so far belong to.
+    pub fn answer(&self, epoch: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.answer = Some(epoch);
+        self.pending.store(false, Ordering::Release);
+        self.answered.notify_all();
+    }
+
+    /// The thread's side: asks the shard to stop emitting `partitions`
+    /// and waits for its answer; `None` at a stop.
+    fn ask(&self, partitions: Vec<u32>, stop: &AtomicBool) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.request = Some(partitions);
+        state.answer = None;
+        self.pending.store(true, Ordering::Release);
+        loop {
+            if let Some(epoch) = state.answer.take() {
+                return Some(epoch);
+            }
+            if stop.load(Ordering::Acquire) {
+                self.pending.store(false, Ordering::Release);
+                state.request = None;
+                return None;
+            }
+            state = self
+                .answered
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// What the thread needs.
+#[derive(Debug)]
+pub struct GroupSetup {
+    /// The librdkafka configuration (brokers, group, options).
+    pub config: rdkafka::ClientConfig,
+    /// Topic names; a name starting with `^` is a regular expression.
+    pub topics: Vec<String>,
+    /// Whether to copy record headers.
+    pub headers: bool,
+    /// The component's name, for log lines.
+    pub component: Arc<str>,
+    /// The scale-out run.
+    pub run: Arc<GroupRun>,
+    /// Requests to the shard to stop emitting partitions.
+    pub revocation: Arc<Revocation>,
+    /// The run's committed epoch, to know when the run is over.
+    pub watch: CommitWatch,
+    /// Where a partition the group has no offset for starts
+    /// (`Offset::Beginning` or `Offset::End`).
+    pub start: Offset,
+}
+
+/// Partition numbers for [`Entry::partition`]: one per assignment of a
+/// partition (a partition given up and given back gets a new one).
+#[derive(Debug, Default)]
+struct Indexes {
+    next: u32,
+    current: HashMap<(String, i32), u32>,
+}
+
+/// The member's context: logging, and the rebalance steps.
+struct GroupContext {
+    log: LogContext,
+    run: Arc<GroupRun>,
+    revocation: Arc<Revocation>,
+    events: Sender<Event>,
+    stop: Arc<AtomicBool>,
+    indexes: Mutex<Indexes>,
+    /// Set by every rebalance, so a paused reader pauses the new
+    /// assignment too.
+    rebalanced: AtomicBool,
+    /// The run's commits, to know when it was aborted.
+    watch: CommitWatch,
+    /// Where a partition the group has no offset for starts.
+    start: Offset,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
+
+fn names(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|element| (element.topic().to_owned(), element.partition()))
+        .collect()
+}
+
+fn shown(partitions: &[(String, i32)]) -> String {
+    let mut shown: Vec<String> = partitions
+        .iter()
+        .map(|(topic, partition)| format!("{topic}/{partition}"))
+        .collect();
+    shown.sort();
+    shown.join(", ")
+}
+
+impl GroupContext {
+    fn refresh_metadata(&self, consumer: &BaseConsumer<Self>) {
+        if let Some(metadata) = consumer.group_metadata() {
+            self.run.set_metadata(metadata);
+        }
+    }
+
+    /// Sends `event` to the shard, waiting while the channel is full;
+    /// false at a stop.
+    fn send(&self, mut event: Event) -> bool {
+        loop {
+            match self.events.send_timeout(event, Duration::from_millis(50)) {
+                Ok(()) => return true,
+                Err(crossbeam::channel::SendTimeoutError::Timeout(back)) => event = back,
+                Err(crossbeam::channel::SendTimeoutError::Disconnected(_)) => return false,
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+        }
+    }
+
+    fn assigned(&self, added: Vec<(String, i32)>) {
+        let list = {
+            let mut indexes = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut list = Vec::new();
+            for (topic, partition) in added {
+                let index = indexes.next;
+                indexes.next += 1;
+                indexes.current.insert((topic.clone(), partition), index);
+                list.push((index, topic, partition));
+            }
+            list
+        };
+        self.send(Event::Added(list));
+    }
+
+    fn revoked(&self, consumer: &BaseConsumer<Self>, revoked: Vec<(String, i32)>) {
+        let component = &*self.log.component;
+        let numbers: Vec<u32> = {
+            let mut indexes = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+            revoked
+                .iter()
+                .filter_map(|name| indexes.current.remove(name))
+                .collect()
+        };
+        if consumer.assignment_lost() {
+            self.run.fence(format!(
+                "the group took partitions {} from this process without a revocation (it \
+                 was too slow to poll, or cut off from the group coordinator): the epochs \
+                 that read them cannot commit",
+                shown(&revoked)
+            ));
+            return;
+        }
+        if self.stop.load(Ordering::Acquire) {
+            // The source ended, and the thread waited for its last epoch
+            // (or fenced the run) before it closes the consumer (see
+            // `run`): that close is what revokes now.
+            return;
+        }
+        let started = Instant::now();
+        tracing::info!(
+            component,
+            group = self.run.group(),
+            "kafka: giving up {} partitions: {}",
+            revoked.len(),
+            shown(&revoked)
+        );
+        let Some(epoch) = self.revocation.ask(numbers, &self.stop) else {
+            // The source ended (a stop) before it answered: its last
+            // barrier logged these partitions' offsets, and they are given
+            // up once that epoch committed.
+            let wait = Duration::from_millis(KAFKA_FINAL_COMMIT_WAIT_MS);
+            match self.run.wait_drained(wait, || self.watch.aborted()) {
+                Ok(()) => tracing::info!(
+                    component,
+                    group = self.run.group(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "kafka: gave up {} partitions after the source's last epoch committed",
+                    revoked.len()
+                ),
+                Err(why) => self.run.fence(format!(
+                    "partitions {} are given up before the source's last epoch committed \
+                     ({why}): this run commits no more",
+                    shown(&revoked)
+                )),
+            }
+            return;
+        };
+        let wait = Duration::from_millis(KAFKA_REVOKE_COMMIT_WAIT_MS);
+        match self.run.wait_committed(epoch, &self.stop, wait) {
+            Ok(()) => tracing::info!(
+                component,
+                group = self.run.group(),
+                epoch,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "kafka: gave up {} partitions after epoch {epoch}, their last, committed",
+                revoked.len()
+            ),
+            Err(why) => self.run.fence(format!(
+                "partitions {} are given up before their last epoch ({epoch}) committed \
+                 ({why}): this run commits no more",
+                shown(&revoked)
+            )),
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    /// The rebalance steps, in place of rust-rdkafka's: a partition given
+    /// to this member is assigned at the offset weir read itself (see
+    /// [`GroupContext::resolve_starts`]), never left for librdkafka to
+    /// look up.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        self.rebalanced.store(true, Ordering::Release);
+        self.refresh_metadata(consumer);
+        let component = &*self.log.component;
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(why) = self.resolve_starts(consumer, list) {
+                    // Nothing of them can be read safely: the run fails.
+                    self.run.fence(format!(
+                        "cannot read the group's offsets of partitions {}: {why}",
+                        shown(&names(list))
+                    ));
+                    let _ = self.events.try_send(Event::Failed(format!(
+                        "cannot read the group's offsets of newly assigned partitions: {why}"
+                    )));
+                }
+                self.assigned(names(list));
+                if let Err(error) = consumer.incremental_assign(list) {
+                    tracing::warn!(component, "kafka: incremental_assign: {error}");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoked(consumer, names(list));
+                if let Err(error) = consumer.incremental_unassign(list) {
+                    tracing::warn!(component, "kafka: incremental_unassign: {error}");
+                }
+            }
+            other => {
+                tracing::warn!(component, "kafka: rebalance failed: {other:?}");
+                let _ = consumer.incremental_unassign(list);
+            }
+        }
+        self.refresh_metadata(consumer);
+        let now = consumer
+            .assignment()
+            .map(|list| names(&list))
+            .unwrap_or_default();
+        tracing::info!(
+            component = &*self.log.component,
+            group = self.run.group(),
+            "kafka: now reading {} partitions: {}",
+            now.len(),
+            shown(&now)
+        );
+    }
+}
+
+impl GroupContext {
+    /// Sets where each partition of `list` starts: the group's committed
+    /// offset, read here with `read_committed` (a *stable* offset fetch:
+    /// while a transaction holding offsets of the partition is open, for
+    /// instance one a killed member left, the coordinator answers
+    /// `UNSTABLE_OFFSET_COMMIT`, and this asks again until it is
+    /// resolved), or the source's `start` where the group has none.
+    /// librdkafka's own lookup is not used: in a run of
+    /// `tests/kafka_scale_out.rs` with it, a member given a partition
+    /// whose committed offset was 10 131 (and whose previous owner had
+    /// just been killed) started it at offset 0, and the records below
+    /// 10 131 were published twice. librdkafka 2.10's assignment code puts
+    /// a partition whose lookup got `UNSTABLE_OFFSET_COMMIT` back as
+    /// pending with no offset when the assignment changed meanwhile, as it
+    /// had here, and such a partition starts by `auto.offset.reset`.
+    fn resolve_starts(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        list: &mut TopicPartitionList,
+    ) -> Result<(), String> {
+        if list.count() == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(KAFKA_GROUP_OFFSETS_WAIT_MS);
+        let mut waited = false;
+        loop {
+            let error = match consumer.committed_offsets(list.clone(), Duration::from_secs(2)) {
+                Ok(committed) => {
+                    let unstable = committed.elements().iter().find_map(|element| {
+                        element.error().err().map(|error| {
+                            format!("{}/{}: {error}", element.topic(), element.partition())
+                        })
+                    });
+                    match unstable {
+                        None => {
+                            for element in committed.elements() {
+                                let offset = match element.offset() {
+                                    Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset),
+                                    _ => self.start,
+                                };
+                                list.set_partition_offset(
+                                    element.topic(),
+                                    element.partition(),
+                                    offset,
+                                )
+                                .map_err(|error| error.to_string())?;
+                            }
+                            if waited {
+                                tracing::info!(
+                                    component = &*self.log.component,
+                                    elapsed_ms = started.elapsed().as_millis() as u64,
+                                    "kafka: read the group's offsets of partitions {}",
+                                    shown(&names(list))
+                                );
+                            }
+                            return Ok(());
+                        }
+                        Some(error) => error,
+                    }
+                }
+                Err(error) => error.to_string(),
+            };
+            if self.stop.load(Ordering::Acquire) {
+                return Err(format!("stopped while waiting ({error})"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no stable answer within {KAFKA_GROUP_OFFSETS_WAIT_MS} ms ({error})"
+                ));
+            }
+            if !waited {
+                // A member that died inside its transaction: the brokers
+                // abort it within the transaction timeout.
+                tracing::info!(
+                    component = &*self.log.component,
+                    "kafka: the group's offsets of partitions {} are not readable yet \
+                     ({error}); waiting (an open transaction of a member that died holds \
+                     them until the brokers abort it)",
+                    shown(&names(list))
+                );
+                waited = true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Starts the consumer thread.
+pub fn start(setup: GroupSetup) -> Reader {
+    let (event_tx, events) = crossbeam::channel::bounded(KAFKA_CHANNEL_CHUNKS);
+    let (commands, _command_rx) = crossbeam::channel::bounded(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let running = super::reader::Running::new();
+    let spawned = std::thread::Builder::new()
+        .name("weir-kafka-group".into())
+        .spawn(move || {
+            let _running = running;
+            let component = setup.component.clone();
+            if let Err(error) = run(setup, event_tx.clone(), thread_stop) {
+                tracing::error!(component = &*component, "kafka source failed: {error}");
+                let _ = event_tx.send(Event::Failed(error));
+            }
+        });
+    let events = match spawned {
+        Ok(_) => events,
+        Err(error) => {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            let _ = tx.send(Event::Failed(format!(
+                "cannot start the consumer thread: {error}"
+            )));
+            rx
+        }
+    };
+    Reader::new(events, commands, stop)
+}
+
+fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let component = setup.component.clone();
+    let context = GroupContext {
+        log: LogContext {
+            component: component.clone(),
+        },
+        run: setup.run.clone(),
+        revocation: setup.revocation.clone(),
+        events: events.clone(),
+        stop: stop.clone(),
+        indexes: Mutex::default(),
+        rebalanced: AtomicBool::new(false),
+        watch: setup.watch.clone(),
+        start: setup.start,
+    };
+    let mut config = setup.config.clone();
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer<GroupContext> = config
+        .create_with_context(context)
+        .map_err(|error| format!("cannot create the Kafka consumer: {error}"))?;
+    let topics: Vec<&str> = setup.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|error| format!("cannot subscribe to {}: {error}", setup.topics.join(", ")))?;
+    tracing::info!(
+        component = &*component,
+        group = setup.run.group(),
+        "kafka: joining group `{}` for {}",
+        setup.run.group(),
+        setup.topics.join(", ")
+    );
+    let mut pending: VecDeque<Event> = VecDeque::new();
+    let mut chunk = Chunk::default();
+    let mut paused = false;
+    'reading: while !stop.load(Ordering::Acquire) {
+        while let Some(event) = pending.pop_front() {
+            match events.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => {
+                    pending.push_front(event);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => break 'reading,
+            }
+        }
+        let rebalanced = consumer.context().rebalanced.swap(false, Ordering::AcqRel);
+        if !pending.is_empty() {
+            if !paused || rebalanced {
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.pause(&assignment);
+                }
+                paused = true;
+            }
+            // Serve librdkafka's events (rebalances; no records: paused).
+            let _ = consumer.poll(Duration::from_millis(1));
+            continue;
+        }
+        if paused && events.len() <= KAFKA_CHANNEL_CHUNKS / 2 {
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.resume(&assignment);
+            }
+            paused = false;
+        }
+        let wait = if chunk.entries.is_empty() {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                let index = consumer
+                    .context()
+                    .indexes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .current
+                    .get(&(message.topic().to_owned(), message.partition()))
+                    .copied();
+                let Some(partition) = index else { continue };
+                let key = message.key().map(|key| chunk.push_bytes(key));
+                let payload = chunk.push_bytes(message.payload().unwrap_or_default());
+                let mut headers = Vec::new();
+                if setup.headers {
+                    if let Some(list) = message.headers() {
+                        for header in list.iter() {
+                            let value = header.value.map(|value| chunk.push_bytes(value));
+                            headers.push((header.key.to_owned(), value));
+                        }
+                    }
+                }
+                chunk.entries.push(Entry {
+                    partition,
+                    offset: message.offset(),
+                    timestamp: message.timestamp().to_millis(),
+                    key,
+                    payload,
+                    headers,
+                });
+                let full = chunk.entries.len() >= KAFKA_CHUNK_RECORDS
+                    || chunk.arena.len() >= KAFKA_CHUNK_BYTES;
+                if full {
+                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if !chunk.entries.is_empty() {
+                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
+                }
+                pending.push_back(Event::AtEnd(partition));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(component = &*component, "kafka: {error}");
+            }
+            None => {
+                if !chunk.entries.is_empty() {
+                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
+                }
+            }
+        }
+    }
+    // The source ended. Its final epoch commits after it: the consumer
+    // stays in the group (holding its partitions) until that epoch's
+    // transaction committed, so no other member reads them from older
+    // offsets meanwhile. If it does not commit in time, the run is fenced
+    // first: nothing of it commits after the partitions move.
+    let wait = Duration::from_millis(KAFKA_FINAL_COMMIT_WAIT_MS);
+    if let Err(why) = setup.run.wait_drained(wait, || setup.watch.aborted()) {
+        setup.run.fence(format!(
+            "the source ended and its last epoch did not commit ({why}): that epoch is read \
+             again by the partitions' next owners"
+        ));
+    }
+    drop(consumer);
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! A scaled-out pipeline (`[runtime] group`, docs/scale-out.md) is checked
+//! when it is loaded: what cannot run over several processes yet is
+//! refused, naming the component or the option and saying why.
+
+use weir_operators::config::{parse, ConfigError, ConfigErrorKind};
+
+const SCALED: &str = r#"[runtime]
+group = "orders"
+epoch_interval_ms = 100
+
+[sources.in]
+type = "kafka"
+brokers = "127.0.0.1:9092"
+topics = ["orders"]
+format = "raw"
+
+[processors.big]
+type = "filter"
+inputs = ["in"]
+condition = 'message != ""'
+
+[sinks.out]
+type = "kafka"
+inputs = ["big"]
+brokers = "127.0.0.1:9092"
+topic = "big-orders"
+"#;
+
+/// `SCALED` with the first `from` replaced by `to`.
+fn edit(from: &str, to: &str) -> String {
+    assert!(SCALED.contains(from), "{from:?} not in the file");
+    SCALED.replacen(from, to, 1)
+}
+
+fn refused(text: &str) -> ConfigError {
+    match parse(text, "orders.toml") {
+        Ok(config) => panic!("expected an error, parsed {config:?}"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn a_stateless_kafka_pipeline_scales_out() {
+    let config = parse(SCALED, "orders.toml").expect("a scaled-out pipeline");
+    assert_eq!(config.runtime.group.as_deref(), Some("orders"));
+    assert_eq!(
+        config.runtime.shards, None,
+        "one shard per process by default"
+    );
+}
+
+#[test]
+fn more_than_one_shard_is_refused_naming_shards() {
+    let error = refused(&edit(
+        "group = \"orders\"",
+        "group = \"orders\"\nshards = 2",
+    ));
+    assert_eq!(error.kind, ConfigErrorKind::Invalid, "{error}");
+    assert!(
+        error.message.contains("`shards` must be 1 with `group`"),
+        "{error}"
+    );
+    assert!(error.message.contains("run more processes"), "{error}");
+}
+
+#[test]
+fn an_empty_group_is_refused() {
+    let error = refused(&edit("group = \"orders\"", "group = \" \""));
+    assert!(error.message.contains("`group` must name"), "{error}");
+}
+
+#[test]
+fn keyed_state_is_refused_naming_the_component() {
+    let text = edit(
+        "[sinks.out]",
+        "[processors.counts]\ntype = \"window\"\ninputs = [\"big\"]\nsize_ms = 60000\n\
+         group_by = \"message\"\naggregates = [\"count\"]\n\n[sinks.out]",
+    )
+    .replacen(
+        "inputs = [\"big\"]\nbrokers",
+        "inputs = [\"counts\"]\nbrokers",
+        1,
+    );
+    let error = refused(&text);
+    assert_eq!(
+        error.component.as_deref(),
+        Some("processors.counts"),
+        "{error}"
+    );
+    assert!(
+        error.message.contains("cannot run with `[runtime] group`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_sink_outside_kafka_is_refused_naming_it() {
+    let text = format!(
+        "{SCALED}\n[sinks.archive]\ntype = \"file\"\ninputs = [\"big\"]\npath = \"./out\"\n\
+         format = \"ndjson\"\n"
+    );
+    let error = refused(&text);
+    assert_eq!(error.component.as_deref(), Some("sinks.archive"), "{error}");
+    assert!(error.message.contains("docs/scale-out.md"), "{error}");
+}
+
+#[test]
+fn a_bounded_source_or_its_own_group_is_refused() {
+    let error = refused(&edit(
+        "format = \"raw\"",
+        "format = \"raw\"\nbounded = true",
+    ));
+    assert_eq!(error.component.as_deref(), Some("sources.in"), "{error}");
+    assert!(error.message.contains("never bounded"), "{error}");
+
+    let error = refused(&edit(
+        "format = \"raw\"",
+        "format = \"raw\"\ngroup = \"other\"",
+    ));
+    assert!(error.message.contains("leave `group` out"), "{error}");
+    // The same group is no conflict.
+    parse(
+        &edit("format = \"raw\"", "format = \"raw\"\ngroup = \"orders\""),
+        "orders.toml",
+    )
+    .expect("the source's group is the runtime's");
+}
+
+#[test]
+fn an_at_least_once_sink_is_refused() {
+    let error = refused(&edit(
+        "topic = \"big-orders\"",
+        "topic = \"big-orders\"\ndelivery = \"at_least_once\"",
+    ));
+    assert_eq!(error.component.as_deref(), Some("sinks.out"), "{error}");
+    assert!(error.message.contains("publishes exactly once"), "{error}");
+}
