@@ -1,0 +1,495 @@
+//! Goal: scale-out over Kafka (milestone 1): several `weir run` processes
+//! with the same pipeline file and `[runtime] group` share the input
+//! topic's partitions through Kafka's consumer-group protocol, and each
+//! event is published exactly once however processes die, join and leave,
+//! checked by Kafka's own `read_committed` console consumer.
+//!
+//! Method: a 12-partition topic holds 600 k JSON events (`id`, `user`,
+//! `host`, `at`, `status`). Processes A, B and C (one data directory each)
+//! run `kafka` → `parse` → `kafka` (the passthrough, 12 partitions) and
+//! `parse` → `filter` (`status >= 400`) → `kafka` (the errors, 3
+//! partitions), with `shards = 1`, an unbounded source and a 6 s consumer
+//! session timeout; A starts first and owns every partition before B and C
+//! join (so it must give some up). Once all three own partitions
+//! (`kafka-consumer-groups --describe`), B dies: SIGKILLed once committed output shows (the
+//! passthrough's `read_committed` end offsets), or, in the second test,
+//! aborting itself inside an epoch's transaction after its records and
+//! offsets were sent (`WEIR_CRASH_AT=kafka-before-commit`), so the offsets
+//! of its partitions stay pending until the brokers abort the transaction
+//! and their next owner must wait for that (it must log so). D joins on a
+//! fresh data directory; once D owns partitions A is stopped with SIGTERM
+//! (it must commit its last epoch, leave, and exit 0), and B starts again
+//! on its own data directory (a new run: what its log holds of the dead
+//! run is not published). When the console consumer finds all 600 k events
+//! in the passthrough, the others are stopped the same way. Then the
+//! passthrough must hold every event exactly once and the errors topic
+//! exactly the events with status 400 and up, each once; every process
+//! must have read partitions, and one must have given partitions up in a
+//! rebalance after their last epoch committed.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use support::kafka;
+use support::{scratch, Weir};
+
+const EVENTS: u64 = 600_000;
+const INPUT_PARTITIONS: u32 = 12;
+const PASSTHROUGH_PARTITIONS: u32 = 12;
+const ERRORS_PARTITIONS: u32 = 3;
+/// What a process logs each time its set of partitions changes, before
+/// their number.
+const ASSIGNMENT_LOG: &str = "kafka: now reading ";
+/// What a process logs when it gave partitions up to a rebalance after
+/// their last epoch committed.
+const GAVE_UP_LOG: &str = "kafka: gave up ";
+/// From the start of A, B and C to the first committed output.
+const FIRST_OUTPUT_TIMEOUT: Duration = Duration::from_secs(60);
+/// From B's SIGKILL to D's start.
+const JOIN_DELAY: Duration = Duration::from_millis(1500);
+/// From a SIGTERM to the exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// From B's SIGKILL to the whole passthrough being readable: the session
+/// timeout (6 s) and the transaction timeout of B's open transaction
+/// (10 s) pass before its partitions move on, and each poll reads
+/// everything again.
+const ALL_OUTPUT_TIMEOUT: Duration = Duration::from_secs(240);
+/// The console consumer stops after nothing came for this long, while
+/// polling.
+const POLL_QUIET: Duration = Duration::from_secs(3);
+/// The same for the final check (no process runs then).
+const CHECK_QUIET: Duration = Duration::from_secs(10);
+
+fn pipeline(bootstrap: &str, group: &str, input: &str, passthrough: &str, errors: &str) -> String {
+    format!(
+        r#"
+[runtime]
+shards = 1
+group = "{group}"
+epoch_interval_ms = 100
+
+[sources.in]
+type = "kafka"
+brokers = "{bootstrap}"
+topics = ["{input}"]
+format = "raw"
+start = "earliest"
+options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+
+[processors.events]
+type = "parse"
+inputs = ["in"]
+field = "message"
+format = "json"
+schema = {{ id = "int", user = "string", host = "string", at = "timestamp", status = "int" }}
+drop_source = true
+
+[processors.errors]
+type = "filter"
+inputs = ["events"]
+condition = "status >= 400"
+
+[sinks.copy]
+type = "kafka"
+inputs = ["events"]
+brokers = "{bootstrap}"
+topic = "{passthrough}"
+
+[sinks.errors_out]
+type = "kafka"
+inputs = ["errors"]
+brokers = "{bootstrap}"
+topic = "{errors}"
+"#
+    )
+}
+
+/// The `weir run` processes of the test, by name; those still running are
+/// SIGKILLed when it is dropped (a failed assertion leaves none behind).
+struct Fleet {
+    live: Vec<(&'static str, Weir)>,
+    logs: Vec<(&'static str, String)>,
+    /// A process expected to exit by itself (a fail-point).
+    crashing: Option<&'static str>,
+}
+
+impl Fleet {
+    fn start(&mut self, name: &'static str, config: &Path, data: &Path, env: &[(&str, &str)]) {
+        self.live.push((name, Weir::start(config, data, &[], env)));
+    }
+
+    /// Waits until `name` exits by itself, and keeps what it logged.
+    fn wait_crash(&mut self, name: &'static str, timeout: Duration) {
+        let mut weir = self.take(name);
+        if weir.wait_for(timeout).is_none() {
+            self.live.push((name, weir));
+            self.give_up(&format!("{name} did not crash within {timeout:?}"));
+        }
+        self.logs.push((name, weir.stderr()));
+    }
+
+    fn take(&mut self, name: &str) -> Weir {
+        let at = self.live.iter().position(|(n, _)| *n == name);
+        self.live.remove(at.expect("a live process")).1
+    }
+
+    /// SIGKILLs `name`, keeping what it logged.
+    fn sigkill(&mut self, name: &'static str) {
+        let mut weir = self.take(name);
+        weir.child.kill().expect("SIGKILL");
+        self.logs.push((name, weir.stderr()));
+    }
+
+    /// SIGTERMs `name`; it must exit 0 within [`STOP_TIMEOUT`].
+    fn stop(&mut self, name: &'static str) {
+        let weir = self.take(name);
+        weir.terminate();
+        let (status, log) =
+            weir.exit_within_explained(STOP_TIMEOUT, || format!("(the graceful stop of {name})"));
+        self.logs.push((name, log));
+        if !status.success() {
+            self.give_up(&format!("{name} failed to stop gracefully ({status})"));
+        }
+    }
+
+    /// Panics if a process that should run has exited.
+    fn check_running(&mut self) {
+        for at in 0..self.live.len() {
+            if Some(self.live[at].0) == self.crashing {
+                continue;
+            }
+            if let Some(status) = self.live[at].1.child.try_wait().expect("poll child") {
+                let name = self.live[at].0;
+                let weir = self.live.remove(at).1;
+                self.logs.push((name, weir.stderr()));
+                self.give_up(&format!("{name} exited by itself ({status})"));
+            }
+        }
+    }
+
+    fn log(&self, name: &str) -> &str {
+        let log = self.logs.iter().find(|(n, _)| *n == name);
+        log.map_or("", |(_, log)| log.as_str())
+    }
+
+    /// SIGKILLs every running process and panics with `why` and every log.
+    fn give_up(&mut self, why: &str) -> ! {
+        for (name, mut weir) in std::mem::take(&mut self.live) {
+            let _ = weir.child.kill();
+            self.logs.push((name, weir.stderr()));
+        }
+        let mut message = format!("{why}\n");
+        for (name, log) in &self.logs {
+            message.push_str(&format!("--- {name} logged:\n{log}\n"));
+        }
+        panic!("{message}");
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (_, weir) in &mut self.live {
+            let _ = weir.child.kill();
+            let _ = weir.child.wait();
+        }
+    }
+}
+
+/// The members of `group` that own partitions of `topic` now (their
+/// consumer ids), from `kafka-consumer-groups --describe`.
+fn owners(bootstrap: &str, group: &str, topic: &str) -> HashSet<String> {
+    kafka::group_offsets(bootstrap, group)
+        .lines()
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            match columns.as_slice() {
+                [_, t, _, _, _, _, member, ..] if *t == topic && *member != "-" => {
+                    Some((*member).to_owned())
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The most partitions `log` says its process read at once.
+fn most_partitions(log: &str) -> usize {
+    log.match_indices(ASSIGNMENT_LOG)
+        .filter_map(|(at, _)| {
+            let rest = &log[at + ASSIGNMENT_LOG.len()..];
+            rest.split_whitespace().next()?.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The records (and transaction markers) of `topic` that a
+/// `read_committed` reader can see, from its end offsets.
+fn visible(probe: &BaseConsumer, topic: &str, partitions: u32) -> i64 {
+    (0..partitions as i32)
+        .map(|partition| {
+            let (low, high) = probe
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("the end offsets of {topic}/{partition}: {e}"));
+            high - low
+        })
+        .sum()
+}
+
+/// Panics unless `lines` (JSON objects with an `id`) hold each id of
+/// `expected` exactly once and nothing else.
+fn check_set_once(lines: &[String], expected: &HashSet<u64>, what: &str) {
+    let mut seen = HashSet::with_capacity(expected.len());
+    for line in lines {
+        let row: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"));
+        let id = row["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{what}: no id in {line}"));
+        assert!(expected.contains(&id), "{what}: unexpected event {id}");
+        assert!(seen.insert(id), "{what}: event {id} appears twice");
+    }
+    let (want, missing) = (expected.len(), expected.len() - seen.len());
+    assert_eq!(missing, 0, "{what}: {missing} of {want} events missing");
+}
+
+/// How B dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// SIGKILLed from outside, mid-run.
+    Sigkill,
+    /// Aborts itself inside an epoch's transaction, after the records and
+    /// offsets were sent and before the commit (`WEIR_CRASH_AT =
+    /// kafka-before-commit`): the offsets of its partitions stay pending
+    /// until the brokers abort the transaction, and their next owners must
+    /// wait for that rather than read older offsets.
+    InsideTransaction,
+}
+
+#[test]
+fn processes_share_partitions_and_publish_each_event_once_across_kill_join_and_stop() {
+    scenario(Death::Sigkill);
+}
+
+#[test]
+fn a_member_that_dies_inside_its_transaction_holds_its_partitions_until_the_abort() {
+    scenario(Death::InsideTransaction);
+}
+
+/// The epoch from which B aborts itself in its transaction
+/// ([`Death::InsideTransaction`]): about 2 s into its run.
+const CRASH_EPOCH: &str = "kafka-before-commit:20";
+/// What a member logs while a dead member's transaction holds the offsets
+/// of partitions it was given.
+const UNSTABLE_LOG: &str = "are not readable yet";
+
+/// One scenario at a time: each runs four processes on a 2-core machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn scenario(death: Death) {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bootstrap = kafka::bootstrap();
+    let run = kafka::unique("weir-scale-out");
+    let (input, passthrough, errors) = (
+        format!("{run}-in"),
+        format!("{run}-passthrough"),
+        format!("{run}-errors"),
+    );
+    kafka::create_topic(&bootstrap, &input, INPUT_PARTITIONS);
+    kafka::create_topic(&bootstrap, &passthrough, PASSTHROUGH_PARTITIONS);
+    kafka::create_topic(&bootstrap, &errors, ERRORS_PARTITIONS);
+    kafka::produce_events(&bootstrap, &input, EVENTS);
+
+    let dir = scratch();
+    // The file's stem is the pipeline's name, in the transactional ids.
+    let config = dir.path().join(format!("{}.toml", run.replace('-', "_")));
+    let group = format!("{run}-group");
+    let text = pipeline(&bootstrap, &group, &input, &passthrough, &errors);
+    std::fs::write(&config, text).expect("write the pipeline");
+    let data = |name: &str| dir.path().join(format!("data-{name}"));
+    let probe: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("a probe consumer");
+
+    let (live, logs) = (Vec::new(), Vec::new());
+    let crashing = (death == Death::InsideTransaction).then_some("B");
+    let mut fleet = Fleet {
+        live,
+        logs,
+        crashing,
+    };
+    let started = Instant::now();
+    // A first, alone with every partition, so that B's and C's joining
+    // makes it give partitions up (the revocation steps).
+    fleet.start("A", &config, &data("A"), &[]);
+    while owners(&bootstrap, &group, &input).is_empty() {
+        fleet.check_running();
+        if started.elapsed() > FIRST_OUTPUT_TIMEOUT {
+            fleet.give_up(&format!("A owned no partition within {FIRST_OUTPUT_TIMEOUT:?}"));
+        }
+    }
+    for name in ["B", "C"] {
+        let env: &[(&str, &str)] = match (name, death) {
+            ("B", Death::InsideTransaction) => &[("WEIR_CRASH_AT", CRASH_EPOCH)],
+            _ => &[],
+        };
+        fleet.start(name, &config, &data(name), env);
+    }
+
+    // All three are members reading partitions, and committed output
+    // shows, but not all of it: B dies mid-run.
+    let mut first = HashSet::new();
+    loop {
+        fleet.check_running();
+        if first.len() < 3 {
+            first = owners(&bootstrap, &group, &input);
+            if started.elapsed() > FIRST_OUTPUT_TIMEOUT {
+                fleet.give_up(&format!(
+                    "{} processes own partitions of {input} after {FIRST_OUTPUT_TIMEOUT:?}, \
+                     not 3",
+                    first.len()
+                ));
+            }
+            continue;
+        }
+        if death == Death::InsideTransaction {
+            // B aborts itself in its transaction, about now.
+            break;
+        }
+        let shown = visible(&probe, &passthrough, PASSTHROUGH_PARTITIONS);
+        if shown >= EVENTS as i64 {
+            fleet.give_up(&format!(
+                "{shown} records were readable before B's kill: the run was over; \
+                 produce more events"
+            ));
+        }
+        if shown > 0 {
+            eprintln!("{shown} records readable after {:?}", started.elapsed());
+            break;
+        }
+        if started.elapsed() > FIRST_OUTPUT_TIMEOUT {
+            fleet.give_up(&format!(
+                "no committed output in {passthrough} within {FIRST_OUTPUT_TIMEOUT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match death {
+        Death::Sigkill => fleet.sigkill("B"),
+        Death::InsideTransaction => fleet.wait_crash("B", FIRST_OUTPUT_TIMEOUT),
+    }
+    let killed = Instant::now();
+    std::thread::sleep(JOIN_DELAY);
+    fleet.check_running();
+    fleet.start("D", &config, &data("D"), &[]);
+    // D owns partitions (B's, once the group gave up on B, or some of
+    // A's and C's) before A stops.
+    loop {
+        fleet.check_running();
+        if owners(&bootstrap, &group, &input)
+            .difference(&first)
+            .count()
+            > 0
+        {
+            break;
+        }
+        if killed.elapsed() > FIRST_OUTPUT_TIMEOUT {
+            fleet.give_up(&format!(
+                "D owned no partition of {input} within {FIRST_OUTPUT_TIMEOUT:?} of B's kill"
+            ));
+        }
+    }
+    fleet.stop("A");
+    eprintln!("A stopped {:?} after B's kill", killed.elapsed());
+    // B starts again on its data directory (a new run: it resumes from the
+    // group's offsets, and what its log holds of the dead run is not
+    // published).
+    fleet.start("B2", &config, &data("B"), &[]);
+
+    // C and D take over B's and A's partitions and finish the topic.
+    loop {
+        fleet.check_running();
+        let lines = kafka::consume(&bootstrap, &passthrough, false, POLL_QUIET);
+        if lines.len() >= EVENTS as usize {
+            eprintln!(
+                "{} passthrough records readable {:?} after B's kill",
+                lines.len(),
+                killed.elapsed()
+            );
+            break;
+        }
+        if killed.elapsed() > ALL_OUTPUT_TIMEOUT {
+            fleet.give_up(&format!(
+                "only {} of {EVENTS} events in {passthrough} within {ALL_OUTPUT_TIMEOUT:?} \
+                 of B's kill",
+                lines.len()
+            ));
+        }
+    }
+    fleet.stop("C");
+    fleet.stop("D");
+    fleet.stop("B2");
+
+    // Each process's log, kept where `WEIR_TEST_LOG_DIR` says (to look
+    // into a failure below).
+    if let Some(dir) = std::env::var_os("WEIR_TEST_LOG_DIR") {
+        for (name, log) in &fleet.logs {
+            std::fs::write(Path::new(&dir).join(format!("{name}.log")), log).expect("a log");
+        }
+    }
+
+    // Kafka's own reader, read_committed.
+    let events = kafka::consume(&bootstrap, &passthrough, false, CHECK_QUIET);
+    kafka::check_ids_once(&events, EVENTS, "passthrough topic");
+    let expected: HashSet<u64> = (0..EVENTS)
+        .filter(|&id| kafka::event(id).3 >= 400)
+        .collect();
+    let kept = kafka::consume(&bootstrap, &errors, false, CHECK_QUIET);
+    check_set_once(&kept, &expected, "errors topic");
+
+    // The work was shared: every process read partitions at some point
+    // (D only after it joined), and D's join took partitions from the
+    // others through the revocation handshake (a process gave partitions
+    // up once their last epoch committed).
+    for name in ["A", "B", "C", "D"] {
+        let most = most_partitions(fleet.log(name));
+        eprintln!(
+            "{name}: read at most {most} partitions at once; gave partitions up {} times",
+            fleet.log(name).matches(GAVE_UP_LOG).count()
+        );
+        if most == 0 {
+            fleet.give_up(&format!("{name} never read a partition"));
+        }
+    }
+    if death == Death::InsideTransaction {
+        if !fleet.log("B").contains("WEIR_CRASH_AT") {
+            fleet.give_up("B did not crash at its fail-point");
+        }
+        if !["A", "C", "D", "B2"]
+            .iter()
+            .any(|name| fleet.log(name).contains(UNSTABLE_LOG))
+        {
+            fleet.give_up(&format!(
+                "nobody logged {UNSTABLE_LOG:?}: B's partitions were taken over without \
+                 waiting for its open transaction"
+            ));
+        }
+    }
+    if !["A", "B", "C"]
+        .iter()
+        .any(|name| fleet.log(name).contains(GAVE_UP_LOG))
+    {
+        fleet.give_up(&format!(
+            "no process logged {GAVE_UP_LOG:?}: D's join moved no partition"
+        ));
+    }
+    eprintln!("run {run}: {:.1} s", started.elapsed().as_secs_f64());
+}
