@@ -333,7 +333,9 @@ fn scenario(death: Death) {
     while owners(&bootstrap, &group, &input).is_empty() {
         fleet.check_running();
         if started.elapsed() > FIRST_OUTPUT_TIMEOUT {
-            fleet.give_up(&format!("A owned no partition within {FIRST_OUTPUT_TIMEOUT:?}"));
+            fleet.give_up(&format!(
+                "A owned no partition within {FIRST_OUTPUT_TIMEOUT:?}"
+            ));
         }
     }
     for name in ["B", "C"] {
