@@ -44,6 +44,7 @@
 //! sink names of an earlier data directory on the same topic, or its
 //! first epochs look published and are skipped.
 
+pub mod group;
 pub mod publish;
 pub mod staged;
 
@@ -333,8 +334,15 @@ impl Sink for KafkaSink {
         Ok(self.stage(epoch))
     }
 
-    fn commit(staged: &[u8], control: &CommitControl) -> Result<(), OperatorError> {
-        publish::commit(staged, control)
+    fn commit(bytes: &[u8], control: &CommitControl) -> Result<(), OperatorError> {
+        if !bytes.is_empty() {
+            let staged = staged::decode(bytes)?;
+            if staged.header.group.is_some() {
+                // Scaled out: the process's transaction of the epoch.
+                return group::commit(&staged, bytes, control);
+            }
+        }
+        publish::commit(bytes, control)
     }
 }
 

@@ -142,9 +142,6 @@ pub fn commit(bytes: &[u8], control: &CommitControl) -> Result<(), OperatorError
         return Ok(());
     }
     let staged = staged::decode(bytes)?;
-    if staged.header.group.is_some() {
-        return crate::scale_out::commit(&staged, bytes, control);
-    }
     // Damaged records are an error no retry cures.
     for record in staged::records(staged.records) {
         record.map_err(|error| {

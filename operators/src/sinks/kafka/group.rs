@@ -1,0 +1,338 @@
+//! The process's epoch transactions of a scaled-out pipeline
+//! (`[runtime] group`, `crate::scale_out`, docs/scale-out.md): every
+//! `kafka` sink hands in each epoch ([`commit`], its commit step); the
+//! last one of an epoch runs one transaction with every sink's records and
+//! the offsets the source logged at the epoch's barrier, sent with the
+//! group's metadata (`send_offsets_to_transaction`, KIP-447). A rebalance
+//! that moved the group's generation under a transaction aborts it; the
+//! epoch is then sent again with the new generation, up to
+//! [`TRANSACTION_TRIES`] times. Any other failure fences the run
+//! ([`GroupRun::fail`]): nothing of it commits any more, and the run
+//! fails.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use weir_runtime::{CommitControl, OperatorError};
+
+use super::publish::{send_offsets, DeliveryContext};
+use super::staged::{self, Staged};
+use crate::limits::{KAFKA_SCALE_OUT_TRANSACTION_TIMEOUT_MS, KAFKA_TRANSACTION_STEP_TIMEOUT_MS};
+use crate::scale_out::{GroupRun, Offsets};
+
+/// How many times one epoch's transaction is tried (a rebalance that
+/// moved the group's generation under it aborts it; the next try sends
+/// the epoch again with the new generation).
+const TRANSACTION_TRIES: u32 = 5;
+
+/// One epoch being gathered from the sinks.
+#[derive(Debug, Default)]
+struct Gathering {
+    epoch: u64,
+    /// Sinks that handed the epoch in.
+    sinks: BTreeSet<String>,
+    /// Their staged bytes with records, in the order handed in.
+    staged: Vec<Vec<u8>>,
+}
+
+/// A run's transaction side, used by one commit step at a time.
+#[derive(Default)]
+struct Transactions {
+    producer: Option<Arc<BaseProducer<DeliveryContext>>>,
+    gathering: Option<Gathering>,
+    /// The offsets the last committed transaction held.
+    last_offsets: Offsets,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Every run's transaction side, by group and run id.
+type States = Mutex<HashMap<(String, u64), Arc<Mutex<Transactions>>>>;
+
+fn state_of(run: &GroupRun) -> Arc<Mutex<Transactions>> {
+    static STATES: OnceLock<States> = OnceLock::new();
+    let key = (run.plan().group.clone(), run.plan().run);
+    lock(STATES.get_or_init(Mutex::default))
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
+/// A sink's commit step for one staged epoch: gathers it, and when
+/// every sink handed the epoch in, publishes it with the offsets in one
+/// transaction.
+fn gather(
+    run: &GroupRun,
+    staged: &Staged<'_>,
+    bytes: &[u8],
+    control: &CommitControl,
+) -> Result<(), String> {
+    let epoch = staged.header.epoch;
+    let _gate = run.gate();
+    let state = state_of(run);
+    let mut transactions = lock(&state);
+    // Checked under the lock: after `fence` no transaction begins.
+    if let Some(why) = run.failure() {
+        return Err(why);
+    }
+    let gathering = transactions.gathering.get_or_insert_with(|| Gathering {
+        epoch,
+        ..Gathering::default()
+    });
+    if gathering.epoch != epoch {
+        let why = format!(
+            "sink `{}` handed in epoch {epoch} while epoch {} was still being gathered",
+            staged.header.sink, gathering.epoch
+        );
+        run.fail(why.clone());
+        return Err(why);
+    }
+    gathering.sinks.insert(staged.header.sink.clone());
+    if staged.header.records > 0 {
+        gathering.staged.push(bytes.to_vec());
+    }
+    if gathering.sinks.len() < run.sinks() {
+        return Ok(());
+    }
+    let gathering = transactions.gathering.take().unwrap_or_default();
+    let offsets = run.take_offsets(epoch);
+    let Some(offsets) = offsets else {
+        let why = format!("the source logged no offsets at epoch {epoch}'s barrier");
+        run.fail(why.clone());
+        return Err(why);
+    };
+    if gathering.staged.is_empty() && offsets == transactions.last_offsets {
+        // Nothing read or written since the last transaction.
+        drop(transactions);
+        run.mark_committed(epoch);
+        return Ok(());
+    }
+    let started = Instant::now();
+    let result = publish(
+        run,
+        &mut transactions,
+        staged,
+        &gathering,
+        &offsets,
+        control,
+    );
+    match result {
+        Ok(tries) => {
+            tracing::debug!(
+                group = run.group(),
+                epoch,
+                tries,
+                offsets = ?offsets,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "kafka scale-out: epoch committed"
+            );
+            transactions.last_offsets = offsets;
+            drop(transactions);
+            run.mark_committed(epoch);
+            Ok(())
+        }
+        Err(why) => {
+            let why = format!("epoch {epoch}: {why}");
+            run.fail(why.clone());
+            Err(why)
+        }
+    }
+}
+
+/// Runs the epoch's transaction, trying again (sending everything
+/// again) when a rebalance aborted it; returns the tries it took.
+fn publish(
+    run: &GroupRun,
+    transactions: &mut Transactions,
+    staged: &Staged<'_>,
+    gathering: &Gathering,
+    offsets: &Offsets,
+    control: &CommitControl,
+) -> Result<u32, String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let version = run.metadata_version();
+        let producer = match &transactions.producer {
+            Some(producer) => producer.clone(),
+            None => {
+                let producer = producer(run, staged, control)?;
+                transactions.producer = Some(producer.clone());
+                producer
+            }
+        };
+        match attempt(run, &producer, gathering, offsets, control) {
+            Ok(()) => return Ok(tries),
+            Err(Attempt::Abort(why)) if tries < TRANSACTION_TRIES => {
+                tracing::info!(
+                    group = run.group(),
+                    epoch = gathering.epoch,
+                    "kafka scale-out: the epoch's transaction was aborted ({why}); \
+                         sending it again once the group's generation is known"
+                );
+                if let Err(error) = producer.abort_transaction(step_timeout()) {
+                    return Err(format!("abort_transaction after {why}: {error}"));
+                }
+                run.wait_metadata_after(version, || control.is_cancelled());
+            }
+            Err(Attempt::Abort(why) | Attempt::Fatal(why)) => return Err(why),
+        }
+    }
+}
+
+fn producer(
+    run: &GroupRun,
+    staged: &Staged<'_>,
+    control: &CommitControl,
+) -> Result<Arc<BaseProducer<DeliveryContext>>, String> {
+    let header = &staged.header;
+    let id = format!("weir-{}-{:016x}", run.plan().group, run.plan().run);
+    let defaults = [
+        ("client.id", id.clone()),
+        ("partitioner", "murmur2_random".to_owned()),
+        ("linger.ms", "5".to_owned()),
+    ];
+    let mut config = crate::kafka::client_config(&header.brokers, &defaults, &header.options);
+    config
+        .set("enable.idempotence", "true")
+        .set("transactional.id", &id)
+        .set(
+            "transaction.timeout.ms",
+            KAFKA_SCALE_OUT_TRANSACTION_TIMEOUT_MS.to_string(),
+        );
+    let producer: BaseProducer<DeliveryContext> = config
+        .create_with_context(DeliveryContext::new(&header.sink))
+        .map_err(|error| format!("cannot create the producer: {error}"))?;
+    let deadline = Instant::now() + step_timeout();
+    loop {
+        match producer.init_transactions(Duration::from_millis(500)) {
+            Ok(()) => break,
+            Err(error) if Instant::now() < deadline && !control.is_cancelled() => {
+                tracing::debug!("kafka scale-out: init_transactions: {error}; again");
+            }
+            Err(error) => return Err(format!("init_transactions: {error}")),
+        }
+    }
+    Ok(Arc::new(producer))
+}
+
+fn attempt(
+    run: &GroupRun,
+    producer: &Arc<BaseProducer<DeliveryContext>>,
+    gathering: &Gathering,
+    offsets: &Offsets,
+    control: &CommitControl,
+) -> Result<(), Attempt> {
+    producer
+        .begin_transaction()
+        .map_err(Attempt::of("begin_transaction"))?;
+    for bytes in &gathering.staged {
+        let staged = staged::decode(bytes).map_err(|error| Attempt::Fatal(error.to_string()))?;
+        for record in staged::records(staged.records) {
+            let (key, value) = record.map_err(|error| Attempt::Fatal(error.to_string()))?;
+            let mut next = BaseRecord::to(&staged.header.topic).payload(value);
+            if let Some(key) = key {
+                next = next.key(key);
+            }
+            let full_since = Instant::now();
+            loop {
+                match producer.send(next) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        if control.is_cancelled() || full_since.elapsed() >= step_timeout() {
+                            return Err(Attempt::Fatal(
+                                "send: the producer's queue stayed full".into(),
+                            ));
+                        }
+                        next = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    Err((error, _)) => return Err(Attempt::Fatal(format!("send: {error}"))),
+                }
+            }
+        }
+    }
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(|error| Attempt::Fatal(format!("offsets: {error}")))?;
+    }
+    if list.count() > 0 {
+        let metadata = run
+            .metadata()
+            .ok_or_else(|| Attempt::Abort("no group metadata yet".into()))?;
+        send_offsets(producer, list, metadata, control, step_timeout()).map_err(|why| {
+            if why.contains("Transactional error") || why.contains("generation") {
+                Attempt::Abort(why)
+            } else {
+                Attempt::Fatal(why)
+            }
+        })?;
+    }
+    weir_runtime::epoch::failpoint("kafka-before-commit", gathering.epoch);
+    producer
+        .commit_transaction(step_timeout())
+        .map_err(Attempt::of("commit_transaction"))
+}
+
+/// How an attempt failed.
+enum Attempt {
+    /// The transaction must be aborted; the epoch can be sent again.
+    Abort(String),
+    /// The run cannot go on.
+    Fatal(String),
+}
+
+impl Attempt {
+    fn of(what: &'static str) -> impl Fn(KafkaError) -> Attempt {
+        move |error| {
+            let abortable = matches!(&error, KafkaError::Transaction(inner)
+                if inner.txn_requires_abort() && !inner.is_fatal());
+            let why = format!("{what}: {error}");
+            if abortable {
+                Attempt::Abort(why)
+            } else {
+                Attempt::Fatal(why)
+            }
+        }
+    }
+}
+
+fn step_timeout() -> Duration {
+    Duration::from_millis(KAFKA_TRANSACTION_STEP_TIMEOUT_MS)
+}
+
+/// The commit step of a `kafka` sink in a scaled-out pipeline: see the
+/// module docs. A staged epoch of another run (recovered from the log of
+/// an earlier one) publishes nothing.
+pub fn commit(
+    staged: &Staged<'_>,
+    bytes: &[u8],
+    control: &CommitControl,
+) -> Result<(), OperatorError> {
+    let Some(group) = &staged.header.group else {
+        return Err(OperatorError::invalid("not a scaled-out sink's epoch"));
+    };
+    let Some(run) = GroupRun::find(&group.name, group.run) else {
+        tracing::info!(
+            sink = staged.header.sink,
+            epoch = staged.header.epoch,
+            "kafka scale-out: an epoch staged by an earlier run is not published: this run \
+             resumes from the group's committed offsets"
+        );
+        return Ok(());
+    };
+    gather(&run, staged, bytes, control).map_err(|why| {
+        OperatorError::external(format!(
+            "kafka scale-out (group `{}`): {why}; this process stops, and the group moves its \
+             partitions to the others",
+            group.name
+        ))
+    })
+}
