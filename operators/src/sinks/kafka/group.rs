@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_runtime::{CommitControl, OperatorError};
 
-use super::publish::{send_offsets, DeliveryContext};
+use super::publish::{send_offsets_answer, DeliveryContext};
 use super::staged::{self, Staged};
 use crate::limits::{KAFKA_SCALE_OUT_TRANSACTION_TIMEOUT_MS, KAFKA_TRANSACTION_STEP_TIMEOUT_MS};
 use crate::scale_out::{GroupRun, Offsets};
@@ -176,6 +176,13 @@ fn publish(
                     "kafka scale-out: the epoch's transaction was aborted ({why}); \
                          sending it again once the group's generation is known"
                 );
+                // The abort waits for every record sent to be reported
+                // delivered or failed, and a `BaseProducer` reports only
+                // while polled: drop what is queued and serve the reports
+                // first (without this a rebalance's abort failed with
+                // "Failed to flush all outstanding messages").
+                producer.purge(PurgeConfig::default().queue().inflight());
+                let _ = producer.flush(step_timeout());
                 if let Err(error) = producer.abort_transaction(step_timeout()) {
                     return Err(format!("abort_transaction after {why}: {error}"));
                 }
@@ -267,13 +274,9 @@ fn attempt(
         let metadata = run
             .metadata()
             .ok_or_else(|| Attempt::Abort("no group metadata yet".into()))?;
-        send_offsets(producer, list, metadata, control, step_timeout()).map_err(|why| {
-            if why.contains("Transactional error") || why.contains("generation") {
-                Attempt::Abort(why)
-            } else {
-                Attempt::Fatal(why)
-            }
-        })?;
+        send_offsets_answer(producer, list, metadata, control, step_timeout())
+            .map_err(Attempt::Fatal)?
+            .map_err(Attempt::of("send_offsets_to_transaction"))?;
     }
     weir_runtime::epoch::failpoint("kafka-before-commit", gathering.epoch);
     producer
@@ -335,4 +338,102 @@ pub fn commit(
             group.name
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::ClientConfig;
+
+    use super::*;
+    use crate::scale_out::GroupPlan;
+    use crate::sinks::kafka::staged::{GroupHeader, Header};
+
+    /// One sink's staged epoch of `records` JSON records for `plan`'s run.
+    fn staged_epoch(plan: &GroupPlan, brokers: &str, epoch: u64, records: u64) -> Vec<u8> {
+        let header = Header {
+            brokers: brokers.to_owned(),
+            options: BTreeMap::new(),
+            topic: "out".into(),
+            compression: "none".into(),
+            exactly_once: true,
+            transactional_id: "unused".into(),
+            sink: "out".into(),
+            shard: 0,
+            epoch,
+            records,
+            group: Some(GroupHeader {
+                name: plan.group.clone(),
+                run: plan.run,
+            }),
+        };
+        let mut body = Vec::new();
+        for n in 0..records {
+            staged::push_record(&mut body, None, format!("{{\"n\":{n}}}").as_bytes());
+        }
+        staged::encode(&header, &body)
+    }
+
+    /// The group coordinator refuses an epoch's offsets for an old
+    /// generation (a rebalance moved it under the transaction): the
+    /// transaction is aborted and the epoch sent again with the new
+    /// metadata, and it commits; the run is not failed.
+    #[test]
+    fn an_epoch_refused_for_an_old_generation_is_sent_again_and_commits() {
+        let cluster = MockCluster::new(1).expect("a mock cluster");
+        cluster.create_topic("in", 2, 1).expect("a topic");
+        cluster.create_topic("out", 1, 1).expect("a topic");
+        let brokers = cluster.bootstrap_servers();
+        let plan = GroupPlan::new("g");
+        let run = plan.run();
+        run.add_sink("out");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "g")
+            .create()
+            .expect("a consumer");
+        run.set_metadata(consumer.group_metadata().expect("metadata"));
+        run.set_offsets(1, vec![("in".into(), 0, 5), ("in".into(), 1, 7)]);
+        cluster.request_errors(
+            RDKafkaApiKey::TxnOffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION],
+        );
+        // The consumer sees the new generation a moment later.
+        let consumer = Arc::new(consumer);
+        let (seen, later) = (run.clone(), consumer.clone());
+        let refresh = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            seen.set_metadata(later.group_metadata().expect("metadata"));
+        });
+        let bytes = staged_epoch(&plan, &brokers, 1, 3);
+        let staged = staged::decode(&bytes).expect("staged");
+        let control = CommitControl::new();
+        commit(&staged, &bytes, &control).expect("published on the second try");
+        refresh.join().unwrap();
+        assert_eq!(run.committed(), 1);
+        assert_eq!(run.failure(), None);
+        assert!(!run.offsets_pending());
+
+        // An epoch with nothing new needs no transaction.
+        run.set_offsets(2, vec![("in".into(), 0, 5), ("in".into(), 1, 7)]);
+        let bytes = staged_epoch(&plan, &brokers, 2, 0);
+        commit(&staged::decode(&bytes).unwrap(), &bytes, &control).expect("nothing to send");
+        assert_eq!(run.committed(), 2);
+    }
+
+    /// An epoch staged by an earlier run (recovered from its log) is not
+    /// published: the group's offsets say where this run resumes.
+    #[test]
+    fn an_epoch_of_an_earlier_run_is_not_published() {
+        let earlier = GroupPlan::new("g-earlier");
+        let bytes = staged_epoch(&earlier, "127.0.0.1:9", 4, 2);
+        let control = CommitControl::new();
+        // No run of that id in this process: nothing is sent (the brokers
+        // do not even exist).
+        commit(&staged::decode(&bytes).unwrap(), &bytes, &control).expect("skipped");
+    }
 }

@@ -276,6 +276,19 @@ pub(crate) fn send_offsets(
     control: &CommitControl,
     limit: Duration,
 ) -> Result<(), String> {
+    send_offsets_answer(producer, offsets, group, control, limit)?
+        .map_err(kafka_error("send_offsets_to_transaction"))
+}
+
+/// [`send_offsets`], with librdkafka's answer as it came (`Ok`), or why
+/// there was none (`Err`).
+pub(crate) fn send_offsets_answer(
+    producer: &Arc<BaseProducer<DeliveryContext>>,
+    offsets: TopicPartitionList,
+    group: Arc<rdkafka::consumer::ConsumerGroupMetadata>,
+    control: &CommitControl,
+    limit: Duration,
+) -> Result<rdkafka::error::KafkaResult<()>, String> {
     let what = "send_offsets_to_transaction";
     let (answer, answered) = std::sync::mpsc::sync_channel(1);
     let caller = Arc::clone(producer);
@@ -289,7 +302,7 @@ pub(crate) fn send_offsets(
     let deadline = std::time::Instant::now() + limit + TRY_TIMEOUT;
     loop {
         match answered.recv_timeout(TRY_TIMEOUT) {
-            Ok(result) => return result.map_err(kafka_error(what)),
+            Ok(result) => return Ok(result),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(format!("{what}: its thread ended without an answer"));
             }
