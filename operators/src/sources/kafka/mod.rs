@@ -372,6 +372,18 @@ struct Partition {
     revoked_at: Option<u64>,
 }
 
+impl Partition {
+    /// Its position, once it has an offset.
+    fn position(&self) -> Option<PartitionPosition> {
+        Some(PartitionPosition {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            next_offset: self.next_offset?,
+            max_ts: self.max_ts,
+        })
+    }
+}
+
 /// The `kafka` source; see the module docs.
 #[derive(Debug)]
 pub struct KafkaSource {
@@ -537,17 +549,8 @@ impl KafkaSource {
                 held.insert((part.topic.clone(), part.partition), part);
             }
         }
-        let partitions: Vec<PartitionPosition> = held
-            .values()
-            .filter_map(|part| {
-                Some(PartitionPosition {
-                    topic: part.topic.clone(),
-                    partition: part.partition,
-                    next_offset: part.next_offset?,
-                    max_ts: part.max_ts,
-                })
-            })
-            .collect();
+        let partitions: Vec<PartitionPosition> =
+            held.values().filter_map(|part| part.position()).collect();
         let offsets = partitions
             .iter()
             .map(|p| (p.topic.clone(), p.partition, p.next_offset))
@@ -869,14 +872,7 @@ impl Source for KafkaSource {
                 // A restored partition starts with its restored offset
                 // (`Event::Assigned`); one without an offset yet has none
                 // to log.
-                .filter_map(|part| {
-                    Some(PartitionPosition {
-                        topic: part.topic.clone(),
-                        partition: part.partition,
-                        next_offset: part.next_offset?,
-                        max_ts: part.max_ts,
-                    })
-                })
+                .filter_map(Partition::position)
                 .collect(),
             // Not started yet: what was restored still stands.
             None => self.restored.clone(),

@@ -128,7 +128,37 @@ impl Chunk {
         &self.arena[range.0 as usize..range.1 as usize]
     }
 
-    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
+    /// Copies `message` in as a record of partition number `partition`
+    /// (with its headers if `headers`); returns whether the chunk is full.
+    pub(crate) fn push_message(
+        &mut self,
+        message: &impl Message,
+        partition: u32,
+        headers: bool,
+    ) -> bool {
+        let key = message.key().map(|key| self.push_bytes(key));
+        let payload = self.push_bytes(message.payload().unwrap_or_default());
+        let mut copied = Vec::new();
+        if headers {
+            if let Some(list) = message.headers() {
+                for header in list.iter() {
+                    let value = header.value.map(|value| self.push_bytes(value));
+                    copied.push((header.key.to_owned(), value));
+                }
+            }
+        }
+        self.entries.push(Entry {
+            partition,
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            key,
+            payload,
+            headers: copied,
+        });
+        self.entries.len() >= KAFKA_CHUNK_RECORDS || self.arena.len() >= KAFKA_CHUNK_BYTES
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
         let start = self.arena.len() as u32;
         self.arena.extend_from_slice(bytes);
         (start, self.arena.len() as u32)
@@ -677,28 +707,7 @@ fn run(
                 let Some(partition) = index_of(message.topic(), message.partition()) else {
                     continue;
                 };
-                let key = message.key().map(|key| chunk.push_bytes(key));
-                let payload = chunk.push_bytes(message.payload().unwrap_or_default());
-                let mut headers = Vec::new();
-                if setup.headers {
-                    if let Some(list) = message.headers() {
-                        for header in list.iter() {
-                            let value = header.value.map(|value| chunk.push_bytes(value));
-                            headers.push((header.key.to_owned(), value));
-                        }
-                    }
-                }
-                chunk.entries.push(Entry {
-                    partition,
-                    offset: message.offset(),
-                    timestamp: message.timestamp().to_millis(),
-                    key,
-                    payload,
-                    headers,
-                });
-                let full = chunk.entries.len() >= KAFKA_CHUNK_RECORDS
-                    || chunk.arena.len() >= KAFKA_CHUNK_BYTES;
-                if full {
+                if chunk.push_message(&message, partition, setup.headers) {
                     pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }
             }

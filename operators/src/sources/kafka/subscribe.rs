@@ -33,15 +33,15 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Sender, TrySendError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use weir_runtime::CommitWatch;
 
-use super::reader::{Chunk, Entry, Event, LogContext, Reader};
+use super::reader::{Chunk, Event, LogContext, Reader};
 use crate::limits::{
-    KAFKA_CHANNEL_CHUNKS, KAFKA_CHUNK_BYTES, KAFKA_CHUNK_RECORDS, KAFKA_FINAL_COMMIT_WAIT_MS,
-    KAFKA_GROUP_OFFSETS_WAIT_MS, KAFKA_REVOKE_COMMIT_WAIT_MS,
+    KAFKA_CHANNEL_CHUNKS, KAFKA_FINAL_COMMIT_WAIT_MS, KAFKA_GROUP_OFFSETS_WAIT_MS,
+    KAFKA_REVOKE_COMMIT_WAIT_MS,
 };
 use crate::scale_out::GroupRun;
 
@@ -56,7 +56,8 @@ pub struct Revocation {
 
 #[derive(Debug, Default)]
 struct RevocationState {
-    /// The partitions, by their [`Entry::partition`] numbers.
+    /// The partitions, by their numbers
+    /// ([`Entry::partition`](super::reader::Entry::partition)).
     request: Option<Vec<u32>>,
     /// The epoch the shard was in when it stopped emitting them.
     answer: Option<u64>,
@@ -131,8 +132,9 @@ pub struct GroupSetup {
     pub start: Offset,
 }
 
-/// Partition numbers for [`Entry::partition`]: one per assignment of a
-/// partition (a partition given up and given back gets a new one).
+/// Partition numbers
+/// ([`Entry::partition`](super::reader::Entry::partition)): one per
+/// assignment of a partition (one given up and given back gets a new one).
 #[derive(Debug, Default)]
 struct Indexes {
     next: u32,
@@ -551,28 +553,7 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
                     .get(&(message.topic().to_owned(), message.partition()))
                     .copied();
                 let Some(partition) = index else { continue };
-                let key = message.key().map(|key| chunk.push_bytes(key));
-                let payload = chunk.push_bytes(message.payload().unwrap_or_default());
-                let mut headers = Vec::new();
-                if setup.headers {
-                    if let Some(list) = message.headers() {
-                        for header in list.iter() {
-                            let value = header.value.map(|value| chunk.push_bytes(value));
-                            headers.push((header.key.to_owned(), value));
-                        }
-                    }
-                }
-                chunk.entries.push(Entry {
-                    partition,
-                    offset: message.offset(),
-                    timestamp: message.timestamp().to_millis(),
-                    key,
-                    payload,
-                    headers,
-                });
-                let full = chunk.entries.len() >= KAFKA_CHUNK_RECORDS
-                    || chunk.arena.len() >= KAFKA_CHUNK_BYTES;
-                if full {
+                if chunk.push_message(&message, partition, setup.headers) {
                     pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }
             }
