@@ -13,9 +13,9 @@
 //! The transactions themselves are the `kafka` sink's
 //! (`crate::sinks::kafka::group`). A [`GroupRun`] is one planned run's
 //! meeting point, shared by the source instance (it hands in the offsets
-//! it logs at each barrier), its consumer thread (the group's metadata after each rebalance; it waits
-//! here for the commit of the epoch that holds a revoked partition's last
-//! offset) and the sinks' commit steps (each hands in its epoch; the
+//! it logs at each barrier), its consumer thread (the group's metadata
+//! after each rebalance; it waits here for the commit of the epoch that
+//! holds a revoked partition's last offset) and the sinks' commit steps (each hands in its epoch; the
 //! last one of an epoch runs the transaction). Runs are told apart by a
 //! random id made when the pipeline is planned ([`GroupPlan`]): a sink
 //! commit recovered from an earlier run's log carries that run's id and

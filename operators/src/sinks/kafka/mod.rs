@@ -357,7 +357,8 @@ impl Component for KafkaSinkConfig {
             if spec.delivery != KafkaDelivery::ExactlyOnce {
                 return Err(OptionError::new(
                     "delivery",
-                    "a scaled-out pipeline (`[runtime] group`) publishes exactly once:                      leave `delivery` out",
+                    "a scaled-out pipeline (`[runtime] group`) publishes exactly once: leave \
+                     `delivery` out",
                 ));
             }
             plan.run().add_sink(context.name);
