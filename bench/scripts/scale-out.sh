@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Scale-out over Kafka (issue 19, stateless pipelines): throughput of 1, 2
+# and 3 `weir run` processes sharing a topic through `[runtime] group`,
+# beside the same pipeline in one process without a group, on the same
+# broker in one run:
+#
+#   bench/scripts/scale-out.sh [EVENTS] [RUNS]
+#
+#   EVENTS  events in the input topic (default 3000000)
+#   RUNS    repetitions of each measurement (default 3); medians reported
+#
+# The broker is scripts/start-kafka.sh's (started if needed), on this
+# machine: the broker and every weir process share its cores (2 here), so
+# more processes add no cores. Scaling across machines is argued in
+# docs/scale-out.md, not measured here.
+# Events are 100-byte JSON objects in a 12-partition topic, produced once
+# by kafka-producer-perf-test. The pipeline: `kafka` (json) → `filter`
+# (status >= 400, about 40 % pass) → `kafka` sink, exactly-once, 100 ms
+# epochs, 1 shard per process.
+# - static: one process, no group, the source `bounded` (the run ends at
+#   the topic's end): EVENTS over its wall time, start to exit.
+# - group N: N processes with a fresh `[runtime] group`, started together;
+#   the time from the start until the group's committed offsets reach the
+#   topic's end (`kafka-consumer-groups --describe` shows no lag), polled
+#   back to back: each poll takes about a second (a JVM start), so the
+#   figure is late by up to a poll.
+# Build first: cargo build --release.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+events=${1:-3000000}
+runs=${2:-3}
+weir=target/release/weir
+tool=scripts/kafka-tool.sh
+[ -x "$weir" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+bootstrap="$(scripts/start-kafka.sh)"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+stamp="$(date +%s)"
+topic="scale-in-$stamp"
+
+"$tool" topics --bootstrap-server "$bootstrap" --create --topic "$topic" --partitions 12 \
+  --replication-factor 1 >/dev/null
+python3 - "$work/payloads" <<'PY'
+import json, random, sys
+r = random.Random(19)
+with open(sys.argv[1], "w") as f:
+    for i in range(1000):
+        e = {"id": i, "user": "u%d" % r.randrange(500), "host": "h%d" % r.randrange(8),
+             "at": 1764900000000 + i, "status": r.choice([200, 200, 200, 404, 500]), "pad": ""}
+        line = json.dumps(e, separators=(",", ":"))
+        e["pad"] = "x" * (100 - len(line))
+        line = json.dumps(e, separators=(",", ":"))
+        assert len(line) == 100, len(line)
+        f.write(line + "\n")
+PY
+echo "== produce: kafka-producer-perf-test, $events events of 100 bytes, 12 partitions"
+"$tool" producer-perf-test --topic "$topic" --num-records "$events" --throughput -1 \
+  --payload-file "$work/payloads" \
+  --producer-props "bootstrap.servers=$bootstrap" linger.ms=5 batch.size=262144 | tail -1
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# pipeline FILE OUT_TOPIC GROUP(empty: none)
+pipeline() {
+  local runtime source_extra
+  if [ -n "$3" ]; then
+    runtime="group = \"$3\""
+    source_extra=""
+  else
+    runtime="shards = 1"
+    source_extra="bounded = true"
+  fi
+  cat > "$1" <<EOF
+[runtime]
+$runtime
+epoch_interval_ms = 100
+
+[sources.in]
+type = "kafka"
+brokers = "$bootstrap"
+topics = ["$topic"]
+format = "json"
+schema = { id = "int", user = "string", host = "string", at = "timestamp", status = "int" }
+start = "earliest"
+$source_extra
+
+[processors.errors]
+type = "filter"
+inputs = ["in"]
+condition = "status >= 400"
+
+[sinks.out]
+type = "kafka"
+inputs = ["errors"]
+brokers = "$bootstrap"
+topic = "$2"
+EOF
+}
+
+# Whether the group's committed offsets reached the end of every partition
+# (an empty partition has no offset: the producer's sticky partitioner can
+# leave some empty).
+caught_up() {
+  "$tool" consumer-groups --bootstrap-server "$bootstrap" --describe --group "$1" 2>/dev/null \
+    | awk -v t="$topic" '$2 == t { n++; if ($6 == "0" || $5 == "0") z++ }
+        END { exit !(n == 12 && z == 12) }'
+}
+
+declare -A rates
+for run in $(seq 1 "$runs"); do
+  out="scale-out-$stamp-$run-static"
+  "$tool" topics --bootstrap-server "$bootstrap" --create --topic "$out" --partitions 6 \
+    --replication-factor 1 >/dev/null
+  pipeline "$work/static.toml" "$out" ""
+  rm -rf "$work/data-static"
+  start=$(date +%s.%N)
+  "$weir" run "$work/static.toml" --data-dir "$work/data-static" > "$work/static.log" 2>&1
+  end=$(date +%s.%N)
+  rates[static,$run]=$(echo "$events / ($end - $start)" | bc -l)
+  line="run $run: static 1 process $(printf '%.0f' "${rates[static,$run]}")/s"
+  for n in 1 2 3; do
+    group="scale-$stamp-$run-$n"
+    out="scale-out-$stamp-$run-$n"
+    "$tool" topics --bootstrap-server "$bootstrap" --create --topic "$out" --partitions 6 \
+      --replication-factor 1 >/dev/null
+    pipeline "$work/group.toml" "$out" "$group"
+    pids=()
+    start=$(date +%s.%N)
+    for p in $(seq 1 "$n"); do
+      rm -rf "$work/data-$p"
+      "$weir" run "$work/group.toml" --data-dir "$work/data-$p" > "$work/group-$p.log" 2>&1 &
+      pids+=($!)
+    done
+    until caught_up "$group"; do
+      if [ "$(echo "$(date +%s.%N) - $start > 600" | bc)" = 1 ]; then
+        echo "group $n did not catch up within 600 s: see $work" >&2
+        exit 1
+      fi
+    done
+    end=$(date +%s.%N)
+    for pid in "${pids[@]}"; do kill -TERM "$pid"; done
+    for pid in "${pids[@]}"; do wait "$pid" || echo "a process of group $n failed: see $work" >&2; done
+    pids=()
+    rates[$n,$run]=$(echo "$events / ($end - $start)" | bc -l)
+    line="$line, group $n $(printf '%.0f' "${rates[$n,$run]}")/s"
+  done
+  echo "$line"
+done
+
+printf 'medians of %d, %d events (100 bytes, 12 partitions), filter → kafka exactly-once, 1 shard per process:\n' \
+  "$runs" "$events"
+s=$(for run in $(seq 1 "$runs"); do echo "${rates[static,$run]}"; done | median)
+printf '  one process, no group (static)  %10.0f events/s\n' "$s"
+for n in 1 2 3; do
+  g=$(for run in $(seq 1 "$runs"); do echo "${rates[$n,$run]}"; done | median)
+  printf '  %d process(es), group           %10.0f events/s  %.2f × static; %.0f events/s per process\n' \
+    "$n" "$g" "$(echo "$g / $s" | bc -l)" "$(echo "$g / $n" | bc -l)"
+done
+"$tool" topics --bootstrap-server "$bootstrap" --delete --topic "$topic" >/dev/null 2>&1 || true
