@@ -190,6 +190,19 @@ impl Fleet {
     }
 }
 
+/// Prints the logs it holds if the test panics while it lives.
+struct LogsOnPanic<'a>(&'a [(&'static str, String)]);
+
+impl Drop for LogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (name, log) in self.0 {
+                eprintln!("--- {name} logged:\n{log}");
+            }
+        }
+    }
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         for (_, weir) in &mut self.live {
@@ -448,14 +461,18 @@ fn scenario(death: Death) {
         }
     }
 
-    // Kafka's own reader, read_committed.
-    let events = kafka::consume(&bootstrap, &passthrough, false, CHECK_QUIET);
-    kafka::check_ids_once(&events, EVENTS, "passthrough topic");
-    let expected: HashSet<u64> = (0..EVENTS)
-        .filter(|&id| kafka::event(id).3 >= 400)
-        .collect();
-    let kept = kafka::consume(&bootstrap, &errors, false, CHECK_QUIET);
-    check_set_once(&kept, &expected, "errors topic");
+    // Kafka's own reader, read_committed. A failed check prints every
+    // process's log.
+    {
+        let _logs = LogsOnPanic(&fleet.logs);
+        let events = kafka::consume(&bootstrap, &passthrough, false, CHECK_QUIET);
+        kafka::check_ids_once(&events, EVENTS, "passthrough topic");
+        let expected: HashSet<u64> = (0..EVENTS)
+            .filter(|&id| kafka::event(id).3 >= 400)
+            .collect();
+        let kept = kafka::consume(&bootstrap, &errors, false, CHECK_QUIET);
+        check_set_once(&kept, &expected, "errors topic");
+    }
 
     // The work was shared: every process read partitions at some point
     // (D only after it joined), and D's join took partitions from the

@@ -598,6 +598,7 @@ impl KafkaSource {
         let now = Instant::now();
         let mut emitted = 0;
         let mut dead_letters = 0;
+        let mut stale = 0u64;
         let base = self.row.values.len() - self.spec.metadata.len();
         while self.cursor < chunk.entries.len() && emitted < max {
             let entry = &chunk.entries[self.cursor];
@@ -610,16 +611,15 @@ impl KafkaSource {
                 // group's offset.
                 continue;
             };
-            emitted += 1;
-            if part.next_offset.is_none() && part.revoked_at.is_none() && self.group.is_some() {
-                tracing::debug!(
-                    component = &*self.component,
-                    "kafka: {}/{} starts at offset {}",
-                    part.topic,
-                    part.partition,
-                    entry.offset
-                );
+            if part.next_offset.is_some_and(|next| entry.offset < next) {
+                // Below where the partition stands (a record librdkafka
+                // had fetched for an earlier assignment of it, say):
+                // emitted already, by this process or another. Never
+                // again.
+                stale += 1;
+                continue;
             }
+            emitted += 1;
             part.next_offset = Some(entry.offset + 1);
             part.last_record = now;
             part.at_end = false;
@@ -688,6 +688,12 @@ impl KafkaSource {
         if self.cursor >= chunk.entries.len() {
             self.chunk = None;
             self.cursor = 0;
+        }
+        if stale > 0 {
+            tracing::warn!(
+                component = &*self.component,
+                "kafka: dropped {stale} records below their partition's next offset"
+            );
         }
         if let Some(metric) = &self.records_metric {
             metric.add(emitted as u64 - dead_letters);
@@ -766,7 +772,11 @@ impl Source for KafkaSource {
                     Ok(Event::Added(list)) => {
                         let now = Instant::now();
                         let partitions = self.partitions.get_or_insert_with(Vec::new);
-                        for (index, topic, partition) in list {
+                        for (index, topic, partition, start) in list {
+                            tracing::debug!(
+                                component = &*self.component,
+                                "kafka: {topic}/{partition} starts at offset {start:?}"
+                            );
                             if index as usize != partitions.len() {
                                 out.fail(OperatorError::external(format!(
                                     "kafka source `{}`: partition {topic}/{partition} came as \
@@ -779,7 +789,9 @@ impl Source for KafkaSource {
                             partitions.push(Partition {
                                 topic,
                                 partition,
-                                next_offset: None,
+                                // Where it starts: records below it are
+                                // not this assignment's.
+                                next_offset: start,
                                 max_ts: None,
                                 last_record: now,
                                 at_end: false,

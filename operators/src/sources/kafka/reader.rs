@@ -174,9 +174,10 @@ pub enum Event {
     Assigned(Vec<(String, i32, Option<i64>)>),
     /// Partitions the group gave a scaled-out source
     /// (`super::subscribe`): each with the [`Entry::partition`] number
-    /// its records carry, sent before any of them. Each starts at the
-    /// group's committed offset.
-    Added(Vec<(u32, String, i32)>),
+    /// its records carry and the offset it starts at (the group's
+    /// committed offset; `None`: the source's `start`), sent before any
+    /// of its records.
+    Added(Vec<(u32, String, i32, Option<i64>)>),
     /// Records.
     Chunk(Chunk),
     /// The reader found no more records in the partitions of this number

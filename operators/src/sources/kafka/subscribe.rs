@@ -206,15 +206,20 @@ impl GroupContext {
         }
     }
 
-    fn assigned(&self, added: Vec<(String, i32)>) {
+    fn assigned(&self, added: &TopicPartitionList) {
         let list = {
             let mut indexes = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
             let mut list = Vec::new();
-            for (topic, partition) in added {
+            for element in added.elements() {
+                let (topic, partition) = (element.topic().to_owned(), element.partition());
+                let start = match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                };
                 let index = indexes.next;
                 indexes.next += 1;
                 indexes.current.insert((topic.clone(), partition), index);
-                list.push((index, topic, partition));
+                list.push((index, topic, partition, start));
             }
             list
         };
@@ -319,7 +324,7 @@ impl ConsumerContext for GroupContext {
                         "cannot read the group's offsets of newly assigned partitions: {why}"
                     )));
                 }
-                self.assigned(names(list));
+                self.assigned(list);
                 if let Err(error) = consumer.incremental_assign(list) {
                     tracing::warn!(component, "kafka: incremental_assign: {error}");
                 }
