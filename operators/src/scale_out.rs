@@ -114,6 +114,12 @@ pub struct GroupRun {
     committed: (Mutex<u64>, Condvar),
     /// Why this run can commit no more, once it cannot.
     failed: Mutex<Option<String>>,
+    /// Set as a fence begins, before it waits for the transaction in
+    /// flight: that transaction's retries stop.
+    fencing: AtomicBool,
+    /// The partitions the member holds now (assigned, and not yet given
+    /// up): a transaction sends offsets only of these.
+    held: Mutex<BTreeSet<(String, i32)>>,
 }
 
 impl std::fmt::Debug for GroupRun {
@@ -153,6 +159,8 @@ impl GroupRun {
                     gate: Mutex::default(),
                     committed: (Mutex::new(0), Condvar::new()),
                     failed: Mutex::default(),
+                    fencing: AtomicBool::new(false),
+                    held: Mutex::default(),
                 })
             })
             .clone()
@@ -230,9 +238,38 @@ impl GroupRun {
     /// commit any more. For a consumer about to give partitions up
     /// without their last epoch committed.
     pub fn fence(&self, why: String) {
+        self.fencing.store(true, Ordering::Release);
         let gate = self.gate();
         self.fail(why);
         drop(gate);
+    }
+
+    /// Whether a fence began: a transaction in flight gives up.
+    pub fn fencing(&self) -> bool {
+        self.fencing.load(Ordering::Acquire)
+    }
+
+    /// The member was given `partitions`.
+    pub fn hold(&self, partitions: &[(String, i32)]) {
+        lock(&self.held).extend(partitions.iter().cloned());
+    }
+
+    /// The member gave `partitions` up (or lost them).
+    pub fn release(&self, partitions: &[(String, i32)]) {
+        let mut held = lock(&self.held);
+        for partition in partitions {
+            held.remove(partition);
+        }
+    }
+
+    /// The partitions of `offsets` the member does not hold now.
+    pub fn not_held(&self, offsets: &Offsets) -> Vec<(String, i32)> {
+        let held = lock(&self.held);
+        offsets
+            .iter()
+            .map(|(topic, partition, _)| (topic.clone(), *partition))
+            .filter(|partition| !held.contains(partition))
+            .collect()
     }
 
     /// Held by whoever runs one of the run's transactions, for its whole

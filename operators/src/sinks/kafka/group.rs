@@ -158,6 +158,18 @@ fn publish(
     let mut tries = 0;
     loop {
         tries += 1;
+        // Offsets only of partitions this member holds now: after a
+        // rebalance took some away without a revocation, the new
+        // membership's metadata would let them through.
+        if run.fencing() {
+            return Err("the run is being fenced".into());
+        }
+        let lost = run.not_held(offsets);
+        if !lost.is_empty() {
+            return Err(format!(
+                "the epoch read partitions this process no longer holds: {lost:?}"
+            ));
+        }
         let version = run.metadata_version();
         let producer = match &transactions.producer {
             Some(producer) => producer.clone(),
@@ -397,6 +409,7 @@ mod tests {
             .create()
             .expect("a consumer");
         run.set_metadata(consumer.group_metadata().expect("metadata"));
+        run.hold(&[("in".into(), 0), ("in".into(), 1)]);
         run.set_offsets(1, vec![("in".into(), 0, 5), ("in".into(), 1, 7)]);
         cluster.request_errors(
             RDKafkaApiKey::TxnOffsetCommit,
@@ -423,6 +436,26 @@ mod tests {
         let bytes = staged_epoch(&plan, &brokers, 2, 0);
         commit(&staged::decode(&bytes).unwrap(), &bytes, &control).expect("nothing to send");
         assert_eq!(run.committed(), 2);
+    }
+
+    /// An epoch that read a partition the member no longer holds (the
+    /// group took it without a revocation) is not published, and the run
+    /// commits nothing more.
+    #[test]
+    fn an_epoch_of_a_partition_no_longer_held_fails_the_run() {
+        let plan = GroupPlan::new("g-lost");
+        let run = plan.run();
+        run.add_sink("out");
+        run.hold(&[("in".into(), 0)]);
+        run.set_offsets(3, vec![("in".into(), 0, 5), ("in".into(), 1, 7)]);
+        // No broker: the check comes before any Kafka call.
+        let bytes = staged_epoch(&plan, "127.0.0.1:9", 3, 1);
+        let control = CommitControl::new();
+        let error = commit(&staged::decode(&bytes).unwrap(), &bytes, &control)
+            .expect_err("a partition no longer held");
+        assert!(error.to_string().contains("no longer holds"), "{error}");
+        assert!(run.failure().is_some());
+        assert_eq!(run.committed(), 0);
     }
 
     /// An epoch staged by an earlier run (recovered from its log) is not

@@ -226,7 +226,7 @@ impl GroupContext {
         self.send(Event::Added(list));
     }
 
-    fn revoked(&self, consumer: &BaseConsumer<Self>, revoked: Vec<(String, i32)>) {
+    fn revoked(&self, lost: bool, revoked: Vec<(String, i32)>) {
         let component = &*self.log.component;
         let numbers: Vec<u32> = {
             let mut indexes = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
@@ -235,13 +235,8 @@ impl GroupContext {
                 .filter_map(|name| indexes.current.remove(name))
                 .collect()
         };
-        if consumer.assignment_lost() {
-            self.run.fence(format!(
-                "the group took partitions {} from this process without a revocation (it \
-                 was too slow to poll, or cut off from the group coordinator): the epochs \
-                 that read them cannot commit",
-                shown(&revoked)
-            ));
+        if lost {
+            // Fenced already (see `rebalance`).
             return;
         }
         if self.stop.load(Ordering::Acquire) {
@@ -310,7 +305,24 @@ impl ConsumerContext for GroupContext {
         list: &mut TopicPartitionList,
     ) {
         self.rebalanced.store(true, Ordering::Release);
-        self.refresh_metadata(consumer);
+        let lost = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+            && consumer.assignment_lost();
+        if lost {
+            // Thrown out of the group: others read these partitions from
+            // the group's offsets now. Nothing of this run may commit any
+            // more, and that is settled before the metadata of the new
+            // membership is taken, with which a transaction would be
+            // accepted again.
+            self.run.release(&names(list));
+            self.run.fence(format!(
+                "the group took partitions {} from this process without a revocation (it \
+                 was too slow to poll, or cut off from the group coordinator): the epochs \
+                 that read them cannot commit",
+                shown(&names(list))
+            ));
+        } else {
+            self.refresh_metadata(consumer);
+        }
         let component = &*self.log.component;
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -324,23 +336,27 @@ impl ConsumerContext for GroupContext {
                         "cannot read the group's offsets of newly assigned partitions: {why}"
                     )));
                 }
+                self.run.hold(&names(list));
                 self.assigned(list);
                 if let Err(error) = consumer.incremental_assign(list) {
                     tracing::warn!(component, "kafka: incremental_assign: {error}");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.revoked(consumer, names(list));
+                self.revoked(lost, names(list));
                 if let Err(error) = consumer.incremental_unassign(list) {
                     tracing::warn!(component, "kafka: incremental_unassign: {error}");
                 }
+                self.run.release(&names(list));
             }
             other => {
                 tracing::warn!(component, "kafka: rebalance failed: {other:?}");
                 let _ = consumer.incremental_unassign(list);
             }
         }
-        self.refresh_metadata(consumer);
+        if !lost {
+            self.refresh_metadata(consumer);
+        }
         let now = consumer
             .assignment()
             .map(|list| names(&list))
