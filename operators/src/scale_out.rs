@@ -114,6 +114,9 @@ pub struct GroupRun {
     committed: (Mutex<u64>, Condvar),
     /// Why this run can commit no more, once it cannot.
     failed: Mutex<Option<String>>,
+    /// The newest epoch whose offsets were logged: until its transaction
+    /// committed (not merely began), offsets are pending.
+    logged: AtomicU64,
     /// Set as a fence begins, before it waits for the transaction in
     /// flight: that transaction's retries stop.
     fencing: AtomicBool,
@@ -159,6 +162,7 @@ impl GroupRun {
                     gate: Mutex::default(),
                     committed: (Mutex::new(0), Condvar::new()),
                     failed: Mutex::default(),
+                    logged: AtomicU64::new(0),
                     fencing: AtomicBool::new(false),
                     held: Mutex::default(),
                 })
@@ -209,6 +213,7 @@ impl GroupRun {
     /// The offsets the source logged at `epoch`'s barrier.
     pub fn set_offsets(&self, epoch: u64, offsets: Offsets) {
         lock(&self.offsets).insert(epoch, offsets);
+        self.logged.fetch_max(epoch, Ordering::AcqRel);
     }
 
     /// The group's metadata as the consumer sees it now (after a
@@ -319,7 +324,7 @@ impl GroupRun {
     /// Whether offsets logged at a barrier wait for their epoch's
     /// transaction.
     pub fn offsets_pending(&self) -> bool {
-        !lock(&self.offsets).is_empty()
+        self.committed() < self.logged.load(Ordering::Acquire)
     }
 
     /// Why the run can commit no more, if it cannot.
@@ -381,7 +386,7 @@ impl GroupRun {
         let (committed, signal) = &self.committed;
         let mut done = lock(committed);
         loop {
-            if !self.offsets_pending() {
+            if *done >= self.logged.load(Ordering::Acquire) {
                 return Ok(());
             }
             if let Some(why) = self.failure() {
