@@ -253,23 +253,6 @@ fn visible(probe: &BaseConsumer, topic: &str, partitions: u32) -> i64 {
         .sum()
 }
 
-/// Panics unless `lines` (JSON objects with an `id`) hold each id of
-/// `expected` exactly once and nothing else.
-fn check_set_once(lines: &[String], expected: &HashSet<u64>, what: &str) {
-    let mut seen = HashSet::with_capacity(expected.len());
-    for line in lines {
-        let row: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"));
-        let id = row["id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{what}: no id in {line}"));
-        assert!(expected.contains(&id), "{what}: unexpected event {id}");
-        assert!(seen.insert(id), "{what}: event {id} appears twice");
-    }
-    let (want, missing) = (expected.len(), expected.len() - seen.len());
-    assert_eq!(missing, 0, "{what}: {missing} of {want} events missing");
-}
-
 /// How B dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Death {
@@ -471,7 +454,7 @@ fn scenario(death: Death) {
             .filter(|&id| kafka::event(id).3 >= 400)
             .collect();
         let kept = kafka::consume(&bootstrap, &errors, false, CHECK_QUIET);
-        check_set_once(&kept, &expected, "errors topic");
+        kafka::check_set_once(&kept, &expected, "errors topic");
     }
 
     // The work was shared: every process read partitions at some point

@@ -44,6 +44,23 @@ pub fn produce_events(bootstrap: &str, topic: &str, count: u64) {
     );
 }
 
+/// Panics unless `lines` (JSON objects with an `id`) hold each id of
+/// `expected` exactly once, and no other.
+pub fn check_set_once(lines: &[String], expected: &std::collections::HashSet<u64>, what: &str) {
+    let mut seen = std::collections::HashSet::with_capacity(expected.len());
+    for line in lines {
+        let row: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"));
+        let id = row["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{what}: no id in {line}"));
+        assert!(expected.contains(&id), "{what}: unexpected event {id}");
+        assert!(seen.insert(id), "{what}: event {id} appears twice");
+    }
+    let (want, missing) = (expected.len(), expected.len() - seen.len());
+    assert_eq!(missing, 0, "{what}: {missing} of {want} events missing");
+}
+
 /// Panics unless `lines` (JSON objects with an `id`) hold each of
 /// `0..count` exactly once.
 pub fn check_ids_once(lines: &[String], count: u64, what: &str) {
