@@ -247,6 +247,30 @@ pub fn produce(bootstrap: &str, topic: &str, lines: &[String]) {
 /// spreads them, so each partition holds its records in order), and waits
 /// until every one is acknowledged.
 pub fn produce_timed(bootstrap: &str, topic: &str, records: impl Iterator<Item = (String, i64)>) {
+    produce_to(bootstrap, topic, records, None);
+}
+
+/// [`produce_events`], the events dealt round-robin over `partitions`
+/// partitions (event `id` to partition `id % partitions`), so that each
+/// holds as many: the sticky partitioner can leave one partition with
+/// half the topic and others nearly empty, and a process given only
+/// small ones would run out of work early.
+pub fn produce_events_evenly(bootstrap: &str, topic: &str, count: u64, partitions: u32) {
+    let records = (0..count).map(|id| {
+        let (line, _, at, _) = event(id);
+        (line, at)
+    });
+    produce_to(bootstrap, topic, records, Some(partitions));
+}
+
+/// [`produce_timed`], to partition `n % partitions` for the `n`-th record
+/// when `partitions` is given.
+fn produce_to(
+    bootstrap: &str,
+    topic: &str,
+    records: impl Iterator<Item = (String, i64)>,
+    partitions: Option<u32>,
+) {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let producer: BaseProducer = rdkafka::ClientConfig::new()
@@ -256,10 +280,13 @@ pub fn produce_timed(bootstrap: &str, topic: &str, records: impl Iterator<Item =
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("a producer");
-    for (value, timestamp) in records {
+    for (n, (value, timestamp)) in records.enumerate() {
         let mut record = BaseRecord::<(), String>::to(topic)
             .payload(&value)
             .timestamp(timestamp);
+        if let Some(partitions) = partitions {
+            record = record.partition((n as u64 % u64::from(partitions)) as i32);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
