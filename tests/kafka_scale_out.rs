@@ -5,7 +5,8 @@
 //! checked by Kafka's own `read_committed` console consumer.
 //!
 //! Method: a 12-partition topic holds 600 k JSON events (`id`, `user`,
-//! `host`, `at`, `status`). Processes A, B and C (one data directory each)
+//! `host`, `at`, `status`), dealt evenly over its partitions (so that B,
+//! whichever partitions it gets, has work left when it must die). Processes A, B and C (one data directory each)
 //! run `kafka` → `parse` → `kafka` (the passthrough, 12 partitions) and
 //! `parse` → `filter` (`status >= 400`) → `kafka` (the errors, 3
 //! partitions), with `shards = 1`, an unbounded source and a 6 s consumer
@@ -27,9 +28,12 @@
 //! must have read partitions, and one must have given partitions up in a
 //! rebalance after their last epoch committed.
 
+#[path = "../runtime/tests/promtool/mod.rs"]
+mod promtool;
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -300,7 +304,7 @@ fn scenario(death: Death) {
     kafka::create_topic(&bootstrap, &input, INPUT_PARTITIONS);
     kafka::create_topic(&bootstrap, &passthrough, PASSTHROUGH_PARTITIONS);
     kafka::create_topic(&bootstrap, &errors, ERRORS_PARTITIONS);
-    kafka::produce_events(&bootstrap, &input, EVENTS);
+    kafka::produce_events_evenly(&bootstrap, &input, EVENTS, INPUT_PARTITIONS);
 
     let dir = scratch();
     // The file's stem is the pipeline's name, in the transactional ids.
@@ -494,4 +498,178 @@ fn scenario(death: Death) {
         ));
     }
     eprintln!("run {run}: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Goal: a scaled-out source shows, on `/metrics`, each partition (task)
+/// it holds and how far behind it reads, and the gauges follow a
+/// rebalance.
+///
+/// Method: a 3-partition topic of 600 k events; process A (with
+/// `metrics_listen`) reads it alone: its scrapes must show lag above 0
+/// while it works through the topic, then every partition
+/// `weir_kafka_source_partition_assigned 1` and lag 0, in text that
+/// `promtool check metrics` accepts. B joins: the two processes' gauges
+/// must then split the 3 partitions (each holds one or more, none is held
+/// twice), A showing 0 for those it gave up.
+#[test]
+fn each_member_shows_the_partitions_it_reads_and_their_lag() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    const PARTITIONS: u32 = 3;
+    let bootstrap = kafka::bootstrap();
+    let run = kafka::unique("weir-scale-out-lag");
+    let (input, passthrough, errors) = (
+        format!("{run}-in"),
+        format!("{run}-passthrough"),
+        format!("{run}-errors"),
+    );
+    kafka::create_topic(&bootstrap, &input, PARTITIONS);
+    kafka::create_topic(&bootstrap, &passthrough, PARTITIONS);
+    kafka::create_topic(&bootstrap, &errors, 1);
+    kafka::produce_events_evenly(&bootstrap, &input, EVENTS, PARTITIONS);
+
+    let dir = scratch();
+    let group = format!("{run}-group");
+    let stem = run.replace('-', "_");
+    let mut fleet = Fleet {
+        live: Vec::new(),
+        logs: Vec::new(),
+        crashing: None,
+    };
+    let start = |fleet: &mut Fleet, name: &'static str| {
+        let port = support::free_port();
+        let text = pipeline(&bootstrap, &group, &input, &passthrough, &errors).replacen(
+            "[runtime]\n",
+            &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+            1,
+        );
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).expect("a directory");
+        let config = home.join(format!("{stem}.toml"));
+        std::fs::write(&config, text).expect("write the pipeline");
+        fleet.start(name, &config, &home.join("data"), &[]);
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        support::wait_listening(address, FIRST_OUTPUT_TIMEOUT);
+        address
+    };
+
+    let a = start(&mut fleet, "A");
+    let started = Instant::now();
+    let mut behind = 0;
+    let text = loop {
+        fleet.check_running();
+        let text = promtool::fetch_metrics(a);
+        let tasks = task_gauges(&text, &input);
+        let lag: i64 = tasks.values().filter_map(|(_, lag)| *lag).sum();
+        behind = behind.max(lag);
+        if tasks.len() == PARTITIONS as usize
+            && tasks
+                .values()
+                .all(|&(held, lag)| held == 1 && lag == Some(0))
+        {
+            break text;
+        }
+        if started.elapsed() > ALL_OUTPUT_TIMEOUT {
+            fleet.give_up(&format!(
+                "A's gauges after {ALL_OUTPUT_TIMEOUT:?}: {tasks:?}, not 3 partitions held and \
+                 read to their ends"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "A read the topic in {:?}; the most lag shown: {behind}",
+        started.elapsed()
+    );
+    if behind <= 0 || behind > EVENTS as i64 {
+        fleet.give_up(&format!(
+            "A showed a lag of {behind} at most while it read {EVENTS} events: not above 0 \
+             and at most the topic"
+        ));
+    }
+    let (ok, printed) = promtool::promtool_output(&text);
+    if !ok {
+        fleet.give_up(&format!(
+            "promtool check metrics failed:\n{printed}\n{text}"
+        ));
+    }
+
+    let b = start(&mut fleet, "B");
+    let joined = Instant::now();
+    loop {
+        fleet.check_running();
+        let on_a = task_gauges(&promtool::fetch_metrics(a), &input);
+        let on_b = task_gauges(&promtool::fetch_metrics(b), &input);
+        let held = |tasks: &BTreeMap<u32, (i64, Option<i64>)>| -> Vec<u32> {
+            tasks
+                .iter()
+                .filter(|(_, &(held, _))| held == 1)
+                .map(|(&partition, _)| partition)
+                .collect()
+        };
+        let (mine, theirs) = (held(&on_a), held(&on_b));
+        let mut all: Vec<u32> = mine.iter().chain(&theirs).copied().collect();
+        all.sort_unstable();
+        if !mine.is_empty() && !theirs.is_empty() && all == [0, 1, 2] {
+            let given_up: Vec<u32> = on_a
+                .iter()
+                .filter(|(_, &(held, lag))| held == 0 && lag == Some(0))
+                .map(|(&partition, _)| partition)
+                .collect();
+            if given_up != theirs {
+                fleet.give_up(&format!(
+                    "B holds {theirs:?}, but A shows {given_up:?} given up: {on_a:?}"
+                ));
+            }
+            eprintln!("after B joined: A holds {mine:?}, B {theirs:?}");
+            break;
+        }
+        if joined.elapsed() > FIRST_OUTPUT_TIMEOUT {
+            fleet.give_up(&format!(
+                "{FIRST_OUTPUT_TIMEOUT:?} after B started: A shows {on_a:?}, B {on_b:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fleet.stop("B");
+    fleet.stop("A");
+}
+
+/// The `weir_kafka_source_partition_assigned` and `_lag` gauges of
+/// `topic` in a scrape, by partition: (assigned, lag), the lag `None`
+/// while it has no series (before the partition's first statistics).
+fn task_gauges(text: &str, topic: &str) -> BTreeMap<u32, (i64, Option<i64>)> {
+    let mut tasks: BTreeMap<u32, (i64, Option<i64>)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let assigned = if series.starts_with("weir_kafka_source_partition_assigned{") {
+            true
+        } else if series.starts_with("weir_kafka_source_partition_lag{") {
+            false
+        } else {
+            continue;
+        };
+        if !series.contains(&format!("topic=\"{topic}\"")) {
+            continue;
+        }
+        let partition = series
+            .split("partition=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no partition label in {line:?}"));
+        let value: i64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not an integer: {line:?}"));
+        let task = tasks.entry(partition).or_default();
+        if assigned {
+            task.0 = value;
+        } else {
+            task.1 = Some(value);
+        }
+    }
+    tasks
 }

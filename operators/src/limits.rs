@@ -180,3 +180,8 @@ pub const KAFKA_REVOKE_COMMIT_WAIT_MS: u64 = 60_000;
 /// the brokers within [`KAFKA_SCALE_OUT_TRANSACTION_TIMEOUT_MS`]). Past it
 /// the run fails.
 pub const KAFKA_GROUP_OFFSETS_WAIT_MS: u64 = 60_000;
+
+/// How often a scaled-out source's consumer reads librdkafka's statistics
+/// to set each partition's lag gauge, unless the source's `options` set
+/// `statistics.interval.ms`.
+pub const KAFKA_GROUP_STATISTICS_MS: u64 = 1_000;

@@ -96,7 +96,7 @@ use crate::row::{json_object_into, FieldTypes, MapEntry, OptionError, Row, Schem
 use crate::scale_out::{GroupPlan, GroupRun};
 use position::PartitionPosition;
 use reader::{Chunk, Command, Event, Reader, ReaderSetup, StartAt};
-use subscribe::{GroupSetup, Revocation};
+use subscribe::{GroupSetup, Revocation, TaskMetrics};
 
 /// Where a partition with no logged position starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,6 +416,8 @@ pub struct KafkaSource {
     /// through the channel, by number, with the epoch they were given up
     /// in.
     revoked_early: BTreeMap<u32, u64>,
+    /// Scaled out: where the consumer thread puts each partition's gauges.
+    tasks: TaskMetrics,
 }
 
 impl KafkaSource {
@@ -453,6 +455,10 @@ impl KafkaSource {
             snapshots: context.snapshots,
             group: None,
             revoked_early: BTreeMap::new(),
+            tasks: TaskMetrics {
+                registry: context.metrics.clone(),
+                shard: context.shard,
+            },
         }
     }
 
@@ -507,6 +513,7 @@ impl KafkaSource {
                     KafkaStart::Latest => rdkafka::Offset::End,
                     KafkaStart::Earliest | KafkaStart::Committed => rdkafka::Offset::Beginning,
                 },
+                metrics: self.tasks.clone(),
             }));
             self.group = Some((run, revocation));
             return Ok(());

@@ -34,14 +34,16 @@ use crossbeam::channel::{Sender, TrySendError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use weir_runtime::metrics::{Registry, ShardGauge};
 use weir_runtime::CommitWatch;
 
 use super::reader::{Chunk, Event, LogContext, Reader};
 use crate::limits::{
     KAFKA_CHANNEL_CHUNKS, KAFKA_FINAL_COMMIT_WAIT_MS, KAFKA_GROUP_OFFSETS_WAIT_MS,
-    KAFKA_REVOKE_COMMIT_WAIT_MS,
+    KAFKA_GROUP_STATISTICS_MS, KAFKA_REVOKE_COMMIT_WAIT_MS,
 };
 use crate::scale_out::GroupRun;
 
@@ -130,6 +132,91 @@ pub struct GroupSetup {
     /// Where a partition the group has no offset for starts
     /// (`Offset::Beginning` or `Offset::End`).
     pub start: Offset,
+    /// Where the per-partition gauges go.
+    pub metrics: TaskMetrics,
+}
+
+/// The gauges of each partition (task) of a scaled-out source, set by the
+/// consumer thread on its shard's cells (the shard never sets them):
+/// - `weir_kafka_source_partition_assigned`: 1 while this process holds
+///   the partition, 0 after it gave it up;
+/// - `weir_kafka_source_partition_lag`: records in the partition after
+///   this member's read position, up to its last stable offset (what a
+///   `read_committed` reader can read), from librdkafka's statistics
+///   (every [`KAFKA_GROUP_STATISTICS_MS`] unless the source's `options`
+///   set `statistics.interval.ms`); 0 after the partition was given up.
+///
+/// Labelled `component`, `topic` and `partition`. The read position is
+/// the consumer's (records fetched and handed to the shard's channel), as
+/// Kafka's own `records-lag` is.
+#[derive(Clone)]
+pub struct TaskMetrics {
+    /// The run's registry.
+    pub registry: Registry,
+    /// The shard whose cells the gauges use.
+    pub shard: usize,
+}
+
+impl std::fmt::Debug for TaskMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskMetrics")
+            .field("shard", &self.shard)
+            .finish_non_exhaustive()
+    }
+}
+
+struct TaskGauges {
+    assigned: ShardGauge,
+    lag: Option<ShardGauge>,
+    /// Where this member started reading the partition (its resolved
+    /// offset), until the statistics show a read position.
+    start: Option<i64>,
+    held: bool,
+}
+
+impl TaskMetrics {
+    fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        component: &str,
+        topic: &str,
+        partition: i32,
+    ) -> ShardGauge {
+        let partition = partition.to_string();
+        let labels = [
+            ("component", component),
+            ("topic", topic),
+            ("partition", partition.as_str()),
+        ];
+        self.registry
+            .gauge(name, help, &labels)
+            .for_shard(self.shard)
+    }
+
+    fn assigned(&self, component: &str, topic: &str, partition: i32) -> ShardGauge {
+        self.gauge(
+            "weir_kafka_source_partition_assigned",
+            "1 while this process reads the partition (a task of a scaled-out source), 0 \
+             after it gave it up.",
+            component,
+            topic,
+            partition,
+        )
+    }
+
+    /// Registered at the partition's first statistics: before them its
+    /// lag is not known, and no series shows it.
+    fn lag(&self, component: &str, topic: &str, partition: i32) -> ShardGauge {
+        self.gauge(
+            "weir_kafka_source_partition_lag",
+            "Records of the partition after this process's read position, up to the last \
+             stable offset (librdkafka's statistics); 0 once given up.",
+            component,
+            topic,
+            partition,
+        )
+    }
 }
 
 /// Partition numbers
@@ -156,6 +243,8 @@ struct GroupContext {
     watch: CommitWatch,
     /// Where a partition the group has no offset for starts.
     start: Offset,
+    metrics: TaskMetrics,
+    tasks: Mutex<HashMap<(String, i32), TaskGauges>>,
 }
 
 impl ClientContext for GroupContext {
@@ -165,6 +254,35 @@ impl ClientContext for GroupContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.log.error(error, reason);
+    }
+
+    /// Sets each held partition's lag gauge.
+    fn stats(&self, statistics: Statistics) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, topic) in &statistics.topics {
+            for (number, partition) in &topic.partitions {
+                let Some(task) = tasks.get_mut(&(name.clone(), *number)) else {
+                    continue;
+                };
+                if !task.held || partition.ls_offset < 0 {
+                    continue;
+                }
+                // The end of what was read: past the last record handed
+                // on, or where the partition's end was seen (after
+                // transaction markers, which hand on no record).
+                let read = partition
+                    .app_offset
+                    .max(partition.eof_offset)
+                    .max(task.start.unwrap_or(partition.lo_offset));
+                if read < 0 {
+                    continue;
+                }
+                let lag = task
+                    .lag
+                    .get_or_insert_with(|| self.metrics.lag(&self.log.component, name, *number));
+                lag.set((partition.ls_offset - read).max(0));
+            }
+        }
     }
 }
 
@@ -202,6 +320,34 @@ impl GroupContext {
             }
             if self.stop.load(Ordering::Acquire) {
                 return false;
+            }
+        }
+    }
+
+    /// Sets the gauges of partitions added (`held`, at their resolved
+    /// offsets) or given up.
+    fn track(&self, list: &TopicPartitionList, held: bool) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        for element in list.elements() {
+            let key = (element.topic().to_owned(), element.partition());
+            let task = tasks.entry(key).or_insert_with(|| TaskGauges {
+                assigned: self.metrics.assigned(
+                    &self.log.component,
+                    element.topic(),
+                    element.partition(),
+                ),
+                lag: None,
+                start: None,
+                held: false,
+            });
+            task.held = held;
+            task.start = match element.offset() {
+                Offset::Offset(offset) if held => Some(offset),
+                _ => None,
+            };
+            task.assigned.set(i64::from(held));
+            if let (false, Some(lag)) = (held, &task.lag) {
+                lag.set(0);
             }
         }
     }
@@ -337,6 +483,7 @@ impl ConsumerContext for GroupContext {
                     )));
                 }
                 self.run.hold(&names(list));
+                self.track(list, true);
                 self.assigned(list);
                 if let Err(error) = consumer.incremental_assign(list) {
                     tracing::warn!(component, "kafka: incremental_assign: {error}");
@@ -348,6 +495,7 @@ impl ConsumerContext for GroupContext {
                     tracing::warn!(component, "kafka: incremental_unassign: {error}");
                 }
                 self.run.release(&names(list));
+                self.track(list, false);
             }
             other => {
                 tracing::warn!(component, "kafka: rebalance failed: {other:?}");
@@ -503,6 +651,8 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
         rebalanced: AtomicBool::new(false),
         watch: setup.watch.clone(),
         start: setup.start,
+        metrics: setup.metrics.clone(),
+        tasks: Mutex::default(),
     };
     let mut config = setup.config.clone();
     config
@@ -512,6 +662,12 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
+    if config.get("statistics.interval.ms").is_none() {
+        config.set(
+            "statistics.interval.ms",
+            KAFKA_GROUP_STATISTICS_MS.to_string(),
+        );
+    }
     let consumer: BaseConsumer<GroupContext> = config
         .create_with_context(context)
         .map_err(|error| format!("cannot create the Kafka consumer: {error}"))?;
