@@ -119,11 +119,86 @@ struct Fleet {
     logs: Vec<(&'static str, String)>,
     /// A process expected to exit by itself (a fail-point).
     crashing: Option<&'static str>,
+    /// Each process's metrics endpoint, by name.
+    endpoints: Vec<(&'static str, SocketAddr)>,
 }
 
 impl Fleet {
-    fn start(&mut self, name: &'static str, config: &Path, data: &Path, env: &[(&str, &str)]) {
-        self.live.push((name, Weir::start(config, data, &[], env)));
+    fn new(crashing: Option<&'static str>) -> Fleet {
+        Fleet {
+            live: Vec::new(),
+            logs: Vec::new(),
+            crashing,
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// Starts process `name` on `case`'s pipeline with its own metrics
+    /// endpoint (a copy of the file with `metrics_listen`, same stem) and
+    /// the data directory `data`.
+    fn start(&mut self, name: &'static str, case: &Case, data: &str, env: &[(&str, &str)]) {
+        let port = support::free_port();
+        let text = case.text.replacen(
+            "[runtime]\n",
+            &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+            1,
+        );
+        let home = case.dir.path().join(format!("config-{name}"));
+        std::fs::create_dir_all(&home).expect("a directory");
+        let config = home.join(&case.file_name);
+        std::fs::write(&config, text).expect("write the pipeline");
+        self.live
+            .push((name, Weir::start(&config, &case.data(data), &[], env)));
+        let address = format!("127.0.0.1:{port}").parse().expect("an address");
+        self.endpoints.push((name, address));
+    }
+
+    /// The metrics endpoint of the last process started as `name`.
+    fn endpoint(&self, name: &str) -> SocketAddr {
+        self.endpoints
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, address)| *address)
+            .expect("a started process")
+    }
+
+    /// The partitions of `case`'s input that `name` holds, by its
+    /// `weir_kafka_source_partition_assigned` gauges (none while its
+    /// endpoint does not answer yet).
+    fn held(&self, name: &str, case: &Case) -> Vec<u32> {
+        let address = self.endpoint(name);
+        if std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            return Vec::new();
+        }
+        task_gauges(&promtool::fetch_metrics(address), &case.input)
+            .into_iter()
+            .filter(|(_, (held, _))| *held == 1)
+            .map(|(partition, _)| partition)
+            .collect()
+    }
+
+    /// Waits until each of `names` holds partitions (or fails
+    /// [`FIRST_OUTPUT_TIMEOUT`] after `since`).
+    fn wait_holding(&mut self, names: &[&str], case: &Case, since: Instant) {
+        loop {
+            self.check_running();
+            let idle: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|name| self.held(name, case).is_empty())
+                .collect();
+            if idle.is_empty() {
+                return;
+            }
+            if since.elapsed() > FIRST_OUTPUT_TIMEOUT {
+                self.give_up(&format!(
+                    "{idle:?} held no partition of {} within {FIRST_OUTPUT_TIMEOUT:?}",
+                    case.input
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until `name` exits by itself, and keeps what it logged.
@@ -194,6 +269,102 @@ impl Fleet {
     }
 }
 
+/// One scenario's topics (fresh names), pipeline file and directories.
+struct Case {
+    bootstrap: String,
+    run: String,
+    input: String,
+    passthrough: String,
+    errors: String,
+    /// The pipeline ([`pipeline`]).
+    text: String,
+    /// Its file name: the stem is the pipeline's name, in the
+    /// transactional ids.
+    file_name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    /// Creates the topics and writes [`EVENTS`] events dealt evenly over
+    /// the input's partitions.
+    fn new(prefix: &str) -> Case {
+        let bootstrap = kafka::bootstrap();
+        let run = kafka::unique(prefix);
+        let (input, passthrough, errors) = (
+            format!("{run}-in"),
+            format!("{run}-passthrough"),
+            format!("{run}-errors"),
+        );
+        kafka::create_topic(&bootstrap, &input, INPUT_PARTITIONS);
+        kafka::create_topic(&bootstrap, &passthrough, PASSTHROUGH_PARTITIONS);
+        kafka::create_topic(&bootstrap, &errors, ERRORS_PARTITIONS);
+        kafka::produce_events_evenly(&bootstrap, &input, EVENTS, INPUT_PARTITIONS);
+        let group = format!("{run}-group");
+        let text = pipeline(&bootstrap, &group, &input, &passthrough, &errors);
+        Case {
+            file_name: format!("{}.toml", run.replace('-', "_")),
+            text,
+            dir: scratch(),
+            bootstrap,
+            run,
+            input,
+            passthrough,
+            errors,
+        }
+    }
+
+    /// The data directory of process `name`.
+    fn data(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("data-{name}"))
+    }
+}
+
+impl Fleet {
+    /// Polls the passthrough until it holds [`EVENTS`] records (or fails
+    /// [`ALL_OUTPUT_TIMEOUT`] after `since`, `what`).
+    fn wait_all_published(&mut self, case: &Case, since: Instant, what: &str) {
+        loop {
+            self.check_running();
+            let lines = kafka::consume(&case.bootstrap, &case.passthrough, false, POLL_QUIET);
+            if lines.len() >= EVENTS as usize {
+                eprintln!(
+                    "{} passthrough records readable {:?} after {what}",
+                    lines.len(),
+                    since.elapsed()
+                );
+                return;
+            }
+            if since.elapsed() > ALL_OUTPUT_TIMEOUT {
+                self.give_up(&format!(
+                    "only {} of {EVENTS} events in {} within {ALL_OUTPUT_TIMEOUT:?} of {what}",
+                    lines.len(),
+                    case.passthrough
+                ));
+            }
+        }
+    }
+
+    /// Keeps the logs where `WEIR_TEST_LOG_DIR` says, then checks with
+    /// Kafka's own `read_committed` reader that the passthrough holds
+    /// every event once and the errors topic every event with status 400
+    /// and up once. A failed check prints every process's log.
+    fn check_published_once(&self, case: &Case) {
+        if let Some(dir) = std::env::var_os("WEIR_TEST_LOG_DIR") {
+            for (name, log) in &self.logs {
+                std::fs::write(Path::new(&dir).join(format!("{name}.log")), log).expect("a log");
+            }
+        }
+        let _logs = LogsOnPanic(&self.logs);
+        let events = kafka::consume(&case.bootstrap, &case.passthrough, false, CHECK_QUIET);
+        kafka::check_ids_once(&events, EVENTS, "passthrough topic");
+        let expected: HashSet<u64> = (0..EVENTS)
+            .filter(|&id| kafka::event(id).3 >= 400)
+            .collect();
+        let kept = kafka::consume(&case.bootstrap, &case.errors, false, CHECK_QUIET);
+        kafka::check_set_once(&kept, &expected, "errors topic");
+    }
+}
+
 /// Prints the logs it holds if the test panics while it lives.
 struct LogsOnPanic<'a>(&'a [(&'static str, String)]);
 
@@ -214,23 +385,6 @@ impl Drop for Fleet {
             let _ = weir.child.wait();
         }
     }
-}
-
-/// The members of `group` that own partitions of `topic` now (their
-/// consumer ids), from `kafka-consumer-groups --describe`.
-fn owners(bootstrap: &str, group: &str, topic: &str) -> HashSet<String> {
-    kafka::group_offsets(bootstrap, group)
-        .lines()
-        .filter_map(|line| {
-            let columns: Vec<&str> = line.split_whitespace().collect();
-            match columns.as_slice() {
-                [_, t, _, _, _, _, member, ..] if *t == topic && *member != "-" => {
-                    Some((*member).to_owned())
-                }
-                _ => None,
-            }
-        })
-        .collect()
 }
 
 /// The most partitions `log` says its process read at once.
@@ -255,6 +409,90 @@ fn visible(probe: &BaseConsumer, topic: &str, partitions: u32) -> i64 {
             high - low
         })
         .sum()
+}
+
+/// Goal: a process that dies in the middle of a rebalance, on either
+/// side of it, leaves every event published exactly once.
+///
+/// Method: five seeded variants on [`Case`]'s topics and pipeline. In
+/// each, A starts alone and owns every partition, then aborts (as `kill
+/// -9` would: `WEIR_CRASH_AT`) at one step of a rebalance:
+/// - `kafka-revoking`: B joined, A's shard stopped emitting the partitions
+///   the group takes from it, and their last epoch has not committed;
+/// - `kafka-revoked`: that epoch committed, A has not given them up yet;
+/// - `kafka-assigned` (its second assignment): B joined and then stopped
+///   gracefully, and A was just given B's partitions at their offsets.
+///
+/// The seed picks the step and how long B waits to join (0.3–3 s after A
+/// owns partitions: A has read less or more of the topic). After A's
+/// death C joins (also after a seeded wait); the survivors finish the
+/// topic, stop gracefully, and the passthrough and errors topics must
+/// hold each event once (Kafka's console consumer, `read_committed`).
+#[test]
+fn a_member_dying_inside_a_rebalance_leaves_each_event_published_once() {
+    for seed in 1..=5 {
+        rebalance_death(seed);
+    }
+}
+
+/// The step of a rebalance A dies at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RebalanceStep {
+    Revoking,
+    Revoked,
+    Assigned,
+}
+
+fn rebalance_death(seed: u64) {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut rng = support::Rng(seed.wrapping_mul(0x5851_f42d));
+    let step = [
+        RebalanceStep::Revoking,
+        RebalanceStep::Revoked,
+        RebalanceStep::Assigned,
+    ][(seed % 3) as usize];
+    let join_wait = Duration::from_millis(300 + rng.next() % 2700);
+    let rejoin_wait = Duration::from_millis(rng.next() % 3000);
+    eprintln!("seed {seed}: A dies at {step:?}; B joins {join_wait:?} after A owns partitions");
+    let case = Case::new("weir-scale-out-rebalance");
+    let crash = match step {
+        RebalanceStep::Revoking => "kafka-revoking:0",
+        RebalanceStep::Revoked => "kafka-revoked:0",
+        RebalanceStep::Assigned => "kafka-assigned:2",
+    };
+    let mut fleet = Fleet::new(Some("A"));
+    let started = Instant::now();
+    fleet.start("A", &case, "A", &[("WEIR_CRASH_AT", crash)]);
+    fleet.wait_holding(&["A"], &case, started);
+    std::thread::sleep(join_wait);
+    fleet.start("B", &case, "B", &[]);
+    if step == RebalanceStep::Assigned {
+        // B must own partitions before it leaves, so that A is given
+        // them back.
+        fleet.wait_holding(&["B"], &case, started);
+        std::thread::sleep(rejoin_wait);
+        fleet.stop("B");
+    }
+    fleet.wait_crash("A", FIRST_OUTPUT_TIMEOUT);
+    let died = Instant::now();
+    if !fleet.log("A").contains(&format!("WEIR_CRASH_AT={crash}")) {
+        fleet.give_up(&format!("seed {seed}: A did not die at {crash}"));
+    }
+    std::thread::sleep(rejoin_wait);
+    fleet.start("C", &case, "C", &[]);
+    fleet.wait_all_published(&case, died, "A's death");
+    fleet.stop("C");
+    if step != RebalanceStep::Assigned {
+        fleet.stop("B");
+    }
+    fleet.check_published_once(&case);
+    eprintln!(
+        "seed {seed} ({step:?}, run {}): {:.1} s",
+        case.run,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// How B dies.
@@ -294,79 +532,38 @@ fn scenario(death: Death) {
     let _one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let bootstrap = kafka::bootstrap();
-    let run = kafka::unique("weir-scale-out");
-    let (input, passthrough, errors) = (
-        format!("{run}-in"),
-        format!("{run}-passthrough"),
-        format!("{run}-errors"),
-    );
-    kafka::create_topic(&bootstrap, &input, INPUT_PARTITIONS);
-    kafka::create_topic(&bootstrap, &passthrough, PASSTHROUGH_PARTITIONS);
-    kafka::create_topic(&bootstrap, &errors, ERRORS_PARTITIONS);
-    kafka::produce_events_evenly(&bootstrap, &input, EVENTS, INPUT_PARTITIONS);
-
-    let dir = scratch();
-    // The file's stem is the pipeline's name, in the transactional ids.
-    let config = dir.path().join(format!("{}.toml", run.replace('-', "_")));
-    let group = format!("{run}-group");
-    let text = pipeline(&bootstrap, &group, &input, &passthrough, &errors);
-    std::fs::write(&config, text).expect("write the pipeline");
-    let data = |name: &str| dir.path().join(format!("data-{name}"));
+    let case = Case::new("weir-scale-out");
+    let (bootstrap, run, passthrough) = (&case.bootstrap, &case.run, &case.passthrough);
     let probe: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap.as_str())
         .set("isolation.level", "read_committed")
         .create()
         .expect("a probe consumer");
 
-    let (live, logs) = (Vec::new(), Vec::new());
-    let crashing = (death == Death::InsideTransaction).then_some("B");
-    let mut fleet = Fleet {
-        live,
-        logs,
-        crashing,
-    };
+    let mut fleet = Fleet::new((death == Death::InsideTransaction).then_some("B"));
     let started = Instant::now();
     // A first, alone with every partition, so that B's and C's joining
     // makes it give partitions up (the revocation steps).
-    fleet.start("A", &config, &data("A"), &[]);
-    while owners(&bootstrap, &group, &input).is_empty() {
-        fleet.check_running();
-        if started.elapsed() > FIRST_OUTPUT_TIMEOUT {
-            fleet.give_up(&format!(
-                "A owned no partition within {FIRST_OUTPUT_TIMEOUT:?}"
-            ));
-        }
-    }
+    fleet.start("A", &case, "A", &[]);
+    fleet.wait_holding(&["A"], &case, started);
     for name in ["B", "C"] {
         let env: &[(&str, &str)] = match (name, death) {
             ("B", Death::InsideTransaction) => &[("WEIR_CRASH_AT", CRASH_EPOCH)],
             _ => &[],
         };
-        fleet.start(name, &config, &data(name), env);
+        fleet.start(name, &case, name, env);
     }
 
-    // All three are members reading partitions, and committed output
+    // B and C read partitions (by their gauges), and committed output
     // shows, but not all of it: B dies mid-run.
-    let mut first = HashSet::new();
+    fleet.wait_holding(&["B", "C"], &case, started);
     loop {
         fleet.check_running();
-        if first.len() < 3 {
-            first = owners(&bootstrap, &group, &input);
-            if started.elapsed() > FIRST_OUTPUT_TIMEOUT {
-                fleet.give_up(&format!(
-                    "{} processes own partitions of {input} after {FIRST_OUTPUT_TIMEOUT:?}, \
-                     not 3",
-                    first.len()
-                ));
-            }
-            continue;
-        }
         if death == Death::InsideTransaction {
             // B aborts itself in its transaction, about now.
             break;
         }
-        let shown = visible(&probe, &passthrough, PASSTHROUGH_PARTITIONS);
+        let shown = visible(&probe, passthrough, PASSTHROUGH_PARTITIONS);
         if shown >= EVENTS as i64 {
             fleet.give_up(&format!(
                 "{shown} records were readable before B's kill: the run was over; \
@@ -391,75 +588,23 @@ fn scenario(death: Death) {
     let killed = Instant::now();
     std::thread::sleep(JOIN_DELAY);
     fleet.check_running();
-    fleet.start("D", &config, &data("D"), &[]);
+    fleet.start("D", &case, "D", &[]);
     // D owns partitions (B's, once the group gave up on B, or some of
     // A's and C's) before A stops.
-    loop {
-        fleet.check_running();
-        if owners(&bootstrap, &group, &input)
-            .difference(&first)
-            .count()
-            > 0
-        {
-            break;
-        }
-        if killed.elapsed() > FIRST_OUTPUT_TIMEOUT {
-            fleet.give_up(&format!(
-                "D owned no partition of {input} within {FIRST_OUTPUT_TIMEOUT:?} of B's kill"
-            ));
-        }
-    }
+    fleet.wait_holding(&["D"], &case, killed);
     fleet.stop("A");
     eprintln!("A stopped {:?} after B's kill", killed.elapsed());
     // B starts again on its data directory (a new run: it resumes from the
     // group's offsets, and what its log holds of the dead run is not
     // published).
-    fleet.start("B2", &config, &data("B"), &[]);
+    fleet.start("B2", &case, "B", &[]);
 
     // C and D take over B's and A's partitions and finish the topic.
-    loop {
-        fleet.check_running();
-        let lines = kafka::consume(&bootstrap, &passthrough, false, POLL_QUIET);
-        if lines.len() >= EVENTS as usize {
-            eprintln!(
-                "{} passthrough records readable {:?} after B's kill",
-                lines.len(),
-                killed.elapsed()
-            );
-            break;
-        }
-        if killed.elapsed() > ALL_OUTPUT_TIMEOUT {
-            fleet.give_up(&format!(
-                "only {} of {EVENTS} events in {passthrough} within {ALL_OUTPUT_TIMEOUT:?} \
-                 of B's kill",
-                lines.len()
-            ));
-        }
-    }
+    fleet.wait_all_published(&case, killed, "B's kill");
     fleet.stop("C");
     fleet.stop("D");
     fleet.stop("B2");
-
-    // Each process's log, kept where `WEIR_TEST_LOG_DIR` says (to look
-    // into a failure below).
-    if let Some(dir) = std::env::var_os("WEIR_TEST_LOG_DIR") {
-        for (name, log) in &fleet.logs {
-            std::fs::write(Path::new(&dir).join(format!("{name}.log")), log).expect("a log");
-        }
-    }
-
-    // Kafka's own reader, read_committed. A failed check prints every
-    // process's log.
-    {
-        let _logs = LogsOnPanic(&fleet.logs);
-        let events = kafka::consume(&bootstrap, &passthrough, false, CHECK_QUIET);
-        kafka::check_ids_once(&events, EVENTS, "passthrough topic");
-        let expected: HashSet<u64> = (0..EVENTS)
-            .filter(|&id| kafka::event(id).3 >= 400)
-            .collect();
-        let kept = kafka::consume(&bootstrap, &errors, false, CHECK_QUIET);
-        kafka::check_set_once(&kept, &expected, "errors topic");
-    }
+    fleet.check_published_once(&case);
 
     // The work was shared: every process read partitions at some point
     // (D only after it joined), and D's join took partitions from the
@@ -504,66 +649,37 @@ fn scenario(death: Death) {
 /// it holds and how far behind it reads, and the gauges follow a
 /// rebalance.
 ///
-/// Method: a 3-partition topic of 600 k events; process A (with
-/// `metrics_listen`) reads it alone: its scrapes must show lag above 0
-/// while it works through the topic, then every partition
-/// `weir_kafka_source_partition_assigned 1` and lag 0, in text that
-/// `promtool check metrics` accepts. B joins: the two processes' gauges
-/// must then split the 3 partitions (each holds one or more, none is held
-/// twice), A showing 0 for those it gave up.
+/// Method: [`Case`]'s 12-partition topic of 600 k events; process A
+/// (with `metrics_listen`, as every process of these tests) reads it
+/// alone: its scrapes must show lag above 0 while it works through the
+/// topic, then every partition `weir_kafka_source_partition_assigned 1`
+/// and lag 0, in text that `promtool check metrics` accepts. B joins: the
+/// two processes' gauges must then split the 12 partitions (each holds
+/// one or more, none is held twice), A showing 0 for those it gave up.
 #[test]
 fn each_member_shows_the_partitions_it_reads_and_their_lag() {
     let _one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    const PARTITIONS: u32 = 3;
-    let bootstrap = kafka::bootstrap();
-    let run = kafka::unique("weir-scale-out-lag");
-    let (input, passthrough, errors) = (
-        format!("{run}-in"),
-        format!("{run}-passthrough"),
-        format!("{run}-errors"),
-    );
-    kafka::create_topic(&bootstrap, &input, PARTITIONS);
-    kafka::create_topic(&bootstrap, &passthrough, PARTITIONS);
-    kafka::create_topic(&bootstrap, &errors, 1);
-    kafka::produce_events_evenly(&bootstrap, &input, EVENTS, PARTITIONS);
-
-    let dir = scratch();
-    let group = format!("{run}-group");
-    let stem = run.replace('-', "_");
-    let mut fleet = Fleet {
-        live: Vec::new(),
-        logs: Vec::new(),
-        crashing: None,
-    };
+    let case = Case::new("weir-scale-out-lag");
+    let input = &case.input;
+    let mut fleet = Fleet::new(None);
     let start = |fleet: &mut Fleet, name: &'static str| {
-        let port = support::free_port();
-        let text = pipeline(&bootstrap, &group, &input, &passthrough, &errors).replacen(
-            "[runtime]\n",
-            &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
-            1,
-        );
-        let home = dir.path().join(name);
-        std::fs::create_dir_all(&home).expect("a directory");
-        let config = home.join(format!("{stem}.toml"));
-        std::fs::write(&config, text).expect("write the pipeline");
-        fleet.start(name, &config, &home.join("data"), &[]);
-        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        fleet.start(name, &case, name, &[]);
+        let address = fleet.endpoint(name);
         support::wait_listening(address, FIRST_OUTPUT_TIMEOUT);
         address
     };
-
     let a = start(&mut fleet, "A");
     let started = Instant::now();
     let mut behind = 0;
     let text = loop {
         fleet.check_running();
         let text = promtool::fetch_metrics(a);
-        let tasks = task_gauges(&text, &input);
+        let tasks = task_gauges(&text, input);
         let lag: i64 = tasks.values().filter_map(|(_, lag)| *lag).sum();
         behind = behind.max(lag);
-        if tasks.len() == PARTITIONS as usize
+        if tasks.len() == INPUT_PARTITIONS as usize
             && tasks
                 .values()
                 .all(|&(held, lag)| held == 1 && lag == Some(0))
@@ -572,8 +688,8 @@ fn each_member_shows_the_partitions_it_reads_and_their_lag() {
         }
         if started.elapsed() > ALL_OUTPUT_TIMEOUT {
             fleet.give_up(&format!(
-                "A's gauges after {ALL_OUTPUT_TIMEOUT:?}: {tasks:?}, not 3 partitions held and \
-                 read to their ends"
+                "A's gauges after {ALL_OUTPUT_TIMEOUT:?}: {tasks:?}, not every partition held \
+                 and read to its end"
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -599,8 +715,8 @@ fn each_member_shows_the_partitions_it_reads_and_their_lag() {
     let joined = Instant::now();
     loop {
         fleet.check_running();
-        let on_a = task_gauges(&promtool::fetch_metrics(a), &input);
-        let on_b = task_gauges(&promtool::fetch_metrics(b), &input);
+        let on_a = task_gauges(&promtool::fetch_metrics(a), input);
+        let on_b = task_gauges(&promtool::fetch_metrics(b), input);
         let held = |tasks: &BTreeMap<u32, (i64, Option<i64>)>| -> Vec<u32> {
             tasks
                 .iter()
@@ -611,7 +727,10 @@ fn each_member_shows_the_partitions_it_reads_and_their_lag() {
         let (mine, theirs) = (held(&on_a), held(&on_b));
         let mut all: Vec<u32> = mine.iter().chain(&theirs).copied().collect();
         all.sort_unstable();
-        if !mine.is_empty() && !theirs.is_empty() && all == [0, 1, 2] {
+        if !mine.is_empty()
+            && !theirs.is_empty()
+            && all == (0..INPUT_PARTITIONS).collect::<Vec<_>>()
+        {
             let given_up: Vec<u32> = on_a
                 .iter()
                 .filter(|(_, &(held, lag))| held == 0 && lag == Some(0))

@@ -14,7 +14,13 @@
 //! completion record is not written yet), `kafka-before-commit` (the
 //! `kafka` sink sent an epoch's records and marker in its transaction and
 //! has not committed it), `recovery` (after the logs were read, before anything restarted;
-//! EPOCH is the recovered committed epoch).
+//! EPOCH is the recovered committed epoch). A scaled-out `kafka` source's
+//! rebalance steps: `kafka-revoking` (the shard stopped emitting partitions
+//! the group takes away, their last epoch EPOCH has not been waited for),
+//! `kafka-revoked` (that epoch committed, the partitions are not given up
+//! yet), `kafka-assigned` (partitions given to the member were assigned at
+//! their offsets, none of their records read yet; EPOCH counts the
+//! assignments that gave the member partitions, from 1).
 
 use std::sync::OnceLock;
 

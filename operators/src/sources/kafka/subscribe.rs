@@ -26,7 +26,7 @@
 //! [`reader`]: super::reader
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -245,6 +245,9 @@ struct GroupContext {
     start: Offset,
     metrics: TaskMetrics,
     tasks: Mutex<HashMap<(String, i32), TaskGauges>>,
+    /// Assignments that gave this member partitions, so far (for the
+    /// `kafka-assigned` fail-point).
+    assignments: AtomicU64,
 }
 
 impl ClientContext for GroupContext {
@@ -420,16 +423,20 @@ impl GroupContext {
             }
             return;
         };
+        weir_runtime::epoch::failpoint("kafka-revoking", epoch);
         let wait = Duration::from_millis(KAFKA_REVOKE_COMMIT_WAIT_MS);
         match self.run.wait_committed(epoch, &self.stop, wait) {
-            Ok(()) => tracing::info!(
-                component,
-                group = self.run.group(),
-                epoch,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "kafka: gave up {} partitions after epoch {epoch}, their last, committed",
-                revoked.len()
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    component,
+                    group = self.run.group(),
+                    epoch,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "kafka: gave up {} partitions after epoch {epoch}, their last, committed",
+                    revoked.len()
+                );
+                weir_runtime::epoch::failpoint("kafka-revoked", epoch);
+            }
             Err(why) => self.run.fence(format!(
                 "partitions {} are given up before their last epoch ({epoch}) committed \
                  ({why}): this run commits no more",
@@ -487,6 +494,10 @@ impl ConsumerContext for GroupContext {
                 self.assigned(list);
                 if let Err(error) = consumer.incremental_assign(list) {
                     tracing::warn!(component, "kafka: incremental_assign: {error}");
+                }
+                if list.count() > 0 {
+                    let ordinal = self.assignments.fetch_add(1, Ordering::Relaxed) + 1;
+                    weir_runtime::epoch::failpoint("kafka-assigned", ordinal);
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -653,6 +664,7 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
         start: setup.start,
         metrics: setup.metrics.clone(),
         tasks: Mutex::default(),
+        assignments: AtomicU64::new(0),
     };
     let mut config = setup.config.clone();
     config
