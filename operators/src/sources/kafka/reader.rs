@@ -11,7 +11,9 @@
 //! partition it reads (`rd_kafka_pause_partitions`: no more fetches;
 //! librdkafka drops what it prefetched for them and fetches it again on
 //! resume, from the offset after the last record handed out), and resumes
-//! them once the channel is half empty. What one instance holds is thus
+//! them once the channel is half empty ([`resume`] wakes librdkafka's
+//! fetcher, which would otherwise sleep up to a second). What one instance
+//! holds is thus
 //! bounded by the channel ([`KAFKA_CHANNEL_CHUNKS`] chunks of at most
 //! [`KAFKA_CHUNK_RECORDS`] records or [`KAFKA_CHUNK_BYTES`]) plus
 //! librdkafka's prefetch queue (`queued.max.messages.kbytes`, by default
@@ -236,6 +238,56 @@ impl Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// How long the thread's next poll waits for a record. With an empty
+/// chunk, up to 50 ms (nothing to hand over). With a partial one, not at
+/// all when the shard's channel is empty: the shard waits for records, and
+/// a poll that comes back empty hands the chunk over. Otherwise 1 ms, and
+/// the chunk keeps filling until the shard has emptied its channel or the
+/// chunk is full. The channel counts chunks ([`KAFKA_CHANNEL_CHUNKS`]):
+/// handing over a chunk at every empty poll filled it with chunks of ten
+/// to thirty records at 20 000 records/s (`bench/scripts/failover.sh`),
+/// and a full channel pauses the partitions.
+pub(super) fn chunk_wait(chunk: &Chunk, events: &Sender<Event>) -> Duration {
+    if chunk.entries.is_empty() {
+        Duration::from_millis(50)
+    } else if events.is_empty() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(1)
+    }
+}
+
+/// Resumes `list`, paused while the channel was full, and has its fetches
+/// start at once. librdkafka's resume only clears a flag: with every
+/// partition paused, the broker thread that fetches them has nothing to do
+/// and sleeps on its queue of operations for up to a second
+/// (`rd_kafka_broker_serve`), and 2.10's resume does not wake it, so the
+/// shard, which drained its channel in milliseconds, waited that long: in
+/// `bench/scripts/failover.sh` a process that had taken over partitions
+/// committed once a second, each time a second of records, paused and
+/// resumed again, for as long as it ran. A seek of each partition to its
+/// position (librdkafka's own: after the last record handed out, where a
+/// resume fetches from anyway) sets the partition's fetch state afresh,
+/// which wakes the broker thread. A partition with no position yet (no
+/// record handed out since its assignment) is left to the resume: it
+/// fetches from its assigned offset.
+pub(super) fn resume<C: ConsumerContext>(consumer: &BaseConsumer<C>, list: &TopicPartitionList) {
+    let _ = consumer.resume(list);
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for element in positions.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            let _ = consumer.seek(
+                element.topic(),
+                element.partition(),
+                Offset::Offset(offset),
+                Duration::ZERO,
+            );
+        }
     }
 }
 
@@ -695,14 +747,10 @@ fn run(
             continue;
         }
         if paused && events.len() <= KAFKA_CHANNEL_CHUNKS / 2 {
-            let _ = consumer.resume(&assignment);
+            resume(&consumer, &assignment);
             paused = false;
         }
-        let wait = if chunk.entries.is_empty() {
-            Duration::from_millis(50)
-        } else {
-            Duration::ZERO
-        };
+        let wait = chunk_wait(&chunk, events);
         match consumer.poll(wait) {
             Some(Ok(message)) => {
                 let Some(partition) = index_of(message.topic(), message.partition()) else {
@@ -730,7 +778,10 @@ fn run(
                 tracing::warn!(component = &*component, "kafka: {error}");
             }
             None => {
-                if !chunk.entries.is_empty() {
+                // Nothing more for now: a partial chunk goes to a shard
+                // that has nothing queued; one that has keeps filling
+                // (see `chunk_wait`).
+                if !chunk.entries.is_empty() && events.is_empty() {
                     pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }
             }

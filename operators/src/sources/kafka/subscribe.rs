@@ -40,7 +40,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use weir_runtime::metrics::{Registry, ShardGauge};
 use weir_runtime::CommitWatch;
 
-use super::reader::{Chunk, Event, LogContext, Reader};
+use super::reader::{chunk_wait, Chunk, Event, LogContext, Reader};
 use crate::limits::{
     KAFKA_CHANNEL_CHUNKS, KAFKA_FINAL_COMMIT_WAIT_MS, KAFKA_GROUP_OFFSETS_WAIT_MS,
     KAFKA_GROUP_STATISTICS_MS, KAFKA_REVOKE_COMMIT_WAIT_MS,
@@ -722,15 +722,11 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
         }
         if paused && events.len() <= KAFKA_CHANNEL_CHUNKS / 2 {
             if let Ok(assignment) = consumer.assignment() {
-                let _ = consumer.resume(&assignment);
+                super::reader::resume(&consumer, &assignment);
             }
             paused = false;
         }
-        let wait = if chunk.entries.is_empty() {
-            Duration::from_millis(50)
-        } else {
-            Duration::ZERO
-        };
+        let wait = chunk_wait(&chunk, &events);
         match consumer.poll(wait) {
             Some(Ok(message)) => {
                 let index = consumer
@@ -756,7 +752,10 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
                 tracing::warn!(component = &*component, "kafka: {error}");
             }
             None => {
-                if !chunk.entries.is_empty() {
+                // Nothing more for now: a partial chunk goes to a shard
+                // that has nothing queued; one that has keeps filling
+                // (see `chunk_wait`).
+                if !chunk.entries.is_empty() && events.is_empty() {
                     pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }
             }
