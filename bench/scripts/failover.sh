@@ -34,6 +34,8 @@
 # measurement. Build first: cargo build --release.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=bench/scripts/kafka-common.sh
+source bench/scripts/kafka-common.sh
 
 runs=${1:-3}
 session_ms=${2:-6000}
@@ -50,21 +52,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 - "$work/payloads" <<'PY'
-import json, random, sys
-r = random.Random(19)
-with open(sys.argv[1], "w") as f:
-    for i in range(1000):
-        e = {"id": i, "user": "u%d" % r.randrange(500), "host": "h%d" % r.randrange(8),
-             "at": 1764900000000 + i, "status": r.choice([200, 200, 200, 404, 500]), "pad": ""}
-        line = json.dumps(e, separators=(",", ":"))
-        e["pad"] = "x" * (100 - len(line))
-        line = json.dumps(e, separators=(",", ":"))
-        assert len(line) == 100, len(line)
-        f.write(line + "\n")
-PY
+write_payloads "$work/payloads" 19
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 # Seconds since the epoch of a log line's leading RFC 3339 timestamp.
 stamp_of() { date -d "$(cut -d' ' -f1 <<<"$1")" +%s.%N; }

@@ -30,6 +30,8 @@
 # Build first: cargo build --release.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=bench/scripts/kafka-common.sh
+source bench/scripts/kafka-common.sh
 
 events=${1:-5000000}
 runs=${2:-3}
@@ -45,22 +47,8 @@ topic="bench-in-$stamp"
 
 "$tool" topics --bootstrap-server "$bootstrap" --create --topic "$topic" --partitions 6 \
   --replication-factor 1 >/dev/null
-# 1000 distinct 100-byte events (the perf tool splits the file on newlines).
-python3 - "$work/payloads" <<'PY'
-import json, random, sys
-r = random.Random(18)
-with open(sys.argv[1], "w") as f:
-    for i in range(1000):
-        e = {"id": i, "user": "u%d" % r.randrange(500), "host": "h%d" % r.randrange(8),
-             "at": 1764900000000 + i, "status": r.choice([200, 200, 200, 404, 500]), "pad": ""}
-        line = json.dumps(e, separators=(",", ":"))
-        e["pad"] = "x" * (100 - len(line))
-        line = json.dumps(e, separators=(",", ":"))
-        assert len(line) == 100, len(line)
-        f.write(line + "\n")
-PY
+write_payloads "$work/payloads" 18
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "== produce: kafka-producer-perf-test, $events events of 100 bytes"
 "$tool" producer-perf-test --topic "$topic" --num-records "$events" --throughput -1 \
