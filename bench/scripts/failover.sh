@@ -40,17 +40,7 @@ source bench/scripts/kafka-common.sh
 runs=${1:-3}
 session_ms=${2:-6000}
 rate=20000
-weir=target/release/weir
-tool=scripts/kafka-tool.sh
-[ -x "$weir" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-bootstrap="$(scripts/start-kafka.sh)"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+kafka_bench_setup
 
 write_payloads "$work/payloads" 19
 

@@ -24,3 +24,22 @@ PY
 
 # The median of the numbers on standard input, one a line.
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# kafka_bench_setup: sets `weir` (the release binary, which must be built),
+# `tool` (Kafka's command-line tools), `bootstrap` (scripts/start-kafka.sh's
+# broker, started if needed) and `work` (a scratch directory), and at exit
+# SIGKILLs the processes listed in `pids` and removes `work`.
+kafka_bench_setup() {
+  weir=target/release/weir
+  tool=scripts/kafka-tool.sh
+  [ -x "$weir" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+  bootstrap="$(scripts/start-kafka.sh)"
+  work="$(mktemp -d)"
+  pids=()
+  trap kafka_bench_cleanup EXIT
+}
+
+kafka_bench_cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}

@@ -36,12 +36,7 @@ source bench/scripts/kafka-common.sh
 events=${1:-5000000}
 runs=${2:-3}
 epoch_ms=${3:-100}
-weir=target/release/weir
-tool=scripts/kafka-tool.sh
-[ -x "$weir" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-bootstrap="$(scripts/start-kafka.sh)"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+kafka_bench_setup
 stamp="$(date +%s)"
 topic="bench-in-$stamp"
 

@@ -32,17 +32,7 @@ source bench/scripts/kafka-common.sh
 
 events=${1:-3000000}
 runs=${2:-3}
-weir=target/release/weir
-tool=scripts/kafka-tool.sh
-[ -x "$weir" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-bootstrap="$(scripts/start-kafka.sh)"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+kafka_bench_setup
 stamp="$(date +%s)"
 topic="scale-in-$stamp"
 
