@@ -44,16 +44,21 @@ pub fn produce_events(bootstrap: &str, topic: &str, count: u64) {
     );
 }
 
+/// The `id` of the JSON object `line` (from `what`); panics without one.
+fn id_of(line: &str, what: &str) -> u64 {
+    let row: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"));
+    row["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what}: no id in {line}"))
+}
+
 /// Panics unless `lines` (JSON objects with an `id`) hold each id of
 /// `expected` exactly once, and no other.
 pub fn check_set_once(lines: &[String], expected: &std::collections::HashSet<u64>, what: &str) {
     let mut seen = std::collections::HashSet::with_capacity(expected.len());
     for line in lines {
-        let row: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"));
-        let id = row["id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{what}: no id in {line}"));
+        let id = id_of(line, what);
         assert!(expected.contains(&id), "{what}: unexpected event {id}");
         assert!(seen.insert(id), "{what}: event {id} appears twice");
     }
@@ -66,11 +71,7 @@ pub fn check_set_once(lines: &[String], expected: &std::collections::HashSet<u64
 pub fn check_ids_once(lines: &[String], count: u64, what: &str) {
     let mut seen = vec![false; count as usize];
     for line in lines {
-        let row: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"));
-        let id = row["id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{what}: no id in {line}"));
+        let id = id_of(line, what);
         assert!(id < count, "{what}: unknown event {id}");
         assert!(!seen[id as usize], "{what}: event {id} appears twice");
         seen[id as usize] = true;
