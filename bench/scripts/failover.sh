@@ -89,42 +89,47 @@ committed() {
     | awk -v t="$topic" '$2 == t { print $3, $4 }'
 }
 
+# log_lines LOG T0: a Python prelude for the two helpers below: `lines()`
+# yields (seconds since the epoch, line) for each line of LOG stamped at or
+# after T0 (lines without a leading RFC 3339 stamp, such as `weir:
+# stopping`, are skipped).
+log_lines='
+import datetime, re, sys
+def lines(log, t0):
+    for line in open(log):
+        try:
+            at = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+        except (IndexError, ValueError):
+            continue
+        if at >= t0:
+            yield at, line
+'
+
 # starts LOG T0 TOPIC: "partition offset" of each partition of TOPIC that
 # LOG's process started reading after T0 (its debug line `kafka: T/P starts
 # at offset Some(O)`: the group's offset, where B left the partition).
 starts() {
-  python3 - "$@" <<'PY'
-import datetime, re, sys
+  python3 -c "$log_lines"'
 log, t0, topic = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 pattern = re.compile(r"kafka: %s/(\d+) starts at offset Some\((\d+)\)" % re.escape(topic))
-for line in open(log):
+for at, line in lines(log, t0):
     match = pattern.search(line)
-    if not match:
-        continue
-    at = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
-    if at >= t0:
+    if match:
         print(match.group(1), match.group(2))
-PY
+' "$@"
 }
 
-# first_commit LOG T0 TOPIC PARTITIONS: seconds after T0 of the first
-# transaction LOG's process committed by which each of PARTITIONS ("p p
-# ...") was committed past where it started after T0 ("-" if none).
+# first_commit LOG T0 TOPIC PARTITIONS STARTS: seconds after T0 of the
+# first transaction LOG's process committed by which each of PARTITIONS
+# ("p p ...") was committed past its offset in STARTS (`starts`'s output;
+# "-" if none).
 first_commit() {
-  python3 - "$@" <<'PY'
-import datetime, re, sys
+  python3 -c "$log_lines"'
 log, t0, topic, mine = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4].split()
-start = re.compile(r"kafka: %s/(\d+) starts at offset Some\((\d+)\)" % re.escape(topic))
-offsets = re.compile(r'\("%s", (\d+), (\d+)\)' % re.escape(topic))
-base, left = {}, set(mine)
-for line in open(log):
-    at = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
-    if at < t0:
-        continue
-    match = start.search(line)
-    if match:
-        base[match.group(1)] = int(match.group(2))
-        continue
+base = {p: int(off) for p, off in (row.split() for row in sys.argv[5].splitlines())}
+offsets = re.compile(r"\(\"%s\", (\d+), (\d+)\)" % re.escape(topic))
+left = set(mine)
+for at, line in lines(log, t0):
     if "kafka scale-out: epoch committed" not in line:
         continue
     for p, off in offsets.findall(line):
@@ -135,7 +140,7 @@ for line in open(log):
         break
 else:
     print("-")
-PY
+' "$@"
 }
 
 # measure MODE(kill|term) RUN: B goes away; writes "assigned offsets
@@ -210,7 +215,8 @@ measure() {
     echo "$t0" > "$FAILOVER_LOG_DIR/t0-$run-$mode"
   fi
   local t_committed
-  t_committed=$(first_commit "$work/a.log" "$t0" "$topic" "$theirs")
+  t_committed=$(first_commit "$work/a.log" "$t0" "$topic" "$theirs" \
+    "$(starts "$work/a.log" "$t0" "$topic")")
   printf '%.2f %s %s %.2f\n' "$(echo "$t_assigned - $t0" | bc -l)" "$t_offsets" \
     "$t_committed" "$(echo "$t_done - $t0" | bc -l)" > "$work/result"
 }
