@@ -55,9 +55,7 @@ use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
 
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
-use crate::row::{
-    write_json_value, write_row_json, ArchivedRow, ArchivedValue, OptionError, Row, Schema,
-};
+use crate::row::{write_row_json, ArchivedRow, OptionError, Row, Schema};
 use staged::Header;
 
 /// How the sink delivers.
@@ -244,37 +242,7 @@ impl KafkaSink {
     pub fn push(&mut self, row: &ArchivedRow) {
         self.value.clear();
         write_row_json(row, &self.spec.schema, &mut self.value);
-        let key = match self.spec.key.as_slice() {
-            [] => None,
-            [index] => match row.get(*index) {
-                ArchivedValue::Null => None,
-                ArchivedValue::String(text) => Some(text.as_bytes()),
-                value => {
-                    self.key.clear();
-                    write_json_value(value, &mut self.key);
-                    // A timestamp or an address is a JSON string: the key
-                    // is its text, without the quotes.
-                    let text = self.key.as_str();
-                    let text = text
-                        .strip_prefix('"')
-                        .and_then(|text| text.strip_suffix('"'))
-                        .unwrap_or(text);
-                    Some(text.as_bytes())
-                }
-            },
-            indices => {
-                self.key.clear();
-                self.key.push('[');
-                for (n, index) in indices.iter().enumerate() {
-                    if n > 0 {
-                        self.key.push(',');
-                    }
-                    write_json_value(row.get(*index), &mut self.key);
-                }
-                self.key.push(']');
-                Some(self.key.as_bytes())
-            }
-        };
+        let key = crate::kafka::row_key(row, &self.spec.key, &mut self.key);
         staged::push_record(&mut self.records, key, self.value.as_bytes());
         self.count += 1;
     }
