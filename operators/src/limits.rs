@@ -181,6 +181,14 @@ pub const KAFKA_REVOKE_COMMIT_WAIT_MS: u64 = 60_000;
 /// the run fails.
 pub const KAFKA_GROUP_OFFSETS_WAIT_MS: u64 = 60_000;
 
+/// How long a restore of keyed state from a changelog topic may go
+/// without reading anything (records or the partitions' ends) before the
+/// run fails.
+pub const KAFKA_RESTORE_STALL_MS: u64 = 60_000;
+
+/// How often a long restore of keyed state logs its progress.
+pub const KAFKA_RESTORE_PROGRESS_MS: u64 = 5_000;
+
 /// How often a scaled-out source's consumer reads librdkafka's statistics
 /// to set each partition's lag gauge, unless the source's `options` set
 /// `statistics.interval.ms`.

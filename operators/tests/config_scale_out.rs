@@ -69,22 +69,81 @@ fn an_empty_group_is_refused() {
     assert!(error.message.contains("`group` must name"), "{error}");
 }
 
-#[test]
-fn keyed_state_is_refused_naming_the_component() {
-    let text = edit(
+/// `SCALED` with processor `name` (its body `body`) between the filter
+/// and the sink, which reads it.
+fn with_processor(name: &str, body: &str) -> String {
+    edit(
         "[sinks.out]",
-        "[processors.counts]\ntype = \"window\"\ninputs = [\"big\"]\nsize_ms = 60000\n\
-         group_by = \"message\"\naggregates = [\"count\"]\n\n[sinks.out]",
+        &format!("[processors.{name}]\n{body}\n\n[sinks.out]"),
     )
     .replacen(
         "inputs = [\"big\"]\nbrokers",
-        "inputs = [\"counts\"]\nbrokers",
+        &format!("inputs = [\"{name}\"]\nbrokers"),
         1,
-    );
-    let error = refused(&text);
+    )
+}
+
+/// A window over `message` in the raw source's schema, with `extra`.
+fn window(extra: &str) -> String {
+    format!(
+        "type = \"window\"\ninputs = [\"big\"]\nsize = \"1m\"\ntime_field = \"at\"\n\
+         aggregates = [\"count\"]\n{extra}"
+    )
+}
+
+/// [`SCALED`] with a `json` source carrying a time.
+fn timed(text: &str) -> String {
+    text.replacen(
+        "format = \"raw\"",
+        "format = \"json\"\nschema = { user = \"string\", at = \"timestamp\" }",
+        1,
+    )
+    .replacen("message != \"\"", "user != \"\"", 1)
+}
+
+#[test]
+fn a_tumbling_or_sliding_window_keyed_by_group_by_scales_out() {
+    parse(
+        &timed(&with_processor("counts", &window("group_by = [\"user\"]"))),
+        "orders.toml",
+    )
+    .expect("a tumbling window with group_by scales out");
+    parse(
+        &timed(&with_processor(
+            "counts",
+            &window("kind = \"sliding\"\nslide = \"30s\"\ngroup_by = \"user\""),
+        )),
+        "orders.toml",
+    )
+    .expect("a sliding window with group_by scales out");
+}
+
+#[test]
+fn a_global_or_session_window_is_refused_naming_the_option() {
+    let error = refused(&timed(&with_processor("counts", &window(""))));
     assert_eq!(
         error.component.as_deref(),
         Some("processors.counts"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("group_by"), "{error}");
+    assert!(error.message.contains("run it as one process"), "{error}");
+
+    let session = "type = \"window\"\ninputs = [\"big\"]\nkind = \"session\"\ngap = \"1m\"\n\
+                   time_field = \"at\"\ngroup_by = [\"user\"]\naggregates = [\"count\"]";
+    let error = refused(&timed(&with_processor("sessions", session)));
+    assert!(error.to_string().contains("kind"), "{error}");
+    assert!(error.message.contains("session windows"), "{error}");
+}
+
+#[test]
+fn other_keyed_state_is_refused_naming_the_component() {
+    let dedup = "type = \"dedup\"\ninputs = [\"big\"]\nfields = [\"user\"]\n\
+                 window = \"1m\"\ntime_field = \"at\"";
+    let error = refused(&timed(&with_processor("once", dedup)));
+    assert_eq!(
+        error.component.as_deref(),
+        Some("processors.once"),
         "{error}"
     );
     assert!(

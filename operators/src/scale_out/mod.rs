@@ -22,10 +22,13 @@
 //! publishes nothing, since the group's offsets, not weir's log, say where
 //! this run resumes.
 //!
+//! Stateful operators (tumbling and sliding windows) keep each task's
+//! state apart and move it through a changelog topic ([`state`]).
+//!
 //! Limits for now, checked when the pipeline is loaded (one `kafka`
 //! source: when its instance starts): one shard per process
-//! (`shards = 1`), only `kafka` sinks and stateless processors; see
-//! `docs/scale-out.md`.
+//! (`shards = 1`), only `kafka` sinks, stateless processors and windows
+//! keyed by the input topic's key; see `docs/scale-out.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -91,8 +94,8 @@ pub fn check_group(group: &str, shards: Option<usize>) -> Result<(), String> {
 /// The error a component that cannot run scaled out gets.
 pub fn not_scalable_message() -> &'static str {
     "cannot run with `[runtime] group` (scale-out over Kafka): scaled-out pipelines have one \
-     `kafka` source, `kafka` sinks and stateless processors (parse, filter, map, route, \
-     enrich) for now; see docs/scale-out.md"
+     `kafka` source, `kafka` sinks, stateless processors (parse, filter, map, route, enrich) \
+     and tumbling or sliding windows for now; see docs/scale-out.md"
 }
 
 /// A planned scale-out run's meeting point in this process; see the

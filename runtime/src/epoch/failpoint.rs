@@ -20,7 +20,9 @@
 //! `kafka-revoked` (that epoch committed, the partitions are not given up
 //! yet), `kafka-assigned` (partitions given to the member were assigned at
 //! their offsets, none of their records read yet; EPOCH counts the
-//! assignments that gave the member partitions, from 1).
+//! assignments that gave the member partitions, from 1), `kafka-restoring`
+//! (a restore of keyed state from a changelog topic read EPOCH records and
+//! has handed nothing to the operators yet).
 
 use std::sync::OnceLock;
 

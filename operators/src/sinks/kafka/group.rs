@@ -22,7 +22,7 @@ use weir_runtime::{CommitControl, OperatorError};
 use super::publish::{send_offsets_answer, DeliveryContext};
 use super::staged::{self, Staged};
 use crate::limits::{KAFKA_SCALE_OUT_TRANSACTION_TIMEOUT_MS, KAFKA_TRANSACTION_STEP_TIMEOUT_MS};
-use crate::scale_out::{GroupRun, Offsets};
+use crate::scale_out::{ChangelogRecord, GroupRun, Offsets};
 
 /// How many times one epoch's transaction is tried (a rebalance that
 /// moved the group's generation under it aborts it; the next try sends
@@ -107,7 +107,8 @@ fn gather(
         run.fail(why.clone());
         return Err(why);
     };
-    if gathering.staged.is_empty() && offsets == transactions.last_offsets {
+    let changelog = run.take_changelog(epoch);
+    if gathering.staged.is_empty() && changelog.is_empty() && offsets == transactions.last_offsets {
         // Nothing read or written since the last transaction.
         drop(transactions);
         run.mark_committed(epoch);
@@ -119,6 +120,7 @@ fn gather(
         &mut transactions,
         staged,
         &gathering,
+        &changelog,
         &offsets,
         control,
     );
@@ -152,6 +154,7 @@ fn publish(
     transactions: &mut Transactions,
     staged: &Staged<'_>,
     gathering: &Gathering,
+    changelog: &[ChangelogRecord],
     offsets: &Offsets,
     control: &CommitControl,
 ) -> Result<u32, String> {
@@ -179,7 +182,7 @@ fn publish(
                 producer
             }
         };
-        match attempt(run, &producer, gathering, offsets, control) {
+        match attempt(run, &producer, gathering, changelog, offsets, control) {
             Ok(()) => return Ok(tries),
             Err(Attempt::Abort(why)) if tries < TRANSACTION_TRIES => {
                 tracing::info!(
@@ -245,6 +248,7 @@ fn attempt(
     run: &GroupRun,
     producer: &Arc<BaseProducer<DeliveryContext>>,
     gathering: &Gathering,
+    changelog: &[ChangelogRecord],
     offsets: &Offsets,
     control: &CommitControl,
 ) -> Result<(), Attempt> {
@@ -259,23 +263,18 @@ fn attempt(
             if let Some(key) = key {
                 next = next.key(key);
             }
-            let full_since = Instant::now();
-            loop {
-                match producer.send(next) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        if control.is_cancelled() || full_since.elapsed() >= step_timeout() {
-                            return Err(Attempt::Fatal(
-                                "send: the producer's queue stayed full".into(),
-                            ));
-                        }
-                        next = back;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                    Err((error, _)) => return Err(Attempt::Fatal(format!("send: {error}"))),
-                }
-            }
+            send(producer, next, control)?;
         }
+    }
+    // The stateful operators' changes, each to its task's partition.
+    for record in changelog {
+        let mut next: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(&record.topic)
+            .partition(record.partition)
+            .key(&record.key[..]);
+        if let Some(value) = &record.value {
+            next = next.payload(&value[..]);
+        }
+        send(producer, next, control)?;
     }
     let mut list = TopicPartitionList::new();
     for (topic, partition, offset) in offsets {
@@ -294,6 +293,34 @@ fn attempt(
     producer
         .commit_transaction(step_timeout())
         .map_err(Attempt::of("commit_transaction"))
+}
+
+/// Sends `record`, waiting while the producer's queue is full.
+fn send<K, P>(
+    producer: &BaseProducer<DeliveryContext>,
+    mut record: BaseRecord<'_, K, P, ()>,
+    control: &CommitControl,
+) -> Result<(), Attempt>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    let full_since = Instant::now();
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                if control.is_cancelled() || full_since.elapsed() >= step_timeout() {
+                    return Err(Attempt::Fatal(
+                        "send: the producer's queue stayed full".into(),
+                    ));
+                }
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((error, _)) => return Err(Attempt::Fatal(format!("send: {error}"))),
+        }
+    }
 }
 
 /// How an attempt failed.

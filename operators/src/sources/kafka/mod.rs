@@ -79,6 +79,7 @@
 
 mod position;
 pub mod reader;
+mod restore;
 pub mod subscribe;
 
 use std::collections::BTreeMap;

@@ -41,6 +41,7 @@ use weir_runtime::metrics::{Registry, ShardGauge};
 use weir_runtime::CommitWatch;
 
 use super::reader::{chunk_wait, Chunk, Event, LogContext, Reader};
+use super::restore;
 use crate::limits::{
     KAFKA_CHANNEL_CHUNKS, KAFKA_FINAL_COMMIT_WAIT_MS, KAFKA_GROUP_OFFSETS_WAIT_MS,
     KAFKA_GROUP_STATISTICS_MS, KAFKA_REVOKE_COMMIT_WAIT_MS,
@@ -205,6 +206,24 @@ impl TaskMetrics {
         )
     }
 
+    /// Records left to read of a task's changelog partition while its
+    /// state is restored (0 once restored).
+    pub(super) fn restore_remaining(
+        &self,
+        operator: &str,
+        topic: &str,
+        partition: i32,
+    ) -> ShardGauge {
+        self.gauge(
+            "weir_kafka_state_restore_remaining",
+            "Records of the task's changelog partition left to read while its state is \
+             restored (a task given to this process); 0 once restored.",
+            operator,
+            topic,
+            partition,
+        )
+    }
+
     /// Registered at the partition's first statistics: before them its
     /// lag is not known, and no series shows it.
     fn lag(&self, component: &str, topic: &str, partition: i32) -> ShardGauge {
@@ -248,6 +267,9 @@ struct GroupContext {
     /// Assignments that gave this member partitions, so far (for the
     /// `kafka-assigned` fail-point).
     assignments: AtomicU64,
+    /// The source's client configuration (brokers, options): the restore
+    /// consumer's.
+    client: rdkafka::ClientConfig,
 }
 
 impl ClientContext for GroupContext {
@@ -423,6 +445,9 @@ impl GroupContext {
             }
             return;
         };
+        // Stateful operators hand in the tasks' last changes at this
+        // epoch's barrier, then drop them.
+        self.run.revoke_tasks(&restore::tasks_of(&revoked), epoch);
         weir_runtime::epoch::failpoint("kafka-revoking", epoch);
         let wait = Duration::from_millis(KAFKA_REVOKE_COMMIT_WAIT_MS);
         match self.run.wait_committed(epoch, &self.stop, wait) {
@@ -489,6 +514,9 @@ impl ConsumerContext for GroupContext {
                         "cannot read the group's offsets of newly assigned partitions: {why}"
                     )));
                 }
+                if self.run.failure().is_none() {
+                    self.restore(list);
+                }
                 self.run.hold(&names(list));
                 self.track(list, true);
                 self.assigned(list);
@@ -531,6 +559,32 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
+    /// Restores the keyed state of the tasks of `list` (newly assigned)
+    /// before any of their records is read; fences the run when it
+    /// cannot.
+    fn restore(&self, list: &TopicPartitionList) {
+        if !self.run.stateful() || list.count() == 0 {
+            return;
+        }
+        let tasks = restore::tasks_of(&names(list));
+        let component = &*self.log.component;
+        if let Err(why) = restore::restore(
+            &self.run,
+            &self.client,
+            &tasks,
+            component,
+            &|operator, topic, task| self.metrics.restore_remaining(operator, topic, task),
+            &self.stop,
+        ) {
+            self.run.fence(format!(
+                "cannot restore the state of tasks {tasks:?} from the changelog: {why}"
+            ));
+            let _ = self.events.try_send(Event::Failed(format!(
+                "cannot restore the state of newly assigned tasks: {why}"
+            )));
+        }
+    }
+
     /// Sets where each partition of `list` starts: the group's committed
     /// offset, read here with `read_committed` (a *stable* offset fetch:
     /// while a transaction holding offsets of the partition is open, for
@@ -665,7 +719,9 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
         metrics: setup.metrics.clone(),
         tasks: Mutex::default(),
         assignments: AtomicU64::new(0),
+        client: setup.config.clone(),
     };
+    restore::prepare(&setup.run, &setup.config, &setup.topics)?;
     let mut config = setup.config.clone();
     config
         .set("enable.auto.commit", "false")

@@ -126,11 +126,13 @@
 
 mod agg;
 mod config;
+mod tasks;
 
 pub use config::{
     build, AggregateConfig, AggregateFn, AggregateSpec, RowWindowConfig, RowWindowSpec, WindowKind,
     WindowKindConfig,
 };
+pub use tasks::TaskWindows;
 
 use std::collections::BTreeMap;
 
@@ -968,7 +970,36 @@ impl Component for RowWindowConfig {
         ];
         let options = ["kind", "size", "slide", "gap", "group_by", "aggregates"];
         let fingerprint = state_options("window", self, &options);
+        if let Some(plan) = context.group {
+            if matches!(spec.kind, WindowKind::Session { .. }) {
+                return Err(OptionError::new(
+                    "kind",
+                    "session windows cannot run with `[runtime] group` yet (scale-out moves \
+                     tumbling and sliding windows only; docs/scale-out.md)",
+                ));
+            }
+            if spec.group_indices.is_empty() {
+                return Err(OptionError::new(
+                    "group_by",
+                    "a window without `group_by` (one global window) cannot be split over \
+                     processes: run it as one process (docs/scale-out.md)",
+                ));
+            }
+            let run = plan.run();
+            let topic = run.add_state(context.name);
+            let node = TaskedWindow {
+                spec,
+                fingerprint,
+                run,
+                topic,
+            };
+            return Ok(Planned::new(outputs, node));
+        }
         Ok(Planned::new(outputs, Stateful { spec, fingerprint }))
+    }
+
+    fn scales_out(&self) -> bool {
+        true
     }
 }
 
@@ -979,6 +1010,32 @@ impl Node for Stateful<RowWindowSpec> {
         graph
             .processor(name, move |context| RowWindow::new(spec.clone(), context))
             .state_fingerprint(fingerprint);
+    }
+}
+
+/// The node of a window in a scaled-out run ([`TaskWindows`]).
+struct TaskedWindow {
+    spec: RowWindowSpec,
+    fingerprint: Vec<(String, String)>,
+    run: std::sync::Arc<crate::scale_out::GroupRun>,
+    topic: std::sync::Arc<str>,
+}
+
+impl Node for TaskedWindow {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let TaskedWindow {
+            spec,
+            fingerprint,
+            run,
+            topic,
+        } = self;
+        connect_hashed(graph, name, inputs, spec, group_hash_row);
+        let (spec, run, topic) = (spec.clone(), run.clone(), topic.clone());
+        graph
+            .processor(name, move |context| {
+                TaskWindows::new(spec.clone(), context, run.clone(), topic.clone())
+            })
+            .state_fingerprint(fingerprint.clone());
     }
 }
 

@@ -1,0 +1,633 @@
+//! [`TaskWindows`]: the `window` of a scaled-out pipeline (`[runtime]
+//! group`, docs/scale-out.md "State that moves"): one [`RowWindow`] per
+//! task, its state logged to the window's changelog topic and restored
+//! from it when the task moves.
+//!
+//! # Tasks
+//! A row's task is the partition of the input topic that a record keyed by
+//! its group would be in: the key a `kafka` sink with `key = group_by`
+//! writes ([`row_key`]), partitioned as Java clients do
+//! ([`key_partition`]). So a topic whose producers keyed each event by the
+//! window's `group_by` (with the default partitioner) is read with each
+//! group in the task whose partition holds its events. A row of a task
+//! this process does not hold means the input is not partitioned that way
+//! (repartition topics are not built yet): the run fails, naming the group
+//! and the task, rather than count it in the wrong place.
+//!
+//! # Time
+//! Each task closes its windows on its own **stream time**, the largest
+//! event time its rows carried (Kafka Streams' semantics; the window's
+//! `allowed_lateness` is Kafka Streams' grace period): after each batch,
+//! a task whose stream time passed a window's `end + allowed_lateness`
+//! fires it. The source's watermark, which mixes the partitions this
+//! process happens to hold, is not used, and neither the end of the input
+//! nor a stop fires anything: an open window stays open, wherever its task
+//! goes next.
+//!
+//! # Changelog
+//! At every barrier each task hands in, for the epoch's transaction
+//! ([`GroupRun::add_changelog`]), to its partition of the changelog topic:
+//! - every (window, group) a row reached since the last barrier, keyed by
+//!   (window start, window end, group values) and holding the aggregates
+//!   (rkyv, as the window's snapshots hold them);
+//! - a tombstone for every (window, group) that fired since;
+//! - its meta record (key `weir.task`): the stream time, the late and
+//!   null-time counters and the rows fired but not yet emitted, when any
+//!   of them changed.
+//!
+//! A task restored from its changelog ([`Handoff::Restore`]) is exactly
+//! the task as of the last committed epoch, which is where the group's
+//! offsets of its partition stand. A task given up ([`Handoff::Revoke`])
+//! hands in the changes of its last epoch and is dropped. The local log
+//! snapshots nothing: a scaled-out run resumes from Kafka, not from its
+//! data directory (docs/scale-out.md).
+
+use std::sync::Arc;
+
+use rkyv::rancor;
+use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
+
+use super::{decode_state, encode_state, RowWindow, RowWindowSpec, RowWindowState, WindowState};
+use crate::kafka::{key_partition, row_key};
+use crate::row::{ArchivedRow, Row, Value};
+use crate::scale_out::{ChangelogRecord, GroupRun, Handoff};
+
+/// The key of a task's meta record.
+pub const META_KEY: &[u8] = b"weir.task";
+
+/// A (window, group)'s key in the changelog.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+struct PairKey {
+    start: i64,
+    end: i64,
+    group: Vec<Value>,
+}
+
+/// One task's window.
+#[derive(Debug)]
+struct Task {
+    window: RowWindow,
+    /// The largest event time of its rows (`i64::MIN` before the first).
+    stream_time: i64,
+    /// Keys of pairs fired since the last barrier: their tombstones.
+    fired: Vec<Vec<u8>>,
+    /// A row reached it since the last barrier.
+    dirty: bool,
+    /// Its last meta record held queued rows.
+    pending_logged: bool,
+    /// Given up: its records so far belong to this epoch or earlier.
+    revoked_at: Option<u64>,
+}
+
+/// The scaled-out `window`; see the module docs.
+pub struct TaskWindows {
+    spec: RowWindowSpec,
+    node: Arc<str>,
+    run: Arc<GroupRun>,
+    topic: Arc<str>,
+    /// Held tasks, by number.
+    tasks: Vec<Option<Task>>,
+    /// The run's handoff version last looked at.
+    seen: u64,
+    /// A template for tasks' windows: its metrics handles.
+    metrics: RowWindow,
+    key: String,
+}
+
+impl std::fmt::Debug for TaskWindows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskWindows")
+            .field("node", &self.node)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode<T>(value: &T) -> Result<Vec<u8>, OperatorError>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rancor::Error>(value)
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| OperatorError::other(error.to_string()))
+}
+
+fn decode_window(bytes: &[u8]) -> Result<WindowState, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<WindowState, rancor::BoxedError>(&aligned).map_err(|error| error.to_string())
+}
+
+impl TaskWindows {
+    /// The window of `context`'s node in scaled-out run `run`, logging to
+    /// `topic`.
+    pub fn new(
+        spec: RowWindowSpec,
+        context: &ShardContext,
+        run: Arc<GroupRun>,
+        topic: Arc<str>,
+    ) -> TaskWindows {
+        TaskWindows {
+            metrics: RowWindow::new(spec.clone(), context),
+            spec,
+            node: context.node.clone(),
+            run,
+            topic,
+            tasks: Vec::new(),
+            seen: u64::MAX,
+            key: String::new(),
+        }
+    }
+
+    fn window(&self) -> RowWindow {
+        RowWindow {
+            late_metric: self.metrics.late_metric.clone(),
+            null_time_metric: self.metrics.null_time_metric.clone(),
+            ..RowWindow::bare(self.spec.clone())
+        }
+    }
+
+    fn task_mut(&mut self, task: i32) -> Option<&mut Task> {
+        self.tasks
+            .get_mut(usize::try_from(task).ok()?)
+            .and_then(Option::as_mut)
+    }
+
+    /// Takes the handoffs the consumer thread left, if any.
+    fn take_handoffs(&mut self) {
+        let version = self.run.handoff_version();
+        if version == self.seen {
+            return;
+        }
+        self.seen = version;
+        for handoff in self.run.take_handoffs(&self.node) {
+            match handoff {
+                Handoff::Restore { task, entries } => {
+                    let restored = self.restore_task(entries).map_err(|why| {
+                        format!(
+                            "window `{}`: the state of task {task} in changelog `{}` cannot be \
+                             restored: {why}",
+                            self.node, self.topic
+                        )
+                    });
+                    match restored {
+                        Ok(restored) => {
+                            let index = usize::try_from(task).unwrap_or(0);
+                            if self.tasks.len() <= index {
+                                self.tasks.resize_with(index + 1, || None);
+                            }
+                            self.tasks[index] = Some(restored);
+                        }
+                        Err(why) => self.run.fail(why),
+                    }
+                }
+                Handoff::Revoke { task, epoch } => {
+                    if let Some(task) = self.task_mut(task) {
+                        task.revoked_at = Some(epoch);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A task with the state of its changelog `entries`.
+    fn restore_task(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Task, String> {
+        let mut meta: Option<RowWindowState> = None;
+        let mut windows = Vec::new();
+        for (key, value) in entries {
+            if key == META_KEY {
+                meta = Some(decode_state(&value, "task").map_err(|error| error.to_string())?);
+            } else {
+                windows.push(decode_window(&value)?);
+            }
+        }
+        let mut window = self.window();
+        let pending = meta.as_ref().is_some_and(|meta| !meta.pending.is_empty());
+        if let Some(mut state) = meta {
+            state.windows = windows;
+            window.load(state)?;
+        } else if !windows.is_empty() {
+            return Err(format!(
+                "{} windows but no `weir.task` record",
+                windows.len()
+            ));
+        }
+        Ok(Task {
+            stream_time: window.watermark,
+            window,
+            fired: Vec::new(),
+            dirty: false,
+            pending_logged: pending,
+            revoked_at: None,
+        })
+    }
+
+    /// Fires the windows of `task` its stream time closed, noting their
+    /// tombstones.
+    fn fire(spec: &RowWindowSpec, task: &mut Task) -> Result<(), OperatorError> {
+        let Ok(watermark) = u64::try_from(task.stream_time) else {
+            return Ok(());
+        };
+        if task.stream_time <= task.window.watermark {
+            return Ok(());
+        }
+        let size = task.window.aligned_size();
+        for (&start, groups) in &task.window.windows {
+            let end = start.saturating_add(size);
+            if end.saturating_add(spec.lateness) > task.stream_time {
+                break;
+            }
+            for group in groups {
+                let key = PairKey {
+                    start,
+                    end,
+                    group: group.values.to_vec(),
+                };
+                task.fired.push(encode(&key)?);
+            }
+        }
+        task.window.advance(watermark);
+        Ok(())
+    }
+
+    /// The changelog records of every task since the last barrier.
+    fn changes(&mut self) -> Result<Vec<ChangelogRecord>, OperatorError> {
+        let mut records = Vec::new();
+        for (number, task) in self.tasks.iter_mut().enumerate() {
+            let Some(task) = task else { continue };
+            let partition = number as i32;
+            let record = |key: Vec<u8>, value: Option<Vec<u8>>| ChangelogRecord {
+                topic: self.topic.clone(),
+                partition,
+                key,
+                value,
+            };
+            let changes = task.window.changes()?;
+            for fired in task.fired.drain(..) {
+                records.push(record(fired, None));
+            }
+            let pending = !changes.pending.is_empty();
+            let RowWindowState {
+                watermark,
+                late_events,
+                null_time_events,
+                windows,
+                pending: rows,
+            } = changes;
+            for window in &windows {
+                let key = PairKey {
+                    start: window.start,
+                    end: window.end,
+                    group: window.group.clone(),
+                };
+                records.push(record(encode(&key)?, Some(encode(window)?)));
+            }
+            if task.dirty || pending || task.pending_logged {
+                let meta = RowWindowState {
+                    watermark,
+                    late_events,
+                    null_time_events,
+                    windows: Vec::new(),
+                    pending: rows,
+                };
+                records.push(record(META_KEY.to_vec(), Some(encode_state(&meta)?)));
+            }
+            task.dirty = false;
+            task.pending_logged = pending;
+        }
+        Ok(records)
+    }
+
+    /// The task of `row`'s group.
+    fn task_of(&mut self, row: &ArchivedRow, tasks: u32) -> i32 {
+        let key = row_key(row, &self.spec.group_indices, &mut self.key).unwrap_or_default();
+        key_partition(key, tasks)
+    }
+
+    /// Adds `row` to its task (of `tasks`); `false` if it was not counted
+    /// (late, without a time, or of a task this process does not hold).
+    fn add(&mut self, row: &ArchivedRow, tasks: u32) -> bool {
+        let task = self.task_of(row, tasks);
+        let time_index = self.spec.time_index;
+        let Some(held) = self.task_mut(task) else {
+            self.misrouted(row, task);
+            return false;
+        };
+        if let Some(ts) = row.get(time_index).as_timestamp() {
+            held.stream_time = held.stream_time.max(ts);
+        }
+        held.dirty = true;
+        held.window.add(row)
+    }
+
+    /// Fires what each task's stream time closed.
+    fn fire_all(&mut self) {
+        for task in self.tasks.iter_mut().flatten() {
+            if let Err(error) = Self::fire(&self.spec, task) {
+                self.run.fail(format!("window `{}`: {error}", self.node));
+            }
+        }
+    }
+
+    fn misrouted(&mut self, row: &ArchivedRow, task: i32) {
+        if self.run.failure().is_some() {
+            return;
+        }
+        let group: Vec<Value> = self
+            .spec
+            .group_indices
+            .iter()
+            .map(|&index| row.get(index).to_value())
+            .collect();
+        self.run.fail(format!(
+            "window `{}`: group {group:?} belongs to task {task} (partition {task} of the input \
+             topic), which this process does not read: the input topic must be keyed by the \
+             window's `group_by` (repartition topics are not built yet; docs/scale-out.md)",
+            self.node
+        ));
+    }
+}
+
+impl Processor for TaskWindows {
+    type Input = Row;
+    type Output = Row;
+
+    fn process(&mut self, _port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
+        self.take_handoffs();
+        let tasks = self.run.tasks();
+        for row in batch.iter() {
+            if !self.add(row, tasks) && out.has_port(1) {
+                out.push_to(1, &row.to_row());
+            }
+        }
+        self.fire_all();
+    }
+
+    fn on_watermark(&mut self, _watermark: u64, _out: &mut Emitter<Row>) {
+        // Tasks close windows on their own stream time (module docs).
+    }
+
+    fn drain(&mut self, out: &mut Emitter<Row>) -> bool {
+        let queued = |task: &&mut Task| !task.window.closed_rows.is_empty();
+        let Some(task) = self.tasks.iter_mut().flatten().find(queued) else {
+            return false;
+        };
+        task.window.closed_rows.drain_into(out);
+        self.tasks
+            .iter()
+            .flatten()
+            .any(|task| !task.window.closed_rows.is_empty())
+    }
+
+    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        self.take_handoffs();
+        let records = self.changes()?;
+        self.run.add_changelog(epoch, records);
+        for task in &mut self.tasks {
+            if task
+                .as_ref()
+                .is_some_and(|task| task.revoked_at.is_some_and(|at| at <= epoch))
+            {
+                *task = None;
+            }
+        }
+        // The state is in the changelog; the local log holds none.
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _state: &[u8]) -> Result<(), OperatorError> {
+        // A scaled-out run restores from the changelog, never from the
+        // local log (an earlier run's snapshot here is empty).
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rkyv::rancor;
+
+    use super::*;
+    use crate::processors::window::rows::{build, RowWindowConfig};
+    use crate::row::{Schema, Type};
+    use crate::scale_out::GroupPlan;
+
+    const TASKS: u32 = 4;
+
+    fn spec(extra: &str) -> RowWindowSpec {
+        let text = format!(
+            "inputs = [\"in\"]\nsize = \"1s\"\ntime_field = \"at\"\ngroup_by = [\"user\"]\n\
+             aggregates = [\"count\", \"sum:bytes\"]\n{extra}"
+        );
+        let config: RowWindowConfig = toml::from_str(&text).expect("a config");
+        let schema = Schema::new([
+            ("at", Type::Timestamp),
+            ("user", Type::String),
+            ("bytes", Type::Int),
+        ]);
+        build(&config, &schema).expect("a spec").0
+    }
+
+    /// A window of a run holding every task, their state as `topic` (a
+    /// compacted changelog: partition and key to value) holds it.
+    fn window(spec: &RowWindowSpec, run: &Arc<GroupRun>, topic: &Changelog) -> TaskWindows {
+        let mut window = TaskWindows {
+            metrics: RowWindow::bare(spec.clone()),
+            spec: spec.clone(),
+            node: "per_user".into(),
+            run: run.clone(),
+            topic: "t".into(),
+            tasks: Vec::new(),
+            seen: u64::MAX,
+            key: String::new(),
+        };
+        for task in 0..TASKS as i32 {
+            let entries = topic
+                .iter()
+                .filter(|((partition, _), _)| *partition == task)
+                .map(|((_, key), value)| (key.clone(), value.clone()))
+                .collect();
+            run.hand_off("per_user", Handoff::Restore { task, entries });
+        }
+        window.take_handoffs();
+        window
+    }
+
+    type Changelog = BTreeMap<(i32, Vec<u8>), Vec<u8>>;
+
+    /// Applies the records of `epoch` to `topic` as compaction would.
+    fn log(run: &GroupRun, epoch: u64, topic: &mut Changelog) -> usize {
+        let records = run.take_changelog(epoch);
+        let count = records.len();
+        for record in records {
+            let key = (record.partition, record.key);
+            match record.value {
+                Some(value) => topic.insert(key, value),
+                None => topic.remove(&key),
+            };
+        }
+        count
+    }
+
+    fn rows(seed: u64, count: usize) -> Vec<Row> {
+        let mut x = seed;
+        (0..count)
+            .map(|i| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                // In order per user but mixed across them: up to 300 ms back.
+                let at = i as i64 * 7 - ((x >> 33) % 300) as i64;
+                Row {
+                    values: vec![
+                        Value::Timestamp(at),
+                        Value::String(format!("u{}", (x >> 40) % 23)),
+                        Value::Int((x >> 20) as i64 % 100),
+                    ],
+                }
+            })
+            .collect()
+    }
+
+    /// Feeds `rows` a batch of 50 at a time; returns the rows fired.
+    fn feed(window: &mut TaskWindows, rows: &[Row]) -> Vec<Row> {
+        let mut fired = Vec::new();
+        for batch in rows.chunks(50) {
+            window.take_handoffs();
+            for row in batch {
+                let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
+                let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
+                window.add(archived, TASKS);
+            }
+            window.fire_all();
+            for task in window.tasks.iter_mut().flatten() {
+                fired.extend(task.window.closed_rows.take_all());
+            }
+        }
+        fired
+    }
+
+    fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
+        rows.sort_by(|a, b| crate::row::cmp_slices(&a.values, &b.values));
+        rows
+    }
+
+    /// A window restored from its changelog, at any epoch, fires exactly
+    /// what the uninterrupted one does; tombstones keep the changelog to
+    /// the open windows.
+    #[test]
+    fn a_window_restored_from_its_changelog_continues_exactly() {
+        for extra in [
+            "",
+            "kind = \"sliding\"\nslide = \"250ms\"",
+            "allowed_lateness = \"200ms\"",
+        ] {
+            let spec = spec(extra);
+            let input = rows(7, 6_000);
+            let whole = {
+                let run = GroupPlan::new("g-whole").run();
+                run.add_state("per_user");
+                sorted(feed(&mut window(&spec, &run, &Changelog::new()), &input))
+            };
+            assert!(whole.len() > 300, "{extra}: {} rows", whole.len());
+            // Cuts between batches: where a batch ends decides which rows
+            // a fire made late, in a restored run as in an uninterrupted one.
+            for cut in [0, 750, 3_000, 5_950] {
+                let run = GroupPlan::new("g-cut").run();
+                run.add_state("per_user");
+                let mut topic = Changelog::new();
+                let mut first = window(&spec, &run, &topic);
+                let mut fired = Vec::new();
+                // Epochs of 400 rows, then one at the cut.
+                let mut epoch = 0;
+                for chunk in input[..cut].chunks(400) {
+                    fired.extend(feed(&mut first, chunk));
+                    epoch += 1;
+                    first.snapshot(epoch).expect("a snapshot");
+                    log(&run, epoch, &mut topic);
+                }
+                let open: usize = first
+                    .tasks
+                    .iter()
+                    .flatten()
+                    .map(|task| task.window.windows.values().map(|g| g.len()).sum::<usize>())
+                    .sum();
+                // Every open (window, group) and each task's record: no
+                // fired window left behind.
+                let tasks_seen = topic.keys().filter(|(_, key)| key == META_KEY).count();
+                assert_eq!(topic.len(), open + tasks_seen, "{extra}: cut {cut}");
+                let mut restored = window(&spec, &run, &topic);
+                fired.extend(feed(&mut restored, &input[cut..]));
+                let fired = sorted(fired);
+                let first_difference = fired.iter().zip(&whole).position(|(a, b)| a != b);
+                assert!(
+                    fired.len() == whole.len() && first_difference.is_none(),
+                    "{extra}: cut at {cut}: {} rows against {}, first difference at {:?}: {:?}",
+                    fired.len(),
+                    whole.len(),
+                    first_difference,
+                    first_difference.map(|at| (&fired[at], &whole[at]))
+                );
+            }
+        }
+    }
+
+    /// A task given up hands in its last epoch's changes and goes; a row
+    /// of a task not held fails the run, naming the group and the task.
+    #[test]
+    fn a_revoked_task_goes_after_its_epoch_and_a_row_of_no_held_task_fails_the_run() {
+        let spec = spec("");
+        let run = GroupPlan::new("g-revoke").run();
+        run.add_state("per_user");
+        let mut topic = Changelog::new();
+        let mut window = window(&spec, &run, &topic);
+        let input = rows(11, 400);
+        feed(&mut window, &input[..200]);
+        run.revoke_tasks(&[0, 1, 2, 3], 2);
+        window.snapshot(1).expect("a snapshot");
+        assert!(log(&run, 1, &mut topic) > 0);
+        assert!(
+            window.tasks.iter().flatten().count() == 4,
+            "held through epoch 1"
+        );
+        feed(&mut window, &input[200..300]);
+        window.snapshot(2).expect("a snapshot");
+        assert!(
+            log(&run, 2, &mut topic) > 0,
+            "epoch 2's changes are handed in"
+        );
+        assert_eq!(
+            window.tasks.iter().flatten().count(),
+            0,
+            "dropped after epoch 2"
+        );
+        assert!(run.failure().is_none());
+        feed(&mut window, &input[300..301]);
+        let why = run.failure().expect("the run failed");
+        assert!(why.contains("belongs to task"), "{why}");
+        assert!(
+            why.contains("must be keyed by the window's `group_by`"),
+            "{why}"
+        );
+    }
+
+    /// A changelog that cannot be read fails the run, naming the task and
+    /// the topic.
+    #[test]
+    fn a_bad_changelog_record_fails_the_run() {
+        let spec = spec("");
+        let run = GroupPlan::new("g-bad").run();
+        run.add_state("per_user");
+        let mut topic = Changelog::new();
+        topic.insert((2, b"some key".to_vec()), b"not a window".to_vec());
+        let _window = window(&spec, &run, &topic);
+        let why = run.failure().expect("the run failed");
+        assert!(why.contains("task 2"), "{why}");
+        assert!(why.contains("changelog `t`"), "{why}");
+    }
+}

@@ -1,0 +1,274 @@
+//! The consumer thread's side of keyed state that moves
+//! (`crate::scale_out`'s `state`, docs/scale-out.md "State that moves"):
+//! before the member joins, the input topic's partitions are counted (the
+//! tasks) and each stateful operator's changelog topic is made (compacted,
+//! one partition per task); when the group gives the member a task, its
+//! changelog partitions are read to their end (`read_committed`) and the
+//! state handed to the operators, before any record of the task is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_runtime::metrics::ShardGauge;
+
+use crate::limits::{KAFKA_RESTORE_PROGRESS_MS, KAFKA_RESTORE_STALL_MS};
+use crate::scale_out::{GroupRun, Handoff};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The partitions of `topic`.
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<u32, String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|error| format!("cannot read the metadata of topic `{topic}`: {error}"))?;
+    let Some(found) = metadata.topics().iter().find(|found| found.name() == topic) else {
+        return Err(format!("topic `{topic}` is not in the brokers' metadata"));
+    };
+    if let Some(error) = found.error() {
+        return Err(format!(
+            "topic `{topic}`: {}",
+            RDKafkaErrorCode::from(error)
+        ));
+    }
+    Ok(found.partitions().len() as u32)
+}
+
+/// Before the member joins: counts the tasks (the input topic's
+/// partitions) and makes sure every changelog topic exists with one
+/// partition per task (made compacted, with the brokers' default
+/// replication, when missing).
+pub fn prepare(run: &GroupRun, config: &ClientConfig, topics: &[String]) -> Result<(), String> {
+    if !run.stateful() {
+        return Ok(());
+    }
+    let [topic] = topics else {
+        return Err(format!(
+            "a scaled-out pipeline with a window reads one topic (its partitions are the \
+             window's tasks), not {}",
+            topics.join(", ")
+        ));
+    };
+    if topic.starts_with('^') {
+        return Err(format!(
+            "a scaled-out pipeline with a window reads one named topic (its partitions are the \
+             window's tasks), not the pattern `{topic}`"
+        ));
+    }
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|error| format!("cannot create a Kafka client: {error}"))?;
+    let tasks = partitions_of(&consumer, topic)?;
+    if tasks == 0 {
+        return Err(format!("topic `{topic}` has no partitions"));
+    }
+    run.set_tasks(tasks);
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|error| format!("cannot create a Kafka admin client: {error}"))?;
+    for (operator, changelog) in run.changelogs() {
+        let new = NewTopic::new(&changelog, tasks as i32, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact");
+        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+        let created = futures_lite::future::block_on(admin.create_topics([&new], &options))
+            .map_err(|error| format!("cannot create changelog topic `{changelog}`: {error}"))?;
+        for result in created {
+            match result {
+                Ok(_) => tracing::info!(
+                    group = run.group(),
+                    "kafka: created changelog topic `{changelog}` of `{operator}` \
+                     ({tasks} partitions, compacted)"
+                ),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(format!(
+                        "cannot create changelog topic `{changelog}`: {code}"
+                    ))
+                }
+            }
+        }
+        let found = partitions_of(&consumer, &changelog)?;
+        if found != tasks {
+            return Err(format!(
+                "changelog topic `{changelog}` of `{operator}` has {found} partitions, but \
+                 input topic `{topic}` has {tasks}: each task needs its own (recreate the \
+                 changelog, or the input, with the same count)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One changelog partition being read.
+struct Reading {
+    task: i32,
+    /// Each live key's last value.
+    state: HashMap<Vec<u8>, Vec<u8>>,
+    records: u64,
+    bytes: u64,
+    /// Records left up to the end seen when the restore began.
+    left: i64,
+    gauge: ShardGauge,
+    done: bool,
+}
+
+/// Reads the changelog partitions of `tasks` to their end and hands each
+/// task's state to its operator; an error if the brokers let nothing be
+/// read for [`KAFKA_RESTORE_STALL_MS`] or the source stopped. `remaining`
+/// gives the gauge of records left to read of (operator, changelog,
+/// task).
+pub fn restore(
+    run: &GroupRun,
+    config: &ClientConfig,
+    tasks: &[i32],
+    component: &str,
+    remaining: &dyn Fn(&str, &str, i32) -> ShardGauge,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    for (operator, changelog) in run.changelogs() {
+        let started = Instant::now();
+        let mut config = config.clone();
+        config
+            .set("group.id", format!("weir-restore-{}", run.group()))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|error| format!("cannot create the restore consumer: {error}"))?;
+        let mut list = TopicPartitionList::new();
+        let mut readings: BTreeMap<i32, Reading> = BTreeMap::new();
+        for &task in tasks {
+            list.add_partition_offset(&changelog, task, Offset::Beginning)
+                .map_err(|error| error.to_string())?;
+            let (low, high) = consumer
+                .fetch_watermarks(&changelog, task, METADATA_TIMEOUT)
+                .map_err(|error| {
+                    format!("cannot read the ends of changelog `{changelog}`/{task}: {error}")
+                })?;
+            let gauge = remaining(&operator, &changelog, task);
+            gauge.set((high - low).max(0));
+            readings.insert(
+                task,
+                Reading {
+                    task,
+                    state: HashMap::new(),
+                    records: 0,
+                    bytes: 0,
+                    left: (high - low).max(0),
+                    gauge,
+                    done: false,
+                },
+            );
+        }
+        consumer
+            .assign(&list)
+            .map_err(|error| format!("cannot read changelog `{changelog}`: {error}"))?;
+        tracing::info!(
+            component,
+            group = run.group(),
+            "kafka: restoring `{operator}` for tasks {tasks:?} from `{changelog}` ({} records)",
+            readings.values().map(|reading| reading.left).sum::<i64>()
+        );
+        // Records read in this restore (the `kafka-restoring` fail-point).
+        let mut read: u64 = 0;
+        let mut progress_at = Instant::now();
+        let mut heard = Instant::now();
+        while readings.values().any(|reading| !reading.done) {
+            if stop.load(Ordering::Acquire) {
+                return Err("the source stopped during a restore".into());
+            }
+            if heard.elapsed() >= Duration::from_millis(KAFKA_RESTORE_STALL_MS) {
+                return Err(format!(
+                    "changelog `{changelog}` gave nothing for {KAFKA_RESTORE_STALL_MS} ms"
+                ));
+            }
+            if progress_at.elapsed() >= Duration::from_millis(KAFKA_RESTORE_PROGRESS_MS) {
+                progress_at = Instant::now();
+                let left: i64 = readings.values().map(|reading| reading.left.max(0)).sum();
+                tracing::info!(
+                    component,
+                    group = run.group(),
+                    "kafka: restoring `{operator}` from `{changelog}`: {read} records read, \
+                     about {left} left, {} s so far",
+                    started.elapsed().as_secs()
+                );
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    heard = Instant::now();
+                    let Some(reading) = readings.get_mut(&message.partition()) else {
+                        continue;
+                    };
+                    reading.records += 1;
+                    reading.left -= 1;
+                    read += 1;
+                    weir_runtime::epoch::failpoint("kafka-restoring", read);
+                    reading.gauge.set(reading.left.max(0));
+                    let Some(key) = message.key() else { continue };
+                    match message.payload() {
+                        Some(value) => {
+                            reading.bytes += (key.len() + value.len()) as u64;
+                            reading.state.insert(key.to_vec(), value.to_vec());
+                        }
+                        None => {
+                            reading.state.remove(key);
+                        }
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    heard = Instant::now();
+                    if let Some(reading) = readings.get_mut(&partition) {
+                        reading.done = true;
+                        reading.left = 0;
+                        reading.gauge.set(0);
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(component, "kafka: restore from `{changelog}`: {error}");
+                }
+                None => {}
+            }
+        }
+        let (mut records, mut bytes, mut keys) = (0, 0, 0);
+        for reading in readings.into_values() {
+            records += reading.records;
+            bytes += reading.bytes;
+            keys += reading.state.len();
+            run.hand_off(
+                &operator,
+                Handoff::Restore {
+                    task: reading.task,
+                    entries: reading.state.into_iter().collect(),
+                },
+            );
+        }
+        let elapsed = started.elapsed();
+        tracing::info!(
+            component,
+            group = run.group(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "kafka: restored `{operator}` for tasks {tasks:?}: {keys} keys from {records} \
+             records ({bytes} bytes) in {} ms",
+            elapsed.as_millis()
+        );
+    }
+    Ok(())
+}
+
+/// The tasks (partitions of the input topic) among `partitions`.
+pub fn tasks_of(partitions: &[(String, i32)]) -> Vec<i32> {
+    partitions.iter().map(|(_, partition)| *partition).collect()
+}
