@@ -65,8 +65,9 @@ const ALL_OUTPUT_TIMEOUT: Duration = Duration::from_secs(240);
 /// The console consumer stops after nothing came for this long, while
 /// polling.
 const POLL_QUIET: Duration = Duration::from_secs(3);
-/// The same for the final check (no process runs then).
-const CHECK_QUIET: Duration = Duration::from_secs(10);
+/// The same for the final check (no process runs then; the polls before
+/// it found everything readable).
+const CHECK_QUIET: Duration = Duration::from_secs(5);
 
 fn pipeline(bootstrap: &str, group: &str, input: &str, passthrough: &str, errors: &str) -> String {
     format!(
@@ -110,6 +111,98 @@ brokers = "{bootstrap}"
 topic = "{errors}"
 "#
     )
+}
+
+/// The stateful pipeline: `parse` → `kafka` (the passthrough) and a
+/// 1-minute tumbling count per user by the event time `at` → `kafka`
+/// (`counts`, keyed by user). The input is keyed by user, so each user's
+/// windows live in the task (partition) its events are in.
+fn window_pipeline(
+    bootstrap: &str,
+    group: &str,
+    input: &str,
+    passthrough: &str,
+    counts: &str,
+) -> String {
+    format!(
+        r#"
+[runtime]
+shards = 1
+group = "{group}"
+epoch_interval_ms = 100
+
+[sources.in]
+type = "kafka"
+brokers = "{bootstrap}"
+topics = ["{input}"]
+format = "raw"
+start = "earliest"
+options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+
+[processors.events]
+type = "parse"
+inputs = ["in"]
+field = "message"
+format = "json"
+schema = {{ id = "int", user = "string", host = "string", at = "timestamp", status = "int" }}
+drop_source = true
+
+[processors.per_user]
+type = "window"
+inputs = ["events"]
+size = "1m"
+time_field = "at"
+group_by = ["user"]
+aggregates = [{{ fn = "count" }}]
+
+[sinks.copy]
+type = "kafka"
+inputs = ["events"]
+brokers = "{bootstrap}"
+topic = "{passthrough}"
+
+[sinks.counts]
+type = "kafka"
+inputs = ["per_user"]
+brokers = "{bootstrap}"
+topic = "{counts}"
+key = ["user"]
+"#
+    )
+}
+
+/// What a case's pipeline keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// [`pipeline`]: no state; the input dealt evenly.
+    Stateless,
+    /// [`window_pipeline`]: a window whose state moves with its tasks;
+    /// the input keyed by user, then one closing event per user.
+    Window,
+}
+
+/// The event time of the closing events of [`Shape::Window`]: two hours
+/// after the last event, so that every task's stream time passes every
+/// window of the events (the closing events' own windows never fire).
+const CLOSING_AT: i64 = kafka::BASE_MS + EVENTS as i64 * kafka::STEP_MS + 2 * 3_600_000;
+
+/// The closing event of `user` ([`CLOSING_AT`]), id `EVENTS + user`.
+fn closing_event(user: u64) -> String {
+    format!(
+        r#"{{"id":{},"user":"u{user}","host":"h0","at":{CLOSING_AT},"status":200}}"#,
+        EVENTS + user
+    )
+}
+
+/// (window start, user) → events `0..EVENTS` in it, computed directly.
+fn expected_user_counts() -> BTreeMap<(i64, String), u64> {
+    let mut counts = BTreeMap::new();
+    for id in 0..EVENTS {
+        let (_, user, at, _) = kafka::event(id);
+        let start = at - at.rem_euclid(60_000);
+        *counts.entry((start, format!("u{user}"))).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// The `weir run` processes of the test, by name; those still running are
@@ -275,7 +368,10 @@ struct Case {
     run: String,
     input: String,
     passthrough: String,
+    /// The errors topic ([`Shape::Stateless`]) or the counts topic
+    /// ([`Shape::Window`]).
     errors: String,
+    shape: Shape,
     /// The pipeline ([`pipeline`]).
     text: String,
     /// Its file name: the stem is the pipeline's name, in the
@@ -288,6 +384,13 @@ impl Case {
     /// Creates the topics and writes [`EVENTS`] events dealt evenly over
     /// the input's partitions.
     fn new(prefix: &str) -> Case {
+        Case::with(prefix, Shape::Stateless)
+    }
+
+    /// [`Case::new`] for `shape`: for [`Shape::Window`], the events are
+    /// keyed by user (Kafka's console producer: Java's partitioner) and
+    /// followed by one closing event per user.
+    fn with(prefix: &str, shape: Shape) -> Case {
         let bootstrap = kafka::bootstrap();
         let run = kafka::unique(prefix);
         let (input, passthrough, errors) = (
@@ -298,9 +401,26 @@ impl Case {
         kafka::create_topic(&bootstrap, &input, INPUT_PARTITIONS);
         kafka::create_topic(&bootstrap, &passthrough, PASSTHROUGH_PARTITIONS);
         kafka::create_topic(&bootstrap, &errors, ERRORS_PARTITIONS);
-        kafka::produce_events_evenly(&bootstrap, &input, EVENTS, INPUT_PARTITIONS);
         let group = format!("{run}-group");
-        let text = pipeline(&bootstrap, &group, &input, &passthrough, &errors);
+        let text = match shape {
+            Shape::Stateless => {
+                kafka::produce_events_evenly(&bootstrap, &input, EVENTS, INPUT_PARTITIONS);
+                pipeline(&bootstrap, &group, &input, &passthrough, &errors)
+            }
+            Shape::Window => {
+                let mut records: Vec<(String, String)> = (0..EVENTS)
+                    .map(|id| {
+                        let (line, user, _, _) = kafka::event(id);
+                        (format!("u{user}"), line)
+                    })
+                    .collect();
+                records.extend(
+                    (0..kafka::USERS).map(|user| (format!("u{user}"), closing_event(user))),
+                );
+                kafka::produce_keyed(&bootstrap, &input, &records);
+                window_pipeline(&bootstrap, &group, &input, &passthrough, &errors)
+            }
+        };
         Case {
             file_name: format!("{}.toml", run.replace('-', "_")),
             text,
@@ -310,6 +430,15 @@ impl Case {
             input,
             passthrough,
             errors,
+            shape,
+        }
+    }
+
+    /// The events the passthrough must hold.
+    fn events(&self) -> u64 {
+        match self.shape {
+            Shape::Stateless => EVENTS,
+            Shape::Window => EVENTS + kafka::USERS,
         }
     }
 
@@ -326,9 +455,21 @@ impl Fleet {
         loop {
             self.check_running();
             let lines = kafka::consume(&case.bootstrap, &case.passthrough, false, POLL_QUIET);
-            if lines.len() >= EVENTS as usize {
+            let events = case.events();
+            // The windows' rows come after the closing events.
+            let rows = match case.shape {
+                Shape::Window if lines.len() >= events as usize => {
+                    kafka::consume(&case.bootstrap, &case.errors, false, POLL_QUIET).len()
+                }
+                _ => 0,
+            };
+            let want_rows = match case.shape {
+                Shape::Stateless => 0,
+                Shape::Window => expected_user_counts().len(),
+            };
+            if lines.len() >= events as usize && rows >= want_rows {
                 eprintln!(
-                    "{} passthrough records readable {:?} after {what}",
+                    "{} passthrough records and {rows} window rows readable {:?} after {what}",
                     lines.len(),
                     since.elapsed()
                 );
@@ -336,7 +477,8 @@ impl Fleet {
             }
             if since.elapsed() > ALL_OUTPUT_TIMEOUT {
                 self.give_up(&format!(
-                    "only {} of {EVENTS} events in {} within {ALL_OUTPUT_TIMEOUT:?} of {what}",
+                    "only {} of {events} events in {} and {rows} of {want_rows} window rows \
+                     within {ALL_OUTPUT_TIMEOUT:?} of {what}",
                     lines.len(),
                     case.passthrough
                 ));
@@ -356,7 +498,16 @@ impl Fleet {
         }
         let _logs = LogsOnPanic(&self.logs);
         let events = kafka::consume(&case.bootstrap, &case.passthrough, false, CHECK_QUIET);
-        kafka::check_ids_once(&events, EVENTS, "passthrough topic");
+        kafka::check_ids_once(&events, case.events(), "passthrough topic");
+        if case.shape == Shape::Window {
+            let rows: Vec<serde_json::Value> =
+                kafka::consume(&case.bootstrap, &case.errors, false, CHECK_QUIET)
+                    .iter()
+                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
+                    .collect();
+            kafka::check_counts(&rows, &expected_user_counts(), "counts topic");
+            return;
+        }
         let expected: HashSet<u64> = (0..EVENTS)
             .filter(|&id| kafka::event(id).3 >= 400)
             .collect();
@@ -387,6 +538,34 @@ impl Drop for Fleet {
     }
 }
 
+impl Fleet {
+    /// `name` shows, for every task it holds, the records left of its
+    /// restore (`weir_kafka_state_restore_remaining` of the window's
+    /// changelog partition): 0, the restore done before the task was read.
+    fn check_restored_gauges(&mut self, name: &str, case: &Case) {
+        let held = self.held(name, case);
+        let text = promtool::fetch_metrics(self.endpoint(name));
+        let changelog = format!("topic=\"{}-group-per_user-changelog\"", case.run);
+        for task in &held {
+            let label = format!("partition=\"{task}\"");
+            let value = text.lines().find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                (series.starts_with("weir_kafka_state_restore_remaining{")
+                    && series.contains(&changelog)
+                    && series.contains(&label))
+                .then(|| value.to_owned())
+            });
+            if value.as_deref() != Some("0") {
+                self.give_up(&format!(
+                    "{name} holds task {task} but shows {value:?} records left of its \
+                     restore (weir_kafka_state_restore_remaining)"
+                ));
+            }
+        }
+        promtool::promtool_check(&text);
+    }
+}
+
 /// The most partitions `log` says its process read at once.
 fn most_partitions(log: &str) -> usize {
     log.match_indices(ASSIGNMENT_LOG)
@@ -412,26 +591,40 @@ fn visible(probe: &BaseConsumer, topic: &str, partitions: u32) -> i64 {
 }
 
 /// Goal: a process that dies in the middle of a rebalance, on either
-/// side of it, leaves every event published exactly once.
+/// side of it, or in the middle of restoring a window's state, leaves
+/// every event published exactly once and every window row once with its
+/// exact count.
 ///
-/// Method: five seeded variants on [`Case`]'s topics and pipeline. In
-/// each, A starts alone and owns every partition, then aborts (as `kill
-/// -9` would: `WEIR_CRASH_AT`) at one step of a rebalance:
+/// Method: five seeded variants on [`Shape::Window`]'s topics and pipeline
+/// (the passthrough, and a per-user window whose state moves with its
+/// tasks). In each, A starts alone and owns every partition, then aborts
+/// (as `kill -9` would: `WEIR_CRASH_AT`) at one step:
 /// - `kafka-revoking`: B joined, A's shard stopped emitting the partitions
 ///   the group takes from it, and their last epoch has not committed;
 /// - `kafka-revoked`: that epoch committed, A has not given them up yet;
 /// - `kafka-assigned` (its second assignment): B joined and then stopped
-///   gracefully, and A was just given B's partitions at their offsets.
+///   gracefully, and A was just given B's partitions at their offsets;
+/// - `kafka-restoring` (two of the five): B joined and stopped as above,
+///   and A, restoring B's tasks, read their first changelog record and
+///   handed nothing on yet.
 ///
 /// The seed picks the step and how long B waits to join (0.3–3 s after A
 /// owns partitions: A has read less or more of the topic). After A's
-/// death C joins (also after a seeded wait); the survivors finish the
-/// topic, stop gracefully, and the passthrough and errors topics must
-/// hold each event once (Kafka's console consumer, `read_committed`).
+/// death C joins (also after a seeded wait) and restores every task; the
+/// survivors finish the topic, stop gracefully, and Kafka's console
+/// consumer (`read_committed`) must find each event once in the
+/// passthrough and each (minute, user) once in the counts, with its count.
 #[test]
-fn a_member_dying_inside_a_rebalance_leaves_each_event_published_once() {
-    for seed in 1..=5 {
-        rebalance_death(seed);
+fn a_member_dying_inside_a_rebalance_or_a_restore_leaves_each_event_and_window_once() {
+    let steps = [
+        RebalanceStep::Restoring,
+        RebalanceStep::Revoking,
+        RebalanceStep::Revoked,
+        RebalanceStep::Assigned,
+        RebalanceStep::Restoring,
+    ];
+    for (seed, step) in (1..).zip(steps) {
+        rebalance_death(seed, step);
     }
 }
 
@@ -441,36 +634,34 @@ enum RebalanceStep {
     Revoking,
     Revoked,
     Assigned,
+    Restoring,
 }
 
-fn rebalance_death(seed: u64) {
+fn rebalance_death(seed: u64, step: RebalanceStep) {
     let _one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut rng = support::Rng(seed.wrapping_mul(0x5851_f42d));
-    let step = [
-        RebalanceStep::Revoking,
-        RebalanceStep::Revoked,
-        RebalanceStep::Assigned,
-    ][(seed % 3) as usize];
     let join_wait = Duration::from_millis(300 + rng.next() % 2700);
     let rejoin_wait = Duration::from_millis(rng.next() % 3000);
     eprintln!("seed {seed}: A dies at {step:?}; B joins {join_wait:?} after A owns partitions");
-    let case = Case::new("weir-scale-out-rebalance");
+    let case = Case::with("weir-scale-out-rebalance", Shape::Window);
     let crash = match step {
         RebalanceStep::Revoking => "kafka-revoking:0",
         RebalanceStep::Revoked => "kafka-revoked:0",
         RebalanceStep::Assigned => "kafka-assigned:2",
+        RebalanceStep::Restoring => "kafka-restoring:1",
     };
+    let gives_back = matches!(step, RebalanceStep::Assigned | RebalanceStep::Restoring);
     let mut fleet = Fleet::new(Some("A"));
     let started = Instant::now();
     fleet.start("A", &case, "A", &[("WEIR_CRASH_AT", crash)]);
     fleet.wait_holding(&["A"], &case, started);
     std::thread::sleep(join_wait);
     fleet.start("B", &case, "B", &[]);
-    if step == RebalanceStep::Assigned {
+    if gives_back {
         // B must own partitions before it leaves, so that A is given
-        // them back.
+        // them back (and restores the state B built of them).
         fleet.wait_holding(&["B"], &case, started);
         std::thread::sleep(rejoin_wait);
         fleet.stop("B");
@@ -484,7 +675,7 @@ fn rebalance_death(seed: u64) {
     fleet.start("C", &case, "C", &[]);
     fleet.wait_all_published(&case, died, "A's death");
     fleet.stop("C");
-    if step != RebalanceStep::Assigned {
+    if !gives_back {
         fleet.stop("B");
     }
     fleet.check_published_once(&case);
@@ -510,12 +701,28 @@ enum Death {
 
 #[test]
 fn processes_share_partitions_and_publish_each_event_once_across_kill_join_and_stop() {
-    scenario(Death::Sigkill);
+    scenario(Death::Sigkill, Shape::Stateless);
 }
 
 #[test]
 fn a_member_that_dies_inside_its_transaction_holds_its_partitions_until_the_abort() {
-    scenario(Death::InsideTransaction);
+    scenario(Death::InsideTransaction, Shape::Stateless);
+}
+
+/// Goal: a window's state moves with its tasks: each (minute, user) row
+/// is published once, with the count of a direct computation, however
+/// processes die, join and stop.
+///
+/// Method: [`scenario`] on [`Shape::Window`]: the 600 k events keyed by
+/// user (12 partitions, Kafka's console producer), a per-user 1-minute
+/// count; B is SIGKILLed mid-run, D joins, A stops gracefully, B restarts.
+/// The tasks B and A held are restored from the window's changelog topic
+/// by their next owners (one must log a restore of more than 0 keys), and
+/// the counts topic, read by Kafka's console consumer (`read_committed`),
+/// must hold each (minute, user) exactly once with its exact count.
+#[test]
+fn a_window_counts_each_user_minute_once_as_its_tasks_move() {
+    scenario(Death::Sigkill, Shape::Window);
 }
 
 /// The epoch from which B aborts itself in its transaction
@@ -528,11 +735,11 @@ const UNSTABLE_LOG: &str = "are not readable yet";
 /// One scenario at a time: each runs four processes on a 2-core machine.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn scenario(death: Death) {
+fn scenario(death: Death, shape: Shape) {
     let _one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let case = Case::new("weir-scale-out");
+    let case = Case::with("weir-scale-out", shape);
     let (bootstrap, run, passthrough) = (&case.bootstrap, &case.run, &case.passthrough);
     let probe: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap.as_str())
@@ -542,10 +749,16 @@ fn scenario(death: Death) {
 
     let mut fleet = Fleet::new((death == Death::InsideTransaction).then_some("B"));
     let started = Instant::now();
-    // A first, alone with every partition, so that B's and C's joining
-    // makes it give partitions up (the revocation steps).
+    // Without state, A first, alone with every partition, so that B's and
+    // C's joining makes it give partitions up (the revocation steps). With
+    // a window the three start together, as the issue has them: A alone
+    // could finish the topic before B and C are given tasks (it reads
+    // faster than they restore and join); D's join and A's stop still
+    // revoke tasks.
     fleet.start("A", &case, "A", &[]);
-    fleet.wait_holding(&["A"], &case, started);
+    if shape == Shape::Stateless {
+        fleet.wait_holding(&["A"], &case, started);
+    }
     for name in ["B", "C"] {
         let env: &[(&str, &str)] = match (name, death) {
             ("B", Death::InsideTransaction) => &[("WEIR_CRASH_AT", CRASH_EPOCH)],
@@ -564,7 +777,7 @@ fn scenario(death: Death) {
             break;
         }
         let shown = visible(&probe, passthrough, PASSTHROUGH_PARTITIONS);
-        if shown >= EVENTS as i64 {
+        if shown >= case.events() as i64 {
             fleet.give_up(&format!(
                 "{shown} records were readable before B's kill: the run was over; \
                  produce more events"
@@ -592,6 +805,9 @@ fn scenario(death: Death) {
     // D owns partitions (B's, once the group gave up on B, or some of
     // A's and C's) before A stops.
     fleet.wait_holding(&["D"], &case, killed);
+    if shape == Shape::Window {
+        fleet.check_restored_gauges("D", &case);
+    }
     fleet.stop("A");
     eprintln!("A stopped {:?} after B's kill", killed.elapsed());
     // B starts again on its data directory (a new run: it resumes from the
@@ -642,7 +858,28 @@ fn scenario(death: Death) {
             "no process logged {GAVE_UP_LOG:?}: D's join moved no partition"
         ));
     }
+    if shape == Shape::Window {
+        let restores: Vec<usize> = ["A", "B", "C", "D", "B2"]
+            .iter()
+            .flat_map(|name| restored_keys(fleet.log(name)))
+            .collect();
+        eprintln!("restores (keys): {restores:?}");
+        if !restores.iter().any(|&keys| keys > 0) {
+            fleet.give_up("no process restored any window state from the changelog");
+        }
+    }
     eprintln!("run {run}: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The keys of each restore `log` shows (`kafka: restored ... : N keys`).
+fn restored_keys(log: &str) -> Vec<usize> {
+    log.lines()
+        .filter(|line| line.contains("kafka: restored `"))
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("]: ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
 }
 
 /// Goal: a scaled-out source shows, on `/metrics`, each partition (task)

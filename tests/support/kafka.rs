@@ -243,6 +243,43 @@ pub fn produce(bootstrap: &str, topic: &str, lines: &[String]) {
     );
 }
 
+/// Writes `records` (key, value) to `topic` with Kafka's console
+/// producer: each goes to the partition Java clients give its key
+/// (murmur2), as an application keying its events would write them.
+pub fn produce_keyed(bootstrap: &str, topic: &str, records: &[(String, String)]) {
+    let mut input = Vec::with_capacity(
+        records
+            .iter()
+            .map(|(key, value)| key.len() + value.len() + 2)
+            .sum(),
+    );
+    for (key, value) in records {
+        assert!(!key.contains('\t'), "a key with a tab: {key:?}");
+        input.extend_from_slice(key.as_bytes());
+        input.push(b'\t');
+        input.extend_from_slice(value.as_bytes());
+        input.push(b'\n');
+    }
+    tool(
+        "console-producer",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=\t",
+            "--producer-property",
+            "linger.ms=20",
+            "--producer-property",
+            "batch.size=262144",
+        ],
+        Some(&input),
+    );
+}
+
 /// Writes `records` (value, timestamp in ms) to `topic`, in order, with
 /// the record timestamps given (no key: librdkafka's sticky partitioner
 /// spreads them, so each partition holds its records in order), and waits
