@@ -63,6 +63,13 @@ struct PairKey {
     group: Vec<Value>,
 }
 
+/// A (window, group)'s value in the changelog: its aggregates (the key
+/// says which window and group).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+struct PairValue {
+    accs: Vec<super::AccState>,
+}
+
 /// One task's window.
 #[derive(Debug)]
 struct Task {
@@ -118,10 +125,27 @@ where
         .map_err(|error| OperatorError::other(error.to_string()))
 }
 
-fn decode_window(bytes: &[u8]) -> Result<WindowState, String> {
+fn decode<T>(bytes: &[u8], what: &str) -> Result<T, String>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::BoxedError>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::BoxedError>>,
+{
     let mut aligned = rkyv::util::AlignedVec::<16>::new();
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<WindowState, rancor::BoxedError>(&aligned).map_err(|error| error.to_string())
+    rkyv::from_bytes::<T, rancor::BoxedError>(&aligned).map_err(|error| format!("{what}: {error}"))
+}
+
+/// The (window, group) of a changelog record.
+fn decode_window(key: &[u8], value: &[u8]) -> Result<WindowState, String> {
+    let PairKey { start, end, group } = decode(key, "a window's key")?;
+    let PairValue { accs } = decode(value, "a window's aggregates")?;
+    Ok(WindowState {
+        start,
+        end,
+        group,
+        accs,
+    })
 }
 
 impl TaskWindows {
@@ -204,7 +228,7 @@ impl TaskWindows {
             if key == META_KEY {
                 meta = Some(decode_state(&value, "task").map_err(|error| error.to_string())?);
             } else {
-                windows.push(decode_window(&value)?);
+                windows.push(decode_window(&key, &value)?);
             }
         }
         let mut window = self.window();
@@ -280,13 +304,15 @@ impl TaskWindows {
                 windows,
                 pending: rows,
             } = changes;
-            for window in &windows {
-                let key = PairKey {
-                    start: window.start,
-                    end: window.end,
-                    group: window.group.clone(),
-                };
-                records.push(record(encode(&key)?, Some(encode(window)?)));
+            for window in windows {
+                let WindowState {
+                    start,
+                    end,
+                    group,
+                    accs,
+                } = window;
+                let key = encode(&PairKey { start, end, group })?;
+                records.push(record(key, Some(encode(&PairValue { accs })?)));
             }
             if task.dirty || pending || task.pending_logged {
                 let meta = RowWindowState {
