@@ -272,3 +272,37 @@ pub fn restore(
 pub fn tasks_of(partitions: &[(String, i32)]) -> Vec<i32> {
     partitions.iter().map(|(_, partition)| *partition).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale_out::GroupPlan;
+
+    fn config() -> ClientConfig {
+        // No broker is reached: the checks come first.
+        crate::kafka::client_config("127.0.0.1:9", &[], &Default::default())
+    }
+
+    #[test]
+    fn a_stateless_run_needs_nothing_from_the_brokers() {
+        let run = GroupPlan::new("g-prepare-stateless").run();
+        let topics = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(prepare(&run, &config(), &topics), Ok(()));
+        assert_eq!(run.tasks(), 0);
+    }
+
+    #[test]
+    fn a_window_needs_one_named_input_topic() {
+        let run = GroupPlan::new("g-prepare").run();
+        run.add_state("per_user");
+        let two = vec!["a".to_owned(), "b".to_owned()];
+        let why = prepare(&run, &config(), &two).unwrap_err();
+        assert!(
+            why.contains("reads one topic") && why.contains("a, b"),
+            "{why}"
+        );
+        let pattern = vec!["^logs-.*".to_owned()];
+        let why = prepare(&run, &config(), &pattern).unwrap_err();
+        assert!(why.contains("not the pattern `^logs-.*`"), "{why}");
+    }
+}
