@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Helpers shared by the Kafka benchmarks (kafka.sh, scale-out.sh,
-# failover.sh); sourced, not run.
+# scale-out-window.sh, failover.sh); sourced, not run.
 
 # write_payloads FILE SEED: 1000 distinct 100-byte JSON events (`id`,
 # `user`, `host`, `at`, `status`, padding), one a line, for
@@ -20,6 +20,11 @@ with open(sys.argv[1], "w") as f:
         assert len(line) == 100, len(line)
         f.write(line + "\n")
 PY
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # The median of the numbers on standard input, one a line.
@@ -42,4 +47,58 @@ kafka_bench_setup() {
 kafka_bench_cleanup() {
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   rm -rf "$work"
+}
+
+# wait_read_and_committed TOPIC PARTITIONS TIMEOUT_S PORT...: waits until
+# the scaled-out processes whose metrics listen on PORTs have read every
+# partition of TOPIC (each of PARTITIONS partitions held by one of them,
+# `weir_kafka_source_partition_lag` 0; the pipeline should set
+# `statistics.interval.ms` low) and then each committed two more epochs
+# (`weir_epoch_committed`), the last of which holds the final offsets.
+# Polls every 50 ms from this shell's Python, not a JVM tool: on 2 cores,
+# `kafka-consumer-groups` every second took a large share of one core
+# from the processes measured. Exits non-zero after TIMEOUT_S.
+wait_read_and_committed() {
+  python3 - "$@" <<'PY'
+import re, sys, time, urllib.request
+topic, partitions, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ports = sys.argv[4:]
+deadline = time.time() + timeout
+series = re.compile(r'^(\w+)\{([^}]*)\} (\S+)$')
+
+def scrape(port):
+    try:
+        text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port, timeout=1).read().decode()
+    except OSError:
+        return None
+    held, lag, epoch = set(), {}, 0
+    for line in text.splitlines():
+        if line.startswith("weir_epoch_committed "):
+            epoch = int(float(line.split()[1]))
+            continue
+        m = series.match(line)
+        if not m or 'topic="%s"' % topic not in m.group(2):
+            continue
+        p = int(re.search(r'partition="(\d+)"', m.group(2)).group(1))
+        if m.group(1) == "weir_kafka_source_partition_assigned" and float(m.group(3)) == 1:
+            held.add(p)
+        elif m.group(1) == "weir_kafka_source_partition_lag":
+            lag[p] = float(m.group(3))
+    return held, lag, epoch
+
+target = None
+while time.time() < deadline:
+    states = [scrape(port) for port in ports]
+    if all(states):
+        if target is None:
+            read = set()
+            for held, lag, _ in states:
+                read |= {p for p in held if lag.get(p) == 0}
+            if len(read) == partitions:
+                target = [epoch + 2 for _, _, epoch in states]
+        elif all(state[2] >= t for state, t in zip(states, target)):
+            sys.exit(0)
+    time.sleep(0.05)
+sys.exit(1)
+PY
 }

@@ -20,10 +20,13 @@
 # - static: one process, no group, the source `bounded` (the run ends at
 #   the topic's end): EVENTS over its wall time, start to exit.
 # - group N: N processes with a fresh `[runtime] group`, started together;
-#   the time from the start until the group's committed offsets reach the
-#   topic's end (`kafka-consumer-groups --describe` shows no lag), polled
-#   back to back: each poll takes about a second (a JVM start), so the
-#   figure is late by up to a poll.
+#   the time from the start until they read every partition to its end
+#   and each committed two more epochs (their /metrics, polled every 50
+#   ms: kafka-common.sh's wait_read_and_committed), then checked with
+#   `kafka-consumer-groups --describe` (no lag). Until 2026-12-06 the
+#   time was taken by polling kafka-consumer-groups back to back: a JVM
+#   start a second, which took a large share of one of the 2 cores from
+#   the processes measured.
 # Build first: cargo build --release.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,8 +52,9 @@ echo "== produce: kafka-producer-perf-test, $events events of 100 bytes, 12 part
 pipeline() {
   local runtime source_extra
   if [ -n "$3" ]; then
-    runtime="group = \"$3\""
-    source_extra=""
+    runtime="group = \"$3\"
+metrics_listen = \"127.0.0.1:\$PORT\""
+    source_extra='options = { "statistics.interval.ms" = "100" }'
   else
     runtime="shards = 1"
     source_extra="bounded = true"
@@ -110,19 +114,20 @@ for run in $(seq 1 "$runs"); do
       --replication-factor 1 >/dev/null
     pipeline "$work/group.toml" "$out" "$group"
     pids=()
+    ports=()
     start=$(date +%s.%N)
     for p in $(seq 1 "$n"); do
       rm -rf "$work/data-$p"
-      "$weir" run "$work/group.toml" --data-dir "$work/data-$p" > "$work/group-$p.log" 2>&1 &
+      port=$(free_port)
+      ports+=("$port")
+      sed "s/\$PORT/$port/" "$work/group.toml" > "$work/group-$p.toml"
+      "$weir" run "$work/group-$p.toml" --data-dir "$work/data-$p" > "$work/group-$p.log" 2>&1 &
       pids+=($!)
     done
-    until caught_up "$group"; do
-      if [ "$(echo "$(date +%s.%N) - $start > 600" | bc)" = 1 ]; then
-        echo "group $n did not catch up within 600 s: see $work" >&2
-        exit 1
-      fi
-    done
+    wait_read_and_committed "$topic" 12 600 "${ports[@]}" \
+      || { echo "group $n did not catch up within 600 s: see $work" >&2; exit 1; }
     end=$(date +%s.%N)
+    caught_up "$group" || { echo "group $n: offsets not at the end: see $work" >&2; exit 1; }
     for pid in "${pids[@]}"; do kill -TERM "$pid"; done
     for pid in "${pids[@]}"; do wait "$pid" || echo "a process of group $n failed: see $work" >&2; done
     pids=()

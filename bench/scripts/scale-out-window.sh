@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Scale-out of a window over Kafka (issue 19, state that moves): what the
+# changelog costs, and how fast a task's state is restored from it, on the
+# same broker in one run:
+#
+#   bench/scripts/scale-out-window.sh [EVENTS] [USERS] [RUNS]
+#
+#   EVENTS  events in the input topic (default 2000000)
+#   USERS   distinct users, the window's groups (default 500000)
+#   RUNS    repetitions of each measurement (default 3); medians reported
+#
+# Events are ~100-byte JSON objects keyed by `user` (Kafka's console
+# producer: Java's partitioner), in a 12-partition topic, all in one
+# 10-minute window of event time (so the state is every user at the end).
+# The pipeline: `kafka` (json) → a tumbling 10-minute count and byte sum
+# per user → `kafka` sink, exactly-once, 100 ms epochs, 1 shard.
+# - static: one process, no group, the source `bounded`: EVENTS over its
+#   wall time, start to exit (the window's rows come out at the end).
+# - group 1: one process with a fresh `[runtime] group`: the window's
+#   state goes to its changelog topic every epoch; the time from the start
+#   until the process read every partition to its end and committed two
+#   more epochs (its /metrics, polled every 50 ms: kafka_common.sh's
+#   wait_read_and_committed), checked afterwards with kafka-consumer-groups
+#   (the group's offsets at the end). The ratio group / static is what the
+#   changelog (and the group's transactions) cost.
+# - restore: the group-1 process is stopped (SIGTERM), and a second one
+#   joins the same group on a fresh data directory: it restores all 12
+#   tasks from the changelog before it reads; its log line `kafka:
+#   restored ... K keys from N records (B bytes) in T ms` gives keys/s,
+#   records/s and MB/s.
+# Build first: cargo build --release.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=bench/scripts/kafka-common.sh
+source bench/scripts/kafka-common.sh
+
+events=${1:-2000000}
+users=${2:-500000}
+runs=${3:-3}
+kafka_bench_setup
+stamp="$(date +%s)"
+topic="window-in-$stamp"
+
+"$tool" topics --bootstrap-server "$bootstrap" --create --topic "$topic" --partitions 12 \
+  --replication-factor 1 >/dev/null
+python3 - "$events" "$users" > "$work/keyed" <<'PY'
+import random, sys
+events, users = int(sys.argv[1]), int(sys.argv[2])
+r = random.Random(26)
+out = sys.stdout
+for i in range(events):
+    user = "u%d" % r.randrange(users)
+    line = '{"id":%d,"user":"%s","host":"h%d","at":%d,"status":%d,"bytes":%d}' % (
+        i, user, r.randrange(8), 1764900000000 + i * 100000 // events, r.choice([200, 404, 500]),
+        r.randrange(100000))
+    out.write(user + "\t" + line + "\n")
+PY
+echo "== produce: $events events keyed by user ($users users), console producer, 12 partitions"
+start=$(date +%s.%N)
+"$tool" console-producer --bootstrap-server "$bootstrap" --topic "$topic" \
+  --property parse.key=true --property "key.separator=	" \
+  --producer-property linger.ms=20 --producer-property batch.size=262144 < "$work/keyed"
+echo "   produced in $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f') s"
+
+# pipeline FILE OUT_TOPIC GROUP(empty: none)
+pipeline() {
+  local runtime source_extra
+  if [ -n "$3" ]; then
+    runtime="group = \"$3\"
+metrics_listen = \"127.0.0.1:$metrics_port\""
+    source_extra='options = { "statistics.interval.ms" = "100" }'
+  else
+    runtime="shards = 1"
+    source_extra="bounded = true"
+  fi
+  cat > "$1" <<EOF
+[runtime]
+$runtime
+epoch_interval_ms = 100
+
+[sources.in]
+type = "kafka"
+brokers = "$bootstrap"
+topics = ["$topic"]
+format = "json"
+schema = { id = "int", user = "string", host = "string", at = "timestamp", status = "int", bytes = "int" }
+start = "earliest"
+$source_extra
+
+[processors.per_user]
+type = "window"
+inputs = ["in"]
+size = "10m"
+time_field = "at"
+group_by = ["user"]
+aggregates = ["count", "sum:bytes"]
+
+[sinks.out]
+type = "kafka"
+inputs = ["per_user"]
+brokers = "$bootstrap"
+topic = "$2"
+key = ["user"]
+EOF
+}
+
+metrics_port=$(free_port)
+
+# Whether the group's committed offsets reached the end of every partition.
+caught_up() {
+  "$tool" consumer-groups --bootstrap-server "$bootstrap" --describe --group "$1" 2>/dev/null \
+    | awk -v t="$topic" '$2 == t { n++; if ($6 == "0" || $5 == "0") z++ }
+        END { exit !(n == 12 && z == 12) }'
+}
+
+declare -A figures
+for run in $(seq 1 "$runs"); do
+  out="window-out-$stamp-$run"
+  "$tool" topics --bootstrap-server "$bootstrap" --create --topic "$out" --partitions 6 \
+    --replication-factor 1 >/dev/null
+  pipeline "$work/static.toml" "$out" ""
+  rm -rf "$work/data-static"
+  start=$(date +%s.%N)
+  "$weir" run "$work/static.toml" --data-dir "$work/data-static" > "$work/static.log" 2>&1
+  end=$(date +%s.%N)
+  figures[static,$run]=$(echo "$events / ($end - $start)" | bc -l)
+
+  group="window-$stamp-$run"
+  pipeline "$work/group.toml" "$out" "$group"
+  rm -rf "$work/data-1" "$work/data-2"
+  start=$(date +%s.%N)
+  "$weir" run "$work/group.toml" --data-dir "$work/data-1" > "$work/group-1.log" 2>&1 &
+  pids=($!)
+  wait_read_and_committed "$topic" 12 600 "$metrics_port" \
+    || { echo "the group did not catch up within 600 s: see $work" >&2; exit 1; }
+  end=$(date +%s.%N)
+  caught_up "$group" || { echo "the group's offsets are not at the end: see $work" >&2; exit 1; }
+  figures[group,$run]=$(echo "$events / ($end - $start)" | bc -l)
+  kill -TERM "${pids[0]}"
+  wait "${pids[0]}" || { echo "the group's process failed: see $work/group-1.log" >&2; exit 1; }
+  pids=()
+
+  # A second process takes every task over: the restore.
+  "$weir" run "$work/group.toml" --data-dir "$work/data-2" > "$work/group-2.log" 2>&1 &
+  pids=($!)
+  for _ in $(seq 1 600); do
+    grep -q "kafka: restored " "$work/group-2.log" && break
+    sleep 0.5
+  done
+  kill -TERM "${pids[0]}"
+  wait "${pids[0]}" || true
+  pids=()
+  restored=$(grep -m1 "kafka: restored " "$work/group-2.log" || true)
+  [ -n "$restored" ] || { echo "no restore logged: see $work/group-2.log" >&2; exit 1; }
+  # "...]: K keys from N records (B bytes) in T ms"
+  read -r keys records bytes ms < <(echo "$restored" | sed -E \
+    's/.*\]: ([0-9]+) keys from ([0-9]+) records \(([0-9]+) bytes\) in ([0-9]+) ms.*/\1 \2 \3 \4/')
+  ms=$(( ms > 0 ? ms : 1 ))
+  figures[keys,$run]=$keys
+  figures[records,$run]=$records
+  figures[mb,$run]=$(echo "$bytes / 1000000" | bc -l)
+  figures[ms,$run]=$ms
+  figures[keys_s,$run]=$(echo "$keys * 1000 / $ms" | bc -l)
+  figures[records_s,$run]=$(echo "$records * 1000 / $ms" | bc -l)
+  figures[mb_s,$run]=$(echo "$bytes / 1000 / $ms" | bc -l)
+  printf 'run %d: static %.0f/s, group 1 %.0f/s (%.2f ×); restore %d keys from %d records (%.1f MB) in %d ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
+    "$run" "${figures[static,$run]}" "${figures[group,$run]}" \
+    "$(echo "${figures[group,$run]} / ${figures[static,$run]}" | bc -l)" \
+    "$keys" "$records" "${figures[mb,$run]}" "$ms" "${figures[keys_s,$run]}" \
+    "${figures[records_s,$run]}" "${figures[mb_s,$run]}"
+done
+
+med() { for run in $(seq 1 "$runs"); do echo "${figures[$1,$run]}"; done | median; }
+printf 'medians of %d, %d events keyed by user (%d users, 12 partitions), window → kafka exactly-once, 1 shard:\n' \
+  "$runs" "$events" "$users"
+s=$(med static)
+g=$(med group)
+printf '  one process, no group (static)       %10.0f events/s\n' "$s"
+printf '  one process, group (changelog)       %10.0f events/s  %.2f × static\n' "$g" "$(echo "$g / $s" | bc -l)"
+printf '  restore of every task: %.0f keys from %.0f records (%.1f MB) in %.0f ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
+  "$(med keys)" "$(med records)" "$(med mb)" "$(med ms)" "$(med keys_s)" "$(med records_s)" "$(med mb_s)"
+"$tool" topics --bootstrap-server "$bootstrap" --delete --topic "$topic" >/dev/null 2>&1 || true
