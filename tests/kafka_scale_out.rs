@@ -69,7 +69,10 @@ const POLL_QUIET: Duration = Duration::from_secs(3);
 /// it found everything readable).
 const CHECK_QUIET: Duration = Duration::from_secs(5);
 
-fn pipeline(bootstrap: &str, group: &str, input: &str, passthrough: &str, errors: &str) -> String {
+/// What both pipelines share: the group's runtime, the `kafka` source
+/// (raw records, a 6 s session timeout), `parse` into `events`, and the
+/// passthrough sink `copy`.
+fn pipeline_head(bootstrap: &str, group: &str, input: &str, passthrough: &str) -> String {
     format!(
         r#"
 [runtime]
@@ -93,16 +96,25 @@ format = "json"
 schema = {{ id = "int", user = "string", host = "string", at = "timestamp", status = "int" }}
 drop_source = true
 
-[processors.errors]
-type = "filter"
-inputs = ["events"]
-condition = "status >= 400"
-
 [sinks.copy]
 type = "kafka"
 inputs = ["events"]
 brokers = "{bootstrap}"
 topic = "{passthrough}"
+"#
+    )
+}
+
+/// The stateless pipeline: [`pipeline_head`], and `filter` (`status >=
+/// 400`) → `kafka` (the errors).
+fn pipeline(bootstrap: &str, group: &str, input: &str, passthrough: &str, errors: &str) -> String {
+    let head = pipeline_head(bootstrap, group, input, passthrough);
+    format!(
+        r#"{head}
+[processors.errors]
+type = "filter"
+inputs = ["events"]
+condition = "status >= 400"
 
 [sinks.errors_out]
 type = "kafka"
@@ -113,10 +125,10 @@ topic = "{errors}"
     )
 }
 
-/// The stateful pipeline: `parse` → `kafka` (the passthrough) and a
-/// 1-minute tumbling count per user by the event time `at` → `kafka`
-/// (`counts`, keyed by user). The input is keyed by user, so each user's
-/// windows live in the task (partition) its events are in.
+/// The stateful pipeline: [`pipeline_head`], and a 1-minute tumbling
+/// count per user by the event time `at` → `kafka` (`counts`, keyed by
+/// user). The input is keyed by user, so each user's windows live in the
+/// task (partition) its events are in.
 fn window_pipeline(
     bootstrap: &str,
     group: &str,
@@ -124,29 +136,9 @@ fn window_pipeline(
     passthrough: &str,
     counts: &str,
 ) -> String {
+    let head = pipeline_head(bootstrap, group, input, passthrough);
     format!(
-        r#"
-[runtime]
-shards = 1
-group = "{group}"
-epoch_interval_ms = 100
-
-[sources.in]
-type = "kafka"
-brokers = "{bootstrap}"
-topics = ["{input}"]
-format = "raw"
-start = "earliest"
-options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
-
-[processors.events]
-type = "parse"
-inputs = ["in"]
-field = "message"
-format = "json"
-schema = {{ id = "int", user = "string", host = "string", at = "timestamp", status = "int" }}
-drop_source = true
-
+        r#"{head}
 [processors.per_user]
 type = "window"
 inputs = ["events"]
@@ -154,12 +146,6 @@ size = "1m"
 time_field = "at"
 group_by = ["user"]
 aggregates = [{{ fn = "count" }}]
-
-[sinks.copy]
-type = "kafka"
-inputs = ["events"]
-brokers = "{bootstrap}"
-topic = "{passthrough}"
 
 [sinks.counts]
 type = "kafka"

@@ -227,32 +227,17 @@ pub fn produce(bootstrap: &str, topic: &str, lines: &[String]) {
         input.extend_from_slice(line.as_bytes());
         input.push(b'\n');
     }
-    tool(
-        "console-producer",
-        &[
-            "--bootstrap-server",
-            bootstrap,
-            "--topic",
-            topic,
-            "--producer-property",
-            "linger.ms=20",
-            "--producer-property",
-            "batch.size=262144",
-        ],
-        Some(&input),
-    );
+    console_produce(bootstrap, topic, &[], &input);
 }
 
 /// Writes `records` (key, value) to `topic` with Kafka's console
 /// producer: each goes to the partition Java clients give its key
 /// (murmur2), as an application keying its events would write them.
 pub fn produce_keyed(bootstrap: &str, topic: &str, records: &[(String, String)]) {
-    let mut input = Vec::with_capacity(
-        records
-            .iter()
-            .map(|(key, value)| key.len() + value.len() + 2)
-            .sum(),
-    );
+    let size = records
+        .iter()
+        .map(|(key, value)| key.len() + value.len() + 2);
+    let mut input = Vec::with_capacity(size.sum());
     for (key, value) in records {
         assert!(!key.contains('\t'), "a key with a tab: {key:?}");
         input.extend_from_slice(key.as_bytes());
@@ -260,24 +245,26 @@ pub fn produce_keyed(bootstrap: &str, topic: &str, records: &[(String, String)])
         input.extend_from_slice(value.as_bytes());
         input.push(b'\n');
     }
-    tool(
-        "console-producer",
-        &[
-            "--bootstrap-server",
-            bootstrap,
-            "--topic",
-            topic,
-            "--property",
-            "parse.key=true",
-            "--property",
-            "key.separator=\t",
-            "--producer-property",
-            "linger.ms=20",
-            "--producer-property",
-            "batch.size=262144",
-        ],
-        Some(&input),
-    );
+    let keyed = [
+        "--property",
+        "parse.key=true",
+        "--property",
+        "key.separator=\t",
+    ];
+    console_produce(bootstrap, topic, &keyed, &input);
+}
+
+/// Runs Kafka's console producer on `input` (lines) with `options`.
+fn console_produce(bootstrap: &str, topic: &str, options: &[&str], input: &[u8]) {
+    let mut args = vec!["--bootstrap-server", bootstrap, "--topic", topic];
+    args.extend_from_slice(options);
+    args.extend([
+        "--producer-property",
+        "linger.ms=20",
+        "--producer-property",
+        "batch.size=262144",
+    ]);
+    tool("console-producer", &args, Some(input));
 }
 
 /// Writes `records` (value, timestamp in ms) to `topic`, in order, with
