@@ -22,6 +22,60 @@ with open(sys.argv[1], "w") as f:
 PY
 }
 
+# pipeline_head FILE GROUP SCHEMA: writes to FILE the `[runtime]` and
+# `[sources.in]` of a benchmark pipeline: a `kafka` source reading
+# `$topic` from the earliest as json with SCHEMA, 100 ms epochs. With
+# GROUP, scaled out in that group, with metrics on 127.0.0.1:$PORT (a
+# placeholder the caller replaces) and librdkafka's statistics every 100
+# ms (for wait_read_and_committed); without, one shard and a `bounded`
+# source. The caller appends the processors and sinks.
+pipeline_head() {
+  local runtime source_extra
+  if [ -n "$2" ]; then
+    runtime="group = \"$2\"
+metrics_listen = \"127.0.0.1:\$PORT\""
+    source_extra='options = { "statistics.interval.ms" = "100" }'
+  else
+    runtime="shards = 1"
+    source_extra="bounded = true"
+  fi
+  cat > "$1" <<EOF
+[runtime]
+$runtime
+epoch_interval_ms = 100
+
+[sources.in]
+type = "kafka"
+brokers = "$bootstrap"
+topics = ["$topic"]
+format = "json"
+schema = $3
+start = "earliest"
+$source_extra
+EOF
+}
+
+# caught_up GROUP: whether GROUP's committed offsets reached the end of
+# every partition of the 12-partition `$topic` (an empty partition has no
+# offset: a sticky partitioner can leave some empty).
+caught_up() {
+  "$tool" consumer-groups --bootstrap-server "$bootstrap" --describe --group "$1" 2>/dev/null \
+    | awk -v t="$topic" '$2 == t { n++; if ($6 == "0" || $5 == "0") z++ }
+        END { exit !(n == 12 && z == 12) }'
+}
+
+# static_rate TOML EVENTS: runs the bounded pipeline TOML in one process
+# on a fresh data directory, start to exit, and prints EVENTS over its
+# wall time.
+static_rate() {
+  local start end
+  rm -rf "$work/data-static"
+  start=$(date +%s.%N)
+  "$weir" run "$1" --data-dir "$work/data-static" > "$work/static.log" 2>&1
+  end=$(date +%s.%N)
+  echo "$2 / ($end - $start)" | bc -l
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

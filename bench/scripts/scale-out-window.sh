@@ -64,28 +64,10 @@ echo "   produced in $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.
 
 # pipeline FILE OUT_TOPIC GROUP(empty: none)
 pipeline() {
-  local runtime source_extra
-  if [ -n "$3" ]; then
-    runtime="group = \"$3\"
-metrics_listen = \"127.0.0.1:$metrics_port\""
-    source_extra='options = { "statistics.interval.ms" = "100" }'
-  else
-    runtime="shards = 1"
-    source_extra="bounded = true"
-  fi
-  cat > "$1" <<EOF
-[runtime]
-$runtime
-epoch_interval_ms = 100
-
-[sources.in]
-type = "kafka"
-brokers = "$bootstrap"
-topics = ["$topic"]
-format = "json"
-schema = { id = "int", user = "string", host = "string", at = "timestamp", status = "int", bytes = "int" }
-start = "earliest"
-$source_extra
+  pipeline_head "$1" "$3" \
+    '{ id = "int", user = "string", host = "string", at = "timestamp", status = "int", bytes = "int" }'
+  sed -i "s/\$PORT/$metrics_port/" "$1"
+  cat >> "$1" <<EOF
 
 [processors.per_user]
 type = "window"
@@ -106,24 +88,13 @@ EOF
 
 metrics_port=$(free_port)
 
-# Whether the group's committed offsets reached the end of every partition.
-caught_up() {
-  "$tool" consumer-groups --bootstrap-server "$bootstrap" --describe --group "$1" 2>/dev/null \
-    | awk -v t="$topic" '$2 == t { n++; if ($6 == "0" || $5 == "0") z++ }
-        END { exit !(n == 12 && z == 12) }'
-}
-
 declare -A figures
 for run in $(seq 1 "$runs"); do
   out="window-out-$stamp-$run"
   "$tool" topics --bootstrap-server "$bootstrap" --create --topic "$out" --partitions 6 \
     --replication-factor 1 >/dev/null
   pipeline "$work/static.toml" "$out" ""
-  rm -rf "$work/data-static"
-  start=$(date +%s.%N)
-  "$weir" run "$work/static.toml" --data-dir "$work/data-static" > "$work/static.log" 2>&1
-  end=$(date +%s.%N)
-  figures[static,$run]=$(echo "$events / ($end - $start)" | bc -l)
+  figures[static,$run]=$(static_rate "$work/static.toml" "$events")
 
   group="window-$stamp-$run"
   pipeline "$work/group.toml" "$out" "$group"

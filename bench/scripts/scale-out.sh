@@ -50,28 +50,9 @@ echo "== produce: kafka-producer-perf-test, $events events of 100 bytes, 12 part
 
 # pipeline FILE OUT_TOPIC GROUP(empty: none)
 pipeline() {
-  local runtime source_extra
-  if [ -n "$3" ]; then
-    runtime="group = \"$3\"
-metrics_listen = \"127.0.0.1:\$PORT\""
-    source_extra='options = { "statistics.interval.ms" = "100" }'
-  else
-    runtime="shards = 1"
-    source_extra="bounded = true"
-  fi
-  cat > "$1" <<EOF
-[runtime]
-$runtime
-epoch_interval_ms = 100
-
-[sources.in]
-type = "kafka"
-brokers = "$bootstrap"
-topics = ["$topic"]
-format = "json"
-schema = { id = "int", user = "string", host = "string", at = "timestamp", status = "int" }
-start = "earliest"
-$source_extra
+  pipeline_head "$1" "$3" \
+    '{ id = "int", user = "string", host = "string", at = "timestamp", status = "int" }'
+  cat >> "$1" <<EOF
 
 [processors.errors]
 type = "filter"
@@ -86,26 +67,13 @@ topic = "$2"
 EOF
 }
 
-# Whether the group's committed offsets reached the end of every partition
-# (an empty partition has no offset: the producer's sticky partitioner can
-# leave some empty).
-caught_up() {
-  "$tool" consumer-groups --bootstrap-server "$bootstrap" --describe --group "$1" 2>/dev/null \
-    | awk -v t="$topic" '$2 == t { n++; if ($6 == "0" || $5 == "0") z++ }
-        END { exit !(n == 12 && z == 12) }'
-}
-
 declare -A rates
 for run in $(seq 1 "$runs"); do
   out="scale-out-$stamp-$run-static"
   "$tool" topics --bootstrap-server "$bootstrap" --create --topic "$out" --partitions 6 \
     --replication-factor 1 >/dev/null
   pipeline "$work/static.toml" "$out" ""
-  rm -rf "$work/data-static"
-  start=$(date +%s.%N)
-  "$weir" run "$work/static.toml" --data-dir "$work/data-static" > "$work/static.log" 2>&1
-  end=$(date +%s.%N)
-  rates[static,$run]=$(echo "$events / ($end - $start)" | bc -l)
+  rates[static,$run]=$(static_rate "$work/static.toml" "$events")
   line="run $run: static 1 process $(printf '%.0f' "${rates[static,$run]}")/s"
   for n in 1 2 3; do
     group="scale-$stamp-$run-$n"
