@@ -194,3 +194,23 @@ fn an_at_least_once_sink_is_refused() {
     assert_eq!(error.component.as_deref(), Some("sinks.out"), "{error}");
     assert!(error.message.contains("publishes exactly once"), "{error}");
 }
+
+#[test]
+fn scaled_out_sinks_share_one_producer_configuration() {
+    let second = |extra: &str| {
+        format!(
+            "{SCALED}\n[sinks.copy]\ntype = \"kafka\"\ninputs = [\"in\"]\n\
+             brokers = \"127.0.0.1:9092\"\ntopic = \"copy\"\n{extra}"
+        )
+    };
+    parse(&second(""), "orders.toml").expect("two sinks with one configuration");
+    let error = refused(&second("compression = \"lz4\""));
+    assert_eq!(error.component.as_deref(), Some("sinks.out"), "{error}");
+    assert!(error.to_string().contains("compression"), "{error}");
+    assert!(
+        error.message.contains("differs from sink `copy`'s"),
+        "{error}"
+    );
+    let error = refused(&second("options = { \"linger.ms\" = \"50\" }"));
+    assert!(error.to_string().contains("options"), "{error}");
+}

@@ -45,6 +45,17 @@ pub use state::{changelog_topic, ChangelogRecord, Handoff};
 /// Next offsets: (topic, partition, offset of the next record).
 pub type Offsets = Vec<(String, i32, i64)>;
 
+/// What a scaled-out `kafka` sink's records are published with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSettings {
+    /// The bootstrap servers.
+    pub brokers: String,
+    /// librdkafka's `compression.type`.
+    pub compression: String,
+    /// The sink's librdkafka `options`.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
 /// The group and run a pipeline was planned for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupPlan {
@@ -105,6 +116,9 @@ pub struct GroupRun {
     /// The `kafka` sinks of the plan, by name: an epoch is complete when
     /// each handed it in.
     sinks: Mutex<BTreeSet<String>>,
+    /// The first sink's producer settings, with its name: every sink's
+    /// must be the same (they publish through one producer).
+    producer: Mutex<Option<(String, ProducerSettings)>>,
     /// Whether a source instance joined (only one may).
     source: AtomicBool,
     /// Offsets logged at each barrier, by epoch, until their commit.
@@ -164,6 +178,7 @@ impl GroupRun {
                 Arc::new(GroupRun {
                     plan: plan.clone(),
                     sinks: Mutex::default(),
+                    producer: Mutex::default(),
                     source: AtomicBool::new(false),
                     offsets: Mutex::default(),
                     metadata: Mutex::default(),
@@ -194,6 +209,44 @@ impl GroupRun {
     /// Counts sink `name` in every epoch's transaction.
     pub fn add_sink(&self, name: &str) {
         lock(&self.sinks).insert(name.to_owned());
+    }
+
+    /// Counts sink `name`, which publishes with `settings`, in every
+    /// epoch's transaction; an error naming the option when they differ
+    /// from an earlier sink's: the run's transactions go through one
+    /// producer, with one client configuration and one compression.
+    pub fn add_producing_sink(
+        &self,
+        name: &str,
+        settings: ProducerSettings,
+    ) -> Result<(), (&'static str, String)> {
+        let mut first = lock(&self.producer);
+        if let Some((other, seen)) = &*first {
+            let differs = if seen.brokers != settings.brokers {
+                Some("brokers")
+            } else if seen.compression != settings.compression {
+                Some("compression")
+            } else if seen.options != settings.options {
+                Some("options")
+            } else {
+                None
+            };
+            if let Some(option) = differs {
+                return Err((
+                    option,
+                    format!(
+                        "differs from sink `{other}`'s: a scaled-out pipeline publishes every \
+                         `kafka` sink's records in one transaction through one producer, so \
+                         its sinks share `brokers`, `compression` and `options`"
+                    ),
+                ));
+            }
+        } else {
+            *first = Some((name.to_owned(), settings));
+        }
+        drop(first);
+        self.add_sink(name);
+        Ok(())
     }
 
     /// The sinks counted.

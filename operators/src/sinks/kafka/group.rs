@@ -223,6 +223,7 @@ fn producer(
     let mut config = crate::kafka::client_config(&header.brokers, &defaults, &header.options);
     config
         .set("enable.idempotence", "true")
+        .set("compression.type", &header.compression)
         .set("transactional.id", &id)
         .set(
             "transaction.timeout.ms",

@@ -329,7 +329,14 @@ impl Component for KafkaSinkConfig {
                      `delivery` out",
                 ));
             }
-            plan.run().add_sink(context.name);
+            let settings = crate::scale_out::ProducerSettings {
+                brokers: spec.brokers.clone(),
+                compression: spec.compression.name().to_owned(),
+                options: spec.options.clone(),
+            };
+            plan.run()
+                .add_producing_sink(context.name, settings)
+                .map_err(|(option, message)| OptionError::new(option, message))?;
             spec.group = Some(plan.clone());
         }
         Ok(Planned::new(Vec::new(), KafkaSinkNode(spec)))
