@@ -18,7 +18,10 @@
 //!
 //! The new owner reads the group's offset with `isolation.level =
 //! read_committed`, which waits for pending transactional offsets, and
-//! goes on exactly where this process stopped. Partitions lost without a
+//! goes on exactly where this process stopped. In a run with stateful
+//! operators it first restores the partition's task from their changelog
+//! topics ([`restore`]), inside the same callback; a revocation tells
+//! them at which epoch their task was given up. Partitions lost without a
 //! revocation (this member was thrown out of the group) and a revocation
 //! that cannot wait for its commit fence the run ([`GroupRun::fence`]):
 //! nothing more commits, and the run fails. See `docs/scale-out.md`.
