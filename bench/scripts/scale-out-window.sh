@@ -9,6 +9,10 @@
 #   USERS   distinct users, the window's groups (default 500000)
 #   RUNS    repetitions of each measurement (default 3); medians reported
 #
+#   COMPRESSION (environment, default none): the sink's `compression`
+#   (none, gzip, snappy, lz4, zstd); scaled out, the changelog records go
+#   through the same producer, compressed the same way.
+#
 # Events are ~100-byte JSON objects keyed by `user` (Kafka's console
 # producer: Java's partitioner), in a 12-partition topic, all in one
 # 10-minute window of event time (so the state is every user at the end).
@@ -83,6 +87,7 @@ inputs = ["per_user"]
 brokers = "$bootstrap"
 topic = "$2"
 key = ["user"]
+compression = "${COMPRESSION:-none}"
 EOF
 }
 
@@ -142,8 +147,8 @@ for run in $(seq 1 "$runs"); do
 done
 
 med() { for run in $(seq 1 "$runs"); do echo "${figures[$1,$run]}"; done | median; }
-printf 'medians of %d, %d events keyed by user (%d users, 12 partitions), window → kafka exactly-once, 1 shard:\n' \
-  "$runs" "$events" "$users"
+printf 'medians of %d, %d events keyed by user (%d users, 12 partitions), window → kafka exactly-once (compression %s), 1 shard:\n' \
+  "$runs" "$events" "$users" "${COMPRESSION:-none}"
 s=$(med static)
 g=$(med group)
 printf '  one process, no group (static)       %10.0f events/s\n' "$s"
