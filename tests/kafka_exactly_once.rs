@@ -120,8 +120,10 @@ fn kafka_to_kafka_and_files_is_exactly_once_across_kills_and_fail_points() {
         kills += k;
         crashes += c;
         scenarios += 1;
+        // Runs got faster (the consumer thread no longer stalls): a fresh
+        // clone's CI once needed a fifth scenario for the kills.
         assert!(
-            scenarios <= 4,
+            scenarios <= 8,
             "{scenarios} scenarios and only {kills} kills: runs are too short"
         );
     }
