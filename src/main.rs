@@ -300,6 +300,8 @@ fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphF
     for (name, sink) in &config.sinks {
         nodes.push(("sink", name, sink.kind(), sink.inputs()));
     }
+    // A scaled-out pipeline's repartition and changelog topics.
+    let topics = weir::operators::config::internal_topics(config);
     let mut out = String::new();
     match format {
         GraphFormat::Text => {
@@ -309,6 +311,13 @@ fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphF
                     let _ = write!(out, " <- {}", inputs.join(", "));
                 }
                 out.push('\n');
+            }
+            for topic in &topics {
+                let _ = writeln!(
+                    out,
+                    "topic     {} (kafka, {} of {})",
+                    topic.topic, topic.kind, topic.component
+                );
             }
         }
         GraphFormat::Dot => {
@@ -342,6 +351,20 @@ fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphF
                             let _ = writeln!(out, "  {} -> {};", quote(input), quote(name));
                         }
                     }
+                }
+            }
+            for topic in &topics {
+                let label = format!("\"{}\\nkafka {}\"", escape(&topic.topic), topic.kind);
+                let node = quote(&topic.topic);
+                let _ = writeln!(out, "  {node} [shape=cylinder, label={label}];");
+                let component = quote(&topic.component);
+                if topic.kind == "repartition" {
+                    // The component sends its rows there and reads them
+                    // back.
+                    let _ = writeln!(out, "  {component} -> {node} [style=dashed];");
+                    let _ = writeln!(out, "  {node} -> {component} [style=dashed];");
+                } else {
+                    let _ = writeln!(out, "  {component} -> {node} [style=dotted];");
                 }
             }
             out.push_str("}\n");

@@ -90,6 +90,44 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
     })
 }
 
+/// A Kafka topic a scaled-out pipeline (`[runtime] group`) keeps for
+/// itself (docs/scale-out.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalTopic {
+    /// The stateful component it belongs to.
+    pub component: String,
+    /// `repartition` (the component's rows, keyed by its key, read back by
+    /// the source) or `changelog` (its state, compacted).
+    pub kind: &'static str,
+    /// The topic.
+    pub topic: String,
+}
+
+/// The repartition and changelog topics of `config`'s stateful
+/// components, when it scales out (none otherwise, or when it does not
+/// plan).
+pub fn internal_topics(config: &PipelineConfig) -> Vec<InternalTopic> {
+    let (plan, errors) = plan::plan(config, UNNAMED);
+    let Some(group) = plan.group.filter(|_| errors.is_empty()) else {
+        return Vec::new();
+    };
+    let run = group.run();
+    let topic = |kind: &'static str| {
+        move |(component, topic): (String, std::sync::Arc<str>)| InternalTopic {
+            component,
+            kind,
+            topic: topic.to_string(),
+        }
+    };
+    let mut topics: Vec<InternalTopic> = run
+        .repartitions()
+        .into_iter()
+        .map(topic("repartition"))
+        .collect();
+    topics.extend(run.changelogs().into_iter().map(topic("changelog")));
+    topics
+}
+
 /// The pipeline's name in delivery sinks' idempotency keys and progress
 /// rows: the file's stem, stable across restarts of the same file.
 fn pipeline_name(file_name: &str) -> String {

@@ -81,7 +81,7 @@ pub use crate::processors::window::{Aggregate, WindowConfig};
 pub use crate::sources::generator::GeneratorConfig;
 pub use crate::sources::ingest::IngestConfig;
 pub use error::{ConfigError, ConfigErrorKind, Location};
-pub use graph::{build_graph, build_graph_named};
+pub use graph::{build_graph, build_graph_named, internal_topics, InternalTopic};
 pub use model::{
     FileFormat, FileSinkConfig, PipelineConfig, ProcessorConfig, RuntimeConfig, SinkConfig,
     SourceConfig,

@@ -66,6 +66,8 @@ pub(crate) struct Plan {
     /// Components by name, in dataflow order in `order`.
     pub(crate) components: BTreeMap<String, Planned>,
     pub(crate) order: Vec<String>,
+    /// The scale-out run planned, with `[runtime] group`.
+    pub(crate) group: Option<crate::scale_out::GroupPlan>,
 }
 
 /// Plans `config`; components whose inputs failed are skipped, so every
@@ -92,7 +94,9 @@ pub(crate) fn plan(config: &PipelineConfig, pipeline: &str) -> (Plan, Vec<PlanEr
     for (name, sink) in &config.sinks {
         planner.component("sinks", name, sink.component());
     }
-    (planner.plan, planner.errors)
+    let mut plan = planner.plan;
+    plan.group = planner.group;
+    (plan, planner.errors)
 }
 
 /// Processors, each after the processors it reads; processors on a cycle

@@ -593,6 +593,22 @@ pub struct Row {
     pub values: Vec<Value>,
 }
 
+/// `row` in the bytes of weir's row encoding (rkyv), as a repartition
+/// topic holds it.
+pub fn encode_row(row: &Row) -> Result<Vec<u8>, String> {
+    rkyv::to_bytes::<rkyv::rancor::Error>(row)
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| error.to_string())
+}
+
+/// The row [`encode_row`] made `bytes` of; an error naming what does not
+/// check.
+pub fn decode_row(bytes: &[u8]) -> Result<Row, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<Row, rkyv::rancor::BoxedError>(&aligned).map_err(|error| error.to_string())
+}
+
 impl Row {
     /// A row of `width` nulls.
     pub fn nulls(width: usize) -> Row {

@@ -23,12 +23,14 @@
 //! this run resumes.
 //!
 //! Stateful operators (tumbling and sliding windows) keep each task's
-//! state apart and move it through a changelog topic ([`state`]).
+//! state apart and move it through a changelog topic; one keyed otherwise
+//! than the input first sends its rows through a repartition topic
+//! ([`state`]).
 //!
 //! Limits for now, checked when the pipeline is loaded (one `kafka`
 //! source: when its instance starts): one shard per process
-//! (`shards = 1`), only `kafka` sinks, stateless processors and windows
-//! keyed by the input topic's key; see `docs/scale-out.md`.
+//! (`shards = 1`), only `kafka` sinks, stateless processors and tumbling
+//! and sliding windows with `group_by`; see `docs/scale-out.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -40,7 +42,7 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 
 mod state;
 
-pub use state::{changelog_topic, ChangelogRecord, Handoff};
+pub use state::{changelog_topic, repartition_topic, ChangelogRecord, Handoff, REPARTITION_PORT};
 
 /// Next offsets: (topic, partition, offset of the next record).
 pub type Offsets = Vec<(String, i32, i64)>;

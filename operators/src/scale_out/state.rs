@@ -2,8 +2,15 @@
 //! moves"): what a scaled-out run's stateful operators, its source's
 //! consumer thread and its transactions hand each other.
 //!
-//! A **task** is a partition of the input topic: a stateful operator keeps
-//! the state of each task apart, the group moves tasks between processes,
+//! A **task** is a partition of the topic a stateful operator reads its
+//! rows from: the input topic when the operator's key is the input's key
+//! (the source's `keyed_by`), else the operator's **repartition topic**
+//! (`GROUP-OPERATOR-repartition`, as many partitions as the input), to
+//! which the operator itself sends each row, keyed by its group, in the
+//! epoch's transaction ([`GroupRun::add_changelog`] carries those records
+//! too), and which the source reads back on a port of its own
+//! ([`REPARTITION_PORT`]) into the operator, as Kafka Streams' repartition
+//! topics work. A stateful operator keeps the state of each task apart, the group moves tasks between processes,
 //! and each operator's changelog topic (`GROUP-OPERATOR-changelog`,
 //! compacted, one partition per task) holds every task's state as keyed
 //! records. The operator hands each epoch's changed records in at the
@@ -21,10 +28,14 @@ use std::sync::Arc;
 
 use super::{lock, GroupRun};
 
-/// One record of a changelog topic.
+/// The source's output port of the first repartition topic's rows (after
+/// its main output and its dead letters); the next ones follow.
+pub const REPARTITION_PORT: usize = 2;
+
+/// One record of a changelog or repartition topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangelogRecord {
-    /// The changelog topic.
+    /// The changelog (or repartition) topic.
     pub topic: Arc<str>,
     /// The task.
     pub partition: i32,
@@ -55,11 +66,25 @@ pub enum Handoff {
     },
 }
 
+/// A stateful operator's topics.
+#[derive(Debug, Clone)]
+struct Topics {
+    changelog: Arc<str>,
+    /// Its repartition topic, whose partitions are its tasks; `None`: its
+    /// tasks are the input topic's partitions.
+    repartition: Option<Arc<str>>,
+}
+
 /// The run's stateful side; see the module docs.
 #[derive(Debug, Default)]
 pub(super) struct States {
-    /// Stateful operators, by name, with their changelog topics.
-    operators: std::sync::Mutex<BTreeMap<String, Arc<str>>>,
+    /// Stateful operators, by name, with their topics.
+    operators: std::sync::Mutex<BTreeMap<String, Topics>>,
+    /// Operators with a repartition topic, in the order of their source
+    /// ports (from [`REPARTITION_PORT`]).
+    repartitions: std::sync::Mutex<Vec<(String, Arc<str>)>>,
+    /// The source's name and `keyed_by`, once it was planned.
+    source: std::sync::Mutex<Option<(String, Vec<String>)>>,
     /// The input topic's partitions (the tasks); 0 until the consumer
     /// thread looked.
     tasks: AtomicU32,
@@ -76,20 +101,98 @@ pub fn changelog_topic(group: &str, operator: &str) -> String {
     format!("{group}-{operator}-changelog")
 }
 
+/// The repartition topic of stateful operator `operator` of `group`.
+pub fn repartition_topic(group: &str, operator: &str) -> String {
+    format!("{group}-{operator}-repartition")
+}
+
+/// The tasks of an operator among `partitions`.
+fn tasks_in(
+    topics: &Topics,
+    repartitions: &[(String, Arc<str>)],
+    partitions: &[(String, i32)],
+) -> Vec<i32> {
+    partitions
+        .iter()
+        .filter(|(topic, _)| match &topics.repartition {
+            Some(own) => **own == **topic,
+            None => !repartitions.iter().any(|(_, other)| **other == **topic),
+        })
+        .map(|(_, partition)| *partition)
+        .collect()
+}
+
 impl GroupRun {
-    /// Registers stateful operator `name`; returns its changelog topic.
+    /// Registers stateful operator `name`, whose tasks are the input
+    /// topic's partitions; returns its changelog topic.
     pub fn add_state(&self, name: &str) -> Arc<str> {
-        let topic: Arc<str> = changelog_topic(self.group(), name).into();
-        lock(&self.states.operators).insert(name.to_owned(), topic.clone());
-        topic
+        let changelog: Arc<str> = changelog_topic(self.group(), name).into();
+        let topics = Topics {
+            changelog: changelog.clone(),
+            repartition: None,
+        };
+        lock(&self.states.operators).insert(name.to_owned(), topics);
+        changelog
+    }
+
+    /// Registers stateful operator `name`, whose rows go through its
+    /// repartition topic; returns its changelog topic, its repartition
+    /// topic and the source's output port that carries that topic's rows.
+    pub fn add_repartitioned_state(&self, name: &str) -> (Arc<str>, Arc<str>, usize) {
+        let changelog: Arc<str> = changelog_topic(self.group(), name).into();
+        let repartition: Arc<str> = repartition_topic(self.group(), name).into();
+        let topics = Topics {
+            changelog: changelog.clone(),
+            repartition: Some(repartition.clone()),
+        };
+        lock(&self.states.operators).insert(name.to_owned(), topics);
+        let mut repartitions = lock(&self.states.repartitions);
+        let port = match repartitions.iter().position(|(other, _)| other == name) {
+            Some(at) => at,
+            None => {
+                repartitions.push((name.to_owned(), repartition.clone()));
+                repartitions.len() - 1
+            }
+        };
+        (changelog, repartition, REPARTITION_PORT + port)
     }
 
     /// The stateful operators and their changelog topics.
     pub fn changelogs(&self) -> Vec<(String, Arc<str>)> {
         lock(&self.states.operators)
             .iter()
-            .map(|(name, topic)| (name.clone(), topic.clone()))
+            .map(|(name, topics)| (name.clone(), topics.changelog.clone()))
             .collect()
+    }
+
+    /// The operators with a repartition topic, and the topic, in the order
+    /// of their source ports (from [`REPARTITION_PORT`]).
+    pub fn repartitions(&self) -> Vec<(String, Arc<str>)> {
+        lock(&self.states.repartitions).clone()
+    }
+
+    /// Each stateful operator, its changelog topic and its tasks among
+    /// `partitions` (of the input and repartition topics).
+    pub fn tasks_of(&self, partitions: &[(String, i32)]) -> Vec<(String, Arc<str>, Vec<i32>)> {
+        let repartitions = self.repartitions();
+        lock(&self.states.operators)
+            .iter()
+            .map(|(name, topics)| {
+                let tasks = tasks_in(topics, &repartitions, partitions);
+                (name.clone(), topics.changelog.clone(), tasks)
+            })
+            .collect()
+    }
+
+    /// The run's source is `name`, its input topic keyed by the fields
+    /// `keyed_by` (empty: not said).
+    pub fn set_source(&self, name: &str, keyed_by: &[String]) {
+        *lock(&self.states.source) = Some((name.to_owned(), keyed_by.to_vec()));
+    }
+
+    /// The source's name and `keyed_by`, once it was planned.
+    pub fn source(&self) -> Option<(String, Vec<String>)> {
+        lock(&self.states.source).clone()
     }
 
     /// Whether the run has stateful operators.
@@ -136,14 +239,18 @@ impl GroupRun {
         self.states.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Tells every stateful operator that `tasks` were given up at `epoch`.
-    pub fn revoke_tasks(&self, tasks: &[i32], epoch: u64) {
-        if tasks.is_empty() {
+    /// Tells every stateful operator which of its tasks are among
+    /// `partitions`, given up at `epoch`.
+    pub fn revoke_tasks(&self, partitions: &[(String, i32)], epoch: u64) {
+        if partitions.is_empty() {
             return;
         }
-        let operators: Vec<String> = lock(&self.states.operators).keys().cloned().collect();
+        let operators = self.tasks_of(partitions);
         let mut handoffs = lock(&self.states.handoffs);
-        for operator in operators {
+        for (operator, _, tasks) in operators {
+            if tasks.is_empty() {
+                continue;
+            }
             let queue = handoffs.entry(operator).or_default();
             queue.extend(tasks.iter().map(|&task| Handoff::Revoke { task, epoch }));
         }
@@ -206,7 +313,7 @@ mod tests {
             entries: vec![(b"k".to_vec(), b"v".to_vec())],
         };
         run.hand_off("a", restore.clone());
-        run.revoke_tasks(&[2, 5], 9);
+        run.revoke_tasks(&[("in".to_owned(), 2), ("in".to_owned(), 5)], 9);
         assert!(run.handoff_version() > before);
         let revoked = |task| Handoff::Revoke { task, epoch: 9 };
         assert_eq!(

@@ -34,6 +34,12 @@
 //!   records in it. Needs exactly one topic, given by name.
 //! - `options`: librdkafka properties passed through (SASL, TLS, ...); see
 //!   `crate::kafka`.
+//! - `keyed_by` (scale-out only): the row fields, as the components
+//!   downstream name them, whose values the input topic's records are
+//!   keyed by (as a `kafka` sink with `key = [...]` writes them, with
+//!   Java's default partitioner). A scaled-out window whose `group_by` is
+//!   exactly this list reads its tasks straight from the input topic; any
+//!   other goes through a repartition topic (docs/scale-out.md).
 //!
 //! # Watermarks (Flink's model)
 //! Each partition's watermark is the largest event time read from it
@@ -93,8 +99,10 @@ use weir_runtime::metrics::ShardCounter;
 use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, SourcePoll};
 
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned, DEAD_LETTER};
-use crate::row::{json_object_into, FieldTypes, MapEntry, OptionError, Row, Schema, Type, Value};
-use crate::scale_out::{GroupPlan, GroupRun};
+use crate::row::{
+    decode_row, json_object_into, FieldTypes, MapEntry, OptionError, Row, Schema, Type, Value,
+};
+use crate::scale_out::{GroupPlan, GroupRun, REPARTITION_PORT};
 use position::PartitionPosition;
 use reader::{Chunk, Command, Event, Reader, ReaderSetup, StartAt};
 use subscribe::{GroupSetup, Revocation, TaskMetrics};
@@ -162,6 +170,9 @@ pub struct KafkaSourceConfig {
     /// librdkafka properties passed through.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
+    /// Scaled out: the fields the input topic's records are keyed by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyed_by: Vec<String>,
 }
 
 /// A metadata field a record can add.
@@ -371,6 +382,9 @@ struct Partition {
     /// it is emitted any more; its offset is logged at that epoch's
     /// barrier for the last time.
     revoked_at: Option<u64>,
+    /// Scaled out: a repartition topic's partition, whose records are rows
+    /// for this output port.
+    port: Option<usize>,
 }
 
 impl Partition {
@@ -419,6 +433,8 @@ pub struct KafkaSource {
     revoked_early: BTreeMap<u32, u64>,
     /// Scaled out: where the consumer thread puts each partition's gauges.
     tasks: TaskMetrics,
+    /// Scaled out: the repartition topics, and the output port of each.
+    repartitions: Vec<(String, usize)>,
 }
 
 impl KafkaSource {
@@ -460,6 +476,7 @@ impl KafkaSource {
                 registry: context.metrics.clone(),
                 shard: context.shard,
             },
+            repartitions: Vec::new(),
         }
     }
 
@@ -495,6 +512,12 @@ impl KafkaSource {
             }
             let run = plan.run();
             run.attach_source()?;
+            self.repartitions = run
+                .repartitions()
+                .into_iter()
+                .enumerate()
+                .map(|(at, (_, topic))| (topic.to_string(), REPARTITION_PORT + at))
+                .collect();
             let revocation = Arc::new(Revocation::default());
             let watch = self
                 .intake
@@ -632,6 +655,24 @@ impl KafkaSource {
             part.last_record = now;
             part.at_end = false;
             let payload = chunk.bytes(entry.payload);
+            if let Some(port) = part.port {
+                // A row a stateful operator sent through its repartition
+                // topic, for that operator.
+                match decode_row(payload) {
+                    Ok(row) => out.push_to(port, &row),
+                    Err(error) => {
+                        dead_letters += 1;
+                        let error = format!("not a row of repartition topic: {error}");
+                        set_str(&mut self.dead.values[0], &part.topic);
+                        self.dead.values[1] = Value::Int(i64::from(part.partition));
+                        self.dead.values[2] = Value::Int(entry.offset);
+                        set_str(&mut self.dead.values[3], &String::from_utf8_lossy(payload));
+                        set_str(&mut self.dead.values[4], &error);
+                        out.push_to(1, &self.dead);
+                    }
+                }
+                continue;
+            }
             let decoded = match self.spec.format {
                 KafkaFormat::Json => json_object_into(
                     payload,
@@ -723,6 +764,7 @@ impl KafkaSource {
         let mut active = false;
         for part in partitions {
             if part.revoked_at.is_some()
+                || part.port.is_some()
                 || (part.at_end && now.duration_since(part.last_record) >= idle)
             {
                 continue;
@@ -794,7 +836,13 @@ impl Source for KafkaSource {
                                 )));
                                 return SourcePoll::Exhausted;
                             }
+                            let port = self
+                                .repartitions
+                                .iter()
+                                .find(|(internal, _)| *internal == topic)
+                                .map(|(_, port)| *port);
                             partitions.push(Partition {
+                                port,
                                 topic,
                                 partition,
                                 // Where it starts: records below it are
@@ -827,6 +875,7 @@ impl Source for KafkaSource {
                                     last_record: now,
                                     at_end: false,
                                     revoked_at: None,
+                                    port: None,
                                 }
                             })
                             .collect();
@@ -953,6 +1002,19 @@ impl Component for KafkaSourceConfig {
             }
             spec.group = plan.group.clone();
             spec.scale_out = Some(plan.clone());
+            plan.run().set_source(context.name, &self.keyed_by);
+        } else if !self.keyed_by.is_empty() {
+            return Err(OptionError::new(
+                "keyed_by",
+                "says how the input is partitioned for a scaled-out run; it needs \
+                 `[runtime] group`",
+            ));
+        }
+        if self.keyed_by.iter().any(|field| field.trim().is_empty()) {
+            return Err(OptionError::new(
+                "keyed_by",
+                "names fields; none may be empty",
+            ));
         }
         let outputs = vec![
             Output::rows(schema),
@@ -998,6 +1060,7 @@ mod tests {
             idle_timeout: None,
             bounded: false,
             options: BTreeMap::new(),
+            keyed_by: Vec::new(),
         }
     }
 

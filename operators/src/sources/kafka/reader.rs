@@ -703,6 +703,9 @@ fn run(
     let mut pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let mut chunk = Chunk::default();
     let mut paused = false;
+    // Partition numbers whose end was reported, with no record of that
+    // number since (see `subscribe::run`).
+    let mut ends_reported: std::collections::HashSet<i32> = std::collections::HashSet::new();
     // `bounded`: the partitions (one topic) that have not reached their end.
     let mut unfinished: Vec<i32> = mine.iter().map(|(_, partition)| *partition).collect();
     let mut ended = false;
@@ -756,11 +759,17 @@ fn run(
                 let Some(partition) = index_of(message.topic(), message.partition()) else {
                     continue;
                 };
+                ends_reported.remove(&message.partition());
                 if chunk.push_message(&message, partition, setup.headers) {
                     pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
+                // Reported once until a record of the number comes: see
+                // `subscribe::run`.
+                if !ends_reported.insert(partition) {
+                    continue;
+                }
                 if !chunk.entries.is_empty() {
                     pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }

@@ -42,10 +42,26 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<u32, String> {
     Ok(found.partitions().len() as u32)
 }
 
+/// The partitions of `topic`, just created (by this process or another
+/// that starts at the same time): asked again while the brokers' metadata
+/// does not show it yet, up to [`METADATA_TIMEOUT`].
+fn partitions_of_new(consumer: &BaseConsumer, topic: &str) -> Result<u32, String> {
+    let deadline = Instant::now() + METADATA_TIMEOUT;
+    loop {
+        match partitions_of(consumer, topic) {
+            Ok(partitions) if partitions > 0 => return Ok(partitions),
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Before the member joins: counts the tasks (the input topic's
-/// partitions) and makes sure every changelog topic exists with one
-/// partition per task (made compacted, with the brokers' default
-/// replication, when missing).
+/// partitions) and makes sure every changelog topic (compacted) and
+/// repartition topic exists with one partition per task (made with the
+/// brokers' default replication when missing).
 pub fn prepare(run: &GroupRun, config: &ClientConfig, topics: &[String]) -> Result<(), String> {
     if !run.stateful() {
         return Ok(());
@@ -74,33 +90,40 @@ pub fn prepare(run: &GroupRun, config: &ClientConfig, topics: &[String]) -> Resu
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|error| format!("cannot create a Kafka admin client: {error}"))?;
-    for (operator, changelog) in run.changelogs() {
-        let new = NewTopic::new(&changelog, tasks as i32, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact");
+    let internal = run
+        .changelogs()
+        .into_iter()
+        .map(|(operator, topic)| (operator, topic, "changelog", "compact"))
+        .chain(
+            run.repartitions()
+                .into_iter()
+                .map(|(operator, topic)| (operator, topic, "repartition", "delete")),
+        );
+    for (operator, internal, kind, cleanup) in internal {
+        let new = NewTopic::new(&internal, tasks as i32, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", cleanup);
         let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
         let created = futures_lite::future::block_on(admin.create_topics([&new], &options))
-            .map_err(|error| format!("cannot create changelog topic `{changelog}`: {error}"))?;
+            .map_err(|error| format!("cannot create {kind} topic `{internal}`: {error}"))?;
         for result in created {
             match result {
                 Ok(_) => tracing::info!(
                     group = run.group(),
-                    "kafka: created changelog topic `{changelog}` of `{operator}` \
-                     ({tasks} partitions, compacted)"
+                    "kafka: created {kind} topic `{internal}` of `{operator}` ({tasks} \
+                     partitions, cleanup.policy={cleanup})"
                 ),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {
-                    return Err(format!(
-                        "cannot create changelog topic `{changelog}`: {code}"
-                    ))
+                    return Err(format!("cannot create {kind} topic `{internal}`: {code}"))
                 }
             }
         }
-        let found = partitions_of(&consumer, &changelog)?;
+        let found = partitions_of_new(&consumer, &internal)?;
         if found != tasks {
             return Err(format!(
-                "changelog topic `{changelog}` of `{operator}` has {found} partitions, but \
+                "{kind} topic `{internal}` of `{operator}` has {found} partitions, but \
                  input topic `{topic}` has {tasks}: each task needs its own (recreate the \
-                 changelog, or the input, with the same count)"
+                 {kind} topic, or the input, with the same count)"
             ));
         }
     }
@@ -120,23 +143,24 @@ struct Reading {
     done: bool,
 }
 
-/// Reads the changelog partitions of `tasks` to their end and hands each
-/// task's state to its operator; an error if the brokers let nothing be
+/// Reads the changelog partitions of the tasks among `partitions` (newly
+/// assigned, of the input and repartition topics) to their end and hands
+/// each task's state to its operator; an error if the brokers let nothing be
 /// read for [`KAFKA_RESTORE_STALL_MS`] or the source stopped. `remaining`
 /// gives the gauge of records left to read of (operator, changelog,
 /// task).
 pub fn restore(
     run: &GroupRun,
     config: &ClientConfig,
-    tasks: &[i32],
+    partitions: &[(String, i32)],
     component: &str,
     remaining: &dyn Fn(&str, &str, i32) -> ShardGauge,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    if tasks.is_empty() {
-        return Ok(());
-    }
-    for (operator, changelog) in run.changelogs() {
+    for (operator, changelog, tasks) in run.tasks_of(partitions) {
+        if tasks.is_empty() {
+            continue;
+        }
         let started = Instant::now();
         let mut config = config.clone();
         config
@@ -150,7 +174,7 @@ pub fn restore(
             .map_err(|error| format!("cannot create the restore consumer: {error}"))?;
         let mut list = TopicPartitionList::new();
         let mut readings: BTreeMap<i32, Reading> = BTreeMap::new();
-        for &task in tasks {
+        for &task in &tasks {
             list.add_partition_offset(&changelog, task, Offset::Beginning)
                 .map_err(|error| error.to_string())?;
             let (low, high) = consumer
@@ -266,11 +290,6 @@ pub fn restore(
         );
     }
     Ok(())
-}
-
-/// The tasks (partitions of the input topic) among `partitions`.
-pub fn tasks_of(partitions: &[(String, i32)]) -> Vec<i32> {
-    partitions.iter().map(|(_, partition)| *partition).collect()
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@
 //!
 //! [`reader`]: super::reader
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -450,7 +450,7 @@ impl GroupContext {
         };
         // Stateful operators hand in the tasks' last changes at this
         // epoch's barrier, then drop them.
-        self.run.revoke_tasks(&restore::tasks_of(&revoked), epoch);
+        self.run.revoke_tasks(&revoked, epoch);
         weir_runtime::epoch::failpoint("kafka-revoking", epoch);
         let wait = Duration::from_millis(KAFKA_REVOKE_COMMIT_WAIT_MS);
         match self.run.wait_committed(epoch, &self.stop, wait) {
@@ -569,7 +569,7 @@ impl GroupContext {
         if !self.run.stateful() || list.count() == 0 {
             return;
         }
-        let tasks = restore::tasks_of(&names(list));
+        let tasks = names(list);
         let component = &*self.log.component;
         if let Err(why) = restore::restore(
             &self.run,
@@ -580,7 +580,8 @@ impl GroupContext {
             &self.stop,
         ) {
             self.run.fence(format!(
-                "cannot restore the state of tasks {tasks:?} from the changelog: {why}"
+                "cannot restore the state of tasks {} from the changelog: {why}",
+                shown(&tasks)
             ));
             let _ = self.events.try_send(Event::Failed(format!(
                 "cannot restore the state of newly assigned tasks: {why}"
@@ -742,20 +743,40 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
     let consumer: BaseConsumer<GroupContext> = config
         .create_with_context(context)
         .map_err(|error| format!("cannot create the Kafka consumer: {error}"))?;
-    let topics: Vec<&str> = setup.topics.iter().map(String::as_str).collect();
+    // The input topics, and the repartition topics the run's stateful
+    // operators send their rows through.
+    let mut subscribed = setup.topics.clone();
+    subscribed.extend(
+        setup
+            .run
+            .repartitions()
+            .into_iter()
+            .map(|(_, topic)| topic.to_string()),
+    );
+    let topics: Vec<&str> = subscribed.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
-        .map_err(|error| format!("cannot subscribe to {}: {error}", setup.topics.join(", ")))?;
+        .map_err(|error| format!("cannot subscribe to {}: {error}", subscribed.join(", ")))?;
     tracing::info!(
         component = &*component,
         group = setup.run.group(),
         "kafka: joining group `{}` for {}",
         setup.run.group(),
-        setup.topics.join(", ")
+        subscribed.join(", ")
     );
     let mut pending: VecDeque<Event> = VecDeque::new();
     let mut chunk = Chunk::default();
     let mut paused = false;
+    // Partition numbers whose end was reported to the shard, with no
+    // record of that number since. librdkafka reports a partition's end
+    // again after every seek, and a resume seeks every partition (see
+    // `reader::resume`): without this, a process holding many partitions
+    // at their end (a repartition topic it reads as fast as it writes)
+    // filled the channel with those reports, paused, resumed, and so
+    // again, and each resume's seek threw away what it had fetched of the
+    // partitions that were not at their end, which then never advanced
+    // (a run of 600 k records stalled for minutes at 500 k).
+    let mut ends_reported: HashSet<i32> = HashSet::new();
     'reading: while !stop.load(Ordering::Acquire) {
         while let Some(event) = pending.pop_front() {
             match events.try_send(event) {
@@ -797,11 +818,15 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
                     .get(&(message.topic().to_owned(), message.partition()))
                     .copied();
                 let Some(partition) = index else { continue };
+                ends_reported.remove(&message.partition());
                 if chunk.push_message(&message, partition, setup.headers) {
                     pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if !ends_reported.insert(partition) {
+                    continue;
+                }
                 if !chunk.entries.is_empty() {
                     pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
                 }

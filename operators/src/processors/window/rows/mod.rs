@@ -986,12 +986,32 @@ impl Component for RowWindowConfig {
                 ));
             }
             let run = plan.run();
-            let topic = run.add_state(context.name);
+            let Some((source, keyed_by)) = run.source() else {
+                return Err(OptionError::new(
+                    "inputs",
+                    "a scaled-out window reads from the pipeline's `kafka` source",
+                ));
+            };
+            // Kafka Streams' rule: an aggregation keyed as the input is
+            // read straight from its partitions; any other goes through a
+            // repartition topic keyed by its key.
+            let (topic, repartition) = if keyed_by == self.group_by {
+                (run.add_state(context.name), None)
+            } else {
+                let (changelog, topic, port) = run.add_repartitioned_state(context.name);
+                let repartition = Repartitioned {
+                    topic,
+                    source,
+                    source_port: port,
+                };
+                (changelog, Some(repartition))
+            };
             let node = TaskedWindow {
                 spec,
                 fingerprint,
                 run,
                 topic,
+                repartition,
             };
             return Ok(Planned::new(outputs, node));
         }
@@ -1018,7 +1038,20 @@ struct TaskedWindow {
     spec: RowWindowSpec,
     fingerprint: Vec<(String, String)>,
     run: std::sync::Arc<crate::scale_out::GroupRun>,
+    /// The changelog topic.
     topic: std::sync::Arc<str>,
+    /// Its repartition topic, when it is not keyed as the input.
+    repartition: Option<Repartitioned>,
+}
+
+/// A scaled-out window's repartition topic, and where its rows come back.
+#[derive(Debug, Clone)]
+struct Repartitioned {
+    topic: std::sync::Arc<str>,
+    /// The `kafka` source that reads the topic back...
+    source: String,
+    /// ...on this output port.
+    source_port: usize,
 }
 
 impl Node for TaskedWindow {
@@ -1028,12 +1061,29 @@ impl Node for TaskedWindow {
             fingerprint,
             run,
             topic,
+            repartition,
         } = self;
         connect_hashed(graph, name, inputs, spec, group_hash_row);
+        // The rows read back from the repartition topic come in on the
+        // port after the inputs'.
+        let repartition = repartition.as_ref().map(|repartitioned| {
+            let back = [Input {
+                node: repartitioned.source.clone(),
+                port: repartitioned.source_port,
+            }];
+            connect_hashed(graph, name, &back, spec, group_hash_row);
+            (repartitioned.topic.clone(), inputs.len())
+        });
         let (spec, run, topic) = (spec.clone(), run.clone(), topic.clone());
         graph
             .processor(name, move |context| {
-                TaskWindows::new(spec.clone(), context, run.clone(), topic.clone())
+                TaskWindows::new(
+                    spec.clone(),
+                    context,
+                    run.clone(),
+                    topic.clone(),
+                    repartition.clone(),
+                )
             })
             .state_fingerprint(fingerprint.clone());
     }

@@ -4,15 +4,23 @@
 //! from it when the task moves.
 //!
 //! # Tasks
-//! A row's task is the partition of the input topic that a record keyed by
-//! its group would be in: the key a `kafka` sink with `key = group_by`
-//! writes ([`row_key`]), partitioned as Java clients do
-//! ([`key_partition`]). So a topic whose producers keyed each event by the
-//! window's `group_by` (with the default partitioner) is read with each
-//! group in the task whose partition holds its events. A row of a task
-//! this process does not hold means the input is not partitioned that way
-//! (repartition topics are not built yet): the run fails, naming the group
-//! and the task, rather than count it in the wrong place.
+//! A row's task is the partition that a record keyed by its group would be
+//! in: the key a `kafka` sink with `key = group_by` writes ([`row_key`]),
+//! partitioned as Java clients do ([`key_partition`]).
+//!
+//! - When the source says the input topic is keyed by the window's
+//!   `group_by` (its `keyed_by`), the tasks are the input topic's
+//!   partitions, and the rows are counted as they come. A row of a task
+//!   this process does not hold means the input is not partitioned that
+//!   way: the run fails, naming the group and the task, rather than count
+//!   it in the wrong place.
+//! - Otherwise the window **repartitions**, as Kafka Streams does: each row
+//!   from its inputs goes, in the epoch's transaction, to its task's
+//!   partition of the window's repartition topic (key: the group, value:
+//!   the row in weir's encoding, [`encode_row`]); the source reads that
+//!   topic back, as the group assigns its partitions, and its rows come in
+//!   on the port after the inputs' ([`TaskWindows::process`]), where they
+//!   are counted. The tasks are the repartition topic's partitions.
 //!
 //! # Time
 //! Each task closes its windows on its own **stream time**, the largest
@@ -49,7 +57,7 @@ use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use super::{decode_state, encode_state, RowWindow, RowWindowSpec, RowWindowState, WindowState};
 use crate::kafka::{key_partition, row_key};
-use crate::row::{ArchivedRow, Row, Value};
+use crate::row::{encode_row, ArchivedRow, Row, Value};
 use crate::scale_out::{ChangelogRecord, GroupRun, Handoff};
 
 /// The key of a task's meta record.
@@ -99,6 +107,11 @@ pub struct TaskWindows {
     /// A template for tasks' windows: its metrics handles.
     metrics: RowWindow,
     key: String,
+    /// The repartition topic, and the input port its rows come back on;
+    /// `None`: the input is keyed as the window.
+    repartition: Option<(Arc<str>, usize)>,
+    /// Rows sent to the repartition topic since the last barrier.
+    staged: Vec<ChangelogRecord>,
 }
 
 impl std::fmt::Debug for TaskWindows {
@@ -150,12 +163,14 @@ fn decode_window(key: &[u8], value: &[u8]) -> Result<WindowState, String> {
 
 impl TaskWindows {
     /// The window of `context`'s node in scaled-out run `run`, logging to
-    /// `topic`.
+    /// `topic`, repartitioning through `repartition` (the topic, and the
+    /// input port its rows come back on) when it is given.
     pub fn new(
         spec: RowWindowSpec,
         context: &ShardContext,
         run: Arc<GroupRun>,
         topic: Arc<str>,
+        repartition: Option<(Arc<str>, usize)>,
     ) -> TaskWindows {
         TaskWindows {
             metrics: RowWindow::new(spec.clone(), context),
@@ -166,6 +181,8 @@ impl TaskWindows {
             tasks: Vec::new(),
             seen: u64::MAX,
             key: String::new(),
+            repartition,
+            staged: Vec::new(),
         }
     }
 
@@ -371,12 +388,41 @@ impl TaskWindows {
             .iter()
             .map(|&index| row.get(index).to_value())
             .collect();
+        let why = match &self.repartition {
+            Some((topic, _)) => format!(
+                "partition {task} of repartition topic `{topic}`, which this process does not \
+                 read: a record there was not written by this window"
+            ),
+            None => format!(
+                "partition {task} of the input topic, which this process does not read: the \
+                 source's `keyed_by` says the input topic is keyed by the window's `group_by`, \
+                 and it is not (leave `keyed_by` out to repartition; docs/scale-out.md)"
+            ),
+        };
         self.run.fail(format!(
-            "window `{}`: group {group:?} belongs to task {task} (partition {task} of the input \
-             topic), which this process does not read: the input topic must be keyed by the \
-             window's `group_by` (repartition topics are not built yet; docs/scale-out.md)",
+            "window `{}`: group {group:?} belongs to task {task} ({why})",
             self.node
         ));
+    }
+
+    /// Sends `row` to its task's partition of the repartition `topic`, in
+    /// the next barrier's transaction.
+    fn send_on(&mut self, topic: &Arc<str>, row: &ArchivedRow, tasks: u32) {
+        let key = row_key(row, &self.spec.group_indices, &mut self.key).unwrap_or_default();
+        let partition = key_partition(key, tasks);
+        let key = key.to_vec();
+        match encode_row(&row.to_row()) {
+            Ok(value) => self.staged.push(ChangelogRecord {
+                topic: topic.clone(),
+                partition,
+                key,
+                value: Some(value),
+            }),
+            Err(error) => self.run.fail(format!(
+                "window `{}`: a row cannot be encoded for `{topic}`: {error}",
+                self.node
+            )),
+        }
     }
 }
 
@@ -384,9 +430,22 @@ impl Processor for TaskWindows {
     type Input = Row;
     type Output = Row;
 
-    fn process(&mut self, _port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
+    /// Rows from the inputs are counted in their tasks, or, when the
+    /// window repartitions, sent to its repartition topic; the rows read
+    /// back from that topic come in on the port after the inputs' and are
+    /// counted.
+    fn process(&mut self, port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
         self.take_handoffs();
         let tasks = self.run.tasks();
+        if let Some((topic, back)) = &self.repartition {
+            if port < *back {
+                let topic = topic.clone();
+                for row in batch.iter() {
+                    self.send_on(&topic, row, tasks);
+                }
+                return;
+            }
+        }
         for row in batch.iter() {
             if !self.add(row, tasks) && out.has_port(1) {
                 out.push_to(1, &row.to_row());
@@ -413,7 +472,8 @@ impl Processor for TaskWindows {
 
     fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.take_handoffs();
-        let records = self.changes()?;
+        let mut records = std::mem::take(&mut self.staged);
+        records.extend(self.changes()?);
         self.run.add_changelog(epoch, records);
         for task in &mut self.tasks {
             if task
@@ -473,6 +533,8 @@ mod tests {
             tasks: Vec::new(),
             seen: u64::MAX,
             key: String::new(),
+            repartition: None,
+            staged: Vec::new(),
         };
         for task in 0..TASKS as i32 {
             let entries = topic
@@ -614,7 +676,8 @@ mod tests {
         let mut window = window(&spec, &run, &topic);
         let input = rows(11, 400);
         feed(&mut window, &input[..200]);
-        run.revoke_tasks(&[0, 1, 2, 3], 2);
+        let partitions: Vec<(String, i32)> = (0..4).map(|task| ("in".to_owned(), task)).collect();
+        run.revoke_tasks(&partitions, 2);
         window.snapshot(1).expect("a snapshot");
         assert!(log(&run, 1, &mut topic) > 0);
         assert!(
@@ -637,9 +700,60 @@ mod tests {
         let why = run.failure().expect("the run failed");
         assert!(why.contains("belongs to task"), "{why}");
         assert!(
-            why.contains("must be keyed by the window's `group_by`"),
+            why.contains("says the input topic is keyed by the window's `group_by`"),
             "{why}"
         );
+    }
+
+    /// A repartitioning window sends each row, at the next barrier, to the
+    /// partition of its task, keyed by its group; the rows read back (as
+    /// the source decodes them) and counted fire what a window fed
+    /// directly fires.
+    #[test]
+    fn rows_sent_through_the_repartition_topic_count_as_rows_fed_directly() {
+        let spec = spec("");
+        let input = rows(5, 3_000);
+        let direct = {
+            let run = GroupPlan::new("g-direct").run();
+            run.add_state("per_user");
+            sorted(feed(&mut window(&spec, &run, &Changelog::new()), &input))
+        };
+        let run = GroupPlan::new("g-repartition").run();
+        let (_, topic, port) = run.add_repartitioned_state("per_user");
+        assert_eq!(&*topic, "g-repartition-per_user-repartition");
+        assert_eq!(port, crate::scale_out::REPARTITION_PORT);
+        let mut window = window(&spec, &run, &Changelog::new());
+        window.repartition = Some((topic.clone(), 1));
+        let mut fired = Vec::new();
+        let mut epoch = 0;
+        for chunk in input.chunks(700) {
+            for row in chunk {
+                let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
+                let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
+                window.send_on(&topic, archived, TASKS);
+            }
+            epoch += 1;
+            window.snapshot(epoch).expect("a snapshot");
+            let sent: Vec<ChangelogRecord> = run
+                .take_changelog(epoch)
+                .into_iter()
+                .filter(|record| record.topic == topic)
+                .collect();
+            assert_eq!(sent.len(), chunk.len(), "every row, once, in its epoch");
+            let mut back = Vec::new();
+            for record in sent {
+                let row = crate::row::decode_row(&record.value.expect("a row")).expect("decodes");
+                let Value::String(user) = &row.values[1] else {
+                    panic!("a user in {row:?}")
+                };
+                assert_eq!(record.key, user.as_bytes(), "keyed by the group");
+                assert_eq!(record.partition, key_partition(user.as_bytes(), TASKS));
+                back.push(row);
+            }
+            fired.extend(feed(&mut window, &back));
+        }
+        assert_eq!(sorted(fired), direct);
+        assert!(run.failure().is_none(), "{:?}", run.failure());
     }
 
     /// A changelog that cannot be read fails the run, naming the task and
