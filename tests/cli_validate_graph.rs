@@ -73,6 +73,36 @@ fn graph_prints_text_and_dot() {
     );
 }
 
+/// A scaled-out pipeline's graph shows the Kafka topics it keeps for
+/// itself: the repartition topic of the window keyed otherwise than the
+/// input, and each window's changelog.
+#[test]
+fn graph_shows_a_scaled_out_pipelines_repartition_and_changelog_topics() {
+    let example = "examples/pipelines/scale-out.toml";
+    let (status, stdout, stderr) = weir(&["graph", example]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        stdout.ends_with(
+            "topic     logins-counts-per_user-repartition (kafka, repartition of per_user)\n\
+             topic     logins-counts-per_host-changelog (kafka, changelog of per_host)\n\
+             topic     logins-counts-per_user-changelog (kafka, changelog of per_user)\n"
+        ),
+        "{stdout}"
+    );
+    let (status, stdout, stderr) = weir(&["graph", example, "--format", "dot"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    for line in [
+        "\"logins-counts-per_user-repartition\" [shape=cylinder, \
+         label=\"logins-counts-per_user-repartition\\nkafka repartition\"];",
+        "\"per_user\" -> \"logins-counts-per_user-repartition\" [style=dashed];",
+        "\"logins-counts-per_user-repartition\" -> \"per_user\" [style=dashed];",
+        "\"per_host\" -> \"logins-counts-per_host-changelog\" [style=dotted];",
+    ] {
+        assert!(stdout.contains(line), "{line} not in:\n{stdout}");
+    }
+    assert!(!stdout.contains("per_host-repartition"), "{stdout}");
+}
+
 #[test]
 fn validate_reports_every_error_of_a_yaml_file_and_the_examples_are_valid() {
     for example in [
@@ -81,6 +111,7 @@ fn validate_reports_every_error_of_a_yaml_file_and_the_examples_are_valid() {
         "examples/pipelines/security.toml",
         // Validation makes no connection: no broker needed.
         "examples/pipelines/kafka.toml",
+        "examples/pipelines/scale-out.toml",
     ] {
         let (status, stdout, stderr) = weir(&["validate", example]);
         assert_eq!(status, Some(0), "{example}: {stderr}");

@@ -73,6 +73,17 @@ const CHECK_QUIET: Duration = Duration::from_secs(5);
 /// (raw records, a 6 s session timeout), `parse` into `events`, and the
 /// passthrough sink `copy`.
 fn pipeline_head(bootstrap: &str, group: &str, input: &str, passthrough: &str) -> String {
+    head_keyed(bootstrap, group, input, passthrough, "")
+}
+
+/// [`pipeline_head`], with `source` added to the source's table.
+fn head_keyed(
+    bootstrap: &str,
+    group: &str,
+    input: &str,
+    passthrough: &str,
+    source: &str,
+) -> String {
     format!(
         r#"
 [runtime]
@@ -87,7 +98,7 @@ topics = ["{input}"]
 format = "raw"
 start = "earliest"
 options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
-
+{source}
 [processors.events]
 type = "parse"
 inputs = ["in"]
@@ -125,18 +136,32 @@ topic = "{errors}"
     )
 }
 
-/// The stateful pipeline: [`pipeline_head`], and a 1-minute tumbling
-/// count per user by the event time `at` → `kafka` (`counts`, keyed by
-/// user). The input is keyed by user, so each user's windows live in the
-/// task (partition) its events are in.
+/// The stateful pipeline: [`pipeline_head`] over an input keyed by host
+/// (`keyed_by = ["host"]`), and 1-minute tumbling counts by the event
+/// time `at`: per user → `kafka` (`counts`, keyed by user), which
+/// repartitions through `GROUP-per_user-repartition`, and per host →
+/// `kafka` (`hosts`, keyed by host), whose tasks are the input's
+/// partitions. A per-user task's stream time mixes the progress of every
+/// input partition (each holds rows of every user), and one partition's
+/// rows can come long after the others' (its owner died, or reads
+/// slower): `allowed_lateness = "90m"` (Kafka Streams' grace) covers the
+/// whole run's event times (an hour), so no event is late and no window
+/// fires before the closing events.
 fn window_pipeline(
     bootstrap: &str,
     group: &str,
     input: &str,
     passthrough: &str,
     counts: &str,
+    hosts: &str,
 ) -> String {
-    let head = pipeline_head(bootstrap, group, input, passthrough);
+    let head = head_keyed(
+        bootstrap,
+        group,
+        input,
+        passthrough,
+        "keyed_by = [\"host\"]\n",
+    );
     format!(
         r#"{head}
 [processors.per_user]
@@ -146,6 +171,7 @@ size = "1m"
 time_field = "at"
 group_by = ["user"]
 aggregates = [{{ fn = "count" }}]
+allowed_lateness = "90m"
 
 [sinks.counts]
 type = "kafka"
@@ -153,6 +179,22 @@ inputs = ["per_user"]
 brokers = "{bootstrap}"
 topic = "{counts}"
 key = ["user"]
+
+[processors.per_host]
+type = "window"
+inputs = ["events"]
+size = "1m"
+time_field = "at"
+group_by = ["host"]
+aggregates = [{{ fn = "count" }}]
+allowed_lateness = "90m"
+
+[sinks.hosts]
+type = "kafka"
+inputs = ["per_host"]
+brokers = "{bootstrap}"
+topic = "{hosts}"
+key = ["host"]
 "#
     )
 }
@@ -162,22 +204,46 @@ key = ["user"]
 enum Shape {
     /// [`pipeline`]: no state; the input dealt evenly.
     Stateless,
-    /// [`window_pipeline`]: a window whose state moves with its tasks;
-    /// the input keyed by user, then one closing event per user.
+    /// [`window_pipeline`]: windows whose state moves with their tasks;
+    /// the input keyed by host, then, once every event's output is
+    /// visible, one closing event per user (which also reaches every
+    /// host): so that every row sent to a repartition topic comes there
+    /// before any closing event's.
     Window,
 }
 
 /// The event time of the closing events of [`Shape::Window`]: two hours
 /// after the last event, so that every task's stream time passes every
-/// window of the events (the closing events' own windows never fire).
+/// window of the events and its 90 minutes of allowed lateness (the
+/// closing events' own windows never fire).
 const CLOSING_AT: i64 = kafka::BASE_MS + EVENTS as i64 * kafka::STEP_MS + 2 * 3_600_000;
 
-/// The closing event of `user` ([`CLOSING_AT`]), id `EVENTS + user`.
-fn closing_event(user: u64) -> String {
-    format!(
-        r#"{{"id":{},"user":"u{user}","host":"h0","at":{CLOSING_AT},"status":200}}"#,
+/// The closing event of `user` ([`CLOSING_AT`]), id `EVENTS + user`, and
+/// its host (the users' closing events reach every host).
+fn closing_event(user: u64) -> (String, String) {
+    let host = format!("h{}", user % 8);
+    let line = format!(
+        r#"{{"id":{},"user":"u{user}","host":"{host}","at":{CLOSING_AT},"status":200}}"#,
         EVENTS + user
-    )
+    );
+    (host, line)
+}
+
+/// The host of test event `line`.
+fn host_of(line: &str) -> String {
+    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
+    event["host"].as_str().expect("a host").to_owned()
+}
+
+/// (window start, host) → events `0..EVENTS` in it, computed directly.
+fn expected_host_counts() -> BTreeMap<(i64, String), u64> {
+    let mut counts = BTreeMap::new();
+    for id in 0..EVENTS {
+        let (line, _, at, _) = kafka::event(id);
+        let start = at - at.rem_euclid(60_000);
+        *counts.entry((start, host_of(&line))).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// (window start, user) → events `0..EVENTS` in it, computed directly.
@@ -242,15 +308,27 @@ impl Fleet {
             .expect("a started process")
     }
 
-    /// The partitions of `case`'s input that `name` holds, by its
-    /// `weir_kafka_source_partition_assigned` gauges (none while its
-    /// endpoint does not answer yet).
-    fn held(&self, name: &str, case: &Case) -> Vec<u32> {
+    /// The partitions of `case`'s task topics that `name` holds (its
+    /// tasks), by its `weir_kafka_source_partition_assigned` gauges (none
+    /// while its endpoint does not answer yet).
+    fn held(&self, name: &str, case: &Case) -> Vec<(String, u32)> {
+        case.task_topics()
+            .into_iter()
+            .flat_map(|topic| {
+                self.held_of(name, &topic)
+                    .into_iter()
+                    .map(move |partition| (topic.clone(), partition))
+            })
+            .collect()
+    }
+
+    /// The partitions of `topic` that `name` holds.
+    fn held_of(&self, name: &str, topic: &str) -> Vec<u32> {
         let address = self.endpoint(name);
         if std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
             return Vec::new();
         }
-        task_gauges(&promtool::fetch_metrics(address), &case.input)
+        task_gauges(&promtool::fetch_metrics(address), topic)
             .into_iter()
             .filter(|(_, (held, _))| *held == 1)
             .map(|(partition, _)| partition)
@@ -354,9 +432,13 @@ struct Case {
     run: String,
     input: String,
     passthrough: String,
-    /// The errors topic ([`Shape::Stateless`]) or the counts topic
-    /// ([`Shape::Window`]).
+    /// The errors topic ([`Shape::Stateless`]) or the per-user counts
+    /// topic ([`Shape::Window`]).
     errors: String,
+    /// The per-host counts topic ([`Shape::Window`]).
+    hosts: String,
+    /// The closing events were written ([`Shape::Window`]).
+    closed: std::cell::Cell<bool>,
     shape: Shape,
     /// The pipeline ([`pipeline`]).
     text: String,
@@ -387,6 +469,7 @@ impl Case {
         kafka::create_topic(&bootstrap, &input, INPUT_PARTITIONS);
         kafka::create_topic(&bootstrap, &passthrough, PASSTHROUGH_PARTITIONS);
         kafka::create_topic(&bootstrap, &errors, ERRORS_PARTITIONS);
+        let hosts = format!("{run}-hosts");
         let group = format!("{run}-group");
         let text = match shape {
             Shape::Stateless => {
@@ -394,17 +477,15 @@ impl Case {
                 pipeline(&bootstrap, &group, &input, &passthrough, &errors)
             }
             Shape::Window => {
-                let mut records: Vec<(String, String)> = (0..EVENTS)
+                kafka::create_topic(&bootstrap, &hosts, ERRORS_PARTITIONS);
+                let records: Vec<(String, String)> = (0..EVENTS)
                     .map(|id| {
-                        let (line, user, _, _) = kafka::event(id);
-                        (format!("u{user}"), line)
+                        let (line, _, _, _) = kafka::event(id);
+                        (host_of(&line), line)
                     })
                     .collect();
-                records.extend(
-                    (0..kafka::USERS).map(|user| (format!("u{user}"), closing_event(user))),
-                );
                 kafka::produce_keyed(&bootstrap, &input, &records);
-                window_pipeline(&bootstrap, &group, &input, &passthrough, &errors)
+                window_pipeline(&bootstrap, &group, &input, &passthrough, &errors, &hosts)
             }
         };
         Case {
@@ -416,8 +497,29 @@ impl Case {
             input,
             passthrough,
             errors,
+            hosts,
+            closed: std::cell::Cell::new(false),
             shape,
         }
+    }
+
+    /// Writes the closing events ([`Shape::Window`]), once.
+    fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        let records: Vec<(String, String)> = (0..kafka::USERS).map(closing_event).collect();
+        kafka::produce_keyed(&self.bootstrap, &self.input, &records);
+    }
+
+    /// The topics whose partitions are tasks: the input's, and with
+    /// windows the per-user window's repartition topic.
+    fn task_topics(&self) -> Vec<String> {
+        let mut topics = vec![self.input.clone()];
+        if self.shape == Shape::Window {
+            topics.push(format!("{}-group-per_user-repartition", self.run));
+        }
+        topics
     }
 
     /// The events the passthrough must hold.
@@ -442,16 +544,23 @@ impl Fleet {
             self.check_running();
             let lines = kafka::consume(&case.bootstrap, &case.passthrough, false, POLL_QUIET);
             let events = case.events();
+            if case.shape == Shape::Window && lines.len() >= EVENTS as usize {
+                // Every event's output is visible, and with it every row it
+                // sent to a repartition topic: the closing events' rows come
+                // after them.
+                case.close();
+            }
             // The windows' rows come after the closing events.
             let rows = match case.shape {
                 Shape::Window if lines.len() >= events as usize => {
                     kafka::consume(&case.bootstrap, &case.errors, false, POLL_QUIET).len()
+                        + kafka::consume(&case.bootstrap, &case.hosts, false, POLL_QUIET).len()
                 }
                 _ => 0,
             };
             let want_rows = match case.shape {
                 Shape::Stateless => 0,
-                Shape::Window => expected_user_counts().len(),
+                Shape::Window => expected_user_counts().len() + expected_host_counts().len(),
             };
             if lines.len() >= events as usize && rows >= want_rows {
                 eprintln!(
@@ -492,6 +601,12 @@ impl Fleet {
                     .map(|line| serde_json::from_str(line).expect("a JSON row"))
                     .collect();
             kafka::check_counts(&rows, &expected_user_counts(), "counts topic");
+            let rows: Vec<serde_json::Value> =
+                kafka::consume(&case.bootstrap, &case.hosts, false, CHECK_QUIET)
+                    .iter()
+                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
+                    .collect();
+            kafka::check_counts_by(&rows, "host", &expected_host_counts(), "hosts topic");
             return;
         }
         let expected: HashSet<u64> = (0..EVENTS)
@@ -528,10 +643,20 @@ impl Fleet {
     /// `name` shows, for every task it holds, the records left of its
     /// restore (`weir_kafka_state_restore_remaining` of the window's
     /// changelog partition): 0, the restore done before the task was read.
+    /// The per-host window's tasks are the input's partitions, the per-user
+    /// window's its repartition topic's.
     fn check_restored_gauges(&mut self, name: &str, case: &Case) {
-        let held = self.held(name, case);
+        let [input, repartition] = &case.task_topics()[..] else {
+            panic!("a window case has two task topics");
+        };
+        self.check_restored_gauges_of(name, case, input, "per_host");
+        self.check_restored_gauges_of(name, case, repartition, "per_user");
+    }
+
+    fn check_restored_gauges_of(&mut self, name: &str, case: &Case, topic: &str, window: &str) {
+        let held = self.held_of(name, topic);
         let text = promtool::fetch_metrics(self.endpoint(name));
-        let changelog = format!("topic=\"{}-group-per_user-changelog\"", case.run);
+        let changelog = format!("topic=\"{}-group-{window}-changelog\"", case.run);
         for task in &held {
             let label = format!("partition=\"{task}\"");
             let value = text.lines().find_map(|line| {
@@ -543,8 +668,8 @@ impl Fleet {
             });
             if value.as_deref() != Some("0") {
                 self.give_up(&format!(
-                    "{name} holds task {task} but shows {value:?} records left of its \
-                     restore (weir_kafka_state_restore_remaining)"
+                    "{name} holds task {task} of `{window}` but shows {value:?} records left \
+                     of its restore (weir_kafka_state_restore_remaining)"
                 ));
             }
         }
@@ -582,8 +707,8 @@ fn visible(probe: &BaseConsumer, topic: &str, partitions: u32) -> i64 {
 /// exact count.
 ///
 /// Method: five seeded variants on [`Shape::Window`]'s topics and pipeline
-/// (the passthrough, and a per-user window whose state moves with its
-/// tasks). In each, A starts alone and owns every partition, then aborts
+/// (the passthrough, a per-user window that repartitions and a per-host
+/// one that does not, whose state moves with their tasks). In each, A starts alone and owns every partition, then aborts
 /// (as `kill -9` would: `WEIR_CRASH_AT`) at one step:
 /// - `kafka-revoking`: B joined, A's shard stopped emitting the partitions
 ///   the group takes from it, and their last epoch has not committed;
@@ -599,7 +724,8 @@ fn visible(probe: &BaseConsumer, topic: &str, partitions: u32) -> i64 {
 /// death C joins (also after a seeded wait) and restores every task; the
 /// survivors finish the topic, stop gracefully, and Kafka's console
 /// consumer (`read_committed`) must find each event once in the
-/// passthrough and each (minute, user) once in the counts, with its count.
+/// passthrough and each (minute, user) and (minute, host) once in the
+/// counts, with its count.
 #[test]
 fn a_member_dying_inside_a_rebalance_or_a_restore_leaves_each_event_and_window_once() {
     let steps = [
@@ -695,19 +821,25 @@ fn a_member_that_dies_inside_its_transaction_holds_its_partitions_until_the_abor
     scenario(Death::InsideTransaction, Shape::Stateless);
 }
 
-/// Goal: a window's state moves with its tasks: each (minute, user) row
-/// is published once, with the count of a direct computation, however
-/// processes die, join and stop.
+/// Goal: windows' state moves with their tasks, through a repartition
+/// topic where the window's key is not the input's: each (minute, user)
+/// and (minute, host) row is published once, with the count of a direct
+/// computation, however processes die, join and stop.
 ///
 /// Method: [`scenario`] on [`Shape::Window`]: the 600 k events keyed by
-/// user (12 partitions, Kafka's console producer), a per-user 1-minute
-/// count; B is SIGKILLed mid-run, D joins, A stops gracefully, B restarts.
-/// The tasks B and A held are restored from the window's changelog topic
-/// by their next owners (one must log a restore of more than 0 keys), and
-/// the counts topic, read by Kafka's console consumer (`read_committed`),
-/// must hold each (minute, user) exactly once with its exact count.
+/// host (12 partitions, Kafka's console producer), a per-user 1-minute
+/// count (which repartitions: its rows go through
+/// `GROUP-per_user-repartition`) and a per-host one (whose tasks are the
+/// input's partitions, `keyed_by = ["host"]`), and the passthrough; A, B
+/// and C start together, B is SIGKILLed mid-run, D joins, A stops
+/// gracefully, B restarts. The tasks B and A held are restored from the
+/// windows' changelog topics by their next owners (one must log a restore
+/// of more than 0 keys, and D's gauges show its restores done), and Kafka's
+/// console consumer (`read_committed`) must find each (minute, user) and
+/// each (minute, host) exactly once with its exact count, and each event
+/// once in the passthrough.
 #[test]
-fn a_window_counts_each_user_minute_once_as_its_tasks_move() {
+fn windows_per_user_and_per_host_count_each_minute_once_as_tasks_move() {
     scenario(Death::Sigkill, Shape::Window);
 }
 

@@ -118,6 +118,61 @@ fn a_tumbling_or_sliding_window_keyed_by_group_by_scales_out() {
     .expect("a sliding window with group_by scales out");
 }
 
+/// Names of the repartition and changelog topics of `text`'s plan.
+fn topics(text: &str) -> Vec<String> {
+    let config = parse(text, "orders.toml").expect("a scaled-out pipeline");
+    weir_operators::config::internal_topics(&config)
+        .into_iter()
+        .map(|topic| format!("{} {} {}", topic.kind, topic.component, topic.topic))
+        .collect()
+}
+
+/// A window keyed as the source says its input is (`keyed_by`) reads its
+/// tasks from the input; any other repartitions, through a topic named
+/// after the group and the window.
+#[test]
+fn a_window_keyed_otherwise_than_the_input_repartitions() {
+    let text = timed(&with_processor("counts", &window("group_by = [\"user\"]")));
+    assert_eq!(
+        topics(&text),
+        [
+            "repartition counts orders-counts-repartition",
+            "changelog counts orders-counts-changelog"
+        ],
+        "the source says nothing of its key"
+    );
+    let keyed = text.replacen(
+        "topics = [\"orders\"]",
+        "topics = [\"orders\"]\nkeyed_by = [\"user\"]",
+        1,
+    );
+    assert_eq!(topics(&keyed), ["changelog counts orders-counts-changelog"]);
+    let other = keyed.replacen("keyed_by = [\"user\"]", "keyed_by = [\"host\"]", 1);
+    assert_eq!(
+        topics(&other)[0],
+        "repartition counts orders-counts-repartition"
+    );
+    // Its graph builds: the source's repartition port is wired to it.
+    let config = parse(&other, "orders.toml").expect("a scaled-out pipeline");
+    weir_operators::config::build_graph(&config).expect("a graph");
+    assert!(topics(SCALED).is_empty(), "nothing stateful");
+}
+
+#[test]
+fn keyed_by_without_a_group_is_refused_naming_it() {
+    let text = edit("group = \"orders\"\n", "").replacen(
+        "topics = [\"orders\"]",
+        "topics = [\"orders\"]\nkeyed_by = [\"user\"]",
+        1,
+    );
+    let error = refused(&text);
+    assert_eq!(error.component.as_deref(), Some("sources.in"), "{error}");
+    assert!(
+        error.message.contains("`keyed_by`") && error.message.contains("`[runtime] group`"),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_global_or_session_window_is_refused_naming_the_option() {
     let error = refused(&timed(&with_processor("counts", &window(""))));

@@ -123,20 +123,30 @@ pub fn check_counts(
     expected: &std::collections::BTreeMap<(i64, String), u64>,
     what: &str,
 ) {
+    check_counts_by(rows, "user", expected, what);
+}
+
+/// [`check_counts`] of windows grouped by `field`.
+pub fn check_counts_by(
+    rows: &[serde_json::Value],
+    field: &str,
+    expected: &std::collections::BTreeMap<(i64, String), u64>,
+    what: &str,
+) {
     let mut seen = std::collections::BTreeMap::new();
     for row in rows {
         let start = row["window_start"]
             .as_str()
             .and_then(weir::operators::row::parse_timestamp)
             .unwrap_or_else(|| panic!("{what}: no window_start in {row}"));
-        let key = (start, row["user"].as_str().expect("user").to_owned());
+        let key = (start, row[field].as_str().expect(field).to_owned());
         let count = row["count"].as_u64().expect("count");
         assert!(
             seen.insert(key.clone(), count).is_none(),
             "{what}: the row of window {key:?} appears twice"
         );
     }
-    assert_eq!(seen.len(), expected.len(), "{what}: (window, user) rows");
+    assert_eq!(seen.len(), expected.len(), "{what}: (window, {field}) rows");
     for (key, count) in expected {
         assert_eq!(seen.get(key), Some(count), "{what}: window {key:?}");
     }
