@@ -16,8 +16,9 @@
 # shard each, 100 ms epochs, `kafka` → `filter` → `kafka`, exactly-once)
 # share it; once B reads partitions and its output commits, it is SIGKILLed
 # (then, with a fresh B, SIGTERMed) at T0. Figures, from T0:
-# - assigned: A's log line `kafka: now reading 12 partitions` (the group
-#   gave B's partitions to A);
+# - assigned: A's log line `kafka: now reading 12 partitions` (24 with
+#   FAILOVER_WINDOW: the repartition topic's too; the group gave B's
+#   partitions to A);
 # - offsets: A's log line that it read the group's offsets of them, when it
 #   had to wait for them (a SIGKILL inside B's transaction leaves them
 #   pending until the broker aborts it, up to the transaction timeout,
@@ -30,6 +31,14 @@
 #   every one of B's partitions with a committed offset past where A
 #   started it: Kafka's own tool agrees, but each poll is a JVM start
 #   (about a second here), so this figure is late by up to a poll.
+# FAILOVER_WINDOW=1 adds state: a 1-minute count per user (`window`,
+# `group_by = ["user"]`) into the output topic. The input is not keyed
+# by user, so the window repartitions (docs/scale-out.md): its tasks are
+# the partitions of GROUP-per_user-repartition, and B's must be restored
+# from the window's changelog by A before A counts their rows. Extra
+# figure:
+# - window: A committed a transaction with records of each of B's
+#   repartition partitions past where A started them (as `committed`).
 # FAILOVER_LOG_DIR, if set, receives A's and B's logs and T0 of each
 # measurement. Build first: cargo build --release.
 set -euo pipefail
@@ -75,11 +84,32 @@ inputs = ["errors"]
 brokers = "$bootstrap"
 topic = "$3"
 EOF
+  if [ -n "${FAILOVER_WINDOW:-}" ]; then
+    cat >> "$1" <<EOF
+
+[processors.per_user]
+type = "window"
+inputs = ["in"]
+size = "1m"
+time_field = "at"
+group_by = ["user"]
+aggregates = ["count"]
+
+[sinks.counts]
+type = "kafka"
+inputs = ["per_user"]
+brokers = "$bootstrap"
+topic = "$3"
+key = ["user"]
+EOF
+  fi
 }
 
-# The partitions (numbers) of a process's last `now reading` line.
+# partitions_of LOG [TOPIC]: the partitions (numbers) of TOPIC (default
+# the input) in a process's last `now reading` line.
 partitions_of() {
-  grep 'kafka: now reading' "$1" | tail -1 | grep -o "$topic/[0-9]*" | cut -d/ -f2 | sort -n | tr '\n' ' '
+  { grep 'kafka: now reading' "$1" || true; } | tail -1 | { grep -o "${2:-$topic}/[0-9]*" || true; } \
+    | cut -d/ -f2 | sort -n | tr '\n' ' '
 }
 
 # committed GROUP: "partition offset" lines of the group's committed
@@ -160,8 +190,11 @@ measure() {
   local pid_b=$!
   pids=("$pid_a" "$pid_b" "${pids[@]}")
   start_b=$(now)
-  # B reads partitions, and the group's offsets of them were committed.
-  until [ -n "$(partitions_of "$work/b.log")" ] \
+  local repartition="$group-per_user-repartition"
+  # B reads partitions (with the window, of either topic: the group
+  # balances counts, not topics), and the group's offsets of the input's
+  # were committed.
+  until [ -n "$(partitions_of "$work/b.log")$(partitions_of "$work/b.log" "$repartition")" ] \
     && [ "$(committed "$group" | awk '$2 != "-"' | wc -l)" -ge 12 ]; do
     if [ "$(echo "$(now) - $start_b > 120" | bc)" = 1 ]; then
       echo "B read no partitions within 120 s: see $work" >&2; exit 1
@@ -169,8 +202,9 @@ measure() {
     sleep 0.5
   done
   sleep 3
-  local theirs
+  local theirs theirs_r
   theirs=$(partitions_of "$work/b.log")
+  theirs_r=$(partitions_of "$work/b.log" "$repartition")
   if [ "$mode" = kill ]; then kill -KILL "$pid_b"; else kill -TERM "$pid_b"; fi
   t0=$(now)
   wait "$pid_b" 2>/dev/null || true
@@ -196,7 +230,11 @@ measure() {
     fi
   done
   local assigned_line offsets_line t_assigned t_offsets=""
-  assigned_line=$(grep 'kafka: now reading 12 partitions' "$work/a.log" | tail -1)
+  # All of the input's partitions (and, with the window, of its
+  # repartition topic).
+  local all=12
+  [ -z "${FAILOVER_WINDOW:-}" ] || all=24
+  assigned_line=$(grep "kafka: now reading $all partitions" "$work/a.log" | tail -1)
   t_assigned=$(stamp_of "$assigned_line")
   offsets_line=$(grep "kafka: read the group's offsets" "$work/a.log" | tail -1 || true)
   if [ -n "$offsets_line" ]; then
@@ -214,11 +252,21 @@ measure() {
     cp "$work/b.log" "$FAILOVER_LOG_DIR/b-$run-$mode.log"
     echo "$t0" > "$FAILOVER_LOG_DIR/t0-$run-$mode"
   fi
-  local t_committed
-  t_committed=$(first_commit "$work/a.log" "$t0" "$topic" "$theirs" \
+  local t_committed="-" t_window="-"
+  [ -z "$theirs" ] || t_committed=$(first_commit "$work/a.log" "$t0" "$topic" "$theirs" \
     "$(starts "$work/a.log" "$t0" "$topic")")
-  printf '%.2f %s %s %.2f\n' "$(echo "$t_assigned - $t0" | bc -l)" "$t_offsets" \
-    "$t_committed" "$(echo "$t_done - $t0" | bc -l)" > "$work/result"
+  # B held none of the input's partitions: nothing to be visible.
+  [ -n "$theirs" ] || t_done=$t0
+  if [ -n "${FAILOVER_WINDOW:-}" ]; then
+    # "-" when the group gave B none of the repartition topic's
+    # partitions (cooperative-sticky balances counts, not topics).
+    [ -z "$theirs_r" ] || t_window=$(first_commit "$work/a.log" "$t0" "$repartition" "$theirs_r" \
+      "$(starts "$work/a.log" "$t0" "$repartition")")
+  fi
+  local t_visible="-"
+  [ -z "$theirs" ] || t_visible=$(printf '%.2f' "$(echo "$t_done - $t0" | bc -l)")
+  printf '%.2f %s %s %s %s\n' "$(echo "$t_assigned - $t0" | bc -l)" "$t_offsets" \
+    "$t_committed" "$t_visible" "$t_window" > "$work/result"
 }
 
 stamp="$(date +%s)"
@@ -239,7 +287,7 @@ for run in $(seq 1 "$runs"); do
   for mode in kill term; do
     measure "$mode" "$run"
     figures[$mode,$run]=$(cat "$work/result")
-    echo "run $run, $mode: assigned / offsets readable / committed / visible, s after B went: ${figures[$mode,$run]}"
+    echo "run $run, $mode: assigned / offsets readable / committed / visible / window, s after B went: ${figures[$mode,$run]}"
   done
 done
 kill "$producer" 2>/dev/null || true
@@ -249,7 +297,11 @@ for mode in kill term; do
   a=$(for run in $(seq 1 "$runs"); do echo "${figures[$mode,$run]}" | cut -d' ' -f1; done | median)
   c=$(for run in $(seq 1 "$runs"); do echo "${figures[$mode,$run]}" | cut -d' ' -f3; done | median)
   d=$(for run in $(seq 1 "$runs"); do echo "${figures[$mode,$run]}" | cut -d' ' -f4; done | median)
-  printf '  %-4s  B'"'"'s partitions assigned to A after %6.2f s; committed by A after %6s s; visible to kafka-consumer-groups after %6.2f s\n' \
+  printf '  %-4s  B'"'"'s partitions assigned to A after %6.2f s; committed by A after %6s s; visible to kafka-consumer-groups after %6s s\n' \
     "$mode" "$a" "$c" "$d"
+  if [ -n "${FAILOVER_WINDOW:-}" ]; then
+    w=$(for run in $(seq 1 "$runs"); do echo "${figures[$mode,$run]}" | cut -d' ' -f5; done | median)
+    printf '        B'"'"'s window tasks (restored, then counted) committed by A after %6s s\n' "$w"
+  fi
 done
 "$tool" topics --bootstrap-server "$bootstrap" --delete --topic "$topic" >/dev/null 2>&1 || true

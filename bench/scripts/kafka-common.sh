@@ -100,7 +100,7 @@ kafka_bench_setup() {
 
 kafka_bench_cleanup() {
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 
 # wait_read_and_committed TOPIC PARTITIONS TIMEOUT_S PORT...: waits until

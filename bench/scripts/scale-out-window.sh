@@ -20,13 +20,20 @@
 # per user → `kafka` sink, exactly-once, 100 ms epochs, 1 shard.
 # - static: one process, no group, the source `bounded`: EVENTS over its
 #   wall time, start to exit (the window's rows come out at the end).
-# - group 1: one process with a fresh `[runtime] group`: the window's
+# - group 1: one process with a fresh `[runtime] group`, the source saying
+#   its input is keyed by user (`keyed_by`): the window's
 #   state goes to its changelog topic every epoch; the time from the start
 #   until the process read every partition to its end and committed two
 #   more epochs (its /metrics, polled every 50 ms: kafka_common.sh's
 #   wait_read_and_committed), checked afterwards with kafka-consumer-groups
 #   (the group's offsets at the end). The ratio group / static is what the
 #   changelog (and the group's transactions) cost.
+# - repartition: the same, but the source says nothing of its key, so the
+#   window sends every row through its repartition topic (in the epoch's
+#   transaction) and counts it when the source reads it back; timed until
+#   the input and then the repartition topic were read to their ends and
+#   two more epochs committed. The ratio repartition / static is what the
+#   repartition topic and the changelog cost together.
 # - restore: the group-1 process is stopped (SIGTERM), and a second one
 #   joins the same group on a fresh data directory: it restores all 12
 #   tasks from the changelog before it reads; its log line `kafka:
@@ -66,11 +73,14 @@ start=$(date +%s.%N)
   --producer-property linger.ms=20 --producer-property batch.size=262144 < "$work/keyed"
 echo "   produced in $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f') s"
 
-# pipeline FILE OUT_TOPIC GROUP(empty: none)
+# pipeline FILE OUT_TOPIC GROUP(empty: none) [KEYED_BY]
 pipeline() {
   pipeline_head "$1" "$3" \
     '{ id = "int", user = "string", host = "string", at = "timestamp", status = "int", bytes = "int" }'
   sed -i "s/\$PORT/$metrics_port/" "$1"
+  if [ -n "${4:-}" ]; then
+    sed -i "s/^start = \"earliest\"\$/start = \"earliest\"\nkeyed_by = [\"$4\"]/" "$1"
+  fi
   cat >> "$1" <<EOF
 
 [processors.per_user]
@@ -102,7 +112,7 @@ for run in $(seq 1 "$runs"); do
   figures[static,$run]=$(static_rate "$work/static.toml" "$events")
 
   group="window-$stamp-$run"
-  pipeline "$work/group.toml" "$out" "$group"
+  pipeline "$work/group.toml" "$out" "$group" user
   rm -rf "$work/data-1" "$work/data-2"
   start=$(date +%s.%N)
   "$weir" run "$work/group.toml" --data-dir "$work/data-1" > "$work/group-1.log" 2>&1 &
@@ -114,6 +124,23 @@ for run in $(seq 1 "$runs"); do
   figures[group,$run]=$(echo "$events / ($end - $start)" | bc -l)
   kill -TERM "${pids[0]}"
   wait "${pids[0]}" || { echo "the group's process failed: see $work/group-1.log" >&2; exit 1; }
+  pids=()
+
+  # The same without `keyed_by`: through the repartition topic.
+  regroup="window-r-$stamp-$run"
+  pipeline "$work/repartition.toml" "$out" "$regroup"
+  rm -rf "$work/data-r"
+  start=$(date +%s.%N)
+  "$weir" run "$work/repartition.toml" --data-dir "$work/data-r" > "$work/repartition.log" 2>&1 &
+  pids=($!)
+  wait_read_and_committed "$topic" 12 600 "$metrics_port" \
+    && wait_read_and_committed "$regroup-per_user-repartition" 12 600 "$metrics_port" \
+    || { echo "the repartitioning group did not catch up within 600 s: see $work" >&2; exit 1; }
+  end=$(date +%s.%N)
+  caught_up "$regroup" || { echo "the group's offsets are not at the end: see $work" >&2; exit 1; }
+  figures[repartition,$run]=$(echo "$events / ($end - $start)" | bc -l)
+  kill -TERM "${pids[0]}"
+  wait "${pids[0]}" || { echo "the repartitioning process failed: see $work/repartition.log" >&2; exit 1; }
   pids=()
 
   # A second process takes every task over: the restore.
@@ -139,9 +166,11 @@ for run in $(seq 1 "$runs"); do
   figures[keys_s,$run]=$(echo "$keys * 1000 / $ms" | bc -l)
   figures[records_s,$run]=$(echo "$records * 1000 / $ms" | bc -l)
   figures[mb_s,$run]=$(echo "$bytes / 1000 / $ms" | bc -l)
-  printf 'run %d: static %.0f/s, group 1 %.0f/s (%.2f ×); restore %d keys from %d records (%.1f MB) in %d ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
+  printf 'run %d: static %.0f/s, group 1 %.0f/s (%.2f ×), repartition %.0f/s (%.2f ×); restore %d keys from %d records (%.1f MB) in %d ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
     "$run" "${figures[static,$run]}" "${figures[group,$run]}" \
     "$(echo "${figures[group,$run]} / ${figures[static,$run]}" | bc -l)" \
+    "${figures[repartition,$run]}" \
+    "$(echo "${figures[repartition,$run]} / ${figures[static,$run]}" | bc -l)" \
     "$keys" "$records" "${figures[mb,$run]}" "$ms" "${figures[keys_s,$run]}" \
     "${figures[records_s,$run]}" "${figures[mb_s,$run]}"
 done
@@ -152,7 +181,9 @@ printf 'medians of %d, %d events keyed by user (%d users, 12 partitions), window
 s=$(med static)
 g=$(med group)
 printf '  one process, no group (static)       %10.0f events/s\n' "$s"
+r=$(med repartition)
 printf '  one process, group (changelog)       %10.0f events/s  %.2f × static\n' "$g" "$(echo "$g / $s" | bc -l)"
+printf '  one process, group, repartitioned    %10.0f events/s  %.2f × static\n' "$r" "$(echo "$r / $s" | bc -l)"
 printf '  restore of every task: %.0f keys from %.0f records (%.1f MB) in %.0f ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
   "$(med keys)" "$(med records)" "$(med mb)" "$(med ms)" "$(med keys_s)" "$(med records_s)" "$(med mb_s)"
 "$tool" topics --bootstrap-server "$bootstrap" --delete --topic "$topic" >/dev/null 2>&1 || true

@@ -197,7 +197,7 @@ fn publish(
                 // first (without this a rebalance's abort failed with
                 // "Failed to flush all outstanding messages").
                 producer.purge(PurgeConfig::default().queue().inflight());
-                let _ = producer.flush(step_timeout());
+                deliver(&producer, step_timeout());
                 if let Err(error) = producer.abort_transaction(step_timeout()) {
                     return Err(format!("abort_transaction after {why}: {error}"));
                 }
@@ -291,9 +291,33 @@ fn attempt(
             .map_err(Attempt::of("send_offsets_to_transaction"))?;
     }
     weir_runtime::epoch::failpoint("kafka-before-commit", gathering.epoch);
+    if !deliver(producer, step_timeout()) {
+        return Err(Attempt::Fatal(format!(
+            "commit_transaction: the transaction's records were not delivered within {} ms",
+            step_timeout().as_millis()
+        )));
+    }
     producer
         .commit_transaction(step_timeout())
         .map_err(Attempt::of("commit_transaction"))
+}
+
+/// Serves the producer's delivery reports until none of its records is
+/// in flight, or `timeout` (by the clock) passes; whether none is.
+/// rust-rdkafka's own flush, which `commit_transaction` runs first,
+/// counts 100 ms of its timeout for every report it serves, however fast:
+/// a transaction of many records (a repartitioned window sends every row
+/// again) failed with "Flush error: OperationTimedOut" 1.3 s into a 30 s
+/// step. Its flush finds nothing in flight after this.
+fn deliver(producer: &BaseProducer<DeliveryContext>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        producer.poll(Duration::from_millis(100));
+    }
+    true
 }
 
 /// Sends `record`, waiting while the producer's queue is full.
