@@ -237,22 +237,22 @@ fn host_of(line: &str) -> String {
 
 /// (window start, host) → events `0..EVENTS` in it, computed directly.
 fn expected_host_counts() -> BTreeMap<(i64, String), u64> {
-    let mut counts = BTreeMap::new();
-    for id in 0..EVENTS {
-        let (line, _, at, _) = kafka::event(id);
-        let start = at - at.rem_euclid(60_000);
-        *counts.entry((start, host_of(&line))).or_insert(0) += 1;
-    }
-    counts
+    expected_counts(|line, _| host_of(line))
 }
 
 /// (window start, user) → events `0..EVENTS` in it, computed directly.
 fn expected_user_counts() -> BTreeMap<(i64, String), u64> {
+    expected_counts(|_, user| format!("u{user}"))
+}
+
+/// (window start, `group` of an event's line and user) → events
+/// `0..EVENTS` in it, computed directly.
+fn expected_counts(group: impl Fn(&str, u64) -> String) -> BTreeMap<(i64, String), u64> {
     let mut counts = BTreeMap::new();
     for id in 0..EVENTS {
-        let (_, user, at, _) = kafka::event(id);
+        let (line, user, at, _) = kafka::event(id);
         let start = at - at.rem_euclid(60_000);
-        *counts.entry((start, format!("u{user}"))).or_insert(0) += 1;
+        *counts.entry((start, group(&line, user))).or_insert(0) += 1;
     }
     counts
 }

@@ -103,6 +103,31 @@ EOF
 
 metrics_port=$(free_port)
 
+# group_rate TOML GROUP NAME [TOPIC...]: runs TOML (scaled out in GROUP)
+# on a fresh data directory $work/data-NAME, logging to $work/NAME.log,
+# until it read `$topic` and then each TOPIC to its end and committed two
+# more epochs (wait_read_and_committed), checks the group's offsets,
+# stops it (SIGTERM) and sets `rate` to EVENTS over that time.
+group_rate() {
+  local toml=$1 group=$2 name=$3 start end pid read
+  shift 3
+  rm -rf "$work/data-$name"
+  start=$(date +%s.%N)
+  "$weir" run "$toml" --data-dir "$work/data-$name" > "$work/$name.log" 2>&1 &
+  pid=$!
+  pids=("$pid")
+  for read in "$topic" "$@"; do
+    wait_read_and_committed "$read" 12 600 "$metrics_port" \
+      || { echo "$name did not catch up with $read within 600 s: see $work" >&2; exit 1; }
+  done
+  end=$(date +%s.%N)
+  caught_up "$group" || { echo "$name: the group's offsets are not at the end: see $work" >&2; exit 1; }
+  kill -TERM "$pid"
+  wait "$pid" || { echo "$name's process failed: see $work/$name.log" >&2; exit 1; }
+  pids=()
+  rate=$(echo "$events / ($end - $start)" | bc -l)
+}
+
 declare -A figures
 for run in $(seq 1 "$runs"); do
   out="window-out-$stamp-$run"
@@ -113,37 +138,17 @@ for run in $(seq 1 "$runs"); do
 
   group="window-$stamp-$run"
   pipeline "$work/group.toml" "$out" "$group" user
-  rm -rf "$work/data-1" "$work/data-2"
-  start=$(date +%s.%N)
-  "$weir" run "$work/group.toml" --data-dir "$work/data-1" > "$work/group-1.log" 2>&1 &
-  pids=($!)
-  wait_read_and_committed "$topic" 12 600 "$metrics_port" \
-    || { echo "the group did not catch up within 600 s: see $work" >&2; exit 1; }
-  end=$(date +%s.%N)
-  caught_up "$group" || { echo "the group's offsets are not at the end: see $work" >&2; exit 1; }
-  figures[group,$run]=$(echo "$events / ($end - $start)" | bc -l)
-  kill -TERM "${pids[0]}"
-  wait "${pids[0]}" || { echo "the group's process failed: see $work/group-1.log" >&2; exit 1; }
-  pids=()
+  group_rate "$work/group.toml" "$group" group-1
+  figures[group,$run]=$rate
 
   # The same without `keyed_by`: through the repartition topic.
   regroup="window-r-$stamp-$run"
   pipeline "$work/repartition.toml" "$out" "$regroup"
-  rm -rf "$work/data-r"
-  start=$(date +%s.%N)
-  "$weir" run "$work/repartition.toml" --data-dir "$work/data-r" > "$work/repartition.log" 2>&1 &
-  pids=($!)
-  wait_read_and_committed "$topic" 12 600 "$metrics_port" \
-    && wait_read_and_committed "$regroup-per_user-repartition" 12 600 "$metrics_port" \
-    || { echo "the repartitioning group did not catch up within 600 s: see $work" >&2; exit 1; }
-  end=$(date +%s.%N)
-  caught_up "$regroup" || { echo "the group's offsets are not at the end: see $work" >&2; exit 1; }
-  figures[repartition,$run]=$(echo "$events / ($end - $start)" | bc -l)
-  kill -TERM "${pids[0]}"
-  wait "${pids[0]}" || { echo "the repartitioning process failed: see $work/repartition.log" >&2; exit 1; }
-  pids=()
+  group_rate "$work/repartition.toml" "$regroup" repartition "$regroup-per_user-repartition"
+  figures[repartition,$run]=$rate
 
   # A second process takes every task over: the restore.
+  rm -rf "$work/data-2"
   "$weir" run "$work/group.toml" --data-dir "$work/data-2" > "$work/group-2.log" 2>&1 &
   pids=($!)
   for _ in $(seq 1 600); do

@@ -655,37 +655,31 @@ impl KafkaSource {
             part.last_record = now;
             part.at_end = false;
             let payload = chunk.bytes(entry.payload);
-            if let Some(port) = part.port {
+            let decoded = if let Some(port) = part.port {
                 // A row a stateful operator sent through its repartition
                 // topic, for that operator.
                 match decode_row(payload) {
-                    Ok(row) => out.push_to(port, &row),
-                    Err(error) => {
-                        dead_letters += 1;
-                        let error = format!("not a row of repartition topic: {error}");
-                        set_str(&mut self.dead.values[0], &part.topic);
-                        self.dead.values[1] = Value::Int(i64::from(part.partition));
-                        self.dead.values[2] = Value::Int(entry.offset);
-                        set_str(&mut self.dead.values[3], &String::from_utf8_lossy(payload));
-                        set_str(&mut self.dead.values[4], &error);
-                        out.push_to(1, &self.dead);
+                    Ok(row) => {
+                        out.push_to(port, &row);
+                        continue;
                     }
+                    Err(error) => Err(format!("not a row of repartition topic: {error}")),
                 }
-                continue;
-            }
-            let decoded = match self.spec.format {
-                KafkaFormat::Json => json_object_into(
-                    payload,
-                    &self.spec.fields[..base],
-                    &mut self.row.values[..base],
-                ),
-                KafkaFormat::Raw => match std::str::from_utf8(payload) {
-                    Ok(text) => {
-                        set_str(&mut self.row.values[0], text);
-                        Ok(())
-                    }
-                    Err(_) => Err("the value is not valid UTF-8".to_owned()),
-                },
+            } else {
+                match self.spec.format {
+                    KafkaFormat::Json => json_object_into(
+                        payload,
+                        &self.spec.fields[..base],
+                        &mut self.row.values[..base],
+                    ),
+                    KafkaFormat::Raw => match std::str::from_utf8(payload) {
+                        Ok(text) => {
+                            set_str(&mut self.row.values[0], text);
+                            Ok(())
+                        }
+                        Err(_) => Err("the value is not valid UTF-8".to_owned()),
+                    },
+                }
             };
             if let Err(error) = decoded {
                 dead_letters += 1;
