@@ -10,8 +10,9 @@
 //! epoch's transaction ([`GroupRun::add_changelog`] carries those records
 //! too), and which the source reads back on a port of its own
 //! ([`REPARTITION_PORT`]) into the operator, as Kafka Streams' repartition
-//! topics work. A stateful operator keeps the state of each task apart, the group moves tasks between processes,
-//! and each operator's changelog topic (`GROUP-OPERATOR-changelog`,
+//! topics work. A stateful operator keeps the state of each task apart,
+//! the group moves tasks between processes, and each operator's changelog
+//! topic (`GROUP-OPERATOR-changelog`,
 //! compacted, one partition per task) holds every task's state as keyed
 //! records. The operator hands each epoch's changed records in at the
 //! epoch's barrier ([`GroupRun::add_changelog`]); the epoch's transaction
@@ -126,10 +127,16 @@ impl GroupRun {
     /// Registers stateful operator `name`, whose tasks are the input
     /// topic's partitions; returns its changelog topic.
     pub fn add_state(&self, name: &str) -> Arc<str> {
+        self.register(name, None)
+    }
+
+    /// Registers operator `name` with its changelog topic and, if given,
+    /// its repartition topic; returns the changelog topic.
+    fn register(&self, name: &str, repartition: Option<Arc<str>>) -> Arc<str> {
         let changelog: Arc<str> = changelog_topic(self.group(), name).into();
         let topics = Topics {
             changelog: changelog.clone(),
-            repartition: None,
+            repartition,
         };
         lock(&self.states.operators).insert(name.to_owned(), topics);
         changelog
@@ -139,13 +146,8 @@ impl GroupRun {
     /// repartition topic; returns its changelog topic, its repartition
     /// topic and the source's output port that carries that topic's rows.
     pub fn add_repartitioned_state(&self, name: &str) -> (Arc<str>, Arc<str>, usize) {
-        let changelog: Arc<str> = changelog_topic(self.group(), name).into();
         let repartition: Arc<str> = repartition_topic(self.group(), name).into();
-        let topics = Topics {
-            changelog: changelog.clone(),
-            repartition: Some(repartition.clone()),
-        };
-        lock(&self.states.operators).insert(name.to_owned(), topics);
+        let changelog = self.register(name, Some(repartition.clone()));
         let mut repartitions = lock(&self.states.repartitions);
         let port = match repartitions.iter().position(|(other, _)| other == name) {
             Some(at) => at,
