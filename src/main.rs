@@ -428,8 +428,8 @@ fn run_graph(
     if let Some(shards) = config.shards {
         builder = builder.shards(shards);
     } else if config.group.is_some() {
-        // Scaled out: one shard per process for now (checked when the
-        // file was loaded).
+        // Scaled out: one shard per process unless `shards` says more
+        // (Kafka Streams' `num.stream.threads` is 1 by default too).
         builder = builder.shards(1);
     }
     let data_dir = args.data_dir.clone().or_else(|| config.data_dir.clone());

@@ -146,7 +146,10 @@ topic = "{errors}"
 /// rows can come long after the others' (its owner died, or reads
 /// slower): `allowed_lateness = "90m"` (Kafka Streams' grace) covers the
 /// whole run's event times (an hour), so no event is late and no window
-/// fires before the closing events.
+/// fires before the closing events. The per-host rows also go through a
+/// `threshold` keyed by host (so its tasks are the input's partitions
+/// too): an alert for a minute of [`ALERT_AT`] events or more, at most
+/// one per host per [`COOLDOWN_MS`], → `kafka` (`alerts`, keyed by host).
 fn window_pipeline(
     bootstrap: &str,
     group: &str,
@@ -155,6 +158,7 @@ fn window_pipeline(
     counts: &str,
     hosts: &str,
 ) -> String {
+    let alerts = format!("{hosts}-alerts");
     let head = head_keyed(
         bootstrap,
         group,
@@ -195,8 +199,46 @@ inputs = ["per_host"]
 brokers = "{bootstrap}"
 topic = "{hosts}"
 key = ["host"]
+
+[processors.busy_host]
+type = "threshold"
+inputs = ["per_host"]
+condition = "count >= {ALERT_AT}"
+key = ["host"]
+cooldown = "{COOLDOWN_MS}ms"
+
+[sinks.alerts]
+type = "kafka"
+inputs = ["busy_host"]
+brokers = "{bootstrap}"
+topic = "{alerts}"
+key = ["host"]
 "#
     )
+}
+
+/// The per-host count from which a minute alerts ([`window_pipeline`]):
+/// about the mean (600 k events over an hour and 8 hosts).
+const ALERT_AT: u64 = 1_250;
+/// The alerts' cooldown per host.
+const COOLDOWN_MS: i64 = 180_000;
+
+/// The alerts of [`window_pipeline`]'s threshold, by the rule its docs
+/// give, from the direct per-host counts: per host in time order, a
+/// minute of [`ALERT_AT`] events or more alerts unless the host alerted
+/// less than [`COOLDOWN_MS`] before (times are the windows' ends).
+fn expected_alerts() -> BTreeMap<(i64, String), u64> {
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    let mut alerts = BTreeMap::new();
+    for ((start, host), count) in expected_host_counts() {
+        let end = start + 60_000;
+        let cooling = last.get(&host).is_some_and(|&at| end < at + COOLDOWN_MS);
+        if count >= ALERT_AT && !cooling {
+            last.insert(host.clone(), end);
+            alerts.insert((start, host), count);
+        }
+    }
+    alerts
 }
 
 /// What a case's pipeline keeps.
@@ -282,12 +324,27 @@ impl Fleet {
     /// endpoint (a copy of the file with `metrics_listen`, same stem) and
     /// the data directory `data`.
     fn start(&mut self, name: &'static str, case: &Case, data: &str, env: &[(&str, &str)]) {
+        self.start_sharded(name, case, data, env, 1);
+    }
+
+    /// [`Fleet::start`], the process running `shards` shards.
+    fn start_sharded(
+        &mut self,
+        name: &'static str,
+        case: &Case,
+        data: &str,
+        env: &[(&str, &str)],
+        shards: usize,
+    ) {
         let port = support::free_port();
-        let text = case.text.replacen(
-            "[runtime]\n",
-            &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
-            1,
-        );
+        let text = case
+            .text
+            .replacen(
+                "[runtime]\n",
+                &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+                1,
+            )
+            .replacen("shards = 1\n", &format!("shards = {shards}\n"), 1);
         let home = case.dir.path().join(format!("config-{name}"));
         std::fs::create_dir_all(&home).expect("a directory");
         let config = home.join(&case.file_name);
@@ -437,6 +494,8 @@ struct Case {
     errors: String,
     /// The per-host counts topic ([`Shape::Window`]).
     hosts: String,
+    /// The per-host alerts topic ([`Shape::Window`]).
+    alerts: String,
     /// The closing events were written ([`Shape::Window`]).
     closed: std::cell::Cell<bool>,
     shape: Shape,
@@ -470,6 +529,7 @@ impl Case {
         kafka::create_topic(&bootstrap, &passthrough, PASSTHROUGH_PARTITIONS);
         kafka::create_topic(&bootstrap, &errors, ERRORS_PARTITIONS);
         let hosts = format!("{run}-hosts");
+        let alerts = format!("{hosts}-alerts");
         let group = format!("{run}-group");
         let text = match shape {
             Shape::Stateless => {
@@ -478,6 +538,7 @@ impl Case {
             }
             Shape::Window => {
                 kafka::create_topic(&bootstrap, &hosts, ERRORS_PARTITIONS);
+                kafka::create_topic(&bootstrap, &alerts, ERRORS_PARTITIONS);
                 let records: Vec<(String, String)> = (0..EVENTS)
                     .map(|id| {
                         let (line, _, _, _) = kafka::event(id);
@@ -498,6 +559,7 @@ impl Case {
             passthrough,
             errors,
             hosts,
+            alerts,
             closed: std::cell::Cell::new(false),
             shape,
         }
@@ -555,12 +617,17 @@ impl Fleet {
                 Shape::Window if lines.len() >= events as usize => {
                     kafka::consume(&case.bootstrap, &case.errors, false, POLL_QUIET).len()
                         + kafka::consume(&case.bootstrap, &case.hosts, false, POLL_QUIET).len()
+                        + kafka::consume(&case.bootstrap, &case.alerts, false, POLL_QUIET).len()
                 }
                 _ => 0,
             };
             let want_rows = match case.shape {
                 Shape::Stateless => 0,
-                Shape::Window => expected_user_counts().len() + expected_host_counts().len(),
+                Shape::Window => {
+                    expected_user_counts().len()
+                        + expected_host_counts().len()
+                        + expected_alerts().len()
+                }
             };
             if lines.len() >= events as usize && rows >= want_rows {
                 eprintln!(
@@ -607,6 +674,17 @@ impl Fleet {
                     .map(|line| serde_json::from_str(line).expect("a JSON row"))
                     .collect();
             kafka::check_counts_by(&rows, "host", &expected_host_counts(), "hosts topic");
+            let rows: Vec<serde_json::Value> =
+                kafka::consume(&case.bootstrap, &case.alerts, false, CHECK_QUIET)
+                    .iter()
+                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
+                    .collect();
+            assert!(
+                rows.iter().all(|row| row["alert"] == "busy_host"),
+                "alerts topic: {:?}",
+                rows.first()
+            );
+            kafka::check_counts_by(&rows, "host", &expected_alerts(), "alerts topic");
             return;
         }
         let expected: HashSet<u64> = (0..EVENTS)
@@ -832,7 +910,9 @@ fn a_member_that_dies_inside_its_transaction_holds_its_partitions_until_the_abor
 /// `GROUP-per_user-repartition`) and a per-host one (whose tasks are the
 /// input's partitions, `keyed_by = ["host"]`), and the passthrough; A, B
 /// and C start together, B is SIGKILLed mid-run, D joins, A stops
-/// gracefully, B restarts. The tasks B and A held are restored from the
+/// gracefully, B restarts. B (both runs) and D run two shards each, A and
+/// C one: each process is one member of the group, whatever its shards,
+/// and tasks move between processes of either kind. The tasks B and A held are restored from the
 /// windows' changelog topics by their next owners (one must log a restore
 /// of more than 0 keys, and D's gauges show its restores done), and Kafka's
 /// console consumer (`read_committed`) must find each (minute, user) and
@@ -882,7 +962,7 @@ fn scenario(death: Death, shape: Shape) {
             ("B", Death::InsideTransaction) => &[("WEIR_CRASH_AT", CRASH_EPOCH)],
             _ => &[],
         };
-        fleet.start(name, &case, name, env);
+        fleet.start_sharded(name, &case, name, env, shards_of(name, shape));
     }
 
     // B and C read partitions (by their gauges), and committed output
@@ -919,7 +999,7 @@ fn scenario(death: Death, shape: Shape) {
     let killed = Instant::now();
     std::thread::sleep(JOIN_DELAY);
     fleet.check_running();
-    fleet.start("D", &case, "D", &[]);
+    fleet.start_sharded("D", &case, "D", &[], shards_of("D", shape));
     // D owns partitions (B's, once the group gave up on B, or some of
     // A's and C's) before A stops.
     fleet.wait_holding(&["D"], &case, killed);
@@ -931,7 +1011,7 @@ fn scenario(death: Death, shape: Shape) {
     // B starts again on its data directory (a new run: it resumes from the
     // group's offsets, and what its log holds of the dead run is not
     // published).
-    fleet.start("B2", &case, "B", &[]);
+    fleet.start_sharded("B2", &case, "B", &[], shards_of("B2", shape));
 
     // C and D take over B's and A's partitions and finish the topic.
     fleet.wait_all_published(&case, killed, "B's kill");
@@ -987,6 +1067,16 @@ fn scenario(death: Death, shape: Shape) {
         }
     }
     eprintln!("run {run}: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The shards process `name` runs in [`scenario`]: with windows, two for
+/// B (both runs) and D, so that tasks move between processes of one and of
+/// two shards; one otherwise.
+fn shards_of(name: &str, shape: Shape) -> usize {
+    match (shape, name) {
+        (Shape::Window, "B" | "B2" | "D") => 2,
+        _ => 1,
+    }
 }
 
 /// The keys of each restore `log` shows (`kafka: restored ... : N keys`).
@@ -1111,8 +1201,9 @@ fn each_member_shows_the_partitions_it_reads_and_their_lag() {
 }
 
 /// The `weir_kafka_source_partition_assigned` and `_lag` gauges of
-/// `topic` in a scrape, by partition: (assigned, lag), the lag `None`
-/// while it has no series (before the partition's first statistics).
+/// `topic` in a scrape, by partition: (assigned, lag), each summed over
+/// the process's shards, the lag `None` while it has no series (before
+/// the partition's first statistics).
 fn task_gauges(text: &str, topic: &str) -> BTreeMap<u32, (i64, Option<i64>)> {
     let mut tasks: BTreeMap<u32, (i64, Option<i64>)> = BTreeMap::new();
     for line in text.lines() {
@@ -1140,10 +1231,28 @@ fn task_gauges(text: &str, topic: &str) -> BTreeMap<u32, (i64, Option<i64>)> {
             .unwrap_or_else(|_| panic!("not an integer: {line:?}"));
         let task = tasks.entry(partition).or_default();
         if assigned {
-            task.0 = value;
+            // A per-shard gauge: the shard reading the partition sets
+            // it, the process's other shards show 0.
+            task.0 += value;
         } else {
-            task.1 = Some(value);
+            task.1 = Some(task.1.unwrap_or(0) + value);
         }
     }
     tasks
+}
+
+/// The threshold's expected alerts are a real test: some minutes alert,
+/// some do not reach [`ALERT_AT`], and the cooldown holds some back.
+#[test]
+fn the_expected_alerts_leave_minutes_out_both_ways() {
+    let counts = expected_host_counts();
+    let alerts = expected_alerts();
+    let busy = counts.values().filter(|&&count| count >= ALERT_AT).count();
+    eprintln!(
+        "{} host minutes, {busy} at {ALERT_AT} events or more, {} alerts",
+        counts.len(),
+        alerts.len()
+    );
+    assert!(!alerts.is_empty() && busy < counts.len(), "{busy} busy");
+    assert!(alerts.len() < busy, "the cooldown holds none back");
 }

@@ -137,7 +137,9 @@ def scrape(port):
         if m.group(1) == "weir_kafka_source_partition_assigned" and float(m.group(3)) == 1:
             held.add(p)
         elif m.group(1) == "weir_kafka_source_partition_lag":
-            lag[p] = float(m.group(3))
+            # Per shard: the shard reading the partition sets it, the
+            # process's others show 0.
+            lag[p] = lag.get(p, 0) + float(m.group(3))
     return held, lag, epoch
 
 target = None

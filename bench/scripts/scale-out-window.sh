@@ -28,6 +28,9 @@
 #   wait_read_and_committed), checked afterwards with kafka-consumer-groups
 #   (the group's offsets at the end). The ratio group / static is what the
 #   changelog (and the group's transactions) cost.
+# - group 2 shards: group 1 with `shards = 2` in the one process (one
+#   member, partition p read and its task kept on shard p mod 2). On a
+#   2-core machine the broker and the process share the cores.
 # - repartition: the same, but the source says nothing of its key, so the
 #   window sends every row through its repartition topic (in the epoch's
 #   transaction) and counts it when the source reads it back; timed until
@@ -141,6 +144,13 @@ for run in $(seq 1 "$runs"); do
   group_rate "$work/group.toml" "$group" group-1
   figures[group,$run]=$rate
 
+  # The same in a process of two shards, in a group of its own.
+  twogroup="window-2-$stamp-$run"
+  pipeline "$work/group2.toml" "$out" "$twogroup" user
+  sed -i "s/^\[runtime\]\$/[runtime]\nshards = 2/" "$work/group2.toml"
+  group_rate "$work/group2.toml" "$twogroup" group-2-shards
+  figures[group2,$run]=$rate
+
   # The same without `keyed_by`: through the repartition topic.
   regroup="window-r-$stamp-$run"
   pipeline "$work/repartition.toml" "$out" "$regroup"
@@ -171,6 +181,8 @@ for run in $(seq 1 "$runs"); do
   figures[keys_s,$run]=$(echo "$keys * 1000 / $ms" | bc -l)
   figures[records_s,$run]=$(echo "$records * 1000 / $ms" | bc -l)
   figures[mb_s,$run]=$(echo "$bytes / 1000 / $ms" | bc -l)
+  printf 'run %d: group with 2 shards %.0f/s (%.2f × static)\n' "$run" "${figures[group2,$run]}" \
+    "$(echo "${figures[group2,$run]} / ${figures[static,$run]}" | bc -l)"
   printf 'run %d: static %.0f/s, group 1 %.0f/s (%.2f ×), repartition %.0f/s (%.2f ×); restore %d keys from %d records (%.1f MB) in %d ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
     "$run" "${figures[static,$run]}" "${figures[group,$run]}" \
     "$(echo "${figures[group,$run]} / ${figures[static,$run]}" | bc -l)" \
@@ -189,6 +201,9 @@ printf '  one process, no group (static)       %10.0f events/s\n' "$s"
 r=$(med repartition)
 printf '  one process, group (changelog)       %10.0f events/s  %.2f × static\n' "$g" "$(echo "$g / $s" | bc -l)"
 printf '  one process, group, repartitioned    %10.0f events/s  %.2f × static\n' "$r" "$(echo "$r / $s" | bc -l)"
+g2=$(med group2)
+printf '  one process of 2 shards, group        %10.0f events/s  %.2f × static, %.2f × 1 shard\n' "$g2" \
+  "$(echo "$g2 / $s" | bc -l)" "$(echo "$g2 / $g" | bc -l)"
 printf '  restore of every task: %.0f keys from %.0f records (%.1f MB) in %.0f ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
   "$(med keys)" "$(med records)" "$(med mb)" "$(med ms)" "$(med keys_s)" "$(med records_s)" "$(med mb_s)"
 "$tool" topics --bootstrap-server "$bootstrap" --delete --topic "$topic" >/dev/null 2>&1 || true

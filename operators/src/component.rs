@@ -224,6 +224,31 @@ pub fn connect_hashed<S: Clone + Send + Sync + 'static>(
     }
 }
 
+/// Connects the node `name` of a scaled-out keyed operator planned as
+/// `tasks` to `inputs` and, when it repartitions, to the source's port of
+/// its repartition topic (on the port after the inputs'), all forward: a
+/// task's rows are read on the shard instance that holds it
+/// (`scale_out::task_instance`), from the input topic's partition or the
+/// repartition topic's; rows sent on to the repartition topic may be sent
+/// from any instance. Returns the repartition topic and that port, for
+/// `TaskedSetup::repartition`.
+pub fn connect_tasked(
+    graph: &mut GraphBuilder,
+    name: &str,
+    inputs: &[Input],
+    tasks: &crate::scale_out::tasked::TaskPlan,
+) -> Option<(Arc<str>, usize)> {
+    connect_forward(graph, name, inputs);
+    tasks.repartition.as_ref().map(|repartitioned| {
+        let back = [Input {
+            node: repartitioned.source.clone(),
+            port: repartitioned.source_port,
+        }];
+        connect_forward(graph, name, &back);
+        (repartitioned.topic.clone(), inputs.len())
+    })
+}
+
 /// The options of a stateful component's `config` that shape its state,
 /// as `(option, JSON value)` pairs after `type`: its state fingerprint
 /// (`NodeOptions::state_fingerprint`). A restart whose pairs differ is

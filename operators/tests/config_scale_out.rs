@@ -2,7 +2,7 @@
 //! when it is loaded: what cannot run over several processes yet is
 //! refused, naming the component or the option and saying why.
 
-use weir_operators::config::{parse, ConfigError, ConfigErrorKind};
+use weir_operators::config::{parse, ConfigError};
 
 const SCALED: &str = r#"[runtime]
 group = "orders"
@@ -50,17 +50,13 @@ fn a_stateless_kafka_pipeline_scales_out() {
 }
 
 #[test]
-fn more_than_one_shard_is_refused_naming_shards() {
-    let error = refused(&edit(
-        "group = \"orders\"",
-        "group = \"orders\"\nshards = 2",
-    ));
-    assert_eq!(error.kind, ConfigErrorKind::Invalid, "{error}");
-    assert!(
-        error.message.contains("`shards` must be 1 with `group`"),
-        "{error}"
-    );
-    assert!(error.message.contains("run more processes"), "{error}");
+fn several_shards_per_process_are_accepted() {
+    let config = parse(
+        &edit("group = \"orders\"", "group = \"orders\"\nshards = 2"),
+        "orders.toml",
+    )
+    .expect("two shards in a scaled-out process");
+    assert_eq!(config.runtime.shards, Some(2));
 }
 
 #[test]
@@ -156,6 +152,44 @@ fn a_window_keyed_otherwise_than_the_input_repartitions() {
     let config = parse(&other, "orders.toml").expect("a scaled-out pipeline");
     weir_operators::config::build_graph(&config).expect("a graph");
     assert!(topics(SCALED).is_empty(), "nothing stateful");
+}
+
+/// A threshold scales out as a window does: with a `key`, keyed as the
+/// input (straight from its partitions) or through its repartition topic;
+/// without a `key` it is refused.
+#[test]
+fn a_threshold_with_a_key_scales_out_and_one_without_is_refused() {
+    let threshold = |key: &str| {
+        format!(
+            "type = \"threshold\"\ninputs = [\"big\"]\ncondition = \"user != \\\"\\\"\"\n\
+             time_field = \"at\"\ncooldown = \"5m\"\n{key}"
+        )
+    };
+    let text = timed(&with_processor("alerts", &threshold("key = [\"user\"]")));
+    assert_eq!(
+        topics(&text),
+        [
+            "repartition alerts orders-alerts-repartition",
+            "changelog alerts orders-alerts-changelog"
+        ]
+    );
+    let keyed = text.replacen(
+        "topics = [\"orders\"]",
+        "topics = [\"orders\"]\nkeyed_by = [\"user\"]",
+        1,
+    );
+    assert_eq!(topics(&keyed), ["changelog alerts orders-alerts-changelog"]);
+    let config = parse(&text, "orders.toml").expect("a scaled-out pipeline");
+    weir_operators::config::build_graph(&config).expect("a graph");
+
+    let error = refused(&timed(&with_processor("alerts", &threshold(""))));
+    assert_eq!(
+        error.component.as_deref(),
+        Some("processors.alerts"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("key"), "{error}");
+    assert!(error.message.contains("run it as one process"), "{error}");
 }
 
 #[test]

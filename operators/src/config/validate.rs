@@ -131,14 +131,9 @@ impl<'a> Checker<'a> {
             ));
         }
         if let Some(group) = &runtime.group {
-            if let Err(message) = crate::scale_out::check_group(group, runtime.shards) {
-                let option = if group.trim().is_empty() || message.contains("`group`") {
-                    "group"
-                } else {
-                    "shards"
-                };
+            if let Err(message) = crate::scale_out::check_group(group) {
                 let _ =
-                    self.report(self.error(ConfigErrorKind::Invalid, "runtime", option, message));
+                    self.report(self.error(ConfigErrorKind::Invalid, "runtime", "group", message));
             }
         }
         if let Some(listen) = &runtime.metrics_listen {

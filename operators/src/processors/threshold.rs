@@ -29,6 +29,24 @@
 //! barrier and restored after a crash. The edge into a threshold is
 //! hash-partitioned by [`ThresholdSpec::key_hash`], so a key's state lives
 //! on one shard.
+//!
+//! # Scaled out
+//! With `[runtime] group` (docs/scale-out.md) a threshold needs a `key`
+//! and keeps each task's cooldowns apart ([`TaskThresholds`]): a row's
+//! task is its key's (`crate::scale_out::tasked`), read straight from the
+//! input's partitions when the source's `keyed_by` is the threshold's
+//! `key`, else through the threshold's repartition topic (only rows whose
+//! `condition` holds are sent there). Each task forgets a cooldown once
+//! its own **stream time** (the largest event time its rows carried)
+//! passes `a + cooldown`, as a scaled-out window fires on its task's
+//! stream time. At every barrier each task hands in to the threshold's
+//! changelog topic every key whose alert time changed (key: the key's
+//! 64-bit hash, 8 bytes big-endian; value: the alert time, 8 bytes
+//! big-endian), a tombstone for every cooldown forgotten, and its stream
+//! time (key `weir.task`) when it moved; a task that moves is restored
+//! from those records.
+
+use std::sync::Arc;
 
 use rkyv::rancor;
 use rustc_hash::FxHashMap;
@@ -37,10 +55,12 @@ use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
 use super::parse_duration_ms;
 use crate::component::{
-    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Stateful,
+    connect_hashed, connect_tasked, state_options, Component, Input, Node, Output, PlanContext,
+    Planned, Stateful,
 };
 use crate::expr::{Expr, Scratch};
 use crate::row::{ArchivedRow, OptionError, Row, Schema, Type, Value};
+use crate::scale_out::tasked::{Changes, TaskPlan, TaskState, Tasked, TaskedSetup, META_KEY};
 
 /// A `threshold` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,16 +166,12 @@ pub struct Threshold {
     row: Row,
     /// Key hash → time of its last alert.
     last: FxHashMap<u64, i64>,
-    alert_index: usize,
 }
 
 impl Threshold {
     /// An instance of `spec`.
     pub fn new(spec: ThresholdSpec) -> Threshold {
-        // `alert` replaces a field of that name or comes last.
-        let alert_index = spec.alert_index;
         Threshold {
-            alert_index,
             spec,
             scratch: Scratch::default(),
             row: Row::default(),
@@ -166,6 +182,19 @@ impl Threshold {
     /// Keys with a running cooldown.
     pub fn keys(&self) -> usize {
         self.last.len()
+    }
+}
+
+/// `row` with its `alert` field, into `out`: the field replaces one of
+/// that name or comes last.
+fn alert_row(spec: &ThresholdSpec, row: &ArchivedRow, out: &mut Row) {
+    row.copy_into(out);
+    let alert = Value::String(spec.alert.clone());
+    if spec.alert_index < out.values.len() {
+        out.values[spec.alert_index] = alert;
+    } else {
+        out.values.resize(spec.alert_index, Value::Null);
+        out.values.push(alert);
     }
 }
 
@@ -195,14 +224,7 @@ impl Processor for Threshold {
             if time.is_some() {
                 self.last.insert(key, at);
             }
-            row.copy_into(&mut self.row);
-            let alert = Value::String(self.spec.alert.clone());
-            if self.alert_index < self.row.values.len() {
-                self.row.values[self.alert_index] = alert;
-            } else {
-                self.row.values.resize(self.alert_index, Value::Null);
-                self.row.values.push(alert);
-            }
+            alert_row(&self.spec, row, &mut self.row);
             out.push(&self.row);
         }
     }
@@ -240,8 +262,29 @@ impl Component for ThresholdConfig {
     fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
         let (spec, output) = build(self, &context.schema(), context.name)?;
         let fingerprint = state_options("threshold", self, &["key"]);
+        if let Some(plan) = context.group {
+            if self.key.is_empty() {
+                return Err(OptionError::new(
+                    "key",
+                    "a threshold without `key` (one cooldown for the whole stream) cannot be \
+                     split over processes: give it a `key`, or run it as one process \
+                     (docs/scale-out.md)",
+                ));
+            }
+            let tasks = TaskPlan::new(plan, context.name, "threshold", &self.key)?;
+            let node = TaskedThreshold {
+                spec,
+                fingerprint,
+                tasks,
+            };
+            return Ok(Planned::new(vec![Output::rows(output)], node));
+        }
         let node = Stateful { spec, fingerprint };
         Ok(Planned::new(vec![Output::rows(output)], node))
+    }
+
+    fn scales_out(&self) -> bool {
+        true
     }
 }
 
@@ -254,5 +297,371 @@ impl Node for Stateful<ThresholdSpec> {
         graph
             .processor(name, move |_| Threshold::new(spec.clone()))
             .state_fingerprint(fingerprint);
+    }
+}
+
+/// One task's cooldowns, scaled out; see the module docs.
+#[derive(Debug)]
+pub struct ThresholdTask {
+    cooldown_ms: i64,
+    /// Key hash → time of its last alert.
+    last: FxHashMap<u64, i64>,
+    /// The largest event time of its rows (`i64::MIN` before the first).
+    stream_time: i64,
+    /// Keys whose cooldown started or was forgotten since the last
+    /// barrier.
+    changed: Vec<u64>,
+    /// The stream time moved since the last barrier.
+    time_moved: bool,
+}
+
+impl ThresholdTask {
+    /// Decides `row` (its `condition` holds) at event time `time`:
+    /// whether it alerts, starting its key's cooldown if it does.
+    fn decide(&mut self, key: u64, time: Option<i64>) -> bool {
+        let at = time.unwrap_or(0);
+        if let Some(&last) = self.last.get(&key) {
+            if at < last.saturating_add(self.cooldown_ms) {
+                return false;
+            }
+        }
+        if let Some(time) = time {
+            self.last.insert(key, time);
+            self.changed.push(key);
+        }
+        true
+    }
+
+    /// Moves the stream time to `time` if later, forgetting the cooldowns
+    /// it ended.
+    fn advance(&mut self, time: i64) {
+        if time <= self.stream_time {
+            return;
+        }
+        self.stream_time = time;
+        self.time_moved = true;
+        let (cooldown, changed) = (self.cooldown_ms, &mut self.changed);
+        self.last.retain(|&key, last| {
+            let live = last.saturating_add(cooldown) > time;
+            if !live {
+                changed.push(key);
+            }
+            live
+        });
+    }
+}
+
+fn eight_bytes(bytes: &[u8], what: &str) -> Result<[u8; 8], String> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("{what} of {} bytes, not 8", bytes.len()))
+}
+
+impl TaskState for ThresholdTask {
+    /// The cooldown, in ms.
+    type Template = i64;
+
+    fn restore(cooldown_ms: &i64, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Self, String> {
+        let mut task = ThresholdTask {
+            cooldown_ms: *cooldown_ms,
+            last: FxHashMap::default(),
+            stream_time: i64::MIN,
+            changed: Vec::new(),
+            time_moved: false,
+        };
+        for (key, value) in entries {
+            let value = i64::from_be_bytes(eight_bytes(&value, "a value")?);
+            if key == META_KEY {
+                task.stream_time = value;
+            } else {
+                task.last
+                    .insert(u64::from_be_bytes(eight_bytes(&key, "a key")?), value);
+            }
+        }
+        Ok(task)
+    }
+
+    fn changes(&mut self) -> Result<Changes, OperatorError> {
+        self.changed.sort_unstable();
+        self.changed.dedup();
+        let mut records: Changes = self
+            .changed
+            .drain(..)
+            .map(|key| {
+                let value = self.last.get(&key).map(|at| at.to_be_bytes().to_vec());
+                (key.to_be_bytes().to_vec(), value)
+            })
+            .collect();
+        if std::mem::take(&mut self.time_moved) {
+            records.push((
+                META_KEY.to_vec(),
+                Some(self.stream_time.to_be_bytes().to_vec()),
+            ));
+        }
+        Ok(records)
+    }
+}
+
+/// The scaled-out `threshold`; see the module docs.
+#[derive(Debug)]
+pub struct TaskThresholds {
+    spec: ThresholdSpec,
+    scratch: Scratch,
+    row: Row,
+    tasks: Tasked<ThresholdTask>,
+}
+
+impl TaskThresholds {
+    /// The threshold `spec` with the tasks of `setup`, on shard instance
+    /// `instance` of `instances`.
+    pub fn new(
+        spec: ThresholdSpec,
+        setup: TaskedSetup,
+        instance: usize,
+        instances: usize,
+    ) -> TaskThresholds {
+        TaskThresholds {
+            spec,
+            scratch: Scratch::default(),
+            row: Row::default(),
+            tasks: Tasked::on(setup, instance, instances),
+        }
+    }
+
+    /// The cooldowns running in the held tasks.
+    pub fn keys(&self) -> usize {
+        self.tasks.states().map(|task| task.last.len()).sum()
+    }
+
+    /// Takes `row`: sends it on to `sends_on` (the repartition topic) or
+    /// decides it in its task when its condition holds; whether it alerts
+    /// (the alert is then in `self.row`).
+    fn take(&mut self, row: &ArchivedRow, sends_on: Option<&Arc<str>>) -> bool {
+        if !self.spec.condition.test(row, &mut self.scratch) {
+            return false;
+        }
+        if let Some(topic) = sends_on {
+            self.tasks.send_on(topic, row);
+            return false;
+        }
+        let key = self.spec.key_hash(row);
+        let time = row.get(self.spec.time).as_timestamp();
+        let Some(task) = self.tasks.task_for(row) else {
+            return false;
+        };
+        let alerts = task.decide(key, time);
+        if let Some(time) = time {
+            task.advance(time);
+        }
+        if alerts {
+            alert_row(&self.spec, row, &mut self.row);
+        }
+        alerts
+    }
+}
+
+impl Processor for TaskThresholds {
+    type Input = Row;
+    type Output = Row;
+
+    /// Rows from the inputs whose condition holds are decided in their
+    /// tasks, or, when the threshold repartitions, sent to its repartition
+    /// topic; the rows read back from it come in on the port after the
+    /// inputs'.
+    fn process(&mut self, port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
+        self.tasks.take_handoffs(&self.spec.cooldown_ms);
+        let sends_on = self.tasks.sends_on(port);
+        for row in batch.iter() {
+            if self.take(row, sends_on.as_ref()) {
+                out.push(&self.row);
+            }
+        }
+    }
+
+    fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        self.tasks.take_handoffs(&self.spec.cooldown_ms);
+        self.tasks.snapshot(epoch)?;
+        // The state is in the changelog; the local log holds none.
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _state: &[u8]) -> Result<(), OperatorError> {
+        // Scaled out, state comes from the changelog (docs/scale-out.md).
+        Ok(())
+    }
+}
+
+/// The node of a threshold in a scaled-out run ([`TaskThresholds`]).
+struct TaskedThreshold {
+    spec: ThresholdSpec,
+    fingerprint: Vec<(String, String)>,
+    tasks: TaskPlan,
+}
+
+impl Node for TaskedThreshold {
+    fn add(&self, graph: &mut weir_runtime::GraphBuilder, name: &str, inputs: &[Input]) {
+        let repartition = connect_tasked(graph, name, inputs, &self.tasks);
+        let (spec, tasks) = (self.spec.clone(), self.tasks.clone());
+        graph
+            .processor(name, move |context| {
+                let setup = TaskedSetup {
+                    node: context.node.clone(),
+                    kind: "threshold",
+                    key_option: "key",
+                    key_indices: spec.key.clone(),
+                    run: tasks.run.clone(),
+                    topic: tasks.changelog.clone(),
+                    repartition: repartition.clone(),
+                };
+                TaskThresholds::new(spec.clone(), setup, context.instance, context.instances)
+            })
+            .state_fingerprint(self.fingerprint.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::scale_out::{GroupPlan, GroupRun, Handoff};
+
+    const TASKS: u32 = 4;
+
+    fn spec() -> ThresholdSpec {
+        let config: ThresholdConfig = toml::from_str(
+            "inputs = [\"in\"]\ncondition = \"failures >= 5\"\nkey = [\"ip\"]\n\
+             cooldown = \"5m\"\ntime_field = \"at\"",
+        )
+        .expect("a config");
+        let schema = Schema::new([
+            ("at", Type::Timestamp),
+            ("ip", Type::String),
+            ("failures", Type::Int),
+        ]);
+        build(&config, &schema, "brute_force").expect("a spec").0
+    }
+
+    type Changelog = BTreeMap<(i32, Vec<u8>), Vec<u8>>;
+
+    /// A threshold of `run` holding every task, restored from `topic`.
+    fn tasked(spec: &ThresholdSpec, run: &Arc<GroupRun>, topic: &Changelog) -> TaskThresholds {
+        run.set_tasks(TASKS);
+        let setup = TaskedSetup {
+            node: "alerts".into(),
+            kind: "threshold",
+            key_option: "key",
+            key_indices: spec.key.clone(),
+            run: run.clone(),
+            topic: "t".into(),
+            repartition: None,
+        };
+        let mut threshold = TaskThresholds::new(spec.clone(), setup, 0, 1);
+        for task in 0..TASKS as i32 {
+            let entries = topic
+                .iter()
+                .filter(|((partition, _), _)| *partition == task)
+                .map(|((_, key), value)| (key.clone(), value.clone()))
+                .collect();
+            run.hand_off("alerts", Handoff::Restore { task, entries });
+        }
+        threshold.tasks.take_handoffs(&spec.cooldown_ms);
+        threshold
+    }
+
+    /// Rows a minute apart per IP in time order, failures 0 to 9.
+    fn rows(count: usize) -> Vec<Row> {
+        let mut x = 17u64;
+        (0..count)
+            .map(|i| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                Row {
+                    values: vec![
+                        Value::Timestamp(i as i64 * 20_000),
+                        Value::String(format!("10.0.0.{}", (x >> 40) % 13)),
+                        Value::Int(((x >> 20) % 10) as i64),
+                    ],
+                }
+            })
+            .collect()
+    }
+
+    fn feed(threshold: &mut TaskThresholds, rows: &[Row]) -> Vec<Row> {
+        let mut alerts = Vec::new();
+        for row in rows {
+            let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
+            let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
+            if threshold.take(archived, None) {
+                alerts.push(threshold.row.clone());
+            }
+        }
+        alerts
+    }
+
+    /// Scaled out, a threshold alerts by the documented rule, and one
+    /// restored from its changelog at any epoch goes on exactly; forgotten
+    /// cooldowns leave tombstones, so the changelog holds the live ones.
+    #[test]
+    fn a_threshold_restored_from_its_changelog_alerts_exactly_as_one_that_ran_on() {
+        let spec = spec();
+        let input = rows(3_000);
+        // The documented rule, by hand: a matching row alerts unless its
+        // key alerted less than a cooldown before it.
+        let plain = {
+            let mut scratch = Scratch::default();
+            let mut last: FxHashMap<u64, i64> = FxHashMap::default();
+            let mut alerts = Vec::new();
+            for row in &input {
+                let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
+                let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
+                let key = spec.key_hash(archived);
+                let at = archived.get(spec.time).as_timestamp().unwrap_or(0);
+                let cooling = last.get(&key).is_some_and(|&a| at < a + spec.cooldown_ms);
+                if spec.condition.test(archived, &mut scratch) && !cooling {
+                    last.insert(key, at);
+                    alerts.push(row.clone());
+                }
+            }
+            alerts
+        };
+        assert!(plain.len() > 50, "{} alerts", plain.len());
+        let whole = {
+            let run = GroupPlan::new("g-threshold-whole").run();
+            run.add_state("alerts");
+            feed(&mut tasked(&spec, &run, &Changelog::new()), &input)
+        };
+        let without_alert = |rows: &[Row]| -> Vec<Row> {
+            rows.iter()
+                .map(|row| Row {
+                    values: row.values[..3].to_vec(),
+                })
+                .collect()
+        };
+        assert_eq!(without_alert(&whole), plain, "by the documented rule");
+        for cut in [0, 400, 1_500, 2_999] {
+            let run = GroupPlan::new("g-threshold-cut").run();
+            run.add_state("alerts");
+            let mut topic = Changelog::new();
+            let mut first = tasked(&spec, &run, &topic);
+            let mut alerts = Vec::new();
+            for (epoch, chunk) in (1..).zip(input[..cut].chunks(300)) {
+                alerts.extend(feed(&mut first, chunk));
+                first.snapshot(epoch).expect("a snapshot");
+                for record in run.take_changelog(epoch) {
+                    let key = (record.partition, record.key);
+                    match record.value {
+                        Some(value) => topic.insert(key, value),
+                        None => topic.remove(&key),
+                    };
+                }
+            }
+            let live = topic.keys().filter(|(_, key)| key != META_KEY).count();
+            assert_eq!(live, first.keys(), "cut {cut}: the live cooldowns, no more");
+            let mut restored = tasked(&spec, &run, &topic);
+            assert_eq!(restored.keys(), first.keys(), "cut {cut}");
+            alerts.extend(feed(&mut restored, &input[cut..]));
+            assert_eq!(alerts, whole, "cut {cut}");
+            assert!(run.failure().is_none(), "{:?}", run.failure());
+        }
     }
 }

@@ -22,25 +22,33 @@
 //! publishes nothing, since the group's offsets, not weir's log, say where
 //! this run resumes.
 //!
-//! Stateful operators (tumbling and sliding windows) keep each task's
-//! state apart and move it through a changelog topic; one keyed otherwise
-//! than the input first sends its rows through a repartition topic
-//! ([`state`]).
+//! Stateful operators (tumbling and sliding windows, thresholds) keep
+//! each task's state apart and move it through a changelog topic; one
+//! keyed otherwise than the input first sends its rows through a
+//! repartition topic ([`state`], [`tasked`]).
+//!
+//! A process may run several shards (`shards`, 1 by default, as Kafka
+//! Streams' `num.stream.threads`): it is still one member of the group,
+//! with one consumer thread and one transaction per epoch; partition `p`
+//! of every topic it reads is read on shard instance [`task_instance`]`(p)`,
+//! and a stateful operator keeps task `p` on that same instance (its edges
+//! from the source are forward ones), so a task's state is never split.
 //!
 //! Limits for now, checked when the pipeline is loaded (one `kafka`
-//! source: when its instance starts): one shard per process
-//! (`shards = 1`), only `kafka` sinks, stateless processors and tumbling
-//! and sliding windows with `group_by`; see `docs/scale-out.md`.
+//! source: when its instance starts): only `kafka` sinks, stateless
+//! processors, tumbling and sliding windows with `group_by` and
+//! thresholds with `key`; see `docs/scale-out.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 
 mod state;
+pub mod tasked;
 
 pub use state::{changelog_topic, repartition_topic, ChangelogRecord, Handoff, REPARTITION_PORT};
 
@@ -90,25 +98,26 @@ impl GroupPlan {
     }
 }
 
-/// Checks `[runtime] group` and the shard count that goes with it.
-pub fn check_group(group: &str, shards: Option<usize>) -> Result<(), String> {
+/// Checks `[runtime] group`.
+pub fn check_group(group: &str) -> Result<(), String> {
     if group.trim().is_empty() {
         return Err("`group` must name a Kafka consumer group".into());
     }
-    if let Some(shards) = shards.filter(|&shards| shards != 1) {
-        return Err(format!(
-            "`shards` must be 1 with `group` (scale-out runs one shard per process for now; \
-             run more processes instead), not {shards}"
-        ));
-    }
     Ok(())
+}
+
+/// The shard instance (of `instances`) that reads partition `partition`
+/// of every topic a scaled-out source reads, and that holds task
+/// `partition` of every stateful operator: `partition mod instances`.
+pub fn task_instance(partition: i32, instances: usize) -> usize {
+    usize::try_from(partition).unwrap_or(0) % instances.max(1)
 }
 
 /// The error a component that cannot run scaled out gets.
 pub fn not_scalable_message() -> &'static str {
     "cannot run with `[runtime] group` (scale-out over Kafka): scaled-out pipelines have one \
-     `kafka` source, `kafka` sinks, stateless processors (parse, filter, map, route, enrich) \
-     and tumbling or sliding windows for now; see docs/scale-out.md"
+     `kafka` source, `kafka` sinks, stateless processors (parse, filter, map, route, enrich), \
+     tumbling or sliding windows and thresholds for now; see docs/scale-out.md"
 }
 
 /// A planned scale-out run's meeting point in this process; see the
@@ -121,9 +130,12 @@ pub struct GroupRun {
     /// The first sink's producer settings, with its name: every sink's
     /// must be the same (they publish through one producer).
     producer: Mutex<Option<(String, ProducerSettings)>>,
-    /// Whether a source instance joined (only one may).
-    source: AtomicBool,
-    /// Offsets logged at each barrier, by epoch, until their commit.
+    /// The source whose instances joined (only one source may).
+    joined: Mutex<Option<String>>,
+    /// The shard instances of each node (the process's shards).
+    instances: AtomicUsize,
+    /// Offsets logged at each barrier, by epoch, until their commit: every
+    /// source instance's, merged.
     offsets: Mutex<BTreeMap<u64, Offsets>>,
     /// The group's metadata, as the consumer last saw it.
     metadata: Mutex<Option<Arc<ConsumerGroupMetadata>>>,
@@ -181,7 +193,8 @@ impl GroupRun {
                     plan: plan.clone(),
                     sinks: Mutex::default(),
                     producer: Mutex::default(),
-                    source: AtomicBool::new(false),
+                    joined: Mutex::default(),
+                    instances: AtomicUsize::new(1),
                     offsets: Mutex::default(),
                     metadata: Mutex::default(),
                     metadata_version: (Mutex::new(0), Condvar::new()),
@@ -256,15 +269,21 @@ impl GroupRun {
         lock(&self.sinks).len()
     }
 
-    /// Joins the run's one source instance; an error if one already did.
-    pub fn attach_source(&self) -> Result<(), String> {
-        if self.source.swap(true, Ordering::AcqRel) {
-            return Err(
-                "a scaled-out pipeline reads through one `kafka` source (it may read \
-                        several topics)"
-                    .into(),
-            );
+    /// Joins an instance of source `name`; an error if another source
+    /// joined already.
+    pub fn attach_source(&self, name: &str) -> Result<(), String> {
+        let mut joined = lock(&self.joined);
+        match &*joined {
+            Some(other) if other != name => {
+                return Err(format!(
+                    "a scaled-out pipeline reads through one `kafka` source (it may read \
+                     several topics), and `{other}` is it"
+                ));
+            }
+            Some(_) => {}
+            None => *joined = Some(name.to_owned()),
         }
+        drop(joined);
         if self.sinks() == 0 {
             return Err(
                 "a scaled-out pipeline needs a `kafka` sink: its transactions carry \
@@ -275,10 +294,25 @@ impl GroupRun {
         Ok(())
     }
 
-    /// The offsets the source logged at `epoch`'s barrier.
+    /// The offsets a source instance logged at `epoch`'s barrier (its
+    /// partitions'; every instance hands its own in).
     pub fn set_offsets(&self, epoch: u64, offsets: Offsets) {
-        lock(&self.offsets).insert(epoch, offsets);
+        lock(&self.offsets)
+            .entry(epoch)
+            .or_default()
+            .extend(offsets);
         self.logged.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Each node of the run has `instances` shard instances (the
+    /// process's shards); every instance says so as it is made.
+    pub fn set_instances(&self, instances: usize) {
+        self.instances.store(instances.max(1), Ordering::Release);
+    }
+
+    /// The shard instances of each node (1 until one said).
+    pub fn instances(&self) -> usize {
+        self.instances.load(Ordering::Acquire)
     }
 
     /// The group's metadata as the consumer sees it now (after a
@@ -357,8 +391,12 @@ impl GroupRun {
     /// ones).
     pub fn take_offsets(&self, epoch: u64) -> Option<Offsets> {
         let mut logged = lock(&self.offsets);
-        let offsets = logged.remove(&epoch);
+        let mut offsets = logged.remove(&epoch);
         logged.retain(|&logged, _| logged > epoch);
+        if let Some(offsets) = &mut offsets {
+            // The instances' in one order, whichever logged first.
+            offsets.sort_unstable();
+        }
         offsets
     }
 

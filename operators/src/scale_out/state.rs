@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{lock, GroupRun};
+use super::{lock, task_instance, GroupRun};
 
 /// The source's output port of the first repartition topic's rows (after
 /// its main output and its dead letters); the next ones follow.
@@ -91,8 +91,9 @@ pub(super) struct States {
     tasks: AtomicU32,
     /// Changelog records handed in, by epoch.
     changelog: std::sync::Mutex<BTreeMap<u64, Vec<ChangelogRecord>>>,
-    /// Handoffs not yet taken, by operator.
-    handoffs: std::sync::Mutex<HashMap<String, Vec<Handoff>>>,
+    /// Handoffs not yet taken, by operator and shard instance (the one
+    /// that holds the task, [`super::task_instance`]).
+    handoffs: std::sync::Mutex<HashMap<(String, usize), Vec<Handoff>>>,
     /// Bumped with every handoff: an operator checks it per batch.
     version: AtomicU64,
 }
@@ -232,10 +233,15 @@ impl GroupRun {
         records
     }
 
-    /// Hands `handoff` to operator `operator`.
+    /// Hands `handoff` to operator `operator`'s instance that holds its
+    /// task.
     pub fn hand_off(&self, operator: &str, handoff: Handoff) {
+        let task = match &handoff {
+            Handoff::Restore { task, .. } | Handoff::Revoke { task, .. } => *task,
+        };
+        let instance = task_instance(task, self.instances());
         lock(&self.states.handoffs)
-            .entry(operator.to_owned())
+            .entry((operator.to_owned(), instance))
             .or_default()
             .push(handoff);
         self.states.version.fetch_add(1, Ordering::AcqRel);
@@ -248,13 +254,14 @@ impl GroupRun {
             return;
         }
         let operators = self.tasks_of(partitions);
+        let instances = self.instances();
         let mut handoffs = lock(&self.states.handoffs);
         for (operator, _, tasks) in operators {
-            if tasks.is_empty() {
-                continue;
+            for task in tasks {
+                let instance = task_instance(task, instances);
+                let queue = handoffs.entry((operator.clone(), instance)).or_default();
+                queue.push(Handoff::Revoke { task, epoch });
             }
-            let queue = handoffs.entry(operator).or_default();
-            queue.extend(tasks.iter().map(|&task| Handoff::Revoke { task, epoch }));
         }
         drop(handoffs);
         self.states.version.fetch_add(1, Ordering::AcqRel);
@@ -265,10 +272,11 @@ impl GroupRun {
         self.states.version.load(Ordering::Acquire)
     }
 
-    /// Takes operator `operator`'s handoffs, in the order given.
-    pub fn take_handoffs(&self, operator: &str) -> Vec<Handoff> {
+    /// Takes the handoffs of operator `operator`'s shard instance
+    /// `instance`, in the order given.
+    pub fn take_handoffs(&self, operator: &str, instance: usize) -> Vec<Handoff> {
         lock(&self.states.handoffs)
-            .remove(operator)
+            .remove(&(operator.to_owned(), instance))
             .unwrap_or_default()
     }
 }
@@ -319,10 +327,35 @@ mod tests {
         assert!(run.handoff_version() > before);
         let revoked = |task| Handoff::Revoke { task, epoch: 9 };
         assert_eq!(
-            run.take_handoffs("a"),
+            run.take_handoffs("a", 0),
             vec![restore, revoked(2), revoked(5)]
         );
-        assert_eq!(run.take_handoffs("b"), vec![revoked(2), revoked(5)]);
-        assert_eq!(run.take_handoffs("a"), Vec::new());
+        assert_eq!(run.take_handoffs("b", 0), vec![revoked(2), revoked(5)]);
+        assert_eq!(run.take_handoffs("a", 0), Vec::new());
+    }
+
+    #[test]
+    fn with_several_shards_a_task_goes_to_the_instance_that_reads_its_partition() {
+        let run = GroupPlan::new("g-instances").run();
+        run.add_state("a");
+        run.set_instances(3);
+        let restore = |task| Handoff::Restore {
+            task,
+            entries: Vec::new(),
+        };
+        for task in 0..6 {
+            run.hand_off("a", restore(task));
+        }
+        run.revoke_tasks(&[("in".to_owned(), 4)], 7);
+        assert_eq!(run.take_handoffs("a", 0), vec![restore(0), restore(3)]);
+        assert_eq!(
+            run.take_handoffs("a", 1),
+            vec![
+                restore(1),
+                restore(4),
+                Handoff::Revoke { task: 4, epoch: 7 }
+            ]
+        );
+        assert_eq!(run.take_handoffs("a", 2), vec![restore(2), restore(5)]);
     }
 }

@@ -1,16 +1,20 @@
 //! The process's epoch transactions of a scaled-out pipeline
 //! (`[runtime] group`, `crate::scale_out`, docs/scale-out.md): every
-//! `kafka` sink hands in each epoch ([`commit`], its commit step); the
-//! last one of an epoch runs one transaction with every sink's records and
-//! the offsets the source logged at the epoch's barrier, sent with the
-//! group's metadata (`send_offsets_to_transaction`, KIP-447). A rebalance
+//! `kafka` sink's instance on every shard hands in each epoch ([`commit`],
+//! its commit step); the last one of an epoch runs one transaction with
+//! every sink's records and the offsets the source's instances logged at
+//! the epoch's barrier, sent with the group's metadata
+//! (`send_offsets_to_transaction`, KIP-447). Each shard runs its commit
+//! steps on its own, so a shard may hand in the next epoch before another
+//! handed in this one: epochs are published in order, each once it is
+//! complete and every earlier one was published. A rebalance
 //! that moved the group's generation under a transaction aborts it; the
 //! epoch is then sent again with the new generation, up to
 //! [`TRANSACTION_TRIES`] times. Any other failure fences the run
 //! ([`GroupRun::fail`]): nothing of it commits any more, and the run
 //! fails.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,8 +37,8 @@ const TRANSACTION_TRIES: u32 = 5;
 #[derive(Debug, Default)]
 struct Gathering {
     epoch: u64,
-    /// Sinks that handed the epoch in.
-    sinks: BTreeSet<String>,
+    /// Sink instances that handed the epoch in: (sink, shard).
+    sinks: BTreeSet<(String, u64)>,
     /// Their staged bytes with records, in the order handed in.
     staged: Vec<Vec<u8>>,
 }
@@ -43,7 +47,8 @@ struct Gathering {
 #[derive(Default)]
 struct Transactions {
     producer: Option<Arc<BaseProducer<DeliveryContext>>>,
-    gathering: Option<Gathering>,
+    /// Epochs being gathered, oldest first.
+    gathering: BTreeMap<u64, Gathering>,
     /// The offsets the last committed transaction held.
     last_offsets: Offsets,
 }
@@ -64,8 +69,9 @@ fn state_of(run: &GroupRun) -> Arc<Mutex<Transactions>> {
         .clone()
 }
 
-/// A sink's commit step for one staged epoch: gathers it, and when
-/// every sink handed the epoch in, publishes it with the offsets in one
+/// A sink instance's commit step for one staged epoch: gathers it, and
+/// publishes every epoch that is complete (each sink instance handed it
+/// in) once the ones before it were, each with its offsets in one
 /// transaction.
 fn gather(
     run: &GroupRun,
@@ -81,26 +87,49 @@ fn gather(
     if let Some(why) = run.failure() {
         return Err(why);
     }
-    let gathering = transactions.gathering.get_or_insert_with(|| Gathering {
-        epoch,
-        ..Gathering::default()
-    });
-    if gathering.epoch != epoch {
+    if epoch <= run.committed() {
         let why = format!(
-            "sink `{}` handed in epoch {epoch} while epoch {} was still being gathered",
-            staged.header.sink, gathering.epoch
+            "sink `{}` (shard {}) handed in epoch {epoch}, which was published already",
+            staged.header.sink, staged.header.shard
         );
         run.fail(why.clone());
         return Err(why);
     }
-    gathering.sinks.insert(staged.header.sink.clone());
+    let gathering = transactions
+        .gathering
+        .entry(epoch)
+        .or_insert_with(|| Gathering {
+            epoch,
+            ..Gathering::default()
+        });
+    gathering
+        .sinks
+        .insert((staged.header.sink.clone(), staged.header.shard));
     if staged.header.records > 0 {
         gathering.staged.push(bytes.to_vec());
     }
-    if gathering.sinks.len() < run.sinks() {
-        return Ok(());
+    let expected = run.sinks() * run.instances();
+    while let Some(oldest) = transactions.gathering.first_entry() {
+        if oldest.get().sinks.len() < expected {
+            break;
+        }
+        let gathering = oldest.remove();
+        publish_epoch(run, &mut transactions, staged, gathering, control)?;
     }
-    let gathering = transactions.gathering.take().unwrap_or_default();
+    Ok(())
+}
+
+/// Publishes gathered epoch `gathering` with the offsets and changelog
+/// records handed in at its barrier (nothing, when nothing was read or
+/// written since the last transaction).
+fn publish_epoch(
+    run: &GroupRun,
+    transactions: &mut Transactions,
+    staged: &Staged<'_>,
+    gathering: Gathering,
+    control: &CommitControl,
+) -> Result<(), String> {
+    let epoch = gathering.epoch;
     let offsets = run.take_offsets(epoch);
     let Some(offsets) = offsets else {
         let why = format!("the source logged no offsets at epoch {epoch}'s barrier");
@@ -110,14 +139,13 @@ fn gather(
     let changelog = run.take_changelog(epoch);
     if gathering.staged.is_empty() && changelog.is_empty() && offsets == transactions.last_offsets {
         // Nothing read or written since the last transaction.
-        drop(transactions);
         run.mark_committed(epoch);
         return Ok(());
     }
     let started = Instant::now();
     let result = publish(
         run,
-        &mut transactions,
+        transactions,
         staged,
         &gathering,
         &changelog,
@@ -135,7 +163,6 @@ fn gather(
                 "kafka scale-out: epoch committed"
             );
             transactions.last_offsets = offsets;
-            drop(transactions);
             run.mark_committed(epoch);
             Ok(())
         }
@@ -419,6 +446,11 @@ mod tests {
 
     /// One sink's staged epoch of `records` JSON records for `plan`'s run.
     fn staged_epoch(plan: &GroupPlan, brokers: &str, epoch: u64, records: u64) -> Vec<u8> {
+        staged_on(plan, brokers, epoch, records, 0)
+    }
+
+    /// [`staged_epoch`] by the sink's instance on shard `shard`.
+    fn staged_on(plan: &GroupPlan, brokers: &str, epoch: u64, records: u64, shard: u64) -> Vec<u8> {
         let header = Header {
             brokers: brokers.to_owned(),
             options: BTreeMap::new(),
@@ -427,7 +459,7 @@ mod tests {
             exactly_once: true,
             transactional_id: "unused".into(),
             sink: "out".into(),
-            shard: 0,
+            shard,
             epoch,
             records,
             group: Some(GroupHeader {
@@ -488,6 +520,69 @@ mod tests {
         let bytes = staged_epoch(&plan, &brokers, 2, 0);
         commit(&staged::decode(&bytes).unwrap(), &bytes, &control).expect("nothing to send");
         assert_eq!(run.committed(), 2);
+    }
+
+    /// With two shards, an epoch is published once the sink's instances on
+    /// both handed it in, and in order: shard 0 handing in epochs 1 and 2
+    /// publishes nothing; shard 1's epoch 1 publishes epoch 1 (with both
+    /// instances' offsets and records), its epoch 2 then epoch 2.
+    #[test]
+    fn with_two_shards_an_epoch_waits_for_both_and_epochs_go_in_order() {
+        let cluster = MockCluster::new(1).expect("a mock cluster");
+        cluster.create_topic("in", 2, 1).expect("a topic");
+        cluster.create_topic("out", 1, 1).expect("a topic");
+        let brokers = cluster.bootstrap_servers();
+        let plan = GroupPlan::new("g-two");
+        let run = plan.run();
+        run.add_sink("out");
+        run.set_instances(2);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "g-two")
+            .create()
+            .expect("a consumer");
+        run.set_metadata(consumer.group_metadata().expect("metadata"));
+        run.hold(&[("in".into(), 0), ("in".into(), 1)]);
+        for epoch in 1..=2 {
+            // Each shard's source instance logs its own partition.
+            run.set_offsets(epoch, vec![("in".into(), 0, 10 * epoch as i64)]);
+            run.set_offsets(epoch, vec![("in".into(), 1, 20 * epoch as i64)]);
+        }
+        let control = CommitControl::new();
+        let hand_in = |epoch, shard| {
+            let bytes = staged_on(&plan, &brokers, epoch, 2, shard);
+            commit(&staged::decode(&bytes).unwrap(), &bytes, &control)
+        };
+        hand_in(1, 0).expect("gathered");
+        hand_in(2, 0).expect("gathered");
+        assert_eq!(run.committed(), 0, "shard 1 handed nothing in yet");
+        hand_in(1, 1).expect("epoch 1 published");
+        assert_eq!(run.committed(), 1, "epoch 2 still waits for shard 1");
+        hand_in(2, 1).expect("epoch 2 published");
+        assert_eq!(run.committed(), 2);
+        assert_eq!(run.failure(), None);
+
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "g-two")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("a reader");
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset("out", 0, Offset::Beginning)
+            .unwrap();
+        reader.assign(&list).unwrap();
+        let mut records = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while records < 8 && Instant::now() < deadline {
+            if let Some(Ok(_)) = reader.poll(Duration::from_millis(100)) {
+                records += 1;
+            }
+        }
+        assert_eq!(records, 8, "2 records of each instance in each epoch");
+        // Epoch 2's transaction sent both instances' offsets.
+        let sent = lock(&state_of(&run)).last_offsets.clone();
+        assert_eq!(sent, vec![("in".into(), 0, 20), ("in".into(), 1, 40)]);
     }
 
     /// An epoch that read a partition the member no longer holds (the

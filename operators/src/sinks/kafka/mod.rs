@@ -226,6 +226,11 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// The instance of `context`'s shard.
     pub fn new(spec: KafkaSinkSpec, context: &ShardContext) -> KafkaSink {
+        if let Some(plan) = &spec.group {
+            // The process's transaction of an epoch waits for the sink's
+            // instance on every shard.
+            plan.run().set_instances(context.instances);
+        }
         KafkaSink {
             spec,
             sink: context.node.clone(),

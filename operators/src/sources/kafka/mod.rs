@@ -452,6 +452,9 @@ impl KafkaSource {
             "Kafka records read and emitted.",
             &labels,
         );
+        if let Some(plan) = &spec.scale_out {
+            plan.run().set_instances(context.instances);
+        }
         KafkaSource {
             spec,
             instance: context.instance,
@@ -474,7 +477,7 @@ impl KafkaSource {
             revoked_early: BTreeMap::new(),
             tasks: TaskMetrics {
                 registry: context.metrics.clone(),
-                shard: context.shard,
+                instances: context.instances,
             },
             repartitions: Vec::new(),
         }
@@ -511,34 +514,44 @@ impl KafkaSource {
                 );
             }
             let run = plan.run();
-            run.attach_source()?;
+            run.attach_source(&self.component)?;
             self.repartitions = run
                 .repartitions()
                 .into_iter()
                 .enumerate()
                 .map(|(at, (_, topic))| (topic.to_string(), REPARTITION_PORT + at))
                 .collect();
-            let revocation = Arc::new(Revocation::default());
             let watch = self
                 .intake
                 .as_ref()
                 .map(IntakeLog::commit_watch)
                 .ok_or("no intake log")?;
             self.partitions = Some(Vec::new());
-            self.reader = Some(subscribe::start(GroupSetup {
-                config,
-                topics: self.spec.topics.clone(),
-                headers: self.spec.metadata.contains(&MetaField::Headers),
-                component: self.component.clone(),
-                run: run.clone(),
-                revocation: revocation.clone(),
-                watch,
-                start: match self.spec.start {
-                    KafkaStart::Latest => rdkafka::Offset::End,
-                    KafkaStart::Earliest | KafkaStart::Committed => rdkafka::Offset::Beginning,
-                },
-                metrics: self.tasks.clone(),
-            }));
+            let (topics, headers) = (
+                self.spec.topics.clone(),
+                self.spec.metadata.contains(&MetaField::Headers),
+            );
+            let start = match self.spec.start {
+                KafkaStart::Latest => rdkafka::Offset::End,
+                KafkaStart::Earliest | KafkaStart::Committed => rdkafka::Offset::Beginning,
+            };
+            // The process's shard instances share one consumer thread: the
+            // first to get here starts it.
+            let (reader, revocation) =
+                subscribe::join(&run, self.instance, self.instances, |revocations| {
+                    GroupSetup {
+                        config,
+                        topics,
+                        headers,
+                        component: self.component.clone(),
+                        run: run.clone(),
+                        revocations,
+                        watch,
+                        start,
+                        metrics: self.tasks.clone(),
+                    }
+                })?;
+            self.reader = Some(reader);
             self.group = Some((run, revocation));
             return Ok(());
         }

@@ -210,14 +210,32 @@ pub enum Command {
 }
 
 /// The shard's side of a running consumer thread; dropping it stops the
-/// thread (within one poll timeout), without waiting for it.
+/// thread (within one poll timeout), without waiting for it. The
+/// instances of a scaled-out source share one thread, which stops once
+/// every instance dropped its reader.
 #[derive(Debug)]
 pub struct Reader {
     /// Events from the thread.
     pub events: Receiver<Event>,
     /// Commands to the thread.
     pub commands: Sender<Command>,
-    stop: Arc<AtomicBool>,
+    _stop: Arc<StopOnDrop>,
+}
+
+/// Sets its flag when dropped: the last [`Reader`] of a thread stops it.
+#[derive(Debug)]
+pub(crate) struct StopOnDrop(Arc<AtomicBool>);
+
+impl StopOnDrop {
+    pub(crate) fn new(stop: Arc<AtomicBool>) -> Arc<StopOnDrop> {
+        Arc::new(StopOnDrop(stop))
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 impl Reader {
@@ -227,17 +245,21 @@ impl Reader {
         commands: Sender<Command>,
         stop: Arc<AtomicBool>,
     ) -> Reader {
+        Reader::sharing(events, commands, StopOnDrop::new(stop))
+    }
+
+    /// One of several shard instances' sides of one thread: it stops once
+    /// each dropped its reader.
+    pub(crate) fn sharing(
+        events: Receiver<Event>,
+        commands: Sender<Command>,
+        stop: Arc<StopOnDrop>,
+    ) -> Reader {
         Reader {
             events,
             commands,
-            stop,
+            _stop: stop,
         }
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
     }
 }
 
@@ -402,17 +424,9 @@ pub fn start(setup: ReaderSetup) -> Reader {
         let _ = tx.send(Event::Failed(format!(
             "cannot start the consumer thread: {error}"
         )));
-        return Reader {
-            events: rx,
-            commands,
-            stop,
-        };
+        return Reader::new(rx, commands, stop);
     }
-    Reader {
-        events,
-        commands,
-        stop,
-    }
+    Reader::new(events, commands, stop)
 }
 
 /// The instance (of `instances`) that reads `partition` of `topic`:

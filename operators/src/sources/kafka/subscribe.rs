@@ -26,9 +26,16 @@
 //! that cannot wait for its commit fence the run ([`GroupRun::fence`]):
 //! nothing more commits, and the run fails. See `docs/scale-out.md`.
 //!
+//! A process with several shards is still one member: its source's
+//! instances share this thread ([`join`]), which hands partition `p` of
+//! every topic to instance [`task_instance`]`(p)` over that instance's own
+//! channel (with partition numbers of its own) and asks each instance
+//! holding a revoked partition to stop emitting it; the latest of their
+//! answers is the epoch to wait for.
+//!
 //! [`reader`]: super::reader
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -43,13 +50,13 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use weir_runtime::metrics::{Registry, ShardGauge};
 use weir_runtime::CommitWatch;
 
-use super::reader::{chunk_wait, Chunk, Event, LogContext, Reader};
+use super::reader::{chunk_wait, Chunk, Event, LogContext, Reader, StopOnDrop};
 use super::restore;
 use crate::limits::{
     KAFKA_CHANNEL_CHUNKS, KAFKA_FINAL_COMMIT_WAIT_MS, KAFKA_GROUP_OFFSETS_WAIT_MS,
     KAFKA_GROUP_STATISTICS_MS, KAFKA_REVOKE_COMMIT_WAIT_MS,
 };
-use crate::scale_out::GroupRun;
+use crate::scale_out::{task_instance, GroupRun};
 
 /// A request to stop emitting partitions, and the shard's answer.
 #[derive(Debug, Default)]
@@ -129,8 +136,8 @@ pub struct GroupSetup {
     pub component: Arc<str>,
     /// The scale-out run.
     pub run: Arc<GroupRun>,
-    /// Requests to the shard to stop emitting partitions.
-    pub revocation: Arc<Revocation>,
+    /// Requests to each shard instance to stop emitting partitions.
+    pub revocations: Vec<Arc<Revocation>>,
     /// The run's committed epoch, to know when the run is over.
     pub watch: CommitWatch,
     /// Where a partition the group has no offset for starts
@@ -150,21 +157,24 @@ pub struct GroupSetup {
 ///   (every [`KAFKA_GROUP_STATISTICS_MS`] unless the source's `options`
 ///   set `statistics.interval.ms`); 0 after the partition was given up.
 ///
-/// Labelled `component`, `topic` and `partition`. The read position is
+/// Labelled `component`, `topic` and `partition`, on the cells of the
+/// shard that reads the partition (a per-shard gauge's `shard` label; the
+/// other shards' series of it stay 0). The read position is
 /// the consumer's (records fetched and handed to the shard's channel), as
 /// Kafka's own `records-lag` is.
 #[derive(Clone)]
 pub struct TaskMetrics {
     /// The run's registry.
     pub registry: Registry,
-    /// The shard whose cells the gauges use.
-    pub shard: usize,
+    /// The source's shard instances: a partition's gauges use the cells
+    /// of the shard that reads it ([`task_instance`]).
+    pub instances: usize,
 }
 
 impl std::fmt::Debug for TaskMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskMetrics")
-            .field("shard", &self.shard)
+            .field("instances", &self.instances)
             .finish_non_exhaustive()
     }
 }
@@ -187,15 +197,14 @@ impl TaskMetrics {
         topic: &str,
         partition: i32,
     ) -> ShardGauge {
+        let shard = task_instance(partition, self.instances);
         let partition = partition.to_string();
         let labels = [
             ("component", component),
             ("topic", topic),
             ("partition", partition.as_str()),
         ];
-        self.registry
-            .gauge(name, help, &labels)
-            .for_shard(self.shard)
+        self.registry.gauge(name, help, &labels).for_shard(shard)
     }
 
     fn assigned(&self, component: &str, topic: &str, partition: i32) -> ShardGauge {
@@ -242,20 +251,24 @@ impl TaskMetrics {
 }
 
 /// Partition numbers
-/// ([`Entry::partition`](super::reader::Entry::partition)): one per
-/// assignment of a partition (one given up and given back gets a new one).
+/// ([`Entry::partition`](super::reader::Entry::partition)), each instance's
+/// own: one per assignment of a partition (one given up and given back
+/// gets a new one).
 #[derive(Debug, Default)]
 struct Indexes {
-    next: u32,
-    current: HashMap<(String, i32), u32>,
+    /// The next number of each instance.
+    next: Vec<u32>,
+    /// Each held partition's instance and number.
+    current: HashMap<(String, i32), (usize, u32)>,
 }
 
 /// The member's context: logging, and the rebalance steps.
 struct GroupContext {
     log: LogContext,
     run: Arc<GroupRun>,
-    revocation: Arc<Revocation>,
-    events: Sender<Event>,
+    revocations: Vec<Arc<Revocation>>,
+    /// Each instance's channel.
+    events: Vec<Sender<Event>>,
     stop: Arc<AtomicBool>,
     indexes: Mutex<Indexes>,
     /// Set by every rebalance, so a paused reader pauses the new
@@ -337,11 +350,19 @@ impl GroupContext {
         }
     }
 
-    /// Sends `event` to the shard, waiting while the channel is full;
-    /// false at a stop.
-    fn send(&self, mut event: Event) -> bool {
+    /// Tells every instance the source cannot go on.
+    fn fail_all(&self, why: &str) {
+        for events in &self.events {
+            let _ = events.try_send(Event::Failed(why.to_owned()));
+        }
+    }
+
+    /// Sends `event` to instance `instance`, waiting while its channel is
+    /// full; false at a stop.
+    fn send(&self, instance: usize, mut event: Event) -> bool {
+        let events = &self.events[instance];
         loop {
-            match self.events.send_timeout(event, Duration::from_millis(50)) {
+            match events.send_timeout(event, Duration::from_millis(50)) {
                 Ok(()) => return true,
                 Err(crossbeam::channel::SendTimeoutError::Timeout(back)) => event = back,
                 Err(crossbeam::channel::SendTimeoutError::Disconnected(_)) => return false,
@@ -381,35 +402,60 @@ impl GroupContext {
     }
 
     fn assigned(&self, added: &TopicPartitionList) {
-        let list = {
+        let instances = self.events.len();
+        let lists = {
             let mut indexes = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut list = Vec::new();
+            indexes.next.resize(instances, 0);
+            let mut lists: BTreeMap<usize, Vec<_>> = BTreeMap::new();
             for element in added.elements() {
                 let (topic, partition) = (element.topic().to_owned(), element.partition());
                 let start = match element.offset() {
                     Offset::Offset(offset) => Some(offset),
                     _ => None,
                 };
-                let index = indexes.next;
-                indexes.next += 1;
-                indexes.current.insert((topic.clone(), partition), index);
-                list.push((index, topic, partition, start));
+                let instance = task_instance(partition, instances);
+                let index = indexes.next[instance];
+                indexes.next[instance] += 1;
+                indexes
+                    .current
+                    .insert((topic.clone(), partition), (instance, index));
+                lists
+                    .entry(instance)
+                    .or_default()
+                    .push((index, topic, partition, start));
             }
-            list
+            lists
         };
-        self.send(Event::Added(list));
+        for (instance, list) in lists {
+            self.send(instance, Event::Added(list));
+        }
+    }
+
+    /// Asks each instance holding some of `numbers` to stop emitting them;
+    /// the latest epoch any answered with, or `None` at a stop.
+    fn ask_instances(&self, numbers: Vec<(usize, u32)>) -> Option<u64> {
+        let mut by_instance: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for (instance, number) in numbers {
+            by_instance.entry(instance).or_default().push(number);
+        }
+        let mut latest = 0;
+        for (instance, numbers) in by_instance {
+            let answered = self.revocations[instance].ask(numbers, &self.stop)?;
+            latest = latest.max(answered);
+        }
+        Some(latest)
     }
 
     fn revoked(&self, lost: bool, revoked: Vec<(String, i32)>) {
         let component = &*self.log.component;
-        let numbers: Vec<u32> = {
+        let numbers: Vec<(usize, u32)> = {
             let mut indexes = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
             revoked
                 .iter()
                 .filter_map(|name| indexes.current.remove(name))
                 .collect()
         };
-        if lost {
+        if lost || numbers.is_empty() {
             // Fenced already (see `rebalance`).
             return;
         }
@@ -427,7 +473,7 @@ impl GroupContext {
             revoked.len(),
             shown(&revoked)
         );
-        let Some(epoch) = self.revocation.ask(numbers, &self.stop) else {
+        let Some(epoch) = self.ask_instances(numbers) else {
             // The source ended (a stop) before it answered: its last
             // barrier logged these partitions' offsets, and they are given
             // up once that epoch committed.
@@ -513,9 +559,9 @@ impl ConsumerContext for GroupContext {
                         "cannot read the group's offsets of partitions {}: {why}",
                         shown(&names(list))
                     ));
-                    let _ = self.events.try_send(Event::Failed(format!(
+                    self.fail_all(&format!(
                         "cannot read the group's offsets of newly assigned partitions: {why}"
-                    )));
+                    ));
                 }
                 if self.run.failure().is_none() {
                     self.restore(list);
@@ -583,9 +629,9 @@ impl GroupContext {
                 "cannot restore the state of tasks {} from the changelog: {why}",
                 shown(&tasks)
             ));
-            let _ = self.events.try_send(Event::Failed(format!(
+            self.fail_all(&format!(
                 "cannot restore the state of newly assigned tasks: {why}"
-            )));
+            ));
         }
     }
 
@@ -676,44 +722,91 @@ impl GroupContext {
     }
 }
 
-/// Starts the consumer thread.
-pub fn start(setup: GroupSetup) -> Reader {
-    let (event_tx, events) = crossbeam::channel::bounded(KAFKA_CHANNEL_CHUNKS);
+/// The readers of a started thread not yet taken by their instances.
+type Joining = Vec<Option<(Reader, Arc<Revocation>)>>;
+
+/// Every run's thread being joined, by group and run id.
+fn joining() -> &'static Mutex<HashMap<(String, u64), Joining>> {
+    static JOINING: std::sync::OnceLock<Mutex<HashMap<(String, u64), Joining>>> =
+        std::sync::OnceLock::new();
+    JOINING.get_or_init(Mutex::default)
+}
+
+/// Joins shard instance `instance` (of `instances`) of the run's source to
+/// the process's one consumer thread, which the first instance to join
+/// starts with `setup` (given a revocation request per instance): the
+/// instance's reader and revocation requests.
+pub fn join(
+    run: &GroupRun,
+    instance: usize,
+    instances: usize,
+    setup: impl FnOnce(Vec<Arc<Revocation>>) -> GroupSetup,
+) -> Result<(Reader, Arc<Revocation>), String> {
+    let key = (run.group().to_owned(), run.plan().run);
+    let mut joining = joining().lock().unwrap_or_else(PoisonError::into_inner);
+    let slots = joining.entry(key.clone()).or_insert_with(|| {
+        let revocations: Vec<Arc<Revocation>> = (0..instances)
+            .map(|_| Arc::new(Revocation::default()))
+            .collect();
+        let readers = start(setup(revocations.clone()));
+        readers.into_iter().zip(revocations).map(Some).collect()
+    });
+    let joined = slots.get_mut(instance).and_then(Option::take);
+    if slots.iter().all(Option::is_none) {
+        joining.remove(&key);
+    }
+    joined.ok_or_else(|| {
+        format!("shard instance {instance} of {instances} joined the consumer thread twice")
+    })
+}
+
+/// Starts the consumer thread: a reader for each instance (one per
+/// revocation request of `setup`).
+fn start(setup: GroupSetup) -> Vec<Reader> {
+    let instances = setup.revocations.len().max(1);
+    let (senders, receivers): (Vec<Sender<Event>>, Vec<_>) = (0..instances)
+        .map(|_| crossbeam::channel::bounded(KAFKA_CHANNEL_CHUNKS))
+        .unzip();
     let (commands, _command_rx) = crossbeam::channel::bounded(1);
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let running = super::reader::Running::new();
+    let thread_senders = senders.clone();
     let spawned = std::thread::Builder::new()
         .name("weir-kafka-group".into())
         .spawn(move || {
             let _running = running;
             let component = setup.component.clone();
-            if let Err(error) = run(setup, event_tx.clone(), thread_stop) {
+            if let Err(error) = run(setup, thread_senders.clone(), thread_stop) {
                 tracing::error!(component = &*component, "kafka source failed: {error}");
-                let _ = event_tx.send(Event::Failed(error));
+                for events in &thread_senders {
+                    let _ = events.send(Event::Failed(error.clone()));
+                }
             }
         });
-    let events = match spawned {
-        Ok(_) => events,
-        Err(error) => {
-            let (tx, rx) = crossbeam::channel::bounded(1);
-            let _ = tx.send(Event::Failed(format!(
+    if let Err(error) = spawned {
+        for events in &senders {
+            let _ = events.try_send(Event::Failed(format!(
                 "cannot start the consumer thread: {error}"
             )));
-            rx
         }
-    };
-    Reader::new(events, commands, stop)
+    }
+    drop(senders);
+    let stop = StopOnDrop::new(stop);
+    receivers
+        .into_iter()
+        .map(|events| Reader::sharing(events, commands.clone(), stop.clone()))
+        .collect()
 }
 
-fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Result<(), String> {
+fn run(setup: GroupSetup, events: Vec<Sender<Event>>, stop: Arc<AtomicBool>) -> Result<(), String> {
     let component = setup.component.clone();
     let context = GroupContext {
         log: LogContext {
             component: component.clone(),
         },
         run: setup.run.clone(),
-        revocation: setup.revocation.clone(),
+        revocations: setup.revocations.clone(),
         events: events.clone(),
         stop: stop.clone(),
         indexes: Mutex::default(),
@@ -764,8 +857,11 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
         setup.run.group(),
         subscribed.join(", ")
     );
-    let mut pending: VecDeque<Event> = VecDeque::new();
-    let mut chunk = Chunk::default();
+    let instances = events.len();
+    // Each instance's events not yet in its channel, and its chunk being
+    // filled.
+    let mut pending: Vec<VecDeque<Event>> = (0..instances).map(|_| VecDeque::new()).collect();
+    let mut chunks: Vec<Chunk> = (0..instances).map(|_| Chunk::default()).collect();
     let mut paused = false;
     // Partition numbers whose end was reported to the shard, with no
     // record of that number since. librdkafka reports a partition's end
@@ -778,18 +874,20 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
     // (a run of 600 k records stalled for minutes at 500 k).
     let mut ends_reported: HashSet<i32> = HashSet::new();
     'reading: while !stop.load(Ordering::Acquire) {
-        while let Some(event) = pending.pop_front() {
-            match events.try_send(event) {
-                Ok(()) => {}
-                Err(TrySendError::Full(event)) => {
-                    pending.push_front(event);
-                    break;
+        for (queue, events) in pending.iter_mut().zip(&events) {
+            while let Some(event) = queue.pop_front() {
+                match events.try_send(event) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(event)) => {
+                        queue.push_front(event);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => break 'reading,
                 }
-                Err(TrySendError::Disconnected(_)) => break 'reading,
             }
         }
         let rebalanced = consumer.context().rebalanced.swap(false, Ordering::AcqRel);
-        if !pending.is_empty() {
+        if pending.iter().any(|queue| !queue.is_empty()) {
             if !paused || rebalanced {
                 if let Ok(assignment) = consumer.assignment() {
                     let _ = consumer.pause(&assignment);
@@ -800,13 +898,22 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
             let _ = consumer.poll(Duration::from_millis(1));
             continue;
         }
-        if paused && events.len() <= KAFKA_CHANNEL_CHUNKS / 2 {
+        if paused
+            && events
+                .iter()
+                .all(|events| events.len() <= KAFKA_CHANNEL_CHUNKS / 2)
+        {
             if let Ok(assignment) = consumer.assignment() {
                 super::reader::resume(&consumer, &assignment);
             }
             paused = false;
         }
-        let wait = chunk_wait(&chunk, &events);
+        let wait = chunks
+            .iter()
+            .zip(&events)
+            .map(|(chunk, events)| chunk_wait(chunk, events))
+            .min()
+            .unwrap_or(Duration::from_millis(50));
         match consumer.poll(wait) {
             Some(Ok(message)) => {
                 let index = consumer
@@ -817,20 +924,27 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
                     .current
                     .get(&(message.topic().to_owned(), message.partition()))
                     .copied();
-                let Some(partition) = index else { continue };
+                let Some((instance, partition)) = index else {
+                    continue;
+                };
                 ends_reported.remove(&message.partition());
-                if chunk.push_message(&message, partition, setup.headers) {
-                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
+                if chunks[instance].push_message(&message, partition, setup.headers) {
+                    let full = std::mem::take(&mut chunks[instance]);
+                    pending[instance].push_back(Event::Chunk(full));
                 }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 if !ends_reported.insert(partition) {
                     continue;
                 }
-                if !chunk.entries.is_empty() {
-                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
+                // Every topic's partition of this number is read on one
+                // instance.
+                let instance = task_instance(partition, instances);
+                if !chunks[instance].entries.is_empty() {
+                    let partial = std::mem::take(&mut chunks[instance]);
+                    pending[instance].push_back(Event::Chunk(partial));
                 }
-                pending.push_back(Event::AtEnd(partition));
+                pending[instance].push_back(Event::AtEnd(partition));
             }
             Some(Err(error)) => {
                 tracing::warn!(component = &*component, "kafka: {error}");
@@ -839,8 +953,10 @@ fn run(setup: GroupSetup, events: Sender<Event>, stop: Arc<AtomicBool>) -> Resul
                 // Nothing more for now: a partial chunk goes to a shard
                 // that has nothing queued; one that has keeps filling
                 // (see `chunk_wait`).
-                if !chunk.entries.is_empty() && events.is_empty() {
-                    pending.push_back(Event::Chunk(std::mem::take(&mut chunk)));
+                for ((chunk, events), queue) in chunks.iter_mut().zip(&events).zip(&mut pending) {
+                    if !chunk.entries.is_empty() && events.is_empty() {
+                        queue.push_back(Event::Chunk(std::mem::take(chunk)));
+                    }
                 }
             }
         }

@@ -146,11 +146,12 @@ use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 use self::agg::{same, Acc, AccState};
 use super::closed_rows::ClosedRows;
 use crate::component::{
-    connect_hashed, state_options, Component, Input, Node, Output, PlanContext, Planned, Stateful,
-    LATE,
+    connect_hashed, connect_tasked, state_options, Component, Input, Node, Output, PlanContext,
+    Planned, Stateful, LATE,
 };
 use crate::row::OptionError;
 use crate::row::{cmp_slices, hash_values, ArchivedRow, ArchivedValue, Row, Schema, Value};
+use crate::scale_out::tasked::TaskPlan;
 
 /// The schema of the late side output (port 1): the input's.
 pub fn late_schema(input: &Schema) -> Schema {
@@ -985,33 +986,11 @@ impl Component for RowWindowConfig {
                      processes: run it as one process (docs/scale-out.md)",
                 ));
             }
-            let run = plan.run();
-            let Some((source, keyed_by)) = run.source() else {
-                return Err(OptionError::new(
-                    "inputs",
-                    "a scaled-out window reads from the pipeline's `kafka` source",
-                ));
-            };
-            // Kafka Streams' rule: an aggregation keyed as the input is
-            // read straight from its partitions; any other goes through a
-            // repartition topic keyed by its key.
-            let (topic, repartition) = if keyed_by == self.group_by {
-                (run.add_state(context.name), None)
-            } else {
-                let (changelog, topic, port) = run.add_repartitioned_state(context.name);
-                let repartition = Repartitioned {
-                    topic,
-                    source,
-                    source_port: port,
-                };
-                (changelog, Some(repartition))
-            };
+            let tasks = TaskPlan::new(plan, context.name, "window", &self.group_by)?;
             let node = TaskedWindow {
                 spec,
                 fingerprint,
-                run,
-                topic,
-                repartition,
+                tasks,
             };
             return Ok(Planned::new(outputs, node));
         }
@@ -1037,21 +1016,7 @@ impl Node for Stateful<RowWindowSpec> {
 struct TaskedWindow {
     spec: RowWindowSpec,
     fingerprint: Vec<(String, String)>,
-    run: std::sync::Arc<crate::scale_out::GroupRun>,
-    /// The changelog topic.
-    topic: std::sync::Arc<str>,
-    /// Its repartition topic, when it is not keyed as the input.
-    repartition: Option<Repartitioned>,
-}
-
-/// A scaled-out window's repartition topic, and where its rows come back.
-#[derive(Debug, Clone)]
-struct Repartitioned {
-    topic: std::sync::Arc<str>,
-    /// The `kafka` source that reads the topic back...
-    source: String,
-    /// ...on this output port.
-    source_port: usize,
+    tasks: TaskPlan,
 }
 
 impl Node for TaskedWindow {
@@ -1059,22 +1024,10 @@ impl Node for TaskedWindow {
         let TaskedWindow {
             spec,
             fingerprint,
-            run,
-            topic,
-            repartition,
+            tasks,
         } = self;
-        connect_hashed(graph, name, inputs, spec, group_hash_row);
-        // The rows read back from the repartition topic come in on the
-        // port after the inputs'.
-        let repartition = repartition.as_ref().map(|repartitioned| {
-            let back = [Input {
-                node: repartitioned.source.clone(),
-                port: repartitioned.source_port,
-            }];
-            connect_hashed(graph, name, &back, spec, group_hash_row);
-            (repartitioned.topic.clone(), inputs.len())
-        });
-        let (spec, run, topic) = (spec.clone(), run.clone(), topic.clone());
+        let repartition = connect_tasked(graph, name, inputs, tasks);
+        let (spec, run, topic) = (spec.clone(), tasks.run.clone(), tasks.changelog.clone());
         graph
             .processor(name, move |context| {
                 TaskWindows::new(

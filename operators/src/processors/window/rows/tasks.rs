@@ -4,23 +4,12 @@
 //! from it when the task moves.
 //!
 //! # Tasks
-//! A row's task is the partition that a record keyed by its group would be
-//! in: the key a `kafka` sink with `key = group_by` writes ([`row_key`]),
-//! partitioned as Java clients do ([`key_partition`]).
-//!
-//! - When the source says the input topic is keyed by the window's
-//!   `group_by` (its `keyed_by`), the tasks are the input topic's
-//!   partitions, and the rows are counted as they come. A row of a task
-//!   this process does not hold means the input is not partitioned that
-//!   way: the run fails, naming the group and the task, rather than count
-//!   it in the wrong place.
-//! - Otherwise the window **repartitions**, as Kafka Streams does: each row
-//!   from its inputs goes, in the epoch's transaction, to its task's
-//!   partition of the window's repartition topic (key: the group, value:
-//!   the row in weir's encoding, [`encode_row`]); the source reads that
-//!   topic back, as the group assigns its partitions, and its rows come in
-//!   on the port after the inputs' ([`TaskWindows::process`]), where they
-//!   are counted. The tasks are the repartition topic's partitions.
+//! A row's task is its group's (`crate::scale_out::tasked`): with the
+//! source's `keyed_by` equal to the window's `group_by` the tasks are the
+//! input topic's partitions, and the rows are counted as they come;
+//! otherwise the window **repartitions** through its repartition topic
+//! and counts the rows the source reads back from it, on the port after
+//! the inputs' ([`TaskWindows::process`]).
 //!
 //! # Time
 //! Each task closes its windows on its own **stream time**, the largest
@@ -43,9 +32,9 @@
 //!   null-time counters and the rows fired but not yet emitted, when any
 //!   of them changed.
 //!
-//! A task restored from its changelog ([`Handoff::Restore`]) is exactly
+//! A task restored from its changelog ([`crate::scale_out::Handoff::Restore`]) is exactly
 //! the task as of the last committed epoch, which is where the group's
-//! offsets of its partition stand. A task given up ([`Handoff::Revoke`])
+//! offsets of its partition stand. A task given up ([`crate::scale_out::Handoff::Revoke`])
 //! hands in the changes of its last epoch and is dropped. The local log
 //! snapshots nothing: a scaled-out run resumes from Kafka, not from its
 //! data directory (docs/scale-out.md).
@@ -56,12 +45,9 @@ use rkyv::rancor;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use super::{decode_state, encode_state, RowWindow, RowWindowSpec, RowWindowState, WindowState};
-use crate::kafka::{key_partition, row_key};
-use crate::row::{encode_row, ArchivedRow, Row, Value};
-use crate::scale_out::{ChangelogRecord, GroupRun, Handoff};
-
-/// The key of a task's meta record.
-pub const META_KEY: &[u8] = b"weir.task";
+use crate::row::{ArchivedRow, Row, Value};
+use crate::scale_out::tasked::{Changes, TaskState, Tasked, TaskedSetup, META_KEY};
+use crate::scale_out::GroupRun;
 
 /// A (window, group)'s key in the changelog.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
@@ -90,35 +76,19 @@ struct Task {
     dirty: bool,
     /// Its last meta record held queued rows.
     pending_logged: bool,
-    /// Given up: its records so far belong to this epoch or earlier.
-    revoked_at: Option<u64>,
 }
 
 /// The scaled-out `window`; see the module docs.
 pub struct TaskWindows {
-    spec: RowWindowSpec,
-    node: Arc<str>,
-    run: Arc<GroupRun>,
-    topic: Arc<str>,
-    /// Held tasks, by number.
-    tasks: Vec<Option<Task>>,
-    /// The run's handoff version last looked at.
-    seen: u64,
     /// A template for tasks' windows: its metrics handles.
     metrics: RowWindow,
-    key: String,
-    /// The repartition topic, and the input port its rows come back on;
-    /// `None`: the input is keyed as the window.
-    repartition: Option<(Arc<str>, usize)>,
-    /// Rows sent to the repartition topic since the last barrier.
-    staged: Vec<ChangelogRecord>,
+    tasks: Tasked<Task>,
 }
 
 impl std::fmt::Debug for TaskWindows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskWindows")
-            .field("node", &self.node)
-            .field("topic", &self.topic)
+            .field("tasks", &self.tasks)
             .finish_non_exhaustive()
     }
 }
@@ -161,84 +131,12 @@ fn decode_window(key: &[u8], value: &[u8]) -> Result<WindowState, String> {
     })
 }
 
-impl TaskWindows {
-    /// The window of `context`'s node in scaled-out run `run`, logging to
-    /// `topic`, repartitioning through `repartition` (the topic, and the
-    /// input port its rows come back on) when it is given.
-    pub fn new(
-        spec: RowWindowSpec,
-        context: &ShardContext,
-        run: Arc<GroupRun>,
-        topic: Arc<str>,
-        repartition: Option<(Arc<str>, usize)>,
-    ) -> TaskWindows {
-        TaskWindows {
-            metrics: RowWindow::new(spec.clone(), context),
-            spec,
-            node: context.node.clone(),
-            run,
-            topic,
-            tasks: Vec::new(),
-            seen: u64::MAX,
-            key: String::new(),
-            repartition,
-            staged: Vec::new(),
-        }
-    }
-
-    fn window(&self) -> RowWindow {
-        RowWindow {
-            late_metric: self.metrics.late_metric.clone(),
-            null_time_metric: self.metrics.null_time_metric.clone(),
-            ..RowWindow::bare(self.spec.clone())
-        }
-    }
-
-    fn task_mut(&mut self, task: i32) -> Option<&mut Task> {
-        self.tasks
-            .get_mut(usize::try_from(task).ok()?)
-            .and_then(Option::as_mut)
-    }
-
-    /// Takes the handoffs the consumer thread left, if any.
-    fn take_handoffs(&mut self) {
-        let version = self.run.handoff_version();
-        if version == self.seen {
-            return;
-        }
-        self.seen = version;
-        for handoff in self.run.take_handoffs(&self.node) {
-            match handoff {
-                Handoff::Restore { task, entries } => {
-                    let restored = self.restore_task(entries).map_err(|why| {
-                        format!(
-                            "window `{}`: the state of task {task} in changelog `{}` cannot be \
-                             restored: {why}",
-                            self.node, self.topic
-                        )
-                    });
-                    match restored {
-                        Ok(restored) => {
-                            let index = usize::try_from(task).unwrap_or(0);
-                            if self.tasks.len() <= index {
-                                self.tasks.resize_with(index + 1, || None);
-                            }
-                            self.tasks[index] = Some(restored);
-                        }
-                        Err(why) => self.run.fail(why),
-                    }
-                }
-                Handoff::Revoke { task, epoch } => {
-                    if let Some(task) = self.task_mut(task) {
-                        task.revoked_at = Some(epoch);
-                    }
-                }
-            }
-        }
-    }
+impl TaskState for Task {
+    /// A window whose metrics handles tasks' windows share.
+    type Template = RowWindow;
 
     /// A task with the state of its changelog `entries`.
-    fn restore_task(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Task, String> {
+    fn restore(template: &RowWindow, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Task, String> {
         let mut meta: Option<RowWindowState> = None;
         let mut windows = Vec::new();
         for (key, value) in entries {
@@ -248,7 +146,11 @@ impl TaskWindows {
                 windows.push(decode_window(&key, &value)?);
             }
         }
-        let mut window = self.window();
+        let mut window = RowWindow {
+            late_metric: template.late_metric.clone(),
+            null_time_metric: template.null_time_metric.clone(),
+            ..RowWindow::bare(template.spec.clone())
+        };
         let pending = meta.as_ref().is_some_and(|meta| !meta.pending.is_empty());
         if let Some(mut state) = meta {
             state.windows = windows;
@@ -265,23 +167,66 @@ impl TaskWindows {
             fired: Vec::new(),
             dirty: false,
             pending_logged: pending,
-            revoked_at: None,
         })
     }
 
-    /// Fires the windows of `task` its stream time closed, noting their
-    /// tombstones.
-    fn fire(spec: &RowWindowSpec, task: &mut Task) -> Result<(), OperatorError> {
-        let Ok(watermark) = u64::try_from(task.stream_time) else {
+    /// The task's changelog records since the last barrier: tombstones of
+    /// the fired pairs, the changed pairs, and its meta record when it
+    /// changed.
+    fn changes(&mut self) -> Result<Changes, OperatorError> {
+        let mut records = Vec::new();
+        let changes = self.window.changes()?;
+        for fired in self.fired.drain(..) {
+            records.push((fired, None));
+        }
+        let pending = !changes.pending.is_empty();
+        let RowWindowState {
+            watermark,
+            late_events,
+            null_time_events,
+            windows,
+            pending: rows,
+        } = changes;
+        for window in windows {
+            let WindowState {
+                start,
+                end,
+                group,
+                accs,
+            } = window;
+            let key = encode(&PairKey { start, end, group })?;
+            records.push((key, Some(encode(&PairValue { accs })?)));
+        }
+        if self.dirty || pending || self.pending_logged {
+            let meta = RowWindowState {
+                watermark,
+                late_events,
+                null_time_events,
+                windows: Vec::new(),
+                pending: rows,
+            };
+            records.push((META_KEY.to_vec(), Some(encode_state(&meta)?)));
+        }
+        self.dirty = false;
+        self.pending_logged = pending;
+        Ok(records)
+    }
+}
+
+impl Task {
+    /// Fires the windows its stream time closed, noting their tombstones.
+    fn fire(&mut self) -> Result<(), OperatorError> {
+        let Ok(watermark) = u64::try_from(self.stream_time) else {
             return Ok(());
         };
-        if task.stream_time <= task.window.watermark {
+        if self.stream_time <= self.window.watermark {
             return Ok(());
         }
-        let size = task.window.aligned_size();
-        for (&start, groups) in &task.window.windows {
+        let size = self.window.aligned_size();
+        let lateness = self.window.spec.lateness;
+        for (&start, groups) in &self.window.windows {
             let end = start.saturating_add(size);
-            if end.saturating_add(spec.lateness) > task.stream_time {
+            if end.saturating_add(lateness) > self.stream_time {
                 break;
             }
             for group in groups {
@@ -290,138 +235,70 @@ impl TaskWindows {
                     end,
                     group: group.values.to_vec(),
                 };
-                task.fired.push(encode(&key)?);
+                self.fired.push(encode(&key)?);
             }
         }
-        task.window.advance(watermark);
+        self.window.advance(watermark);
         Ok(())
     }
 
-    /// The changelog records of every task since the last barrier.
-    fn changes(&mut self) -> Result<Vec<ChangelogRecord>, OperatorError> {
-        let mut records = Vec::new();
-        for (number, task) in self.tasks.iter_mut().enumerate() {
-            let Some(task) = task else { continue };
-            let partition = number as i32;
-            let record = |key: Vec<u8>, value: Option<Vec<u8>>| ChangelogRecord {
-                topic: self.topic.clone(),
-                partition,
-                key,
-                value,
-            };
-            let changes = task.window.changes()?;
-            for fired in task.fired.drain(..) {
-                records.push(record(fired, None));
-            }
-            let pending = !changes.pending.is_empty();
-            let RowWindowState {
-                watermark,
-                late_events,
-                null_time_events,
-                windows,
-                pending: rows,
-            } = changes;
-            for window in windows {
-                let WindowState {
-                    start,
-                    end,
-                    group,
-                    accs,
-                } = window;
-                let key = encode(&PairKey { start, end, group })?;
-                records.push(record(key, Some(encode(&PairValue { accs })?)));
-            }
-            if task.dirty || pending || task.pending_logged {
-                let meta = RowWindowState {
-                    watermark,
-                    late_events,
-                    null_time_events,
-                    windows: Vec::new(),
-                    pending: rows,
-                };
-                records.push(record(META_KEY.to_vec(), Some(encode_state(&meta)?)));
-            }
-            task.dirty = false;
-            task.pending_logged = pending;
+    /// Adds `row`: its time moves the stream time.
+    fn add(&mut self, row: &ArchivedRow) -> bool {
+        if let Some(ts) = row.get(self.window.spec.time_index).as_timestamp() {
+            self.stream_time = self.stream_time.max(ts);
         }
-        Ok(records)
+        self.dirty = true;
+        self.window.add(row)
     }
+}
 
-    /// The task of `row`'s group.
-    fn task_of(&mut self, row: &ArchivedRow, tasks: u32) -> i32 {
-        let key = row_key(row, &self.spec.group_indices, &mut self.key).unwrap_or_default();
-        key_partition(key, tasks)
-    }
-
-    /// Adds `row` to its task (of `tasks`); `false` if it was not counted
-    /// (late, without a time, or of a task this process does not hold).
-    fn add(&mut self, row: &ArchivedRow, tasks: u32) -> bool {
-        let task = self.task_of(row, tasks);
-        let time_index = self.spec.time_index;
-        let Some(held) = self.task_mut(task) else {
-            self.misrouted(row, task);
-            return false;
+impl TaskWindows {
+    /// The window of `context`'s node in scaled-out run `run`, logging to
+    /// `topic`, repartitioning through `repartition` (the topic, and the
+    /// input port its rows come back on) when it is given.
+    pub fn new(
+        spec: RowWindowSpec,
+        context: &ShardContext,
+        run: Arc<GroupRun>,
+        topic: Arc<str>,
+        repartition: Option<(Arc<str>, usize)>,
+    ) -> TaskWindows {
+        let setup = TaskedSetup {
+            node: context.node.clone(),
+            kind: "window",
+            key_option: "group_by",
+            key_indices: spec.group_indices.clone(),
+            run,
+            topic,
+            repartition,
         };
-        if let Some(ts) = row.get(time_index).as_timestamp() {
-            held.stream_time = held.stream_time.max(ts);
+        TaskWindows {
+            metrics: RowWindow::new(spec, context),
+            tasks: Tasked::new(setup, context),
         }
-        held.dirty = true;
-        held.window.add(row)
+    }
+
+    /// Takes the handoffs the consumer thread left, if any.
+    fn take_handoffs(&mut self) {
+        self.tasks.take_handoffs(&self.metrics);
+    }
+
+    /// Adds `row` to its task; `false` if it was not counted (late,
+    /// without a time, or of a task this process does not hold).
+    fn add(&mut self, row: &ArchivedRow) -> bool {
+        self.tasks.task_for(row).is_some_and(|task| task.add(row))
     }
 
     /// Fires what each task's stream time closed.
     fn fire_all(&mut self) {
-        for task in self.tasks.iter_mut().flatten() {
-            if let Err(error) = Self::fire(&self.spec, task) {
-                self.run.fail(format!("window `{}`: {error}", self.node));
+        let mut failed = None;
+        for task in self.tasks.states_mut() {
+            if let Err(error) = task.fire() {
+                failed = Some(error);
             }
         }
-    }
-
-    fn misrouted(&mut self, row: &ArchivedRow, task: i32) {
-        if self.run.failure().is_some() {
-            return;
-        }
-        let group: Vec<Value> = self
-            .spec
-            .group_indices
-            .iter()
-            .map(|&index| row.get(index).to_value())
-            .collect();
-        let why = match &self.repartition {
-            Some((topic, _)) => format!(
-                "partition {task} of repartition topic `{topic}`, which this process does not \
-                 read: a record there was not written by this window"
-            ),
-            None => format!(
-                "partition {task} of the input topic, which this process does not read: the \
-                 source's `keyed_by` says the input topic is keyed by the window's `group_by`, \
-                 and it is not (leave `keyed_by` out to repartition; docs/scale-out.md)"
-            ),
-        };
-        self.run.fail(format!(
-            "window `{}`: group {group:?} belongs to task {task} ({why})",
-            self.node
-        ));
-    }
-
-    /// Sends `row` to its task's partition of the repartition `topic`, in
-    /// the next barrier's transaction.
-    fn send_on(&mut self, topic: &Arc<str>, row: &ArchivedRow, tasks: u32) {
-        let key = row_key(row, &self.spec.group_indices, &mut self.key).unwrap_or_default();
-        let partition = key_partition(key, tasks);
-        let key = key.to_vec();
-        match encode_row(&row.to_row()) {
-            Ok(value) => self.staged.push(ChangelogRecord {
-                topic: topic.clone(),
-                partition,
-                key,
-                value: Some(value),
-            }),
-            Err(error) => self.run.fail(format!(
-                "window `{}`: a row cannot be encoded for `{topic}`: {error}",
-                self.node
-            )),
+        if let Some(error) = failed {
+            self.tasks.fail(error);
         }
     }
 }
@@ -436,18 +313,14 @@ impl Processor for TaskWindows {
     /// counted.
     fn process(&mut self, port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
         self.take_handoffs();
-        let tasks = self.run.tasks();
-        if let Some((topic, back)) = &self.repartition {
-            if port < *back {
-                let topic = topic.clone();
-                for row in batch.iter() {
-                    self.send_on(&topic, row, tasks);
-                }
-                return;
+        if let Some(topic) = self.tasks.sends_on(port) {
+            for row in batch.iter() {
+                self.tasks.send_on(&topic, row);
             }
+            return;
         }
         for row in batch.iter() {
-            if !self.add(row, tasks) && out.has_port(1) {
+            if !self.add(row) && out.has_port(1) {
                 out.push_to(1, &row.to_row());
             }
         }
@@ -460,29 +333,18 @@ impl Processor for TaskWindows {
 
     fn drain(&mut self, out: &mut Emitter<Row>) -> bool {
         let queued = |task: &&mut Task| !task.window.closed_rows.is_empty();
-        let Some(task) = self.tasks.iter_mut().flatten().find(queued) else {
+        let Some(task) = self.tasks.states_mut().find(queued) else {
             return false;
         };
         task.window.closed_rows.drain_into(out);
         self.tasks
-            .iter()
-            .flatten()
+            .states()
             .any(|task| !task.window.closed_rows.is_empty())
     }
 
     fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.take_handoffs();
-        let mut records = std::mem::take(&mut self.staged);
-        records.extend(self.changes()?);
-        self.run.add_changelog(epoch, records);
-        for task in &mut self.tasks {
-            if task
-                .as_ref()
-                .is_some_and(|task| task.revoked_at.is_some_and(|at| at <= epoch))
-            {
-                *task = None;
-            }
-        }
+        self.tasks.snapshot(epoch)?;
         // The state is in the changelog; the local log holds none.
         Ok(Vec::new())
     }
@@ -501,9 +363,10 @@ mod tests {
     use rkyv::rancor;
 
     use super::*;
+    use crate::kafka::key_partition;
     use crate::processors::window::rows::{build, RowWindowConfig};
     use crate::row::{Schema, Type};
-    use crate::scale_out::GroupPlan;
+    use crate::scale_out::{ChangelogRecord, GroupPlan, Handoff};
 
     const TASKS: u32 = 4;
 
@@ -524,17 +387,29 @@ mod tests {
     /// A window of a run holding every task, their state as `topic` (a
     /// compacted changelog: partition and key to value) holds it.
     fn window(spec: &RowWindowSpec, run: &Arc<GroupRun>, topic: &Changelog) -> TaskWindows {
-        let mut window = TaskWindows {
-            metrics: RowWindow::bare(spec.clone()),
-            spec: spec.clone(),
+        repartitioning(spec, run, topic, None)
+    }
+
+    /// [`window`], repartitioning through `repartition` when given.
+    fn repartitioning(
+        spec: &RowWindowSpec,
+        run: &Arc<GroupRun>,
+        topic: &Changelog,
+        repartition: Option<(Arc<str>, usize)>,
+    ) -> TaskWindows {
+        run.set_tasks(TASKS);
+        let setup = TaskedSetup {
             node: "per_user".into(),
+            kind: "window",
+            key_option: "group_by",
+            key_indices: spec.group_indices.clone(),
             run: run.clone(),
             topic: "t".into(),
-            tasks: Vec::new(),
-            seen: u64::MAX,
-            key: String::new(),
-            repartition: None,
-            staged: Vec::new(),
+            repartition,
+        };
+        let mut window = TaskWindows {
+            metrics: RowWindow::bare(spec.clone()),
+            tasks: Tasked::on(setup, 0, 1),
         };
         for task in 0..TASKS as i32 {
             let entries = topic
@@ -590,10 +465,10 @@ mod tests {
             for row in batch {
                 let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
                 let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
-                window.add(archived, TASKS);
+                window.add(archived);
             }
             window.fire_all();
-            for task in window.tasks.iter_mut().flatten() {
+            for task in window.tasks.states_mut() {
                 fired.extend(task.window.closed_rows.take_all());
             }
         }
@@ -641,8 +516,7 @@ mod tests {
                 }
                 let open: usize = first
                     .tasks
-                    .iter()
-                    .flatten()
+                    .states()
                     .map(|task| task.window.windows.values().map(|g| g.len()).sum::<usize>())
                     .sum();
                 // Every open (window, group) and each task's record: no
@@ -680,21 +554,14 @@ mod tests {
         run.revoke_tasks(&partitions, 2);
         window.snapshot(1).expect("a snapshot");
         assert!(log(&run, 1, &mut topic) > 0);
-        assert!(
-            window.tasks.iter().flatten().count() == 4,
-            "held through epoch 1"
-        );
+        assert!(window.tasks.states().count() == 4, "held through epoch 1");
         feed(&mut window, &input[200..300]);
         window.snapshot(2).expect("a snapshot");
         assert!(
             log(&run, 2, &mut topic) > 0,
             "epoch 2's changes are handed in"
         );
-        assert_eq!(
-            window.tasks.iter().flatten().count(),
-            0,
-            "dropped after epoch 2"
-        );
+        assert_eq!(window.tasks.states().count(), 0, "dropped after epoch 2");
         assert!(run.failure().is_none());
         feed(&mut window, &input[300..301]);
         let why = run.failure().expect("the run failed");
@@ -722,15 +589,14 @@ mod tests {
         let (_, topic, port) = run.add_repartitioned_state("per_user");
         assert_eq!(&*topic, "g-repartition-per_user-repartition");
         assert_eq!(port, crate::scale_out::REPARTITION_PORT);
-        let mut window = window(&spec, &run, &Changelog::new());
-        window.repartition = Some((topic.clone(), 1));
+        let mut window = repartitioning(&spec, &run, &Changelog::new(), Some((topic.clone(), 1)));
         let mut fired = Vec::new();
         let mut epoch = 0;
         for chunk in input.chunks(700) {
             for row in chunk {
                 let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
                 let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
-                window.send_on(&topic, archived, TASKS);
+                window.tasks.send_on(&topic, archived);
             }
             epoch += 1;
             window.snapshot(epoch).expect("a snapshot");

@@ -1,0 +1,381 @@
+//! [`Tasked`]: what every keyed operator of a scaled-out run does with its
+//! tasks, whatever state a task holds (docs/scale-out.md, "State that
+//! moves").
+//!
+//! A row's task is the partition that a record keyed by the operator's key
+//! would be in: the key a `kafka` sink with `key = KEY` writes
+//! ([`row_key`]), partitioned as Java clients do ([`key_partition`]).
+//! - When the source says the input topic is keyed by the operator's key
+//!   (its `keyed_by`), the tasks are the input topic's partitions and rows
+//!   are taken as they come. A row of a task this process does not hold
+//!   means the input is not partitioned that way: the run fails, naming
+//!   the group and the task, rather than keep its state in the wrong place.
+//! - Otherwise the operator **repartitions**, as Kafka Streams does: each
+//!   row from its inputs goes, in the epoch's transaction, to its task's
+//!   partition of the operator's repartition topic (key: the row's key,
+//!   value: the row in weir's encoding, [`encode_row`]); the source reads
+//!   that topic back, as the group assigns its partitions, and its rows
+//!   come in on the port after the inputs' ([`Tasked::sends_on`]).
+//!
+//! The tasks this shard instance holds come and go with the consumer
+//! thread's handoffs ([`Handoff`]): a task given to the process is
+//! restored from its changelog partition ([`TaskState::restore`]); one
+//! given up hands in its last epoch's changes and goes. At every barrier
+//! each task hands in what changed ([`TaskState::changes`]) to its
+//! partition of the operator's changelog topic, in the epoch's
+//! transaction ([`Tasked::snapshot`]).
+
+use std::sync::Arc;
+
+use weir_runtime::{OperatorError, ShardContext};
+
+use super::{task_instance, ChangelogRecord, GroupRun, Handoff};
+use crate::kafka::{key_partition, row_key};
+use crate::row::{encode_row, ArchivedRow, Value};
+
+/// A task's changelog records: (key, value), `None` a tombstone.
+pub type Changes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The key of a task's meta record (what is not one key's state: its
+/// stream time, say).
+pub const META_KEY: &[u8] = b"weir.task";
+
+/// One task's state of a scaled-out keyed operator.
+pub trait TaskState: Sized {
+    /// What a task is made from: the operator's spec, its metrics handles.
+    type Template;
+
+    /// A task holding the state of its changelog partition's `entries`
+    /// (each live key's last value, in no order; none: a new task).
+    fn restore(template: &Self::Template, entries: Vec<(Vec<u8>, Vec<u8>)>)
+        -> Result<Self, String>;
+
+    /// The task's changelog records since the last call, in order: (key,
+    /// value), `None` a tombstone.
+    fn changes(&mut self) -> Result<Changes, OperatorError>;
+}
+
+/// A held task.
+#[derive(Debug)]
+struct Slot<T> {
+    state: T,
+    /// Given up: its records so far belong to this epoch or earlier.
+    revoked_at: Option<u64>,
+}
+
+/// Which operator a [`Tasked`] serves, and where its state goes.
+#[derive(Debug, Clone)]
+pub struct TaskedSetup {
+    /// The operator's name.
+    pub node: Arc<str>,
+    /// What it is, for messages (`window`, `threshold`).
+    pub kind: &'static str,
+    /// Its key option's name, for messages (`group_by`, `key`).
+    pub key_option: &'static str,
+    /// The key's fields in its input rows.
+    pub key_indices: Vec<usize>,
+    /// The run.
+    pub run: Arc<GroupRun>,
+    /// The changelog topic.
+    pub topic: Arc<str>,
+    /// The repartition topic, and the input port its rows come back on;
+    /// `None`: the input is keyed as the operator.
+    pub repartition: Option<(Arc<str>, usize)>,
+}
+
+/// A scaled-out keyed operator's tasks on one shard instance; see the
+/// module docs.
+pub struct Tasked<T> {
+    setup: TaskedSetup,
+    /// This shard instance, and how many there are: it holds the tasks
+    /// [`task_instance`] gives it.
+    instance: usize,
+    instances: usize,
+    /// Held tasks, by number.
+    slots: Vec<Option<Slot<T>>>,
+    /// The run's handoff version last looked at.
+    seen: u64,
+    /// A buffer for rows' keys.
+    key: String,
+    /// Rows sent to the repartition topic since the last barrier.
+    staged: Vec<ChangelogRecord>,
+}
+
+impl<T> std::fmt::Debug for Tasked<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tasked")
+            .field("node", &self.setup.node)
+            .field("topic", &self.setup.topic)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: TaskState> Tasked<T> {
+    /// The tasks of `setup`'s operator on `context`'s shard instance.
+    pub fn new(setup: TaskedSetup, context: &ShardContext) -> Tasked<T> {
+        Tasked::on(setup, context.instance, context.instances)
+    }
+
+    /// The tasks of `setup`'s operator on shard instance `instance` of
+    /// `instances`.
+    pub fn on(setup: TaskedSetup, instance: usize, instances: usize) -> Tasked<T> {
+        setup.run.set_instances(instances);
+        Tasked {
+            setup,
+            instance,
+            instances,
+            slots: Vec::new(),
+            seen: u64::MAX,
+            key: String::new(),
+            staged: Vec::new(),
+        }
+    }
+
+    /// The run.
+    pub fn run(&self) -> &Arc<GroupRun> {
+        &self.setup.run
+    }
+
+    /// Fails the run, naming the operator.
+    pub fn fail(&self, why: impl std::fmt::Display) {
+        let TaskedSetup { kind, node, .. } = &self.setup;
+        self.setup.run.fail(format!("{kind} `{node}`: {why}"));
+    }
+
+    /// Takes the handoffs the consumer thread left, if any: restores the
+    /// tasks given to this instance (from `template`), marks those given
+    /// up.
+    pub fn take_handoffs(&mut self, template: &T::Template) {
+        let version = self.setup.run.handoff_version();
+        if version == self.seen {
+            return;
+        }
+        self.seen = version;
+        let handoffs = self
+            .setup
+            .run
+            .take_handoffs(&self.setup.node, self.instance);
+        for handoff in handoffs {
+            match handoff {
+                Handoff::Restore { task, entries } => match T::restore(template, entries) {
+                    Ok(state) => {
+                        let index = usize::try_from(task).unwrap_or(0);
+                        if self.slots.len() <= index {
+                            self.slots.resize_with(index + 1, || None);
+                        }
+                        self.slots[index] = Some(Slot {
+                            state,
+                            revoked_at: None,
+                        });
+                    }
+                    Err(why) => self.fail(format_args!(
+                        "the state of task {task} in changelog `{}` cannot be restored: {why}",
+                        self.setup.topic
+                    )),
+                },
+                Handoff::Revoke { task, epoch } => {
+                    let slot = usize::try_from(task)
+                        .ok()
+                        .and_then(|index| self.slots.get_mut(index))
+                        .and_then(Option::as_mut);
+                    if let Some(slot) = slot {
+                        slot.revoked_at = Some(epoch);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The repartition topic when rows of `port` are to be sent on to it
+    /// (they come from the operator's inputs, not back from the topic).
+    pub fn sends_on(&self, port: usize) -> Option<Arc<str>> {
+        match &self.setup.repartition {
+            Some((topic, back)) if port < *back => Some(topic.clone()),
+            _ => None,
+        }
+    }
+
+    /// The task of `row`'s key.
+    pub fn task_of(&mut self, row: &ArchivedRow) -> i32 {
+        let key = row_key(row, &self.setup.key_indices, &mut self.key).unwrap_or_default();
+        key_partition(key, self.setup.run.tasks())
+    }
+
+    /// The task `row` belongs to, if this instance holds it; otherwise
+    /// the run fails (once), naming the key and the task.
+    pub fn task_for(&mut self, row: &ArchivedRow) -> Option<&mut T> {
+        let task = self.task_of(row);
+        let held = usize::try_from(task)
+            .ok()
+            .and_then(|index| self.slots.get(index))
+            .is_some_and(Option::is_some);
+        if !held {
+            self.misrouted(row, task);
+            return None;
+        }
+        self.slots[task as usize]
+            .as_mut()
+            .map(|slot| &mut slot.state)
+    }
+
+    fn misrouted(&mut self, row: &ArchivedRow, task: i32) {
+        if self.setup.run.failure().is_some() {
+            return;
+        }
+        let TaskedSetup {
+            kind, key_option, ..
+        } = &self.setup;
+        let key: Vec<Value> = self
+            .setup
+            .key_indices
+            .iter()
+            .map(|&index| row.get(index).to_value())
+            .collect();
+        let owner = task_instance(task, self.instances);
+        let why = match &self.setup.repartition {
+            _ if owner != self.instance => format!(
+                "it reached shard instance {} of {}, and instance {owner} reads that partition: \
+                 the {kind}'s input is not read straight from the source (a scaled-out {kind} \
+                 reads its rows on the shard that read their records; docs/scale-out.md)",
+                self.instance, self.instances
+            ),
+            Some((topic, _)) => format!(
+                "partition {task} of repartition topic `{topic}`, which this process does not \
+                 read: a record there was not written by this {kind}"
+            ),
+            None => format!(
+                "partition {task} of the input topic, which this process does not read: the \
+                 source's `keyed_by` says the input topic is keyed by the {kind}'s \
+                 `{key_option}`, and it is not (leave `keyed_by` out to repartition; \
+                 docs/scale-out.md)"
+            ),
+        };
+        self.fail(format_args!("key {key:?} belongs to task {task} ({why})"));
+    }
+
+    /// Sends `row` to its task's partition of the repartition `topic`, in
+    /// the next barrier's transaction.
+    pub fn send_on(&mut self, topic: &Arc<str>, row: &ArchivedRow) {
+        let key = row_key(row, &self.setup.key_indices, &mut self.key).unwrap_or_default();
+        let partition = key_partition(key, self.setup.run.tasks());
+        let key = key.to_vec();
+        match encode_row(&row.to_row()) {
+            Ok(value) => self.staged.push(ChangelogRecord {
+                topic: topic.clone(),
+                partition,
+                key,
+                value: Some(value),
+            }),
+            Err(error) => self.fail(format_args!(
+                "a row cannot be encoded for `{topic}`: {error}"
+            )),
+        }
+    }
+
+    /// The held tasks' states.
+    pub fn states(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten().map(|slot| &slot.state)
+    }
+
+    /// The held tasks' states, to change.
+    pub fn states_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots.iter_mut().flatten().map(|slot| &mut slot.state)
+    }
+
+    /// At `epoch`'s barrier: hands the rows sent on and every task's
+    /// changes in for the epoch's transaction, then drops the tasks given
+    /// up in or before `epoch`.
+    pub fn snapshot(&mut self, epoch: u64) -> Result<(), OperatorError> {
+        let mut records = std::mem::take(&mut self.staged);
+        for (number, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
+            let partition = number as i32;
+            records.extend(
+                slot.state
+                    .changes()?
+                    .into_iter()
+                    .map(|(key, value)| ChangelogRecord {
+                        topic: self.setup.topic.clone(),
+                        partition,
+                        key,
+                        value,
+                    }),
+            );
+        }
+        self.setup.run.add_changelog(epoch, records);
+        for slot in &mut self.slots {
+            if slot
+                .as_ref()
+                .is_some_and(|slot| slot.revoked_at.is_some_and(|at| at <= epoch))
+            {
+                *slot = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A scaled-out keyed operator's repartition topic, and where its rows
+/// come back.
+#[derive(Debug, Clone)]
+pub struct Repartitioned {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The `kafka` source that reads the topic back...
+    pub source: String,
+    /// ...on this output port.
+    pub source_port: usize,
+}
+
+/// Where a scaled-out keyed operator's tasks come from, decided when it is
+/// planned.
+#[derive(Debug, Clone)]
+pub struct TaskPlan {
+    /// The run.
+    pub run: Arc<GroupRun>,
+    /// Its changelog topic.
+    pub changelog: Arc<str>,
+    /// Its repartition topic, when its key is not the input's.
+    pub repartition: Option<Repartitioned>,
+}
+
+impl TaskPlan {
+    /// Plans operator `name` (a `kind`), keyed by the fields `key`, in
+    /// `plan`'s run: Kafka Streams' rule, an operator keyed as the input
+    /// (the source's `keyed_by`) reads its tasks straight from the input's
+    /// partitions; any other goes through a repartition topic keyed by its
+    /// key.
+    pub fn new(
+        plan: &super::GroupPlan,
+        name: &str,
+        kind: &str,
+        key: &[String],
+    ) -> Result<TaskPlan, crate::row::OptionError> {
+        let run = plan.run();
+        let Some((source, keyed_by)) = run.source() else {
+            return Err(crate::row::OptionError::new(
+                "inputs",
+                format!("a scaled-out {kind} reads from the pipeline's `kafka` source"),
+            ));
+        };
+        if keyed_by == key {
+            let changelog = run.add_state(name);
+            return Ok(TaskPlan {
+                run,
+                changelog,
+                repartition: None,
+            });
+        }
+        let (changelog, topic, source_port) = run.add_repartitioned_state(name);
+        Ok(TaskPlan {
+            run,
+            changelog,
+            repartition: Some(Repartitioned {
+                topic,
+                source,
+                source_port,
+            }),
+        })
+    }
+}
