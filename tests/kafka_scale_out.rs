@@ -149,7 +149,12 @@ topic = "{errors}"
 /// fires before the closing events. The per-host rows also go through a
 /// `threshold` keyed by host (so its tasks are the input's partitions
 /// too): an alert for a minute of [`ALERT_AT`] events or more, at most
-/// one per host per [`COOLDOWN_MS`], → `kafka` (`alerts`, keyed by host).
+/// one per host per [`COOLDOWN_MS`], → `kafka` (`alerts`, keyed by host);
+/// and per host, a session window (gap [`SESSION_GAP_MS`]): one session a
+/// host for the whole run, its state moving with its task every time the
+/// task does → `kafka` (`sessions`, keyed by host); and a `dedup` by host
+/// (window [`FIRSTS_MS`]): the first event of each host, then the next
+/// one at least that long after it, and so on → `kafka` (`firsts`).
 fn window_pipeline(
     bootstrap: &str,
     group: &str,
@@ -159,6 +164,8 @@ fn window_pipeline(
     hosts: &str,
 ) -> String {
     let alerts = format!("{hosts}-alerts");
+    let sessions = format!("{hosts}-sessions");
+    let firsts = format!("{hosts}-firsts");
     let head = head_keyed(
         bootstrap,
         group,
@@ -213,6 +220,37 @@ inputs = ["busy_host"]
 brokers = "{bootstrap}"
 topic = "{alerts}"
 key = ["host"]
+
+[processors.host_sessions]
+type = "window"
+inputs = ["events"]
+kind = "session"
+gap = "{SESSION_GAP_MS}ms"
+time_field = "at"
+group_by = ["host"]
+aggregates = [{{ fn = "count" }}]
+allowed_lateness = "90m"
+
+[sinks.sessions]
+type = "kafka"
+inputs = ["host_sessions"]
+brokers = "{bootstrap}"
+topic = "{sessions}"
+key = ["host"]
+
+[processors.host_firsts]
+type = "dedup"
+inputs = ["events"]
+fields = ["host"]
+window = "{FIRSTS_MS}ms"
+time_field = "at"
+
+[sinks.firsts]
+type = "kafka"
+inputs = ["host_firsts"]
+brokers = "{bootstrap}"
+topic = "{firsts}"
+key = ["host"]
 "#
     )
 }
@@ -222,6 +260,49 @@ key = ["host"]
 const ALERT_AT: u64 = 1_250;
 /// The alerts' cooldown per host.
 const COOLDOWN_MS: i64 = 180_000;
+/// The per-host session windows' gap: far more than between two events of
+/// a host, far less than up to the closing events.
+const SESSION_GAP_MS: i64 = 60_000;
+
+/// The `dedup` window of [`window_pipeline`].
+const FIRSTS_MS: i64 = 10_000;
+
+/// The events the per-host `dedup` keeps, by its rule (each input
+/// partition holds its hosts' events in time order, so the rule's
+/// event-time order is the order they are read in): per host, the first
+/// event, then the first at least [`FIRSTS_MS`] after the last kept.
+fn expected_firsts() -> HashSet<u64> {
+    let mut first: BTreeMap<String, i64> = BTreeMap::new();
+    let mut kept = HashSet::new();
+    for id in 0..EVENTS {
+        let (line, _, at, _) = kafka::event(id);
+        let host = host_of(&line);
+        if first
+            .get(&host)
+            .is_none_or(|&since| at >= since + FIRSTS_MS)
+        {
+            first.insert(host, at);
+            kept.insert(id);
+        }
+    }
+    kept
+}
+
+/// (session start, host) → events `0..EVENTS` of the host: one session a
+/// host ([`SESSION_GAP_MS`]), computed directly.
+fn expected_sessions() -> BTreeMap<(i64, String), u64> {
+    let mut hosts: BTreeMap<String, (i64, u64)> = BTreeMap::new();
+    for id in 0..EVENTS {
+        let (line, _, at, _) = kafka::event(id);
+        let host = hosts.entry(host_of(&line)).or_insert((at, 0));
+        host.0 = host.0.min(at);
+        host.1 += 1;
+    }
+    hosts
+        .into_iter()
+        .map(|(host, (start, events))| ((start, host), events))
+        .collect()
+}
 
 /// The alerts of [`window_pipeline`]'s threshold, by the rule its docs
 /// give, from the direct per-host counts: per host in time order, a
@@ -496,6 +577,10 @@ struct Case {
     hosts: String,
     /// The per-host alerts topic ([`Shape::Window`]).
     alerts: String,
+    /// The per-host sessions topic ([`Shape::Window`]).
+    sessions: String,
+    /// The per-host dedup's topic ([`Shape::Window`]).
+    firsts: String,
     /// The closing events were written ([`Shape::Window`]).
     closed: std::cell::Cell<bool>,
     shape: Shape,
@@ -530,6 +615,8 @@ impl Case {
         kafka::create_topic(&bootstrap, &errors, ERRORS_PARTITIONS);
         let hosts = format!("{run}-hosts");
         let alerts = format!("{hosts}-alerts");
+        let sessions = format!("{hosts}-sessions");
+        let firsts = format!("{hosts}-firsts");
         let group = format!("{run}-group");
         let text = match shape {
             Shape::Stateless => {
@@ -539,6 +626,8 @@ impl Case {
             Shape::Window => {
                 kafka::create_topic(&bootstrap, &hosts, ERRORS_PARTITIONS);
                 kafka::create_topic(&bootstrap, &alerts, ERRORS_PARTITIONS);
+                kafka::create_topic(&bootstrap, &sessions, ERRORS_PARTITIONS);
+                kafka::create_topic(&bootstrap, &firsts, ERRORS_PARTITIONS);
                 let records: Vec<(String, String)> = (0..EVENTS)
                     .map(|id| {
                         let (line, _, _, _) = kafka::event(id);
@@ -560,6 +649,8 @@ impl Case {
             errors,
             hosts,
             alerts,
+            sessions,
+            firsts,
             closed: std::cell::Cell::new(false),
             shape,
         }
@@ -602,6 +693,16 @@ impl Fleet {
     /// Polls the passthrough until it holds [`EVENTS`] records (or fails
     /// [`ALL_OUTPUT_TIMEOUT`] after `since`, `what`).
     fn wait_all_published(&mut self, case: &Case, since: Instant, what: &str) {
+        let want_rows = match case.shape {
+            Shape::Stateless => 0,
+            Shape::Window => {
+                expected_user_counts().len()
+                    + expected_host_counts().len()
+                    + expected_alerts().len()
+                    + expected_sessions().len()
+                    + expected_firsts().len()
+            }
+        };
         loop {
             self.check_running();
             let lines = kafka::consume(&case.bootstrap, &case.passthrough, false, POLL_QUIET);
@@ -618,16 +719,10 @@ impl Fleet {
                     kafka::consume(&case.bootstrap, &case.errors, false, POLL_QUIET).len()
                         + kafka::consume(&case.bootstrap, &case.hosts, false, POLL_QUIET).len()
                         + kafka::consume(&case.bootstrap, &case.alerts, false, POLL_QUIET).len()
+                        + kafka::consume(&case.bootstrap, &case.sessions, false, POLL_QUIET).len()
+                        + kafka::consume(&case.bootstrap, &case.firsts, false, POLL_QUIET).len()
                 }
                 _ => 0,
-            };
-            let want_rows = match case.shape {
-                Shape::Stateless => 0,
-                Shape::Window => {
-                    expected_user_counts().len()
-                        + expected_host_counts().len()
-                        + expected_alerts().len()
-                }
             };
             if lines.len() >= events as usize && rows >= want_rows {
                 eprintln!(
@@ -685,6 +780,14 @@ impl Fleet {
                 rows.first()
             );
             kafka::check_counts_by(&rows, "host", &expected_alerts(), "alerts topic");
+            let rows: Vec<serde_json::Value> =
+                kafka::consume(&case.bootstrap, &case.sessions, false, CHECK_QUIET)
+                    .iter()
+                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
+                    .collect();
+            kafka::check_counts_by(&rows, "host", &expected_sessions(), "sessions topic");
+            let kept = kafka::consume(&case.bootstrap, &case.firsts, false, CHECK_QUIET);
+            kafka::check_set_once(&kept, &expected_firsts(), "firsts topic");
             return;
         }
         let expected: HashSet<u64> = (0..EVENTS)

@@ -106,15 +106,24 @@ EOF
 
 metrics_port=$(free_port)
 
+# cpu_seconds PID: the CPU time (user + system) process PID has used.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
 # group_rate TOML GROUP NAME [TOPIC...]: runs TOML (scaled out in GROUP)
 # on a fresh data directory $work/data-NAME, logging to $work/NAME.log,
 # until it read `$topic` and then each TOPIC to its end and committed two
 # more epochs (wait_read_and_committed), checks the group's offsets,
-# stops it (SIGTERM) and sets `rate` to EVENTS over that time.
+# stops it (SIGTERM) and sets `rate` to EVENTS over that time, `cores` to
+# the cores the process kept busy meanwhile (its CPU time over that
+# time) and `broker_cores` to the broker's.
 group_rate() {
-  local toml=$1 group=$2 name=$3 start end pid read
+  local toml=$1 group=$2 name=$3 start end pid read cpu broker broker_cpu
   shift 3
   rm -rf "$work/data-$name"
+  broker=$(pgrep -f kafka.Kafka | head -1)
+  broker_cpu=$(cpu_seconds "$broker")
   start=$(date +%s.%N)
   "$weir" run "$toml" --data-dir "$work/data-$name" > "$work/$name.log" 2>&1 &
   pid=$!
@@ -124,6 +133,9 @@ group_rate() {
       || { echo "$name did not catch up with $read within 600 s: see $work" >&2; exit 1; }
   done
   end=$(date +%s.%N)
+  cpu=$(cpu_seconds "$pid")
+  cores=$(echo "$cpu / ($end - $start)" | bc -l)
+  broker_cores=$(echo "($(cpu_seconds "$broker") - $broker_cpu) / ($end - $start)" | bc -l)
   caught_up "$group" || { echo "$name: the group's offsets are not at the end: see $work" >&2; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || { echo "$name's process failed: see $work/$name.log" >&2; exit 1; }
@@ -143,6 +155,8 @@ for run in $(seq 1 "$runs"); do
   pipeline "$work/group.toml" "$out" "$group" user
   group_rate "$work/group.toml" "$group" group-1
   figures[group,$run]=$rate
+  figures[group_cores,$run]=$cores
+  figures[group_broker,$run]=$broker_cores
 
   # The same in a process of two shards, in a group of its own.
   twogroup="window-2-$stamp-$run"
@@ -150,6 +164,8 @@ for run in $(seq 1 "$runs"); do
   sed -i "s/^\[runtime\]\$/[runtime]\nshards = 2/" "$work/group2.toml"
   group_rate "$work/group2.toml" "$twogroup" group-2-shards
   figures[group2,$run]=$rate
+  figures[group2_cores,$run]=$cores
+  figures[group2_broker,$run]=$broker_cores
 
   # The same without `keyed_by`: through the repartition topic.
   regroup="window-r-$stamp-$run"
@@ -181,8 +197,11 @@ for run in $(seq 1 "$runs"); do
   figures[keys_s,$run]=$(echo "$keys * 1000 / $ms" | bc -l)
   figures[records_s,$run]=$(echo "$records * 1000 / $ms" | bc -l)
   figures[mb_s,$run]=$(echo "$bytes / 1000 / $ms" | bc -l)
-  printf 'run %d: group with 2 shards %.0f/s (%.2f × static)\n' "$run" "${figures[group2,$run]}" \
-    "$(echo "${figures[group2,$run]} / ${figures[static,$run]}" | bc -l)"
+  printf 'run %d: group with 2 shards %.0f/s (%.2f × static); cores busy: weir %.2f, broker %.2f with 1 shard; weir %.2f, broker %.2f with 2\n' \
+    "$run" "${figures[group2,$run]}" \
+    "$(echo "${figures[group2,$run]} / ${figures[static,$run]}" | bc -l)" \
+    "${figures[group_cores,$run]}" "${figures[group_broker,$run]}" \
+    "${figures[group2_cores,$run]}" "${figures[group2_broker,$run]}"
   printf 'run %d: static %.0f/s, group 1 %.0f/s (%.2f ×), repartition %.0f/s (%.2f ×); restore %d keys from %d records (%.1f MB) in %d ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
     "$run" "${figures[static,$run]}" "${figures[group,$run]}" \
     "$(echo "${figures[group,$run]} / ${figures[static,$run]}" | bc -l)" \

@@ -208,7 +208,7 @@ fn keyed_by_without_a_group_is_refused_naming_it() {
 }
 
 #[test]
-fn a_global_or_session_window_is_refused_naming_the_option() {
+fn a_global_window_is_refused_naming_the_option_and_a_session_window_scales_out() {
     let error = refused(&timed(&with_processor("counts", &window(""))));
     assert_eq!(
         error.component.as_deref(),
@@ -220,25 +220,38 @@ fn a_global_or_session_window_is_refused_naming_the_option() {
 
     let session = "type = \"window\"\ninputs = [\"big\"]\nkind = \"session\"\ngap = \"1m\"\n\
                    time_field = \"at\"\ngroup_by = [\"user\"]\naggregates = [\"count\"]";
-    let error = refused(&timed(&with_processor("sessions", session)));
-    assert!(error.to_string().contains("kind"), "{error}");
-    assert!(error.message.contains("session windows"), "{error}");
+    let text = timed(&with_processor("sessions", session));
+    assert_eq!(
+        topics(&text),
+        [
+            "repartition sessions orders-sessions-repartition",
+            "changelog sessions orders-sessions-changelog"
+        ]
+    );
 }
 
+/// A dedup scales out keyed by its `fields`: through its repartition
+/// topic, or straight from the input when the source is keyed by them.
 #[test]
-fn other_keyed_state_is_refused_naming_the_component() {
+fn a_dedup_scales_out_keyed_by_its_fields() {
     let dedup = "type = \"dedup\"\ninputs = [\"big\"]\nfields = [\"user\"]\n\
                  window = \"1m\"\ntime_field = \"at\"";
-    let error = refused(&timed(&with_processor("once", dedup)));
+    let text = timed(&with_processor("once", dedup));
     assert_eq!(
-        error.component.as_deref(),
-        Some("processors.once"),
-        "{error}"
+        topics(&text),
+        [
+            "repartition once orders-once-repartition",
+            "changelog once orders-once-changelog"
+        ]
     );
-    assert!(
-        error.message.contains("cannot run with `[runtime] group`"),
-        "{error}"
+    let keyed = text.replacen(
+        "topics = [\"orders\"]",
+        "topics = [\"orders\"]\nkeyed_by = [\"user\"]",
+        1,
     );
+    assert_eq!(topics(&keyed), ["changelog once orders-once-changelog"]);
+    let config = parse(&text, "orders.toml").expect("a scaled-out pipeline");
+    weir_operators::config::build_graph(&config).expect("a graph");
 }
 
 #[test]

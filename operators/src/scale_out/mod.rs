@@ -22,7 +22,7 @@
 //! publishes nothing, since the group's offsets, not weir's log, say where
 //! this run resumes.
 //!
-//! Stateful operators (tumbling and sliding windows, thresholds) keep
+//! Stateful operators (windows, dedups, thresholds) keep
 //! each task's state apart and move it through a changelog topic; one
 //! keyed otherwise than the input first sends its rows through a
 //! repartition topic ([`state`], [`tasked`]).
@@ -36,8 +36,8 @@
 //!
 //! Limits for now, checked when the pipeline is loaded (one `kafka`
 //! source: when its instance starts): only `kafka` sinks, stateless
-//! processors, tumbling and sliding windows with `group_by` and
-//! thresholds with `key`; see `docs/scale-out.md`.
+//! processors and keyed operators with a key (windows with `group_by`,
+//! `dedup`, thresholds with `key`); see `docs/scale-out.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -116,8 +116,8 @@ pub fn task_instance(partition: i32, instances: usize) -> usize {
 /// The error a component that cannot run scaled out gets.
 pub fn not_scalable_message() -> &'static str {
     "cannot run with `[runtime] group` (scale-out over Kafka): scaled-out pipelines have one \
-     `kafka` source, `kafka` sinks, stateless processors (parse, filter, map, route, enrich), \
-     tumbling or sliding windows and thresholds for now; see docs/scale-out.md"
+     `kafka` source, `kafka` sinks, stateless processors (parse, filter, map, route, enrich) \
+     and keyed operators (windows, dedup, threshold) for now; see docs/scale-out.md"
 }
 
 /// A planned scale-out run's meeting point in this process; see the

@@ -112,6 +112,7 @@ use crate::component::{
 use crate::processors::window::closed_rows::ClosedRows;
 use crate::row::convert::copy_row;
 use crate::row::{cmp_slices, ArchivedRow, OptionError, Row, Schema, Type, Value};
+use crate::scale_out::tasked::TaskPlan;
 
 /// The `dedup` processor's options; see the module docs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -271,6 +272,9 @@ pub struct Dedup {
     /// The output row, reused.
     out: Row,
     dropped_metric: Option<ShardCounter>,
+    /// Scaled out ([`tasks`]): the identities whose entry started,
+    /// restarted or expired since the changelog last took them.
+    changed: Option<Vec<u64>>,
 }
 
 impl Dedup {
@@ -299,6 +303,7 @@ impl Dedup {
             watermark: i64::MIN,
             dropped: 0,
             dropped_metric: None,
+            changed: None,
         }
     }
 
@@ -371,6 +376,9 @@ impl Dedup {
             }
         }
         self.expiry.push(Reverse((expires, hash)));
+        if let Some(changed) = &mut self.changed {
+            changed.push(hash);
+        }
         true
     }
 
@@ -421,6 +429,9 @@ impl Dedup {
             if let Some(&first) = self.first_seen.get(&hash) {
                 if first.saturating_add(self.window) == expires {
                     self.first_seen.remove(&hash);
+                    if let Some(changed) = &mut self.changed {
+                        changed.push(hash);
+                    }
                 }
             }
         }
@@ -550,8 +561,21 @@ impl Component for DedupConfig {
         // The window as written may vary ("10m", "600s"); its length is
         // what shapes the state.
         fingerprint.push(("window_ms".into(), spec.window_ms().to_string()));
+        if let Some(plan) = context.group {
+            let tasks = TaskPlan::new(plan, context.name, "dedup", &self.fields)?;
+            let node = tasks::TaskedDedup {
+                spec,
+                fingerprint,
+                tasks,
+            };
+            return Ok(Planned::new(vec![Output::rows(output)], node));
+        }
         let node = Stateful { spec, fingerprint };
         Ok(Planned::new(vec![Output::rows(output)], node))
+    }
+
+    fn scales_out(&self) -> bool {
+        true
     }
 
     fn outputs_despite_error(&self, input: &crate::row::SchemaRef) -> Option<Vec<Output>> {
@@ -572,3 +596,5 @@ impl Node for Stateful<DedupSpec> {
 
 #[cfg(test)]
 mod tests;
+
+pub mod tasks;

@@ -972,13 +972,6 @@ impl Component for RowWindowConfig {
         let options = ["kind", "size", "slide", "gap", "group_by", "aggregates"];
         let fingerprint = state_options("window", self, &options);
         if let Some(plan) = context.group {
-            if matches!(spec.kind, WindowKind::Session { .. }) {
-                return Err(OptionError::new(
-                    "kind",
-                    "session windows cannot run with `[runtime] group` yet (scale-out moves \
-                     tumbling and sliding windows only; docs/scale-out.md)",
-                ));
-            }
             if spec.group_indices.is_empty() {
                 return Err(OptionError::new(
                     "group_by",

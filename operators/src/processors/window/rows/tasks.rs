@@ -44,7 +44,9 @@ use std::sync::Arc;
 use rkyv::rancor;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
-use super::{decode_state, encode_state, RowWindow, RowWindowSpec, RowWindowState, WindowState};
+use super::{
+    decode_state, encode_state, RowWindow, RowWindowSpec, RowWindowState, WindowKind, WindowState,
+};
 use crate::row::{ArchivedRow, Row, Value};
 use crate::scale_out::tasked::{Changes, TaskState, Tasked, TaskedSetup, META_KEY};
 use crate::scale_out::GroupRun;
@@ -64,14 +66,38 @@ struct PairValue {
     accs: Vec<super::AccState>,
 }
 
+/// A session window's group in the changelog.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+struct SessionKey {
+    group: Vec<Value>,
+}
+
+/// A session window group's open sessions in the changelog, by start.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+struct SessionsValue {
+    sessions: Vec<SessionValue>,
+}
+
+/// One open session.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+struct SessionValue {
+    start: i64,
+    end: i64,
+    accs: Vec<super::AccState>,
+}
+
 /// One task's window.
 #[derive(Debug)]
 struct Task {
     window: RowWindow,
     /// The largest event time of its rows (`i64::MIN` before the first).
     stream_time: i64,
-    /// Keys of pairs fired since the last barrier: their tombstones.
+    /// Keys of pairs (or session groups) fired since the last barrier:
+    /// their tombstones.
     fired: Vec<Vec<u8>>,
+    /// Session windows: hashes of the groups a row reached, or a fire
+    /// changed, since the last barrier.
+    touched: Vec<u64>,
     /// A row reached it since the last barrier.
     dirty: bool,
     /// Its last meta record held queued rows.
@@ -119,6 +145,21 @@ where
     rkyv::from_bytes::<T, rancor::BoxedError>(&aligned).map_err(|error| format!("{what}: {error}"))
 }
 
+/// The open sessions of a session window's changelog record.
+fn decode_sessions(key: &[u8], value: &[u8]) -> Result<Vec<WindowState>, String> {
+    let SessionKey { group } = decode(key, "a session group's key")?;
+    let SessionsValue { sessions } = decode(value, "a session group's sessions")?;
+    Ok(sessions
+        .into_iter()
+        .map(|SessionValue { start, end, accs }| WindowState {
+            start,
+            end,
+            group: group.clone(),
+            accs,
+        })
+        .collect())
+}
+
 /// The (window, group) of a changelog record.
 fn decode_window(key: &[u8], value: &[u8]) -> Result<WindowState, String> {
     let PairKey { start, end, group } = decode(key, "a window's key")?;
@@ -139,9 +180,12 @@ impl TaskState for Task {
     fn restore(template: &RowWindow, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Task, String> {
         let mut meta: Option<RowWindowState> = None;
         let mut windows = Vec::new();
+        let sessions = matches!(template.spec.kind, WindowKind::Session { .. });
         for (key, value) in entries {
             if key == META_KEY {
                 meta = Some(decode_state(&value, "task").map_err(|error| error.to_string())?);
+            } else if sessions {
+                windows.extend(decode_sessions(&key, &value)?);
             } else {
                 windows.push(decode_window(&key, &value)?);
             }
@@ -165,6 +209,7 @@ impl TaskState for Task {
             stream_time: window.watermark,
             window,
             fired: Vec::new(),
+            touched: Vec::new(),
             dirty: false,
             pending_logged: pending,
         })
@@ -197,6 +242,7 @@ impl TaskState for Task {
             let key = encode(&PairKey { start, end, group })?;
             records.push((key, Some(encode(&PairValue { accs })?)));
         }
+        self.session_changes(&mut records)?;
         if self.dirty || pending || self.pending_logged {
             let meta = RowWindowState {
                 watermark,
@@ -222,6 +268,11 @@ impl Task {
         if self.stream_time <= self.window.watermark {
             return Ok(());
         }
+        if matches!(self.window.spec.kind, WindowKind::Session { .. }) {
+            self.fire_sessions()?;
+            self.window.advance(watermark);
+            return Ok(());
+        }
         let size = self.window.aligned_size();
         let lateness = self.window.spec.lateness;
         for (&start, groups) in &self.window.windows {
@@ -242,12 +293,75 @@ impl Task {
         Ok(())
     }
 
+    /// Session windows, before the stream time fires sessions: notes
+    /// each group that loses sessions, and the tombstone of each that
+    /// loses all of them.
+    fn fire_sessions(&mut self) -> Result<(), OperatorError> {
+        let lateness = self.window.spec.lateness;
+        let closes = |end: i64| end.saturating_add(lateness) <= self.stream_time;
+        if !closes(self.window.sessions_end_min) {
+            return Ok(());
+        }
+        for (&hash, groups) in &self.window.sessions {
+            for group in groups {
+                let closing = group.sessions.iter().filter(|s| closes(s.end)).count();
+                if closing == 0 {
+                    continue;
+                }
+                if closing == group.sessions.len() {
+                    let key = SessionKey {
+                        group: group.values.clone(),
+                    };
+                    self.fired.push(encode(&key)?);
+                } else {
+                    self.touched.push(hash);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Session windows: a record for each group touched since the last
+    /// barrier that still has open sessions (all of them, by start).
+    fn session_changes(&mut self, records: &mut Changes) -> Result<(), OperatorError> {
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        for hash in self.touched.drain(..) {
+            let Some(groups) = self.window.sessions.get(&hash) else {
+                continue;
+            };
+            for group in groups {
+                let mut sessions = Vec::with_capacity(group.sessions.len());
+                for session in &group.sessions {
+                    let accs = session
+                        .accs
+                        .iter()
+                        .map(|acc| acc.save().map_err(OperatorError::other))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    sessions.push(SessionValue {
+                        start: session.start,
+                        end: session.end,
+                        accs,
+                    });
+                }
+                let key = encode(&SessionKey {
+                    group: group.values.clone(),
+                })?;
+                records.push((key, Some(encode(&SessionsValue { sessions })?)));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds `row`: its time moves the stream time.
     fn add(&mut self, row: &ArchivedRow) -> bool {
         if let Some(ts) = row.get(self.window.spec.time_index).as_timestamp() {
             self.stream_time = self.stream_time.max(ts);
         }
         self.dirty = true;
+        if matches!(self.window.spec.kind, WindowKind::Session { .. }) {
+            self.touched.push(super::group_hash(&self.window.spec, row));
+        }
         self.window.add(row)
     }
 }
@@ -371,8 +485,14 @@ mod tests {
     const TASKS: u32 = 4;
 
     fn spec(extra: &str) -> RowWindowSpec {
+        // A session window has a gap, no size.
+        let size = if extra.contains("session") {
+            ""
+        } else {
+            "size = \"1s\"\n"
+        };
         let text = format!(
-            "inputs = [\"in\"]\nsize = \"1s\"\ntime_field = \"at\"\ngroup_by = [\"user\"]\n\
+            "inputs = [\"in\"]\n{size}time_field = \"at\"\ngroup_by = [\"user\"]\n\
              aggregates = [\"count\", \"sum:bytes\"]\n{extra}"
         );
         let config: RowWindowConfig = toml::from_str(&text).expect("a config");
@@ -489,6 +609,10 @@ mod tests {
             "",
             "kind = \"sliding\"\nslide = \"250ms\"",
             "allowed_lateness = \"200ms\"",
+            "kind = \"session\"\ngap = \"150ms\"",
+            "kind = \"session\"\ngap = \"400ms\"\nallowed_lateness = \"100ms\"",
+            // Sessions of a group open side by side: some fire, some stay.
+            "kind = \"session\"\ngap = \"60ms\"\nallowed_lateness = \"600ms\"",
         ] {
             let spec = spec(extra);
             let input = rows(7, 6_000);
@@ -506,18 +630,25 @@ mod tests {
                 let mut topic = Changelog::new();
                 let mut first = window(&spec, &run, &topic);
                 let mut fired = Vec::new();
-                // Epochs of 400 rows, then one at the cut.
+                // Epochs of one batch, 50 rows (some groups get none: their sessions fire
+                // untouched), then one at the cut.
                 let mut epoch = 0;
-                for chunk in input[..cut].chunks(400) {
+                for chunk in input[..cut].chunks(50) {
                     fired.extend(feed(&mut first, chunk));
                     epoch += 1;
                     first.snapshot(epoch).expect("a snapshot");
                     log(&run, epoch, &mut topic);
                 }
+                // Open (window, group)s, or session groups with open
+                // sessions.
                 let open: usize = first
                     .tasks
                     .states()
-                    .map(|task| task.window.windows.values().map(|g| g.len()).sum::<usize>())
+                    .map(|task| {
+                        let windows: usize = task.window.windows.values().map(|g| g.len()).sum();
+                        let sessions: usize = task.window.sessions.values().map(Vec::len).sum();
+                        windows + sessions
+                    })
                     .sum();
                 // Every open (window, group) and each task's record: no
                 // fired window left behind.
