@@ -504,15 +504,12 @@ impl Node for TaskedThreshold {
         let (spec, tasks) = (self.spec.clone(), self.tasks.clone());
         graph
             .processor(name, move |context| {
-                let setup = TaskedSetup {
-                    node: context.node.clone(),
-                    kind: "threshold",
-                    key_option: "key",
-                    key_indices: spec.key.clone(),
-                    run: tasks.run.clone(),
-                    topic: tasks.changelog.clone(),
-                    repartition: repartition.clone(),
-                };
+                let setup = tasks.setup(
+                    context.node.clone(),
+                    ("threshold", "key"),
+                    spec.key.clone(),
+                    repartition.clone(),
+                );
                 TaskThresholds::new(spec.clone(), setup, context.instance, context.instances)
             })
             .state_fingerprint(self.fingerprint.clone());
@@ -521,10 +518,9 @@ impl Node for TaskedThreshold {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::scale_out::{GroupPlan, GroupRun, Handoff};
+    use crate::scale_out::tasked::testing::{archived, compact, restore_all, Changelog};
+    use crate::scale_out::{GroupPlan, GroupRun};
 
     const TASKS: u32 = 4;
 
@@ -542,8 +538,6 @@ mod tests {
         build(&config, &schema, "brute_force").expect("a spec").0
     }
 
-    type Changelog = BTreeMap<(i32, Vec<u8>), Vec<u8>>;
-
     /// A threshold of `run` holding every task, restored from `topic`.
     fn tasked(spec: &ThresholdSpec, run: &Arc<GroupRun>, topic: &Changelog) -> TaskThresholds {
         run.set_tasks(TASKS);
@@ -557,14 +551,7 @@ mod tests {
             repartition: None,
         };
         let mut threshold = TaskThresholds::new(spec.clone(), setup, 0, 1);
-        for task in 0..TASKS as i32 {
-            let entries = topic
-                .iter()
-                .filter(|((partition, _), _)| *partition == task)
-                .map(|((_, key), value)| (key.clone(), value.clone()))
-                .collect();
-            run.hand_off("alerts", Handoff::Restore { task, entries });
-        }
+        restore_all(run, "alerts", TASKS, topic);
         threshold.tasks.take_handoffs(&spec.cooldown_ms);
         threshold
     }
@@ -589,9 +576,7 @@ mod tests {
     fn feed(threshold: &mut TaskThresholds, rows: &[Row]) -> Vec<Row> {
         let mut alerts = Vec::new();
         for row in rows {
-            let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
-            let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
-            if threshold.take(archived, None) {
+            if archived(row, |row| threshold.take(row, None)) {
                 alerts.push(threshold.row.clone());
             }
         }
@@ -612,12 +597,13 @@ mod tests {
             let mut last: FxHashMap<u64, i64> = FxHashMap::default();
             let mut alerts = Vec::new();
             for row in &input {
-                let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
-                let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
-                let key = spec.key_hash(archived);
-                let at = archived.get(spec.time).as_timestamp().unwrap_or(0);
+                let (key, at, matches) = archived(row, |archived| {
+                    let at = archived.get(spec.time).as_timestamp().unwrap_or(0);
+                    let matches = spec.condition.test(archived, &mut scratch);
+                    (spec.key_hash(archived), at, matches)
+                });
                 let cooling = last.get(&key).is_some_and(|&a| at < a + spec.cooldown_ms);
-                if spec.condition.test(archived, &mut scratch) && !cooling {
+                if matches && !cooling {
                     last.insert(key, at);
                     alerts.push(row.clone());
                 }
@@ -647,13 +633,7 @@ mod tests {
             for (epoch, chunk) in (1..).zip(input[..cut].chunks(300)) {
                 alerts.extend(feed(&mut first, chunk));
                 first.snapshot(epoch).expect("a snapshot");
-                for record in run.take_changelog(epoch) {
-                    let key = (record.partition, record.key);
-                    match record.value {
-                        Some(value) => topic.insert(key, value),
-                        None => topic.remove(&key),
-                    };
-                }
+                compact(&run, epoch, &mut topic);
             }
             let live = topic.keys().filter(|(_, key)| key != META_KEY).count();
             assert_eq!(live, first.keys(), "cut {cut}: the live cooldowns, no more");

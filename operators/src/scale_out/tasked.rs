@@ -378,4 +378,81 @@ impl TaskPlan {
             }),
         })
     }
+
+    /// The setup of this plan's operator `node` (a `kind`, keyed by its
+    /// option `key_option`, the fields `key_indices` of its input), its
+    /// repartition topic and port as `component::connect_tasked` wired
+    /// them.
+    pub fn setup(
+        &self,
+        node: Arc<str>,
+        (kind, key_option): (&'static str, &'static str),
+        key_indices: Vec<usize>,
+        repartition: Option<(Arc<str>, usize)>,
+    ) -> TaskedSetup {
+        TaskedSetup {
+            node,
+            kind,
+            key_option,
+            key_indices,
+            run: self.run.clone(),
+            topic: self.changelog.clone(),
+            repartition,
+        }
+    }
+}
+
+/// What the tasked operators' unit tests share: a compacted changelog
+/// topic kept in memory.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+
+    use rkyv::rancor;
+
+    use crate::row::{ArchivedRow, Row};
+    use crate::scale_out::{GroupRun, Handoff};
+
+    /// A compacted changelog topic: (partition, key) → value.
+    pub(crate) type Changelog = BTreeMap<(i32, Vec<u8>), Vec<u8>>;
+
+    /// Hands operator `node` of `run` each of tasks `0..tasks`, with the
+    /// state `topic` holds of it.
+    pub(crate) fn restore_all(run: &GroupRun, node: &str, tasks: u32, topic: &Changelog) {
+        for task in 0..tasks as i32 {
+            let entries = topic
+                .iter()
+                .filter(|((partition, _), _)| *partition == task)
+                .map(|((_, key), value)| (key.clone(), value.clone()))
+                .collect();
+            run.hand_off(node, Handoff::Restore { task, entries });
+        }
+    }
+
+    /// Applies `run`'s changelog records of `epoch` to `topic` as
+    /// compaction would; how many there were.
+    pub(crate) fn compact(run: &GroupRun, epoch: u64, topic: &mut Changelog) -> usize {
+        let records = run.take_changelog(epoch);
+        let count = records.len();
+        for record in records {
+            let key = (record.partition, record.key);
+            match record.value {
+                Some(value) => topic.insert(key, value),
+                None => topic.remove(&key),
+            };
+        }
+        count
+    }
+
+    /// `f` of `row`, archived.
+    pub(crate) fn archived<R>(row: &Row, f: impl FnOnce(&ArchivedRow) -> R) -> R {
+        let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
+        f(rkyv::access::<ArchivedRow, rancor::Error>(&bytes).expect("an archived row"))
+    }
+
+    /// `rows` in the rows' total order.
+    pub(crate) fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
+        rows.sort_by(|a, b| crate::row::cmp_slices(&a.values, &b.values));
+        rows
+    }
 }

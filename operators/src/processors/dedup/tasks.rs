@@ -247,15 +247,12 @@ impl Node for TaskedDedup {
         let (spec, tasks) = (self.spec.clone(), self.tasks.clone());
         graph
             .processor(name, move |context| {
-                let setup = TaskedSetup {
-                    node: context.node.clone(),
-                    kind: "dedup",
-                    key_option: "fields",
-                    key_indices: spec.fields.clone(),
-                    run: tasks.run.clone(),
-                    topic: tasks.changelog.clone(),
-                    repartition: repartition.clone(),
-                };
+                let setup = tasks.setup(
+                    context.node.clone(),
+                    ("dedup", "fields"),
+                    spec.fields.clone(),
+                    repartition.clone(),
+                );
                 TaskDedups::new(spec.clone(), setup, context)
             })
             .state_fingerprint(self.fingerprint.clone());
@@ -264,13 +261,13 @@ impl Node for TaskedDedup {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use super::*;
     use crate::processors::dedup::{build, DedupConfig};
     use crate::row::{Schema, Type, Value};
-    use crate::scale_out::{GroupPlan, GroupRun, Handoff};
+    use crate::scale_out::tasked::testing::{archived, compact, restore_all, sorted, Changelog};
+    use crate::scale_out::{GroupPlan, GroupRun};
 
     const TASKS: u32 = 4;
 
@@ -289,8 +286,6 @@ mod tests {
         build(&config, &schema).expect("a spec").0
     }
 
-    type Changelog = BTreeMap<(i32, Vec<u8>), Vec<u8>>;
-
     /// A dedup of `run` holding every task, restored from `topic`.
     fn tasked(spec: &DedupSpec, run: &Arc<GroupRun>, topic: &Changelog) -> TaskDedups {
         run.set_tasks(TASKS);
@@ -308,14 +303,7 @@ mod tests {
             dropped_metric: None,
         };
         let mut dedup = TaskDedups::with(template, Tasked::on(setup, 0, 1));
-        for task in 0..TASKS as i32 {
-            let entries = topic
-                .iter()
-                .filter(|((partition, _), _)| *partition == task)
-                .map(|((_, key), value)| (key.clone(), value.clone()))
-                .collect();
-            run.hand_off("once", Handoff::Restore { task, entries });
-        }
+        restore_all(run, "once", TASKS, topic);
         dedup.tasks.take_handoffs(&dedup.template);
         dedup
     }
@@ -346,9 +334,7 @@ mod tests {
         for batch in rows.chunks(50) {
             dedup.tasks.take_handoffs(&dedup.template);
             for row in batch {
-                let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
-                let archived = rkyv::access::<rkyv::Archived<Row>, rancor::Error>(&bytes).unwrap();
-                if dedup.take(archived) {
+                if archived(row, |row| dedup.take(row)) {
                     emitted.push(dedup.out.clone());
                 }
             }
@@ -357,11 +343,6 @@ mod tests {
             }
         }
         emitted
-    }
-
-    fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
-        rows.sort_by(|a, b| crate::row::cmp_slices(&a.values, &b.values));
-        rows
     }
 
     /// A dedup restored from its changelog at any epoch emits exactly what
@@ -391,13 +372,7 @@ mod tests {
             for (epoch, chunk) in (1..).zip(input[..cut].chunks(50)) {
                 emitted.extend(feed(&mut first, chunk));
                 first.snapshot(epoch).expect("a snapshot");
-                for record in run.take_changelog(epoch) {
-                    let key = (record.partition, record.key);
-                    match record.value {
-                        Some(value) => topic.insert(key, value),
-                        None => topic.remove(&key),
-                    };
-                }
+                compact(&run, epoch, &mut topic);
             }
             let live: usize = first.tasks.states().map(|task| task.dedup.live()).sum();
             let logged = topic.keys().filter(|(_, key)| key != META_KEY).count();

@@ -1020,16 +1020,16 @@ impl Node for TaskedWindow {
             tasks,
         } = self;
         let repartition = connect_tasked(graph, name, inputs, tasks);
-        let (spec, run, topic) = (spec.clone(), tasks.run.clone(), tasks.changelog.clone());
+        let (spec, tasks) = (spec.clone(), tasks.clone());
         graph
             .processor(name, move |context| {
-                TaskWindows::new(
-                    spec.clone(),
-                    context,
-                    run.clone(),
-                    topic.clone(),
+                let setup = tasks.setup(
+                    context.node.clone(),
+                    ("window", "group_by"),
+                    spec.group_indices.clone(),
                     repartition.clone(),
-                )
+                );
+                TaskWindows::new(spec.clone(), context, setup)
             })
             .state_fingerprint(fingerprint.clone());
     }

@@ -39,8 +39,6 @@
 //! snapshots nothing: a scaled-out run resumes from Kafka, not from its
 //! data directory (docs/scale-out.md).
 
-use std::sync::Arc;
-
 use rkyv::rancor;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
@@ -49,7 +47,6 @@ use super::{
 };
 use crate::row::{ArchivedRow, Row, Value};
 use crate::scale_out::tasked::{Changes, TaskState, Tasked, TaskedSetup, META_KEY};
-use crate::scale_out::GroupRun;
 
 /// A (window, group)'s key in the changelog.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
@@ -367,25 +364,9 @@ impl Task {
 }
 
 impl TaskWindows {
-    /// The window of `context`'s node in scaled-out run `run`, logging to
-    /// `topic`, repartitioning through `repartition` (the topic, and the
-    /// input port its rows come back on) when it is given.
-    pub fn new(
-        spec: RowWindowSpec,
-        context: &ShardContext,
-        run: Arc<GroupRun>,
-        topic: Arc<str>,
-        repartition: Option<(Arc<str>, usize)>,
-    ) -> TaskWindows {
-        let setup = TaskedSetup {
-            node: context.node.clone(),
-            kind: "window",
-            key_option: "group_by",
-            key_indices: spec.group_indices.clone(),
-            run,
-            topic,
-            repartition,
-        };
+    /// The window `spec` with the tasks of `setup`, on `context`'s shard
+    /// instance.
+    pub fn new(spec: RowWindowSpec, context: &ShardContext, setup: TaskedSetup) -> TaskWindows {
         TaskWindows {
             metrics: RowWindow::new(spec, context),
             tasks: Tasked::new(setup, context),
@@ -472,15 +453,14 @@ impl Processor for TaskWindows {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use rkyv::rancor;
+    use std::sync::Arc;
 
     use super::*;
     use crate::kafka::key_partition;
     use crate::processors::window::rows::{build, RowWindowConfig};
     use crate::row::{Schema, Type};
-    use crate::scale_out::{ChangelogRecord, GroupPlan, Handoff};
+    use crate::scale_out::tasked::testing::{archived, compact, restore_all, sorted, Changelog};
+    use crate::scale_out::{ChangelogRecord, GroupPlan, GroupRun};
 
     const TASKS: u32 = 4;
 
@@ -531,32 +511,9 @@ mod tests {
             metrics: RowWindow::bare(spec.clone()),
             tasks: Tasked::on(setup, 0, 1),
         };
-        for task in 0..TASKS as i32 {
-            let entries = topic
-                .iter()
-                .filter(|((partition, _), _)| *partition == task)
-                .map(|((_, key), value)| (key.clone(), value.clone()))
-                .collect();
-            run.hand_off("per_user", Handoff::Restore { task, entries });
-        }
+        restore_all(run, "per_user", TASKS, topic);
         window.take_handoffs();
         window
-    }
-
-    type Changelog = BTreeMap<(i32, Vec<u8>), Vec<u8>>;
-
-    /// Applies the records of `epoch` to `topic` as compaction would.
-    fn log(run: &GroupRun, epoch: u64, topic: &mut Changelog) -> usize {
-        let records = run.take_changelog(epoch);
-        let count = records.len();
-        for record in records {
-            let key = (record.partition, record.key);
-            match record.value {
-                Some(value) => topic.insert(key, value),
-                None => topic.remove(&key),
-            };
-        }
-        count
     }
 
     fn rows(seed: u64, count: usize) -> Vec<Row> {
@@ -583,9 +540,7 @@ mod tests {
         for batch in rows.chunks(50) {
             window.take_handoffs();
             for row in batch {
-                let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
-                let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
-                window.add(archived);
+                archived(row, |row| window.add(row));
             }
             window.fire_all();
             for task in window.tasks.states_mut() {
@@ -593,11 +548,6 @@ mod tests {
             }
         }
         fired
-    }
-
-    fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
-        rows.sort_by(|a, b| crate::row::cmp_slices(&a.values, &b.values));
-        rows
     }
 
     /// A window restored from its changelog, at any epoch, fires exactly
@@ -637,7 +587,7 @@ mod tests {
                     fired.extend(feed(&mut first, chunk));
                     epoch += 1;
                     first.snapshot(epoch).expect("a snapshot");
-                    log(&run, epoch, &mut topic);
+                    compact(&run, epoch, &mut topic);
                 }
                 // Open (window, group)s, or session groups with open
                 // sessions.
@@ -684,12 +634,12 @@ mod tests {
         let partitions: Vec<(String, i32)> = (0..4).map(|task| ("in".to_owned(), task)).collect();
         run.revoke_tasks(&partitions, 2);
         window.snapshot(1).expect("a snapshot");
-        assert!(log(&run, 1, &mut topic) > 0);
+        assert!(compact(&run, 1, &mut topic) > 0);
         assert!(window.tasks.states().count() == 4, "held through epoch 1");
         feed(&mut window, &input[200..300]);
         window.snapshot(2).expect("a snapshot");
         assert!(
-            log(&run, 2, &mut topic) > 0,
+            compact(&run, 2, &mut topic) > 0,
             "epoch 2's changes are handed in"
         );
         assert_eq!(window.tasks.states().count(), 0, "dropped after epoch 2");
@@ -725,9 +675,7 @@ mod tests {
         let mut epoch = 0;
         for chunk in input.chunks(700) {
             for row in chunk {
-                let bytes = rkyv::to_bytes::<rancor::Error>(row).expect("a row");
-                let archived = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
-                window.tasks.send_on(&topic, archived);
+                archived(row, |row| window.tasks.send_on(&topic, row));
             }
             epoch += 1;
             window.snapshot(epoch).expect("a snapshot");
