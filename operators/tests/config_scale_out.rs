@@ -192,6 +192,37 @@ fn a_threshold_with_a_key_scales_out_and_one_without_is_refused() {
     assert!(error.message.contains("run it as one process"), "{error}");
 }
 
+/// A keyed operator whose one input is a keyed operator with the same key
+/// takes that operator's tasks, through no topic of its own; with another
+/// key it repartitions.
+#[test]
+fn a_threshold_after_a_window_of_the_same_key_needs_no_repartition_topic() {
+    let windowed = timed(&with_processor("counts", &window("group_by = [\"user\"]")));
+    let after = |key: &str| {
+        format!(
+            "{windowed}\n[processors.alerts]\ntype = \"threshold\"\ninputs = [\"counts\"]\n\
+             condition = \"count >= 10\"\nkey = [\"{key}\"]\ncooldown = \"5m\"\n\
+             \n[sinks.alerts_out]\ntype = \"kafka\"\ninputs = [\"alerts\"]\n\
+             brokers = \"127.0.0.1:9092\"\ntopic = \"alerts\"\n"
+        )
+    };
+    assert_eq!(
+        topics(&after("user")),
+        [
+            "repartition counts orders-counts-repartition",
+            "changelog alerts orders-alerts-changelog",
+            "changelog counts orders-counts-changelog"
+        ]
+    );
+    let config = parse(&after("user"), "orders.toml").expect("a scaled-out pipeline");
+    weir_operators::config::build_graph(&config).expect("a graph");
+    assert!(
+        topics(&after("window_start"))
+            .contains(&"repartition alerts orders-alerts-repartition".to_owned()),
+        "another key repartitions"
+    );
+}
+
 #[test]
 fn keyed_by_without_a_group_is_refused_naming_it() {
     let text = edit("group = \"orders\"\n", "").replacen(

@@ -271,7 +271,7 @@ impl Component for ThresholdConfig {
                      (docs/scale-out.md)",
                 ));
             }
-            let tasks = TaskPlan::new(plan, context.name, "threshold", &self.key)?;
+            let tasks = TaskPlan::new(plan, context.name, "threshold", &self.key, &self.inputs)?;
             let node = TaskedThreshold {
                 spec,
                 fingerprint,
@@ -613,7 +613,7 @@ mod tests {
         assert!(plain.len() > 50, "{} alerts", plain.len());
         let whole = {
             let run = GroupPlan::new("g-threshold-whole").run();
-            run.add_state("alerts");
+            run.add_state("alerts", &[], None);
             feed(&mut tasked(&spec, &run, &Changelog::new()), &input)
         };
         let without_alert = |rows: &[Row]| -> Vec<Row> {
@@ -626,7 +626,7 @@ mod tests {
         assert_eq!(without_alert(&whole), plain, "by the documented rule");
         for cut in [0, 400, 1_500, 2_999] {
             let run = GroupPlan::new("g-threshold-cut").run();
-            run.add_state("alerts");
+            run.add_state("alerts", &[], None);
             let mut topic = Changelog::new();
             let mut first = tasked(&spec, &run, &topic);
             let mut alerts = Vec::new();

@@ -71,9 +71,11 @@ pub enum Handoff {
 #[derive(Debug, Clone)]
 struct Topics {
     changelog: Arc<str>,
-    /// Its repartition topic, whose partitions are its tasks; `None`: its
-    /// tasks are the input topic's partitions.
+    /// The topic whose partitions are its tasks (its repartition topic, or
+    /// that of the keyed operator it follows); `None`: the input topic's.
     repartition: Option<Arc<str>>,
+    /// The fields it is keyed by.
+    key: Vec<String>,
 }
 
 /// The run's stateful side; see the module docs.
@@ -125,30 +127,31 @@ fn tasks_in(
 }
 
 impl GroupRun {
-    /// Registers stateful operator `name`, whose tasks are the input
-    /// topic's partitions; returns its changelog topic.
-    pub fn add_state(&self, name: &str) -> Arc<str> {
-        self.register(name, None)
-    }
-
-    /// Registers operator `name` with its changelog topic and, if given,
-    /// its repartition topic; returns the changelog topic.
-    fn register(&self, name: &str, repartition: Option<Arc<str>>) -> Arc<str> {
+    /// Registers stateful operator `name`, keyed by the fields `key`,
+    /// whose tasks are the partitions of `tasks` (`None`: of the input
+    /// topic); returns its changelog topic.
+    pub fn add_state(&self, name: &str, key: &[String], tasks: Option<Arc<str>>) -> Arc<str> {
         let changelog: Arc<str> = changelog_topic(self.group(), name).into();
         let topics = Topics {
             changelog: changelog.clone(),
-            repartition,
+            repartition: tasks,
+            key: key.to_vec(),
         };
         lock(&self.states.operators).insert(name.to_owned(), topics);
         changelog
     }
 
-    /// Registers stateful operator `name`, whose rows go through its
-    /// repartition topic; returns its changelog topic, its repartition
-    /// topic and the source's output port that carries that topic's rows.
-    pub fn add_repartitioned_state(&self, name: &str) -> (Arc<str>, Arc<str>, usize) {
+    /// Registers stateful operator `name`, keyed by the fields `key`,
+    /// whose rows go through its repartition topic; returns its changelog
+    /// topic, its repartition topic and the source's output port that
+    /// carries that topic's rows.
+    pub fn add_repartitioned_state(
+        &self,
+        name: &str,
+        key: &[String],
+    ) -> (Arc<str>, Arc<str>, usize) {
         let repartition: Arc<str> = repartition_topic(self.group(), name).into();
-        let changelog = self.register(name, Some(repartition.clone()));
+        let changelog = self.add_state(name, key, Some(repartition.clone()));
         let mut repartitions = lock(&self.states.repartitions);
         let port = match repartitions.iter().position(|(other, _)| other == name) {
             Some(at) => at,
@@ -158,6 +161,14 @@ impl GroupRun {
             }
         };
         (changelog, repartition, REPARTITION_PORT + port)
+    }
+
+    /// Stateful operator `name`'s key and the topic whose partitions are
+    /// its tasks (`None`: the input topic), if it is one.
+    pub fn keyed(&self, name: &str) -> Option<(Vec<String>, Option<Arc<str>>)> {
+        lock(&self.states.operators)
+            .get(name)
+            .map(|topics| (topics.key.clone(), topics.repartition.clone()))
     }
 
     /// The stateful operators and their changelog topics.
@@ -299,7 +310,7 @@ mod tests {
     fn changelog_records_go_with_their_epoch() {
         let run = GroupPlan::new("g-state").run();
         assert_eq!(
-            &*run.add_state("per_host"),
+            &*run.add_state("per_host", &[], None),
             "g-state-per_host-changelog",
             "Kafka Streams' name shape"
         );
@@ -315,8 +326,8 @@ mod tests {
     #[test]
     fn a_revocation_reaches_every_stateful_operator() {
         let run = GroupPlan::new("g-handoff").run();
-        run.add_state("a");
-        run.add_state("b");
+        run.add_state("a", &[], None);
+        run.add_state("b", &[], None);
         let before = run.handoff_version();
         let restore = Handoff::Restore {
             task: 2,
@@ -337,7 +348,7 @@ mod tests {
     #[test]
     fn with_several_shards_a_task_goes_to_the_instance_that_reads_its_partition() {
         let run = GroupPlan::new("g-instances").run();
-        run.add_state("a");
+        run.add_state("a", &[], None);
         run.set_instances(3);
         let restore = |task| Handoff::Restore {
             task,

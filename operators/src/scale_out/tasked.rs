@@ -341,16 +341,21 @@ pub struct TaskPlan {
 }
 
 impl TaskPlan {
-    /// Plans operator `name` (a `kind`), keyed by the fields `key`, in
-    /// `plan`'s run: Kafka Streams' rule, an operator keyed as the input
-    /// (the source's `keyed_by`) reads its tasks straight from the input's
-    /// partitions; any other goes through a repartition topic keyed by its
-    /// key.
+    /// Plans operator `name` (a `kind`) reading `inputs`, keyed by the
+    /// fields `key`, in `plan`'s run: Kafka Streams' rule, an operator
+    /// keyed as its input is reads its tasks as they are, any other goes
+    /// through a repartition topic keyed by its key. Its input is keyed by
+    /// `key` when the source's `keyed_by` is `key` (its tasks are the
+    /// input topic's partitions), or when its one input is a keyed
+    /// operator of the run with the same key (its tasks are that
+    /// operator's: its rows are on the shard, and in the process, that
+    /// holds their task already).
     pub fn new(
         plan: &super::GroupPlan,
         name: &str,
         kind: &str,
         key: &[String],
+        inputs: &[String],
     ) -> Result<TaskPlan, crate::row::OptionError> {
         let run = plan.run();
         let Some((source, keyed_by)) = run.source() else {
@@ -360,14 +365,26 @@ impl TaskPlan {
             ));
         };
         if keyed_by == key {
-            let changelog = run.add_state(name);
+            let changelog = run.add_state(name, key, None);
             return Ok(TaskPlan {
                 run,
                 changelog,
                 repartition: None,
             });
         }
-        let (changelog, topic, source_port) = run.add_repartitioned_state(name);
+        let upstream = match inputs {
+            [input] => run.keyed(input),
+            _ => None,
+        };
+        if let Some((upstream_key, tasks)) = upstream.filter(|(upstream, _)| upstream == key) {
+            let changelog = run.add_state(name, &upstream_key, tasks);
+            return Ok(TaskPlan {
+                run,
+                changelog,
+                repartition: None,
+            });
+        }
+        let (changelog, topic, source_port) = run.add_repartitioned_state(name, key);
         Ok(TaskPlan {
             run,
             changelog,

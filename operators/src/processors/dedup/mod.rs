@@ -562,7 +562,7 @@ impl Component for DedupConfig {
         // what shapes the state.
         fingerprint.push(("window_ms".into(), spec.window_ms().to_string()));
         if let Some(plan) = context.group {
-            let tasks = TaskPlan::new(plan, context.name, "dedup", &self.fields)?;
+            let tasks = TaskPlan::new(plan, context.name, "dedup", &self.fields, &self.inputs)?;
             let node = tasks::TaskedDedup {
                 spec,
                 fingerprint,

@@ -354,7 +354,7 @@ mod tests {
         let input = rows(4_000);
         let whole = {
             let run = GroupPlan::new("g-dedup-whole").run();
-            run.add_state("once");
+            run.add_state("once", &[], None);
             sorted(feed(&mut tasked(&spec, &run, &Changelog::new()), &input))
         };
         assert!(
@@ -365,7 +365,7 @@ mod tests {
         );
         for cut in [0, 500, 2_000, 3_950] {
             let run = GroupPlan::new("g-dedup-cut").run();
-            run.add_state("once");
+            run.add_state("once", &[], None);
             let mut topic = Changelog::new();
             let mut first = tasked(&spec, &run, &topic);
             let mut emitted = Vec::new();

@@ -85,7 +85,7 @@
 
 mod position;
 pub mod reader;
-mod restore;
+pub mod restore;
 pub mod subscribe;
 
 use std::collections::BTreeMap;

@@ -25,6 +25,40 @@ use crate::scale_out::{GroupRun, Handoff};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a restore at a changelog partition's last stable offset asks
+/// whether records still follow it.
+const HELD_BACK_ASK: Duration = Duration::from_millis(100);
+
+/// Whether records of `changelog`/`task` follow its last stable offset:
+/// an open transaction holds them back. A `read_committed` reader (the
+/// restore `consumer`) reports the end of a partition at its last stable
+/// offset, which an open transaction holds back: a member that died inside
+/// a transaction leaves it open until the brokers abort it, and the
+/// records a later owner committed after it (it had given the task up
+/// since) are behind it. Stopping there would restore the state without
+/// them while the group's offsets already count their input
+/// (`tests/kafka_scale_out.rs` lost 16 minutes of a host's counts that
+/// way: B killed mid-transaction, A held the task for 2 s and stopped, D
+/// restored it before B's transaction was aborted). `everything` reads
+/// `read_uncommitted`: its end is the high watermark.
+fn held_back(
+    consumer: &BaseConsumer,
+    everything: &BaseConsumer,
+    changelog: &str,
+    task: i32,
+) -> Result<bool, String> {
+    let ends = |client: &BaseConsumer| {
+        client
+            .fetch_watermarks(changelog, task, METADATA_TIMEOUT)
+            .map(|(_, high)| high)
+            .map_err(|error| {
+                format!("cannot read the ends of changelog `{changelog}`/{task}: {error}")
+            })
+    };
+    let stable = ends(consumer)?;
+    Ok(stable < ends(everything)?)
+}
+
 /// The partitions of `topic`.
 fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<u32, String> {
     let metadata = consumer
@@ -141,6 +175,12 @@ struct Reading {
     left: i64,
     gauge: ShardGauge,
     done: bool,
+    /// An open transaction held records back when the restore began
+    /// ([`held_back`]): the end reported may not be the end.
+    open: bool,
+    /// At the last stable offset, with records after it that an open
+    /// transaction holds back: since when, and when that was last asked.
+    held_back: Option<(Instant, Instant)>,
 }
 
 /// Reads the changelog partitions of the tasks among `partitions` (newly
@@ -172,8 +212,22 @@ pub fn restore(
         let consumer: BaseConsumer = config
             .create()
             .map_err(|error| format!("cannot create the restore consumer: {error}"))?;
+        let everything: BaseConsumer = config
+            .clone()
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(|error| format!("cannot create the restore consumer: {error}"))?;
         let mut list = TopicPartitionList::new();
         let mut readings: BTreeMap<i32, Reading> = BTreeMap::new();
+        // Nobody writes a task's changelog while it is restored (its last
+        // owner gave it up, or died): only a transaction open now can hold
+        // records back.
+        let mut open: Vec<i32> = Vec::new();
+        for &task in &tasks {
+            if held_back(&consumer, &everything, &changelog, task)? {
+                open.push(task);
+            }
+        }
         for &task in &tasks {
             list.add_partition_offset(&changelog, task, Offset::Beginning)
                 .map_err(|error| error.to_string())?;
@@ -194,6 +248,8 @@ pub fn restore(
                     left: (high - low).max(0),
                     gauge,
                     done: false,
+                    open: open.contains(&task),
+                    held_back: None,
                 },
             );
         }
@@ -255,15 +311,73 @@ pub fn restore(
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     heard = Instant::now();
                     if let Some(reading) = readings.get_mut(&partition) {
-                        reading.done = true;
-                        reading.left = 0;
-                        reading.gauge.set(0);
+                        if reading.open && held_back(&consumer, &everything, &changelog, partition)?
+                        {
+                            let now = Instant::now();
+                            reading.held_back.get_or_insert((now, now));
+                        } else {
+                            reading.done = true;
+                            reading.left = 0;
+                            reading.gauge.set(0);
+                        }
                     }
                 }
                 Some(Err(error)) => {
                     tracing::warn!(component, "kafka: restore from `{changelog}`: {error}");
                 }
                 None => {}
+            }
+            for reading in readings.values_mut() {
+                if reading.done {
+                    continue;
+                }
+                let Some((since, asked)) = reading.held_back else {
+                    continue;
+                };
+                if asked.elapsed() < HELD_BACK_ASK {
+                    continue;
+                }
+                if !held_back(&consumer, &everything, &changelog, reading.task)? {
+                    // The transaction ended: read on from where the end was
+                    // reported (a seek reports the end again once reached).
+                    reading.held_back = None;
+                    let from = consumer
+                        .position()
+                        .ok()
+                        .and_then(|position| {
+                            position
+                                .find_partition(&changelog, reading.task)
+                                .map(|element| element.offset())
+                        })
+                        .filter(|offset| matches!(offset, Offset::Offset(_)))
+                        .unwrap_or(Offset::Beginning);
+                    consumer
+                        .seek(&changelog, reading.task, from, METADATA_TIMEOUT)
+                        .map_err(|error| {
+                            format!("cannot read on in changelog `{changelog}`: {error}")
+                        })?;
+                    continue;
+                }
+                if asked == since {
+                    tracing::info!(
+                        component,
+                        group = run.group(),
+                        "kafka: restoring `{operator}`: changelog `{changelog}`/{} has records \
+                         after an open transaction (a member that died inside it: the brokers \
+                         abort it within the transaction timeout); waiting to read them",
+                        reading.task
+                    );
+                }
+                reading.held_back = Some((since, Instant::now()));
+                // Waiting on the brokers, not stalled.
+                heard = Instant::now();
+                if since.elapsed() >= Duration::from_millis(KAFKA_RESTORE_STALL_MS) {
+                    return Err(format!(
+                        "changelog `{changelog}`/{}: an open transaction held its records back \
+                         for {KAFKA_RESTORE_STALL_MS} ms",
+                        reading.task
+                    ));
+                }
             }
         }
         let (mut records, mut bytes, mut keys) = (0, 0, 0);
@@ -313,7 +427,7 @@ mod tests {
     #[test]
     fn a_window_needs_one_named_input_topic() {
         let run = GroupPlan::new("g-prepare").run();
-        run.add_state("per_user");
+        run.add_state("per_user", &[], None);
         let two = vec!["a".to_owned(), "b".to_owned()];
         let why = prepare(&run, &config(), &two).unwrap_err();
         assert!(

@@ -979,7 +979,7 @@ impl Component for RowWindowConfig {
                      processes: run it as one process (docs/scale-out.md)",
                 ));
             }
-            let tasks = TaskPlan::new(plan, context.name, "window", &self.group_by)?;
+            let tasks = TaskPlan::new(plan, context.name, "window", &self.group_by, &self.inputs)?;
             let node = TaskedWindow {
                 spec,
                 fingerprint,

@@ -568,7 +568,7 @@ mod tests {
             let input = rows(7, 6_000);
             let whole = {
                 let run = GroupPlan::new("g-whole").run();
-                run.add_state("per_user");
+                run.add_state("per_user", &[], None);
                 sorted(feed(&mut window(&spec, &run, &Changelog::new()), &input))
             };
             assert!(whole.len() > 300, "{extra}: {} rows", whole.len());
@@ -576,7 +576,7 @@ mod tests {
             // a fire made late, in a restored run as in an uninterrupted one.
             for cut in [0, 750, 3_000, 5_950] {
                 let run = GroupPlan::new("g-cut").run();
-                run.add_state("per_user");
+                run.add_state("per_user", &[], None);
                 let mut topic = Changelog::new();
                 let mut first = window(&spec, &run, &topic);
                 let mut fired = Vec::new();
@@ -626,7 +626,7 @@ mod tests {
     fn a_revoked_task_goes_after_its_epoch_and_a_row_of_no_held_task_fails_the_run() {
         let spec = spec("");
         let run = GroupPlan::new("g-revoke").run();
-        run.add_state("per_user");
+        run.add_state("per_user", &[], None);
         let mut topic = Changelog::new();
         let mut window = window(&spec, &run, &topic);
         let input = rows(11, 400);
@@ -663,11 +663,11 @@ mod tests {
         let input = rows(5, 3_000);
         let direct = {
             let run = GroupPlan::new("g-direct").run();
-            run.add_state("per_user");
+            run.add_state("per_user", &[], None);
             sorted(feed(&mut window(&spec, &run, &Changelog::new()), &input))
         };
         let run = GroupPlan::new("g-repartition").run();
-        let (_, topic, port) = run.add_repartitioned_state("per_user");
+        let (_, topic, port) = run.add_repartitioned_state("per_user", &[]);
         assert_eq!(&*topic, "g-repartition-per_user-repartition");
         assert_eq!(port, crate::scale_out::REPARTITION_PORT);
         let mut window = repartitioning(&spec, &run, &Changelog::new(), Some((topic.clone(), 1)));
@@ -707,7 +707,7 @@ mod tests {
     fn a_bad_changelog_record_fails_the_run() {
         let spec = spec("");
         let run = GroupPlan::new("g-bad").run();
-        run.add_state("per_user");
+        run.add_state("per_user", &[], None);
         let mut topic = Changelog::new();
         topic.insert((2, b"some key".to_vec()), b"not a window".to_vec());
         let _window = window(&spec, &run, &topic);
