@@ -629,6 +629,8 @@ struct Case {
     closed: std::cell::Cell<bool>,
     /// [`Shape::Window`] with the operators of [`window_extras`] too.
     extras: bool,
+    /// The second half of the events was written ([`Shape::Stateless`]).
+    rest_produced: std::cell::Cell<bool>,
     shape: Shape,
     /// The pipeline ([`pipeline`]).
     text: String,
@@ -673,7 +675,9 @@ impl Case {
         let group = format!("{run}-group");
         let text = match shape {
             Shape::Stateless => {
-                kafka::produce_events_evenly(&bootstrap, &input, EVENTS, INPUT_PARTITIONS);
+                // The second half: `Case::produce_rest`.
+                let first = 0..EVENTS / 2;
+                kafka::produce_range_evenly(&bootstrap, &input, first, INPUT_PARTITIONS);
                 pipeline(&bootstrap, &group, &input, &passthrough, &errors)
             }
             Shape::Window => {
@@ -713,7 +717,18 @@ impl Case {
             user_alerts,
             extras: extras && shape == Shape::Window,
             closed: std::cell::Cell::new(false),
+            rest_produced: std::cell::Cell::new(false),
             shape,
+        }
+    }
+
+    /// Writes the second half of the events ([`Shape::Stateless`]), once:
+    /// the first half alone was read before the processes that join got
+    /// partitions, in one CI run.
+    fn produce_rest(&self) {
+        if self.shape == Shape::Stateless && !self.rest_produced.replace(true) {
+            let rest = EVENTS / 2..EVENTS;
+            kafka::produce_range_evenly(&self.bootstrap, &self.input, rest, INPUT_PARTITIONS);
         }
     }
 
@@ -1157,6 +1172,9 @@ fn scenario(death: Death, shape: Shape) {
     // B and C read partitions (by their gauges), and committed output
     // shows, but not all of it: B dies mid-run.
     fleet.wait_holding(&["B", "C"], &case, started);
+    // With B and C holding partitions, the rest of the input: B dies with
+    // records of its own to read.
+    case.produce_rest();
     loop {
         fleet.check_running();
         if death == Death::InsideTransaction {
@@ -1296,6 +1314,7 @@ fn each_member_shows_the_partitions_it_reads_and_their_lag() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let case = Case::new("weir-scale-out-lag");
+    case.produce_rest();
     let input = &case.input;
     let mut fleet = Fleet::new(None);
     let start = |fleet: &mut Fleet, name: &'static str| {

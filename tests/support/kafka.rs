@@ -291,7 +291,17 @@ pub fn produce_timed(bootstrap: &str, topic: &str, records: impl Iterator<Item =
 /// half the topic and others nearly empty, and a process given only
 /// small ones would run out of work early.
 pub fn produce_events_evenly(bootstrap: &str, topic: &str, count: u64, partitions: u32) {
-    let records = (0..count).map(|id| {
+    produce_range_evenly(bootstrap, topic, 0..count, partitions);
+}
+
+/// [`produce_events_evenly`] of the events `ids`.
+pub fn produce_range_evenly(
+    bootstrap: &str,
+    topic: &str,
+    ids: std::ops::Range<u64>,
+    partitions: u32,
+) {
+    let records = ids.map(|id| {
         let (line, _, at, _) = event(id);
         (line, at)
     });
