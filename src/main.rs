@@ -375,10 +375,15 @@ fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphF
 
 fn run(args: &RunArgs) -> ExitCode {
     init_logging();
-    let config = match weir::operators::config::load_all(&args.config) {
+    let mut config = match weir::operators::config::load_all(&args.config) {
         Ok(config) => config,
         Err(errors) => return config_errors(&errors),
     };
+    if let Some(dir) = &args.data_dir {
+        // `--data-dir` wins over the file's, for planning too (a scaled-out
+        // run keeps its checkpoint there).
+        config.runtime.data_dir = Some(dir.clone());
+    }
     let file_name = args.config.display().to_string();
     let graph = match weir::operators::config::build_graph_named(&config, &file_name) {
         Ok(graph) => graph,

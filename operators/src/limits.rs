@@ -189,6 +189,19 @@ pub const KAFKA_RESTORE_STALL_MS: u64 = 60_000;
 /// How often a long restore of keyed state logs its progress.
 pub const KAFKA_RESTORE_PROGRESS_MS: u64 = 5_000;
 
+/// How long a restarted scaled-out run keeps the state its local log held
+/// of tasks the group has not given it (yet), from when it found the last
+/// run's checkpoint: the cooperative rebalances that follow a join give
+/// tasks back within seconds (Kafka Streams keeps unassigned local state
+/// 10 minutes, `state.cleanup.delay.ms`).
+pub const KAFKA_LOCAL_STATE_KEEP_MS: u64 = 120_000;
+
+/// How long a restore waits for every keyed operator instance to have
+/// offered what the local log held of its tasks (they do as the run
+/// starts, before any input) before it reads those tasks from the
+/// changelog instead.
+pub const KAFKA_LOCAL_STATE_WAIT_MS: u64 = 10_000;
+
 /// How often a scaled-out source's consumer reads librdkafka's statistics
 /// to set each partition's lag gauge, unless the source's `options` set
 /// `statistics.interval.ms`.

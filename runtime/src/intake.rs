@@ -162,6 +162,13 @@ impl CommitWatch {
     pub fn aborted(&self) -> bool {
         self.0.as_ref().is_some_and(|shared| shared.is_aborted())
     }
+
+    /// Whether the run ends by a stop (a signal, `RunHandle::stop`), not
+    /// the end of its input: its operators' final snapshots are taken
+    /// after their `on_stop`.
+    pub fn stopped(&self) -> bool {
+        self.0.as_ref().is_some_and(|shared| shared.is_stop())
+    }
 }
 
 struct Inner {

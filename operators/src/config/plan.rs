@@ -73,11 +73,9 @@ pub(crate) struct Plan {
 /// Plans `config`; components whose inputs failed are skipped, so every
 /// error is a first-hand one.
 pub(crate) fn plan(config: &PipelineConfig, pipeline: &str) -> (Plan, Vec<PlanError>) {
-    let group = config
-        .runtime
-        .group
-        .as_deref()
-        .map(crate::scale_out::GroupPlan::new);
+    let group = config.runtime.group.as_deref().map(|group| {
+        crate::scale_out::GroupPlan::new(group).with_data_dir(config.runtime.data_dir.clone())
+    });
     let mut planner = Planner {
         plan: Plan::default(),
         errors: Vec::new(),

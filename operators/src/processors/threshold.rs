@@ -46,6 +46,8 @@
 //! time (key `weir.task`) when it moved; a task that moves is restored
 //! from those records.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use rkyv::rancor;
@@ -60,6 +62,7 @@ use crate::component::{
 };
 use crate::expr::{Expr, Scratch};
 use crate::row::{ArchivedRow, OptionError, Row, Schema, Type, Value};
+use crate::scale_out::local::Entries;
 use crate::scale_out::tasked::{Changes, TaskPlan, TaskState, Tasked, TaskedSetup, META_KEY};
 
 /// A `threshold` table.
@@ -313,6 +316,13 @@ pub struct ThresholdTask {
     changed: Vec<u64>,
     /// The stream time moved since the last barrier.
     time_moved: bool,
+    /// When each cooldown ends, earliest first: (end, key), an entry
+    /// stale once its key alerted again or was forgotten. The stream time
+    /// moves with nearly every row; this spares [`advance`] a scan of
+    /// every cooldown each time.
+    ///
+    /// [`advance`]: ThresholdTask::advance
+    ends: BinaryHeap<Reverse<(i64, u64)>>,
 }
 
 impl ThresholdTask {
@@ -327,6 +337,8 @@ impl ThresholdTask {
         }
         if let Some(time) = time {
             self.last.insert(key, time);
+            self.ends
+                .push(Reverse((time.saturating_add(self.cooldown_ms), key)));
             self.changed.push(key);
         }
         true
@@ -340,14 +352,21 @@ impl ThresholdTask {
         }
         self.stream_time = time;
         self.time_moved = true;
-        let (cooldown, changed) = (self.cooldown_ms, &mut self.changed);
-        self.last.retain(|&key, last| {
-            let live = last.saturating_add(cooldown) > time;
-            if !live {
-                changed.push(key);
+        while let Some(&Reverse((end, key))) = self.ends.peek() {
+            if end > time {
+                break;
             }
-            live
-        });
+            self.ends.pop();
+            // Forgotten only if this is still its cooldown's end.
+            let current = self
+                .last
+                .get(&key)
+                .map(|last| last.saturating_add(self.cooldown_ms));
+            if current == Some(end) {
+                self.last.remove(&key);
+                self.changed.push(key);
+            }
+        }
     }
 }
 
@@ -368,6 +387,7 @@ impl TaskState for ThresholdTask {
             stream_time: i64::MIN,
             changed: Vec::new(),
             time_moved: false,
+            ends: BinaryHeap::new(),
         };
         for (key, value) in entries {
             let value = i64::from_be_bytes(eight_bytes(&value, "a value")?);
@@ -378,6 +398,11 @@ impl TaskState for ThresholdTask {
                     .insert(u64::from_be_bytes(eight_bytes(&key, "a key")?), value);
             }
         }
+        task.ends = task
+            .last
+            .iter()
+            .map(|(&key, &last)| Reverse((last.saturating_add(task.cooldown_ms), key)))
+            .collect();
         Ok(task)
     }
 
@@ -399,6 +424,17 @@ impl TaskState for ThresholdTask {
             ));
         }
         Ok(records)
+    }
+
+    /// Every running cooldown, and the stream time.
+    fn entries(&mut self) -> Result<Entries, OperatorError> {
+        let mut entries: Entries = self
+            .last
+            .iter()
+            .map(|(key, at)| (key.to_be_bytes().to_vec(), at.to_be_bytes().to_vec()))
+            .collect();
+        entries.push((META_KEY.to_vec(), self.stream_time.to_be_bytes().to_vec()));
+        Ok(entries)
     }
 }
 
@@ -478,16 +514,23 @@ impl Processor for TaskThresholds {
         }
     }
 
+    /// The state is in the changelog; the local log holds the tasks only
+    /// at a graceful stop (`Tasked::snapshot`).
     fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.tasks.take_handoffs(&self.spec.cooldown_ms);
-        self.tasks.snapshot(epoch)?;
-        // The state is in the changelog; the local log holds none.
-        Ok(Vec::new())
+        self.tasks.snapshot(epoch)
     }
 
-    fn restore(&mut self, _state: &[u8]) -> Result<(), OperatorError> {
-        // Scaled out, state comes from the changelog (docs/scale-out.md).
-        Ok(())
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        self.tasks.restore_local(state)
+    }
+
+    fn on_start(&mut self) {
+        self.tasks.started();
+    }
+
+    fn on_stop(&mut self, _out: &mut Emitter<Row>) {
+        self.tasks.stopping();
     }
 }
 
@@ -519,7 +562,9 @@ impl Node for TaskedThreshold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scale_out::tasked::testing::{archived, compact, restore_all, Changelog};
+    use crate::scale_out::tasked::testing::{
+        archived, check_local, compact, restore_all, Changelog,
+    };
     use crate::scale_out::{GroupPlan, GroupRun};
 
     const TASKS: u32 = 4;
@@ -630,11 +675,18 @@ mod tests {
             let mut topic = Changelog::new();
             let mut first = tasked(&spec, &run, &topic);
             let mut alerts = Vec::new();
+            let mut last = 0;
             for (epoch, chunk) in (1..).zip(input[..cut].chunks(300)) {
                 alerts.extend(feed(&mut first, chunk));
-                first.snapshot(epoch).expect("a snapshot");
+                assert!(first.snapshot(epoch).expect("a snapshot").is_empty());
                 compact(&run, epoch, &mut topic);
+                last = epoch;
             }
+            // A graceful stop: the final snapshot holds the tasks.
+            first.tasks.stopping();
+            let local = first.snapshot(last + 1).expect("the final snapshot");
+            compact(&run, last + 1, &mut topic);
+            check_local(&local, last + 1, &topic);
             let live = topic.keys().filter(|(_, key)| key != META_KEY).count();
             assert_eq!(live, first.keys(), "cut {cut}: the live cooldowns, no more");
             let mut restored = tasked(&spec, &run, &topic);

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 
+pub mod local;
 mod state;
 pub mod tasked;
 
@@ -73,6 +74,9 @@ pub struct GroupPlan {
     pub group: String,
     /// This run's id: random, made when the pipeline is planned.
     pub run: u64,
+    /// The run's data directory (`[runtime] data_dir`, or `--data-dir`):
+    /// where a graceful stop leaves its checkpoint ([`local`]).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl GroupPlan {
@@ -89,7 +93,13 @@ impl GroupPlan {
         GroupPlan {
             group: group.to_owned(),
             run: hasher.finish(),
+            data_dir: None,
         }
+    }
+
+    /// This plan, its run's data directory `data_dir`.
+    pub fn with_data_dir(self, data_dir: Option<std::path::PathBuf>) -> GroupPlan {
+        GroupPlan { data_dir, ..self }
     }
 
     /// The run's meeting point in this process.
@@ -160,6 +170,8 @@ pub struct GroupRun {
     held: Mutex<BTreeSet<(String, i32)>>,
     /// The stateful operators' side (`state`).
     states: state::States,
+    /// Restores from the local log ([`local`]).
+    local: local::Local,
 }
 
 impl std::fmt::Debug for GroupRun {
@@ -205,6 +217,7 @@ impl GroupRun {
                     fencing: AtomicBool::new(false),
                     held: Mutex::default(),
                     states: state::States::default(),
+                    local: local::Local::default(),
                 })
             })
             .clone()
@@ -364,6 +377,11 @@ impl GroupRun {
         for partition in partitions {
             held.remove(partition);
         }
+    }
+
+    /// The partitions the member holds now.
+    pub fn held(&self) -> Vec<(String, i32)> {
+        lock(&self.held).iter().cloned().collect()
     }
 
     /// The partitions of `offsets` the member does not hold now.

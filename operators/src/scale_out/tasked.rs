@@ -23,12 +23,16 @@
 //! given up hands in its last epoch's changes and goes. At every barrier
 //! each task hands in what changed ([`TaskState::changes`]) to its
 //! partition of the operator's changelog topic, in the epoch's
-//! transaction ([`Tasked::snapshot`]).
+//! transaction ([`Tasked::snapshot`]). The local log holds nothing of the
+//! tasks but at a graceful stop: the final snapshot holds every held
+//! task's whole state ([`TaskState::entries`]), for a restart on the same
+//! data directory (`super::local`).
 
 use std::sync::Arc;
 
 use weir_runtime::{OperatorError, ShardContext};
 
+use super::local::{decode_local, encode_local, Entries};
 use super::{task_instance, ChangelogRecord, GroupRun, Handoff};
 use crate::kafka::{key_partition, row_key};
 use crate::row::{encode_row, ArchivedRow, Value};
@@ -53,6 +57,14 @@ pub trait TaskState: Sized {
     /// The task's changelog records since the last call, in order: (key,
     /// value), `None` a tombstone.
     fn changes(&mut self) -> Result<Changes, OperatorError>;
+
+    /// The task's whole state as the entries [`restore`] takes: every
+    /// live key's value, as its last changelog record holds it, and the
+    /// meta record. Called at a graceful stop's final barrier, just after
+    /// [`changes`](TaskState::changes).
+    ///
+    /// [`restore`]: TaskState::restore
+    fn entries(&mut self) -> Result<Entries, OperatorError>;
 }
 
 /// A held task.
@@ -99,6 +111,8 @@ pub struct Tasked<T> {
     key: String,
     /// Rows sent to the repartition topic since the last barrier.
     staged: Vec<ChangelogRecord>,
+    /// The run stops: the next snapshot is the final one.
+    stopping: bool,
 }
 
 impl<T> std::fmt::Debug for Tasked<T> {
@@ -129,6 +143,7 @@ impl<T: TaskState> Tasked<T> {
             seen: u64::MAX,
             key: String::new(),
             staged: Vec::new(),
+            stopping: false,
         }
     }
 
@@ -283,10 +298,38 @@ impl<T: TaskState> Tasked<T> {
         self.slots.iter_mut().flatten().map(|slot| &mut slot.state)
     }
 
+    /// The operator's snapshot restored from the local log (`bytes`, of
+    /// the last run's final epoch; empty: none): offered to the consumer
+    /// thread, which restores the tasks the group gives this process from
+    /// it when the last run's checkpoint says it may (`super::local`).
+    pub fn restore_local(&self, bytes: &[u8]) -> Result<(), OperatorError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let (epoch, tasks) = decode_local(bytes).map_err(OperatorError::other)?;
+        self.setup.run.offer_local(&self.setup.node, epoch, tasks);
+        Ok(())
+    }
+
+    /// The operator starts (after [`restore_local`](Tasked::restore_local),
+    /// before any input): from its `on_start`.
+    pub fn started(&self) {
+        self.setup.run.instance_started();
+    }
+
+    /// The run stops (a graceful stop, from the operator's `on_stop`): the
+    /// next barrier is the final one, whose snapshot holds the held tasks'
+    /// state.
+    pub fn stopping(&mut self) {
+        self.stopping = true;
+    }
+
     /// At `epoch`'s barrier: hands the rows sent on and every task's
     /// changes in for the epoch's transaction, then drops the tasks given
-    /// up in or before `epoch`.
-    pub fn snapshot(&mut self, epoch: u64) -> Result<(), OperatorError> {
+    /// up in or before `epoch`. Returns what the local log is to hold:
+    /// nothing, except at a graceful stop's final barrier, where it is
+    /// every task still held, whole ([`encode_local`]).
+    pub fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let mut records = std::mem::take(&mut self.staged);
         for (number, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
@@ -312,7 +355,16 @@ impl<T: TaskState> Tasked<T> {
                 *slot = None;
             }
         }
-        Ok(())
+        if !self.stopping {
+            return Ok(Vec::new());
+        }
+        let mut tasks = Vec::new();
+        for (number, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(slot) = slot {
+                tasks.push((number as i32, slot.state.entries()?));
+            }
+        }
+        encode_local(epoch, tasks).map_err(OperatorError::other)
     }
 }
 
@@ -459,6 +511,33 @@ pub(crate) mod testing {
             };
         }
         count
+    }
+
+    /// Checks a final snapshot (`bytes`, of `epoch`) against the changelog
+    /// `topic` compacted to that epoch: each task's local state holds
+    /// exactly the live keys with their last values, so a restart that
+    /// reads the changelog from the checkpoint on over it restores what a
+    /// full read would. A task's meta record may be in the local state
+    /// only (a task no row reached logged none).
+    pub(crate) fn check_local(bytes: &[u8], epoch: u64, topic: &Changelog) {
+        let (at, tasks) = crate::scale_out::local::decode_local(bytes).expect("local state");
+        assert_eq!(at, epoch, "the final snapshot's epoch");
+        let mut local = Changelog::new();
+        for (task, entries) in tasks {
+            for (key, value) in entries {
+                let meta = key == super::META_KEY;
+                let key = (task, key);
+                if meta && !topic.contains_key(&key) {
+                    continue;
+                }
+                assert!(
+                    local.insert(key, value).is_none(),
+                    "task {task}: a key twice"
+                );
+            }
+        }
+        assert_eq!(local.len(), topic.len(), "the local state's keys");
+        assert!(local == *topic, "the local state is the changelog's");
     }
 
     /// `f` of `row`, archived.

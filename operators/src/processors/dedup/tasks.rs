@@ -34,6 +34,7 @@ use super::{Dedup, DedupSpec, DedupState};
 use crate::component::{connect_tasked, Input, Node};
 use crate::row::convert::copy_row;
 use crate::row::{ArchivedRow, Row};
+use crate::scale_out::local::Entries;
 use crate::scale_out::tasked::{Changes, TaskPlan, TaskState, Tasked, TaskedSetup, META_KEY};
 
 /// One task's dedup.
@@ -122,6 +123,19 @@ impl TaskState for DedupTask {
             records.push((META_KEY.to_vec(), Some(bytes.to_vec())));
         }
         Ok(records)
+    }
+
+    /// Every live identity, and the meta record.
+    fn entries(&mut self) -> Result<Entries, OperatorError> {
+        let mut state = self.dedup.state();
+        let mut entries: Entries = std::mem::take(&mut state.entries)
+            .into_iter()
+            .map(|(hash, first)| (hash.to_be_bytes().to_vec(), first.to_be_bytes().to_vec()))
+            .collect();
+        let bytes = rkyv::to_bytes::<rancor::Error>(&state)
+            .map_err(|error| OperatorError::other(format!("dedup state: {error}")))?;
+        entries.push((META_KEY.to_vec(), bytes.to_vec()));
+        Ok(entries)
     }
 }
 
@@ -221,16 +235,23 @@ impl Processor for TaskDedups {
             .any(|task| !task.dedup.released.is_empty())
     }
 
+    /// The state is in the changelog; the local log holds the tasks only
+    /// at a graceful stop (`Tasked::snapshot`).
     fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.tasks.take_handoffs(&self.template);
-        self.tasks.snapshot(epoch)?;
-        // The state is in the changelog; the local log holds none.
-        Ok(Vec::new())
+        self.tasks.snapshot(epoch)
     }
 
-    fn restore(&mut self, _state: &[u8]) -> Result<(), OperatorError> {
-        // Scaled out, state comes from the changelog (docs/scale-out.md).
-        Ok(())
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        self.tasks.restore_local(state)
+    }
+
+    fn on_start(&mut self) {
+        self.tasks.started();
+    }
+
+    fn on_stop(&mut self, _out: &mut Emitter<Row>) {
+        self.tasks.stopping();
     }
 }
 
@@ -266,7 +287,9 @@ mod tests {
     use super::*;
     use crate::processors::dedup::{build, DedupConfig};
     use crate::row::{Schema, Type, Value};
-    use crate::scale_out::tasked::testing::{archived, compact, restore_all, sorted, Changelog};
+    use crate::scale_out::tasked::testing::{
+        archived, check_local, compact, restore_all, sorted, Changelog,
+    };
     use crate::scale_out::{GroupPlan, GroupRun};
 
     const TASKS: u32 = 4;
@@ -369,11 +392,18 @@ mod tests {
             let mut topic = Changelog::new();
             let mut first = tasked(&spec, &run, &topic);
             let mut emitted = Vec::new();
+            let mut last = 0;
             for (epoch, chunk) in (1..).zip(input[..cut].chunks(50)) {
                 emitted.extend(feed(&mut first, chunk));
-                first.snapshot(epoch).expect("a snapshot");
+                assert!(first.snapshot(epoch).expect("a snapshot").is_empty());
                 compact(&run, epoch, &mut topic);
+                last = epoch;
             }
+            // A graceful stop: the final snapshot holds the tasks.
+            first.tasks.stopping();
+            let local = first.snapshot(last + 1).expect("the final snapshot");
+            compact(&run, last + 1, &mut topic);
+            check_local(&local, last + 1, &topic);
             let live: usize = first.tasks.states().map(|task| task.dedup.live()).sum();
             let logged = topic.keys().filter(|(_, key)| key != META_KEY).count();
             assert_eq!(logged, live, "cut {cut}: the live identities, no more");

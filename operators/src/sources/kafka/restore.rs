@@ -4,13 +4,17 @@
 //! tasks) and each stateful operator's changelog topic is made (compacted,
 //! one partition per task); when the group gives the member a task, its
 //! changelog partitions are read to their end (`read_committed`) and the
-//! state handed to the operators, before any record of the task is.
+//! state handed to the operators, before any record of the task is. After
+//! a graceful stop on the same data directory a task whose state the local
+//! log holds is read from the last run's checkpoint on only
+//! (`crate::scale_out::local`); at the end of a graceful run the checkpoint
+//! is written ([`checkpoint`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -21,6 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use weir_runtime::metrics::ShardGauge;
 
 use crate::limits::{KAFKA_RESTORE_PROGRESS_MS, KAFKA_RESTORE_STALL_MS};
+use crate::scale_out::local::{now_ms, write_checkpoint, Checkpoint};
 use crate::scale_out::{GroupRun, Handoff};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,7 +166,94 @@ pub fn prepare(run: &GroupRun, config: &ClientConfig, topics: &[String]) -> Resu
             ));
         }
     }
+    if run.load_checkpoint() {
+        tombstone_retention(run, &admin);
+    }
     Ok(())
+}
+
+/// Reads the `delete.retention.ms` of each changelog the checkpoint
+/// names: a checkpoint older than that is not used (compaction may have
+/// dropped tombstones written after it). One that cannot be read is
+/// logged, and its tasks are restored from the changelog.
+fn tombstone_retention(run: &GroupRun, admin: &AdminClient<DefaultClientContext>) {
+    let changelogs = run.checkpointed_changelogs();
+    let specifiers: Vec<ResourceSpecifier<'_>> = changelogs
+        .iter()
+        .map(|topic| ResourceSpecifier::Topic(topic))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT));
+    let described = futures_lite::future::block_on(admin.describe_configs(&specifiers, &options));
+    let results = match described {
+        Ok(results) => results,
+        Err(error) => {
+            tracing::warn!(
+                group = run.group(),
+                "kafka: cannot read the changelogs' delete.retention.ms ({error}): every task \
+                 is restored from its changelog"
+            );
+            return;
+        }
+    };
+    for (topic, result) in changelogs.iter().zip(results) {
+        let retention = result
+            .ok()
+            .and_then(|resource| resource.get("delete.retention.ms")?.value.clone())
+            .and_then(|value| value.parse::<i64>().ok());
+        match retention {
+            Some(ms) => run.set_tombstone_retention(topic, ms),
+            None => tracing::warn!(
+                group = run.group(),
+                "kafka: cannot read delete.retention.ms of `{topic}`: its tasks are restored \
+                 from the changelog"
+            ),
+        }
+    }
+}
+
+/// Writes the checkpoint of a run that ended gracefully (its final
+/// epoch's transaction committed, the member still holding `held`): for
+/// each held task's changelog partition, its last stable offset, which
+/// `consumer` (`read_committed`) reports as its end. The run's
+/// `committed()` epoch is read first: a checkpoint names an epoch no later
+/// than its offsets (`crate::scale_out::local`). Returns the tasks
+/// written.
+pub fn checkpoint<C: rdkafka::consumer::ConsumerContext>(
+    run: &GroupRun,
+    consumer: &BaseConsumer<C>,
+    held: &[(String, i32)],
+) -> Result<usize, String> {
+    let Some(dir) = run.plan().data_dir.clone() else {
+        return Ok(0);
+    };
+    if !run.stateful() {
+        return Ok(0);
+    }
+    let epoch = run.committed();
+    let mut offsets: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+    let mut count = 0;
+    for (_, changelog, tasks) in run.tasks_of(held) {
+        for task in tasks {
+            let (_, end) = consumer
+                .fetch_watermarks(&changelog, task, METADATA_TIMEOUT)
+                .map_err(|error| {
+                    format!("cannot read the end of changelog `{changelog}`/{task}: {error}")
+                })?;
+            offsets
+                .entry(changelog.to_string())
+                .or_default()
+                .insert(task, end);
+            count += 1;
+        }
+    }
+    let checkpoint = Checkpoint {
+        group: run.group().to_owned(),
+        epoch,
+        written_ms: now_ms(),
+        offsets,
+    };
+    write_checkpoint(&dir, &checkpoint)?;
+    Ok(count)
 }
 
 /// One changelog partition being read.
@@ -228,24 +320,48 @@ pub fn restore(
                 open.push(task);
             }
         }
+        let mut local = Vec::new();
         for &task in &tasks {
-            list.add_partition_offset(&changelog, task, Offset::Beginning)
-                .map_err(|error| error.to_string())?;
             let (low, high) = consumer
                 .fetch_watermarks(&changelog, task, METADATA_TIMEOUT)
                 .map_err(|error| {
                     format!("cannot read the ends of changelog `{changelog}`/{task}: {error}")
                 })?;
+            // From the checkpoint over the local state, or all of it.
+            let (from, state) = match run.local_start(&operator, &changelog, task, stop) {
+                Some((offset, entries)) if (low..=high).contains(&offset) => {
+                    local.push(task);
+                    (offset, entries.into_iter().collect())
+                }
+                Some((offset, _)) => {
+                    tracing::info!(
+                        component,
+                        group = run.group(),
+                        "kafka: changelog `{changelog}`/{task} holds offsets {low}..{high}, \
+                         not the checkpoint's {offset} (recreated, or cleaned up): its task is \
+                         restored from the changelog"
+                    );
+                    (low, HashMap::new())
+                }
+                None => (low, HashMap::new()),
+            };
+            let start = if local.last() == Some(&task) {
+                Offset::Offset(from)
+            } else {
+                Offset::Beginning
+            };
+            list.add_partition_offset(&changelog, task, start)
+                .map_err(|error| error.to_string())?;
             let gauge = remaining(&operator, &changelog, task);
-            gauge.set((high - low).max(0));
+            gauge.set((high - from).max(0));
             readings.insert(
                 task,
                 Reading {
                     task,
-                    state: HashMap::new(),
+                    state,
                     records: 0,
                     bytes: 0,
-                    left: (high - low).max(0),
+                    left: (high - from).max(0),
                     gauge,
                     done: false,
                     open: open.contains(&task),
@@ -394,12 +510,20 @@ pub fn restore(
             );
         }
         let elapsed = started.elapsed();
+        let from_local = if local.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; tasks {local:?} from the local log, their changelog read from the last \
+                 run's checkpoint on"
+            )
+        };
         tracing::info!(
             component,
             group = run.group(),
             elapsed_ms = elapsed.as_millis() as u64,
             "kafka: restored `{operator}` for tasks {tasks:?}: {keys} keys from {records} \
-             records ({bytes} bytes) in {} ms",
+             records ({bytes} bytes) in {} ms{from_local}",
             elapsed.as_millis()
         );
     }

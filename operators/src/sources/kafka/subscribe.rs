@@ -887,6 +887,7 @@ fn run(setup: GroupSetup, events: Vec<Sender<Event>>, stop: Arc<AtomicBool>) -> 
             }
         }
         let rebalanced = consumer.context().rebalanced.swap(false, Ordering::AcqRel);
+        setup.run.drop_unused_local();
         if pending.iter().any(|queue| !queue.is_empty()) {
             if !paused || rebalanced {
                 if let Ok(assignment) = consumer.assignment() {
@@ -967,11 +968,33 @@ fn run(setup: GroupSetup, events: Vec<Sender<Event>>, stop: Arc<AtomicBool>) -> 
     // offsets meanwhile. If it does not commit in time, the run is fenced
     // first: nothing of it commits after the partitions move.
     let wait = Duration::from_millis(KAFKA_FINAL_COMMIT_WAIT_MS);
-    if let Err(why) = setup.run.wait_drained(wait, || setup.watch.aborted()) {
-        setup.run.fence(format!(
+    match setup.run.wait_drained(wait, || setup.watch.aborted()) {
+        Err(why) => setup.run.fence(format!(
             "the source ended and its last epoch did not commit ({why}): that epoch is read \
              again by the partitions' next owners"
-        ));
+        )),
+        // Its keyed operators logged their tasks in that epoch's snapshot
+        // if the run stopped gracefully: a restart here reads them back.
+        Ok(()) if setup.run.failure().is_none() && setup.watch.stopped() => {
+            let held = setup.run.held();
+            match restore::checkpoint(&setup.run, &consumer, &held) {
+                Ok(0) => {}
+                Ok(tasks) => tracing::info!(
+                    component = &*component,
+                    group = setup.run.group(),
+                    "kafka: wrote the checkpoint of {tasks} tasks at epoch {}: a restart on \
+                     this data directory restores them from its local log",
+                    setup.run.committed()
+                ),
+                Err(why) => tracing::warn!(
+                    component = &*component,
+                    group = setup.run.group(),
+                    "kafka: no checkpoint written ({why}): a restart restores every task from \
+                     its changelog"
+                ),
+            }
+        }
+        Ok(()) => {}
     }
     drop(consumer);
     Ok(())

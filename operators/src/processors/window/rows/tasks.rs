@@ -36,16 +36,19 @@
 //! the task as of the last committed epoch, which is where the group's
 //! offsets of its partition stand. A task given up ([`crate::scale_out::Handoff::Revoke`])
 //! hands in the changes of its last epoch and is dropped. The local log
-//! snapshots nothing: a scaled-out run resumes from Kafka, not from its
-//! data directory (docs/scale-out.md).
+//! holds the tasks only at a graceful stop, whole, for a restart on the
+//! same data directory (`crate::scale_out::local`); otherwise a
+//! scaled-out run resumes from Kafka (docs/scale-out.md).
 
 use rkyv::rancor;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor, ShardContext};
 
 use super::{
-    decode_state, encode_state, RowWindow, RowWindowSpec, RowWindowState, WindowKind, WindowState,
+    decode_state, encode_state, RowWindow, RowWindowSpec, RowWindowState, SessionGroup, WindowKind,
+    WindowState,
 };
 use crate::row::{ArchivedRow, Row, Value};
+use crate::scale_out::local::Entries;
 use crate::scale_out::tasked::{Changes, TaskState, Tasked, TaskedSetup, META_KEY};
 
 /// A (window, group)'s key in the changelog.
@@ -254,6 +257,67 @@ impl TaskState for Task {
         self.pending_logged = pending;
         Ok(records)
     }
+
+    /// Every open (window, group) (each session group's open sessions),
+    /// and the meta record.
+    fn entries(&mut self) -> Result<Entries, OperatorError> {
+        let mut entries = Vec::new();
+        let RowWindowState {
+            watermark,
+            late_events,
+            null_time_events,
+            windows,
+            pending,
+        } = self.window.state()?;
+        if matches!(self.window.spec.kind, WindowKind::Session { .. }) {
+            for groups in self.window.sessions.values() {
+                for group in groups {
+                    entries.push(session_record(group)?);
+                }
+            }
+        } else {
+            for WindowState {
+                start,
+                end,
+                group,
+                accs,
+            } in windows
+            {
+                let key = encode(&PairKey { start, end, group })?;
+                entries.push((key, encode(&PairValue { accs })?));
+            }
+        }
+        let meta = RowWindowState {
+            watermark,
+            late_events,
+            null_time_events,
+            windows: Vec::new(),
+            pending,
+        };
+        entries.push((META_KEY.to_vec(), encode_state(&meta)?));
+        Ok(entries)
+    }
+}
+
+/// The changelog record of a session group: its open sessions, by start.
+fn session_record(group: &SessionGroup) -> Result<(Vec<u8>, Vec<u8>), OperatorError> {
+    let mut sessions = Vec::with_capacity(group.sessions.len());
+    for session in &group.sessions {
+        let accs = session
+            .accs
+            .iter()
+            .map(|acc| acc.save().map_err(OperatorError::other))
+            .collect::<Result<Vec<_>, _>>()?;
+        sessions.push(SessionValue {
+            start: session.start,
+            end: session.end,
+            accs,
+        });
+    }
+    let key = encode(&SessionKey {
+        group: group.values.clone(),
+    })?;
+    Ok((key, encode(&SessionsValue { sessions })?))
 }
 
 impl Task {
@@ -328,23 +392,8 @@ impl Task {
                 continue;
             };
             for group in groups {
-                let mut sessions = Vec::with_capacity(group.sessions.len());
-                for session in &group.sessions {
-                    let accs = session
-                        .accs
-                        .iter()
-                        .map(|acc| acc.save().map_err(OperatorError::other))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    sessions.push(SessionValue {
-                        start: session.start,
-                        end: session.end,
-                        accs,
-                    });
-                }
-                let key = encode(&SessionKey {
-                    group: group.values.clone(),
-                })?;
-                records.push((key, Some(encode(&SessionsValue { sessions })?)));
+                let (key, value) = session_record(group)?;
+                records.push((key, Some(value)));
             }
         }
         Ok(())
@@ -437,17 +486,23 @@ impl Processor for TaskWindows {
             .any(|task| !task.window.closed_rows.is_empty())
     }
 
+    /// The state is in the changelog; the local log holds the tasks only
+    /// at a graceful stop (`Tasked::snapshot`).
     fn snapshot(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         self.take_handoffs();
-        self.tasks.snapshot(epoch)?;
-        // The state is in the changelog; the local log holds none.
-        Ok(Vec::new())
+        self.tasks.snapshot(epoch)
     }
 
-    fn restore(&mut self, _state: &[u8]) -> Result<(), OperatorError> {
-        // A scaled-out run restores from the changelog, never from the
-        // local log (an earlier run's snapshot here is empty).
-        Ok(())
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        self.tasks.restore_local(state)
+    }
+
+    fn on_start(&mut self) {
+        self.tasks.started();
+    }
+
+    fn on_stop(&mut self, _out: &mut Emitter<Row>) {
+        self.tasks.stopping();
     }
 }
 
@@ -459,7 +514,9 @@ mod tests {
     use crate::kafka::key_partition;
     use crate::processors::window::rows::{build, RowWindowConfig};
     use crate::row::{Schema, Type};
-    use crate::scale_out::tasked::testing::{archived, compact, restore_all, sorted, Changelog};
+    use crate::scale_out::tasked::testing::{
+        archived, check_local, compact, restore_all, sorted, Changelog,
+    };
     use crate::scale_out::{ChangelogRecord, GroupPlan, GroupRun};
 
     const TASKS: u32 = 4;
@@ -586,9 +643,15 @@ mod tests {
                 for chunk in input[..cut].chunks(50) {
                     fired.extend(feed(&mut first, chunk));
                     epoch += 1;
-                    first.snapshot(epoch).expect("a snapshot");
+                    assert!(first.snapshot(epoch).expect("a snapshot").is_empty());
                     compact(&run, epoch, &mut topic);
                 }
+                // A graceful stop: the final snapshot holds the tasks.
+                first.tasks.stopping();
+                epoch += 1;
+                let local = first.snapshot(epoch).expect("the final snapshot");
+                compact(&run, epoch, &mut topic);
+                check_local(&local, epoch, &topic);
                 // Open (window, group)s, or session groups with open
                 // sessions.
                 let open: usize = first
