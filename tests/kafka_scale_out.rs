@@ -1276,6 +1276,159 @@ fn scenario(death: Death, shape: Shape) {
     eprintln!("run {run}: {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// What a restore logs when it read tasks over the local log's state.
+const LOCAL_RESTORE_LOG: &str = "from the local log";
+
+/// Goal: a process stopped gracefully and started again on its data
+/// directory restores its tasks from its local log, reading its changelog
+/// partitions only from the checkpoint its last run left (nothing, when
+/// nobody wrote since; what another member wrote meanwhile, when the tasks
+/// moved away and back), and every event and window row is still
+/// published once with its exact count.
+///
+/// Method: [`Shape::Window`]'s topics and pipeline with every keyed
+/// operator (two windows, one repartitioned, two thresholds, a session
+/// window, a dedup). A runs alone until output is committed and is stopped
+/// with SIGTERM: it must leave `scale-out.checkpoint` in its data
+/// directory. A2 (A's data directory) starts alone: it must take the
+/// checkpoint out and restore every task of every operator from the local
+/// log, reading 0 changelog records; once it committed more output it
+/// stops. B (a fresh directory) starts alone, restores every task from the
+/// changelogs (keys, no local log) and commits more output, then stops.
+/// A3 (A's directory) starts alone: its tasks come from the local log of
+/// A2's final epoch plus what B wrote to the changelogs after A2's
+/// checkpoint (records read > 0), and it finishes the topic. Kafka's
+/// console consumer (`read_committed`) then checks every output topic as
+/// in [`scenario`].
+#[test]
+fn a_process_restarted_on_its_data_directory_restores_its_tasks_from_the_local_log() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let case = Case::with("weir-local-restore", Shape::Window);
+    let probe: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", case.bootstrap.as_str())
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("a probe consumer");
+    let checkpoint = case.data("A").join("scale-out.checkpoint");
+    let mut fleet = Fleet::new(None);
+    let started = Instant::now();
+    let mut shown = 0;
+    for (name, data) in [("A", "A"), ("A2", "A"), ("B", "B")] {
+        let since = Instant::now();
+        fleet.start(name, &case, data, &[]);
+        fleet.wait_holding(&[name], &case, since);
+        if name == "A2" && checkpoint.exists() {
+            fleet.give_up("A2 holds tasks and A's checkpoint is still there");
+        }
+        shown = fleet.wait_visible_beyond(&probe, &case, shown, since, name);
+        fleet.stop(name);
+        if !checkpoint.exists() {
+            fleet.give_up(&format!("{name} stopped gracefully and left no checkpoint"));
+        }
+    }
+    let since = Instant::now();
+    fleet.start("A3", &case, "A", &[]);
+    fleet.wait_all_published(&case, since, "A3's start");
+    fleet.stop("A3");
+    fleet.check_published_once(&case);
+
+    // Every restore of A2 and A3 read over the local log; B's read the
+    // changelogs whole.
+    let operators = 6;
+    for name in ["A2", "A3", "B"] {
+        let restores: Vec<&str> = fleet
+            .log(name)
+            .lines()
+            .filter(|line| line.contains("kafka: restored `"))
+            .collect();
+        eprintln!("{name}: {restores:#?}");
+        if restores.len() < operators {
+            fleet.give_up(&format!(
+                "{name} logged {} restores, not one per keyed operator ({operators})",
+                restores.len()
+            ));
+        }
+        let local = restores
+            .iter()
+            .filter(|line| line.contains(LOCAL_RESTORE_LOG))
+            .count();
+        let wanted = if name == "B" { 0 } else { restores.len() };
+        if local != wanted {
+            fleet.give_up(&format!(
+                "{name}: {local} of {} restores read over the local log, not {wanted}",
+                restores.len()
+            ));
+        }
+    }
+    let read = |name: &str| -> u64 {
+        fleet
+            .log(name)
+            .lines()
+            .filter(|line| line.contains("kafka: restored `"))
+            .filter_map(|line| {
+                let (_, rest) = line.split_once(" keys from ")?;
+                rest.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+    };
+    if read("A2") != 0 {
+        fleet.give_up(&format!(
+            "A2 read {} changelog records; nobody wrote after A's checkpoint",
+            read("A2")
+        ));
+    }
+    if read("A3") == 0 {
+        fleet.give_up(
+            "A3 read no changelog record: what B wrote after A2's checkpoint was not read",
+        );
+    }
+    if restored_keys(fleet.log("B")).iter().sum::<usize>() == 0 {
+        fleet.give_up("B restored no key from the changelogs");
+    }
+    eprintln!(
+        "changelog records read: A2 {}, B {}, A3 {}; {:.1} s",
+        read("A2"),
+        read("B"),
+        read("A3"),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+impl Fleet {
+    /// Waits until the passthrough shows more than `shown` records (or
+    /// fails [`FIRST_OUTPUT_TIMEOUT`] after `since`): `name` committed
+    /// output. Returns what it shows.
+    fn wait_visible_beyond(
+        &mut self,
+        probe: &BaseConsumer,
+        case: &Case,
+        shown: i64,
+        since: Instant,
+        name: &str,
+    ) -> i64 {
+        loop {
+            self.check_running();
+            let now = visible(probe, &case.passthrough, PASSTHROUGH_PARTITIONS);
+            if now >= case.events() as i64 {
+                self.give_up(&format!(
+                    "{name} finished the topic before it was stopped: produce more events"
+                ));
+            }
+            if now > shown {
+                return now;
+            }
+            if since.elapsed() > FIRST_OUTPUT_TIMEOUT {
+                self.give_up(&format!(
+                    "{name} committed no output within {FIRST_OUTPUT_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// The shards process `name` runs in [`scenario`]: with windows, two for
 /// B (both runs) and D, so that tasks move between processes of one and of
 /// two shards; one otherwise.
