@@ -41,7 +41,12 @@
 #   joins the same group on a fresh data directory: it restores all 12
 #   tasks from the changelog before it reads; its log line `kafka:
 #   restored ... K keys from N records (B bytes) in T ms` gives keys/s,
-#   records/s and MB/s.
+#   records/s and MB/s; the time from its start to that line is timed too.
+# - local restart: that second process, holding every task, is stopped
+#   (SIGTERM; timed: its final snapshot logs every task whole) and started
+#   again on its data directory: it restores every task from its local
+#   log, reading the changelog from its checkpoint on (0 records); the
+#   time from its start to its `restored` line against the fresh one's.
 # Build first: cargo build --release.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -175,15 +180,43 @@ for run in $(seq 1 "$runs"); do
 
   # A second process takes every task over: the restore.
   rm -rf "$work/data-2"
+  start=$(date +%s.%N)
   "$weir" run "$work/group.toml" --data-dir "$work/data-2" > "$work/group-2.log" 2>&1 &
   pids=($!)
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 6000); do
     grep -q "kafka: restored " "$work/group-2.log" && break
-    sleep 0.5
+    sleep 0.05
   done
+  figures[fresh_wall,$run]=$(echo "$(date +%s.%N) - $start" | bc -l)
+  start=$(date +%s.%N)
   kill -TERM "${pids[0]}"
-  wait "${pids[0]}" || true
+  wait "${pids[0]}" || { echo "the restoring process failed: see $work/group-2.log" >&2; exit 1; }
+  figures[stop,$run]=$(echo "$(date +%s.%N) - $start" | bc -l)
   pids=()
+  grep -q "kafka: wrote the checkpoint of 12 tasks" "$work/group-2.log" \
+    || { echo "no checkpoint written: see $work/group-2.log" >&2; exit 1; }
+  # The same process again, on its data directory: from the local log.
+  start=$(date +%s.%N)
+  "$weir" run "$work/group.toml" --data-dir "$work/data-2" > "$work/group-3.log" 2>&1 &
+  pids=($!)
+  for _ in $(seq 1 6000); do
+    grep -q "kafka: restored " "$work/group-3.log" && break
+    sleep 0.05
+  done
+  figures[local_wall,$run]=$(echo "$(date +%s.%N) - $start" | bc -l)
+  kill -TERM "${pids[0]}"
+  wait "${pids[0]}" || { echo "the restarted process failed: see $work/group-3.log" >&2; exit 1; }
+  pids=()
+  local_line=$(grep -m1 "kafka: restored " "$work/group-3.log" || true)
+  case "$local_line" in
+    *"from the local log"*) ;;
+    *) echo "the restart did not restore from its local log: see $work/group-3.log" >&2; exit 1 ;;
+  esac
+  read -r local_keys local_records _ local_ms < <(echo "$local_line" | sed -E \
+    's/.*\]: ([0-9]+) keys from ([0-9]+) records \(([0-9]+) bytes\) in ([0-9]+) ms.*/\1 \2 \3 \4/')
+  figures[local_keys,$run]=$local_keys
+  figures[local_records,$run]=$local_records
+  figures[local_ms,$run]=$local_ms
   restored=$(grep -m1 "kafka: restored " "$work/group-2.log" || true)
   [ -n "$restored" ] || { echo "no restore logged: see $work/group-2.log" >&2; exit 1; }
   # "...]: K keys from N records (B bytes) in T ms"
@@ -209,6 +242,10 @@ for run in $(seq 1 "$runs"); do
     "$(echo "${figures[repartition,$run]} / ${figures[static,$run]}" | bc -l)" \
     "$keys" "$records" "${figures[mb,$run]}" "$ms" "${figures[keys_s,$run]}" \
     "${figures[records_s,$run]}" "${figures[mb_s,$run]}"
+  printf 'run %d: start to restored %.2f s fresh (%d ms restoring), %.2f s on its data directory (%d keys from the local log, %d changelog records, %d ms restoring); graceful stop holding every task %.2f s\n' \
+    "$run" "${figures[fresh_wall,$run]}" "$ms" "${figures[local_wall,$run]}" \
+    "${figures[local_keys,$run]}" "${figures[local_records,$run]}" "${figures[local_ms,$run]}" \
+    "${figures[stop,$run]}"
 done
 
 med() { for run in $(seq 1 "$runs"); do echo "${figures[$1,$run]}"; done | median; }
@@ -225,4 +262,9 @@ printf '  one process of 2 shards, group        %10.0f events/s  %.2f × static,
   "$(echo "$g2 / $s" | bc -l)" "$(echo "$g2 / $g" | bc -l)"
 printf '  restore of every task: %.0f keys from %.0f records (%.1f MB) in %.0f ms: %.0f keys/s, %.0f records/s, %.1f MB/s\n' \
   "$(med keys)" "$(med records)" "$(med mb)" "$(med ms)" "$(med keys_s)" "$(med records_s)" "$(med mb_s)"
+fw=$(med fresh_wall)
+lw=$(med local_wall)
+printf '  start to every task restored: fresh data directory %.2f s, restart on its own after a graceful stop %.2f s (%.2f ×; %.0f keys from the local log, %.0f changelog records, %.0f ms restoring)\n' \
+  "$fw" "$lw" "$(echo "$lw / $fw" | bc -l)" "$(med local_keys)" "$(med local_records)" "$(med local_ms)"
+printf '  graceful stop of a process holding every task (its final snapshot logs them whole): %.2f s\n' "$(med stop)"
 "$tool" topics --bootstrap-server "$bootstrap" --delete --topic "$topic" >/dev/null 2>&1 || true
