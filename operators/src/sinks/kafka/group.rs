@@ -228,6 +228,16 @@ fn publish(
                 if let Err(error) = producer.abort_transaction(step_timeout()) {
                     return Err(format!("abort_transaction after {why}: {error}"));
                 }
+                // The next try gets a producer of its own: this one's
+                // purge of in-flight records resets its idempotence state,
+                // and a send into the next transaction could fail with
+                // "Erroneous state" while it does (seen in
+                // `tests/kafka_scale_out.rs`: A's retry after a rebalance
+                // failed its run that way). A new producer's
+                // `init_transactions` under the same transactional id
+                // fences this one.
+                transactions.producer = None;
+                drop(producer);
                 run.wait_metadata_after(version, || control.is_cancelled());
             }
             Err(Attempt::Abort(why) | Attempt::Fatal(why)) => return Err(why),
