@@ -32,7 +32,7 @@
 mod promtool;
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -62,11 +62,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// (10 s) pass before its partitions move on, and each poll reads
 /// everything again.
 const ALL_OUTPUT_TIMEOUT: Duration = Duration::from_secs(240);
-/// The console consumer stops after nothing came for this long, while
-/// polling.
-const POLL_QUIET: Duration = Duration::from_secs(3);
-/// The same for the final check (no process runs then; the polls before
-/// it found everything readable).
+/// The console consumer of the final check stops after nothing came for
+/// this long (no process runs then; the polls before it found everything
+/// readable).
 const CHECK_QUIET: Duration = Duration::from_secs(5);
 
 /// What both pipelines share: the group's runtime, the `kafka` source
@@ -785,9 +783,11 @@ impl Fleet {
         };
         loop {
             self.check_running();
-            let lines = kafka::consume(&case.bootstrap, &case.passthrough, false, POLL_QUIET);
+            // Counted in process (a console consumer per poll took tens of
+            // seconds a round); the check reads with Kafka's own reader.
+            let lines = kafka::count_committed(&case.bootstrap, &case.passthrough);
             let events = case.events();
-            if case.shape == Shape::Window && lines.len() >= EVENTS as usize {
+            if case.shape == Shape::Window && lines >= EVENTS as usize {
                 // Every event's output is visible, and with it every row it
                 // sent to a repartition topic: the closing events' rows come
                 // after them.
@@ -795,7 +795,7 @@ impl Fleet {
             }
             // The windows' rows come after the closing events.
             let rows = match case.shape {
-                Shape::Window if lines.len() >= events as usize => {
+                Shape::Window if lines >= events as usize => {
                     let mut topics = vec![&case.errors, &case.hosts];
                     if case.extras {
                         topics.extend([
@@ -807,26 +807,24 @@ impl Fleet {
                     }
                     topics
                         .into_iter()
-                        .map(|topic| {
-                            kafka::consume(&case.bootstrap, topic, false, POLL_QUIET).len()
-                        })
+                        .map(|topic| kafka::count_committed(&case.bootstrap, topic))
                         .sum()
                 }
                 _ => 0,
             };
-            if lines.len() >= events as usize && rows >= want_rows {
+            if lines >= events as usize && rows >= want_rows {
                 eprintln!(
-                    "{} passthrough records and {rows} window rows readable {:?} after {what}",
-                    lines.len(),
+                    "{lines} passthrough records and {rows} window rows readable {:?} after \
+                     {what}",
                     since.elapsed()
                 );
                 return;
             }
+            std::thread::sleep(Duration::from_millis(200));
             if since.elapsed() > ALL_OUTPUT_TIMEOUT {
                 self.give_up(&format!(
-                    "only {} of {events} events in {} and {rows} of {want_rows} window rows \
-                     within {ALL_OUTPUT_TIMEOUT:?} of {what}",
-                    lines.len(),
+                    "only {lines} of {events} events in {} and {rows} of {want_rows} window \
+                     rows within {ALL_OUTPUT_TIMEOUT:?} of {what}",
                     case.passthrough
                 ));
             }
@@ -844,56 +842,72 @@ impl Fleet {
             }
         }
         let _logs = LogsOnPanic(&self.logs);
-        let events = kafka::consume(&case.bootstrap, &case.passthrough, false, CHECK_QUIET);
-        kafka::check_ids_once(&events, case.events(), "passthrough topic");
+        // Every topic read at once (one console consumer each, each
+        // waiting out its quiet period), then checked.
+        let mut topics = vec![&case.passthrough, &case.errors];
         if case.shape == Shape::Window {
-            let rows: Vec<serde_json::Value> =
-                kafka::consume(&case.bootstrap, &case.errors, false, CHECK_QUIET)
-                    .iter()
-                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
-                    .collect();
-            kafka::check_counts(&rows, &expected_user_counts(), "counts topic");
-            let rows: Vec<serde_json::Value> =
-                kafka::consume(&case.bootstrap, &case.hosts, false, CHECK_QUIET)
-                    .iter()
-                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
-                    .collect();
-            kafka::check_counts_by(&rows, "host", &expected_host_counts(), "hosts topic");
+            topics.push(&case.hosts);
+            if case.extras {
+                topics.extend([
+                    &case.alerts,
+                    &case.sessions,
+                    &case.firsts,
+                    &case.user_alerts,
+                ]);
+            }
+        }
+        let read: HashMap<&String, Vec<String>> = std::thread::scope(|scope| {
+            let readers: Vec<_> = topics
+                .iter()
+                .map(|&topic| {
+                    let bootstrap = &case.bootstrap;
+                    scope.spawn(move || {
+                        (topic, kafka::consume(bootstrap, topic, false, CHECK_QUIET))
+                    })
+                })
+                .collect();
+            readers
+                .into_iter()
+                .map(|reader| reader.join().expect("a console consumer"))
+                .collect()
+        });
+        let rows = |topic: &String| -> Vec<serde_json::Value> {
+            read[topic]
+                .iter()
+                .map(|line| serde_json::from_str(line).expect("a JSON row"))
+                .collect()
+        };
+        kafka::check_ids_once(&read[&case.passthrough], case.events(), "passthrough topic");
+        if case.shape == Shape::Window {
+            kafka::check_counts(&rows(&case.errors), &expected_user_counts(), "counts topic");
+            let hosts = rows(&case.hosts);
+            kafka::check_counts_by(&hosts, "host", &expected_host_counts(), "hosts topic");
             if !case.extras {
                 return;
             }
-            let rows: Vec<serde_json::Value> =
-                kafka::consume(&case.bootstrap, &case.alerts, false, CHECK_QUIET)
-                    .iter()
-                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
-                    .collect();
+            let alerts = rows(&case.alerts);
             assert!(
-                rows.iter().all(|row| row["alert"] == "busy_host"),
+                alerts.iter().all(|row| row["alert"] == "busy_host"),
                 "alerts topic: {:?}",
-                rows.first()
+                alerts.first()
             );
-            kafka::check_counts_by(&rows, "host", &expected_alerts(), "alerts topic");
-            let rows: Vec<serde_json::Value> =
-                kafka::consume(&case.bootstrap, &case.sessions, false, CHECK_QUIET)
-                    .iter()
-                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
-                    .collect();
-            kafka::check_counts_by(&rows, "host", &expected_sessions(), "sessions topic");
-            let kept = kafka::consume(&case.bootstrap, &case.firsts, false, CHECK_QUIET);
-            kafka::check_set_once(&kept, &expected_firsts(), "firsts topic");
-            let rows: Vec<serde_json::Value> =
-                kafka::consume(&case.bootstrap, &case.user_alerts, false, CHECK_QUIET)
-                    .iter()
-                    .map(|line| serde_json::from_str(line).expect("a JSON row"))
-                    .collect();
-            kafka::check_counts_by(&rows, "user", &expected_user_alerts(), "user alerts topic");
+            kafka::check_counts_by(&alerts, "host", &expected_alerts(), "alerts topic");
+            let sessions = rows(&case.sessions);
+            kafka::check_counts_by(&sessions, "host", &expected_sessions(), "sessions topic");
+            kafka::check_set_once(&read[&case.firsts], &expected_firsts(), "firsts topic");
+            let user_alerts = rows(&case.user_alerts);
+            kafka::check_counts_by(
+                &user_alerts,
+                "user",
+                &expected_user_alerts(),
+                "user alerts topic",
+            );
             return;
         }
         let expected: HashSet<u64> = (0..EVENTS)
             .filter(|&id| kafka::event(id).3 >= 400)
             .collect();
-        let kept = kafka::consume(&case.bootstrap, &case.errors, false, CHECK_QUIET);
-        kafka::check_set_once(&kept, &expected, "errors topic");
+        kafka::check_set_once(&read[&case.errors], &expected, "errors topic");
     }
 }
 

@@ -148,6 +148,21 @@ group_rate() {
   rate=$(echo "$events / ($end - $start)" | bc -l)
 }
 
+# start_until_restored NAME: starts group.toml on $work/data-2, logging to
+# $work/NAME.log, and waits (up to 300 s) for its first `kafka: restored`
+# line; sets `pids` and `restored_after` (seconds from the start).
+start_until_restored() {
+  local name=$1 start
+  start=$(date +%s.%N)
+  "$weir" run "$work/group.toml" --data-dir "$work/data-2" > "$work/$name.log" 2>&1 &
+  pids=($!)
+  for _ in $(seq 1 6000); do
+    grep -q "kafka: restored " "$work/$name.log" && break
+    sleep 0.05
+  done
+  restored_after=$(echo "$(date +%s.%N) - $start" | bc -l)
+}
+
 declare -A figures
 for run in $(seq 1 "$runs"); do
   out="window-out-$stamp-$run"
@@ -180,14 +195,8 @@ for run in $(seq 1 "$runs"); do
 
   # A second process takes every task over: the restore.
   rm -rf "$work/data-2"
-  start=$(date +%s.%N)
-  "$weir" run "$work/group.toml" --data-dir "$work/data-2" > "$work/group-2.log" 2>&1 &
-  pids=($!)
-  for _ in $(seq 1 6000); do
-    grep -q "kafka: restored " "$work/group-2.log" && break
-    sleep 0.05
-  done
-  figures[fresh_wall,$run]=$(echo "$(date +%s.%N) - $start" | bc -l)
+  start_until_restored group-2
+  figures[fresh_wall,$run]=$restored_after
   start=$(date +%s.%N)
   kill -TERM "${pids[0]}"
   wait "${pids[0]}" || { echo "the restoring process failed: see $work/group-2.log" >&2; exit 1; }
@@ -196,14 +205,8 @@ for run in $(seq 1 "$runs"); do
   grep -q "kafka: wrote the checkpoint of 12 tasks" "$work/group-2.log" \
     || { echo "no checkpoint written: see $work/group-2.log" >&2; exit 1; }
   # The same process again, on its data directory: from the local log.
-  start=$(date +%s.%N)
-  "$weir" run "$work/group.toml" --data-dir "$work/data-2" > "$work/group-3.log" 2>&1 &
-  pids=($!)
-  for _ in $(seq 1 6000); do
-    grep -q "kafka: restored " "$work/group-3.log" && break
-    sleep 0.05
-  done
-  figures[local_wall,$run]=$(echo "$(date +%s.%N) - $start" | bc -l)
+  start_until_restored group-3
+  figures[local_wall,$run]=$restored_after
   kill -TERM "${pids[0]}"
   wait "${pids[0]}" || { echo "the restarted process failed: see $work/group-3.log" >&2; exit 1; }
   pids=()

@@ -376,6 +376,51 @@ pub fn consume(bootstrap: &str, topic: &str, keys: bool, quiet: Duration) -> Vec
         .collect()
 }
 
+/// How many records of `topic` a `read_committed` reader finds now, read
+/// with librdkafka in this process (fast): for polling until output is
+/// complete. The checks themselves read with Kafka's console consumer
+/// ([`consume`]).
+pub fn count_committed(bootstrap: &str, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "weir-test-count")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a counting consumer");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .unwrap_or_else(|e| panic!("the metadata of {topic}: {e}"));
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|found| found.name() == topic)
+        .map_or(0, |found| found.partitions().len());
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        list.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+            .expect("a partition");
+    }
+    consumer.assign(&list).expect("assign the partitions");
+    let (mut count, mut ended) = (0, std::collections::HashSet::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ended.len() < partitions && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => count += 1,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                ended.insert(partition);
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            None => {}
+        }
+    }
+    count
+}
+
 /// The committed offsets of `group` per partition of `topic`, from
 /// `kafka-consumer-groups --describe` (`-` when none).
 pub fn group_offsets(bootstrap: &str, group: &str) -> String {
