@@ -749,6 +749,21 @@ impl Case {
         topics
     }
 
+    /// The topics of the windows' (and [`window_extras`]') rows
+    /// ([`Shape::Window`]).
+    fn row_topics(&self) -> Vec<&String> {
+        let mut topics = vec![&self.errors, &self.hosts];
+        if self.extras {
+            topics.extend([
+                &self.alerts,
+                &self.sessions,
+                &self.firsts,
+                &self.user_alerts,
+            ]);
+        }
+        topics
+    }
+
     /// The events the passthrough must hold.
     fn events(&self) -> u64 {
         match self.shape {
@@ -795,21 +810,11 @@ impl Fleet {
             }
             // The windows' rows come after the closing events.
             let rows = match case.shape {
-                Shape::Window if lines >= events as usize => {
-                    let mut topics = vec![&case.errors, &case.hosts];
-                    if case.extras {
-                        topics.extend([
-                            &case.alerts,
-                            &case.sessions,
-                            &case.firsts,
-                            &case.user_alerts,
-                        ]);
-                    }
-                    topics
-                        .into_iter()
-                        .map(|topic| kafka::count_committed(&case.bootstrap, topic))
-                        .sum()
-                }
+                Shape::Window if lines >= events as usize => case
+                    .row_topics()
+                    .into_iter()
+                    .map(|topic| kafka::count_committed(&case.bootstrap, topic))
+                    .sum(),
                 _ => 0,
             };
             if lines >= events as usize && rows >= want_rows {
@@ -844,17 +849,10 @@ impl Fleet {
         let _logs = LogsOnPanic(&self.logs);
         // Every topic read at once (one console consumer each, each
         // waiting out its quiet period), then checked.
-        let mut topics = vec![&case.passthrough, &case.errors];
-        if case.shape == Shape::Window {
-            topics.push(&case.hosts);
-            if case.extras {
-                topics.extend([
-                    &case.alerts,
-                    &case.sessions,
-                    &case.firsts,
-                    &case.user_alerts,
-                ]);
-            }
+        let mut topics = vec![&case.passthrough];
+        match case.shape {
+            Shape::Window => topics.extend(case.row_topics()),
+            Shape::Stateless => topics.push(&case.errors),
         }
         let read: HashMap<&String, Vec<String>> = std::thread::scope(|scope| {
             let readers: Vec<_> = topics
