@@ -16,6 +16,10 @@
 //!   *early successor*: it held no record, recovery removes it, and its
 //!   predecessor is the newest segment.
 //! - `*.wal.tmp` files are torn segment rolls; other names are ignored.
+//! - Files whose header region is all zero, below the oldest segment or
+//!   above the newest, are spares (`crate::spares`), not part of the log.
+//!   A recycled segment's bytes after its records are an earlier use's:
+//!   only records of its own salt count there.
 //!
 //! Nothing stops at the first fault: every segment file is scanned and
 //! every fault listed, so that `weir wal inspect` shows the segments after
@@ -29,8 +33,8 @@
 use crate::format::{HeaderProblem, Lsn, SegmentHeader};
 use crate::limits::SEGMENT_HEADER_REGION;
 use crate::scan::{
-    classify_tail, last_nonzero, parse_name, scan_segment, Corruption, Gap, RecordPos, SegmentEnd,
-    SegmentSummary, Verdict,
+    classify_tail, last_nonzero, parse_name, salted_end, scan_segment, Corruption, Gap, RecordPos,
+    SegmentEnd, SegmentSummary, Verdict,
 };
 use crate::storage::{FileBytes, Storage};
 use std::io;
@@ -77,6 +81,10 @@ pub struct Analysis {
     pub early_successor: Option<SegmentSummary>,
     /// Torn segment rolls (`*.wal.tmp`).
     pub tmp_files: Vec<String>,
+    /// Spare segment files (a header region of zeros) below the oldest
+    /// segment or above the newest: prepared ahead of a roll, or retired
+    /// and being recycled (`docs/wal-format.md` §12); removed at open.
+    pub spares: Vec<String>,
     /// Every fault, in segment order.
     pub faults: Vec<Fault>,
     /// Overall verdict: the first fault if there is one, else how the
@@ -122,11 +130,19 @@ struct File {
 /// found in the bytes goes into the analysis.
 pub fn analyze(storage: &dyn Storage, shard: Option<u32>) -> io::Result<Analysis> {
     let (mut files, tmp_files) = read_files(storage)?;
+    let mut spares = Vec::new();
+    while files.last().is_some_and(File::blank) {
+        spares.extend(files.pop().map(|f| f.name));
+    }
+    let front = files.iter().take_while(|f| f.blank()).count();
+    spares.extend(files.drain(..front).map(|f| f.name));
+    spares.sort();
     let mut a = Analysis {
         segments: Vec::new(),
         verified: 0,
         early_successor: None,
         tmp_files,
+        spares,
         faults: Vec::new(),
         verdict: Verdict::Clean,
     };
@@ -149,6 +165,15 @@ pub fn analyze(storage: &dyn Storage, shard: Option<u32>) -> io::Result<Analysis
         a.verdict = a.faults[0].clone().into();
     }
     Ok(a)
+}
+
+impl File {
+    /// Whether the whole header region is zero: a spare (a blank in the
+    /// middle of the log is a bad header).
+    fn blank(&self) -> bool {
+        let region = SEGMENT_HEADER_REGION as usize;
+        self.data.len() >= region && self.data[..region].iter().all(|&b| b == 0)
+    }
 }
 
 /// Lists the directory and scans every `*.wal` file, in number order.
@@ -195,7 +220,11 @@ fn is_early_successor(file: &File, next: &File) -> bool {
         && n.header.segment == next.number
         && n.header.first_lsn >= s.next_lsn
         && n.records == 0
-        && last_nonzero(&next.data, SEGMENT_HEADER_REGION) == SEGMENT_HEADER_REGION
+        && if n.header.recycled {
+            salted_end(&next.data, SEGMENT_HEADER_REGION, n.header.salt).is_none()
+        } else {
+            last_nonzero(&next.data, SEGMENT_HEADER_REGION) == SEGMENT_HEADER_REGION
+        }
 }
 
 /// Checks `file` against the one before it (`prev`): no gap, a header that

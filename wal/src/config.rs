@@ -2,8 +2,8 @@
 
 use crate::format::Lsn;
 use crate::limits::{
-    DEFAULT_BATCH_BYTES, DEFAULT_SEGMENT_BYTES, MAX_DIO_ALIGN, MAX_SEGMENT_BYTES, MAX_STAGED_BYTES,
-    MIN_SEGMENT_BYTES,
+    DEFAULT_BATCH_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SPARE_SEGMENTS, MAX_DIO_ALIGN,
+    MAX_SEGMENT_BYTES, MAX_STAGED_BYTES, MIN_SEGMENT_BYTES,
 };
 use std::fmt;
 use std::sync::Arc;
@@ -21,8 +21,17 @@ pub struct Config {
     pub batch_bytes: usize,
     /// The writer commits whatever is staged at least this often (the
     /// threaded [`crate::Wal`] only); `None`: only on `flush` or
-    /// `batch_bytes`.
+    /// `batch_bytes`. It is a floor only under load: a writer that went
+    /// idle (nothing staged) commits the first append at once. Default
+    /// 1 ms; zero commits back to back (one record at a time at low load,
+    /// whatever was staged meanwhile under load), which cost 18 % of
+    /// saturation throughput on 2 cores (`BENCHMARKS.md`, issue 20).
     pub flush_interval: Option<Duration>,
+    /// Segment files kept ready ahead of need (recycled from retired
+    /// segments, or written with zeros), so that a roll touches no file
+    /// system metadata (`docs/wal-format.md` §12); 0: every roll creates
+    /// its file and retention unlinks.
+    pub spare_segments: usize,
     /// Called after every write + fdatasync of the log, with how long the
     /// pair took and how many bytes it wrote; see [`SyncObserver`].
     pub on_sync: Option<SyncObserver>,
@@ -41,6 +50,7 @@ impl Default for Config {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             batch_bytes: DEFAULT_BATCH_BYTES,
             flush_interval: Some(Duration::from_millis(1)),
+            spare_segments: DEFAULT_SPARE_SEGMENTS,
             on_sync: None,
             durable_at_least: None,
         }

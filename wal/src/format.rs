@@ -116,7 +116,14 @@ pub struct SegmentHeader {
     pub first_lsn: Lsn,
     /// Maximum size of this segment file in bytes.
     pub segment_bytes: u64,
+    /// The file was recycled (an earlier segment's file, overwritten in
+    /// place): bytes after this segment's last record may be an earlier
+    /// segment's, which the salt tells apart (`docs/wal-format.md` §12).
+    pub recycled: bool,
 }
+
+/// Bit of the header's flags word (bytes 28..32): the file was recycled.
+pub const HEADER_RECYCLED: u32 = 1;
 
 /// Why a segment header did not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +158,8 @@ impl SegmentHeader {
         b[12..16].copy_from_slice(&self.shard.to_le_bytes());
         b[16..24].copy_from_slice(&self.segment.to_le_bytes());
         b[24..28].copy_from_slice(&self.salt.to_le_bytes());
-        // 28..32 reserved, zero.
+        let flags = if self.recycled { HEADER_RECYCLED } else { 0 };
+        b[28..32].copy_from_slice(&flags.to_le_bytes());
         b[32..40].copy_from_slice(&self.first_lsn.0.to_le_bytes());
         b[40..48].copy_from_slice(&self.segment_bytes.to_le_bytes());
         // 48..60 reserved, zero.
@@ -181,6 +189,7 @@ impl SegmentHeader {
             salt: le_u32(b, 24),
             first_lsn: Lsn(le_u64(b, 32)),
             segment_bytes: le_u64(b, 40),
+            recycled: le_u32(b, 28) & HEADER_RECYCLED != 0,
         })
     }
 }
@@ -361,8 +370,14 @@ mod tests {
             salt: 0xdead_beef,
             first_lsn: Lsn(77),
             segment_bytes: 1 << 20,
+            recycled: false,
         };
         assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+        let r = SegmentHeader {
+            recycled: true,
+            ..h
+        };
+        assert_eq!(SegmentHeader::decode(&r.encode()), Ok(r));
     }
 
     #[test]

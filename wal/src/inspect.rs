@@ -117,6 +117,9 @@ fn fmt_segment(f: &mut fmt::Formatter<'_>, s: &SegmentSummary) -> fmt::Result {
     let end = match s.end {
         SegmentEnd::Sealed(o) => format!("sealed at {o}"),
         SegmentEnd::Zero(o) => format!("open, data ends at {o}"),
+        SegmentEnd::Stale(o) if s.header.recycled => {
+            format!("open, data ends at {o} (an earlier segment's bytes after it)")
+        }
         SegmentEnd::Stale(o) => format!("open, stale data from {o}"),
         SegmentEnd::Bad(o, r) => format!("invalid bytes at {o}: {r}"),
     };
@@ -127,6 +130,9 @@ fn fmt_segment(f: &mut fmt::Formatter<'_>, s: &SegmentSummary) -> fmt::Result {
     )?;
     if let Some((lo, hi)) = s.epochs {
         write!(f, "  epochs {lo}..={hi}")?;
+    }
+    if s.header.recycled {
+        write!(f, "  recycled")?;
     }
     writeln!(f)?;
     for (t, n) in &s.by_type {
@@ -157,6 +163,12 @@ impl fmt::Display for InspectReport {
         }
         for t in &a.tmp_files {
             writeln!(f, "  {t}: torn segment roll (removed at open)")?;
+        }
+        for t in &a.spares {
+            writeln!(
+                f,
+                "  {t}: spare, header region zero (ready for a roll, or a retired segment                  being recycled; removed at open)"
+            )?;
         }
         for fault in &a.faults {
             writeln!(f, "  ! {fault}")?;

@@ -29,6 +29,7 @@ pub mod limits;
 mod reader;
 mod recovery;
 pub mod scan;
+mod spares;
 pub mod storage;
 mod sync_log;
 mod wal;

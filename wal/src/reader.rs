@@ -9,6 +9,7 @@ use crate::error::{io_ctx, ReadError, RetentionError};
 use crate::format::{frame_len, parse_record, Lsn, Parsed, RecordType, SegmentHeader};
 use crate::limits::SEGMENT_HEADER_REGION;
 use crate::scan::{segment_name, Corruption};
+use crate::spares::Spares;
 use crate::storage::{FileBytes, Storage};
 use crate::writer::Rolled;
 use std::sync::Arc;
@@ -163,25 +164,34 @@ impl Iterator for LogReader {
 
 /// Deletes, oldest first, every segment all of whose records are below
 /// `lsn` (never the last segment), at most `most` of them, then syncs the
-/// directory. Returns how many were deleted. Deleting in order keeps the
+/// directory; with `spares`, hands them over instead (recycled or unlinked
+/// in turn, `crate::spares`). Returns how many were deleted. Deleting in order keeps the
 /// remaining numbering dense after a crash part-way (directory operations
 /// persist in order).
 pub(crate) fn delete_below(
     storage: &dyn Storage,
+    spares: Option<&Spares>,
     segments: &mut Vec<Rolled>,
     lsn: Lsn,
     most: usize,
 ) -> Result<usize, RetentionError> {
     let mut n = 0;
     while n < most && segments.len() >= 2 && segments[1].first_lsn <= lsn {
-        let name = segment_name(segments[0].segment);
-        storage
-            .remove(&name)
-            .map_err(|e| RetentionError::Io(io_ctx(format!("remove {name}"))(e)))?;
+        let number = segments[0].segment;
+        match spares {
+            // Recycled or unlinked in turn (`crate::spares`).
+            Some(spares) => spares.retire(number),
+            None => {
+                let name = segment_name(number);
+                storage
+                    .remove(&name)
+                    .map_err(|e| RetentionError::Io(io_ctx(format!("remove {name}"))(e)))?;
+            }
+        }
         segments.remove(0);
         n += 1;
     }
-    if n > 0 {
+    if n > 0 && spares.is_none() {
         storage
             .sync_dir()
             .map_err(|e| RetentionError::Io(io_ctx("sync log directory")(e)))?;

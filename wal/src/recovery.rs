@@ -4,7 +4,8 @@
 //! A log with a fault (corruption, or missing segments: `crate::analysis`)
 //! is refused, and so is a log that ends below the LSN the caller knows
 //! was durable (`Config::durable_at_least`). Repair steps, each durable before appends start: remove
-//! `*.wal.tmp` files (torn rolls) and an early successor (an empty segment
+//! `*.wal.tmp` files (torn rolls), spares (header region zero,
+//! `crate::spares`) and an early successor (an empty segment
 //! created ahead of a seal that a crash kept from being written); truncate
 //! the last segment after its last valid record (dropping a torn tail or
 //! stale bytes) and re-reserve its space, then fsync it (so records that
@@ -17,6 +18,7 @@ use crate::error::{io_ctx, RecoveryError};
 use crate::format::Lsn;
 use crate::limits::MAX_DIO_ALIGN;
 use crate::scan::{analyze, RecordPos, SegmentEnd, SegmentSummary, TornTail, Verdict};
+use crate::spares::Spares;
 use crate::storage::Storage;
 use crate::writer::{Rolled, Stager, StagerInit, Tail, Writer};
 use std::sync::Arc;
@@ -37,6 +39,9 @@ pub struct RecoveryReport {
     /// An empty segment created ahead of its predecessor's seal, which a
     /// crash kept from being written: removed.
     pub removed_early_successor: Option<String>,
+    /// Spare segment files (header region all zero) left by a crash while
+    /// they waited for a roll or were being recycled: removed.
+    pub removed_spares: Vec<String>,
 }
 
 /// The two halves of a log positioned at its end.
@@ -46,10 +51,17 @@ pub(crate) struct Recovered {
     pub writer: Writer,
     pub segments: Vec<Rolled>,
     pub report: RecoveryReport,
+    /// Where the writer finds segment files ready (`Config::spare_segments`).
+    pub spares: Option<Arc<Spares>>,
 }
 
-/// Scans and repairs the log in `storage`.
-pub(crate) fn recover(storage: Arc<dyn Storage>, cfg: &Config) -> Result<Recovered, RecoveryError> {
+/// Scans and repairs the log in `storage`; `fresh_spares`: whether the
+/// log's spares may be fresh files (the threaded log) or only recycled.
+pub(crate) fn recover(
+    storage: Arc<dyn Storage>,
+    cfg: &Config,
+    fresh_spares: bool,
+) -> Result<Recovered, RecoveryError> {
     let a = analyze(&*storage, Some(cfg.shard))
         .map_err(|e| RecoveryError::Io(io_ctx("scan log directory")(e)))?;
     let torn = match a.verdict.clone() {
@@ -63,7 +75,7 @@ pub(crate) fn recover(storage: Arc<dyn Storage>, cfg: &Config) -> Result<Recover
         return Err(RecoveryError::EndsEarly { ends, durable });
     }
     let early = a.early_successor.as_ref().map(|s| s.name.clone());
-    for t in a.tmp_files.iter().chain(&early) {
+    for t in a.tmp_files.iter().chain(&early).chain(&a.spares) {
         storage
             .remove(t)
             .map_err(|e| RecoveryError::Io(io_ctx(format!("remove {t}"))(e)))?;
@@ -77,6 +89,16 @@ pub(crate) fn recover(storage: Arc<dyn Storage>, cfg: &Config) -> Result<Recover
         })
         .collect();
     let next_lsn = a.next_lsn();
+    let spares = (cfg.spare_segments > 0).then(|| {
+        let next = a.segments.last().map_or(0, |s| s.number + 1);
+        Arc::new(Spares::new(
+            storage.clone(),
+            cfg.segment_bytes,
+            cfg.spare_segments,
+            fresh_spares,
+            next,
+        ))
+    });
     let init = StagerInit {
         tail: Tail {
             segment: 0,
@@ -95,9 +117,15 @@ pub(crate) fn recover(storage: Arc<dyn Storage>, cfg: &Config) -> Result<Recover
     let (stager, writer) = match a.segments.last() {
         None => (
             Stager::new(init),
-            Writer::new(storage.clone(), cfg.shard, None, cfg.on_sync.clone()),
+            Writer::new(
+                storage.clone(),
+                cfg.shard,
+                None,
+                cfg.on_sync.clone(),
+                spares.clone(),
+            ),
         ),
-        Some(last) => resume(&storage, cfg, last, init)?,
+        Some(last) => resume(&storage, cfg, last, init, spares.clone())?,
     };
     storage
         .sync_dir()
@@ -109,12 +137,14 @@ pub(crate) fn recover(storage: Arc<dyn Storage>, cfg: &Config) -> Result<Recover
         torn,
         removed_tmp: a.tmp_files.clone(),
         removed_early_successor: early,
+        removed_spares: a.spares.clone(),
     };
     Ok(Recovered {
         stager,
         writer,
         segments,
         report,
+        spares,
     })
 }
 
@@ -126,6 +156,7 @@ fn resume(
     cfg: &Config,
     last: &SegmentSummary,
     init: StagerInit,
+    spares: Option<Arc<Spares>>,
 ) -> Result<(Stager, Writer), RecoveryError> {
     assert!(
         !matches!(last.end, SegmentEnd::Sealed(_)),
@@ -164,6 +195,7 @@ fn resume(
         cfg.shard,
         Some((last.number, file, end)),
         cfg.on_sync.clone(),
+        spares,
     );
     Ok((stager, writer))
 }

@@ -266,7 +266,7 @@ fn durability_proof(data: &[u8], from: u64, salt: u32, expected: Lsn) -> Option<
     let end = last_nonzero(data, from);
     let mut off = from + RECORD_ALIGN;
     while off < end {
-        if let Parsed::Record(h, _) = parse_record(data, off as usize, salt) {
+        if let Some(Parsed::Record(h, _)) = salted(data, off, salt) {
             if h.durable_below > expected {
                 return Some(off);
             }
@@ -274,6 +274,33 @@ fn durability_proof(data: &[u8], from: u64, salt: u32, expected: Lsn) -> Option<
         off += RECORD_ALIGN;
     }
     None
+}
+
+/// The record at `off` if it carries `salt` (checked before its CRC: in a
+/// recycled segment most offsets hold an earlier use's bytes).
+fn salted(data: &[u8], off: u64, salt: u32) -> Option<Parsed<'_>> {
+    let at = usize::try_from(off).ok()?;
+    let field = data.get(at + 32..at + 36)?;
+    if field != salt.to_le_bytes() {
+        return None;
+    }
+    Some(parse_record(data, at, salt))
+}
+
+/// End of the last record after `from` (on the 8-byte grid) that carries
+/// `salt`: in a recycled segment, where this segment's bytes end, the rest
+/// being an earlier use's (`docs/wal-format.md` §12).
+pub(crate) fn salted_end(data: &[u8], from: u64, salt: u32) -> Option<u64> {
+    let end = last_nonzero(data, from);
+    let mut off = from;
+    let mut last = None;
+    while off < end {
+        if let Some(Parsed::Record(_, p)) = salted(data, off, salt) {
+            last = Some(off + crate::format::frame_len(p.len()));
+        }
+        off += RECORD_ALIGN;
+    }
+    last
 }
 
 /// Offset just after the last non-zero byte of `data` at or after `from`.
@@ -300,9 +327,11 @@ pub(crate) fn last_nonzero(data: &[u8], from: u64) -> u64 {
 /// Classifies how the last segment ends.
 pub(crate) fn classify_tail(s: &SegmentSummary, data: &[u8], last: Option<RecordPos>) -> Verdict {
     let off = s.end.offset();
+    let recycled = s.header.recycled;
     match s.end {
-        SegmentEnd::Sealed(_) | SegmentEnd::Stale(_) => return Verdict::Clean,
-        SegmentEnd::Zero(_) | SegmentEnd::Bad(..) => {}
+        SegmentEnd::Sealed(_) => return Verdict::Clean,
+        SegmentEnd::Stale(_) if !recycled => return Verdict::Clean,
+        SegmentEnd::Zero(_) | SegmentEnd::Stale(_) | SegmentEnd::Bad(..) => {}
     }
     if let Some(p) = durability_proof(data, off, s.header.salt, s.next_lsn) {
         let why = match s.end {
@@ -313,7 +342,14 @@ pub(crate) fn classify_tail(s: &SegmentSummary, data: &[u8], last: Option<Record
         };
         return corrupt(&s.name, off, why);
     }
-    let end = last_nonzero(data, off).max(off);
+    // A recycled segment's bytes after its records are an earlier use's,
+    // but for records of its own salt: those of a torn write.
+    let end = if recycled {
+        salted_end(data, off, s.header.salt).unwrap_or(off)
+    } else {
+        last_nonzero(data, off)
+    }
+    .max(off);
     if end == off {
         return Verdict::Clean;
     }

@@ -9,6 +9,7 @@ use crate::error::{io_ctx, AppendError, OpenError, ReadError, RetentionError, Wa
 use crate::format::{Entry, Lsn, RecordType};
 use crate::reader::{delete_below, LogReader};
 use crate::recovery::{recover, RecoveryReport};
+use crate::spares::Spares;
 use crate::storage::{FsStorage, Storage};
 use crate::writer::{Rolled, Stager, Writer};
 use std::path::Path;
@@ -23,6 +24,7 @@ pub struct SyncLog {
     durable: Lsn,
     failed: Option<WalFailure>,
     segments: Vec<Rolled>,
+    spares: Option<Arc<Spares>>,
 }
 
 impl SyncLog {
@@ -32,7 +34,7 @@ impl SyncLog {
         cfg: &Config,
     ) -> Result<(Self, RecoveryReport), OpenError> {
         cfg.validate().map_err(OpenError::InvalidConfig)?;
-        let r = recover(storage.clone(), cfg)?;
+        let r = recover(storage.clone(), cfg, false)?;
         let log = Self {
             storage,
             stager: r.stager,
@@ -40,6 +42,7 @@ impl SyncLog {
             durable: r.report.next_lsn,
             failed: None,
             segments: r.segments,
+            spares: r.spares,
         };
         Ok((log, r.report))
     }
@@ -122,8 +125,22 @@ impl SyncLog {
         )
     }
 
-    /// Deletes whole segments whose records are all below `lsn`.
+    /// Retires whole segments whose records are all below `lsn`: with
+    /// `Config::spare_segments`, recycles them into spares for the next
+    /// rolls (inline) and unlinks the rest, else unlinks them. Returns how
+    /// many were retired.
     pub fn delete_below(&mut self, lsn: Lsn) -> Result<usize, RetentionError> {
-        delete_below(&*self.storage, &mut self.segments, lsn, usize::MAX)
+        let spares = self.spares.as_deref();
+        let n = delete_below(&*self.storage, spares, &mut self.segments, lsn, usize::MAX)?;
+        if let Some(spares) = spares {
+            spares.prepare_due();
+        }
+        Ok(n)
+    }
+
+    /// Rolls that found a spare segment ready, and rolls that created
+    /// their segment (`docs/wal-format.md` §12).
+    pub fn spare_counts(&self) -> (u64, u64) {
+        self.spares.as_ref().map_or((0, 0), |s| s.counts())
     }
 }

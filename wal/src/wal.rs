@@ -16,7 +16,15 @@
 //! Lock order: `front` before `ctl`. Written buffers go back through `ctl`.
 //!
 //! A commit starts when `flush` is called, when a chunk of `batch_bytes` is
-//! complete, or when `flush_interval` has passed since the last one.
+//! complete, when `flush_interval` has passed since the last one, or, when
+//! the writer had gone idle (nothing staged), at the first append: no
+//! timer floor at low load, one write + sync in flight. Under load (work
+//! staged while the last commit ran) commits are at least `flush_interval`
+//! apart, so groups grow: committing back to back instead cost 18 % of
+//! saturation throughput (`BENCHMARKS.md`, issue 20).
+//!
+//! A second thread per log (`weir-wal-spare-N`) makes segment files ready
+//! ahead of rolls and recycles retired ones (`crate::spares`).
 //!
 //! Failure is sticky (fsyncgate): the first write or fdatasync error stops
 //! the writer; every waiting and later future resolves to that error, every
@@ -30,6 +38,7 @@ use crate::limits::MAX_SPARE_CHUNKS;
 use crate::limits::MAX_STAGED_BYTES;
 use crate::reader::{delete_below, LogReader};
 use crate::recovery::{recover, RecoveryReport};
+use crate::spares::Spares;
 use crate::storage::{FsStorage, Storage};
 use crate::writer::{Chunk, Rolled, Stager, Writer};
 use std::future::Future;
@@ -78,6 +87,8 @@ struct Shared {
     /// Held for a whole [`Wal::delete_below`]: one deletion at a time,
     /// without holding `segments` while it unlinks.
     retention: Mutex<()>,
+    /// Segment files made ready ahead of rolls, by `spare_thread`.
+    spares: Option<Arc<Spares>>,
     storage: Arc<dyn Storage>,
     cfg: Config,
 }
@@ -93,6 +104,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Wal {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    spare_thread: Option<JoinHandle<()>>,
 }
 
 impl Wal {
@@ -102,7 +114,7 @@ impl Wal {
         cfg: &Config,
     ) -> Result<(Self, RecoveryReport), OpenError> {
         cfg.validate().map_err(OpenError::InvalidConfig)?;
-        let r = recover(storage.clone(), cfg)?;
+        let r = recover(storage.clone(), cfg, true)?;
         let shared = Arc::new(Shared {
             front_work: AtomicBool::new(r.stager.has_work()),
             front: Mutex::new(Front {
@@ -117,6 +129,7 @@ impl Wal {
             waiters: Mutex::new(Vec::new()),
             segments: Mutex::new(r.segments),
             retention: Mutex::new(()),
+            spares: r.spares,
             storage,
             cfg: cfg.clone(),
         });
@@ -126,10 +139,20 @@ impl Wal {
             .name(format!("weir-wal-{}", cfg.shard))
             .spawn(move || writer_loop(&s2, &mut writer))
             .map_err(|e| OpenError::Io(io_ctx("spawn writer thread")(e)))?;
+        let spare_thread = match shared.spares.clone() {
+            Some(spares) => Some(
+                std::thread::Builder::new()
+                    .name(format!("weir-wal-spare-{}", cfg.shard))
+                    .spawn(move || spares.run())
+                    .map_err(|e| OpenError::Io(io_ctx("spawn spare segment thread")(e)))?,
+            ),
+            None => None,
+        };
         Ok((
             Self {
                 shared,
                 thread: Some(thread),
+                spare_thread,
             },
             r.report,
         ))
@@ -312,6 +335,7 @@ impl Wal {
         let before = segments.len();
         let deleted = delete_below(
             &*self.shared.storage,
+            self.shared.spares.as_deref(),
             &mut segments,
             lsn.min(self.durable_lsn()),
             most,
@@ -336,6 +360,18 @@ impl Wal {
             // A panicking writer already failed every waiter via `fail`.
             let _ = t.join();
         }
+        if let Some(spares) = &self.shared.spares {
+            spares.shutdown();
+        }
+        if let Some(t) = self.spare_thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Rolls that found a spare segment ready, and rolls that created
+    /// their segment (`docs/wal-format.md` §12).
+    pub fn spare_counts(&self) -> (u64, u64) {
+        self.shared.spares.as_ref().map_or((0, 0), |s| s.counts())
     }
 }
 
@@ -436,10 +472,13 @@ fn take_all(shared: &Shared, out: &mut Vec<Chunk>) {
 /// nothing staged.
 fn next_batch(shared: &Shared, last: &mut Instant, out: &mut Vec<Chunk>) -> bool {
     let mut ctl = lock(&shared.ctl);
+    // Whether the writer slept with nothing staged: then the first append
+    // is committed at once, however soon after the last commit.
+    let mut idle = false;
     loop {
         let due = shared.cfg.flush_interval.map(|i| *last + i);
         let now = Instant::now();
-        let timer = due.is_some_and(|d| now >= d);
+        let timer = due.is_some_and(|d| idle || now >= d);
         let front_work = shared.front_work.load(Ordering::Acquire);
         if (ctl.flush || ctl.shutdown || timer) && front_work {
             drop(ctl); // lock order: front, then ctl
@@ -471,10 +510,13 @@ fn next_batch(shared: &Shared, last: &mut Instant, out: &mut Vec<Chunk>) -> bool
                     Err(p) => p.into_inner().0,
                 }
             }
-            _ => shared
-                .wake_writer
-                .wait(ctl)
-                .unwrap_or_else(|p| p.into_inner()),
+            _ => {
+                idle = !front_work;
+                shared
+                    .wake_writer
+                    .wait(ctl)
+                    .unwrap_or_else(|p| p.into_inner())
+            }
         };
         ctl.sleeping = false;
     }

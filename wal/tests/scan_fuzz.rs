@@ -14,6 +14,7 @@ fn header(salt: u32) -> Vec<u8> {
         salt,
         first_lsn: Lsn(0),
         segment_bytes: 1 << 16,
+        recycled: false,
     };
     let mut v = h.encode().to_vec();
     v.resize(4096, 0);

@@ -15,7 +15,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Segment files in one directory of a real file system.
@@ -305,6 +305,24 @@ impl SegmentFile for UringFile {
             "unaligned direct write"
         );
         self.linked_write_sync(offset, data)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        assert!(
+            offset % self.align as u64 == 0
+                && data.len() % self.align == 0
+                && data.as_ptr() as usize % self.align == 0,
+            "unaligned direct write"
+        );
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| annotate(e, &self.path, "write"))
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| annotate(e, &self.path, "fdatasync"))
     }
 
     fn truncate_sync(&mut self, len: u64, reserve: u64) -> io::Result<()> {

@@ -429,6 +429,28 @@ impl SegmentFile for MemFile {
         s.sync_inode(self.ino)
     }
 
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        assert!(
+            offset % self.align as u64 == 0 && data.len() % self.align == 0,
+            "unaligned direct write"
+        );
+        let mut s = self.store.lock();
+        s.tick()?;
+        let node = &mut s.inodes[self.ino];
+        apply_write(&mut node.current, offset, data);
+        node.pending.push(FileOp::Write {
+            off: offset,
+            data: data.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut s = self.store.lock();
+        s.tick()?;
+        s.sync_inode(self.ino)
+    }
+
     fn truncate_sync(&mut self, len: u64, reserve: u64) -> io::Result<()> {
         let mut s = self.store.lock();
         s.tick()?;

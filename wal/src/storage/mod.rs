@@ -71,6 +71,12 @@ pub trait SegmentFile: Send + Debug {
     /// Writes all of `data` at `offset`, then makes it durable
     /// (fdatasync). Any error is final: the caller must not retry.
     fn write_sync(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Writes all of `data` at `offset` (same alignment rules), not yet
+    /// durable: [`SegmentFile::sync`] makes it so. Errors are final, as
+    /// for `write_sync`.
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes every earlier write durable (fdatasync).
+    fn sync(&mut self) -> io::Result<()>;
     /// Sets the file size to `len` (dropping bytes above it), reserves
     /// `reserve` bytes again, and makes the result durable.
     fn truncate_sync(&mut self, len: u64, reserve: u64) -> io::Result<()>;

@@ -11,6 +11,7 @@ use crate::align::AlignedBuf;
 use crate::format::{Lsn, SegmentHeader};
 use crate::limits::{SEGMENT_HEADER_LEN, SEGMENT_HEADER_REGION};
 use crate::scan::{segment_name, TMP_SUFFIX};
+use crate::spares::Spares;
 use crate::storage::{SegmentFile, Storage};
 use crate::{SyncObserver, WalFailure};
 use std::io;
@@ -29,6 +30,12 @@ pub(crate) struct Writer {
     header: AlignedBuf,
     /// Told about every write + fdatasync.
     on_sync: Option<SyncObserver>,
+    /// Where rolls find their files ready, if anywhere.
+    spares: Option<Arc<Spares>>,
+    /// Size of the active segment, and whether a fresh spare was asked
+    /// for once it was half full.
+    segment_bytes: u64,
+    asked: bool,
 }
 
 /// A segment the writer created.
@@ -45,6 +52,7 @@ impl Writer {
         shard: u32,
         file: Option<(u64, Box<dyn SegmentFile>, u64)>,
         on_sync: Option<SyncObserver>,
+        spares: Option<Arc<Spares>>,
     ) -> Self {
         let header = AlignedBuf::new(SEGMENT_HEADER_REGION as usize, BLOCK as usize);
         let mut w = Self {
@@ -55,6 +63,9 @@ impl Writer {
             write_off: 0,
             header,
             on_sync,
+            segment_bytes: spares.as_ref().map_or(u64::MAX, |p| p.segment_bytes()),
+            spares,
+            asked: false,
         };
         if let Some((segment, f, off)) = file {
             w.segment = segment;
@@ -85,21 +96,21 @@ impl Writer {
                 };
                 let file = self.create(&first)?;
                 rolled(first.rolled());
-                self.switch(first.segment, file);
+                self.switch(&first, file);
             }
             let successor = match c.successor {
                 Some(s) => {
                     let file = self.create(&s)?;
                     rolled(s.rolled());
-                    Some((s.segment, file))
+                    Some((s, file))
                 }
                 None => None,
             };
             if c.has_records {
                 self.write_chunk(c)?;
             }
-            if let Some((segment, file)) = successor {
-                self.switch(segment, file);
+            if let Some((s, file)) = successor {
+                self.switch(&s, file);
             }
             durable(c.end_lsn);
         }
@@ -107,9 +118,11 @@ impl Writer {
     }
 
     /// Makes `file`, a segment just created, the one chunks go to.
-    fn switch(&mut self, segment: u64, file: Box<dyn SegmentFile>) {
+    fn switch(&mut self, s: &Successor, file: Box<dyn SegmentFile>) {
         self.file = Some(file);
-        self.segment = segment;
+        self.segment = s.segment;
+        self.segment_bytes = s.segment_bytes;
+        self.asked = false;
         self.write_off = SEGMENT_HEADER_REGION;
     }
 
@@ -133,37 +146,62 @@ impl Writer {
             on_sync.observe(started.elapsed(), data.len() as u64);
         }
         self.write_off = c.start + c.bytes.len() as u64;
+        if !self.asked && self.write_off > self.segment_bytes / 2 {
+            self.asked = true;
+            if let Some(spares) = &self.spares {
+                spares.want_fresh();
+            }
+        }
         Ok(())
     }
 
-    /// Creates segment `s` (steps 2 to 5 of the roll in
-    /// `docs/wal-format.md` §5): under a temporary name, header written and
-    /// synced, renamed, directory synced. Returns its file, positioned for
-    /// the first record.
-    fn create(&mut self, s: &Successor) -> Result<Box<dyn SegmentFile>, WalFailure> {
-        let name = segment_name(s.segment);
-        let tmp = format!("{:020}{TMP_SUFFIX}", s.segment);
-        let fail = |what: &str, e: io::Error| WalFailure::from_io(&format!("{what} {tmp}"), &e);
-        let mut file = self
-            .storage
-            .create(&tmp, s.segment_bytes)
-            .map_err(|e| fail("create", e))?;
+    /// Writes segment `s`'s header region into `file` and syncs it.
+    fn write_header(
+        &mut self,
+        s: &Successor,
+        file: &mut dyn SegmentFile,
+        recycled: bool,
+    ) -> io::Result<()> {
         let header = SegmentHeader {
             shard: self.shard,
             segment: s.segment,
             salt: s.salt,
             first_lsn: s.first_lsn,
             segment_bytes: s.segment_bytes,
+            recycled,
         };
         let region = self.header.as_mut_slice();
         region.fill(0);
         region[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
         let started = self.on_sync.as_ref().map(|_| Instant::now());
-        file.write_sync(0, &self.header.as_slice()[..SEGMENT_HEADER_REGION as usize])
-            .map_err(|e| fail("write header of", e))?;
+        file.write_sync(0, &self.header.as_slice()[..SEGMENT_HEADER_REGION as usize])?;
         if let (Some(on_sync), Some(started)) = (&self.on_sync, started) {
             on_sync.observe(started.elapsed(), SEGMENT_HEADER_REGION);
         }
+        Ok(())
+    }
+
+    /// Creates segment `s` (steps 2 to 5 of the roll in
+    /// `docs/wal-format.md` §5): on a spare if one is ready (its header
+    /// written and synced, nothing else: §12), else under a temporary name,
+    /// header written and synced, renamed, directory synced. Returns its
+    /// file, positioned for the first record.
+    fn create(&mut self, s: &Successor) -> Result<Box<dyn SegmentFile>, WalFailure> {
+        let name = segment_name(s.segment);
+        if let Some(spare) = self.spares.as_ref().and_then(|p| p.take(s.segment)) {
+            let mut file = spare.file;
+            self.write_header(s, &mut *file, spare.recycled)
+                .map_err(|e| WalFailure::from_io(&format!("write header of {name}"), &e))?;
+            return Ok(file);
+        }
+        let tmp = format!("{:020}{TMP_SUFFIX}", s.segment);
+        let fail = |what: &str, e: io::Error| WalFailure::from_io(&format!("{what} {tmp}"), &e);
+        let mut file = self
+            .storage
+            .create(&tmp, s.segment_bytes)
+            .map_err(|e| fail("create", e))?;
+        self.write_header(s, &mut *file, false)
+            .map_err(|e| fail("write header of", e))?;
         self.storage
             .rename(&tmp, &name)
             .map_err(|e| fail("rename", e))?;
