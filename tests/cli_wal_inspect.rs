@@ -214,3 +214,60 @@ fn inspect_fails_on_a_missing_newest_segment() {
     let left = &names[..names.len() - 1];
     refused(dir.path(), "status: MISSING SEGMENTS", left, newest);
 }
+
+/// Recycled segments (`docs/wal-format.md` §12): retention hands retired
+/// segments back, which become the files of later segments. `inspect`
+/// marks those `recycled`, lists the spares, reads the newest one's end by
+/// salt (the bytes after it are the earlier segment's), and still finds a
+/// torn write there: a damaged record followed by one of the segment's own.
+#[test]
+fn inspect_marks_recycled_segments_and_finds_a_torn_write_in_one() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let config = Config {
+        segment_bytes: 64 << 10,
+        ..Config::default()
+    };
+    let (mut log, _) = SyncLog::open_dir(dir.path(), &config).expect("open log");
+    // 3000-byte records, about 20 to a 64 KiB segment.
+    let record = |i: u64| vec![(i % 200) as u8 + 1; 3000];
+    for i in 0..80 {
+        log.append(RecordType::INPUT, 1, &record(i))
+            .expect("append");
+    }
+    log.commit().expect("commit");
+    let cut = weir::wal::Lsn(log.next_lsn().0 - 25);
+    assert!(log.delete_below(cut).expect("retention") >= 2);
+    for i in 80..110 {
+        log.append(RecordType::INPUT, 2, &record(i))
+            .expect("append");
+    }
+    log.commit().expect("commit");
+    assert!(log.spare_counts().0 >= 1, "{:?}", log.spare_counts());
+    drop(log);
+
+    let (ok, text) = inspect(dir.path());
+    assert!(ok, "{text}");
+    assert!(text.contains("recycled"), "{text}");
+    assert!(text.contains("status: clean"), "{text}");
+    let report = weir::wal::inspect(dir.path()).expect("inspect");
+    let newest = report.analysis.segments.last().expect("segments");
+    assert!(newest.header.recycled, "{text}");
+    assert!(newest.records >= 2, "{text}");
+
+    // Damage the newest segment's second-to-last record: the last one, of
+    // the segment's own salt, shows a torn write (not stale bytes).
+    let last = newest.last.expect("a last record");
+    let frame = 3000u64.next_multiple_of(8) + 40;
+    let path = dir.path().join(&newest.name);
+    let mut bytes = std::fs::read(&path).expect("read segment");
+    let at = (last.offset - frame + 100) as usize;
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("write segment");
+    let (ok, text) = inspect(dir.path());
+    assert!(ok, "a torn tail opens: {text}");
+    assert!(
+        text.contains(&format!("torn tail in {}", newest.name)),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&path).expect("read"), bytes, "left as it was");
+}

@@ -766,22 +766,12 @@ fn a_second_runtime_on_the_same_data_directory_is_refused() {
     assert!(again.already_complete);
 }
 
-/// The WAL segment files of `shard` under `data`, by number.
+/// The WAL segments of `shard` under `data`, by number: files with a
+/// header, not spares made ready for later rolls (`docs/wal-format.md`
+/// §12), as `weir wal inspect` lists them.
 fn segments(data: &Path, shard: usize) -> Vec<u64> {
-    let mut numbers: Vec<u64> = fs::read_dir(data.join(format!("shard-{shard}")))
-        .expect("list shard log")
-        .flatten()
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()?
-                .strip_suffix(".wal")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    numbers.sort();
-    numbers
+    let report = weir_wal::inspect(&data.join(format!("shard-{shard}"))).expect("inspect");
+    report.analysis.segments.iter().map(|s| s.number).collect()
 }
 
 #[test]
