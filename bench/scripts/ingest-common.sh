@@ -5,6 +5,9 @@
 #
 #   ingest_setup PROTOCOL SHARDS [METRICS_PORT]
 #
+# EPOCH_MS (environment) sets the epoch interval, default 100 ms; SINK, the
+# sink (below).
+#
 # sets: weir, work, port, target (the load generator's --target).
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -27,7 +30,7 @@ ingest_setup() {
   cat > "$work/pipeline.toml" <<TOML
 [runtime]
 shards = $shards
-epoch_interval_ms = 100
+epoch_interval_ms = ${EPOCH_MS:-100}
 $metrics
 
 [sources.events]
@@ -41,10 +44,16 @@ size_ms = 1000
 group_by = "key"
 aggregates = ["count"]
 
-[sinks.counts]
-type = "file"
-inputs = ["per_second"]
-path = "$work/out"
-format = "ndjson"
+$(sink_toml)
 TOML
+}
+
+# SINK=blackhole (environment): the counts are dropped instead of written
+# to files, so no sink file, fsync or rename shares the disk with the WAL.
+sink_toml() {
+  if [[ ${SINK:-file} == blackhole ]]; then
+    printf '[sinks.counts]\ntype = "blackhole"\ninputs = ["per_second"]\n'
+  else
+    printf '[sinks.counts]\ntype = "file"\ninputs = ["per_second"]\npath = "%s"\nformat = "ndjson"\n' "$work/out"
+  fi
 }

@@ -11,7 +11,10 @@
 # runtime's Prometheus histograms scraped after the run, ingest→processed
 # (the window counted the event) and ingest→committed (its epoch
 # committed), estimated like PromQL's histogram_quantile (linear within a
-# power-of-two bucket). Build first: cargo build --release.
+# power-of-two bucket). After the runs, the floor under all of it on the
+# same disk: a raw 4 KiB O_DIRECT overwrite + fdatasync, 3000 times, in the
+# work directory (the WAL's own discipline on written blocks). EPOCH_MS sets
+# the epoch interval (default 100). Build first: cargo build --release.
 set -euo pipefail
 
 protocol=${1:?usage: ingest-latency.sh tcp|http SHARDS RATE [RUNS] [LOADGEN OPTIONS...]}
@@ -70,3 +73,30 @@ for run in $(seq 1 "$runs"); do
   queued=$(quantiles weir_ingest_queue_wait_seconds "$work/metrics.txt")
   echo "run $run: $thr events/s; ack ms: $ack; ingest->processed p50/p99/p99.9 ms: $processed; ingest->committed: $committed; sent->processed: $sent; sent->frame read: $received; queue wait: $queued; WAL write+sync: $wal; errors:$errors"
 done
+
+raw_sync() { # DIR -> "p50 p99 p99.9" in ms of a 4 KiB O_DIRECT overwrite + fdatasync
+  python3 - "$1" <<'PY'
+import mmap, os, sys, time
+path = os.path.join(sys.argv[1], "raw-sync")
+size, block = 8 << 20, 4096
+with open(path, "wb") as f:  # written blocks, as the WAL's spares
+    f.write(b"\0" * size)
+    f.flush()
+    os.fsync(f.fileno())
+fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, block)
+buf.write(b"x" * block)
+samples = []
+for i in range(3200):
+    start = time.perf_counter_ns()
+    os.pwrite(fd, buf, (i * block) % size)
+    os.fdatasync(fd)
+    samples.append(time.perf_counter_ns() - start)
+os.close(fd)
+os.unlink(path)
+s = sorted(samples[200:])
+q = lambda p: s[min(len(s) - 1, int(p * len(s)))] / 1e6
+print(f"{q(0.5):.3f} {q(0.99):.3f} {q(0.999):.3f}")
+PY
+}
+echo "raw 4 KiB O_DIRECT overwrite + fdatasync p50/p99/p99.9 ms, same disk: $(raw_sync "$work")"
