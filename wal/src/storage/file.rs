@@ -292,28 +292,29 @@ impl UringFile {
     }
 }
 
+impl UringFile {
+    fn check_aligned(&self, offset: u64, data: &[u8]) {
+        assert!(
+            offset % self.align as u64 == 0
+                && data.len() % self.align == 0
+                && data.as_ptr() as usize % self.align == 0,
+            "unaligned direct write"
+        );
+    }
+}
+
 impl SegmentFile for UringFile {
     fn align(&self) -> usize {
         self.align
     }
 
     fn write_sync(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        assert!(
-            offset % self.align as u64 == 0
-                && data.len() % self.align == 0
-                && data.as_ptr() as usize % self.align == 0,
-            "unaligned direct write"
-        );
+        self.check_aligned(offset, data);
         self.linked_write_sync(offset, data)
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        assert!(
-            offset % self.align as u64 == 0
-                && data.len() % self.align == 0
-                && data.as_ptr() as usize % self.align == 0,
-            "unaligned direct write"
-        );
+        self.check_aligned(offset, data);
         self.file
             .write_all_at(data, offset)
             .map_err(|e| annotate(e, &self.path, "write"))

@@ -408,33 +408,13 @@ struct MemFile {
     align: usize,
 }
 
-impl SegmentFile for MemFile {
-    fn align(&self) -> usize {
-        self.align
-    }
-
-    fn write_sync(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+impl MemFile {
+    /// One write operation (a crash point), applied but not yet durable.
+    fn stage_write(&self, s: &mut State, offset: u64, data: &[u8]) -> io::Result<()> {
         assert!(
             offset % self.align as u64 == 0 && data.len() % self.align == 0,
             "unaligned direct write"
         );
-        let mut s = self.store.lock();
-        s.tick()?;
-        let node = &mut s.inodes[self.ino];
-        apply_write(&mut node.current, offset, data);
-        node.pending.push(FileOp::Write {
-            off: offset,
-            data: data.to_vec(),
-        });
-        s.sync_inode(self.ino)
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        assert!(
-            offset % self.align as u64 == 0 && data.len() % self.align == 0,
-            "unaligned direct write"
-        );
-        let mut s = self.store.lock();
         s.tick()?;
         let node = &mut s.inodes[self.ino];
         apply_write(&mut node.current, offset, data);
@@ -443,6 +423,22 @@ impl SegmentFile for MemFile {
             data: data.to_vec(),
         });
         Ok(())
+    }
+}
+
+impl SegmentFile for MemFile {
+    fn align(&self) -> usize {
+        self.align
+    }
+
+    fn write_sync(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut s = self.store.lock();
+        self.stage_write(&mut s, offset, data)?;
+        s.sync_inode(self.ino)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.stage_write(&mut self.store.lock(), offset, data)
     }
 
     fn sync(&mut self) -> io::Result<()> {
