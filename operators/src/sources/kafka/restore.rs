@@ -30,6 +30,11 @@ use crate::scale_out::{GroupRun, Handoff};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a checkpoint waits, in all, for the final transaction's
+/// markers to make its records stable ([`checkpoint`]): they follow the
+/// commit within milliseconds on a healthy broker.
+const CHECKPOINT_SETTLE: Duration = Duration::from_secs(5);
+
 /// How often a restore at a changelog partition's last stable offset asks
 /// whether records still follow it.
 const HELD_BACK_ASK: Duration = Duration::from_millis(100);
@@ -213,14 +218,19 @@ fn tombstone_retention(run: &GroupRun, admin: &AdminClient<DefaultClientContext>
 
 /// Writes the checkpoint of a run that ended gracefully (its final
 /// epoch's transaction committed, the member still holding `held`): for
-/// each held task's changelog partition, its last stable offset, which
-/// `consumer` (`read_committed`) reports as its end. The run's
-/// `committed()` epoch is read first: a checkpoint names an epoch no later
-/// than its offsets (`crate::scale_out::local`). Returns the tasks
-/// written.
-pub fn checkpoint<C: rdkafka::consumer::ConsumerContext>(
+/// each held task's changelog partition, its last stable offset, which a
+/// `read_committed` client reports as its end. The run's `committed()`
+/// epoch is read first: a checkpoint names an epoch no later than its
+/// offsets (`crate::scale_out::local`). Returns the tasks written.
+///
+/// A committed transaction's markers are written after the commit returns,
+/// so the last stable offset can still stand before the final epoch's
+/// records: each partition's is read once no transaction holds records back
+/// there ([`held_back`]), for at most [`CHECKPOINT_SETTLE`] in all (then as
+/// it is: a restart reads those records again, which is only slower).
+pub fn checkpoint(
     run: &GroupRun,
-    consumer: &BaseConsumer<C>,
+    config: &ClientConfig,
     held: &[(String, i32)],
 ) -> Result<usize, String> {
     let Some(dir) = run.plan().data_dir.clone() else {
@@ -230,10 +240,26 @@ pub fn checkpoint<C: rdkafka::consumer::ConsumerContext>(
         return Ok(0);
     }
     let epoch = run.committed();
+    let mut config = config.clone();
+    config
+        .set("group.id", format!("weir-checkpoint-{}", run.group()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|error| format!("cannot create a Kafka client: {error}"))?;
+    let everything: BaseConsumer = config
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(|error| format!("cannot create a Kafka client: {error}"))?;
+    let settle = Instant::now() + CHECKPOINT_SETTLE;
     let mut offsets: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
     let mut count = 0;
     for (_, changelog, tasks) in run.tasks_of(held) {
         for task in tasks {
+            while Instant::now() < settle && held_back(&consumer, &everything, &changelog, task)? {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let (_, end) = consumer
                 .fetch_watermarks(&changelog, task, METADATA_TIMEOUT)
                 .map_err(|error| {

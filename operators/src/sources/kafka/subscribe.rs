@@ -977,7 +977,7 @@ fn run(setup: GroupSetup, events: Vec<Sender<Event>>, stop: Arc<AtomicBool>) -> 
         // if the run stopped gracefully: a restart here reads them back.
         Ok(()) if setup.run.failure().is_none() && setup.watch.stopped() => {
             let held = setup.run.held();
-            match restore::checkpoint(&setup.run, &consumer, &held) {
+            match restore::checkpoint(&setup.run, &setup.config, &held) {
                 Ok(0) => {}
                 Ok(tasks) => tracing::info!(
                     component = &*component,
