@@ -81,9 +81,10 @@ pub const DEFAULT_SPARE_SEGMENTS: usize = 2;
 /// Bytes of zeros per write when a fresh spare segment is written out
 /// (256 KiB, one fdatasync at the end): small enough that the log's own
 /// write + sync queued behind one waits a fraction of a millisecond (with
-/// 4 MiB pieces, each synced, the ack p99 at 470 k events/s was 36 ms,
-/// with 256 KiB 6.8 ms, in one run each of
-/// `bench/scripts/ingest-latency.sh tcp 2 470k 1`).
+/// every piece synced, the ack p99 at 470 k events/s was 36 ms with 4 MiB
+/// pieces and 6.8 ms with 256 KiB, one run each of
+/// `bench/scripts/ingest-latency.sh tcp 2 470k 1`; one sync at the end
+/// was not measured against per-piece syncs).
 pub const SPARE_ZERO_WRITE_BYTES: usize = 256 << 10;
 
 /// Largest O_DIRECT alignment (bytes) the format supports: the header region

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{assert_prefix, random_rec, read_all, small_config, storage, Rec};
+use common::{append_random, assert_prefix, read_all, small_config, storage, Rec};
 use weir_wal::storage::memory::SplitMix;
 use weir_wal::{Gap, MemStorage, OpenError, RecoveryError, Storage, SyncLog};
 
@@ -57,14 +57,7 @@ fn run_round(log: &mut SyncLog, model: &mut Vec<Rec>, rng: &mut SplitMix) -> usi
                 Err(_) => return acked,
             }
         } else {
-            let r = random_rec(rng);
-            match log.append(r.kind, r.epoch, &r.payload) {
-                Ok(lsn) => {
-                    assert_eq!(lsn.0 as usize, model.len());
-                    model.push(r);
-                }
-                Err(e) => panic!("append refused before any failure: {e}"),
-            }
+            append_random(log, model, rng);
         }
     }
 }

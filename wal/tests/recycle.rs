@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{assert_prefix, payload, random_rec, small_config, storage, Rec};
+use common::{append_random, assert_prefix, payload, small_config, storage, Rec};
 use weir_wal::storage::memory::SplitMix;
 use weir_wal::{inspect, Config, Lsn, MemStorage, Record, RecordType, SyncLog, Wal};
 
@@ -90,16 +90,7 @@ fn run_round(log: &mut SyncLog, model: &mut Vec<Rec>, kept: &mut u64, rng: &mut 
                 }
                 *kept = cut;
             }
-            _ => {
-                let r = random_rec(rng);
-                match log.append(r.kind, r.epoch, &r.payload) {
-                    Ok(lsn) => {
-                        assert_eq!(lsn.0 as usize, model.len());
-                        model.push(r);
-                    }
-                    Err(e) => panic!("append refused before any failure: {e}"),
-                }
-            }
+            _ => append_random(log, model, rng),
         }
     }
 }

@@ -49,6 +49,19 @@ pub fn random_rec(rng: &mut SplitMix) -> Rec {
     }
 }
 
+/// Appends a [`random_rec`] to `log` and to the model; an append is
+/// never refused before the storage fails.
+pub fn append_random(log: &mut SyncLog, model: &mut Vec<Rec>, rng: &mut SplitMix) {
+    let r = random_rec(rng);
+    match log.append(r.kind, r.epoch, &r.payload) {
+        Ok(lsn) => {
+            assert_eq!(lsn.0 as usize, model.len());
+            model.push(r);
+        }
+        Err(e) => panic!("append refused before any failure: {e}"),
+    }
+}
+
 pub fn storage(mem: &MemStorage) -> Arc<dyn Storage> {
     Arc::new(mem.clone())
 }
