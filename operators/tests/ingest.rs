@@ -69,6 +69,7 @@ fn http_source(port: u16, extra: &str) -> String {
     format!(
         r#"[sources.in]
 type = "http"
+format = "weir"
 listen = "127.0.0.1:{port}"
 token = "s3cret"
 body_limit_bytes = 4096

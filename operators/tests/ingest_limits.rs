@@ -77,7 +77,7 @@ fn post_head(extra: &str, body_len: usize) -> String {
 
 fn http_source(port: u16, extra: &str) -> String {
     format!(
-        "[sources.in]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntoken = \"s3cret\"\n\
+        "[sources.in]\ntype = \"http\"\nformat = \"weir\"\nlisten = \"127.0.0.1:{port}\"\ntoken = \"s3cret\"\n\
          body_limit_bytes = 4096\n{extra}"
     )
 }
@@ -352,7 +352,7 @@ fn request_limits_above_one_log_record_are_refused_by_validation() {
     let http = |limit: usize| {
         config(&format!(
             "[sources.in]\ntype = \"http\"\nlisten = \"127.0.0.1:1\"\nbody_limit_bytes = {limit}\n\
-             read_budget_bytes = 1073741824"
+             read_budget_bytes = 1073741824\nformat = \"weir\""
         ))
     };
     let tcp = |limit: usize| {
@@ -387,7 +387,7 @@ fn request_limits_above_one_log_record_are_refused_by_validation() {
         ("read_budget_bytes = 100", "read_budget_bytes"),
     ] {
         let text = config(&format!(
-            "[sources.in]\ntype = \"http\"\nlisten = \"127.0.0.1:1\"\n{extra}"
+            "[sources.in]\ntype = \"http\"\nlisten = \"127.0.0.1:1\"\n{extra}\nformat = \"weir\""
         ));
         let error = parse(&text, "pipeline.toml").expect_err("refused");
         assert!(error.to_string().contains(option), "{error}");

@@ -3,15 +3,19 @@
 //! any is queued ([`index_events`]), and where each one is is kept, so the
 //! source emits them without parsing the JSON again.
 //!
-//! An event is a JSON object with a string `key`, and optionally `ts`
-//! (event time, ms since the Unix epoch; default: when it was accepted) and
-//! `sent_ns` (when the client meant to send it); the whole object is kept
-//! as the event's `body`.
+//! In the weir format (`format = "weir"`) an event is a JSON object with a
+//! string `key`, and optionally `ts` (event time, ms since the Unix epoch;
+//! default: when it was accepted) and `sent_ns` (when the client meant to
+//! send it); the whole object is kept as the event's `body`, and one bad
+//! event refuses the body. With `format = "json"` an event is any JSON
+//! object, read by [`JsonFormat`]; one that is not (or a line that is not
+//! UTF-8) is kept as a dead letter with the reason.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::json_events::JsonFormat;
 use super::{Encoding, EventRef};
 
 #[derive(Deserialize)]
@@ -42,9 +46,10 @@ fn object_fields<'a>(text: &'a str) -> Result<EventFields<'a>, String> {
     serde_json::from_str::<EventFields<'a>>(text).map_err(|error| error.to_string())
 }
 
-/// Checks every event of a body; returns how many there are.
+/// Checks every event of a body in the weir format; returns how many there
+/// are.
 pub fn parse_events(encoding_is_array: bool, body: &[u8]) -> Result<usize, BadEvent> {
-    index_events(encoding_is_array, body).map(|index| index.len())
+    index_events(encoding_is_array, body, None).map(|index| index.len())
 }
 
 /// One checked event of a body: where its fields are, so the source can
@@ -52,37 +57,55 @@ pub fn parse_events(encoding_is_array: bool, body: &[u8]) -> Result<usize, BadEv
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Indexed {
     /// The key's byte range in the body, or the key itself when it had
-    /// escapes.
+    /// escapes or came from `key_field` (empty: none).
     key: Result<(u32, u32), String>,
     ts: Option<u64>,
     sent_ns: u64,
     /// The event object's byte range in the body.
     body: (u32, u32),
+    /// Why the event is a dead letter (`format = "json"` only).
+    error: Option<Box<str>>,
 }
 
-/// Checks every event of a body and returns where each one is.
-pub(crate) fn index_events(encoding_is_array: bool, body: &[u8]) -> Result<Vec<Indexed>, BadEvent> {
+impl Indexed {
+    /// Whether the event goes to the dead letters.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+/// Checks every event of a body and returns where each one is. In the
+/// weir format (`json` is `None`) the first bad event refuses the body; in
+/// `format = "json"` a bad event is indexed as a dead letter, and only a
+/// body that cannot be split into events (an array that is not JSON) is
+/// refused.
+pub(crate) fn index_events(
+    encoding_is_array: bool,
+    body: &[u8],
+    json: Option<&JsonFormat>,
+) -> Result<Vec<Indexed>, BadEvent> {
     let encoding = if encoding_is_array {
         Encoding::JsonArray
     } else {
         Encoding::Ndjson
     };
     let base = body.as_ptr() as usize;
-    let range = |text: &str| {
+    let range = |text: &[u8]| {
         let start = text.as_ptr() as usize - base;
         (start as u32, (start + text.len()) as u32)
     };
     let mut index = Vec::new();
-    visit(encoding, body, &mut |fields, text| {
-        let key = match &fields.key {
-            Cow::Borrowed(key) => Ok(range(key)),
-            Cow::Owned(key) => Err(key.clone()),
+    visit(encoding, body, json, &mut |event| {
+        let key = match event.key {
+            Cow::Borrowed(key) => Ok(range(key.as_bytes())),
+            Cow::Owned(key) => Err(key),
         };
         index.push(Indexed {
             key,
-            ts: fields.ts,
-            sent_ns: fields.sent_ns.unwrap_or(0),
-            body: range(text),
+            ts: event.ts_ms,
+            sent_ns: event.sent_ns,
+            body: range(event.raw),
+            error: event.error.map(String::into_boxed_str),
         });
     })?;
     if index.is_empty() {
@@ -94,41 +117,94 @@ pub(crate) fn index_events(encoding_is_array: bool, body: &[u8]) -> Result<Vec<I
     Ok(index)
 }
 
-fn visit(
+/// One event as [`visit`] finds it.
+struct Found<'a> {
+    key: Cow<'a, str>,
+    ts_ms: Option<u64>,
+    sent_ns: u64,
+    /// Its bytes in the body.
+    raw: &'a [u8],
+    /// Its text (lossy when a line is not UTF-8, which makes it a dead
+    /// letter).
+    text: Cow<'a, str>,
+    error: Option<String>,
+}
+
+/// Splits a body into its events and reads each one: by the weir format,
+/// or by `json`.
+fn visit<'a>(
     encoding: Encoding,
-    body: &[u8],
-    each: &mut dyn FnMut(EventFields<'_>, &str),
+    body: &'a [u8],
+    json: Option<&JsonFormat>,
+    each: &mut dyn FnMut(Found<'a>),
 ) -> Result<(), BadEvent> {
-    let text = std::str::from_utf8(body).map_err(|error| BadEvent {
-        at: 0,
-        message: format!("the body is not UTF-8: {error}"),
-    })?;
+    let read = |at: usize, raw: &'a [u8]| -> Result<Found<'a>, BadEvent> {
+        let text = match std::str::from_utf8(raw) {
+            Ok(text) => text,
+            Err(error) => {
+                // An owned key: a borrowed one must lie in the body.
+                return Ok(Found {
+                    key: Cow::Owned(String::new()),
+                    ts_ms: None,
+                    sent_ns: 0,
+                    raw,
+                    text: String::from_utf8_lossy(raw),
+                    error: Some(format!("not UTF-8: {error}")),
+                });
+            }
+        };
+        let Some(json) = json else {
+            let fields = object_fields(text).map_err(|message| BadEvent { at, message })?;
+            return Ok(Found {
+                key: fields.key,
+                ts_ms: fields.ts,
+                sent_ns: fields.sent_ns.unwrap_or(0),
+                raw,
+                text: Cow::Borrowed(text),
+                error: None,
+            });
+        };
+        let (decoded, error) = match json.decode(text, None) {
+            Ok(decoded) => (decoded, None),
+            Err(reason) => (Default::default(), Some(reason)),
+        };
+        Ok(Found {
+            key: Cow::Owned(decoded.key.unwrap_or_default()),
+            ts_ms: decoded.ts_ms,
+            sent_ns: 0,
+            raw,
+            text: Cow::Borrowed(text),
+            error,
+        })
+    };
+    if json.is_none() {
+        std::str::from_utf8(body).map_err(|error| BadEvent {
+            at: 0,
+            message: format!("the body is not UTF-8: {error}"),
+        })?;
+    }
     match encoding {
         Encoding::JsonArray => {
+            let text = std::str::from_utf8(body).map_err(|error| BadEvent {
+                at: 0,
+                message: format!("the body is not UTF-8: {error}"),
+            })?;
             let elements: Vec<&serde_json::value::RawValue> =
                 serde_json::from_str(text).map_err(|error| BadEvent {
                     at: 0,
                     message: format!("the body is not a JSON array of events: {error}"),
                 })?;
             for (index, element) in elements.iter().enumerate() {
-                let fields = object_fields(element.get()).map_err(|message| BadEvent {
-                    at: index + 1,
-                    message,
-                })?;
-                each(fields, element.get());
+                each(read(index + 1, element.get().as_bytes())?);
             }
         }
         _ => {
-            for (index, line) in text.split('\n').enumerate() {
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                if line.trim().is_empty() {
+            for (index, line) in body.split(|&byte| byte == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let fields = object_fields(line).map_err(|message| BadEvent {
-                    at: index + 1,
-                    message,
-                })?;
-                each(fields, line);
+                each(read(index + 1, line)?);
             }
         }
     }
@@ -139,32 +215,42 @@ pub(crate) fn for_each_event(
     encoding: Encoding,
     payload: &[u8],
     index: Option<&[Indexed]>,
+    json: Option<&JsonFormat>,
     each: &mut impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
     if let Some(index) = index {
-        // SAFETY: `index_events` checked that these very bytes are UTF-8
-        // (they are owned by the queued batch and were not changed since).
-        let text = unsafe { std::str::from_utf8_unchecked(payload) };
+        let bytes = |(start, end): (u32, u32)| &payload[start as usize..end as usize];
+        // SAFETY: `index_events` checked that the ranges of keys and of
+        // events that are not dead letters are UTF-8 (the bytes are owned
+        // by the queued batch and were not changed since).
+        let text = |range| unsafe { std::str::from_utf8_unchecked(bytes(range)) };
         for event in index {
             let key = match &event.key {
-                Ok((start, end)) => &text[*start as usize..*end as usize],
+                Ok(range) => text(*range),
                 Err(key) => key.as_str(),
+            };
+            let body = match event.error {
+                // A dead letter's line may not be UTF-8.
+                Some(_) => String::from_utf8_lossy(bytes(event.body)),
+                None => Cow::Borrowed(text(event.body)),
             };
             each(EventRef {
                 key,
                 ts_ms: event.ts,
                 sent_ns: event.sent_ns,
-                body: &text[event.body.0 as usize..event.body.1 as usize],
+                body: &body,
+                error: event.error.as_deref(),
             });
         }
         return Ok(());
     }
-    visit(encoding, payload, &mut |fields, text| {
+    visit(encoding, payload, json, &mut |found| {
         each(EventRef {
-            key: &fields.key,
-            ts_ms: fields.ts,
-            sent_ns: fields.sent_ns.unwrap_or(0),
-            body: text,
+            key: &found.key,
+            ts_ms: found.ts_ms,
+            sent_ns: found.sent_ns,
+            body: &found.text,
+            error: found.error.as_deref(),
         })
     })
     .map_err(|bad| format!("event {}: {}", bad.at, bad.message))

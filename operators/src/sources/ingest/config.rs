@@ -8,9 +8,21 @@ use serde::{Deserialize, Serialize};
 use super::rows::{self, EventRows};
 use super::{IngestSource, Mesh};
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned};
-use crate::row::OptionError;
+use crate::row::{FieldTypes, OptionError};
 use crate::sources::events::event_schema;
 use crate::sources::ingest::event::IngestEvent;
+use crate::sources::ingest::json_events::{JsonFormat, TimestampFormat};
+use crate::sources::ingest::Watermarks;
+
+/// What an `http` source's events are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpFormat {
+    /// Any JSON object per event (log shippers).
+    Json,
+    /// weir's own: `key`, `ts` (ms), `sent_ns`.
+    Weir,
+}
 use weir_runtime::Partition;
 
 /// A network ingest source (`tcp` or `http`); see
@@ -30,9 +42,37 @@ pub struct IngestConfig {
     /// Batch ids remembered per shard at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_max_ids: Option<usize>,
-    /// How far the watermark trails the wall clock.
+    /// Replaced by `max_out_of_orderness` (kept to say so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark_delay_ms: Option<u64>,
+    /// `data` (from event times) or `wall_clock`; default `data` for
+    /// `http` with `format = "json"`, `wall_clock` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<Watermarks>,
+    /// How far the watermark trails the largest event time (or the wall
+    /// clock): a duration, default `"2s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_out_of_orderness: Option<String>,
+    /// How long an instance goes without events before it stops holding
+    /// data watermarks back: a duration, default `"10s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_idle_timeout: Option<String>,
+    /// `http` only: `json` (any JSON object per event; the default) or
+    /// `weir` (`key`, `ts`, `sent_ns`: what the load generator sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<HttpFormat>,
+    /// `http` with `format = "json"`: the member that is the event's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_field: Option<String>,
+    /// `http` with `format = "json"`: the member that is the event time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_field: Option<String>,
+    /// How `timestamp_field` is written (default `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_format: Option<TimestampFormat>,
+    /// `http` with `format = "json"`: typed fields read into the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<FieldTypes>,
     /// The retry delay given with 429 / 503 / `Overloaded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
@@ -102,15 +142,93 @@ impl IngestConfig {
         options.queue_events = self.queue_events.unwrap_or(options.queue_events);
         options.dedup_window_ms = self.dedup_window_ms.unwrap_or(options.dedup_window_ms);
         options.dedup_max_ids = self.dedup_max_ids.unwrap_or(options.dedup_max_ids);
-        options.watermark_delay_ms = self
-            .watermark_delay_ms
-            .unwrap_or(options.watermark_delay_ms);
+        self.watermarks(http, &mut options)?;
         options.retry_after_ms = self.retry_after_ms.unwrap_or(options.retry_after_ms);
         let protocol = self.protocol(http)?;
         check_request_limit(&protocol, name)?;
         self.limits(&mut options.limits);
         options.limits.check(protocol.request_bytes_max())?;
         Ok((protocol, options))
+    }
+
+    /// The watermark options, over the defaults.
+    fn watermarks(
+        &self,
+        http: bool,
+        options: &mut crate::sources::ingest::IngestOptions,
+    ) -> Result<(), (&'static str, String)> {
+        if let Some(ms) = self.watermark_delay_ms {
+            return Err((
+                "watermark_delay_ms",
+                format!(
+                    "`watermark_delay_ms` is replaced by `max_out_of_orderness`: write \
+                     `watermark = \"wall_clock\"` and `max_out_of_orderness = \"{ms}ms\"`"
+                ),
+            ));
+        }
+        let json = http && self.format.unwrap_or(HttpFormat::Json) == HttpFormat::Json;
+        options.watermarks = self.watermark.unwrap_or(if json {
+            Watermarks::Data
+        } else {
+            Watermarks::WallClock
+        });
+        if let Some(text) = &self.max_out_of_orderness {
+            options.max_out_of_orderness_ms =
+                crate::duration::parse_ms(text).map_err(|error| ("max_out_of_orderness", error))?;
+        }
+        if let Some(text) = &self.watermark_idle_timeout {
+            if options.watermarks != Watermarks::Data {
+                return Err((
+                    "watermark_idle_timeout",
+                    "`watermark_idle_timeout` applies to `watermark = \"data\"` only".into(),
+                ));
+            }
+            options.watermark_idle_timeout_ms = crate::duration::parse_positive_ms(text)
+                .map_err(|error| ("watermark_idle_timeout", error))?;
+        }
+        Ok(())
+    }
+
+    /// `format = "json"`'s options, checked; `None` for the weir format.
+    fn json_format(&self) -> Result<Option<JsonFormat>, (&'static str, String)> {
+        if self.format == Some(HttpFormat::Weir) {
+            for (field, set) in [
+                ("key_field", self.key_field.is_some()),
+                ("timestamp_field", self.timestamp_field.is_some()),
+                ("timestamp_format", self.timestamp_format.is_some()),
+                ("schema", self.schema.is_some()),
+            ] {
+                if set {
+                    let message = format!("`{field}` applies to `format = \"json\"` only");
+                    return Err((field, message));
+                }
+            }
+            return Ok(None);
+        }
+        if self.timestamp_format.is_some() && self.timestamp_field.is_none() {
+            return Err((
+                "timestamp_format",
+                "`timestamp_format` needs `timestamp_field`".into(),
+            ));
+        }
+        for (field, value) in [
+            ("key_field", &self.key_field),
+            ("timestamp_field", &self.timestamp_field),
+        ] {
+            if value.as_deref() == Some("") {
+                return Err((field, format!("`{field}` is empty")));
+            }
+        }
+        let fields = match &self.schema {
+            Some(schema) => schema.typed().map_err(|error| ("schema", error))?,
+            None => Vec::new(),
+        };
+        Ok(Some(JsonFormat {
+            key_field: self.key_field.clone(),
+            timestamp_field: self.timestamp_field.clone(),
+            timestamp_format: self.timestamp_format.unwrap_or_default(),
+            fields,
+        }))
     }
 
     /// The listener limits set in the file, over the defaults.
@@ -145,12 +263,18 @@ impl IngestConfig {
             }
             http.token = self.token.clone();
             http.body_limit_bytes = self.body_limit_bytes.unwrap_or(http.body_limit_bytes);
+            http.json = self.json_format()?.map(Arc::new);
             Protocol::Http(http)
         } else {
             for (field, set) in [
                 ("path", self.path.is_some()),
                 ("token", self.token.is_some()),
                 ("body_limit_bytes", self.body_limit_bytes.is_some()),
+                ("format", self.format.is_some()),
+                ("key_field", self.key_field.is_some()),
+                ("timestamp_field", self.timestamp_field.is_some()),
+                ("timestamp_format", self.timestamp_format.is_some()),
+                ("schema", self.schema.is_some()),
             ] {
                 if set {
                     return Err((field, format!("`{field}` applies to `http` sources only")));
@@ -218,6 +342,8 @@ impl std::ops::Deref for HttpSourceConfig {
 struct IngestNode {
     protocol: super::Protocol,
     options: super::IngestOptions,
+    /// `format = "json"`: how its rows are made.
+    layout: Option<Arc<(Arc<JsonFormat>, rows::JsonLayout)>>,
 }
 
 impl IngestConfig {
@@ -227,9 +353,30 @@ impl IngestConfig {
         let (protocol, options) = self
             .to_source(http, name)
             .map_err(|(option, message)| OptionError::new(option, message))?;
-        let node = IngestNode { protocol, options };
-        let rows = Output::rows(event_schema()).from_node(rows::node_name(name));
-        Ok(Planned::new(vec![rows], node))
+        let json = match &protocol {
+            crate::sources::ingest::Protocol::Http(http) => http.json.clone(),
+            crate::sources::ingest::Protocol::Tcp(_) => None,
+        };
+        let layout = json.as_deref().map(rows::JsonLayout::new);
+        let schema = layout
+            .as_ref()
+            .map_or_else(event_schema, |layout| layout.schema.clone());
+        let node_name = rows::node_name(name);
+        let mut outputs = vec![Output::rows(schema).from_node(node_name.clone())];
+        if json.is_some() {
+            outputs.push(
+                Output::side(crate::component::DEAD_LETTER, 1, rows::dead_letter_schema())
+                    .from_node(node_name),
+            );
+        }
+        let node = IngestNode {
+            protocol,
+            options,
+            layout: json
+                .zip(layout)
+                .map(|(json, layout)| Arc::new((json, layout))),
+        };
+        Ok(Planned::new(outputs, node))
     }
 }
 
@@ -263,7 +410,10 @@ impl Node for IngestNode {
             IngestSource::new(protocol.clone(), options.clone(), context, mesh.clone())
         });
         let rows = rows::node_name(name);
-        graph.processor(&rows, EventRows::new);
+        let layout = self.layout.clone();
+        graph.processor(&rows, move |context| {
+            EventRows::new(context, layout.clone())
+        });
         graph.connect::<IngestEvent>(name, &rows, Partition::Forward);
     }
 }

@@ -22,4 +22,7 @@ pub struct IngestEvent {
     pub ingest_ns: u64,
     /// The event as the client sent it.
     pub body: String,
+    /// Empty, or why the event could not be read (`format = "json"`): it
+    /// goes to the source's dead letters.
+    pub error: String,
 }

@@ -44,9 +44,18 @@
 //!
 //! # Watermarks
 //! Ingested events carry client-chosen event times, in no particular order.
-//! Each instance emits the watermark `now - watermark_delay_ms` (wall
-//! clock, rounded down to 100 ms) as time passes; an event older than the
-//! watermark is late for windows downstream, which count it as late.
+//! Each instance emits watermarks in steps of 100 ms by one of two
+//! strategies ([`Watermarks`], Flink's `WatermarkStrategy`):
+//! - from the data: the largest event time it emitted less
+//!   `max_out_of_orderness` (bounded out-of-orderness). An instance that
+//!   has emitted no event for `watermark_idle_timeout` is idle: it follows
+//!   the largest watermark any instance of the source emitted, so a quiet
+//!   shard or connection does not hold windows open. When every instance
+//!   is quiet the watermark stays where it is.
+//! - from the wall clock: `now - max_out_of_orderness`, as time passes.
+//!
+//! An event older than the watermark is late for windows downstream, which
+//! count it as late. Dead letters do not move the watermark.
 
 mod body_events;
 mod budget;
@@ -54,6 +63,7 @@ mod config;
 mod dedup;
 pub mod event;
 pub mod http;
+pub mod json_events;
 pub mod latency;
 pub mod limits;
 mod listener;
@@ -102,8 +112,14 @@ pub struct IngestOptions {
     pub dedup_window_ms: u64,
     /// Batch ids remembered per shard at most.
     pub dedup_max_ids: usize,
-    /// How far the watermark trails the wall clock.
-    pub watermark_delay_ms: u64,
+    /// How watermarks are made.
+    pub watermarks: Watermarks,
+    /// How far the watermark trails the largest event time (or the wall
+    /// clock).
+    pub max_out_of_orderness_ms: u64,
+    /// How long an instance goes without events before it stops holding
+    /// the data watermark back.
+    pub watermark_idle_timeout_ms: u64,
     /// What a refused request is told to wait, in milliseconds.
     pub retry_after_ms: u64,
     /// Connection cap, timeouts and read budget.
@@ -118,7 +134,9 @@ impl IngestOptions {
             queue_events: 65_536,
             dedup_window_ms: 600_000,
             dedup_max_ids: 100_000,
-            watermark_delay_ms: 2_000,
+            watermarks: Watermarks::WallClock,
+            max_out_of_orderness_ms: 2_000,
+            watermark_idle_timeout_ms: 10_000,
             retry_after_ms: 1_000,
             limits: ListenerLimits::default(),
         }
@@ -126,6 +144,17 @@ impl IngestOptions {
 }
 
 pub use latency::unix_ns;
+
+/// Where an ingest source's watermarks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Watermarks {
+    /// The largest event time emitted, less the out-of-orderness; idle
+    /// instances follow the others.
+    Data,
+    /// The wall clock, less the out-of-orderness.
+    WallClock,
+}
 
 /// How a batch's events are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +185,8 @@ pub(crate) struct EventRef<'a> {
     pub(crate) ts_ms: Option<u64>,
     pub(crate) sent_ns: u64,
     pub(crate) body: &'a str,
+    /// Why the event is a dead letter (`format = "json"` only).
+    pub(crate) error: Option<&'a str>,
 }
 
 /// Whether a payload was checked in this process already.
@@ -167,19 +198,21 @@ pub(crate) enum Checked {
     No,
 }
 
-/// Calls `each` for every event of a batch.
+/// Calls `each` for every event of a batch; `json` is the `http` source's
+/// `format = "json"` (`None`: the weir format).
 pub(crate) fn for_each_event(
     encoding: Encoding,
     payload: &Payload,
     checked: Checked,
     index: &[body_events::Indexed],
+    json: Option<&json_events::JsonFormat>,
     mut each: impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
     match encoding {
         Encoding::Wire => tcp::for_each_event(payload, checked, &mut each),
         Encoding::Ndjson | Encoding::JsonArray => {
             let index = (checked == Checked::Yes && !index.is_empty()).then_some(index);
-            http::for_each_event(encoding, payload, index, &mut each)
+            http::for_each_event(encoding, payload, index, json, &mut each)
         }
     }
 }
@@ -199,6 +232,9 @@ pub struct Mesh {
     slots: std::sync::Arc<Slots>,
     /// The bytes of bodies and payloads the source's connections hold.
     budget: std::sync::Arc<ReadBudget>,
+    /// The largest watermark any instance emitted: what an idle instance
+    /// follows.
+    watermark: std::sync::atomic::AtomicU64,
 }
 
 impl Mesh {
@@ -215,6 +251,7 @@ impl Mesh {
             accepted: std::sync::atomic::AtomicU64::new(0),
             slots: Slots::new(instances, limits.connections_max),
             budget: ReadBudget::new(limits.read_budget_bytes),
+            watermark: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -358,6 +395,10 @@ pub struct IngestSource {
     /// time, events), for `weir_ingest_to_committed_seconds`.
     uncommitted: VecDeque<(u64, u64, usize)>,
     watermark: u64,
+    /// The largest event time emitted in this run (data watermarks).
+    max_event_ms: Option<u64>,
+    /// When this instance last emitted an event, or started (ns).
+    active_ns: u64,
     scratch: IngestEvent,
 }
 
@@ -411,6 +452,8 @@ impl IngestSource {
             emitted: 0,
             uncommitted: VecDeque::new(),
             watermark: 0,
+            max_event_ms: None,
+            active_ns: unix_ns(),
             scratch: IngestEvent::default(),
         }
     }
@@ -473,9 +516,14 @@ impl IngestSource {
             self.dedup.insert(id, expires);
         }
         let (instances, instance) = (self.context.instances as u64, self.context.instance as u64);
+        let json = match &self.protocol {
+            Protocol::Http(http) => http.json.as_deref(),
+            Protocol::Tcp(_) => None,
+        };
         let scratch = &mut self.scratch;
         let emitted = &mut self.emitted;
-        for_each_event(header.encoding, payload, checked, index, |event| {
+        let max_event_ms = &mut self.max_event_ms;
+        for_each_event(header.encoding, payload, checked, index, json, |event| {
             scratch.id = *emitted * instances + instance;
             *emitted += 1;
             scratch.key.clear();
@@ -485,8 +533,35 @@ impl IngestSource {
             scratch.ingest_ns = accepted_ns;
             scratch.body.clear();
             scratch.body.push_str(event.body);
+            scratch.error.clear();
+            match event.error {
+                Some(error) => scratch.error.push_str(error),
+                None => *max_event_ms = Some(max_event_ms.unwrap_or(0).max(scratch.ts_ms)),
+            }
             out.push(scratch);
-        })
+        })?;
+        self.active_ns = unix_ns();
+        Ok(())
+    }
+
+    /// The watermark this instance may emit now, if any.
+    fn watermark_now(&self, now_ns: u64) -> Option<u64> {
+        let delay = self.options.max_out_of_orderness_ms;
+        let now_ms = now_ns / 1_000_000;
+        let mark = match self.options.watermarks {
+            Watermarks::WallClock => now_ms.saturating_sub(delay),
+            Watermarks::Data => {
+                let idle_ns = self.options.watermark_idle_timeout_ms * 1_000_000;
+                if now_ns.saturating_sub(self.active_ns) >= idle_ns {
+                    // Idle: follow the others.
+                    let shared = &self.queue.mesh.watermark;
+                    shared.load(std::sync::atomic::Ordering::Acquire)
+                } else {
+                    self.max_event_ms?.saturating_sub(delay)
+                }
+            }
+        };
+        Some(mark / WATERMARK_STEP_MS * WATERMARK_STEP_MS)
     }
 
     /// Logs and emits one queued batch, and tells its connection.
@@ -572,11 +647,13 @@ impl Source for IngestSource {
         let now_ns = unix_ns();
         let now_ms = now_ns / 1_000_000;
         self.dedup.expire(now_ms, self.options.dedup_max_ids);
-        let watermark = now_ms.saturating_sub(self.options.watermark_delay_ms) / WATERMARK_STEP_MS
-            * WATERMARK_STEP_MS;
-        if watermark > self.watermark {
-            self.watermark = watermark;
-            out.watermark(watermark);
+        if let Some(watermark) = self.watermark_now(now_ns) {
+            if watermark > self.watermark {
+                self.watermark = watermark;
+                out.watermark(watermark);
+                let shared = &self.queue.mesh.watermark;
+                shared.fetch_max(watermark, std::sync::atomic::Ordering::AcqRel);
+            }
         }
         self.observe_commits(now_ns);
         let (mut events, mut logged) = (0, false);

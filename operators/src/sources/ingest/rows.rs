@@ -7,15 +7,25 @@
 //! `format = "json"` on `body` turns ingested JSON into typed fields.
 //! Watermarks pass through unchanged.
 //!
+//! An `http` source with `format = "json"` has its own layout
+//! ([`JsonLayout`]): without a `schema` the same four fields (`key` from
+//! `key_field`, null without one; `body` the whole object); with one,
+//! `id`, `key`, `timestamp`, then the schema's fields as typed columns (a
+//! schema field named like one of the three replaces it), read from the
+//! object again by [`JsonFormat::decode`]. Its events that did not decode
+//! leave on port 1 (`NAME.dead_letter`) as rows of [`dead_letter_schema`].
+//!
 //! It records the events' [`ProcessedLatency`]: from the source accepting an
 //! event to the event leaving the source's ring as a row.
 
 use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
-use crate::row::{Row, Value};
-#[cfg(doc)]
+use std::sync::Arc;
+
+use crate::row::{Row, Schema, Type, Value};
 use crate::sources::events::event_schema;
-use crate::sources::ingest::event::IngestEvent;
+use crate::sources::ingest::event::{ArchivedIngestEvent, IngestEvent};
+use crate::sources::ingest::json_events::JsonFormat;
 use crate::sources::ingest::latency::ProcessedLatency;
 
 /// The runtime node turning source `source`'s events into rows.
@@ -23,20 +33,141 @@ pub(crate) fn node_name(source: &str) -> String {
     format!("{source}:rows")
 }
 
-/// Turns [`IngestEvent`]s into rows of [`event_schema`].
+/// The schema of a `format = "json"` source's dead letters: `id: int`,
+/// `timestamp: timestamp` (when it was accepted, or its time if that was
+/// read), `body: string` (the line or element as sent) and `error: string`
+/// (why it did not decode).
+pub fn dead_letter_schema() -> Schema {
+    Schema::new([
+        ("id", Type::Int),
+        ("timestamp", Type::Timestamp),
+        ("body", Type::String),
+        ("error", Type::String),
+    ])
+}
+
+/// The rows of an `http` source with `format = "json"`.
+#[derive(Debug, Clone)]
+pub struct JsonLayout {
+    /// Their schema.
+    pub schema: Schema,
+    /// Where each schema field goes, in the format's order.
+    targets: Vec<usize>,
+    /// Where `id`, `key`, `timestamp` and (without a schema) `body` go.
+    id: usize,
+    key: usize,
+    timestamp: usize,
+    body: Option<usize>,
+}
+
+impl JsonLayout {
+    /// The layout of `format`'s rows.
+    pub fn new(format: &JsonFormat) -> JsonLayout {
+        if format.fields.is_empty() {
+            return JsonLayout {
+                schema: event_schema(),
+                targets: Vec::new(),
+                id: 0,
+                key: 1,
+                timestamp: 2,
+                body: Some(3),
+            };
+        }
+        let mut schema = Schema::new([
+            ("id", Type::Int),
+            ("key", Type::String),
+            ("timestamp", Type::Timestamp),
+        ]);
+        let targets = format
+            .fields
+            .iter()
+            .map(|(name, ty)| schema.set(name, *ty))
+            .collect();
+        JsonLayout {
+            schema,
+            targets,
+            id: 0,
+            key: 1,
+            timestamp: 2,
+            body: None,
+        }
+    }
+}
+
+/// Turns [`IngestEvent`]s into rows of [`event_schema`], or of a
+/// [`JsonLayout`].
 #[derive(Debug)]
 pub struct EventRows {
     row: Row,
     latency: ProcessedLatency,
+    json: Option<Arc<(Arc<JsonFormat>, JsonLayout)>>,
+    /// The schema fields of one event, decoded (json with a schema).
+    fields: Vec<Value>,
+    /// The dead letter under construction.
+    dead: Row,
 }
 
 impl EventRows {
-    /// The adapter of `context`'s shard, recording latency as its node.
-    pub fn new(context: &ShardContext) -> EventRows {
+    /// The adapter of `context`'s shard, recording latency as its node;
+    /// `json`: the format and layout of a `format = "json"` source.
+    pub fn new(
+        context: &ShardContext,
+        json: Option<Arc<(Arc<JsonFormat>, JsonLayout)>>,
+    ) -> EventRows {
+        let (width, fields) = match json.as_deref() {
+            Some((format, layout)) => (layout.schema.len(), format.fields.len()),
+            None => (4, 0),
+        };
         EventRows {
-            row: Row::nulls(4),
+            row: Row::nulls(width),
             latency: ProcessedLatency::new(context),
+            json,
+            fields: vec![Value::Null; fields],
+            dead: Row::nulls(4),
         }
+    }
+
+    /// One event of a `format = "json"` source: a row on port 0, or a dead
+    /// letter on port 1.
+    fn json_event(
+        &mut self,
+        format: &JsonFormat,
+        layout: &JsonLayout,
+        event: &ArchivedIngestEvent,
+        out: &mut Emitter<Row>,
+    ) {
+        let mut error = (!event.error.is_empty()).then(|| event.error.as_str().to_owned());
+        if error.is_none() && !layout.targets.is_empty() {
+            if let Err(reason) = format.decode(&event.body, Some(&mut self.fields)) {
+                error = Some(reason);
+            }
+        }
+        if let Some(error) = error {
+            if out.has_port(1) {
+                let values = &mut self.dead.values;
+                values[0] = Value::Int(event.id.to_native() as i64);
+                values[1] = Value::Timestamp(event.ts_ms.to_native() as i64);
+                set_string(&mut values[2], &event.body);
+                set_string(&mut values[3], &error);
+                out.push_to(1, &self.dead);
+            }
+            return;
+        }
+        let values = &mut self.row.values;
+        values[layout.id] = Value::Int(event.id.to_native() as i64);
+        if event.key.is_empty() {
+            values[layout.key] = Value::Null;
+        } else {
+            set_string(&mut values[layout.key], &event.key);
+        }
+        values[layout.timestamp] = Value::Timestamp(event.ts_ms.to_native() as i64);
+        if let Some(body) = layout.body {
+            set_string(&mut values[body], &event.body);
+        }
+        for (field, &target) in self.fields.iter_mut().zip(&layout.targets) {
+            values[target] = std::mem::replace(field, Value::Null);
+        }
+        out.push(&self.row);
     }
 }
 
@@ -46,6 +177,13 @@ impl Processor for EventRows {
 
     fn process(&mut self, _port: usize, batch: &Batch<IngestEvent>, out: &mut Emitter<Row>) {
         self.latency.observe(batch);
+        if let Some(json) = self.json.clone() {
+            let (format, layout) = &*json;
+            for event in batch.iter() {
+                self.json_event(format, layout, event, out);
+            }
+            return;
+        }
         for event in batch.iter() {
             // Strings are copied into the reused row's buffers: no
             // allocation per event once they have grown.

@@ -105,6 +105,7 @@ pub(crate) fn for_each_event(
             ts_ms: Some(event.ts_ms.to_native()),
             sent_ns: event.sent_ns.to_native(),
             body,
+            error: None,
         });
     }
     Ok(())

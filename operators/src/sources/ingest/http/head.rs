@@ -10,7 +10,10 @@
 //!    once (400: two of them are how request smuggling starts), and plain
 //!    digits (400: no sign, no inner spaces, no list), and at most
 //!    `body_limit_bytes` (413);
-//! 4. the media type (415) and `Weir-Batch-Id` (400).
+//! 4. the media type (415: NDJSON, JSON or plain text; with
+//!    `format = "json"` also `+json` types and curl's default
+//!    `application/x-www-form-urlencoded`), `Content-Encoding` (415: `gzip`, `x-gzip`,
+//!    `zstd` and `identity` are read) and `Weir-Batch-Id` (400).
 //!
 //! A refused request's body is never read: when the request declares one,
 //! the answer says `Connection: close` and the connection closes after it
@@ -29,8 +32,17 @@ use super::HttpOptions;
 pub(super) struct Head {
     pub(super) content_length: usize,
     pub(super) array: bool,
+    pub(super) content_encoding: ContentEncoding,
     pub(super) batch_id: Option<u64>,
     pub(super) expect_continue: bool,
+}
+
+/// How a body is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ContentEncoding {
+    Identity,
+    Gzip,
+    Zstd,
 }
 
 /// A request head's verdict, and what becomes of the connection.
@@ -75,15 +87,35 @@ fn check_head(
         .unwrap_or_default()
         .to_ascii_lowercase();
     let media = content_type.split(';').next().unwrap_or("").trim();
+    // `format = "json"` tells an array from NDJSON by the body, and takes
+    // what `curl -d` sends by default too.
+    let json = options.json.is_some();
     let array = match media {
         "application/json" => true,
         "" | "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "text/plain" => {
             false
         }
+        "application/x-www-form-urlencoded" | "application/x-jsonlines" if json => false,
+        other if json && other.ends_with("+json") => false,
         other => {
             return Err(Response::error(
                 415,
                 &format!("content type `{other}`: send application/x-ndjson or application/json"),
+            ))
+        }
+    };
+    let content_encoding = match header(request, "content-encoding")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "identity" => ContentEncoding::Identity,
+        "gzip" | "x-gzip" => ContentEncoding::Gzip,
+        "zstd" => ContentEncoding::Zstd,
+        other => {
+            return Err(Response::error(
+                415,
+                &format!("content encoding `{other}`: send gzip, zstd or none"),
             ))
         }
     };
@@ -99,6 +131,7 @@ fn check_head(
     Ok(Head {
         content_length,
         array,
+        content_encoding,
         batch_id,
         expect_continue,
     })

@@ -49,10 +49,11 @@ use glommio::net::TcpStream;
 
 pub(crate) use super::body_events::{for_each_event, index_events};
 pub use super::body_events::{parse_events, BadEvent};
-use head::{Head, Verdict};
+use head::{ContentEncoding, Head, Verdict};
 use response::{retry_after_seconds, Response};
 
 use super::budget::Reservation;
+use super::json_events::JsonFormat;
 use super::limits::ListenerLimits;
 use super::listener::Slot;
 use super::metrics::Timeout;
@@ -69,9 +70,12 @@ pub struct HttpOptions {
     pub path: String,
     /// When set, requests must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
-    /// The largest body accepted (at most
+    /// The largest body accepted, before and after decompression (at most
     /// [`payload_bytes_max`](super::limits::payload_bytes_max)).
     pub body_limit_bytes: usize,
+    /// `format = "json"`: any JSON object per event, read by these
+    /// options; `None`: the weir format (`key`, `ts`, `sent_ns`).
+    pub json: Option<std::sync::Arc<JsonFormat>>,
 }
 
 impl Default for HttpOptions {
@@ -80,6 +84,7 @@ impl Default for HttpOptions {
             path: "/events".into(),
             token: None,
             body_limit_bytes: REQUEST_DEFAULT_BYTES,
+            json: None,
         }
     }
 }
@@ -163,7 +168,12 @@ impl Connection {
             Ok(body) => body,
             Err(next) => return next,
         };
-        let response = handle(&head, body, &self.queue, self.settings.retry_after_ms).await;
+        let body = match decode_body(&head, body, &self.queue, &self.settings) {
+            Ok(body) => body,
+            Err(refusal) => return self.finish(refusal, keep_alive, http_1_0).await,
+        };
+        let json = self.settings.options.json.as_deref();
+        let response = handle(&head, body, json, &self.queue, self.settings.retry_after_ms).await;
         self.finish(response, keep_alive, http_1_0).await
     }
 
@@ -300,15 +310,74 @@ impl Connection {
     }
 }
 
-/// Checks a body's events, queues them and awaits the log.
-async fn handle(
+/// The body decompressed as its `Content-Encoding` says, its share of the
+/// read budget moved to the decompressed bytes; or the refusal: 400 when
+/// it does not decompress, 413 when it decompresses to more than
+/// `body_limit_bytes`, 429 when the budget cannot hold it.
+fn decode_body(
     head: &Head,
     (body, reservation): (Payload, Reservation),
     queue: &IngestQueue,
+    settings: &Settings,
+) -> Result<(Payload, Reservation), Response> {
+    use std::io::Read;
+    let limit = settings.options.body_limit_bytes;
+    let (name, mut reader): (&str, Box<dyn Read + '_>) = match head.content_encoding {
+        ContentEncoding::Identity => return Ok((body, reservation)),
+        ContentEncoding::Gzip => (
+            "gzip",
+            Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+        ),
+        ContentEncoding::Zstd => match zstd::stream::read::Decoder::with_buffer(&body[..]) {
+            Ok(decoder) => ("zstd", Box::new(decoder)),
+            Err(error) => {
+                let message = format!("the zstd body does not decompress: {error}");
+                return Err(Response::error(400, &message));
+            }
+        },
+    };
+    let mut decoded = Vec::new();
+    let read = (&mut reader)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut decoded);
+    if let Err(error) = read {
+        let message = format!("the {name} body does not decompress: {error}");
+        return Err(Response::error(400, &message));
+    }
+    if decoded.len() > limit {
+        let message =
+            format!("the {name} body decompresses to more than the limit of {limit} bytes");
+        return Err(Response::error(413, &message));
+    }
+    drop(reader);
+    drop((body, reservation));
+    let Some(reservation) = queue.mesh.budget.reserve(decoded.len()) else {
+        let retry_after = retry_after_seconds(settings.retry_after_ms);
+        return Err(
+            Response::error(429, "the source's read budget is spent; retry later")
+                .header("retry-after", retry_after),
+        );
+    };
+    let mut payload = Payload::with_capacity(decoded.len());
+    payload.extend_from_slice(&decoded);
+    Ok((payload, reservation))
+}
+
+/// Checks a body's events, queues them and awaits the log. With
+/// `format = "json"` an array is told from NDJSON by its first byte, and
+/// events that do not decode are accepted as dead letters.
+async fn handle(
+    head: &Head,
+    (body, reservation): (Payload, Reservation),
+    json: Option<&JsonFormat>,
+    queue: &IngestQueue,
     retry_after_ms: u64,
 ) -> Response {
-    let array = head.array;
-    let index = match index_events(array, &body) {
+    let array = match json {
+        Some(_) => body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'['),
+        None => head.array,
+    };
+    let index = match index_events(array, &body, json) {
         Ok(index) => index,
         Err(bad) => {
             let at = match (bad.at, array) {
@@ -325,6 +394,7 @@ async fn handle(
         Encoding::Ndjson
     };
     let events = index.len();
+    let dead = index.iter().filter(|event| event.is_dead()).count();
     let reply = match enqueue(
         queue,
         encoding,
@@ -344,6 +414,10 @@ async fn handle(
         }
     };
     match reply.settle().await {
+        Ok(Settled::Accepted(events)) if json.is_some() => Response::json(
+            200,
+            format!("{{\"accepted\":{},\"dead_letter\":{dead}}}", events - dead),
+        ),
         Ok(Settled::Accepted(events)) => Response::json(200, format!("{{\"accepted\":{events}}}")),
         Ok(Settled::Duplicate) => Response::json(200, "{\"accepted\":0,\"duplicate\":true}".into()),
         Err(error) => Response::error(503, &error),
