@@ -3,11 +3,13 @@
 # (the `kafka` source and sink, through rdkafka-sys) is built from source
 # with cmake and a C++ compiler, and links OpenSSL found by pkg-config.
 #
-# Idempotent: if cmake, c++, pkg-config, OpenSSL's headers and gdb are
-# there it installs nothing. Otherwise it installs Debian's `cmake`, `g++`,
-# `pkg-config`, `libssl-dev` and `gdb` with apt-get (sudo when not root).
-# gdb is for the tests only: a `weir` run that hangs is reported with its
-# threads' stacks (tests/support/mod.rs, `thread_stacks`).
+# Idempotent: if cmake, c++, pkg-config, OpenSSL's headers, gdb, curl, gzip
+# and zstd are there it installs nothing. Otherwise it installs Debian's
+# `cmake`, `g++`, `pkg-config`, `libssl-dev`, `gdb`, `curl`, `gzip` and
+# `zstd` with apt-get (sudo when not root). gdb, curl, gzip and zstd are for
+# the tests only: a `weir` run that hangs is reported with its threads'
+# stacks (tests/support/mod.rs, `thread_stacks`), and the http source's
+# tests post compressed bodies with curl as a user would.
 # .ci/run and scripts/test.sh run it before anything compiles.
 set -euo pipefail
 
@@ -16,6 +18,10 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v gdb >/dev/null 2>&1 || missing+=(gdb)
+# The http source's tests post with curl, compressed by gzip and zstd.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v gzip >/dev/null 2>&1 || missing+=(gzip)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 if ! pkg-config --exists openssl 2>/dev/null; then
     missing+=(libssl-dev)
 fi

@@ -75,6 +75,7 @@ max_frame_bytes = {frame}
 
 [sources.http_in]
 type = "http"
+format = "weir"
 listen = "{http}"
 token = "s3cret"
 {limits}

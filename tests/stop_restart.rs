@@ -303,8 +303,9 @@ epoch_interval_ms = 50
 
 [sources.events]
 type = "http"
+format = "weir"
 listen = "127.0.0.1:{port}"
-watermark_delay_ms = 500
+max_out_of_orderness = "500ms"
 
 [processors.parsed]
 type = "parse"
