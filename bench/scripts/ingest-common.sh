@@ -36,6 +36,7 @@ $metrics
 [sources.events]
 type = "$protocol"
 listen = "127.0.0.1:$port"
+$( [[ $protocol == http ]] && echo 'format = "weir"' )
 
 [processors.per_second]
 type = "window"

@@ -12,6 +12,7 @@ cat > http.toml <<T
 shards = 2
 [sources.events]
 type = "http"
+format = "weir"
 listen = "127.0.0.1:$P"
 [sinks.out]
 type = "blackhole"

@@ -14,6 +14,7 @@ cat > http.toml <<T
 shards = 2
 [sources.events]
 type = "http"
+format = "weir"
 listen = "127.0.0.1:$P"
 token = "s3cret"
 [sources.frames]
