@@ -6,7 +6,7 @@
 #   ingest_setup PROTOCOL SHARDS [METRICS_PORT]
 #
 # EPOCH_MS (environment) sets the epoch interval, default 100 ms; SINK, the
-# sink (below).
+# sink, and HTTP_FORMAT, what the http source reads (below).
 #
 # sets: weir, work, port, target (the load generator's --target).
 
@@ -36,7 +36,7 @@ $metrics
 [sources.events]
 type = "$protocol"
 listen = "127.0.0.1:$port"
-$( [[ $protocol == http ]] && echo 'format = "weir"' )
+$(http_format_toml "$protocol")
 
 [processors.per_second]
 type = "window"
@@ -47,6 +47,20 @@ aggregates = ["count"]
 
 $(sink_toml)
 TOML
+}
+
+# HTTP_FORMAT=shipper (environment): the http source reads log shippers'
+# JSON (`format = "json"`, six typed fields of the access profile and an
+# RFC 3339 timestamp: run the load generator with --http-body shipper);
+# default: the weir format the load generator sends by default.
+http_format_toml() {
+  [[ $1 == http ]] || return 0
+  if [[ ${HTTP_FORMAT:-weir} == shipper ]]; then
+    printf '%s\n' 'key_field = "ip"' 'timestamp_field = "timestamp"' \
+      'schema = { ip = "ip", method = "string", path = "string", status = "int", bytes = "int", user_agent = "string" }'
+  else
+    printf 'format = "weir"\n'
+  fi
 }
 
 # SINK=blackhole (environment): the counts are dropped instead of written

@@ -12,6 +12,15 @@ use anyhow::Result;
 use clap::Parser;
 
 use crate::event::Profile;
+
+/// What the events of an HTTP body look like.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpBody {
+    /// weir's own: `key`, `ts`, `sent_ns`, then the profile's fields.
+    Weir,
+    /// A log shipper's: `timestamp` (RFC 3339), then the profile's fields.
+    Shipper,
+}
 use crate::limits::{BACKLOG_FRAMES_DEFAULT, CONNECTIONS_MAX};
 
 /// Options of a load generator run.
@@ -63,6 +72,17 @@ pub struct Args {
     /// How long to wait for outstanding acks after the last send.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// What HTTP bodies hold: `weir` (`key`, `ts`, `sent_ns` first: the
+    /// `http` source's `format = "weir"`) or `shipper` (a log shipper's
+    /// event: an RFC 3339 `timestamp` first, as Vector sends it, for
+    /// `format = "json"`).
+    #[arg(long, value_enum, default_value_t = HttpBody::Weir)]
+    pub http_body: HttpBody,
+    /// Send HTTP bodies gzip-compressed (`Content-Encoding: gzip`). Bodies
+    /// are compressed once, before the run: their times are those of the
+    /// start, not patched per send.
+    #[arg(long)]
+    pub gzip: bool,
     /// Ask the server to deduplicate batches (tcp `FLAG_DEDUP`, http
     /// `Weir-Batch-Id`).
     #[arg(long)]

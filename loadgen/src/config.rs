@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 
-use crate::cli::Args;
+use crate::cli::{Args, HttpBody};
 use crate::event::{Profile, Rng};
 use crate::limits::{CONNECTIONS_MAX, TCP_INFLIGHT_BATCHES_DEFAULT};
 use crate::stats;
@@ -68,6 +68,10 @@ pub(crate) struct ConnConfig {
     pub dedup: bool,
     pub token: Option<String>,
     pub max_backlog: usize,
+    /// What HTTP bodies hold.
+    pub http_body: HttpBody,
+    /// HTTP bodies are gzip-compressed.
+    pub gzip: bool,
     /// High bits of every batch id, different for every run.
     pub nonce: u64,
     /// The end of the schedule, from the start.
@@ -85,6 +89,9 @@ impl ConnConfig {
         if args.duration.is_zero() {
             bail!("--duration must be positive");
         }
+        if transport == Transport::Tcp && (args.gzip || args.http_body != HttpBody::Weir) {
+            bail!("--gzip and --http-body apply to http targets only");
+        }
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
         let nonce = Rng::new(unix_now ^ (u64::from(std::process::id()) << 40)).next_u64()
             & ((1 << NONCE_BITS) - 1);
@@ -100,6 +107,8 @@ impl ConnConfig {
             record_bytes: args.record_bytes,
             dedup: args.dedup,
             token: args.token.clone(),
+            http_body: args.http_body,
+            gzip: args.gzip,
             max_backlog: args.max_backlog as usize,
             nonce,
             end: args.warmup + args.duration,
@@ -249,6 +258,8 @@ mod tests {
             dedup: false,
             token: None,
             max_backlog: 1,
+            http_body: HttpBody::Weir,
+            gzip: false,
             nonce: 0xabc,
             end: Duration::from_secs(1),
             verbose: false,

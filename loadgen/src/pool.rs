@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use weir_protocol::{encode_payload, FrameHeader, WireEvent, FRAME_HEADER_BYTES};
 
+use crate::cli::HttpBody;
 use crate::config::{ConnConfig, Mode};
 use crate::event::EventGen;
 use crate::limits::{POOL_BATCHES_BASE, POOL_BATCHES_MIN, POOL_BYTES_MAX};
@@ -234,6 +235,9 @@ struct BodySlot {
     ts_at: Vec<u32>,
     /// Offsets in `body` of every line's `"sent_ns"` digits.
     sent_at: Vec<u32>,
+    /// Offsets in `body` of every line's RFC 3339 `"timestamp"`
+    /// (`--http-body shipper`).
+    stamp_at: Vec<u32>,
 }
 
 /// A connection's pre-encoded HTTP requests.
@@ -245,18 +249,30 @@ pub(crate) struct BodyPool {
 
 impl BodyPool {
     /// Encodes `batches` request bodies of `config.batch` NDJSON lines from
-    /// `gen` (each line's `key`, `ts` and `sent_ns` first, each line
-    /// without its newline about `record_bytes` long) and their heads.
+    /// `gen` (each line's `key`, `ts` and `sent_ns` first, or with
+    /// `--http-body shipper` its RFC 3339 `timestamp`; each line without
+    /// its newline about `record_bytes` long) and their heads. With
+    /// `--gzip` each body is stamped with the current time and compressed
+    /// here, once.
     pub(crate) fn new(gen: &mut EventGen, config: &ConnConfig, batches: usize) -> BodyPool {
+        let shipper = config.http_body == HttpBody::Shipper;
         let slots = (0..batches.max(1))
             .map(|_| {
                 let mut body = String::with_capacity(config.batch * (config.record_bytes + 64));
                 let mut ts_at = Vec::with_capacity(config.batch);
                 let mut sent_at = Vec::with_capacity(config.batch);
+                let mut stamp_at = Vec::new();
                 for _ in 0..config.batch {
                     gen.next_into(
                         &mut body,
                         |key, out| {
+                            if shipper {
+                                out.push_str(r#""timestamp":""#);
+                                stamp_at.push(out.len() as u32);
+                                out.push_str(&"0".repeat(RFC3339_MS_BYTES));
+                                out.push_str(r#"","#);
+                                return;
+                            }
                             out.push_str(r#""key":""#);
                             out.push_str(key);
                             out.push_str(r#"","ts":"#);
@@ -271,14 +287,28 @@ impl BodyPool {
                     );
                     body.push('\n');
                 }
-                let (head, batch_id_at) = request_head(config, body.len());
-                BodySlot {
-                    head: head.into_bytes(),
-                    batch_id_at,
+                let mut slot = BodySlot {
+                    head: Vec::new(),
+                    batch_id_at: None,
                     body: body.into_bytes(),
                     ts_at,
                     sent_at,
+                    stamp_at,
+                };
+                if config.gzip {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |since| since.as_nanos() as u64);
+                    slot.patch_times(now);
+                    slot.body = gzip(&slot.body);
+                    slot.ts_at.clear();
+                    slot.sent_at.clear();
+                    slot.stamp_at.clear();
                 }
+                let (head, batch_id_at) = request_head(config, slot.body.len());
+                slot.head = head.into_bytes();
+                slot.batch_id_at = batch_id_at;
+                slot
             })
             .collect();
         BodyPool { slots, next: 0 }
@@ -290,14 +320,7 @@ impl BodyPool {
         let index = self.next;
         self.next = (index + 1) % self.slots.len();
         let slot = &mut self.slots[index];
-        let ts = digits::<MS_DIGITS>(sent_ns / 1_000_000);
-        let sent = digits::<NS_DIGITS>(sent_ns);
-        for &at in &slot.ts_at {
-            slot.body[at as usize..at as usize + MS_DIGITS].copy_from_slice(&ts);
-        }
-        for &at in &slot.sent_at {
-            slot.body[at as usize..at as usize + NS_DIGITS].copy_from_slice(&sent);
-        }
+        slot.patch_times(sent_ns);
         if let Some(at) = slot.batch_id_at {
             slot.head[at..at + 16].copy_from_slice(&hex16(batch_id));
         }
@@ -313,6 +336,64 @@ impl BodyPool {
     }
 }
 
+impl BodySlot {
+    /// Writes `sent_ns` (and its milliseconds, as digits or RFC 3339) into
+    /// every line.
+    fn patch_times(&mut self, sent_ns: u64) {
+        let ts = digits::<MS_DIGITS>(sent_ns / 1_000_000);
+        let sent = digits::<NS_DIGITS>(sent_ns);
+        for &at in &self.ts_at {
+            self.body[at as usize..at as usize + MS_DIGITS].copy_from_slice(&ts);
+        }
+        for &at in &self.sent_at {
+            self.body[at as usize..at as usize + NS_DIGITS].copy_from_slice(&sent);
+        }
+        if !self.stamp_at.is_empty() {
+            let stamp = rfc3339_ms(sent_ns / 1_000_000);
+            for &at in &self.stamp_at {
+                self.body[at as usize..at as usize + RFC3339_MS_BYTES].copy_from_slice(&stamp);
+            }
+        }
+    }
+}
+
+/// `body` gzip-compressed (level 6, gzip's default).
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body).expect("compressing into memory");
+    encoder.finish().expect("compressing into memory")
+}
+
+/// Bytes of [`rfc3339_ms`]: `2026-12-05T10:00:00.250Z`.
+const RFC3339_MS_BYTES: usize = 24;
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds (the
+/// civil-from-days conversion of Howard Hinnant's `chrono` paper).
+fn rfc3339_ms(ms: u64) -> [u8; RFC3339_MS_BYTES] {
+    let days = (ms / 86_400_000) as i64;
+    let in_day = ms % 86_400_000;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1_000 % 60,
+        in_day % 1_000
+    );
+    let mut stamp = [b'0'; RFC3339_MS_BYTES];
+    stamp.copy_from_slice(&text.as_bytes()[..RFC3339_MS_BYTES]);
+    stamp
+}
+
 /// A request head for a body of `content_length` bytes, and where in it the
 /// `Weir-Batch-Id` digits go (with `--dedup`).
 fn request_head(config: &ConnConfig, content_length: usize) -> (String, Option<usize>) {
@@ -320,6 +401,9 @@ fn request_head(config: &ConnConfig, content_length: usize) -> (String, Option<u
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {content_length}\r\n",
         config.path, config.addr
     );
+    if config.gzip {
+        head.push_str("Content-Encoding: gzip\r\n");
+    }
     if let Some(token) = &config.token {
         head.push_str("Authorization: Bearer ");
         head.push_str(token);
@@ -449,6 +533,8 @@ mod tests {
             dedup,
             token: Some("t".into()),
             max_backlog: 1,
+            http_body: HttpBody::Weir,
+            gzip: false,
             nonce: 1,
             end: Duration::from_secs(1),
             verbose: false,
@@ -558,6 +644,35 @@ mod tests {
         }
         assert_eq!(&digits::<5>(123), b"  123");
         assert_eq!(&hex16(0xabc), b"0000000000000abc");
+    }
+
+    #[test]
+    fn shipper_bodies_carry_rfc3339_times_and_gzip_bodies_inflate() {
+        assert_eq!(&rfc3339_ms(1_796_464_800_250), b"2026-12-05T10:00:00.250Z");
+        assert_eq!(&rfc3339_ms(951_782_400_000), b"2000-02-29T00:00:00.000Z");
+        assert_eq!(&rfc3339_ms(0), b"1970-01-01T00:00:00.000Z");
+        let mut config = config(4, false);
+        config.http_body = HttpBody::Shipper;
+        let mut gen = EventGen::new(Profile::Access, 1, 10);
+        let mut pool = BodyPool::new(&mut gen, &config, 2);
+        let (_, body) = pool.next(0, 1_796_464_800_250_000_000);
+        for line in std::str::from_utf8(body).unwrap().lines() {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(event["timestamp"], "2026-12-05T10:00:00.250Z");
+            assert!(
+                event["status"].is_u64() && event["ip"].is_string(),
+                "{line}"
+            );
+        }
+        config.gzip = true;
+        let mut pool = BodyPool::new(&mut gen, &config, 1);
+        let (head, body) = pool.next(0, 0);
+        let head = std::str::from_utf8(head).unwrap();
+        assert!(head.contains("Content-Encoding: gzip\r\n"), "{head}");
+        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut text).unwrap();
+        assert_eq!(text.lines().count(), 4);
     }
 
     #[test]

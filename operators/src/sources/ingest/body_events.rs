@@ -139,7 +139,14 @@ fn visit<'a>(
     each: &mut dyn FnMut(Found<'a>),
 ) -> Result<(), BadEvent> {
     let read = |at: usize, raw: &'a [u8]| -> Result<Found<'a>, BadEvent> {
-        let text = match std::str::from_utf8(raw) {
+        let utf8 = match json {
+            // SAFETY: the weir format checked the whole body below, and
+            // `raw` is a line of it (split at ASCII bytes) or an element
+            // of it as a JSON parser found it: UTF-8 too.
+            None => Ok(unsafe { std::str::from_utf8_unchecked(raw) }),
+            Some(_) => std::str::from_utf8(raw),
+        };
+        let text = match utf8 {
             Ok(text) => text,
             Err(error) => {
                 // An owned key: a borrowed one must lie in the body.

@@ -62,8 +62,8 @@ impl TimestampFormat {
             (TimestampFormat::Auto | TimestampFormat::Rfc3339, Json::String(text)) => {
                 return match parse_timestamp(text) {
                     Some(ms) if ms >= 0 => Ok(Some(ms as u64)),
-                    Some(_) => Err(format!("{json} is before 1970")),
-                    None => Err(format!("{json} is not an RFC 3339 time")),
+                    Some(_) => Err(format!("{} is before 1970", shown(json))),
+                    None => Err(format!("{} is not an RFC 3339 time", shown(json))),
                 };
             }
             (TimestampFormat::Auto | TimestampFormat::UnixS, Json::Number(_)) => 1e3,
@@ -75,7 +75,7 @@ impl TimestampFormat {
                     TimestampFormat::Auto => "RFC 3339 text or seconds since the epoch",
                     _ => "a number",
                 };
-                return Err(format!("{json} is not {expected}"));
+                return Err(format!("{} is not {expected}", shown(json)));
             }
         };
         let Json::Number(number) = json else {
@@ -94,7 +94,7 @@ impl TimestampFormat {
         };
         ms.filter(|ms| *ms <= i64::MAX as u64)
             .map(Some)
-            .ok_or_else(|| format!("{json} is not a time after 1970"))
+            .ok_or_else(|| format!("{} is not a time after 1970", shown(json)))
     }
 }
 
@@ -181,6 +181,20 @@ impl<'de> Visitor<'de> for Members<'_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
+            if let (Some(index), false, false) = (roles.field, roles.key, roles.timestamp) {
+                // The common case: straight into the field's type, with no
+                // `serde_json::Value` in between.
+                let (name, ty) = &self.format.fields[index];
+                let keep = self.values.is_some();
+                let typed = map.next_value_seed(Typed { ty: *ty, keep })?;
+                match (typed, self.values.as_deref_mut()) {
+                    _ if self.failure.is_some() => {}
+                    (Ok(value), Some(values)) => values[index] = value,
+                    (Ok(_), None) => {}
+                    (Err(reason), _) => *self.failure = Some(format!("field `{name}`: {reason}")),
+                }
+                continue;
+            }
             let json: serde_json::Value = map.next_value()?;
             if self.failure.is_none() {
                 if let Err(reason) = self.take(roles, &json) {
@@ -189,6 +203,120 @@ impl<'de> Visitor<'de> for Members<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// A member's value read straight into a [`Value`] of type `ty` (for
+/// scalar types; `list` and `map` go through [`value_from_json`]), with
+/// [`typed`]'s conversions and messages. `keep: false` only checks: a
+/// string is not copied.
+struct Typed {
+    ty: Type,
+    keep: bool,
+}
+
+impl Typed {
+    fn mismatch(&self, shown: impl fmt::Display) -> Result<Value, String> {
+        Err(format!("{} is not a {}", cut(shown.to_string()), self.ty))
+    }
+
+    fn text(&self, text: &str) -> Result<Value, String> {
+        if self.ty == Type::String {
+            return Ok(if self.keep {
+                Value::String(text.to_owned())
+            } else {
+                Value::Null
+            });
+        }
+        let mut value = Value::Null;
+        if convert_text(text, self.ty, &mut value) {
+            Ok(value)
+        } else {
+            self.mismatch(serde_json::Value::from(text))
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Typed {
+    type Value = Result<Value, String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        if matches!(self.ty, Type::List | Type::Map) {
+            let json = <serde_json::Value as serde::Deserialize>::deserialize(deserializer)?;
+            return Ok(typed(&json, self.ty));
+        }
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Typed {
+    type Value = Result<Value, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {}", self.ty)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Ok(Value::Null))
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(match self.ty {
+            Type::Bool => Ok(Value::Bool(value)),
+            _ => self.mismatch(value),
+        })
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(match self.ty {
+            Type::Int => Ok(Value::Int(value)),
+            Type::Float => Ok(Value::Float(value as f64)),
+            Type::Timestamp => Ok(Value::Timestamp(value)),
+            _ => self.mismatch(value),
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        match i64::try_from(value) {
+            Ok(value) => self.visit_i64(value),
+            Err(_) if self.ty == Type::Float => Ok(Ok(Value::Float(value as f64))),
+            Err(_) => Ok(self.mismatch(value)),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(match self.ty {
+            Type::Float => Ok(Value::Float(value)),
+            _ => self.mismatch(serde_json::Value::from(value)),
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(self.text(text))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        if self.ty == Type::String && self.keep {
+            return Ok(Ok(Value::String(text)));
+        }
+        Ok(self.text(&text))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let json = <serde_json::Value as serde::Deserialize>::deserialize(
+            de::value::SeqAccessDeserializer::new(seq),
+        )?;
+        Ok(self.mismatch(json))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let json = <serde_json::Value as serde::Deserialize>::deserialize(
+            de::value::MapAccessDeserializer::new(map),
+        )?;
+        Ok(self.mismatch(json))
     }
 }
 
@@ -215,7 +343,7 @@ impl Members<'_> {
             self.decoded.ts_ms = format
                 .timestamp_format
                 .millis(json)
-                .map_err(|reason| format!("timestamp field `{name}`: {}", cut(reason)))?;
+                .map_err(|reason| format!("timestamp field `{name}`: {reason}"))?;
         }
         if let Some(index) = roles.field {
             let (name, ty) = &format.fields[index];
@@ -245,14 +373,15 @@ fn typed(json: &serde_json::Value, ty: Type) -> Result<Value, String> {
     }
 }
 
-/// A value as an error shows it: at most 96 bytes of its JSON.
+/// A value as an error shows it: at most 64 bytes of its JSON.
 fn shown(json: &serde_json::Value) -> String {
     cut(json.to_string())
 }
 
+/// `text` cut to at most 64 bytes, as `value_from_json` shows values.
 fn cut(mut text: String) -> String {
-    if text.len() > 96 {
-        let mut end = 93;
+    if text.len() > 64 {
+        let mut end = 61;
         while !text.is_char_boundary(end) {
             end -= 1;
         }
@@ -386,6 +515,19 @@ mod tests {
             reason(r#"{"status":[1]}"#),
             "field `status`: [1] is not a int"
         );
+        assert_eq!(
+            reason(r#"{"status":{"a":"b"}}"#),
+            "field `status`: {\"a\":\"b\"} is not a int"
+        );
+        assert_eq!(
+            reason(r#"{"status":1.5}"#),
+            "field `status`: 1.5 is not a int"
+        );
+        assert_eq!(
+            reason(r#"{"status":true}"#),
+            "field `status`: true is not a int"
+        );
+        assert_eq!(reason(r#"{"level":7}"#), "field `level`: 7 is not a string");
         let mut values = vec![Value::Null; 3];
         format
             .decode(r#"{"status":"404"}"#, Some(&mut values))
