@@ -5,7 +5,8 @@
 //!   file, exactly-once by byte offset, optionally following a growing file.
 //! - [`generator`]: the `generator` source: keyed events, or realistic rows
 //!   with injected attacks (`profile`).
-//! - [`ingest`]: the `tcp` and `http` sources: durable network ingest.
+//! - [`ingest`]: the `tcp`, `http` and `syslog` sources: durable network
+//!   ingest.
 //! - [`kafka`]: the `kafka` source: Kafka topics, exactly once by offset.
 //!
 //! [`events`] is the schema of the rows of `generator` (with `keys`),

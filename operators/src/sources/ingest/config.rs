@@ -1,4 +1,4 @@
-//! The `tcp` and `http` source components: their options
+//! The `tcp`, `http` and `syslog` source components: their options
 //! ([`IngestConfig`]), checked into an [`IngestSource`]'s settings.
 
 use std::sync::{Arc, OnceLock};
@@ -13,6 +13,27 @@ use crate::sources::events::event_schema;
 use crate::sources::ingest::event::IngestEvent;
 use crate::sources::ingest::json_events::{JsonFormat, TimestampFormat};
 use crate::sources::ingest::Watermarks;
+
+/// Which ingest source a table configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `type = "tcp"`.
+    Tcp,
+    /// `type = "http"`.
+    Http,
+    /// `type = "syslog"`.
+    Syslog,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Http => "http",
+            Kind::Syslog => "syslog",
+        }
+    }
+}
 
 /// What an `http` source's events are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +94,12 @@ pub struct IngestConfig {
     /// `http` with `format = "json"`: typed fields read into the row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<FieldTypes>,
+    /// `syslog` only: `tcp` (the default) or `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::sources::ingest::syslog::SyslogMode>,
+    /// `syslog` only: the longest message (default 102400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
     /// The retry delay given with 429 / 503 / `Overloaded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
@@ -111,7 +138,7 @@ impl IngestConfig {
     /// The settings of source `name`; an error names the field.
     pub fn to_source(
         &self,
-        http: bool,
+        kind: Kind,
         name: &str,
     ) -> Result<
         (
@@ -142,9 +169,9 @@ impl IngestConfig {
         options.queue_events = self.queue_events.unwrap_or(options.queue_events);
         options.dedup_window_ms = self.dedup_window_ms.unwrap_or(options.dedup_window_ms);
         options.dedup_max_ids = self.dedup_max_ids.unwrap_or(options.dedup_max_ids);
-        self.watermarks(http, &mut options)?;
+        self.watermarks(kind, &mut options)?;
         options.retry_after_ms = self.retry_after_ms.unwrap_or(options.retry_after_ms);
-        let protocol = self.protocol(http)?;
+        let protocol = self.protocol(kind)?;
         check_request_limit(&protocol, name)?;
         self.limits(&mut options.limits);
         options.limits.check(protocol.request_bytes_max())?;
@@ -154,7 +181,7 @@ impl IngestConfig {
     /// The watermark options, over the defaults.
     fn watermarks(
         &self,
-        http: bool,
+        kind: Kind,
         options: &mut crate::sources::ingest::IngestOptions,
     ) -> Result<(), (&'static str, String)> {
         if let Some(ms) = self.watermark_delay_ms {
@@ -166,7 +193,8 @@ impl IngestConfig {
                 ),
             ));
         }
-        let json = http && self.format.unwrap_or(HttpFormat::Json) == HttpFormat::Json;
+        let json =
+            kind == Kind::Http && self.format.unwrap_or(HttpFormat::Json) == HttpFormat::Json;
         options.watermarks = self.watermark.unwrap_or(if json {
             Watermarks::Data
         } else {
@@ -244,45 +272,88 @@ impl IngestConfig {
     /// refused.
     fn protocol(
         &self,
-        http: bool,
+        kind: Kind,
     ) -> Result<crate::sources::ingest::Protocol, (&'static str, String)> {
-        use crate::sources::ingest::{http::HttpOptions, tcp::TcpOptions, Protocol};
-        let protocol = if http {
-            if self.max_frame_bytes.is_some() {
-                return Err((
-                    "max_frame_bytes",
-                    "`max_frame_bytes` applies to `tcp` sources only".into(),
-                ));
+        use crate::sources::ingest::{
+            http::HttpOptions, syslog::SyslogOptions, tcp::TcpOptions, Protocol,
+        };
+        // Each option, and the sources it applies to.
+        let owned: [(&'static str, bool, &[Kind]); 11] = [
+            (
+                "max_frame_bytes",
+                self.max_frame_bytes.is_some(),
+                &[Kind::Tcp],
+            ),
+            ("path", self.path.is_some(), &[Kind::Http]),
+            ("token", self.token.is_some(), &[Kind::Http]),
+            (
+                "body_limit_bytes",
+                self.body_limit_bytes.is_some(),
+                &[Kind::Http],
+            ),
+            ("format", self.format.is_some(), &[Kind::Http]),
+            ("key_field", self.key_field.is_some(), &[Kind::Http]),
+            (
+                "timestamp_field",
+                self.timestamp_field.is_some(),
+                &[Kind::Http],
+            ),
+            (
+                "timestamp_format",
+                self.timestamp_format.is_some(),
+                &[Kind::Http],
+            ),
+            ("schema", self.schema.is_some(), &[Kind::Http]),
+            ("mode", self.mode.is_some(), &[Kind::Syslog]),
+            (
+                "max_message_bytes",
+                self.max_message_bytes.is_some(),
+                &[Kind::Syslog],
+            ),
+        ];
+        for (field, set, kinds) in owned {
+            if set && !kinds.contains(&kind) {
+                let owners: Vec<&str> = kinds.iter().map(|kind| kind.name()).collect();
+                let message = format!(
+                    "`{field}` applies to `{}` sources only, not `{}`",
+                    owners.join("`, `"),
+                    kind.name()
+                );
+                return Err((field, message));
             }
-            let mut http = HttpOptions::default();
-            if let Some(path) = &self.path {
-                if !path.starts_with('/') {
-                    return Err(("path", format!("`path = \"{path}\"` must start with `/`")));
+        }
+        let protocol = match kind {
+            Kind::Http => {
+                let mut http = HttpOptions::default();
+                if let Some(path) = &self.path {
+                    if !path.starts_with('/') {
+                        return Err(("path", format!("`path = \"{path}\"` must start with `/`")));
+                    }
+                    http.path = path.clone();
                 }
-                http.path = path.clone();
+                http.token = self.token.clone();
+                http.body_limit_bytes = self.body_limit_bytes.unwrap_or(http.body_limit_bytes);
+                http.json = self.json_format()?.map(Arc::new);
+                Protocol::Http(http)
             }
-            http.token = self.token.clone();
-            http.body_limit_bytes = self.body_limit_bytes.unwrap_or(http.body_limit_bytes);
-            http.json = self.json_format()?.map(Arc::new);
-            Protocol::Http(http)
-        } else {
-            for (field, set) in [
-                ("path", self.path.is_some()),
-                ("token", self.token.is_some()),
-                ("body_limit_bytes", self.body_limit_bytes.is_some()),
-                ("format", self.format.is_some()),
-                ("key_field", self.key_field.is_some()),
-                ("timestamp_field", self.timestamp_field.is_some()),
-                ("timestamp_format", self.timestamp_format.is_some()),
-                ("schema", self.schema.is_some()),
-            ] {
-                if set {
-                    return Err((field, format!("`{field}` applies to `http` sources only")));
+            Kind::Tcp => {
+                let mut tcp = TcpOptions::default();
+                tcp.max_frame_bytes = self.max_frame_bytes.unwrap_or(tcp.max_frame_bytes);
+                Protocol::Tcp(tcp)
+            }
+            Kind::Syslog => {
+                let mut syslog = SyslogOptions::default();
+                syslog.mode = self.mode.unwrap_or(syslog.mode);
+                if self.max_message_bytes == Some(0) {
+                    return Err((
+                        "max_message_bytes",
+                        "`max_message_bytes` must be positive".into(),
+                    ));
                 }
+                syslog.max_message_bytes =
+                    self.max_message_bytes.unwrap_or(syslog.max_message_bytes);
+                Protocol::Syslog(syslog)
             }
-            let mut tcp = TcpOptions::default();
-            tcp.max_frame_bytes = self.max_frame_bytes.unwrap_or(tcp.max_frame_bytes);
-            Protocol::Tcp(tcp)
         };
         Ok(protocol)
     }
@@ -297,6 +368,9 @@ fn check_request_limit(
     let max = crate::sources::ingest::limits::payload_bytes_max(name);
     let (option, limit) = match protocol {
         crate::sources::ingest::Protocol::Http(http) => ("body_limit_bytes", http.body_limit_bytes),
+        crate::sources::ingest::Protocol::Syslog(syslog) => {
+            ("max_message_bytes", syslog.max_message_bytes)
+        }
         crate::sources::ingest::Protocol::Tcp(tcp) => {
             ("max_frame_bytes", tcp.max_frame_bytes as usize)
         }
@@ -342,25 +416,28 @@ impl std::ops::Deref for HttpSourceConfig {
 struct IngestNode {
     protocol: super::Protocol,
     options: super::IngestOptions,
-    /// `format = "json"`: how its rows are made.
-    layout: Option<Arc<(Arc<JsonFormat>, rows::JsonLayout)>>,
+    /// How its rows are made.
+    layout: rows::Layout,
 }
 
 impl IngestConfig {
     /// Plans source `name` of this protocol: its events are read as rows of
     /// [`event_schema`] from its `NAME:rows` node.
-    fn plan_source(&self, http: bool, name: &str) -> Result<Planned, OptionError> {
+    fn plan_source(&self, kind: Kind, name: &str) -> Result<Planned, OptionError> {
         let (protocol, options) = self
-            .to_source(http, name)
+            .to_source(kind, name)
             .map_err(|(option, message)| OptionError::new(option, message))?;
         let json = match &protocol {
             crate::sources::ingest::Protocol::Http(http) => http.json.clone(),
-            crate::sources::ingest::Protocol::Tcp(_) => None,
+            _ => None,
         };
+        let syslog = matches!(protocol, crate::sources::ingest::Protocol::Syslog(_));
         let layout = json.as_deref().map(rows::JsonLayout::new);
-        let schema = layout
-            .as_ref()
-            .map_or_else(event_schema, |layout| layout.schema.clone());
+        let schema = match (&layout, syslog) {
+            (Some(layout), _) => layout.schema.clone(),
+            (None, true) => rows::syslog_schema(),
+            (None, false) => event_schema(),
+        };
         let node_name = rows::node_name(name);
         let mut outputs = vec![Output::rows(schema).from_node(node_name.clone())];
         if json.is_some() {
@@ -369,12 +446,15 @@ impl IngestConfig {
                     .from_node(node_name),
             );
         }
+        let layout = match json.zip(layout) {
+            Some(json) => rows::Layout::Json(Arc::new(json)),
+            None if syslog => rows::Layout::Syslog,
+            None => rows::Layout::Events,
+        };
         let node = IngestNode {
             protocol,
             options,
-            layout: json
-                .zip(layout)
-                .map(|(json, layout)| Arc::new((json, layout))),
+            layout,
         };
         Ok(Planned::new(outputs, node))
     }
@@ -382,21 +462,37 @@ impl IngestConfig {
 
 impl Component for TcpSourceConfig {
     fn check(&self, name: &str) -> Result<(), OptionError> {
-        self.0.plan_source(false, name).map(drop)
+        self.0.plan_source(Kind::Tcp, name).map(drop)
     }
 
     fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
-        self.0.plan_source(false, context.name)
+        self.0.plan_source(Kind::Tcp, context.name)
     }
 }
 
 impl Component for HttpSourceConfig {
     fn check(&self, name: &str) -> Result<(), OptionError> {
-        self.0.plan_source(true, name).map(drop)
+        self.0.plan_source(Kind::Http, name).map(drop)
     }
 
     fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
-        self.0.plan_source(true, context.name)
+        self.0.plan_source(Kind::Http, context.name)
+    }
+}
+
+/// A `syslog` source's table: [`IngestConfig`] with `mode` and
+/// `max_message_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SyslogSourceConfig(pub IngestConfig);
+
+impl Component for SyslogSourceConfig {
+    fn check(&self, name: &str) -> Result<(), OptionError> {
+        self.0.plan_source(Kind::Syslog, name).map(drop)
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        self.0.plan_source(Kind::Syslog, context.name)
     }
 }
 

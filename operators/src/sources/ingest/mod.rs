@@ -1,4 +1,5 @@
-//! Network ingest: the `http` and `tcp` sources (`docs/protocol.md`).
+//! Network ingest: the `http`, `tcp` and `syslog` sources
+//! (`docs/protocol.md`; syslog in [`syslog`]).
 //!
 //! Each shard runs one instance of an ingest source, and each instance
 //! listens on the configured address with `SO_REUSEPORT` (glommio sets it),
@@ -72,6 +73,7 @@ mod queue;
 mod record;
 pub mod rows;
 mod socket;
+pub mod syslog;
 pub mod tcp;
 
 use std::cell::{Cell, RefCell};
@@ -86,7 +88,7 @@ use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, Sour
 use crate::limits::MESH_MAX_BATCHES;
 use crate::sources::ingest::event::IngestEvent;
 use budget::ReadBudget;
-pub use config::{HttpSourceConfig, IngestConfig, TcpSourceConfig};
+pub use config::{HttpSourceConfig, IngestConfig, Kind, SyslogSourceConfig, TcpSourceConfig};
 use dedup::DedupTable;
 use limits::ListenerLimits;
 use listener::{Handoff, Slot, Slots};
@@ -166,6 +168,8 @@ pub(crate) enum Encoding {
     Ndjson = 1,
     /// One JSON array of objects.
     JsonArray = 2,
+    /// syslog messages (`syslog::for_each_message`).
+    Syslog = 3,
 }
 
 impl Encoding {
@@ -174,6 +178,7 @@ impl Encoding {
             0 => Encoding::Wire,
             1 => Encoding::Ndjson,
             2 => Encoding::JsonArray,
+            3 => Encoding::Syslog,
             _ => return None,
         })
     }
@@ -198,17 +203,29 @@ pub(crate) enum Checked {
     No,
 }
 
-/// Calls `each` for every event of a batch; `json` is the `http` source's
-/// `format = "json"` (`None`: the weir format).
+/// Calls `each` for every event of a batch accepted at `accepted_ns`;
+/// `json` is the `http` source's `format = "json"` (`None`: the weir
+/// format). A syslog message's key is its peer's address.
 pub(crate) fn for_each_event(
     encoding: Encoding,
     payload: &Payload,
     checked: Checked,
     index: &[body_events::Indexed],
     json: Option<&json_events::JsonFormat>,
+    accepted_ns: u64,
     mut each: impl FnMut(EventRef<'_>),
 ) -> Result<(), String> {
     match encoding {
+        Encoding::Syslog => syslog::for_each_message(payload, |peer, text| {
+            let parsed = syslog::parse(text, accepted_ns / 1_000_000);
+            each(EventRef {
+                key: &peer.to_string(),
+                ts_ms: parsed.ts_ms.and_then(|ms| u64::try_from(ms).ok()),
+                sent_ns: 0,
+                body: text,
+                error: None,
+            })
+        }),
         Encoding::Wire => tcp::for_each_event(payload, checked, &mut each),
         Encoding::Ndjson | Encoding::JsonArray => {
             let index = (checked == Checked::Yes && !index.is_empty()).then_some(index);
@@ -345,6 +362,8 @@ pub enum Protocol {
     Tcp(tcp::TcpOptions),
     /// HTTP `POST` of NDJSON or a JSON array.
     Http(http::HttpOptions),
+    /// syslog over TCP or UDP.
+    Syslog(syslog::SyslogOptions),
 }
 
 impl Protocol {
@@ -353,6 +372,7 @@ impl Protocol {
         match self {
             Protocol::Tcp(tcp) => tcp.max_frame_bytes as usize,
             Protocol::Http(http) => http.body_limit_bytes,
+            Protocol::Syslog(syslog) => syslog.max_message_bytes,
         }
     }
 
@@ -367,6 +387,10 @@ impl Protocol {
             Protocol::Http(mut http) => {
                 http.body_limit_bytes = http.body_limit_bytes.min(bytes);
                 Protocol::Http(http)
+            }
+            Protocol::Syslog(mut syslog) => {
+                syslog.max_message_bytes = syslog.max_message_bytes.min(bytes);
+                Protocol::Syslog(syslog)
             }
         }
     }
@@ -459,6 +483,11 @@ impl IngestSource {
     }
 
     fn start_listening(&mut self) -> Result<(), OperatorError> {
+        if let Protocol::Syslog(options) = &self.protocol {
+            if options.mode == syslog::SyslogMode::Udp {
+                return self.start_udp(options.clone());
+            }
+        }
         let listener = glommio::net::TcpListener::bind(self.options.listen).map_err(|error| {
             OperatorError::io(format!(
                 "source `{}` (shard {}): cannot listen on {}: {error}",
@@ -469,11 +498,31 @@ impl IngestSource {
         let serve = match &self.protocol {
             Protocol::Tcp(tcp) => tcp::serve_on(queue, tasks, tcp.clone(), &self.options),
             Protocol::Http(http) => http::serve_on(queue, tasks, http.clone(), &self.options),
+            Protocol::Syslog(syslog) => {
+                syslog::serve_on(queue, tasks, syslog.clone(), &self.options)
+            }
         };
         self.serve = Some(serve.clone());
         let accept = listener::accept_loop(listener, self.queue.clone(), serve);
         let accept = glommio::spawn_local(accept).detach();
         *self.tasks.accept.borrow_mut() = Some(accept);
+        self.queue.open.set(true);
+        self.listening = true;
+        Ok(())
+    }
+
+    /// Binds this shard's UDP socket (`SO_REUSEPORT`: the kernel spreads
+    /// senders over the shards) and receives on it until the source ends.
+    fn start_udp(&mut self, options: syslog::SyslogOptions) -> Result<(), OperatorError> {
+        let socket = glommio::net::UdpSocket::bind(self.options.listen).map_err(|error| {
+            OperatorError::io(format!(
+                "source `{}` (shard {}): cannot listen on udp {}: {error}",
+                self.context.node, self.context.shard, self.options.listen
+            ))
+        })?;
+        let receive = syslog::receive_udp(socket, self.queue.clone(), options);
+        let receive = glommio::spawn_local(receive).detach();
+        *self.tasks.accept.borrow_mut() = Some(receive);
         self.queue.open.set(true);
         self.listening = true;
         Ok(())
@@ -518,28 +567,36 @@ impl IngestSource {
         let (instances, instance) = (self.context.instances as u64, self.context.instance as u64);
         let json = match &self.protocol {
             Protocol::Http(http) => http.json.as_deref(),
-            Protocol::Tcp(_) => None,
+            Protocol::Tcp(_) | Protocol::Syslog(_) => None,
         };
         let scratch = &mut self.scratch;
         let emitted = &mut self.emitted;
         let max_event_ms = &mut self.max_event_ms;
-        for_each_event(header.encoding, payload, checked, index, json, |event| {
-            scratch.id = *emitted * instances + instance;
-            *emitted += 1;
-            scratch.key.clear();
-            scratch.key.push_str(event.key);
-            scratch.ts_ms = event.ts_ms.unwrap_or(accepted_ns / 1_000_000);
-            scratch.sent_ns = event.sent_ns;
-            scratch.ingest_ns = accepted_ns;
-            scratch.body.clear();
-            scratch.body.push_str(event.body);
-            scratch.error.clear();
-            match event.error {
-                Some(error) => scratch.error.push_str(error),
-                None => *max_event_ms = Some(max_event_ms.unwrap_or(0).max(scratch.ts_ms)),
-            }
-            out.push(scratch);
-        })?;
+        for_each_event(
+            header.encoding,
+            payload,
+            checked,
+            index,
+            json,
+            accepted_ns,
+            |event| {
+                scratch.id = *emitted * instances + instance;
+                *emitted += 1;
+                scratch.key.clear();
+                scratch.key.push_str(event.key);
+                scratch.ts_ms = event.ts_ms.unwrap_or(accepted_ns / 1_000_000);
+                scratch.sent_ns = event.sent_ns;
+                scratch.ingest_ns = accepted_ns;
+                scratch.body.clear();
+                scratch.body.push_str(event.body);
+                scratch.error.clear();
+                match event.error {
+                    Some(error) => scratch.error.push_str(error),
+                    None => *max_event_ms = Some(max_event_ms.unwrap_or(0).max(scratch.ts_ms)),
+                }
+                out.push(scratch);
+            },
+        )?;
         self.active_ns = unix_ns();
         Ok(())
     }

@@ -266,6 +266,13 @@ pub(crate) struct IngestQueue {
 impl IngestQueue {
     /// Queues `batch`, or drops it (releasing its share of the read
     /// budget) and says why not.
+    /// Whether a local batch of `events` would be refused as
+    /// [`Refused::Full`] now.
+    pub(crate) fn is_full_for(&self, events: usize) -> bool {
+        let queued = self.events.get();
+        queued > 0 && queued + events > self.limit
+    }
+
     pub(crate) fn push(&self, batch: Queued) -> Result<(), Refused> {
         if !self.open.get() {
             return Err(Refused::Unavailable);

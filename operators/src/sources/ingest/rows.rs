@@ -22,7 +22,7 @@ use weir_runtime::{Batch, Emitter, Processor, ShardContext};
 
 use std::sync::Arc;
 
-use crate::row::{Row, Schema, Type, Value};
+use crate::row::{Ip, MapEntry, Row, Schema, Type, Value};
 use crate::sources::events::event_schema;
 use crate::sources::ingest::event::{ArchivedIngestEvent, IngestEvent};
 use crate::sources::ingest::json_events::JsonFormat;
@@ -94,13 +94,47 @@ impl JsonLayout {
     }
 }
 
-/// Turns [`IngestEvent`]s into rows of [`event_schema`], or of a
-/// [`JsonLayout`].
+/// The schema of a `syslog` source's rows: `id: int`, `timestamp:
+/// timestamp` (the message's, or when it was accepted), `hostname`,
+/// `appname`, `procid`, `msgid`, `facility`, `severity` (names such as
+/// `auth`, `err`), `message` (strings; null where the message has none),
+/// `structured_data: map` (RFC 5424 element id → map of its parameters)
+/// and `source_ip: ip` (the sender).
+pub fn syslog_schema() -> Schema {
+    Schema::new([
+        ("id", Type::Int),
+        ("timestamp", Type::Timestamp),
+        ("hostname", Type::String),
+        ("appname", Type::String),
+        ("procid", Type::String),
+        ("msgid", Type::String),
+        ("facility", Type::String),
+        ("severity", Type::String),
+        ("message", Type::String),
+        ("structured_data", Type::Map),
+        ("source_ip", Type::Ip),
+    ])
+}
+
+/// Which rows an ingest source's events become.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// [`event_schema`].
+    Events,
+    /// `http` with `format = "json"`.
+    Json(Arc<(Arc<JsonFormat>, JsonLayout)>),
+    /// [`syslog_schema`].
+    Syslog,
+}
+
+/// Turns [`IngestEvent`]s into rows of [`event_schema`], of a
+/// [`JsonLayout`] or of [`syslog_schema`].
 #[derive(Debug)]
 pub struct EventRows {
     row: Row,
     latency: ProcessedLatency,
     json: Option<Arc<(Arc<JsonFormat>, JsonLayout)>>,
+    syslog: bool,
     /// The schema fields of one event, decoded (json with a schema).
     fields: Vec<Value>,
     /// The dead letter under construction.
@@ -110,21 +144,80 @@ pub struct EventRows {
 impl EventRows {
     /// The adapter of `context`'s shard, recording latency as its node;
     /// `json`: the format and layout of a `format = "json"` source.
-    pub fn new(
-        context: &ShardContext,
-        json: Option<Arc<(Arc<JsonFormat>, JsonLayout)>>,
-    ) -> EventRows {
-        let (width, fields) = match json.as_deref() {
-            Some((format, layout)) => (layout.schema.len(), format.fields.len()),
-            None => (4, 0),
+    pub fn new(context: &ShardContext, layout: Layout) -> EventRows {
+        let (width, fields) = match &layout {
+            Layout::Json(json) => (json.1.schema.len(), json.0.fields.len()),
+            Layout::Syslog => (syslog_schema().len(), 0),
+            Layout::Events => (4, 0),
+        };
+        let syslog = matches!(layout, Layout::Syslog);
+        let json = match layout {
+            Layout::Json(json) => Some(json),
+            _ => None,
         };
         EventRows {
             row: Row::nulls(width),
             latency: ProcessedLatency::new(context),
             json,
+            syslog,
             fields: vec![Value::Null; fields],
             dead: Row::nulls(4),
         }
+    }
+
+    /// Fills the row with one syslog message's fields.
+    fn syslog_event(&mut self, event: &ArchivedIngestEvent) {
+        let accepted_ms = event.ingest_ns.to_native() / 1_000_000;
+        let parsed = crate::sources::ingest::syslog::parse(&event.body, accepted_ms);
+        let message = &parsed.message;
+        let values = &mut self.row.values;
+        values[0] = Value::Int(event.id.to_native() as i64);
+        values[1] = Value::Timestamp(event.ts_ms.to_native() as i64);
+        let text = |slot: &mut Value, text: Option<&str>| match text {
+            Some(text) => set_string(slot, text),
+            None => *slot = Value::Null,
+        };
+        text(&mut values[2], message.hostname);
+        text(&mut values[3], message.appname);
+        let procid = message.procid.as_ref().map(ToString::to_string);
+        text(&mut values[4], procid.as_deref());
+        text(&mut values[5], message.msgid);
+        text(
+            &mut values[6],
+            message.facility.map(|facility| facility.as_str()),
+        );
+        text(
+            &mut values[7],
+            message.severity.map(|severity| severity.as_str()),
+        );
+        set_string(&mut values[8], message.msg);
+        values[9] = if message.structured_data.is_empty() {
+            Value::Null
+        } else {
+            Value::Map(
+                message
+                    .structured_data
+                    .iter()
+                    .map(|element| MapEntry {
+                        key: element.id.to_owned(),
+                        value: Value::Map(
+                            element
+                                .params
+                                .iter()
+                                .map(|(name, value)| MapEntry {
+                                    key: (*name).to_owned(),
+                                    value: Value::String((*value).to_owned()),
+                                })
+                                .collect(),
+                        ),
+                    })
+                    .collect(),
+            )
+        };
+        values[10] = match event.key.parse::<std::net::IpAddr>() {
+            Ok(addr) => Value::Ip(Ip::from(addr)),
+            Err(_) => Value::Null,
+        };
     }
 
     /// One event of a `format = "json"` source: a row on port 0, or a dead
@@ -177,6 +270,13 @@ impl Processor for EventRows {
 
     fn process(&mut self, _port: usize, batch: &Batch<IngestEvent>, out: &mut Emitter<Row>) {
         self.latency.observe(batch);
+        if self.syslog {
+            for event in batch.iter() {
+                self.syslog_event(event);
+                out.push(&self.row);
+            }
+            return;
+        }
         if let Some(json) = self.json.clone() {
             let (format, layout) = &*json;
             for event in batch.iter() {
