@@ -13,28 +13,16 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use support::{free_port, published_lines, published_rows, scratch, wait_listening, Weir};
+use support::{
+    free_port, now_ms, published_lines, published_rows, rfc3339, scratch, wait_for, wait_listening,
+    Weir,
+};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
-
-/// RFC 3339 in UTC with milliseconds.
-fn rfc3339(ms: u64) -> String {
-    let output = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{}", ms / 1000), "+%Y-%m-%dT%H:%M:%S"])
-        .output()
-        .expect("date");
-    let seconds = String::from_utf8(output.stdout).expect("utf-8");
-    format!("{}.{:03}Z", seconds.trim(), ms % 1000)
-}
+/// How long a test waits for output it expects.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn pipeline(mode: &str, port: u16, out: &Path) -> String {
     format!(
@@ -87,14 +75,6 @@ fn counts(dir: &Path) -> BTreeMap<(String, String, String), i64> {
             )
         })
         .collect()
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// An RFC 5424 message at `ms`, with structured data.
@@ -152,7 +132,9 @@ fn tcp_messages_of_both_rfcs_and_framings_land_in_their_windows() {
     write!(stream, "{} {current}", current.len()).expect("send");
     stream.flush().expect("flush");
 
-    wait_for("the old windows", || counts(&out.join("counts")).len() == 2);
+    wait_for("the old windows", WAIT, || {
+        counts(&out.join("counts")).len() == 2
+    });
     drop(stream);
     weir.terminate();
     let (status, log) = weir.exit_within(RUN_TIMEOUT);
@@ -213,7 +195,7 @@ fn udp_datagrams_are_messages() {
     // Until weir listens, datagrams are lost: resend the first until a row
     // shows it arrived.
     let first = rfc3164(now, "fw-1", 4, "probe") + "\n";
-    wait_for("the UDP listener", || {
+    wait_for("the UDP listener", WAIT, || {
         let _ = sender.send_to(first.as_bytes(), target);
         std::thread::sleep(Duration::from_millis(200));
         !published_lines(&out.join("rows")).is_empty()
@@ -222,7 +204,7 @@ fn udp_datagrams_are_messages() {
         let message = rfc5424(now + i, "fw-1", 2, &format!("drop {i}"));
         sender.send_to(message.as_bytes(), target).expect("send");
     }
-    wait_for("five more rows", || {
+    wait_for("five more rows", WAIT, || {
         published_rows(&out.join("rows"))
             .iter()
             .filter(|row| row["severity"] == "crit")
@@ -269,7 +251,7 @@ fn sigkill_loses_nothing_weir_read_from_tcp() {
     // read. So wait until a probe message is committed.
     let serving = |probe: &str| {
         let mut attempt = 0;
-        wait_for("a committed probe", || {
+        wait_for("a committed probe", WAIT, || {
             attempt += 1;
             let text = format!("{probe}-{attempt}");
             if let Ok(mut stream) = TcpStream::connect(addr) {

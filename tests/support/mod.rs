@@ -207,6 +207,35 @@ pub fn published_rows(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// `ms` as RFC 3339 in UTC with milliseconds, as weir's NDJSON writes
+/// timestamps (and as Vector writes them), by the `date` tool.
+pub fn rfc3339(ms: u64) -> String {
+    let output = Command::new("date")
+        .args(["-u", "-d", &format!("@{}", ms / 1000), "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .expect("date");
+    let seconds = String::from_utf8(output.stdout).expect("utf-8");
+    format!("{}.{:03}Z", seconds.trim(), ms % 1000)
+}
+
+/// Polls `done` every 100 ms until it holds; fails naming `what` after
+/// `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
