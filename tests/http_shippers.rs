@@ -408,10 +408,11 @@ format = "ndjson"
 }
 
 /// A client posts batches with batch ids, retrying each until it is
-/// acknowledged; weir is killed with SIGKILL twice and restarted. Every
-/// event of every batch is committed exactly once.
+/// acknowledged; weir is killed with SIGKILL twice and stopped with
+/// SIGTERM once, restarted each time. Every event of every batch is
+/// committed exactly once.
 #[test]
-fn sigkill_and_restart_lose_nothing_acknowledged() {
+fn kills_and_a_stop_lose_nothing_acknowledged() {
     const BATCHES: u64 = 120;
     const EVENTS: u64 = 20;
     let root = scratch();
@@ -476,11 +477,23 @@ format = "ndjson"
             }
         })
     };
-    for kill_after in [BATCHES / 4, BATCHES / 2] {
+    // Two SIGKILLs, then a graceful stop (a savepoint) and a restart,
+    // while the client keeps posting.
+    for (after, graceful) in [
+        (BATCHES / 4, false),
+        (BATCHES / 2, false),
+        (3 * BATCHES / 4, true),
+    ] {
         wait_for("acknowledgements", RUN_TIMEOUT, || {
-            acked.load(std::sync::atomic::Ordering::Acquire) >= kill_after
+            acked.load(std::sync::atomic::Ordering::Acquire) >= after
         });
-        weir.kill();
+        if graceful {
+            weir.terminate();
+            let (status, log) = weir.exit_within(RUN_TIMEOUT);
+            assert!(status.success(), "the stop failed: {log}");
+        } else {
+            weir.kill();
+        }
         weir = Weir::start(&config, &data, &[], &[]);
     }
     client.join().expect("client");

@@ -224,7 +224,7 @@ fn udp_datagrams_are_messages() {
 }
 
 #[test]
-fn sigkill_loses_nothing_weir_read_from_tcp() {
+fn a_sigkill_and_a_stop_lose_nothing_weir_read_from_tcp() {
     let root = scratch();
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -274,10 +274,17 @@ fn sigkill_loses_nothing_weir_read_from_tcp() {
         weir.terminate();
         panic!("{error}: {}", weir.stderr());
     }
+    // A graceful stop (a savepoint) and a restart keep every message too.
     weir.terminate();
     let (status, log) = weir.exit_within(RUN_TIMEOUT);
     assert!(status.success(), "the stop failed: {log}");
-    let mut seen = vec![0; 500];
+    let weir = Weir::start(&config, &data, &[], &[]);
+    serving("probe-c");
+    send(500, 600).expect("send");
+    weir.terminate();
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(status.success(), "the stop failed: {log}");
+    let mut seen = vec![0; 600];
     for row in published_rows(&out.join("rows")) {
         let message = row["message"].as_str().expect("message");
         if let Some(n) = message.strip_prefix("n=") {
