@@ -129,7 +129,7 @@ fn tagged<S: Serializer, T: Serialize>(
 
 section! {
     /// A source component, by `type`.
-    sources: SourceConfig, "`generator`, `file`, `tcp`, `http`, `syslog` or `kafka`" {
+    sources: SourceConfig, "`generator`, `file`, `tcp`, `http`, `otlp`, `syslog` or `kafka`" {
         /// `type = "generator"` with `profile`: realistic rows (web access,
         /// logins, flows) with injected attacks.
         Profile(crate::sources::generator::ProfileGeneratorConfig) = "generator" when "profile",
@@ -141,6 +141,8 @@ section! {
         Tcp(crate::sources::ingest::TcpSourceConfig) = "tcp",
         /// `type = "http"`: HTTP `POST` of NDJSON or JSON arrays.
         Http(crate::sources::ingest::HttpSourceConfig) = "http",
+        /// `type = "otlp"`: OTLP/HTTP log exports, protobuf or JSON.
+        Otlp(crate::sources::ingest::OtlpSourceConfig) = "otlp",
         /// `type = "syslog"`: RFC 5424 and RFC 3164 over TCP or UDP.
         Syslog(crate::sources::ingest::SyslogSourceConfig) = "syslog",
         /// `type = "kafka"`: Kafka topics, exactly once.

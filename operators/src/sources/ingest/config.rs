@@ -1,4 +1,4 @@
-//! The `tcp`, `http` and `syslog` source components: their options
+//! The `tcp`, `http`, `otlp` and `syslog` source components: their options
 //! ([`IngestConfig`]), checked into an [`IngestSource`]'s settings.
 
 use std::sync::{Arc, OnceLock};
@@ -23,6 +23,8 @@ pub enum Kind {
     Http,
     /// `type = "syslog"`.
     Syslog,
+    /// `type = "otlp"`.
+    Otlp,
 }
 
 impl Kind {
@@ -31,6 +33,7 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::Http => "http",
             Kind::Syslog => "syslog",
+            Kind::Otlp => "otlp",
         }
     }
 }
@@ -193,8 +196,8 @@ impl IngestConfig {
                 ),
             ));
         }
-        let json =
-            kind == Kind::Http && self.format.unwrap_or(HttpFormat::Json) == HttpFormat::Json;
+        let json = kind == Kind::Otlp
+            || kind == Kind::Http && self.format.unwrap_or(HttpFormat::Json) == HttpFormat::Json;
         options.watermarks = self.watermark.unwrap_or(if json {
             Watermarks::Data
         } else {
@@ -284,12 +287,12 @@ impl IngestConfig {
                 self.max_frame_bytes.is_some(),
                 &[Kind::Tcp],
             ),
-            ("path", self.path.is_some(), &[Kind::Http]),
-            ("token", self.token.is_some(), &[Kind::Http]),
+            ("path", self.path.is_some(), &[Kind::Http, Kind::Otlp]),
+            ("token", self.token.is_some(), &[Kind::Http, Kind::Otlp]),
             (
                 "body_limit_bytes",
                 self.body_limit_bytes.is_some(),
-                &[Kind::Http],
+                &[Kind::Http, Kind::Otlp],
             ),
             ("format", self.format.is_some(), &[Kind::Http]),
             ("key_field", self.key_field.is_some(), &[Kind::Http]),
@@ -323,8 +326,15 @@ impl IngestConfig {
             }
         }
         let protocol = match kind {
-            Kind::Http => {
+            Kind::Http | Kind::Otlp => {
                 let mut http = HttpOptions::default();
+                if kind == Kind::Otlp {
+                    http.path = "/v1/logs".into();
+                    http.otlp = true;
+                    http.json = Some(Arc::new(crate::sources::ingest::http::otlp::format()));
+                } else {
+                    http.json = self.json_format()?.map(Arc::new);
+                }
                 if let Some(path) = &self.path {
                     if !path.starts_with('/') {
                         return Err(("path", format!("`path = \"{path}\"` must start with `/`")));
@@ -333,7 +343,6 @@ impl IngestConfig {
                 }
                 http.token = self.token.clone();
                 http.body_limit_bytes = self.body_limit_bytes.unwrap_or(http.body_limit_bytes);
-                http.json = self.json_format()?.map(Arc::new);
                 Protocol::Http(http)
             }
             Kind::Tcp => {
@@ -412,6 +421,21 @@ impl std::ops::Deref for HttpSourceConfig {
     }
 }
 
+/// An `otlp` source's table: [`IngestConfig`] of OTLP/HTTP log exports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OtlpSourceConfig(pub IngestConfig);
+
+impl Component for OtlpSourceConfig {
+    fn check(&self, name: &str) -> Result<(), OptionError> {
+        self.0.plan_source(Kind::Otlp, name).map(drop)
+    }
+
+    fn plan(&self, context: &PlanContext<'_>) -> Result<Planned, OptionError> {
+        self.0.plan_source(Kind::Otlp, context.name)
+    }
+}
+
 /// An ingest source's checked settings: its node.
 struct IngestNode {
     protocol: super::Protocol,
@@ -431,6 +455,8 @@ impl IngestConfig {
             crate::sources::ingest::Protocol::Http(http) => http.json.clone(),
             _ => None,
         };
+        // An `otlp` source's lines are weir's own: none can be dead.
+        let dead_letters = json.is_some() && kind != Kind::Otlp;
         let syslog = matches!(protocol, crate::sources::ingest::Protocol::Syslog(_));
         let layout = json.as_deref().map(rows::JsonLayout::new);
         let schema = match (&layout, syslog) {
@@ -440,7 +466,7 @@ impl IngestConfig {
         };
         let node_name = rows::node_name(name);
         let mut outputs = vec![Output::rows(schema).from_node(node_name.clone())];
-        if json.is_some() {
+        if dead_letters {
             outputs.push(
                 Output::side(crate::component::DEAD_LETTER, 1, rows::dead_letter_schema())
                     .from_node(node_name),

@@ -88,7 +88,9 @@ use weir_runtime::{Emitter, IntakeLog, OperatorError, ShardContext, Source, Sour
 use crate::limits::MESH_MAX_BATCHES;
 use crate::sources::ingest::event::IngestEvent;
 use budget::ReadBudget;
-pub use config::{HttpSourceConfig, IngestConfig, Kind, SyslogSourceConfig, TcpSourceConfig};
+pub use config::{
+    HttpSourceConfig, IngestConfig, Kind, OtlpSourceConfig, SyslogSourceConfig, TcpSourceConfig,
+};
 use dedup::DedupTable;
 use limits::ListenerLimits;
 use listener::{Handoff, Slot, Slots};
@@ -386,6 +388,7 @@ impl Protocol {
             }
             Protocol::Http(mut http) => {
                 http.body_limit_bytes = http.body_limit_bytes.min(bytes);
+                http.record_limit_bytes = bytes;
                 Protocol::Http(http)
             }
             Protocol::Syslog(mut syslog) => {

@@ -12,7 +12,8 @@
 //!    `body_limit_bytes` (413);
 //! 4. the media type (415: NDJSON, JSON or plain text; with
 //!    `format = "json"` also `+json` types and curl's default
-//!    `application/x-www-form-urlencoded`), `Content-Encoding` (415: `gzip`, `x-gzip`,
+//!    `application/x-www-form-urlencoded`; an `otlp` source takes
+//!    `application/x-protobuf` and `application/json` only), `Content-Encoding` (415: `gzip`, `x-gzip`,
 //!    `zstd` and `identity` are read) and `Weir-Batch-Id` (400).
 //!
 //! A refused request's body is never read: when the request declares one,
@@ -32,6 +33,8 @@ use super::HttpOptions;
 pub(super) struct Head {
     pub(super) content_length: usize,
     pub(super) array: bool,
+    /// An OTLP request in protobuf (`application/x-protobuf`), not JSON.
+    pub(super) protobuf: bool,
     pub(super) content_encoding: ContentEncoding,
     pub(super) batch_id: Option<u64>,
     pub(super) expect_continue: bool,
@@ -90,7 +93,19 @@ fn check_head(
     // `format = "json"` tells an array from NDJSON by the body, and takes
     // what `curl -d` sends by default too.
     let json = options.json.is_some();
+    let protobuf = media == "application/x-protobuf";
     let array = match media {
+        _ if options.otlp => {
+            if !protobuf && media != "application/json" {
+                return Err(Response::error(
+                    415,
+                    &format!(
+                        "content type `{media}`: send application/x-protobuf or application/json"
+                    ),
+                ));
+            }
+            false
+        }
         "application/json" => true,
         "" | "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "text/plain" => {
             false
@@ -131,6 +146,7 @@ fn check_head(
     Ok(Head {
         content_length,
         array,
+        protobuf,
         content_encoding,
         batch_id,
         expect_continue,
@@ -143,7 +159,8 @@ fn route(request: &httparse::Request<'_, '_>, options: &HttpOptions) -> Result<(
     let path = path.split('?').next().unwrap_or(path);
     if path != options.path {
         let message = format!(
-            "no such path `{path}`: events are posted to `{}`",
+            "no such path `{path}`: {} are posted to `{}`",
+            if options.otlp { "logs" } else { "events" },
             options.path
         );
         return Err(Response::error(404, &message));

@@ -40,6 +40,7 @@
 //!    asked (`Connection: close`, or HTTP/1.0 without `keep-alive`).
 
 mod head;
+pub mod otlp;
 mod response;
 
 use std::rc::Rc;
@@ -76,6 +77,12 @@ pub struct HttpOptions {
     /// `format = "json"`: any JSON object per event, read by these
     /// options; `None`: the weir format (`key`, `ts`, `sent_ns`).
     pub json: Option<std::sync::Arc<JsonFormat>>,
+    /// An `otlp` source: OTLP/HTTP log exports (`otlp.rs`), flattened into
+    /// `json`'s lines.
+    pub otlp: bool,
+    /// The most bytes one write-ahead log record of the source holds
+    /// (what an `otlp` request's lines may take).
+    pub record_limit_bytes: usize,
 }
 
 impl Default for HttpOptions {
@@ -85,6 +92,8 @@ impl Default for HttpOptions {
             token: None,
             body_limit_bytes: REQUEST_DEFAULT_BYTES,
             json: None,
+            otlp: false,
+            record_limit_bytes: usize::MAX,
         }
     }
 }
@@ -172,6 +181,10 @@ impl Connection {
             Ok(body) => body,
             Err(refusal) => return self.finish(refusal, keep_alive, http_1_0).await,
         };
+        if self.settings.options.otlp {
+            let response = otlp::handle(&head, body, &self.queue, &self.settings).await;
+            return self.finish(response, keep_alive, http_1_0).await;
+        }
         let json = self.settings.options.json.as_deref();
         let response = handle(&head, body, json, &self.queue, self.settings.retry_after_ms).await;
         self.finish(response, keep_alive, http_1_0).await

@@ -1,21 +1,28 @@
-//! The `http` source's responses: a status, a few headers and a JSON body,
-//! always with `Content-Length`, and `Connection: close` when the server
-//! closes the connection after it.
+//! The `http` source's responses: a status, a few headers and a body (JSON,
+//! or an OTLP protobuf message), always with `Content-Length`, and
+//! `Connection: close` when the server closes the connection after it.
 
-/// A response: status, extra headers, JSON body.
+/// A response: status, extra headers, body.
 #[derive(Debug)]
 pub(super) struct Response {
     pub(super) status: u16,
+    content_type: &'static str,
     headers: Vec<(&'static str, String)>,
-    body: String,
+    body: Vec<u8>,
     /// The connection closes after this response.
     pub(super) close: bool,
 }
 
 impl Response {
     pub(super) fn json(status: u16, body: String) -> Response {
+        Response::typed(status, "application/json", body.into_bytes())
+    }
+
+    /// A body of media type `content_type`.
+    pub(super) fn typed(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
         Response {
             status,
+            content_type,
             headers: Vec::new(),
             body,
             close: false,
@@ -56,8 +63,9 @@ impl Response {
             _ => "Service Unavailable",
         };
         let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
             self.status,
+            self.content_type,
             self.body.len()
         );
         for (name, value) in &self.headers {
@@ -67,8 +75,9 @@ impl Response {
             out.push_str("connection: close\r\n");
         }
         out.push_str("\r\n");
-        out.push_str(&self.body);
-        out.into_bytes()
+        let mut out = out.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
     }
 }
 
