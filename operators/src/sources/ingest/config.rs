@@ -135,6 +135,9 @@ pub struct IngestConfig {
     /// 128 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_budget_bytes: Option<usize>,
+    /// TLS on the listener: `{ cert, key, client_ca }` (PEM files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::sources::ingest::tls::TlsConfig>,
 }
 
 impl IngestConfig {
@@ -175,6 +178,17 @@ impl IngestConfig {
         self.watermarks(kind, &mut options)?;
         options.retry_after_ms = self.retry_after_ms.unwrap_or(options.retry_after_ms);
         let protocol = self.protocol(kind)?;
+        if let Some(tls) = &self.tls {
+            if let crate::sources::ingest::Protocol::Syslog(syslog) = &protocol {
+                if syslog.mode == crate::sources::ingest::syslog::SyslogMode::Udp {
+                    return Err((
+                        "tls",
+                        "`tls` applies to `mode = \"tcp\"` only: syslog over UDP has no TLS".into(),
+                    ));
+                }
+            }
+            options.tls = Some(tls.server().map_err(|error| ("tls", error))?);
+        }
         check_request_limit(&protocol, name)?;
         self.limits(&mut options.limits);
         options.limits.check(protocol.request_bytes_max())?;

@@ -75,6 +75,7 @@ pub mod rows;
 mod socket;
 pub mod syslog;
 pub mod tcp;
+pub mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -128,6 +129,8 @@ pub struct IngestOptions {
     pub retry_after_ms: u64,
     /// Connection cap, timeouts and read budget.
     pub limits: ListenerLimits,
+    /// TLS on the listener (`tls = { cert, key, client_ca }`).
+    pub tls: Option<tls::Tls>,
 }
 
 impl IngestOptions {
@@ -143,6 +146,7 @@ impl IngestOptions {
             watermark_idle_timeout_ms: 10_000,
             retry_after_ms: 1_000,
             limits: ListenerLimits::default(),
+            tls: None,
         }
     }
 }

@@ -221,7 +221,12 @@ pub(crate) fn serve_on(
                 .peer_addr()
                 .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
             let (options, ingest) = &*settings;
-            let socket = Socket::new(stream, ingest.limits.read_timeout_ms);
+            let socket = Socket::new(
+                stream,
+                ingest.limits.read_timeout_ms,
+                ingest.tls.as_ref(),
+                b"",
+            );
             read_stream(&socket, peer, &queue, options, ingest).await;
             drop(socket);
             drop(slot);

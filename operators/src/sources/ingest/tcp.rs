@@ -116,6 +116,7 @@ struct Settings {
     options: TcpOptions,
     retry_after_ms: u64,
     limits: ListenerLimits,
+    tls: Option<super::tls::Tls>,
 }
 
 /// Serves one connection on this shard.
@@ -129,6 +130,7 @@ pub(crate) fn serve_on(
         options,
         retry_after_ms: ingest.retry_after_ms,
         limits: ingest.limits.clone(),
+        tls: ingest.tls.clone(),
     });
     Rc::new(move |stream: TcpStream, slot: Slot| {
         let (queue, settings) = (queue.clone(), settings.clone());
@@ -161,7 +163,12 @@ enum Stop {
 }
 
 async fn serve(stream: TcpStream, queue: Rc<IngestQueue>, settings: Rc<Settings>) {
-    let socket = Socket::new(stream, settings.limits.read_timeout_ms);
+    let socket = Socket::new(
+        stream,
+        settings.limits.read_timeout_ms,
+        settings.tls.as_ref(),
+        b"",
+    );
     let in_flight = Rc::new(Cell::new(0));
     let (sender, receiver) = local_channel::new_bounded(TCP_FRAMES_IN_FLIGHT_MAX);
     let writer = write_acks(socket.clone(), receiver, queue.clone(), in_flight.clone());

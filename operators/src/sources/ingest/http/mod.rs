@@ -103,7 +103,13 @@ struct Settings {
     options: HttpOptions,
     retry_after_ms: u64,
     limits: ListenerLimits,
+    tls: Option<super::tls::Tls>,
 }
+
+/// What a plaintext client of a TLS listener is told before it is closed.
+const PLAINTEXT_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+content-length: 65\r\nconnection: close\r\n\r\n\
+{\"error\":\"this listener speaks TLS: send the request with https\"}";
 
 /// Serves one connection on this shard.
 pub(crate) fn serve_on(
@@ -116,12 +122,18 @@ pub(crate) fn serve_on(
         options,
         retry_after_ms: ingest.retry_after_ms,
         limits: ingest.limits.clone(),
+        tls: ingest.tls.clone(),
     });
     Rc::new(move |stream: TcpStream, slot: Slot| {
         let (queue, settings) = (queue.clone(), settings.clone());
         tasks.spawn_connection(async move {
             let mut connection = Connection {
-                socket: Socket::new(stream, settings.limits.read_timeout_ms),
+                socket: Socket::new(
+                    stream,
+                    settings.limits.read_timeout_ms,
+                    settings.tls.as_ref(),
+                    PLAINTEXT_REFUSAL,
+                ),
                 buffer: Vec::new(),
                 queue,
                 settings,
