@@ -1,0 +1,368 @@
+//! Goal: every ingest listener (`http`, `otlp`, `tcp`, `syslog` over TCP)
+//! speaks TLS with `tls = { cert, key, client_ca }` (issue 21): a client
+//! trusting the CA is served; a client trusting another CA refuses the
+//! server; with `client_ca`, a client without a certificate, or with one
+//! from another CA, is refused (mutual TLS); a plaintext client is refused
+//! cleanly (an `http` 400 saying TLS, a closed connection elsewhere) and
+//! adds nothing.
+//!
+//! Method: a throwaway CA and certificates made at run time with rcgen
+//! (`support::tls`); `curl` for the HTTP listeners, a rustls client for
+//! the others; the committed NDJSON files are read back.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::tls::{connect, pki, Pki};
+use support::{free_port, now_ms, published_rows, scratch, wait_for, wait_listening, Weir};
+use weir_protocol::{encode_frame, AckHeader, AckStatus, WireEvent, ACK_HEADER_BYTES, FLAG_DEDUP};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `path` as a TOML string.
+fn toml(path: &Path) -> String {
+    format!("\"{}\"", support::toml_path(path))
+}
+
+/// A `tls` table with the server's identity, and `client_ca` when mutual.
+fn tls_table(pki: &Pki, mutual: bool) -> String {
+    let client_ca = if mutual {
+        format!(", client_ca = {}", toml(&pki.ca))
+    } else {
+        String::new()
+    };
+    format!(
+        "tls = {{ cert = {}, key = {}{client_ca} }}",
+        toml(&pki.server_cert),
+        toml(&pki.server_key)
+    )
+}
+
+/// A source of `kind` on `port` with `tls` and more options, its rows into
+/// a file under `out`.
+fn source(name: &str, kind: &str, port: u16, tls: &str, more: &str, out: &Path) -> String {
+    format!(
+        r#"
+[sources.{name}]
+type = "{kind}"
+listen = "127.0.0.1:{port}"
+{tls}
+{more}
+
+[sinks.{name}_rows]
+type = "file"
+inputs = ["{name}"]
+path = {rows}
+format = "ndjson"
+"#,
+        rows = toml(&out.join(name)),
+    )
+}
+
+/// `curl` over https (or http) with `args`: its exit code, HTTP status
+/// and body.
+fn curl(url: &str, body: &[u8], args: &[&str]) -> (i32, u16, String) {
+    let dir = scratch();
+    let file = dir.path().join("body");
+    std::fs::write(&file, body).expect("body file");
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(url)
+        .output()
+        .expect("curl (scripts/install-build-deps.sh)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (response, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        output.status.code().unwrap_or(-1),
+        status.trim().parse().unwrap_or(0),
+        response.to_owned(),
+    )
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn http_and_otlp_listeners_speak_tls() {
+    let pki = pki();
+    let root = scratch();
+    let out = root.path().join("out");
+    let (http_port, otlp_port) = (free_port(), free_port());
+    let config = root.path().join("pipeline.toml");
+    let pipeline = format!(
+        "[runtime]\nshards = 2\nepoch_interval_ms = 50\n{}{}",
+        source(
+            "events",
+            "http",
+            http_port,
+            &tls_table(&pki, false),
+            "",
+            &out
+        ),
+        source("logs", "otlp", otlp_port, &tls_table(&pki, true), "", &out),
+    );
+    std::fs::write(&config, pipeline).expect("config");
+    let weir = Weir::start(&config, &root.path().join("data"), &[], &[]);
+    wait_listening(([127, 0, 0, 1], http_port).into(), Duration::from_secs(10));
+    wait_listening(([127, 0, 0, 1], otlp_port).into(), Duration::from_secs(10));
+
+    // http, server TLS only.
+    let events = format!("https://127.0.0.1:{http_port}/events");
+    let body = b"{\"level\":\"error\"}\n{\"level\":\"info\"}\n";
+    let ca = ["--cacert", path_arg(&pki.ca)];
+    let (code, status, response) = curl(&events, body, &ca);
+    assert_eq!(
+        (code, status, response.as_str()),
+        (0, 200, r#"{"accepted":2,"dead_letter":0}"#)
+    );
+    // A client trusting another CA refuses the server (curl: 60, peer
+    // certificate cannot be authenticated).
+    let (code, status, _) = curl(&events, body, &["--cacert", path_arg(&pki.other_ca)]);
+    assert_eq!((code, status), (60, 0));
+    // Plaintext to the TLS listener: a 400 saying so, and the connection
+    // closes.
+    let plain = format!("http://127.0.0.1:{http_port}/events");
+    let (code, status, response) = curl(&plain, body, &[]);
+    assert_eq!((code, status), (0, 400), "{response}");
+    assert!(response.contains("speaks TLS"), "{response}");
+
+    // otlp with mutual TLS.
+    let logs = format!("https://127.0.0.1:{otlp_port}/v1/logs");
+    let json =
+        br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hi"}}]}]}]}"#;
+    let with_cert = [
+        "--cacert",
+        path_arg(&pki.ca),
+        "--cert",
+        path_arg(&pki.client_cert),
+        "--key",
+        path_arg(&pki.client_key),
+        "-H",
+        "Content-Type: application/json",
+    ];
+    let (code, status, response) = curl(&logs, json, &with_cert);
+    assert_eq!((code, status, response.as_str()), (0, 200, "{}"));
+    // No client certificate, or one from another CA: refused in the
+    // handshake, no HTTP status.
+    let no_cert = [
+        "--cacert",
+        path_arg(&pki.ca),
+        "-H",
+        "Content-Type: application/json",
+    ];
+    let (code, status, _) = curl(&logs, json, &no_cert);
+    assert_ne!(code, 0);
+    assert_eq!(status, 0);
+    let other_cert = [
+        "--cacert",
+        path_arg(&pki.ca),
+        "--cert",
+        path_arg(&pki.other_client_cert),
+        "--key",
+        path_arg(&pki.other_client_key),
+        "-H",
+        "Content-Type: application/json",
+    ];
+    let (code, status, _) = curl(&logs, json, &other_cert);
+    assert_ne!(code, 0);
+    assert_eq!(status, 0);
+
+    wait_for("the rows", WAIT, || {
+        published_rows(&out.join("events")).len() == 2
+            && published_rows(&out.join("logs")).len() == 1
+    });
+    weir.terminate();
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(status.success(), "the stop failed: {log}");
+    // Nothing refused was added.
+    assert_eq!(published_rows(&out.join("events")).len(), 2);
+    let logs = published_rows(&out.join("logs"));
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["body"], "hi");
+}
+
+/// Writes `frame` on `stream` and reads its acknowledgement.
+fn send_frame(stream: &mut impl ReadWrite, frame: &[u8]) -> std::io::Result<AckHeader> {
+    stream.write_all(frame)?;
+    stream.flush()?;
+    let mut header = [0u8; ACK_HEADER_BYTES];
+    stream.read_exact(&mut header)?;
+    let ack = AckHeader::decode(&header).expect("an acknowledgement");
+    let mut detail = vec![0u8; ack.detail_len as usize];
+    stream.read_exact(&mut detail)?;
+    Ok(ack)
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Whether a plaintext client that sends `bytes` gets the connection
+/// closed without a byte of answer.
+fn plaintext_is_closed(addr: SocketAddr, bytes: &[u8]) -> bool {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    // The server may close before taking everything: a failed write is a
+    // refusal too.
+    let _ = stream.write_all(bytes);
+    let mut answer = [0u8; 64];
+    matches!(stream.read(&mut answer), Ok(0) | Err(_))
+}
+
+#[test]
+fn tcp_and_syslog_listeners_speak_tls() {
+    let pki = pki();
+    let root = scratch();
+    let out = root.path().join("out");
+    let (tcp_port, syslog_port) = (free_port(), free_port());
+    let tcp: SocketAddr = ([127, 0, 0, 1], tcp_port).into();
+    let syslog: SocketAddr = ([127, 0, 0, 1], syslog_port).into();
+    let config = root.path().join("pipeline.toml");
+    let pipeline = format!(
+        "[runtime]\nshards = 2\nepoch_interval_ms = 50\n{}{}",
+        source("frames", "tcp", tcp_port, &tls_table(&pki, true), "", &out),
+        source(
+            "syslog",
+            "syslog",
+            syslog_port,
+            &tls_table(&pki, false),
+            "",
+            &out
+        ),
+    );
+    std::fs::write(&config, pipeline).expect("config");
+    let weir = Weir::start(&config, &root.path().join("data"), &[], &[]);
+    wait_listening(tcp, Duration::from_secs(10));
+    wait_listening(syslog, Duration::from_secs(10));
+
+    // tcp with mutual TLS: a frame of three events, acknowledged durable.
+    let events: Vec<WireEvent> = (0..3)
+        .map(|i| WireEvent {
+            key: format!("k{i}"),
+            ts_ms: now_ms(),
+            sent_ns: 0,
+            body: b"{\"n\":1}".to_vec(),
+        })
+        .collect();
+    let frame = encode_frame(FLAG_DEDUP, 7, &events);
+    let identity = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+    let mut client = connect(tcp, &pki.ca, identity);
+    let ack = send_frame(&mut client, &frame).expect("a TLS round trip");
+    assert_eq!((ack.status, ack.events), (AckStatus::Durable, 3));
+    drop(client);
+    // Without a client certificate, with one from another CA, or trusting
+    // another CA: the handshake fails.
+    let mut client = connect(tcp, &pki.ca, None);
+    assert!(send_frame(&mut client, &frame).is_err());
+    let other = Some((
+        pki.other_client_cert.as_path(),
+        pki.other_client_key.as_path(),
+    ));
+    let mut client = connect(tcp, &pki.ca, other);
+    assert!(send_frame(&mut client, &frame).is_err());
+    let mut client = connect(tcp, &pki.other_ca, identity);
+    assert!(send_frame(&mut client, &frame).is_err());
+    // A plaintext frame: the connection closes, nothing is added.
+    assert!(plaintext_is_closed(
+        tcp,
+        &encode_frame(FLAG_DEDUP, 8, &events)
+    ));
+
+    // syslog over TLS (RFC 5425 uses octet counting; newline framing too).
+    let mut client = connect(syslog, &pki.ca, None);
+    let message = "<34>1 2026-12-07T10:00:00.000Z web-1 sshd 42 AUTH - Failed password";
+    write!(client, "{} {message}", message.len()).expect("send");
+    client
+        .write_all(b"<13>Dec  7 10:00:01 web-2 su[7]: session opened\n")
+        .expect("send");
+    client.flush().expect("flush");
+    client.conn.send_close_notify();
+    client.flush().expect("close_notify");
+    let mut client = connect(syslog, &pki.other_ca, None);
+    assert!(client
+        .write_all(b"<13>refused\n")
+        .and_then(|_| client.flush())
+        .is_err());
+    assert!(plaintext_is_closed(
+        syslog,
+        b"<13>Dec  7 10:00:02 web-3 plain: text\n"
+    ));
+
+    wait_for("the rows", WAIT, || {
+        published_rows(&out.join("frames")).len() == 3
+            && published_rows(&out.join("syslog")).len() == 2
+    });
+    weir.terminate();
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(status.success(), "the stop failed: {log}");
+    assert_eq!(published_rows(&out.join("frames")).len(), 3);
+    let mut hosts: Vec<String> = published_rows(&out.join("syslog"))
+        .iter()
+        .map(|row| row["hostname"].as_str().expect("hostname").to_owned())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["web-1", "web-2"]);
+}
+
+#[test]
+fn bad_tls_files_are_named_before_anything_listens() {
+    let pki = pki();
+    let root = scratch();
+    let out = root.path().join("out");
+    let missing = root.path().join("missing.pem");
+    for (tls, expected) in [
+        (
+            format!(
+                "tls = {{ cert = {}, key = {} }}",
+                toml(&missing),
+                toml(&pki.server_key)
+            ),
+            "`tls.cert = ",
+        ),
+        (
+            // A certificate is not a key.
+            format!(
+                "tls = {{ cert = {}, key = {} }}",
+                toml(&pki.server_cert),
+                toml(&pki.server_cert)
+            ),
+            "not a PEM private key",
+        ),
+        (
+            // The client's key does not go with the server's certificate.
+            format!(
+                "tls = {{ cert = {}, key = {} }}",
+                toml(&pki.server_cert),
+                toml(&pki.client_key)
+            ),
+            "do not make a server identity",
+        ),
+    ] {
+        let config = root.path().join("pipeline.toml");
+        let pipeline = format!(
+            "[runtime]\nshards = 1\n{}",
+            source("events", "http", free_port(), &tls, "", &out)
+        );
+        std::fs::write(&config, pipeline).expect("config");
+        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("validate")
+            .arg(&config)
+            .output()
+            .expect("weir validate");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{tls}");
+        assert!(stderr.contains(expected), "{tls}: {stderr}");
+        assert!(stderr.contains("sources.events"), "{stderr}");
+    }
+}
