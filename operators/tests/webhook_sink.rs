@@ -167,6 +167,7 @@ fn config(url: String) -> WebhookSinkConfig {
         timeout: "300ms".into(),
         retry_initial: "5ms".into(),
         retry_max: "20ms".into(),
+        tls: None,
     }
 }
 

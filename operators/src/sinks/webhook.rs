@@ -3,10 +3,15 @@
 //! once to a receiver that drops redelivered batches.
 //!
 //! # Options ([`WebhookSinkConfig`])
-//! - `url`: `http://host[:port][/path]`. Plain HTTP only: this build has no
-//!   TLS stack, so `https://` is a config error (put a TLS-terminating proxy
-//!   on loopback in front of an HTTPS endpoint). Proxy environment variables
-//!   are ignored and redirects are not followed.
+//! - `url`: `http://` or `https://host[:port][/path]`. Proxy environment
+//!   variables are ignored and redirects are not followed.
+//! - `tls` (optional, `https://` only): `{ ca, cert, key }`, PEM files.
+//!   `ca`: the certificate authorities the receiver's certificate must
+//!   chain to, instead of Mozilla's roots (the default, from
+//!   `webpki-roots`); `cert` and `key` (both or neither): the sink's client
+//!   certificate for mutual TLS. The files are read when the pipeline is
+//!   checked and again by each delivery (rustls, through ureq). A receiver
+//!   certificate that does not verify is a permanent error (below).
 //! - `batch_max_records` (default 100): rows per POST at most.
 //! - `headers` (optional): extra request headers, e.g. an `Authorization`.
 //! - `timeout` (default `"5s"`): the limit of one attempt, connecting and
@@ -55,7 +60,8 @@
 //! - 5xx, 408, 429, connection errors and timeouts: retried with the
 //!   backoff above, forever (`Retry-After` is not read). Each failed
 //!   attempt is logged (`tracing`, warn).
-//! - Any other status (other 4xx, 1xx, 3xx): a permanent error. `commit`
+//! - Any other status (other 4xx, 1xx, 3xx), or a receiver certificate
+//!   that does not verify against the trusted roots: a permanent error. `commit`
 //!   returns an error naming the URL, the key, the status and the start of
 //!   the response body, which fails the run: a receiver that rejects the
 //!   request will reject it again, and retrying would stall the pipeline
@@ -122,6 +128,68 @@ pub struct WebhookSinkConfig {
     /// The longest pause between attempts (default `"10s"`).
     #[serde(default = "default_retry_max")]
     pub retry_max: String,
+    /// TLS settings of an `https://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<WebhookTls>,
+}
+
+/// The `tls` table of a `webhook` sink: PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTls {
+    /// The authorities to trust instead of Mozilla's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// The client certificate chain (mutual TLS), with `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// The client certificate's private key, with `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl WebhookTls {
+    /// ureq's TLS settings from the files; the error names the option and
+    /// the file.
+    fn load(&self) -> Result<ureq::tls::TlsConfig, String> {
+        use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+        let read = |option: &str, path: &str| {
+            std::fs::read(path).map_err(|error| format!("`tls.{option} = \"{path}\"`: {error}"))
+        };
+        let certs = |option: &str, path: &str| -> Result<Vec<Certificate<'static>>, String> {
+            let pem = read(option, path)?;
+            let mut certs = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                match item {
+                    Ok(PemItem::Certificate(cert)) => certs.push(cert),
+                    Ok(_) => {}
+                    Err(error) => return Err(format!("`tls.{option} = \"{path}\"`: {error}")),
+                }
+            }
+            if certs.is_empty() {
+                return Err(format!(
+                    "`tls.{option} = \"{path}\"` holds no PEM certificate"
+                ));
+            }
+            Ok(certs)
+        };
+        let mut builder = TlsConfig::builder();
+        if let Some(ca) = &self.ca {
+            builder = builder.root_certs(RootCerts::new_with_certs(&certs("ca", ca)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let chain = certs("cert", cert)?;
+                let key = PrivateKey::from_pem(&read("key", key)?).map_err(|error| {
+                    format!("`tls.key = \"{key}\"` is not a PEM private key: {error}")
+                })?;
+                builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+            }
+            (None, None) => {}
+            _ => return Err("`tls.cert` and `tls.key` go together: set both or neither".into()),
+        }
+        Ok(builder.build())
+    }
 }
 
 fn default_batch_max_records() -> usize {
@@ -160,6 +228,8 @@ pub struct WebhookSpec {
     pub retry_initial: Duration,
     /// The longest pause between attempts.
     pub retry_max: Duration,
+    /// TLS settings of an `https://` URL.
+    pub tls: Option<WebhookTls>,
 }
 
 impl WebhookSpec {
@@ -176,17 +246,14 @@ fn positive_duration(option: &str, text: &str) -> Result<Duration, OptionError> 
         .map_err(|message| OptionError::new(option, message))
 }
 
-/// Checks an `http://` URL: a host, an optional port and path, no
-/// user info or fragment.
+/// Checks an `http://` or `https://` URL: a host, an optional port and
+/// path, no user info or fragment.
 fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "`{url}`: https is not supported (this build has no TLS stack); \
-             use http, e.g. through a TLS-terminating proxy on loopback"
-        ));
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!("`{url}` is not an http:// URL"));
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(format!("`{url}` is not an http:// or https:// URL"));
     };
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     if authority.is_empty() {
@@ -237,6 +304,16 @@ pub fn build(config: &WebhookSinkConfig, input: &Schema) -> Result<WebhookSpec, 
     let timeout = positive_duration("timeout", &config.timeout)?;
     let retry_initial = positive_duration("retry_initial", &config.retry_initial)?;
     let retry_max = positive_duration("retry_max", &config.retry_max)?;
+    if let Some(tls) = &config.tls {
+        if !config.url.starts_with("https://") {
+            return Err(OptionError::new(
+                "tls",
+                format!("`tls` applies to https:// URLs, not `{}`", config.url),
+            ));
+        }
+        tls.load()
+            .map_err(|message| OptionError::new("tls", message))?;
+    }
     if retry_max < retry_initial {
         return Err(OptionError::new(
             "retry_max",
@@ -259,6 +336,7 @@ pub fn build(config: &WebhookSinkConfig, input: &Schema) -> Result<WebhookSpec, 
         timeout,
         retry_initial,
         retry_max,
+        tls: config.tls.clone(),
     })
 }
 
@@ -327,6 +405,7 @@ impl WebhookSink {
                 timeout_ms: duration_ms(self.spec.timeout),
                 retry_initial_ms: duration_ms(self.spec.retry_initial),
                 retry_max_ms: duration_ms(self.spec.retry_max),
+                tls: self.spec.tls.clone(),
                 pipeline: self.spec.pipeline.clone(),
                 sink: self.sink.to_string(),
                 shard: self.shard as u64,
@@ -384,6 +463,10 @@ pub struct StagedHeader {
     pub retry_initial_ms: u64,
     /// The longest pause between attempts.
     pub retry_max_ms: u64,
+    /// TLS settings of an `https://` URL (absent from what earlier builds
+    /// staged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<WebhookTls>,
     /// The pipeline's name.
     pub pipeline: String,
     /// The sink's node name.
@@ -479,7 +562,8 @@ impl WebhookStaged {
     /// overran its bound: the batches go again at the next start).
     pub fn deliver(&self, control: &CommitControl) -> Result<(), String> {
         let header = &self.header;
-        let agent = agent(header.timeout_ms);
+        let agent = agent(header.timeout_ms, &header.tls)
+            .map_err(|error| format!("the webhook to {} cannot connect: {error}", header.url))?;
         for sequence in 0..self.batches.len() {
             let key = self.key(sequence);
             let body = self.body(sequence);
@@ -536,26 +620,31 @@ fn take_part<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(part)
 }
 
-/// One HTTP agent per attempt timeout, shared by every commit of the
-/// process, so connections to the receiver are kept and reused.
-fn agent(timeout_ms: u64) -> ureq::Agent {
-    static AGENTS: OnceLock<Mutex<HashMap<u64, ureq::Agent>>> = OnceLock::new();
+/// One HTTP agent per attempt timeout and TLS setting, shared by every
+/// commit of the process, so connections to the receiver are kept and
+/// reused; an error when the TLS files cannot be read.
+fn agent(timeout_ms: u64, tls: &Option<WebhookTls>) -> Result<ureq::Agent, String> {
+    type Agents = HashMap<(u64, Option<WebhookTls>), ureq::Agent>;
+    static AGENTS: OnceLock<Mutex<Agents>> = OnceLock::new();
     let mut agents = AGENTS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    agents
-        .entry(timeout_ms)
-        .or_insert_with(|| {
-            ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_millis(timeout_ms)))
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .proxy(None)
-                .build()
-                .into()
-        })
-        .clone()
+    let key = (timeout_ms, tls.clone());
+    if let Some(agent) = agents.get(&key) {
+        return Ok(agent.clone());
+    }
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(timeout_ms)))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None);
+    if let Some(tls) = tls {
+        config = config.tls_config(tls.load()?);
+    }
+    let agent: ureq::Agent = config.build().into();
+    agents.insert(key, agent.clone());
+    Ok(agent)
 }
 
 enum Attempt {
@@ -595,6 +684,12 @@ fn post(agent: &ureq::Agent, header: &StagedHeader, key: &str, body: &str) -> At
             }
         }
         Err(error) => match error {
+            // The receiver's certificate does not verify (another CA, a
+            // wrong name, expired): a setting to fix, not a passing fault.
+            ureq::Error::Io(ref io) if refused_certificate(io) => Attempt::Rejected(format!(
+                "POST {} (Idempotency-Key {key}) cannot be sent: {error} (see the sink's `tls.ca`)",
+                header.url
+            )),
             ureq::Error::Io(_)
             | ureq::Error::Timeout(_)
             | ureq::Error::HostNotFound
@@ -608,6 +703,16 @@ fn post(agent: &ureq::Agent, header: &StagedHeader, key: &str, body: &str) -> At
             )),
         },
     }
+}
+
+/// Whether `error` is rustls refusing the receiver's certificate.
+fn refused_certificate(error: &std::io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_))
+    )
 }
 
 impl Component for WebhookSinkConfig {
@@ -643,11 +748,19 @@ mod tests {
             timeout: default_timeout(),
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
+            tls: None,
         }
     }
 
     fn schema() -> Schema {
         Schema::new([("ip", Type::Ip), ("count", Type::Int)])
+    }
+
+    impl WebhookSinkConfig {
+        fn with_no_tls(mut self) -> WebhookSinkConfig {
+            self.tls = None;
+            self
+        }
     }
 
     #[test]
@@ -673,7 +786,6 @@ mod tests {
             change(&mut config);
             build(&config, &schema()).unwrap_err().option
         };
-        assert_eq!(option(|c| c.url = "https://example.com/".into()), "url");
         assert_eq!(option(|c| c.url = "ftp://example.com/".into()), "url");
         assert_eq!(option(|c| c.url = "http:///path".into()), "url");
         assert_eq!(option(|c| c.url = "http://host:99999/".into()), "url");
@@ -694,15 +806,28 @@ mod tests {
             }),
             "headers"
         );
-        let error = build(
-            &WebhookSinkConfig {
-                url: "https://example.com/".into(),
-                ..config()
-            },
-            &schema(),
+        let tls = |url: &str, ca: &str| WebhookSinkConfig {
+            url: url.into(),
+            tls: Some(WebhookTls {
+                ca: Some(ca.into()),
+                cert: None,
+                key: None,
+            }),
+            ..config()
+        };
+        let error = build(&tls("http://example.com/", "ca.pem"), &schema()).unwrap_err();
+        assert_eq!(error.option, "tls");
+        assert!(error.message.contains("applies to https://"), "{error}");
+        let error = build(&tls("https://example.com/", "/no/ca.pem"), &schema()).unwrap_err();
+        assert!(
+            error.message.contains("`tls.ca = \"/no/ca.pem\"`"),
+            "{error}"
+        );
+        assert!(build(
+            &tls("https://example.com/", "/no/ca.pem").with_no_tls(),
+            &schema()
         )
-        .unwrap_err();
-        assert!(error.message.contains("https is not supported"), "{error}");
+        .is_ok());
         let mut fine = config();
         fine.url = "http://[::1]:8080/a?b=c".into();
         fine.headers
@@ -718,6 +843,7 @@ mod tests {
                 timeout_ms: 5000,
                 retry_initial_ms: 100,
                 retry_max_ms: 10_000,
+                tls: None,
                 pipeline: "edge".into(),
                 sink: "alerts".into(),
                 shard: 3,
