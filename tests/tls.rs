@@ -366,3 +366,155 @@ fn bad_tls_files_are_named_before_anything_listens() {
         assert!(stderr.contains("sources.events"), "{stderr}");
     }
 }
+
+/// An HTTPS receiver (Python's `http.server` and `ssl`) that asks for a
+/// client certificate signed by the test CA, answers 200 to every POST and
+/// appends `{"key", "body"}` of each to a file.
+const HTTPS_RECEIVER: &str = r#"
+import http.server, json, ssl, sys
+port_file, out, cert, key, ca = sys.argv[1:6]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with open(out, "a") as file:
+            file.write(json.dumps({"key": self.headers["Idempotency-Key"], "body": body}) + "\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+context.load_verify_locations(ca)
+context.verify_mode = ssl.CERT_REQUIRED
+server.socket = context.wrap_socket(server.socket, server_side=True)
+with open(port_file + ".tmp", "w") as file:
+    file.write(str(server.server_address[1]))
+import os
+os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
+"#;
+
+/// A pipeline posting what an `http` source on `port` takes to a webhook
+/// at `url` with `tls`.
+fn webhook_pipeline(port: u16, url: &str, tls: &str) -> String {
+    format!(
+        r#"
+[runtime]
+shards = 1
+epoch_interval_ms = 50
+
+[sources.events]
+type = "http"
+listen = "127.0.0.1:{port}"
+
+[sinks.hook]
+type = "webhook"
+inputs = ["events"]
+url = "{url}"
+{tls}
+retry_initial = "10ms"
+retry_max = "100ms"
+"#
+    )
+}
+
+#[test]
+fn the_webhook_sink_posts_over_mutual_tls() {
+    let pki = pki();
+    let root = scratch();
+    let (port_file, received) = (root.path().join("port"), root.path().join("received"));
+    let script = root.path().join("receiver.py");
+    std::fs::write(&script, HTTPS_RECEIVER).expect("script");
+    let _receiver = Killed(
+        Command::new("python3")
+            .arg(&script)
+            .args([
+                &port_file,
+                &received,
+                &pki.server_cert,
+                &pki.server_key,
+                &pki.ca,
+            ])
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for("the receiver", WAIT, || port_file.exists());
+    let receiver_port = std::fs::read_to_string(&port_file).expect("port");
+    let url = format!("https://127.0.0.1:{}/hook", receiver_port.trim());
+
+    // Trusting the test CA, with the client certificate: delivered.
+    let port = free_port();
+    let config = root.path().join("pipeline.toml");
+    let tls = format!(
+        "tls = {{ ca = {}, cert = {}, key = {} }}",
+        toml(&pki.ca),
+        toml(&pki.client_cert),
+        toml(&pki.client_key)
+    );
+    std::fs::write(&config, webhook_pipeline(port, &url, &tls)).expect("config");
+    let weir = Weir::start(&config, &root.path().join("data"), &[], &[]);
+    wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
+    let body = b"{\"user\":\"u1\"}\n{\"user\":\"u2\"}\n";
+    let (code, status, _) = curl(&format!("http://127.0.0.1:{port}/events"), body, &[]);
+    assert_eq!((code, status), (0, 200));
+    let records = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&received)
+            .unwrap_or_default()
+            .lines()
+            .flat_map(|line| {
+                let delivery: serde_json::Value = serde_json::from_str(line).expect("json");
+                delivery["body"]["records"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    wait_for("the delivery", WAIT, || records().len() == 2);
+    weir.terminate();
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(status.success(), "the stop failed: {log}");
+    let users: Vec<String> = records()
+        .iter()
+        .map(|record| {
+            let body: serde_json::Value =
+                serde_json::from_str(record["body"].as_str().expect("body")).expect("json");
+            body["user"].as_str().expect("user").to_owned()
+        })
+        .collect();
+    assert_eq!(users, ["u1", "u2"]);
+
+    // Trusting another CA: the receiver's certificate is refused, the
+    // delivery is a permanent error naming the URL, and the run fails.
+    let tls = format!(
+        "tls = {{ ca = {}, cert = {}, key = {} }}",
+        toml(&pki.other_ca),
+        toml(&pki.client_cert),
+        toml(&pki.client_key)
+    );
+    std::fs::write(&config, webhook_pipeline(port, &url, &tls)).expect("config");
+    let weir = Weir::start(&config, &root.path().join("other"), &[], &[]);
+    wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
+    let _ = curl(
+        &format!("http://127.0.0.1:{port}/events"),
+        body,
+        &["--max-time", "5"],
+    );
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(!status.success(), "{log}");
+    assert!(log.contains(&url), "{log}");
+    assert!(log.contains("certificate"), "{log}");
+    assert_eq!(records().len(), 2, "nothing more was delivered");
+}
+
+/// A child process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
