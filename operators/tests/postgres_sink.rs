@@ -74,6 +74,7 @@ fn config(table: &str) -> PostgresSinkConfig {
         url: url().to_string(),
         table: table.to_string(),
         create_table: true,
+        tls: None,
     }
 }
 

@@ -22,6 +22,7 @@
 //!   them, for benchmarks.
 
 pub mod blackhole;
+pub mod client_tls;
 pub mod file;
 pub mod kafka;
 pub mod postgres;

@@ -4,7 +4,14 @@
 //! # Options ([`PostgresSinkConfig`])
 //! - `url`: a libpq connection string, as a URL
 //!   (`postgresql://user:password@127.0.0.1:5432/db`) or as `key=value`
-//!   pairs (`host=127.0.0.1 port=5432 user=weir dbname=db`). No TLS.
+//!   pairs (`host=127.0.0.1 port=5432 user=weir dbname=db`).
+//! - `tls` (optional): `{ ca, cert, key }`, PEM files
+//!   ([`ClientTls`](super::client_tls::ClientTls)). With it the connection
+//!   must be TLS (libpq's `sslmode=verify-full`): the server's certificate
+//!   is checked against `ca` (or Mozilla's roots) and the URL's host, and
+//!   `cert`/`key` are presented when the server asks for a client
+//!   certificate. Without it the connection is plain; a URL asking for
+//!   `sslmode=require` without `tls` is refused.
 //! - `table`: `name` or `schema.name`, letters, digits and `_`. Names are
 //!   quoted, so their case is kept (`Events` is a different table from
 //!   `events`).
@@ -66,6 +73,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
+use super::client_tls::ClientTls;
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
 use crate::row::{write_json_value, ArchivedRow, ArchivedValue, OptionError, Row, Schema, Type};
 
@@ -89,6 +97,9 @@ pub struct PostgresSinkConfig {
     /// Whether to create the table if it is missing (default `true`).
     #[serde(default = "default_create_table")]
     pub create_table: bool,
+    /// TLS to the server: `{ ca, cert, key }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 fn default_create_table() -> bool {
@@ -111,6 +122,8 @@ pub struct PostgresSpec {
     pub columns: String,
     /// `CREATE TABLE IF NOT EXISTS ...` when `create_table` is set.
     pub create: Option<String>,
+    /// TLS to the server.
+    pub tls: Option<ClientTls>,
 }
 
 impl PostgresSpec {
@@ -165,8 +178,21 @@ fn quote_table(table: &str) -> Result<String, String> {
 /// Checks `config` against the input's schema. A sink has no output, so
 /// this returns only the spec.
 pub fn build(config: &PostgresSinkConfig, input: &Schema) -> Result<PostgresSpec, OptionError> {
-    postgres::Config::from_str(&config.url)
+    let url = postgres::Config::from_str(&config.url)
         .map_err(|error| OptionError::new("url", format!("not a connection string: {error}")))?;
+    match &config.tls {
+        Some(tls) => {
+            tls.rustls()
+                .map_err(|message| OptionError::new("tls", message))?;
+        }
+        None if url.get_ssl_mode() == postgres::config::SslMode::Require => {
+            return Err(OptionError::new(
+                "url",
+                "`sslmode=require` needs the sink's `tls` table (at least `tls = {}`)",
+            ));
+        }
+        None => {}
+    }
     let table = quote_table(&config.table).map_err(|message| OptionError::new("table", message))?;
     if input.is_empty() {
         return Err(OptionError::new(
@@ -198,6 +224,7 @@ pub fn build(config: &PostgresSinkConfig, input: &Schema) -> Result<PostgresSpec
         table,
         columns: columns.join(", "),
         create,
+        tls: config.tls.clone(),
     })
 }
 
@@ -250,6 +277,7 @@ impl PostgresSink {
         Some(PostgresStaged {
             header: StagedHeader {
                 url: self.spec.url.clone(),
+                tls: self.spec.tls.clone(),
                 table: self.spec.table.clone(),
                 columns: self.spec.columns.clone(),
                 create: self.spec.create.clone(),
@@ -354,6 +382,9 @@ impl Sink for PostgresSink {
 pub struct StagedHeader {
     /// The connection string.
     pub url: String,
+    /// TLS to the server (absent from what earlier builds staged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
     /// The table, quoted.
     pub table: String,
     /// The column list, quoted.
@@ -441,7 +472,7 @@ impl PostgresStaged {
     /// progress table shows the epoch done; see the module docs.
     pub fn commit(&self) -> Result<Committed, String> {
         let header = &self.header;
-        let connection = connection(&header.url, header.shard)?;
+        let connection = connection(&header.url, &header.tls, header.shard)?;
         let mut client = connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -451,7 +482,7 @@ impl PostgresStaged {
         let mut reopened = false;
         loop {
             if client.is_none() {
-                *client = Some(connect(&header.url)?);
+                *client = Some(connect(&header.url, header.tls.as_ref())?);
                 reopened = true;
             }
             let open = client.as_mut().expect("just connected");
@@ -578,26 +609,34 @@ fn describe(error: &postgres::Error) -> String {
 
 type Shared = Arc<Mutex<Option<postgres::Client>>>;
 
-/// The process's connection for `url` and `shard`, opened lazily.
-fn connection(url: &str, shard: u32) -> Result<Shared, String> {
-    static CONNECTIONS: OnceLock<Mutex<HashMap<(String, u32), Shared>>> = OnceLock::new();
+/// The process's connection for `url`, `tls` and `shard`, opened lazily.
+fn connection(url: &str, tls: &Option<ClientTls>, shard: u32) -> Result<Shared, String> {
+    type Connections = HashMap<(String, Option<ClientTls>, u32), Shared>;
+    static CONNECTIONS: OnceLock<Mutex<Connections>> = OnceLock::new();
     let mut connections = CONNECTIONS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     Ok(connections
-        .entry((url.to_owned(), shard))
+        .entry((url.to_owned(), tls.clone(), shard))
         .or_default()
         .clone())
 }
 
-fn connect(url: &str) -> Result<postgres::Client, String> {
-    let config = postgres::Config::from_str(url)
+fn connect(url: &str, tls: Option<&ClientTls>) -> Result<postgres::Client, String> {
+    let mut config = postgres::Config::from_str(url)
         .map_err(|error| format!("bad connection string: {}", describe(&error)))?;
     let hosts = format!("{:?}", config.get_hosts());
-    config
-        .connect(postgres::NoTls)
-        .map_err(|error| format!("cannot connect to {hosts}: {}", describe(&error)))
+    let connected = match tls {
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls.rustls()?);
+            config
+                .ssl_mode(postgres::config::SslMode::Require)
+                .connect(tls)
+        }
+        None => config.connect(postgres::NoTls),
+    };
+    connected.map_err(|error| format!("cannot connect to {hosts}: {}", describe(&error)))
 }
 
 /// Creates the progress table, and the sink's table if `create` is given,
@@ -671,6 +710,7 @@ mod tests {
             url: "postgresql://weir@127.0.0.1:5432/weir".into(),
             table: "events".into(),
             create_table: true,
+            tls: None,
         }
     }
 
@@ -760,6 +800,7 @@ mod tests {
                 table: String::new(),
                 columns: String::new(),
                 create: None,
+                tls: None,
             },
             sink: "s".into(),
             shard: 0,
@@ -803,6 +844,7 @@ mod tests {
         let staged = PostgresStaged {
             header: StagedHeader {
                 url: "host=127.0.0.1".into(),
+                tls: None,
                 table: "\"t\"".into(),
                 columns: "\"a\"".into(),
                 create: Some("CREATE TABLE IF NOT EXISTS \"t\" (\"a\" BIGINT)".into()),

@@ -97,6 +97,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, CommitControl, OperatorError, ShardContext, Sink};
 
+use super::client_tls::ClientTls;
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
 use crate::limits::WEBHOOK_ERROR_BODY_MAX_BYTES;
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
@@ -130,66 +131,7 @@ pub struct WebhookSinkConfig {
     pub retry_max: String,
     /// TLS settings of an `https://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<WebhookTls>,
-}
-
-/// The `tls` table of a `webhook` sink: PEM files.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookTls {
-    /// The authorities to trust instead of Mozilla's roots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca: Option<String>,
-    /// The client certificate chain (mutual TLS), with `key`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert: Option<String>,
-    /// The client certificate's private key, with `cert`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-}
-
-impl WebhookTls {
-    /// ureq's TLS settings from the files; the error names the option and
-    /// the file.
-    fn load(&self) -> Result<ureq::tls::TlsConfig, String> {
-        use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
-        let read = |option: &str, path: &str| {
-            std::fs::read(path).map_err(|error| format!("`tls.{option} = \"{path}\"`: {error}"))
-        };
-        let certs = |option: &str, path: &str| -> Result<Vec<Certificate<'static>>, String> {
-            let pem = read(option, path)?;
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(&pem) {
-                match item {
-                    Ok(PemItem::Certificate(cert)) => certs.push(cert),
-                    Ok(_) => {}
-                    Err(error) => return Err(format!("`tls.{option} = \"{path}\"`: {error}")),
-                }
-            }
-            if certs.is_empty() {
-                return Err(format!(
-                    "`tls.{option} = \"{path}\"` holds no PEM certificate"
-                ));
-            }
-            Ok(certs)
-        };
-        let mut builder = TlsConfig::builder();
-        if let Some(ca) = &self.ca {
-            builder = builder.root_certs(RootCerts::new_with_certs(&certs("ca", ca)?));
-        }
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                let chain = certs("cert", cert)?;
-                let key = PrivateKey::from_pem(&read("key", key)?).map_err(|error| {
-                    format!("`tls.key = \"{key}\"` is not a PEM private key: {error}")
-                })?;
-                builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-            }
-            (None, None) => {}
-            _ => return Err("`tls.cert` and `tls.key` go together: set both or neither".into()),
-        }
-        Ok(builder.build())
-    }
+    pub tls: Option<ClientTls>,
 }
 
 fn default_batch_max_records() -> usize {
@@ -229,7 +171,7 @@ pub struct WebhookSpec {
     /// The longest pause between attempts.
     pub retry_max: Duration,
     /// TLS settings of an `https://` URL.
-    pub tls: Option<WebhookTls>,
+    pub tls: Option<ClientTls>,
 }
 
 impl WebhookSpec {
@@ -311,7 +253,7 @@ pub fn build(config: &WebhookSinkConfig, input: &Schema) -> Result<WebhookSpec, 
                 format!("`tls` applies to https:// URLs, not `{}`", config.url),
             ));
         }
-        tls.load()
+        tls.ureq()
             .map_err(|message| OptionError::new("tls", message))?;
     }
     if retry_max < retry_initial {
@@ -466,7 +408,7 @@ pub struct StagedHeader {
     /// TLS settings of an `https://` URL (absent from what earlier builds
     /// staged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<WebhookTls>,
+    pub tls: Option<ClientTls>,
     /// The pipeline's name.
     pub pipeline: String,
     /// The sink's node name.
@@ -623,8 +565,8 @@ fn take_part<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 /// One HTTP agent per attempt timeout and TLS setting, shared by every
 /// commit of the process, so connections to the receiver are kept and
 /// reused; an error when the TLS files cannot be read.
-fn agent(timeout_ms: u64, tls: &Option<WebhookTls>) -> Result<ureq::Agent, String> {
-    type Agents = HashMap<(u64, Option<WebhookTls>), ureq::Agent>;
+fn agent(timeout_ms: u64, tls: &Option<ClientTls>) -> Result<ureq::Agent, String> {
+    type Agents = HashMap<(u64, Option<ClientTls>), ureq::Agent>;
     static AGENTS: OnceLock<Mutex<Agents>> = OnceLock::new();
     let mut agents = AGENTS
         .get_or_init(Default::default)
@@ -640,7 +582,7 @@ fn agent(timeout_ms: u64, tls: &Option<WebhookTls>) -> Result<ureq::Agent, Strin
         .max_redirects(0)
         .proxy(None);
     if let Some(tls) = tls {
-        config = config.tls_config(tls.load()?);
+        config = config.tls_config(tls.ureq()?);
     }
     let agent: ureq::Agent = config.build().into();
     agents.insert(key, agent.clone());
@@ -808,7 +750,7 @@ mod tests {
         );
         let tls = |url: &str, ca: &str| WebhookSinkConfig {
             url: url.into(),
-            tls: Some(WebhookTls {
+            tls: Some(ClientTls {
                 ca: Some(ca.into()),
                 cert: None,
                 key: None,
