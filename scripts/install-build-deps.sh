@@ -4,10 +4,10 @@
 # with cmake and a C++ compiler, and links OpenSSL found by pkg-config.
 #
 # Idempotent: if cmake, c++, pkg-config, OpenSSL's headers, gdb, curl, gzip,
-# zstd and Python's venv are there it installs nothing. Otherwise it
-# installs Debian's `cmake`, `g++`, `pkg-config`, `libssl-dev`, `gdb`,
-# `curl`, `gzip`, `zstd` and `python3-venv` with apt-get (sudo when not
-# root). gdb, curl, gzip and zstd are for
+# zstd, Python's venv and the openssl tool are there it installs nothing.
+# Otherwise it installs Debian's `cmake`, `g++`, `pkg-config`,
+# `libssl-dev`, `gdb`, `curl`, `gzip`, `zstd`, `python3-venv` and
+# `openssl` with apt-get (sudo when not root). gdb, curl, gzip and zstd are for
 # the tests only: a `weir` run that hangs is reported with its threads'
 # stacks (tests/support/mod.rs, `thread_stacks`), and the http source's
 # tests post compressed bodies with curl as a user would.
@@ -26,6 +26,9 @@ command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 # The otlp source's tests export with the OpenTelemetry Python SDK, in a
 # virtual environment (scripts/install-otel-python.sh).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# The TLS tests' PostgreSQL gets its certificate from the openssl tool
+# (scripts/start-postgres.sh with WEIR_TEST_POSTGRES_SSL=1).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ! pkg-config --exists openssl 2>/dev/null; then
     missing+=(libssl-dev)
 fi

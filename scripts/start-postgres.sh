@@ -16,6 +16,12 @@
 #   `postgres` system user (created by Debian's package) and the URL's user
 #   is `postgres`; otherwise it belongs to, and the URL names, the current
 #   user.
+# - WEIR_TEST_POSTGRES_SSL=1: the cluster takes TLS connections only
+#   (`ssl = on`, `hostssl` lines in pg_hba.conf), with a certificate for
+#   127.0.0.1 and localhost signed by a throwaway CA that the first start
+#   makes with the `openssl` tool: `ca.crt` in the data directory is what
+#   clients trust (tests/tls.rs). Give such a cluster its own port and
+#   directory.
 # - Binaries: `pg_config --bindir`, then the newest
 #   /usr/lib/postgresql/*/bin, then PATH. If none is found it installs
 #   Debian's `postgresql` package (apt-get, with sudo when not root).
@@ -93,8 +99,33 @@ if [ ! -f "$DIR/PG_VERSION" ]; then
     log "initdb $DIR"
     as_owner "$BIN/initdb" -D "$DIR" -A trust -U "$OWNER" -E UTF8 --no-sync >&2
 fi
+SSL_OPTIONS=""
+if [ "${WEIR_TEST_POSTGRES_SSL:-}" = 1 ]; then
+    if [ ! -f "$DIR/server.crt" ]; then
+        log "making a throwaway CA and a server certificate in $DIR"
+        work="$(mktemp -d)"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+            -subj "/CN=weir test PostgreSQL CA" -keyout "$work/ca.key" -out "$work/ca.crt" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=127.0.0.1" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' \
+            >"$work/ext"
+        openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
+            -CAcreateserial -days 3650 -extfile "$work/ext" -out "$work/server.crt" 2>/dev/null
+        install -m 600 "$work/server.key" "$DIR/server.key"
+        install -m 644 "$work/server.crt" "$DIR/server.crt"
+        install -m 644 "$work/ca.crt" "$DIR/ca.crt"
+        rm -rf "$work"
+        [ "$(id -u)" -eq 0 ] && chown "$OWNER" "$DIR/server.key" "$DIR/server.crt" "$DIR/ca.crt"
+        printf 'local all all trust\nhostssl all all 127.0.0.1/32 trust\n' >"$DIR/pg_hba.conf"
+        [ "$(id -u)" -eq 0 ] && chown "$OWNER" "$DIR/pg_hba.conf"
+    fi
+    SSL_OPTIONS="-c ssl=on"
+fi
 log "starting PostgreSQL on 127.0.0.1:$PORT ($BIN)"
 as_owner "$BIN/pg_ctl" start -w -t 60 -D "$DIR" -l "$DIR/log" \
-    -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >&2 9>&- \
+    -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off $SSL_OPTIONS" >&2 9>&- \
     || { log "PostgreSQL did not start; its log:"; tail -n 30 "$DIR/log" >&2 || true; exit 1; }
 echo "$URL"
