@@ -518,3 +518,122 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A PostgreSQL cluster that takes TLS connections only (its own port and
+/// directory; `scripts/start-postgres.sh` with `WEIR_TEST_POSTGRES_SSL=1`):
+/// its URL and the CA its certificate chains to.
+fn postgres_tls() -> (String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join("weir-test-postgres-tls");
+    let output = Command::new("scripts/start-postgres.sh")
+        .env("WEIR_TEST_POSTGRES_SSL", "1")
+        .env("WEIR_TEST_POSTGRES_PORT", "54330")
+        .env("WEIR_TEST_POSTGRES_DIR", &dir)
+        .output()
+        .expect("scripts/start-postgres.sh");
+    assert!(
+        output.status.success(),
+        "start-postgres.sh: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let url = String::from_utf8(output.stdout).expect("utf-8");
+    (url.trim().to_owned(), dir.join("ca.crt"))
+}
+
+/// `psql` over verified TLS: the output of `sql`, unaligned.
+fn psql(url: &str, ca: &Path, sql: &str) -> String {
+    let url = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let output = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", sql, &url])
+        .output()
+        .expect("psql (scripts/start-postgres.sh installs it)");
+    assert!(
+        output.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn the_postgres_sink_writes_over_tls() {
+    let (url, ca) = postgres_tls();
+    let pki = pki();
+    let root = scratch();
+    // A table and sink name of their own: the cluster outlives test runs.
+    let run = format!("tls_{}_{}", std::process::id(), now_ms());
+    let pipeline = |tls: &str, port: u16| {
+        format!(
+            r#"
+[runtime]
+shards = 1
+epoch_interval_ms = 50
+
+[sources.events]
+type = "http"
+listen = "127.0.0.1:{port}"
+schema = {{ user = "string" }}
+
+[sinks.{run}]
+type = "postgres"
+inputs = ["events"]
+url = "{url}"
+table = "{run}"
+{tls}
+"#
+        )
+    };
+    // Only TLS is accepted by this cluster (`hostssl` lines only), so the
+    // rows arriving show the sink spoke TLS, verified against the CA.
+    let port = free_port();
+    let config = root.path().join("pipeline.toml");
+    let tls = format!("tls = {{ ca = {} }}", toml(&ca));
+    std::fs::write(&config, pipeline(&tls, port)).expect("config");
+    let weir = Weir::start(&config, &root.path().join("data"), &[], &[]);
+    wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
+    let body = b"{\"user\":\"u1\"}\n{\"user\":\"u2\"}\n";
+    let events = format!("http://127.0.0.1:{port}/events");
+    assert_eq!(curl(&events, body, &[]).1, 200);
+    wait_for("the rows in PostgreSQL", WAIT, || {
+        psql(
+            &url,
+            &ca,
+            &format!("SELECT count(*) FROM to_regclass('{run}') t WHERE t IS NOT NULL"),
+        ) == "1"
+            && psql(&url, &ca, &format!("SELECT count(*) FROM \"{run}\"")) == "2"
+    });
+    weir.terminate();
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(status.success(), "the stop failed: {log}");
+    assert_eq!(
+        psql(
+            &url,
+            &ca,
+            &format!("SELECT string_agg(\"user\", ',' ORDER BY \"user\") FROM \"{run}\"")
+        ),
+        "u1,u2"
+    );
+
+    // Trusting another CA: the server's certificate is refused and the
+    // commit fails the run, naming the server.
+    let port = free_port();
+    let tls = format!("tls = {{ ca = {} }}", toml(&pki.other_ca));
+    std::fs::write(&config, pipeline(&tls, port)).expect("config");
+    let weir = Weir::start(&config, &root.path().join("other"), &[], &[]);
+    wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
+    let _ = curl(
+        &format!("http://127.0.0.1:{port}/events"),
+        body,
+        &["--max-time", "5"],
+    );
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("cannot connect to"), "{log}");
+    assert!(log.contains("certificate"), "{log}");
+    assert_eq!(
+        psql(&url, &ca, &format!("SELECT count(*) FROM \"{run}\"")),
+        "2"
+    );
+}
