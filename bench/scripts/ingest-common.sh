@@ -23,7 +23,9 @@ ingest_setup() {
   case $protocol in
     tcp) target="tcp://127.0.0.1:$port" ;;
     http) target="http://127.0.0.1:$port/events" ;;
-    *) echo "protocol must be tcp or http" >&2; exit 1 ;;
+    # OTLP/HTTP log exports: run the load generator with --http-body otlp.
+    otlp) target="http://127.0.0.1:$port/v1/logs" ;;
+    *) echo "protocol must be tcp, http or otlp" >&2; exit 1 ;;
   esac
   local metrics=""
   [[ -n $metrics_port ]] && metrics="metrics_listen = \"127.0.0.1:$metrics_port\""

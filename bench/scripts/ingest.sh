@@ -5,7 +5,7 @@
 #
 #   bench/scripts/ingest.sh PROTOCOL SHARDS [RUNS] [LOADGEN OPTIONS...]
 #
-#   PROTOCOL  tcp | http
+#   PROTOCOL  tcp | http | otlp (run the load generator with --http-body otlp)
 #   SHARDS    shards of the runtime (1, 2, 4, 8, 14, ...)
 #   RUNS      repetitions (default 5); the median is reported
 #
@@ -26,7 +26,7 @@ source "$(dirname "$0")/ingest-common.sh"
 ingest_setup "$protocol" "$shards"
 case $protocol in
   tcp) defaults=(--connections 4 --inflight 8) ;;
-  http) defaults=(--connections 8) ;;
+  http | otlp) defaults=(--connections 8) ;;
 esac
 
 rates=()

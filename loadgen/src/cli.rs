@@ -20,6 +20,10 @@ pub enum HttpBody {
     Weir,
     /// A log shipper's: `timestamp` (RFC 3339), then the profile's fields.
     Shipper,
+    /// An OTLP/HTTP log export (protobuf `ExportLogsServiceRequest`, for
+    /// the `otlp` source): one record per event, its body the profile's
+    /// JSON line, its `key` an attribute, its time when it is sent.
+    Otlp,
 }
 use crate::limits::{BACKLOG_FRAMES_DEFAULT, CONNECTIONS_MAX};
 

@@ -209,7 +209,11 @@ impl Client {
         let (config, shared) = (&self.config, &self.shared);
         match response.status {
             200 => {
-                match accepted(&response.body) {
+                let accepted = match config.http_body {
+                    crate::cli::HttpBody::Otlp => otlp_accepted(&response.body, config.batch),
+                    _ => accepted(&response.body),
+                };
+                match accepted {
                     Some((_, true)) => shared.error(intended, "duplicate"),
                     Some((count, false)) if count == config.batch as u64 => {
                         shared.accepted(intended, now, count)
@@ -258,6 +262,18 @@ fn accepted(body: &[u8]) -> Option<(u64, bool)> {
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     Some((accepted, duplicate))
+}
+
+/// The records an OTLP `ExportLogsServiceResponse` accepted of `batch`:
+/// all but its partial success's rejected ones.
+fn otlp_accepted(body: &[u8], batch: usize) -> Option<(u64, bool)> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use prost::Message;
+    let response = ExportLogsServiceResponse::decode(body).ok()?;
+    let rejected = response
+        .partial_success
+        .map_or(0, |partial| partial.rejected_log_records.max(0) as u64);
+    Some(((batch as u64).saturating_sub(rejected), false))
 }
 
 /// Reads one response: status line, headers, and a body framed by

@@ -238,6 +238,9 @@ struct BodySlot {
     /// Offsets in `body` of every line's RFC 3339 `"timestamp"`
     /// (`--http-body shipper`).
     stamp_at: Vec<u32>,
+    /// Offsets in `body` of every OTLP record's `time_unix_nano` (a
+    /// protobuf `fixed64`, little-endian; `--http-body otlp`).
+    nanos_at: Vec<u32>,
 }
 
 /// A connection's pre-encoded HTTP requests.
@@ -258,6 +261,9 @@ impl BodyPool {
         let shipper = config.http_body == HttpBody::Shipper;
         let slots = (0..batches.max(1))
             .map(|_| {
+                if config.http_body == HttpBody::Otlp {
+                    return otlp_slot(gen, config);
+                }
                 let mut body = String::with_capacity(config.batch * (config.record_bytes + 64));
                 let mut ts_at = Vec::with_capacity(config.batch);
                 let mut sent_at = Vec::with_capacity(config.batch);
@@ -294,6 +300,7 @@ impl BodyPool {
                     ts_at,
                     sent_at,
                     stamp_at,
+                    nanos_at: Vec::new(),
                 };
                 if config.gzip {
                     let now = std::time::SystemTime::now()
@@ -305,9 +312,7 @@ impl BodyPool {
                     slot.sent_at.clear();
                     slot.stamp_at.clear();
                 }
-                let (head, batch_id_at) = request_head(config, slot.body.len());
-                slot.head = head.into_bytes();
-                slot.batch_id_at = batch_id_at;
+                slot.finish(config);
                 slot
             })
             .collect();
@@ -336,10 +341,104 @@ impl BodyPool {
     }
 }
 
+/// What an OTLP record's `time_unix_nano` holds until it is patched: found
+/// again in the encoded body to learn where each one is.
+const NANOS_SENTINEL: u64 = 0x5745_4952_4f54_4c50;
+
+/// One request of `config.batch` OTLP log records from `gen`: one resource
+/// (`service.name = "loadgen"`) and scope, each record's body the
+/// profile's JSON line of about `record_bytes`, its key the `key`
+/// attribute. With `--gzip` stamped and compressed here, once.
+fn otlp_slot(gen: &mut EventGen, config: &ConnConfig) -> BodySlot {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+    let text = |text: String| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(text)),
+        })
+    };
+    let records = (0..config.batch)
+        .map(|_| {
+            let mut line = String::with_capacity(config.record_bytes + 8);
+            let key = gen.next_into(&mut line, |_, _| {}, |_| config.record_bytes);
+            LogRecord {
+                time_unix_nano: NANOS_SENTINEL,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                body: text(line),
+                attributes: vec![KeyValue {
+                    key: "key".into(),
+                    value: text(key),
+                    ..KeyValue::default()
+                }],
+                ..LogRecord::default()
+            }
+        })
+        .collect();
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: text("loadgen".into()),
+                    ..KeyValue::default()
+                }],
+                ..Resource::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    };
+    let body = request.encode_to_vec();
+    let sentinel = NANOS_SENTINEL.to_le_bytes();
+    let nanos_at = body
+        .windows(sentinel.len())
+        .enumerate()
+        .filter(|(_, window)| *window == sentinel)
+        .map(|(at, _)| at as u32)
+        .collect();
+    let mut slot = BodySlot {
+        head: Vec::new(),
+        batch_id_at: None,
+        body,
+        ts_at: Vec::new(),
+        sent_at: Vec::new(),
+        stamp_at: Vec::new(),
+        nanos_at,
+    };
+    if config.gzip {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        slot.patch_times(now);
+        slot.body = gzip(&slot.body);
+        slot.nanos_at.clear();
+    }
+    slot.finish(config);
+    slot
+}
+
 impl BodySlot {
+    /// Adds the request head.
+    fn finish(&mut self, config: &ConnConfig) {
+        let (head, batch_id_at) = request_head(config, self.body.len());
+        self.head = head.into_bytes();
+        self.batch_id_at = batch_id_at;
+    }
+
     /// Writes `sent_ns` (and its milliseconds, as digits or RFC 3339) into
     /// every line.
     fn patch_times(&mut self, sent_ns: u64) {
+        let nanos = sent_ns.to_le_bytes();
+        for &at in &self.nanos_at {
+            self.body[at as usize..at as usize + 8].copy_from_slice(&nanos);
+        }
         let ts = digits::<MS_DIGITS>(sent_ns / 1_000_000);
         let sent = digits::<NS_DIGITS>(sent_ns);
         for &at in &self.ts_at {
@@ -397,8 +496,12 @@ fn rfc3339_ms(ms: u64) -> [u8; RFC3339_MS_BYTES] {
 /// A request head for a body of `content_length` bytes, and where in it the
 /// `Weir-Batch-Id` digits go (with `--dedup`).
 fn request_head(config: &ConnConfig, content_length: usize) -> (String, Option<usize>) {
+    let content_type = match config.http_body {
+        HttpBody::Otlp => "application/x-protobuf",
+        _ => "application/x-ndjson",
+    };
     let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {content_length}\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\n",
         config.path, config.addr
     );
     if config.gzip {
@@ -673,6 +776,31 @@ mod tests {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut text).unwrap();
         assert_eq!(text.lines().count(), 4);
+    }
+
+    #[test]
+    fn otlp_bodies_are_export_requests_stamped_when_sent() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use prost::Message;
+        let mut config = config(5, false);
+        config.http_body = HttpBody::Otlp;
+        let mut gen = EventGen::new(Profile::Access, 1, 10);
+        let mut pool = BodyPool::new(&mut gen, &config, 2);
+        for sent_ns in [1_796_464_800_250_000_001, 7] {
+            let (head, body) = pool.next(0, sent_ns);
+            let head = std::str::from_utf8(head).unwrap();
+            assert!(
+                head.contains("Content-Type: application/x-protobuf\r\n"),
+                "{head}"
+            );
+            let request = ExportLogsServiceRequest::decode(body).unwrap();
+            let records = &request.resource_logs[0].scope_logs[0].log_records;
+            assert_eq!(records.len(), 5);
+            for record in records {
+                assert_eq!(record.time_unix_nano, sent_ns);
+                assert_eq!(record.attributes[0].key, "key");
+            }
+        }
     }
 
     #[test]
