@@ -6,9 +6,12 @@
 #   ingest_setup PROTOCOL SHARDS [METRICS_PORT]
 #
 # EPOCH_MS (environment) sets the epoch interval, default 100 ms; SINK, the
-# sink, and HTTP_FORMAT, what the http source reads (below).
+# sink, and HTTP_FORMAT, what the http source reads (below). TLS=1: the
+# source listens with TLS (a throwaway CA and certificate for 127.0.0.1 made
+# with the openssl tool) and tls_args holds the load generator's --tls-ca
+# (tcp only).
 #
-# sets: weir, work, port, target (the load generator's --target).
+# sets: weir, work, port, target (the load generator's --target), tls_args.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 weir=${WEIR_BIN:-$root/target/release/weir}
@@ -29,6 +32,13 @@ ingest_setup() {
   esac
   local metrics=""
   [[ -n $metrics_port ]] && metrics="metrics_listen = \"127.0.0.1:$metrics_port\""
+  local tls=""
+  tls_args=()
+  if [[ ${TLS:-0} == 1 ]]; then
+    make_certificates "$work"
+    tls="tls = { cert = \"$work/server.crt\", key = \"$work/server.key\" }"
+    tls_args=(--tls-ca "$work/ca.crt")
+  fi
   cat > "$work/pipeline.toml" <<TOML
 [runtime]
 shards = $shards
@@ -39,6 +49,7 @@ $metrics
 type = "$protocol"
 listen = "127.0.0.1:$port"
 $(http_format_toml "$protocol")
+$tls
 
 [processors.per_second]
 type = "window"
@@ -63,6 +74,20 @@ http_format_toml() {
   else
     printf 'format = "weir"\n'
   fi
+}
+
+# A CA and a certificate for 127.0.0.1 it signed, in DIR (ca.crt,
+# server.crt, server.key).
+make_certificates() {
+  local dir=$1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=weir bench CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$dir/ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 30 -extfile "$dir/ext" -out "$dir/server.crt" 2>/dev/null
 }
 
 # SINK=blackhole (environment): the counts are dropped instead of written

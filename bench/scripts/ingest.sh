@@ -9,6 +9,9 @@
 #   SHARDS    shards of the runtime (1, 2, 4, 8, 14, ...)
 #   RUNS      repetitions (default 5); the median is reported
 #
+# TLS=1 (environment): the source listens with TLS and the load generator
+# speaks it (tcp; see ingest-common.sh).
+#
 # Each run uses a fresh data directory and checks that the committed window
 # counts add up to at least the events the load generator saw acknowledged
 # in its measured period (warm-up events are committed too), so a run that
@@ -35,7 +38,7 @@ for run in $(seq 1 "$runs"); do
   "$weir" run "$work/pipeline.toml" --data-dir "$work/data" --drain > "$work/server.log" 2>&1 &
   server=$!
   "$weir" loadgen --target "$target" --max --duration 10s --warmup 2s --quiet \
-    "${defaults[@]}" "$@" > "$work/loadgen.txt"
+    "${defaults[@]}" ${tls_args[@]+"${tls_args[@]}"} "$@" > "$work/loadgen.txt"
   kill -TERM "$server"
   wait "$server"
   rate=$(awk '/^throughput/ {print $2}' "$work/loadgen.txt")

@@ -94,6 +94,10 @@ pub struct Args {
     /// Bearer token for HTTP ingest.
     #[arg(long)]
     pub token: Option<String>,
+    /// Speak TLS to a `tcp` target, trusting the PEM certificates in this
+    /// file (the server's name is the target's host).
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Most unacked frames per tcp connection; a batch due while this many
     /// are outstanding is skipped and counted as `backlogged`.
     #[arg(long, default_value_t = BACKLOG_FRAMES_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]

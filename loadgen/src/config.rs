@@ -72,6 +72,8 @@ pub(crate) struct ConnConfig {
     pub http_body: HttpBody,
     /// HTTP bodies are gzip-compressed.
     pub gzip: bool,
+    /// TLS to a `tcp` target (`--tls-ca`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// High bits of every batch id, different for every run.
     pub nonce: u64,
     /// The end of the schedule, from the start.
@@ -92,6 +94,13 @@ impl ConnConfig {
         if transport == Transport::Tcp && (args.gzip || args.http_body != HttpBody::Weir) {
             bail!("--gzip and --http-body apply to http targets only");
         }
+        if transport == Transport::Http && args.tls_ca.is_some() {
+            bail!("--tls-ca applies to tcp targets only");
+        }
+        let tls = match &args.tls_ca {
+            Some(ca) => Some(crate::tls::client_config(ca)?),
+            None => None,
+        };
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
         let nonce = Rng::new(unix_now ^ (u64::from(std::process::id()) << 40)).next_u64()
             & ((1 << NONCE_BITS) - 1);
@@ -109,6 +118,7 @@ impl ConnConfig {
             token: args.token.clone(),
             http_body: args.http_body,
             gzip: args.gzip,
+            tls,
             max_backlog: args.max_backlog as usize,
             nonce,
             end: args.warmup + args.duration,
@@ -260,6 +270,7 @@ mod tests {
             max_backlog: 1,
             http_body: HttpBody::Weir,
             gzip: false,
+            tls: None,
             nonce: 0xabc,
             end: Duration::from_secs(1),
             verbose: false,

@@ -71,6 +71,7 @@ mod run;
 mod stats;
 mod summary;
 mod tcp;
+mod tls;
 
 pub use cli::{parse_duration, parse_rate, Args};
 pub use command::{cli_main, plot_files, Cli, CliCommand};

@@ -61,6 +61,8 @@ impl Session {
 #[derive(Debug)]
 struct Connection {
     stream: TcpStream,
+    /// The TLS session (`--tls-ca`).
+    tls: Option<Arc<crate::tls::TlsSession>>,
     session: Arc<Session>,
     reader: JoinHandle<()>,
     /// The write timeout set on `stream`.
@@ -69,20 +71,36 @@ struct Connection {
 
 impl Connection {
     fn open(config: &Arc<ConnConfig>, shared: &Arc<Shared>) -> io::Result<Connection> {
-        let stream = TcpStream::connect(&config.addr)?;
+        let mut stream = TcpStream::connect(&config.addr)?;
         stream.set_nodelay(true)?;
         // A server that stops reading must not block the writer forever.
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let tls = match &config.tls {
+            Some(tls) => {
+                let host = config.addr.rsplit_once(':').map_or("", |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Some(crate::tls::TlsSession::connect(&mut stream, tls, host)?)
+            }
+            None => None,
+        };
         let read_half = stream.try_clone()?;
         let session = Arc::new(Session::default());
         let reader = {
             let (session, shared, config) = (session.clone(), shared.clone(), config.clone());
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name("loadgen-tcp-reader".into())
-                .spawn(move || read_acks(read_half, &session, &shared, &config))?
+                .spawn(move || match tls {
+                    Some(tls) => {
+                        let reader = crate::tls::TlsReader::new(tls, read_half);
+                        read_acks(reader, &session, &shared, &config)
+                    }
+                    None => read_acks(read_half, &session, &shared, &config),
+                })?
         };
         Ok(Connection {
             stream,
+            tls,
             session,
             reader,
             write_timeout: WRITE_TIMEOUT,
@@ -101,7 +119,10 @@ impl Connection {
             self.stream.set_write_timeout(Some(left))?;
             self.write_timeout = left;
         }
-        self.stream.write_all(frame)
+        match &self.tls {
+            Some(tls) => tls.write_all(&self.stream, frame),
+            None => self.stream.write_all(frame),
+        }
     }
 
     /// Waits (up to the drain deadline) for every frame to be acked, then
@@ -351,7 +372,7 @@ fn wait_for_slot(
 
 /// Reads acks until the connection closes, matching each to the oldest
 /// pending frame.
-fn read_acks(mut stream: TcpStream, session: &Session, shared: &Shared, config: &ConnConfig) {
+fn read_acks(mut stream: impl Read, session: &Session, shared: &Shared, config: &ConnConfig) {
     let outcome = read_loop(&mut stream, session, shared, config);
     let mut queue = session.lock();
     let kind = match outcome {
@@ -378,7 +399,7 @@ fn read_acks(mut stream: TcpStream, session: &Session, shared: &Shared, config: 
 }
 
 fn read_loop(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     session: &Session,
     shared: &Shared,
     config: &ConnConfig,
