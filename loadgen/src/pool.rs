@@ -638,6 +638,7 @@ mod tests {
             max_backlog: 1,
             http_body: HttpBody::Weir,
             gzip: false,
+            tls: None,
             nonce: 1,
             end: Duration::from_secs(1),
             verbose: false,
