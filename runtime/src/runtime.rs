@@ -331,6 +331,7 @@ impl Runtime {
         let gauge = Arc::new(BufferGauge::default());
         let request = Arc::new(StopRequest::default());
         let stop = request.stop.clone();
+        self.metrics.run_starting(stop.clone());
         // The run's abort flag: see the module documentation.
         let aborted = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -409,6 +410,7 @@ impl Runtime {
             let (shard_gauge, shard_stop, shard_aborted) =
                 (gauge.clone(), stop.clone(), aborted.clone());
             let latency = self.latency;
+            let readiness = self.metrics.clone();
             let mut executor = LocalExecutorBuilder::new(placement)
                 .name(&format!("weir-shard-{shard}"))
                 .io_memory(self.io_memory_bytes)
@@ -426,6 +428,7 @@ impl Runtime {
                     shard_aborted,
                     log,
                     latency.flush_when_idle,
+                    readiness,
                 )
             });
             match spawned {

@@ -88,6 +88,7 @@ pub(crate) async fn run_shard(
     aborted: Arc<AtomicBool>,
     log: Option<ShardLog>,
     flush_when_idle: bool,
+    readiness: crate::metrics::Registry,
 ) -> Result<(), RunError> {
     let instances = plan.instances.len();
     let epochs = log.map(|log| {
@@ -140,6 +141,9 @@ pub(crate) async fn run_shard(
             (instance.context.node, Some(failures), task)
         })
         .collect();
+    // Every node has started (recovery came before): the shard takes
+    // input, for the readiness probe, until its nodes end.
+    readiness.shard_started();
     if let Some(epochs) = epochs {
         tasks.push((
             "(epochs)".into(),
@@ -166,5 +170,6 @@ pub(crate) async fn run_shard(
             }
         }
     }
+    readiness.shard_ended();
     first_failure.map_or(Ok(()), Err)
 }

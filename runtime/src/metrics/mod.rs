@@ -111,6 +111,21 @@ struct Inner {
     /// Writer slots after the shards' (see [`Registry::with_writers`]).
     writers: usize,
     families: Mutex<BTreeMap<String, Family>>,
+    /// Shards whose run has started every node (see [`Registry::ready`]).
+    running: std::sync::atomic::AtomicUsize,
+    /// The current run's stop flag, once a run started.
+    stop: Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
+}
+
+/// Whether a runtime takes input, for a readiness probe (`/ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Recovered, and every shard has started its nodes.
+    Ready,
+    /// No run, or a run still recovering or starting its shards.
+    Starting,
+    /// The run was asked to stop, or its shards are ending.
+    Stopping,
 }
 
 /// One metric family: its help text and its series by label set.
@@ -176,7 +191,61 @@ impl Registry {
                 shards,
                 writers,
                 families: Mutex::new(BTreeMap::new()),
+                running: std::sync::atomic::AtomicUsize::new(0),
+                stop: Mutex::new(None),
             }),
+        }
+    }
+
+    /// A run starts: it is not ready until every shard has started; `stop`
+    /// is its stop flag (set: stopping).
+    pub fn run_starting(&self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        self.inner
+            .running
+            .store(0, std::sync::atomic::Ordering::Release);
+        *self
+            .inner
+            .stop
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(stop);
+    }
+
+    /// A shard of the run started every node (after recovery).
+    pub fn shard_started(&self) {
+        self.inner
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// A shard of the run ended.
+    pub fn shard_ended(&self) {
+        let _ = self.inner.running.fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            |running| running.checked_sub(1),
+        );
+    }
+
+    /// Whether the run takes input: [`Readiness::Ready`] once it recovered
+    /// and every shard started its nodes, until it is asked to stop or a
+    /// shard ends.
+    pub fn ready(&self) -> Readiness {
+        let stopping = self
+            .inner
+            .stop
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(|stop| stop.load(std::sync::atomic::Ordering::Acquire));
+        let running = self
+            .inner
+            .running
+            .load(std::sync::atomic::Ordering::Acquire);
+        match stopping {
+            None => Readiness::Starting,
+            Some(true) => Readiness::Stopping,
+            Some(false) if running == self.inner.shards => Readiness::Ready,
+            Some(false) => Readiness::Starting,
         }
     }
 

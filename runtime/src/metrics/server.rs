@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 server for `GET /metrics`, on its own thread.
+//! A minimal HTTP/1.1 server for `GET /metrics`, `/health` and `/ready`,
+//! on its own thread.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -15,8 +16,10 @@ const IO_TIMEOUT: Duration = Duration::from_millis(METRICS_IO_TIMEOUT_MS);
 
 /// Serves `registry` over HTTP at `addr` from a new thread (not a shard):
 /// `GET /metrics` (or `HEAD`) answers `200` with [`Registry::render`] as
-/// [`CONTENT_TYPE`]; other paths answer `404`, other methods on `/metrics`
-/// `405`. Each connection gets one answer and is closed
+/// [`CONTENT_TYPE`]; `GET /health` answers `200 ok` while the process
+/// serves (a liveness probe); `GET /ready` answers `200 ready` when
+/// [`Registry::ready`] says so, else `503` with `starting` or `stopping` (a
+/// readiness probe); other paths answer `404`, other methods `405`. Each connection gets one answer and is closed
 /// (`Connection: close`); connections are served one at a time.
 ///
 /// Bind port 0 to get a free port, then ask [`MetricsServer::local_addr`].
@@ -107,22 +110,31 @@ fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split_once('?').map_or(target, |(path, _)| path);
 
-    let (status, content_type, body, extra) = if path != "/metrics" {
-        (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "not found\n".to_owned(),
-            "",
-        )
-    } else if method == "GET" || method == "HEAD" {
-        ("200 OK", CONTENT_TYPE, registry.render(), "")
-    } else {
+    let text = "text/plain; charset=utf-8";
+    let known = matches!(path, "/metrics" | "/health" | "/ready");
+    let (status, content_type, body, extra) = if !known {
+        ("404 Not Found", text, "not found\n".to_owned(), "")
+    } else if method != "GET" && method != "HEAD" {
         (
             "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
+            text,
             "method not allowed\n".to_owned(),
             "Allow: GET, HEAD\r\n",
         )
+    } else if path == "/health" {
+        ("200 OK", text, "ok\n".to_owned(), "")
+    } else if path == "/ready" {
+        match registry.ready() {
+            super::Readiness::Ready => ("200 OK", text, "ready\n".to_owned(), ""),
+            super::Readiness::Starting => {
+                ("503 Service Unavailable", text, "starting\n".to_owned(), "")
+            }
+            super::Readiness::Stopping => {
+                ("503 Service Unavailable", text, "stopping\n".to_owned(), "")
+            }
+        }
+    } else {
+        ("200 OK", CONTENT_TYPE, registry.render(), "")
     };
     let mut response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
@@ -163,6 +175,37 @@ mod tests {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response
+    }
+
+    #[test]
+    fn health_answers_while_serving_and_ready_follows_the_run() {
+        let registry = Registry::new(2);
+        let server = serve("127.0.0.1:0".parse().unwrap(), registry.clone()).unwrap();
+        let addr = server.local_addr();
+        let get = |path: &str| request(addr, &format!("GET {path} HTTP/1.1\r\n\r\n"));
+        assert!(get("/health").starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(get("/health").ends_with("\r\n\r\nok\n"));
+        // No run yet, then a run whose shards start one by one.
+        assert!(get("/ready").starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        let stop = Arc::new(AtomicBool::new(false));
+        registry.run_starting(stop.clone());
+        registry.shard_started();
+        assert!(get("/ready").ends_with("starting\n"));
+        registry.shard_started();
+        assert!(get("/ready").starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(get("/ready").ends_with("ready\n"));
+        // Asked to stop: not ready, while the shards still run.
+        stop.store(true, Ordering::SeqCst);
+        let stopping = get("/ready");
+        assert!(stopping.starts_with("HTTP/1.1 503 "), "{stopping}");
+        assert!(stopping.ends_with("stopping\n"), "{stopping}");
+        // A new run on the same runtime starts over.
+        registry.shard_ended();
+        registry.shard_ended();
+        registry.run_starting(Arc::new(AtomicBool::new(false)));
+        assert!(get("/ready").ends_with("starting\n"));
+        let post = request(addr, "POST /ready HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
     }
 
     #[test]
