@@ -122,6 +122,7 @@ impl WindowConfig {
                 name: Some(name.to_owned()),
                 k: None,
                 error: None,
+                q: None,
             });
         }
         Ok(RowWindowConfig {

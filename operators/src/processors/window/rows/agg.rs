@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use rustc_hash::FxHashMap;
+use sketches_ddsketch::DDSketch;
 
 use super::config::{AggregateFn, AggregateSpec};
 use crate::row::{cmp_values, ArchivedValue, Fnv, MapEntry, Type, Value};
@@ -140,6 +141,27 @@ pub(crate) enum Acc {
     Avg { sum: f64, count: u64 },
     Distinct(Box<Sketch>),
     TopK(TopTable),
+    Quantile(Box<Quantiles>),
+}
+
+/// A [`DDSketch`], which does not implement `Debug` itself.
+#[derive(Clone)]
+pub(crate) struct Quantiles(DDSketch);
+
+impl std::fmt::Debug for Quantiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quantiles")
+            .field("count", &self.0.count())
+            .finish()
+    }
+}
+
+/// The quantile sketch: DDSketch, every value within relative error
+/// `accuracy` of the true quantile's (2048 bins at most).
+fn quantile_sketch(accuracy: f64) -> Quantiles {
+    Quantiles(DDSketch::new(sketches_ddsketch::Config::new(
+        accuracy, 2048, 1.0e-9,
+    )))
 }
 
 impl Acc {
@@ -154,6 +176,7 @@ impl Acc {
             AggregateFn::Avg => Acc::Avg { sum: 0.0, count: 0 },
             AggregateFn::CountDistinct => Acc::Distinct(Box::new(sketch(spec.precision))),
             AggregateFn::TopK => Acc::TopK(TopTable::default()),
+            AggregateFn::Quantile => Acc::Quantile(Box::new(quantile_sketch(spec.accuracy))),
         }
     }
 
@@ -199,6 +222,13 @@ impl Acc {
             Acc::Distinct(sketch) => {
                 if !value.is_null() {
                     sketch.insert(&value_hash(value));
+                }
+            }
+            Acc::Quantile(sketch) => {
+                if let Some(value) = value.as_f64() {
+                    if value.is_finite() {
+                        sketch.0.add(value);
+                    }
                 }
             }
             Acc::TopK(table) => {
@@ -251,6 +281,10 @@ impl Acc {
                 a.merge(&b)
                     .expect("sketches of one aggregate share a precision");
             }
+            (Acc::Quantile(a), Acc::Quantile(b)) => {
+                a.0.merge(&b.0)
+                    .expect("sketches of one aggregate share an accuracy");
+            }
             (Acc::TopK(a), Acc::TopK(b)) => {
                 for (hash, values) in b {
                     let entries = a.entry(hash).or_default();
@@ -269,8 +303,9 @@ impl Acc {
         }
     }
 
-    /// The output value; `k` is top_k's length.
-    pub(crate) fn finish(self, k: usize) -> Value {
+    /// The output value of `spec`'s aggregate.
+    pub(crate) fn finish(self, spec: &AggregateSpec) -> Value {
+        let k = spec.k;
         match self {
             Acc::Count(count) => Value::Int(count as i64),
             Acc::SumInt(sum) => sum.map_or(Value::Null, Value::Int),
@@ -279,6 +314,10 @@ impl Acc {
             Acc::Avg { count: 0, .. } => Value::Null,
             Acc::Avg { sum, count } => Value::Float(sum / count as f64),
             Acc::Distinct(mut sketch) => Value::Int(sketch.count().round() as i64),
+            Acc::Quantile(sketch) => match sketch.0.quantile(spec.quantile) {
+                Ok(Some(value)) => Value::Float(value),
+                _ => Value::Null,
+            },
             Acc::TopK(table) => {
                 let mut entries: Vec<(Value, u64)> = table.into_values().flatten().collect();
                 entries.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| cmp_values(a, b)));
@@ -316,6 +355,7 @@ impl Acc {
             Acc::Distinct(sketch) => {
                 AccState::Distinct(serde_json::to_vec(sketch).map_err(|error| error.to_string())?)
             }
+            Acc::Quantile(sketch) => AccState::Quantile(sketch.0.to_java_bytes()),
             Acc::TopK(table) => {
                 let mut entries: Vec<(Value, u64)> = table.values().flatten().cloned().collect();
                 entries.sort_by(|(a, _), (b, _)| cmp_values(a, b));
@@ -345,6 +385,17 @@ impl Acc {
                 // Keep the loaded one, untouched: its layout (sparse or
                 // dense, pending codes) is exactly that of the snapshot.
                 Acc::Distinct(Box::new(sketch))
+            }
+            (AccState::Quantile(bytes), Acc::Quantile(empty)) => {
+                let sketch = DDSketch::from_java_bytes(&bytes)
+                    .map_err(|error| format!("quantile sketch: {error:?}"))?;
+                // A sketch of another accuracy would not merge.
+                let mut check = empty;
+                check
+                    .0
+                    .merge(&sketch)
+                    .map_err(|_| "quantile sketch of another accuracy".to_owned())?;
+                Acc::Quantile(check)
             }
             (AccState::TopK(entries), Acc::TopK(mut table)) => {
                 for (value, count) in entries {
@@ -379,4 +430,7 @@ pub(crate) enum AccState {
     Distinct(Vec<u8>),
     /// Every (value, count), ordered by value.
     TopK(Vec<(Value, u64)>),
+    /// The quantile sketch in DDSketch's binary format (the Java
+    /// library's, exact: JSON would round its floats).
+    Quantile(Vec<u8>),
 }

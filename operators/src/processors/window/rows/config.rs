@@ -88,6 +88,9 @@ pub enum AggregateFn {
     /// The `k` most frequent non-null values with their counts (`list` of
     /// `{value, count}` maps).
     TopK,
+    /// Estimated quantiles `q` of a numeric field's non-null values
+    /// (`float`, one field per `q`; DDSketch, within a relative `error`).
+    Quantile,
 }
 
 impl AggregateFn {
@@ -101,6 +104,7 @@ impl AggregateFn {
             AggregateFn::Avg => "avg",
             AggregateFn::CountDistinct => "count_distinct",
             AggregateFn::TopK => "top_k",
+            AggregateFn::Quantile => "quantile",
         }
     }
 
@@ -113,6 +117,7 @@ impl AggregateFn {
             "avg" => AggregateFn::Avg,
             "count_distinct" => AggregateFn::CountDistinct,
             "top_k" => AggregateFn::TopK,
+            "quantile" => AggregateFn::Quantile,
             _ => return None,
         })
     }
@@ -135,10 +140,15 @@ pub struct AggregateConfig {
     /// `top_k` only: how many values (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k: Option<usize>,
-    /// `count_distinct` only: the relative standard error the estimate may
+    /// `count_distinct`: the relative standard error the estimate may
     /// have (default 0.01), from which the sketch's precision is chosen.
+    /// `quantile`: the relative error of each quantile (default 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<f64>,
+    /// `quantile` only: the quantiles, each in `(0, 1)`: one number or a
+    /// list (`q = [0.5, 0.95, 0.99]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<Vec<f64>>,
 }
 
 /// The table form of [`AggregateConfig`], as read.
@@ -155,6 +165,8 @@ struct AggregateTable {
     k: Option<usize>,
     #[serde(default)]
     error: Option<f64>,
+    #[serde(default, deserialize_with = "one_or_many_numbers")]
+    q: Option<Vec<f64>>,
 }
 
 impl AggregateConfig {
@@ -167,7 +179,7 @@ impl AggregateConfig {
         let function = AggregateFn::parse(function).ok_or_else(|| {
             format!(
                 "unknown aggregate `{function}`, expected one of count, sum, min, max, avg, \
-                 count_distinct, top_k (as `FN` or `FN:FIELD`)"
+                 count_distinct, top_k, quantile (as `FN` or `FN:FIELD`)"
             )
         })?;
         Ok(AggregateConfig {
@@ -176,6 +188,7 @@ impl AggregateConfig {
             name: None,
             k: None,
             error: None,
+            q: None,
         })
     }
 }
@@ -200,6 +213,7 @@ impl<'de> Deserialize<'de> for AggregateConfig {
                     name: table.name,
                     k: table.k,
                     error: table.error,
+                    q: table.q,
                 })
             }
         }
@@ -227,6 +241,26 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
         }
     }
     deserializer.deserialize_any(OneOrMany)
+}
+
+/// A number or a list of numbers (`quantile`'s `q`).
+fn one_or_many_numbers<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<f64>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(f64),
+        Many(Vec<f64>),
+    }
+    Ok(Some(
+        match OneOrMany::deserialize(deserializer).map_err(|_| {
+            de::Error::custom("`q` must be a number or a list of numbers, e.g. [0.5, 0.95, 0.99]")
+        })? {
+            OneOrMany::One(q) => vec![q],
+            OneOrMany::Many(qs) => qs,
+        },
+    ))
 }
 
 /// Durations as humane strings ("5m", "250ms").
@@ -305,6 +339,10 @@ pub struct AggregateSpec {
     pub k: usize,
     /// `count_distinct`: the HyperLogLog precision (register count `2^p`).
     pub precision: u8,
+    /// `quantile`: the quantile, in `(0, 1)`.
+    pub quantile: f64,
+    /// `quantile`: the sketch's relative accuracy.
+    pub accuracy: f64,
 }
 
 /// What a [`RowWindow`](super::RowWindow) computes, checked by [`build`].
@@ -445,8 +483,14 @@ pub fn build(
     }
 
     let mut aggregates = Vec::new();
-    for aggregate in &config.aggregates {
-        let spec = aggregate_spec(aggregate, input)?;
+    for spec in config
+        .aggregates
+        .iter()
+        .map(|aggregate| aggregate_specs(aggregate, input))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+    {
         if taken(&output, &spec.name) {
             return Err(OptionError::new(
                 "aggregates",
@@ -476,6 +520,79 @@ pub fn build(
     Ok((spec, Schema::new(output)))
 }
 
+/// The smallest and largest relative error a `quantile` may ask for.
+pub const QUANTILE_ERROR_RANGE: (f64, f64) = (0.0001, 0.1);
+
+/// The specs of one configured aggregate: one, or one per `q` of a
+/// `quantile` (named `p50_FIELD`, `p99_9_FIELD`, ...).
+fn aggregate_specs(
+    config: &AggregateConfig,
+    input: &Schema,
+) -> Result<Vec<AggregateSpec>, OptionError> {
+    let error = |message: String| OptionError::new("aggregates", message);
+    if config.function != AggregateFn::Quantile {
+        if config.q.is_some() {
+            let name = config.function.name();
+            return Err(error(format!("`q` is for quantile, not {name}")));
+        }
+        return Ok(vec![aggregate_spec(config, input)?]);
+    }
+    let qs = match &config.q {
+        Some(qs) if !qs.is_empty() => qs,
+        _ => {
+            return Err(error(
+                "quantile needs `q`: a number or a list in (0, 1), e.g. \
+                 { fn = \"quantile\", field = \"latency_ms\", q = [0.5, 0.95, 0.99] }"
+                    .into(),
+            ))
+        }
+    };
+    if let Some(bad) = qs.iter().find(|q| !(**q > 0.0 && **q < 1.0)) {
+        return Err(error(format!("quantile: `q` {bad} is not between 0 and 1")));
+    }
+    if config.name.is_some() && qs.len() > 1 {
+        return Err(error(
+            "quantile: `as` names one output field; with several `q` the fields are \
+             named pNN_FIELD"
+                .into(),
+        ));
+    }
+    let accuracy = config.error.unwrap_or(0.01);
+    let (low, high) = QUANTILE_ERROR_RANGE;
+    if !(low..=high).contains(&accuracy) {
+        return Err(error(format!(
+            "quantile: `error` {accuracy} is out of range; it must be between {low} and {high}"
+        )));
+    }
+    let base = aggregate_spec(
+        &AggregateConfig {
+            error: None,
+            ..config.clone()
+        },
+        input,
+    )?;
+    let field = config.field.as_deref().unwrap_or_default();
+    Ok(qs
+        .iter()
+        .map(|&q| AggregateSpec {
+            name: config
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}_{field}", percentile_name(q))),
+            quantile: q,
+            accuracy,
+            ..base.clone()
+        })
+        .collect())
+}
+
+/// `p50` for 0.5, `p99_9` for 0.999.
+fn percentile_name(q: f64) -> String {
+    let percent = format!("{:.6}", q * 100.0);
+    let percent = percent.trim_end_matches('0').trim_end_matches('.');
+    format!("p{}", percent.replace('.', "_"))
+}
+
 fn aggregate_spec(config: &AggregateConfig, input: &Schema) -> Result<AggregateSpec, OptionError> {
     let error = |message: String| OptionError::new("aggregates", message);
     let function = config.function;
@@ -484,7 +601,9 @@ fn aggregate_spec(config: &AggregateConfig, input: &Schema) -> Result<AggregateS
         return Err(error(format!("`k` is for top_k, not {name}")));
     }
     if config.error.is_some() && function != AggregateFn::CountDistinct {
-        return Err(error(format!("`error` is for count_distinct, not {name}")));
+        return Err(error(format!(
+            "`error` is for count_distinct and quantile, not {name}"
+        )));
     }
     let field = match (&config.field, function) {
         (None, AggregateFn::Count) => None,
@@ -502,14 +621,14 @@ fn aggregate_spec(config: &AggregateConfig, input: &Schema) -> Result<AggregateS
     let output = match (function, field) {
         (AggregateFn::Count | AggregateFn::CountDistinct, _) => Type::Int,
         (AggregateFn::TopK, _) => Type::List,
-        (AggregateFn::Avg, _) => Type::Float,
+        (AggregateFn::Avg | AggregateFn::Quantile, _) => Type::Float,
         (_, None) => unreachable!("every other function has a field"),
         (AggregateFn::Sum, Some((_, _, ty))) => ty,
         (AggregateFn::Min | AggregateFn::Max, Some((_, _, ty))) => ty,
     };
     if let Some((field, _, ty)) = field {
         let fits = match function {
-            AggregateFn::Sum | AggregateFn::Avg => ty.is_numeric(),
+            AggregateFn::Sum | AggregateFn::Avg | AggregateFn::Quantile => ty.is_numeric(),
             AggregateFn::Min | AggregateFn::Max => matches!(
                 ty,
                 Type::Int | Type::Float | Type::Timestamp | Type::String | Type::Ip
@@ -545,5 +664,7 @@ fn aggregate_spec(config: &AggregateConfig, input: &Schema) -> Result<AggregateS
         output,
         k,
         precision,
+        quantile: 0.5,
+        accuracy: 0.01,
     })
 }

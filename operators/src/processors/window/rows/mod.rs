@@ -80,7 +80,16 @@
 //! - `top_k` (any scalar): a `list` of up to `k` maps `{value, count}`,
 //!   by count descending, then value ascending. Counts are **exact**: the
 //!   window keeps one entry (the value plus ~40 bytes) per distinct value
-//!   per group, so memory grows with the field's cardinality.
+//!   per group, so memory grows with the field's cardinality;
+//! - `quantile` (numeric), with `q` (one number or a list in `(0, 1)`):
+//!   one `float` field per `q`, named `pNN_FIELD` (`p50_latency_ms`,
+//!   `p99_9_latency_ms`) unless one `q` is named with `as`; a DDSketch
+//!   (crate `sketches-ddsketch`) per field whose estimate of the value at
+//!   rank `floor(q * (n - 1))` is within relative error `error` (default
+//!   0.01) of it, at most 2048 bins (a few KiB) per window and group.
+//!   Mergeable (sessions) and snapshotted exactly (DDSketch's binary
+//!   format); null if the window saw no value. Non-finite values are
+//!   skipped.
 //!
 //! Nulls are skipped by every aggregate but `count`.
 //!
@@ -861,7 +870,7 @@ fn output_row(
     values.extend(
         accs.into_iter()
             .zip(&spec.aggregates)
-            .map(|(acc, aggregate)| acc.finish(aggregate.k)),
+            .map(|(acc, aggregate)| acc.finish(aggregate)),
     );
     Row { values }
 }

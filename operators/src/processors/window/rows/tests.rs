@@ -180,6 +180,12 @@ fn aggregate(spec: &AggregateSpec, rows: &[&Row]) -> Value {
         AggregateFn::Min => (*values.iter().min_by(|a, b| cmp_values(a, b)).unwrap()).clone(),
         AggregateFn::Max => (*values.iter().max_by(|a, b| cmp_values(a, b)).unwrap()).clone(),
         AggregateFn::CountDistinct => Value::Int(counts(&values).len() as i64),
+        // Exact, at the sketch's rank: estimates are checked against it
+        // within their error (`quantile_is_within_its_relative_error`).
+        AggregateFn::Quantile => Value::Float(exact_quantile(
+            values.iter().map(|value| number(value)).collect(),
+            spec.quantile,
+        )),
         AggregateFn::TopK => {
             let mut counts = counts(&values);
             counts.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| cmp_values(a, b)));
@@ -793,6 +799,161 @@ fn state_round_trips_and_garbage_is_refused() {
     // A state of another spec is refused.
     let (other, _) = spec_of("size = \"1s\"\naggregates = [\"count\"]");
     assert!(RowWindow::bare(other).restore(&bytes).is_err());
+}
+
+/// The value at rank `floor(q * (n - 1))` of `values` sorted: the rank a
+/// DDSketch estimates.
+fn exact_quantile(mut values: Vec<f64>, q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[(q * (values.len() as f64 - 1.0)) as usize]
+}
+
+/// One row for the quantile tests: `lat` holds `value`.
+fn latency_row(value: f64) -> rkyv::util::AlignedVec {
+    archive(&Row {
+        values: vec![
+            Value::Timestamp(1_000),
+            Value::String("u".into()),
+            Value::Null,
+            Value::Float(value),
+            Value::Null,
+        ],
+    })
+}
+
+/// 1 M latencies (log-normal-ish, 0.1 ms to minutes, with ties): every
+/// `quantile` estimate is within its stated relative error of the exact
+/// percentile, in one window, over two windows merged (two shards'
+/// sketches), and after a snapshot and restore mid-way.
+#[test]
+fn quantile_is_within_its_relative_error() {
+    const N: usize = 1_000_000;
+    let mut rng = Rng(7);
+    let values: Vec<f64> = (0..N)
+        .map(|_| {
+            let exponent = (rng.below(1_000_000) as f64 / 1_000_000.0) * 6.0 - 1.0;
+            (10f64.powf(exponent) * 100.0).round() / 100.0
+        })
+        .collect();
+    for error in [0.01, 0.002] {
+        let (spec, schema) = spec_of(&format!(
+            "size = \"1h\"\naggregates = [{{ fn = \"quantile\", field = \"lat\", q = [0.5, 0.9, 0.99, 0.999], error = {error} }}]"
+        ));
+        let names: Vec<&str> = schema.fields()[2..]
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["p50_lat", "p90_lat", "p99_lat", "p99_9_lat"]);
+        let check = |rows: &[Row], how: &str| {
+            for (column, aggregate) in spec.aggregates.iter().enumerate() {
+                let exact = exact_quantile(values.clone(), aggregate.quantile);
+                let Value::Float(estimate) = rows[0].values[2 + column] else {
+                    panic!("{rows:?}")
+                };
+                let relative = (estimate - exact).abs() / exact;
+                assert!(
+                    relative <= error,
+                    "{how}, error {error}, q {}: estimate {estimate}, exact {exact}, relative {relative}",
+                    aggregate.quantile
+                );
+            }
+        };
+        // One window.
+        let mut window = RowWindow::bare(spec.clone());
+        for &value in &values {
+            let bytes = latency_row(value);
+            assert!(window.add(rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap()));
+        }
+        window.advance(u64::MAX);
+        check(&window.closed_rows.take_all(), "one window");
+
+        // Two shards' sketches, merged; the first snapshotted and restored
+        // half-way through its share.
+        let accs = |part: &[f64]| -> Vec<Acc> {
+            let mut accs: Vec<Acc> = spec.aggregates.iter().map(Acc::new).collect();
+            for &value in part {
+                let bytes = latency_row(value);
+                let row = rkyv::access::<ArchivedRow, rancor::Error>(&bytes).unwrap();
+                for (acc, aggregate) in accs.iter_mut().zip(&spec.aggregates) {
+                    acc.add(&row.values[aggregate.field.unwrap().0]);
+                }
+            }
+            accs
+        };
+        let (first, second) = values.split_at(N / 3);
+        let (early, late) = first.split_at(first.len() / 2);
+        let restored: Vec<Acc> = accs(early)
+            .iter()
+            .zip(&spec.aggregates)
+            .map(|(acc, aggregate)| Acc::load(acc.save().unwrap(), aggregate).unwrap())
+            .collect();
+        let mut merged: Vec<Acc> = restored
+            .into_iter()
+            .zip(accs(late))
+            .map(|(mut acc, rest)| {
+                acc.merge(rest);
+                acc
+            })
+            .collect();
+        for (acc, other) in merged.iter_mut().zip(accs(second)) {
+            acc.merge(other);
+        }
+        let row = Row {
+            values: [Value::Null, Value::Null]
+                .into_iter()
+                .chain(
+                    merged
+                        .into_iter()
+                        .zip(&spec.aggregates)
+                        .map(|(acc, aggregate)| acc.finish(aggregate)),
+                )
+                .collect(),
+        };
+        check(&[row], "merged and restored");
+    }
+}
+
+/// Quantile options that cannot work are refused, naming what to write.
+#[test]
+fn quantile_options_are_checked() {
+    for (aggregate, expected) in [
+        (
+            r#"{ fn = "quantile", field = "lat" }"#,
+            "quantile needs `q`",
+        ),
+        ("\"quantile:lat\"", "quantile needs `q`"),
+        (
+            r#"{ fn = "quantile", field = "lat", q = 1.5 }"#,
+            "not between 0 and 1",
+        ),
+        (
+            r#"{ fn = "quantile", field = "path", q = 0.5 }"#,
+            "cannot read `path`",
+        ),
+        (
+            r#"{ fn = "quantile", field = "lat", q = 0.5, error = 0.5 }"#,
+            "out of range",
+        ),
+        (
+            r#"{ fn = "quantile", field = "lat", q = [0.5, 0.9], as = "x" }"#,
+            "`as` names one",
+        ),
+        (
+            r#"{ fn = "sum", field = "lat", q = 0.5 }"#,
+            "`q` is for quantile",
+        ),
+    ] {
+        let config: RowWindowConfig =
+            toml::from_str(&format!("size = \"1h\"\naggregates = [{aggregate}]")).unwrap();
+        let error = build(&config, &input()).unwrap_err();
+        assert!(error.message.contains(expected), "{aggregate}: {error}");
+    }
+    let (_, schema) = spec_of(
+        r#"size = "1h"
+aggregates = [{ fn = "quantile", field = "bytes", q = 0.95, as = "p95" }]"#,
+    );
+    assert_eq!(schema.fields()[2].name, "p95");
+    assert_eq!(schema.fields()[2].ty, Type::Float);
 }
 
 /// The estimate of 100 000 distinct values is within 3 standard errors.
