@@ -172,14 +172,25 @@ impl Signals {
         let mut signals = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
         ])
-        .context("cannot handle SIGINT and SIGTERM")?;
+        .context("cannot handle SIGINT, SIGTERM and SIGHUP")?;
         let state: Arc<Mutex<SignalState>> = Arc::default();
         let shared = state.clone();
         std::thread::Builder::new()
             .name("weir-signals".into())
             .spawn(move || {
-                for _ in signals.forever() {
+                for signal in signals.forever() {
+                    if signal == signal_hook::consts::SIGHUP {
+                        // Not the default (which would end the process
+                        // without a savepoint), and not silent.
+                        eprintln!(
+                            "weir: SIGHUP: reloading the pipeline file is not supported yet; \
+                             the run goes on unchanged (stop it with SIGTERM and start it \
+                             again to apply a changed file)"
+                        );
+                        continue;
+                    }
                     let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(handle) = &state.handle {
                         stop(handle, drain);

@@ -1,7 +1,9 @@
-//! Goal: the admin endpoint (`[runtime] metrics_listen`) answers
-//! Kubernetes-style probes (issue 22): `/health` 200 while the process
-//! serves, `/ready` 200 once the data directory is recovered and every
-//! shard has started its nodes, and the source then takes input.
+//! Goal: running as a service (issue 22): the admin endpoint (`[runtime]
+//! metrics_listen`) answers Kubernetes-style probes: `/health` 200 while
+//! the process serves, `/ready` 200 once the data directory is recovered
+//! and every shard has started its nodes, and the source then takes input;
+//! SIGHUP (`systemctl reload`, a closed terminal) neither ends the run nor
+//! goes unsaid.
 //!
 //! Method: the `weir` binary runs a pipeline file as a child process; the
 //! probes are read with `curl`, as a kubelet's HTTP probe reads them.
@@ -64,7 +66,24 @@ format = "ndjson"
     wait_for("the row", Duration::from_secs(30), || {
         published_lines(&out).len() == 1
     });
+    // SIGHUP: logged, and the run goes on taking input.
+    let hup = Command::new("kill")
+        .arg("-HUP")
+        .arg(weir.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let (status, response) = post(addr, "/events", "{\"a\":2}\n");
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(probe(admin, "/ready").0, 200);
+    wait_for("the second row", Duration::from_secs(30), || {
+        published_lines(&out).len() == 2
+    });
     weir.terminate();
     let (status, log) = weir.exit_within(Duration::from_secs(60));
     assert!(status.success(), "the stop failed: {log}");
+    assert!(
+        log.contains("SIGHUP: reloading the pipeline file is not supported yet"),
+        "{log}"
+    );
 }
