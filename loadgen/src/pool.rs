@@ -302,16 +302,6 @@ impl BodyPool {
                     stamp_at,
                     nanos_at: Vec::new(),
                 };
-                if config.gzip {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |since| since.as_nanos() as u64);
-                    slot.patch_times(now);
-                    slot.body = gzip(&slot.body);
-                    slot.ts_at.clear();
-                    slot.sent_at.clear();
-                    slot.stamp_at.clear();
-                }
                 slot.finish(config);
                 slot
             })
@@ -412,21 +402,26 @@ fn otlp_slot(gen: &mut EventGen, config: &ConnConfig) -> BodySlot {
         stamp_at: Vec::new(),
         nanos_at,
     };
-    if config.gzip {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as u64);
-        slot.patch_times(now);
-        slot.body = gzip(&slot.body);
-        slot.nanos_at.clear();
-    }
     slot.finish(config);
     slot
 }
 
 impl BodySlot {
-    /// Adds the request head.
+    /// With `--gzip`, stamps the body with the current time and compresses
+    /// it (once: its times are not patched again); then adds the request
+    /// head.
     fn finish(&mut self, config: &ConnConfig) {
+        if config.gzip {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64);
+            self.patch_times(now);
+            self.body = gzip(&self.body);
+            self.ts_at.clear();
+            self.sent_at.clear();
+            self.stamp_at.clear();
+            self.nanos_at.clear();
+        }
         let (head, batch_id_at) = request_head(config, self.body.len());
         self.head = head.into_bytes();
         self.batch_id_at = batch_id_at;

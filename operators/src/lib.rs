@@ -21,6 +21,7 @@ pub mod duration;
 pub mod expr;
 pub mod kafka;
 pub mod limits;
+mod pem;
 pub mod processors;
 pub mod row;
 pub mod scale_out;

@@ -37,23 +37,9 @@ fn shown(option: &str, path: &str) -> String {
     format!("`tls.{option} = \"{path}\"`")
 }
 
-/// Every certificate of a PEM file; an error when it holds none.
+/// Every certificate of the PEM file of option `tls.OPTION`.
 fn certs(option: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect())
-        .map_err(|error| format!("{}: {}", shown(option, path), pem_error(error)))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", shown(option, path)));
-    }
-    Ok(certs)
-}
-
-fn pem_error(error: rustls::pki_types::pem::Error) -> String {
-    match error {
-        rustls::pki_types::pem::Error::Io(error) => error.to_string(),
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of that kind found".into(),
-        other => format!("{other:?}"),
-    }
+    crate::pem::read_certs(path).map_err(|error| format!("{}: {error}", shown(option, path)))
 }
 
 impl ClientTls {
@@ -68,7 +54,7 @@ impl ClientTls {
                     format!(
                         "{} is not a PEM private key: {}",
                         shown("key", key),
-                        pem_error(error)
+                        crate::pem::error(error)
                     )
                 })?;
                 Ok(Some((chain, key)))

@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
+
+use crate::pem::{error as pem_error, read_certs};
 use serde::{Deserialize, Serialize};
 
 /// A listener's `tls` table.
@@ -103,25 +105,5 @@ impl TlsConfig {
             )
         })?;
         Ok(Tls(Arc::new(config)))
-    }
-}
-
-/// Every certificate of a PEM file; an error when it holds none.
-fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(pem_error)?
-        .collect::<Result<_, _>>()
-        .map_err(pem_error)?;
-    if certs.is_empty() {
-        return Err("holds no PEM certificate".into());
-    }
-    Ok(certs)
-}
-
-fn pem_error(error: rustls::pki_types::pem::Error) -> String {
-    match error {
-        rustls::pki_types::pem::Error::Io(error) => error.to_string(),
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of that kind found".into(),
-        other => format!("{other:?}"),
     }
 }
