@@ -391,7 +391,14 @@ format = "ndjson"
         )
         .expect("send");
         let mut response = [0u8; 512];
-        let read = std::io::Read::read(&mut stream, &mut response).expect("answer");
+        // A signal to the test process can interrupt the read (seen once in
+        // CI): read again.
+        let read = loop {
+            match std::io::Read::read(&mut stream, &mut response) {
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => break read.expect("answer"),
+            }
+        };
         assert!(response[..read].starts_with(b"HTTP/1.1 200"));
         if first_fired.is_none() && !published_lines(&out.join("counts")).is_empty() {
             first_fired = Some(started.elapsed());
