@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{
-    free_port, now_ms, published_lines, published_rows, rfc3339, scratch, wait_for, wait_listening,
-    Weir,
+    assert_each_once, free_port, kill_kill_stop, now_ms, published_lines, published_rows, rfc3339,
+    scratch, wait_for, wait_listening, Weir,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -449,7 +449,7 @@ format = "ndjson"
     );
     std::fs::write(&config, pipeline).expect("config");
     let data = root.path().join("data");
-    let mut weir = Weir::start(&config, &data, &[], &[]);
+    let weir = Weir::start(&config, &data, &[], &[]);
     wait_listening(addr, Duration::from_secs(10));
 
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -484,44 +484,13 @@ format = "ndjson"
             }
         })
     };
-    // Two SIGKILLs, then a graceful stop (a savepoint) and a restart,
-    // while the client keeps posting.
-    for (after, graceful) in [
-        (BATCHES / 4, false),
-        (BATCHES / 2, false),
-        (3 * BATCHES / 4, true),
-    ] {
-        wait_for("acknowledgements", RUN_TIMEOUT, || {
-            acked.load(std::sync::atomic::Ordering::Acquire) >= after
-        });
-        if graceful {
-            weir.terminate();
-            let (status, log) = weir.exit_within(RUN_TIMEOUT);
-            assert!(status.success(), "the stop failed: {log}");
-        } else {
-            weir.kill();
-        }
-        weir = Weir::start(&config, &data, &[], &[]);
-    }
-    client.join().expect("client");
-    weir.terminate();
-    let (status, log) = weir.exit_within(RUN_TIMEOUT);
-    assert!(status.success(), "the stop failed: {log}");
+    kill_kill_stop(weir, &config, &data, &acked, BATCHES, client);
 
-    let mut seen = vec![0u32; (BATCHES * EVENTS) as usize];
-    for row in published_rows(&out.join("rows")) {
+    let rows = published_rows(&out.join("rows"));
+    let indices = rows.iter().map(|row| {
         let batch = row["batch"].as_u64().expect("batch");
         let seq = row["seq"].as_u64().expect("seq");
-        seen[(batch * EVENTS + seq) as usize] += 1;
-    }
-    let wrong: Vec<(usize, u32)> = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, count)| **count != 1)
-        .map(|(at, count)| (at, *count))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "events not committed once (index, times): {wrong:?}"
-    );
+        (batch * EVENTS + seq) as usize
+    });
+    assert_each_once(indices, (BATCHES * EVENTS) as usize, "events");
 }

@@ -24,8 +24,8 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use support::{
-    free_port, now_ms, published_lines, published_rows, rfc3339, scratch, wait_for, wait_listening,
-    Weir,
+    assert_each_once, free_port, kill_kill_stop, now_ms, published_lines, published_rows, rfc3339,
+    scratch, wait_for, wait_listening, Weir,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -474,7 +474,7 @@ fn kills_and_a_stop_lose_nothing_acknowledged() {
     let config = root.path().join("pipeline.toml");
     std::fs::write(&config, pipeline(port, &out)).expect("config");
     let data = root.path().join("data");
-    let mut weir = Weir::start(&config, &data, &[], &[]);
+    let weir = Weir::start(&config, &data, &[], &[]);
     wait_listening(addr, Duration::from_secs(10));
 
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -503,42 +503,13 @@ fn kills_and_a_stop_lose_nothing_acknowledged() {
             }
         })
     };
-    for (after, graceful) in [
-        (BATCHES / 4, false),
-        (BATCHES / 2, false),
-        (3 * BATCHES / 4, true),
-    ] {
-        wait_for("acknowledgements", RUN_TIMEOUT, || {
-            acked.load(std::sync::atomic::Ordering::Acquire) >= after
-        });
-        if graceful {
-            weir.terminate();
-            let (status, log) = weir.exit_within(RUN_TIMEOUT);
-            assert!(status.success(), "the stop failed: {log}");
-        } else {
-            weir.kill();
-        }
-        weir = Weir::start(&config, &data, &[], &[]);
-    }
-    client.join().expect("client");
-    weir.terminate();
-    let (status, log) = weir.exit_within(RUN_TIMEOUT);
-    assert!(status.success(), "the stop failed: {log}");
+    kill_kill_stop(weir, &config, &data, &acked, BATCHES, client);
 
-    let mut seen = vec![0u32; (BATCHES * RECORDS) as usize];
-    for row in published_rows(&out.join("rows")) {
+    let rows = published_rows(&out.join("rows"));
+    let indices = rows.iter().map(|row| {
         let batch = row["attributes"]["batch"].as_u64().expect("batch");
         let seq = row["attributes"]["seq"].as_u64().expect("seq");
-        seen[(batch * RECORDS + seq) as usize] += 1;
-    }
-    let wrong: Vec<(usize, u32)> = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, count)| **count != 1)
-        .map(|(at, count)| (at, *count))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "records not committed once (index, times): {wrong:?}"
-    );
+        (batch * RECORDS + seq) as usize
+    });
+    assert_each_once(indices, (BATCHES * RECORDS) as usize, "records");
 }

@@ -207,6 +207,62 @@ pub fn published_rows(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs a pipeline through two SIGKILLs and a graceful stop (a
+/// savepoint), each followed by a restart on the same data directory,
+/// while `client` keeps sending: after a quarter, half and three quarters
+/// of `batches` are acknowledged (the client counts them in `acked`). Then
+/// waits for the client and stops the last run gracefully.
+pub fn kill_kill_stop(
+    mut weir: Weir,
+    config: &Path,
+    data: &Path,
+    acked: &std::sync::atomic::AtomicU64,
+    batches: u64,
+    client: std::thread::JoinHandle<()>,
+) {
+    let timeout = Duration::from_secs(60);
+    for (after, graceful) in [
+        (batches / 4, false),
+        (batches / 2, false),
+        (3 * batches / 4, true),
+    ] {
+        wait_for("acknowledgements", timeout, || {
+            acked.load(Ordering::Acquire) >= after
+        });
+        if graceful {
+            weir.terminate();
+            let (status, log) = weir.exit_within(timeout);
+            assert!(status.success(), "the stop failed: {log}");
+        } else {
+            weir.kill();
+        }
+        weir = Weir::start(config, data, &[], &[]);
+    }
+    client.join().expect("client");
+    weir.terminate();
+    let (status, log) = weir.exit_within(timeout);
+    assert!(status.success(), "the stop failed: {log}");
+}
+
+/// Asserts every index below `total` occurs exactly once in `indices`
+/// (each a committed record's `batch * per_batch + seq`).
+pub fn assert_each_once(indices: impl IntoIterator<Item = usize>, total: usize, what: &str) {
+    let mut seen = vec![0u32; total];
+    for index in indices {
+        seen[index] += 1;
+    }
+    let wrong: Vec<(usize, u32)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, count)| **count != 1)
+        .map(|(at, count)| (at, *count))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what} not committed once (index, times): {wrong:?}"
+    );
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {

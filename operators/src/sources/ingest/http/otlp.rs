@@ -171,9 +171,11 @@ pub fn flatten(request: &ExportLogsServiceRequest, out: &mut Payload) -> usize {
                     (0, observed) => Some(observed / 1_000_000),
                     (time, _) => Some(time / 1_000_000),
                 };
+                // A string body is written as it is (no copy); another is
+                // written as JSON text.
                 let body = record.body.as_ref().and_then(|body| match &body.value {
-                    Some(any_value::Value::StringValue(text)) => Some(text.clone()),
-                    Some(_) => serde_json::to_string(&Any(body)).ok(),
+                    Some(any_value::Value::StringValue(text)) => Some(Body::Text(text)),
+                    Some(_) => Some(Body::Json(Any(body))),
                     None => None,
                 });
                 let line = Line {
@@ -221,7 +223,7 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     severity_text: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<String>,
+    body: Option<Body<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attributes: Option<Attributes<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,6 +244,25 @@ struct Line<'a> {
     event_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dropped_attributes_count: Option<u64>,
+}
+
+/// A record's body in its line: a string as it is, any other value as
+/// the JSON text of its plain JSON.
+enum Body<'a> {
+    Text(&'a str),
+    Json(Any<'a>),
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Body::Text(text) => serializer.serialize_str(text),
+            Body::Json(value) => match serde_json::to_string(value) {
+                Ok(text) => serializer.serialize_str(&text),
+                Err(error) => Err(serde::ser::Error::custom(error)),
+            },
+        }
+    }
 }
 
 fn nonzero(value: u64) -> Option<u64> {
