@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// (cleared first).
     #[arg(long, default_value = "weir-demo")]
     dir: PathBuf,
+    /// Serve the pipeline's metrics (and `/tap`) here while it runs, e.g.
+    /// `127.0.0.1:9898`, for `weir top --url http://127.0.0.1:9898`.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The load generator's options, parsed from the arguments the demo makes.
@@ -98,6 +102,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .epoch_interval(Duration::from_millis(100));
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
+    }
+    if let Some(addr) = args.metrics_listen {
+        builder = builder.metrics_listen(addr).tap(false);
     }
     let runtime = builder.build()?;
     println!(

@@ -18,12 +18,16 @@
 //! - `weir validate PIPELINE.toml`: every check `weir run` makes before
 //!   starting, without running (exit status 2 if invalid); `weir graph
 //!   PIPELINE.toml [--format text|dot]` prints its components and edges.
+//! - `weir top` and `weir tap OUTPUT` (`--url` or `--config`): a live
+//!   view of a running pipeline and a sample of what a component emits,
+//!   from its admin endpoint (`admin.rs`).
 //! - `weir wal inspect DIR`: describes a write-ahead log directory (or every
 //!   log of a data directory) without changing it; exits with status 1 if a
 //!   log would be refused at open (corruption, missing segments, a shard
 //!   log that ends below what the commit records name), 0 for clean logs
 //!   and torn tails (`wal_inspect.rs`).
 
+mod admin;
 mod demo;
 mod wal_inspect;
 
@@ -67,6 +71,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
+    /// A live view of a running pipeline, from its metrics endpoint:
+    /// per-component rates, backpressure, sink backlogs, epochs.
+    Top(admin::TopArgs),
+    /// Print a sample of what a running pipeline's component emits, as
+    /// NDJSON (the pipeline must set `[runtime] tap = true`).
+    Tap(admin::TapArgs),
     /// Work with write-ahead log directories.
     Wal {
         #[command(subcommand)]
@@ -135,6 +145,8 @@ fn main() -> ExitCode {
             command: WalCommand::Inspect { dir },
         } => wal_inspect::inspect(&dir),
         Command::Loadgen(cli) => weir_loadgen::cli_main(*cli),
+        Command::Top(args) => admin::top(&args),
+        Command::Tap(args) => admin::tap(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -478,6 +490,9 @@ fn run_graph(
             .parse()
             .with_context(|| format!("`[runtime] metrics_listen` = {listen:?}"))?;
         builder = builder.metrics_listen(addr);
+    }
+    if config.tap {
+        builder = builder.tap(config.tap_remote);
     }
     let signals = Signals::install(args.drain)?;
     // The runtime (and its metrics endpoint) lives until the run is over.

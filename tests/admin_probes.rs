@@ -87,3 +87,210 @@ format = "ndjson"
         "{log}"
     );
 }
+
+/// `weir` with `args`: its exit status, standard output and error.
+fn weir_cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .output()
+        .expect("run weir");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Goal: `weir tap` and `weir top` read a running pipeline as an SRE
+/// would, and its metrics name user components only, count each event
+/// once per component and output, and show each sink's deliveries.
+#[test]
+fn tap_top_and_metrics_read_a_running_pipeline() {
+    let root = scratch();
+    let (admin, port) = (free_port(), free_port());
+    let out = root.path().join("out");
+    let counts = root.path().join("counts");
+    let config = root.path().join("pipeline.toml");
+    let pipeline = format!(
+        r#"
+[runtime]
+shards = 2
+epoch_interval_ms = 50
+metrics_listen = "127.0.0.1:{admin}"
+tap = true
+
+[sources.events]
+type = "http"
+listen = "127.0.0.1:{port}"
+
+[processors.per_key]
+type = "window"
+inputs = ["events"]
+size_ms = 1000
+group_by = "key"
+aggregates = ["count"]
+
+[sinks.rows]
+type = "file"
+inputs = ["events"]
+path = "{}"
+format = "ndjson"
+
+[sinks.counts]
+type = "file"
+inputs = ["per_key"]
+path = "{}"
+format = "ndjson"
+"#,
+        out.display(),
+        counts.display()
+    );
+    std::fs::write(&config, pipeline).expect("config");
+    let weir = Weir::start(&config, &root.path().join("data"), &[], &[]);
+    wait_for("/ready", Duration::from_secs(30), || {
+        probe(admin, "/ready").0 == 200
+    });
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let posted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Load while the tap listens: it samples what flows from now on.
+    let load = std::thread::spawn({
+        let (posted, stop) = (posted.clone(), stop.clone());
+        move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let body = format!("{{\"n\":{n}}}\n{{\"n\":{}}}\n", n + 1);
+                let (status, response) = post(addr, "/events", &body);
+                assert_eq!(status, 200, "{response}");
+                n += 2;
+                posted.store(n, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+
+    let url = format!("http://127.0.0.1:{admin}");
+    let config_arg = config.display().to_string();
+    let (ok, stdout, stderr) =
+        weir_cli(&["tap", "events", "--limit", "5", "--config", &config_arg]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    for line in &lines {
+        let row: serde_json::Value = serde_json::from_str(line).expect("NDJSON");
+        let fields: Vec<&str> = row
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // The http source's rows: id, key, timestamp, body (a null key,
+        // as these have none, is left out).
+        assert_eq!(fields, ["body", "id", "timestamp"], "{line}");
+        assert!(
+            row["body"].as_str().unwrap().starts_with("{\"n\":"),
+            "{line}"
+        );
+    }
+    // A window's output once it fires, by --url.
+    let (ok, stdout, stderr) = weir_cli(&[
+        "tap", "per_key", "--limit", "1", "--wait", "10s", "--url", &url,
+    ]);
+    assert!(ok, "{stderr}");
+    let row: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one row");
+    assert!(row["count"].as_i64().unwrap() >= 1, "{stdout}");
+    // Unknown outputs are named with what exists; internal nodes are not.
+    let (ok, _, stderr) = weir_cli(&["tap", "nope", "--url", &url]);
+    assert!(!ok);
+    assert!(stderr.contains("404"), "{stderr}");
+    assert!(
+        stderr.contains("no output `nope`; tappable outputs: events, events.dead_letter, per_key"),
+        "{stderr}"
+    );
+
+    let (ok, frame, stderr) = weir_cli(&["top", "--once", "--url", &url]);
+    assert!(ok, "{stderr}");
+    assert!(frame.starts_with("committed epoch "), "{frame}");
+    for component in ["events", "per_key", "rows", "counts"] {
+        assert!(
+            frame
+                .lines()
+                .any(|line| line.starts_with(&format!("{component} "))),
+            "{component} in:\n{frame}"
+        );
+    }
+    assert!(!frame.contains(":rows"), "{frame}");
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.join().expect("the load");
+    let posted = posted.load(std::sync::atomic::Ordering::SeqCst);
+    wait_for("every row published", Duration::from_secs(30), || {
+        published_lines(&out).len() as u64 == posted
+    });
+    // Counted once per component and output, though two components read
+    // `events`; the internal `events:rows` node is not a component.
+    let (_, metrics) = probe(admin, "/metrics");
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    assert_eq!(
+        value("weir_component_events_out_total{component=\"events\",output=\"_default\"}"),
+        posted as f64
+    );
+    assert_eq!(
+        value("weir_component_events_in_total{component=\"rows\"}"),
+        posted as f64
+    );
+    assert!(!metrics.contains(":rows"), "{metrics}");
+    // Each sink's deliveries: commits, none failed, no backlog once idle.
+    assert!(value("weir_sink_commits_total{component=\"rows\"}") >= 1.0);
+    assert_eq!(
+        value("weir_sink_commit_failures_total{component=\"rows\"}"),
+        0.0
+    );
+    assert!(value("weir_sink_delivery_latency_seconds_count{component=\"rows\"}") >= 1.0);
+    weir.terminate();
+    let (status, log) = weir.exit_within(Duration::from_secs(60));
+    assert!(status.success(), "the stop failed: {log}");
+}
+
+/// Goal: `/tap` is off unless the pipeline turns it on, and says how.
+#[test]
+fn tap_is_off_by_default() {
+    let root = scratch();
+    let (admin, port) = (free_port(), free_port());
+    let config = root.path().join("pipeline.toml");
+    let pipeline = format!(
+        r#"
+[runtime]
+shards = 1
+metrics_listen = "127.0.0.1:{admin}"
+
+[sources.events]
+type = "http"
+listen = "127.0.0.1:{port}"
+
+[sinks.rows]
+type = "stdout"
+inputs = ["events"]
+"#
+    );
+    std::fs::write(&config, pipeline).expect("config");
+    let weir = Weir::start(&config, &root.path().join("data"), &[], &[]);
+    wait_for("/ready", Duration::from_secs(30), || {
+        probe(admin, "/ready").0 == 200
+    });
+    let (status, body) = probe(admin, "/tap?output=events");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("`[runtime] tap = true`"), "{body}");
+    let url = format!("http://127.0.0.1:{admin}");
+    let (ok, _, stderr) = weir_cli(&["tap", "events", "--url", &url]);
+    assert!(!ok);
+    assert!(stderr.contains("403"), "{stderr}");
+    weir.terminate();
+    let (status, log) = weir.exit_within(Duration::from_secs(60));
+    assert!(status.success(), "the stop failed: {log}");
+}

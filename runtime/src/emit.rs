@@ -22,15 +22,20 @@ use crate::limits::BATCH_MAX_RECORDS;
 use crate::message::Message;
 use crate::metrics::wired::OutputMetrics;
 use crate::metrics::ShardCounter;
+use crate::node::spawn::PortIo;
 use crate::partition::{owner_of, KeyFn, Partition};
 use crate::record::Record;
 use crate::ring::{Producer, PushError};
+use crate::tap::{TapFormat, TapPoint};
 
 /// One output edge of a node instance, as wired by the plan.
 pub(crate) struct OutputIo {
     pub(crate) to: Arc<str>,
     /// The producer's output port this edge carries.
     pub(crate) port: usize,
+    /// Whether it joins two stages of one component (`component_of`): not
+    /// counted as the component's output.
+    pub(crate) internal: bool,
     pub(crate) partition: Arc<dyn Any + Send + Sync>,
     /// Consumer shard and the ring to it, in instance order.
     pub(crate) targets: Vec<(usize, Producer<Message>)>,
@@ -54,6 +59,18 @@ struct EdgeOutput<T> {
     port: usize,
     route: Route<T>,
     targets: Vec<Target>,
+    /// Index into the metrics' ports of the batches this edge counts: the
+    /// first edge of each port leaving the component counts (its first
+    /// target only, if it broadcasts), so a record is counted once however
+    /// many components read it.
+    counted: Option<usize>,
+}
+
+/// A tap on one output port (see `crate::tap`).
+struct Tap<T> {
+    port: usize,
+    point: Arc<TapPoint>,
+    format: TapFormat<T>,
 }
 
 enum Outgoing {
@@ -100,6 +117,7 @@ impl Staging {
 /// Collects a node instance's output records into batches for its edges.
 pub struct Emitter<T> {
     edges: Vec<EdgeOutput<T>>,
+    taps: Vec<Tap<T>>,
     staging: Staging,
     /// `None` for a node without outputs (a sink).
     metrics: Option<OutputMetrics>,
@@ -117,13 +135,40 @@ impl<T> std::fmt::Debug for Emitter<T> {
 impl<T: Record> Emitter<T> {
     pub(crate) fn new(
         outputs: Vec<OutputIo>,
+        ports: &[PortIo],
         pool: Rc<BufferPool>,
         metrics: Option<OutputMetrics>,
     ) -> Emitter<T> {
-        let edges = outputs.into_iter().map(EdgeOutput::new).collect();
+        let mut edges: Vec<EdgeOutput<T>> = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let counted = match &metrics {
+                Some(metrics) if !output.internal => {
+                    let port = output.port;
+                    let seen = edges
+                        .iter()
+                        .any(|edge| edge.port == port && edge.counted.is_some());
+                    metrics.port_index(port).filter(|_| !seen)
+                }
+                _ => None,
+            };
+            edges.push(EdgeOutput::new(output, counted));
+        }
+        let taps = ports
+            .iter()
+            .filter_map(|port| {
+                let (point, format) = port.tap.as_ref()?;
+                let format = format.downcast_ref::<TapFormat<T>>()?.clone();
+                Some(Tap {
+                    port: port.port,
+                    point: point.clone(),
+                    format,
+                })
+            })
+            .collect();
         Emitter {
             metrics,
             edges,
+            taps,
             staging: Staging {
                 pool,
                 scratch: Scratch::new(),
@@ -170,6 +215,11 @@ impl<T: Record> Emitter<T> {
 
     /// [`push_all`](Emitter::push_all) for output `port`.
     pub fn push_all_to(&mut self, port: usize, records: &[T]) {
+        for tap in &self.taps {
+            if tap.port == port && tap.point.armed() {
+                tap.point.capture(records, &tap.format);
+            }
+        }
         for (edge_index, edge) in self.edges.iter_mut().enumerate() {
             if edge.port != port {
                 continue;
@@ -287,10 +337,11 @@ impl<T: Record> Emitter<T> {
                     let edge = &mut self.edges[edge];
                     let (records, bytes) = (batch.len(), batch.bytes_len());
                     let full_waits = self.metrics.as_ref().map(|m| &m.full_waits);
+                    let counted = edge.counted.filter(|_| target == 0 || !edge.broadcasts());
                     let target = &mut edge.targets[target];
                     send(&edge.to, target, Message::Data(batch), full_waits).await?;
-                    if let Some(metrics) = &self.metrics {
-                        metrics.batch(records, bytes);
+                    if let (Some(metrics), Some(port)) = (&self.metrics, counted) {
+                        metrics.batch(port, records, bytes);
                     }
                 }
                 Outgoing::Watermark(watermark) => {
@@ -342,7 +393,11 @@ async fn send(
 }
 
 impl<T: Record> EdgeOutput<T> {
-    fn new(output: OutputIo) -> EdgeOutput<T> {
+    fn broadcasts(&self) -> bool {
+        matches!(self.route, Route::Broadcast)
+    }
+
+    fn new(output: OutputIo, counted: Option<usize>) -> EdgeOutput<T> {
         let partition = output
             .partition
             .downcast_ref::<Partition<T>>()
@@ -368,6 +423,7 @@ impl<T: Record> EdgeOutput<T> {
             port: output.port,
             route,
             targets,
+            counted,
         }
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct InputRing {
     pub(crate) port: usize,
     pub(crate) from: Arc<str>,
     pub(crate) from_shard: usize,
+    /// From another stage of the same component (`component_of`): not
+    /// counted as the component's input.
+    pub(crate) internal: bool,
     pub(crate) ring: Consumer<Message>,
 }
 
@@ -71,6 +74,9 @@ pub(crate) struct InputSet {
     /// Whether a ring delivered [`Message::Stop`].
     stopped: bool,
     metrics: InputMetrics,
+    /// Every ring comes from another stage of the same component: the
+    /// component's occupancy is sampled by its first stage.
+    internal_only: bool,
 }
 
 impl InputSet {
@@ -86,6 +92,7 @@ impl InputSet {
             })
             .collect();
         InputSet {
+            internal_only: !rings.is_empty() && rings.iter().all(|ring| ring.input.internal),
             live: rings.len(),
             rings,
             next_poll: 0,
@@ -125,10 +132,14 @@ impl InputSet {
             let waiting = state.input.ring.len();
             self.waiting = self.waiting - state.waiting + waiting;
             state.waiting = waiting;
-            self.metrics.occupancy(self.waiting);
+            if !self.internal_only {
+                self.metrics.occupancy(self.waiting);
+            }
             match message {
                 Some(Message::Data(batch)) => {
-                    self.metrics.batch(batch.len(), batch.bytes_len());
+                    if !state.input.internal {
+                        self.metrics.batch(batch.len(), batch.bytes_len());
+                    }
                     let port = state.input.port;
                     return Ok(Some(Delivery::Data { port, batch }));
                 }
@@ -250,6 +261,7 @@ mod tests {
                 port,
                 from: "upstream".into(),
                 from_shard: port,
+                internal: false,
                 ring: consumer,
             });
         }

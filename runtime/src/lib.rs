@@ -39,6 +39,7 @@ mod runtime;
 mod shard;
 mod stop;
 mod system;
+pub mod tap;
 
 pub use batch::{Batch, BufferGauge, RawBatch, Scratch};
 pub use emit::Emitter;
@@ -47,7 +48,7 @@ pub use error::{
     Error, GraphError, NodeFailure, OperatorError, OperatorErrorKind, RunError, SerializeError,
     StartError,
 };
-pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
+pub use graph::{component_of, Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
 pub use intake::{CommitWatch, IntakeLog, IntakeTicket, RemoteWake};
 pub use operator::{Processor, ShardContext, Sink, SnapshotWriter, Source, SourcePoll};
 pub use partition::{owner_of, Partition, PartitionKind};

@@ -68,6 +68,15 @@ pub struct ShardContext {
     pub metrics: crate::metrics::Registry,
 }
 
+impl ShardContext {
+    /// The user-facing component this node belongs to
+    /// ([`component_of`](crate::component_of) its name): what its metrics
+    /// are labelled with.
+    pub fn component(&self) -> &str {
+        crate::graph::component_of(&self.node)
+    }
+}
+
 /// What a source reports after [`Source::poll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourcePoll {

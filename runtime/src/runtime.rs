@@ -89,6 +89,8 @@ pub struct RuntimeBuilder {
     epoch_interval: Duration,
     wal_segment_bytes: Option<u64>,
     metrics_listen: Option<SocketAddr>,
+    /// `Some(remote)`: serve `/tap` (see [`RuntimeBuilder::tap`]).
+    tap: Option<bool>,
     latency: LatencyOptions,
     stop_timeout: Duration,
     discard_state: Vec<String>,
@@ -127,6 +129,7 @@ impl Default for RuntimeBuilder {
             epoch_interval: Duration::from_millis(EPOCH_INTERVAL_DEFAULT_MS),
             wal_segment_bytes: None,
             metrics_listen: None,
+            tap: None,
             latency: LatencyOptions::default(),
             stop_timeout: Duration::from_millis(STOP_TIMEOUT_DEFAULT_MS),
             discard_state: Vec::new(),
@@ -210,6 +213,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Serves `GET /tap` on the metrics endpoint too: a sample of what a
+    /// described output emits ([`crate::tap`], `weir tap`). Off by
+    /// default; when on, only loopback clients may tap unless `remote`.
+    pub fn tap(mut self, remote: bool) -> Self {
+        self.tap = Some(remote);
+        self
+    }
+
     /// Tunes the shards for latency rather than throughput, for a runtime
     /// embedded in a latency-critical service:
     /// - an idle shard spins for `spin` before it parks, so input from
@@ -253,9 +264,13 @@ impl RuntimeBuilder {
         system::check_io_uring()?;
         system::check_locked_memory(shards, self.io_memory_bytes)?;
         let metrics = Registry::with_writers(shards, wired::writers(shards));
+        let taps = crate::tap::Taps::default();
+        let admin = crate::metrics::Admin {
+            taps: self.tap.map(|remote| (taps.clone(), remote)),
+        };
         let metrics_server = match self.metrics_listen {
             Some(addr) => {
-                let server = crate::metrics::serve(addr, metrics.clone())
+                let server = crate::metrics::serve_admin(addr, metrics.clone(), admin)
                     .map_err(|error| StartError::Metrics { addr, error })?;
                 tracing::info!(addr = %server.local_addr(), "serving metrics at /metrics");
                 Some(server)
@@ -265,6 +280,7 @@ impl RuntimeBuilder {
         Ok(Runtime {
             shards,
             metrics,
+            taps,
             metrics_server,
             cores: self.pin.then_some(cores),
             io_memory_bytes: self.io_memory_bytes,
@@ -285,6 +301,8 @@ impl RuntimeBuilder {
 pub struct Runtime {
     shards: usize,
     metrics: Registry,
+    /// The current run's tappable outputs.
+    taps: crate::tap::Taps,
     /// Serves `metrics` while the runtime lives.
     metrics_server: Option<MetricsServer>,
     cores: Option<Vec<usize>>,
@@ -319,6 +337,12 @@ impl Runtime {
     /// [`metrics_listen`](RuntimeBuilder::metrics_listen).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The running graph's tappable outputs ([`crate::tap`]), served at
+    /// `/tap` with [`RuntimeBuilder::tap`].
+    pub fn taps(&self) -> &crate::tap::Taps {
+        &self.taps
     }
 
     /// Runs `graph` until every source is exhausted and everything drained.
@@ -361,7 +385,13 @@ impl Runtime {
             None => (None, None),
         };
         let committed = recovered.as_ref().map_or(0, |r| r.committed);
-        let mut plans = graph.plan(self.shards, committed, self.epochs.is_some(), &self.metrics);
+        let mut plans = graph.plan(
+            self.shards,
+            committed,
+            self.epochs.is_some(),
+            &self.metrics,
+            &self.taps,
+        );
         if let Some(recovered) = recovered {
             restore_into(
                 &mut plans,
@@ -410,7 +440,7 @@ impl Runtime {
             let (shard_gauge, shard_stop, shard_aborted) =
                 (gauge.clone(), stop.clone(), aborted.clone());
             let latency = self.latency;
-            let readiness = self.metrics.clone();
+            let registry = self.metrics.clone();
             let mut executor = LocalExecutorBuilder::new(placement)
                 .name(&format!("weir-shard-{shard}"))
                 .io_memory(self.io_memory_bytes)
@@ -428,7 +458,7 @@ impl Runtime {
                     shard_aborted,
                     log,
                     latency.flush_when_idle,
-                    readiness,
+                    registry,
                 )
             });
             match spawned {

@@ -88,17 +88,14 @@ pub(crate) async fn run_shard(
     aborted: Arc<AtomicBool>,
     log: Option<ShardLog>,
     flush_when_idle: bool,
-    readiness: crate::metrics::Registry,
+    registry: crate::metrics::Registry,
 ) -> Result<(), RunError> {
     let instances = plan.instances.len();
     let epochs = log.map(|log| {
-        Rc::new(ShardEpochs::new(
-            shard,
-            log.wal,
-            log.shared,
-            instances,
-            log.recovered,
-        ))
+        Rc::new(
+            ShardEpochs::new(shard, log.wal, log.shared, instances, log.recovered)
+                .with_metrics(registry.clone()),
+        )
     });
     let env = ShardEnv {
         pool: Rc::new(BufferPool::new(shard, returns, gauge)),
@@ -132,8 +129,11 @@ pub(crate) async fn run_shard(
                 snapshotted: std::cell::Cell::new(false),
                 sweep_left: std::cell::Cell::new(0),
             };
-            let failures =
-                wired::failures(&instance.context.metrics, &instance.context.node, shard);
+            let failures = wired::failures(
+                &instance.context.metrics,
+                instance.context.component(),
+                shard,
+            );
             let task = instance
                 .spawn
                 .spawn(&instance.context, instance.io, &env, node);
@@ -143,7 +143,7 @@ pub(crate) async fn run_shard(
         .collect();
     // Every node has started (recovery came before): the shard takes
     // input, for the readiness probe, until its nodes end.
-    readiness.shard_started();
+    registry.shard_started();
     if let Some(epochs) = epochs {
         tasks.push((
             "(epochs)".into(),
@@ -170,6 +170,6 @@ pub(crate) async fn run_shard(
             }
         }
     }
-    readiness.shard_ended();
+    registry.shard_ended();
     first_failure.map_or(Ok(()), Err)
 }

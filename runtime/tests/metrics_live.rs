@@ -44,12 +44,22 @@ fn a_run_serves_exact_component_wal_and_epoch_metrics() {
     let mut graph = GraphBuilder::new();
     graph.source("items", |context| Items::new(context, RECORDS, KEYS));
     graph.processor("shift", |_| Shift(1));
+    // An internal stage of `shift`: its records count as `shift`'s.
+    graph.processor("shift:stage", |_| Shift(0));
     graph.sink("collect", {
         let seen = seen.clone();
         move |context| collect_items(context, seen.clone())
     });
+    // A second reader of the same output: each record still counts once.
+    let also = Arc::new(Mutex::new(Vec::new()));
+    graph.sink("also", {
+        let also = also.clone();
+        move |context| collect_items(context, also.clone())
+    });
     graph.connect("items", "shift", Partition::hash(|item: &Item| item.key));
-    graph.connect("shift", "collect", Partition::<Item>::Forward);
+    graph.connect("shift", "shift:stage", Partition::<Item>::Forward);
+    graph.connect("shift:stage", "collect", Partition::<Item>::Forward);
+    graph.connect("shift:stage", "also", Partition::<Item>::Broadcast);
     let runtime = Runtime::builder()
         .shards(2)
         .pin(false)
@@ -68,6 +78,8 @@ fn a_run_serves_exact_component_wal_and_epoch_metrics() {
     promtool_check(&fetch_metrics(addr));
     let report = running.wait().expect("run succeeds");
     assert_eq!(seen.lock().unwrap().len() as u64, RECORDS);
+    // Broadcast: every record reached `also` on both shards.
+    assert_eq!(also.lock().unwrap().len() as u64, 2 * RECORDS);
 
     // The endpoint outlives the run: it lives as long as the runtime.
     let body = fetch_metrics(addr);
@@ -82,7 +94,7 @@ fn a_run_serves_exact_component_wal_and_epoch_metrics() {
 
     // Component counters are exact: every record crossed each edge once.
     assert_eq!(
-        value("weir_component_events_out_total{component=\"items\"}"),
+        value("weir_component_events_out_total{component=\"items\",output=\"_default\"}"),
         records
     );
     assert_eq!(
@@ -90,7 +102,7 @@ fn a_run_serves_exact_component_wal_and_epoch_metrics() {
         records
     );
     assert_eq!(
-        value("weir_component_events_out_total{component=\"shift\"}"),
+        value("weir_component_events_out_total{component=\"shift\",output=\"_default\"}"),
         records
     );
     assert_eq!(
@@ -100,7 +112,7 @@ fn a_run_serves_exact_component_wal_and_epoch_metrics() {
     let item_bytes = records * std::mem::size_of::<Item>() as f64;
     for (series, bytes) in [
         (
-            "weir_component_bytes_out_total{component=\"items\"}",
+            "weir_component_bytes_out_total{component=\"items\",output=\"_default\"}",
             item_bytes,
         ),
         (
@@ -108,7 +120,7 @@ fn a_run_serves_exact_component_wal_and_epoch_metrics() {
             item_bytes,
         ),
         (
-            "weir_component_bytes_out_total{component=\"shift\"}",
+            "weir_component_bytes_out_total{component=\"shift\",output=\"_default\"}",
             item_bytes,
         ),
         (
@@ -118,6 +130,8 @@ fn a_run_serves_exact_component_wal_and_epoch_metrics() {
     ] {
         assert_eq!(value(series), bytes, "{series}");
     }
+    // Internal stages are no components of their own.
+    assert!(!body.contains("shift:stage"), "{body}");
     // A source reads no ring and a sink writes none.
     assert!(!samples.contains_key("weir_component_events_in_total{component=\"items\"}"));
     assert!(!samples.contains_key("weir_component_events_out_total{component=\"collect\"}"));

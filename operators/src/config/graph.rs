@@ -80,6 +80,12 @@ pub fn build_graph_named(config: &PipelineConfig, file_name: &str) -> Result<Gra
             .as_ref()
             .expect("a plan without errors has every node");
         node.add(&mut graph, name, &planned.inputs);
+        // Each output by its name in metrics, and tappable (`weir tap`).
+        for output in &planned.outputs {
+            let from = output.node.as_deref().unwrap_or(name);
+            let format = crate::row::tap_format(output.schema.clone());
+            graph.describe_output(from, output.port, &output.name, Some(format));
+        }
     }
     graph.build().map_err(|graph_error| {
         error(

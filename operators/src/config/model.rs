@@ -72,6 +72,13 @@ pub struct RuntimeConfig {
     /// `"IP:PORT"`; `None` serves none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Serve `GET /tap` on the metrics endpoint (`weir tap`): samples of
+    /// what a component emits. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tap: bool,
+    /// Let clients other than loopback use `/tap` (with `tap = true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tap_remote: bool,
     /// How long a graceful stop may take before it gives up with the sink
     /// commits still pending (`"10s"`, `"1m"`); `None`: the runtime's
     /// default, 10 s.
@@ -103,6 +110,8 @@ impl Default for RuntimeConfig {
             data_dir: None,
             epoch_interval_ms: EPOCH_INTERVAL_DEFAULT_MS,
             metrics_listen: None,
+            tap: false,
+            tap_remote: false,
             stop_timeout: None,
             group: None,
         }

@@ -149,6 +149,17 @@ impl<'a> Checker<'a> {
                 ));
             }
         }
+        if runtime.tap && runtime.metrics_listen.is_none() {
+            let message = "`tap = true` serves `/tap` on the metrics endpoint: set \
+                           `metrics_listen` (e.g. \"127.0.0.1:9898\") too"
+                .to_owned();
+            let _ = self.report(self.error(ConfigErrorKind::Invalid, "runtime", "tap", message));
+        }
+        if runtime.tap_remote && !runtime.tap {
+            let message = "`tap_remote = true` needs `tap = true`".to_owned();
+            let _ =
+                self.report(self.error(ConfigErrorKind::Invalid, "runtime", "tap_remote", message));
+        }
         Ok(())
     }
 

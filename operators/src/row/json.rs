@@ -185,6 +185,22 @@ pub fn write_row_json(row: &ArchivedRow, schema: &Schema, out: &mut String) {
     out.push('}');
 }
 
+/// How `weir tap` shows rows of `schema`: one JSON object per row, as
+/// [`write_row_json`] writes it.
+pub fn tap_format(schema: super::SchemaRef) -> weir_runtime::tap::TapFormat<super::Row> {
+    std::sync::Arc::new(move |row: &super::Row, out: &mut Vec<u8>| {
+        let mut text = String::with_capacity(128);
+        match rkyv::to_bytes::<rkyv::rancor::Error>(row) {
+            Ok(bytes) => match rkyv::access::<ArchivedRow, rkyv::rancor::Error>(&bytes) {
+                Ok(archived) => write_row_json(archived, &schema, &mut text),
+                Err(error) => text = format!("{{\"tap_error\":{:?}}}", error.to_string()),
+            },
+            Err(error) => text = format!("{{\"tap_error\":{:?}}}", error.to_string()),
+        }
+        out.extend_from_slice(text.as_bytes());
+    })
+}
+
 /// Fills `values` (one per field of `fields`, in order) from the JSON object
 /// `text`, by member name: a member `fields` does not name is skipped, a
 /// field without a member (or with `null`) is `Null`, and a member that

@@ -23,7 +23,8 @@ mod order;
 
 pub use fields::FieldTypes;
 pub use json::{
-    json_object_into, parse_timestamp, value_from_json, write_json_value, write_row_json,
+    json_object_into, parse_timestamp, tap_format, value_from_json, write_json_value,
+    write_row_json,
 };
 
 pub(crate) use order::{cmp_slices, cmp_values};

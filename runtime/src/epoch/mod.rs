@@ -66,6 +66,8 @@ pub const SINK_COMMITTED: RecordType = RecordType::SINK_COMMITTED;
 #[derive(Debug, Clone, Default)]
 pub struct CommitControl {
     cancelled: Arc<AtomicBool>,
+    /// Calls to [`sleep`](CommitControl::sleep): the commit's retries.
+    waits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CommitControl {
@@ -88,9 +90,27 @@ impl CommitControl {
         self.cancelled.store(true, Ordering::Release);
     }
 
+    /// A control for one commit step: cancelled with this one, counting
+    /// its own [`sleep`](CommitControl::sleep)s.
+    pub(crate) fn for_commit(&self) -> CommitControl {
+        CommitControl {
+            cancelled: self.cancelled.clone(),
+            waits: Arc::default(),
+        }
+    }
+
+    /// How many times [`sleep`](CommitControl::sleep) was called on this
+    /// control (a sink's metrics count them as retries).
+    pub(crate) fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
     /// Sleeps for `duration`, waking early if cancelled; returns `false`
-    /// if it was cancelled (before or during the sleep).
+    /// if it was cancelled (before or during the sleep). Counted as one
+    /// retry of the commit in `weir_sink_commit_retries_total`: a commit
+    /// sleeps before trying again.
     pub fn sleep(&self, duration: Duration) -> bool {
+        self.waits.fetch_add(1, Ordering::Relaxed);
         let deadline = std::time::Instant::now() + duration;
         loop {
             if self.is_cancelled() {

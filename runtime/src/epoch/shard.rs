@@ -34,6 +34,7 @@ use super::{
 };
 use crate::error::NodeFailure;
 use crate::limits::WAL_STAGED_WAIT_BYTES;
+use crate::metrics::wired::SinkMetrics;
 
 /// How often the epoch task looks for work when it has none.
 const TICK: Duration = Duration::from_millis(1);
@@ -98,6 +99,9 @@ struct Progress {
     /// changes): the log is then kept from the last committed base epoch
     /// on, not only from the committed epoch (see [`ShardEpochs::retire_cut`]).
     incremental: bool,
+    /// Committed epochs as this shard saw them advance, and when: where a
+    /// sink's delivery latency starts. Pruned as commits complete.
+    committed_seen: VecDeque<(u64, Instant)>,
 }
 
 /// One shard's epoch state.
@@ -109,6 +113,10 @@ pub(crate) struct ShardEpochs {
     progress: RefCell<Progress>,
     /// Where a record is assembled before the WAL copies it.
     record: RefCell<Vec<u8>>,
+    /// The runtime's metrics, for the sinks' delivery metrics.
+    metrics: Option<crate::metrics::Registry>,
+    /// Each sink's delivery metrics, bound when it first pre-commits.
+    sinks: RefCell<BTreeMap<Arc<str>, SinkMetrics>>,
 }
 
 impl std::fmt::Debug for ShardEpochs {
@@ -166,7 +174,47 @@ impl ShardEpochs {
                 ..Progress::default()
             }),
             record: RefCell::default(),
+            metrics: None,
+            sinks: RefCell::default(),
         }
+    }
+
+    /// Updates the sinks' delivery metrics in `registry`.
+    pub(crate) fn with_metrics(mut self, registry: crate::metrics::Registry) -> ShardEpochs {
+        self.metrics = Some(registry);
+        self
+    }
+
+    /// Runs `update` on the delivery metrics of sink `node`, if there are
+    /// metrics.
+    fn sink_metrics(&self, node: &Arc<str>, update: impl FnOnce(&SinkMetrics)) {
+        let Some(registry) = &self.metrics else {
+            return;
+        };
+        let mut sinks = self.sinks.borrow_mut();
+        let metrics = sinks.entry(node.clone()).or_insert_with(|| {
+            SinkMetrics::new(registry, crate::graph::component_of(node), self.shard)
+        });
+        update(metrics);
+    }
+
+    /// Sets sink `node`'s backlog gauge from the commits waiting.
+    fn update_backlog(&self, node: &Arc<str>) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let waiting = {
+            let progress = self.progress.borrow();
+            let mut epochs: Vec<u64> = progress
+                .commits
+                .iter()
+                .filter(|pending| pending.node == *node)
+                .map(|pending| pending.epoch)
+                .collect();
+            epochs.dedup();
+            epochs.len()
+        };
+        self.sink_metrics(node, |metrics| metrics.backlog.set(waiting as i64));
     }
 
     pub(crate) fn shared(&self) -> &EpochShared {
@@ -351,12 +399,13 @@ impl ShardEpochs {
     ) {
         self.progress.borrow_mut().commits.push(Pending {
             epoch,
-            node,
+            node: node.clone(),
             instance,
             steps,
             payload,
             synced: false,
         });
+        self.update_backlog(&node);
     }
 
     /// The instance in `slot` is done with `epoch`.
@@ -433,6 +482,15 @@ impl ShardEpochs {
             }
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
+            {
+                let mut progress = self.progress.borrow_mut();
+                let newest_seen = progress.committed_seen.back().map_or(0, |seen| seen.0);
+                if committed > newest_seen {
+                    progress
+                        .committed_seen
+                        .push_back((committed, Instant::now()));
+                }
+            }
             self.run_commits(committed).await?;
             if let Some(cut) = self.retire_cut(committed) {
                 retiring.cut = Some(cut);
@@ -620,14 +678,16 @@ impl ShardEpochs {
             return Ok(());
         }
         let control = self.shared.commits.clone();
-        let (due, outcome) = glommio::executor()
+        let (due, steps, outcome) = glommio::executor()
             .spawn_blocking(move || {
-                let mut done = 0;
-                let outcome = run_in_order(&due, &control, &mut done);
-                (due.into_iter().take(done).collect::<Vec<_>>(), outcome)
+                let mut steps = Vec::with_capacity(due.len());
+                let outcome = run_in_order(&due, &control, &mut steps);
+                (due, steps, outcome)
             })
             .await;
-        for pending in &due {
+        self.count_commits(&due, &steps);
+        let completed = steps.iter().take_while(|step| step.ok).count();
+        for pending in &due[..completed] {
             failpoint("after-sink-commit", pending.epoch);
             let mut record = self.record.borrow_mut();
             encode_record_into(&mut record, &pending.node, pending.instance, &[]);
@@ -640,20 +700,95 @@ impl ShardEpochs {
     }
 }
 
+/// How one commit step went, for the sink's metrics.
+struct CommitStep {
+    ok: bool,
+    /// Its retries ([`CommitControl::sleep`](super::CommitControl::sleep)).
+    waits: u64,
+    finished: Instant,
+}
+
+impl ShardEpochs {
+    /// Updates the delivery metrics of the sinks in `due` after their
+    /// commit steps ran (`steps`, in `due`'s order, as far as they ran).
+    fn count_commits(&self, due: &[Pending], steps: &[CommitStep]) {
+        if self.metrics.is_none() {
+            return;
+        }
+        for (pending, step) in due.iter().zip(steps) {
+            let started = {
+                let progress = self.progress.borrow();
+                progress
+                    .committed_seen
+                    .iter()
+                    .find(|(epoch, _)| *epoch >= pending.epoch)
+                    .map(|(_, seen)| *seen)
+            };
+            self.sink_metrics(&pending.node, |metrics| {
+                metrics.retries.add(step.waits);
+                if step.ok {
+                    metrics.commits.inc();
+                    metrics.committed.set(pending.epoch as i64);
+                    if let Some(started) = started {
+                        let ns = step.finished.saturating_duration_since(started).as_nanos();
+                        metrics
+                            .latency
+                            .observe_ns(u64::try_from(ns).unwrap_or(u64::MAX));
+                    }
+                } else {
+                    metrics.failures.inc();
+                }
+            });
+        }
+        // Epochs whose commits all completed need no start time any more.
+        let oldest_waiting = self
+            .progress
+            .borrow()
+            .commits
+            .iter()
+            .map(|pending| pending.epoch)
+            .min();
+        let completed = steps.iter().take_while(|step| step.ok).count();
+        let done_through = due[..completed].last().map(|pending| pending.epoch);
+        if let Some(done_through) = done_through {
+            let mut progress = self.progress.borrow_mut();
+            let keep_from = oldest_waiting.map_or(done_through + 1, |o| o.min(done_through + 1));
+            // Keep the newest entry: it dates every later epoch up to it.
+            while progress.committed_seen.len() > 1 && progress.committed_seen[0].0 < keep_from {
+                progress.committed_seen.pop_front();
+            }
+        }
+        let nodes: std::collections::BTreeSet<&Arc<str>> =
+            due.iter().map(|pending| &pending.node).collect();
+        for node in nodes {
+            self.update_backlog(node);
+        }
+    }
+}
+
 /// Runs `due`'s commit steps in order until one fails or the commits are
-/// cancelled; `done` counts those that completed.
+/// cancelled; `steps` says how each that ran went.
 fn run_in_order(
     due: &[Pending],
     control: &super::CommitControl,
-    done: &mut usize,
+    steps: &mut Vec<CommitStep>,
 ) -> Result<(), NodeFailure> {
     for (index, pending) in due.iter().enumerate() {
         if control.is_cancelled() {
             log_not_done(&due[index..]);
             return Err(NodeFailure::Aborted);
         }
-        if let Err(error) = (pending.steps.commit)(&pending.payload, control) {
+        let step_control = control.for_commit();
+        let result = (pending.steps.commit)(&pending.payload, &step_control);
+        steps.push(CommitStep {
+            ok: result.is_ok(),
+            waits: step_control.waits(),
+            finished: Instant::now(),
+        });
+        if let Err(error) = result {
+            // A cancelled step did not fail: it runs again at the next start.
             if control.is_cancelled() {
+                steps.pop();
                 log_not_done(&due[index..]);
                 return Err(NodeFailure::Aborted);
             }
@@ -664,7 +799,6 @@ fn run_in_order(
                 error,
             });
         }
-        *done += 1;
         if index == 0 {
             failpoint("during-commit", pending.epoch);
         }

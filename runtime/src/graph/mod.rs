@@ -143,11 +143,23 @@ impl NodeOptions<'_> {
     }
 }
 
+/// What [`GraphBuilder::describe_output`] says of one output port.
+#[derive(Clone)]
+pub(crate) struct OutputSpec {
+    pub(crate) node: Arc<str>,
+    pub(crate) port: usize,
+    /// Its name in metrics (`output` label): `_default` for the main one.
+    pub(crate) label: Arc<str>,
+    record: TypeInfo,
+    pub(crate) tap: Option<crate::tap::TapSpec>,
+}
+
 /// Declares a graph; [`build`](GraphBuilder::build) checks it.
 #[derive(Default)]
 pub struct GraphBuilder {
     nodes: Vec<NodeSpec>,
     edges: Vec<EdgeSpec>,
+    outputs: Vec<OutputSpec>,
 }
 
 impl std::fmt::Debug for GraphBuilder {
@@ -276,15 +288,60 @@ impl GraphBuilder {
         self
     }
 
+    /// Names output `port` of `node` (records of type `T`) for metrics and
+    /// taps: `name` is the port's name (empty for the main output, which
+    /// metrics call `_default`), and `tap`, if given, lets `weir tap`
+    /// sample it as `COMPONENT` or `COMPONENT.NAME` (the component being
+    /// [`component_of`] the node). Outputs not described are labelled by
+    /// port number and cannot be tapped.
+    pub fn describe_output<T: Record + Send + Sync>(
+        &mut self,
+        node: &str,
+        port: usize,
+        name: &str,
+        tap: Option<crate::tap::TapFormat<T>>,
+    ) -> &mut Self {
+        let node: Arc<str> = node.into();
+        let component = component_of(&node);
+        let tap = tap.map(|format| crate::tap::TapSpec {
+            name: if name.is_empty() {
+                component.into()
+            } else {
+                format!("{component}.{name}").into()
+            },
+            format: Arc::new(format),
+        });
+        self.outputs.push(OutputSpec {
+            node,
+            port,
+            label: if name.is_empty() { "_default" } else { name }.into(),
+            record: TypeInfo::of::<T>(),
+            tap,
+        });
+        self
+    }
+
     /// Checks the graph and freezes it.
     pub fn build(self) -> Result<Graph, GraphError> {
         let edges = validate::validate(&self.nodes, &self.edges)?;
+        validate::check_outputs(&self.nodes, &self.outputs)?;
         Ok(Graph {
             nodes: self.nodes,
             edges: self.edges,
             resolved: edges,
+            outputs: self.outputs,
         })
     }
+}
+
+/// The user-facing component a node belongs to: its name up to the first
+/// `:`. A node named `COMPONENT:STAGE` is an internal stage of
+/// `COMPONENT` (an ingest source's `NAME:rows`): its metrics count as the
+/// component's, and records crossing between the stages of one component
+/// are not counted as the component's input or output.
+pub fn component_of(node: &str) -> &str {
+    node.split_once(':')
+        .map_or(node, |(component, _)| component)
 }
 
 /// An edge after validation: node indices and the consumer's input port.
@@ -300,6 +357,7 @@ pub struct Graph {
     pub(crate) nodes: Vec<NodeSpec>,
     pub(crate) edges: Vec<EdgeSpec>,
     pub(crate) resolved: Vec<ResolvedEdge>,
+    pub(crate) outputs: Vec<OutputSpec>,
 }
 
 impl std::fmt::Debug for Graph {

@@ -14,7 +14,7 @@ use super::{Graph, Parallelism};
 use crate::emit::OutputIo;
 use crate::input::InputRing;
 use crate::limits::RING_CAPACITY_BATCHES;
-use crate::node::spawn::{NodeIo, Spawn};
+use crate::node::spawn::{NodeIo, PortIo, Spawn};
 use crate::operator::ShardContext;
 use crate::partition::PartitionKind;
 use crate::ring::ring;
@@ -59,7 +59,29 @@ impl Graph {
         committed_epoch: u64,
         snapshots: bool,
         metrics: &crate::metrics::Registry,
+        taps: &crate::tap::Taps,
     ) -> Vec<ShardPlan> {
+        let tap_specs: Vec<crate::tap::TapSpec> = self
+            .outputs
+            .iter()
+            .filter_map(|output| output.tap.clone())
+            .collect();
+        let tap_points = taps.start_run(&tap_specs);
+        // Every described output of a node, with its tap's point and format.
+        let ports_of = |name: &str| -> Vec<PortIo> {
+            self.outputs
+                .iter()
+                .filter(|output| &*output.node == name)
+                .map(|output| PortIo {
+                    port: output.port,
+                    label: output.label.clone(),
+                    tap: output.tap.as_ref().and_then(|spec| {
+                        let index = tap_specs.iter().position(|s| s.name == spec.name)?;
+                        Some((tap_points[index].clone(), spec.format.clone()))
+                    }),
+                })
+                .collect()
+        };
         let mut plans: Vec<ShardPlan> = (0..shards).map(|_| ShardPlan::default()).collect();
         // slot[node][shard] = index of that instance in plans[shard].instances
         let mut slot = vec![vec![usize::MAX; shards]; self.nodes.len()];
@@ -81,6 +103,7 @@ impl Graph {
                     io: NodeIo {
                         inputs: Vec::new(),
                         outputs: Vec::new(),
+                        ports: ports_of(&node.name),
                     },
                     spawn: node.spawn.clone(),
                     commit: node.commit,
@@ -93,6 +116,10 @@ impl Graph {
         }
         for (edge, resolved) in self.edges.iter().zip(&self.resolved) {
             let consumers = self.instance_shards(resolved.to, shards);
+            // Between two stages of one component: not the component's
+            // input or output.
+            let internal = super::component_of(&self.nodes[resolved.from].name)
+                == super::component_of(&self.nodes[resolved.to].name);
             for producer in self.instance_shards(resolved.from, shards) {
                 let targets = match edge.kind {
                     PartitionKind::Forward if consumers.contains(&producer) => vec![producer],
@@ -102,6 +129,7 @@ impl Graph {
                 let mut output = OutputIo {
                     to: self.nodes[resolved.to].name.clone(),
                     port: edge.from_port,
+                    internal,
                     partition: edge.partition.clone(),
                     targets: Vec::with_capacity(targets.len()),
                 };
@@ -116,6 +144,7 @@ impl Graph {
                             port: resolved.port,
                             from: self.nodes[resolved.from].name.clone(),
                             from_shard: producer,
+                            internal,
                             ring: ring_consumer,
                         });
                 }

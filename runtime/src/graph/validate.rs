@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{EdgeSpec, NodeKind, NodeSpec, ResolvedEdge};
+use super::{EdgeSpec, NodeKind, NodeSpec, OutputSpec, ResolvedEdge};
 use crate::error::GraphError;
 
 pub(super) fn validate(
@@ -132,6 +132,38 @@ fn check_acyclic(nodes: &[NodeSpec], edges: &[ResolvedEdge]) -> Result<(), Graph
                     colour[node] = Colour::Black;
                     stack.pop();
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every described output names a node that emits its record type.
+pub(super) fn check_outputs(nodes: &[NodeSpec], outputs: &[OutputSpec]) -> Result<(), GraphError> {
+    for output in outputs {
+        let described = format!("output {} of `{}`", output.port, output.node);
+        let Some(node) = nodes.iter().find(|node| node.name == output.node) else {
+            return Err(GraphError::UnknownNode {
+                from: output.node.to_string(),
+                to: described,
+                missing: output.node.to_string(),
+            });
+        };
+        match node.output {
+            Some(emits) if emits.id == output.record.id => {}
+            Some(emits) => {
+                return Err(GraphError::TypeMismatch {
+                    from: output.node.to_string(),
+                    to: described,
+                    edge: output.record.name,
+                    node: emits.name,
+                })
+            }
+            None => {
+                return Err(GraphError::OutOfSink {
+                    from: output.node.to_string(),
+                    to: described,
+                })
             }
         }
     }

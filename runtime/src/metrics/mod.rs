@@ -89,7 +89,7 @@ pub use handles::{
     Counter, FloatGauge, Gauge, Histogram, ShardCounter, ShardGauge, ShardHistogram,
     HISTOGRAM_BUCKETS,
 };
-pub use server::{serve, MetricsServer};
+pub use server::{serve, serve_admin, Admin, MetricsServer};
 
 use handles::{CounterCells, GaugeCells, HistogramCells};
 

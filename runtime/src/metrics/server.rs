@@ -1,5 +1,5 @@
-//! A minimal HTTP/1.1 server for `GET /metrics`, `/health` and `/ready`,
-//! on its own thread.
+//! A minimal HTTP/1.1 server for `GET /metrics`, `/health`, `/ready` and
+//! `/tap`, on its own thread.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::{Registry, CONTENT_TYPE};
 use crate::limits::{METRICS_IO_TIMEOUT_MS, METRICS_REQUEST_HEAD_MAX_BYTES};
+use crate::tap::{TapError, Taps};
 
 /// How long a client may take to send its request or read the answer.
 const IO_TIMEOUT: Duration = Duration::from_millis(METRICS_IO_TIMEOUT_MS);
@@ -28,12 +29,36 @@ const IO_TIMEOUT: Duration = Duration::from_millis(METRICS_IO_TIMEOUT_MS);
 /// # Errors
 /// If the address cannot be bound or the thread cannot be started.
 pub fn serve(addr: SocketAddr, registry: Registry) -> io::Result<MetricsServer> {
+    serve_admin(addr, registry, Admin::default())
+}
+
+/// What the endpoint serves besides metrics and probes.
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    /// `GET /tap?output=NAME&limit=N&wait_ms=MS` answers a sample of what
+    /// output `NAME` emits, as NDJSON ([`Taps::sample`]; `limit` defaults
+    /// to 10, at most 10 000; `wait_ms` to 5 000, at most 60 000). `None`:
+    /// `/tap` answers `403`. The flag lets clients other than loopback
+    /// tap; without it they get `403`.
+    pub taps: Option<(Taps, bool)>,
+}
+
+/// [`serve`], with the [`Admin`] routes: each `/tap` is answered from a
+/// thread of its own, so a tap waiting for records holds back no scrape.
+///
+/// # Errors
+/// If the address cannot be bound or the thread cannot be started.
+pub fn serve_admin(
+    addr: SocketAddr,
+    registry: Registry,
+    admin: Admin,
+) -> io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr)?;
     let local_addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = thread::Builder::new().name("weir-metrics".into()).spawn({
         let stop = Arc::clone(&stop);
-        move || accept_loop(&listener, &registry, &stop)
+        move || accept_loop(&listener, &registry, &admin, &stop)
     })?;
     Ok(MetricsServer {
         local_addr,
@@ -84,7 +109,7 @@ impl Drop for MetricsServer {
     }
 }
 
-fn accept_loop(listener: &TcpListener, registry: &Registry, stop: &AtomicBool) {
+fn accept_loop(listener: &TcpListener, registry: &Registry, admin: &Admin, stop: &AtomicBool) {
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::SeqCst) {
@@ -92,7 +117,7 @@ fn accept_loop(listener: &TcpListener, registry: &Registry, stop: &AtomicBool) {
         }
         match accepted {
             // A failed exchange concerns only that client.
-            Ok((stream, _)) => drop(handle(stream, registry)),
+            Ok((stream, peer)) => drop(handle(stream, peer, registry, admin)),
             // E.g. out of file descriptors: back off instead of spinning.
             Err(_) => thread::sleep(Duration::from_millis(10)),
         }
@@ -100,7 +125,12 @@ fn accept_loop(listener: &TcpListener, registry: &Registry, stop: &AtomicBool) {
 }
 
 /// Reads one request head from `stream` and answers it.
-fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
+fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    registry: &Registry,
+    admin: &Admin,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let head = read_head(&mut stream)?;
@@ -108,10 +138,31 @@ fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
     let request_line = String::from_utf8_lossy(request_line);
     let mut parts = request_line.split_ascii_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
 
     let text = "text/plain; charset=utf-8";
-    let known = matches!(path, "/metrics" | "/health" | "/ready");
+    if path == "/tap" && method == "GET" {
+        let taps = match &admin.taps {
+            None => None,
+            Some((_, false)) if !peer.ip().is_loopback() => None,
+            Some((taps, _)) => Some(taps.clone()),
+        };
+        let Some(taps) = taps else {
+            let message = if admin.taps.is_none() {
+                "tapping is off: start the pipeline with `[runtime] tap = true`\n"
+            } else {
+                "tapping is allowed from loopback only: set `[runtime] tap_remote = true`\n"
+            };
+            return respond(&mut stream, method, "403 Forbidden", text, message, "");
+        };
+        let query = query.to_owned();
+        // Its own thread: a tap may wait seconds for records.
+        thread::Builder::new()
+            .name("weir-tap".into())
+            .spawn(move || drop(answer_tap(stream, &taps, &query)))?;
+        return Ok(());
+    }
+    let known = matches!(path, "/metrics" | "/health" | "/ready" | "/tap");
     let (status, content_type, body, extra) = if !known {
         ("404 Not Found", text, "not found\n".to_owned(), "")
     } else if method != "GET" && method != "HEAD" {
@@ -133,20 +184,121 @@ fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
                 ("503 Service Unavailable", text, "stopping\n".to_owned(), "")
             }
         }
+    } else if path == "/tap" {
+        (
+            "405 Method Not Allowed",
+            text,
+            "method not allowed\n".to_owned(),
+            "Allow: GET\r\n",
+        )
     } else {
         ("200 OK", CONTENT_TYPE, registry.render(), "")
     };
+    respond(&mut stream, method, status, content_type, &body, extra)
+}
+
+/// Writes one whole answer and closes the writing side.
+fn respond(
+    stream: &mut TcpStream,
+    method: &str,
+    status: &str,
+    content_type: &str,
+    body: &str,
+    extra: &str,
+) -> io::Result<()> {
     let mut response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          {extra}Connection: close\r\n\r\n",
         body.len()
     );
     if method != "HEAD" {
-        response.push_str(&body);
+        response.push_str(body);
     }
     stream.write_all(response.as_bytes())?;
     stream.flush()?;
     stream.shutdown(Shutdown::Write)
+}
+
+/// The most records one `/tap` returns.
+const TAP_LIMIT_MAX: usize = 10_000;
+/// The longest one `/tap` waits, in milliseconds.
+const TAP_WAIT_MAX_MS: u64 = 60_000;
+
+/// Answers `GET /tap?QUERY`: parses `output`, `limit` and `wait_ms`, takes
+/// the sample and writes it as NDJSON.
+fn answer_tap(mut stream: TcpStream, taps: &Taps, query: &str) -> io::Result<()> {
+    let text = "text/plain; charset=utf-8";
+    let bad = |stream: &mut TcpStream, message: String| {
+        respond(stream, "GET", "400 Bad Request", text, &message, "")
+    };
+    let (mut output, mut limit, mut wait_ms) = (None, 10usize, 5_000u64);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "output" => output = Some(value.to_owned()),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=TAP_LIMIT_MAX).contains(&n) => limit = n,
+                _ => {
+                    let message = format!("`limit` must be 1 to {TAP_LIMIT_MAX}, not {value:?}\n");
+                    return bad(&mut stream, message);
+                }
+            },
+            "wait_ms" => match value.parse::<u64>() {
+                Ok(n) if n <= TAP_WAIT_MAX_MS => wait_ms = n,
+                _ => {
+                    let message =
+                        format!("`wait_ms` must be 0 to {TAP_WAIT_MAX_MS}, not {value:?}\n");
+                    return bad(&mut stream, message);
+                }
+            },
+            other => {
+                let message = format!(
+                    "unknown parameter `{other}`: `/tap` takes `output`, `limit` and `wait_ms`\n"
+                );
+                return bad(&mut stream, message);
+            }
+        }
+    }
+    let Some(output) = output.filter(|name| !name.is_empty()) else {
+        let message = format!(
+            "`output` is missing: `/tap?output=NAME`; tappable outputs: {}\n",
+            taps.names().join(", ")
+        );
+        return bad(&mut stream, message);
+    };
+    match taps.sample(&output, limit, Duration::from_millis(wait_ms)) {
+        Ok(lines) => {
+            let mut body = String::new();
+            for line in lines {
+                body.push_str(&String::from_utf8_lossy(&line));
+                body.push('\n');
+            }
+            respond(
+                &mut stream,
+                "GET",
+                "200 OK",
+                "application/x-ndjson",
+                &body,
+                "",
+            )
+        }
+        Err(error @ TapError::Unknown { .. }) => respond(
+            &mut stream,
+            "GET",
+            "404 Not Found",
+            text,
+            &format!("{error}\n"),
+            "",
+        ),
+        Err(error @ TapError::Busy(_)) => respond(
+            &mut stream,
+            "GET",
+            "409 Conflict",
+            text,
+            &format!("{error}\n"),
+            "",
+        ),
+    }
 }
 
 /// Reads until the blank line that ends a request head, end of stream, or

@@ -6,8 +6,8 @@
 //! | --- | --- | --- |
 //! | `weir_component_events_in_total` | `component` | consuming shard, per batch read |
 //! | `weir_component_bytes_in_total` | `component` | consuming shard, per batch read |
-//! | `weir_component_events_out_total` | `component` | producing shard, per batch sent |
-//! | `weir_component_bytes_out_total` | `component` | producing shard, per batch sent |
+//! | `weir_component_events_out_total` | `component`, `output` | producing shard, per batch sent |
+//! | `weir_component_bytes_out_total` | `component`, `output` | producing shard, per batch sent |
 //! | `weir_component_failures_total` | `component` | the failed instance's shard |
 //! | `weir_ring_occupancy_batches` | `component`, `shard` | consuming shard, per message read |
 //! | `weir_ring_full_waits_total` | `component` | producing shard, per full ring met |
@@ -15,6 +15,9 @@
 //! | `weir_wal_syncs_total` | `log` | WAL writer thread / coordinator |
 //! | `weir_wal_sync_latency_seconds` | `log` | WAL writer thread / coordinator |
 //! | `weir_epoch_commit_latency_seconds` | | coordinator |
+//! | `weir_sink_commits_total`, `weir_sink_commit_retries_total`, `weir_sink_commit_failures_total` | `component` | shard's epoch task, per commit step |
+//! | `weir_sink_delivery_latency_seconds` | `component` | shard's epoch task, per commit step |
+//! | `weir_sink_backlog_epochs`, `weir_sink_committed_epoch` | `component`, `shard` | shard's epoch task |
 //! | `weir_epoch_committed` | | coordinator |
 //!
 //! `log` is `shard` for the shards' WALs and `coordinator` for the
@@ -100,48 +103,68 @@ impl InputMetrics {
     }
 }
 
-/// What a node instance counts about the batches it sends.
+/// What a node instance counts about the batches it sends: events and
+/// bytes per output port that leaves its component.
 #[derive(Clone)]
 pub(crate) struct OutputMetrics {
-    events: ShardCounter,
-    bytes: ShardCounter,
+    /// `(port, events, bytes)` per counted port.
+    ports: Vec<(usize, ShardCounter, ShardCounter)>,
     pub(crate) full_waits: ShardCounter,
 }
 
 impl OutputMetrics {
-    /// Binds the series of `component` on `shard`.
-    pub(crate) fn new(registry: &Registry, component: &str, shard: usize) -> OutputMetrics {
-        let labels = [("component", component)];
+    /// Binds the series of `component` on `shard`, for each of `ports`
+    /// (port and its `output` label).
+    pub(crate) fn new(
+        registry: &Registry,
+        component: &str,
+        shard: usize,
+        ports: &[(usize, std::sync::Arc<str>)],
+    ) -> OutputMetrics {
+        let ports = ports
+            .iter()
+            .map(|(port, label)| {
+                let labels = [("component", component), ("output", label)];
+                let events = registry
+                    .counter(
+                        "weir_component_events_out_total",
+                        "Records a component emitted on an output, once however many components read it.",
+                        &labels,
+                    )
+                    .for_shard(shard);
+                let bytes = registry
+                    .counter(
+                        "weir_component_bytes_out_total",
+                        "Serialized record bytes a component emitted on an output.",
+                        &labels,
+                    )
+                    .for_shard(shard);
+                (*port, events, bytes)
+            })
+            .collect();
         OutputMetrics {
-            events: registry
-                .counter(
-                    "weir_component_events_out_total",
-                    "Records a component sent into its output rings (once per receiving instance).",
-                    &labels,
-                )
-                .for_shard(shard),
-            bytes: registry
-                .counter(
-                    "weir_component_bytes_out_total",
-                    "Serialized record bytes a component sent into its output rings.",
-                    &labels,
-                )
-                .for_shard(shard),
+            ports,
             full_waits: registry
                 .counter(
                     "weir_ring_full_waits_total",
                     "Times a component found an output ring full and waited (backpressure).",
-                    &labels,
+                    &[("component", component)],
                 )
                 .for_shard(shard),
         }
     }
 
-    /// Counts one batch sent.
+    /// Where output `port`'s counters are, if it is counted.
+    pub(crate) fn port_index(&self, port: usize) -> Option<usize> {
+        self.ports.iter().position(|(p, _, _)| *p == port)
+    }
+
+    /// Counts one batch sent on the port at `index` ([`Self::port_index`]).
     #[inline]
-    pub(crate) fn batch(&self, records: usize, bytes: usize) {
-        self.events.add(records as u64);
-        self.bytes.add(bytes as u64);
+    pub(crate) fn batch(&self, index: usize, records: usize, bytes: usize) {
+        let (_, events, bytes_out) = &self.ports[index];
+        events.add(records as u64);
+        bytes_out.add(bytes as u64);
     }
 }
 
@@ -166,6 +189,56 @@ pub(crate) struct SnapshotMetrics {
     pub(crate) full_seconds: ShardHistogram,
     pub(crate) changes_seconds: ShardHistogram,
     pub(crate) precommit_seconds: ShardHistogram,
+}
+
+/// What a shard counts about one sink's commits (its deliveries), updated
+/// by the shard's epoch task after each commit step returns.
+pub(crate) struct SinkMetrics {
+    pub(crate) commits: ShardCounter,
+    pub(crate) retries: ShardCounter,
+    pub(crate) failures: ShardCounter,
+    pub(crate) latency: ShardHistogram,
+    pub(crate) backlog: ShardGauge,
+    pub(crate) committed: ShardGauge,
+}
+
+impl SinkMetrics {
+    /// Binds the series of sink `component` on `shard`.
+    pub(crate) fn new(registry: &Registry, component: &str, shard: usize) -> SinkMetrics {
+        let labels = [("component", component)];
+        let counter = |name, help| registry.counter(name, help, &labels).for_shard(shard);
+        let gauge = |name, help| registry.gauge(name, help, &labels).for_shard(shard);
+        SinkMetrics {
+            commits: counter(
+                "weir_sink_commits_total",
+                "Epochs a sink published (its commit step completed), per shard instance.",
+            ),
+            retries: counter(
+                "weir_sink_commit_retries_total",
+                "Times a sink's commit step waited to try again (a receiver down or refusing).",
+            ),
+            failures: counter(
+                "weir_sink_commit_failures_total",
+                "Commit steps of a sink that failed (the run stops; the next start retries).",
+            ),
+            latency: registry
+                .histogram(
+                    "weir_sink_delivery_latency_seconds",
+                    "Time from the shard seeing an epoch committed (durable everywhere) to the \
+                     sink's commit of it completing: how late its output becomes visible.",
+                    &labels,
+                )
+                .for_shard(shard),
+            backlog: gauge(
+                "weir_sink_backlog_epochs",
+                "Epochs a sink pre-committed on a shard whose commit has not completed.",
+            ),
+            committed: gauge(
+                "weir_sink_committed_epoch",
+                "The newest epoch whose commit a sink completed on a shard.",
+            ),
+        }
+    }
 }
 
 /// The snapshot metrics of `shard`.

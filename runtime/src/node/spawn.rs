@@ -31,6 +31,21 @@ pub(crate) type NodeTask = Pin<Box<dyn Future<Output = Result<(), NodeFailure>>>
 pub(crate) struct NodeIo {
     pub(crate) inputs: Vec<InputRing>,
     pub(crate) outputs: Vec<OutputIo>,
+    /// Its described output ports (`GraphBuilder::describe_output`).
+    pub(crate) ports: Vec<PortIo>,
+}
+
+/// A described output port of a node instance.
+pub(crate) struct PortIo {
+    pub(crate) port: usize,
+    /// Its `output` label in metrics.
+    pub(crate) label: Arc<str>,
+    /// Its tap's point and [`TapFormat`](crate::tap::TapFormat), if it can
+    /// be tapped.
+    pub(crate) tap: Option<(
+        Arc<crate::tap::TapPoint>,
+        Arc<dyn std::any::Any + Send + Sync>,
+    )>,
 }
 
 /// What every task on a shard shares.
@@ -47,13 +62,32 @@ pub(crate) struct ShardEnv {
 
 /// The output metrics of a node instance, if it has outputs.
 fn output_metrics(context: &ShardContext, io: &NodeIo) -> Option<OutputMetrics> {
+    // Outputs that leave the component, by port, with their labels.
+    let mut ports: Vec<(usize, Arc<str>)> = Vec::new();
+    for output in io.outputs.iter().filter(|output| !output.internal) {
+        if ports.iter().any(|(port, _)| *port == output.port) {
+            continue;
+        }
+        let label = io
+            .ports
+            .iter()
+            .find(|described| described.port == output.port)
+            .map_or_else(
+                || match output.port {
+                    0 => "_default".into(),
+                    port => port.to_string().into(),
+                },
+                |described| described.label.clone(),
+            );
+        ports.push((output.port, label));
+    }
     (!io.outputs.is_empty())
-        .then(|| OutputMetrics::new(&context.metrics, &context.node, context.shard))
+        .then(|| OutputMetrics::new(&context.metrics, context.component(), context.shard, &ports))
 }
 
 /// The input metrics of a node instance.
 fn input_metrics(context: &ShardContext) -> InputMetrics {
-    InputMetrics::new(&context.metrics, &context.node, context.shard)
+    InputMetrics::new(&context.metrics, context.component(), context.shard)
 }
 
 /// Builds a node instance's task on its shard.
@@ -71,7 +105,7 @@ where
     fn spawn(&self, context: &ShardContext, io: NodeIo, env: &ShardEnv, node: NodeEnv) -> NodeTask {
         let mut source = (self.0)(context);
         let metrics = output_metrics(context, &io);
-        let out = Emitter::<S::Output>::new(io.outputs, env.pool.clone(), metrics);
+        let out = Emitter::<S::Output>::new(io.outputs, &io.ports, env.pool.clone(), metrics);
         let (stop, aborted) = (env.stop.clone(), env.aborted.clone());
         let committed = node
             .epochs
@@ -109,7 +143,7 @@ where
         let processor = (self.0)(context);
         let metrics = output_metrics(context, &io);
         let inputs = InputSet::new(io.inputs, input_metrics(context));
-        let out = Emitter::<P::Output>::new(io.outputs, env.pool.clone(), metrics);
+        let out = Emitter::<P::Output>::new(io.outputs, &io.ports, env.pool.clone(), metrics);
         Box::pin(restore_and_run(
             processor,
             inputs,
@@ -132,7 +166,7 @@ where
         let sink = SinkProcessor((self.0)(context));
         let metrics = output_metrics(context, &io);
         let inputs = InputSet::new(io.inputs, input_metrics(context));
-        let out = Emitter::<()>::new(io.outputs, env.pool.clone(), metrics);
+        let out = Emitter::<()>::new(io.outputs, &io.ports, env.pool.clone(), metrics);
         Box::pin(run_processor(
             sink,
             inputs,

@@ -6,11 +6,11 @@
 //! `NAME:rows` node (`sources::ingest::rows`), where its events enter the
 //! pipeline as rows, records per event:
 //!
-//! - `weir_ingest_to_processed_seconds{component="NAME:rows"}`: from
+//! - `weir_ingest_to_processed_seconds{component="NAME"}`: from
 //!   acceptance to the event leaving the source for the pipeline's
 //!   components (it has been logged, taken off the intake queue and handed
 //!   on by the source);
-//! - `weir_sent_to_processed_seconds{component="NAME:rows"}`: the same from
+//! - `weir_sent_to_processed_seconds{component="NAME"}`: the same from
 //!   the client's intended send time (it includes the network, the client's
 //!   queueing and clock skew between the two hosts, none here on loopback);
 //!
@@ -39,7 +39,7 @@ pub struct ProcessedLatency {
 impl ProcessedLatency {
     /// The histograms of `context`'s component, for its shard.
     pub fn new(context: &ShardContext) -> ProcessedLatency {
-        let labels = [("component", &*context.node)];
+        let labels = [("component", context.component())];
         let from_ingest = context.metrics.histogram(
             "weir_ingest_to_processed_seconds",
             "Time from an ingest source accepting an event to this component handling it.",
