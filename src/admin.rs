@@ -120,10 +120,13 @@ pub fn tap(args: &TapArgs) -> Result<()> {
     Ok(())
 }
 
+/// One sample: metric name, label pairs, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// One scrape: every sample by metric name and label pairs.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scrape {
-    samples: Vec<(String, Vec<(String, String)>, f64)>,
+    samples: Vec<Sample>,
 }
 
 impl Scrape {

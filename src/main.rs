@@ -494,6 +494,9 @@ fn run_graph(
     if config.tap {
         builder = builder.tap(config.tap_remote);
     }
+    if let Some(epochs) = config.sink_backlog_epochs {
+        builder = builder.sink_backlog_epochs(epochs);
+    }
     let signals = Signals::install(args.drain)?;
     // The runtime (and its metrics endpoint) lives until the run is over.
     let runtime = builder.build()?;

@@ -49,6 +49,7 @@ type = "file"
 inputs = ["events"]
 path = "{}"
 format = "ndjson"
+roll_interval = "0s"
 "#,
         out.display()
     );
@@ -135,12 +136,14 @@ type = "file"
 inputs = ["events"]
 path = "{}"
 format = "ndjson"
+roll_interval = "0s"
 
 [sinks.counts]
 type = "file"
 inputs = ["per_key"]
 path = "{}"
 format = "ndjson"
+roll_interval = "0s"
 "#,
         out.display(),
         counts.display()

@@ -103,12 +103,14 @@ type = "file"
 inputs = ["{name}_minutes"]
 path = "{counts}"
 format = "ndjson"
+roll_interval = "0s"
 
 [sinks.{name}_late]
 type = "file"
 inputs = ["{name}_minutes.late"]
 path = "{late}"
 format = "ndjson"
+roll_interval = "0s"
 "#,
             counts = out.join(format!("{name}_counts")).display(),
             late = out.join(format!("{name}_late")).display(),
@@ -126,6 +128,7 @@ type = "file"
 inputs = ["vector.dead_letter", "fluent.dead_letter"]
 path = "{dead}"
 format = "ndjson"
+roll_interval = "0s"
 "#,
         vector = source("vector", vector, "timestamp"),
         fluent = source("fluent", fluent, "date"),
@@ -366,6 +369,7 @@ type = "file"
 inputs = ["per_second"]
 path = "{counts}"
 format = "ndjson"
+roll_interval = "0s"
 "#,
         counts = out.join("counts").display()
     );

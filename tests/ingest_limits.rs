@@ -84,6 +84,7 @@ token = "s3cret"
 type = "file"
 inputs = ["tcp_in", "http_in"]
 path = "{out}"
+roll_interval = "0s"
 format = "ndjson"
 "#,
         metrics = ports.metrics,

@@ -175,6 +175,7 @@ start = "earliest"
 type = "file"
 inputs = ["in"]
 path = "{out}"
+roll_interval = "0s"
 "#,
         out = toml_path(out),
     )

@@ -39,6 +39,7 @@ seed = 4
 type = "file"
 inputs = ["gen"]
 path = "{}"
+roll_interval = "0s"
 format = "ndjson"
 "#,
         out.display()
@@ -119,6 +120,7 @@ epoch_interval_ms = 100
 [sources.lines]
 type = "file"
 path = "{}"
+roll_interval = "0s"
 format = "ndjson"
 follow = true
 schema = {{ msg = "string" }}
@@ -127,6 +129,7 @@ schema = {{ msg = "string" }}
 type = "file"
 inputs = ["lines"]
 path = "{}"
+roll_interval = "0s"
 format = "ndjson"
 "#,
             input.display(),

@@ -158,18 +158,21 @@ aggregates = ["count"]
 type = "file"
 inputs = ["minutes"]
 path = "{counts}"
+roll_interval = "0s"
 format = "ndjson"
 
 [sinks.late]
 type = "file"
 inputs = ["minutes.late"]
 path = "{late}"
+roll_interval = "0s"
 format = "ndjson"
 
 [sinks.rows]
 type = "file"
 inputs = ["logs"]
 path = "{rows}"
+roll_interval = "0s"
 format = "ndjson"
 "#,
         counts = out.join("counts").display(),

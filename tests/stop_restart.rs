@@ -325,12 +325,14 @@ aggregates = ["count"]
 type = "file"
 inputs = ["per_window"]
 path = "{rows}"
+roll_interval = "0s"
 format = "ndjson"
 
 [sinks.late]
 type = "file"
 inputs = ["per_window.late"]
 path = "{late}"
+roll_interval = "0s"
 format = "ndjson"
 "#,
         rows = out.join("rows").display(),
@@ -467,6 +469,7 @@ aggregates = ["count"]
 type = "file"
 inputs = ["per_user"]
 path = "{}"
+roll_interval = "0s"
 format = "ndjson"
 "#,
         out.join("rows").display()

@@ -50,12 +50,14 @@ aggregates = ["count"]
 type = "file"
 inputs = ["per_minute"]
 path = "{counts}"
+roll_interval = "0s"
 format = "ndjson"
 
 [sinks.rows]
 type = "file"
 inputs = ["syslog"]
 path = "{rows}"
+roll_interval = "0s"
 format = "ndjson"
 "#,
         counts = out.join("counts").display(),

@@ -59,6 +59,7 @@ listen = "127.0.0.1:{port}"
 type = "file"
 inputs = ["{name}"]
 path = {rows}
+roll_interval = "0s"
 format = "ndjson"
 "#,
         rows = toml(&out.join(name)),

@@ -267,3 +267,76 @@ fn a_stop_with_the_receiver_down_ends_within_the_bound_and_the_next_start_delive
     all.extend(after);
     assert_every_id_once(&all, COUNT);
 }
+
+/// Goal (issue 22): sinks commit independently. While the receiver of a
+/// `webhook` sink is down, a `file` sink of the same pipeline goes on
+/// publishing, epoch after epoch; the webhook's epochs wait in its backlog
+/// (and in the log) and, once the receiver is back, arrive once each.
+#[test]
+fn a_down_receiver_holds_back_only_its_own_sink() {
+    const COUNT: u64 = 1500;
+    let receiver = Receiver::start();
+    let port = receiver.address.port();
+    let root = scratch();
+    let archive = root.path().join("archive");
+    let config = root.path().join("pipeline.toml");
+    let pipeline = format!(
+        r#"
+[runtime]
+shards = 2
+epoch_interval_ms = 50
+
+[sources.gen]
+type = "generator"
+count = {COUNT}
+keys = ["a", "b", "c"]
+events_per_second = 1000
+rate = 250
+seed = 1
+
+[sinks.alerts]
+type = "webhook"
+inputs = ["gen"]
+url = "{}"
+retry_initial = "50ms"
+retry_max = "200ms"
+
+[sinks.archive]
+type = "file"
+inputs = ["gen"]
+path = "{}"
+roll_interval = "0s"
+"#,
+        receiver.url("/alerts"),
+        archive.display()
+    );
+    std::fs::write(&config, pipeline).expect("config");
+    let weir = Weir::start(&config, &root.path().join("data"), &[], &[]);
+    wait_deliveries(&receiver, 3);
+    receiver.stop();
+    // Let the webhook's commits find the receiver gone, then watch the
+    // archive: it keeps publishing while they wait.
+    std::thread::sleep(Duration::from_millis(300));
+    let down_at = support::published_lines(&archive).len();
+    std::thread::sleep(Duration::from_secs(2));
+    let published_while_down = support::published_lines(&archive).len() - down_at;
+    assert!(
+        published_while_down >= 200,
+        "the file sink published {published_while_down} rows in 2 s with the receiver down"
+    );
+    let before = by_key(&receiver);
+    let receiver = Receiver::start_on(port);
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(status.success(), "the run failed: {log}");
+    let mut all = before;
+    let after = by_key(&receiver);
+    assert_eq!(repeated(&after), BTreeSet::new());
+    all.extend(after);
+    assert_every_id_once(&all, COUNT);
+    let mut ids: Vec<u64> = support::published_rows(&archive)
+        .iter()
+        .map(|row| row["id"].as_u64().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..COUNT).collect::<Vec<_>>());
+}

@@ -36,6 +36,7 @@ metrics_listen = "127.0.0.1:{admin}"
 [sources.requests]
 type = "file"
 path = "{input}"
+roll_interval = "0s"
 format = "ndjson"
 schema = {{ ts = "timestamp", service = "string", latency_ms = "float" }}
 time_field = "ts"
@@ -53,6 +54,7 @@ aggregates = ["count", {{ fn = "quantile", field = "latency_ms", q = [0.5, 0.95,
 type = "file"
 inputs = ["latency"]
 path = "{out}"
+roll_interval = "0s"
 format = "ndjson"
 "#,
         input = input.display(),

@@ -206,3 +206,8 @@ pub const KAFKA_LOCAL_STATE_WAIT_MS: u64 = 10_000;
 /// to set each partition's lag gauge, unless the source's `options` set
 /// `statistics.interval.ms`.
 pub const KAFKA_GROUP_STATISTICS_MS: u64 = 1_000;
+
+/// How long a `file` sink collects a shard's rows before it publishes them
+/// as one file, unless `roll_interval` says otherwise: at most one file per
+/// shard per minute, as Flink's file sink rolls by default.
+pub const ROLL_INTERVAL_DEFAULT_MS: u64 = 60_000;

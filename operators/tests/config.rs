@@ -136,7 +136,7 @@ fn unknown_field_names_the_field_line_and_component() {
     assert_eq!(
         error.to_string(),
         "pipeline.toml:25:1: sinks.out: unknown field `pth`, expected one of `inputs`, \
-         `path`, `format`, `compression`, `row_group_rows`"
+         `path`, `format`, `compression`, `row_group_rows`, `roll_interval`, `roll_size`"
     );
 }
 

@@ -43,6 +43,9 @@ fn spec(path: &Path) -> weir_operators::sinks::RowFileSpec {
         format: RowFileFormat::Ndjson,
         compression: None,
         row_group_rows: None,
+        // A file per shard and epoch, published when the epoch commits.
+        roll_interval: Some("0s".into()),
+        roll_size: None,
     };
     let schema = Schema::new([
         ("id", Type::Int),

@@ -162,6 +162,9 @@ fn config(path: &Path, format: RowFileFormat) -> RowFileSinkConfig {
         format,
         compression: None,
         row_group_rows: None,
+        // A file per shard and epoch, published when the epoch commits.
+        roll_interval: Some("0s".into()),
+        roll_size: None,
     }
 }
 

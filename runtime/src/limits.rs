@@ -172,3 +172,9 @@ const _: () = assert!(SHARD_PREEMPT_INTERVAL_LOW_LATENCY_US < SHARD_PREEMPT_INTE
 /// How long a client of the metrics endpoint may take to send its request
 /// or read the answer.
 pub const METRICS_IO_TIMEOUT_MS: u64 = 5_000;
+
+/// How many pre-committed epochs one sink may have waiting for their
+/// commit (a receiver down, retried) on a shard before the sink takes no
+/// more input and backpressure reaches the sources: a minute of 100 ms
+/// epochs. Their pre-commits stay in the write-ahead log meanwhile.
+pub const SINK_BACKLOG_EPOCHS_DEFAULT: usize = 600;

@@ -94,6 +94,7 @@ pub struct RuntimeBuilder {
     latency: LatencyOptions,
     stop_timeout: Duration,
     discard_state: Vec<String>,
+    sink_backlog_epochs: usize,
 }
 
 /// How a shard trades throughput for latency; see
@@ -132,6 +133,7 @@ impl Default for RuntimeBuilder {
             tap: None,
             latency: LatencyOptions::default(),
             stop_timeout: Duration::from_millis(STOP_TIMEOUT_DEFAULT_MS),
+            sink_backlog_epochs: crate::limits::SINK_BACKLOG_EPOCHS_DEFAULT,
             discard_state: Vec::new(),
         }
     }
@@ -181,6 +183,18 @@ impl RuntimeBuilder {
     /// runs the commits that did not complete.
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
+        self
+    }
+
+    /// How many pre-committed epochs one sink may leave waiting for their
+    /// commit on a shard (default 600, a minute of 100 ms epochs; at least
+    /// 1). Sinks commit independently: one whose commit waits (a receiver
+    /// that is down, retried) holds back only its own commits while the
+    /// others go on publishing, its pre-commits kept in the write-ahead
+    /// log; past this bound it takes no more input, and backpressure
+    /// reaches the sources.
+    pub fn sink_backlog_epochs(mut self, epochs: usize) -> Self {
+        self.sink_backlog_epochs = epochs.max(1);
         self
     }
 
@@ -292,6 +306,7 @@ impl RuntimeBuilder {
             }),
             stop_timeout: self.stop_timeout,
             discard_state: self.discard_state,
+            sink_backlog_epochs: self.sink_backlog_epochs,
         })
     }
 }
@@ -311,6 +326,7 @@ pub struct Runtime {
     epochs: Option<EpochConfig>,
     stop_timeout: Duration,
     discard_state: Vec<String>,
+    sink_backlog_epochs: usize,
 }
 
 impl Runtime {
@@ -565,12 +581,10 @@ impl Runtime {
         }
         let sources = graph.source_instances(self.shards);
         let durable: Vec<u64> = logs.shards.iter().map(|wal| wal.durable_lsn().0).collect();
-        let shared = Arc::new(EpochShared::new(
-            &durable,
-            sources,
-            logs.recovered.committed,
-            aborted.clone(),
-        ));
+        let mut shared =
+            EpochShared::new(&durable, sources, logs.recovered.committed, aborted.clone());
+        shared.sink_backlog_epochs = self.sink_backlog_epochs;
+        let shared = Arc::new(shared);
         // Restored from a base (and changes): keep it until a newer base
         // commits.
         shared.keep_bases.store(

@@ -79,6 +79,12 @@ pub struct RuntimeConfig {
     /// Let clients other than loopback use `/tap` (with `tap = true`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tap_remote: bool,
+    /// How many epochs one sink may leave unpublished on a shard (its
+    /// receiver down, say) while the other sinks go on, before it takes no
+    /// more input and backpressure reaches the sources; `None`: the
+    /// runtime's default, 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_backlog_epochs: Option<usize>,
     /// How long a graceful stop may take before it gives up with the sink
     /// commits still pending (`"10s"`, `"1m"`); `None`: the runtime's
     /// default, 10 s.
@@ -112,6 +118,7 @@ impl Default for RuntimeConfig {
             metrics_listen: None,
             tap: false,
             tap_remote: false,
+            sink_backlog_epochs: None,
             stop_timeout: None,
             group: None,
         }

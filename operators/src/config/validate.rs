@@ -149,6 +149,15 @@ impl<'a> Checker<'a> {
                 ));
             }
         }
+        if runtime.sink_backlog_epochs == Some(0) {
+            let message = "`sink_backlog_epochs` must be at least 1".to_owned();
+            let _ = self.report(self.error(
+                ConfigErrorKind::Invalid,
+                "runtime",
+                "sink_backlog_epochs",
+                message,
+            ));
+        }
         if runtime.tap && runtime.metrics_listen.is_none() {
             let message = "`tap = true` serves `/tap` on the metrics endpoint: set \
                            `metrics_listen` (e.g. \"127.0.0.1:9898\") too"

@@ -153,9 +153,16 @@ fn run(
                 );
             }
         }
+        let delivered = || {
+            shared
+                .undelivered
+                .iter()
+                .all(|undelivered| undelivered.load(Ordering::Acquire) == 0)
+        };
         if shared
             .final_epoch()
             .is_some_and(|last| report.last_committed >= last)
+            && delivered()
         {
             return Ok(report);
         }

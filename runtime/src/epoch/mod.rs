@@ -186,6 +186,16 @@ pub(crate) struct EpochShared {
     /// with as many shards as cores, each wake-up takes a core from a
     /// shard).
     pub(crate) coordinator: std::sync::OnceLock<std::thread::Thread>,
+    /// Per shard: its sink commits not yet completed (pre-committed, due
+    /// or running), stored by its epoch task before it publishes an epoch
+    /// done and after commits complete. The coordinator ends a run only
+    /// once the final epoch committed and every shard delivered it all, so
+    /// a stop's bound covers the deliveries too.
+    pub(crate) undelivered: Vec<CachePadded<AtomicU64>>,
+    /// How many pre-committed epochs a sink may have waiting for their
+    /// commit on a shard before it takes no more input
+    /// (`RuntimeBuilder::sink_backlog_epochs`).
+    pub(crate) sink_backlog_epochs: usize,
 }
 
 impl EpochShared {
@@ -217,6 +227,11 @@ impl EpochShared {
             keep_bases: std::sync::atomic::AtomicBool::new(false),
             longest_snapshot_ns: AtomicU64::new(0),
             coordinator: std::sync::OnceLock::new(),
+            undelivered: durable_lsns
+                .iter()
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+            sink_backlog_epochs: crate::limits::SINK_BACKLOG_EPOCHS_DEFAULT,
         }
     }
 

@@ -39,6 +39,9 @@ use crate::metrics::wired::SinkMetrics;
 /// How often the epoch task looks for work when it has none.
 const TICK: Duration = Duration::from_millis(1);
 
+/// How often a sink whose backlog is full looks again.
+const BACKLOG_POLL: Duration = Duration::from_millis(10);
+
 /// The pause between two WAL segments deleted while the run goes on
 /// ([`ShardEpochs::retire_step`]): up to 64 MiB of log retired every 20
 /// ms, far more than a shard logs.
@@ -65,7 +68,13 @@ struct Pending {
     payload: Vec<u8>,
     /// Whether its sync step ran.
     synced: bool,
+    /// Whether its commit step runs now (its payload moved to the job).
+    running: bool,
 }
+
+/// One sink's commits running on a blocking thread, with what follows
+/// them on the shard (see [`ShardEpochs::start_commits`]).
+type CommitJob<'a> = Pin<Box<dyn Future<Output = Result<(), NodeFailure>> + 'a>>;
 
 /// A sink commit of a committed epoch that the previous run logged but did
 /// not record as completed: this run's first commits.
@@ -117,6 +126,8 @@ pub(crate) struct ShardEpochs {
     metrics: Option<crate::metrics::Registry>,
     /// Each sink's delivery metrics, bound when it first pre-commits.
     sinks: RefCell<BTreeMap<Arc<str>, SinkMetrics>>,
+    /// Each sink's commit thread ([`ShardEpochs::commit_worker`]).
+    commit_workers: RefCell<BTreeMap<Arc<str>, std::sync::mpsc::Sender<CommitWork>>>,
 }
 
 impl std::fmt::Debug for ShardEpochs {
@@ -148,6 +159,7 @@ impl ShardEpochs {
                 payload: commit.payload,
                 // Its epoch committed: its sync ran before that.
                 synced: true,
+                running: false,
             })
             .collect();
         // Recovery restored a base and changes: keep what the log holds
@@ -176,6 +188,7 @@ impl ShardEpochs {
             record: RefCell::default(),
             metrics: None,
             sinks: RefCell::default(),
+            commit_workers: RefCell::default(),
         }
     }
 
@@ -203,17 +216,7 @@ impl ShardEpochs {
         if self.metrics.is_none() {
             return;
         }
-        let waiting = {
-            let progress = self.progress.borrow();
-            let mut epochs: Vec<u64> = progress
-                .commits
-                .iter()
-                .filter(|pending| pending.node == *node)
-                .map(|pending| pending.epoch)
-                .collect();
-            epochs.dedup();
-            epochs.len()
-        };
+        let waiting = self.sink_backlog(node);
         self.sink_metrics(node, |metrics| metrics.backlog.set(waiting as i64));
     }
 
@@ -404,6 +407,7 @@ impl ShardEpochs {
             steps,
             payload,
             synced: false,
+            running: false,
         });
         self.update_backlog(&node);
     }
@@ -453,7 +457,22 @@ impl ShardEpochs {
 
     async fn run_epochs(&self) -> Result<(), NodeFailure> {
         let mut retiring = Retiring::default();
-        let result = self.epoch_loop(&mut retiring).await;
+        let mut jobs: Vec<CommitJob<'_>> = Vec::new();
+        let result = self.epoch_loop(&mut retiring, &mut jobs).await;
+        // Commits still running end before this task does: on a failed
+        // run they are cancelled (they run again at the next start), so a
+        // sink waiting for a receiver does not hold the failure back.
+        if result.is_err() && !jobs.is_empty() {
+            self.shared.commits.cancel();
+        }
+        let mut jobs_result = Ok(());
+        for job in jobs {
+            jobs_result = jobs_result.and(job.await);
+        }
+        let result = match result {
+            Ok(()) => jobs_result,
+            failed => failed,
+        };
         // Whatever ended the loop, the deletion running on a blocking
         // thread ends before this task does (a next start in this process
         // must not find the log changing under it), and the rest of the
@@ -473,13 +492,18 @@ impl ShardEpochs {
         result.and(finished).and(rest)
     }
 
-    async fn epoch_loop<'a>(&'a self, retiring: &mut Retiring<'a>) -> Result<(), NodeFailure> {
+    async fn epoch_loop<'a>(
+        &'a self,
+        retiring: &mut Retiring<'a>,
+        jobs: &mut Vec<CommitJob<'a>>,
+    ) -> Result<(), NodeFailure> {
         loop {
             if self.progress.borrow().reported.is_empty() {
                 // No node runs here: this shard holds no epoch back.
                 let requested = self.shared.requested.load(Ordering::Acquire);
                 self.publish_done(requested);
             }
+            self.publish_undelivered(jobs.len());
             self.publish_durable().await?;
             let committed = self.shared.committed.load(Ordering::Acquire);
             {
@@ -491,7 +515,9 @@ impl ShardEpochs {
                         .push_back((committed, Instant::now()));
                 }
             }
-            self.run_commits(committed).await?;
+            self.start_commits(committed, jobs);
+            self.poll_commits(jobs).await?;
+            self.publish_undelivered(jobs.len());
             if let Some(cut) = self.retire_cut(committed) {
                 retiring.cut = Some(cut);
             }
@@ -508,7 +534,14 @@ impl ShardEpochs {
                 .iter()
                 .all(|&e| e == u64::MAX);
             let last = self.shared.final_epoch();
-            if all_finished && last.is_some_and(|last| committed >= last) {
+            let delivered = jobs.is_empty()
+                && !self
+                    .progress
+                    .borrow()
+                    .commits
+                    .iter()
+                    .any(|pending| pending.epoch <= committed);
+            if all_finished && delivered && last.is_some_and(|last| committed >= last) {
                 return Ok(());
             }
             glommio::timer::sleep(TICK).await;
@@ -559,6 +592,10 @@ impl ShardEpochs {
         } else {
             committed
         };
+        // A sink's pre-commits stay until its commits ran: a sink whose
+        // receiver is down keeps its backlog in the log.
+        let oldest_pending = progress.commits.iter().map(|pending| pending.epoch).min();
+        let keep = oldest_pending.map_or(keep, |oldest| keep.min(oldest));
         let kept = progress.first_lsns.split_off(&keep);
         let retired = std::mem::replace(&mut progress.first_lsns, kept);
         if retired.is_empty() {
@@ -652,41 +689,121 @@ impl ShardEpochs {
             .await
     }
 
-    /// Runs the commit step of every pre-commit of an epoch up to
-    /// `committed`, in order, on a blocking thread (renames, directory
-    /// syncs, deliveries), then logs a [`SINK_COMMITTED`] record for each
-    /// that completed. The records are not awaited: one lost in a crash
-    /// only makes the next start run that commit again, as it must after a
-    /// crash (the commit is idempotent). A commit cancelled by a stop that
-    /// overran its bound ends the task with [`NodeFailure::Aborted`]; it and
-    /// the ones after it run again at the next start.
-    async fn run_commits(&self, committed: u64) -> Result<(), NodeFailure> {
-        let due: Vec<Pending> = {
+    /// Starts the commits of every pre-commit of an epoch up to
+    /// `committed`: one job per sink whose commits are not running
+    /// already, each running that sink's due commits in epoch order. Sinks
+    /// are isolated: one whose commit waits (a receiver down, retried)
+    /// holds back only its own later commits, while the epochs go on
+    /// committing and the other sinks publish; its pre-commits stay in the
+    /// log ([`retire_cut`](Self::retire_cut)) and its backlog is bounded
+    /// by [`wait_for_backlog`](Self::wait_for_backlog).
+    fn start_commits<'a>(&'a self, committed: u64, jobs: &mut Vec<CommitJob<'a>>) {
+        let mut due_by_node: BTreeMap<Arc<str>, Vec<Pending>> = BTreeMap::new();
+        {
             let mut progress = self.progress.borrow_mut();
-            let (mut due, later): (Vec<Pending>, Vec<Pending>) =
-                std::mem::take(&mut progress.commits)
-                    .into_iter()
-                    .partition(|pending| pending.epoch <= committed);
-            progress.commits = later;
-            // Epoch by epoch: one sink may have pre-committed epoch `n + 1`
-            // before another pre-committed `n`. Stable, so each sink's
-            // commits keep their order.
-            due.sort_by_key(|pending| pending.epoch);
-            due
-        };
-        if due.is_empty() {
-            return Ok(());
+            let busy: std::collections::BTreeSet<Arc<str>> = progress
+                .commits
+                .iter()
+                .filter(|pending| pending.running)
+                .map(|pending| pending.node.clone())
+                .collect();
+            for pending in progress.commits.iter_mut() {
+                if pending.epoch > committed || pending.running || busy.contains(&pending.node) {
+                    continue;
+                }
+                pending.running = true;
+                due_by_node
+                    .entry(pending.node.clone())
+                    .or_default()
+                    .push(Pending {
+                        epoch: pending.epoch,
+                        node: pending.node.clone(),
+                        instance: pending.instance,
+                        steps: pending.steps,
+                        payload: std::mem::take(&mut pending.payload),
+                        synced: pending.synced,
+                        running: true,
+                    });
+            }
         }
+        for (_, mut due) in due_by_node {
+            // Stable: a sink's instances keep their order within an epoch.
+            due.sort_by_key(|pending| pending.epoch);
+            jobs.push(Box::pin(self.run_commits(due)));
+        }
+    }
+
+    /// Tells the coordinator how many of this shard's sink commits have
+    /// not completed (`EpochShared::undelivered`).
+    fn publish_undelivered(&self, jobs: usize) {
+        // Running commits stay listed in `commits` until they complete.
+        let waiting = self.progress.borrow().commits.len().max(jobs);
+        let before = self.shared.undelivered[self.shard].swap(waiting as u64, Ordering::AcqRel);
+        if waiting == 0 && before != 0 {
+            // The run may be waiting for this to end.
+            self.shared.wake_coordinator();
+        }
+    }
+
+    /// Moves the running commit jobs on; the first that failed fails the
+    /// loop.
+    async fn poll_commits<'a>(&'a self, jobs: &mut Vec<CommitJob<'a>>) -> Result<(), NodeFailure> {
+        let mut index = 0;
+        while index < jobs.len() {
+            match futures_lite::future::poll_once(&mut jobs[index]).await {
+                Some(result) => {
+                    drop(jobs.swap_remove(index));
+                    result?;
+                }
+                None => index += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the commit steps of `due` (one sink's, in order) on a blocking
+    /// thread (renames, directory syncs, deliveries), then logs a
+    /// [`SINK_COMMITTED`] record for each that completed. The records are
+    /// not awaited: one lost in a crash only makes the next start run that
+    /// commit again, as it must after a crash (the commit is idempotent).
+    /// A commit cancelled by a stop that overran its bound ends the task
+    /// with [`NodeFailure::Aborted`]; it and the ones after it run again at
+    /// the next start.
+    async fn run_commits(&self, due: Vec<Pending>) -> Result<(), NodeFailure> {
         let control = self.shared.commits.clone();
-        let (due, steps, outcome) = glommio::executor()
-            .spawn_blocking(move || {
-                let mut steps = Vec::with_capacity(due.len());
-                let outcome = run_in_order(&due, &control, &mut steps);
-                (due, steps, outcome)
+        // A thread of its own, not the executor's blocking pool (one
+        // thread): a commit that waits for a receiver would hold back the
+        // other sinks' commits, the pre-commits' syncs and the log's
+        // segment deletions queued behind it.
+        let (sender, receiver) = oneshot::channel();
+        let sink = due
+            .first()
+            .map(|pending| pending.node.clone())
+            .unwrap_or_default();
+        self.commit_worker(&sink)?
+            .send(CommitWork {
+                due,
+                control,
+                done: sender,
             })
-            .await;
-        self.count_commits(&due, &steps);
+            .map_err(|_| {
+                NodeFailure::Panicked(format!("the commit thread of sink `{sink}` ended"))
+            })?;
+        let (due, steps, outcome) = receiver
+            .await
+            .map_err(|_| NodeFailure::Panicked(format!("a commit of sink `{sink}` panicked")))?;
         let completed = steps.iter().take_while(|step| step.ok).count();
+        {
+            let mut progress = self.progress.borrow_mut();
+            progress.commits.retain(|waiting| {
+                !due[..completed].iter().any(|done| {
+                    done.epoch == waiting.epoch
+                        && done.instance == waiting.instance
+                        && done.node == waiting.node
+                })
+            });
+        }
+        self.count_commits(&due, &steps);
         for pending in &due[..completed] {
             failpoint("after-sink-commit", pending.epoch);
             let mut record = self.record.borrow_mut();
@@ -697,6 +814,93 @@ impl ShardEpochs {
             progress.newest_lsn = progress.newest_lsn.max(lsn);
         }
         outcome
+    }
+
+    /// Pre-committed epochs of sink `node` on this shard whose commit has
+    /// not completed.
+    pub(crate) fn sink_backlog(&self, node: &str) -> usize {
+        let progress = self.progress.borrow();
+        let mut epochs: Vec<u64> = progress
+            .commits
+            .iter()
+            .filter(|pending| &*pending.node == node)
+            .map(|pending| pending.epoch)
+            .collect();
+        epochs.sort_unstable();
+        epochs.dedup();
+        epochs.len()
+    }
+
+    /// Waits while sink `node`'s backlog exceeds the runtime's bound
+    /// (`RuntimeBuilder::sink_backlog_epochs`): the sink then takes no
+    /// input, and backpressure reaches the sources. Ends with
+    /// [`NodeFailure::Aborted`] if the run is aborted or its commits are
+    /// cancelled meanwhile.
+    pub(crate) async fn wait_for_backlog(&self, node: &str) -> Result<(), NodeFailure> {
+        let bound = self.shared.sink_backlog_epochs;
+        let mut warned = false;
+        while self.sink_backlog(node) > bound {
+            if self.shared.is_aborted() || self.shared.commits.is_cancelled() {
+                return Err(NodeFailure::Aborted);
+            }
+            if !warned {
+                tracing::warn!(
+                    sink = %node,
+                    shard = self.shard,
+                    backlog = bound,
+                    "a sink's backlog of unpublished epochs is full: it takes no more input \
+                     until its commits complete (backpressure reaches the sources)"
+                );
+                warned = true;
+            }
+            glommio::timer::sleep(BACKLOG_POLL).await;
+        }
+        Ok(())
+    }
+}
+
+/// What a commit thread hands back: the commits, how each step that ran
+/// went, and the outcome.
+type CommitDone = (Vec<Pending>, Vec<CommitStep>, Result<(), NodeFailure>);
+
+/// One sink's due commits, for its commit thread.
+struct CommitWork {
+    due: Vec<Pending>,
+    control: super::CommitControl,
+    done: oneshot::Sender<CommitDone>,
+}
+
+impl ShardEpochs {
+    /// The commit thread of sink `node` on this shard, started at its first
+    /// commit: a thread per sink, not the executor's blocking pool (one
+    /// thread), so a commit that waits for a receiver holds back neither
+    /// the other sinks' commits nor the pre-commits' syncs and the log's
+    /// segment deletions. It ends when this shard's epochs are dropped.
+    fn commit_worker(
+        &self,
+        node: &Arc<str>,
+    ) -> Result<std::sync::mpsc::Sender<CommitWork>, NodeFailure> {
+        let mut workers = self.commit_workers.borrow_mut();
+        if let Some(worker) = workers.get(node) {
+            return Ok(worker.clone());
+        }
+        let (sender, work) = std::sync::mpsc::channel::<CommitWork>();
+        std::thread::Builder::new()
+            .name(format!("weir-commit-{}", self.shard))
+            .spawn(move || {
+                for CommitWork { due, control, done } in work {
+                    let mut steps = Vec::with_capacity(due.len());
+                    let outcome = run_in_order(&due, &control, &mut steps);
+                    let _ = done.send((due, steps, outcome));
+                }
+            })
+            .map_err(|error| {
+                NodeFailure::Log(format!(
+                    "cannot start the commit thread of sink `{node}`: {error}"
+                ))
+            })?;
+        workers.insert(node.clone(), sender.clone());
+        Ok(sender)
     }
 }
 

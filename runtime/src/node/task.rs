@@ -290,6 +290,11 @@ pub(crate) async fn run_processor<P: Processor>(
                 out.barrier(epoch);
                 out.send_ready().await?;
                 if let Some(epochs) = &node.epochs {
+                    if node.commit.is_some() {
+                        // A sink whose commits fell too far behind takes
+                        // no more input until they catch up.
+                        epochs.wait_for_backlog(&node.node).await?;
+                    }
                     epochs.report(node.slot, epoch);
                 }
             }

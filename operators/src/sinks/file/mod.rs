@@ -1,5 +1,6 @@
-//! [`RowFileSink`]: rows as NDJSON or Parquet files, one per shard and
-//! epoch, published atomically when the epoch commits (exactly-once).
+//! [`RowFileSink`]: rows as NDJSON or Parquet files, each shard's output
+//! of many epochs published as one file by age and size (rolling), and
+//! exactly once.
 //!
 //! # Configuration
 //! ```toml
@@ -10,29 +11,35 @@
 //! format = "parquet"         # "ndjson" (default) or "parquet"
 //! compression = "zstd"       # parquet only: "none" (default), "snappy", "zstd"
 //! row_group_rows = 65536     # parquet only: rows per row group at most
+//! roll_interval = "60s"      # publish once the oldest row is this old (default); "0s": every epoch
+//! roll_size = "128MiB"       # or once this many bytes wait (default: none)
 //! ```
 //!
 //! # Layout and protocol
-//! Through [`Staging`] (`staged.rs`), as `docs/exactly-once.md` describes:
+//! Through [`Staging`] (`staged.rs`) and the rolling protocol
+//! (`rolling.rs`, which has the crash argument):
 //! ```text
-//! PATH/shard-{S:03}-epoch-{E:010}.{ndjson|parquet}            committed, visible
-//! PATH/.staging/shard-{S:03}-epoch-{E:010}.{ndjson|parquet}   being written, or pre-committed
+//! PATH/shard-{S:03}-epoch-{FIRST:010}.{ndjson|parquet}       published: a part, named by its first epoch
+//! PATH/.staging/shard-{S:03}-epoch-{E:010}.{ndjson|parquet}  epoch E's rows (a chunk), being written or waiting
+//! PATH/.staging/shard-{S:03}-roll-{E:010}.manifest           the chunks the roll at epoch E publishes
 //! ```
-//! Records of an epoch go to that epoch's staged file, created on the
-//! epoch's first row: an epoch without rows makes no file at all (no empty
-//! Parquet file either). `precommit` closes the file (for Parquet: writes
-//! the last row group and the footer) and names it for the epoch; `sync`
-//! fsyncs it and `.staging/` off the shard; `commit` publishes it by an
-//! atomic rename and is idempotent. At start-up
-//! ([`RowFileSink::new`]) this shard's staged files of epochs after the
-//! last committed one are deleted: they never committed, and the rows in
-//! them are produced again by the replay. A reader that lists `PATH`
-//! (ignoring dot files) thus sees every row exactly once.
+//! Records of an epoch go to that epoch's staged chunk, created on the
+//! epoch's first row: an epoch without rows makes no chunk (no empty
+//! Parquet file either). `precommit` closes the chunk (for Parquet: writes
+//! the last row group and the footer), adds it to the shard's open part
+//! and, when the part is due ([`RollPolicy`]; or the run ends), logs a roll
+//! of it; `sync` fsyncs the chunk, writes the roll's manifest and fsyncs
+//! `.staging/` off the shard; `commit` publishes a roll (a rename, or a
+//! join then a rename) and is idempotent. At start-up
+//! ([`RowFileSink::new`]) this shard's chunks and manifests of epochs after
+//! the last committed one are deleted (their rows are produced again by the
+//! replay), and its committed chunks that no committed roll claims become
+//! its open part again. A reader that lists `PATH` (ignoring dot files)
+//! thus sees every row exactly once, once its part is published.
 //!
 //! Output is published by the epoch protocol only, so only when the
 //! runtime has a data directory; without one, files stay staged (and
-//! Parquet files lack their footer). Each epoch makes one file per shard
-//! that received rows: short epoch intervals make many small files.
+//! Parquet files lack their footer).
 //!
 //! # Formats
 //! - `ndjson`: one JSON object per row and line, fields named by the input
@@ -63,7 +70,11 @@ use serde::{Deserialize, Serialize};
 use weir_runtime::{Batch, OperatorError, ShardContext, Sink};
 
 mod columns;
+mod rolling;
 mod staged;
+
+use rolling::Part;
+pub use rolling::{Chunk, Precommit, Roll, RollPolicy, Size};
 
 pub use columns::parquet_schema;
 pub use staged::{
@@ -74,7 +85,7 @@ pub use staged::{
 pub(crate) use staged::at;
 
 use crate::component::{connect_forward, Component, Input, Node, PlanContext, Planned};
-use crate::limits::{FILE_WRITE_BUFFER_BYTES, ROW_GROUP_DEFAULT_ROWS};
+use crate::limits::{FILE_WRITE_BUFFER_BYTES, ROLL_INTERVAL_DEFAULT_MS, ROW_GROUP_DEFAULT_ROWS};
 use crate::row::{write_row_json, OptionError, Row, Schema, SchemaRef};
 use columns::Columns;
 
@@ -113,6 +124,15 @@ pub struct RowFileSinkConfig {
     /// ([`ROW_GROUP_DEFAULT_ROWS`] if absent); must be positive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_group_rows: Option<usize>,
+    /// Publish a shard's output as one file once its first epoch's rows
+    /// are this old (`"60s"` if absent; `"0s"`: a file per shard and
+    /// epoch, published when the epoch commits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roll_interval: Option<String>,
+    /// Publish a shard's output as one file once it holds this many bytes
+    /// (`134217728`, `"128MiB"`); by age only if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roll_size: Option<Size>,
 }
 
 /// The format of a [`RowFileSink`]'s files.
@@ -171,6 +191,8 @@ pub struct RowFileSpec {
     pub schema: SchemaRef,
     /// Parquet's file schema and writer properties.
     parquet: Option<ParquetSpec>,
+    /// When a shard's output is published as a file.
+    pub roll: RollPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +210,28 @@ pub fn build(config: &RowFileSinkConfig, input: &Schema) -> Result<RowFileSpec, 
     if config.path.as_os_str().is_empty() {
         return Err(OptionError::new("path", "the output directory is empty"));
     }
+    let interval_ms = match &config.roll_interval {
+        Some(text) => crate::duration::parse_ms(text)
+            .map_err(|message| OptionError::new("roll_interval", message))?,
+        None => ROLL_INTERVAL_DEFAULT_MS,
+    };
+    let size = match &config.roll_size {
+        Some(size) => match size.bytes() {
+            Ok(0) => {
+                return Err(OptionError::new(
+                    "roll_size",
+                    "`roll_size` must be more than zero bytes",
+                ))
+            }
+            Ok(bytes) => Some(bytes),
+            Err(message) => return Err(OptionError::new("roll_size", message)),
+        },
+        None => None,
+    };
+    let roll = RollPolicy {
+        interval: std::time::Duration::from_millis(interval_ms),
+        size,
+    };
     let parquet = match config.format {
         RowFileFormat::Ndjson => {
             for (option, given) in [
@@ -240,6 +284,7 @@ pub fn build(config: &RowFileSinkConfig, input: &Schema) -> Result<RowFileSpec, 
         format: config.format,
         schema: Arc::new(input.clone()),
         parquet,
+        roll,
     })
 }
 
@@ -277,6 +322,12 @@ pub struct RowFileSink {
     lines: String,
     /// Parquet: rows of the row group being filled.
     columns: Option<Columns>,
+    /// The epochs' files not yet published (see `rolling.rs`).
+    part: Part,
+    /// The run ends: the next pre-commit publishes the part.
+    closing: bool,
+    /// The size of the file the last [`stage`](RowFileSink::stage) closed.
+    staged_bytes: u64,
 }
 
 /// A Parquet error as an I/O error naming `path`.
@@ -290,7 +341,14 @@ impl RowFileSink {
     /// creates the directories, and starts at the next epoch.
     pub fn new(spec: RowFileSpec, context: &ShardContext) -> io::Result<RowFileSink> {
         let staging = Staging::for_shard(&spec.directory, context, spec.format.extension())?;
-        Ok(RowFileSink::with_staging(spec, staging))
+        let open = rolling::open_part(
+            &spec.directory.join(STAGING_DIRECTORY),
+            context.shard,
+            context.committed_epoch,
+        )?;
+        let mut sink = RowFileSink::with_staging(spec, staging);
+        sink.part = Part::adopt(open);
+        Ok(sink)
     }
 
     /// The sink of `shard` starting at `epoch`, without discarding
@@ -313,6 +371,9 @@ impl RowFileSink {
             error: None,
             lines: String::new(),
             columns,
+            part: Part::default(),
+            closing: false,
+            staged_bytes: 0,
         }
     }
 
@@ -442,11 +503,11 @@ impl RowFileSink {
             }
         };
         // Flushing hands the bytes to the OS; the file closes here.
-        drop(
-            buffered
-                .into_inner()
-                .map_err(|error| at(&path)(error.into_error()))?,
-        );
+        let file = buffered
+            .into_inner()
+            .map_err(|error| at(&path)(error.into_error()))?;
+        self.staged_bytes = file.metadata().map_err(at(&path))?.len();
+        drop(file);
         Staging::place(&mut staged, &path, rows)?;
         Ok(staged)
     }
@@ -484,30 +545,63 @@ impl Sink for RowFileSink {
     }
 
     /// Flushes NDJSON lines; closing and publishing the file is the epoch
-    /// protocol's job (the final epoch's `precommit`).
+    /// protocol's job: the final epoch's `precommit` publishes the part.
     fn finish(&mut self) {
         self.flush();
+        self.closing = true;
     }
 
-    /// [`RowFileSink::stage`], encoded with [`Staged::to_bytes`]; an epoch
-    /// without rows returns nothing, so nothing is logged for it.
+    /// [`RowFileSink::stage`]s the epoch's file into the part and, if the
+    /// part is due, rolls it: a [`Precommit`] (`rolling.rs`). An epoch
+    /// without rows and without a roll returns nothing, so nothing is
+    /// logged for it.
     fn precommit(&mut self, epoch: u64) -> Result<Vec<u8>, OperatorError> {
         let staged = self.stage(epoch)?;
-        if staged.lines == 0 {
+        let chunk = (staged.lines > 0).then(|| Chunk {
+            epoch,
+            bytes: self.staged_bytes,
+            path: staged.staged.clone(),
+        });
+        if let Some(chunk) = &chunk {
+            self.part.push(chunk.clone());
+        }
+        let roll = if self.part.due(&self.spec.roll, self.closing) {
+            let chunks = self.part.take();
+            let first = chunks.first().map_or(epoch, |chunk| chunk.epoch);
+            Some(Roll {
+                target: self.staging.target_path(first),
+                manifest: self
+                    .spec
+                    .directory
+                    .join(STAGING_DIRECTORY)
+                    .join(rolling::manifest_name(self.staging.shard(), epoch)),
+                chunks,
+            })
+        } else {
+            None
+        };
+        if chunk.is_none() && roll.is_none() {
             return Ok(Vec::new());
         }
-        Ok(staged.to_bytes())
+        Ok(Precommit {
+            epoch,
+            shard: staged.shard,
+            chunk,
+            roll,
+        }
+        .to_bytes())
     }
 
-    /// Decodes a [`Staged`] and makes it durable ([`Staged::sync`]).
+    /// Makes the epoch's file and the roll's manifest durable
+    /// ([`Precommit::sync`]; a version-1 [`Staged`] as before).
     fn sync(staged: &[u8]) -> Result<(), OperatorError> {
-        sync_encoded(staged)
+        rolling::sync_any(staged)
     }
 
-    /// Decodes a [`Staged`] and publishes it ([`Staged::commit`],
-    /// idempotent).
+    /// Publishes the roll, if any ([`Precommit::commit`], idempotent; a
+    /// version-1 [`Staged`] as before).
     fn commit(staged: &[u8], _control: &weir_runtime::CommitControl) -> Result<(), OperatorError> {
-        commit_encoded(staged)
+        rolling::commit_any(staged)
     }
 }
 

@@ -278,8 +278,9 @@ impl Staging {
         Ok(())
     }
 
-    /// Deletes the staged files of `shard` under `directory` whose epoch is
-    /// after `committed_epoch`, whatever their extension, and returns how
+    /// Deletes the staged files (and roll manifests) of `shard` under
+    /// `directory` whose epoch is after `committed_epoch`, whatever their
+    /// extension, and returns how
     /// many. Staged files of committed epochs are left for their
     /// (repeated) commit, and other shards' files alone. A missing staging
     /// directory holds nothing.
@@ -298,7 +299,11 @@ impl Staging {
         for entry in entries {
             let entry = entry.map_err(at(&staging))?;
             let name = entry.file_name();
-            let Some((owner, epoch)) = name.to_str().and_then(parse_any_file_name) else {
+            // Staged files, and the manifests of rolls (`rolling.rs`).
+            let parsed = name.to_str().and_then(|name| {
+                parse_any_file_name(name).or_else(|| super::rolling::parse_manifest_name(name))
+            });
+            let Some((owner, epoch)) = parsed else {
                 continue;
             };
             if owner == shard && epoch > committed_epoch {
