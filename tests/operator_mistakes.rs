@@ -120,7 +120,6 @@ epoch_interval_ms = 100
 [sources.lines]
 type = "file"
 path = "{}"
-roll_interval = "0s"
 format = "ndjson"
 follow = true
 schema = {{ msg = "string" }}

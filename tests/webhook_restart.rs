@@ -340,3 +340,80 @@ roll_interval = "0s"
     ids.sort_unstable();
     assert_eq!(ids, (0..COUNT).collect::<Vec<_>>());
 }
+
+/// Goal (issue 22): a sink's backlog is bounded. With the receiver down
+/// from the start and `sink_backlog_epochs = 4`, the webhook leaves at
+/// most that many epochs (and the one it waits at) unpublished per shard;
+/// then it takes no input, so no epoch commits any more (backpressure)
+/// until the receiver is back, and every id then arrives once.
+#[test]
+fn a_full_backlog_stops_the_epochs_until_the_receiver_returns() {
+    const COUNT: u64 = 800;
+    let receiver = Receiver::start();
+    let port = receiver.address.port();
+    receiver.stop();
+    let admin = support::free_port();
+    let root = scratch();
+    let config = root.path().join("pipeline.toml");
+    let pipeline = format!(
+        r#"
+[runtime]
+shards = 2
+epoch_interval_ms = 50
+sink_backlog_epochs = 4
+metrics_listen = "127.0.0.1:{admin}"
+
+[sources.gen]
+type = "generator"
+count = {COUNT}
+keys = ["a", "b", "c"]
+events_per_second = 1000
+rate = 250
+seed = 1
+
+[sinks.alerts]
+type = "webhook"
+inputs = ["gen"]
+url = "http://127.0.0.1:{port}/alerts"
+retry_initial = "50ms"
+retry_max = "200ms"
+"#
+    );
+    std::fs::write(&config, pipeline).expect("config");
+    let weir = Weir::start(&config, &root.path().join("data"), &[], &[]);
+    let metric = |series: &str| -> Option<f64> {
+        let output = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{admin}/metrics"))
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let backlog = |shard: u32| {
+        metric(&format!(
+            "weir_sink_backlog_epochs{{component=\"alerts\",shard=\"{shard}\"}}"
+        ))
+        .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while backlog(0) < 5.0 || backlog(1) < 5.0 {
+        assert!(Instant::now() < deadline, "the backlog never filled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stalled = metric("weir_epoch_committed").expect("committed epoch");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        metric("weir_epoch_committed"),
+        Some(stalled),
+        "epochs went on committing past a full backlog"
+    );
+    assert_eq!((backlog(0), backlog(1)), (5.0, 5.0), "the bound and the epoch waiting at it");
+    let receiver = Receiver::start_on(port);
+    let (status, log) = weir.exit_within(RUN_TIMEOUT);
+    assert!(status.success(), "the run failed: {log}");
+    let keys = by_key(&receiver);
+    assert_eq!(repeated(&keys), BTreeSet::new());
+    assert_every_id_once(&keys, COUNT);
+}

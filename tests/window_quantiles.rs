@@ -36,7 +36,6 @@ metrics_listen = "127.0.0.1:{admin}"
 [sources.requests]
 type = "file"
 path = "{input}"
-roll_interval = "0s"
 format = "ndjson"
 schema = {{ ts = "timestamp", service = "string", latency_ms = "float" }}
 time_field = "ts"
