@@ -409,7 +409,11 @@ retry_max = "200ms"
         Some(stalled),
         "epochs went on committing past a full backlog"
     );
-    assert_eq!((backlog(0), backlog(1)), (5.0, 5.0), "the bound and the epoch waiting at it");
+    assert_eq!(
+        (backlog(0), backlog(1)),
+        (5.0, 5.0),
+        "the bound and the epoch waiting at it"
+    );
     let receiver = Receiver::start_on(port);
     let (status, log) = weir.exit_within(RUN_TIMEOUT);
     assert!(status.success(), "the run failed: {log}");

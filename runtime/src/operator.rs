@@ -344,7 +344,9 @@ pub trait Sink: 'static {
     }
 
     /// Publishes what a [`precommit`](Sink::precommit) staged, once its
-    /// epoch is committed. Runs on a blocking thread, off the shard. Must be
+    /// epoch is committed. Runs on the sink's commit thread (one per sink
+    /// and shard), off the shard, in epoch order; other sinks' commits do
+    /// not wait for it. Must be
     /// idempotent: after a crash, the next start runs it again for every
     /// committed pre-commit whose completion was not yet recorded (the
     /// runtime logs each completed commit).
