@@ -17,30 +17,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    assert_each_once, free_port, kill_kill_stop, now_ms, post, published_files, published_rows,
-    rfc3339, scratch, wait_for, wait_listening, Weir,
+    assert_each_once, curl_events, free_port, kill_kill_stop, now_ms, post, published_files,
+    published_rows, rfc3339, scratch, wait_for, wait_listening, Weir,
 };
-
-/// POSTs `body` to `http://addr/events` with `headers`: status and body.
-fn curl(addr: SocketAddr, body: &str, headers: &[&str]) -> (u16, String) {
-    let dir = scratch();
-    let file = dir.path().join("body");
-    std::fs::write(&file, body).expect("body file");
-    let mut command = Command::new("curl");
-    command.args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"]);
-    for header in headers {
-        command.args(["-H", header]);
-    }
-    let output = command
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display()))
-        .arg(format!("http://{addr}/events"))
-        .output()
-        .expect("curl (scripts/install-build-deps.sh)");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (response, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (status.trim().parse().unwrap_or(0), response.to_owned())
-}
 
 /// `(batch, seq)` of every row of the Parquet files published in `dir`,
 /// read with pyarrow.
@@ -141,7 +120,7 @@ roll_interval = "700ms"
                     .collect();
                 let id = format!("Weir-Batch-Id: rolling-{batch}");
                 let deadline = Instant::now() + Duration::from_secs(60);
-                while curl(addr, &body, &[&id]).0 != 200 {
+                while curl_events(addr, body.as_bytes(), &[&id]).0 != 200 {
                     assert!(Instant::now() < deadline, "batch {batch} never accepted");
                     std::thread::sleep(Duration::from_millis(50));
                 }

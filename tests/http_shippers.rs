@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{
-    assert_each_once, free_port, kill_kill_stop, now_ms, published_lines, published_rows, rfc3339,
-    scratch, wait_for, wait_listening, Weir,
+    assert_each_once, curl_events as curl, free_port, kill_kill_stop, now_ms, published_lines,
+    published_rows, rfc3339, scratch, wait_for, wait_listening, Weir,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,31 +47,6 @@ fn compress(tool: &str, body: &[u8]) -> Vec<u8> {
     output.stdout
 }
 
-/// POSTs `body` with `curl` and `headers`: the status and the response.
-fn curl(addr: SocketAddr, body: &[u8], headers: &[&str]) -> (u16, String) {
-    let dir = scratch();
-    let file = dir.path().join("body");
-    std::fs::write(&file, body).expect("body file");
-    let mut command = Command::new("curl");
-    command.args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"]);
-    for header in headers {
-        command.args(["-H", header]);
-    }
-    command
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display()))
-        .arg(format!("http://{addr}/events"));
-    let output = command
-        .output()
-        .expect("curl (scripts/install-build-deps.sh)");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (response, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let status = status
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("curl: {text:?} {:?}", output.stderr));
-    (status, response.to_owned())
-}
 
 const SCHEMA: &str =
     r#"{ level = "string", service = "string", status = "int", message = "string" }"#;

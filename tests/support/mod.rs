@@ -583,3 +583,29 @@ pub fn parquet_rows(dir: &Path) -> Vec<std::collections::HashMap<String, parquet
     }
     rows
 }
+
+/// POSTs `body` with `curl` and `headers`: the status and the response.
+pub fn curl_events(addr: SocketAddr, body: &[u8], headers: &[&str]) -> (u16, String) {
+    let dir = scratch();
+    let file = dir.path().join("body");
+    std::fs::write(&file, body).expect("body file");
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    command
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://{addr}/events"));
+    let output = command
+        .output()
+        .expect("curl (scripts/install-build-deps.sh)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (response, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let status = status
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl: {text:?} {:?}", output.stderr));
+    (status, response.to_owned())
+}

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use weir_runtime::OperatorError;
 
-use super::staged::{at, parent_of, sync_directory, StagedDecodeError};
+use super::staged::{at, parent_of, sync_directory, Reader, StagedDecodeError};
 use crate::limits::{FILE_WRITE_BUFFER_BYTES, STAGED_PATH_MAX_BYTES};
 
 /// The version byte of a [`Precommit`].
@@ -189,7 +189,7 @@ impl Precommit {
         let epoch = reader.u64()?;
         let shard = reader.u64()?;
         let chunk = match reader.flag()? {
-            true => Some(reader.chunk()?),
+            true => Some(read_chunk(&mut reader)?),
             false => None,
         };
         let roll = match reader.flag()? {
@@ -199,7 +199,7 @@ impl Precommit {
                 let count = reader.u32()? as usize;
                 let mut chunks = Vec::with_capacity(count.min(1 << 16));
                 for _ in 0..count {
-                    chunks.push(reader.chunk()?);
+                    chunks.push(read_chunk(&mut reader)?);
                 }
                 Some(Roll {
                     target,
@@ -513,55 +513,12 @@ fn put_chunk(bytes: &mut Vec<u8>, chunk: &Chunk) {
     put_path(bytes, &chunk.path);
 }
 
-/// Reads an encoded `Precommit` front to back.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize) -> Result<&'a [u8], StagedDecodeError> {
-        if self.0.len() < count {
-            return Err(StagedDecodeError("too short"));
-        }
-        let (taken, rest) = self.0.split_at(count);
-        self.0 = rest;
-        Ok(taken)
-    }
-
-    fn u64(&mut self) -> Result<u64, StagedDecodeError> {
-        let mut bytes = [0; 8];
-        bytes.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(bytes))
-    }
-
-    fn u32(&mut self) -> Result<u32, StagedDecodeError> {
-        let mut bytes = [0; 4];
-        bytes.copy_from_slice(self.take(4)?);
-        Ok(u32::from_le_bytes(bytes))
-    }
-
-    fn flag(&mut self) -> Result<bool, StagedDecodeError> {
-        match self.take(1)? {
-            [0] => Ok(false),
-            [1] => Ok(true),
-            _ => Err(StagedDecodeError("bad flag")),
-        }
-    }
-
-    fn path(&mut self) -> Result<PathBuf, StagedDecodeError> {
-        let length = self.u32()? as usize;
-        if length > STAGED_PATH_MAX_BYTES {
-            return Err(StagedDecodeError("path too long"));
-        }
-        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(
-            self.take(length)?,
-        )))
-    }
-
-    fn chunk(&mut self) -> Result<Chunk, StagedDecodeError> {
-        let epoch = self.u64()?;
-        let bytes = self.u64()?;
-        let path = self.path()?;
-        Ok(Chunk { epoch, bytes, path })
-    }
+/// Reads one [`Chunk`] of an encoded [`Precommit`].
+fn read_chunk(reader: &mut Reader<'_>) -> Result<Chunk, StagedDecodeError> {
+    let epoch = reader.u64()?;
+    let bytes = reader.u64()?;
+    let path = reader.path()?;
+    Ok(Chunk { epoch, bytes, path })
 }
 
 #[cfg(test)]

@@ -353,11 +353,11 @@ pub(crate) fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     move |error| io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
-/// Reads an encoded `Staged` front to back.
-struct Reader<'a>(&'a [u8]);
+/// Reads an encoded `Staged` (or a rolling `Precommit`) front to back.
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize) -> Result<&'a [u8], StagedDecodeError> {
+    pub(super) fn take(&mut self, count: usize) -> Result<&'a [u8], StagedDecodeError> {
         if self.0.len() < count {
             return Err(StagedDecodeError("too short"));
         }
@@ -366,16 +366,29 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
-    fn u64(&mut self) -> Result<u64, StagedDecodeError> {
+    pub(super) fn u64(&mut self) -> Result<u64, StagedDecodeError> {
         let mut bytes = [0; 8];
         bytes.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(bytes))
     }
 
-    fn path(&mut self) -> Result<PathBuf, StagedDecodeError> {
-        let mut length = [0; 4];
-        length.copy_from_slice(self.take(4)?);
-        let length = u32::from_le_bytes(length) as usize;
+    pub(super) fn u32(&mut self) -> Result<u32, StagedDecodeError> {
+        let mut bytes = [0; 4];
+        bytes.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    /// A byte that is 0 or 1.
+    pub(super) fn flag(&mut self) -> Result<bool, StagedDecodeError> {
+        match self.take(1)? {
+            [0] => Ok(false),
+            [1] => Ok(true),
+            _ => Err(StagedDecodeError("bad flag")),
+        }
+    }
+
+    pub(super) fn path(&mut self) -> Result<PathBuf, StagedDecodeError> {
+        let length = self.u32()? as usize;
         if length > STAGED_PATH_MAX_BYTES {
             return Err(StagedDecodeError("path too long"));
         }
