@@ -9,6 +9,7 @@
 //!   latency. A terminal UI (ratatui); `--once` prints one text frame.
 //! - `weir tap OUTPUT` prints a sample of what a component emits as NDJSON
 //!   (`/tap`, on when the pipeline sets `[runtime] tap = true`).
+//! - `weir reload` sends SIGHUP to the run holding a data directory.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -547,6 +548,70 @@ fn draw(f: &mut ratatui::Frame, url: &str, frame: &Frame, error: Option<&str>) {
         ),
         foot,
     );
+}
+
+/// `weir reload`: sends SIGHUP to the `weir run` that holds the data
+/// directory (`--data-dir`, or the pipeline file's `[runtime] data_dir`),
+/// whose pid its `lock` file names.
+pub fn reload(config: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> Result<()> {
+    let dir = match (data_dir, config) {
+        (Some(dir), _) => dir,
+        (None, Some(path)) => {
+            let loaded = weir::operators::config::load_all(path).map_err(|errors| {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!(
+                    "cannot read the run's data directory from {} (name it with --data-dir; \
+                     the run would refuse this file anyway):\n{}",
+                    path.display(),
+                    text.join("\n")
+                )
+            })?;
+            loaded.runtime.data_dir.with_context(|| {
+                format!(
+                    "{} sets no `[runtime] data_dir`: name the run's with --data-dir",
+                    path.display()
+                )
+            })?
+        }
+        (None, None) => bail!("name the run: weir reload PIPELINE.toml, or --data-dir DIR"),
+    };
+    let lock = dir.join("lock");
+    let file = std::fs::File::open(&lock).with_context(|| {
+        format!(
+            "{}: no weir run has used this data directory",
+            lock.display()
+        )
+    })?;
+    // A lock nobody holds means no run: taking it would succeed.
+    // SAFETY: `flock` on a descriptor this function owns open.
+    let free = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } == 0;
+    if free {
+        bail!("no weir run holds {} now", dir.display());
+    }
+    let text = std::fs::read_to_string(&lock).with_context(|| lock.display().to_string())?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: not a process id: {:?}", lock.display(), text.trim()))?;
+    // SAFETY: `kill` with a pid and a signal number.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        let error = std::io::Error::last_os_error();
+        bail!(
+            "cannot signal process {pid} (running {}): {error}",
+            dir.display()
+        );
+    }
+    println!(
+        "weir: asked process {pid} (running {}) to reload its pipeline file; its log says \
+         whether it did",
+        dir.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,6 +18,10 @@
 //! - `weir validate PIPELINE.toml`: every check `weir run` makes before
 //!   starting, without running (exit status 2 if invalid); `weir graph
 //!   PIPELINE.toml [--format text|dot]` prints its components and edges.
+//!   SIGHUP (or `weir reload`) re-reads the file and, when it is valid,
+//!   keeps `[runtime]` and is compatible with the running components'
+//!   state, stops with a savepoint and starts it in the same process;
+//!   otherwise the run goes on and the log says why.
 //! - `weir top` and `weir tap OUTPUT` (`--url` or `--config`): a live
 //!   view of a running pipeline and a sample of what a component emits,
 //!   from its admin endpoint (`admin.rs`).
@@ -77,6 +81,19 @@ enum Command {
     /// Print a sample of what a running pipeline's component emits, as
     /// NDJSON (the pipeline must set `[runtime] tap = true`).
     Tap(admin::TapArgs),
+    /// Ask a running `weir run` to reload its pipeline file (sends it
+    /// SIGHUP): it checks the file and, if it can, restarts the pipeline
+    /// in-process from a savepoint; a file it cannot take leaves the run
+    /// unchanged (its log says why).
+    Reload {
+        /// The pipeline file the run was started with: its `[runtime]
+        /// data_dir` names the run.
+        #[arg(required_unless_present = "data_dir")]
+        config: Option<PathBuf>,
+        /// The run's data directory (`weir run --data-dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Work with write-ahead log directories.
     Wal {
         #[command(subcommand)]
@@ -87,7 +104,7 @@ enum Command {
     Loadgen(Box<weir_loadgen::Cli>),
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 struct RunArgs {
     /// The pipeline config file.
     config: PathBuf,
@@ -146,6 +163,7 @@ fn main() -> ExitCode {
         } => wal_inspect::inspect(&dir),
         Command::Loadgen(cli) => weir_loadgen::cli_main(*cli),
         Command::Top(args) => admin::top(&args),
+        Command::Reload { config, data_dir } => admin::reload(config.as_deref(), data_dir),
         Command::Tap(args) => admin::tap(&args),
     };
     match result {
@@ -177,6 +195,60 @@ struct SignalState {
     handle: Option<weir::runtime::Handle>,
     /// A signal came before the run started.
     pending: bool,
+    /// How SIGHUP checks a changed pipeline file against the running one.
+    reloader: Option<Reloader>,
+    /// A checked, changed pipeline to start once the run stopped.
+    reload: Option<(
+        weir::operators::config::PipelineConfig,
+        weir::runtime::Graph,
+    )>,
+}
+
+/// What SIGHUP needs to check a changed pipeline file: where it is, and
+/// what runs now.
+struct Reloader {
+    args: RunArgs,
+    /// The running graph's state fingerprints.
+    fingerprints: std::collections::BTreeMap<String, String>,
+    /// The running pipeline file, as loaded.
+    current: weir::operators::config::PipelineConfig,
+}
+
+impl Reloader {
+    /// The changed file's pipeline, if it can replace the running one in
+    /// this process from a savepoint: it loads and plans, its `[runtime]`
+    /// table is unchanged (shards, data directory and endpoint stay with
+    /// the process), and every component that keeps state keeps options
+    /// compatible with it. Otherwise why not.
+    fn prepare(
+        &self,
+    ) -> std::result::Result<
+        (
+            weir::operators::config::PipelineConfig,
+            weir::runtime::Graph,
+        ),
+        String,
+    > {
+        let (next, graph) = load_pipeline(&self.args).map_err(|failure| failure.to_string())?;
+        if next.runtime != self.current.runtime {
+            return Err(
+                "its `[runtime]` table changed, which a reload cannot apply: stop \
+                        and start weir for that"
+                    .into(),
+            );
+        }
+        let problems = graph.state_changes_from(&self.fingerprints);
+        if !problems.is_empty() {
+            return Err(format!(
+                "{}; stop weir and start it with --discard-state COMPONENT to drop that state",
+                problems.join("; ")
+            ));
+        }
+        if next == self.current {
+            return Err("the file did not change".into());
+        }
+        Ok((next, graph))
+    }
 }
 
 impl Signals {
@@ -193,17 +265,11 @@ impl Signals {
             .name("weir-signals".into())
             .spawn(move || {
                 for signal in signals.forever() {
+                    let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
                     if signal == signal_hook::consts::SIGHUP {
-                        // Not the default (which would end the process
-                        // without a savepoint), and not silent.
-                        eprintln!(
-                            "weir: SIGHUP: reloading the pipeline file is not supported yet; \
-                             the run goes on unchanged (stop it with SIGTERM and start it \
-                             again to apply a changed file)"
-                        );
+                        reload(&mut state);
                         continue;
                     }
-                    let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(handle) = &state.handle {
                         stop(handle, drain);
                     } else if state.pending {
@@ -225,6 +291,29 @@ impl Signals {
         Ok(Signals { state, drain })
     }
 
+    /// What SIGHUP checks a changed file against, for the run starting.
+    fn reloader(&self, reloader: Reloader) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.reloader = Some(reloader);
+        state.reload = None;
+    }
+
+    /// The pipeline a SIGHUP asked to start, once the run stopped; the next
+    /// run's signals wait for its start ([`Signals::running`]).
+    fn take_reload(
+        &self,
+    ) -> Option<(
+        weir::operators::config::PipelineConfig,
+        weir::runtime::Graph,
+    )> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let reload = state.reload.take();
+        if reload.is_some() {
+            state.handle = None;
+        }
+        reload
+    }
+
     /// The run started: a signal now stops it, and one that came before
     /// does so now.
     fn running(&self, handle: weir::runtime::Handle) {
@@ -233,6 +322,39 @@ impl Signals {
             stop(&handle, self.drain);
         }
         state.handle = Some(handle);
+    }
+}
+
+/// SIGHUP: checks the pipeline file again and, if it can replace the
+/// running pipeline, stops the run with a savepoint so that the main
+/// thread starts it ([`Signals::take_reload`]). A file that cannot leaves
+/// the run untouched, and says why.
+fn reload(state: &mut SignalState) {
+    let (Some(handle), Some(reloader)) = (&state.handle, &state.reloader) else {
+        eprintln!("weir: SIGHUP before the run started: nothing to reload yet");
+        return;
+    };
+    if state.reload.is_some() {
+        eprintln!("weir: SIGHUP: a reload is under way already");
+        return;
+    }
+    let file = reloader.args.config.display().to_string();
+    match reloader.prepare() {
+        Ok(next) => {
+            eprintln!(
+                "weir: SIGHUP: {file} changed and is valid: stopping with a savepoint to \
+                 start it"
+            );
+            state.reload = Some(next);
+            handle.shutdown();
+        }
+        Err(why) => {
+            eprintln!(
+                "weir: SIGHUP: not reloading {file}: {why}; the running pipeline goes on \
+                 unchanged"
+            );
+            tracing::warn!(file = %file, reason = %why, "reload refused");
+        }
     }
 }
 
@@ -396,26 +518,57 @@ fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphF
     out
 }
 
-fn run(args: &RunArgs) -> ExitCode {
-    init_logging();
-    let mut config = match weir::operators::config::load_all(&args.config) {
-        Ok(config) => config,
-        Err(errors) => return config_errors(&errors),
-    };
+/// Reads `args.config` (with `--data-dir` applied) and plans its graph.
+fn load_pipeline(
+    args: &RunArgs,
+) -> std::result::Result<
+    (
+        weir::operators::config::PipelineConfig,
+        weir::runtime::Graph,
+    ),
+    PlanFailure,
+> {
+    let mut config = weir::operators::config::load_all(&args.config).map_err(PlanFailure::Load)?;
     if let Some(dir) = &args.data_dir {
         // `--data-dir` wins over the file's, for planning too (a scaled-out
         // run keeps its checkpoint there).
         config.runtime.data_dir = Some(dir.clone());
     }
     let file_name = args.config.display().to_string();
-    let graph = match weir::operators::config::build_graph_named(&config, &file_name) {
-        Ok(graph) => graph,
-        Err(error) => {
+    let graph = weir::operators::config::build_graph_named(&config, &file_name)
+        .map_err(PlanFailure::Plan)?;
+    Ok((config, graph))
+}
+
+/// Why a pipeline file could not be run.
+enum PlanFailure {
+    Load(Vec<weir::operators::config::ConfigError>),
+    Plan(weir::operators::config::ConfigError),
+}
+
+impl std::fmt::Display for PlanFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanFailure::Load(errors) => {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                write!(f, "{}", lines.join("\n"))
+            }
+            PlanFailure::Plan(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    init_logging();
+    let (config, graph) = match load_pipeline(args) {
+        Ok(loaded) => loaded,
+        Err(PlanFailure::Load(errors)) => return config_errors(&errors),
+        Err(PlanFailure::Plan(error)) => {
             eprintln!("weir: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match run_graph(&config.runtime, args, graph) {
+    match run_graph(config, args, graph) {
         Ok(()) => {
             // A `kafka` source's consumer thread commits the final epoch's
             // offsets to its group once that epoch committed, just after
@@ -446,10 +599,11 @@ fn run(args: &RunArgs) -> ExitCode {
 }
 
 fn run_graph(
-    config: &weir::operators::config::RuntimeConfig,
+    pipeline: weir::operators::config::PipelineConfig,
     args: &RunArgs,
     graph: weir::runtime::Graph,
 ) -> Result<()> {
+    let config = &pipeline.runtime;
     let mut builder = Runtime::builder()
         .epoch_interval(std::time::Duration::from_millis(config.epoch_interval_ms))
         .discard_state(args.discard_state.iter().cloned());
@@ -498,11 +652,39 @@ fn run_graph(
         builder = builder.sink_backlog_epochs(epochs);
     }
     let signals = Signals::install(args.drain)?;
-    // The runtime (and its metrics endpoint) lives until the run is over.
+    // The runtime (and its metrics endpoint) lives until the run is over,
+    // across reloads.
     let runtime = builder.build()?;
-    let running = runtime.start(graph)?;
-    signals.running(running.handle());
-    let report = running.wait()?;
+    let mut graph = graph;
+    let mut current = pipeline.clone();
+    let report = loop {
+        signals.reloader(Reloader {
+            args: args.clone(),
+            fingerprints: graph.state_fingerprints(),
+            current: current.clone(),
+        });
+        let running = runtime.start(graph)?;
+        signals.running(running.handle());
+        let report = running.wait()?;
+        match signals.take_reload() {
+            Some((next, next_graph)) if report.stopped => {
+                eprintln!(
+                    "weir: reloading {}: stopped at epoch {} with a savepoint; starting the \
+                     changed pipeline from it",
+                    args.config.display(),
+                    report.last_committed_epoch
+                );
+                tracing::info!(
+                    file = %args.config.display(),
+                    epoch = report.last_committed_epoch,
+                    "reloading the pipeline file from a savepoint"
+                );
+                current = next;
+                graph = next_graph;
+            }
+            _ => break report,
+        }
+    };
     if report.stopped {
         println!(
             "weir: stopped at epoch {} in {:.3} s, with a savepoint: the next start on \

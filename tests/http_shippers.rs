@@ -47,7 +47,6 @@ fn compress(tool: &str, body: &[u8]) -> Vec<u8> {
     output.stdout
 }
 
-
 const SCHEMA: &str =
     r#"{ level = "string", service = "string", status = "int", message = "string" }"#;
 

@@ -665,7 +665,7 @@ impl Runtime {
 
 /// `saved` against `current` fingerprint, option by option:
 /// `size: 10s → 5m, group_by: ["service"] → []`.
-fn describe_change(saved: &str, current: &str) -> String {
+pub(crate) fn describe_change(saved: &str, current: &str) -> String {
     let options = |text: &str| -> std::collections::BTreeMap<String, String> {
         text.lines()
             .filter_map(|line| line.split_once('='))

@@ -334,6 +334,43 @@ impl GraphBuilder {
     }
 }
 
+impl Graph {
+    /// Each node's state fingerprint, for the nodes that declared one
+    /// ([`NodeOptions::state_fingerprint`]), by node name.
+    pub fn state_fingerprints(&self) -> std::collections::BTreeMap<String, String> {
+        self.nodes
+            .iter()
+            .filter(|node| !node.fingerprint.is_empty())
+            .map(|node| (node.name.to_string(), node.fingerprint.to_string()))
+            .collect()
+    }
+
+    /// What starting this graph over state saved by a graph with the
+    /// fingerprints `saved` ([`state_fingerprints`](Graph::state_fingerprints))
+    /// would refuse: one line per node whose state this graph cannot take
+    /// over (it left the graph, or changed an option that shapes its
+    /// state), as a start refuses it. Empty: compatible.
+    pub fn state_changes_from(
+        &self,
+        saved: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let current = self.state_fingerprints();
+        saved
+            .iter()
+            .filter_map(|(node, saved)| match current.get(node) {
+                None => Some(format!(
+                    "`{node}` keeps state but is no longer in the pipeline"
+                )),
+                Some(current) if current != saved => Some(format!(
+                    "`{node}` changed an option that shapes its state: {}",
+                    crate::runtime::describe_change(saved, current)
+                )),
+                Some(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// The user-facing component a node belongs to: its name up to the first
 /// `:`. A node named `COMPONENT:STAGE` is an internal stage of
 /// `COMPONENT` (an ingest source's `NAME:rows`): its metrics count as the
