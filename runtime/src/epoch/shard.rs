@@ -761,8 +761,8 @@ impl ShardEpochs {
         Ok(())
     }
 
-    /// Runs the commit steps of `due` (one sink's, in order) on a blocking
-    /// thread (renames, directory syncs, deliveries), then logs a
+    /// Runs the commit steps of `due` (one sink's, in order) on the sink's
+    /// commit thread (renames, directory syncs, deliveries), then logs a
     /// [`SINK_COMMITTED`] record for each that completed. The records are
     /// not awaited: one lost in a crash only makes the next start run that
     /// commit again, as it must after a crash (the commit is idempotent).
@@ -771,10 +771,6 @@ impl ShardEpochs {
     /// the next start.
     async fn run_commits(&self, due: Vec<Pending>) -> Result<(), NodeFailure> {
         let control = self.shared.commits.clone();
-        // A thread of its own, not the executor's blocking pool (one
-        // thread): a commit that waits for a receiver would hold back the
-        // other sinks' commits, the pre-commits' syncs and the log's
-        // segment deletions queued behind it.
         let (sender, receiver) = oneshot::channel();
         let sink = due
             .first()
