@@ -129,8 +129,8 @@ fn epoch_interval_ms_default() -> u64 {
     EPOCH_INTERVAL_DEFAULT_MS
 }
 
-/// A `file` sink: NDJSON or Parquet files, one per shard and epoch,
-/// published when the epoch commits; see
+/// A `file` sink: NDJSON or Parquet files, a shard's epochs rolled into
+/// one file by age and size, published once their epochs commit; see
 /// [`RowFileSink`](crate::sinks::RowFileSink).
 pub type FileSinkConfig = crate::sinks::RowFileSinkConfig;
 

@@ -7,8 +7,8 @@
 //! The sinks of pipeline files, one file or folder each, over
 //! [`Row`](crate::row::Row)s:
 //! - [`file`](mod@file): [`RowFileSink`], exactly-once NDJSON or Parquet
-//!   files, one per shard and epoch, staged and published atomically when
-//!   the epoch commits;
+//!   files, a shard's epochs staged and rolled into one file by age and
+//!   size, published atomically once their epochs commit;
 //! - [`webhook`]: [`WebhookSink`](webhook::WebhookSink) POSTs rows as JSON
 //!   batches with idempotency keys once their epoch commits;
 //! - [`postgres`]: [`PostgresSink`](postgres::PostgresSink) writes each
