@@ -24,7 +24,6 @@ use crate::limits::BATCH_MAX_RECORDS;
 use crate::message::Message;
 use crate::metrics::wired::OutputMetrics;
 use crate::metrics::ShardCounter;
-use crate::node::spawn::PortIo;
 use crate::partition::{owner_of, KeyFn, Partition};
 use crate::record::Record;
 use crate::ring::{Producer, PushError};
@@ -41,6 +40,19 @@ pub(crate) struct OutputIo {
     pub(crate) partition: Arc<dyn Any + Send + Sync>,
     /// Consumer shard and the ring to it, in instance order.
     pub(crate) targets: Vec<(usize, Producer<Message>)>,
+}
+
+/// A described output port of a node instance.
+pub(crate) struct PortIo {
+    pub(crate) port: usize,
+    /// Its `output` label in metrics.
+    pub(crate) label: Arc<str>,
+    /// Its tap's point and [`TapFormat`](crate::tap::TapFormat), if it can
+    /// be tapped.
+    pub(crate) tap: Option<(
+        Arc<crate::tap::TapPoint>,
+        Arc<dyn std::any::Any + Send + Sync>,
+    )>,
 }
 
 enum Route<T> {

@@ -48,8 +48,9 @@ pub use error::{
     Error, GraphError, NodeFailure, OperatorError, OperatorErrorKind, RunError, SerializeError,
     StartError,
 };
-pub use graph::{component_of, Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
+pub use graph::{Graph, GraphBuilder, NodeKind, NodeOptions, Parallelism};
 pub use intake::{CommitWatch, IntakeLog, IntakeTicket, RemoteWake};
+pub use metrics::component_of;
 pub use operator::{Processor, ShardContext, Sink, SnapshotWriter, Source, SourcePoll};
 pub use partition::{owner_of, Partition, PartitionKind};
 pub use record::{ArchivedRecord, Record};

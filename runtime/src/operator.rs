@@ -73,7 +73,7 @@ impl ShardContext {
     /// ([`component_of`](crate::component_of) its name): what its metrics
     /// are labelled with.
     pub fn component(&self) -> &str {
-        crate::graph::component_of(&self.node)
+        crate::metrics::component_of(&self.node)
     }
 }
 

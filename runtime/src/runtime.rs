@@ -638,7 +638,7 @@ impl Runtime {
                 Some(spec) if !saved.is_empty() && *spec.fingerprint != **saved => {
                     format!(
                         "changed since its state was saved: {}",
-                        describe_change(saved, &spec.fingerprint)
+                        crate::graph::describe_change(saved, &spec.fingerprint)
                     )
                 }
                 Some(_) => continue,
@@ -661,32 +661,6 @@ impl Runtime {
         }
         Ok(())
     }
-}
-
-/// `saved` against `current` fingerprint, option by option:
-/// `size: 10s → 5m, group_by: ["service"] → []`.
-pub(crate) fn describe_change(saved: &str, current: &str) -> String {
-    let options = |text: &str| -> std::collections::BTreeMap<String, String> {
-        text.lines()
-            .filter_map(|line| line.split_once('='))
-            .map(|(option, value)| (option.to_string(), value.to_string()))
-            .collect()
-    };
-    let (saved, current) = (options(saved), options(current));
-    let mut names: Vec<&String> = saved.keys().chain(current.keys()).collect();
-    names.sort();
-    names.dedup();
-    let none = "(none)".to_string();
-    names
-        .into_iter()
-        .filter_map(|name| {
-            // An option one side lacks reads as `(none)`, as an unset one.
-            let old = saved.get(name).unwrap_or(&none);
-            let new = current.get(name).unwrap_or(&none);
-            (old != new).then(|| format!("{name}: {old} → {new}"))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Runs `commits` on this thread (a start on a completed data directory:
@@ -942,7 +916,7 @@ fn keep_root_cause(first: &mut Option<RunError>, error: RunError) {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_change;
+    use crate::graph::describe_change;
 
     #[test]
     fn a_change_lists_only_the_options_that_differ() {

@@ -206,7 +206,7 @@ impl ShardEpochs {
         };
         let mut sinks = self.sinks.borrow_mut();
         let metrics = sinks.entry(node.clone()).or_insert_with(|| {
-            SinkMetrics::new(registry, crate::graph::component_of(node), self.shard)
+            SinkMetrics::new(registry, crate::metrics::component_of(node), self.shard)
         });
         update(metrics);
     }

@@ -292,7 +292,7 @@ impl GraphBuilder {
     /// taps: `name` is the port's name (empty for the main output, which
     /// metrics call `_default`), and `tap`, if given, lets `weir tap`
     /// sample it as `COMPONENT` or `COMPONENT.NAME` (the component being
-    /// [`component_of`] the node). Outputs not described are labelled by
+    /// [`component_of`](crate::component_of) the node). Outputs not described are labelled by
     /// port number and cannot be tapped.
     pub fn describe_output<T: Record + Send + Sync>(
         &mut self,
@@ -302,7 +302,7 @@ impl GraphBuilder {
         tap: Option<crate::tap::TapFormat<T>>,
     ) -> &mut Self {
         let node: Arc<str> = node.into();
-        let component = component_of(&node);
+        let component = crate::metrics::component_of(&node);
         let tap = tap.map(|format| crate::tap::TapSpec {
             name: if name.is_empty() {
                 component.into()
@@ -363,22 +363,12 @@ impl Graph {
                 )),
                 Some(current) if current != saved => Some(format!(
                     "`{node}` changed an option that shapes its state: {}",
-                    crate::runtime::describe_change(saved, current)
+                    describe_change(saved, current)
                 )),
                 Some(_) => None,
             })
             .collect()
     }
-}
-
-/// The user-facing component a node belongs to: its name up to the first
-/// `:`. A node named `COMPONENT:STAGE` is an internal stage of
-/// `COMPONENT` (an ingest source's `NAME:rows`): its metrics count as the
-/// component's, and records crossing between the stages of one component
-/// are not counted as the component's input or output.
-pub fn component_of(node: &str) -> &str {
-    node.split_once(':')
-        .map_or(node, |(component, _)| component)
 }
 
 /// An edge after validation: node indices and the consumer's input port.
@@ -426,4 +416,30 @@ impl Graph {
             .map(|node| self.instance_shards(node, shards).len())
             .sum()
     }
+}
+
+/// `saved` against `current` fingerprint, option by option:
+/// `size: 10s → 5m, group_by: ["service"] → []`.
+pub(crate) fn describe_change(saved: &str, current: &str) -> String {
+    let options = |text: &str| -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(option, value)| (option.to_string(), value.to_string()))
+            .collect()
+    };
+    let (saved, current) = (options(saved), options(current));
+    let mut names: Vec<&String> = saved.keys().chain(current.keys()).collect();
+    names.sort();
+    names.dedup();
+    let none = "(none)".to_string();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            // An option one side lacks reads as `(none)`, as an unset one.
+            let old = saved.get(name).unwrap_or(&none);
+            let new = current.get(name).unwrap_or(&none);
+            (old != new).then(|| format!("{name}: {old} → {new}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

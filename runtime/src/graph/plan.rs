@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use super::{Graph, Parallelism};
 use crate::emit::OutputIo;
+use crate::emit::PortIo;
 use crate::input::InputRing;
 use crate::limits::RING_CAPACITY_BATCHES;
-use crate::node::spawn::{NodeIo, PortIo, Spawn};
+use crate::node::spawn::{NodeIo, Spawn};
 use crate::operator::ShardContext;
 use crate::partition::PartitionKind;
 use crate::ring::ring;
@@ -118,8 +119,8 @@ impl Graph {
             let consumers = self.instance_shards(resolved.to, shards);
             // Between two stages of one component: not the component's
             // input or output.
-            let internal = super::component_of(&self.nodes[resolved.from].name)
-                == super::component_of(&self.nodes[resolved.to].name);
+            let internal = crate::metrics::component_of(&self.nodes[resolved.from].name)
+                == crate::metrics::component_of(&self.nodes[resolved.to].name);
             for producer in self.instance_shards(resolved.from, shards) {
                 let targets = match edge.kind {
                     PartitionKind::Forward if consumers.contains(&producer) => vec![producer],

@@ -93,6 +93,16 @@ pub use server::{serve, serve_admin, Admin, MetricsServer};
 
 use handles::{CounterCells, GaugeCells, HistogramCells};
 
+/// The user-facing component a node belongs to: its name up to the first
+/// `:`. A node named `COMPONENT:STAGE` is an internal stage of
+/// `COMPONENT` (an ingest source's `NAME:rows`): its metrics count as the
+/// component's, and records crossing between the stages of one component
+/// are not counted as the component's input or output.
+pub fn component_of(node: &str) -> &str {
+    node.split_once(':')
+        .map_or(node, |(component, _)| component)
+}
+
 /// The content type of [`Registry::render`]'s output (text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::batch::BufferPool;
-use crate::emit::{Emitter, OutputIo};
+use crate::emit::{Emitter, OutputIo, PortIo};
 use crate::error::NodeFailure;
 use crate::input::{InputRing, InputSet};
 use crate::intake::IntakeLog;
@@ -33,19 +33,6 @@ pub(crate) struct NodeIo {
     pub(crate) outputs: Vec<OutputIo>,
     /// Its described output ports (`GraphBuilder::describe_output`).
     pub(crate) ports: Vec<PortIo>,
-}
-
-/// A described output port of a node instance.
-pub(crate) struct PortIo {
-    pub(crate) port: usize,
-    /// Its `output` label in metrics.
-    pub(crate) label: Arc<str>,
-    /// Its tap's point and [`TapFormat`](crate::tap::TapFormat), if it can
-    /// be tapped.
-    pub(crate) tap: Option<(
-        Arc<crate::tap::TapPoint>,
-        Arc<dyn std::any::Any + Send + Sync>,
-    )>,
 }
 
 /// What every task on a shard shares.

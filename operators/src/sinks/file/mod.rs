@@ -574,7 +574,7 @@ impl Sink for RowFileSink {
                     .spec
                     .directory
                     .join(STAGING_DIRECTORY)
-                    .join(rolling::manifest_name(self.staging.shard(), epoch)),
+                    .join(staged::manifest_name(self.staging.shard(), epoch)),
                 chunks,
             })
         } else {

@@ -45,7 +45,9 @@ use std::time::{Duration, Instant};
 
 use weir_runtime::OperatorError;
 
-use super::staged::{at, parent_of, sync_directory, Reader, StagedDecodeError};
+use super::staged::{
+    at, parent_of, parse_manifest_name, sync_directory, Reader, StagedDecodeError,
+};
 use crate::limits::{FILE_WRITE_BUFFER_BYTES, STAGED_PATH_MAX_BYTES};
 
 /// The version byte of a [`Precommit`].
@@ -412,18 +414,6 @@ impl Size {
     }
 }
 
-/// The manifest name of `shard`'s roll at `epoch`.
-pub(crate) fn manifest_name(shard: usize, epoch: u64) -> String {
-    format!("shard-{shard:03}-roll-{epoch:010}.manifest")
-}
-
-/// Parses a [`manifest_name`] back into `(shard, epoch)`.
-pub(crate) fn parse_manifest_name(name: &str) -> Option<(usize, u64)> {
-    let rest = name.strip_prefix("shard-")?.strip_suffix(".manifest")?;
-    let (shard, epoch) = rest.split_once("-roll-")?;
-    Some((shard.parse().ok()?, epoch.parse().ok()?))
-}
-
 /// After a restart at committed epoch `committed` (uncommitted chunks and
 /// manifests already deleted): `shard`'s chunks in `staging` that no
 /// committed roll claims, in epoch order: the part that was open.
@@ -523,6 +513,7 @@ fn read_chunk(reader: &mut Reader<'_>) -> Result<Chunk, StagedDecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::staged::manifest_name;
     use super::*;
 
     #[test]

@@ -300,9 +300,9 @@ impl Staging {
             let entry = entry.map_err(at(&staging))?;
             let name = entry.file_name();
             // Staged files, and the manifests of rolls (`rolling.rs`).
-            let parsed = name.to_str().and_then(|name| {
-                parse_any_file_name(name).or_else(|| super::rolling::parse_manifest_name(name))
-            });
+            let parsed = name
+                .to_str()
+                .and_then(|name| parse_any_file_name(name).or_else(|| parse_manifest_name(name)));
             let Some((owner, epoch)) = parsed else {
                 continue;
             };
@@ -323,6 +323,18 @@ impl Staging {
 /// `shard-{S:03}-epoch-{E:010}.{extension}`.
 pub fn file_name_with(shard: usize, epoch: u64, extension: &str) -> String {
     format!("shard-{shard:03}-epoch-{epoch:010}.{extension}")
+}
+
+/// The manifest name of `shard`'s roll at `epoch`.
+pub(crate) fn manifest_name(shard: usize, epoch: u64) -> String {
+    format!("shard-{shard:03}-roll-{epoch:010}.manifest")
+}
+
+/// Parses a [`manifest_name`] back into `(shard, epoch)`.
+pub(crate) fn parse_manifest_name(name: &str) -> Option<(usize, u64)> {
+    let rest = name.strip_prefix("shard-")?.strip_suffix(".manifest")?;
+    let (shard, epoch) = rest.split_once("-roll-")?;
+    Some((shard.parse().ok()?, epoch.parse().ok()?))
 }
 
 /// Parses a [`file_name_with`] of any extension back into `(shard, epoch)`.
