@@ -15,7 +15,7 @@ use std::path::Path;
 use rkyv::rancor;
 use weir_operators::row::{ArchivedRow, Row, Schema, Type, Value};
 use weir_operators::sinks::file::{
-    build, file_name, RowFileFormat, RowFileSink, RowFileSinkConfig, Staged, Staging,
+    build, file_name, Precommit, RowFileFormat, RowFileSink, RowFileSinkConfig, Staged, Staging,
     STAGING_DIRECTORY,
 };
 
@@ -308,15 +308,19 @@ fn the_sink_follows_the_epochs_it_is_given() {
 
 #[test]
 fn as_a_runtime_sink_empty_epochs_log_nothing_and_commit_decodes() {
-    use weir_runtime::ShardContext;
+    use weir_runtime::{CommitControl, ShardContext, Sink};
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = directory.path();
-    // Left by a crashed run: epoch 2 committed, epoch 3 did not.
+    // Left by a crashed run: epoch 2 committed, epoch 3 did not; both
+    // pre-committed and synced as the runtime does (a roll each, at
+    // `roll_interval = "0s"`).
     let mut crashed = sink_at(path, 1, 2).expect("sink");
     write(&mut crashed, &events(0..2));
-    let committed = crashed.precommit_durably(2).expect("precommit 2");
+    let committed = Sink::precommit(&mut crashed, 2).expect("precommit 2");
+    <RowFileSink as Sink>::sync(&committed).expect("sync 2");
     write(&mut crashed, &events(2..4));
-    crashed.precommit_durably(3).expect("precommit 3");
+    let uncommitted = Sink::precommit(&mut crashed, 3).expect("precommit 3");
+    <RowFileSink as Sink>::sync(&uncommitted).expect("sync 3");
     let context = ShardContext {
         shard: 1,
         shards: 2,
@@ -329,23 +333,35 @@ fn as_a_runtime_sink_empty_epochs_log_nothing_and_commit_decodes() {
     };
     let mut sink = RowFileSink::new(spec(path), &context).expect("sink");
     assert_eq!(sink.epoch(), 3);
-    assert_eq!(staged(path), vec![file_name(1, 2)], "epoch 3 discarded");
-    committed.commit().expect("recovery commits epoch 2");
+    assert!(
+        !staged(path).contains(&file_name(1, 3)),
+        "epoch 3 discarded: {:?}",
+        staged(path)
+    );
+    assert!(
+        staged(path).contains(&file_name(1, 2)),
+        "{:?}",
+        staged(path)
+    );
+    <RowFileSink as Sink>::commit(&committed, &CommitControl::new())
+        .expect("recovery commits epoch 2");
 
-    assert!(weir_runtime::Sink::precommit(&mut sink, 3)
-        .unwrap()
-        .is_empty());
+    // Epoch 2's file belonged to its roll: the restarted sink did not take
+    // it into a part of its own, so an empty epoch logs nothing.
+    assert!(Sink::precommit(&mut sink, 3).unwrap().is_empty());
     write(&mut sink, &events(4..7));
-    let bytes = weir_runtime::Sink::precommit(&mut sink, 4).unwrap();
-    assert_eq!(Staged::from_bytes(&bytes).unwrap().lines, 3);
-    <RowFileSink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
-        .expect("commit");
-    <RowFileSink as weir_runtime::Sink>::commit(&bytes, &weir_runtime::CommitControl::new())
-        .expect("idempotent");
-    assert!(<RowFileSink as weir_runtime::Sink>::commit(
-        b"garbage",
-        &weir_runtime::CommitControl::new()
-    )
-    .is_err());
+    let bytes = Sink::precommit(&mut sink, 4).unwrap();
+    let precommit = Precommit::from_bytes(&bytes).expect("a rolling pre-commit");
+    assert_eq!(precommit.chunk.as_ref().map(|chunk| chunk.epoch), Some(4));
+    assert_eq!(
+        precommit.roll.as_ref().map(|roll| roll.chunks.len()),
+        Some(1)
+    );
+    <RowFileSink as Sink>::sync(&bytes).expect("sync 4");
+    <RowFileSink as Sink>::commit(&bytes, &CommitControl::new()).expect("commit");
+    <RowFileSink as Sink>::commit(&bytes, &CommitControl::new()).expect("idempotent");
+    assert!(<RowFileSink as Sink>::commit(b"garbage", &CommitControl::new()).is_err());
     assert_eq!(visible(path), vec![file_name(1, 2), file_name(1, 4)]);
+    assert_eq!(json_lines(&path.join(file_name(1, 4))).len(), 3);
+    assert!(staged(path).is_empty(), "{:?}", staged(path));
 }
