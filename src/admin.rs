@@ -278,14 +278,11 @@ impl Frame {
         ] {
             names.extend(new.label_values(family, "component"));
         }
-        let error_families: Vec<String> = new
+        let error_families: BTreeSet<&str> = new
             .samples
             .iter()
-            .map(|(name, _, _)| name)
+            .map(|(name, _, _)| name.as_str())
             .filter(|name| name.ends_with("dead_letters_total"))
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
             .collect();
         let components = names
             .into_iter()

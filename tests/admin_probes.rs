@@ -363,16 +363,8 @@ fn sighup_reloads_a_changed_file_and_keeps_a_bad_one_out() {
         let body: String = (batch * BATCH..(batch + 1) * BATCH)
             .map(|n| format!("{{\"ts\":\"{ts}\",\"n\":{n}}}\n"))
             .collect();
-        let id = format!("Weir-Batch-Id: reload-{batch}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         // Refused while the pipeline restarts: retried, as a shipper does.
-        while support::curl_events(addr, body.as_bytes(), &[&id]).0 != 200 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "batch {batch} never accepted"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::post_until_accepted(addr, body.as_bytes(), &format!("reload-{batch}"));
     };
     let reload = || {
         let (ok, stdout, stderr) = weir_cli(&["reload", "--data-dir", &data.display().to_string()]);

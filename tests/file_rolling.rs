@@ -17,22 +17,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    assert_each_once, curl_events, free_port, kill_kill_stop, now_ms, post, published_files,
-    published_rows, rfc3339, scratch, wait_for, wait_listening, Weir,
+    assert_each_once, free_port, kill_kill_stop, now_ms, post, post_until_accepted,
+    published_files, published_rows, rfc3339, scratch, tool_python, wait_for, wait_listening, Weir,
 };
 
 /// `(batch, seq)` of every row of the Parquet files published in `dir`,
 /// read with pyarrow.
 fn pyarrow_rows(dir: &std::path::Path) -> Vec<(u64, u64)> {
-    let python = Command::new("scripts/install-pyarrow.sh")
-        .output()
-        .expect("scripts/install-pyarrow.sh");
-    assert!(
-        python.status.success(),
-        "install-pyarrow.sh: {}",
-        String::from_utf8_lossy(&python.stderr)
-    );
-    let python = String::from_utf8(python.stdout).expect("utf-8");
+    let python = tool_python("scripts/install-pyarrow.sh");
     let script = r#"
 import sys, pathlib, pyarrow.parquet as pq
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.parquet")):
@@ -40,7 +32,7 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*.parquet")):
     for batch, seq in zip(table.column("batch").to_pylist(), table.column("seq").to_pylist()):
         print(batch, seq)
 "#;
-    let output = Command::new(python.trim())
+    let output = Command::new(&python)
         .arg("-c")
         .arg(script)
         .arg(dir)
@@ -118,12 +110,7 @@ roll_interval = "700ms"
                         )
                     })
                     .collect();
-                let id = format!("Weir-Batch-Id: rolling-{batch}");
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while curl_events(addr, body.as_bytes(), &[&id]).0 != 200 {
-                    assert!(Instant::now() < deadline, "batch {batch} never accepted");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                post_until_accepted(addr, body.as_bytes(), &format!("rolling-{batch}"));
                 acked.store(batch + 1, std::sync::atomic::Ordering::Release);
                 // Spread the batches over several roll intervals.
                 std::thread::sleep(Duration::from_millis(30));

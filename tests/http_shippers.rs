@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{
-    assert_each_once, curl_events as curl, free_port, kill_kill_stop, now_ms, published_lines,
-    published_rows, rfc3339, scratch, wait_for, wait_listening, Weir,
+    assert_each_once, curl_events as curl, free_port, kill_kill_stop, now_ms, post_until_accepted,
+    published_lines, published_rows, rfc3339, scratch, wait_for, wait_listening, Weir,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -443,21 +443,13 @@ format = "ndjson"
                         )
                     })
                     .collect();
-                let id = format!("Weir-Batch-Id: shipper-{batch}");
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    let (status, response) = curl(addr, body.as_bytes(), &[&id]);
-                    if status == 200 {
-                        assert!(
-                            response == format!("{{\"accepted\":{EVENTS},\"dead_letter\":0}}")
-                                || response.contains("\"duplicate\":true"),
-                            "{response}"
-                        );
-                        break;
-                    }
-                    assert!(Instant::now() < deadline, "batch {batch} never accepted");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                let response =
+                    post_until_accepted(addr, body.as_bytes(), &format!("shipper-{batch}"));
+                assert!(
+                    response == format!("{{\"accepted\":{EVENTS},\"dead_letter\":0}}")
+                        || response.contains("\"duplicate\":true"),
+                    "{response}"
+                );
                 acked.store(batch + 1, std::sync::atomic::Ordering::Release);
             }
         })

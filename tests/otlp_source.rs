@@ -410,15 +410,7 @@ sys.exit(0 if ok else 1)
 #[test]
 fn the_python_sdk_exports_through_the_source() {
     const COUNT: u64 = 300;
-    let python = Command::new("scripts/install-otel-python.sh")
-        .output()
-        .expect("scripts/install-otel-python.sh");
-    assert!(
-        python.status.success(),
-        "install-otel-python.sh: {}",
-        String::from_utf8_lossy(&python.stderr)
-    );
-    let python = String::from_utf8(python.stdout).expect("utf-8");
+    let python = support::tool_python("scripts/install-otel-python.sh");
     let root = scratch();
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -430,7 +422,7 @@ fn the_python_sdk_exports_through_the_source() {
 
     let script = root.path().join("service.py");
     std::fs::write(&script, PYTHON_SERVICE).expect("script");
-    let run = Command::new(python.trim())
+    let run = Command::new(&python)
         .arg(&script)
         .arg(format!("http://{addr}/v1/logs"))
         .arg(COUNT.to_string())

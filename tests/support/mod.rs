@@ -609,3 +609,36 @@ pub fn curl_events(addr: SocketAddr, body: &[u8], headers: &[&str]) -> (u16, Str
         .unwrap_or_else(|_| panic!("curl: {text:?} {:?}", output.stderr));
     (status, response.to_owned())
 }
+
+/// POSTs `body` to `http://addr/events` with `Weir-Batch-Id: id` until it
+/// is answered 200, as a shipper retries (a restart refuses connections,
+/// a full intake answers 503), for at most a minute: the answer.
+pub fn post_until_accepted(addr: SocketAddr, body: &[u8], id: &str) -> String {
+    let header = format!("Weir-Batch-Id: {id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, response) = curl_events(addr, body, &[&header]);
+        if status == 200 {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "batch {id} never accepted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `script` (one of `scripts/install-*-python.sh`-like installers
+/// that prints a virtual environment's python) and returns that python.
+pub fn tool_python(script: &str) -> String {
+    let output = Command::new(script)
+        .output()
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
