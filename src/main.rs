@@ -198,10 +198,7 @@ struct SignalState {
     /// How SIGHUP checks a changed pipeline file against the running one.
     reloader: Option<Reloader>,
     /// A checked, changed pipeline to start once the run stopped.
-    reload: Option<(
-        weir::operators::config::PipelineConfig,
-        weir::runtime::Graph,
-    )>,
+    reload: Option<Loaded>,
 }
 
 /// What SIGHUP needs to check a changed pipeline file: where it is, and
@@ -220,15 +217,7 @@ impl Reloader {
     /// table is unchanged (shards, data directory and endpoint stay with
     /// the process), and every component that keeps state keeps options
     /// compatible with it. Otherwise why not.
-    fn prepare(
-        &self,
-    ) -> std::result::Result<
-        (
-            weir::operators::config::PipelineConfig,
-            weir::runtime::Graph,
-        ),
-        String,
-    > {
+    fn prepare(&self) -> std::result::Result<Loaded, String> {
         let (next, graph) = load_pipeline(&self.args).map_err(|failure| failure.to_string())?;
         if next.runtime != self.current.runtime {
             return Err(
@@ -300,12 +289,7 @@ impl Signals {
 
     /// The pipeline a SIGHUP asked to start, once the run stopped; the next
     /// run's signals wait for its start ([`Signals::running`]).
-    fn take_reload(
-        &self,
-    ) -> Option<(
-        weir::operators::config::PipelineConfig,
-        weir::runtime::Graph,
-    )> {
+    fn take_reload(&self) -> Option<Loaded> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let reload = state.reload.take();
         if reload.is_some() {
@@ -518,16 +502,14 @@ fn render_graph(config: &weir::operators::config::PipelineConfig, format: GraphF
     out
 }
 
+/// A pipeline file as loaded, and its planned graph.
+type Loaded = (
+    weir::operators::config::PipelineConfig,
+    weir::runtime::Graph,
+);
+
 /// Reads `args.config` (with `--data-dir` applied) and plans its graph.
-fn load_pipeline(
-    args: &RunArgs,
-) -> std::result::Result<
-    (
-        weir::operators::config::PipelineConfig,
-        weir::runtime::Graph,
-    ),
-    PlanFailure,
-> {
+fn load_pipeline(args: &RunArgs) -> std::result::Result<Loaded, PlanFailure> {
     let mut config = weir::operators::config::load_all(&args.config).map_err(PlanFailure::Load)?;
     if let Some(dir) = &args.data_dir {
         // `--data-dir` wins over the file's, for planning too (a scaled-out
