@@ -203,6 +203,13 @@ roll_interval = "0s"
     assert!(ok, "{stderr}");
     let row: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one row");
     assert!(row["count"].as_i64().unwrap() >= 1, "{stdout}");
+    // A bad request is named.
+    let (ok, _, stderr) = weir_cli(&["tap", "events", "--limit", "0", "--url", &url]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("400") && stderr.contains("`limit` must be 1 to 10000"),
+        "{stderr}"
+    );
     // Unknown outputs are named with what exists; internal nodes are not.
     let (ok, _, stderr) = weir_cli(&["tap", "nope", "--url", &url]);
     assert!(!ok);
@@ -385,6 +392,12 @@ fn sighup_reloads_a_changed_file_and_keeps_a_bad_one_out() {
         published_lines(&out.join("rows")).len() == 2 * BATCH as usize
     });
 
+    // A file that would change the window's state: refused too.
+    let resized = reload_pipeline(port, &out, "").replace("size = \"1m\"", "size = \"2m\"");
+    std::fs::write(&config, resized).expect("config");
+    reload();
+    std::thread::sleep(Duration::from_millis(500));
+
     // A valid changed file: one more sink.
     let extra = format!(
         "\n[sinks.copy]\ntype = \"file\"\ninputs = [\"events\"]\npath = \"{}\"\nroll_interval = \"0s\"\n",
@@ -405,6 +418,10 @@ fn sighup_reloads_a_changed_file_and_keeps_a_bad_one_out() {
     let (status, log) = weir.exit_within(Duration::from_secs(60));
     assert!(status.success(), "the stop failed: {log}");
     assert!(log.contains("SIGHUP: not reloading"), "{log}");
+    assert!(
+        log.contains("`per_minute` changed an option that shapes its state: size: \"1m\" → \"2m\""),
+        "{log}"
+    );
     assert!(log.contains("reloading"), "{log}");
 
     let ids = |dir: &str| -> Vec<u64> {
