@@ -129,12 +129,14 @@ fn tagged<S: Serializer, T: Serialize>(
 
 section! {
     /// A source component, by `type`.
-    sources: SourceConfig, "`generator`, `file`, `tcp`, `http`, `otlp`, `syslog` or `kafka`" {
+    sources: SourceConfig, "`generator`, `nexmark`, `file`, `tcp`, `http`, `otlp`, `syslog` or `kafka`" {
         /// `type = "generator"` with `profile`: realistic rows (web access,
         /// logins, flows) with injected attacks.
         Profile(crate::sources::generator::ProfileGeneratorConfig) = "generator" when "profile",
         /// `type = "generator"` with `keys`: keyed events.
         Generator(crate::sources::generator::GeneratorConfig) = "generator",
+        /// `type = "nexmark"`: the Nexmark benchmark's events.
+        Nexmark(crate::sources::nexmark::NexmarkSourceConfig) = "nexmark",
         /// `type = "file"`: NDJSON or text lines from a file.
         File(crate::sources::file::FileSourceConfig) = "file",
         /// `type = "tcp"`: the native ingest protocol.

@@ -8,12 +8,17 @@
 //! - [`ingest`]: the `tcp`, `http` and `syslog` sources: durable network
 //!   ingest.
 //! - [`kafka`]: the `kafka` source: Kafka topics, exactly once by offset.
+//! - [`nexmark`]: the `nexmark` source: the Nexmark benchmark's people,
+//!   auctions and bids.
 //!
 //! [`events`] is the schema of the rows of `generator` (with `keys`),
-//! `tcp` and `http`.
+//! `tcp` and `http`; [`numbered`] what the sources that number their
+//! records share (positions, the split over shards, watermarks, pace).
 
 pub mod events;
 pub mod file;
 pub mod generator;
 pub mod ingest;
 pub mod kafka;
+pub mod nexmark;
+pub mod numbered;

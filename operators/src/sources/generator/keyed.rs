@@ -39,11 +39,14 @@ use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use serde::Deserialize;
 
-use super::{check_position, id_position, mix, position_id, InvalidPosition, Pace};
+use super::mix;
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned};
 use crate::limits::KEYS_MAX;
 use crate::row::{OptionError, Row, Value};
 use crate::sources::events::{event_schema, KEY};
+use crate::sources::numbered::{
+    check_position, id_position, position_id, InvalidPosition, Pace, WATERMARK_INTERVAL_MS,
+};
 
 /// A deterministic generator of keyed events; see
 /// [`KeyedGenerator`](crate::sources::generator::KeyedGenerator).
@@ -115,11 +118,6 @@ impl Node for GeneratorConfig {
         });
     }
 }
-
-/// Watermarks go out each time event time crosses a multiple of this many
-/// milliseconds: often enough that a 1 s window closes within a tenth of
-/// its length, rarely enough that a watermark costs nothing per record.
-pub const WATERMARK_INTERVAL_MS: u64 = 100;
 
 /// What one [`KeyedGenerator::fill`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

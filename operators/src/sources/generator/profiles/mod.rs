@@ -104,10 +104,10 @@ use std::time::Instant;
 
 use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
-use super::{
+use crate::row::{OptionError, Row, Value};
+use crate::sources::numbered::{
     check_position, id_position, position_id, InvalidPosition, Pace, WATERMARK_INTERVAL_MS,
 };
-use crate::row::{OptionError, Row, Value};
 use auth::write_auth;
 use flows::write_flow;
 use random::Rng;
