@@ -1,0 +1,95 @@
+"""Checks weir's Nexmark answers against DuckDB's.
+
+    python oracle.py EVENTS_DIR OUTPUT_DIR QUERY...
+
+EVENTS_DIR holds the Parquet files bench/nexmark/events.toml published
+(bid/, auction/, person/); OUTPUT_DIR/QUERY holds the Parquet files the
+query's pipeline published. For each query, DuckDB runs the query's SQL on
+the events and the two answers are compared as multisets of rows (EXCEPT
+ALL both ways): exactly equal, or the rows that differ are printed and the
+exit status is 1. Dot files (a file sink's staging) are not read.
+
+The SQL is Nexmark's, in DuckDB's dialect: Flink's windowing table
+functions become the arithmetic of their windows.
+"""
+
+import sys
+
+import duckdb
+
+QUERIES = {
+    "q0": """
+        SELECT auction, bidder, price, dateTime, extra FROM bid
+    """,
+    "q1": """
+        SELECT auction, bidder, CAST(0.908 AS DOUBLE) * price AS price, dateTime, extra
+        FROM bid
+    """,
+    "q2": """
+        SELECT auction, price FROM bid WHERE auction % 123 = 0
+    """,
+    # SESSION(dateTime, INTERVAL '10' SECOND): a bidder's bids less than
+    # 10 s apart are one session, from its first bid to its last plus 10 s.
+    "q11": """
+        WITH marked AS (
+            SELECT bidder, dateTime,
+                   CASE WHEN dateTime - LAG(dateTime) OVER w < INTERVAL 10 SECOND
+                        THEN 0 ELSE 1 END AS starts
+            FROM bid WINDOW w AS (PARTITION BY bidder ORDER BY dateTime)
+        ), numbered AS (
+            SELECT bidder, dateTime,
+                   SUM(starts) OVER (PARTITION BY bidder ORDER BY dateTime
+                                     ROWS UNBOUNDED PRECEDING) AS session
+            FROM marked
+        )
+        SELECT MIN(dateTime) AS starttime,
+               MAX(dateTime) + INTERVAL 10 SECOND AS endtime,
+               bidder, COUNT(*) AS bid_count
+        FROM numbered GROUP BY bidder, session
+    """,
+}
+
+
+def parquet(directory):
+    return f"read_parquet('{directory}/*.parquet')"
+
+
+def main():
+    events, outputs, *queries = sys.argv[1:]
+    db = duckdb.connect()
+    for table in ("bid", "auction", "person"):
+        db.execute(f"CREATE VIEW {table} AS SELECT * FROM {parquet(f'{events}/{table}')}")
+    failed = False
+    for query in queries:
+        sql = QUERIES[query]
+        expected = db.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+        db.execute(f"CREATE OR REPLACE VIEW weir AS SELECT * FROM {parquet(f'{outputs}/{query}')}")
+        got = db.execute("SELECT count(*) FROM weir").fetchone()[0]
+        columns = [row[0] for row in db.execute("DESCRIBE weir").fetchall()]
+        expected_columns = [row[0] for row in db.execute(f"DESCRIBE {sql}").fetchall()]
+        if sorted(columns) != sorted(expected_columns):
+            print(f"{query}: weir's columns {columns}, DuckDB's {expected_columns}")
+            failed = True
+            continue
+        listed = ", ".join(f'"{column}"' for column in expected_columns)
+        missing = db.execute(
+            f"SELECT {listed} FROM ({sql}) EXCEPT ALL SELECT {listed} FROM weir"
+        ).fetchall()
+        extra = db.execute(
+            f"SELECT {listed} FROM weir EXCEPT ALL SELECT {listed} FROM ({sql})"
+        ).fetchall()
+        if missing or extra:
+            failed = True
+            print(f"{query}: DuckDB {expected} rows, weir {got}; "
+                  f"{len(missing)} missing from weir, {len(extra)} extra in weir")
+            for row in missing[:5]:
+                print(f"  missing {row}")
+            for row in extra[:5]:
+                print(f"  extra   {row}")
+        else:
+            print(f"{query}: {got} rows, equal to DuckDB's")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
