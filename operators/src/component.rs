@@ -95,8 +95,12 @@ pub struct Input {
 pub struct PlanContext<'a> {
     /// The component's name.
     pub name: &'a str,
-    /// The schema of the rows its inputs carry (`None` for a source).
+    /// The schema of the rows its inputs carry (`None` for a source); the
+    /// first input's for a component with [mixed
+    /// inputs](Component::mixed_inputs).
     pub input: Option<&'a SchemaRef>,
+    /// The schema of each input, in `inputs` order (empty for a source).
+    pub inputs: &'a [SchemaRef],
     /// The pipeline's name: the file's stem (delivery sinks put it in
     /// idempotency keys and progress rows).
     pub pipeline: &'a str,
@@ -174,6 +178,15 @@ pub trait Component {
     fn outputs_despite_error(&self, input: &SchemaRef) -> Option<Vec<Output>> {
         let _ = input;
         None
+    }
+
+    /// Whether its inputs may carry different schemas (a join's two
+    /// sides): the planner then leaves checking each to
+    /// [`plan`](Component::plan), which reads them from
+    /// [`PlanContext::inputs`]. The default is no: every input must carry
+    /// the same schema.
+    fn mixed_inputs(&self) -> bool {
+        false
     }
 
     /// Whether it can run in a scale-out pipeline (`[runtime] group`):

@@ -181,11 +181,13 @@ impl Planner<'_> {
         let (inputs, input) = if section == "sources" {
             (Vec::new(), None)
         } else {
-            match self.inputs(&path, component.inputs()) {
-                Some((inputs, stream)) => (inputs, Some(stream)),
+            match self.inputs(&path, component.inputs(), component.mixed_inputs()) {
+                Some((inputs, streams)) => (inputs, Some(streams)),
                 None => return,
             }
         };
+        let streams = input.unwrap_or_default();
+        let input = streams.first().cloned();
         if self.group.is_some() && !component.scales_out() {
             let message = crate::scale_out::not_scalable_message().to_owned();
             self.fail_at(&path, ConfigErrorKind::Invalid, None, None, message);
@@ -194,6 +196,7 @@ impl Planner<'_> {
         let context = PlanContext {
             name,
             input: input.as_ref(),
+            inputs: &streams,
             pipeline: self.pipeline,
             group: self.group.as_ref(),
         };
@@ -231,10 +234,17 @@ impl Planner<'_> {
         }
     }
 
-    /// Resolves `inputs` of `path`; `None` if any failed (reported, or
-    /// failed upstream).
-    fn inputs(&mut self, path: &str, inputs: &[String]) -> Option<(Vec<Input>, SchemaRef)> {
+    /// Resolves `inputs` of `path`, and the schema each carries; `None` if
+    /// any failed (reported, or failed upstream). Unless the component
+    /// takes `mixed` inputs, they must all carry the same schema.
+    fn inputs(
+        &mut self,
+        path: &str,
+        inputs: &[String],
+        mixed: bool,
+    ) -> Option<(Vec<Input>, Vec<SchemaRef>)> {
         let mut resolved = Vec::with_capacity(inputs.len());
+        let mut streams = Vec::with_capacity(inputs.len());
         let mut common: Option<(usize, SchemaRef)> = None;
         let mut ok = true;
         for (index, input) in inputs.iter().enumerate() {
@@ -279,7 +289,10 @@ impl Planner<'_> {
             };
             let node = output.node.clone().unwrap_or_else(|| component.to_owned());
             let stream = output.schema.clone();
-            if let Some((first, common)) = &common {
+            streams.push(stream.clone());
+            if mixed {
+                // Each input is checked by the component.
+            } else if let Some((first, common)) = &common {
                 if *common != stream {
                     let message = format!(
                         "input `{input}` carries rows of {}, but input `{}` carries rows of {}; \
@@ -311,6 +324,9 @@ impl Planner<'_> {
             self.failed.insert(name.to_owned());
             return None;
         }
-        common.map(|(_, stream)| (resolved, stream))
+        if streams.is_empty() {
+            return None;
+        }
+        Some((resolved, streams))
     }
 }
