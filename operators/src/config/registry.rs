@@ -155,7 +155,7 @@ section! {
 section! {
     /// A processor component, by `type`.
     processors: ProcessorConfig,
-        "one of `filter`, `map`, `route`, `parse`, `enrich`, `dedup`, `window`, `threshold`" {
+        "one of `filter`, `map`, `route`, `parse`, `enrich`, `dedup`, `window`, `threshold`, `join`" {
         /// `type = "window"` with `size_ms`: the legacy form, planned as a
         /// tumbling row window with its legacy columns.
         Window(crate::processors::window::WindowConfig) = "window" when "size_ms",
@@ -168,6 +168,8 @@ section! {
         Map(crate::processors::map::MapConfig) = "map",
         /// `type = "route"`.
         Route(crate::processors::route::RouteConfig) = "route",
+        /// `type = "join"`.
+        Join(crate::processors::join::JoinConfig) = "join",
         /// `type = "threshold"`.
         Threshold(crate::processors::threshold::ThresholdConfig) = "threshold",
         /// `type = "parse"`.

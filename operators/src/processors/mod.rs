@@ -16,6 +16,8 @@
 //!   dead letters.
 //! - [`enrich`]: adds columns from a CSV or JSON table loaded once at build
 //!   time, joined on a field by exact value or by longest-prefix CIDR match.
+//! - [`join`]: joins two streams on equal keys, within a time interval
+//!   (an interval join) or at any time (a regular join).
 //! - [`dedup`]: lets through the earliest record (by event time) of each
 //!   identity per time window, whatever the arrival order.
 //!
@@ -31,6 +33,7 @@
 pub mod dedup;
 pub mod enrich;
 pub mod filter;
+pub mod join;
 pub mod map;
 pub mod parse;
 pub mod route;

@@ -1,0 +1,287 @@
+//! [`Join`]: the runtime operator of a `join` (see the module docs of
+//! [`join`](super)): each side's rows by key hash, probed by the other
+//! side's arrivals, and trimmed by the watermark.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rkyv::rancor;
+use rustc_hash::FxHashMap;
+use weir_runtime::{Batch, Emitter, OperatorError, Processor};
+
+use super::{JoinSpec, LATE_LEFT, LATE_RIGHT};
+use crate::row::{ArchivedRow, Row, Value};
+
+const LEFT: usize = 0;
+const RIGHT: usize = 1;
+
+/// A kept row.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct Entry {
+    /// The hash of its key.
+    hash: u64,
+    /// Its event time (0 in a regular join).
+    time: i64,
+    /// A left row that matched a right one (left joins emit the others).
+    matched: bool,
+    row: Row,
+}
+
+/// One side's kept rows.
+#[derive(Debug, Default)]
+struct Side {
+    /// By key hash; rows of colliding keys share a list and are told apart
+    /// by their key values.
+    rows: FxHashMap<u64, Vec<Entry>>,
+    /// `(the watermark past which it can go, key hash)` per kept row of an
+    /// interval join, earliest first.
+    expiry: BinaryHeap<Reverse<(i64, u64)>>,
+    len: usize,
+}
+
+/// The watermark past which an entry of `side` at `time` can go, in a
+/// join with `bounds` (never, in a regular join).
+fn expires(bounds: Option<(i64, i64)>, side: usize, time: i64) -> i64 {
+    let (lower, upper) = bounds.unwrap_or((i64::MIN, i64::MAX));
+    if side == LEFT {
+        time.saturating_add(upper)
+    } else {
+        time.saturating_sub(lower)
+    }
+}
+
+/// Whether a left row at `left` and a right row at `right` match in time.
+fn in_interval(bounds: Option<(i64, i64)>, left: i64, right: i64) -> bool {
+    match bounds {
+        None => true,
+        Some((lower, upper)) => {
+            left.saturating_add(lower) <= right && right <= left.saturating_add(upper)
+        }
+    }
+}
+
+/// `left` joined with `right` (nulls of `right_width` fields when `None`),
+/// built in `scratch`.
+fn joined<'a>(
+    scratch: &'a mut Row,
+    right_width: usize,
+    left: &Row,
+    right: Option<&Row>,
+) -> &'a Row {
+    let values = &mut scratch.values;
+    values.clear();
+    values.extend_from_slice(&left.values);
+    match right {
+        Some(right) => values.extend_from_slice(&right.values),
+        None => values.resize(left.values.len() + right_width, Value::Null),
+    }
+    scratch
+}
+
+/// The state a snapshot holds.
+#[derive(Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct JoinState {
+    watermark: u64,
+    left: Vec<Entry>,
+    right: Vec<Entry>,
+}
+
+/// One instance of a join.
+#[derive(Debug)]
+pub struct Join {
+    spec: JoinSpec,
+    sides: [Side; 2],
+    watermark: u64,
+    /// The output row being built.
+    out: Row,
+}
+
+impl Join {
+    /// An empty join.
+    pub fn new(spec: JoinSpec) -> Join {
+        Join {
+            spec,
+            sides: [Side::default(), Side::default()],
+            watermark: 0,
+            out: Row::default(),
+        }
+    }
+
+    /// Rows kept, left and right.
+    pub fn kept(&self) -> (usize, usize) {
+        (self.sides[LEFT].len, self.sides[RIGHT].len)
+    }
+
+    /// The watermark past which an entry of `side` at `time` can go.
+    fn expires(&self, side: usize, time: i64) -> i64 {
+        expires(self.spec.bounds, side, time)
+    }
+
+    /// Emits `left` joined with `right` (nulls when `None`).
+    fn emit(&mut self, left: &Row, right: Option<&Row>, out: &mut Emitter<Row>) {
+        out.push(joined(&mut self.out, self.spec.right_width, left, right));
+    }
+
+    fn arrive(&mut self, side: usize, row: &ArchivedRow, out: &mut Emitter<Row>) {
+        let time = match self.spec.times {
+            None => Some(0),
+            Some(times) => row.get(times[side]).as_timestamp(),
+        };
+        let watermark = i64::try_from(self.watermark).unwrap_or(i64::MAX);
+        let Some(time) = time.filter(|&time| self.spec.times.is_none() || time >= watermark) else {
+            let port = if side == LEFT { LATE_LEFT } else { LATE_RIGHT };
+            if out.has_port(port) {
+                out.push_to(port, &row.to_row());
+            }
+            return;
+        };
+        let row = row.to_row();
+        let keys = &self.spec.keys[side];
+        let null_key = keys
+            .iter()
+            .any(|&index| matches!(row.values.get(index), None | Some(Value::Null)));
+        if null_key {
+            // Matches nothing, ever: a left join emits it alone now.
+            if side == LEFT && self.spec.left_outer {
+                self.emit(&row, None, out);
+            }
+            return;
+        }
+        let hash = row.hash_fields(keys);
+        let other = 1 - side;
+        let mut matched = false;
+        let mut partners = self.sides[other].rows.remove(&hash).unwrap_or_default();
+        let (spec, scratch) = (&self.spec, &mut self.out);
+        for entry in &mut partners {
+            let same_key = spec.keys[side]
+                .iter()
+                .zip(&spec.keys[other])
+                .all(|(&mine, &theirs)| row.values.get(mine) == entry.row.values.get(theirs));
+            let (left, right) = if side == LEFT {
+                ((time, &row), (entry.time, &entry.row))
+            } else {
+                ((entry.time, &entry.row), (time, &row))
+            };
+            if !same_key || !in_interval(spec.bounds, left.0, right.0) {
+                continue;
+            }
+            matched = true;
+            entry.matched |= side == RIGHT;
+            out.push(joined(scratch, spec.right_width, left.1, Some(right.1)));
+        }
+        if !partners.is_empty() {
+            self.sides[other].rows.insert(hash, partners);
+        }
+        let expires = self.expires(side, time);
+        let this = &mut self.sides[side];
+        if self.spec.bounds.is_some() {
+            this.expiry.push(Reverse((expires, hash)));
+        }
+        this.rows.entry(hash).or_default().push(Entry {
+            hash,
+            time,
+            matched: side == LEFT && matched,
+            row,
+        });
+        this.len += 1;
+    }
+
+    /// Drops the entries of `side` that no row still to come can match:
+    /// those whose expiry is below the watermark; a left join emits its
+    /// unmatched left rows as they go.
+    fn trim(&mut self, side: usize, watermark: i64, out: &mut Emitter<Row>) {
+        let bounds = self.spec.bounds;
+        let mut gone = Vec::new();
+        while let Some(&Reverse((due, hash))) = self.sides[side].expiry.peek() {
+            if due >= watermark {
+                break;
+            }
+            self.sides[side].expiry.pop();
+            let Some(entries) = self.sides[side].rows.get_mut(&hash) else {
+                continue;
+            };
+            let before = entries.len();
+            let mut index = 0;
+            while index < entries.len() {
+                if expires(bounds, side, entries[index].time) < watermark {
+                    gone.push(entries.swap_remove(index));
+                } else {
+                    index += 1;
+                }
+            }
+            let removed = before - entries.len();
+            if entries.is_empty() {
+                self.sides[side].rows.remove(&hash);
+            }
+            self.sides[side].len -= removed;
+        }
+        if side == LEFT && self.spec.left_outer {
+            for entry in gone.iter().filter(|entry| !entry.matched) {
+                self.emit(&entry.row, None, out);
+            }
+        }
+    }
+
+    fn state(&self) -> JoinState {
+        let entries = |side: &Side| -> Vec<Entry> {
+            let mut entries: Vec<Entry> = side.rows.values().flatten().cloned().collect();
+            // One order for one state, whatever the map's.
+            entries.sort_by_key(|entry| (entry.hash, entry.time));
+            entries
+        };
+        JoinState {
+            watermark: self.watermark,
+            left: entries(&self.sides[LEFT]),
+            right: entries(&self.sides[RIGHT]),
+        }
+    }
+}
+
+impl Processor for Join {
+    type Input = Row;
+    type Output = Row;
+
+    fn process(&mut self, port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
+        let side = if port == 0 { LEFT } else { RIGHT };
+        for row in batch.iter() {
+            self.arrive(side, row, out);
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: u64, out: &mut Emitter<Row>) {
+        self.watermark = self.watermark.max(watermark);
+        if self.spec.bounds.is_none() {
+            return;
+        }
+        let watermark = i64::try_from(self.watermark).unwrap_or(i64::MAX);
+        self.trim(LEFT, watermark, out);
+        self.trim(RIGHT, watermark, out);
+    }
+
+    fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
+        let bytes = rkyv::to_bytes::<rancor::Error>(&self.state())
+            .map_err(|error| OperatorError::other(error.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(bytes);
+        let state = rkyv::from_bytes::<JoinState, rancor::BoxedError>(&aligned)
+            .map_err(|error| OperatorError::invalid(format!("join state: {error}")))?;
+        self.watermark = state.watermark;
+        self.sides = [Side::default(), Side::default()];
+        for (side, entries) in [(LEFT, state.left), (RIGHT, state.right)] {
+            for entry in entries {
+                let expires = self.expires(side, entry.time);
+                let this = &mut self.sides[side];
+                if self.spec.bounds.is_some() {
+                    this.expiry.push(Reverse((expires, entry.hash)));
+                }
+                this.len += 1;
+                this.rows.entry(entry.hash).or_default().push(entry);
+            }
+        }
+        Ok(())
+    }
+}
