@@ -10,7 +10,9 @@
 //! events' Parquet files and compares its answer with the Parquet files
 //! weir published, as multisets of rows. The events run 1 000 a second of
 //! event time, so 1 M events span 1 000 s: a hundred 10 s windows, and
-//! bidders whose sessions end and start again.
+//! bidders whose sessions end and start again. The queries with state
+//! (q3's regular join, q7's interval join, q11's sessions) are also killed
+//! mid-run and restarted, and must still give DuckDB's answer.
 
 mod support;
 
@@ -69,7 +71,7 @@ fn check(out: &Path, queries: &[&str]) {
 #[test]
 fn every_query_equals_duckdb_on_a_million_events() {
     let root = scratch();
-    let queries = ["q0", "q1", "q2", "q11"];
+    let queries = ["q0", "q1", "q2", "q3", "q7", "q8", "q11"];
     for name in std::iter::once("events").chain(queries) {
         let (ok, log) = run(
             name,
@@ -83,27 +85,32 @@ fn every_query_equals_duckdb_on_a_million_events() {
 }
 
 #[test]
-fn a_stateful_query_killed_and_restarted_equals_duckdb() {
+fn stateful_queries_killed_and_restarted_equal_duckdb() {
     let root = scratch();
     let (ok, log) = run("events", root.path(), &root.path().join("data-events"), &[]);
     assert!(ok, "events: {log}");
-    // q11's session windows hold state; the process aborts (as kill -9
-    // would) after an epoch's commit record, then runs again from it.
-    let data = root.path().join("data-q11");
-    let (ok, log) = run(
-        "q11",
-        root.path(),
-        &data,
-        &[("WEIR_CRASH_AT", "after-commit-record:4")],
-    );
-    assert!(!ok && log.contains("WEIR_CRASH_AT"), "no crash: {log}");
-    let (ok, log) = run("q11", root.path(), &data, &[]);
-    assert!(ok, "q11 after the crash: {log}");
-    // It went on from the crashed run's last commit, not from the start.
-    assert!(
-        log.contains("recovered the data directory committed_epoch=")
-            && !log.contains("recovered the data directory committed_epoch=0 "),
-        "{log}"
-    );
-    check(root.path(), &["q11"]);
+    // q3's regular join, q7's interval join (and its window) and q11's
+    // session windows hold state; each run aborts (as kill -9 would)
+    // after an epoch's commit record, then runs again from it.
+    let queries = ["q3", "q7", "q11"];
+    for query in queries {
+        let data = root.path().join(format!("data-{query}"));
+        let crash = [("WEIR_CRASH_AT", "after-commit-record:4")];
+        let (ok, log) = run(query, root.path(), &data, &crash);
+        assert!(
+            !ok && log.contains("WEIR_CRASH_AT"),
+            "{query}: no crash: {log}"
+        );
+        let (ok, log) = run(query, root.path(), &data, &[]);
+        assert!(ok, "{query} after the crash: {log}");
+        // It went on from the crashed run's last commit, not from the
+        // start, and restored the operators' state.
+        assert!(
+            log.contains("recovered the data directory committed_epoch=")
+                && !log.contains("recovered the data directory committed_epoch=0 ")
+                && !log.contains("restored_instances=0 "),
+            "{query}: {log}"
+        );
+    }
+    check(root.path(), &queries);
 }

@@ -28,6 +28,31 @@ QUERIES = {
     "q2": """
         SELECT auction, price FROM bid WHERE auction % 123 = 0
     """,
+    "q3": """
+        SELECT P.name, P.city, P.state, A.id
+        FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
+        WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')
+    """,
+    # TUMBLE(bid, dateTime, INTERVAL '10' SECOND): windows [10k s, 10(k+1) s).
+    "q7": """
+        WITH B1 AS (
+            SELECT MAX(price) AS maxprice,
+                   make_timestamp((epoch_ms(dateTime) // 10000 + 1) * 10000 * 1000) AS dateTime
+            FROM bid GROUP BY epoch_ms(dateTime) // 10000
+        )
+        SELECT B.auction, B.price, B.bidder, B.dateTime, B.extra
+        FROM bid B JOIN B1 ON B.price = B1.maxprice
+        WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL 10 SECOND AND B1.dateTime
+    """,
+    "q8": """
+        WITH P AS (
+            SELECT id, name, epoch_ms(dateTime) // 10000 AS w FROM person GROUP BY id, name, w
+        ), A AS (
+            SELECT seller, epoch_ms(dateTime) // 10000 AS w FROM auction GROUP BY seller, w
+        )
+        SELECT P.id, P.name, make_timestamp(P.w * 10000 * 1000) AS starttime
+        FROM P JOIN A ON P.id = A.seller AND P.w = A.w
+    """,
     # SESSION(dateTime, INTERVAL '10' SECOND): a bidder's bids less than
     # 10 s apart are one session, from its first bid to its last plus 10 s.
     "q11": """
