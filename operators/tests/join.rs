@@ -1,8 +1,10 @@
 //! The `join` processor through the runtime, on 1 and 2 shards, against a
-//! nested-loop model of its rule: every (left, right) pair with equal keys
-//! (no null among them) and, in an interval join, the right time within
-//! `[left + lower, left + upper]`; a left join adds each left row that
-//! matched nothing, right fields null. The inputs come in time order with
+//! plain model of each kind's rule: every (left, right) pair with equal
+//! keys (no null among them) and, in an interval join, the right time
+//! within `[left + lower, left + upper]`; in a window join, in one
+//! tumbling, sliding or session window; in a temporal join, the right row
+//! of the key current at the left row's time. A left join adds each left
+//! row that matched nothing, right fields null. The inputs come in time order with
 //! watermarks, as a source's do, so the join trims its state while it
 //! runs; late rows (older than the watermark) go to the side outputs.
 
@@ -11,7 +13,9 @@ mod support;
 use std::collections::BTreeMap;
 
 use weir_operators::config::{build_graph, parse};
-use weir_operators::processors::join::{build, JoinConfig};
+use weir_operators::processors::join::{
+    build, Join, JoinConfig, JoinKind, TemporalJoin, WindowJoin,
+};
 use weir_operators::row::{Row, Schema, Type, Value};
 use weir_runtime::{Emitter, GraphBuilder, Parallelism, Source, SourcePoll};
 
@@ -154,8 +158,7 @@ fn join(
     late: (&[Row], &[Row]),
     shards: usize,
 ) -> (Vec<Row>, Vec<Row>, Vec<Row>) {
-    let (spec, output) = build(config, &schema("left"), &schema("right")).unwrap();
-    assert_eq!(output.len(), 6);
+    let (spec, _) = build(config, &schema("left"), &schema("right")).unwrap();
     let mut graph = GraphBuilder::new();
     timed(&mut graph, "left", left.to_vec(), late.0.to_vec());
     timed(&mut graph, "right", right.to_vec(), late.1.to_vec());
@@ -165,14 +168,32 @@ fn join(
         graph.connect_port(name, 0, "join", partition);
     }
     let operator = spec.clone();
-    graph.processor("join", move |_| {
-        weir_operators::processors::join::Join::new(operator.clone())
-    });
+    match spec.kind() {
+        JoinKind::Window(_) => {
+            graph.processor("join", move |_| WindowJoin::new(operator.clone()));
+        }
+        JoinKind::Temporal => {
+            graph.processor("join", move |_| TemporalJoin::new(operator.clone()));
+        }
+        _ => {
+            graph.processor("join", move |_| Join::new(operator.clone()));
+        }
+    }
     let joined = collect(&mut graph, "out", "join", 0);
     let late_left = collect(&mut graph, "late_left", "join", 1);
     let late_right = collect(&mut graph, "late_right", "join", 2);
     run(graph, shards);
     (sorted(&joined), sorted(&late_left), sorted(&late_right))
+}
+
+/// [`join`] with no late rows.
+fn join_with(
+    config: &JoinConfig,
+    left: &[Row],
+    right: &[Row],
+    shards: usize,
+) -> (Vec<Row>, Vec<Row>, Vec<Row>) {
+    join(config, left, right, (&[], &[]), shards)
 }
 
 #[test]
@@ -240,6 +261,200 @@ fn rows_older_than_the_watermark_go_to_the_late_outputs() {
     assert_eq!(late_right, vec![late_row(20_000), late_row(20_001)]);
 }
 
+/// A window join's rule: per window, every pair of equal keys among the
+/// rows in it, then (left joins) each left row alone that had none;
+/// `windows` gives the windows `(start, end)` of a time. Rows are
+/// `window_start, window_end, left..., right...`.
+fn window_model(
+    left: &[Row],
+    right: &[Row],
+    windows: impl Fn(i64) -> Vec<(i64, i64)>,
+    left_outer: bool,
+) -> Vec<Row> {
+    let mut all = BTreeMap::<(i64, i64), (Vec<&Row>, Vec<&Row>)>::new();
+    for row in left {
+        for window in windows(time(row)) {
+            all.entry(window).or_default().0.push(row);
+        }
+    }
+    for row in right {
+        for window in windows(time(row)) {
+            all.entry(window).or_default().1.push(row);
+        }
+    }
+    let mut out = Vec::new();
+    for ((start, end), (lefts, rights)) in all {
+        pairs(start, end, &lefts, &rights, left_outer, &mut out);
+    }
+    out.sort_by_key(|row| format!("{row:?}"));
+    out
+}
+
+fn pairs(
+    start: i64,
+    end: i64,
+    lefts: &[&Row],
+    rights: &[&Row],
+    left_outer: bool,
+    out: &mut Vec<Row>,
+) {
+    let window = vec![Value::Timestamp(start), Value::Timestamp(end)];
+    for l in lefts {
+        let mut matched = false;
+        for r in rights {
+            if l.values[1] != Value::Null && l.values[1] == r.values[1] {
+                matched = true;
+                out.push(Row {
+                    values: [window.clone(), l.values.clone(), r.values.clone()].concat(),
+                });
+            }
+        }
+        if left_outer && !matched {
+            out.push(Row {
+                values: [window.clone(), l.values.clone(), vec![Value::Null; 3]].concat(),
+            });
+        }
+    }
+}
+
+/// Session windows' rule: per key (null keys alone), both sides' rows in
+/// time order, a new session wherever a row comes `gap` or more after the
+/// previous one; a session ends at its last row plus `gap`.
+fn session_model(left: &[Row], right: &[Row], gap: i64, left_outer: bool) -> Vec<Row> {
+    let mut by_key = BTreeMap::<String, Vec<(i64, usize, &Row)>>::new();
+    for (side, rows) in [(0, left), (1, right)] {
+        for (index, row) in rows.iter().enumerate() {
+            let key = match &row.values[1] {
+                Value::Null => format!("null-{side}-{index}"),
+                key => format!("{key:?}"),
+            };
+            by_key.entry(key).or_default().push((time(row), side, row));
+        }
+    }
+    let mut out = Vec::new();
+    for (_, mut rows) in by_key {
+        rows.sort_by_key(|(time, _, _)| *time);
+        let mut session: Vec<(i64, usize, &Row)> = Vec::new();
+        let flush = |session: &mut Vec<(i64, usize, &Row)>, out: &mut Vec<Row>| {
+            if session.is_empty() {
+                return;
+            }
+            let start = session[0].0;
+            let end = session.last().unwrap().0 + gap;
+            let lefts: Vec<&Row> = session.iter().filter(|r| r.1 == 0).map(|r| r.2).collect();
+            let rights: Vec<&Row> = session.iter().filter(|r| r.1 == 1).map(|r| r.2).collect();
+            pairs(start, end, &lefts, &rights, left_outer, out);
+            session.clear();
+        };
+        for row in rows {
+            if session.last().is_some_and(|last| row.0 - last.0 >= gap) {
+                flush(&mut session, &mut out);
+            }
+            session.push(row);
+        }
+        flush(&mut session, &mut out);
+    }
+    out.sort_by_key(|row| format!("{row:?}"));
+    out
+}
+
+#[test]
+fn window_joins_equal_the_per_window_rule() {
+    let tumbling = |size: i64| {
+        move |t: i64| vec![(t.div_euclid(size) * size, t.div_euclid(size) * size + size)]
+    };
+    let sliding = |size: i64, slide: i64| {
+        move |t: i64| {
+            let mut windows = Vec::new();
+            let mut start = t.div_euclid(slide) * slide;
+            while start > t - size {
+                windows.push((start, start + size));
+                start -= slide;
+            }
+            windows
+        }
+    };
+    for (seed, extra, left_outer) in [
+        (11, "window = \"tumbling\"\nsize = \"100ms\"", false),
+        (
+            12,
+            "window = \"tumbling\"\nsize = \"100ms\"\nmode = \"left\"",
+            true,
+        ),
+        (
+            13,
+            "window = \"sliding\"\nsize = \"100ms\"\nslide = \"30ms\"",
+            false,
+        ),
+        (
+            14,
+            "window = \"sliding\"\nsize = \"60ms\"\nslide = \"20ms\"\nmode = \"left\"",
+            true,
+        ),
+        (15, "window = \"session\"\ngap = \"40ms\"", false),
+        (
+            16,
+            "window = \"session\"\ngap = \"25ms\"\nmode = \"left\"",
+            true,
+        ),
+    ] {
+        let mut rng = Rng(seed);
+        let left = rows(&mut rng, 1_500, 60, 20_000);
+        let right = rows(&mut rng, 1_500, 60, 20_000);
+        let expected = match seed {
+            11 | 12 => window_model(&left, &right, tumbling(100), left_outer),
+            13 => window_model(&left, &right, sliding(100, 30), left_outer),
+            14 => window_model(&left, &right, sliding(60, 20), left_outer),
+            15 => session_model(&left, &right, 40, left_outer),
+            _ => session_model(&left, &right, 25, left_outer),
+        };
+        assert!(expected.len() > 20, "seed {seed}: {} rows", expected.len());
+        for shards in [1, 2] {
+            let config = config(extra);
+            let (got, late_left, late_right) = join_with(&config, &left, &right, shards);
+            assert_eq!(got.len(), expected.len(), "seed {seed}, {shards} shards");
+            assert_eq!(got, expected, "seed {seed}, {shards} shards");
+            assert!(late_left.is_empty() && late_right.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_temporal_join_takes_the_version_current_at_the_left_rows_time() {
+    for (seed, left_outer) in [(21, false), (22, true)] {
+        let mut rng = Rng(seed);
+        let left = rows(&mut rng, 2_000, 50, 10_000);
+        let right = rows(&mut rng, 400, 50, 10_000);
+        // The rule: of the right rows with the left row's key at or before
+        // its time, the latest; of equal times, the last in input order.
+        let mut expected = Vec::new();
+        for l in &left {
+            let version = right
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| l.values[1] != Value::Null && r.values[1] == l.values[1])
+                .filter(|(_, r)| time(r) <= time(l))
+                .max_by_key(|(index, r)| (time(r), *index));
+            match version {
+                Some((_, r)) => expected.push(Row {
+                    values: [l.values.clone(), r.values.clone()].concat(),
+                }),
+                None if left_outer => expected.push(Row {
+                    values: [l.values.clone(), vec![Value::Null; 3]].concat(),
+                }),
+                None => {}
+            }
+        }
+        expected.sort_by_key(|row| format!("{row:?}"));
+        let mode = if left_outer { "\nmode = \"left\"" } else { "" };
+        for shards in [1, 2] {
+            let config = config(&format!("kind = \"temporal\"{mode}"));
+            let (got, _, _) = join_with(&config, &left, &right, shards);
+            assert_eq!(got, expected, "seed {seed}, {shards} shards");
+        }
+    }
+}
+
 #[test]
 fn bad_joins_are_refused_naming_the_option() {
     let refused = |text: &str| {
@@ -280,7 +495,31 @@ inputs = ["j"]
         ),
         (
             "inputs = [\"a.bid\", \"a.auction\"]\nleft_key = [\"auction\"]\nright_key = [\"id\"]\nmode = \"left\"",
-            "a left join needs `lower` and `upper`",
+            "a regular join cannot be a left join",
+        ),
+        (
+            "inputs = [\"a.bid\", \"a.auction\"]\nleft_key = [\"auction\"]\nright_key = [\"id\"]\nwindow = \"hopping\"\ntime_field = \"dateTime\"",
+            "`hopping` is not a window",
+        ),
+        (
+            "inputs = [\"a.bid\", \"a.auction\"]\nleft_key = [\"auction\"]\nright_key = [\"id\"]\nkind = \"window\"",
+            "a window join needs `window`",
+        ),
+        (
+            "inputs = [\"a.bid\", \"a.auction\"]\nleft_key = [\"auction\"]\nright_key = [\"id\"]\nsize = \"1s\"",
+            "belong to a window join",
+        ),
+        (
+            "inputs = [\"a.bid\", \"a.auction\"]\nleft_key = [\"auction\"]\nright_key = [\"id\"]\nwindow = \"sliding\"\nsize = \"1s\"\nslide = \"2s\"\ntime_field = \"dateTime\"",
+            "`slide` must not be longer than `size`",
+        ),
+        (
+            "inputs = [\"a.bid\", \"a.auction\"]\nleft_key = [\"auction\"]\nright_key = [\"id\"]\nkind = \"temporal\"\nlower = \"0s\"\nupper = \"1s\"",
+            "belong to an interval join",
+        ),
+        (
+            "inputs = [\"a.bid\", \"a.auction\"]\nleft_key = [\"auction\"]\nright_key = [\"id\"]\nkind = \"lookup\"",
+            "not a join kind",
         ),
         (
             "inputs = [\"a.bid\", \"a.auction\"]\nleft_key = [\"auction\"]\nright_key = [\"id\"]\nlower = \"1s\"",

@@ -49,8 +49,12 @@
 //! snapshotted whole at every epoch and restored after a crash.
 
 mod interval;
+mod temporal;
+mod window;
 
 pub use interval::Join;
+pub use temporal::TemporalJoin;
+pub use window::WindowJoin;
 
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +92,23 @@ pub struct JoinConfig {
     /// The interval's end, relative to the left row's time (`"0s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<String>,
+    /// `"regular"`, `"interval"`, `"window"` or `"temporal"`; by default
+    /// `"interval"` with `lower` and `upper`, `"window"` with `window`,
+    /// else `"regular"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A window join's windows: `"tumbling"`, `"sliding"` or `"session"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Tumbling and sliding windows' length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// How often a sliding window starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide: Option<String>,
+    /// The inactivity that closes a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<String>,
     /// Put before the name of a right field the left side has too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub right_prefix: Option<String>,
@@ -98,22 +119,72 @@ pub const LATE_LEFT: usize = 1;
 /// The output port of late right rows.
 pub const LATE_RIGHT: usize = 2;
 
+/// A window join's windows, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Windows {
+    /// `[k·size, (k+1)·size)`.
+    Tumbling {
+        /// The length.
+        size: i64,
+    },
+    /// `[k·slide, k·slide + size)`.
+    Sliding {
+        /// The length.
+        size: i64,
+        /// How often one starts.
+        slide: i64,
+    },
+    /// Per key, rows of both sides closer than `gap` share a window.
+    Session {
+        /// The inactivity that closes one.
+        gap: i64,
+    },
+}
+
+/// The kind of a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Every pair with equal keys.
+    Regular,
+    /// Pairs with the right time in `[left + lower, left + upper]`.
+    Interval {
+        /// The interval's start, relative to the left time.
+        lower: i64,
+        /// Its end.
+        upper: i64,
+    },
+    /// Pairs in one window.
+    Window(Windows),
+    /// Each left row with the right row of its key that was current at the
+    /// left row's time (the latest at or before it).
+    Temporal,
+}
+
 /// A join checked against its inputs' schemas.
 #[derive(Debug, Clone)]
 pub struct JoinSpec {
     /// Key field indices of the left rows, then of the right rows.
     pub(crate) keys: [Vec<usize>; 2],
-    /// Time field index of each side, for an interval join.
+    /// Time field index of each side (all kinds but regular joins).
     pub(crate) times: Option<[usize; 2]>,
-    /// `lower` and `upper`, in milliseconds.
+    /// `lower` and `upper`, in milliseconds, of an interval join.
     pub(crate) bounds: Option<(i64, i64)>,
+    /// The kind.
+    pub(crate) kind: JoinKind,
     /// Emit unmatched left rows.
     pub(crate) left_outer: bool,
+    /// Fields of the left side.
+    pub(crate) left_width: usize,
     /// Fields of the right side.
     pub(crate) right_width: usize,
 }
 
 impl JoinSpec {
+    /// The join's kind.
+    pub fn kind(&self) -> JoinKind {
+        self.kind
+    }
+
     /// The hash an edge from side `side` partitions by.
     pub fn key_hash(&self, side: usize, row: &Row) -> u64 {
         row.hash_fields(&self.keys[side])
@@ -130,6 +201,102 @@ fn signed_ms(option: &str, text: &str) -> Result<i64, OptionError> {
     let ms =
         i64::try_from(ms).map_err(|_| OptionError::new(option, format!("`{text}` is too long")))?;
     Ok(if negative { -ms } else { ms })
+}
+
+/// The join's kind from `kind` and the options given (interval bounds are
+/// filled in by [`build`]).
+fn kind(config: &JoinConfig) -> Result<JoinKind, OptionError> {
+    let named = match config.kind.as_deref() {
+        Some(kind) => kind,
+        None if config.lower.is_some() || config.upper.is_some() => "interval",
+        None if config.window.is_some() => "window",
+        None => "regular",
+    };
+    let windowed = config.window.is_some()
+        || config.size.is_some()
+        || config.slide.is_some()
+        || config.gap.is_some();
+    if named != "window" && windowed {
+        return Err(OptionError::new(
+            "window",
+            "`window`, `size`, `slide` and `gap` belong to a window join (`kind = \"window\"`)",
+        ));
+    }
+    Ok(match named {
+        "regular" => JoinKind::Regular,
+        "interval" => JoinKind::Interval { lower: 0, upper: 0 },
+        "temporal" => JoinKind::Temporal,
+        "window" => JoinKind::Window(windows(config)?),
+        other => {
+            return Err(OptionError::new(
+                "kind",
+                format!(
+                    "`{other}` is not a join kind; use \"regular\", \"interval\", \"window\" \
+                     or \"temporal\""
+                ),
+            ))
+        }
+    })
+}
+
+/// A window join's windows.
+fn windows(config: &JoinConfig) -> Result<Windows, OptionError> {
+    let duration = |option: &str, text: &Option<String>| -> Result<Option<i64>, OptionError> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let ms = super::parse_duration_ms(option, text)?;
+        if ms == 0 {
+            return Err(OptionError::new(
+                option,
+                format!("`{option}` must be positive"),
+            ));
+        }
+        i64::try_from(ms)
+            .map(Some)
+            .map_err(|_| OptionError::new(option, format!("`{text}` is too long")))
+    };
+    let size = duration("size", &config.size)?;
+    let slide = duration("slide", &config.slide)?;
+    let gap = duration("gap", &config.gap)?;
+    let refuse = |option: &str, message: &str| Err(OptionError::new(option, message));
+    match config.window.as_deref() {
+        None => refuse(
+            "window",
+            "a window join needs `window`: \"tumbling\", \"sliding\" or \"session\"",
+        ),
+        Some("tumbling") => match (size, slide, gap) {
+            (Some(size), None, None) => Ok(Windows::Tumbling { size }),
+            (None, _, _) => refuse("size", "tumbling windows need `size`"),
+            _ => refuse("window", "tumbling windows take `size` only"),
+        },
+        Some("sliding") => match (size, slide, gap) {
+            (Some(size), Some(slide), None) => {
+                if slide > size {
+                    return refuse("slide", "`slide` must not be longer than `size`");
+                }
+                if size / slide > crate::limits::SLIDING_WINDOWS_MAX {
+                    return refuse(
+                        "slide",
+                        "`size / slide` must be at most 1000: a row would fall in more windows",
+                    );
+                }
+                Ok(Windows::Sliding { size, slide })
+            }
+            (None, _, _) => refuse("size", "sliding windows need `size` and `slide`"),
+            (_, None, _) => refuse("slide", "sliding windows need `size` and `slide`"),
+            _ => refuse("gap", "sliding windows take `size` and `slide` only"),
+        },
+        Some("session") => match (size, slide, gap) {
+            (None, None, Some(gap)) => Ok(Windows::Session { gap }),
+            (_, _, None) => refuse("gap", "session windows need `gap`"),
+            _ => refuse("window", "session windows take `gap` only"),
+        },
+        Some(other) => Err(OptionError::new(
+            "window",
+            format!("`{other}` is not a window; use \"tumbling\", \"sliding\" or \"session\""),
+        )),
+    }
 }
 
 /// Checks `config` against the two inputs' schemas; returns the spec and
@@ -180,6 +347,7 @@ pub fn build(
         keys[0].push(l);
         keys[1].push(r);
     }
+    let kind = kind(config)?;
     let bounds = match (&config.lower, &config.upper) {
         (None, None) => None,
         (Some(lower), Some(upper)) => {
@@ -201,16 +369,36 @@ pub fn build(
             "an interval join needs both `lower` and `upper`; leave both out for a regular join",
         )),
     };
-    if left_outer && bounds.is_none() {
+    match (bounds, kind) {
+        (None, JoinKind::Interval { .. }) => {
+            return Err(OptionError::new(
+                "lower",
+                "an interval join needs `lower` and `upper`",
+            ))
+        }
+        (Some(_), JoinKind::Regular | JoinKind::Window(_) | JoinKind::Temporal) => {
+            return Err(OptionError::new(
+                "lower",
+                "`lower` and `upper` belong to an interval join (`kind = \"interval\"`)",
+            ))
+        }
+        _ => {}
+    }
+    let kind = match (kind, bounds) {
+        (JoinKind::Interval { .. }, Some((lower, upper))) => JoinKind::Interval { lower, upper },
+        (kind, _) => kind,
+    };
+    if left_outer && kind == JoinKind::Regular {
         return Err(OptionError::new(
             "mode",
-            "a left join needs `lower` and `upper`: in a regular join a left row could still \
-             match any time, so it is never known to be unmatched (weir emits no retractions)",
+            "a regular join cannot be a left join: a left row could still match at any time, \
+             so it is never known to be unmatched (weir emits no retractions); give the join \
+             `lower` and `upper`, or a `window`",
         ));
     }
-    let times = match bounds {
-        None => None,
-        Some(_) => {
+    let times = match kind {
+        JoinKind::Regular => None,
+        _ => {
             let default = config.time_field.as_deref().unwrap_or("timestamp");
             let mut times = [0; 2];
             for (side, (schema, option, named)) in [
@@ -232,7 +420,7 @@ pub fn build(
                 if ty != Type::Timestamp {
                     return Err(OptionError::new(
                         option,
-                        format!("`{name}` is a {ty}; an interval join needs a timestamp field"),
+                        format!("`{name}` is a {ty}; the join's time must be a timestamp"),
                     ));
                 }
                 times[side] = index;
@@ -241,11 +429,19 @@ pub fn build(
         }
     };
     let prefix = config.right_prefix.as_deref().unwrap_or("right_");
-    let mut fields: Vec<(String, Type)> = left
-        .fields()
-        .iter()
-        .map(|field| (field.name.clone(), field.ty))
-        .collect();
+    let mut fields: Vec<(String, Type)> = Vec::new();
+    if let JoinKind::Window(_) = kind {
+        fields.push(("window_start".into(), Type::Timestamp));
+        fields.push(("window_end".into(), Type::Timestamp));
+    }
+    for field in left.fields() {
+        let mut name = field.name.clone();
+        if fields.iter().any(|(taken, _)| *taken == name) {
+            // Only a window join's own columns come first.
+            name = format!("left_{name}");
+        }
+        fields.push((name, field.ty));
+    }
     for field in right.fields() {
         let mut name = field.name.clone();
         if fields.iter().any(|(taken, _)| *taken == name) {
@@ -267,7 +463,9 @@ pub fn build(
         keys,
         times,
         bounds,
+        kind,
         left_outer,
+        left_width: left.len(),
         right_width: right.len(),
     };
     Ok((spec, Schema::new(fields)))
@@ -304,7 +502,7 @@ impl Component for JoinConfig {
         };
         let (spec, output) = build(self, left, right)?;
         let mut outputs = vec![Output::rows(output)];
-        if spec.bounds.is_some() {
+        if spec.kind != JoinKind::Regular {
             outputs.push(Output::main(SchemaRef::clone(left)));
             outputs.push(Output::main(SchemaRef::clone(right)));
             outputs[1].name = "late_left".into();
@@ -315,7 +513,18 @@ impl Component for JoinConfig {
         let fingerprint = state_options(
             "join",
             self,
-            &["left_key", "right_key", "mode", "lower", "upper"],
+            &[
+                "left_key",
+                "right_key",
+                "mode",
+                "kind",
+                "lower",
+                "upper",
+                "window",
+                "size",
+                "slide",
+                "gap",
+            ],
         );
         Ok(Planned::new(outputs, JoinNode { spec, fingerprint }))
     }
@@ -337,8 +546,13 @@ impl Node for JoinNode {
             graph.connect_port(&input.node, input.port, name, partition);
         }
         let spec = self.spec.clone();
-        graph
-            .processor(name, move |_| Join::new(spec.clone()))
-            .state_fingerprint(self.fingerprint.clone());
+        let node = match spec.kind {
+            JoinKind::Regular | JoinKind::Interval { .. } => {
+                graph.processor(name, move |_| Join::new(spec.clone()))
+            }
+            JoinKind::Window(_) => graph.processor(name, move |_| WindowJoin::new(spec.clone())),
+            JoinKind::Temporal => graph.processor(name, move |_| TemporalJoin::new(spec.clone())),
+        };
+        node.state_fingerprint(self.fingerprint.clone());
     }
 }
