@@ -10,9 +10,10 @@
 //! events' Parquet files and compares its answer with the Parquet files
 //! weir published, as multisets of rows. The events run 1 000 a second of
 //! event time, so 1 M events span 1 000 s: a hundred 10 s windows, and
-//! bidders whose sessions end and start again. The queries with state
-//! (q3's regular join, q7's interval join, q11's sessions) are also killed
-//! mid-run and restarted, and must still give DuckDB's answer.
+//! bidders whose sessions end and start again. The pipelines with state
+//! (every join kind: q3's regular join, q7's interval join, a window join
+//! and a temporal join; q11's sessions) are also killed mid-run and
+//! restarted, and must still give DuckDB's answer.
 
 mod support;
 
@@ -71,7 +72,7 @@ fn check(out: &Path, queries: &[&str]) {
 #[test]
 fn every_query_equals_duckdb_on_a_million_events() {
     let root = scratch();
-    let queries = ["q0", "q1", "q2", "q3", "q7", "q8", "q11"];
+    let queries = ["q0", "q1", "q2", "q3", "q5", "q7", "q8", "q11"];
     for name in std::iter::once("events").chain(queries) {
         let (ok, log) = run(
             name,
@@ -89,10 +90,12 @@ fn stateful_queries_killed_and_restarted_equal_duckdb() {
     let root = scratch();
     let (ok, log) = run("events", root.path(), &root.path().join("data-events"), &[]);
     assert!(ok, "events: {log}");
-    // q3's regular join, q7's interval join (and its window) and q11's
-    // session windows hold state; each run aborts (as kill -9 would)
-    // after an epoch's commit record, then runs again from it.
-    let queries = ["q3", "q7", "q11"];
+    // Each join kind holds state: q3's regular join, q7's interval join
+    // (and its window), and a window and a temporal join on the same
+    // events (bench/nexmark/join_*.toml); so do q11's session windows.
+    // Each run aborts (as kill -9 would) after an epoch's commit record,
+    // then runs again from it.
+    let queries = ["q3", "q7", "q11", "join_window", "join_temporal"];
     for query in queries {
         let data = root.path().join(format!("data-{query}"));
         let crash = [("WEIR_CRASH_AT", "after-commit-record:4")];

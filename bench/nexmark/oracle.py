@@ -33,6 +33,23 @@ QUERIES = {
         FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
         WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')
     """,
+    # HOP(bid, dateTime, 2 s, 10 s): each bid is in the five windows
+    # [2k s, 2k s + 10 s) that start in (dateTime - 10 s, dateTime].
+    "q5": """
+        WITH hop AS (
+            SELECT auction, k * 2000 AS starttime
+            FROM (SELECT auction, unnest(range(epoch_ms(dateTime) // 2000 - 4,
+                                               epoch_ms(dateTime) // 2000 + 1)) AS k
+                  FROM bid)
+        ), AuctionBids AS (
+            SELECT auction, count(*) AS num, starttime FROM hop GROUP BY auction, starttime
+        ), MaxBids AS (
+            SELECT max(num) AS maxn, starttime FROM AuctionBids GROUP BY starttime
+        )
+        SELECT AuctionBids.auction, AuctionBids.num
+        FROM AuctionBids JOIN MaxBids
+          ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.num >= MaxBids.maxn
+    """,
     # TUMBLE(bid, dateTime, INTERVAL '10' SECOND): windows [10k s, 10(k+1) s).
     "q7": """
         WITH B1 AS (
@@ -71,6 +88,26 @@ QUERIES = {
                MAX(dateTime) + INTERVAL 10 SECOND AS endtime,
                bidder, COUNT(*) AS bid_count
         FROM numbered GROUP BY bidder, session
+    """,
+    # Not Nexmark queries: the window and temporal joins
+    # (bench/nexmark/join_*.toml).
+    "join_window": """
+        SELECT make_timestamp(B.w * 10000 * 1000) AS window_start,
+               make_timestamp((B.w + 1) * 10000 * 1000) AS window_end,
+               B.auction, B.bidder, B.price, B.dateTime,
+               A.id, A.initialBid, A.reserve, A.dateTime AS right_dateTime, A.expires,
+               A.seller, A.category
+        FROM (SELECT *, epoch_ms(dateTime) // 10000 AS w FROM bid) B
+        LEFT JOIN (SELECT *, epoch_ms(dateTime) // 10000 AS w FROM auction) A
+          ON B.auction = A.id AND B.w = A.w
+    """,
+    "join_temporal": """
+        SELECT A.id, A.initialBid, A.reserve, A.dateTime, A.expires, A.seller, A.category,
+               A.seller % 6 AS k,
+               P.id AS right_id, P.name, P.city, P.state, P.dateTime AS right_dateTime,
+               P.id % 6 AS right_k
+        FROM auction A ASOF JOIN person P
+          ON A.seller % 6 = P.id % 6 AND A.dateTime >= P.dateTime
     """,
 }
 
