@@ -1,5 +1,6 @@
-//! `join`: two streams joined on equal keys, as Flink's interval join and
-//! regular join (SQL `JOIN ... ON`) do.
+//! `join`: two streams joined on equal keys, as Flink's regular, interval,
+//! window and temporal joins do. The reference is `docs/operators.md`
+//! ("`join`"); in short:
 //!
 //! ```toml
 //! [processors.q7]
@@ -14,39 +15,33 @@
 //! upper = "0s"                      # right.time <= left.time + upper
 //! ```
 //!
-//! A left row and a right row match when every `left_key` field equals the
-//! `right_key` field at its place (a null key matches nothing) and, with
-//! `lower` and `upper` (an *interval join*), the right row's time lies in
-//! `[left.time + lower, left.time + upper]`. Without them it is a *regular
-//! join*: every pair of rows with equal keys, whenever they arrive, and
-//! both sides are kept for the whole run (Flink keeps a regular join's
-//! state forever too, unless given a TTL).
+//! Rows match when every `left_key` field equals the `right_key` field at
+//! its place (a null key matches nothing), and then by kind:
+//! - **regular** (no `lower`, `upper` or `window`): always; both sides are
+//!   kept for the whole run ([`Join`]);
+//! - **interval** (`lower`, `upper`): the right time lies in
+//!   `[left.time + lower, left.time + upper]`; a left row is kept until the
+//!   watermark passes `left.time + upper`, a right one until it passes
+//!   `right.time - lower` ([`Join`]);
+//! - **window** (`window` with `size`, `slide` or `gap`): both lie in one
+//!   tumbling, sliding or session window, emitted when it fires, with
+//!   `window_start, window_end` first ([`WindowJoin`]);
+//! - **temporal** (`kind = "temporal"`): the right input is a changing
+//!   table; each left row meets its key's version current at its time,
+//!   once the watermark passes that time ([`TemporalJoin`]).
 //!
-//! # Output
-//! Each match is one row: the left row's fields, then the right row's, a
-//! right field whose name the left side has taken renamed to
-//! `right_prefix` + its name (default `right_`). It is emitted when the
-//! second of the two rows arrives. With `mode = "left"` (an interval join
-//! only), a left row that matched nothing is emitted once, its right fields
-//! null, when the watermark shows no right row can match it any more
-//! (`left.time + upper` passed).
-//!
-//! # Time, lateness and state
-//! An interval join keeps a left row until the watermark passes
-//! `left.time + upper` and a right row until it passes
-//! `right.time - lower`: after that no row still to come can match it. A
-//! row older than the watermark when it arrives (its partners may be gone),
-//! or with a null time, is not joined: it goes to the side output
-//! `NAME.late_left` or `NAME.late_right`, with its side's schema. Rows of
-//! an upstream that keeps to its watermarks (every source of weir) are
-//! never late, so the output does not depend on how the two inputs'
-//! batches interleave. Output rows keep both sides' times, so they may be
-//! older than the watermark that follows them: a window reading a join
-//! should use a time that is not (a right row's `window_end`, say).
-//!
-//! The edge from each side is hash-partitioned by its key, so equal keys
-//! meet on one shard. The state (both sides' rows, and the watermark) is
-//! snapshotted whole at every epoch and restored after a crash.
+//! Output rows are the left fields then the right ones (a right name the
+//! left has taken gets `right_prefix`, default `right_`). With
+//! `mode = "left"` an unmatched left row is emitted, right fields null,
+//! once no row still to come could match it (never known in a regular
+//! join, so a regular join cannot be a left join). Rows that arrive after
+//! their partners may be gone (older than the watermark; a window join's
+//! rows whose windows all fired) or with a null time go to
+//! `NAME.late_left` or `NAME.late_right`; rows of an upstream that keeps to
+//! its watermarks never do, so the output does not depend on how the two
+//! inputs' batches interleave. The edge from each side is hash-partitioned
+//! by its key; the state (kept rows and the watermark) is snapshotted whole
+//! at every epoch and restored after a crash.
 
 mod interval;
 mod temporal;
