@@ -1,7 +1,8 @@
 //! The `nexmark` source: the Nexmark benchmark's auction events (people,
-//! auctions and bids), from the `nexmark` crate (RisingWave's Rust port of
-//! the Flink/Beam generator, with its default distributions and hot-item
-//! ratios).
+//! auctions and bids), exactly as the `nexmark` crate (RisingWave's Rust
+//! port of the Flink/Beam generator, with its default distributions and
+//! hot-item ratios) generates them, written into reused rows
+//! ([`generate`]).
 //!
 //! # Outputs
 //! Three named outputs, each with the columns of Flink's Nexmark tables:
@@ -12,8 +13,8 @@
 //! - `NAME.person` (port 2): `id, name, emailAddress, creditCard, city,
 //!   state, dateTime, extra`.
 //!
-//! Every event is generated, as Flink's source does; the rows of an output
-//! nobody reads are not built.
+//! Every event is generated, as Flink's source does; only the rows of
+//! outputs something reads are handed on.
 //!
 //! # Determinism and splitting
 //! Event `n` (0, 1, 2, ...) is a pure function of `n` and the options: the
@@ -31,19 +32,20 @@
 //! emits that rounded time as its watermark: event time never decreases
 //! with the event number, so no later event of the instance is older.
 
+pub mod generate;
+
 use std::time::Instant;
 
 use nexmark::config::NexmarkConfig;
-use nexmark::event::Event;
-use nexmark::EventGenerator;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned};
-use crate::row::{OptionError, Row, Schema, Type, Value};
+use crate::row::{OptionError, Row, Schema, Type};
 use crate::sources::numbered::{
     check_position, id_position, position_id, InvalidPosition, Pace, WATERMARK_INTERVAL_MS,
 };
+use generate::{Generator, Kind};
 
 /// The output port of bids.
 pub const BID: usize = 0;
@@ -236,10 +238,9 @@ impl Node for NexmarkSourceConfig {
 
 /// One instance of a `nexmark` source; see the module docs.
 pub struct NexmarkSource {
-    /// The generator at event 0, cloned and moved on a seek.
-    start: EventGenerator,
-    /// The generator at this instance's next event.
-    generator: EventGenerator,
+    generator: Generator,
+    /// The number of this instance's next event.
+    next: u64,
     /// First event number not emitted: `count`, or `u64::MAX`.
     end: u64,
     instance: u64,
@@ -248,20 +249,26 @@ pub struct NexmarkSource {
     /// The watermark due at this instance's previous event (none before
     /// its first): a new one goes out when an event's is greater.
     emitted_watermark: Option<u64>,
-    /// Rows of one poll, by port.
+    /// Rows of one poll, by port, reused from poll to poll (their strings
+    /// too): the first `filled[port]` are this poll's. A port nothing
+    /// reads has its events written over its first row.
     pending: [Vec<Row>; 3],
+    filled: [usize; 3],
 }
 
 impl std::fmt::Debug for NexmarkSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NexmarkSource")
-            .field("next", &self.generator.offset())
+            .field("next", &self.next)
             .field("end", &self.end)
             .field("instance", &self.instance)
             .field("step", &self.step)
             .finish_non_exhaustive()
     }
 }
+
+/// Fields of each port's rows.
+const WIDTHS: [usize; 3] = [7, 10, 8];
 
 impl NexmarkSource {
     /// Instance `context.instance` of `context.instances`, from its first
@@ -280,16 +287,16 @@ impl NexmarkSource {
         instances: usize,
     ) -> NexmarkSource {
         assert!(instance < instances, "instance {instance} of {instances}");
-        let start = EventGenerator::new(config.generator()).with_step(instances as u64);
         NexmarkSource {
-            generator: start.clone().with_offset(instance as u64),
-            start,
+            generator: Generator::new(config.generator()),
+            next: instance as u64,
             end: config.count.unwrap_or(u64::MAX),
             instance: instance as u64,
             step: instances as u64,
             pace: Pace::new(config.rate, instances),
             emitted_watermark: None,
             pending: Default::default(),
+            filled: [0; 3],
         }
     }
 
@@ -297,42 +304,39 @@ impl NexmarkSource {
     /// starts again.
     pub fn seek(&mut self, position: u64) -> Result<(), InvalidPosition> {
         check_position(position, self.instance, self.step)?;
-        self.emitted_watermark = position.checked_sub(self.step).map(|previous| {
-            let ts = self.start.clone().with_offset(previous).timestamp();
-            ts - ts % WATERMARK_INTERVAL_MS
-        });
-        self.generator = self.start.clone().with_offset(position);
+        self.emitted_watermark = position
+            .checked_sub(self.step)
+            .map(|previous| self.watermark_of(previous));
+        self.next = position;
         self.pace.restart();
         Ok(())
     }
 
     /// The number of the next event this instance emits.
     pub fn next_event(&self) -> u64 {
-        self.generator.offset()
+        self.next
     }
 
     /// Whether this instance has no event left.
     pub fn is_exhausted(&self) -> bool {
-        self.next_event() >= self.end
+        self.next >= self.end
     }
 
-    /// The watermark due before the next event: its time rounded down to
-    /// the watermark interval.
-    fn watermark(&self) -> u64 {
-        let ts = self.generator.timestamp();
+    /// The watermark due before event `n`: its time rounded down to the
+    /// watermark interval.
+    fn watermark_of(&self, n: u64) -> u64 {
+        let ts = self.generator.timestamp(n);
         ts - ts % WATERMARK_INTERVAL_MS
     }
 
-    /// Generates up to `room` events into the pending rows of the ports in
-    /// `read`, stopping before an event due a new watermark (returned by
-    /// the next call first). Returns the watermark to emit before them and
-    /// the events generated.
+    /// Generates up to `room` events, the rows of the ports in `read` into
+    /// the pending rows, stopping before an event due a new watermark
+    /// (returned by the next call first). Returns the watermark to emit
+    /// before them and the events generated.
     fn fill(&mut self, room: usize, read: [bool; 3]) -> (Option<u64>, usize) {
-        for rows in &mut self.pending {
-            rows.clear();
-        }
+        self.filled = [0; 3];
         let mut events = 0;
-        let mut watermark = self.watermark();
+        let mut watermark = self.watermark_of(self.next);
         let first = match self.emitted_watermark {
             Some(previous) if watermark <= previous => None,
             Some(_) => Some(watermark),
@@ -341,56 +345,34 @@ impl NexmarkSource {
         };
         while events < room && !self.is_exhausted() {
             if events > 0 {
-                let due = self.watermark();
+                let due = self.watermark_of(self.next);
                 if due > watermark {
                     break;
                 }
                 watermark = due;
             }
-            let Some(event) = self.generator.next() else {
-                break;
+            let n = self.next;
+            let port = match self.generator.kind(n) {
+                Kind::Bid => BID,
+                Kind::Auction => AUCTION,
+                Kind::Person => PERSON,
             };
-            events += 1;
-            match event {
-                Event::Bid(bid) if read[BID] => self.pending[BID].push(Row {
-                    values: vec![
-                        int(bid.auction),
-                        int(bid.bidder),
-                        int(bid.price),
-                        Value::String(bid.channel),
-                        Value::String(bid.url),
-                        time(bid.date_time),
-                        Value::String(bid.extra),
-                    ],
-                }),
-                Event::Auction(auction) if read[AUCTION] => self.pending[AUCTION].push(Row {
-                    values: vec![
-                        int(auction.id),
-                        Value::String(auction.item_name),
-                        Value::String(auction.description),
-                        int(auction.initial_bid),
-                        int(auction.reserve),
-                        time(auction.date_time),
-                        time(auction.expires),
-                        int(auction.seller),
-                        int(auction.category),
-                        Value::String(auction.extra),
-                    ],
-                }),
-                Event::Person(person) if read[PERSON] => self.pending[PERSON].push(Row {
-                    values: vec![
-                        int(person.id),
-                        Value::String(person.name),
-                        Value::String(person.email_address),
-                        Value::String(person.credit_card),
-                        Value::String(person.city),
-                        Value::String(person.state),
-                        time(person.date_time),
-                        Value::String(person.extra),
-                    ],
-                }),
-                _ => {}
+            let index = self.filled[port];
+            let rows = &mut self.pending[port];
+            if index == rows.len() {
+                rows.push(Row::nulls(WIDTHS[port]));
             }
+            let values = &mut rows[index].values;
+            match port {
+                BID => self.generator.bid(n, values),
+                AUCTION => self.generator.auction(n, values),
+                _ => self.generator.person(n, values),
+            }
+            if read[port] {
+                self.filled[port] += 1;
+            }
+            events += 1;
+            self.next = self.next.saturating_add(self.step);
         }
         if events > 0 {
             self.emitted_watermark = Some(watermark);
@@ -398,16 +380,11 @@ impl NexmarkSource {
         self.pace.emitted(events);
         (first, events)
     }
-}
 
-/// An id or price as an `int` (they stay far below 2^63).
-fn int(value: usize) -> Value {
-    Value::Int(value as i64)
-}
-
-/// Milliseconds as a `timestamp`.
-fn time(ms: u64) -> Value {
-    Value::Timestamp(ms as i64)
+    /// This poll's rows, by port.
+    fn filled(&self, port: usize) -> &[Row] {
+        &self.pending[port][..self.filled[port]]
+    }
 }
 
 impl Source for NexmarkSource {
@@ -430,7 +407,8 @@ impl Source for NexmarkSource {
         if let Some(watermark) = watermark {
             out.watermark(watermark);
         }
-        for (port, rows) in self.pending.iter().enumerate() {
+        for port in [BID, AUCTION, PERSON] {
+            let rows = self.filled(port);
             if !rows.is_empty() {
                 out.push_all_to(port, rows);
             }
@@ -454,6 +432,7 @@ impl Source for NexmarkSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row::Value;
 
     fn config(count: u64) -> NexmarkSourceConfig {
         toml::from_str(&format!("count = {count}")).unwrap()
@@ -466,8 +445,8 @@ mod tests {
         while !source.is_exhausted() {
             let (watermark, _) = source.fill(1024, [true; 3]);
             watermarks.extend(watermark);
-            for (rows, pending) in rows.iter_mut().zip(&mut source.pending) {
-                rows.append(pending);
+            for (port, rows) in rows.iter_mut().enumerate() {
+                rows.extend_from_slice(source.filled(port));
             }
         }
         (rows, watermarks)
@@ -507,8 +486,8 @@ mod tests {
         for _ in 0..3 {
             let (watermark, _) = first.fill(100, [true; 3]);
             marks.extend(watermark);
-            for (rows, pending) in before.iter_mut().zip(&mut first.pending) {
-                rows.append(pending);
+            for (port, rows) in before.iter_mut().enumerate() {
+                rows.extend_from_slice(first.filled(port));
             }
         }
         let position = first.position();
@@ -544,7 +523,7 @@ mod tests {
             }
             // `dateTime` of a bid, an auction, a person.
             for (port, time) in [(BID, 5), (AUCTION, 5), (PERSON, 6)] {
-                for row in &source.pending[port] {
+                for row in source.filled(port) {
                     let Value::Timestamp(ts) = row.values[time] else {
                         panic!("no time in {row:?}");
                     };
