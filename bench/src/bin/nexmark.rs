@@ -171,7 +171,11 @@ fn main() -> Result<()> {
         let (mut rates, mut source_rates) = (Vec::new(), Vec::new());
         for run in 0..args.runs {
             // Alternate which goes first, so drift hits both alike.
-            let order = if run % 2 == 0 { [false, true] } else { [true, false] };
+            let order = if run % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
             for source_only in order {
                 let seconds = if source_only {
                     run_once(SOURCE_ONLY, "source-only.toml", &args)?
@@ -192,11 +196,7 @@ fn main() -> Result<()> {
                 }
             }
         }
-        summary.push((
-            name.clone(),
-            median(&mut rates),
-            median(&mut source_rates),
-        ));
+        summary.push((name.clone(), median(&mut rates), median(&mut source_rates)));
     }
     println!(
         "\nmedians of {} runs, {} events, {} shards, {} events/s of event time{}:",
