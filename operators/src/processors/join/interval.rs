@@ -5,15 +5,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
-use super::{JoinSpec, LATE_LEFT, LATE_RIGHT};
+use super::{send_late, side_of, state_bytes, state_from, JoinSpec, LEFT, RIGHT};
 use crate::row::{ArchivedRow, Row, Value};
-
-const LEFT: usize = 0;
-const RIGHT: usize = 1;
 
 /// A kept row.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -129,18 +125,11 @@ impl Join {
         };
         let watermark = i64::try_from(self.watermark).unwrap_or(i64::MAX);
         let Some(time) = time.filter(|&time| self.spec.times.is_none() || time >= watermark) else {
-            let port = if side == LEFT { LATE_LEFT } else { LATE_RIGHT };
-            if out.has_port(port) {
-                out.push_to(port, &row.to_row());
-            }
-            return;
+            return send_late(side, row, out);
         };
         let row = row.to_row();
         let keys = &self.spec.keys[side];
-        let null_key = keys
-            .iter()
-            .any(|&index| matches!(row.values.get(index), None | Some(Value::Null)));
-        if null_key {
+        if self.spec.null_key(side, &row) {
             // Matches nothing, ever: a left join emits it alone now.
             if side == LEFT && self.spec.left_outer {
                 self.emit(&row, None, out);
@@ -153,16 +142,12 @@ impl Join {
         let mut partners = self.sides[other].rows.remove(&hash).unwrap_or_default();
         let (spec, scratch) = (&self.spec, &mut self.out);
         for entry in &mut partners {
-            let same_key = spec.keys[side]
-                .iter()
-                .zip(&spec.keys[other])
-                .all(|(&mine, &theirs)| row.values.get(mine) == entry.row.values.get(theirs));
             let (left, right) = if side == LEFT {
                 ((time, &row), (entry.time, &entry.row))
             } else {
                 ((entry.time, &entry.row), (time, &row))
             };
-            if !same_key || !in_interval(spec.bounds, left.0, right.0) {
+            if !spec.keys_equal(left.1, right.1) || !in_interval(spec.bounds, left.0, right.0) {
                 continue;
             }
             matched = true;
@@ -242,7 +227,7 @@ impl Processor for Join {
     type Output = Row;
 
     fn process(&mut self, port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
-        let side = if port == 0 { LEFT } else { RIGHT };
+        let side = side_of(port);
         for row in batch.iter() {
             self.arrive(side, row, out);
         }
@@ -259,16 +244,16 @@ impl Processor for Join {
     }
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        let bytes = rkyv::to_bytes::<rancor::Error>(&self.state())
-            .map_err(|error| OperatorError::other(error.to_string()))?;
-        Ok(bytes.to_vec())
+        state_bytes(&self.state())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<JoinState, rancor::BoxedError>(&aligned)
-            .map_err(|error| OperatorError::invalid(format!("join state: {error}")))?;
+        let kind = if self.spec.bounds.is_some() {
+            "interval"
+        } else {
+            "regular"
+        };
+        let state: JoinState = state_from(bytes, kind)?;
         self.watermark = state.watermark;
         self.sides = [Side::default(), Side::default()];
         for (side, entries) in [(LEFT, state.left), (RIGHT, state.right)] {

@@ -54,7 +54,9 @@ pub use window::WindowJoin;
 use serde::{Deserialize, Serialize};
 
 use crate::component::{state_options, Component, Input, Node, Output, PlanContext, Planned};
-use crate::row::{OptionError, Row, Schema, SchemaRef, Type};
+use weir_runtime::{Emitter, OperatorError};
+
+use crate::row::{ArchivedRow, OptionError, Row, Schema, SchemaRef, Type, Value};
 
 /// The configuration of a `join` (a `[processors.NAME]` table without its
 /// `type`); see the [module docs](self).
@@ -184,6 +186,76 @@ impl JoinSpec {
     pub fn key_hash(&self, side: usize, row: &Row) -> u64 {
         row.hash_fields(&self.keys[side])
     }
+
+    /// Whether a key field of `row`, from side `side`, is null (it then
+    /// matches nothing).
+    pub(crate) fn null_key(&self, side: usize, row: &Row) -> bool {
+        self.keys[side]
+            .iter()
+            .any(|&index| matches!(row.values.get(index), None | Some(Value::Null)))
+    }
+
+    /// Whether `left`'s key equals `right`'s, field by field (rows of
+    /// colliding hashes are told apart here).
+    pub(crate) fn keys_equal(&self, left: &Row, right: &Row) -> bool {
+        self.keys[LEFT]
+            .iter()
+            .zip(&self.keys[RIGHT])
+            .all(|(&l, &r)| left.values.get(l) == right.values.get(r))
+    }
+}
+
+/// The left side: input port 0, and index 0 of per-side arrays.
+pub(crate) const LEFT: usize = 0;
+/// The right side: input port 1.
+pub(crate) const RIGHT: usize = 1;
+
+/// The side an input port reads.
+pub(crate) fn side_of(port: usize) -> usize {
+    if port == 0 {
+        LEFT
+    } else {
+        RIGHT
+    }
+}
+
+/// Sends `row`, which arrived on `side` too late to be joined (or with a
+/// null time), to that side's late output, if anything reads it.
+pub(crate) fn send_late(side: usize, row: &ArchivedRow, out: &mut Emitter<Row>) {
+    let port = if side == LEFT { LATE_LEFT } else { LATE_RIGHT };
+    if out.has_port(port) {
+        out.push_to(port, &row.to_row());
+    }
+}
+
+/// A join's state as snapshot bytes.
+pub(crate) fn state_bytes<T>(state: &T) -> Result<Vec<u8>, OperatorError>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rkyv::rancor::Error>(state)
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| OperatorError::other(error.to_string()))
+}
+
+/// A join's state from snapshot bytes; an error names the join's `kind`.
+pub(crate) fn state_from<T>(bytes: &[u8], kind: &str) -> Result<T, OperatorError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
+        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+{
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rkyv::rancor::BoxedError>(&aligned)
+        .map_err(|error| OperatorError::invalid(format!("{kind} join state: {error}")))
 }
 
 /// A signed duration in milliseconds: `"-10s"`, `"0s"`, `"2m"`.

@@ -4,15 +4,11 @@
 //! the version current at its own time, once the watermark shows every
 //! version up to that time has arrived.
 
-use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
-use super::{JoinKind, JoinSpec, LATE_LEFT, LATE_RIGHT};
+use super::{send_late, side_of, state_bytes, state_from, JoinKind, JoinSpec, LEFT, RIGHT};
 use crate::row::{ArchivedRow, Row, Value};
-
-const LEFT: usize = 0;
-const RIGHT: usize = 1;
 
 /// A kept row: its side, time and key hash.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -70,11 +66,7 @@ impl TemporalJoin {
         let times = self.spec.times.expect("a temporal join has times");
         let time = archived.get(times[side]).as_timestamp();
         let Some(time) = time.filter(|&time| time >= self.watermark_ms()) else {
-            let port = if side == LEFT { LATE_LEFT } else { LATE_RIGHT };
-            if out.has_port(port) {
-                out.push_to(port, &archived.to_row());
-            }
-            return;
+            return send_late(side, archived, out);
         };
         self.seq += 1;
         let kept = Kept {
@@ -105,10 +97,7 @@ impl TemporalJoin {
         left: &Row,
         time: i64,
     ) -> Option<&'a Row> {
-        let null_key = spec.keys[LEFT]
-            .iter()
-            .any(|&index| matches!(left.values.get(index), None | Some(Value::Null)));
-        if null_key {
+        if spec.null_key(LEFT, left) {
             return None;
         }
         let hash = left.hash_fields(&spec.keys[LEFT]);
@@ -117,12 +106,7 @@ impl TemporalJoin {
             .iter()
             .rev()
             .filter(|version| version.time <= time)
-            .find(|version| {
-                spec.keys[LEFT]
-                    .iter()
-                    .zip(&spec.keys[RIGHT])
-                    .all(|(&l, &r)| left.values.get(l) == version.row.values.get(r))
-            })
+            .find(|version| spec.keys_equal(left, &version.row))
             .map(|version| &version.row)
     }
 
@@ -176,7 +160,7 @@ impl Processor for TemporalJoin {
     type Output = Row;
 
     fn process(&mut self, port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
-        let side = if port == 0 { LEFT } else { RIGHT };
+        let side = side_of(port);
         for row in batch.iter() {
             self.arrive(side, row, out);
         }
@@ -209,16 +193,11 @@ impl Processor for TemporalJoin {
     }
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        let bytes = rkyv::to_bytes::<rancor::Error>(&self.state())
-            .map_err(|error| OperatorError::other(error.to_string()))?;
-        Ok(bytes.to_vec())
+        state_bytes(&self.state())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<TemporalState, rancor::BoxedError>(&aligned)
-            .map_err(|error| OperatorError::invalid(format!("temporal join state: {error}")))?;
+        let state: TemporalState = state_from(bytes, "temporal")?;
         self.watermark = state.watermark;
         self.seq = state.seq;
         self.waiting.clear();

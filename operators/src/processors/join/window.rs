@@ -5,15 +5,13 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use rkyv::rancor;
 use rustc_hash::FxHashMap;
 use weir_runtime::{Batch, Emitter, OperatorError, Processor};
 
-use super::{JoinKind, JoinSpec, Windows, LATE_LEFT, LATE_RIGHT};
+use super::{
+    send_late, side_of, state_bytes, state_from, JoinKind, JoinSpec, Windows, LEFT, RIGHT,
+};
 use crate::row::{ArchivedRow, Row, Value};
-
-const LEFT: usize = 0;
-const RIGHT: usize = 1;
 
 /// One window's rows of one key hash (keys that collide share it and are
 /// told apart by value when paired).
@@ -111,29 +109,22 @@ impl WindowJoin {
         windows
     }
 
-    fn late(&self, side: usize, row: &ArchivedRow, out: &mut Emitter<Row>) {
-        let port = if side == LEFT { LATE_LEFT } else { LATE_RIGHT };
-        if out.has_port(port) {
-            out.push_to(port, &row.to_row());
-        }
-    }
-
     fn arrive(&mut self, side: usize, archived: &ArchivedRow, out: &mut Emitter<Row>) {
         let times = self.spec.times.expect("a window join has times");
         let Some(time) = archived.get(times[side]).as_timestamp() else {
-            return self.late(side, archived, out);
+            return send_late(side, archived, out);
         };
         match self.windows {
             Windows::Session { gap } => {
                 if time.saturating_add(gap) <= self.watermark_ms() {
-                    return self.late(side, archived, out);
+                    return send_late(side, archived, out);
                 }
                 self.add_to_session(side, time, gap, archived.to_row());
             }
             _ => {
                 let windows = self.windows_of(time);
                 if windows.is_empty() {
-                    return self.late(side, archived, out);
+                    return send_late(side, archived, out);
                 }
                 let row = archived.to_row();
                 let hash = row.hash_fields(&self.spec.keys[side]);
@@ -179,13 +170,13 @@ impl WindowJoin {
             }
         }
         rows[side].push(row);
-        sessions.push(Session {
+        let session = Session {
             start,
             end,
             key,
             rows,
-        });
-        self.session_ends.push(Reverse((end, hash)));
+        };
+        open_session(sessions, &mut self.session_ends, hash, session);
     }
 
     /// Emits every pair of equal keys among `rows` in window
@@ -193,17 +184,10 @@ impl WindowJoin {
     fn fire(&mut self, start: i64, end: i64, rows: &[Vec<Row>; 2], out: &mut Emitter<Row>) {
         let spec = &self.spec;
         for left in &rows[LEFT] {
-            let null_key = spec.keys[LEFT]
-                .iter()
-                .any(|&index| matches!(left.values.get(index), None | Some(Value::Null)));
             let mut matched = false;
-            if !null_key {
+            if !spec.null_key(LEFT, left) {
                 for right in &rows[RIGHT] {
-                    let same_key = spec.keys[LEFT]
-                        .iter()
-                        .zip(&spec.keys[RIGHT])
-                        .all(|(&l, &r)| left.values.get(l) == right.values.get(r));
-                    if same_key {
+                    if spec.keys_equal(left, right) {
                         matched = true;
                         push(&mut self.out, spec, start, end, left, Some(right), out);
                     }
@@ -252,6 +236,17 @@ impl WindowJoin {
     }
 }
 
+/// Adds `session` to its key hash's `sessions`, and its end to `ends`.
+fn open_session(
+    sessions: &mut Vec<Session>,
+    ends: &mut BinaryHeap<Reverse<(i64, u64)>>,
+    hash: u64,
+    session: Session,
+) {
+    ends.push(Reverse((session.end, hash)));
+    sessions.push(session);
+}
+
 /// The values of `row`'s key fields, or `None` if one is null.
 fn session_key(keys: &[usize], row: &Row) -> Option<Vec<Value>> {
     keys.iter()
@@ -290,7 +285,7 @@ impl Processor for WindowJoin {
     type Output = Row;
 
     fn process(&mut self, port: usize, batch: &Batch<Row>, out: &mut Emitter<Row>) {
-        let side = if port == 0 { LEFT } else { RIGHT };
+        let side = side_of(port);
         for row in batch.iter() {
             self.arrive(side, row, out);
         }
@@ -336,16 +331,11 @@ impl Processor for WindowJoin {
     }
 
     fn snapshot(&mut self, _epoch: u64) -> Result<Vec<u8>, OperatorError> {
-        let bytes = rkyv::to_bytes::<rancor::Error>(&self.state())
-            .map_err(|error| OperatorError::other(error.to_string()))?;
-        Ok(bytes.to_vec())
+        state_bytes(&self.state())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), OperatorError> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(bytes);
-        let state = rkyv::from_bytes::<WindowJoinState, rancor::BoxedError>(&aligned)
-            .map_err(|error| OperatorError::invalid(format!("window join state: {error}")))?;
+        let state: WindowJoinState = state_from(bytes, "window")?;
         self.watermark = state.watermark;
         self.open.clear();
         self.sessions.clear();
@@ -371,13 +361,13 @@ impl Processor for WindowJoin {
                         None => {
                             let mut rows: [Vec<Row>; 2] = Default::default();
                             rows[side].push(row);
-                            sessions.push(Session {
+                            let session = Session {
                                 start,
                                 end,
                                 key,
                                 rows,
-                            });
-                            self.session_ends.push(Reverse((end, hash)));
+                            };
+                            open_session(sessions, &mut self.session_ends, hash, session);
                         }
                     }
                 }
