@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use weir_runtime::OperatorError;
 
+use crate::row::OptionError;
+
 /// Watermarks go out each time event time crosses a multiple of this many
 /// milliseconds: often enough that a 1 s window closes within a tenth of
 /// its length, rarely enough that a watermark costs nothing per record.
@@ -117,4 +119,25 @@ impl Pace {
     pub(crate) fn restart(&mut self) {
         self.schedule = None;
     }
+}
+
+/// Refuses a `count` or a `rate` of 0: leaving the option out is how a
+/// run is unbounded or unlimited.
+pub(crate) fn check_count_and_rate(
+    count: Option<u64>,
+    rate: Option<u64>,
+) -> Result<(), OptionError> {
+    if count == Some(0) {
+        return Err(OptionError::new(
+            "count",
+            "`count` must be positive; leave it out for no bound",
+        ));
+    }
+    if rate == Some(0) {
+        return Err(OptionError::new(
+            "rate",
+            "`rate` must be positive; leave it out for no limit",
+        ));
+    }
+    Ok(())
 }

@@ -45,7 +45,8 @@ use crate::limits::KEYS_MAX;
 use crate::row::{OptionError, Row, Value};
 use crate::sources::events::{event_schema, KEY};
 use crate::sources::numbered::{
-    check_position, id_position, position_id, InvalidPosition, Pace, WATERMARK_INTERVAL_MS,
+    check_count_and_rate, check_position, id_position, position_id, InvalidPosition, Pace,
+    WATERMARK_INTERVAL_MS,
 };
 
 /// A deterministic generator of keyed events; see
@@ -87,19 +88,7 @@ impl Component for GeneratorConfig {
                 "`events_per_second` must be positive",
             ));
         }
-        if self.count == Some(0) {
-            return Err(OptionError::new(
-                "count",
-                "`count` must be positive; leave it out for no bound",
-            ));
-        }
-        if self.rate == Some(0) {
-            return Err(OptionError::new(
-                "rate",
-                "`rate` must be positive; leave it out for no limit",
-            ));
-        }
-        Ok(())
+        check_count_and_rate(self.count, self.rate)
     }
 
     fn plan(&self, _context: &PlanContext<'_>) -> Result<Planned, OptionError> {

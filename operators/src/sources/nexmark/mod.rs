@@ -43,7 +43,8 @@ use weir_runtime::{Emitter, OperatorError, ShardContext, Source, SourcePoll};
 use crate::component::{Component, Input, Node, Output, PlanContext, Planned};
 use crate::row::{OptionError, Row, Schema, Type};
 use crate::sources::numbered::{
-    check_position, id_position, position_id, InvalidPosition, Pace, WATERMARK_INTERVAL_MS,
+    check_count_and_rate, check_position, id_position, position_id, InvalidPosition, Pace,
+    WATERMARK_INTERVAL_MS,
 };
 use generate::{Generator, Kind};
 
@@ -202,19 +203,7 @@ impl Component for NexmarkSourceConfig {
                 ));
             }
         }
-        if self.count == Some(0) {
-            return Err(OptionError::new(
-                "count",
-                "`count` must be positive; leave it out for no bound",
-            ));
-        }
-        if self.rate == Some(0) {
-            return Err(OptionError::new(
-                "rate",
-                "`rate` must be positive; leave it out for no limit",
-            ));
-        }
-        Ok(())
+        check_count_and_rate(self.count, self.rate)
     }
 
     fn plan(&self, _context: &PlanContext<'_>) -> Result<Planned, OptionError> {
