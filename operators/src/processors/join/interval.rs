@@ -26,13 +26,22 @@ struct Entry {
 /// One side's kept rows.
 #[derive(Debug, Default)]
 struct Side {
-    /// By key hash; rows of colliding keys share a list and are told apart
-    /// by their key values.
+    /// By key hash, each list in time order (rows of colliding keys share
+    /// a list and are told apart by their key values), so the partners
+    /// in an interval and the rows past the watermark are found by binary
+    /// search, however many rows a hot key has.
     rows: FxHashMap<u64, Vec<Entry>>,
     /// `(the watermark past which it can go, key hash)` per kept row of an
     /// interval join, earliest first.
     expiry: BinaryHeap<Reverse<(i64, u64)>>,
     len: usize,
+}
+
+/// Inserts `entry` after every entry of its time or earlier: at the end,
+/// for rows that arrive in time order.
+fn insert_in_time_order(entries: &mut Vec<Entry>, entry: Entry) {
+    let at = entries.partition_point(|kept| kept.time <= entry.time);
+    entries.insert(at, entry);
 }
 
 /// The watermark past which an entry of `side` at `time` can go, in a
@@ -141,7 +150,18 @@ impl Join {
         let mut matched = false;
         let mut partners = self.sides[other].rows.remove(&hash).unwrap_or_default();
         let (spec, scratch) = (&self.spec, &mut self.out);
-        for entry in &mut partners {
+        // The partners' times a match needs: right in [left + lower,
+        // left + upper], so left in [right - upper, right - lower].
+        let (from, to) = match spec.bounds {
+            None => (i64::MIN, i64::MAX),
+            Some((lower, upper)) if side == LEFT => {
+                (time.saturating_add(lower), time.saturating_add(upper))
+            }
+            Some((lower, upper)) => (time.saturating_sub(upper), time.saturating_sub(lower)),
+        };
+        let start = partners.partition_point(|entry| entry.time < from);
+        let end = partners.partition_point(|entry| entry.time <= to);
+        for entry in &mut partners[start..end.max(start)] {
             let (left, right) = if side == LEFT {
                 ((time, &row), (entry.time, &entry.row))
             } else {
@@ -162,12 +182,13 @@ impl Join {
         if self.spec.bounds.is_some() {
             this.expiry.push(Reverse((expires, hash)));
         }
-        this.rows.entry(hash).or_default().push(Entry {
+        let entry = Entry {
             hash,
             time,
             matched: side == LEFT && matched,
             row,
-        });
+        };
+        insert_in_time_order(this.rows.entry(hash).or_default(), entry);
         this.len += 1;
     }
 
@@ -185,16 +206,10 @@ impl Join {
             let Some(entries) = self.sides[side].rows.get_mut(&hash) else {
                 continue;
             };
-            let before = entries.len();
-            let mut index = 0;
-            while index < entries.len() {
-                if expires(bounds, side, entries[index].time) < watermark {
-                    gone.push(entries.swap_remove(index));
-                } else {
-                    index += 1;
-                }
-            }
-            let removed = before - entries.len();
+            // Expiry grows with time, and the list is in time order.
+            let removed =
+                entries.partition_point(|entry| expires(bounds, side, entry.time) < watermark);
+            gone.extend(entries.drain(..removed));
             if entries.is_empty() {
                 self.sides[side].rows.remove(&hash);
             }
@@ -264,7 +279,7 @@ impl Processor for Join {
                     this.expiry.push(Reverse((expires, entry.hash)));
                 }
                 this.len += 1;
-                this.rows.entry(entry.hash).or_default().push(entry);
+                insert_in_time_order(this.rows.entry(entry.hash).or_default(), entry);
             }
         }
         Ok(())
