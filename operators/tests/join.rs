@@ -21,13 +21,15 @@ use weir_runtime::{Emitter, GraphBuilder, Parallelism, Source, SourcePoll};
 
 use support::{collect, run, sorted};
 
-/// Emits rows (sorted by their time, field 2) with a watermark of each
-/// new time before its rows, then ends; `late` rows are emitted after
-/// the watermark has passed them.
+/// Emits rows (field 2 is their time) bucket by bucket of `grain` ms, in
+/// falling time order within a bucket (out of order, when `grain` > 1),
+/// with the bucket's start as the watermark before its rows, then ends;
+/// `late` rows are emitted after the watermark has passed them.
 struct Timed {
     rows: std::vec::IntoIter<Row>,
     late: Vec<Row>,
     last: i64,
+    grain: i64,
 }
 
 impl Source for Timed {
@@ -39,9 +41,10 @@ impl Source for Timed {
                 let Value::Timestamp(time) = row.values[2] else {
                     panic!("no time")
                 };
-                if time > self.last {
-                    self.last = time;
-                    out.watermark(time as u64);
+                let bucket = time.div_euclid(self.grain) * self.grain;
+                if bucket > self.last {
+                    self.last = bucket;
+                    out.watermark(bucket as u64);
                 }
                 out.push(&row);
                 SourcePoll::Ready
@@ -56,16 +59,14 @@ impl Source for Timed {
     }
 }
 
-fn timed(graph: &mut GraphBuilder, name: &str, mut rows: Vec<Row>, late: Vec<Row>) {
-    rows.sort_by_key(|row| match row.values[2] {
-        Value::Timestamp(time) => time,
-        _ => 0,
-    });
+fn timed(graph: &mut GraphBuilder, name: &str, mut rows: Vec<Row>, late: Vec<Row>, grain: i64) {
+    rows.sort_by_key(|row| (time(row).div_euclid(grain), std::cmp::Reverse(time(row))));
     graph
         .source(name, move |_| Timed {
             rows: rows.clone().into_iter(),
             late: late.clone(),
             last: i64::MIN,
+            grain,
         })
         .parallelism(Parallelism::One);
 }
@@ -157,11 +158,12 @@ fn join(
     right: &[Row],
     late: (&[Row], &[Row]),
     shards: usize,
+    grain: i64,
 ) -> (Vec<Row>, Vec<Row>, Vec<Row>) {
     let (spec, _) = build(config, &schema("left"), &schema("right")).unwrap();
     let mut graph = GraphBuilder::new();
-    timed(&mut graph, "left", left.to_vec(), late.0.to_vec());
-    timed(&mut graph, "right", right.to_vec(), late.1.to_vec());
+    timed(&mut graph, "left", left.to_vec(), late.0.to_vec(), grain);
+    timed(&mut graph, "right", right.to_vec(), late.1.to_vec(), grain);
     for (side, name) in ["left", "right"].into_iter().enumerate() {
         let spec = spec.clone();
         let partition = weir_runtime::Partition::hash(move |row: &Row| spec.key_hash(side, row));
@@ -193,7 +195,7 @@ fn join_with(
     right: &[Row],
     shards: usize,
 ) -> (Vec<Row>, Vec<Row>, Vec<Row>) {
-    join(config, left, right, (&[], &[]), shards)
+    join(config, left, right, (&[], &[]), shards, 1)
 }
 
 #[test]
@@ -219,11 +221,13 @@ fn interval_joins_equal_the_nested_loop_rule() {
         let right = rows(&mut rng, 3_000, 40, 5_000);
         let expected = model(&left, &right, Some(bounds), left_outer);
         assert!(expected.len() > 20, "seed {seed}: {} rows", expected.len());
-        for shards in [1, 2] {
+        // In time order, and out of order within 50 ms (never late).
+        for (shards, grain) in [(1, 1), (2, 1), (2, 50)] {
             let (got, late_left, late_right) =
-                join(&config(extra), &left, &right, (&[], &[]), shards);
-            assert_eq!(got.len(), expected.len(), "seed {seed}, {shards} shards");
-            assert_eq!(got, expected, "seed {seed}, {shards} shards");
+                join(&config(extra), &left, &right, (&[], &[]), shards, grain);
+            let case = format!("seed {seed}, {shards} shards, grain {grain}");
+            assert_eq!(got.len(), expected.len(), "{case}");
+            assert_eq!(got, expected, "{case}");
             assert!(late_left.is_empty() && late_right.is_empty());
         }
     }
@@ -236,7 +240,7 @@ fn a_regular_join_matches_every_pair_whenever_it_arrives() {
     let right = rows(&mut rng, 1_500, 100, 10_000);
     let expected = model(&left, &right, None, false);
     for shards in [1, 2] {
-        let (got, _, _) = join(&config(""), &left, &right, (&[], &[]), shards);
+        let (got, _, _) = join(&config(""), &left, &right, (&[], &[]), shards, 50);
         assert_eq!(got, expected, "{shards} shards");
     }
 }
@@ -255,6 +259,7 @@ fn rows_older_than_the_watermark_go_to_the_late_outputs() {
         &right,
         (&[late_row(10_000)], &[late_row(20_000), late_row(20_001)]),
         2,
+        1,
     );
     assert_eq!(got, model(&left, &right, Some((-5, 5)), false));
     assert_eq!(late_left, vec![late_row(10_000)]);
