@@ -171,7 +171,14 @@ fn scenario(
         let env: Vec<(&str, &str)> = fail_point
             .map(|point| vec![("WEIR_CRASH_AT", point)])
             .unwrap_or_default();
-        let mut weir = Weir::start(&config, &data, &[], &env);
+        // A graceful stop soon after a restart from a kill may wait on the
+        // broker: a killed producer's open transaction can hold the
+        // transactional id until the broker aborts it (at worst its
+        // `transaction.timeout.ms`, 60 s), and the stop's commits wait for
+        // that. The default 10 s bound then gives up (safely: the commits
+        // run at the next start); this test is about exactly-once, so its
+        // stops get the broker's worst case.
+        let mut weir = Weir::start(&config, &data, &["--stop-timeout", "70s"], &env);
         if let Some(point) = fail_point {
             let status = weir
                 .wait_for(RUN_TIMEOUT)
