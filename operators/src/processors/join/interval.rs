@@ -34,7 +34,6 @@ struct Side {
     /// `(the watermark past which it can go, key hash)` per kept row of an
     /// interval join, earliest first.
     expiry: BinaryHeap<Reverse<(i64, u64)>>,
-    len: usize,
 }
 
 /// Inserts `entry` after every entry of its time or earlier: at the end,
@@ -52,16 +51,6 @@ fn expires(bounds: Option<(i64, i64)>, side: usize, time: i64) -> i64 {
         time.saturating_add(upper)
     } else {
         time.saturating_sub(lower)
-    }
-}
-
-/// Whether a left row at `left` and a right row at `right` match in time.
-fn in_interval(bounds: Option<(i64, i64)>, left: i64, right: i64) -> bool {
-    match bounds {
-        None => true,
-        Some((lower, upper)) => {
-            left.saturating_add(lower) <= right && right <= left.saturating_add(upper)
-        }
     }
 }
 
@@ -110,11 +99,6 @@ impl Join {
             watermark: 0,
             out: Row::default(),
         }
-    }
-
-    /// Rows kept, left and right.
-    pub fn kept(&self) -> (usize, usize) {
-        (self.sides[LEFT].len, self.sides[RIGHT].len)
     }
 
     /// The watermark past which an entry of `side` at `time` can go.
@@ -167,7 +151,8 @@ impl Join {
             } else {
                 ((entry.time, &entry.row), (time, &row))
             };
-            if !spec.keys_equal(left.1, right.1) || !in_interval(spec.bounds, left.0, right.0) {
+            // Every entry of the range is in the interval; only the key may differ.
+            if !spec.keys_equal(left.1, right.1) {
                 continue;
             }
             matched = true;
@@ -189,7 +174,6 @@ impl Join {
             row,
         };
         insert_in_time_order(this.rows.entry(hash).or_default(), entry);
-        this.len += 1;
     }
 
     /// Drops the entries of `side` that no row still to come can match:
@@ -213,7 +197,6 @@ impl Join {
             if entries.is_empty() {
                 self.sides[side].rows.remove(&hash);
             }
-            self.sides[side].len -= removed;
         }
         if side == LEFT && self.spec.left_outer {
             for entry in gone.iter().filter(|entry| !entry.matched) {
@@ -278,7 +261,6 @@ impl Processor for Join {
                 if self.spec.bounds.is_some() {
                     this.expiry.push(Reverse((expires, entry.hash)));
                 }
-                this.len += 1;
                 insert_in_time_order(this.rows.entry(entry.hash).or_default(), entry);
             }
         }
